@@ -1,0 +1,297 @@
+"""The `syncd` command line. Thin: it loads the config, then either drives the engine
+(`once`, `run`) or talks to the running daemon over the control socket."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from syncd import __version__, logs
+from syncd.config import Config, ConfigError, default_socket_path, load_config, resolve_config_path
+from syncd.daemon.lock import AlreadyRunning, InstanceLock
+from syncd.daemon.protocol import DaemonError, DaemonUnreachable, request
+from syncd.engine.core import EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE, Engine, Report
+from syncd.providers.errors import ProviderError
+from syncd.providers.url import RemoteURLError
+from syncd.state import StateError, StateStore, sqlite_path
+
+
+def fail(message: str, code: int) -> NoReturn:
+    """One line on stderr and the contract's exit code; never a traceback."""
+    click.echo(f"syncd: {message}", err=True)
+    sys.exit(code)
+
+
+def _load(config_path: str | None) -> Config:
+    path = resolve_config_path(config_path)
+    if path is None:
+        fail(
+            "no config file: pass -c CONFIG, set SYNCD_CONFIG, or create "
+            "$XDG_CONFIG_HOME/syncd/syncd.yaml",
+            EXIT_USAGE,
+        )
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        fail(str(exc), EXIT_USAGE)
+
+
+def _socket(config_path: str | None) -> Path:
+    """The daemon's socket: from the config when there is one, else the default location."""
+    if resolve_config_path(config_path) is None:
+        return default_socket_path()
+    return Path(_load(config_path).socket)
+
+
+def _lock(config: Config) -> InstanceLock:
+    db = sqlite_path(config.state)
+    if db is not None:
+        return InstanceLock(db.with_name(db.name + ".lock"), f"state {db}")
+    sock = Path(config.socket)
+    return InstanceLock(sock.with_name(sock.name + ".lock"), f"socket {sock}")
+
+
+def _setup_logging(ctx: click.Context, config: Config) -> None:
+    level = config.log.level
+    verbosity = ctx.obj.get("verbosity", 0) if ctx.obj else 0
+    order = ["debug", "info", "warning", "error"]
+    index = max(0, min(len(order) - 1, order.index(level) - verbosity))
+    logs.configure(order[index], config.log.format)
+
+
+def _open_engine(config: Config) -> Engine:
+    try:
+        return Engine(config)
+    except StateError as exc:
+        fail(str(exc), EXIT_FAILED)
+    except (ProviderError, RemoteURLError) as exc:
+        fail(str(exc), EXIT_USAGE)
+
+
+def _ask(config_path: str | None, cmd: str, **args: Any) -> Any:
+    try:
+        return request(_socket(config_path), cmd, **args)
+    except DaemonUnreachable as exc:
+        fail(str(exc), EXIT_UNREACHABLE)
+    except DaemonError as exc:
+        fail(str(exc), EXIT_USAGE)
+
+
+config_option = click.option(
+    "-c",
+    "--config",
+    "config_path",
+    metavar="CONFIG",
+    help="Config file (default: $SYNCD_CONFIG, then $XDG_CONFIG_HOME/syncd/syncd.yaml).",
+)
+pair_option = click.option("--pair", metavar="NAME", help="Only this pair.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="syncd")
+@click.option("-v", "--verbose", count=True, help="More log output (repeatable).")
+@click.option("-q", "--quiet", count=True, help="Less log output (repeatable).")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, quiet: int) -> None:
+    """Keep local folders in sync with S3 and local-folder remotes."""
+    ctx.obj = {"verbosity": verbose - quiet}
+
+
+@cli.command()
+@config_option
+@click.pass_context
+def run(ctx: click.Context, config_path: str | None) -> None:
+    """Run the daemon in the foreground (SIGTERM / Ctrl-C stop it cleanly)."""
+    from syncd.daemon.control import SocketInUse
+    from syncd.daemon.daemon import Daemon
+
+    config = _load(config_path)
+    _setup_logging(ctx, config)
+    try:
+        with _lock(config):
+            engine = _open_engine(config)
+            try:
+                code = Daemon(config, engine).run()
+            except SocketInUse as exc:
+                fail(str(exc), EXIT_FAILED)
+    except AlreadyRunning as exc:
+        fail(str(exc), EXIT_FAILED)
+    sys.exit(code)
+
+
+@cli.command()
+@config_option
+@pair_option
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@click.option("--force", is_flag=True, help="Let deletions through that a safety guard held back.")
+@click.pass_context
+def once(
+    ctx: click.Context, config_path: str | None, pair: str | None, dry_run: bool, force: bool
+) -> None:
+    """One full reconciliation of every pair (or one), then exit."""
+    config = _load(config_path)
+    _setup_logging(ctx, config)
+    if pair is not None and pair not in {p.name for p in config.pairs}:
+        fail(f"no pair named {pair!r} in the config", EXIT_USAGE)
+    try:
+        with _lock(config), _open_engine(config) as engine:
+            report = engine.sync_once(pair=pair, dry_run=dry_run)
+    except AlreadyRunning as exc:
+        fail(str(exc), EXIT_FAILED)
+    _print_report(report, dry_run)
+    sys.exit(report.exit_code)
+
+
+def _print_report(report: Report, dry_run: bool) -> None:
+    for pair in report.pairs:
+        if pair.fault:
+            click.echo(f"{pair.name}: error: {pair.fault}")
+            continue
+        if dry_run:
+            for item in pair.planned:
+                click.echo(
+                    f"{item.decision.action.value}\t{pair.name}/{item.path}\t{item.decision.reason}"
+                )
+            continue
+        click.echo(
+            f"{pair.name}: {pair.uploaded} uploaded, {pair.downloaded} downloaded, "
+            f"{len(pair.failures)} failed, {len(pair.conflicts)} conflicts"
+        )
+        for path, error in sorted(pair.failures.items()):
+            click.echo(f"  failed: {path}: {error}")
+        for path, reason in sorted(pair.conflicts.items()):
+            click.echo(f"  conflict: {path}: {reason}")
+        for path, reason in sorted(pair.deferred.items()):
+            click.echo(f"  held: {path}: {reason}")
+
+
+@cli.command()
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(config_path: str | None, as_json: bool) -> None:
+    """What the running daemon is doing."""
+    result = _ask(config_path, "status")
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    from syncd.status_view import render_status
+
+    render_status(result)
+
+
+@cli.command()
+@config_option
+@pair_option
+@click.option("--force", is_flag=True, help="Let deletions through that a safety guard held back.")
+def sync(config_path: str | None, pair: str | None, force: bool) -> None:
+    """Ask the running daemon to reconcile now."""
+    _ask(config_path, "sync", pair=pair, force=force)
+    click.echo("sync requested")
+
+
+@cli.command()
+@config_option
+@pair_option
+def pause(config_path: str | None, pair: str | None) -> None:
+    """Pause transfers (changes keep being recorded)."""
+    _ask(config_path, "pause", pair=pair)
+    click.echo(f"paused {pair or 'all pairs'}")
+
+
+@cli.command()
+@config_option
+@pair_option
+def resume(config_path: str | None, pair: str | None) -> None:
+    """Resume paused transfers."""
+    _ask(config_path, "resume", pair=pair)
+    click.echo(f"resumed {pair or 'all pairs'}")
+
+
+@cli.command()
+@config_option
+def retry(config_path: str | None) -> None:
+    """Re-queue failed operations now."""
+    result = _ask(config_path, "retry")
+    click.echo(f"requeued {result['requeued']} failed operations")
+
+
+@cli.command()
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def conflicts(config_path: str | None, as_json: bool) -> None:
+    """Conflicts the running daemon has found."""
+    result = _ask(config_path, "conflicts")
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    if not result:
+        click.echo("no conflicts")
+    for item in result:
+        click.echo(f"{item['pair']}\t{item['path']}\t{item['reason']}")
+
+
+@cli.command()
+@config_option
+def check(config_path: str | None) -> None:
+    """Validate the config and reach every remote, one line per pair."""
+    from syncd.providers import open_provider
+
+    config = _load(config_path)
+    logs.configure("error", "auto")
+    failed = False
+    for pair in config.pairs:
+        problem = None
+        if not Path(pair.local).is_dir():
+            problem = f"local root {pair.local} is missing or not a folder"
+        else:
+            try:
+                provider = open_provider(pair.remote, pair.options, workers=1)
+                try:
+                    provider.check()
+                finally:
+                    provider.close()
+            except (ProviderError, RemoteURLError) as exc:
+                problem = str(exc)
+        failed |= problem is not None
+        click.echo(
+            f"{'FAIL' if problem else 'ok'}\t{pair.name}\t{pair.remote}"
+            + (f"\t{problem}" if problem else "")
+        )
+    sys.exit(EXIT_FAILED if failed else 0)
+
+
+@cli.group()
+def state() -> None:
+    """Inspect or reset the sync state."""
+
+
+@state.command("rebuild")
+@config_option
+@pair_option
+def state_rebuild(config_path: str | None, pair: str | None) -> None:
+    """Forget the state: the next pass is a first sync (which deletes nothing)."""
+    config = _load(config_path)
+    names = [p.name for p in config.pairs]
+    if pair is not None and pair not in names:
+        fail(f"no pair named {pair!r} in the config", EXIT_USAGE)
+    try:
+        with _lock(config):
+            store = StateStore(config.state)
+            try:
+                for name in [pair] if pair else names:
+                    store.forget(name)
+            finally:
+                store.close()
+    except AlreadyRunning as exc:
+        fail(str(exc), EXIT_FAILED)
+    except StateError as exc:
+        fail(str(exc), EXIT_FAILED)
+    click.echo(f"state forgotten for {pair or 'all pairs'}; the next pass is a first sync")
+
+
+def main() -> None:
+    cli(prog_name="syncd")

@@ -1,0 +1,375 @@
+"""Reading `syncd.yaml`: find it, parse it, substitute `${VAR}`, validate it, and turn every
+failure into one line that names the file and the key.
+
+The CLI prints `str(ConfigError)` and exits 2, so this module is where a user learns what is
+wrong with their config; nothing here may leak a traceback, pydantic's multi-line report, or the
+value of an option (options hold credentials).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import typing
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from syncd.config.model import Config
+from syncd.providers.options import OPTIONS_BY_SCHEME
+from syncd.providers.url import RemoteURLError, parse_remote_url
+
+Loc = tuple[str | int, ...]
+
+
+class ConfigError(Exception):
+    """The config cannot be used. `str()` is one line: `SOURCE: [line N: ][KEY: ]PROBLEM`."""
+
+    def __init__(
+        self, source: str, problem: str, key: str | None = None, line: int | None = None
+    ) -> None:
+        super().__init__(source, problem, key, line)
+        self.source = source
+        self.problem = " ".join(problem.split())  # one line, whatever the cause said
+        self.key = key
+        self.line = line
+
+    def __str__(self) -> str:
+        parts = [self.source]
+        if self.line is not None:
+            parts.append(f"line {self.line}")
+        if self.key:
+            parts.append(self.key)
+        parts.append(self.problem)
+        return ": ".join(parts)
+
+
+# -- finding the file ------------------------------------------------------------------------
+
+
+def resolve_config_path(explicit: str | None) -> Path | None:
+    """The config to use: `-c` if given, else `$SYNCD_CONFIG`, else
+    `$XDG_CONFIG_HOME/syncd/syncd.yaml` when that file exists; None when there is none.
+
+    An explicit or `$SYNCD_CONFIG` path is returned even if missing, so that loading it reports
+    "no such file" instead of silently falling back to another config.
+    """
+    if explicit:
+        return Path(os.path.expanduser(explicit))
+    from_env = os.environ.get("SYNCD_CONFIG", "")
+    if from_env:
+        return Path(os.path.expanduser(from_env))
+    config_home = os.environ.get("XDG_CONFIG_HOME", "")
+    if not config_home or not os.path.isabs(config_home):  # XDG: ignore relative values
+        config_home = os.path.expanduser("~/.config")
+    candidate = Path(config_home) / "syncd" / "syncd.yaml"
+    return candidate if candidate.is_file() else None
+
+
+# -- loading ---------------------------------------------------------------------------------
+
+
+def load_config(path: Path) -> Config:
+    """Read, substitute and validate the YAML config at `path`."""
+    source = str(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(source, "no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(source, "is a directory, not a config file") from None
+    except OSError as exc:
+        raise ConfigError(source, f"cannot read: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(source, f"is not UTF-8 text (byte {exc.start})") from None
+    data = _parse_yaml(text, source)
+    if data is None:
+        raise ConfigError(source, "file is empty")
+    if not isinstance(data, Mapping):
+        raise ConfigError(source, f"must be a mapping of keys (got {_kind(data)})")
+    return load_config_dict(data, source)
+
+
+def load_config_dict(
+    data: Mapping[str, Any], source: str = "<dict>", *, expand_env: bool = True
+) -> Config:
+    """Validate an already-parsed config, with the same `${VAR}` substitution and error
+    messages as a file, so the Python API and the YAML file cannot drift apart."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(source, f"must be a mapping of keys (got {_kind(data)})")
+    document = _substitute(data, (), os.environ, source) if expand_env else data
+    try:
+        return Config.model_validate(document)
+    except ValidationError as exc:
+        raise _translate(exc, source, document) from None
+
+
+# -- YAML ------------------------------------------------------------------------------------
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping: PyYAML would keep the last one
+    silently, and the user would edit the first one wondering why nothing changes."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> Iterator[dict[Any, Any]]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # `<<: *anchor` may legitimately be overridden
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            duplicate = key in seen
+        except TypeError:  # an unhashable key; the constructor reports it properly below
+            continue
+        if duplicate:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    yield from loader.construct_yaml_map(node)
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
+
+
+def _parse_yaml(text: str, source: str) -> object:
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        reason = exc.problem or exc.context or "cannot be parsed"
+        line = mark.line + 1 if mark is not None else None
+        raise ConfigError(source, f"invalid YAML: {reason}", line=line) from None
+    except yaml.YAMLError as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else "cannot be parsed"
+        raise ConfigError(source, f"invalid YAML: {first_line}") from None
+
+
+# -- ${VAR} substitution ---------------------------------------------------------------------
+
+_REFERENCE = re.compile(r"\$\$\{|\$\{(?P<body>[^}]*)(?P<close>\}?)")
+_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class _SubstitutionError(Exception):
+    pass
+
+
+def _substitute(node: object, loc: Loc, env: Mapping[str, str], source: str) -> Any:
+    """Substitute `${VAR}` / `${VAR:default}` in every string scalar (never in keys).
+
+    Done after parsing, not on the raw text, so a value containing `:`, `#` or quotes cannot
+    change the structure of the document.
+    """
+    if isinstance(node, str):
+        try:
+            return _expand(node, env)
+        except _SubstitutionError as exc:
+            raise ConfigError(source, str(exc), key=format_loc(loc) or None) from None
+    if isinstance(node, Mapping):
+        return {
+            str(key): _substitute(value, (*loc, str(key)), env, source)
+            for key, value in node.items()
+        }
+    if isinstance(node, list | tuple):
+        return [_substitute(item, (*loc, index), env, source) for index, item in enumerate(node)]
+    return node
+
+
+def _expand(value: str, env: Mapping[str, str]) -> str:
+    """One pass: a substituted value is not expanded again, and `$${` yields a literal `${`.
+    A default is used only when the variable is unset (an empty value is a value)."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$${":
+            return "${"
+        body = match["body"]
+        if not match["close"]:
+            raise _SubstitutionError("unterminated ${ (write $${ for a literal ${)")
+        name, has_default, default = body.partition(":")
+        if not _VARIABLE.fullmatch(name):
+            raise _SubstitutionError(
+                f"${{{body}}} is not a variable reference (write $${{ for a literal ${{)"
+            )
+        if name in env:
+            return env[name]
+        if has_default:
+            return default
+        raise _SubstitutionError(f"${{{name}}} is not set and has no default")
+
+    return _REFERENCE.sub(replace, value)
+
+
+# -- pydantic errors -> one line -------------------------------------------------------------
+
+_TYPE_REASONS = {
+    "int_type": "must be a whole number",
+    "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "finite_number": "must be a finite number",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "string_type": "must be a string",
+    "list_type": "must be a list",
+    "dict_type": "must be a mapping (key: value)",
+    "model_type": "must be a mapping (key: value)",
+    "model_attributes_type": "must be a mapping (key: value)",
+    "path_type": "must be a path",
+}
+_BOUNDS = {
+    "greater_than": ("gt", "must be greater than"),
+    "greater_than_equal": ("ge", "must be at least"),
+    "less_than": ("lt", "must be less than"),
+    "less_than_equal": ("le", "must be at most"),
+}
+# Where "(got VALUE)" helps and cannot leak: type, choice and range errors outside secrets.
+_SHOW_INPUT = {"literal_error", *_TYPE_REASONS, *_BOUNDS}
+
+
+def format_loc(loc: Loc) -> str:
+    """`('pairs', 0, 'conflict')` -> `pairs[0].conflict`."""
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+def _translate(exc: ValidationError, source: str, document: Mapping[str, Any]) -> ConfigError:
+    """The first error, in words. A typo'd key is reported before anything else: it usually
+    explains the rest (`nmae` is also why `name` is missing)."""
+    errors = [_lift_option_error(error) for error in exc.errors(include_url=False)]
+    errors.sort(key=lambda error: error["type"] != "extra_forbidden")  # stable
+    error = errors[0]
+    loc: Loc = tuple(error["loc"])
+    return ConfigError(source, _reason(error, loc, document), key=format_loc(loc) or None)
+
+
+def _lift_option_error(error: Any) -> dict[str, Any]:
+    """Unwrap the error the pair raised for its `options` into one located at the option."""
+    if error["type"] != "option_invalid":
+        return dict(error)
+    ctx = error["ctx"]
+    return {
+        "type": ctx["inner_type"],
+        "loc": (*error["loc"], *ctx["inner_loc"]),
+        "msg": ctx["reason"],
+        "ctx": ctx["inner_ctx"],
+    }
+
+
+def _reason(error: Mapping[str, Any], loc: Loc, document: Mapping[str, Any]) -> str:
+    kind: str = error["type"]
+    ctx: Mapping[str, Any] = error.get("ctx") or {}
+    if kind == "missing":
+        return "required key is missing"
+    if kind == "extra_forbidden":
+        return "unknown key" + _suggestion(loc, document)
+    if kind == "literal_error":
+        choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+        reason = f"must be one of {', '.join(choices)}"
+    elif kind in _TYPE_REASONS:
+        reason = _TYPE_REASONS[kind]
+    elif kind in _BOUNDS:
+        bound, words = _BOUNDS[kind]
+        reason = f"{words} {_number(ctx.get(bound))}"
+    elif kind in ("value_error", "assertion_error") and "error" in ctx:
+        reason = str(ctx["error"])
+    else:
+        reason = str(error["msg"])
+    if kind in _SHOW_INPUT and "input" in error and _may_show(loc):
+        shown = _short(error["input"])
+        if shown is not None:
+            reason += f" (got {shown})"
+    return reason
+
+
+def _may_show(loc: Loc) -> bool:
+    """Option values may be credentials and a database URL may carry a password."""
+    return "options" not in loc and loc[:1] != ("state",)
+
+
+def _short(value: object) -> str | None:
+    if isinstance(value, str | int | float | bool) or value is None:
+        text = repr(value)
+        return text if len(text) <= 60 else text[:57] + "..."
+    return None
+
+
+def _suggestion(loc: Loc, document: Mapping[str, Any]) -> str:
+    """` (did you mean 'name'?)` when the unknown key is close to a known one."""
+    keys = _known_keys(loc[:-1], document)
+    if not keys or not isinstance(loc[-1], str):
+        return ""
+    close = difflib.get_close_matches(loc[-1], keys, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _known_keys(parent: Loc, document: Mapping[str, Any]) -> list[str]:
+    """The keys allowed at `parent`, found by walking the models alongside the document."""
+    model: type[BaseModel] | None = Config
+    node: Any = document
+    for part in parent:
+        if model is None:
+            return []
+        if isinstance(part, int):  # a list index: the item has the same model as the list
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        if part == "options" and model.__name__ == "PairConfig":
+            model = _options_model(node)
+        else:
+            model = _model_in(field.annotation)
+        node = node.get(part) if isinstance(node, Mapping) else None
+    return list(model.model_fields) if model is not None else []
+
+
+def _options_model(pair: object) -> type[BaseModel] | None:
+    remote = pair.get("remote") if isinstance(pair, Mapping) else None
+    if not isinstance(remote, str):
+        return None
+    try:
+        return OPTIONS_BY_SCHEME.get(parse_remote_url(remote).scheme)
+    except RemoteURLError:
+        return None
+
+
+def _model_in(annotation: object) -> type[BaseModel] | None:
+    """The model inside `X`, `X | None` or `list[X]`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in typing.get_args(annotation):
+        found = _model_in(argument)
+        if found is not None:
+            return found
+    return None
+
+
+def _number(value: object) -> str:
+    """`0.0` reads as `0`: the bound of a float field need not look like one."""
+    try:
+        number = float(str(value))
+    except ValueError:
+        return str(value)
+    return str(int(number)) if number.is_integer() else str(value)
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "a string"
+    return f"a {type(value).__name__}"

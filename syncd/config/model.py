@@ -1,0 +1,393 @@
+"""The typed config: what `syncd.yaml` may say, its defaults, and every rule a value must obey.
+
+Every model forbids unknown keys (a typo must not silently fall back to a default) and is frozen
+(the daemon shares one config between threads). Paths are made absolute here, once, so nothing
+downstream depends on the directory the daemon happens to run in later.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from syncd.config.units import parse_rate, parse_size
+from syncd.providers.options import OPTIONS_BY_SCHEME, FileOptions
+from syncd.providers.url import RemoteURL, RemoteURLError, parse_remote_url
+
+MiB = 1024**2
+MIN_PART_SIZE = 5 * MiB  # S3 refuses a multipart part smaller than this (except the last)
+SOCKET_PATH_MAX = 107  # sun_path is 108 bytes on Linux, one of which is the terminating NUL
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+LogFormat = Literal["auto", "json", "console"]
+Direction = Literal["both", "upload", "download"]
+ConflictStrategy = Literal[
+    "timestamp_wins", "local_wins", "cloud_wins", "manual", "version_preserve"
+]
+
+_PAIR_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def _invalid(kind: str, reason: str) -> PydanticCustomError:
+    """A validation error whose message is exactly `reason` (one line, no pydantic prefix)."""
+    return PydanticCustomError(kind, "{reason}", {"reason": reason})
+
+
+# -- defaults --------------------------------------------------------------------------------
+
+
+def _xdg_dir(variable: str, fallback: str) -> Path:
+    """An XDG base directory; the spec says a relative value must be ignored."""
+    value = os.environ.get(variable, "")
+    if value and os.path.isabs(value):
+        return Path(value)
+    return Path(os.path.expanduser(fallback))
+
+
+def default_state_url() -> str:
+    """`sqlite:///$XDG_STATE_HOME/syncd/state.db`, read from the environment at call time."""
+    return f"sqlite:///{_xdg_dir('XDG_STATE_HOME', '~/.local/state') / 'syncd' / 'state.db'}"
+
+
+def default_socket_path() -> Path:
+    """`$XDG_RUNTIME_DIR/syncd/syncd.sock`, or `/tmp/syncd-<uid>/syncd.sock` without one."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+    if runtime and os.path.isabs(runtime):
+        return Path(runtime) / "syncd" / "syncd.sock"
+    # A fixed short path rather than tempfile.gettempdir(): $TMPDIR can be long enough to break
+    # the AF_UNIX limit, and the per-user folder keeps users apart (the daemon makes it 0700).
+    return Path(f"/tmp/syncd-{os.getuid()}") / "syncd.sock"  # noqa: S108
+
+
+# -- reusable field types --------------------------------------------------------------------
+
+
+def _no_bool(value: object) -> object:
+    """YAML reads `yes`/`on` as true; as a number that is a typo, not 1."""
+    if isinstance(value, bool):
+        raise _invalid("number_type", "must be a number, not true/false")
+    return value
+
+
+def _size(value: object) -> int:
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise _invalid("size", str(exc)) from None
+
+
+def _rate(value: object) -> int | None:
+    if value is None:
+        return None
+    try:
+        rate = parse_rate(value)
+    except ValueError as exc:
+        raise _invalid("rate", str(exc)) from None
+    if rate <= 0:
+        raise _invalid("rate", "must be greater than 0 (leave the key out for no limit)")
+    return rate
+
+
+def _absolute_path(value: object) -> object:
+    """Expand `~` and anchor a relative path at the current directory; other types pass through
+    so that pydantic reports them as the wrong type."""
+    if not isinstance(value, str | os.PathLike):
+        return value
+    text = os.fsdecode(os.fspath(value))
+    if not text.strip():
+        raise _invalid("path", "must not be empty")
+    if "\0" in text:
+        raise _invalid("path", "must not contain a NUL character")
+    return Path(os.path.abspath(os.path.expanduser(text)))
+
+
+Int = Annotated[int, BeforeValidator(_no_bool)]
+Float = Annotated[float, BeforeValidator(_no_bool)]
+Size = Annotated[int, BeforeValidator(_size)]
+Rate = Annotated[int | None, BeforeValidator(_rate)]
+AbsolutePath = Annotated[Path, BeforeValidator(_absolute_path)]
+
+
+class _Model(BaseModel):
+    # hide_input_in_errors: pydantic's own text would otherwise echo values, secrets included.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+
+# -- sections --------------------------------------------------------------------------------
+
+
+class LogConfig(_Model):
+    """`log:` — verbosity and output format (`auto`: console on a terminal, JSON otherwise)."""
+
+    level: LogLevel = "info"
+    format: LogFormat = "auto"
+
+
+class RetryConfig(_Model):
+    """`retry:` — how often and for how long a failing operation is retried before it is
+    reported as failed."""
+
+    attempts: Int = Field(default=8, ge=1)
+    max_seconds: Float = Field(default=300.0, gt=0)
+
+
+class MetricsConfig(_Model):
+    """`metrics:` — where the optional Prometheus endpoint listens, as `HOST:PORT`
+    (`[::1]:9464` for IPv6)."""
+
+    listen: str
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        _split_listen(value)
+        return value
+
+    @property
+    def host(self) -> str:
+        return _split_listen(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return _split_listen(self.listen)[1]
+
+
+def _split_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.strip().rpartition(":")
+    if not sep or not host:
+        raise _invalid("listen", f"must be HOST:PORT, e.g. 127.0.0.1:9464 (got {value!r})")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise _invalid("listen", f"an IPv6 address needs brackets, e.g. [::1]:9464 (got {value!r})")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise _invalid("listen", f"must be HOST:PORT with a port 1-65535 (got {value!r})")
+    return host, int(port)
+
+
+# -- pairs -----------------------------------------------------------------------------------
+
+
+class PairConfig(_Model):
+    """One local folder kept in sync with one remote.
+
+    `remote` keeps the string as written (it is what status shows); `remote_url` is the parsed
+    form. `options` is the model of the remote's scheme (`S3Options` for `s3://`, …), so an
+    option the scheme does not know is an error naming it.
+    """
+
+    # Field order matters: `options` is validated after `remote` and reads its scheme.
+    name: str
+    local: AbsolutePath
+    remote: str
+    options: SerializeAsAny[BaseModel] = Field(default=None, validate_default=True)
+    direction: Direction = "both"
+    conflict: ConflictStrategy = "timestamp_wins"
+    poll_interval: Float = Field(default=30.0, gt=0)
+    settle: Float = Field(default=0.5, ge=0)
+    max_delete: Float = Field(default=50.0, ge=0, le=100)
+    exclude: list[str] = Field(default_factory=list)
+    trash_days: Int = Field(default=30, ge=0)
+    remote_trash: bool = True
+
+    @property
+    def remote_url(self) -> RemoteURL:
+        """The parsed remote (validated at load time, so this cannot fail)."""
+        return parse_remote_url(self.remote)
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not _PAIR_NAME.fullmatch(value):
+            raise _invalid(
+                "pair_name",
+                f"must be 1-64 letters, digits, '.', '_' or '-' (got {value[:80]!r})",
+            )
+        return value
+
+    @field_validator("remote")
+    @classmethod
+    def _check_remote(cls, value: str) -> str:
+        try:
+            parse_remote_url(value)
+        except RemoteURLError as exc:
+            raise _invalid("remote_url", str(exc)) from None
+        return value
+
+    @field_validator("options", mode="plain")
+    @classmethod
+    def _scheme_options(cls, value: object, info: ValidationInfo) -> BaseModel:
+        remote = info.data.get("remote")
+        if not isinstance(remote, str):
+            # The remote is missing or invalid and that error is the one to read; whatever is
+            # returned here is discarded because validation fails anyway.
+            return FileOptions()
+        scheme = parse_remote_url(remote).scheme
+        model = OPTIONS_BY_SCHEME.get(scheme)
+        if model is None:
+            raise _invalid("options_scheme", f"{scheme}:// remotes take no options yet")
+        if value is None:
+            value = {}
+        if isinstance(value, model):
+            return value
+        if isinstance(value, BaseModel):
+            raise _invalid(
+                "options_type", f"{type(value).__name__} does not apply to {scheme}:// remotes"
+            )
+        if not isinstance(value, Mapping):
+            raise _invalid("options_type", "must be a mapping (key: value)")
+        try:
+            return model.model_validate(dict(value))
+        except ValidationError as exc:
+            raise _option_error(exc) from None
+
+
+def _option_error(exc: ValidationError) -> PydanticCustomError:
+    """Lift the first error inside `options` into the pair's error, keeping where it happened
+    (`inner_loc`) and what kind it is, but never the value: options hold credentials."""
+    first = exc.errors(include_url=False, include_input=False, include_context=True)[0]
+    inner_loc = tuple(first["loc"])
+    key = ".".join(str(part) for part in inner_loc)
+    context = {name: str(item) for name, item in first.get("ctx", {}).items()}
+    return PydanticCustomError(
+        "option_invalid",
+        "{key}: {reason}",
+        {
+            "key": key,
+            "reason": first["msg"],
+            "inner_type": first["type"],
+            "inner_loc": inner_loc,
+            "inner_ctx": context,
+        },
+    )
+
+
+# -- the whole file --------------------------------------------------------------------------
+
+
+class Config(_Model):
+    """A whole `syncd.yaml`. Only `pairs` (with each pair's name, local and remote) is
+    required; everything else has a default that works on a single machine."""
+
+    state: str = Field(default_factory=default_state_url, validate_default=True)
+    socket: AbsolutePath = Field(default_factory=default_socket_path, validate_default=True)
+    workers: Int = Field(default=8, ge=1, le=256)
+    log: LogConfig = Field(default_factory=LogConfig)
+    bandwidth_limit: Rate = None
+    upload_limit: Rate = None
+    download_limit: Rate = None
+    multipart_threshold: Size = Field(default=64 * MiB, gt=0)
+    part_size: Size = 16 * MiB
+    part_concurrency: Int = Field(default=4, ge=1, le=64)
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    metrics: MetricsConfig | None = None
+    pairs: list[PairConfig] = Field(default_factory=list, validate_default=True)
+
+    @field_validator("state")
+    @classmethod
+    def _absolute_state(cls, value: str) -> str:
+        """Anchor a relative SQLite file at the current directory, so `sqlite:///./x.db` means
+        the same file whatever directory the daemon later runs in."""
+        try:
+            url = make_url(value)
+        except (ArgumentError, ValueError):
+            # Not echoed: a database URL may carry a password.
+            raise _invalid(
+                "state_url", "not a database URL (e.g. sqlite:////var/lib/syncd/state.db)"
+            ) from None
+        database = url.database
+        if url.get_backend_name() != "sqlite" or not database:
+            return value
+        if database == ":memory:" or database.startswith("file:"):
+            return value  # in-memory, or SQLite's own URI syntax: leave it alone
+        expanded = os.path.expanduser(database)
+        if os.path.isabs(expanded) and expanded == database:
+            return value
+        absolute = url.set(database=os.path.abspath(expanded))
+        return absolute.render_as_string(hide_password=False)
+
+    @field_validator("socket")
+    @classmethod
+    def _short_socket(cls, value: Path) -> Path:
+        size = len(os.fsencode(str(value)))
+        if size > SOCKET_PATH_MAX:
+            raise _invalid(
+                "socket_too_long",
+                f"{value} is {size} bytes long; a Unix socket path may have at most "
+                f"{SOCKET_PATH_MAX}: choose a shorter path",
+            )
+        return value
+
+    @field_validator("part_size")
+    @classmethod
+    def _part_size(cls, value: int) -> int:
+        if value < MIN_PART_SIZE:
+            raise _invalid(
+                "part_size", f"must be at least 5MiB, the smallest multipart part (got {value})"
+            )
+        return value
+
+    @field_validator("pairs")
+    @classmethod
+    def _check_pairs(cls, pairs: list[PairConfig]) -> list[PairConfig]:
+        if not pairs:
+            raise _invalid("no_pairs", "at least one pair is required")
+        _check_unique_names(pairs)
+        _check_disjoint_folders(pairs)
+        return pairs
+
+
+def _check_unique_names(pairs: list[PairConfig]) -> None:
+    first_index: dict[str, int] = {}
+    for index, pair in enumerate(pairs):
+        if pair.name in first_index:
+            raise _invalid(
+                "duplicate_pair",
+                f"pairs[{first_index[pair.name]}] and pairs[{index}] are both named {pair.name!r}",
+            )
+        first_index[pair.name] = index
+
+
+def _check_disjoint_folders(pairs: list[PairConfig]) -> None:
+    """Two pairs sharing files would sync each other's changes back and forth, and so would a
+    file:// remote inside a local root (or around it)."""
+    roots = [(f"pairs[{i}].local", Path(os.path.realpath(p.local))) for i, p in enumerate(pairs)]
+    for i, (label, root) in enumerate(roots):
+        for other_label, other in roots[i + 1 :]:
+            _refuse_overlap(label, root, other_label, other)
+    for i, pair in enumerate(pairs):
+        url = pair.remote_url
+        if url.scheme != "file":
+            continue
+        remote = Path(os.path.realpath(url.path))
+        for label, root in roots:
+            _refuse_overlap(f"pairs[{i}].remote", remote, label, root)
+
+
+def _refuse_overlap(label: str, path: Path, other_label: str, other: Path) -> None:
+    if path == other:
+        reason = f"{label} and {other_label} are the same folder ({path})"
+    elif path.is_relative_to(other):
+        reason = f"{label} ({path}) is inside {other_label} ({other})"
+    elif other.is_relative_to(path):
+        reason = f"{other_label} ({other}) is inside {label} ({path})"
+    else:
+        return
+    raise _invalid("overlapping_folders", reason)

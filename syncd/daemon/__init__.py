@@ -1,0 +1,1 @@
+"""The long-running daemon: watcher, poller, control socket and the supervisor around the engine."""

@@ -1,0 +1,261 @@
+"""The long-running daemon: engine + watcher + poller + control socket, under one supervisor.
+
+Signal handlers only set a flag; the main loop notices it, restarts dead threads while running,
+and shuts everything down in order: sources first, then workers (10 s to finish or abort their
+transfer), then the database and the socket.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import structlog
+
+from syncd import __version__
+from syncd.config import Config
+from syncd.daemon.control import CommandError, ControlServer
+from syncd.daemon.poller import Poller
+from syncd.daemon.watcher import Watcher
+from syncd.engine.core import Engine
+from syncd.engine.debounce import Debouncer, Pending
+from syncd.engine.model import Change
+from syncd.engine.syncer import PairFault
+from syncd.engine.workers import WorkerPool
+from syncd.engine.workqueue import Key
+
+log = structlog.get_logger("syncd.daemon")
+
+SHUTDOWN_GRACE_S = 10.0
+
+
+class Daemon:
+    def __init__(self, config: Config, engine: Engine) -> None:
+        self.config = config
+        self.engine = engine
+        self.started = time.monotonic()
+        self._stop = threading.Event()
+        self.control = ControlServer(Path(config.socket), self.dispatch)
+        self.settler: Debouncer[Key] = Debouncer(self._settled, name="settle")
+        self.watcher = Watcher(self._on_local_change)
+        self.poller = Poller(self.poll)
+        self.workers = WorkerPool(engine.queue, engine.handle, config.workers)
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def run(self) -> int:
+        previous = {
+            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
+        }
+        try:
+            self.control.start()
+            self.settler.start()
+            for name, syncer in self.engine.syncers.items():
+                try:
+                    syncer.check_root()
+                    self.watcher.watch(name, syncer.root)
+                except (PairFault, OSError) as exc:
+                    syncer.stats.set_fault(str(exc))
+                    log.error("cannot watch pair", pair=name, error=str(exc))
+            self.watcher.start()
+            self.workers.start()
+            for name in self.engine.syncers:
+                self.poller.add(name, self.engine.syncers[name].pair.poll_interval)
+            self.poller.start()
+            log.info("syncd started", version=__version__, pairs=list(self.engine.syncers))
+            for name in self.engine.syncers:
+                if not self._stop.is_set():
+                    self.startup_scan(name)
+            while not self._stop.wait(1.0):
+                self._supervise()
+        finally:
+            self._shutdown()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return 0
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self._stop.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _supervise(self) -> None:
+        self.workers.supervise()
+        if not self.settler.is_alive():
+            log.error("settle thread died; restarting it")
+            self.settler = Debouncer(self._settled, name="settle")
+            self.settler.start()
+
+    def _shutdown(self) -> None:
+        log.info("syncd stopping")
+        self.poller.stop()
+        self.watcher.stop()
+        self.settler.stop()
+        # Let in-flight transfers finish; after the grace period cancel them (they check the flag).
+        finished = self.workers.stop(timeout=SHUTDOWN_GRACE_S / 2)
+        if not finished:
+            self.engine.stopping.set()
+            self.workers.stop(timeout=SHUTDOWN_GRACE_S / 2)
+        self.control.stop()
+        self.engine.close()
+        log.info("syncd stopped")
+
+    # -- change sources -------------------------------------------------------------------
+    def startup_scan(self, name: str) -> None:
+        syncer = self.engine.syncers[name]
+        try:
+            plan = syncer.plan(first_pass=True)
+        except PairFault as exc:
+            syncer.stats.set_fault(str(exc))
+            log.error("startup scan failed", pair=name, error=str(exc))
+            return
+        syncer.stats.set_fault(None)
+        for item in plan:
+            self.engine.queue.put(name, item.path)
+        log.info("startup scan queued", pair=name, paths=len(plan))
+        if not plan:
+            syncer.stats.mark_synced()
+
+    def _on_local_change(self, change: Change) -> None:
+        syncer = self.engine.syncers.get(change.pair)
+        if syncer is None:
+            return
+        self.settler.touch((change.pair, change.path), syncer.pair.settle, walk=change.is_dir)
+
+    def _settled(self, key: Key, pending: Pending) -> None:
+        pair, path = key
+        syncer = self.engine.syncers.get(pair)
+        if syncer is None:
+            return
+        if not pending.walk:
+            self.engine.queue.put(pair, path)
+            return
+        # A folder appeared, vanished or moved: look at every path under it on both sides.
+        try:
+            paths = set(syncer.scan_local(start=path))
+        except OSError:
+            paths = set()
+        prefix = path + "/"
+        paths.update(p for p in self.engine.store.entries(pair) if p.startswith(prefix))
+        paths.update(p for p in syncer.index.snapshot() if p.startswith(prefix))
+        for each in sorted(paths):
+            self.engine.queue.put(pair, each)
+
+    def poll(self, name: str) -> None:
+        """List the remote and queue every path whose version differs from the base."""
+        syncer = self.engine.syncers.get(name)
+        if syncer is None or self.engine.queue.is_paused(name):
+            return
+        try:
+            syncer.check_root()
+            remote = syncer.list_remote()
+        except PairFault as exc:
+            syncer.stats.set_fault(str(exc))
+            log.warning("poll failed", pair=name, error=str(exc))
+            return
+        if syncer.stats.fault is not None:
+            log.info("pair recovered", pair=name)
+            syncer.stats.set_fault(None)
+        base = self.engine.store.entries(name)
+        changed = [
+            path
+            for path in remote.keys() | base.keys()
+            if (remote.get(path) is None) != (base.get(path) is None)
+            or (path in remote and path in base and remote[path].etag != base[path].remote_etag)
+        ]
+        changed += list(syncer.stats.failures)
+        for path in changed:
+            self.engine.queue.put(name, path)
+        if not changed and self.engine.queue.idle(name):
+            syncer.stats.mark_synced()
+
+    # -- control --------------------------------------------------------------------------
+    def dispatch(self, cmd: str, args: dict[str, Any]) -> Any:
+        if cmd == "ping":
+            return "pong"
+        if cmd == "status":
+            return self.status()
+        if cmd == "sync":
+            for name in self._pairs(args.get("pair")):
+                self.poller.poll_now(name)
+            return {"queued": True}
+        if cmd in ("pause", "resume"):
+            for name in self._pairs(args.get("pair")):
+                (self.engine.queue.pause if cmd == "pause" else self.engine.queue.resume)(name)
+            return self.status()
+        if cmd == "retry":
+            count = 0
+            for name, syncer in self.engine.syncers.items():
+                for path in list(syncer.stats.failures):
+                    self.engine.queue.put(name, path)
+                    count += 1
+            return {"requeued": count}
+        if cmd == "conflicts":
+            return [
+                {"pair": name, "path": path, "reason": reason}
+                for name, syncer in self.engine.syncers.items()
+                for path, reason in sorted(syncer.stats.conflicts.items())
+            ]
+        raise CommandError(f"unknown command {cmd!r}")
+
+    def _pairs(self, name: object) -> list[str]:
+        if name is None:
+            return list(self.engine.syncers)
+        if not isinstance(name, str) or name not in self.engine.syncers:
+            raise CommandError(f"no pair named {name!r}")
+        return [name]
+
+    def status(self) -> dict[str, Any]:
+        counts = self.engine.queue.counts()
+        settling: dict[str, int] = {}
+        for pair, _path in self.settler.pending_keys() + self.engine.delayed.pending_keys():
+            settling[pair] = settling.get(pair, 0) + 1
+        pairs = []
+        for name, syncer in self.engine.syncers.items():
+            queued, in_flight = counts.get(name, (0, 0))
+            queued += settling.get(name, 0)
+            stats = syncer.stats
+            if self.engine.queue.is_paused(name):
+                state = "paused"
+            elif stats.fault is not None:
+                state = "error"
+            elif queued or in_flight:
+                state = "syncing"
+            elif stats.deferred:
+                state = "held"
+            else:
+                state = "idle"
+            pairs.append(
+                {
+                    "name": name,
+                    "state": state,
+                    "local": str(syncer.root),
+                    "remote": syncer.pair.remote,
+                    "queued": queued,
+                    "in_flight": in_flight,
+                    "synced_files": self.engine.store.count(name),
+                    "failed": len(stats.failures),
+                    "conflicts": len(stats.conflicts),
+                    "last_sync": _iso(stats.last_sync),
+                    "last_error": stats.fault or stats.last_error,
+                    "uploaded": stats.uploaded,
+                    "downloaded": stats.downloaded,
+                }
+            )
+        return {
+            "state": "stopping" if self._stop.is_set() else "running",
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            "version": __version__,
+            "pairs": pairs,
+        }
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,64 @@
+"""The control socket's wire format: one JSON object per line each way.
+
+Request:  {"cmd": "status", ...arguments}
+Response: {"ok": true, "result": ...}  or  {"ok": false, "error": "one line"}
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+MAX_LINE = 1024 * 1024
+
+
+class DaemonUnreachable(Exception):
+    """No daemon answers on the socket (exit code 3)."""
+
+
+class DaemonError(Exception):
+    """The daemon answered with an error."""
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, separators=(",", ":")).encode() + b"\n"
+
+
+def read_line(sock: socket.socket) -> bytes:
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+        if chunk.endswith(b"\n") or b"\n" in chunk or total > MAX_LINE:
+            break
+    return b"".join(chunks).split(b"\n", 1)[0]
+
+
+def request(socket_path: Path, cmd: str, timeout: float = 30.0, **args: Any) -> Any:
+    """Send one command to the daemon and return its result."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(str(socket_path))
+            sock.sendall(encode({"cmd": cmd, **args}))
+            line = read_line(sock)
+    except (FileNotFoundError, ConnectionRefusedError) as exc:
+        raise DaemonUnreachable(
+            f"syncd daemon is not running (no answer on {socket_path})"
+        ) from exc
+    except OSError as exc:
+        raise DaemonUnreachable(
+            f"cannot reach the syncd daemon on {socket_path}: {exc.strerror or exc}"
+        ) from exc
+    if not line:
+        raise DaemonUnreachable(f"the syncd daemon on {socket_path} closed the connection")
+    reply = json.loads(line)
+    if not reply.get("ok"):
+        raise DaemonError(str(reply.get("error", "unknown error")))
+    return reply.get("result")

@@ -1,0 +1,121 @@
+"""What to do with one path: a pure function of (base, local now, remote now).
+
+No I/O happens here. When the answer depends on a content hash that the caller has not computed
+yet, the function says so (HASH_LOCAL / FETCH_REMOTE) and the caller asks again with more facts;
+that keeps hashing lazy without hiding any I/O in the decision.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from syncd.engine.model import Action, Decision, LocalFile
+from syncd.providers.base import ObjectInfo
+from syncd.state import BaseEntry
+
+Direction = Literal["both", "upload", "download"]
+
+
+def local_state(
+    base: BaseEntry | None, local: LocalFile | None
+) -> Literal["same", "changed", "unknown"]:
+    """Has the local side's *content* changed since the base?
+
+    Size first; equal size and mtime (and inode) means unchanged; otherwise the hash decides,
+    so a touch-only change is not a content change.
+    """
+    if base is None or local is None:
+        return "changed" if (base is None) != (local is None) else "same"
+    if local.size != base.size:
+        return "changed"
+    if local.mtime_ns == base.mtime_ns and (not base.inode or local.inode == base.inode):
+        return "same"
+    if local.sha256 is None or base.sha256 is None:
+        return "unknown" if base.sha256 is not None else "changed"
+    return "same" if local.sha256 == base.sha256 else "changed"
+
+
+def remote_state(base: BaseEntry | None, remote: ObjectInfo | None) -> Literal["same", "changed"]:
+    """Has the remote changed since the base? The etag is the service's version token."""
+    if base is None or remote is None:
+        return "changed" if (base is None) != (remote is None) else "same"
+    return "same" if remote.etag == base.remote_etag else "changed"
+
+
+def same_content(local: LocalFile, remote: ObjectInfo) -> bool | None:
+    """Do both sides hold the same bytes? None when the hashes at hand cannot tell."""
+    if local.size != remote.size:
+        return False
+    if local.sha256 is not None and remote.sha256 is not None:
+        return local.sha256 == remote.sha256
+    if local.md5 is not None and remote.md5 is not None:
+        return local.md5 == remote.md5
+    return None
+
+
+def decide(
+    base: BaseEntry | None,
+    local: LocalFile | None,
+    remote: ObjectInfo | None,
+    direction: Direction = "both",
+) -> Decision:
+    """The three-way decision for one path."""
+    if local is None and remote is None:
+        if base is None:
+            return Decision(Action.NOTHING, "absent on both sides")
+        return Decision(Action.FORGET, "deleted on both sides")
+
+    lstate = local_state(base, local)
+    if lstate == "unknown":
+        return Decision(Action.HASH_LOCAL, "size equal, mtime differs: compare content")
+    rstate = remote_state(base, remote)
+
+    if lstate == "same" and rstate == "same":
+        if base is not None and local is not None and local.mtime_ns != base.mtime_ns:
+            return Decision(Action.RECORD, "timestamp-only change")
+        return Decision(Action.NOTHING, "in sync")
+
+    if lstate == "changed" and rstate == "same":
+        if local is None:
+            return _one_way(direction, "upload", Action.DELETE_REMOTE, "deleted locally")
+        return _one_way(
+            direction, "upload", Action.UPLOAD, "new locally" if base is None else "changed locally"
+        )
+
+    if lstate == "same" and rstate == "changed":
+        if remote is None:
+            return _one_way(direction, "download", Action.DELETE_LOCAL, "deleted remotely")
+        return _one_way(
+            direction,
+            "download",
+            Action.DOWNLOAD,
+            "new remotely" if base is None else "changed remotely",
+        )
+
+    # Both sides changed since the base (or there is no base and both exist).
+    if local is None or remote is None:
+        # One side deleted, the other edited: an edit always beats a delete.
+        if local is None:
+            return _one_way(
+                direction, "download", Action.DOWNLOAD, "edited remotely, deleted locally"
+            )
+        return _one_way(direction, "upload", Action.UPLOAD, "edited locally, deleted remotely")
+
+    if local.sha256 is None and local.md5 is None:
+        return Decision(Action.HASH_LOCAL, "both sides changed: compare content")
+    equal = same_content(local, remote)
+    if equal is None and not remote.has_metadata:
+        return Decision(Action.FETCH_REMOTE, "both sides changed: need the remote checksum")
+    if equal:
+        return Decision(Action.RECORD, "same content on both sides")
+    # Different, or impossible to compare: never overwrite, keep both.
+    return Decision(
+        Action.CONFLICT, "changed on both sides" if base is not None else "differs, no base"
+    )
+
+
+def _one_way(direction: Direction, needs: str, action: Action, reason: str) -> Decision:
+    """Honour a pair's `direction`: an action toward the other side only where it is allowed."""
+    if direction not in ("both", needs):
+        return Decision(Action.NOTHING, f"{reason} ({direction}-only pair)")
+    return Decision(action, reason)

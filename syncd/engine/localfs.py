@@ -1,0 +1,221 @@
+"""Everything that touches the local root: stat, walk, hashing, and atomic writes.
+
+The one promise kept here: a file appears under its real name only complete and fsynced
+(written under a TEMP_PREFIX name the watcher ignores, then `os.replace`d into place), and
+nothing is ever written outside the root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import secrets
+import stat as statmod
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from syncd.engine.filters import PathFilter
+from syncd.engine.model import LocalFile
+from syncd.engine.paths import TEMP_PREFIX
+from syncd.providers.errors import Cancelled
+
+CHUNK = 1024 * 1024
+
+
+class LocalPathError(Exception):
+    """A local path that cannot be synced (a symlink, a folder where a file should be, …)."""
+
+
+def to_local(root: Path, path: str) -> Path:
+    """The filesystem path of a key inside `root`. Keys are checked before they get here;
+    this is the last line of defence against leaving the root."""
+    target = root.joinpath(*path.split("/"))
+    if ".." in path.split("/") or not str(target).startswith(str(root) + os.sep):
+        raise LocalPathError(f"{path!r} would leave the local root")
+    return target
+
+
+def local_file(st: os.stat_result) -> LocalFile:
+    return LocalFile(size=st.st_size, mtime_ns=st.st_mtime_ns, inode=st.st_ino)
+
+
+def stat_local(root: Path, path: str) -> LocalFile | None:
+    """The regular file at `path`, or None when there is none (missing, or a folder).
+
+    A symlink, or a path through a symlinked folder, is refused: we never follow links out of
+    the root.
+    """
+    target = to_local(root, path)
+    try:
+        st = target.lstat()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if statmod.S_ISLNK(st.st_mode):
+        raise LocalPathError(f"{path}: is a symlink (not followed)")
+    if not statmod.S_ISREG(st.st_mode):
+        return None
+    _refuse_symlinked_parents(root, path)
+    return local_file(st)
+
+
+def _refuse_symlinked_parents(root: Path, path: str) -> None:
+    current = root
+    for part in path.split("/")[:-1]:
+        current = current / part
+        if current.is_symlink():
+            raise LocalPathError(f"{path}: a parent folder is a symlink (not followed)")
+
+
+def walk(
+    root: Path,
+    path_filter: PathFilter,
+    on_skip: Callable[[str, str], None],
+    *,
+    start: str = "",
+    clean_temp: bool = False,
+) -> Iterator[tuple[str, LocalFile]]:
+    """Every regular file under `root` (or its sub-folder `start`) that the filter admits, as
+    (key, LocalFile).
+
+    Symlinks are skipped and reported through `on_skip`. With `clean_temp`, temp files of an
+    interrupted download are removed: only safe before any transfer of this process started.
+    """
+    top = to_local(root, start) if start else root
+    stack: list[tuple[Path, str]] = [(top, start + "/" if start else "")]
+    while stack:
+        folder, prefix = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError as exc:
+            on_skip(prefix.rstrip("/") or ".", f"cannot list folder: {exc.strerror}")
+            continue
+        for entry in entries:
+            name = entry.name
+            key = prefix + name
+            if name.startswith(TEMP_PREFIX):
+                if clean_temp:
+                    _remove_quietly(Path(entry.path))
+                continue
+            try:
+                if entry.is_symlink():
+                    on_skip(key, "symlink (not followed)")
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    if not path_filter.excluded(key, is_dir=True):
+                        stack.append((Path(entry.path), key + "/"))
+                    continue
+                if not entry.is_file(follow_symlinks=False) or path_filter.excluded(key):
+                    continue
+                yield key, local_file(entry.stat(follow_symlinks=False))
+            except OSError as exc:
+                on_skip(key, exc.strerror or str(exc))
+
+
+def hash_file(path: Path, with_md5: bool = False) -> tuple[LocalFile, str, str | None]:
+    """Hash a file in one pass; returns the stat taken when it was opened, sha256 and md5."""
+    sha = hashlib.sha256()
+    md5 = hashlib.md5(usedforsecurity=False) if with_md5 else None
+    with open(path, "rb", buffering=0) as fh:
+        st = os.fstat(fh.fileno())
+        while chunk := fh.read(CHUNK):
+            sha.update(chunk)
+            if md5 is not None:
+                md5.update(chunk)
+    return local_file(st), sha.hexdigest(), md5.hexdigest() if md5 is not None else None
+
+
+class HashingReader:
+    """A read-only file wrapper that hashes what passes through and honours cancellation.
+
+    Providers read the upload body through it, so the hash is of exactly the bytes sent.
+    """
+
+    def __init__(self, raw: BinaryIO, is_cancelled: Callable[[], bool]) -> None:
+        self._raw = raw
+        self._sha = hashlib.sha256()
+        self._is_cancelled = is_cancelled
+        self._valid = True
+        self.bytes_read = 0
+
+    def read(self, size: int = -1) -> bytes:
+        if self._is_cancelled():
+            raise Cancelled("upload cancelled: syncd is stopping")
+        data = self._raw.read(size)
+        self._sha.update(data)
+        self.bytes_read += len(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        """Rewinding (an SDK retrying the request) starts the hash over; after any other seek
+        the digest no longer describes what was sent, until the next rewind."""
+        position = self._raw.seek(offset, whence)
+        if position == 0:
+            self._sha = hashlib.sha256()
+            self.bytes_read = 0
+            self._valid = True
+        elif position != self.bytes_read:
+            self._valid = False
+        return position
+
+    def hexdigest(self) -> str | None:
+        """The SHA-256 of the bytes read since the last rewind, or None if seeks broke it."""
+        return self._sha.hexdigest() if self._valid else None
+
+
+class HashingWriter:
+    """A write-only wrapper that hashes what a provider writes, and honours cancellation."""
+
+    def __init__(self, raw: BinaryIO, is_cancelled: Callable[[], bool]) -> None:
+        self._raw = raw
+        self._sha = hashlib.sha256()
+        self._is_cancelled = is_cancelled
+        self.bytes_written = 0
+
+    def write(self, data: bytes) -> int:
+        if self._is_cancelled():
+            raise Cancelled("download cancelled: syncd is stopping")
+        self._sha.update(data)
+        self.bytes_written += len(data)
+        return self._raw.write(data)
+
+    def writable(self) -> bool:
+        return True
+
+    def flush(self) -> None:
+        self._raw.flush()
+
+    def hexdigest(self) -> str:
+        return self._sha.hexdigest()
+
+
+def make_parents(root: Path, target: Path) -> None:
+    """Create the folders between root and target, refusing to go through a symlink."""
+    rel = target.parent.relative_to(root)
+    current = root
+    for part in rel.parts:
+        current = current / part
+        if current.is_symlink():
+            raise LocalPathError(f"{current}: is a symlink (not followed)")
+        if not current.exists():
+            current.mkdir(exist_ok=True)
+
+
+def temp_path_for(target: Path) -> Path:
+    """A temporary sibling of `target`, on the same filesystem so the rename is atomic."""
+    return target.with_name(f"{TEMP_PREFIX}{secrets.token_hex(6)}")
+
+
+def _remove_quietly(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()

@@ -1,0 +1,69 @@
+"""The small values the engine passes around: what changed, what a side holds, what to do."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Side(enum.Enum):
+    LOCAL = "local"
+    REMOTE = "remote"
+
+
+class Origin(enum.Enum):
+    """Who noticed the change; only used for logs and for settle rules (local events settle)."""
+
+    WATCHER = "watcher"
+    SCAN = "scan"
+    POLL = "poll"
+    RETRY = "retry"
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """Something may have happened to `path` of `pair` on `side`.
+
+    The watcher, the startup scan and the remote poller all speak this one value, so everything
+    downstream (coalescing, the queue, the decision) is written once. It carries no payload: the
+    worker looks at both sides fresh when it gets to the path. `is_dir` asks for a walk of the
+    folder (a folder moved in brings files that have no events of their own).
+    """
+
+    pair: str
+    path: str
+    side: Side
+    origin: Origin
+    is_dir: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LocalFile:
+    """A regular file in the local root as seen by stat (plus hashes once computed)."""
+
+    size: int
+    mtime_ns: int
+    inode: int
+    sha256: str | None = None
+    md5: str | None = None
+
+
+class Action(enum.Enum):
+    NOTHING = "nothing"
+    UPLOAD = "upload"
+    DOWNLOAD = "download"
+    RECORD = "record"  # both sides hold the same content: remember it as the new base
+    FORGET = "forget"  # gone on both sides: drop the base
+    DELETE_LOCAL = "delete_local"
+    DELETE_REMOTE = "delete_remote"
+    CONFLICT = "conflict"
+    HASH_LOCAL = "hash_local"  # the decision needs the local content hash; compute and ask again
+    FETCH_REMOTE = (
+        "fetch_remote"  # the decision needs the remote's metadata (sha256); stat and ask again
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: Action
+    reason: str

@@ -1,0 +1,66 @@
+"""The rules that map remote keys to local paths and back, and the names syncd keeps to itself.
+
+Every key from a remote goes through `check_key` before it is used to build a local path: this
+is where "nothing outside a pair's root is ever touched" is enforced for input we do not control.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+#: Prefix of temporary download files; the watcher and scanner ignore them.
+TEMP_PREFIX = ".syncd-tmp-"
+#: syncd's own folder inside each local root (trash, later journals); never synced.
+STATE_DIR = ".syncd"
+#: Remote prefix under which losing / deleted remote versions are kept.
+REMOTE_TRASH = ".syncd-trash"
+
+
+class UnsafeKey(ValueError):
+    """A remote key that must not be mapped onto the local filesystem."""
+
+
+def normalize(path: str) -> str:
+    """Paths are compared as NFC, so an NFD name on one side and NFC on the other are one file."""
+    return unicodedata.normalize("NFC", path)
+
+
+def check_key(key: str) -> str:
+    """Return the relative path for a remote key, or raise UnsafeKey saying why.
+
+    Refused: empty keys, absolute keys, '.' / '..' / empty segments, NUL and other control
+    characters, backslashes. Folder markers (keys ending in '/') are the caller's to skip.
+    """
+    if not key:
+        raise UnsafeKey("empty key")
+    if "\x00" in key:
+        raise UnsafeKey("contains NUL")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
+        raise UnsafeKey("contains a control character")
+    if "\\" in key:
+        raise UnsafeKey("contains a backslash")
+    if key.startswith("/"):
+        raise UnsafeKey("absolute key")
+    parts = key.split("/")
+    for part in parts:
+        if part == "":
+            raise UnsafeKey("empty path segment")
+        if part in (".", ".."):
+            raise UnsafeKey(f"'{part}' segment")
+        if len(part.encode("utf-8", "surrogateescape")) > 255:
+            raise UnsafeKey("a name longer than 255 bytes")
+    return key
+
+
+def is_internal(path: str) -> bool:
+    """True for paths syncd keeps to itself: its folder, remote trash and temp files."""
+    first, _, _ = path.partition("/")
+    if first in (STATE_DIR, REMOTE_TRASH):
+        return True
+    name = path.rsplit("/", 1)[-1]
+    return name.startswith(TEMP_PREFIX)
+
+
+def is_folder_marker(key: str) -> bool:
+    """Keys ending in '/' are zero-byte 'folder' objects some tools create; skipped quietly."""
+    return key.endswith("/")

@@ -1,0 +1,50 @@
+"""Provider calls wrapped in tenacity: throttling and transient faults are retried with
+exponential backoff and full jitter; everything else (auth, missing bucket, preconditions,
+cancellation) fails at once so the engine can decide what it means."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+)
+from tenacity.wait import wait_random_exponential
+
+from syncd.providers.errors import Throttled, Transient
+
+T = TypeVar("T")
+
+
+def should_retry(exc: BaseException) -> bool:
+    """Only the sentinel errors that promise a later success are worth another attempt."""
+    return isinstance(exc, Throttled | Transient)
+
+
+class RetryPolicy:
+    def __init__(
+        self, attempts: int = 8, max_seconds: float = 300.0, max_wait: float = 30.0
+    ) -> None:
+        self.attempts = attempts
+        self.max_seconds = max_seconds
+        self._jitter = wait_random_exponential(multiplier=0.2, max=max_wait)
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(exc, Throttled) and exc.retry_after is not None:
+            return min(exc.retry_after, self.max_seconds)
+        return float(self._jitter(state))
+
+    def call(self, fn: Callable[[], T]) -> T:
+        retrying = Retrying(
+            retry=retry_if_exception(should_retry),
+            stop=stop_after_attempt(self.attempts) | stop_after_delay(self.max_seconds),
+            wait=self._wait,
+            reraise=True,
+        )
+        return retrying(fn)

@@ -1,0 +1,128 @@
+"""The small interface every storage backend implements, in the spirit of rclone's `Fs`.
+
+A provider sees *keys*: '/'-separated paths relative to the pair's remote root (bucket + prefix,
+or folder). It knows nothing about local files, state or conflicts; the engine does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO, Protocol, runtime_checkable
+
+#: Object metadata key that carries the local modification time, as "SECONDS.NANOSECONDS".
+#: The same spelling rclone uses, so files uploaded by either tool keep their mtime.
+MTIME_META = "mtime"
+#: Object metadata key that carries the hex SHA-256 of the whole content.
+SHA256_META = "sha256"
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    """What a listing, a stat or a finished transfer tells about one remote object.
+
+    `etag` is an opaque version token: it changes whenever the content may have changed, and it
+    is what conditional writes are made against. `md5`/`sha256` are filled only when the service
+    states them (a listing of S3 carries no user metadata, so `sha256` is often None there).
+    """
+
+    key: str
+    size: int
+    etag: str
+    modified: float = 0.0
+    mtime_ns: int | None = None
+    sha256: str | None = None
+    md5: str | None = None
+    #: True when the object's own metadata was read (stat, download, upload result), so a
+    #: missing `sha256` really is missing rather than merely not listed.
+    has_metadata: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a backend can do natively, so the engine can pick the cheapest correct path."""
+
+    conditional_writes: bool = True
+    server_side_copy: bool = False
+    listing_has_metadata: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class UploadRequest:
+    """One upload: the bytes to send and what must be true of the remote for it to go ahead.
+
+    `body` is read exactly once, to its end. `if_absent` asks for create-only semantics;
+    `if_match` for replace-only-if-unchanged (an `ObjectInfo.etag`). At most one is set.
+    """
+
+    key: str
+    body: BinaryIO
+    size: int
+    mtime_ns: int
+    sha256: str | None = None
+    if_absent: bool = False
+    if_match: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """A remote root. Implementations must be safe to call from many worker threads at once."""
+
+    url: str
+    capabilities: Capabilities
+
+    def list(self) -> Iterator[ObjectInfo]:
+        """Every object under the root, following pagination; folder markers are included
+        (keys ending in '/') and left to the engine to skip."""
+        ...
+
+    def stat(self, key: str) -> ObjectInfo:
+        """The object's current info with `has_metadata=True`; raises NotFound. Backends that
+        keep no checksum of their own (a plain folder) compute `sha256` here."""
+        ...
+
+    def upload(self, request: UploadRequest) -> ObjectInfo:
+        """Store `request.body` under `request.key`; returns the new object's info.
+
+        Raises PreconditionFailed when `if_absent` / `if_match` does not hold."""
+        ...
+
+    def download(self, key: str, sink: BinaryIO, if_match: str | None = None) -> ObjectInfo:
+        """Write the object's bytes to `sink` and return the info of the version written.
+
+        Raises NotFound, or PreconditionFailed when `if_match` no longer holds."""
+        ...
+
+    def delete(self, key: str, if_match: str | None = None) -> None:
+        """Remove the object; a missing object is not an error."""
+        ...
+
+    def check(self) -> None:
+        """A cheap authenticated call that proves the root is reachable; raises on failure."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and pools."""
+        ...
+
+
+def format_mtime(mtime_ns: int) -> str:
+    """Render nanoseconds since the epoch the way the `mtime` metadata carries them."""
+    seconds, nanos = divmod(mtime_ns, 1_000_000_000)
+    return f"{seconds}.{nanos:09d}"
+
+
+def parse_mtime(value: str | None) -> int | None:
+    """Read an `mtime` metadata value ("SECONDS[.FRACTION]") back to nanoseconds, or None."""
+    if not value:
+        return None
+    whole, _, frac = value.strip().partition(".")
+    try:
+        seconds = int(whole)
+        nanos = int((frac + "000000000")[:9]) if frac else 0
+    except ValueError:
+        return None
+    if seconds < 0:
+        return None
+    return seconds * 1_000_000_000 + nanos

@@ -1,0 +1,46 @@
+"""The sentinel errors every provider adapter maps its SDK's exceptions onto.
+
+The engine only ever sees these, never a boto3 / google / azure exception, so its decisions
+(retry, conflict handling, per-file failure) are written once for every backend.
+"""
+
+from __future__ import annotations
+
+
+class ProviderError(Exception):
+    """Base of every error a provider raises on purpose."""
+
+
+class NotFound(ProviderError):
+    """The object (or the bucket / container / root folder) does not exist."""
+
+
+class PreconditionFailed(ProviderError):
+    """A conditional write or delete lost: someone else changed the object first.
+
+    Never retried blindly; the engine re-reads the object and decides again.
+    """
+
+
+class PermissionDenied(ProviderError):
+    """Credentials were rejected or lack the permission for this call."""
+
+
+class Throttled(ProviderError):
+    """The service asked us to slow down (S3 SlowDown, HTTP 429, Azure ServerBusy)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Transient(ProviderError):
+    """A failure that is likely to pass: timeouts, connection resets, 5xx answers."""
+
+
+class InvalidRequest(ProviderError):
+    """The service refused the request as malformed; retrying will not help."""
+
+
+class Cancelled(ProviderError):
+    """The transfer was cancelled because the daemon is stopping. Never retried."""

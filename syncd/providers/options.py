@@ -1,0 +1,35 @@
+"""Per-scheme `options:` of a pair, validated so that a typo is a config error naming the key."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Options(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FileOptions(_Options):
+    """The local-folder remote takes no options today; unknown keys are still an error."""
+
+
+class S3Options(_Options):
+    """S3 (and S3-compatible) options. Unset values fall back to boto3's own chain
+    (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_PROFILE`, shared config files, …)."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    profile: str | None = None
+    access_key_id: str | None = Field(default=None, repr=False)
+    secret_access_key: str | None = Field(default=None, repr=False)
+    session_token: str | None = Field(default=None, repr=False)
+    storage_class: (
+        Literal["STANDARD", "STANDARD_IA", "INTELLIGENT_TIERING", "GLACIER", "DEEP_ARCHIVE"] | None
+    ) = None
+    addressing_style: Literal["auto", "path", "virtual"] | None = None
+    verify_ssl: bool = True
+
+
+OPTIONS_BY_SCHEME: dict[str, type[_Options]] = {"file": FileOptions, "s3": S3Options}

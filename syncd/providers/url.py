@@ -1,0 +1,66 @@
+"""Parsing of remote URLs: `s3://BUCKET[/PREFIX]`, `file:///ABSOLUTE/PATH`, and later gs:// / az://."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+SUPPORTED_SCHEMES = ("file", "s3")
+KNOWN_SCHEMES = ("file", "s3", "gs", "az")
+
+# S3's rules for bucket names (the general-purpose subset every S3 implementation accepts).
+_S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+
+
+class RemoteURLError(ValueError):
+    """The remote URL cannot be used; the message says why in one line."""
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteURL:
+    """A parsed remote: `bucket` is the bucket/container (empty for file://), `prefix` is either
+    empty or ends with '/', so that prefix `a/` never matches keys under `ab/`."""
+
+    scheme: str
+    bucket: str
+    prefix: str
+    path: str = ""  # file:// only: the absolute folder
+
+    def __str__(self) -> str:
+        if self.scheme == "file":
+            return f"file://{self.path}"
+        return f"{self.scheme}://{self.bucket}/{self.prefix}"
+
+
+def parse_remote_url(url: str) -> RemoteURL:
+    """Parse and validate a remote URL, raising RemoteURLError with a one-line reason."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise RemoteURLError(f"{url!r} is not a URL (expected s3://BUCKET/PREFIX or file:///PATH)")
+    scheme = scheme.lower()
+    if scheme not in KNOWN_SCHEMES:
+        supported = ", ".join(s + "://" for s in SUPPORTED_SCHEMES)
+        raise RemoteURLError(f"unknown scheme {scheme}:// (supported: {supported})")
+    if scheme not in SUPPORTED_SCHEMES:
+        raise RemoteURLError(f"{scheme}:// remotes are not supported by this version of syncd")
+    if scheme == "file":
+        path = unquote(rest)
+        if not path.startswith("/"):
+            raise RemoteURLError(
+                f"file:// needs an absolute path (file:///ABSOLUTE/PATH), got {url!r}"
+            )
+        path = "/" + path.strip("/") if path.strip("/") else "/"
+        return RemoteURL(scheme="file", bucket="", prefix="", path=path)
+    bucket, _, prefix = rest.partition("/")
+    if not bucket:
+        raise RemoteURLError(f"{url!r} names no bucket")
+    if scheme == "s3" and not _S3_BUCKET.match(bucket):
+        raise RemoteURLError(
+            f"invalid S3 bucket name {bucket!r} (3-63 lowercase letters, digits, '.' or '-')"
+        )
+    parts = [p for p in prefix.split("/") if p]
+    if any(p in (".", "..") for p in parts):
+        raise RemoteURLError(f"prefix of {url!r} may not contain '.' or '..' segments")
+    normalized = "/".join(parts) + "/" if parts else ""
+    return RemoteURL(scheme=scheme, bucket=bucket, prefix=normalized)

@@ -1,0 +1,59 @@
+"""Tables of the state database. Bump SCHEMA_VERSION and add a migration step when they change."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+SCHEMA_VERSION = 1
+
+metadata = MetaData()
+
+#: One row a schema fact (`schema_version`, …): what a newer or older syncd checks before use.
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+#: The base of the three-way comparison: what both sides held the last time a path was in sync.
+files = Table(
+    "files",
+    metadata,
+    Column("pair", String(64), primary_key=True),
+    Column("path", Text, primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("mtime_ns", BigInteger, nullable=False),
+    Column("inode", BigInteger, nullable=False, default=0),
+    Column("sha256", String(64), nullable=True),
+    Column("remote_etag", Text, nullable=True),
+    Column("remote_version", Text, nullable=True),
+    Column("synced_at", Float, nullable=False),
+)
+
+#: What was done, when, and how it went: the audit trail behind `last_error` and the logs.
+oplog = Table(
+    "oplog",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("ts", Float, nullable=False),
+    Column("pair", String(64), nullable=False),
+    Column("path", Text, nullable=False),
+    Column("op", String(32), nullable=False),
+    Column("size", BigInteger, nullable=True),
+    Column("sha256", String(64), nullable=True),
+    Column("duration_ms", Float, nullable=True),
+    Column("result", String(16), nullable=False),
+    Column("error", Text, nullable=True),
+)
+Index("oplog_pair_ts", oplog.c.pair, oplog.c.ts)

@@ -1,0 +1,252 @@
+"""The state database: base entries of the three-way comparison and the operation log.
+
+SQLite in WAL mode with a busy timeout; every write goes through one lock, so many worker threads
+can record outcomes without "database is locked" errors, while reads stay concurrent.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, delete, event, func, select
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from syncd.state import schema
+
+
+class StateError(Exception):
+    """The state database cannot be used (corrupt, newer schema, unreachable)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BaseEntry:
+    """What both sides held when `path` was last in sync (the 'base' of the comparison)."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    inode: int
+    sha256: str | None
+    remote_etag: str | None
+    synced_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class OpRecord:
+    """One line of the operation log."""
+
+    ts: float
+    pair: str
+    path: str
+    op: str
+    result: str
+    size: int | None = None
+    sha256: str | None = None
+    duration_ms: float | None = None
+    error: str | None = None
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file behind a SQLite URL, or None for in-memory / non-SQLite databases."""
+    parsed = make_url(url)
+    if (
+        parsed.get_backend_name() != "sqlite"
+        or not parsed.database
+        or parsed.database == ":memory:"
+    ):
+        return None
+    return Path(parsed.database)
+
+
+class StateStore:
+    """Thread-safe access to the state DB. One instance per process."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        db_file = sqlite_path(url)
+        if db_file is not None:
+            db_file.parent.mkdir(parents=True, exist_ok=True)
+        self._write_lock = threading.Lock()
+        try:
+            self._engine: Engine = create_engine(url, future=True)
+            if self._engine.dialect.name == "sqlite":
+                event.listen(self._engine, "connect", _configure_sqlite)
+            self._initialise()
+        except SQLAlchemyError as exc:
+            raise StateError(f"state database {_redacted(url)}: {_first_line(exc)}") from exc
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def _initialise(self) -> None:
+        with self._writing() as conn:
+            schema.metadata.create_all(conn)
+            found = conn.execute(
+                select(schema.meta.c.value).where(schema.meta.c.key == "schema_version")
+            ).scalar_one_or_none()
+            if found is None:
+                conn.execute(
+                    schema.meta.insert().values(
+                        key="schema_version", value=str(schema.SCHEMA_VERSION)
+                    )
+                )
+            elif int(found) > schema.SCHEMA_VERSION:
+                raise StateError(
+                    f"state database {_redacted(self.url)} was written by a newer syncd "
+                    f"(schema {found}, this one knows {schema.SCHEMA_VERSION}); "
+                    "upgrade syncd or run `syncd state rebuild`"
+                )
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    @contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        with self._write_lock, self._engine.begin() as conn:
+            yield conn
+
+    # -- base entries ----------------------------------------------------------------------
+    def get(self, pair: str, path: str) -> BaseEntry | None:
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                select(schema.files).where(schema.files.c.pair == pair, schema.files.c.path == path)
+            ).first()
+        return _entry(row._mapping) if row is not None else None
+
+    def entries(self, pair: str) -> dict[str, BaseEntry]:
+        """Every base entry of a pair, keyed by path: one query for a whole reconciliation."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(schema.files).where(schema.files.c.pair == pair))
+            return {row.path: _entry(row._mapping) for row in rows}
+
+    def count(self, pair: str) -> int:
+        with self._engine.connect() as conn:
+            return int(
+                conn.execute(
+                    select(func.count())
+                    .select_from(schema.files)
+                    .where(schema.files.c.pair == pair)
+                ).scalar_one()
+            )
+
+    def put(self, pair: str, entry: BaseEntry, op: OpRecord | None = None) -> None:
+        """Record `entry` as the new base (and the operation that produced it) atomically."""
+        values = {
+            "pair": pair,
+            "path": entry.path,
+            "size": entry.size,
+            "mtime_ns": entry.mtime_ns,
+            "inode": entry.inode,
+            "sha256": entry.sha256,
+            "remote_etag": entry.remote_etag,
+            "synced_at": entry.synced_at,
+        }
+        with self._writing() as conn:
+            if conn.dialect.name == "sqlite":
+                upsert = sqlite_insert(schema.files).values(**values)
+                conn.execute(
+                    upsert.on_conflict_do_update(
+                        index_elements=[schema.files.c.pair, schema.files.c.path],
+                        set_={k: v for k, v in values.items() if k not in ("pair", "path")},
+                    )
+                )
+            else:  # portable fallback for other SQLAlchemy backends
+                conn.execute(
+                    delete(schema.files).where(
+                        schema.files.c.pair == pair, schema.files.c.path == entry.path
+                    )
+                )
+                conn.execute(schema.files.insert().values(**values))
+            if op is not None:
+                conn.execute(schema.oplog.insert().values(**_op_values(op)))
+
+    def forget(self, pair: str, paths: Iterable[str] | None = None) -> None:
+        """Drop base entries: the given paths, or the whole pair (a later pass is a first sync)."""
+        with self._writing() as conn:
+            stmt = delete(schema.files).where(schema.files.c.pair == pair)
+            if paths is None:
+                conn.execute(stmt)
+                return
+            for path in paths:
+                conn.execute(stmt.where(schema.files.c.path == path))
+
+    # -- operation log ---------------------------------------------------------------------
+    def log(self, op: OpRecord) -> None:
+        with self._writing() as conn:
+            conn.execute(schema.oplog.insert().values(**_op_values(op)))
+
+    def recent_ops(self, pair: str | None = None, limit: int = 100) -> list[OpRecord]:
+        query = select(schema.oplog).order_by(schema.oplog.c.id.desc()).limit(limit)
+        if pair is not None:
+            query = query.where(schema.oplog.c.pair == pair)
+        with self._engine.connect() as conn:
+            return [
+                OpRecord(
+                    ts=r.ts,
+                    pair=r.pair,
+                    path=r.path,
+                    op=r.op,
+                    result=r.result,
+                    size=r.size,
+                    sha256=r.sha256,
+                    duration_ms=r.duration_ms,
+                    error=r.error,
+                )
+                for r in conn.execute(query)
+            ]
+
+    def integrity_check(self) -> str:
+        with self._engine.connect() as conn:
+            return str(conn.exec_driver_sql("PRAGMA integrity_check").scalar_one())
+
+
+def _configure_sqlite(dbapi_conn: Any, _record: Any) -> None:
+    """WAL lets readers run beside the writer; busy_timeout rides out a checkpoint."""
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _entry(row: Any) -> BaseEntry:
+    return BaseEntry(
+        path=row["path"],
+        size=row["size"],
+        mtime_ns=row["mtime_ns"],
+        inode=row["inode"] or 0,
+        sha256=row["sha256"],
+        remote_etag=row["remote_etag"],
+        synced_at=row["synced_at"],
+    )
+
+
+def _op_values(op: OpRecord) -> dict[str, Any]:
+    return {
+        "ts": op.ts or time.time(),
+        "pair": op.pair,
+        "path": op.path,
+        "op": op.op,
+        "size": op.size,
+        "sha256": op.sha256,
+        "duration_ms": op.duration_ms,
+        "result": op.result,
+        "error": op.error,
+    }
+
+
+def _redacted(url: str) -> str:
+    """The URL without a password, safe to print."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc)
+    return text.splitlines()[0] if text else type(exc).__name__

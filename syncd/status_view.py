@@ -1,0 +1,51 @@
+"""The human view of `syncd status`: one rich table of pairs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+_STATE_STYLE = {
+    "idle": "green",
+    "syncing": "cyan",
+    "paused": "yellow",
+    "held": "yellow",
+    "error": "red",
+}
+
+
+def render_status(status: dict[str, Any]) -> None:
+    console = Console()
+    console.print(f"syncd {status.get('state', '?')}, up {status.get('uptime_s', 0):.0f} s")
+    table = Table(show_header=True, header_style="bold")
+    for column in (
+        "pair",
+        "state",
+        "queued",
+        "in flight",
+        "synced",
+        "failed",
+        "conflicts",
+        "last sync",
+    ):
+        table.add_column(column)
+    for pair in status.get("pairs", []):
+        style = _STATE_STYLE.get(pair["state"], "")
+        table.add_row(
+            pair["name"],
+            f"[{style}]{pair['state']}[/{style}]" if style else pair["state"],
+            str(pair["queued"]),
+            str(pair["in_flight"]),
+            str(pair["synced_files"]),
+            str(pair["failed"]),
+            str(pair["conflicts"]),
+            pair["last_sync"] or "never",
+        )
+    console.print(table)
+    for pair in status.get("pairs", []):
+        if pair.get("last_error"):
+            console.print(
+                f"[red]{pair['name']}[/red]: {pair['last_error']}", markup=True, highlight=False
+            )

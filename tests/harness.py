@@ -1,0 +1,166 @@
+"""Running syncd the way users do: as a subprocess with a config file, talking over its socket."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SYNCD = [sys.executable, "-m", "syncd"]
+
+
+@dataclass
+class Setup:
+    """A config on disk plus the folders it names."""
+
+    tmp: Path
+    remote: str
+    options: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    pair_extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def local(self) -> Path:
+        return self.tmp / "local"
+
+    @property
+    def socket(self) -> Path:
+        return self.tmp / "run" / "syncd.sock"
+
+    @property
+    def config(self) -> Path:
+        return self.tmp / "syncd.yaml"
+
+    @property
+    def state_db(self) -> Path:
+        return self.tmp / "state" / "state.db"
+
+    def write(self) -> Path:
+        self.local.mkdir(parents=True, exist_ok=True)
+        pair: dict[str, Any] = {
+            "name": "docs",
+            "local": str(self.local),
+            "remote": self.remote,
+            "poll_interval": 1,
+            "settle": 0.2,
+            **self.pair_extra,
+        }
+        if self.options:
+            pair["options"] = self.options
+        doc = {
+            "state": f"sqlite:///{self.state_db}",
+            "socket": str(self.socket),
+            "workers": 4,
+            "log": {"level": "debug", "format": "json"},
+            "pairs": [pair],
+            **self.extra,
+        }
+        self.config.write_text(yaml.safe_dump(doc))
+        return self.config
+
+
+def syncd(
+    *args: str | Path, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run one syncd command to completion."""
+    return subprocess.run(
+        [*SYNCD, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05) -> Any:
+    """Poll until `predicate()` is truthy; return its value or fail the test with a message."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s (last value: {last!r})")
+
+
+class DaemonProcess:
+    def __init__(self, setup: Setup, log_path: Path) -> None:
+        self.setup = setup
+        self.log_path = log_path
+        self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [*SYNCD, "run", "-c", str(setup.config)],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=os.environ.copy(),
+        )
+
+    def status(self) -> dict[str, Any] | None:
+        result = syncd("status", "--json", "-c", self.setup.config, timeout=30)
+        if result.returncode != 0:
+            return None
+        parsed: dict[str, Any] = json.loads(result.stdout)
+        return parsed
+
+    def pair_status(self) -> dict[str, Any]:
+        status = self.status()
+        assert status is not None, self.logs()
+        pair: dict[str, Any] = status["pairs"][0]
+        return pair
+
+    def wait_idle(self, timeout: float = 20) -> dict[str, Any]:
+        def idle() -> dict[str, Any] | None:
+            pair = self.pair_status()
+            return pair if pair["state"] == "idle" and pair["last_sync"] else None
+
+        result: dict[str, Any] = wait_for(idle, timeout, interval=0.2)
+        return result
+
+    def logs(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text()
+
+    def terminate(self, timeout: float = 20) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._log.close()
+
+
+@contextmanager
+def running_daemon(setup: Setup) -> Iterator[DaemonProcess]:
+    """Start `syncd run` and wait until its control socket answers; always stop it."""
+    setup.write()
+    daemon = DaemonProcess(setup, setup.tmp / "daemon.log")
+    try:
+        wait_for(lambda: daemon.proc.poll() is not None or daemon.status() is not None, timeout=30)
+        assert daemon.proc.poll() is None, f"daemon exited early:\n{daemon.logs()}"
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    """Every file under root (syncd's own folder and temp files excluded), as path -> bytes."""
+    files: dict[str, bytes] = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if path.is_file() and not rel.startswith(".syncd") and ".syncd-tmp-" not in rel:
+            files[rel] = path.read_bytes()
+    return files

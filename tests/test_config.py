@@ -1,0 +1,607 @@
+"""The config file as users write it: the contract's example loads into typed values, and every
+mistake is one line naming the key (CONTRACT.md, "Config file")."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import textwrap
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from syncd.config import (
+    Config,
+    ConfigError,
+    PairConfig,
+    default_socket_path,
+    default_state_url,
+    load_config,
+    load_config_dict,
+    resolve_config_path,
+)
+from syncd.config.units import parse_rate, parse_size
+from syncd.providers.options import FileOptions, S3Options
+
+KiB, MiB, GiB, TiB = 1024, 1024**2, 1024**3, 1024**4
+
+# The example from CONTRACT.md, verbatim except for the paths (TMP is replaced per test).
+CONTRACT_EXAMPLE = """\
+state: sqlite:///TMP/state.db  # any SQLAlchemy URL; default $XDG_STATE_HOME/syncd/state.db
+socket: TMP/run/syncd.sock             # default $XDG_RUNTIME_DIR/syncd/syncd.sock
+workers: 8
+log: {level: info, format: auto}          # auto | json | console
+bandwidth_limit: 20MB/s                   # shared by all workers; also upload_limit / download_limit
+multipart_threshold: 64MiB                # part_size: 16MiB, part_concurrency: 4
+retry: {attempts: 8, max_seconds: 300}
+metrics: {listen: "127.0.0.1:9464"}       # optional Prometheus endpoint
+pairs:
+  - name: docs
+    local: TMP/docs
+    remote: s3://team-bucket/docs/
+    options: {endpoint_url: "http://127.0.0.1:9000", region: us-east-1}
+    direction: both              # both | upload | download
+    conflict: timestamp_wins     # timestamp_wins | local_wins | cloud_wins | manual | version_preserve
+    poll_interval: 30            # seconds between remote listings
+    settle: 0.5                  # seconds a file must stay unchanged before it is uploaded
+    max_delete: 50               # percent of a pair's files; a larger deletion is held, not propagated
+    exclude: ["*.tmp", ".cache/"]  # plus a .syncignore (gitignore syntax) at the local root
+    trash_days: 30               # local losers and deletions wait in .syncd/trash/ this long
+    remote_trash: true           # remote losers and deletions are first copied under .syncd-trash/
+"""  # noqa: E501 - verbatim from the contract, long comments included
+
+# The smallest valid config; malformed cases below are built by adding to or editing it.
+PAIR = """\
+pairs:
+  - name: docs
+    local: TMP/docs
+    remote: s3://team-bucket/docs/
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "syncd.yaml"
+    path.write_text(textwrap.dedent(text).replace("TMP", str(tmp_path)))
+    return path
+
+
+def load_error(tmp_path: Path, text: str) -> str:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert "\n" not in message, message
+    assert message.startswith(f"{path}: "), message
+    return message
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Tests must not depend on the developer's own syncd environment."""
+    for name in ("SYNCD_CONFIG", "XDG_CONFIG_HOME", "BUCKET", "EP", "SYNCD_TEST_VAR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "xdg-run"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))
+
+
+# -- the contract's example -------------------------------------------------------------------
+
+
+def test_contract_example_loads_into_typed_values(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, CONTRACT_EXAMPLE))
+
+    assert config.state == f"sqlite:///{tmp_path}/state.db"
+    assert config.socket == tmp_path / "run" / "syncd.sock"
+    assert config.workers == 8
+    assert (config.log.level, config.log.format) == ("info", "auto")
+    assert config.bandwidth_limit == 20_000_000
+    assert config.upload_limit is None and config.download_limit is None
+    assert config.multipart_threshold == 64 * MiB
+    assert config.part_size == 16 * MiB and config.part_concurrency == 4
+    assert (config.retry.attempts, config.retry.max_seconds) == (8, 300.0)
+    assert config.metrics is not None
+    assert (config.metrics.host, config.metrics.port) == ("127.0.0.1", 9464)
+
+    [pair] = config.pairs
+    assert pair.name == "docs"
+    assert pair.local == tmp_path / "docs"
+    assert pair.remote == "s3://team-bucket/docs/"
+    assert (pair.remote_url.scheme, pair.remote_url.bucket, pair.remote_url.prefix) == (
+        "s3",
+        "team-bucket",
+        "docs/",
+    )
+    assert isinstance(pair.options, S3Options)
+    assert pair.options.endpoint_url == "http://127.0.0.1:9000"
+    assert pair.options.region == "us-east-1"
+    assert (pair.direction, pair.conflict) == ("both", "timestamp_wins")
+    assert (pair.poll_interval, pair.settle, pair.max_delete) == (30.0, 0.5, 50.0)
+    assert pair.exclude == ["*.tmp", ".cache/"]
+    assert (pair.trash_days, pair.remote_trash) == (30, True)
+
+
+def test_only_name_local_and_remote_are_required(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, PAIR))
+
+    assert config.state == f"sqlite:///{tmp_path}/xdg-state/syncd/state.db"
+    assert config.socket == tmp_path / "xdg-run" / "syncd" / "syncd.sock"
+    assert config.workers == 8
+    assert (config.log.level, config.log.format) == ("info", "auto")
+    assert config.bandwidth_limit is config.upload_limit is config.download_limit is None
+    assert (config.multipart_threshold, config.part_size) == (64 * MiB, 16 * MiB)
+    assert config.part_concurrency == 4
+    assert (config.retry.attempts, config.retry.max_seconds) == (8, 300.0)
+    assert config.metrics is None
+    [pair] = config.pairs
+    assert pair.options == S3Options()
+    assert (pair.direction, pair.conflict, pair.poll_interval) == ("both", "timestamp_wins", 30)
+    assert (pair.settle, pair.max_delete, pair.exclude) == (0.5, 50, [])
+    assert (pair.trash_days, pair.remote_trash) == (30, True)
+
+
+def test_limits_and_sizes_in_every_spelling(tmp_path: Path) -> None:
+    extra = """\
+        upload_limit: 1.5 MiB/s
+        download_limit: 512KiB
+        bandwidth_limit: 1000000
+        multipart_threshold: 1GB
+        part_size: "16 MiB"
+        part_concurrency: 16
+        """
+    config = load_config(write(tmp_path, PAIR + textwrap.dedent(extra)))
+    assert config.upload_limit == 1536 * KiB
+    assert config.download_limit == 512 * KiB
+    assert config.bandwidth_limit == 1_000_000
+    assert config.multipart_threshold == 1_000_000_000
+    assert config.part_size == 16 * MiB
+    assert config.part_concurrency == 16
+
+
+def test_relative_paths_are_anchored_at_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    config = load_config(
+        write(
+            tmp_path,
+            """\
+            state: "sqlite:///./sync/state.db"
+            socket: ./sync/syncd.sock
+            pairs:
+              - {name: here, local: ./sync/local, remote: "file://TMP/sync/remote"}
+              - {name: home, local: ~/docs, remote: "file://TMP/sync/remote2"}
+            """,
+        )
+    )
+    assert config.state == f"sqlite:///{tmp_path}/sync/state.db"
+    assert config.socket == tmp_path / "sync" / "syncd.sock"
+    assert config.pairs[0].local == tmp_path / "sync" / "local"
+    assert config.pairs[1].local == tmp_path / "home" / "docs"
+    assert isinstance(config.pairs[0].options, FileOptions)
+    assert config.pairs[0].remote_url.path == f"{tmp_path}/sync/remote"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["sqlite://", "sqlite:///:memory:", "postgresql://syncd:pw@db.example/syncd"],
+)
+def test_state_urls_that_are_not_relative_files_are_kept(tmp_path: Path, url: str) -> None:
+    config = load_config_dict(
+        {
+            "state": url,
+            "pairs": [{"name": "a", "local": str(tmp_path), "remote": "s3://team-bucket"}],
+        }
+    )
+    assert config.state == url
+
+
+def test_the_default_locations_follow_xdg_at_call_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", "/srv/state")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", "/run/user/1000")
+    assert default_state_url() == "sqlite:////srv/state/syncd/state.db"
+    assert default_socket_path() == Path("/run/user/1000/syncd/syncd.sock")
+
+    monkeypatch.delenv("XDG_STATE_HOME")
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    monkeypatch.setenv("HOME", "/home/me")
+    assert default_state_url() == "sqlite:////home/me/.local/state/syncd/state.db"
+    assert default_socket_path() == Path(f"/tmp/syncd-{os.getuid()}/syncd.sock")
+
+
+# -- malformed configs: one line, naming the key ----------------------------------------------
+
+MALFORMED = [
+    # (id, config text, the key the message must name, a phrase it must contain)
+    ("bad yaml", "workers: 4\npairs: [\n  - name: x\n  bad: [\n", "line", "invalid YAML"),
+    ("tab indentation", "pairs:\n\t- name: x\n", "line 2", "invalid YAML"),
+    ("duplicate key", PAIR + "workers: 1\nworkers: 2\n", "line 6", "duplicate key 'workers'"),
+    ("empty file", "", None, "file is empty"),
+    ("only comments", "# nothing yet\n", None, "file is empty"),
+    ("top level is a list", "- name: docs\n", None, "must be a mapping"),
+    ("unknown top-level key", PAIR + "workerz: 4\n", "workerz", "unknown key"),
+    ("unknown pair key", PAIR + "    direktion: both\n", "pairs[0].direktion", "unknown key"),
+    ("typo in name", PAIR.replace("- name", "- nmae"), "pairs[0].nmae", "unknown key"),
+    (
+        "unknown s3 option",
+        PAIR + "    options: {endpoint_urll: 'http://127.0.0.1:9000'}\n",
+        "pairs[0].options.endpoint_urll",
+        "unknown key (did you mean 'endpoint_url'?)",
+    ),
+    (
+        "unknown file option",
+        "pairs:\n  - {name: a, local: TMP/a, remote: 'file:///srv/r', options: {region: x}}\n",
+        "pairs[0].options.region",
+        "unknown key",
+    ),
+    ("options not a mapping", PAIR + "    options: [a]\n", "pairs[0].options", "mapping"),
+    ("workers not a number", PAIR + "workers: many\n", "workers", "whole number (got 'many')"),
+    ("workers is a boolean", PAIR + "workers: yes\n", "workers", "not true/false"),
+    ("workers too many", PAIR + "workers: 1000\n", "workers", "at most 256"),
+    (
+        "missing name",
+        "pairs:\n  - {local: TMP/a, remote: 's3://team-bucket'}\n",
+        "pairs[0].name",
+        "required key is missing",
+    ),
+    (
+        "missing local",
+        "pairs:\n  - {name: a, remote: 's3://team-bucket'}\n",
+        "pairs[0].local",
+        "required key is missing",
+    ),
+    (
+        "missing remote",
+        "pairs:\n  - {name: a, local: TMP/a}\n",
+        "pairs[0].remote",
+        "required key is missing",
+    ),
+    ("unknown scheme", PAIR.replace("s3://", "ftp://"), "pairs[0].remote", "unknown scheme ftp://"),
+    ("scheme not supported yet", PAIR.replace("s3://", "gs://"), "pairs[0].remote", "gs://"),
+    (
+        "invalid bucket name",
+        PAIR.replace("team-bucket", "Team_Bucket"),
+        "pairs[0].remote",
+        "invalid S3 bucket name",
+    ),
+    (
+        "relative file remote",
+        PAIR.replace("s3://team-bucket/docs/", "file://remote"),
+        "pairs[0].remote",
+        "absolute path",
+    ),
+    (
+        "bad pair name",
+        PAIR.replace("name: docs", "name: my docs!"),
+        "pairs[0].name",
+        "1-64 letters",
+    ),
+    (
+        "two pairs, one name",
+        PAIR + "  - {name: docs, local: TMP/other, remote: 's3://team-bucket'}\n",
+        "pairs",
+        "pairs[0] and pairs[1] are both named 'docs'",
+    ),
+    (
+        "local inside another",
+        PAIR + "  - {name: sub, local: TMP/docs/sub, remote: 's3://bucket2'}\n",
+        "pairs",
+        "pairs[1].local",
+    ),
+    (
+        "same local twice",
+        PAIR + "  - {name: b, local: TMP/docs/, remote: 's3://bucket2'}\n",
+        "pairs",
+        "same folder",
+    ),
+    (
+        "file remote inside local",
+        "pairs:\n  - {name: a, local: TMP/a, remote: 'file://TMP/a/r'}\n",
+        "pairs",
+        "pairs[0].remote",
+    ),
+    ("unknown strategy", PAIR + "    conflict: newest\n", "pairs[0].conflict", "must be one of"),
+    (
+        "unknown direction",
+        PAIR + "    direction: sideways\n",
+        "pairs[0].direction",
+        "must be one of both, upload, download (got 'sideways')",
+    ),
+    (
+        "negative poll_interval",
+        PAIR + "    poll_interval: -1\n",
+        "pairs[0].poll_interval",
+        "greater than 0",
+    ),
+    ("negative settle", PAIR + "    settle: -0.5\n", "pairs[0].settle", "at least 0"),
+    ("max_delete 150", PAIR + "    max_delete: 150\n", "pairs[0].max_delete", "at most 100"),
+    ("negative trash_days", PAIR + "    trash_days: -1\n", "pairs[0].trash_days", "at least 0"),
+    (
+        "remote_trash not a bool",
+        PAIR + "    remote_trash: maybe\n",
+        "pairs[0].remote_trash",
+        "true or false",
+    ),
+    ("exclude not a list", PAIR + "    exclude: 5\n", "pairs[0].exclude", "must be a list"),
+    (
+        "undefined variable",
+        PAIR.replace("team-bucket", "${BUCKET}"),
+        "pairs[0].remote",
+        "${BUCKET} is not set and has no default",
+    ),
+    (
+        "unterminated variable",
+        PAIR + "    exclude: ['${BUCKET']\n",
+        "pairs[0].exclude[0]",
+        "unterminated ${",
+    ),
+    (
+        "socket path too long",
+        PAIR + "socket: TMP/" + "s" * 120 + ".sock\n",
+        "socket",
+        "at most 107",
+    ),
+    ("no pairs", "workers: 4\npairs: []\n", "pairs", "at least one pair is required"),
+    ("pairs key missing", "workers: 4\n", "pairs", "at least one pair is required"),
+    ("part_size too small", PAIR + "part_size: 1MiB\n", "part_size", "at least 5MiB"),
+    (
+        "bad size string",
+        PAIR + "multipart_threshold: 64 megs\n",
+        "multipart_threshold",
+        "'64 megs' is not a size",
+    ),
+    ("bad rate string", PAIR + "bandwidth_limit: fast\n", "bandwidth_limit", "not a rate"),
+    ("zero rate", PAIR + "upload_limit: 0\n", "upload_limit", "greater than 0"),
+    ("bad log level", PAIR + "log: {level: loud}\n", "log.level", "must be one of debug"),
+    ("unknown log key", PAIR + "log: {levle: info}\n", "log.levle", "did you mean 'level'?"),
+    ("retry attempts 0", PAIR + "retry: {attempts: 0}\n", "retry.attempts", "at least 1"),
+    (
+        "metrics port out of range",
+        PAIR + "metrics: {listen: '127.0.0.1:70000'}\n",
+        "metrics.listen",
+        "port 1-65535",
+    ),
+    (
+        "metrics without port",
+        PAIR + "metrics: {listen: localhost}\n",
+        "metrics.listen",
+        "HOST:PORT",
+    ),
+    ("state not a URL", PAIR + "state: not a url\n", "state", "not a database URL"),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "phrase"), [case[1:] for case in MALFORMED], ids=[case[0] for case in MALFORMED]
+)
+def test_a_malformed_config_is_one_line_naming_the_key(
+    tmp_path: Path, text: str, key: str | None, phrase: str
+) -> None:
+    message = load_error(tmp_path, text)
+    if key is not None:
+        assert f": {key}" in message, message
+    assert phrase in message, message
+    assert "Traceback" not in message and "pydantic" not in message, message
+
+
+def test_an_unknown_strategy_reads_exactly_as_documented(tmp_path: Path) -> None:
+    path = write(tmp_path, PAIR + "    conflict: newest\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == (
+        f"{path}: pairs[0].conflict: must be one of timestamp_wins, local_wins, cloud_wins, "
+        "manual, version_preserve (got 'newest')"
+    )
+    assert caught.value.key == "pairs[0].conflict"
+
+
+def test_a_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"nope\.yaml: no such file$"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_config_error_survives_pickling() -> None:
+    error = ConfigError("syncd.yaml", "unknown key", key="workerz")
+    assert str(pickle.loads(pickle.dumps(error)))  # noqa: S301 - our own bytes == "syncd.yaml: workerz: unknown key"
+
+
+# -- ${VAR} substitution ----------------------------------------------------------------------
+
+
+def test_variables_and_defaults_are_substituted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BUCKET", "team-bucket")
+    config = load_config(
+        write(
+            tmp_path,
+            """\
+            workers: ${SYNCD_TEST_VAR:3}
+            pairs:
+              - name: docs
+                local: TMP/docs
+                remote: s3://${BUCKET}/docs/
+                options: {endpoint_url: "${EP:http://127.0.0.1:9000}"}
+            """,
+        )
+    )
+    assert config.workers == 3
+    assert config.pairs[0].remote == "s3://team-bucket/docs/"
+    assert isinstance(config.pairs[0].options, S3Options)
+    assert config.pairs[0].options.endpoint_url == "http://127.0.0.1:9000"
+
+
+def test_a_set_variable_wins_over_its_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EP", "http://minio:9000")
+    config = load_config(write(tmp_path, PAIR + '    options: {endpoint_url: "${EP:x}"}\n'))
+    assert isinstance(config.pairs[0].options, S3Options)
+    assert config.pairs[0].options.endpoint_url == "http://minio:9000"
+
+
+def test_a_value_with_yaml_syntax_cannot_change_the_structure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Substituted into the raw text, this would add keys; on the parsed scalar it stays a name.
+    monkeypatch.setenv("SYNCD_TEST_VAR", "x'\n    conflict: manual #: {]")
+    path = write(tmp_path, PAIR + "    exclude: ['${SYNCD_TEST_VAR}']\n")
+    [pair] = load_config(path).pairs
+    assert pair.exclude == ["x'\n    conflict: manual #: {]"]
+    assert pair.conflict == "timestamp_wins"
+
+
+def test_double_dollar_escapes_and_values_are_not_expanded_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SYNCD_TEST_VAR", "${BUCKET}")
+    path = write(tmp_path, PAIR + "    exclude: ['$${HOME}/x', 'cost$5', '${SYNCD_TEST_VAR}']\n")
+    assert load_config(path).pairs[0].exclude == ["${HOME}/x", "cost$5", "${BUCKET}"]
+
+
+def test_keys_are_not_substituted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SYNCD_TEST_VAR", "workers")
+    message = load_error(tmp_path, PAIR + "${SYNCD_TEST_VAR}: 4\n")
+    assert ": ${SYNCD_TEST_VAR}: unknown key" in message
+
+
+# -- secrets never reach a message ------------------------------------------------------------
+
+SECRET = "PLANTED-SECRET-3f9a1c"
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        f"{{secret_access_key: {SECRET}, verify_ssl: definitely}}",
+        f"{{secret_access_key: {SECRET}, storage_class: COLD}}",
+        f"{{secret_access_key: {SECRET}, secret_acess_key: {SECRET}}}",
+        f"{{secret_access_key: [{SECRET}]}}",
+        "{secret_access_key: 31415926535}",
+    ],
+    ids=["bad bool beside", "bad choice beside", "typo'd copy", "secret of wrong type", "number"],
+)
+def test_option_values_never_appear_in_errors(tmp_path: Path, options: str) -> None:
+    message = load_error(tmp_path, PAIR + f"    options: {options}\n")
+    assert "pairs[0].options." in message
+    assert SECRET not in message and "31415926535" not in message, message
+
+
+def test_pydantic_own_report_hides_option_values_too(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError) as caught:
+        PairConfig.model_validate(
+            {
+                "name": "a",
+                "local": tmp_path,
+                "remote": "s3://team-bucket",
+                "options": {"secret_access_key": SECRET, "verify_ssl": "definitely"},
+            }
+        )
+    assert SECRET not in str(caught.value)
+
+
+# -- the Python API ---------------------------------------------------------------------------
+
+
+def test_load_config_dict_validates_like_a_file(tmp_path: Path) -> None:
+    data = {"pairs": [{"name": "a", "local": str(tmp_path), "remote": "s3://team-bucket"}]}
+    assert isinstance(load_config_dict(data), Config)
+    with pytest.raises(ConfigError, match=r"^<dict>: pairs\[0\]\.remote: required key is missing$"):
+        load_config_dict({"pairs": [{"name": "a", "local": str(tmp_path)}]})
+    with pytest.raises(ConfigError, match=r"^api: workerz: unknown key"):
+        load_config_dict({**data, "workerz": 1}, source="api")
+
+
+def test_the_config_is_frozen(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, PAIR))
+    with pytest.raises(ValidationError):
+        config.workers = 2
+
+
+# -- finding the config file ------------------------------------------------------------------
+
+
+def test_config_path_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    xdg = tmp_path / "xdg-config"
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(xdg))
+    assert resolve_config_path(None) is None  # nothing anywhere
+
+    default = xdg / "syncd" / "syncd.yaml"
+    default.parent.mkdir(parents=True)
+    default.write_text(PAIR)
+    assert resolve_config_path(None) == default
+
+    monkeypatch.setenv("SYNCD_CONFIG", str(tmp_path / "from-env.yaml"))
+    assert resolve_config_path(None) == tmp_path / "from-env.yaml"  # even before it exists
+
+    assert resolve_config_path(str(tmp_path / "explicit.yaml")) == tmp_path / "explicit.yaml"
+
+
+def test_config_home_defaults_to_dot_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    default = tmp_path / ".config" / "syncd" / "syncd.yaml"
+    default.parent.mkdir(parents=True)
+    default.write_text(PAIR)
+    assert resolve_config_path(None) == default
+    monkeypatch.setenv("XDG_CONFIG_HOME", "relative/dir")  # XDG says: ignore a relative value
+    assert resolve_config_path(None) == default
+
+
+# -- units ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        (0, 0),
+        (1234, 1234),
+        ("1234", 1234),
+        ("10B", 10),
+        ("1KiB", KiB),
+        ("64MiB", 64 * MiB),
+        ("16 MiB", 16 * MiB),
+        ("1.5GiB", 3 * GiB // 2),
+        ("2TiB", 2 * TiB),
+        ("1KB", 1000),
+        ("20MB", 20_000_000),
+        ("3gb", 3_000_000_000),
+        ("1TB", 10**12),
+        ("64mib", 64 * MiB),
+        (" 8 kib ", 8 * KiB),
+    ],
+)
+def test_parse_size(text: str | int, size: int) -> None:
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize(
+    "text", ["", "MiB", "64 megs", "-1", -1, "1.2.3MB", "0.3B", True, None, [1], "1e3", "12 MiB/s"]
+)
+def test_parse_size_refuses(text: object) -> None:
+    with pytest.raises(ValueError, match=r"size|bytes|negative"):
+        parse_size(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "rate"),
+    [
+        ("20MB/s", 20_000_000),
+        ("20MB", 20_000_000),
+        ("512 KiB/s", 512 * KiB),
+        (1000, 1000),
+        ("1000", 1000),
+        ("1.5MiB / s", 3 * MiB // 2),
+        ("1mb/sec", 1_000_000),
+    ],
+)
+def test_parse_rate(text: str | int, rate: int) -> None:
+    assert parse_rate(text) == rate
+
+
+@pytest.mark.parametrize("text", ["fast", "/s", "20MB/min", "20MB/s/s", False])
+def test_parse_rate_refuses(text: object) -> None:
+    with pytest.raises(ValueError, match="not a rate"):
+        parse_rate(text)

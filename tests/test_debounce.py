@@ -1,0 +1,71 @@
+"""Coalescing bursts: the pure merge rule from a table, and the debouncer thread on a fake clock."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from syncd.engine.debounce import Debouncer, Pending, merge
+
+CASES = [
+    # id, pending, now, settle, walk, expected
+    ("first event", None, 10.0, 0.5, False, Pending(10.0, 10.5)),
+    ("burst pushes deadline", Pending(10.0, 10.5), 10.3, 0.5, False, Pending(10.0, 10.8)),
+    ("folder event sticks", Pending(10.0, 10.5), 10.1, 0.5, True, Pending(10.0, 10.6, walk=True)),
+    (
+        "walk is never lost",
+        Pending(10.0, 10.5, walk=True),
+        10.2,
+        0.5,
+        False,
+        Pending(10.0, 10.7, walk=True),
+    ),
+    ("busy file capped at 30 s", Pending(0.0, 29.9), 29.8, 0.5, False, Pending(0.0, 30.0)),
+    ("large settle caps at 20x", Pending(0.0, 80.0), 79.0, 4.0, False, Pending(0.0, 80.0)),
+]
+
+
+@pytest.mark.parametrize(
+    ("pending", "now", "settle", "walk", "expected"),
+    [c[1:] for c in CASES],
+    ids=[c[0] for c in CASES],
+)
+def test_merge(
+    pending: Pending | None, now: float, settle: float, walk: bool, expected: Pending
+) -> None:
+    assert merge(pending, now, settle, walk) == expected
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_debouncer_emits_once_after_quiet_period() -> None:
+    clock = FakeClock()
+    emitted: list[str] = []
+    fired = threading.Event()
+
+    def emit(key: str, _pending: Pending) -> None:
+        emitted.append(key)
+        fired.set()
+
+    debouncer: Debouncer[str] = Debouncer(emit, clock=clock)
+    debouncer.start()
+    try:
+        for step in range(5):  # a burst of events 0.1 s apart
+            clock.now = step * 0.1
+            debouncer.touch("a", settle=0.5)
+        assert not fired.wait(0.1)
+        clock.now = 0.95  # quiet for 0.55 s after the last event
+        debouncer.touch("b", settle=10)  # wakes the thread up with the new time
+        assert fired.wait(2)
+        assert emitted == ["a"]
+        assert debouncer.pending_keys() == ["b"]
+    finally:
+        debouncer.stop()
+    assert not debouncer.is_alive()

@@ -1,0 +1,77 @@
+"""The three-way decision, from a table: (base, local now, remote now) -> action."""
+
+from __future__ import annotations
+
+import pytest
+
+from syncd.engine.decide import decide
+from syncd.engine.model import Action, LocalFile
+from syncd.providers.base import ObjectInfo
+from syncd.state import BaseEntry
+
+SHA_A, SHA_B = "a" * 64, "b" * 64
+MD5_A, MD5_B = "1" * 32, "2" * 32
+
+BASE = BaseEntry("f", size=3, mtime_ns=100, inode=7, sha256=SHA_A, remote_etag="e1", synced_at=0.0)
+L_SAME = LocalFile(size=3, mtime_ns=100, inode=7)
+L_EDIT = LocalFile(size=5, mtime_ns=200, inode=7)
+L_TOUCH = LocalFile(size=3, mtime_ns=300, inode=7)
+L_TOUCH_HASHED = LocalFile(size=3, mtime_ns=300, inode=7, sha256=SHA_A, md5=MD5_A)
+L_SAMESIZE_EDIT_HASHED = LocalFile(size=3, mtime_ns=300, inode=7, sha256=SHA_B, md5=MD5_B)
+L_NEW_HASHED = LocalFile(size=3, mtime_ns=300, inode=9, sha256=SHA_A, md5=MD5_A)
+L_NEW_OTHER = LocalFile(size=3, mtime_ns=300, inode=9, sha256=SHA_B, md5=MD5_B)
+R_SAME = ObjectInfo("f", size=3, etag="e1")
+R_EDIT = ObjectInfo("f", size=4, etag="e2")
+R_LISTED = ObjectInfo("f", size=3, etag="e3")  # from a listing: no metadata
+R_MD5_A = ObjectInfo("f", size=3, etag=MD5_A, md5=MD5_A)
+R_META_A = ObjectInfo("f", size=3, etag="e4", sha256=SHA_A, has_metadata=True)
+R_META_NONE = ObjectInfo("f", size=3, etag="e4", has_metadata=True)
+
+CASES = [
+    # id, base, local, remote, direction, expected action
+    ("nothing anywhere", None, None, None, "both", Action.NOTHING),
+    ("in sync", BASE, L_SAME, R_SAME, "both", Action.NOTHING),
+    ("new local file", None, L_EDIT, None, "both", Action.UPLOAD),
+    ("new remote file", None, None, R_EDIT, "both", Action.DOWNLOAD),
+    ("edited locally", BASE, L_EDIT, R_SAME, "both", Action.UPLOAD),
+    ("edited remotely", BASE, L_SAME, R_EDIT, "both", Action.DOWNLOAD),
+    ("touched: needs a hash", BASE, L_TOUCH, R_SAME, "both", Action.HASH_LOCAL),
+    ("touched only: record mtime", BASE, L_TOUCH_HASHED, R_SAME, "both", Action.RECORD),
+    ("same size, new content", BASE, L_SAMESIZE_EDIT_HASHED, R_SAME, "both", Action.UPLOAD),
+    ("deleted on both sides", BASE, None, None, "both", Action.FORGET),
+    ("deleted locally", BASE, None, R_SAME, "both", Action.DELETE_REMOTE),
+    ("deleted remotely", BASE, L_SAME, None, "both", Action.DELETE_LOCAL),
+    ("edit beats remote delete", BASE, L_EDIT, None, "both", Action.UPLOAD),
+    ("edit beats local delete", BASE, None, R_EDIT, "both", Action.DOWNLOAD),
+    ("both edited, not hashed", BASE, L_EDIT, R_EDIT, "both", Action.HASH_LOCAL),
+    ("first sync, both present: hash", None, L_SAME, R_LISTED, "both", Action.HASH_LOCAL),
+    ("first sync, listing only: fetch", None, L_NEW_HASHED, R_LISTED, "both", Action.FETCH_REMOTE),
+    ("first sync, md5 equal", None, L_NEW_HASHED, R_MD5_A, "both", Action.RECORD),
+    ("first sync, sha256 equal", None, L_NEW_HASHED, R_META_A, "both", Action.RECORD),
+    ("first sync, differs", None, L_NEW_OTHER, R_META_A, "both", Action.CONFLICT),
+    ("first sync, cannot compare", None, L_NEW_HASHED, R_META_NONE, "both", Action.CONFLICT),
+    ("upload-only ignores remote edit", BASE, L_SAME, R_EDIT, "upload", Action.NOTHING),
+    ("upload-only uploads", BASE, L_EDIT, R_SAME, "upload", Action.UPLOAD),
+    ("download-only ignores local edit", BASE, L_EDIT, R_SAME, "download", Action.NOTHING),
+    ("download-only downloads", None, None, R_EDIT, "download", Action.DOWNLOAD),
+]
+
+
+@pytest.mark.parametrize(
+    ("base", "local", "remote", "direction", "expected"),
+    [case[1:] for case in CASES],
+    ids=[case[0] for case in CASES],
+)
+def test_decision_table(
+    base: BaseEntry | None,
+    local: LocalFile | None,
+    remote: ObjectInfo | None,
+    direction: str,
+    expected: Action,
+) -> None:
+    assert decide(base, local, remote, direction).action is expected  # type: ignore[arg-type]
+
+
+def test_every_decision_has_a_reason() -> None:
+    for case in CASES:
+        assert decide(*case[1:5]).reason  # type: ignore[arg-type]
