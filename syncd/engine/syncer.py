@@ -242,7 +242,7 @@ class PairSyncer:
 
                 def body() -> localfs.HashingReader:
                     fh.seek(0)
-                    readers.append(localfs.HashingReader(fh, self.is_cancelled))  # type: ignore[arg-type]
+                    readers.append(localfs.HashingReader(fh, self.is_cancelled))
                     return readers[-1]
 
                 info = self._send(path, before, sha256, remote, body)

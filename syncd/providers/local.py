@@ -1,0 +1,376 @@
+"""`file:///ABS/PATH` remotes: a plain folder plays the bucket, each file is an object.
+
+It exists so syncd works with no cloud account (the default config), and so the conformance
+suite has a backend that needs no emulator. Keys are '/'-separated paths under the root.
+
+Every path is resolved one component at a time with `O_NOFOLLOW` relative to an open directory
+descriptor, never as a joined string: a key can name nothing outside the root, and a symlink
+planted anywhere under the root (by a user, or by a hostile remote key on another pair) is never
+followed. Symlinks are simply not objects here: `list` skips them and `stat` does not see them.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import secrets
+import shutil
+import stat as stat_mod
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from typing import BinaryIO
+
+from syncd.providers.base import Capabilities, ObjectInfo, UploadRequest
+from syncd.providers.errors import (
+    InvalidRequest,
+    NotFound,
+    PermissionDenied,
+    PreconditionFailed,
+    ProviderError,
+    Transient,
+)
+from syncd.providers.options import FileOptions
+from syncd.providers.url import RemoteURL
+
+#: Temporary upload names; the same prefix as `syncd.engine.paths.TEMP_PREFIX` (kept here so the
+#: providers never import the engine). Listings skip them, so a half-written upload is invisible.
+TEMP_PREFIX = ".syncd-tmp-"
+CHUNK = 1024 * 1024
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: opening a FIFO planted under a key must not hang a worker; no effect on files.
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+_TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+_PERMISSION = {errno.EACCES, errno.EPERM, errno.EROFS}
+_PASSING = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EAGAIN, errno.EBUSY, errno.EINTR}
+_BAD_NAME = {
+    errno.ENAMETOOLONG,
+    errno.EISDIR,
+    errno.ENOTDIR,
+    errno.ELOOP,
+    errno.EINVAL,
+    errno.EILSEQ,
+}
+# A missing or non-folder parent, or a symlink where a folder should be: "no such object".
+_ABSENT = {errno.ENOENT, errno.ENOTDIR, errno.ELOOP}
+
+
+def etag_of(st: os.stat_result) -> str:
+    """A version token that changes whenever the file is replaced (new inode) or rewritten
+    in place (size or mtime); uploads always replace, so each upload gets a new token."""
+    return f"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}"
+
+
+def split_key(key: str) -> list[str]:
+    """The key's path components, or InvalidRequest for a key that could leave the root."""
+    reason = None
+    if not key:
+        reason = "empty key"
+    elif "\x00" in key:
+        reason = "contains NUL"
+    elif "\\" in key:
+        reason = "contains a backslash"
+    elif key.startswith("/"):
+        reason = "absolute key"
+    parts = key.split("/")
+    if reason is None and any(part in ("", ".", "..") for part in parts):
+        reason = "empty, '.' or '..' path segment"
+    if reason is not None:
+        raise InvalidRequest(f"refused key {key!r}: {reason}")
+    return parts
+
+
+def _translate(exc: OSError, where: str) -> ProviderError:
+    """Map an OSError onto the sentinel errors (ENOENT is left to the caller, which knows
+    whether it means 'no such object' or 'the root is gone')."""
+    code = exc.errno
+    reason = exc.strerror or type(exc).__name__
+    if code in _PERMISSION:
+        return PermissionDenied(f"{where}: permission denied")
+    if code in _PASSING:
+        return Transient(f"{where}: {reason}")
+    if code in _BAD_NAME:
+        return InvalidRequest(f"{where}: {reason}")
+    return ProviderError(f"{where}: {reason}")
+
+
+class FileProvider:
+    """A folder on a local (or mounted) filesystem as a remote. Thread-safe."""
+
+    def __init__(self, url: RemoteURL, options: FileOptions | None = None) -> None:
+        self.root = url.path
+        self.url = str(url)
+        self.options = options or FileOptions()
+        self.capabilities = Capabilities(
+            conditional_writes=True, server_side_copy=False, listing_has_metadata=True
+        )
+        # Makes "compare etag, then replace/unlink" atomic among this process's workers. Another
+        # process writing the same folder can still slip in between; a plain folder has no
+        # conditional-rename primitive to close that window.
+        self._swap_lock = threading.Lock()
+
+    # -- helpers --------------------------------------------------------------------------
+    def _where(self, key: str) -> str:
+        return f"file://{self.root.rstrip('/')}/{key}"
+
+    def _root_missing(self) -> NotFound:
+        return NotFound(f"remote folder {self.root} does not exist")
+
+    @contextmanager
+    def _dirs(self, parents: list[str], *, create: bool) -> Iterator[list[int]]:
+        """Open the root and each parent folder in turn, never following a symlink; yields the
+        descriptors, root first. `create` makes missing folders. Raises OSError."""
+        try:
+            fds = [os.open(self.root, _DIR_FLAGS & ~os.O_NOFOLLOW)]  # the root may be a link
+        except FileNotFoundError:
+            raise self._root_missing() from None
+        except NotADirectoryError:
+            raise NotFound(f"remote folder {self.root} is not a folder") from None
+        try:
+            for name in parents:
+                if create:
+                    with suppress(FileExistsError):
+                        os.mkdir(name, dir_fd=fds[-1])
+                fds.append(os.open(name, _DIR_FLAGS, dir_fd=fds[-1]))
+            yield fds
+        finally:
+            for fd in reversed(fds):
+                os.close(fd)
+
+    @contextmanager
+    def _open_file(self, key: str) -> Iterator[tuple[int, os.stat_result]]:
+        """An open descriptor on the regular file at `key` and its fstat; NotFound otherwise."""
+        parts = split_key(key)
+        where = self._where(key)
+        try:
+            with self._dirs(parts[:-1], create=False) as fds:
+                fd = os.open(parts[-1], _READ_FLAGS, dir_fd=fds[-1])
+        except OSError as exc:
+            if exc.errno in _ABSENT:
+                raise NotFound(f"{where}: not found") from None
+            raise _translate(exc, where) from exc
+        try:
+            st = os.fstat(fd)
+            if not stat_mod.S_ISREG(st.st_mode):
+                raise NotFound(f"{where}: not found (not a regular file)")
+            os.set_blocking(fd, True)
+            yield fd, st
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _info(
+        key: str, st: os.stat_result, sha256: str | None = None, has_metadata: bool = False
+    ) -> ObjectInfo:
+        return ObjectInfo(
+            key=key,
+            size=st.st_size,
+            etag=etag_of(st),
+            modified=st.st_mtime,
+            mtime_ns=st.st_mtime_ns,
+            sha256=sha256,
+            has_metadata=has_metadata,
+        )
+
+    # -- Provider -------------------------------------------------------------------------
+    def list(self) -> Iterator[ObjectInfo]:
+        """Every regular file under the root. An unreadable folder is an error, never a gap:
+        a listing with holes would read as remote deletions."""
+        self._check_root()
+        yield from self._walk(self.root, "")
+
+    def _walk(self, folder: str, prefix: str) -> Iterator[ObjectInfo]:
+        try:
+            with os.scandir(folder) as entries:
+                found = list(entries)
+        except FileNotFoundError:
+            return  # removed while we listed: its files are gone
+        except OSError as exc:
+            raise _translate(exc, self._where(prefix) if prefix else self.url) from exc
+        for entry in found:
+            try:
+                if entry.is_symlink():
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    yield from self._walk(entry.path, f"{prefix}{entry.name}/")
+                elif entry.is_file(follow_symlinks=False) and not entry.name.startswith(
+                    TEMP_PREFIX
+                ):
+                    yield self._info(prefix + entry.name, entry.stat(follow_symlinks=False))
+            except FileNotFoundError:
+                continue  # deleted between the folder read and the stat
+            except OSError as exc:
+                raise _translate(exc, self._where(prefix + entry.name)) from exc
+
+    def stat(self, key: str) -> ObjectInfo:
+        """Size, version and mtime from the file, plus a freshly computed SHA-256 (a folder
+        keeps no checksum of its own)."""
+        where = self._where(key)
+        with self._open_file(key) as (fd, st):
+            try:
+                with os.fdopen(os.dup(fd), "rb") as fh:
+                    sha256 = hashlib.file_digest(fh, "sha256").hexdigest()
+                after = os.fstat(fd)
+            except OSError as exc:
+                raise _translate(exc, where) from exc
+        if etag_of(after) != etag_of(st):
+            raise Transient(f"{where}: changed while being hashed")
+        return self._info(key, st, sha256=sha256, has_metadata=True)
+
+    def download(self, key: str, sink: BinaryIO, if_match: str | None = None) -> ObjectInfo:
+        where = self._where(key)
+        with self._open_file(key) as (fd, st):
+            if if_match is not None and etag_of(st) != if_match:
+                raise PreconditionFailed(f"{where}: changed since it was listed")
+            with os.fdopen(os.dup(fd), "rb") as fh:
+                # Errors of the sink (a full local disk, a cancellation) pass through untouched.
+                shutil.copyfileobj(fh, sink, CHUNK)
+        return self._info(key, st)
+
+    def upload(self, request: UploadRequest) -> ObjectInfo:
+        """Write to a temp file beside the target, fsync, set the mtime, then link (create-only)
+        or rename (replace) it into place, so readers only ever see whole files."""
+        if request.if_absent and request.if_match is not None:
+            raise InvalidRequest("if_absent and if_match are mutually exclusive")
+        parts = split_key(request.key)
+        where = self._where(request.key)
+        try:
+            with self._dirs(parts[:-1], create=True) as fds:
+                return self._upload_into(fds[-1], parts[-1], request, where)
+        except _SourceFailed as failed:
+            raise failed.error from None  # the caller's stream failed, not the remote
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                # A parent folder vanished under us (a concurrent delete pruned it): try again.
+                raise Transient(f"{where}: parent folder removed concurrently") from exc
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise InvalidRequest(f"{where}: a parent is a symlink or a file") from exc
+            raise _translate(exc, where) from exc
+
+    def _upload_into(
+        self, dir_fd: int, name: str, request: UploadRequest, where: str
+    ) -> ObjectInfo:
+        tmp = f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+        fd = os.open(tmp, _TEMP_FLAGS, 0o666, dir_fd=dir_fd)
+        placed = False
+        try:
+            written = _copy_to_fd(request.body.read, fd)
+            if written != request.size:
+                raise InvalidRequest(f"{where}: body had {written} bytes, expected {request.size}")
+            os.fsync(fd)
+            os.utime(fd, ns=(request.mtime_ns, request.mtime_ns))
+            with self._swap_lock:
+                if request.if_absent:
+                    try:
+                        os.link(
+                            tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False
+                        )
+                    except FileExistsError:
+                        raise PreconditionFailed(f"{where}: already exists") from None
+                else:
+                    if request.if_match is not None:
+                        self._check_version(dir_fd, name, request.if_match, where)
+                    os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                placed = True
+            os.fsync(dir_fd)  # make the new name durable, not only the bytes
+            # fstat of our own descriptor: exactly the version we placed, even if someone
+            # replaced it again a microsecond later.
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+            if request.if_absent or not placed:
+                with suppress(FileNotFoundError):
+                    os.unlink(tmp, dir_fd=dir_fd)
+        return self._info(
+            request.key,
+            st,
+            sha256=request.sha256,
+            has_metadata=request.sha256 is not None,
+        )
+
+    def _check_version(self, dir_fd: int, name: str, if_match: str, where: str) -> None:
+        """PreconditionFailed unless `name` is a regular file whose version is `if_match`."""
+        try:
+            current = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            raise PreconditionFailed(f"{where}: no longer exists") from None
+        if not stat_mod.S_ISREG(current.st_mode) or etag_of(current) != if_match:
+            raise PreconditionFailed(f"{where}: changed since it was listed")
+
+    def delete(self, key: str, if_match: str | None = None) -> None:
+        """Remove the file, then the folders it leaves empty (never the root itself)."""
+        parts = split_key(key)
+        where = self._where(key)
+        try:
+            with self._dirs(parts[:-1], create=False) as fds:
+                with self._swap_lock:
+                    try:
+                        current = os.stat(parts[-1], dir_fd=fds[-1], follow_symlinks=False)
+                    except FileNotFoundError:
+                        return
+                    if not stat_mod.S_ISREG(current.st_mode):
+                        return  # a folder or a symlink is not an object: nothing to delete
+                    if if_match is not None and etag_of(current) != if_match:
+                        raise PreconditionFailed(f"{where}: changed since it was listed")
+                    os.unlink(parts[-1], dir_fd=fds[-1])
+                _prune_empty(fds, parts[:-1])
+        except OSError as exc:
+            if exc.errno in _ABSENT:
+                return  # a parent is missing (or not a real folder): the object is not there
+            raise _translate(exc, where) from exc
+
+    def check(self) -> None:
+        """The root must be an existing, writable folder."""
+        self._check_root()
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise PermissionDenied(f"remote folder {self.root} is not writable")
+
+    def close(self) -> None:
+        """Nothing to release: every call opens and closes its own descriptors."""
+
+    def _check_root(self) -> None:
+        try:
+            st = os.stat(self.root)
+        except FileNotFoundError:
+            raise self._root_missing() from None
+        except OSError as exc:
+            raise _translate(exc, self.url) from exc
+        if not stat_mod.S_ISDIR(st.st_mode):
+            raise NotFound(f"remote folder {self.root} is not a folder")
+
+
+class _SourceFailed(Exception):
+    """Carries an OSError of the body stream past the remote-side error translation."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _copy_to_fd(read: Callable[[int], bytes], fd: int) -> int:
+    """Copy a stream into `fd`; an OSError of the stream itself comes out as _SourceFailed."""
+    total = 0
+    while True:
+        try:
+            chunk = read(CHUNK)
+        except OSError as exc:
+            raise _SourceFailed(exc) from exc
+        if not chunk:
+            return total
+        view = memoryview(chunk)
+        while view:
+            done = os.write(fd, view)
+            view = view[done:]
+        total += len(chunk)
+
+
+def _prune_empty(fds: list[int], parents: list[str]) -> None:
+    """rmdir each parent, deepest first, until one is not empty; `fds[i]` holds `parents[i]`."""
+    for index in range(len(parents) - 1, -1, -1):
+        try:
+            os.rmdir(parents[index], dir_fd=fds[index])
+        except OSError:
+            return  # not empty (or already gone, or in use): stop climbing

@@ -1,0 +1,95 @@
+"""Shared fixtures: a clean AWS environment, one moto server per session, a fresh bucket per test.
+
+Emulators run as real subprocesses on loopback (see emulators.py) and are stopped by pid at the
+end of the session. Nothing here is global except the AWS variables set below, which every test
+(and every syncd subprocess a test starts) should see.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+from emulators import Emulator, start_moto
+
+# -- environment ----------------------------------------------------------------------------
+
+#: Dummy credentials for the emulators; a real account must never be reachable from tests.
+AWS_TEST_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+#: Variables of the machine that would change how boto3 reaches the emulators (this machine sets
+#: AWS_CA_BUNDLE; a profile could bring its own endpoint or credentials).
+AWS_REMOVED_ENV = (
+    "AWS_CA_BUNDLE",
+    "AWS_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def aws_test_env() -> Iterator[None]:
+    """Point boto3 at dummy credentials for the whole session, and restore the environment."""
+    saved = {name: os.environ.get(name) for name in (*AWS_TEST_ENV, *AWS_REMOVED_ENV)}
+    os.environ.update(AWS_TEST_ENV)
+    for name in AWS_REMOVED_ENV:
+        os.environ.pop(name, None)
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+# -- S3 (moto) ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[Emulator]:
+    """One moto_server for the session; tests isolate themselves by bucket, not by server."""
+    server = start_moto()
+    yield server
+    server.stop()
+
+
+def s3_client(endpoint_url: str) -> Any:
+    """A plain boto3 client for a test's own setup and assertions (not the code under test)."""
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        region_name=AWS_TEST_ENV["AWS_DEFAULT_REGION"],
+        config=Config(s3={"addressing_style": "path"}),
+    )
+
+
+@dataclass
+class Bucket:
+    endpoint_url: str
+    bucket: str
+    client: Any  # mypy_boto3_s3.S3Client
+
+    def url(self, prefix: str = "") -> str:
+        """The remote URL of `prefix` in this bucket: "s3://bucket/prefix/"."""
+        prefix = prefix.strip("/")
+        return f"s3://{self.bucket}/{prefix}/" if prefix else f"s3://{self.bucket}/"
+
+
+@pytest.fixture
+def s3_bucket(moto_server: Emulator) -> Iterator[Bucket]:
+    """A fresh, uniquely named, empty bucket on the session's moto server."""
+    name = f"test-{uuid.uuid4().hex[:16]}"
+    client = s3_client(moto_server.endpoint_url)
+    client.create_bucket(Bucket=name)
+    yield Bucket(moto_server.endpoint_url, name, client)
+    client.close()

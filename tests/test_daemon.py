@@ -1,0 +1,184 @@
+"""The daemon end to end, as a subprocess: drops go up, remote puts come down, status answers
+over the socket exactly as the contract says, SIGTERM stops it cleanly."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from harness import Setup, running_daemon, syncd, tree, wait_for
+
+MTIME_NS = 1_650_000_000_987_654_321
+
+STATUS_PAIR_KEYS = {
+    "name",
+    "state",
+    "local",
+    "remote",
+    "queued",
+    "in_flight",
+    "synced_files",
+    "failed",
+    "conflicts",
+    "last_sync",
+    "last_error",
+}
+
+
+def _s3_object(bucket: Any, key: str) -> bytes | None:
+    try:
+        body: bytes = bucket.client.get_object(Bucket=bucket.bucket, Key=key)["Body"].read()
+    except bucket.client.exceptions.NoSuchKey:
+        return None
+    return body
+
+
+def test_daemon_with_s3_pair(tmp_path: Path, s3_bucket: Any) -> None:
+    setup = Setup(tmp_path, s3_bucket.url("docs"), options={"endpoint_url": s3_bucket.endpoint_url})
+    (tmp_path / "local").mkdir()
+    (tmp_path / "local" / "before-start.txt").write_bytes(b"was here first")
+    with running_daemon(setup) as daemon:
+        # The startup scan uploads what was there before.
+        wait_for(lambda: _s3_object(s3_bucket, "docs/before-start.txt") == b"was here first")
+
+        # A dropped file goes up, quickly.
+        started = time.monotonic()
+        (setup.local / "dropped.txt").write_bytes(b"dropped while running")
+        wait_for(
+            lambda: _s3_object(s3_bucket, "docs/dropped.txt") == b"dropped while running",
+            timeout=10,
+        )
+        assert time.monotonic() - started < 5
+
+        # A remote put comes down at the next poll, with its bytes and its mtime.
+        s3_bucket.client.put_object(
+            Bucket=s3_bucket.bucket,
+            Key="docs/sub/from-remote.txt",
+            Body=b"from elsewhere",
+            Metadata={"mtime": f"{MTIME_NS // 10**9}.{MTIME_NS % 10**9:09d}"},
+        )
+        target = setup.local / "sub" / "from-remote.txt"
+        wait_for(lambda: target.exists() and target.read_bytes() == b"from elsewhere")
+        assert target.stat().st_mtime_ns == MTIME_NS
+
+        # An edit goes up as a replacement.
+        (setup.local / "dropped.txt").write_bytes(b"edited while running")
+        wait_for(lambda: _s3_object(s3_bucket, "docs/dropped.txt") == b"edited while running")
+
+        pair = daemon.wait_idle()
+        status = daemon.status()
+        assert status is not None
+        assert status["state"] == "running"
+        assert isinstance(status["uptime_s"], int | float) and status["uptime_s"] > 0
+        assert set(pair) >= STATUS_PAIR_KEYS
+        assert pair["name"] == "docs"
+        assert pair["local"] == str(setup.local)
+        assert pair["remote"] == s3_bucket.url("docs")
+        assert (pair["queued"], pair["in_flight"], pair["failed"], pair["conflicts"]) == (
+            0,
+            0,
+            0,
+            0,
+        )
+        assert pair["synced_files"] == 3
+        assert pair["last_error"] is None
+        assert pair["last_sync"].endswith("Z")
+
+        # The daemon's own download did not bounce back as an upload (echo suppression).
+        head = s3_bucket.client.head_object(Bucket=s3_bucket.bucket, Key="docs/sub/from-remote.txt")
+        assert "sha256" not in head["Metadata"]  # still the object the test wrote, not a re-upload
+
+        mode = stat.S_IMODE(setup.socket.stat().st_mode)
+        assert mode == 0o600
+        assert stat.S_IMODE(setup.socket.parent.stat().st_mode) == 0o700
+
+        assert daemon.terminate() == 0
+    assert not setup.socket.exists()
+    gone = syncd("status", "-c", setup.config)
+    assert gone.returncode == 3
+    assert len(gone.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in gone.stderr
+
+
+def test_daemon_with_folder_remote_and_human_status(tmp_path: Path) -> None:
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    setup = Setup(tmp_path, f"file://{remote}")
+    with running_daemon(setup) as daemon:
+        (setup.local / "a" / "b").mkdir(parents=True)
+        (setup.local / "a" / "b" / "c.txt").write_bytes(b"deep")
+        wait_for(lambda: (remote / "a" / "b" / "c.txt").exists())
+        (remote / "incoming.txt").write_bytes(b"via the folder")
+        wait_for(lambda: (setup.local / "incoming.txt").exists())
+        daemon.wait_idle()
+        assert (
+            tree(setup.local)
+            == tree(remote)
+            == {"a/b/c.txt": b"deep", "incoming.txt": b"via the folder"}
+        )
+        human = syncd("status", "-c", setup.config)
+        assert human.returncode == 0
+        assert "docs" in human.stdout and "idle" in human.stdout
+        assert daemon.terminate() == 0
+
+
+def test_folder_moved_into_the_root_is_synced(tmp_path: Path) -> None:
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    setup = Setup(tmp_path, f"file://{remote}")
+    outside = tmp_path / "outside"
+    (outside / "inner").mkdir(parents=True)
+    for i in range(5):
+        (outside / "inner" / f"f{i}.txt").write_text(str(i))
+    with running_daemon(setup) as daemon:
+        daemon.wait_idle()
+        os.rename(outside, setup.local / "moved")
+        wait_for(
+            lambda: (
+                len(list((remote / "moved" / "inner").glob("*.txt"))) == 5
+                if (remote / "moved").exists()
+                else False
+            )
+        )
+        assert daemon.terminate() == 0
+
+
+def test_second_daemon_on_the_same_state_refuses(tmp_path: Path) -> None:
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    setup = Setup(tmp_path, f"file://{remote}")
+    with running_daemon(setup) as daemon:
+        second = syncd("run", "-c", setup.config, timeout=30)
+        assert second.returncode != 0
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1 and "already" in lines[0], second.stderr
+        once = syncd("once", "-c", setup.config, timeout=30)
+        assert once.returncode != 0 and "already" in once.stderr
+        assert daemon.terminate() == 0
+
+
+def test_status_without_daemon_exits_3(tmp_path: Path) -> None:
+    (tmp_path / "remote").mkdir()
+    setup = Setup(tmp_path, f"file://{tmp_path / 'remote'}")
+    setup.write()
+    result = syncd("status", "--json", "-c", setup.config)
+    assert result.returncode == 3
+    assert result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
+def test_signals_stop_cleanly(tmp_path: Path, signum: str) -> None:
+    import signal
+
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    setup = Setup(tmp_path, f"file://{remote}")
+    with running_daemon(setup) as daemon:
+        daemon.proc.send_signal(getattr(signal, signum))
+        assert daemon.proc.wait(15) == 0
+    assert not setup.socket.exists()

@@ -1,0 +1,264 @@
+"""`syncd once` against real remotes: both directions, and a second run that changes nothing."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import pytest
+from harness import Setup, syncd, tree
+
+MTIME_NS = 1_700_000_000_123_456_789
+
+
+class Remote(Protocol):
+    url: str
+    options: dict[str, Any]
+
+    def put(self, key: str, data: bytes) -> None: ...
+    def get(self, key: str) -> bytes: ...
+    def listing(self) -> dict[str, tuple[str, float]]:
+        """key -> (version token, last modified) for every object."""
+        ...
+
+
+@dataclass
+class FolderRemote:
+    root: Path
+    options: dict[str, Any]
+
+    @property
+    def url(self) -> str:
+        return f"file://{self.root}"
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self.root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+    def get(self, key: str) -> bytes:
+        return (self.root / key).read_bytes()
+
+    def listing(self) -> dict[str, tuple[str, float]]:
+        return {
+            p.relative_to(self.root).as_posix(): (
+                f"{p.stat().st_ino}-{p.stat().st_mtime_ns}",
+                p.stat().st_mtime,
+            )
+            for p in self.root.rglob("*")
+            if p.is_file()
+        }
+
+
+@dataclass
+class BucketRemote:
+    bucket: Any  # the s3_bucket fixture's value
+    prefix: str
+    options: dict[str, Any]
+
+    @property
+    def url(self) -> str:
+        return str(self.bucket.url(self.prefix))
+
+    def put(self, key: str, data: bytes) -> None:
+        self.bucket.client.put_object(Bucket=self.bucket.bucket, Key=self.prefix + key, Body=data)
+
+    def get(self, key: str) -> bytes:
+        body: bytes = self.bucket.client.get_object(
+            Bucket=self.bucket.bucket, Key=self.prefix + key
+        )["Body"].read()
+        return body
+
+    def listing(self) -> dict[str, tuple[str, float]]:
+        pages = self.bucket.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket.bucket, Prefix=self.prefix
+        )
+        return {
+            obj["Key"][len(self.prefix) :]: (obj["ETag"], obj["LastModified"].timestamp())
+            for page in pages
+            for obj in page.get("Contents", [])
+        }
+
+
+@pytest.fixture(params=["file", "s3"])
+def remote(request: pytest.FixtureRequest, tmp_path: Path) -> Remote:
+    if request.param == "file":
+        root = tmp_path / "remote"
+        root.mkdir()
+        return FolderRemote(root, {})
+    bucket = request.getfixturevalue("s3_bucket")
+    return BucketRemote(bucket, "team/docs/", {"endpoint_url": bucket.endpoint_url})
+
+
+def _setup(tmp_path: Path, remote: Remote) -> Setup:
+    setup = Setup(tmp_path, remote.url, options=remote.options)
+    setup.write()
+    return setup
+
+
+def _local_mtimes(root: Path) -> dict[str, int]:
+    return {
+        p.relative_to(root).as_posix(): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()
+    }
+
+
+def test_upload_then_second_run_rewrites_nothing(tmp_path: Path, remote: Remote) -> None:
+    setup = _setup(tmp_path, remote)
+    files = {
+        "a.txt": b"alpha",
+        "sub/b.bin": os.urandom(70_000),
+        "sub/deeper/c.md": b"# c\n",
+        "empty": b"",
+        "unicode ü/naïve #1.txt": "grüße".encode(),
+    }
+    for rel, data in files.items():
+        (setup.local / rel).parent.mkdir(parents=True, exist_ok=True)
+        (setup.local / rel).write_bytes(data)
+    os.utime(setup.local / "a.txt", ns=(MTIME_NS, MTIME_NS))
+
+    first = syncd("once", "-c", setup.config)
+    assert first.returncode == 0, first.stderr
+    assert "5 uploaded" in first.stdout
+    for rel, data in files.items():
+        assert remote.get(rel) == data
+    before_remote = remote.listing()
+    before_local = _local_mtimes(setup.local)
+
+    second = syncd("once", "-c", setup.config)
+    assert second.returncode == 0, second.stderr
+    assert "0 uploaded, 0 downloaded" in second.stdout
+    assert remote.listing() == before_remote  # same ETags and LastModified: nothing rewritten
+    assert _local_mtimes(setup.local) == before_local
+
+
+def test_download_restores_bytes_and_mtime_then_second_run_rewrites_nothing(
+    tmp_path: Path, remote: Remote
+) -> None:
+    setup = _setup(tmp_path, remote)
+    remote.put("from-remote.txt", b"hello from the bucket")
+    remote.put("nested/deep/data.bin", bytes(range(256)) * 100)
+
+    # A file uploaded by syncd carries its mtime; push one from another local root first.
+    other = Setup(tmp_path / "other", remote.url, options=remote.options)
+    other.write()
+    (other.local / "dated.txt").write_bytes(b"dated")
+    os.utime(other.local / "dated.txt", ns=(MTIME_NS, MTIME_NS))
+    assert syncd("once", "-c", other.config).returncode == 0
+
+    first = syncd("once", "-c", setup.config)
+    assert first.returncode == 0, first.stderr
+    assert "3 downloaded" in first.stdout
+    assert tree(setup.local) == {
+        "dated.txt": b"dated",
+        "from-remote.txt": b"hello from the bucket",
+        "nested/deep/data.bin": bytes(range(256)) * 100,
+    }
+    assert (setup.local / "dated.txt").stat().st_mtime_ns == MTIME_NS
+    assert not list(setup.local.rglob(".syncd-tmp-*"))
+
+    before_remote = remote.listing()
+    before_local = _local_mtimes(setup.local)
+    second = syncd("once", "-c", setup.config)
+    assert second.returncode == 0, second.stderr
+    assert "0 uploaded, 0 downloaded" in second.stdout
+    assert remote.listing() == before_remote
+    assert _local_mtimes(setup.local) == before_local
+
+
+def test_both_directions_in_one_pass_and_edits(tmp_path: Path, remote: Remote) -> None:
+    setup = _setup(tmp_path, remote)
+    (setup.local / "mine.txt").write_bytes(b"local v1")
+    remote.put("theirs.txt", b"remote v1")
+    result = syncd("once", "-c", setup.config)
+    assert result.returncode == 0, result.stderr
+    assert remote.get("mine.txt") == b"local v1"
+    assert (setup.local / "theirs.txt").read_bytes() == b"remote v1"
+
+    (setup.local / "mine.txt").write_bytes(b"local v2, longer")
+    remote.put("theirs.txt", b"remote v2, longer")
+    result = syncd("once", "-c", setup.config)
+    assert result.returncode == 0, result.stderr
+    assert "1 uploaded, 1 downloaded" in result.stdout
+    assert remote.get("mine.txt") == b"local v2, longer"
+    assert (setup.local / "theirs.txt").read_bytes() == b"remote v2, longer"
+
+
+def test_first_sync_with_equal_content_on_both_sides_transfers_nothing(
+    tmp_path: Path, remote: Remote
+) -> None:
+    setup = _setup(tmp_path, remote)
+    remote.put("same.txt", b"identical bytes")
+    (setup.local / "same.txt").write_bytes(b"identical bytes")
+    before = remote.listing()
+    result = syncd("once", "-c", setup.config)
+    assert result.returncode == 0, result.stderr
+    assert "0 uploaded, 0 downloaded" in result.stdout
+    assert remote.listing() == before
+
+
+def test_first_sync_with_different_content_is_a_conflict_not_an_overwrite(
+    tmp_path: Path, remote: Remote
+) -> None:
+    setup = _setup(tmp_path, remote)
+    remote.put("clash.txt", b"remote version")
+    (setup.local / "clash.txt").write_bytes(b"local version!")
+    result = syncd("once", "-c", setup.config)
+    assert result.returncode == 4, result.stdout + result.stderr
+    assert "conflict: clash.txt" in result.stdout
+    assert remote.get("clash.txt") == b"remote version"
+    assert (setup.local / "clash.txt").read_bytes() == b"local version!"
+
+
+def test_direction_upload_never_downloads(tmp_path: Path, remote: Remote) -> None:
+    setup = Setup(tmp_path, remote.url, options=remote.options, pair_extra={"direction": "upload"})
+    setup.write()
+    remote.put("remote-only.txt", b"stays remote")
+    (setup.local / "up.txt").write_bytes(b"goes up")
+    result = syncd("once", "-c", setup.config)
+    assert result.returncode == 0, result.stderr
+    assert remote.get("up.txt") == b"goes up"
+    assert tree(setup.local) == {"up.txt": b"goes up"}
+
+
+def test_excluded_paths_are_not_transferred(tmp_path: Path, remote: Remote) -> None:
+    setup = Setup(
+        tmp_path, remote.url, options=remote.options, pair_extra={"exclude": ["*.tmp", "cache/"]}
+    )
+    setup.write()
+    (setup.local / "keep.txt").write_bytes(b"keep")
+    (setup.local / "skip.tmp").write_bytes(b"skip")
+    (setup.local / "cache").mkdir()
+    (setup.local / "cache" / "x").write_bytes(b"x")
+    (setup.local / ".syncignore").write_text("secret*\n")
+    (setup.local / "secret.key").write_bytes(b"k")
+    result = syncd("once", "-c", setup.config)
+    assert result.returncode == 0, result.stderr
+    assert set(remote.listing()) == {"keep.txt", ".syncignore"}
+
+
+def test_hostile_remote_keys_are_refused_and_nothing_leaves_the_root(
+    tmp_path: Path, remote: Remote
+) -> None:
+    if isinstance(remote, FolderRemote):
+        pytest.skip("a folder cannot hold keys that escape it; the S3 case covers this")
+    setup = _setup(tmp_path, remote)
+    for key in ["../escape.txt", "a/../../escape2.txt", "back\\slash.txt", "a//b.txt", "folder/"]:
+        remote.put(key, b"evil")
+    remote.put("fine.txt", b"fine")
+    result = syncd("once", "-c", setup.config)
+    assert result.returncode == 0, result.stderr
+    assert tree(setup.local) == {"fine.txt": b"fine"}
+    assert not (tmp_path / "escape.txt").exists()
+    assert not (tmp_path.parent / "escape2.txt").exists()
+    assert "remote key refused" in result.stderr
+
+
+def test_once_dry_run_changes_nothing(tmp_path: Path, remote: Remote) -> None:
+    setup = _setup(tmp_path, remote)
+    (setup.local / "new.txt").write_bytes(b"new")
+    result = syncd("once", "--dry-run", "-c", setup.config)
+    assert result.returncode == 0, result.stderr
+    assert "upload\tdocs/new.txt\tnew locally" in result.stdout
+    assert remote.listing() == {}

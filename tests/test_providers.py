@@ -1,0 +1,587 @@
+"""One conformance suite for every provider, against real backends: a temp folder and moto.
+
+Each test states a promise of the Provider protocol (base.py) and checks the outcome through the
+provider and, where it matters, behind its back (the folder on disk, a plain boto3 client).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import pytest
+from botocore.exceptions import ClientError, EndpointConnectionError
+from conftest import Bucket
+from emulators import Emulator, free_port, start_moto
+
+from syncd.providers import (
+    InvalidRequest,
+    NotFound,
+    ObjectInfo,
+    PermissionDenied,
+    PreconditionFailed,
+    Provider,
+    Throttled,
+    Transient,
+    UploadRequest,
+    open_provider,
+)
+from syncd.providers.local import FileProvider
+from syncd.providers.s3 import S3Provider, _translate, should_retry
+
+MTIME_NS = 1_700_000_000_123_456_789
+PREFIX = "team/a/"
+
+
+@dataclass
+class Root:
+    """A fresh provider plus a way to write beside its root without going through it."""
+
+    kind: str
+    provider: Provider
+    write_outside: Callable[[str, bytes], None]  # key relative to the bucket / parent folder
+
+
+@pytest.fixture(params=["file", "s3"])
+def root(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Root]:
+    if request.param == "file":
+        parent = tmp_path / "remote"
+        (parent / PREFIX).mkdir(parents=True)
+
+        def write_file(key: str, data: bytes) -> None:
+            (parent / key).parent.mkdir(parents=True, exist_ok=True)
+            (parent / key).write_bytes(data)
+
+        provider = open_provider(f"file://{parent / PREFIX}", {})
+        yield Root("file", provider, write_file)
+    else:
+        bucket: Bucket = request.getfixturevalue("s3_bucket")
+
+        def write_object(key: str, data: bytes) -> None:
+            bucket.client.put_object(Bucket=bucket.bucket, Key=key, Body=data)
+
+        provider = open_provider(
+            bucket.url(PREFIX), {"endpoint_url": bucket.endpoint_url}, workers=16
+        )
+        yield Root("s3", provider, write_object)
+    provider.close()
+
+
+@pytest.fixture
+def provider(root: Root) -> Provider:
+    return root.provider
+
+
+def put(provider: Provider, key: str, data: bytes, **kwargs: Any) -> ObjectInfo:
+    return provider.upload(
+        UploadRequest(
+            key=key,
+            body=io.BytesIO(data),
+            size=len(data),
+            mtime_ns=kwargs.pop("mtime_ns", MTIME_NS),
+            sha256=hashlib.sha256(data).hexdigest(),
+            **kwargs,
+        )
+    )
+
+
+def get(provider: Provider, key: str, if_match: str | None = None) -> tuple[bytes, ObjectInfo]:
+    sink = io.BytesIO()
+    info = provider.download(key, sink, if_match=if_match)
+    return sink.getvalue(), info
+
+
+def listing(provider: Provider) -> dict[str, ObjectInfo]:
+    return {info.key: info for info in provider.list()}
+
+
+# -- listing --------------------------------------------------------------------------------
+
+
+def test_listing_follows_pagination_past_1000_keys(provider: Provider) -> None:
+    keys = [f"many/{i:04d}.txt" for i in range(1050)]
+    with ThreadPoolExecutor(16) as pool:  # also exercises one provider from many threads
+        list(pool.map(lambda key: put(provider, key, key.encode()), keys))
+
+    found = listing(provider)
+
+    assert sorted(found) == keys
+    assert all(found[key].size == len(key) for key in keys)
+
+
+def test_listing_sees_only_its_own_prefix(root: Root) -> None:
+    root.write_outside("team/ab/x", b"sibling")
+    root.write_outside("team/a.txt", b"sibling file")
+    root.write_outside("team/x", b"parent level")
+    if root.kind == "s3":  # keys a folder cannot hold next to the root folder itself
+        root.write_outside("team/a", b"an object named like the prefix")
+        root.write_outside("team/a/", b"")  # the prefix's own folder marker
+    put(root.provider, "mine", b"inside")
+
+    assert set(listing(root.provider)) == {"mine"}
+
+
+def test_unicode_and_special_character_keys_round_trip(provider: Provider) -> None:
+    keys = ["ü/naïve file#1.txt", "a b/c+d=e&f.txt", "日本/ファイル.bin", "q?x/%41;~'!.txt"]
+    for key in keys:
+        put(provider, key, key.encode())
+
+    assert set(listing(provider)) == set(keys)
+    for key in keys:
+        assert provider.stat(key).size == len(key.encode())
+        assert get(provider, key)[0] == key.encode()
+
+
+def test_zero_byte_objects(provider: Provider) -> None:
+    info = put(provider, "empty", b"")
+
+    assert info.size == 0
+    assert listing(provider)["empty"].size == 0
+    assert provider.stat("empty").size == 0
+    data, downloaded = get(provider, "empty")
+    assert data == b""
+    assert downloaded.size == 0
+    assert downloaded.etag == info.etag
+
+
+# -- metadata -------------------------------------------------------------------------------
+
+
+def test_mtime_round_trips_to_the_nanosecond(provider: Provider) -> None:
+    uploaded = put(provider, "dated.txt", b"when", mtime_ns=MTIME_NS)
+
+    assert uploaded.mtime_ns == MTIME_NS
+    assert provider.stat("dated.txt").mtime_ns == MTIME_NS
+    assert get(provider, "dated.txt")[1].mtime_ns == MTIME_NS
+    listed = listing(provider)["dated.txt"]
+    if provider.capabilities.listing_has_metadata:
+        assert listed.mtime_ns == MTIME_NS
+    else:
+        assert listed.mtime_ns is None  # S3 listings carry no user metadata
+
+
+def test_sha256_round_trips(provider: Provider) -> None:
+    data = b"content to be hashed"
+    sha256 = hashlib.sha256(data).hexdigest()
+
+    assert put(provider, "h.txt", data).sha256 == sha256
+    stat = provider.stat("h.txt")
+    assert stat.has_metadata
+    assert stat.sha256 == sha256
+    downloaded = get(provider, "h.txt")[1]
+    assert downloaded.sha256 in (sha256, None)  # a folder does not hash on download
+    assert downloaded.has_metadata == (downloaded.sha256 is not None)
+
+
+def test_stat_and_download_agree_with_the_listing(provider: Provider) -> None:
+    put(provider, "k", b"12345")
+
+    listed = listing(provider)["k"]
+    stat = provider.stat("k")
+    downloaded = get(provider, "k")[1]
+
+    assert listed.etag == stat.etag == downloaded.etag
+    assert listed.size == stat.size == downloaded.size == 5
+
+
+# -- conditional writes ---------------------------------------------------------------------
+
+
+def test_create_if_absent_refuses_to_overwrite(provider: Provider) -> None:
+    first = put(provider, "c.txt", b"first", if_absent=True)
+
+    with pytest.raises(PreconditionFailed):
+        put(provider, "c.txt", b"second, longer", if_absent=True)
+
+    data, info = get(provider, "c.txt")
+    assert data == b"first"
+    assert info.etag == first.etag
+
+
+def test_replace_if_match_needs_the_current_version(provider: Provider) -> None:
+    v1 = put(provider, "r.txt", b"one")
+    v2 = put(provider, "r.txt", b"two two", if_match=v1.etag)
+    assert v2.etag != v1.etag
+
+    with pytest.raises(PreconditionFailed):
+        put(provider, "r.txt", b"stale writer", if_match=v1.etag)
+    assert get(provider, "r.txt")[0] == b"two two"
+
+    v3 = put(provider, "r.txt", b"three", if_match=v2.etag)
+    assert get(provider, "r.txt")[0] == b"three"
+    assert provider.stat("r.txt").etag == v3.etag
+
+
+def test_replace_if_match_on_a_deleted_object_fails(provider: Provider) -> None:
+    v1 = put(provider, "gone.txt", b"here")
+    provider.delete("gone.txt")
+
+    with pytest.raises(PreconditionFailed):
+        put(provider, "gone.txt", b"again", if_match=v1.etag)
+    with pytest.raises(NotFound):
+        provider.stat("gone.txt")
+
+
+def test_download_if_match_refuses_a_newer_version(provider: Provider) -> None:
+    v1 = put(provider, "d.txt", b"one")
+    put(provider, "d.txt", b"two!")
+
+    with pytest.raises(PreconditionFailed):
+        get(provider, "d.txt", if_match=v1.etag)
+
+
+def test_delete_if_match(provider: Provider) -> None:
+    v1 = put(provider, "x/del.txt", b"one")
+    v2 = put(provider, "x/del.txt", b"two!")
+
+    with pytest.raises(PreconditionFailed):
+        provider.delete("x/del.txt", if_match=v1.etag)
+    assert get(provider, "x/del.txt")[0] == b"two!"
+
+    provider.delete("x/del.txt", if_match=v2.etag)
+    with pytest.raises(NotFound):
+        provider.stat("x/del.txt")
+    assert listing(provider) == {}
+
+
+# -- missing objects ------------------------------------------------------------------------
+
+
+def test_missing_object_is_not_found(provider: Provider) -> None:
+    with pytest.raises(NotFound):
+        provider.stat("nope/missing.txt")
+    with pytest.raises(NotFound):
+        get(provider, "nope/missing.txt")
+
+
+def test_deleting_a_missing_object_is_fine(provider: Provider) -> None:
+    provider.delete("never/was.txt")
+    provider.delete("never/was.txt", if_match="0123456789abcdef0123456789abcdef")
+
+
+# -- bodies ---------------------------------------------------------------------------------
+
+
+class OneWayStream(io.RawIOBase):
+    """A body that can only be read forward, counting what was read (like a pipe)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._inner = io.BytesIO(data)
+        self.bytes_read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._inner.read(size)
+        self.bytes_read += len(chunk)
+        return chunk
+
+    def readinto(self, buffer: Any) -> int:
+        chunk = self.read(len(buffer))
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+
+@pytest.mark.parametrize("body_kind", ["bytesio", "file", "one-way"])
+def test_three_mib_blob_round_trips_byte_exact(
+    provider: Provider, tmp_path: Path, body_kind: str
+) -> None:
+    blob = os.urandom(3 * 1024 * 1024 + 17)
+    source = tmp_path / "blob.bin"
+    source.write_bytes(blob)
+    one_way = OneWayStream(blob)
+    with open(source, "rb") as fh:
+        bodies: dict[str, Any] = {"bytesio": io.BytesIO(blob), "file": fh, "one-way": one_way}
+        body: BinaryIO = bodies[body_kind]
+        uploaded = provider.upload(
+            UploadRequest(
+                key="big/blob.bin",
+                body=body,
+                size=len(blob),
+                mtime_ns=MTIME_NS,
+                sha256=hashlib.sha256(blob).hexdigest(),
+            )
+        )
+    if body_kind == "one-way":
+        assert one_way.bytes_read == len(blob)  # read exactly once, to its end
+
+    data, info = get(provider, "big/blob.bin")
+
+    assert data == blob
+    assert info.size == uploaded.size == len(blob)
+    assert info.etag == uploaded.etag
+
+
+# -- reaching the root ----------------------------------------------------------------------
+
+
+def test_check_passes_on_a_reachable_root(provider: Provider) -> None:
+    provider.check()
+
+
+def test_missing_folder_is_not_found(tmp_path: Path) -> None:
+    provider = open_provider(f"file://{tmp_path / 'absent'}", None)
+
+    with pytest.raises(NotFound, match="does not exist"):
+        provider.check()
+    with pytest.raises(NotFound, match="does not exist"):
+        list(provider.list())
+
+
+def test_missing_bucket_is_not_found(moto_server: Emulator) -> None:
+    provider = open_provider(
+        "s3://no-such-bucket-here/p/", {"endpoint_url": moto_server.endpoint_url}
+    )
+    try:
+        with pytest.raises(NotFound, match="bucket 'no-such-bucket-here' does not exist"):
+            provider.check()
+        with pytest.raises(NotFound, match="bucket 'no-such-bucket-here' does not exist"):
+            list(provider.list())
+        with pytest.raises(NotFound, match="does not exist"):
+            provider.delete("k")  # a missing bucket is not a deleted key
+    finally:
+        provider.close()
+
+
+@pytest.fixture(scope="module")
+def moto_with_auth() -> Iterator[Emulator]:
+    """A moto server that checks credentials (by default moto accepts any)."""
+    server = start_moto(env={"INITIAL_NO_AUTH_ACTION_COUNT": "0"})
+    yield server
+    server.stop()
+
+
+def test_unknown_credentials_are_permission_denied(moto_with_auth: Emulator) -> None:
+    provider = open_provider(
+        "s3://some-bucket/p/",
+        {
+            "endpoint_url": moto_with_auth.endpoint_url,
+            "access_key_id": "AKIAUNKNOWNUNKNOWN00",
+            "secret_access_key": "not-a-real-secret",
+        },
+    )
+    try:
+        for call in (
+            provider.check,
+            lambda: list(provider.list()),
+            lambda: provider.stat("k"),
+            lambda: put(provider, "k", b"x"),
+        ):
+            with pytest.raises(PermissionDenied) as caught:
+                call()
+            assert "not-a-real-secret" not in str(caught.value)
+            assert "AKIAUNKNOWN" not in str(caught.value)
+    finally:
+        provider.close()
+
+
+def test_unreachable_endpoint_is_transient() -> None:
+    provider = open_provider(
+        "s3://some-bucket/", {"endpoint_url": f"http://127.0.0.1:{free_port()}"}
+    )
+    try:
+        with pytest.raises(Transient) as caught:
+            provider.check()
+        assert should_retry(caught.value)
+    finally:
+        provider.close()
+
+
+def test_aws_endpoint_url_variable_is_honoured(
+    s3_bucket: Bucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_bucket.endpoint_url)
+    provider = open_provider(s3_bucket.url("via-env"), {})
+    try:
+        provider.check()
+        put(provider, "k.txt", b"through the variable")
+    finally:
+        provider.close()
+
+    head = s3_bucket.client.head_object(Bucket=s3_bucket.bucket, Key="via-env/k.txt")
+    assert head["ContentLength"] == len(b"through the variable")
+    assert head["Metadata"]["mtime"] == "1700000000.123456789"
+
+
+# -- error translation (inputs the emulator cannot produce on demand) -----------------------
+
+
+def _client_error(code: str, status: int, headers: dict[str, str] | None = None) -> ClientError:
+    response: Any = {
+        "Error": {"Code": code, "Message": "m"},
+        "ResponseMetadata": {"HTTPStatusCode": status, "HTTPHeaders": headers or {}},
+    }
+    return ClientError(response, "PutObject")
+
+
+@pytest.mark.parametrize(
+    ("exc", "conditional", "expected"),
+    [
+        (_client_error("SlowDown", 503), False, Throttled),
+        (_client_error("", 429), False, Throttled),
+        (_client_error("InternalError", 500), False, Transient),
+        (_client_error("", 504), False, Transient),
+        (_client_error("ConditionalRequestConflict", 409), True, PreconditionFailed),
+        (_client_error("NoSuchKey", 404), True, PreconditionFailed),
+        (_client_error("NoSuchKey", 404), False, NotFound),
+        (_client_error("SignatureDoesNotMatch", 403), False, PermissionDenied),
+        (_client_error("InvalidArgument", 400), False, InvalidRequest),
+        (EndpointConnectionError(endpoint_url="http://x"), False, Transient),
+    ],
+)
+def test_translate(exc: Exception, conditional: bool, expected: type[Exception]) -> None:
+    error = _translate(exc, "s3://b/k", bucket="b", on_object=True, conditional=conditional)
+    assert type(error) is expected
+    assert should_retry(error) == (expected in (Throttled, Transient))
+
+
+def test_throttling_carries_retry_after() -> None:
+    error = _translate(
+        _client_error("SlowDown", 503, {"retry-after": "7"}), "w", bucket="b", on_object=True
+    )
+    assert isinstance(error, Throttled)
+    assert error.retry_after == 7.0
+
+
+# -- the folder provider's own safety -------------------------------------------------------
+
+HOSTILE_KEYS = [
+    "../escape.txt",
+    "a/../../escape.txt",
+    "/tmp/escape.txt",
+    "a//b.txt",
+    "a\\..\\escape.txt",
+    "nul\x00.txt",
+    "",
+    ".",
+    "a/./b.txt",
+    "trailing/",
+]
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Iterator[tuple[FileProvider, Path, Path]]:
+    """A FileProvider on tmp/root, and tmp/outside, a folder that must stay empty."""
+    (tmp_path / "root").mkdir()
+    (tmp_path / "outside").mkdir()
+    provider = open_provider(f"file://{tmp_path / 'root'}", {})
+    assert isinstance(provider, FileProvider)
+    yield provider, tmp_path / "root", tmp_path / "outside"
+    provider.close()
+
+
+def _all_files(path: Path) -> list[Path]:
+    return sorted(p for p in path.rglob("*"))
+
+
+@pytest.mark.parametrize("key", HOSTILE_KEYS)
+def test_hostile_keys_are_refused(folder: tuple[FileProvider, Path, Path], key: str) -> None:
+    provider, root, _ = folder
+    before = _all_files(root.parent)
+
+    with pytest.raises(InvalidRequest):
+        put(provider, key, b"payload")
+    with pytest.raises(InvalidRequest):
+        provider.stat(key)
+    with pytest.raises(InvalidRequest):
+        get(provider, key)
+    with pytest.raises(InvalidRequest):
+        provider.delete(key)
+
+    assert _all_files(root.parent) == before
+
+
+def test_symlinked_parent_is_never_followed(folder: tuple[FileProvider, Path, Path]) -> None:
+    provider, root, outside = folder
+    (outside / "secret.txt").write_bytes(b"outside")
+    (root / "link").symlink_to(outside, target_is_directory=True)
+
+    with pytest.raises(InvalidRequest):
+        put(provider, "link/new.txt", b"payload")
+    with pytest.raises(NotFound):
+        provider.stat("link/secret.txt")
+    provider.delete("link/secret.txt")
+
+    assert _all_files(outside) == [outside / "secret.txt"]
+    assert (outside / "secret.txt").read_bytes() == b"outside"
+    assert listing(provider) == {}
+
+
+def test_symlinked_file_is_not_an_object(folder: tuple[FileProvider, Path, Path]) -> None:
+    provider, root, outside = folder
+    (outside / "secret.txt").write_bytes(b"outside")
+    (root / "alias.txt").symlink_to(outside / "secret.txt")
+
+    assert listing(provider) == {}
+    with pytest.raises(NotFound):
+        get(provider, "alias.txt")
+    put(provider, "alias.txt", b"replaces the link, not its target")
+
+    assert (outside / "secret.txt").read_bytes() == b"outside"
+    assert not (root / "alias.txt").is_symlink()
+
+
+def test_folder_upload_is_atomic_and_leaves_no_temp_files(
+    folder: tuple[FileProvider, Path, Path],
+) -> None:
+    provider, root, _ = folder
+    put(provider, "d/e/f.txt", b"data")
+    with pytest.raises(PreconditionFailed):
+        put(provider, "d/e/f.txt", b"other", if_absent=True)
+
+    class Exploding(io.BytesIO):
+        def read(self, size: int | None = -1) -> bytes:
+            raise OSError("source vanished")
+
+    with pytest.raises(OSError, match="source vanished"):
+        provider.upload(UploadRequest("d/e/g.txt", Exploding(), 4, MTIME_NS))
+
+    assert [p.relative_to(root).as_posix() for p in _all_files(root)] == ["d", "d/e", "d/e/f.txt"]
+    assert (root / "d/e/f.txt").stat().st_mtime_ns == MTIME_NS
+
+
+def test_folder_delete_prunes_empty_parents_but_not_the_root(
+    folder: tuple[FileProvider, Path, Path],
+) -> None:
+    provider, root, _ = folder
+    put(provider, "x/y/z.txt", b"1")
+    put(provider, "x/keep.txt", b"2")
+
+    provider.delete("x/y/z.txt")
+    assert _all_files(root) == [root / "x", root / "x/keep.txt"]
+    provider.delete("x/keep.txt")
+    assert _all_files(root) == []
+    assert root.is_dir()
+
+
+def test_folder_listing_skips_temp_files(folder: tuple[FileProvider, Path, Path]) -> None:
+    provider, root, _ = folder
+    (root / ".syncd-tmp-abandoned").write_bytes(b"half")
+    put(provider, "real.txt", b"whole")
+
+    assert set(listing(provider)) == {"real.txt"}
+
+
+def test_s3_provider_type(s3_bucket: Bucket) -> None:
+    provider = open_provider(s3_bucket.url(), {"endpoint_url": s3_bucket.endpoint_url})
+    assert isinstance(provider, S3Provider)
+    assert isinstance(provider, Provider)
+    provider.close()
+
+
+def test_bad_options_name_the_key_but_not_the_value() -> None:
+    with pytest.raises(InvalidRequest, match=r"options\.access_key_id") as caught:
+        open_provider("s3://bucket/", {"access_key_id": 12345})
+    assert "12345" not in str(caught.value)
+    with pytest.raises(InvalidRequest, match=r"options\.nope"):
+        open_provider("file:///tmp", {"nope": 1})
