@@ -21,7 +21,7 @@ install: $(STAMP)
 # in ./sync/state.db. Ctrl-C stops the daemon cleanly.
 run: $(STAMP)
 	mkdir -p sync/local sync/remote
-	$(BIN)/syncd run -c config/syncd.yaml
+	cd $(CURDIR) && PWD=$(CURDIR) $(BIN)/syncd run -c config/syncd.yaml
 
 lint: $(STAMP)
 	$(BIN)/ruff check syncd tests

@@ -239,10 +239,10 @@ def test_excluded_paths_are_not_transferred(tmp_path: Path, remote: Remote) -> N
 
 
 def test_hostile_remote_keys_are_refused_and_nothing_leaves_the_root(
-    tmp_path: Path, remote: Remote
+    tmp_path: Path, s3_bucket: Any
 ) -> None:
-    if isinstance(remote, FolderRemote):
-        pytest.skip("a folder cannot hold keys that escape it; the S3 case covers this")
+    # Only a bucket can hold such keys; a folder remote cannot name a file outside itself.
+    remote = BucketRemote(s3_bucket, "team/docs/", {"endpoint_url": s3_bucket.endpoint_url})
     setup = _setup(tmp_path, remote)
     for key in ["../escape.txt", "a/../../escape2.txt", "back\\slash.txt", "a//b.txt", "folder/"]:
         remote.put(key, b"evil")
@@ -262,3 +262,17 @@ def test_once_dry_run_changes_nothing(tmp_path: Path, remote: Remote) -> None:
     assert result.returncode == 0, result.stderr
     assert "upload\tdocs/new.txt\tnew locally" in result.stdout
     assert remote.listing() == {}
+
+
+def test_settings_not_acted_on_yet_are_named_in_a_warning(tmp_path: Path) -> None:
+    (tmp_path / "remote").mkdir()
+    setup = Setup(
+        tmp_path,
+        f"file://{tmp_path / 'remote'}",
+        extra={"bandwidth_limit": "20MB/s"},
+        pair_extra={"max_delete": 10},
+    )
+    setup.write()
+    result = syncd("once", "-c", setup.config)
+    assert result.returncode == 0, result.stderr
+    assert "bandwidth_limit" in result.stderr and "pairs[0].max_delete" in result.stderr

@@ -28,6 +28,21 @@ log = structlog.get_logger("syncd.engine")
 MAX_REQUEUES = 8
 REQUEUE_BASE_DELAY = 0.25
 
+#: Config keys the contract defines that this version accepts but does not act on yet. They are
+#: named in a warning at start-up rather than silently ignored.
+NOT_YET_ACTED_ON = {
+    "config": (
+        "bandwidth_limit",
+        "upload_limit",
+        "download_limit",
+        "multipart_threshold",
+        "part_size",
+        "part_concurrency",
+        "metrics",
+    ),
+    "pair": ("conflict", "max_delete", "trash_days", "remote_trash"),
+}
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_ATTENTION = 0, 1, 2, 3, 4
 
 
@@ -75,6 +90,9 @@ class Engine:
         self.delayed.start()
         for pair in config.pairs:
             self.add_pair(pair)
+        ignored = unhonoured_settings(config)
+        if ignored:
+            log.warning("settings not acted on by this version of syncd", keys=ignored)
 
     def add_pair(self, pair: PairConfig) -> PairSyncer:
         provider = open_provider(pair.remote, pair.options, workers=self.config.workers)
@@ -174,3 +192,13 @@ class Engine:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+
+def unhonoured_settings(config: Config) -> list[str]:
+    """The keys a user set that this version accepts but does not act on yet."""
+    keys = [k for k in NOT_YET_ACTED_ON["config"] if k in config.model_fields_set]
+    for index, pair in enumerate(config.pairs):
+        keys += [
+            f"pairs[{index}].{k}" for k in NOT_YET_ACTED_ON["pair"] if k in pair.model_fields_set
+        ]
+    return keys

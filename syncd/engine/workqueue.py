@@ -2,14 +2,15 @@
 
 Items are (pair, path). A path is never queued twice, and never processed by two workers at
 once: a change that arrives while its path is in flight is remembered and re-queued when the
-worker finishes, so the last change always gets a look.
+worker finishes, so the last change always gets a look. Each pair has its own FIFO and workers
+take from the pairs in turn, so one pair with 100,000 queued files cannot starve another, and
+a paused pair's items simply wait.
 """
 
 from __future__ import annotations
 
-import itertools
 import threading
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict
 
 Key = tuple[str, str]
 
@@ -17,40 +18,48 @@ Key = tuple[str, str]
 class WorkQueue:
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._queued: OrderedDict[Key, None] = OrderedDict()
-        self._in_flight: set[Key] = set()
-        self._again: set[Key] = set()
+        self._queues: dict[str, OrderedDict[str, None]] = {}
+        self._in_flight: dict[str, set[str]] = {}
+        self._again: dict[str, set[str]] = {}
         self._paused: set[str] = set()
-        self._closed = False
+        self._turn = 0
 
     def put(self, pair: str, path: str) -> None:
-        key = (pair, path)
         with self._cond:
-            if key in self._in_flight:
-                self._again.add(key)
-            elif key not in self._queued:
-                self._queued[key] = None
+            if path in self._in_flight.get(pair, ()):
+                self._again.setdefault(pair, set()).add(path)
+                return
+            queue = self._queues.setdefault(pair, OrderedDict())
+            if path not in queue:
+                queue[path] = None
                 self._cond.notify()
 
     def get(self, timeout: float | None = None) -> Key | None:
-        """The next item whose pair is not paused, marked in flight; None on timeout/close."""
+        """The next item of a pair that is not paused, marked in flight; None on timeout."""
         with self._cond:
-            while not self._closed:
-                for key in self._queued:
-                    if key[0] not in self._paused:
-                        del self._queued[key]
-                        self._in_flight.add(key)
-                        return key
-                if not self._cond.wait(timeout):
-                    return None
+            key = self._take()
+            if key is None and self._cond.wait(timeout):
+                key = self._take()
+            return key
+
+    def _take(self) -> Key | None:
+        ready = [p for p, q in self._queues.items() if q and p not in self._paused]
+        if not ready:
             return None
+        self._turn = (self._turn + 1) % len(ready)
+        pair = ready[self._turn]
+        path, _ = self._queues[pair].popitem(last=False)
+        self._in_flight.setdefault(pair, set()).add(path)
+        return pair, path
 
     def done(self, key: Key) -> None:
+        pair, path = key
         with self._cond:
-            self._in_flight.discard(key)
-            if key in self._again:
-                self._again.discard(key)
-                self._queued[key] = None
+            self._in_flight.get(pair, set()).discard(path)
+            again = self._again.get(pair)
+            if again and path in again:
+                again.discard(path)
+                self._queues.setdefault(pair, OrderedDict())[path] = None
             self._cond.notify_all()
 
     def pause(self, pair: str) -> None:
@@ -69,43 +78,36 @@ class WorkQueue:
     def drop_pair(self, pair: str) -> None:
         """Forget everything queued for a pair (it was removed from the config)."""
         with self._cond:
-            for key in [k for k in self._queued if k[0] == pair]:
-                del self._queued[key]
-            self._again = {k for k in self._again if k[0] != pair}
+            self._queues.pop(pair, None)
+            self._again.pop(pair, None)
             self._cond.notify_all()
 
     def counts(self) -> dict[str, tuple[int, int]]:
-        """(queued, in_flight) per pair."""
-        result: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        """(queued, in_flight) per pair; a change waiting behind its in-flight path is queued."""
         with self._cond:
-            for pair, _ in self._queued:
-                result[pair][0] += 1
-            for pair, _ in self._again:
-                result[pair][0] += 1
-            for pair, _ in self._in_flight:
-                result[pair][1] += 1
-        return {pair: (q, f) for pair, (q, f) in result.items()}
+            pairs = self._queues.keys() | self._in_flight.keys() | self._again.keys()
+            return {
+                pair: (
+                    len(self._queues.get(pair, ())) + len(self._again.get(pair, ())),
+                    len(self._in_flight.get(pair, ())),
+                )
+                for pair in pairs
+            }
 
     def idle(self, pair: str | None = None) -> bool:
+        """Nothing queued or in flight (for one pair, or at all)."""
         with self._cond:
-            return self._idle_locked(pair)
-
-    def _idle_locked(self, pair: str | None) -> bool:
-        keys = itertools.chain(self._queued, self._in_flight, self._again)
-        return not any(pair is None or key[0] == pair for key in keys)
-
-    def wait_idle(self, timeout: float | None = None) -> bool:
-        """Block until nothing is queued or in flight (paused pairs excluded from 'queued')."""
-        with self._cond:
-            return self._cond.wait_for(
-                lambda: (
-                    self._closed
-                    or (not self._in_flight and all(k[0] in self._paused for k in self._queued))
-                ),
-                timeout,
+            pairs = [pair] if pair is not None else list(self._queues | self._in_flight)
+            return not any(
+                self._queues.get(p) or self._in_flight.get(p) or self._again.get(p) for p in pairs
             )
 
-    def close(self) -> None:
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until nothing is in flight and only paused pairs have queued items."""
         with self._cond:
-            self._closed = True
-            self._cond.notify_all()
+            return self._cond.wait_for(self._settled, timeout)
+
+    def _settled(self) -> bool:
+        if any(self._in_flight.values()):
+            return False
+        return all(not q or p in self._paused for p, q in self._queues.items())
