@@ -14,7 +14,14 @@ from syncd import __version__, logs
 from syncd.config import Config, ConfigError, default_socket_path, load_config, resolve_config_path
 from syncd.daemon.lock import AlreadyRunning, InstanceLock
 from syncd.daemon.protocol import DaemonError, DaemonUnreachable, request
-from syncd.engine.core import EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE, Engine, Report
+from syncd.engine.core import (
+    EXIT_ATTENTION,
+    EXIT_FAILED,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    Engine,
+    Report,
+)
 from syncd.providers.errors import ProviderError
 from syncd.providers.url import RemoteURLError
 from syncd.state import StateError, StateStore, sqlite_path
@@ -139,7 +146,7 @@ def once(
         fail(f"no pair named {pair!r} in the config", EXIT_USAGE)
     try:
         with _lock(config), _open_engine(config) as engine:
-            report = engine.sync_once(pair=pair, dry_run=dry_run)
+            report = engine.sync_once(pair=pair, dry_run=dry_run, force=force)
     except AlreadyRunning as exc:
         fail(str(exc), EXIT_FAILED)
     _print_report(report, dry_run)
@@ -153,20 +160,25 @@ def _print_report(report: Report, dry_run: bool) -> None:
             continue
         if dry_run:
             for item in pair.planned:
-                click.echo(
-                    f"{item.decision.action.value}\t{pair.name}/{item.path}\t{item.decision.reason}"
-                )
-            continue
-        click.echo(
-            f"{pair.name}: {pair.uploaded} uploaded, {pair.downloaded} downloaded, "
-            f"{len(pair.failures)} failed, {len(pair.conflicts)} conflicts"
-        )
+                action, reason = item.decision.action.value, item.decision.reason
+                click.echo(f"{action}\t{pair.name}/{item.path}\t{reason}")
+        else:
+            click.echo(
+                f"{pair.name}: {pair.uploaded} uploaded, {pair.downloaded} downloaded, "
+                f"{len(pair.failures)} failed, {len(pair.conflicts)} conflicts"
+            )
         for path, error in sorted(pair.failures.items()):
             click.echo(f"  failed: {path}: {error}")
         for path, reason in sorted(pair.conflicts.items()):
-            click.echo(f"  conflict: {path}: {reason}")
-        for path, reason in sorted(pair.deferred.items()):
-            click.echo(f"  held: {path}: {reason}")
+            click.echo(
+                f"  conflict: {path}: {reason} (syncd resolve PATH --keep local|remote|both)"
+            )
+        for path, outcome in sorted(pair.settled.items()):
+            click.echo(f"  conflict settled: {path}: {outcome}")
+        if pair.held_reason:
+            click.echo(f"  held: {len(pair.held)} deletions: {pair.held_reason}")
+            for path in sorted(pair.held):
+                click.echo(f"  held: {path}")
 
 
 @cli.command()
@@ -223,15 +235,77 @@ def retry(config_path: str | None) -> None:
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def conflicts(config_path: str | None, as_json: bool) -> None:
-    """Conflicts the running daemon has found."""
-    result = _ask(config_path, "conflicts")
+    """Conflicts waiting for a decision (read from the state, daemon or not)."""
+    from syncd.daemon.daemon import conflict_list
+
+    config = _load(config_path)
+    store = _open_state(config)
+    try:
+        result = conflict_list(store)
+    finally:
+        store.close()
     if as_json:
         click.echo(json.dumps(result, indent=2))
-        return
-    if not result:
+    elif not result:
         click.echo("no conflicts")
-    for item in result:
+    for item in [] if as_json else result:
         click.echo(f"{item['pair']}\t{item['path']}\t{item['reason']}")
+    sys.exit(EXIT_ATTENTION if result else 0)
+
+
+@cli.command()
+@config_option
+@click.argument("path")
+@click.option("--keep", type=click.Choice(["local", "remote", "both"]), required=True)
+@click.pass_context
+def resolve(ctx: click.Context, config_path: str | None, path: str, keep: str) -> None:
+    """Settle one conflict: keep the local version, the remote one, or both."""
+    config = _load(config_path)
+    store = _open_state(config)
+    try:
+        pair, rel = _find_conflict(config, store.conflicts(), path)
+    finally:
+        store.close()
+    try:
+        result = request(Path(config.socket), "resolve", pair=pair, path=rel, keep=keep)
+        settled = bool(result["resolved"])
+    except DaemonError as exc:
+        fail(str(exc), EXIT_USAGE)
+    except DaemonUnreachable:
+        _setup_logging(ctx, config)
+        try:
+            with _lock(config), _open_engine(config) as engine:
+                settled = engine.resolve(pair, rel, keep)
+        except AlreadyRunning as exc:
+            fail(str(exc), EXIT_FAILED)
+    if not settled:
+        fail(f"{rel}: could not be settled yet; see the log", EXIT_FAILED)
+    click.echo(f"{pair}/{rel}: kept {keep}")
+
+
+def _find_conflict(
+    config: Config, open_conflicts: list[tuple[str, str, str, float]], given: str
+) -> tuple[str, str]:
+    """Which open conflict PATH names: a path inside a pair's root, or relative to one."""
+    roots = {p.name: Path(p.local) for p in config.pairs}
+    absolute = Path(given).absolute()
+    matches = [
+        (pair, path)
+        for pair, path, _, _ in open_conflicts
+        if path == given.strip("/") or (pair in roots and absolute == roots[pair] / path)
+    ]
+    if not matches:
+        fail(f"no open conflict for {given!r} (see `syncd conflicts`)", EXIT_USAGE)
+    if len(matches) > 1:
+        fail(f"{given!r} is in conflict in several pairs; give the full local path", EXIT_USAGE)
+    return matches[0]
+
+
+def _open_state(config: Config) -> StateStore:
+    try:
+        return StateStore(config.state)
+    except StateError as exc:
+        fail(str(exc), EXIT_FAILED)
 
 
 @cli.command()

@@ -201,7 +201,8 @@ def test_first_sync_with_equal_content_on_both_sides_transfers_nothing(
 def test_first_sync_with_different_content_is_a_conflict_not_an_overwrite(
     tmp_path: Path, remote: Remote
 ) -> None:
-    setup = _setup(tmp_path, remote)
+    setup = Setup(tmp_path, remote.url, options=remote.options, pair_extra={"conflict": "manual"})
+    setup.write()
     remote.put("clash.txt", b"remote version")
     (setup.local / "clash.txt").write_bytes(b"local version!")
     result = syncd("once", "-c", setup.config)
@@ -209,6 +210,21 @@ def test_first_sync_with_different_content_is_a_conflict_not_an_overwrite(
     assert "conflict: clash.txt" in result.stdout
     assert remote.get("clash.txt") == b"remote version"
     assert (setup.local / "clash.txt").read_bytes() == b"local version!"
+
+
+def test_first_sync_clash_under_timestamp_wins_keeps_the_loser_in_the_remote_trash(
+    tmp_path: Path, remote: Remote
+) -> None:
+    setup = _setup(tmp_path, remote)
+    remote.put("clash.txt", b"older remote version")
+    (setup.local / "clash.txt").write_bytes(b"newer local version")
+    result = syncd("once", "-c", setup.config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "timestamp_wins: local is newer" in result.stdout
+    assert remote.get("clash.txt") == b"newer local version"
+    trashed = [key for key in remote.listing() if key.startswith(".syncd-trash/")]
+    assert len(trashed) == 1 and trashed[0].endswith("/clash.txt")
+    assert remote.get(trashed[0]) == b"older remote version"
 
 
 def test_direction_upload_never_downloads(tmp_path: Path, remote: Remote) -> None:
@@ -270,9 +286,8 @@ def test_settings_not_acted_on_yet_are_named_in_a_warning(tmp_path: Path) -> Non
         tmp_path,
         f"file://{tmp_path / 'remote'}",
         extra={"bandwidth_limit": "20MB/s"},
-        pair_extra={"max_delete": 10},
     )
     setup.write()
     result = syncd("once", "-c", setup.config)
     assert result.returncode == 0, result.stderr
-    assert "bandwidth_limit" in result.stderr and "pairs[0].max_delete" in result.stderr
+    assert "bandwidth_limit" in result.stderr

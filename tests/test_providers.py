@@ -253,6 +253,22 @@ def test_delete_if_match(provider: Provider) -> None:
 # -- missing objects ------------------------------------------------------------------------
 
 
+def test_copy_keeps_content_and_mtime_and_never_overwrites(provider: Provider) -> None:
+    original = put(provider, "src/file.txt", b"copy me", mtime_ns=1_600_000_000_000_000_123)
+    copied = provider.copy("src/file.txt", "trash/file.txt", if_match=original.etag)
+    data, info = get(provider, "trash/file.txt")
+    assert data == b"copy me"
+    assert info.mtime_ns == 1_600_000_000_000_000_123
+    assert copied.size == 7
+    assert get(provider, "src/file.txt")[0] == b"copy me"  # the source is untouched
+    with pytest.raises(PreconditionFailed):
+        provider.copy("src/file.txt", "trash/file.txt")  # the destination exists
+    put(provider, "src/file.txt", b"newer", if_match=original.etag)
+    with pytest.raises(PreconditionFailed):
+        provider.copy("src/file.txt", "elsewhere.txt", if_match=original.etag)  # stale source
+    assert "elsewhere.txt" not in listing(provider)
+
+
 def test_missing_object_is_not_found(provider: Provider) -> None:
     with pytest.raises(NotFound):
         provider.stat("nope/missing.txt")

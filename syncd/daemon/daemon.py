@@ -28,6 +28,7 @@ from syncd.engine.model import Change
 from syncd.engine.syncer import PairFault
 from syncd.engine.workers import WorkerPool
 from syncd.engine.workqueue import Key
+from syncd.state import StateStore
 
 log = structlog.get_logger("syncd.daemon")
 
@@ -70,8 +71,9 @@ class Daemon:
             for name in self.engine.syncers:
                 if not self._stop.is_set():
                     self.startup_scan(name)
-            while not self._stop.wait(1.0):
+            while not self._stop.wait(0.5):
                 self._supervise()
+                self._end_quiet_passes()
         finally:
             self._shutdown()
             for sig, handler in previous.items():
@@ -83,6 +85,16 @@ class Daemon:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _end_quiet_passes(self) -> None:
+        """Pairs with nothing queued, settling or in flight have finished a pass: run the
+        end-of-pass deletion check (the max_delete guard) for them."""
+        settling = {pair for pair, _ in self.settler.pending_keys()}
+        for name, syncer in self.engine.syncers.items():
+            if name in settling or self.engine.pair_busy(name) or self.engine.queue.is_paused(name):
+                continue
+            if syncer.has_pending_deletes() or name in self.engine.force:
+                self.engine.end_of_pass(name)
 
     def _supervise(self) -> None:
         self.workers.supervise()
@@ -182,8 +194,12 @@ class Daemon:
             return self.status()
         if cmd == "sync":
             for name in self._pairs(args.get("pair")):
-                self.poller.poll_now(name)
+                if args.get("force"):
+                    self.engine.force.add(name)
+                self.poller.run_now(name, self.startup_scan)
             return {"queued": True}
+        if cmd == "resolve":
+            return self._resolve(args)
         if cmd in ("pause", "resume"):
             for name in self._pairs(args.get("pair")):
                 (self.engine.queue.pause if cmd == "pause" else self.engine.queue.resume)(name)
@@ -196,12 +212,22 @@ class Daemon:
                     count += 1
             return {"requeued": count}
         if cmd == "conflicts":
-            return [
-                {"pair": name, "path": path, "reason": reason}
-                for name, syncer in self.engine.syncers.items()
-                for path, reason in sorted(syncer.stats.conflicts.items())
-            ]
+            return conflict_list(self.engine.store)
         raise CommandError(f"unknown command {cmd!r}")
+
+    def _resolve(self, args: dict[str, Any]) -> dict[str, Any]:
+        pair, path, keep = args.get("pair"), args.get("path"), args.get("keep")
+        if keep not in ("local", "remote", "both") or not isinstance(path, str):
+            raise CommandError("resolve needs a path and keep: local, remote or both")
+        syncer = self.engine.syncers[self._pairs(pair)[0]]
+        if path not in syncer.open_conflicts:
+            raise CommandError(f"no open conflict for {path!r} in pair {syncer.name!r}")
+        syncer.keeps[path] = keep
+        self.engine.queue.put(syncer.name, path)
+        deadline = time.monotonic() + 30
+        while path in syncer.open_conflicts and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return {"resolved": path not in syncer.open_conflicts}
 
     def _pairs(self, name: object) -> list[str]:
         if name is None:
@@ -226,7 +252,7 @@ class Daemon:
                 state = "error"
             elif queued or in_flight:
                 state = "syncing"
-            elif stats.deferred:
+            elif stats.held_reason is not None:
                 state = "held"
             else:
                 state = "idle"
@@ -243,6 +269,8 @@ class Daemon:
                     "conflicts": len(stats.conflicts),
                     "last_sync": _iso(stats.last_sync),
                     "last_error": stats.fault or stats.last_error,
+                    "held": len(stats.held),
+                    "held_reason": stats.held_reason,
                     "uploaded": stats.uploaded,
                     "downloaded": stats.downloaded,
                 }
@@ -253,6 +281,14 @@ class Daemon:
             "version": __version__,
             "pairs": pairs,
         }
+
+
+def conflict_list(store: StateStore) -> list[dict[str, Any]]:
+    """Open conflicts as `syncd conflicts --json` prints them."""
+    return [
+        {"pair": pair, "path": path, "reason": reason, "detected_at": _iso(detected)}
+        for pair, path, reason, detected in store.conflicts()
+    ]
 
 
 def _iso(ts: float | None) -> str | None:

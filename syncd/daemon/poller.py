@@ -34,9 +34,9 @@ class Poller:
     def remove(self, pair: str) -> None:
         self._scheduler.remove_job(f"poll:{pair}")
 
-    def poll_now(self, pair: str) -> None:
-        """Run the pair's poll as soon as a scheduler thread is free."""
-        self._scheduler.add_job(self._poll, args=[pair], id=f"now:{pair}", replace_existing=True)
+    def run_now(self, pair: str, job: Callable[[str], None]) -> None:
+        """Run `job(pair)` (a full reconciliation) as soon as a scheduler thread is free."""
+        self._scheduler.add_job(job, args=[pair], id=f"now:{pair}", replace_existing=True)
 
     def start(self) -> None:
         self._scheduler.start()

@@ -30,18 +30,15 @@ REQUEUE_BASE_DELAY = 0.25
 
 #: Config keys the contract defines that this version accepts but does not act on yet. They are
 #: named in a warning at start-up rather than silently ignored.
-NOT_YET_ACTED_ON = {
-    "config": (
-        "bandwidth_limit",
-        "upload_limit",
-        "download_limit",
-        "multipart_threshold",
-        "part_size",
-        "part_concurrency",
-        "metrics",
-    ),
-    "pair": ("conflict", "max_delete", "trash_days", "remote_trash"),
-}
+NOT_YET_ACTED_ON = (
+    "bandwidth_limit",
+    "upload_limit",
+    "download_limit",
+    "multipart_threshold",
+    "part_size",
+    "part_concurrency",
+    "metrics",
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_ATTENTION = 0, 1, 2, 3, 4
 
@@ -55,7 +52,9 @@ class PairReport:
     bytes_down: int = 0
     failures: dict[str, str] = field(default_factory=dict)
     conflicts: dict[str, str] = field(default_factory=dict)
-    deferred: dict[str, str] = field(default_factory=dict)
+    settled: dict[str, str] = field(default_factory=dict)
+    held: dict[str, str] = field(default_factory=dict)
+    held_reason: str | None = None
     fault: str | None = None
     planned: list[PlanItem] = field(default_factory=list)
 
@@ -71,7 +70,7 @@ class Report:
     def exit_code(self) -> int:
         if any(p.failures or p.fault for p in self.pairs):
             return EXIT_FAILED
-        if any(p.conflicts or p.deferred for p in self.pairs):
+        if any(p.conflicts or p.held_reason for p in self.pairs):
             return EXIT_ATTENTION
         return EXIT_OK
 
@@ -84,6 +83,8 @@ class Engine:
         self.stopping = threading.Event()
         self.retry = RetryPolicy(config.retry.attempts, config.retry.max_seconds)
         self.syncers: dict[str, PairSyncer] = {}
+        #: Pairs whose next end-of-pass deletion check may pass the max_delete guard.
+        self.force: set[str] = set()
         self._requeues: dict[Key, int] = {}
         self._requeue_lock = threading.Lock()
         self.delayed: Debouncer[Key] = Debouncer(self._requeue_due, name="requeue")
@@ -97,7 +98,12 @@ class Engine:
     def add_pair(self, pair: PairConfig) -> PairSyncer:
         provider = open_provider(pair.remote, pair.options, workers=self.config.workers)
         syncer = PairSyncer(
-            pair, provider, self.store, retry=self.retry, is_cancelled=self.stopping.is_set
+            pair,
+            provider,
+            self.store,
+            retry=self.retry,
+            is_cancelled=self.stopping.is_set,
+            enqueue=self.queue.put,
         )
         self.syncers[pair.name] = syncer
         return syncer
@@ -123,49 +129,83 @@ class Engine:
         else:
             with self._requeue_lock:
                 self._requeues.pop(key, None)
-        if (
-            self.queue.idle(pair)
-            and not syncer.stats.failures
-            and pair not in {k[0] for k in self.delayed.pending_keys()}
-        ):
-            syncer.stats.mark_synced()
 
     def _requeue_due(self, key: Key, _pending: Pending) -> None:
         self.queue.put(*key)
+
+    def pair_busy(self, pair: str) -> bool:
+        """Work queued, in flight or waiting to be retried for this pair."""
+        return not self.queue.idle(pair) or any(k[0] == pair for k in self.delayed.pending_keys())
+
+    def end_of_pass(self, pair: str, dry_run: bool = False) -> None:
+        """A pair went quiet: let its pending deletions through the guard (queueing them), and
+        note the time when it is fully in sync."""
+        syncer = self.syncers[pair]
+        approved = syncer.flush_deletions(force=pair in self.force)
+        self.force.discard(pair)
+        if dry_run:
+            syncer.discard_approved()
+            return
+        for path in approved:
+            self.queue.put(pair, path)
+        if not approved and not syncer.stats.failures and syncer.stats.held_reason is None:
+            syncer.stats.mark_synced()
 
     # -- one reconciliation ---------------------------------------------------------------
     def plan(self, pair: str) -> list[PlanItem]:
         return self.syncers[pair].plan(first_pass=True)
 
-    def sync_once(self, pair: str | None = None, dry_run: bool = False) -> Report:
-        """Plan every (or one) pair, carry the plan out with the configured workers, report."""
+    def sync_once(
+        self, pair: str | None = None, dry_run: bool = False, force: bool = False
+    ) -> Report:
+        """Reconcile every (or one) pair with the configured workers, then report.
+
+        A dry run goes through exactly the same decisions, with every action recorded instead
+        of carried out, so the real run right after does what it printed."""
         started = time.monotonic()
         names = [pair] if pair is not None else list(self.syncers)
         reports: dict[str, PairReport] = {}
         for name in names:
+            syncer = self.syncers[name]
+            syncer.plan_only = dry_run
             report = reports[name] = PairReport(name)
             try:
-                report.planned = self.plan(name)
+                planned = syncer.plan(first_pass=not dry_run)
             except PairFault as exc:
                 report.fault = str(exc)
-                self.syncers[name].stats.set_fault(str(exc))
+                syncer.stats.set_fault(str(exc))
                 log.error("pair cannot be synced", pair=name, error=str(exc))
                 continue
-            if not dry_run:
-                for item in report.planned:
-                    self.queue.put(name, item.path)
-        if not dry_run:
-            self._drain()
+            if force:
+                self.force.add(name)
+            for item in planned:
+                self.queue.put(name, item.path)
+        self._drain([n for n in names if reports[n].fault is None], dry_run)
         for name, report in reports.items():
-            stats = self.syncers[name].stats
+            syncer = self.syncers[name]
+            stats = syncer.stats
+            report.planned = sorted(syncer.planned, key=lambda item: item.path)
+            syncer.plan_only = False
             report.uploaded, report.downloaded = stats.uploaded, stats.downloaded
             report.bytes_up, report.bytes_down = stats.bytes_up, stats.bytes_down
             report.failures = dict(stats.failures)
             report.conflicts = dict(stats.conflicts)
-            report.deferred = dict(stats.deferred)
+            report.settled = dict(stats.settled)
+            report.held, report.held_reason = dict(stats.held), stats.held_reason
         return Report(list(reports.values()), time.monotonic() - started)
 
-    def _drain(self) -> None:
+    def resolve(self, pair: str, path: str, keep: str) -> bool:
+        """Settle one open conflict by hand (no daemon running); True when it is settled."""
+        syncer = self.syncers[pair]
+        syncer.check_root()
+        syncer.list_remote()
+        syncer.keeps[path] = keep
+        self.queue.put(pair, path)
+        self._drain([pair], dry_run=False)
+        return path not in syncer.open_conflicts
+
+    def _drain(self, pairs: list[str], dry_run: bool) -> None:
+        """Run workers until every pair is quiet and its end-of-pass check queued nothing."""
         pool = WorkerPool(self.queue, self.handle, self.config.workers)
         pool.start()
         try:
@@ -174,7 +214,10 @@ class Engine:
                 # Order matters: a worker schedules a requeue before it marks its item done,
                 # and the debouncer puts an item on the queue before it stops counting it.
                 if not len(self.delayed) and self.queue.idle() and not len(self.delayed):
-                    break
+                    for name in pairs:
+                        self.end_of_pass(name, dry_run)
+                    if self.queue.idle():
+                        break
                 pool.supervise()
         finally:
             pool.stop()
@@ -196,9 +239,4 @@ class Engine:
 
 def unhonoured_settings(config: Config) -> list[str]:
     """The keys a user set that this version accepts but does not act on yet."""
-    keys = [k for k in NOT_YET_ACTED_ON["config"] if k in config.model_fields_set]
-    for index, pair in enumerate(config.pairs):
-        keys += [
-            f"pairs[{index}].{k}" for k in NOT_YET_ACTED_ON["pair"] if k in pair.model_fields_set
-        ]
-    return keys
+    return [k for k in NOT_YET_ACTED_ON if k in config.model_fields_set]

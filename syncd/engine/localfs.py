@@ -211,6 +211,17 @@ def make_parents(root: Path, target: Path) -> None:
             current.mkdir(exist_ok=True)
 
 
+def prune_empty_parents(root: Path, removed: Path) -> None:
+    """After a file left, remove folders it leaves empty, up to (never including) the root."""
+    folder = removed.parent
+    while folder != root and root in folder.parents:
+        try:
+            folder.rmdir()
+        except OSError:
+            return  # not empty (or not ours to remove): stop climbing
+        folder = folder.parent
+
+
 def temp_path_for(target: Path) -> Path:
     """A temporary sibling of `target`, on the same filesystem so the rename is atomic."""
     return target.with_name(f"{TEMP_PREFIX}{secrets.token_hex(6)}")

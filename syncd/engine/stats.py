@@ -12,8 +12,10 @@ class PairStats:
     """Mutable, thread-safe record of how a pair is doing. Times are wall-clock epoch seconds."""
 
     failures: dict[str, str] = field(default_factory=dict)
-    conflicts: dict[str, str] = field(default_factory=dict)
-    deferred: dict[str, str] = field(default_factory=dict)
+    conflicts: dict[str, str] = field(default_factory=dict)  # open, waiting for a person
+    settled: dict[str, str] = field(default_factory=dict)  # path -> how a strategy settled it
+    held: dict[str, str] = field(default_factory=dict)  # deletions the max_delete guard holds
+    held_reason: str | None = None
     last_sync: float | None = None
     last_error: str | None = None
     fault: str | None = None  # a pair-level problem (root missing, remote unreachable)
@@ -32,15 +34,21 @@ class PairStats:
         with self._lock:
             self.failures.pop(path, None)
             self.conflicts.pop(path, None)
-            self.deferred.pop(path, None)
 
     def conflict(self, path: str, reason: str) -> None:
         with self._lock:
             self.conflicts[path] = reason
 
-    def defer(self, path: str, reason: str) -> None:
+    def settle(self, path: str, outcome: str) -> None:
         with self._lock:
-            self.deferred[path] = reason
+            self.settled[path] = outcome
+
+    def set_held(self, reason: str | None, paths: dict[str, str]) -> None:
+        with self._lock:
+            self.held_reason = reason
+            self.held = dict(paths)
+            if reason is not None:
+                self.last_error = f"deletions held: {reason}"
 
     def transferred(self, direction: str, size: int) -> None:
         with self._lock:

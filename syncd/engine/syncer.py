@@ -2,46 +2,54 @@
 
 `PairSyncer` is the only place where the decision meets I/O. It is called from worker threads,
 one path at a time per path (the work queue guarantees that), for any number of paths at once.
+Deletions are not carried out when decided: they wait for the end of the pass, where the
+`max_delete` guard sees all of them at once (`flush_deletions`).
 """
 
 from __future__ import annotations
 
 import enum
-import hashlib
-import io
 import os
+import threading
 import time
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import structlog
 
 from syncd.config import PairConfig
-from syncd.engine import localfs
+from syncd.engine import localfs, trash
+from syncd.engine.conflicts import Resolution, Winner, conflict_name, host_name, resolve
 from syncd.engine.decide import decide
 from syncd.engine.filters import PathFilter
 from syncd.engine.model import Action, Decision, LocalFile
-from syncd.engine.paths import UnsafeKey, check_key, is_folder_marker
+from syncd.engine.paths import UnsafeKey, check_key, is_folder_marker, normalize
 from syncd.engine.remote_index import RemoteIndex
 from syncd.engine.retry import RetryPolicy
 from syncd.engine.stats import PairStats
-from syncd.providers.base import ObjectInfo, Provider, UploadRequest
+from syncd.engine.transfer import Result, Transfers, same_stat
+from syncd.providers.base import ObjectInfo, Provider
 from syncd.providers.errors import Cancelled, NotFound, PreconditionFailed, ProviderError
 from syncd.state import BaseEntry, OpRecord, StateStore
 
-#: Files up to this size are read into memory once: the bytes hashed are the bytes sent.
-SMALL_FILE = 8 * 1024 * 1024
-
 log = structlog.get_logger("syncd.engine")
+
+Logger = structlog.typing.FilteringBoundLogger
+
+#: `syncd resolve PATH --keep X` settles a conflict as if the pair's strategy were this.
+KEEP_STRATEGY = {"local": "local_wins", "remote": "cloud_wins", "both": "version_preserve"}
 
 
 class Outcome(enum.Enum):
     DONE = "done"  # in sync now (possibly after a transfer)
     REQUEUE = "requeue"  # something moved under us; look again shortly
     FAILED = "failed"  # recorded as a failure; retried later
-    CONFLICT = "conflict"  # both sides changed; waiting for the conflict machinery
-    DEFERRED = "deferred"  # an action this version does not apply yet (deletions)
+    CONFLICT = "conflict"  # waiting for a person (the manual strategy)
+    PENDING = "pending"  # a deletion waiting for the end-of-pass guard
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +62,15 @@ class PairFault(Exception):
     """A problem with the whole pair (root missing, remote unreachable): nothing is decided."""
 
 
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What was true of one path when it was decided."""
+
+    base: BaseEntry | None
+    local: LocalFile | None
+    remote: ObjectInfo | None
+
+
 class PairSyncer:
     def __init__(
         self,
@@ -63,19 +80,34 @@ class PairSyncer:
         *,
         retry: RetryPolicy,
         is_cancelled: Callable[[], bool],
+        enqueue: Callable[[str, str], None] | None = None,
     ) -> None:
         self.pair = pair
         self.name = pair.name
         self.root = Path(pair.local)
         self.provider = provider
         self.store = store
-        self.retry = retry
         self.is_cancelled = is_cancelled
+        self.enqueue = enqueue or (lambda _pair, _path: None)
         self.index = RemoteIndex()
+        self.transfers = Transfers(provider, self.index, retry, is_cancelled)
+        self.retry = retry
         self.stats = PairStats()
         self.filter = PathFilter(pair.exclude, self.root)
         self.log = log.bind(pair=pair.name)
+        self.host = host_name()
+        self.plan_only = False  # dry run: decide and record the plan, touch nothing
+        self.planned: list[PlanItem] = []
+        self._lock = threading.Lock()
+        self._pending_deletes: dict[str, Decision] = {}
+        self._approved_deletes: set[str] = set()
+        self.keeps: dict[str, str] = {}  # path -> 'local' | 'remote' | 'both', from `resolve`
+        self._names: dict[str, str] = {}  # NFC path -> the name on disk, where they differ
         self._warned_skips: set[str] = set()
+        self.remote_emptied = False
+        self.open_conflicts = {path for _, path, _, _ in store.conflicts(self.name)}
+        for path in self.open_conflicts:
+            self.stats.conflict(path, "waiting for a decision")
 
     # -- whole-pair passes ----------------------------------------------------------------
     def check_root(self) -> None:
@@ -83,7 +115,7 @@ class PairSyncer:
             raise PairFault(f"local root {self.root} is missing or not a folder")
 
     def list_remote(self) -> dict[str, ObjectInfo]:
-        """List the remote, adopt it as the index, and return it keyed by safe local path."""
+        """List the remote, adopt it as the index, and return it keyed by NFC local path."""
         started = time.monotonic()
         try:
             listing = self.retry.call(lambda: list(self.provider.list()))
@@ -94,29 +126,39 @@ class PairSyncer:
             if is_folder_marker(info.key):
                 continue
             try:
-                path = check_key(info.key)
+                path = normalize(check_key(info.key))
             except UnsafeKey as exc:
                 self._skip_once(info.key, f"remote key refused: {exc}")
                 continue
             if self.filter.excluded(path):
                 continue
             usable.append((path, info))
-        return self.index.replace(usable, started)
+        merged = self.index.replace(usable, started)
+        # An empty listing while the base remembers files is far more likely a fault (wrong
+        # prefix, a bucket being restored) than a person deleting everything.
+        self.remote_emptied = not merged and self.store.count(self.name) > 0
+        return merged
 
     def scan_local(self, start: str = "", clean_temp: bool = False) -> dict[str, LocalFile]:
-        return dict(
-            localfs.walk(
-                self.root, self.filter, self._skip_once, start=start, clean_temp=clean_temp
-            )
-        )
+        found: dict[str, LocalFile] = {}
+        for name, local in localfs.walk(
+            self.root, self.filter, self._skip_once, start=start, clean_temp=clean_temp
+        ):
+            path = normalize(name)
+            if path != name:
+                self._names[path] = name
+            found[path] = local
+        return found
 
     def plan(self, *, first_pass: bool = False) -> list[PlanItem]:
         """One full reconciliation: every path whose three-way decision is not 'nothing'."""
         self.check_root()
         self.filter = PathFilter(self.pair.exclude, self.root)
         remote = self.list_remote()
-        local = self.scan_local(clean_temp=first_pass)
+        local = self.scan_local(clean_temp=first_pass and not self.plan_only)
         base = self.store.entries(self.name)
+        if not self.plan_only:
+            trash.prune_local_trash(self.root, self.pair.trash_days)
         plan: list[PlanItem] = []
         for path in sorted(local.keys() | remote.keys() | base.keys()):
             if self.filter.excluded(path):
@@ -124,24 +166,80 @@ class PairSyncer:
             decision = decide(
                 base.get(path), local.get(path), remote.get(path), self.pair.direction
             )
-            if decision.action is not Action.NOTHING:
+            if decision.action is not Action.NOTHING or path in self.open_conflicts:
                 plan.append(PlanItem(path, decision))
         return plan
 
+    # -- deletions and the max_delete guard ---------------------------------------------
+    def flush_deletions(self, force: bool = False) -> list[str]:
+        """End of a pass: let the deletions it decided through, or hold all of them.
+
+        Returns the paths approved (to be queued again); sets `stats.held` when held.
+        """
+        with self._lock:
+            pending = dict(self._pending_deletes)
+        if not pending:
+            self.stats.set_held(None, {})
+            return []
+        reason = self._guard(pending)
+        if reason is not None and not force:
+            self.stats.set_held(reason, {p: d.reason for p, d in pending.items()})
+            self.log.warning("deletions held", reason=reason, count=len(pending))
+            return []
+        with self._lock:
+            for path in pending:
+                self._pending_deletes.pop(path, None)
+            self._approved_deletes.update(pending)
+        self.stats.set_held(None, {})
+        return sorted(pending)
+
+    def has_pending_deletes(self) -> bool:
+        with self._lock:
+            return bool(self._pending_deletes)
+
+    def discard_approved(self) -> None:
+        """A dry run approves nothing for real."""
+        with self._lock:
+            self._approved_deletes.clear()
+            self._pending_deletes.clear()
+
+    def _guard(self, pending: dict[str, Decision]) -> str | None:
+        if not self.root.is_dir():
+            return f"local root {self.root} is missing"
+        remote_side = sum(1 for d in pending.values() if d.action is Action.DELETE_REMOTE)
+        local_side = len(pending) - remote_side
+        if self.remote_emptied and local_side:
+            return "the remote listing came back empty while the base remembers files"
+        total = max(1, self.store.count(self.name))
+        for side, count in (("remote", remote_side), ("local", local_side)):
+            if count * 100 > self.pair.max_delete * total:
+                return (
+                    f"{count} of {total} synced files would be deleted on the {side} side "
+                    f"(more than max_delete {self.pair.max_delete:g}%); use --force to allow"
+                )
+        return None
+
     # -- one path -------------------------------------------------------------------------
-    def sync_path(self, path: str) -> Outcome:
-        """Bring `path` in sync, recording the outcome in state and stats."""
+    def sync_path(self, path: str, keep: str | None = None) -> Outcome:
+        """Bring `path` in sync, recording the outcome in state and stats. `keep` settles a
+        conflict by hand: 'local', 'remote' or 'both'."""
         if self.filter.excluded(path):
             return Outcome.DONE
+        with self._lock:
+            self._pending_deletes.pop(path, None)
+            keep = keep or self.keeps.pop(path, None)
         plog = self.log.bind(path=path)
         try:
-            decision, base, local, remote = self._decide(path)
-            outcome = self._act(
-                path, decision=decision, base=base, local=local, remote=remote, plog=plog
-            )
+            decision, facts = self._decide(path)
+            if self.plan_only:
+                return self._plan(path, decision, facts)
+            outcome = self._act(path, decision, facts, keep, plog)
         except Cancelled:
             return Outcome.REQUEUE
-        except (ProviderError, OSError, localfs.LocalPathError) as exc:
+        except localfs.LocalPathError as exc:
+            self._skip_once(path, str(exc))
+            return Outcome.DONE
+        except (ProviderError, OSError) as exc:
             message = _describe(exc)
             plog.warning("sync failed", error=message)
             self.stats.failed(path, message)
@@ -149,45 +247,59 @@ class PairSyncer:
             return Outcome.FAILED
         if outcome is Outcome.DONE:
             self.stats.succeeded(path)
+            if path in self.open_conflicts:
+                self.open_conflicts.discard(path)
+                self.store.clear_conflict(self.name, path)
         return outcome
 
-    def _decide(
-        self, path: str
-    ) -> tuple[Decision, BaseEntry | None, LocalFile | None, ObjectInfo | None]:
+    def local_path(self, path: str) -> Path:
+        """The on-disk location of an NFC path (an NFD-named file keeps its own name)."""
+        name = self._names.get(path)
+        if name is None and not path.isascii():
+            decomposed = unicodedata.normalize("NFD", path)
+            if (
+                decomposed != path
+                and not (self.root / path).exists()
+                and (self.root / decomposed).exists()
+            ):
+                self._names[path] = name = decomposed
+        return localfs.to_local(self.root, name or path)
+
+    def _stat_local(self, path: str) -> LocalFile | None:
+        return _stat_at(self.root, self.local_path(path))
+
+    def _decide(self, path: str) -> tuple[Decision, Facts]:
         base = self.store.get(self.name, path)
-        local = localfs.stat_local(self.root, path)
+        local = self._stat_local(path)
         remote = self.index.get(path)
         while True:
             decision = decide(base, local, remote, self.pair.direction)
             if decision.action is Action.HASH_LOCAL and local is not None:
-                stat, sha256, md5 = localfs.hash_file(
-                    localfs.to_local(self.root, path), with_md5=True
-                )
+                stat, sha256, md5 = localfs.hash_file(self.local_path(path), with_md5=True)
                 local = replace(stat, sha256=sha256, md5=md5)
             elif decision.action is Action.FETCH_REMOTE and remote is not None:
-                remote = self._stat_remote(path)
+                remote = self.transfers.stat_remote(path, remote.key)
             else:
-                return decision, base, local, remote
+                return decision, Facts(base, local, remote)
 
-    def _stat_remote(self, path: str) -> ObjectInfo | None:
-        try:
-            info: ObjectInfo | None = self.retry.call(lambda: self.provider.stat(path))
-        except NotFound:
-            info = None
-        self.index.put(path, info)
-        return info
+    def _plan(self, path: str, decision: Decision, facts: Facts) -> Outcome:
+        """Dry run: say what would be done, do none of it."""
+        if decision.action is Action.NOTHING:
+            return Outcome.DONE
+        if decision.action is Action.CONFLICT and facts.local and facts.remote:
+            resolution = self._resolution(facts.local, facts.remote, None)
+            decision = Decision(Action.CONFLICT, f"{decision.reason}; {resolution.reason}")
+        with self._lock:
+            self.planned.append(PlanItem(path, decision))
+            if decision.action in (Action.DELETE_LOCAL, Action.DELETE_REMOTE):
+                self._pending_deletes[path] = decision
+        return Outcome.DONE
 
     def _act(
-        self,
-        path: str,
-        *,
-        decision: Decision,
-        base: BaseEntry | None,
-        local: LocalFile | None,
-        remote: ObjectInfo | None,
-        plog: structlog.typing.FilteringBoundLogger,
+        self, path: str, decision: Decision, facts: Facts, keep: str | None, plog: Logger
     ) -> Outcome:
         action = decision.action
+        local, remote = facts.local, facts.remote
         if action is Action.NOTHING:
             return Outcome.DONE
         if action is Action.FORGET:
@@ -195,180 +307,283 @@ class PairSyncer:
             return Outcome.DONE
         if action is Action.RECORD:
             assert local is not None and remote is not None
-            sha256 = local.sha256 or remote.sha256 or (base.sha256 if base else None)
-            self.store.put(self.name, _base_entry(path, local, sha256, remote.etag))
+            sha256 = local.sha256 or remote.sha256 or (facts.base.sha256 if facts.base else None)
+            self._record(path, local, sha256, remote.etag, None)
             return Outcome.DONE
         if action is Action.UPLOAD:
             assert local is not None
-            return self._upload(path, local, remote, plog)
+            if facts.base is None and remote is None and self._try_move(path, local, plog):
+                return Outcome.DONE
+            return self._upload(path, remote, plog)
         if action is Action.DOWNLOAD:
             assert remote is not None
             return self._download(path, local, remote, plog)
-        if action is Action.CONFLICT:
-            plog.warning("conflict: both sides changed; left untouched", reason=decision.reason)
-            self.stats.conflict(path, decision.reason)
-            return Outcome.CONFLICT
-        # DELETE_LOCAL / DELETE_REMOTE: propagating deletions needs the trash and the max_delete
-        # guard (the reconciliation issue); until then nothing is deleted, the fact is reported.
-        plog.info("deletion not propagated", action=action.value, reason=decision.reason)
-        self.stats.defer(path, decision.reason)
-        return Outcome.DEFERRED
+        if action in (Action.DELETE_LOCAL, Action.DELETE_REMOTE):
+            with self._lock:
+                approved = path in self._approved_deletes
+                self._approved_deletes.discard(path)
+                if not approved:
+                    self._pending_deletes[path] = decision
+            if not approved:
+                return Outcome.PENDING
+            if action is Action.DELETE_REMOTE:
+                assert remote is not None
+                return self._delete_remote(path, remote, decision.reason, plog)
+            assert local is not None
+            return self._delete_local(path, local, decision.reason, plog)
+        assert action is Action.CONFLICT and local is not None and remote is not None
+        return self._conflict(
+            path, local=local, remote=remote, keep=keep, why=decision.reason, plog=plog
+        )
 
-    # -- transfers ------------------------------------------------------------------------
-    def _upload(
+    # -- conflicts ------------------------------------------------------------------------
+    def _resolution(self, local: LocalFile, remote: ObjectInfo, keep: str | None) -> Resolution:
+        chosen = KEEP_STRATEGY[keep] if keep is not None else self.pair.conflict
+        return resolve(chosen, local.mtime_ns, remote.mtime_ns)
+
+    def _conflict(
         self,
         path: str,
+        *,
         local: LocalFile,
-        remote: ObjectInfo | None,
-        plog: structlog.typing.FilteringBoundLogger,
+        remote: ObjectInfo,
+        keep: str | None,
+        why: str,
+        plog: Logger,
     ) -> Outcome:
-        target = localfs.to_local(self.root, path)
-        started = time.monotonic()
-        with open(target, "rb") as fh:
-            before = localfs.local_file(os.fstat(fh.fileno()))
-            if before.size <= SMALL_FILE:
-                data = fh.read()
-                if not _same_stat(before, localfs.local_file(os.fstat(fh.fileno()))):
-                    plog.debug("changed while reading; will look again")
-                    return Outcome.REQUEUE
-                sha256 = hashlib.sha256(data).hexdigest()
-                info = self._send(path, before, sha256, remote, lambda: io.BytesIO(data))
-                torn = False
-            else:
-                # Too big for memory: hash first (the metadata header needs it), then stream
-                # while hashing again; if the two disagree the file changed under us.
-                _, sha256, _ = localfs.hash_file(target)
-                readers: list[localfs.HashingReader] = []
+        if remote.mtime_ns is None and not remote.has_metadata:
+            # The listing carries no mtime; the strategies need it.
+            fresh = self.transfers.stat_remote(path, remote.key)
+            if fresh is None or fresh.etag != remote.etag:
+                return Outcome.REQUEUE
+            remote = fresh
+        resolution = self._resolution(local, remote, keep)
+        outcome_text = resolution.reason
+        if resolution.winner is Winner.NONE:
+            if path not in self.open_conflicts:
+                plog.warning("conflict waits for a decision", reason=why)
+                self.open_conflicts.add(path)
+                self.store.add_conflict(self.name, path, why)
+                self._oplog(path, "conflict", "open", note=why)
+            self.stats.conflict(path, why)
+            return Outcome.CONFLICT
+        if resolution.winner is Winner.LOCAL:
+            self._trash_remote(path, remote)
+            outcome = self._upload(path, remote, plog)
+        elif resolution.winner is Winner.REMOTE:
+            outcome = self._download(path, local, remote, plog, trash_local=True)
+        elif resolution.older == "local":
+            outcome = self._preserve_local_copy(path, local, remote)
+        else:
+            outcome = self._preserve_remote_copy(path, remote, plog)
+        if outcome is Outcome.DONE:
+            plog.info("conflict settled", op="conflict", outcome=outcome_text, reason=why)
+            self.stats.settle(path, outcome_text)
+            self._oplog(path, "conflict", "ok", note=outcome_text)
+        return outcome
 
-                def body() -> localfs.HashingReader:
-                    fh.seek(0)
-                    readers.append(localfs.HashingReader(fh, self.is_cancelled))
-                    return readers[-1]
-
-                info = self._send(path, before, sha256, remote, body)
-                after = localfs.stat_local(self.root, path)
-                torn = (
-                    readers[-1].hexdigest() != sha256
-                    or after is None
-                    or not _same_stat(before, after)
-                )
-        if info is None:
-            return Outcome.REQUEUE
-        if torn:
-            # The object holds a mix of versions. Remember it as ours but not in sync (size -1),
-            # so the next pass replaces it with the settled file instead of calling it a conflict.
-            self.store.put(self.name, replace(_base_entry(path, before, None, info.etag), size=-1))
-            plog.info("file changed during upload; sending again")
-            return Outcome.REQUEUE
-        elapsed = time.monotonic() - started
-        self.store.put(
-            self.name,
-            _base_entry(path, before, sha256, info.etag),
-            OpRecord(
-                time.time(), self.name, path, "upload", "ok", before.size, sha256, elapsed * 1000
+    def _copy_name(self, path: str) -> str:
+        now = datetime.now(UTC)
+        return conflict_name(
+            path,
+            now,
+            self.host,
+            lambda candidate: (
+                self.local_path(candidate).exists() or self.index.get(candidate) is not None
             ),
         )
-        self.stats.transferred("upload", before.size)
-        plog.info("uploaded", op="upload", bytes=before.size, duration_ms=round(elapsed * 1000, 1))
+
+    def _preserve_local_copy(self, path: str, local: LocalFile, remote: ObjectInfo) -> Outcome:
+        """The local version is older: rename it to a conflict copy (which then goes up as a
+        new file) and let the remote version come down under the original name."""
+        source = self.local_path(path)
+        now = _stat_at(self.root, source)
+        if now is None or not same_stat(now, local):
+            return Outcome.REQUEUE
+        copy = self._copy_name(path)
+        target = self.local_path(copy)
+        localfs.make_parents(self.root, target)
+        try:
+            os.link(source, target)  # create-only: a name that appeared meanwhile is never lost
+            source.unlink()
+        except (FileNotFoundError, FileExistsError):
+            return Outcome.REQUEUE
+        self.enqueue(self.name, copy)
+        self.enqueue(self.name, path)
         return Outcome.DONE
 
-    def _send(
-        self,
-        path: str,
-        local: LocalFile,
-        sha256: str,
-        remote: ObjectInfo | None,
-        body: Callable[[], object],
-    ) -> ObjectInfo | None:
-        """Upload conditionally on the remote being what we decided on; None if it was not."""
-
-        def attempt() -> ObjectInfo:
-            return self.provider.upload(
-                UploadRequest(
-                    key=path,
-                    body=body(),  # type: ignore[arg-type]
-                    size=local.size,
-                    mtime_ns=local.mtime_ns,
-                    sha256=sha256,
-                    if_absent=remote is None,
-                    if_match=remote.etag if remote is not None else None,
-                )
-            )
-
+    def _preserve_remote_copy(self, path: str, remote: ObjectInfo, plog: Logger) -> Outcome:
+        """The remote version is older: copy it server-side to a conflict copy (which then comes
+        down as a new file) and send the local version up under the original name."""
+        copy = self._copy_name(path)
         try:
-            info = self.retry.call(attempt)
+            info = self.retry.call(
+                lambda: self.provider.copy(remote.key, copy, if_match=remote.etag)
+            )
         except PreconditionFailed:
-            # Someone else wrote first: look at what is there now and decide again.
-            self.log.info("remote changed before our upload; deciding again", path=path)
-            self._stat_remote(path)
-            return None
-        self.index.put(path, info)
-        return info
+            self.transfers.stat_remote(path, remote.key)
+            return Outcome.REQUEUE
+        self.index.put(copy, info)
+        outcome = self._upload(path, remote, plog)
+        self.enqueue(self.name, copy)
+        return outcome
+
+    # -- deletions ------------------------------------------------------------------------
+    def _trash_remote(self, path: str, remote: ObjectInfo) -> None:
+        """Keep a remote version that is about to be replaced or deleted (remote_trash)."""
+        if not self.pair.remote_trash:
+            return
+        when = datetime.now(UTC)
+
+        def taken(key: str) -> bool:
+            try:
+                self.provider.stat(key)
+            except NotFound:
+                return False
+            return True
+
+        key = trash.remote_trash_key(path, when, taken)
+        self.retry.call(lambda: self.provider.copy(remote.key, key, if_match=remote.etag))
+
+    def _delete_remote(self, path: str, remote: ObjectInfo, why: str, plog: Logger) -> Outcome:
+        try:
+            self._trash_remote(path, remote)
+            self.retry.call(lambda: self.provider.delete(remote.key, if_match=remote.etag))
+        except (PreconditionFailed, NotFound):
+            self.transfers.stat_remote(path, remote.key)
+            return Outcome.REQUEUE
+        self.index.put(path, None)
+        self.store.forget(self.name, [path])
+        self._oplog(path, "delete_remote", "ok", size=remote.size, note=why)
+        plog.info("deleted remotely", op="delete_remote", reason=why)
+        return Outcome.DONE
+
+    def _delete_local(self, path: str, local: LocalFile, why: str, plog: Logger) -> Outcome:
+        source = self.local_path(path)
+        now = _stat_at(self.root, source)
+        if now is None or not same_stat(now, local):
+            return Outcome.REQUEUE  # edited meanwhile: an edit beats a delete
+        trash.move_to_local_trash(self.root, source, path, datetime.now(UTC))
+        localfs.prune_empty_parents(self.root, source)
+        self.store.forget(self.name, [path])
+        self._oplog(path, "delete_local", "ok", size=local.size, note=why)
+        plog.info("deleted locally (kept in trash)", op="delete_local", reason=why)
+        return Outcome.DONE
+
+    def _try_move(self, path: str, local: LocalFile, plog: Logger) -> bool:
+        """A new local file whose content is a synced file that vanished locally (and is
+        unchanged remotely) is that file, moved: copy server-side, delete the old key."""
+        candidates = [
+            entry
+            for entry in self.store.with_size(self.name, local.size)
+            if entry.path != path and entry.sha256 and self._stat_local(entry.path) is None
+        ]
+        if not candidates:
+            return False
+        _, sha256, _ = localfs.hash_file(self.local_path(path))
+        for entry in candidates:
+            old = self.index.get(entry.path)
+            if entry.sha256 != sha256 or old is None or old.etag != entry.remote_etag:
+                continue
+            try:
+                info = self.retry.call(
+                    partial(self.provider.copy, old.key, path, if_match=old.etag)
+                )
+                self.retry.call(partial(self.provider.delete, old.key, if_match=old.etag))
+            except (PreconditionFailed, NotFound):
+                continue
+            with self._lock:
+                self._pending_deletes.pop(entry.path, None)
+            self.index.put(entry.path, None)
+            self.index.put(path, info)
+            self.store.forget(self.name, [entry.path])
+            self._record(path, local, sha256, info.etag, None)
+            self._oplog(path, "move", "ok", size=local.size, note=f"from {entry.path}")
+            plog.info("moved", op="move", source=entry.path)
+            return True
+        return False
+
+    # -- transfers ------------------------------------------------------------------------
+    def _upload(self, path: str, remote: ObjectInfo | None, plog: Logger) -> Outcome:
+        sent = self.transfers.upload(path, self.local_path(path), remote)
+        if sent.result in (Result.MOVED, Result.RACED):
+            plog.debug("changed under us; looking again", result=sent.result.value)
+            return Outcome.REQUEUE
+        assert sent.local is not None and sent.info is not None
+        if sent.result is Result.TORN:
+            # The object holds a mix of versions. Remember it as ours but not in sync (size -1),
+            # so the next pass replaces it with the settled file instead of calling it a conflict.
+            self.store.put(
+                self.name, replace(_base_entry(path, sent.local, None, sent.info.etag), size=-1)
+            )
+            plog.info("file changed during upload; sending again")
+            return Outcome.REQUEUE
+        self._record(path, sent.local, sent.sha256, sent.info.etag, ("upload", sent.seconds))
+        self.stats.transferred("upload", sent.local.size)
+        plog.info(
+            "uploaded",
+            op="upload",
+            bytes=sent.local.size,
+            duration_ms=round(sent.seconds * 1000, 1),
+        )
+        return Outcome.DONE
 
     def _download(
         self,
         path: str,
         local: LocalFile | None,
         remote: ObjectInfo,
-        plog: structlog.typing.FilteringBoundLogger,
+        plog: Logger,
+        trash_local: bool = False,
     ) -> Outcome:
-        target = localfs.to_local(self.root, path)
+        target = self.local_path(path)
         localfs.make_parents(self.root, target)
-        started = time.monotonic()
-        tmp = localfs.temp_path_for(target)
-        try:
-            try:
-                info, sha256, written = self.retry.call(lambda: self._fetch(path, remote, tmp))
-            except PreconditionFailed:
-                self._stat_remote(path)
-                return Outcome.REQUEUE
-            except NotFound:
-                self.index.put(path, None)
-                return Outcome.REQUEUE
-            if info.sha256 is not None and info.sha256 != sha256:
-                raise ProviderError(
-                    f"checksum mismatch (expected {info.sha256[:12]}…, got {sha256[:12]}…)"
-                )
-            if written != info.size:
-                raise ProviderError(f"short download ({written} of {info.size} bytes)")
-            mtime_ns = info.mtime_ns if info.mtime_ns is not None else int(info.modified * 1e9)
-            os.utime(tmp, ns=(mtime_ns, mtime_ns))
-            # The local file must still be what we decided on; if it changed, look again.
-            now = localfs.stat_local(self.root, path)
-            if (now is None) != (local is None) or (now and local and not _same_stat(now, local)):
-                return Outcome.REQUEUE
-            if local is None:
-                os.link(tmp, target)  # atomic create-only: never clobbers a file that appeared
-            else:
-                os.replace(tmp, target)
-            st = os.lstat(target)
-        except FileExistsError:
+
+        def still_local() -> bool:
+            now = _stat_at(self.root, target)
+            unchanged = (now is None) == (local is None) and (
+                now is None or local is None or same_stat(now, local)
+            )
+            if unchanged and trash_local and now is not None:
+                # A losing local version is kept, not overwritten.
+                trash.move_to_local_trash(self.root, target, path, datetime.now(UTC))
+            return unchanged
+
+        got = self.transfers.download(path, target, remote, still_local)
+        if got.result is not Result.OK:
             return Outcome.REQUEUE
-        finally:
-            tmp.unlink(missing_ok=True)
-        elapsed = time.monotonic() - started
-        self.index.put(path, info)
-        self.store.put(
-            self.name,
-            _base_entry(path, localfs.local_file(st), sha256, info.etag),
-            OpRecord(
-                time.time(), self.name, path, "download", "ok", st.st_size, sha256, elapsed * 1000
-            ),
-        )
-        self.stats.transferred("download", st.st_size)
+        assert got.local is not None and got.info is not None
+        self._record(path, got.local, got.sha256, got.info.etag, ("download", got.seconds))
+        self.stats.transferred("download", got.local.size)
         plog.info(
-            "downloaded", op="download", bytes=st.st_size, duration_ms=round(elapsed * 1000, 1)
+            "downloaded",
+            op="download",
+            bytes=got.local.size,
+            duration_ms=round(got.seconds * 1000, 1),
         )
         return Outcome.DONE
 
-    def _fetch(self, path: str, remote: ObjectInfo, tmp: Path) -> tuple[ObjectInfo, str, int]:
-        """One download attempt into `tmp` (truncated first), fsynced before it returns."""
-        with open(tmp, "wb") as fh:
-            sink = localfs.HashingWriter(fh, self.is_cancelled)
-            info = self.provider.download(path, sink, if_match=remote.etag)  # type: ignore[arg-type]
-            fh.flush()
-            os.fsync(fh.fileno())
-        return info, sink.hexdigest(), sink.bytes_written
+    # -- bookkeeping ----------------------------------------------------------------------
+    def _record(
+        self,
+        path: str,
+        local: LocalFile,
+        sha256: str | None,
+        etag: str,
+        op: tuple[str, float] | None,
+    ) -> None:
+        record = None
+        if op is not None:
+            name, seconds = op
+            record = OpRecord(
+                time.time(), self.name, path, name, "ok", local.size, sha256, seconds * 1000
+            )
+        self.store.put(self.name, _base_entry(path, local, sha256, etag), record)
+
+    def _oplog(
+        self, path: str, op: str, result: str, size: int | None = None, note: str | None = None
+    ) -> None:
+        self.store.log(OpRecord(time.time(), self.name, path, op, result, size=size, error=note))
 
     def _skip_once(self, path: str, reason: str) -> None:
         """Report a skipped path once per process, not at every pass."""
@@ -377,8 +592,8 @@ class PairSyncer:
             self.log.warning("skipped", path=path, reason=reason)
 
 
-def _same_stat(a: LocalFile, b: LocalFile) -> bool:
-    return a.size == b.size and a.mtime_ns == b.mtime_ns and a.inode == b.inode
+def _stat_at(root: Path, target: Path) -> LocalFile | None:
+    return localfs.stat_local(root, target.relative_to(root).as_posix())
 
 
 def _base_entry(path: str, local: LocalFile, sha256: str | None, etag: str) -> BaseEntry:

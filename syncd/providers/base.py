@@ -98,6 +98,12 @@ class Provider(Protocol):
         """Remove the object; a missing object is not an error."""
         ...
 
+    def copy(self, src_key: str, dst_key: str, if_match: str | None = None) -> ObjectInfo:
+        """Copy an object inside the remote (server-side where the service can), keeping its
+        metadata. `dst_key` must not exist (PreconditionFailed otherwise); `if_match` guards
+        the source's version. Used for the remote trash and for moves."""
+        ...
+
     def check(self) -> None:
         """A cheap authenticated call that proves the root is reachable; raises on failure."""
         ...

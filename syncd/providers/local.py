@@ -322,6 +322,23 @@ class FileProvider:
                 return  # a parent is missing (or not a real folder): the object is not there
             raise _translate(exc, where) from exc
 
+    def copy(self, src_key: str, dst_key: str, if_match: str | None = None) -> ObjectInfo:
+        """A plain folder has no server: the copy streams through us, create-only."""
+        where = self._where(src_key)
+        with self._open_file(src_key) as (fd, st):
+            if if_match is not None and etag_of(st) != if_match:
+                raise PreconditionFailed(f"{where}: changed since it was listed")
+            with os.fdopen(os.dup(fd), "rb") as fh:
+                return self.upload(
+                    UploadRequest(
+                        key=dst_key,
+                        body=fh,
+                        size=st.st_size,
+                        mtime_ns=st.st_mtime_ns,
+                        if_absent=True,
+                    )
+                )
+
     def check(self) -> None:
         """The root must be an existing, writable folder."""
         self._check_root()

@@ -41,6 +41,18 @@ files = Table(
     Column("synced_at", Float, nullable=False),
 )
 
+Index("files_size", files.c.pair, files.c.size)
+
+#: Conflicts waiting for a person (the `manual` strategy): what `syncd conflicts` lists.
+conflicts = Table(
+    "conflicts",
+    metadata,
+    Column("pair", String(64), primary_key=True),
+    Column("path", Text, primary_key=True),
+    Column("reason", Text, nullable=False),
+    Column("detected_at", Float, nullable=False),
+)
+
 #: What was done, when, and how it went: the audit trail behind `last_error` and the logs.
 oplog = Table(
     "oplog",

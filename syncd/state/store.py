@@ -167,14 +167,56 @@ class StateStore:
                 conn.execute(schema.oplog.insert().values(**_op_values(op)))
 
     def forget(self, pair: str, paths: Iterable[str] | None = None) -> None:
-        """Drop base entries: the given paths, or the whole pair (a later pass is a first sync)."""
+        """Drop base entries: the given paths, or the whole pair (a later pass is a first sync,
+        and its open conflicts are looked at afresh)."""
         with self._writing() as conn:
             stmt = delete(schema.files).where(schema.files.c.pair == pair)
             if paths is None:
                 conn.execute(stmt)
+                conn.execute(delete(schema.conflicts).where(schema.conflicts.c.pair == pair))
                 return
             for path in paths:
                 conn.execute(stmt.where(schema.files.c.path == path))
+
+    def with_size(self, pair: str, size: int) -> list[BaseEntry]:
+        """Base entries of this size: the cheap first filter for a move's source."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                select(schema.files).where(schema.files.c.pair == pair, schema.files.c.size == size)
+            )
+            return [_entry(row._mapping) for row in rows]
+
+    # -- conflicts waiting for a decision ---------------------------------------------------
+    def add_conflict(self, pair: str, path: str, reason: str) -> None:
+        with self._writing() as conn:
+            exists = conn.execute(
+                select(schema.conflicts.c.path).where(
+                    schema.conflicts.c.pair == pair, schema.conflicts.c.path == path
+                )
+            ).first()
+            if exists is None:
+                conn.execute(
+                    schema.conflicts.insert().values(
+                        pair=pair, path=path, reason=reason, detected_at=time.time()
+                    )
+                )
+
+    def clear_conflict(self, pair: str, path: str) -> bool:
+        with self._writing() as conn:
+            result = conn.execute(
+                delete(schema.conflicts).where(
+                    schema.conflicts.c.pair == pair, schema.conflicts.c.path == path
+                )
+            )
+            return bool(result.rowcount)
+
+    def conflicts(self, pair: str | None = None) -> list[tuple[str, str, str, float]]:
+        """(pair, path, reason, detected_at) of every open conflict."""
+        query = select(schema.conflicts).order_by(schema.conflicts.c.pair, schema.conflicts.c.path)
+        if pair is not None:
+            query = query.where(schema.conflicts.c.pair == pair)
+        with self._engine.connect() as conn:
+            return [(r.pair, r.path, r.reason, r.detected_at) for r in conn.execute(query)]
 
     # -- operation log ---------------------------------------------------------------------
     def log(self, op: OpRecord) -> None:

@@ -1,0 +1,205 @@
+"""Moving bytes between the local root and the remote: conditional uploads, atomic downloads.
+
+These functions know nothing about decisions or strategies; they promise only this: an upload
+is made against the remote version we decided on (or not at all), and a download appears under
+its real name complete, fsynced, checked and stamped with its mtime, or not at all.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import io
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, cast
+
+from syncd.engine import localfs
+from syncd.engine.model import LocalFile
+from syncd.engine.remote_index import RemoteIndex
+from syncd.engine.retry import RetryPolicy
+from syncd.providers.base import ObjectInfo, Provider, UploadRequest
+from syncd.providers.errors import NotFound, PreconditionFailed, ProviderError
+
+#: Files up to this size are read into memory once: the bytes hashed are the bytes sent.
+SMALL_FILE = 8 * 1024 * 1024
+
+
+class Result(enum.Enum):
+    OK = "ok"
+    MOVED = "moved"  # the local file changed while we read it, or vanished: look again
+    RACED = "raced"  # the remote was not what we decided on (someone else wrote): look again
+    TORN = "torn"  # the object holds a mix of versions; it is ours, but not in sync
+
+
+@dataclass(frozen=True, slots=True)
+class Uploaded:
+    result: Result
+    local: LocalFile | None = None  # the stat the sent bytes belong to
+    sha256: str | None = None
+    info: ObjectInfo | None = None
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Downloaded:
+    result: Result
+    local: LocalFile | None = None  # the stat of the file now in place
+    sha256: str | None = None
+    info: ObjectInfo | None = None
+    seconds: float = 0.0
+
+
+class Transfers:
+    def __init__(
+        self,
+        provider: Provider,
+        index: RemoteIndex,
+        retry: RetryPolicy,
+        is_cancelled: Callable[[], bool],
+    ) -> None:
+        self.provider = provider
+        self.index = index
+        self.retry = retry
+        self.is_cancelled = is_cancelled
+
+    def stat_remote(self, path: str, key: str | None = None) -> ObjectInfo | None:
+        """The remote object now (None if gone), remembered in the index."""
+        try:
+            info: ObjectInfo | None = self.retry.call(lambda: self.provider.stat(key or path))
+        except NotFound:
+            info = None
+        self.index.put(path, info)
+        return info
+
+    def upload(self, path: str, source: Path, expected: ObjectInfo | None) -> Uploaded:
+        """Send the file at `source` to `path`, on condition that the remote still is `expected`
+        (absent when None)."""
+        started = time.monotonic()
+        try:
+            fh = open(source, "rb")  # noqa: SIM115 - closed below, on every path
+        except FileNotFoundError:
+            return Uploaded(Result.MOVED)
+        with fh:
+            before = localfs.local_file(os.fstat(fh.fileno()))
+            if before.size <= SMALL_FILE:
+                data = fh.read()
+                if not same_stat(before, localfs.local_file(os.fstat(fh.fileno()))):
+                    return Uploaded(Result.MOVED)
+                sha256 = hashlib.sha256(data).hexdigest()
+                info = self._send(path, before, sha256, expected, lambda: io.BytesIO(data))
+                torn = False
+            else:
+                # Too big for memory: hash first (the metadata header needs it), then stream
+                # while hashing again; if the two disagree the file changed under us.
+                _, sha256, _ = localfs.hash_file(source)
+                readers: list[localfs.HashingReader] = []
+
+                def body() -> BinaryIO:
+                    fh.seek(0)
+                    readers.append(localfs.HashingReader(cast(BinaryIO, fh), self.is_cancelled))
+                    return cast(BinaryIO, readers[-1])
+
+                info = self._send(path, before, sha256, expected, body)
+                try:
+                    after: LocalFile | None = localfs.local_file(os.stat(source))
+                except FileNotFoundError:
+                    after = None
+                torn = (
+                    readers[-1].hexdigest() != sha256
+                    or after is None
+                    or not same_stat(before, after)
+                )
+        if info is None:
+            return Uploaded(Result.RACED)
+        seconds = time.monotonic() - started
+        return Uploaded(Result.TORN if torn else Result.OK, before, sha256, info, seconds)
+
+    def _send(
+        self,
+        path: str,
+        local: LocalFile,
+        sha256: str,
+        expected: ObjectInfo | None,
+        body: Callable[[], BinaryIO],
+    ) -> ObjectInfo | None:
+        """One conditional upload (retried on transient faults); None when the remote moved."""
+
+        def attempt() -> ObjectInfo:
+            return self.provider.upload(
+                UploadRequest(
+                    key=expected.key if expected is not None else path,
+                    body=body(),
+                    size=local.size,
+                    mtime_ns=local.mtime_ns,
+                    sha256=sha256,
+                    if_absent=expected is None,
+                    if_match=expected.etag if expected is not None else None,
+                )
+            )
+
+        try:
+            info = self.retry.call(attempt)
+        except PreconditionFailed:
+            self.stat_remote(path, expected.key if expected is not None else None)
+            return None
+        self.index.put(path, info)
+        return info
+
+    def download(
+        self,
+        path: str,
+        target: Path,
+        remote: ObjectInfo,
+        still_local: Callable[[], bool],
+    ) -> Downloaded:
+        """Fetch `remote` into `target` atomically. `still_local()` is asked just before the
+        rename: if the local file is no longer what we decided on, nothing is replaced."""
+        started = time.monotonic()
+        tmp = localfs.temp_path_for(target)
+        try:
+            try:
+                info, sha256, written = self.retry.call(lambda: self._fetch(remote, tmp))
+            except PreconditionFailed:
+                self.stat_remote(path, remote.key)
+                return Downloaded(Result.RACED)
+            except NotFound:
+                self.index.put(path, None)
+                return Downloaded(Result.RACED)
+            if info.sha256 is not None and info.sha256 != sha256:
+                raise ProviderError(
+                    f"checksum mismatch (expected {info.sha256[:12]}…, got {sha256[:12]}…)"
+                )
+            if written != info.size:
+                raise ProviderError(f"short download ({written} of {info.size} bytes)")
+            mtime_ns = info.mtime_ns if info.mtime_ns is not None else int(info.modified * 1e9)
+            os.utime(tmp, ns=(mtime_ns, mtime_ns))
+            if not still_local():
+                return Downloaded(Result.MOVED)
+            if target.exists() or target.is_symlink():
+                os.replace(tmp, target)
+            else:
+                os.link(tmp, target)  # atomic create-only: never clobbers a file that appeared
+            placed = localfs.local_file(os.lstat(target))
+        except FileExistsError:
+            return Downloaded(Result.MOVED)
+        finally:
+            tmp.unlink(missing_ok=True)
+        self.index.put(path, info)
+        return Downloaded(Result.OK, placed, sha256, info, time.monotonic() - started)
+
+    def _fetch(self, remote: ObjectInfo, tmp: Path) -> tuple[ObjectInfo, str, int]:
+        """One download attempt into `tmp` (truncated first), fsynced before it returns."""
+        with open(tmp, "wb") as fh:
+            sink = localfs.HashingWriter(cast(BinaryIO, fh), self.is_cancelled)
+            info = self.provider.download(remote.key, cast(BinaryIO, sink), if_match=remote.etag)
+            fh.flush()
+            os.fsync(fh.fileno())
+        return info, sink.hexdigest(), sink.bytes_written
+
+
+def same_stat(a: LocalFile, b: LocalFile) -> bool:
+    return a.size == b.size and a.mtime_ns == b.mtime_ns and a.inode == b.inode
