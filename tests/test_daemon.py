@@ -182,3 +182,75 @@ def test_signals_stop_cleanly(tmp_path: Path, signum: str) -> None:
         daemon.proc.send_signal(getattr(signal, signum))
         assert daemon.proc.wait(15) == 0
     assert not setup.socket.exists()
+
+
+def _folder_setup(tmp_path: Path, **pair_extra: Any) -> tuple[Setup, Path]:
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    return Setup(tmp_path, f"file://{remote}", pair_extra=pair_extra), remote
+
+
+def test_deletions_propagate_both_ways_and_are_kept_in_the_trash(tmp_path: Path) -> None:
+    setup, remote = _folder_setup(tmp_path)
+    (tmp_path / "local").mkdir()
+    for name in "abcdef":
+        (tmp_path / "local" / f"{name}.txt").write_text(name)
+    with running_daemon(setup) as daemon:
+        wait_for(lambda: len(list(remote.glob("*.txt"))) == 6)
+        daemon.wait_idle()
+        (setup.local / "a.txt").unlink()
+        wait_for(lambda: not (remote / "a.txt").exists())
+        assert [p.read_text() for p in (remote / ".syncd-trash").rglob("a.txt")] == ["a"]
+        (remote / "b.txt").unlink()
+        wait_for(lambda: not (setup.local / "b.txt").exists())
+        assert [p.read_text() for p in (setup.local / ".syncd" / "trash").rglob("b.txt")] == ["b"]
+        pair = daemon.wait_idle()
+        assert pair["synced_files"] == 4
+        assert daemon.terminate() == 0
+
+
+def test_mass_deletion_is_held_until_sync_force(tmp_path: Path) -> None:
+    setup, remote = _folder_setup(tmp_path)
+    (tmp_path / "local").mkdir()
+    for name in "abcd":
+        (tmp_path / "local" / f"{name}.txt").write_text(name)
+    with running_daemon(setup) as daemon:
+        wait_for(lambda: len(list(remote.glob("*.txt"))) == 4)
+        daemon.wait_idle()
+        for name in "abc":
+            (setup.local / f"{name}.txt").unlink()
+        held = wait_for(lambda: (p := daemon.pair_status())["state"] == "held" and p)
+        assert "max_delete" in held["held_reason"]
+        assert held["held"] == 3
+        assert sorted(p.name for p in remote.glob("*.txt")) == ["a.txt", "b.txt", "c.txt", "d.txt"]
+
+        forced = syncd("sync", "--force", "-c", setup.config)
+        assert forced.returncode == 0, forced.stderr
+        wait_for(lambda: sorted(p.name for p in remote.glob("*.txt")) == ["d.txt"])
+        assert daemon.wait_idle()["held_reason"] is None
+        assert daemon.terminate() == 0
+
+
+def test_manual_conflict_listed_and_resolved_through_the_daemon(tmp_path: Path) -> None:
+    setup, remote = _folder_setup(tmp_path, conflict="manual")
+    (tmp_path / "local").mkdir()
+    (tmp_path / "local" / "doc.txt").write_text("local version")
+    (remote / "doc.txt").write_text("remote version")
+    with running_daemon(setup) as daemon:
+        wait_for(lambda: daemon.pair_status()["conflicts"] == 1)
+        listed = syncd("conflicts", "--json", "-c", setup.config)
+        assert listed.returncode == 4
+        assert '"path": "doc.txt"' in listed.stdout
+        settled = syncd("resolve", "doc.txt", "--keep", "both", "-c", setup.config)
+        assert settled.returncode == 0, settled.stderr
+        wait_for(
+            lambda: (
+                len(list(remote.glob("doc*.txt"))) == 2
+                and len(list(setup.local.glob("doc*.txt"))) == 2
+            )
+        )
+        daemon.wait_idle()
+        assert tree(setup.local) == tree(remote)
+        assert sorted(tree(remote).values()) == [b"local version", b"remote version"]
+        assert syncd("conflicts", "-c", setup.config).returncode == 0
+        assert daemon.terminate() == 0
