@@ -93,7 +93,12 @@ class Daemon:
         for name, syncer in self.engine.syncers.items():
             if name in settling or self.engine.pair_busy(name) or self.engine.queue.is_paused(name):
                 continue
-            if syncer.has_pending_deletes() or name in self.engine.force:
+            if (
+                name in self.engine.touched
+                or syncer.has_pending_deletes()
+                or name in self.engine.force
+            ):
+                self.engine.touched.discard(name)
                 self.engine.end_of_pass(name)
 
     def _supervise(self) -> None:

@@ -85,6 +85,8 @@ class Engine:
         self.syncers: dict[str, PairSyncer] = {}
         #: Pairs whose next end-of-pass deletion check may pass the max_delete guard.
         self.force: set[str] = set()
+        #: Pairs that processed work since their last end of pass.
+        self.touched: set[str] = set()
         self._requeues: dict[Key, int] = {}
         self._requeue_lock = threading.Lock()
         self.delayed: Debouncer[Key] = Debouncer(self._requeue_due, name="requeue")
@@ -115,6 +117,7 @@ class Engine:
         syncer = self.syncers.get(pair)
         if syncer is None or self.stopping.is_set():
             return
+        self.touched.add(pair)
         outcome = syncer.sync_path(path)
         if outcome is Outcome.REQUEUE:
             with self._requeue_lock:

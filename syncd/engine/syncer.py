@@ -243,7 +243,8 @@ class PairSyncer:
             message = _describe(exc)
             plog.warning("sync failed", error=message)
             self.stats.failed(path, message)
-            self.store.log(OpRecord(time.time(), self.name, path, "sync", "failed", error=message))
+            if not self.plan_only:
+                self._oplog(path, "sync", "failed", note=message)
             return Outcome.FAILED
         if outcome is Outcome.DONE:
             self.stats.succeeded(path)
@@ -339,7 +340,11 @@ class PairSyncer:
     # -- conflicts ------------------------------------------------------------------------
     def _resolution(self, local: LocalFile, remote: ObjectInfo, keep: str | None) -> Resolution:
         chosen = KEEP_STRATEGY[keep] if keep is not None else self.pair.conflict
-        return resolve(chosen, local.mtime_ns, remote.mtime_ns)
+        # An object written by another tool carries no mtime: its upload time stands in.
+        remote_ns = remote.mtime_ns
+        if remote_ns is None and remote.modified:
+            remote_ns = int(remote.modified * 1e9)
+        return resolve(chosen, local.mtime_ns, remote_ns)
 
     def _conflict(
         self,
@@ -368,7 +373,11 @@ class PairSyncer:
             self.stats.conflict(path, why)
             return Outcome.CONFLICT
         if resolution.winner is Winner.LOCAL:
-            self._trash_remote(path, remote)
+            try:
+                self._trash_remote(path, remote)
+            except (PreconditionFailed, NotFound):
+                self.transfers.stat_remote(path, remote.key)
+                return Outcome.REQUEUE
             outcome = self._upload(path, remote, plog)
         elif resolution.winner is Winner.REMOTE:
             outcome = self._download(path, local, remote, plog, trash_local=True)
