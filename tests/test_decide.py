@@ -26,6 +26,7 @@ R_LISTED = ObjectInfo("f", size=3, etag="e3")  # from a listing: no metadata
 R_MD5_A = ObjectInfo("f", size=3, etag=MD5_A, md5=MD5_A)
 R_META_A = ObjectInfo("f", size=3, etag="e4", sha256=SHA_A, has_metadata=True)
 R_META_NONE = ObjectInfo("f", size=3, etag="e4", has_metadata=True)
+R_META_B = ObjectInfo("f", size=3, etag="e5", sha256=SHA_B, has_metadata=True)
 
 CASES = [
     # id, base, local, remote, direction, expected action
@@ -39,6 +40,9 @@ CASES = [
     ("touched only: record mtime", BASE, L_TOUCH_HASHED, R_SAME, "both", Action.RECORD),
     ("same size, new content", BASE, L_SAMESIZE_EDIT_HASHED, R_SAME, "both", Action.UPLOAD),
     ("deleted on both sides", BASE, None, None, "both", Action.FORGET),
+    ("remote retagged, same size: fetch", BASE, L_SAME, R_LISTED, "both", Action.FETCH_REMOTE),
+    ("remote retagged, same content", BASE, L_SAME, R_META_A, "both", Action.RECORD),
+    ("remote same size, new content", BASE, L_SAME, R_META_B, "both", Action.DOWNLOAD),
     ("deleted locally", BASE, None, R_SAME, "both", Action.DELETE_REMOTE),
     ("deleted remotely", BASE, L_SAME, None, "both", Action.DELETE_LOCAL),
     ("edit beats remote delete", BASE, L_EDIT, None, "both", Action.UPLOAD),

@@ -69,9 +69,17 @@ def decide(
     if lstate == "unknown":
         return Decision(Action.HASH_LOCAL, "size equal, mtime differs: compare content")
     rstate = remote_state(base, remote)
+    retagged = False
+    if rstate == "changed" and base is not None and remote is not None and base.sha256:
+        # A new version token with the same size may be a touch or a re-upload of the same
+        # bytes: the checksum decides (a changed size needs no proof).
+        if remote.size == base.size and remote.sha256 is None and not remote.has_metadata:
+            return Decision(Action.FETCH_REMOTE, "new remote version: compare content")
+        if remote.sha256 == base.sha256:
+            rstate, retagged = "same", True
 
     if lstate == "same" and rstate == "same":
-        if base is not None and local is not None and local.mtime_ns != base.mtime_ns:
+        if base is not None and local is not None and (local.mtime_ns != base.mtime_ns or retagged):
             return Decision(Action.RECORD, "timestamp-only change")
         return Decision(Action.NOTHING, "in sync")
 

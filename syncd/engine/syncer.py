@@ -309,6 +309,8 @@ class PairSyncer:
         if action is Action.RECORD:
             assert local is not None and remote is not None
             sha256 = local.sha256 or remote.sha256 or (facts.base.sha256 if facts.base else None)
+            if remote.mtime_ns is not None and remote.mtime_ns > local.mtime_ns:
+                local = self._carry_mtime(path, local, remote.mtime_ns)
             self._record(path, local, sha256, remote.etag, None)
             return Outcome.DONE
         if action is Action.UPLOAD:
@@ -336,6 +338,15 @@ class PairSyncer:
         return self._conflict(
             path, local=local, remote=remote, keep=keep, why=decision.reason, plog=plog
         )
+
+    def _carry_mtime(self, path: str, local: LocalFile, mtime_ns: int) -> LocalFile:
+        """Same content, newer time on the remote: the local file takes the newer mtime."""
+        target = self.local_path(path)
+        now = _stat_at(self.root, target)
+        if now is None or not same_stat(now, local):
+            return local
+        os.utime(target, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+        return _stat_at(self.root, target) or local
 
     # -- conflicts ------------------------------------------------------------------------
     def _resolution(self, local: LocalFile, remote: ObjectInfo, keep: str | None) -> Resolution:

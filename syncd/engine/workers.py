@@ -62,6 +62,7 @@ class WorkerPool:
     def stop(self, timeout: float = 10.0) -> bool:
         """Ask workers to finish their current item; True if all stopped within `timeout`."""
         self._stop.set()
+        self._queue.wake_all()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))

@@ -62,6 +62,11 @@ class WorkQueue:
                 self._queues.setdefault(pair, OrderedDict())[path] = None
             self._cond.notify_all()
 
+    def wake_all(self) -> None:
+        """Wake every waiting worker (they are stopping and should notice at once)."""
+        with self._cond:
+            self._cond.notify_all()
+
     def pause(self, pair: str) -> None:
         with self._cond:
             self._paused.add(pair)
