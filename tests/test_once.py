@@ -291,3 +291,19 @@ def test_settings_not_acted_on_yet_are_named_in_a_warning(tmp_path: Path) -> Non
     result = syncd("once", "-c", setup.config)
     assert result.returncode == 0, result.stderr
     assert "bandwidth_limit" in result.stderr
+
+
+def test_an_edit_that_restores_size_and_mtime_is_still_caught(
+    tmp_path: Path, remote: Remote
+) -> None:
+    setup = _setup(tmp_path, remote)
+    target = setup.local / "sneaky.txt"
+    target.write_bytes(b"version A")
+    os.utime(target, ns=(MTIME_NS, MTIME_NS))
+    assert syncd("once", "-c", setup.config).returncode == 0
+    target.write_bytes(b"version B")  # same size
+    os.utime(target, ns=(MTIME_NS, MTIME_NS))  # and the old mtime put back
+    result = syncd("once", "-c", setup.config)
+    assert result.returncode == 0, result.stderr
+    assert "1 uploaded" in result.stdout
+    assert remote.get("sneaky.txt") == b"version B"

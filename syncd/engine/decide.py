@@ -21,14 +21,19 @@ def local_state(
 ) -> Literal["same", "changed", "unknown"]:
     """Has the local side's *content* changed since the base?
 
-    Size first; equal size and mtime (and inode) means unchanged; otherwise the hash decides,
-    so a touch-only change is not a content change.
+    Size first; equal size, mtime, inode and ctime means unchanged; otherwise the hash
+    decides, so a touch-only change is not a content change, and an edit that restored size
+    and mtime (which still moves the ctime) is caught.
     """
     if base is None or local is None:
         return "changed" if (base is None) != (local is None) else "same"
     if local.size != base.size:
         return "changed"
-    if local.mtime_ns == base.mtime_ns and (not base.inode or local.inode == base.inode):
+    if (
+        local.mtime_ns == base.mtime_ns
+        and (not base.inode or local.inode == base.inode)
+        and (not base.ctime_ns or local.ctime_ns == base.ctime_ns)
+    ):
         return "same"
     if local.sha256 is None or base.sha256 is None:
         return "unknown" if base.sha256 is not None else "changed"

@@ -38,7 +38,9 @@ def to_local(root: Path, path: str) -> Path:
 
 
 def local_file(st: os.stat_result) -> LocalFile:
-    return LocalFile(size=st.st_size, mtime_ns=st.st_mtime_ns, inode=st.st_ino)
+    return LocalFile(
+        size=st.st_size, mtime_ns=st.st_mtime_ns, inode=st.st_ino, ctime_ns=st.st_ctime_ns
+    )
 
 
 def stat_local(root: Path, path: str) -> LocalFile | None:

@@ -44,6 +44,7 @@ class LocalFile:
     size: int
     mtime_ns: int
     inode: int
+    ctime_ns: int = 0  # changes with every write, even one that restores size and mtime
     sha256: str | None = None
     md5: str | None = None
 

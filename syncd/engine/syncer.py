@@ -622,6 +622,7 @@ def _base_entry(path: str, local: LocalFile, sha256: str | None, etag: str) -> B
         size=local.size,
         mtime_ns=local.mtime_ns,
         inode=local.inode,
+        ctime_ns=local.ctime_ns,
         sha256=sha256,
         remote_etag=etag,
         synced_at=time.time(),

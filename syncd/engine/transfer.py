@@ -183,6 +183,7 @@ class Transfers:
                 os.replace(tmp, target)
             else:
                 os.link(tmp, target)  # atomic create-only: never clobbers a file that appeared
+                tmp.unlink()  # before the stat: dropping a link moves the file's ctime
             placed = localfs.local_file(os.lstat(target))
         except FileExistsError:
             return Downloaded(Result.MOVED)

@@ -14,7 +14,13 @@ from sqlalchemy import (
     Text,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+#: Ordered steps that bring an older database up to SCHEMA_VERSION: MIGRATIONS[v] upgrades
+#: version v to v + 1. New tables need no step (create_all adds them).
+MIGRATIONS: dict[int, list[str]] = {
+    1: ["ALTER TABLE files ADD COLUMN ctime_ns BIGINT NOT NULL DEFAULT 0"],
+}
 
 metadata = MetaData()
 
@@ -35,6 +41,7 @@ files = Table(
     Column("size", BigInteger, nullable=False),
     Column("mtime_ns", BigInteger, nullable=False),
     Column("inode", BigInteger, nullable=False, default=0),
+    Column("ctime_ns", BigInteger, nullable=False, default=0),
     Column("sha256", String(64), nullable=True),
     Column("remote_etag", Text, nullable=True),
     Column("remote_version", Text, nullable=True),

@@ -37,6 +37,7 @@ class BaseEntry:
     sha256: str | None
     remote_etag: str | None
     synced_at: float
+    ctime_ns: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +97,15 @@ class StateStore:
                         key="schema_version", value=str(schema.SCHEMA_VERSION)
                     )
                 )
+            elif int(found) < schema.SCHEMA_VERSION:
+                for version in range(int(found), schema.SCHEMA_VERSION):
+                    for step in schema.MIGRATIONS.get(version, []):
+                        conn.exec_driver_sql(step)
+                conn.execute(
+                    schema.meta.update()
+                    .where(schema.meta.c.key == "schema_version")
+                    .values(value=str(schema.SCHEMA_VERSION))
+                )
             elif int(found) > schema.SCHEMA_VERSION:
                 raise StateError(
                     f"state database {_redacted(self.url)} was written by a newer syncd "
@@ -143,6 +153,7 @@ class StateStore:
             "size": entry.size,
             "mtime_ns": entry.mtime_ns,
             "inode": entry.inode,
+            "ctime_ns": entry.ctime_ns,
             "sha256": entry.sha256,
             "remote_etag": entry.remote_etag,
             "synced_at": entry.synced_at,
@@ -264,6 +275,7 @@ def _entry(row: Any) -> BaseEntry:
         size=row["size"],
         mtime_ns=row["mtime_ns"],
         inode=row["inode"] or 0,
+        ctime_ns=row["ctime_ns"] or 0,
         sha256=row["sha256"],
         remote_etag=row["remote_etag"],
         synced_at=row["synced_at"],
