@@ -254,3 +254,54 @@ def test_manual_conflict_listed_and_resolved_through_the_daemon(tmp_path: Path) 
         assert sorted(tree(remote).values()) == [b"local version", b"remote version"]
         assert syncd("conflicts", "-c", setup.config).returncode == 0
         assert daemon.terminate() == 0
+
+
+def _ops(setup: Setup) -> list[tuple[str, str]]:
+    import sqlite3
+
+    db = sqlite3.connect(setup.state_db)
+    try:
+        return [(op, path) for op, path in db.execute("SELECT op, path FROM oplog ORDER BY id")]
+    finally:
+        db.close()
+
+
+def test_atomic_save_is_one_update_and_a_folder_rename_is_moves(tmp_path: Path) -> None:
+    setup, remote = _folder_setup(tmp_path)
+    (tmp_path / "local" / "docs").mkdir(parents=True)
+    (tmp_path / "local" / "doc.txt").write_text("draft 1")
+    for i in range(3):
+        (tmp_path / "local" / "docs" / f"f{i}.txt").write_text(f"file {i}")
+    with running_daemon(setup) as daemon:
+        wait_for(lambda: (remote / "docs" / "f2.txt").exists() and (remote / "doc.txt").exists())
+        daemon.wait_idle()
+
+        # An editor's save: write a temp file beside it, then rename it over the original.
+        temp = setup.local / ".doc.txt.swp"
+        temp.write_text("draft 2, saved atomically")
+        os.replace(temp, setup.local / "doc.txt")
+        wait_for(lambda: (remote / "doc.txt").read_text() == "draft 2, saved atomically")
+
+        os.rename(setup.local / "docs", setup.local / "papers")
+        wait_for(
+            lambda: (
+                sorted(p.name for p in (remote / "papers").glob("*"))
+                == ["f0.txt", "f1.txt", "f2.txt"]
+                if (remote / "papers").exists()
+                else False
+            )
+        )
+        wait_for(lambda: not (remote / "docs").exists())
+        daemon.wait_idle()
+        assert tree(setup.local) == tree(remote)
+        assert daemon.terminate() == 0
+
+    ops = _ops(setup)
+    assert ops.count(("upload", "doc.txt")) == 2  # the first sync and the save: no delete
+    assert not any(op == "delete_remote" for op, _ in ops)
+    assert sorted(path for op, path in ops if op == "move") == [
+        "papers/f0.txt",
+        "papers/f1.txt",
+        "papers/f2.txt",
+    ]
+    assert not (remote / ".syncd-trash").exists()
