@@ -26,6 +26,7 @@ from syncd.engine import localfs, trash
 from syncd.engine.conflicts import Resolution, Winner, conflict_name, host_name, resolve
 from syncd.engine.decide import decide
 from syncd.engine.filters import PathFilter
+from syncd.engine.guard import DeletionBatch, PassFacts, hold_reason
 from syncd.engine.model import Action, Decision, LocalFile
 from syncd.engine.paths import UnsafeKey, check_key, is_folder_marker, normalize
 from syncd.engine.remote_index import RemoteIndex
@@ -41,6 +42,8 @@ log = structlog.get_logger("syncd.engine")
 Logger = structlog.typing.FilteringBoundLogger
 
 #: `syncd resolve PATH --keep X` settles a conflict as if the pair's strategy were this.
+DELETE_SIDE = {Action.DELETE_LOCAL: "local", Action.DELETE_REMOTE: "remote"}
+
 KEEP_STRATEGY = {"local": "local_wins", "remote": "cloud_wins", "both": "version_preserve"}
 
 
@@ -99,8 +102,7 @@ class PairSyncer:
         self.plan_only = False  # dry run: decide and record the plan, touch nothing
         self.planned: list[PlanItem] = []
         self._lock = threading.Lock()
-        self._pending_deletes: dict[str, Decision] = {}
-        self._approved_deletes: set[str] = set()
+        self.deletions = DeletionBatch()
         self.keeps: dict[str, str] = {}  # path -> 'local' | 'remote' | 'both', from `resolve`
         self._names: dict[str, str] = {}  # NFC path -> the name on disk, where they differ
         self._warned_skips: set[str] = set()
@@ -176,48 +178,32 @@ class PairSyncer:
 
         Returns the paths approved (to be queued again); sets `stats.held` when held.
         """
-        with self._lock:
-            pending = dict(self._pending_deletes)
-        if not pending:
-            self.stats.set_held(None, {})
-            return []
-        reason = self._guard(pending)
+        pending = self.deletions.pending()
+        sides = list(pending.values())
+        reason = hold_reason(
+            PassFacts(
+                local_deletions=sides.count("local"),
+                remote_deletions=sides.count("remote"),
+                synced_files=self.store.count(self.name) if pending else 0,
+                max_delete=self.pair.max_delete,
+                root_present=self.root.is_dir(),
+                remote_emptied=self.remote_emptied,
+            )
+        )
         if reason is not None and not force:
-            self.stats.set_held(reason, {p: d.reason for p, d in pending.items()})
+            self.stats.set_held(reason, pending)
             self.log.warning("deletions held", reason=reason, count=len(pending))
             return []
-        with self._lock:
-            for path in pending:
-                self._pending_deletes.pop(path, None)
-            self._approved_deletes.update(pending)
+        self.deletions.approve(list(pending))
         self.stats.set_held(None, {})
         return sorted(pending)
 
     def has_pending_deletes(self) -> bool:
-        with self._lock:
-            return bool(self._pending_deletes)
+        return bool(self.deletions.pending())
 
     def discard_approved(self) -> None:
         """A dry run approves nothing for real."""
-        with self._lock:
-            self._approved_deletes.clear()
-            self._pending_deletes.clear()
-
-    def _guard(self, pending: dict[str, Decision]) -> str | None:
-        if not self.root.is_dir():
-            return f"local root {self.root} is missing"
-        remote_side = sum(1 for d in pending.values() if d.action is Action.DELETE_REMOTE)
-        local_side = len(pending) - remote_side
-        if self.remote_emptied and local_side:
-            return "the remote listing came back empty while the base remembers files"
-        total = max(1, self.store.count(self.name))
-        for side, count in (("remote", remote_side), ("local", local_side)):
-            if count * 100 > self.pair.max_delete * total:
-                return (
-                    f"{count} of {total} synced files would be deleted on the {side} side "
-                    f"(more than max_delete {self.pair.max_delete:g}%); use --force to allow"
-                )
-        return None
+        self.deletions.clear()
 
     # -- one path -------------------------------------------------------------------------
     def sync_path(self, path: str, keep: str | None = None) -> Outcome:
@@ -225,8 +211,8 @@ class PairSyncer:
         conflict by hand: 'local', 'remote' or 'both'."""
         if self.filter.excluded(path):
             return Outcome.DONE
+        self.deletions.forget(path)
         with self._lock:
-            self._pending_deletes.pop(path, None)
             keep = keep or self.keeps.pop(path, None)
         plog = self.log.bind(path=path)
         try:
@@ -292,8 +278,8 @@ class PairSyncer:
             decision = Decision(Action.CONFLICT, f"{decision.reason}; {resolution.reason}")
         with self._lock:
             self.planned.append(PlanItem(path, decision))
-            if decision.action in (Action.DELETE_LOCAL, Action.DELETE_REMOTE):
-                self._pending_deletes[path] = decision
+        if decision.action in DELETE_SIDE:
+            self.deletions.hold(path, DELETE_SIDE[decision.action])
         return Outcome.DONE
 
     def _act(
@@ -321,13 +307,9 @@ class PairSyncer:
         if action is Action.DOWNLOAD:
             assert remote is not None
             return self._download(path, local, remote, plog)
-        if action in (Action.DELETE_LOCAL, Action.DELETE_REMOTE):
-            with self._lock:
-                approved = path in self._approved_deletes
-                self._approved_deletes.discard(path)
-                if not approved:
-                    self._pending_deletes[path] = decision
-            if not approved:
+        if action in DELETE_SIDE:
+            if not self.deletions.take_approval(path):
+                self.deletions.hold(path, DELETE_SIDE[action])
                 return Outcome.PENDING
             if action is Action.DELETE_REMOTE:
                 assert remote is not None
@@ -512,8 +494,7 @@ class PairSyncer:
                 self.retry.call(partial(self.provider.delete, old.key, if_match=old.etag))
             except (PreconditionFailed, NotFound):
                 continue
-            with self._lock:
-                self._pending_deletes.pop(entry.path, None)
+            self.deletions.forget(entry.path)
             self.index.put(entry.path, None)
             self.index.put(path, info)
             self.store.forget(self.name, [entry.path])
