@@ -40,9 +40,6 @@ def configure(level: str = "info", fmt: Literal["auto", "json", "console"] = "au
         logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
-    # Third-party libraries log through stdlib logging; keep them quiet unless debugging.
-    logging.basicConfig(
-        level=logging.DEBUG if level == "debug" else logging.WARNING, stream=sys.stderr
-    )
-    for noisy in ("apscheduler", "botocore", "boto3", "urllib3", "watchdog"):
-        logging.getLogger(noisy).setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
+    # Third-party libraries log through stdlib logging: only their warnings are ours to show
+    # (botocore's debug output alone would bury syncd's own lines).
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)

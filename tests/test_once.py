@@ -307,3 +307,24 @@ def test_an_edit_that_restores_size_and_mtime_is_still_caught(
     assert result.returncode == 0, result.stderr
     assert "1 uploaded" in result.stdout
     assert remote.get("sneaky.txt") == b"version B"
+
+
+def test_archived_objects_are_reported_and_left_alone(tmp_path: Path, s3_bucket: Any) -> None:
+    remote = BucketRemote(s3_bucket, "team/docs/", {"endpoint_url": s3_bucket.endpoint_url})
+    setup = _setup(tmp_path, remote)
+    (setup.local / "cold.txt").write_bytes(b"local copy")
+    assert syncd("once", "-c", setup.config).returncode == 0
+    # Someone moves the object to Glacier with new content; the local copy is now stale.
+    s3_bucket.client.put_object(
+        Bucket=s3_bucket.bucket,
+        Key="team/docs/cold.txt",
+        Body=b"archived edit",
+        StorageClass="GLACIER",
+    )
+    (setup.local / "cold.txt").unlink()  # and the local file is deleted meanwhile
+    result = syncd("once", "-c", setup.config)
+    assert result.returncode == 0, result.stderr
+    assert "archive tier" in result.stderr
+    head = s3_bucket.client.head_object(Bucket=s3_bucket.bucket, Key="team/docs/cold.txt")
+    assert head["StorageClass"] == "GLACIER"  # neither deleted nor replaced
+    assert not (setup.local / "cold.txt").exists()

@@ -65,6 +65,9 @@ def decide(
     direction: Direction = "both",
 ) -> Decision:
     """The three-way decision for one path."""
+    if remote is not None and remote.archived:
+        # Unreadable until restored: neither a deletion nor something a stale copy may replace.
+        return Decision(Action.NOTHING, "remote object is in an archive tier; restore it to sync")
     if local is None and remote is None:
         if base is None:
             return Decision(Action.NOTHING, "absent on both sides")

@@ -134,6 +134,8 @@ class PairSyncer:
                 continue
             if self.filter.excluded(path):
                 continue
+            if info.archived:
+                self._skip_once(path, "remote object is in an archive tier; restore it to sync")
             usable.append((path, info))
         merged = self.index.replace(usable, started)
         # An empty listing while the base remembers files is far more likely a fault (wrong

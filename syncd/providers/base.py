@@ -36,6 +36,9 @@ class ObjectInfo:
     #: True when the object's own metadata was read (stat, download, upload result), so a
     #: missing `sha256` really is missing rather than merely not listed.
     has_metadata: bool = False
+    #: True when the object sits in an archive tier (S3 GLACIER / DEEP_ARCHIVE, GCS ARCHIVE is
+    #: readable so never; Azure Archive) and cannot be read without a restore.
+    archived: bool = False
 
 
 @dataclass(frozen=True, slots=True)

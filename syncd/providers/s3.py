@@ -147,6 +147,17 @@ def _seconds(value: str | None) -> float | None:
         return None
 
 
+#: Storage classes whose objects need a restore before they can be read.
+ARCHIVE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
+
+
+def _archived(answer: Any) -> bool:
+    """A head/get answer for an archived object that has not been restored (yet)."""
+    if answer.get("StorageClass") not in ARCHIVE_CLASSES:
+        return False
+    return 'ongoing-request="false"' not in str(answer.get("Restore", ""))
+
+
 def _md5(etag: str) -> str | None:
     """A single-part upload's ETag is the content's MD5; a multipart one ("…-3") is not."""
     return etag if _MD5.match(etag) else None
@@ -250,6 +261,7 @@ class S3Provider:
                         etag=etag,
                         modified=obj["LastModified"].timestamp(),
                         md5=_md5(etag),
+                        archived=obj.get("StorageClass") in ARCHIVE_CLASSES,
                     )
 
     def stat(self, key: str) -> ObjectInfo:
@@ -295,6 +307,7 @@ class S3Provider:
             sha256=request.sha256,
             md5=_md5(etag),
             has_metadata=True,
+            archived=self.options.storage_class in ARCHIVE_CLASSES,
         )
 
     def download(self, key: str, sink: BinaryIO, if_match: str | None = None) -> ObjectInfo:
@@ -370,4 +383,5 @@ class S3Provider:
             sha256=_sha256(metadata),
             md5=_md5(etag),
             has_metadata=True,
+            archived=_archived(answer),
         )
