@@ -328,3 +328,18 @@ def test_archived_objects_are_reported_and_left_alone(tmp_path: Path, s3_bucket:
     head = s3_bucket.client.head_object(Bucket=s3_bucket.bucket, Key="team/docs/cold.txt")
     assert head["StorageClass"] == "GLACIER"  # neither deleted nor replaced
     assert not (setup.local / "cold.txt").exists()
+
+
+def test_a_name_too_long_for_the_local_filesystem_is_a_per_file_error(
+    tmp_path: Path, s3_bucket: Any
+) -> None:
+    remote = BucketRemote(s3_bucket, "team/docs/", {"endpoint_url": s3_bucket.endpoint_url})
+    setup = _setup(tmp_path, remote)
+    long_name = "n" * 300 + ".txt"
+    remote.put(long_name, b"too long")
+    remote.put("fine.txt", b"fine")
+    result = syncd("once", "-c", setup.config)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"failed: {long_name}" in result.stdout
+    assert "too long" in result.stdout.lower()
+    assert tree(setup.local) == {"fine.txt": b"fine"}
