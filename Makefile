@@ -6,7 +6,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint format clean install
+NODE_STAMP := node_modules/.installed
+
+.PHONY: run test lint format clean install install-systemd install-systemd-user
 
 # The venv is rebuilt only when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -32,9 +34,34 @@ format: $(STAMP)
 	$(BIN)/ruff format syncd tests
 	$(BIN)/ruff check --fix syncd tests
 
-# Emulators are started by the test fixtures on free loopback ports and stopped by pid.
-test: $(STAMP) lint
+# Azurite (the Azure Blob emulator) comes from npm into the project's own node_modules.
+$(NODE_STAMP): package.json
+	npm install --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
+
+# Emulators (moto, fake-gcs-server, Azurite) are started by the test fixtures on free loopback
+# ports and stopped by pid.
+test: $(STAMP) $(NODE_STAMP) lint
 	$(BIN)/pytest -q
 
+# As root: the system unit, the inotify sysctl drop-in, and syncd itself in /usr/local.
+install-systemd:
+	$(PYTHON) -m pip install --prefix /usr/local .
+	install -D -m 0644 systemd/syncd.service /etc/systemd/system/syncd.service
+	install -D -m 0644 systemd/99-syncd-inotify.conf /etc/sysctl.d/99-syncd-inotify.conf
+	install -d -m 0755 /etc/syncd
+	test -f /etc/syncd/syncd.yaml || install -m 0640 config/syncd.yaml /etc/syncd/syncd.yaml
+	id -u syncd >/dev/null 2>&1 || useradd --system --home-dir /var/lib/syncd --shell /usr/sbin/nologin syncd
+	sysctl --system >/dev/null
+	systemctl daemon-reload
+	@echo "edit /etc/syncd/syncd.yaml and ReadWritePaths= in the unit, then: systemctl enable --now syncd"
+
+# As yourself: the user unit, with syncd installed for your user.
+install-systemd-user:
+	$(PYTHON) -m pip install --user .
+	install -D -m 0644 systemd/syncd-user.service $(HOME)/.config/systemd/user/syncd.service
+	systemctl --user daemon-reload
+	@echo "write ~/.config/syncd/syncd.yaml, then: systemctl --user enable --now syncd"
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache sync
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache sync

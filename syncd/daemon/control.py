@@ -100,6 +100,9 @@ class ControlServer:
         self._thread = threading.Thread(target=server.serve_forever, name="control", daemon=True)
         self._thread.start()
 
+    def is_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def stop(self) -> None:
         if self._server is not None:
             self._server.shutdown()

@@ -20,6 +20,7 @@ import structlog
 from syncd import __version__
 from syncd.config import Config
 from syncd.daemon.control import CommandError, ControlServer
+from syncd.daemon.notify import Notifier
 from syncd.daemon.poller import Poller
 from syncd.daemon.watcher import Watcher
 from syncd.engine.core import Engine
@@ -46,6 +47,7 @@ class Daemon:
         self.watcher = Watcher(self._on_local_change)
         self.poller = Poller(self.poll)
         self.workers = WorkerPool(engine.queue, engine.handle, config.workers)
+        self.notifier = Notifier()
 
     # -- lifecycle ------------------------------------------------------------------------
     def run(self) -> int:
@@ -71,10 +73,18 @@ class Daemon:
             for name in self.engine.syncers:
                 if not self._stop.is_set():
                     self.startup_scan(name)
+            self.notifier.ready(self.status_line())
+            last_ping = 0.0
             while not self._stop.wait(0.5):
-                self._supervise()
+                healthy = self._supervise()
                 self._end_quiet_passes()
+                self.notifier.status(self.status_line())
+                interval = self.notifier.watchdog_interval
+                if healthy and interval is not None and time.monotonic() - last_ping >= interval:
+                    self.notifier.watchdog()
+                    last_ping = time.monotonic()
         finally:
+            self.notifier.stopping()
             self._shutdown()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -101,12 +111,25 @@ class Daemon:
                 self.engine.touched.discard(name)
                 self.engine.end_of_pass(name)
 
-    def _supervise(self) -> None:
+    def _supervise(self) -> bool:
+        """Restart what died; True when every part of the daemon is running."""
         self.workers.supervise()
         if not self.settler.is_alive():
             log.error("settle thread died; restarting it")
             self.settler = Debouncer(self._settled, name="settle")
             self.settler.start()
+        return self.watcher.is_alive() and self.poller.is_alive() and self.control.is_alive()
+
+    def status_line(self) -> str:
+        """One line for systemd's STATUS=: what the daemon is doing right now."""
+        parts = []
+        for pair in self.status()["pairs"]:
+            name, state = pair["name"], pair["state"]
+            if state == "syncing":
+                parts.append(f"syncing {pair['queued'] + pair['in_flight']} files in {name}")
+            elif state != "idle":
+                parts.append(f"{state}: {name}")
+        return "; ".join(parts) or "idle"
 
     def _shutdown(self) -> None:
         log.info("syncd stopping")

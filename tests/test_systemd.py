@@ -1,0 +1,125 @@
+"""systemd integration: the unit files verify, and the daemon speaks sd_notify in order."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from harness import SYNCD, Setup, wait_for
+
+from syncd.daemon.notify import Notifier
+
+UNITS = Path(__file__).parent.parent / "systemd"
+SYNCD_BIN = Path(sys.executable).with_name("syncd")
+
+
+@pytest.mark.parametrize("unit", ["syncd.service", "syncd-user.service"])
+def test_unit_files_verify(unit: str, tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("systemd-analyze is missing on CI")
+        pytest.skip("systemd-analyze is not installed here (it is on CI)")
+    text = (UNITS / unit).read_text()
+    # Point ExecStart at the syncd under test: verify checks that the binary exists.
+    text = text.replace("/usr/local/bin/syncd", str(SYNCD_BIN)).replace(
+        "%h/.local/bin/syncd", str(SYNCD_BIN)
+    )
+    copy = tmp_path / "syncd.service"
+    copy.write_text(text)
+    result = subprocess.run(
+        [analyze, "verify", *(["--user"] if "user" in unit else []), str(copy)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    problems = [
+        line
+        for line in result.stderr.splitlines()
+        if "syncd.service" in line and "network-online.target" not in line
+    ]
+    assert problems == [], result.stderr
+    assert all(
+        line.startswith("#")
+        or not line.strip()
+        or line.startswith("[")
+        or _commented_above(text, line)
+        for line in text.splitlines()
+    )
+
+
+def _commented_above(text: str, line: str) -> bool:
+    """Every setting carries a comment on the line(s) just above it (or shares one with the
+    settings of its group)."""
+    lines = text.splitlines()
+    index = lines.index(line)
+    while index > 0 and "=" in lines[index - 1] and not lines[index - 1].startswith("#"):
+        index -= 1
+    return index > 0 and lines[index - 1].startswith("#")
+
+
+def test_sysctl_dropin_raises_inotify_limits() -> None:
+    text = (UNITS / "99-syncd-inotify.conf").read_text()
+    values = dict(
+        (key.strip(), int(value))
+        for key, value in (
+            line.split("=")
+            for line in text.splitlines()
+            if "=" in line and not line.startswith("#")
+        )
+    )
+    assert values["fs.inotify.max_user_watches"] >= 524288
+    assert values["fs.inotify.max_user_instances"] >= 256
+
+
+def test_notifier_is_a_no_op_outside_systemd() -> None:
+    notifier = Notifier({})
+    assert not notifier.enabled and notifier.watchdog_interval is None
+    assert notifier.send("READY=1") is False
+
+
+def test_daemon_sends_ready_status_watchdog_stopping_in_order(tmp_path: Path) -> None:
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    setup = Setup(tmp_path, f"file://{remote}")
+    setup.write()
+    (setup.local / "a.txt").write_text("a")
+    listen = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    address = str(tmp_path / "notify.sock")
+    listen.bind(address)
+    listen.settimeout(10)
+    env = {**os.environ, "NOTIFY_SOCKET": address, "WATCHDOG_USEC": "1000000"}
+    proc = subprocess.Popen(
+        [*SYNCD, "run", "-c", str(setup.config)], env=env, stderr=subprocess.DEVNULL
+    )
+    messages: list[str] = []
+    try:
+
+        def got(prefix: str) -> bool:
+            try:
+                messages.extend(listen.recv(4096).decode().splitlines())
+            except TimeoutError:
+                return False
+            return any(m.startswith(prefix) for m in messages)
+
+        wait_for(lambda: got("WATCHDOG=1"), timeout=20, interval=0)
+        proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: got("STOPPING=1"), timeout=20, interval=0)
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        listen.close()
+    kinds = [m.split("=", 1)[0] for m in messages]
+    assert kinds.index("READY") < kinds.index("WATCHDOG") < kinds.index("STOPPING")
+    assert kinds[0] == "READY" and "STATUS" in kinds
+    statuses = [m.split("=", 1)[1] for m in messages if m.startswith("STATUS=")]
+    assert any(s == "idle" or s.startswith("syncing") for s in statuses)
+    assert f"MAINPID={proc.pid}" in messages
