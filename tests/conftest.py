@@ -18,6 +18,9 @@ import pytest
 from botocore.config import Config
 from emulators import Emulator, start_moto
 
+#: Each remote kind beyond S3 keeps its emulator and fixtures in its own module.
+pytest_plugins = ["fixtures_gcs"]
+
 # -- environment ----------------------------------------------------------------------------
 
 #: Dummy credentials for the emulators; a real account must never be reachable from tests.

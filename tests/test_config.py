@@ -258,7 +258,12 @@ MALFORMED = [
         "required key is missing",
     ),
     ("unknown scheme", PAIR.replace("s3://", "ftp://"), "pairs[0].remote", "unknown scheme ftp://"),
-    ("scheme not supported yet", PAIR.replace("s3://", "gs://"), "pairs[0].remote", "gs://"),
+    (
+        "invalid azure container",
+        PAIR.replace("s3://team-bucket", "az://Team--Box"),
+        "pairs[0].remote",
+        "invalid Azure container name",
+    ),
     (
         "invalid bucket name",
         PAIR.replace("team-bucket", "Team_Bucket"),

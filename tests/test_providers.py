@@ -48,28 +48,40 @@ class Root:
     write_outside: Callable[[str, bytes], None]  # key relative to the bucket / parent folder
 
 
-@pytest.fixture(params=["file", "s3"])
-def root(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Root]:
-    if request.param == "file":
-        parent = tmp_path / "remote"
-        (parent / PREFIX).mkdir(parents=True)
+#: Every kind of remote the suite runs against; each has a `<kind>_root` fixture yielding a
+#: Root (file and s3 below, gcs and azure in their fixture modules).
+KINDS = ["file", "s3", "gcs"]
 
-        def write_file(key: str, data: bytes) -> None:
-            (parent / key).parent.mkdir(parents=True, exist_ok=True)
-            (parent / key).write_bytes(data)
 
-        provider = open_provider(f"file://{parent / PREFIX}", {})
-        yield Root("file", provider, write_file)
-    else:
-        bucket: Bucket = request.getfixturevalue("s3_bucket")
+@pytest.fixture(params=KINDS)
+def root(request: pytest.FixtureRequest) -> Root:
+    found: Root = request.getfixturevalue(f"{request.param}_root")
+    return found
 
-        def write_object(key: str, data: bytes) -> None:
-            bucket.client.put_object(Bucket=bucket.bucket, Key=key, Body=data)
 
-        provider = open_provider(
-            bucket.url(PREFIX), {"endpoint_url": bucket.endpoint_url}, workers=16
-        )
-        yield Root("s3", provider, write_object)
+@pytest.fixture
+def file_root(tmp_path: Path) -> Iterator[Root]:
+    parent = tmp_path / "remote"
+    (parent / PREFIX).mkdir(parents=True)
+
+    def write_file(key: str, data: bytes) -> None:
+        (parent / key).parent.mkdir(parents=True, exist_ok=True)
+        (parent / key).write_bytes(data)
+
+    provider = open_provider(f"file://{parent / PREFIX}", {})
+    yield Root("file", provider, write_file)
+    provider.close()
+
+
+@pytest.fixture
+def s3_root(s3_bucket: Bucket) -> Iterator[Root]:
+    def write_object(key: str, data: bytes) -> None:
+        s3_bucket.client.put_object(Bucket=s3_bucket.bucket, Key=key, Body=data)
+
+    provider = open_provider(
+        s3_bucket.url(PREFIX), {"endpoint_url": s3_bucket.endpoint_url}, workers=16
+    )
+    yield Root("s3", provider, write_object)
     provider.close()
 
 
@@ -601,3 +613,25 @@ def test_bad_options_name_the_key_but_not_the_value() -> None:
     assert "12345" not in str(caught.value)
     with pytest.raises(InvalidRequest, match=r"options\.nope"):
         open_provider("file:///tmp", {"nope": 1})
+
+
+def test_folder_remote_clears_upload_temp_files_left_by_a_dead_writer(tmp_path: Path) -> None:
+    root = tmp_path / "remote"
+    (root / "sub").mkdir(parents=True)
+    abandoned = root / "sub" / ".syncd-tmp-deadbeef"
+    abandoned.write_bytes(b"half an upload")
+    fresh = root / ".syncd-tmp-inprogress"
+    fresh.write_bytes(b"being written right now")
+    provider = open_provider(f"file://{root}", {})
+    with pytest.MonkeyPatch.context() as patch:
+        import syncd.providers.local as local_module
+
+        patch.setattr(local_module, "ABANDONED_AFTER_S", 0.5)
+        os.utime(fresh)  # touched just now
+        import time
+
+        time.sleep(0.6)
+        fresh.write_bytes(b"still being written")  # a live writer keeps its ctime fresh
+        assert list(provider.list()) == []  # temp files are never objects
+    assert not abandoned.exists()
+    assert fresh.exists()

@@ -40,6 +40,14 @@ def local_state(
     return "same" if local.sha256 == base.sha256 else "changed"
 
 
+def _stat_moved(base: BaseEntry, local: LocalFile) -> bool:
+    return (
+        local.mtime_ns != base.mtime_ns
+        or (bool(base.inode) and local.inode != base.inode)
+        or (bool(base.ctime_ns) and local.ctime_ns != base.ctime_ns)
+    )
+
+
 def remote_state(base: BaseEntry | None, remote: ObjectInfo | None) -> Literal["same", "changed"]:
     """Has the remote changed since the base? The etag is the service's version token."""
     if base is None or remote is None:
@@ -75,7 +83,7 @@ def decide(
 
     lstate = local_state(base, local)
     if lstate == "unknown":
-        return Decision(Action.HASH_LOCAL, "size equal, mtime differs: compare content")
+        return Decision(Action.HASH_LOCAL, "same size, new timestamps: compare content")
     rstate = remote_state(base, remote)
     retagged = False
     if rstate == "changed" and base is not None and remote is not None and base.sha256:
@@ -87,7 +95,9 @@ def decide(
             rstate, retagged = "same", True
 
     if lstate == "same" and rstate == "same":
-        if base is not None and local is not None and (local.mtime_ns != base.mtime_ns or retagged):
+        if base is not None and local is not None and (retagged or _stat_moved(base, local)):
+            # Same bytes, new stat (touch, chmod, a copy over itself): remember the new stat,
+            # or every later pass would hash the file again.
             return Decision(Action.RECORD, "timestamp-only change")
         return Decision(Action.NOTHING, "in sync")
 

@@ -22,7 +22,12 @@ from syncd.providers.errors import (
     Throttled,
     Transient,
 )
-from syncd.providers.options import OPTIONS_BY_SCHEME, FileOptions, S3Options
+from syncd.providers.options import (
+    OPTIONS_BY_SCHEME,
+    FileOptions,
+    GCSOptions,
+    S3Options,
+)
 from syncd.providers.url import RemoteURL, RemoteURLError, parse_remote_url
 
 __all__ = [
@@ -62,6 +67,10 @@ def open_provider(
         from syncd.providers.local import FileProvider
 
         return FileProvider(remote, validated)
+    if isinstance(validated, GCSOptions):
+        from syncd.providers.gcs import GCSProvider
+
+        return GCSProvider(remote, validated, workers=workers)
     raise InvalidRequest(f"{remote.scheme}:// remotes are not supported")  # pragma: no cover
 
 

@@ -18,6 +18,7 @@ import secrets
 import shutil
 import stat as stat_mod
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import BinaryIO
@@ -196,9 +197,9 @@ class FileProvider:
                     continue
                 if entry.is_dir(follow_symlinks=False):
                     yield from self._walk(entry.path, f"{prefix}{entry.name}/")
-                elif entry.is_file(follow_symlinks=False) and not entry.name.startswith(
-                    TEMP_PREFIX
-                ):
+                elif entry.name.startswith(TEMP_PREFIX):
+                    _remove_if_abandoned(entry)
+                elif entry.is_file(follow_symlinks=False):
                     yield self._info(prefix + entry.name, entry.stat(follow_symlinks=False))
             except FileNotFoundError:
                 continue  # deleted between the folder read and the stat
@@ -365,6 +366,17 @@ class _SourceFailed(Exception):
     def __init__(self, error: OSError) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+#: An upload temp file untouched this long was left by a writer that died (kill -9, power loss).
+#: Its ctime moves with every write and with the final utime, so a live upload never looks old.
+ABANDONED_AFTER_S = 3600.0
+
+
+def _remove_if_abandoned(entry: os.DirEntry[str]) -> None:
+    with suppress(OSError):
+        if time.time() - entry.stat(follow_symlinks=False).st_ctime > ABANDONED_AFTER_S:
+            os.unlink(entry.path)
 
 
 def _copy_to_fd(read: Callable[[int], bytes], fd: int) -> int:

@@ -32,4 +32,31 @@ class S3Options(_Options):
     verify_ssl: bool = True
 
 
-OPTIONS_BY_SCHEME: dict[str, type[_Options]] = {"file": FileOptions, "s3": S3Options}
+class GCSOptions(_Options):
+    """Google Cloud Storage options. Unset values fall back to Application Default Credentials
+    and `STORAGE_EMULATOR_HOST`."""
+
+    project: str | None = None
+    credentials_file: str | None = None
+    endpoint_url: str | None = None
+    storage_class: Literal["STANDARD", "NEARLINE", "COLDLINE", "ARCHIVE"] | None = None
+
+
+class AzureOptions(_Options):
+    """Azure Blob options: a connection string (also `AZURE_STORAGE_CONNECTION_STRING`), or an
+    account URL with a SAS token, an account key, or DefaultAzureCredential."""
+
+    connection_string: str | None = Field(default=None, repr=False)
+    account_url: str | None = None
+    account_name: str | None = None
+    account_key: str | None = Field(default=None, repr=False)
+    sas_token: str | None = Field(default=None, repr=False)
+    storage_class: Literal["Hot", "Cool", "Cold", "Archive"] | None = None
+
+
+OPTIONS_BY_SCHEME: dict[str, type[_Options]] = {
+    "file": FileOptions,
+    "s3": S3Options,
+    "gs": GCSOptions,
+    "az": AzureOptions,
+}

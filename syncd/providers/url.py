@@ -6,11 +6,14 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-SUPPORTED_SCHEMES = ("file", "s3")
+SUPPORTED_SCHEMES = ("file", "s3", "gs", "az")
 KNOWN_SCHEMES = ("file", "s3", "gs", "az")
 
 # S3's rules for bucket names (the general-purpose subset every S3 implementation accepts).
 _S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+_GCS_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._\-]{1,61}[a-z0-9]$")
+# Azure: 3-63 characters, lowercase letters, digits and single hyphens, no hyphen at either end.
+_AZ_CONTAINER = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9\-]{1,61}[a-z0-9]$")
 
 
 class RemoteURLError(ValueError):
@@ -58,6 +61,14 @@ def parse_remote_url(url: str) -> RemoteURL:
     if scheme == "s3" and not _S3_BUCKET.match(bucket):
         raise RemoteURLError(
             f"invalid S3 bucket name {bucket!r} (3-63 lowercase letters, digits, '.' or '-')"
+        )
+    if scheme == "gs" and not _GCS_BUCKET.match(bucket):
+        raise RemoteURLError(
+            f"invalid GCS bucket name {bucket!r} (3-63 lowercase letters, digits, '.', '-' or '_')"
+        )
+    if scheme == "az" and not _AZ_CONTAINER.match(bucket):
+        raise RemoteURLError(
+            f"invalid Azure container name {bucket!r} (3-63 lowercase letters, digits or '-')"
         )
     parts = [p for p in prefix.split("/") if p]
     if any(p in (".", "..") for p in parts):

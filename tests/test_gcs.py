@@ -1,0 +1,303 @@
+"""GCS-only tests: what the conformance suite (test_providers.py) cannot say for every backend.
+
+Run against the session's fake-gcs-server (fixtures_gcs.py); the error translation is tested on
+constructed exceptions, since the emulator cannot produce throttling or server faults on demand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO, cast
+
+import google.auth
+import google.auth.exceptions
+import pytest
+import requests
+from emulators import Emulator, free_port
+from fixtures_gcs import GCSBucket
+from google.api_core import exceptions as api_exceptions
+from google.cloud.storage.exceptions import DataCorruption
+from google.cloud.storage.exceptions import InvalidResponse as MediaInvalidResponse
+from test_providers import MTIME_NS, OneWayStream, get, listing, put
+
+from syncd.providers import (
+    InvalidRequest,
+    NotFound,
+    PermissionDenied,
+    PreconditionFailed,
+    Provider,
+    Throttled,
+    Transient,
+    UploadRequest,
+    open_provider,
+)
+from syncd.providers.gcs import CHUNK_SIZE, BucketMissing, GCSProvider, _translate, should_retry
+
+
+@pytest.fixture
+def gcs(gcs_bucket: GCSBucket) -> Iterator[Any]:
+    provider = open_provider(gcs_bucket.url("p"), {}, workers=16)
+    yield provider
+    provider.close()
+
+
+def test_gcs_provider_type(gcs: Provider) -> None:
+    assert isinstance(gcs, GCSProvider)
+    assert isinstance(gcs, Provider)
+    assert gcs.capabilities.listing_has_metadata
+    assert gcs.capabilities.server_side_copy
+
+
+def test_connection_pool_is_sized_for_the_workers(gcs: GCSProvider) -> None:
+    adapter = gcs._client._http.get_adapter("http://127.0.0.1/")
+    assert adapter._pool_maxsize == 32
+
+
+def test_conditional_delete_sends_the_generation(
+    gcs: Provider, gcs_bucket: GCSBucket, gcs_server: Emulator
+) -> None:
+    """fake-gcs-server ignores ifGenerationMatch on DELETE (test_delete_if_match is a strict
+    xfail for gcs), so check what went over the wire, in the emulator's request log."""
+    v1 = put(gcs, "x/del.txt", b"one")
+    gcs.delete("x/del.txt", if_match=v1.etag)
+
+    lines = [
+        line
+        for line in gcs_server.log_path.read_text(errors="replace").splitlines()
+        if f"DELETE /storage/v1/b/{gcs_bucket.bucket}/o/p%2Fx%2Fdel.txt?" in line
+    ]
+    assert len(lines) == 1
+    assert f"ifGenerationMatch={v1.etag}" in lines[0]
+    with pytest.raises(NotFound):
+        gcs.stat("x/del.txt")
+
+
+def test_delete_with_a_foreign_token_refuses_an_existing_object(gcs: Provider) -> None:
+    put(gcs, "k", b"data")
+    with pytest.raises(PreconditionFailed):
+        gcs.delete("k", if_match="0123456789abcdef0123456789abcdef")  # an S3 ETag, say
+    assert get(gcs, "k")[0] == b"data"
+    with pytest.raises(PreconditionFailed):
+        put(gcs, "k", b"other", if_match="not-a-generation")
+
+
+def test_object_carries_the_metadata(gcs: Provider, gcs_bucket: GCSBucket) -> None:
+    data = b"payload"
+    info = put(gcs, "m.txt", data)
+
+    blob = gcs_bucket.get("p/m.txt")
+    assert blob.metadata == {
+        "mtime": "1700000000.123456789",
+        "goog-reserved-file-mtime": "1700000000",
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+    assert info.etag == str(blob.generation)
+    assert info.md5 == hashlib.md5(data).hexdigest()  # noqa: S324 - GCS states MD5
+    assert listing(gcs)["m.txt"].has_metadata
+
+
+def test_mtime_of_other_tools_is_read(gcs: Provider, gcs_bucket: GCSBucket) -> None:
+    gcs_bucket.write("p/rclone.txt", b"r", {"mtime": "2023-11-14T22:13:20.123456789Z"})
+    gcs_bucket.write("p/gsutil.txt", b"g", {"goog-reserved-file-mtime": "1700000000"})
+    gcs_bucket.write("p/junk.txt", b"j", {"mtime": "yesterday"})
+
+    found = listing(gcs)
+    assert found["rclone.txt"].mtime_ns == MTIME_NS
+    assert found["gsutil.txt"].mtime_ns == 1_700_000_000_000_000_000
+    assert found["junk.txt"].mtime_ns is None
+    assert gcs.stat("rclone.txt").mtime_ns == MTIME_NS
+
+
+def test_large_one_way_body_goes_resumable(gcs: Provider) -> None:
+    """Above 8 MiB the SDK uploads in chunks and asks the body for tell(); a pipe has none."""
+    blob = os.urandom(CHUNK_SIZE + 4 * 1024 * 1024 + 3)
+    body = OneWayStream(blob)
+    uploaded = gcs.upload(
+        UploadRequest(
+            "big.bin",
+            cast(BinaryIO, body),
+            len(blob),
+            MTIME_NS,
+            sha256=hashlib.sha256(blob).hexdigest(),
+        )
+    )
+
+    assert body.bytes_read == len(blob)
+    data, info = get(gcs, "big.bin")
+    assert data == blob
+    assert info.etag == uploaded.etag
+    assert info.md5 == hashlib.md5(blob).hexdigest()  # noqa: S324
+    assert info.mtime_ns == MTIME_NS
+
+
+def test_short_body_is_invalid(gcs: Provider) -> None:
+    with pytest.raises(InvalidRequest):
+        gcs.upload(UploadRequest("short", io.BytesIO(b"abc"), 10, MTIME_NS))
+    with pytest.raises(NotFound):
+        gcs.stat("short")
+
+
+def test_storage_class_option(gcs_bucket: GCSBucket) -> None:
+    provider = open_provider(gcs_bucket.url("p"), {"storage_class": "NEARLINE"})
+    try:
+        put(provider, "cold.txt", b"rarely read")
+    finally:
+        provider.close()
+    assert gcs_bucket.get("p/cold.txt").storage_class == "NEARLINE"
+
+
+def test_copy_refuses_a_missing_source(gcs: Provider) -> None:
+    with pytest.raises(NotFound):
+        gcs.copy("absent.txt", "trash/absent.txt")
+
+
+def test_missing_bucket_is_not_found(gcs_server: Emulator) -> None:
+    provider = open_provider("gs://no-such-bucket-here/p/", {})
+    try:
+        with pytest.raises(NotFound, match="bucket 'no-such-bucket-here' does not exist"):
+            provider.check()
+        with pytest.raises(NotFound, match="bucket 'no-such-bucket-here' does not exist"):
+            list(provider.list())
+        with pytest.raises(BucketMissing):
+            provider.delete("k")  # a missing bucket is not a deleted key
+        with pytest.raises(BucketMissing):
+            provider.delete("k", if_match="not-a-generation")
+        with pytest.raises(NotFound):
+            provider.stat("k")
+    finally:
+        provider.close()
+
+
+def test_unreachable_endpoint_is_transient(gcs_server: Emulator) -> None:
+    provider = open_provider(
+        "gs://some-bucket/", {"endpoint_url": f"http://127.0.0.1:{free_port()}"}
+    )
+    try:
+        with pytest.raises(Transient) as caught:
+            provider.check()
+        assert should_retry(caught.value)
+    finally:
+        provider.close()
+
+
+@pytest.fixture
+def no_google_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No emulator variable and no Application Default Credentials (without asking GCE)."""
+
+    def no_adc(*args: Any, **kwargs: Any) -> Any:
+        raise google.auth.exceptions.DefaultCredentialsError("no ADC here")
+
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.setattr(google.auth, "default", no_adc)
+
+
+@pytest.mark.usefixtures("no_google_credentials")
+def test_endpoint_option_without_credentials_is_anonymous(gcs_bucket: GCSBucket) -> None:
+    provider = open_provider(gcs_bucket.url("opt"), {"endpoint_url": gcs_bucket.endpoint_url})
+    try:
+        provider.check()
+        put(provider, "k.txt", b"through the option")
+    finally:
+        provider.close()
+    assert gcs_bucket.get("opt/k.txt").size == len(b"through the option")
+
+
+@pytest.mark.usefixtures("no_google_credentials")
+def test_missing_credentials_are_permission_denied_on_use() -> None:
+    provider = open_provider("gs://some-bucket/p/", {})  # a daemon still starts
+    try:
+        for call in (
+            provider.check,
+            lambda: list(provider.list()),
+            lambda: provider.stat("k"),
+            lambda: put(provider, "k", b"x"),
+        ):
+            with pytest.raises(PermissionDenied, match="no usable Google credentials"):
+                call()
+    finally:
+        provider.close()
+
+
+def test_unusable_credentials_file_names_the_option_not_the_content(tmp_path: Path) -> None:
+    with pytest.raises(InvalidRequest, match=r"options\.credentials_file"):
+        open_provider("gs://some-bucket/", {"credentials_file": str(tmp_path / "absent.json")})
+    key_file = tmp_path / "key.json"
+    key_file.write_text(json.dumps({"type": "service_account", "private_key": "TOP-SECRET"}))
+    with pytest.raises(InvalidRequest, match=r"options\.credentials_file") as caught:
+        open_provider("gs://some-bucket/", {"credentials_file": str(key_file)})
+    assert "TOP-SECRET" not in str(caught.value)
+
+
+# -- error translation (inputs the emulator cannot produce on demand) -----------------------
+
+
+def _response(status: int, headers: dict[str, str] | None = None) -> requests.Response:
+    response = requests.Response()
+    response.status_code = status
+    response.headers.update(headers or {})
+    response._content = b'{"error": {"code": %d, "message": "from the service"}}' % status
+    return response
+
+
+def _http(status: int, **kwargs: Any) -> api_exceptions.GoogleAPICallError:
+    return api_exceptions.from_http_status(status, "m", response=_response(status), **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("exc", "conditional", "expected"),
+    [
+        (_http(429), False, Throttled),
+        (_http(403, errors=[{"reason": "rateLimitExceeded", "message": "slow"}]), False, Throttled),
+        (_http(403), False, PermissionDenied),
+        (_http(401), False, PermissionDenied),
+        (_http(412), False, PreconditionFailed),
+        (_http(412), True, PreconditionFailed),
+        (_http(409), True, PreconditionFailed),
+        (_http(409), False, InvalidRequest),
+        (_http(404), False, NotFound),
+        (_http(404), True, PreconditionFailed),
+        (_http(400), False, InvalidRequest),
+        (_http(408), False, Transient),
+        (_http(500), False, Transient),
+        (_http(502), False, Transient),
+        (_http(503), False, Transient),
+        (requests.ConnectionError("refused"), False, Transient),
+        (requests.Timeout("slow"), False, Transient),
+        (DataCorruption(_response(200), "checksum mismatch"), False, Transient),
+        (MediaInvalidResponse(_response(503), "unexpected"), False, Transient),
+        (google.auth.exceptions.TransportError("dns"), False, Transient),
+        (google.auth.exceptions.RefreshError("invalid_grant"), False, PermissionDenied),
+        (google.auth.exceptions.RefreshError("later", retryable=True), False, Transient),
+    ],
+)
+def test_translate(exc: Exception, conditional: bool, expected: type[Exception]) -> None:
+    error = _translate(exc, "gs://b/k", bucket="b", on_object=True, conditional=conditional)
+    assert type(error) is expected
+    assert should_retry(error) == (expected in (Throttled, Transient))
+
+
+def test_missing_bucket_translation() -> None:
+    error = _translate(_http(404), "gs://b/", bucket="b", on_object=False)
+    assert isinstance(error, BucketMissing)
+    assert str(error) == "bucket 'b' does not exist"
+
+
+def test_translation_keeps_the_service_message_not_the_url() -> None:
+    exc = api_exceptions.from_http_status(
+        400, "POST http://host/upload?x=1: raw", response=_response(400)
+    )
+    error = _translate(exc, "gs://b/k", bucket="b", on_object=True)
+    assert str(error) == "gs://b/k: 400 from the service"
+
+
+def test_throttling_carries_retry_after() -> None:
+    exc = api_exceptions.from_http_status(429, "m", response=_response(429, {"Retry-After": "7"}))
+    error = _translate(exc, "w", bucket="b", on_object=True)
+    assert isinstance(error, Throttled)
+    assert error.retry_after == 7.0
