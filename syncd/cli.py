@@ -122,7 +122,7 @@ def run(ctx: click.Context, config_path: str | None) -> None:
         with _lock(config):
             engine = _open_engine(config)
             try:
-                code = Daemon(config, engine).run()
+                code = Daemon(config, engine, resolve_config_path(config_path)).run()
             except SocketInUse as exc:
                 fail(str(exc), EXIT_FAILED)
     except AlreadyRunning as exc:

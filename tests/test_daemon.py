@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from harness import Setup, running_daemon, syncd, tree, wait_for
 
+from syncd.daemon.protocol import request
+
 MTIME_NS = 1_650_000_000_987_654_321
 
 STATUS_PAIR_KEYS = {
@@ -305,3 +307,49 @@ def test_atomic_save_is_one_update_and_a_folder_rename_is_moves(tmp_path: Path) 
         "papers/f2.txt",
     ]
     assert not (remote / ".syncd-trash").exists()
+
+
+def test_sighup_reloads_pairs_and_a_bad_config_keeps_the_old_one(tmp_path: Path) -> None:
+    import signal
+
+    import yaml
+
+    setup, remote = _folder_setup(tmp_path)
+    with running_daemon(setup) as daemon:
+        daemon.wait_idle()
+        second_local, second_remote = tmp_path / "local2", tmp_path / "remote2"
+        second_local.mkdir()
+        second_remote.mkdir()
+        (second_local / "new-pair.txt").write_text("second pair")
+        doc = yaml.safe_load(setup.config.read_text())
+        doc["pairs"].append(
+            {
+                "name": "more",
+                "local": str(second_local),
+                "remote": f"file://{second_remote}",
+                "poll_interval": 1,
+            }
+        )
+        setup.config.write_text(yaml.safe_dump(doc))
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: (second_remote / "new-pair.txt").exists())
+        status = daemon.status()
+        assert status is not None and [p["name"] for p in status["pairs"]] == ["docs", "more"]
+
+        setup.config.write_text("pairs: [this is: not valid")
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reload rejected" in daemon.logs())
+        assert daemon.proc.poll() is None
+        # The CLI cannot read the broken file either; ask the socket directly.
+        status = request(setup.socket, "status")
+        assert len(status["pairs"]) == 2
+        (setup.local / "still-syncing.txt").write_text("old config still runs")
+        wait_for(lambda: (remote / "still-syncing.txt").exists())
+
+        doc["pairs"] = doc["pairs"][1:]  # remove the first pair
+        setup.config.write_text(yaml.safe_dump(doc))
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_for(
+            lambda: [p["name"] for p in (daemon.status() or {"pairs": []})["pairs"]] == ["more"]
+        )
+        assert daemon.terminate() == 0

@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 
 from syncd import __version__
-from syncd.config import Config
+from syncd.config import Config, ConfigError, PairConfig, load_config
 from syncd.daemon.control import CommandError, ControlServer
 from syncd.daemon.notify import Notifier
 from syncd.daemon.poller import Poller
@@ -29,6 +29,8 @@ from syncd.engine.model import Change
 from syncd.engine.syncer import PairFault
 from syncd.engine.workers import WorkerPool
 from syncd.engine.workqueue import Key
+from syncd.providers.errors import ProviderError
+from syncd.providers.url import RemoteURLError
 from syncd.state import StateStore
 
 log = structlog.get_logger("syncd.daemon")
@@ -37,8 +39,10 @@ SHUTDOWN_GRACE_S = 10.0
 
 
 class Daemon:
-    def __init__(self, config: Config, engine: Engine) -> None:
+    def __init__(self, config: Config, engine: Engine, config_path: Path | None = None) -> None:
         self.config = config
+        self.config_path = config_path
+        self._reload = threading.Event()
         self.engine = engine
         self.started = time.monotonic()
         self._stop = threading.Event()
@@ -54,6 +58,7 @@ class Daemon:
         previous = {
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
         }
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_hangup)
         try:
             self.control.start()
             self.settler.start()
@@ -76,6 +81,9 @@ class Daemon:
             self.notifier.ready(self.status_line())
             last_ping = 0.0
             while not self._stop.wait(0.5):
+                if self._reload.is_set():
+                    self._reload.clear()
+                    self.reload()
                 healthy = self._supervise()
                 self._end_quiet_passes()
                 self.notifier.status(self.status_line())
@@ -92,6 +100,55 @@ class Daemon:
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self._stop.set()
+
+    def _on_hangup(self, signum: int, _frame: FrameType | None) -> None:
+        self._reload.set()
+
+    def reload(self) -> None:
+        """Re-read the config: pairs added, removed or changed take effect now; a bad config
+        is rejected with a log line and the running one stays."""
+        if self.config_path is None:
+            log.warning("reload ignored: the daemon was not started from a config file")
+            return
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("reload rejected; keeping the running config", error=str(exc))
+            return
+        for key in ("state", "socket", "workers"):
+            if getattr(new, key) != getattr(self.config, key):
+                log.warning("reload: this setting needs a restart", key=key)
+        old_pairs = {p.name: p for p in self.config.pairs}
+        new_pairs = {p.name: p for p in new.pairs}
+        for name, pair in old_pairs.items():
+            if new_pairs.get(name) != pair:
+                self._remove_pair(name)
+        for name, pair in new_pairs.items():
+            if old_pairs.get(name) != pair:
+                self._add_pair(pair)
+        self.config = new
+        log.info("config reloaded", pairs=list(new_pairs))
+
+    def _remove_pair(self, name: str) -> None:
+        self.watcher.unwatch(name)
+        self.poller.remove(name)
+        self.engine.remove_pair(name)
+        log.info("pair removed", pair=name)
+
+    def _add_pair(self, pair: PairConfig) -> None:
+        try:
+            syncer = self.engine.add_pair(pair)
+        except (ProviderError, RemoteURLError) as exc:
+            log.error("pair cannot be added", pair=pair.name, error=str(exc))
+            return
+        try:
+            syncer.check_root()
+            self.watcher.watch(pair.name, syncer.root)
+        except (PairFault, OSError) as exc:
+            syncer.stats.set_fault(str(exc))
+        self.poller.add(pair.name, pair.poll_interval)
+        self.poller.run_now(pair.name, self.startup_scan)
+        log.info("pair added", pair=pair.name)
 
     def stop(self) -> None:
         self._stop.set()

@@ -110,6 +110,14 @@ class Engine:
         self.syncers[pair.name] = syncer
         return syncer
 
+    def remove_pair(self, name: str) -> None:
+        """Stop syncing a pair: drop its queued work and close its provider. Its state stays,
+        so adding it back later is not a first sync."""
+        syncer = self.syncers.pop(name, None)
+        self.queue.drop_pair(name)
+        if syncer is not None:
+            syncer.provider.close()
+
     # -- the worker side ------------------------------------------------------------------
     def handle(self, key: Key) -> None:
         """Process one queued path; called by worker threads."""
