@@ -353,3 +353,26 @@ def test_sighup_reloads_pairs_and_a_bad_config_keeps_the_old_one(tmp_path: Path)
             lambda: [p["name"] for p in (daemon.status() or {"pairs": []})["pairs"]] == ["more"]
         )
         assert daemon.terminate() == 0
+
+
+def test_prometheus_metrics_endpoint(tmp_path: Path) -> None:
+    import urllib.request
+
+    from emulators import free_port
+
+    port = free_port()
+    setup, remote = _folder_setup(tmp_path)
+    setup.extra = {"metrics": {"listen": f"127.0.0.1:{port}"}}
+    (tmp_path / "local").mkdir()
+    (tmp_path / "local" / "m.txt").write_text("metered")
+    with running_daemon(setup) as daemon:
+        wait_for(lambda: (remote / "m.txt").exists())
+        daemon.wait_idle()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+            text = answer.read().decode()
+        assert 'syncd_files_transferred_total{direction="upload",pair="docs"} 1.0' in text
+        assert 'syncd_bytes_transferred_total{direction="upload",pair="docs"} 7.0' in text
+        assert 'syncd_transfer_duration_seconds_count{direction="upload",pair="docs"} 1.0' in text
+        assert 'syncd_queue_depth{pair="docs"} 0.0' in text
+        assert 'syncd_last_sync_timestamp_seconds{pair="docs"}' in text
+        assert daemon.terminate() == 0

@@ -61,6 +61,12 @@ class Daemon:
         previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_hangup)
         try:
             self.control.start()
+            if self.config.metrics is not None:
+                from syncd.daemon.metrics import serve_metrics
+
+                metrics = self.config.metrics
+                serve_metrics((metrics.host, metrics.port), self.engine, self.status)
+                log.info("metrics endpoint listening", listen=metrics.listen)
             self.settler.start()
             for name, syncer in self.engine.syncers.items():
                 try:

@@ -37,7 +37,6 @@ NOT_YET_ACTED_ON = (
     "multipart_threshold",
     "part_size",
     "part_concurrency",
-    "metrics",
 )
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_ATTENTION = 0, 1, 2, 3, 4

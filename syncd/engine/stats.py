@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from dataclasses import dataclass, field
+
+#: Upper bounds (seconds) of the transfer-duration histogram buckets; +Inf is implied.
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
 @dataclass
@@ -23,6 +27,9 @@ class PairStats:
     downloaded: int = 0
     bytes_up: int = 0
     bytes_down: int = 0
+    #: Transfer durations per direction: counts per DURATION_BUCKETS slot (+Inf last), and sum.
+    durations: dict[str, list[int]] = field(default_factory=dict)
+    duration_sums: dict[str, float] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def failed(self, path: str, error: str) -> None:
@@ -50,8 +57,11 @@ class PairStats:
             if reason is not None:
                 self.last_error = f"deletions held: {reason}"
 
-    def transferred(self, direction: str, size: int) -> None:
+    def transferred(self, direction: str, size: int, seconds: float = 0.0) -> None:
         with self._lock:
+            slots = self.durations.setdefault(direction, [0] * (len(DURATION_BUCKETS) + 1))
+            slots[bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
+            self.duration_sums[direction] = self.duration_sums.get(direction, 0.0) + seconds
             if direction == "upload":
                 self.uploaded += 1
                 self.bytes_up += size

@@ -522,7 +522,7 @@ class PairSyncer:
             plog.info("file changed during upload; sending again")
             return Outcome.REQUEUE
         self._record(path, sent.local, sent.sha256, sent.info.etag, ("upload", sent.seconds))
-        self.stats.transferred("upload", sent.local.size)
+        self.stats.transferred("upload", sent.local.size, sent.seconds)
         plog.info(
             "uploaded",
             op="upload",
@@ -557,7 +557,7 @@ class PairSyncer:
             return Outcome.REQUEUE
         assert got.local is not None and got.info is not None
         self._record(path, got.local, got.sha256, got.info.etag, ("download", got.seconds))
-        self.stats.transferred("download", got.local.size)
+        self.stats.transferred("download", got.local.size, got.seconds)
         plog.info(
             "downloaded",
             op="download",
