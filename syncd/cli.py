@@ -182,6 +182,90 @@ def _print_report(report: Report, dry_run: bool) -> None:
 
 
 @cli.command()
+@click.argument("local_dir")
+@click.argument("remote_url")
+@click.option("--exclude", multiple=True, metavar="GLOB", help="Skip matching paths (repeatable).")
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@click.pass_context
+def upload(
+    ctx: click.Context, local_dir: str, remote_url: str, exclude: tuple[str, ...], dry_run: bool
+) -> None:
+    """One-way push of LOCAL_DIR to REMOTE_URL (new and changed files; nothing deleted)."""
+    _one_way(ctx, "upload", local_dir, remote_url, exclude=exclude, dry_run=dry_run)
+
+
+@cli.command()
+@click.argument("remote_url")
+@click.argument("local_dir")
+@click.option("--exclude", multiple=True, metavar="GLOB", help="Skip matching paths (repeatable).")
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@click.pass_context
+def download(
+    ctx: click.Context, remote_url: str, local_dir: str, exclude: tuple[str, ...], dry_run: bool
+) -> None:
+    """One-way pull of REMOTE_URL into LOCAL_DIR (new and changed files; nothing deleted)."""
+    _one_way(ctx, "download", local_dir, remote_url, exclude=exclude, dry_run=dry_run)
+
+
+def _one_way(
+    ctx: click.Context,
+    direction: str,
+    local_dir: str,
+    remote_url: str,
+    *,
+    exclude: tuple[str, ...],
+    dry_run: bool,
+) -> None:
+    """A copy in one direction, like `rclone copy`: the source wins a difference (the replaced
+    version is kept in the trash), nothing is deleted, and a state of its own per
+    (folder, remote) makes a repeated run transfer only what changed."""
+    import hashlib
+
+    from syncd.config import default_state_url, load_config_dict
+
+    local = Path(local_dir).expanduser().absolute()
+    if direction == "upload" and not local.is_dir():
+        fail(f"{local_dir}: no such folder", EXIT_USAGE)
+    if direction == "download" and not dry_run:
+        local.mkdir(parents=True, exist_ok=True)
+    identity = hashlib.sha256(f"{direction}\0{local}\0{remote_url}".encode()).hexdigest()[:16]
+    state_dir = sqlite_path(default_state_url())
+    assert state_dir is not None
+    state_file = state_dir.parent / "transfers" / f"{identity}.db"
+    try:
+        config = load_config_dict(
+            {
+                "state": f"sqlite:///{state_file}",
+                "log": {"format": "auto"},
+                "pairs": [
+                    {
+                        "name": f"{direction}-{identity[:8]}",
+                        "local": str(local),
+                        "remote": remote_url,
+                        "direction": direction,
+                        "conflict": "local_wins" if direction == "upload" else "cloud_wins",
+                        "exclude": list(exclude),
+                    }
+                ],
+            },
+            source="command line",
+            expand_env=False,
+        )
+    except ConfigError as exc:
+        fail(str(exc).replace("command line: pairs[0].", ""), EXIT_USAGE)
+    _setup_logging(ctx, config)
+    try:
+        with _lock(config), _open_engine(config) as engine:
+            for syncer in engine.syncers.values():
+                syncer.propagate_deletes = False
+            report = engine.sync_once(dry_run=dry_run)
+    except AlreadyRunning as exc:
+        fail(str(exc), EXIT_FAILED)
+    _print_report(report, dry_run)
+    sys.exit(report.exit_code)
+
+
+@cli.command()
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(config_path: str | None, as_json: bool) -> None:

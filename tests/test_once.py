@@ -343,3 +343,45 @@ def test_a_name_too_long_for_the_local_filesystem_is_a_per_file_error(
     assert f"failed: {long_name}" in result.stdout
     assert "too long" in result.stdout.lower()
     assert tree(setup.local) == {"fine.txt": b"fine"}
+
+
+def test_one_way_upload_and_download_copy_without_deleting(tmp_path: Path, remote: Remote) -> None:
+    env = {"XDG_STATE_HOME": str(tmp_path / "state-home")}
+    if "endpoint_url" in remote.options:  # the one-way commands take the SDK's own variables
+        env["AWS_ENDPOINT_URL"] = remote.options["endpoint_url"]
+    source = tmp_path / "source"
+    (source / "sub").mkdir(parents=True)
+    (source / "a.txt").write_bytes(b"alpha")
+    (source / "sub" / "b.bin").write_bytes(b"beta")
+    (source / "skip.tmp").write_bytes(b"excluded")
+    remote.put("remote-only.txt", b"stays")
+
+    pushed = syncd("upload", source, remote.url, "--exclude", "*.tmp", env=env)
+    assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+    assert "2 uploaded" in pushed.stdout
+    assert remote.get("a.txt") == b"alpha" and remote.get("sub/b.bin") == b"beta"
+    assert "skip.tmp" not in remote.listing()
+    again = syncd("upload", source, remote.url, "--exclude", "*.tmp", env=env)
+    assert again.returncode == 0 and "0 uploaded" in again.stdout
+
+    (source / "a.txt").unlink()  # a one-way copy never deletes on the other side
+    (source / "sub" / "b.bin").write_bytes(b"beta, edited")
+    third = syncd("upload", source, remote.url, "--exclude", "*.tmp", env=env)
+    assert third.returncode == 0, third.stderr
+    assert remote.get("a.txt") == b"alpha" and remote.get("sub/b.bin") == b"beta, edited"
+
+    target = tmp_path / "target"
+    pulled = syncd("download", remote.url, target, "--exclude", "remote-only.txt", env=env)
+    assert pulled.returncode == 0, pulled.stdout + pulled.stderr
+    assert tree(target) == {"a.txt": b"alpha", "sub/b.bin": b"beta, edited"}
+    dry = syncd("download", remote.url, target, "--dry-run", env=env)
+    assert dry.returncode == 0 and "download\t" in dry.stdout and "remote-only.txt" in dry.stdout
+    assert "remote-only.txt" not in tree(target)
+
+
+def test_one_way_commands_reject_bad_input_with_one_line(tmp_path: Path) -> None:
+    missing = syncd("upload", tmp_path / "nope", "s3://bucket-x/p")
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
+    bad_url = syncd("download", "ftp://x/y", tmp_path / "t")
+    assert bad_url.returncode == 2 and "unknown scheme" in bad_url.stderr
+    assert "Traceback" not in bad_url.stderr

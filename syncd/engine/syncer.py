@@ -100,6 +100,8 @@ class PairSyncer:
         self.log = log.bind(pair=pair.name)
         self.host = host_name()
         self.plan_only = False  # dry run: decide and record the plan, touch nothing
+        #: False for one-way copies (`syncd upload` / `download`): nothing is ever deleted.
+        self.propagate_deletes = True
         self.planned: list[PlanItem] = []
         self._lock = threading.Lock()
         self.deletions = DeletionBatch()
@@ -273,7 +275,9 @@ class PairSyncer:
 
     def _plan(self, path: str, decision: Decision, facts: Facts) -> Outcome:
         """Dry run: say what would be done, do none of it."""
-        if decision.action is Action.NOTHING:
+        if decision.action is Action.NOTHING or (
+            decision.action in DELETE_SIDE and not self.propagate_deletes
+        ):
             return Outcome.DONE
         if decision.action is Action.CONFLICT and facts.local and facts.remote:
             resolution = self._resolution(facts.local, facts.remote, None)
@@ -310,6 +314,8 @@ class PairSyncer:
             assert remote is not None
             return self._download(path, local, remote, plog)
         if action in DELETE_SIDE:
+            if not self.propagate_deletes:
+                return Outcome.DONE
             if not self.deletions.take_approval(path):
                 self.deletions.hold(path, DELETE_SIDE[action])
                 return Outcome.PENDING
