@@ -527,15 +527,9 @@ class PairSyncer:
             )
             plog.info("file changed during upload; sending again")
             return Outcome.REQUEUE
-        self._record(path, sent.local, sent.sha256, sent.info.etag, ("upload", sent.seconds))
-        self.stats.transferred("upload", sent.local.size, sent.seconds)
-        plog.info(
-            "uploaded",
-            op="upload",
-            bytes=sent.local.size,
-            duration_ms=round(sent.seconds * 1000, 1),
+        return self._transferred(
+            "upload", path, sent.local, sha256=sent.sha256, info=sent.info, seconds=sent.seconds
         )
-        return Outcome.DONE
 
     def _download(
         self,
@@ -562,17 +556,33 @@ class PairSyncer:
         if got.result is not Result.OK:
             return Outcome.REQUEUE
         assert got.local is not None and got.info is not None
-        self._record(path, got.local, got.sha256, got.info.etag, ("download", got.seconds))
-        self.stats.transferred("download", got.local.size, got.seconds)
-        plog.info(
-            "downloaded",
-            op="download",
-            bytes=got.local.size,
-            duration_ms=round(got.seconds * 1000, 1),
+        return self._transferred(
+            "download", path, got.local, sha256=got.sha256, info=got.info, seconds=got.seconds
+        )
+
+    # -- bookkeeping ----------------------------------------------------------------------
+    def _transferred(
+        self,
+        op: str,
+        path: str,
+        local: LocalFile,
+        *,
+        sha256: str | None,
+        info: ObjectInfo,
+        seconds: float,
+    ) -> Outcome:
+        """Both sides now hold the same bytes: record the base, count it, say so."""
+        self._record(path, local, sha256, info.etag, (op, seconds))
+        self.stats.transferred(op, local.size, seconds)
+        self.log.info(
+            f"{op}ed",
+            path=path,
+            op=op,
+            bytes=local.size,
+            duration_ms=round(seconds * 1000, 1),
         )
         return Outcome.DONE
 
-    # -- bookkeeping ----------------------------------------------------------------------
     def _record(
         self,
         path: str,
