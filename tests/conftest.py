@@ -19,7 +19,7 @@ from botocore.config import Config
 from emulators import Emulator, start_moto
 
 #: Each remote kind beyond S3 keeps its emulator and fixtures in its own module.
-pytest_plugins = ["fixtures_gcs"]
+pytest_plugins = ["fixtures_gcs", "fixtures_azure"]
 
 # -- environment ----------------------------------------------------------------------------
 

@@ -50,7 +50,7 @@ class Root:
 
 #: Every kind of remote the suite runs against; each has a `<kind>_root` fixture yielding a
 #: Root (file and s3 below, gcs and azure in their fixture modules).
-KINDS = ["file", "s3", "gcs"]
+KINDS = ["file", "s3", "gcs", "azure"]
 
 
 @pytest.fixture(params=KINDS)

@@ -24,6 +24,7 @@ from syncd.providers.errors import (
 )
 from syncd.providers.options import (
     OPTIONS_BY_SCHEME,
+    AzureOptions,
     FileOptions,
     GCSOptions,
     S3Options,
@@ -71,6 +72,10 @@ def open_provider(
         from syncd.providers.gcs import GCSProvider
 
         return GCSProvider(remote, validated, workers=workers)
+    if isinstance(validated, AzureOptions):
+        from syncd.providers.azure import AzureProvider
+
+        return AzureProvider(remote, validated, workers=workers)
     raise InvalidRequest(f"{remote.scheme}:// remotes are not supported")  # pragma: no cover
 
 

@@ -1,0 +1,629 @@
+"""`az://CONTAINER[/PREFIX]` remotes on azure-storage-blob (the synchronous API).
+
+The whole adapter speaks the Provider protocol and the sentinel errors; every exception of
+azure-core, azure-storage-blob, azure-identity and requests is translated at this boundary by
+`_translate`, and nothing else of the SDK leaks out.
+
+A blob's version token is its ETag (without the quotes). Conditional calls are made against it:
+create-only is `If-None-Match: *`, replace / delete / download-if-unchanged are `If-Match`.
+The SDK's own retries are switched off (`retry_total=0`): the engine retries with tenacity on
+the sentinels, so a retry is never stacked on another.
+
+Uploads are streamed: a body of up to `SINGLE_PUT_SIZE` bytes goes in one Put Blob; a larger
+one is read forward once, block by block (Put Block), and committed with one Put Block List
+that carries the conditions, the metadata and the MD5 of the whole content (computed while
+reading, since the service computes it only for a single put). At most one block is held in
+memory per upload.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any, BinaryIO
+
+import requests
+import requests.adapters
+import urllib3.exceptions
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    AzureError,
+    ClientAuthenticationError,
+    DecodeError,
+    HttpResponseError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.core.pipeline.transport import RequestsTransport
+from azure.storage.blob import (
+    BlobBlock,
+    BlobClient,
+    BlobProperties,
+    BlobServiceClient,
+    ContainerClient,
+    ContentSettings,
+    StandardBlobTier,
+)
+from urllib3.util.retry import Retry
+
+from syncd.providers.base import (
+    MTIME_META,
+    SHA256_META,
+    Capabilities,
+    ObjectInfo,
+    UploadRequest,
+    format_mtime,
+    parse_mtime,
+)
+from syncd.providers.errors import (
+    InvalidRequest,
+    NotFound,
+    PermissionDenied,
+    PreconditionFailed,
+    ProviderError,
+    Throttled,
+    Transient,
+)
+from syncd.providers.options import AzureOptions
+from syncd.providers.url import RemoteURL
+
+PAGE_SIZE = 1000
+MiB = 1024 * 1024
+#: Bodies up to this size go in one Put Blob request (held in memory once).
+SINGLE_PUT_SIZE = 8 * MiB
+#: Larger bodies are sent in blocks of this size (grown for huge files: a blob holds at most
+#: MAX_BLOCKS committed blocks).
+BLOCK_SIZE = 8 * MiB
+MAX_BLOCKS = 50_000
+#: Downloads are fetched in ranges of this size, each held in memory once.
+GET_CHUNK_SIZE = 4 * MiB
+CONNECT_TIMEOUT = 10
+READ_TIMEOUT = 60
+#: How long a server-side copy may stay "pending" before it is aborted as transient.
+COPY_TIMEOUT = 600.0
+#: The public endpoint suffix used when only an account name is given.
+ENDPOINT_SUFFIX = "blob.core.windows.net"
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+_PRECONDITION = {"ConditionNotMet", "SourceConditionNotMet", "TargetConditionNotMet"}
+_CONTAINER_GONE = {"ContainerNotFound", "ContainerBeingDeleted", "ContainerDisabled"}
+_ARCHIVED = {"BlobArchived", "BlobBeingRehydrated"}
+_THROTTLED = {"ServerBusy", "IngressOverAccountLimit", "EgressOverAccountLimit", "TooManyRequests"}
+_SERVER = {"InternalError", "OperationTimedOut", "ServerTimeout"}
+_TRANSPORT = (
+    ServiceRequestError,  # refused, reset before an answer, DNS, connect timeout
+    ServiceResponseError,  # reset or timeout while reading an answer
+    DecodeError,  # a body cut short (IncompleteReadError) or garbled
+    requests.RequestException,  # anything of requests that escapes the pipeline
+    urllib3.exceptions.HTTPError,
+)
+#: Everything the SDK (and the HTTP stack under it) raises on purpose.
+_SDK_ERRORS = (AzureError, requests.RequestException, urllib3.exceptions.HTTPError)
+#: Secrets that could appear inside a transport error's text: a SAS query string (URLs in
+#: urllib3 messages), an account key or SAS inside a connection string.
+_SECRETS = re.compile(
+    r"(\?[^\s'\"]*)|((?:AccountKey|SharedAccessSignature|sig)=[^;&\s'\"]*)", re.IGNORECASE
+)
+
+
+def should_retry(exc: BaseException) -> bool:
+    """True for the failures that promise a later success (for tenacity's `retry=`)."""
+    return isinstance(exc, Throttled | Transient)
+
+
+class ContainerMissing(NotFound):
+    """NotFound for the container itself, so a delete can tell it from an already-deleted
+    blob."""
+
+
+def _code(exc: HttpResponseError) -> str:
+    """The service's error code ("BlobNotFound"); the SDK gives a str or a StorageErrorCode."""
+    code = getattr(exc, "error_code", None)
+    if code is None:
+        code = _headers(exc).get("x-ms-error-code")
+    return str(getattr(code, "value", code or ""))
+
+
+def _headers(exc: HttpResponseError) -> Mapping[str, str]:
+    """The answer's headers (case-insensitive in azure-core's responses)."""
+    headers: Mapping[str, str] | None = getattr(exc.response, "headers", None)
+    return headers if headers is not None else {}
+
+
+def _redact(text: str) -> str:
+    return _SECRETS.sub("<redacted>", text)
+
+
+def _translate(
+    exc: Exception,
+    where: str,
+    *,
+    container: str,
+    on_object: bool = True,
+    conditional: bool = False,
+) -> ProviderError:
+    """The one place where the SDK's exceptions become the sentinel errors.
+
+    `where` names the blob (az://container/prefix/key) in the message; `on_object` says a bare
+    404 means a missing blob rather than a missing container; `conditional` marks a conditional
+    write, where a missing blob (If-Match) or a 409 means the precondition lost. Messages are
+    built from the status and the service's error code, never from the request, the service's
+    free text (which can echo a string-to-sign) or the client configuration, so they cannot
+    carry credentials.
+    """
+    if isinstance(exc, ClientAuthenticationError) and exc.status_code is None:
+        if type(exc).__name__ == "AzureSigningError":  # the shared key could not sign
+            return PermissionDenied(f"{where}: the account key is not valid (base64 expected)")
+        # azure-identity: no credential in the chain could produce a token.
+        return PermissionDenied(f"{where}: no usable Azure credentials found")
+    if isinstance(exc, _TRANSPORT):
+        detail = _redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return Transient(f"{where}: {detail}")
+    if not isinstance(exc, HttpResponseError):
+        return InvalidRequest(f"{where}: {type(exc).__name__}")
+    code = _code(exc)
+    status = exc.status_code or 0
+    label = code or str(status)
+    if code in _CONTAINER_GONE or (status == 404 and not on_object):
+        return ContainerMissing(f"container {container!r} does not exist")
+    if code in _ARCHIVED:
+        return InvalidRequest(f"{where} is in the Archive tier; rehydrate it first")
+    if code in _PRECONDITION or status == 412:
+        return PreconditionFailed(f"{where}: precondition failed (changed meanwhile)")
+    if code == "BlobAlreadyExists" or (conditional and status == 409):
+        return PreconditionFailed(f"{where}: already exists or a concurrent write won ({label})")
+    if status == 404:
+        if conditional:
+            return PreconditionFailed(f"{where}: no longer exists")
+        return NotFound(f"{where}: not found")
+    if isinstance(exc, ClientAuthenticationError) or status in (401, 403):
+        detail = "" if code in ("", "AuthorizationFailure") else f" ({code})"
+        return PermissionDenied(f"{where}: access denied{detail}")
+    if code in _THROTTLED or status in (429, 503):
+        return Throttled(
+            f"{where}: throttled ({label})",
+            retry_after=_seconds(_headers(exc).get("Retry-After")),
+        )
+    if code in _SERVER or status >= 500 or status == 408:
+        return Transient(f"{where}: server error ({label})")
+    return InvalidRequest(f"{where}: {label}" + (f" (HTTP {status})" if code else ""))
+
+
+def _seconds(value: str | None) -> float | None:
+    """Retry-After as delta-seconds; the HTTP-date form is rare enough to ignore."""
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
+
+
+def _etag(value: Any) -> str:
+    return str(value or "").strip('"')
+
+
+def _quoted(etag: str) -> str:
+    """An ETag as the service hands it out (and compares it): in double quotes."""
+    return etag if etag.startswith('"') else f'"{etag}"'
+
+
+def _timestamp(value: datetime | None) -> float:
+    return value.timestamp() if value is not None else 0.0
+
+
+def _hex(md5: bytes | bytearray | None) -> str | None:
+    return bytes(md5).hex() if md5 else None
+
+
+def _sha256(metadata: dict[str, str] | None) -> str | None:
+    value = (metadata or {}).get(SHA256_META, "").strip().lower()
+    return value if _SHA256.match(value) else None
+
+
+def _archived(props: BlobProperties) -> bool:
+    """In the Archive tier (also while a rehydration is pending): the bytes cannot be read."""
+    status = str(props.archive_status or "")
+    return str(props.blob_tier or "") == "Archive" or status.startswith("rehydrate-pending")
+
+
+def _read_exactly(body: BinaryIO, size: int, where: str) -> bytes:
+    """`size` bytes of `body` (which may answer short reads, like a pipe)."""
+    parts: list[bytes] = []
+    missing = size
+    while missing > 0:
+        chunk = body.read(missing)
+        if not chunk:
+            raise InvalidRequest(f"{where}: body ended {missing} bytes before its size")
+        parts.append(chunk)
+        missing -= len(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _block_size(size: int) -> int:
+    """BLOCK_SIZE, or the whole MiBs that fit `size` into MAX_BLOCKS blocks."""
+    needed = -(-size // MAX_BLOCKS)
+    return max(BLOCK_SIZE, -(-needed // MiB) * MiB)
+
+
+def make_client(options: AzureOptions, workers: int) -> tuple[BlobServiceClient, Any]:
+    """One service client per provider (thread-safe; one HTTP pool sized for the workers).
+
+    Credentials, first found wins: `connection_string`; `account_url` (or `account_name`)
+    with `sas_token`, `account_key`, or DefaultAzureCredential; AZURE_STORAGE_CONNECTION_STRING;
+    AZURE_STORAGE_ACCOUNT with AZURE_STORAGE_KEY / AZURE_STORAGE_SAS_TOKEN or
+    DefaultAzureCredential. Explicit options beat the environment, so a pair that names its
+    account is never redirected by a variable meant for another tool. Returns the client and
+    the token credential it owns (to close), if any.
+    """
+    size = max(10, workers * 2)
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(
+        pool_connections=size,
+        pool_maxsize=size,
+        max_retries=Retry(total=False, redirect=False, raise_on_status=False),
+    )
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    kwargs: dict[str, Any] = {
+        "transport": RequestsTransport(
+            session=session,
+            session_owner=True,
+            connection_timeout=CONNECT_TIMEOUT,
+            read_timeout=READ_TIMEOUT,
+        ),
+        "retry_total": 0,
+        "max_single_put_size": SINGLE_PUT_SIZE,
+        "max_block_size": BLOCK_SIZE,
+        "max_single_get_size": GET_CHUNK_SIZE,
+        "max_chunk_get_size": GET_CHUNK_SIZE,
+        "connection_timeout": CONNECT_TIMEOUT,
+        "read_timeout": READ_TIMEOUT,
+    }
+    environ = os.environ
+    account_url = options.account_url
+    if not account_url and options.account_name:
+        account_url = f"https://{options.account_name}.{ENDPOINT_SUFFIX}"
+    client: BlobServiceClient | None = None
+    owned: Any = None
+    try:
+        if options.connection_string:
+            client = BlobServiceClient.from_connection_string(options.connection_string, **kwargs)
+        elif account_url:
+            credential, owned = _credential(
+                options.account_name, options.account_key, options.sas_token
+            )
+            client = BlobServiceClient(account_url, credential=credential, **kwargs)
+        elif environ.get("AZURE_STORAGE_CONNECTION_STRING"):
+            conn = environ["AZURE_STORAGE_CONNECTION_STRING"]
+            client = BlobServiceClient.from_connection_string(conn, **kwargs)
+        elif environ.get("AZURE_STORAGE_ACCOUNT"):
+            name = environ["AZURE_STORAGE_ACCOUNT"]
+            credential, owned = _credential(
+                name, environ.get("AZURE_STORAGE_KEY"), environ.get("AZURE_STORAGE_SAS_TOKEN")
+            )
+            client = BlobServiceClient(
+                f"https://{name}.{ENDPOINT_SUFFIX}", credential=credential, **kwargs
+            )
+    except ValueError:
+        # The SDK's messages here ("Connection string is either blank or malformed.") name no
+        # value, but a wrong one is still better reported without echoing anything.
+        client = None
+        problem = (
+            "cannot set up the Azure client: the connection string or account URL is malformed"
+        )
+    else:
+        problem = (
+            "no Azure account configured: set options.connection_string or "
+            "options.account_url, or AZURE_STORAGE_CONNECTION_STRING"
+        )
+    if client is None:
+        session.close()
+        if owned is not None:
+            owned.close()
+        raise InvalidRequest(problem)
+    return client, owned
+
+
+def _credential(name: str | None, key: str | None, sas: str | None) -> tuple[Any, Any]:
+    """The credential for an account URL, and the token credential to close (if made here)."""
+    if sas:
+        return sas.lstrip("?"), None
+    if key:
+        # A bare key lets the SDK take the account name from the URL (also for Azurite's
+        # http://host:port/ACCOUNT form).
+        return ({"account_name": name, "account_key": key} if name else key), None
+    from azure.identity import DefaultAzureCredential
+
+    credential = DefaultAzureCredential()
+    return credential, credential
+
+
+class AzureProvider:
+    """A container (and optional prefix) as a remote root. Thread-safe."""
+
+    def __init__(
+        self, url: RemoteURL, options: AzureOptions | None = None, workers: int = 8
+    ) -> None:
+        self.remote = url
+        self.url = str(url)
+        self.container = url.bucket
+        self.prefix = url.prefix
+        self.options = options or AzureOptions()
+        self.capabilities = Capabilities(
+            conditional_writes=True, server_side_copy=True, listing_has_metadata=True
+        )
+        self._tier = (
+            StandardBlobTier(self.options.storage_class)
+            if self.options.storage_class is not None
+            else None
+        )
+        self._service, self._credential = make_client(self.options, workers)
+        self._container: ContainerClient = self._service.get_container_client(self.container)
+
+    def _where(self, key: str | None) -> str:
+        return f"az://{self.container}/{self.prefix}{key or ''}"
+
+    def _blob(self, key: str) -> BlobClient:
+        return self._container.get_blob_client(self.prefix + key)
+
+    @contextmanager
+    def _errors(self, key: str | None, *, conditional: bool = False) -> Iterator[None]:
+        """Translate whatever the SDK raises inside the block (a body's or a sink's own error,
+        or a cancellation, passes through untouched)."""
+        try:
+            yield
+        except _SDK_ERRORS as exc:
+            raise _translate(
+                exc,
+                self._where(key),
+                container=self.container,
+                on_object=key is not None,
+                conditional=conditional,
+            ) from exc
+
+    def list(self) -> Iterator[ObjectInfo]:
+        with self._errors(None):
+            blobs = self._container.list_blobs(
+                name_starts_with=self.prefix or None,
+                include=["metadata"],
+                results_per_page=PAGE_SIZE,
+            )
+            for props in blobs:
+                key = str(props.name)[len(self.prefix) :]
+                if not key:
+                    continue  # the prefix's own folder marker
+                if (props.metadata or {}).get("hdi_isfolder") == "true":
+                    continue  # a directory of a hierarchical-namespace (Data Lake) account
+                yield self._info(key, props)
+
+    def stat(self, key: str) -> ObjectInfo:
+        with self._errors(key):
+            props = self._blob(key).get_blob_properties()
+        return self._info(key, props)
+
+    def upload(self, request: UploadRequest) -> ObjectInfo:
+        if request.if_absent and request.if_match is not None:
+            raise InvalidRequest("if_absent and if_match are mutually exclusive")
+        if request.size < 0:
+            raise InvalidRequest(f"{request.key}: negative size")
+        metadata = dict(request.metadata)
+        metadata[MTIME_META] = format_mtime(request.mtime_ns)
+        sha256 = None
+        if request.sha256 is not None:
+            sha256 = request.sha256.lower()
+            if not _SHA256.match(sha256):
+                raise InvalidRequest(f"{request.key}: sha256 is not 64 hex digits")
+            metadata[SHA256_META] = sha256
+        conditions: dict[str, Any] = {}
+        if request.if_absent:
+            # Only the match condition: the SDK refuses an etag next to IfMissing.
+            conditions["match_condition"] = MatchConditions.IfMissing
+        elif request.if_match is not None:
+            conditions["etag"] = _quoted(request.if_match)
+            conditions["match_condition"] = MatchConditions.IfNotModified
+        where = self._where(request.key)
+        blob = self._blob(request.key)
+        with self._errors(request.key, conditional=bool(conditions)):
+            if request.size <= SINGLE_PUT_SIZE:
+                data = _read_exactly(request.body, request.size, where)
+                md5 = hashlib.md5(data, usedforsecurity=False).digest()
+                answer = blob.upload_blob(
+                    data,
+                    length=request.size,
+                    metadata=metadata,
+                    overwrite=True,  # the conditions above decide; without any, replace
+                    content_settings=ContentSettings(content_md5=bytearray(md5)),
+                    validate_content=True,  # Content-MD5: the service checks the bytes
+                    standard_blob_tier=self._tier,
+                    max_concurrency=1,
+                    **conditions,
+                )
+            else:
+                md5, answer = self._put_blocks(blob, request, metadata, conditions, where)
+        return ObjectInfo(
+            key=request.key,
+            size=request.size,
+            etag=_etag(answer.get("etag")),
+            modified=_timestamp(answer.get("last_modified")) or time.time(),
+            mtime_ns=request.mtime_ns,
+            sha256=sha256,
+            md5=md5.hex(),
+            has_metadata=True,
+            archived=self.options.storage_class == "Archive",
+        )
+
+    def _put_blocks(
+        self,
+        blob: BlobClient,
+        request: UploadRequest,
+        metadata: dict[str, str],
+        conditions: dict[str, Any],
+        where: str,
+    ) -> tuple[bytes, dict[str, Any]]:
+        """Read the body forward once, one block at a time (Put Block), then commit the list
+        (Put Block List) with the conditions: nothing is visible before the commit, and the
+        uncommitted blocks of a failed attempt are discarded by the service."""
+        md5 = hashlib.md5(usedforsecurity=False)
+        block_size = _block_size(request.size)
+        run = uuid.uuid4().hex  # distinct ids per attempt: concurrent writers never mix blocks
+        blocks: list[BlobBlock] = []
+        remaining = request.size
+        while remaining > 0:
+            data = _read_exactly(request.body, min(block_size, remaining), where)
+            md5.update(data)
+            block_id = base64.b64encode(f"{run}-{len(blocks):06d}".encode()).decode("ascii")
+            blob.stage_block(block_id, data, length=len(data), validate_content=True)
+            blocks.append(BlobBlock(block_id=block_id))
+            remaining -= len(data)
+        digest = md5.digest()
+        answer = blob.commit_block_list(
+            blocks,
+            content_settings=ContentSettings(content_md5=bytearray(digest)),
+            metadata=metadata,
+            standard_blob_tier=self._tier,
+            **conditions,
+        )
+        return digest, dict(answer)
+
+    def download(self, key: str, sink: BinaryIO, if_match: str | None = None) -> ObjectInfo:
+        conditions: dict[str, Any] = {}
+        if if_match is not None:
+            conditions = {
+                "etag": _quoted(if_match),
+                "match_condition": MatchConditions.IfNotModified,
+            }
+        try:
+            with self._errors(key):
+                # The first answer pins the version: every further range is asked If-Match it.
+                downloader = self._blob(key).download_blob(max_concurrency=1, **conditions)
+                downloader.readinto(sink)
+        except PreconditionFailed:
+            if if_match is not None:
+                raise
+            # Unasked-for: the blob was replaced between two ranges; a fresh attempt reads the
+            # new version whole.
+            raise Transient(f"{self._where(key)}: replaced while reading") from None
+        return self._info(key, downloader.properties)
+
+    def delete(self, key: str, if_match: str | None = None) -> None:
+        conditions: dict[str, Any] = {}
+        if if_match is not None:
+            conditions = {
+                "etag": _quoted(if_match),
+                "match_condition": MatchConditions.IfNotModified,
+            }
+        try:
+            with self._errors(key):
+                self._blob(key).delete_blob(**conditions)
+        except ContainerMissing:
+            raise
+        except NotFound:
+            pass  # already gone: what a delete wants
+        except PreconditionFailed:
+            # Some servers (Azurite) answer 412 rather than 404 to a conditional delete of a
+            # missing blob: a blob that is gone is still what a delete wants.
+            try:
+                self.stat(key)
+            except ContainerMissing:
+                raise
+            except NotFound:
+                return
+            raise
+
+    def copy(self, src_key: str, dst_key: str, if_match: str | None = None) -> ObjectInfo:
+        source = self._blob(src_key)
+        target = self._blob(dst_key)
+        params: dict[str, Any] = {
+            # Create-only on the destination, enforced by the service.
+            "match_condition": MatchConditions.IfMissing,
+            "standard_blob_tier": self._tier,
+        }
+        if if_match is not None:
+            params["source_etag"] = _quoted(if_match)
+            params["source_match_condition"] = MatchConditions.IfNotModified
+        # Same account: the service reads the source with this request's own authorization
+        # (its URL carries the SAS when that is the credential). Metadata=None keeps the
+        # source's metadata, mtime and sha256 included.
+        try:
+            answer = target.start_copy_from_url(source.url, **params)
+        except _SDK_ERRORS as exc:
+            if (
+                isinstance(exc, HttpResponseError)
+                and exc.status_code == 404
+                and _code(exc) not in _CONTAINER_GONE
+            ):  # the source is missing: stale (if_match) or never there
+                where = self._where(src_key)
+                if if_match is None:
+                    raise NotFound(f"{where}: not found") from exc
+                raise PreconditionFailed(f"{where}: no longer exists") from exc
+            raise _translate(
+                exc, self._where(dst_key), container=self.container, conditional=True
+            ) from exc
+        if answer.get("copy_status") != "success":
+            self._wait_for_copy(target, dst_key, str(answer.get("copy_id") or ""))
+        return self.stat(dst_key)
+
+    def _wait_for_copy(self, target: BlobClient, dst_key: str, copy_id: str) -> None:
+        """Poll a pending copy to its end; a failed or stuck copy leaves no destination."""
+        deadline = time.monotonic() + COPY_TIMEOUT
+        delay = 0.1
+        while True:
+            with self._errors(dst_key):
+                props = target.get_blob_properties()
+            status = props.copy.status
+            if status == "success":
+                return
+            if status == "pending" and time.monotonic() < deadline:
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            with self._errors(dst_key):
+                if status == "pending":
+                    target.abort_copy(copy_id)
+                target.delete_blob(
+                    etag=_quoted(_etag(props.etag)),
+                    match_condition=MatchConditions.IfNotModified,
+                )
+            raise Transient(f"{self._where(dst_key)}: server-side copy {status or 'lost'}")
+
+    def check(self) -> None:
+        try:
+            with self._errors(None):
+                self._container.get_container_properties()
+        except PermissionDenied:
+            # A container-scoped SAS may list blobs without being allowed the container's
+            # properties: one page of at most one blob proves the root as well.
+            with self._errors(None):
+                pages = self._container.list_blobs(
+                    name_starts_with=self.prefix or None, results_per_page=1
+                ).by_page()
+                next(pages, None)
+
+    def close(self) -> None:
+        self._service.close()
+        if self._credential is not None:
+            self._credential.close()
+
+    @staticmethod
+    def _info(key: str, props: BlobProperties) -> ObjectInfo:
+        """ObjectInfo from a listing item, get_blob_properties or a downloader's properties
+        (all BlobProperties, metadata included)."""
+        metadata: dict[str, str] = dict(props.metadata or {})
+        return ObjectInfo(
+            key=key,
+            size=int(props.size or 0),
+            etag=_etag(props.etag),
+            modified=_timestamp(props.last_modified),
+            mtime_ns=parse_mtime(metadata.get(MTIME_META)),
+            sha256=_sha256(metadata),
+            md5=_hex(props.content_settings.content_md5),
+            has_metadata=True,
+            archived=_archived(props),
+        )
