@@ -6,7 +6,7 @@ A step changes files on either side, runs one syncd command the way a user does
 The idea is rclone's cmd/bisync/testdata (scenario + golden listings), in one file per scenario:
 
     description: A file deleted locally is deleted remotely, and kept in the remote trash.
-    remotes: [file, s3]          # optional; which remotes to run against (default: both)
+    remotes: [file, s3]          # optional; which remotes to run against (default: all four)
     config: {max_delete: 50}     # optional; extra keys of the pair (conflict, exclude, ...)
     initial:                     # FILES per side; `both` writes the same files on each side
       local: {a.txt: alpha, b.txt: beta}
@@ -77,12 +77,11 @@ from typing import Any
 import pytest
 import yaml
 from harness import Setup, syncd
-from test_once import BucketRemote, FolderRemote
+from remotes import ALL_KINDS, FolderRemote, Remote, remote_for
 
 REGEN_ENV = "SYNCD_SCENARIO_REGEN"
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
-REMOTE_KINDS = ("file", "s3")
-S3_PREFIX = "team/docs/"
+REMOTE_KINDS = ALL_KINDS
 
 LOCAL_STATE_DIR = ".syncd"
 LOCAL_TRASH = ".syncd/trash"
@@ -177,60 +176,47 @@ def split_trash(everything: Listing) -> tuple[Listing, Listing]:
 
 
 @dataclass
-class FolderSide(FolderRemote):
-    """A file:// remote; its objects' mtimes are the files' own."""
+class RemoteSide:
+    """A remote as the scenarios change it; mtimes travel as the `mtime` metadata syncd reads
+    (a folder remote's are the files' own)."""
+
+    remote: Remote
+
+    @property
+    def url(self) -> str:
+        return self.remote.url
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return self.remote.options
+
+    def get(self, path: str) -> bytes:
+        return self.remote.get(path)
+
+    def listing(self) -> list[str]:
+        return list(self.remote.listing())
 
     def write(self, path: str, data: bytes, mtime_ns: int | None) -> None:
-        self.put(path, data)
-        if mtime_ns is not None:
-            os.utime(self.root / path, ns=(mtime_ns, mtime_ns))
+        self.remote.put(path, data, mtime_ns)
 
     def delete(self, path: str) -> None:
-        target = self.root / path
-        target.unlink()
-        # A bucket has no folders: do not leave empty ones behind.
-        for parent in target.parents:
-            if parent == self.root or any(parent.iterdir()):
-                break
-            parent.rmdir()
+        self.remote.delete(path)
 
     def move(self, src: str, dst: str) -> None:
-        (self.root / dst).parent.mkdir(parents=True, exist_ok=True)
-        (self.root / src).rename(self.root / dst)
+        if isinstance(self.remote, FolderRemote):  # a real rename: same inode, same mtime
+            (self.remote.root / dst).parent.mkdir(parents=True, exist_ok=True)
+            (self.remote.root / src).rename(self.remote.root / dst)
+            return
+        self.remote.copy(src, dst)
+        self.remote.delete(src)
 
     def touch(self, path: str, mtime_ns: int) -> None:
-        os.utime(self.root / path, ns=(mtime_ns, mtime_ns))
+        if isinstance(self.remote, FolderRemote):
+            os.utime(self.remote.root / path, ns=(mtime_ns, mtime_ns))
+        else:  # an object's mtime is metadata: rewrite it with the same bytes
+            self.write(path, self.get(path), mtime_ns)
 
 
-@dataclass
-class BucketSide(BucketRemote):
-    """An s3:// remote under a prefix; mtimes travel as the `mtime` metadata syncd reads."""
-
-    def write(self, path: str, data: bytes, mtime_ns: int | None) -> None:
-        metadata = {}
-        if mtime_ns is not None:
-            seconds, nanos = divmod(mtime_ns, 1_000_000_000)
-            metadata["mtime"] = f"{seconds}.{nanos:09d}"
-        self.bucket.client.put_object(
-            Bucket=self.bucket.bucket, Key=self.prefix + path, Body=data, Metadata=metadata
-        )
-
-    def delete(self, path: str) -> None:
-        self.bucket.client.delete_object(Bucket=self.bucket.bucket, Key=self.prefix + path)
-
-    def move(self, src: str, dst: str) -> None:
-        self.bucket.client.copy_object(
-            Bucket=self.bucket.bucket,
-            Key=self.prefix + dst,
-            CopySource={"Bucket": self.bucket.bucket, "Key": self.prefix + src},
-        )
-        self.delete(src)
-
-    def touch(self, path: str, mtime_ns: int) -> None:
-        self.write(path, self.get(path), mtime_ns)
-
-
-RemoteSide = FolderSide | BucketSide
 #: Every side offers write(path, data, mtime_ns), delete(path), move(src, dst), touch(path, ns).
 AnySide = LocalSide | RemoteSide
 
@@ -243,13 +229,8 @@ def snapshot(side: AnySide) -> tuple[Listing, Listing]:
 
 
 def make_remote(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> RemoteSide:
-    """A fresh, empty remote of `kind` ("file": a tmp folder; "s3": the moto bucket fixture)."""
-    if kind == "file":
-        root = tmp_path / "remote"
-        root.mkdir()
-        return FolderSide(root, {})
-    bucket = request.getfixturevalue("s3_bucket")
-    return BucketSide(bucket, S3_PREFIX, {"endpoint_url": bucket.endpoint_url})
+    """A fresh, empty remote of `kind` (see remotes.remote_for)."""
+    return RemoteSide(remote_for(kind, request, tmp_path))
 
 
 # -- reading scenarios -----------------------------------------------------------------------

@@ -21,10 +21,10 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
 
 import pytest
-from harness import SYNCD, Setup, syncd, tree
+from harness import SYNCD, Setup, syncd
+from remotes import Remote, remote_for
 
 ROUNDS = int(os.environ.get("SYNCD_CRASH_ROUNDS", "10"))
 SEED = int(os.environ.get("SYNCD_CRASH_SEED", "20261124"))
@@ -34,71 +34,9 @@ BIG = 200_000
 TEMP_PREFIX = ".syncd-tmp-"
 
 
-class Remote(Protocol):
-    options: dict[str, Any]
-
-    @property
-    def url(self) -> str: ...
-
-    def put(self, key: str, data: bytes) -> None: ...
-    def objects(self) -> dict[str, bytes]:
-        """Every object under a real name (no trash, no temp), key -> bytes."""
-        ...
-
-
-@dataclass
-class FolderRemote:
-    root: Path
-    options: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def url(self) -> str:
-        return f"file://{self.root}"
-
-    def put(self, key: str, data: bytes) -> None:
-        path = self.root / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-
-    def objects(self) -> dict[str, bytes]:
-        return tree(self.root)
-
-
-@dataclass
-class BucketRemote:
-    bucket: Any  # the s3_bucket fixture's value
-    prefix: str
-    options: dict[str, Any]
-
-    @property
-    def url(self) -> str:
-        return str(self.bucket.url(self.prefix))
-
-    def put(self, key: str, data: bytes) -> None:
-        self.bucket.client.put_object(Bucket=self.bucket.bucket, Key=self.prefix + key, Body=data)
-
-    def objects(self) -> dict[str, bytes]:
-        client, name = self.bucket.client, self.bucket.bucket
-        found: dict[str, bytes] = {}
-        for page in client.get_paginator("list_objects_v2").paginate(
-            Bucket=name, Prefix=self.prefix
-        ):
-            for obj in page.get("Contents", []):
-                key = obj["Key"][len(self.prefix) :]
-                if key.startswith(".syncd") or TEMP_PREFIX in key:
-                    continue
-                found[key] = client.get_object(Bucket=name, Key=obj["Key"])["Body"].read()
-        return found
-
-
 @pytest.fixture(params=["file", "s3"])
 def remote(request: pytest.FixtureRequest, tmp_path: Path) -> Remote:
-    if request.param == "file":
-        root = tmp_path / "remote"
-        root.mkdir()
-        return FolderRemote(root)
-    bucket = request.getfixturevalue("s3_bucket")
-    return BucketRemote(bucket, "crash/", {"endpoint_url": bucket.endpoint_url})
+    return remote_for(request.param, request, tmp_path, prefix="crash/")
 
 
 @dataclass

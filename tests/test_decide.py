@@ -27,6 +27,10 @@ R_MD5_A = ObjectInfo("f", size=3, etag=MD5_A, md5=MD5_A)
 R_META_A = ObjectInfo("f", size=3, etag="e4", sha256=SHA_A, has_metadata=True)
 R_META_NONE = ObjectInfo("f", size=3, etag="e4", has_metadata=True)
 R_META_B = ObjectInfo("f", size=3, etag="e5", sha256=SHA_B, has_metadata=True)
+# Rewritten by another tool: metadata without sha256, but the service's MD5 (GCS, Azure).
+R_MD5ONLY_A = ObjectInfo("f", size=3, etag="e6", md5=MD5_A, has_metadata=True)
+R_MD5ONLY_B = ObjectInfo("f", size=3, etag="e7", md5=MD5_B, has_metadata=True)
+L_SAME_HASHED = LocalFile(size=3, mtime_ns=100, inode=7, sha256=SHA_A, md5=MD5_A)
 
 CASES = [
     # id, base, local, remote, direction, expected action
@@ -43,6 +47,9 @@ CASES = [
     ("remote retagged, same size: fetch", BASE, L_SAME, R_LISTED, "both", Action.FETCH_REMOTE),
     ("remote retagged, same content", BASE, L_SAME, R_META_A, "both", Action.RECORD),
     ("remote same size, new content", BASE, L_SAME, R_META_B, "both", Action.DOWNLOAD),
+    ("remote rewritten, md5 only: hash", BASE, L_SAME, R_MD5ONLY_A, "both", Action.HASH_LOCAL),
+    ("remote rewritten, same md5", BASE, L_SAME_HASHED, R_MD5ONLY_A, "both", Action.RECORD),
+    ("remote rewritten, new md5", BASE, L_SAME_HASHED, R_MD5ONLY_B, "both", Action.DOWNLOAD),
     ("deleted locally", BASE, None, R_SAME, "both", Action.DELETE_REMOTE),
     ("deleted remotely", BASE, L_SAME, None, "both", Action.DELETE_LOCAL),
     ("edit beats remote delete", BASE, L_EDIT, None, "both", Action.UPLOAD),

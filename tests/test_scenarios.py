@@ -1,4 +1,5 @@
-"""Sync scenarios as data: every tests/scenarios/*.yaml, against a file:// and an s3:// remote.
+"""Sync scenarios as data: every tests/scenarios/*.yaml, against every kind of remote (file,
+s3, gcs, azure), each on its own emulator.
 
 Each scenario is a starting tree per side, then steps (changes on either side, one `syncd`
 command as a user runs it, the listings both sides must show afterwards). The format is

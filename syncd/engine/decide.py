@@ -93,6 +93,20 @@ def decide(
             return Decision(Action.FETCH_REMOTE, "new remote version: compare content")
         if remote.sha256 == base.sha256:
             rstate, retagged = "same", True
+        elif (
+            remote.size == base.size
+            and remote.sha256 is None
+            and remote.md5 is not None
+            and lstate == "same"
+            and local is not None
+        ):
+            # Written by another tool (no sha256), but the service keeps an MD5 (GCS, Azure,
+            # a single-part S3 ETag): an unchanged local file's MD5 tells a rewrite of the
+            # same bytes (a touch) from an edit.
+            if local.md5 is None:
+                return Decision(Action.HASH_LOCAL, "new remote version: compare content")
+            if local.md5 == remote.md5:
+                rstate, retagged = "same", True
 
     if lstate == "same" and rstate == "same":
         if base is not None and local is not None and (retagged or _stat_moved(base, local)):
