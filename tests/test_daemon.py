@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from harness import Setup, running_daemon, syncd, tree, wait_for
+from remotes import BUCKET_KINDS, Remote, remote_for
 
 from syncd.daemon.protocol import request
 
@@ -31,45 +32,43 @@ STATUS_PAIR_KEYS = {
 }
 
 
-def _s3_object(bucket: Any, key: str) -> bytes | None:
-    try:
-        body: bytes = bucket.client.get_object(Bucket=bucket.bucket, Key=key)["Body"].read()
-    except bucket.client.exceptions.NoSuchKey:
-        return None
-    return body
+def _object(remote: Remote, key: str) -> bytes | None:
+    return remote.objects().get(key)
 
 
-def test_daemon_with_s3_pair(tmp_path: Path, s3_bucket: Any) -> None:
-    setup = Setup(tmp_path, s3_bucket.url("docs"), options={"endpoint_url": s3_bucket.endpoint_url})
+@pytest.mark.parametrize("kind", BUCKET_KINDS)
+def test_daemon_with_bucket_pair(tmp_path: Path, kind: str, request: pytest.FixtureRequest) -> None:
+    remote = remote_for(kind, request, tmp_path, prefix="docs/")
+    setup = Setup(tmp_path, remote.url, options=remote.options)
     (tmp_path / "local").mkdir()
     (tmp_path / "local" / "before-start.txt").write_bytes(b"was here first")
     with running_daemon(setup) as daemon:
         # The startup scan uploads what was there before.
-        wait_for(lambda: _s3_object(s3_bucket, "docs/before-start.txt") == b"was here first")
+        wait_for(lambda: _object(remote, "before-start.txt") == b"was here first")
 
         # A dropped file goes up, quickly.
         started = time.monotonic()
         (setup.local / "dropped.txt").write_bytes(b"dropped while running")
-        wait_for(
-            lambda: _s3_object(s3_bucket, "docs/dropped.txt") == b"dropped while running",
-            timeout=10,
-        )
+        wait_for(lambda: _object(remote, "dropped.txt") == b"dropped while running", timeout=10)
         assert time.monotonic() - started < 5
 
         # A remote put comes down at the next poll, with its bytes and its mtime.
-        s3_bucket.client.put_object(
-            Bucket=s3_bucket.bucket,
-            Key="docs/sub/from-remote.txt",
-            Body=b"from elsewhere",
-            Metadata={"mtime": f"{MTIME_NS // 10**9}.{MTIME_NS % 10**9:09d}"},
-        )
+        remote.put("sub/from-remote.txt", b"from elsewhere", MTIME_NS)
+        written = remote.listing()["sub/from-remote.txt"]
         target = setup.local / "sub" / "from-remote.txt"
         wait_for(lambda: target.exists() and target.read_bytes() == b"from elsewhere")
         assert target.stat().st_mtime_ns == MTIME_NS
 
         # An edit goes up as a replacement.
         (setup.local / "dropped.txt").write_bytes(b"edited while running")
-        wait_for(lambda: _s3_object(s3_bucket, "docs/dropped.txt") == b"edited while running")
+        wait_for(lambda: _object(remote, "dropped.txt") == b"edited while running")
+
+        # A local delete goes remote (into the remote trash), a remote delete comes down.
+        (setup.local / "before-start.txt").unlink()
+        wait_for(lambda: _object(remote, "before-start.txt") is None)
+        assert remote.get(".syncd-trash/" + _trashed(remote, "before-start.txt")) == (
+            b"was here first"
+        )
 
         pair = daemon.wait_idle()
         status = daemon.status()
@@ -79,20 +78,28 @@ def test_daemon_with_s3_pair(tmp_path: Path, s3_bucket: Any) -> None:
         assert set(pair) >= STATUS_PAIR_KEYS
         assert pair["name"] == "docs"
         assert pair["local"] == str(setup.local)
-        assert pair["remote"] == s3_bucket.url("docs")
+        assert pair["remote"] == remote.url
         assert (pair["queued"], pair["in_flight"], pair["failed"], pair["conflicts"]) == (
             0,
             0,
             0,
             0,
         )
-        assert pair["synced_files"] == 3
+        assert pair["synced_files"] == 2
         assert pair["last_error"] is None
         assert pair["last_sync"].endswith("Z")
 
-        # The daemon's own download did not bounce back as an upload (echo suppression).
-        head = s3_bucket.client.head_object(Bucket=s3_bucket.bucket, Key="docs/sub/from-remote.txt")
-        assert "sha256" not in head["Metadata"]  # still the object the test wrote, not a re-upload
+        # The daemon's own download did not bounce back as an upload (echo suppression): the
+        # object is still the version the test wrote.
+        assert remote.listing()["sub/from-remote.txt"] == written
+        assert (
+            tree(setup.local)
+            == remote.objects()
+            == {
+                "dropped.txt": b"edited while running",
+                "sub/from-remote.txt": b"from elsewhere",
+            }
+        )
 
         mode = stat.S_IMODE(setup.socket.stat().st_mode)
         assert mode == 0o600
@@ -104,6 +111,17 @@ def test_daemon_with_s3_pair(tmp_path: Path, s3_bucket: Any) -> None:
     assert gone.returncode == 3
     assert len(gone.stderr.strip().splitlines()) == 1
     assert "Traceback" not in gone.stderr
+
+
+def _trashed(remote: Remote, name: str) -> str:
+    """The one key of the remote trash that keeps `name` (under its time-stamped folder)."""
+    hits = [
+        key[len(".syncd-trash/") :]
+        for key in remote.listing()
+        if key.startswith(".syncd-trash/") and key.endswith("/" + name)
+    ]
+    assert len(hits) == 1, hits
+    return hits[0]
 
 
 def test_daemon_with_folder_remote_and_human_status(tmp_path: Path) -> None:
