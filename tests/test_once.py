@@ -8,7 +8,15 @@ from typing import Any
 
 import pytest
 from harness import Setup, syncd, tree
-from remotes import ALL_KINDS, BUCKET_KINDS, AzureRemote, Remote, S3Remote, remote_for
+from remotes import (
+    ALL_KINDS,
+    BUCKET_KINDS,
+    AzureRemote,
+    GCSRemote,
+    Remote,
+    S3Remote,
+    remote_for,
+)
 
 MTIME_NS = 1_700_000_000_123_456_789
 
@@ -334,3 +342,38 @@ def test_one_way_commands_reject_bad_input_with_one_line(tmp_path: Path) -> None
     bad_url = syncd("download", "ftp://x/y", tmp_path / "t")
     assert bad_url.returncode == 2 and "unknown scheme" in bad_url.stderr
     assert "Traceback" not in bad_url.stderr
+
+
+#: A non-default storage class per kind, and how the service reports it on an object.
+STORAGE_CLASSES = {"s3": "STANDARD_IA", "gcs": "NEARLINE", "azure": "Cool"}
+
+
+def _storage_class(remote: Remote, key: str) -> str:
+    if isinstance(remote, S3Remote):
+        head = remote.bucket.client.head_object(
+            Bucket=remote.bucket.bucket, Key=remote.prefix + key
+        )
+        return str(head.get("StorageClass", "STANDARD"))
+    if isinstance(remote, GCSRemote):
+        return str(remote.bucket.get(remote.prefix + key).storage_class)
+    assert isinstance(remote, AzureRemote)
+    blob = remote.container.client.get_blob_client(remote.prefix + key)
+    return str(blob.get_blob_properties().blob_tier)
+
+
+def test_storage_class_is_set_per_pair(tmp_path: Path, bucket_remote: Remote) -> None:
+    remote = bucket_remote
+    wanted = STORAGE_CLASSES[remote.kind]
+    setup = Setup(tmp_path, remote.url, options={**remote.options, "storage_class": wanted})
+    setup.write()
+    (setup.local / "a.txt").write_bytes(b"cold-ish")
+    (setup.local / "sub").mkdir()
+    (setup.local / "sub" / "b.txt").write_bytes(b"also")
+    result = syncd("once", "-c", setup.config)
+    assert result.returncode == 0, result.stderr
+    assert remote.objects() == {"a.txt": b"cold-ish", "sub/b.txt": b"also"}
+    assert _storage_class(remote, "a.txt") == _storage_class(remote, "sub/b.txt") == wanted
+    # A later edit keeps the class.
+    (setup.local / "a.txt").write_bytes(b"cold-ish, edited")
+    assert syncd("once", "-c", setup.config).returncode == 0
+    assert _storage_class(remote, "a.txt") == wanted
