@@ -58,12 +58,27 @@ def aws_test_env() -> Iterator[None]:
 # -- S3 (moto) ------------------------------------------------------------------------------
 
 
+#: The session's moto server, once a test has asked for it (for the per-module reset).
+_moto: list[Emulator] = []
+
+
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[Emulator]:
     """One moto_server for the session; tests isolate themselves by bucket, not by server."""
     server = start_moto()
+    _moto.append(server)
     yield server
+    _moto.clear()
     server.stop()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def reset_moto_after_module() -> Iterator[None]:
+    """moto keeps every object in memory and slows down as they pile up: forget them all
+    after each test module (buckets are per test, so nothing a later module needs is lost)."""
+    yield
+    for server in _moto:
+        server.reset()
 
 
 def s3_client(endpoint_url: str) -> Any:
