@@ -11,7 +11,15 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from syncd.providers.base import Capabilities, ObjectInfo, Provider, UploadRequest
+from syncd.providers.base import (
+    Capabilities,
+    MultipartProvider,
+    ObjectInfo,
+    PartInfo,
+    PartLimits,
+    Provider,
+    UploadRequest,
+)
 from syncd.providers.errors import (
     Cancelled,
     InvalidRequest,
@@ -35,8 +43,11 @@ __all__ = [
     "Cancelled",
     "Capabilities",
     "InvalidRequest",
+    "MultipartProvider",
     "NotFound",
     "ObjectInfo",
+    "PartInfo",
+    "PartLimits",
     "PermissionDenied",
     "PreconditionFailed",
     "Provider",

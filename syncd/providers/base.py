@@ -48,6 +48,41 @@ class Capabilities:
     conditional_writes: bool = True
     server_side_copy: bool = False
     listing_has_metadata: bool = False
+    #: The provider implements MultipartProvider (parts, resume, ranged reads).
+    multipart: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PartLimits:
+    """What a service accepts for a multipart upload, so the engine can size the parts.
+
+    `sequential` is True where parts must go one after the other, in order (a GCS resumable
+    session): the engine then sends them one at a time instead of `part_concurrency` at once.
+    `alignment` is a size every part but the last must be a multiple of (GCS: 256 KiB).
+    """
+
+    min_part: int
+    max_part: int
+    max_parts: int
+    sequential: bool = False
+    alignment: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class PartInfo:
+    """One part the service holds for a multipart upload.
+
+    `number` counts from 1; `offset` is where the part starts in the file. `token` is what the
+    service needs to name the part when the upload is completed (S3: the part's ETag; Azure:
+    the block id; GCS: empty). `md5` is the hex MD5 of the part's bytes when the service
+    reports it (S3 ListParts' ETag of a plain part, Azure's block list does not), else None.
+    """
+
+    number: int
+    offset: int
+    size: int
+    token: str = ""
+    md5: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,3 +170,58 @@ def parse_mtime(value: str | None) -> int | None:
     if seconds < 0:
         return None
     return seconds * 1_000_000_000 + nanos
+
+
+@runtime_checkable
+class MultipartProvider(Protocol):
+    """Large objects in parts: sent in parallel, resumable after a crash, read by ranges.
+
+    An *upload id* is the service's handle on an unfinished upload (S3 UploadId, a GCS
+    resumable session URL, an Azure block-id run chosen by the adapter); the engine records it
+    in the state DB with every finished part, and after a restart asks `list_parts` which
+    parts the service really holds. Nothing is visible under the key before
+    `complete_multipart`; the conditions of the request (`if_absent` / `if_match`) hold at
+    that moment (or, for GCS, from the session's start), and a failing one raises
+    PreconditionFailed. The `body` of the requests passed here is never read.
+    """
+
+    def part_limits(self) -> PartLimits:
+        """The service's limits on part sizes and counts."""
+        ...
+
+    def start_multipart(self, request: UploadRequest) -> str:
+        """Begin an upload of `request.size` bytes to `request.key`, with its metadata (mtime,
+        sha256) and conditions; returns the upload id."""
+        ...
+
+    def upload_part(
+        self, request: UploadRequest, upload_id: str, part: PartInfo, body: BinaryIO, md5: str
+    ) -> PartInfo:
+        """Send `part.size` bytes read from `body` (positioned at the part's start) as part
+        `part.number`; `md5` (hex) is sent for the service to verify (Content-MD5 / per-block
+        MD5) where it can. Returns the part with its `token`. Raises NotFound when the upload
+        id is no longer known to the service (aborted, expired, completed)."""
+        ...
+
+    def list_parts(self, request: UploadRequest, upload_id: str) -> list[PartInfo]:
+        """The parts the service holds for `upload_id`, by number; NotFound when the upload
+        is gone. Where the service cannot tell (a broken status query), it may return []."""
+        ...
+
+    def complete_multipart(
+        self, request: UploadRequest, upload_id: str, parts: list[PartInfo]
+    ) -> ObjectInfo:
+        """Assemble `parts` (all of them, in order) into the object; returns its info."""
+        ...
+
+    def abort_multipart(self, request: UploadRequest, upload_id: str) -> None:
+        """Drop an unfinished upload and the parts it holds; an unknown id is not an error."""
+        ...
+
+    def download_range(
+        self, key: str, sink: BinaryIO, offset: int, length: int, if_match: str
+    ) -> ObjectInfo:
+        """Write bytes [offset, offset + length) of the object's version `if_match` to `sink`;
+        returns the object's info (size, sha256 metadata, ...). PreconditionFailed when that
+        version is gone."""
+        ...
