@@ -22,6 +22,7 @@ from syncd.engine.core import (
     Engine,
     Report,
 )
+from syncd.progress_view import progress_bars
 from syncd.providers.errors import ProviderError
 from syncd.providers.url import RemoteURLError
 from syncd.state import StateError, StateStore, sqlite_path
@@ -258,7 +259,8 @@ def _one_way(
         with _lock(config), _open_engine(config) as engine:
             for syncer in engine.syncers.values():
                 syncer.propagate_deletes = False
-            report = engine.sync_once(dry_run=dry_run)
+            with progress_bars(engine.inflight, enabled=sys.stderr.isatty() and not dry_run):
+                report = engine.sync_once(dry_run=dry_run)
     except AlreadyRunning as exc:
         fail(str(exc), EXIT_FAILED)
     _print_report(report, dry_run)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich import filesize
 from rich.console import Console
+from rich.progress_bar import ProgressBar
 from rich.table import Table
 
 _STATE_STYLE = {
@@ -49,3 +51,25 @@ def render_status(status: dict[str, Any]) -> None:
             console.print(
                 f"[red]{pair['name']}[/red]: {pair['last_error']}", markup=True, highlight=False
             )
+    transfers = status.get("transfers") or []
+    if transfers:
+        console.print(_transfer_table(transfers))
+
+
+def _transfer_table(transfers: list[dict[str, Any]]) -> Table:
+    """In-flight transfers: a bar per file with bytes done, total and speed."""
+    table = Table(show_header=True, header_style="bold", title="transfers")
+    for column in ("pair", "file", "", "progress", "done", "speed"):
+        table.add_column(column)
+    for t in transfers:
+        total = max(int(t["bytes_total"]), 1)
+        done = int(t["bytes_done"])
+        table.add_row(
+            t["pair"],
+            t["path"],
+            "↑" if t["direction"] == "upload" else "↓",
+            ProgressBar(total=total, completed=done, width=30),
+            f"{filesize.decimal(done)} / {filesize.decimal(int(t['bytes_total']))}",
+            f"{filesize.decimal(int(t['speed_bps']))}/s",
+        )
+    return table

@@ -224,19 +224,6 @@ def test_once_dry_run_changes_nothing(tmp_path: Path, remote: Remote) -> None:
     assert remote.listing() == {}
 
 
-def test_settings_not_acted_on_yet_are_named_in_a_warning(tmp_path: Path) -> None:
-    (tmp_path / "remote").mkdir()
-    setup = Setup(
-        tmp_path,
-        f"file://{tmp_path / 'remote'}",
-        extra={"bandwidth_limit": "20MB/s"},
-    )
-    setup.write()
-    result = syncd("once", "-c", setup.config)
-    assert result.returncode == 0, result.stderr
-    assert "bandwidth_limit" in result.stderr
-
-
 def test_an_edit_that_restores_size_and_mtime_is_still_caught(
     tmp_path: Path, remote: Remote
 ) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -371,6 +372,7 @@ class Daemon:
             "uptime_s": round(time.monotonic() - self.started, 1),
             "version": __version__,
             "pairs": pairs,
+            "transfers": [asdict(view) for view in self.engine.inflight.snapshot()],
         }
 
 

@@ -14,8 +14,11 @@ import structlog
 
 from syncd.config import Config, PairConfig
 from syncd.engine.debounce import Debouncer, Pending
+from syncd.engine.multipart import Meter, PartSettings
+from syncd.engine.progress import InFlight
 from syncd.engine.retry import RetryPolicy
 from syncd.engine.syncer import Outcome, PairFault, PairSyncer, PlanItem
+from syncd.engine.throttle import Limits, TransferDirection, consume_all
 from syncd.engine.workers import WorkerPool
 from syncd.engine.workqueue import Key, WorkQueue
 from syncd.providers import open_provider
@@ -27,17 +30,6 @@ log = structlog.get_logger("syncd.engine")
 #: with a growing pause, before it counts as failed for this pass.
 MAX_REQUEUES = 8
 REQUEUE_BASE_DELAY = 0.25
-
-#: Config keys the contract defines that this version accepts but does not act on yet. They are
-#: named in a warning at start-up rather than silently ignored.
-NOT_YET_ACTED_ON = (
-    "bandwidth_limit",
-    "upload_limit",
-    "download_limit",
-    "multipart_threshold",
-    "part_size",
-    "part_concurrency",
-)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_ATTENTION = 0, 1, 2, 3, 4
 
@@ -82,6 +74,10 @@ class Engine:
         self.stopping = threading.Event()
         self.retry = RetryPolicy(config.retry.attempts, config.retry.max_seconds)
         self.syncers: dict[str, PairSyncer] = {}
+        #: Every transfer in progress, for `status` (bytes done, total, speed).
+        self.inflight = InFlight()
+        #: bandwidth_limit / upload_limit / download_limit: buckets shared by every worker.
+        self.limits = Limits.from_config(config)
         #: Pairs whose next end-of-pass deletion check may pass the max_delete guard.
         self.force: set[str] = set()
         #: Pairs that processed work since their last end of pass.
@@ -92,9 +88,6 @@ class Engine:
         self.delayed.start()
         for pair in config.pairs:
             self.add_pair(pair)
-        ignored = unhonoured_settings(config)
-        if ignored:
-            log.warning("settings not acted on by this version of syncd", keys=ignored)
 
     def add_pair(self, pair: PairConfig) -> PairSyncer:
         provider = open_provider(pair.remote, pair.options, workers=self.config.workers)
@@ -105,9 +98,25 @@ class Engine:
             retry=self.retry,
             is_cancelled=self.stopping.is_set,
             enqueue=self.queue.put,
+            parts=PartSettings(
+                threshold=self.config.multipart_threshold,
+                part_size=self.config.part_size,
+                concurrency=self.config.part_concurrency,
+            ),
+            inflight=self.inflight,
+            pace_up=self._pace("upload"),
+            pace_down=self._pace("download"),
         )
         self.syncers[pair.name] = syncer
         return syncer
+
+    def _pace(self, direction: TransferDirection) -> Meter | None:
+        """What a transfer calls per chunk to stay under the limits (None: unlimited)."""
+        buckets = self.limits.for_direction(direction)
+        if not buckets:
+            return None
+        cancelled = self.stopping.is_set
+        return lambda n: consume_all(buckets, n, cancelled)
 
     def remove_pair(self, name: str) -> None:
         """Stop syncing a pair: drop its queued work and close its provider. Its state stays,
@@ -245,8 +254,3 @@ class Engine:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
-
-
-def unhonoured_settings(config: Config) -> list[str]:
-    """The keys a user set that this version accepts but does not act on yet."""
-    return [k for k in NOT_YET_ACTED_ON if k in config.model_fields_set]

@@ -18,7 +18,7 @@ from typing import BinaryIO
 
 from syncd.engine.filters import PathFilter
 from syncd.engine.model import LocalFile
-from syncd.engine.paths import TEMP_PREFIX
+from syncd.engine.paths import RESUME_PREFIX, TEMP_PREFIX
 from syncd.providers.errors import Cancelled
 
 CHUNK = 1024 * 1024
@@ -97,7 +97,7 @@ def walk(
             name = entry.name
             key = prefix + name
             if name.startswith(TEMP_PREFIX):
-                if clean_temp:
+                if clean_temp and not name.startswith(RESUME_PREFIX):
                     _remove_quietly(Path(entry.path))
                 continue
             try:
@@ -134,10 +134,16 @@ class HashingReader:
     Providers read the upload body through it, so the hash is of exactly the bytes sent.
     """
 
-    def __init__(self, raw: BinaryIO, is_cancelled: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        raw: BinaryIO,
+        is_cancelled: Callable[[], bool],
+        meter: Callable[[int], None] | None = None,
+    ) -> None:
         self._raw = raw
         self._sha = hashlib.sha256()
         self._is_cancelled = is_cancelled
+        self._meter = meter
         self._valid = True
         self.bytes_read = 0
 
@@ -147,6 +153,8 @@ class HashingReader:
         data = self._raw.read(size)
         self._sha.update(data)
         self.bytes_read += len(data)
+        if self._meter is not None and data:
+            self._meter(len(data))  # throttling (may wait) and progress
         return data
 
     def readable(self) -> bool:
@@ -178,15 +186,23 @@ class HashingReader:
 class HashingWriter:
     """A write-only wrapper that hashes what a provider writes, and honours cancellation."""
 
-    def __init__(self, raw: BinaryIO, is_cancelled: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        raw: BinaryIO,
+        is_cancelled: Callable[[], bool],
+        meter: Callable[[int], None] | None = None,
+    ) -> None:
         self._raw = raw
         self._sha = hashlib.sha256()
         self._is_cancelled = is_cancelled
+        self._meter = meter
         self.bytes_written = 0
 
     def write(self, data: bytes) -> int:
         if self._is_cancelled():
             raise Cancelled("download cancelled: syncd is stopping")
+        if self._meter is not None and data:
+            self._meter(len(data))  # throttling (may wait) and progress
         self._sha.update(data)
         self.bytes_written += len(data)
         return self._raw.write(data)

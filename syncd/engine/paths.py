@@ -10,6 +10,8 @@ import unicodedata
 
 #: Prefix of temporary download files; the watcher and scanner ignore them.
 TEMP_PREFIX = ".syncd-tmp-"
+#: Temp files of resumable large downloads: kept across restarts (the state DB knows them).
+RESUME_PREFIX = TEMP_PREFIX + "resume-"
 #: syncd's own folder inside each local root (trash, later journals); never synced.
 STATE_DIR = ".syncd"
 #: Remote prefix under which losing / deleted remote versions are kept.

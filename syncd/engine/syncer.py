@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
+from typing import cast
 
 import structlog
 
@@ -28,14 +29,17 @@ from syncd.engine.decide import decide
 from syncd.engine.filters import PathFilter
 from syncd.engine.guard import DeletionBatch, PassFacts, hold_reason
 from syncd.engine.model import Action, Decision, LocalFile
+from syncd.engine.multipart import LargeTransfers, Meter, PartSettings
 from syncd.engine.paths import UnsafeKey, check_key, is_folder_marker, normalize
+from syncd.engine.progress import InFlight
 from syncd.engine.remote_index import RemoteIndex
 from syncd.engine.retry import RetryPolicy
 from syncd.engine.stats import PairStats
 from syncd.engine.transfer import Result, Transfers, same_stat
-from syncd.providers.base import ObjectInfo, Provider
+from syncd.providers.base import MultipartProvider, ObjectInfo, Provider
 from syncd.providers.errors import Cancelled, NotFound, PreconditionFailed, ProviderError
 from syncd.state import BaseEntry, OpRecord, StateStore
+from syncd.state.partials import Partials
 
 log = structlog.get_logger("syncd.engine")
 
@@ -84,6 +88,10 @@ class PairSyncer:
         retry: RetryPolicy,
         is_cancelled: Callable[[], bool],
         enqueue: Callable[[str, str], None] | None = None,
+        parts: PartSettings | None = None,
+        inflight: InFlight | None = None,
+        pace_up: Meter | None = None,
+        pace_down: Meter | None = None,
     ) -> None:
         self.pair = pair
         self.name = pair.name
@@ -93,7 +101,29 @@ class PairSyncer:
         self.is_cancelled = is_cancelled
         self.enqueue = enqueue or (lambda _pair, _path: None)
         self.index = RemoteIndex()
-        self.transfers = Transfers(provider, self.index, retry, is_cancelled)
+        self.large: LargeTransfers | None = None
+        if parts is not None and provider.capabilities.multipart:
+            self.large = LargeTransfers(
+                pair.name,
+                cast(MultipartProvider, provider),
+                partials=Partials(store),
+                settings=parts,
+                retry=retry,
+                is_cancelled=is_cancelled,
+                pace_up=pace_up,
+                pace_down=pace_down,
+            )
+        self.transfers = Transfers(
+            provider,
+            self.index,
+            retry,
+            is_cancelled,
+            pair=pair.name,
+            large=self.large,
+            inflight=inflight,
+            pace_up=pace_up,
+            pace_down=pace_down,
+        )
         self.retry = retry
         self.stats = PairStats()
         self.filter = PathFilter(pair.exclude, self.root)
@@ -165,6 +195,8 @@ class PairSyncer:
         base = self.store.entries(self.name)
         if not self.plan_only:
             trash.prune_local_trash(self.root, self.pair.trash_days)
+            if first_pass and self.large is not None:
+                self.large.cleanup_stale(self._stat_local, self.root)
         plan: list[PlanItem] = []
         for path in sorted(local.keys() | remote.keys() | base.keys()):
             if self.filter.excluded(path):

@@ -15,10 +15,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import IO, BinaryIO, cast
 
 from syncd.engine import localfs
 from syncd.engine.model import LocalFile
+from syncd.engine.multipart import LargeTransfers, Meter
+from syncd.engine.progress import InFlight, Transfer
 from syncd.engine.remote_index import RemoteIndex
 from syncd.engine.retry import RetryPolicy
 from syncd.providers.base import ObjectInfo, Provider, UploadRequest
@@ -60,11 +62,33 @@ class Transfers:
         index: RemoteIndex,
         retry: RetryPolicy,
         is_cancelled: Callable[[], bool],
+        *,
+        pair: str = "",
+        large: LargeTransfers | None = None,
+        inflight: InFlight | None = None,
+        pace_up: Meter | None = None,
+        pace_down: Meter | None = None,
     ) -> None:
         self.provider = provider
         self.index = index
         self.retry = retry
         self.is_cancelled = is_cancelled
+        self.pair = pair
+        #: The multipart path, for providers that have one (None: every file goes whole).
+        self.large = large
+        self.inflight = inflight if inflight is not None else InFlight()
+        self.pace_up = pace_up
+        self.pace_down = pace_down
+
+    def _meter(self, progress: Transfer, pace: Meter | None) -> Meter:
+        if pace is None:
+            return progress.add
+
+        def meter(n: int) -> None:
+            pace(n)
+            progress.add(n)
+
+        return meter
 
     def stat_remote(self, path: str, key: str | None = None) -> ObjectInfo | None:
         """The remote object now (None if gone), remembered in the index."""
@@ -83,13 +107,26 @@ class Transfers:
             fh = open(source, "rb")  # noqa: SIM115 - closed below, on every path
         except FileNotFoundError:
             return Uploaded(Result.MOVED)
-        with fh:
+        with fh, self.inflight.track(self.pair, path, "upload", 0) as progress:
             before = localfs.local_file(os.fstat(fh.fileno()))
+            progress.total = before.size
+            meter = self._meter(progress, self.pace_up)
+            if self.large is not None and self.large.wants(before.size):
+                return self._upload_large(
+                    path,
+                    source,
+                    fh,
+                    before=before,
+                    expected=expected,
+                    progress=progress,
+                    started=started,
+                )
             if before.size <= SMALL_FILE:
                 data = fh.read()
                 if not same_stat(before, localfs.local_file(os.fstat(fh.fileno()))):
                     return Uploaded(Result.MOVED)
                 sha256 = hashlib.sha256(data).hexdigest()
+                meter(len(data))
                 info = self._send(path, before, sha256, expected, lambda: io.BytesIO(data))
                 torn = False
             else:
@@ -100,7 +137,9 @@ class Transfers:
 
                 def body() -> BinaryIO:
                     fh.seek(0)
-                    readers.append(localfs.HashingReader(cast(BinaryIO, fh), self.is_cancelled))
+                    readers.append(
+                        localfs.HashingReader(cast(BinaryIO, fh), self.is_cancelled, meter)
+                    )
                     return cast(BinaryIO, readers[-1])
 
                 info = self._send(path, before, sha256, expected, body)
@@ -115,6 +154,45 @@ class Transfers:
                 )
         if info is None:
             return Uploaded(Result.RACED)
+        seconds = time.monotonic() - started
+        return Uploaded(Result.TORN if torn else Result.OK, before, sha256, info, seconds)
+
+    def _upload_large(
+        self,
+        path: str,
+        source: Path,
+        fh: IO[bytes],
+        *,
+        before: LocalFile,
+        expected: ObjectInfo | None,
+        progress: Transfer,
+        started: float,
+    ) -> Uploaded:
+        """Send in parts (resuming a recorded upload of this very file). The whole-file hash
+        goes in the metadata before the first part; the file must not change meanwhile: if
+        its stat moved by the end, the object is torn and the next pass sends it again."""
+        assert self.large is not None
+        _, sha256, _ = localfs.hash_file(source)
+        request = UploadRequest(
+            key=expected.key if expected is not None else path,
+            body=io.BytesIO(b""),
+            size=before.size,
+            mtime_ns=before.mtime_ns,
+            sha256=sha256,
+            if_absent=expected is None,
+            if_match=expected.etag if expected is not None else None,
+        )
+        try:
+            info = self.large.upload(path, fh.fileno(), before, request, progress)
+        except PreconditionFailed:
+            self.stat_remote(path, request.key)
+            return Uploaded(Result.RACED)
+        self.index.put(path, info)
+        try:
+            after: LocalFile | None = localfs.local_file(os.stat(source))
+        except FileNotFoundError:
+            after = None
+        torn = after is None or not same_stat(before, after) or after.ctime_ns != before.ctime_ns
         seconds = time.monotonic() - started
         return Uploaded(Result.TORN if torn else Result.OK, before, sha256, info, seconds)
 
@@ -159,10 +237,20 @@ class Transfers:
         """Fetch `remote` into `target` atomically. `still_local()` is asked just before the
         rename: if the local file is no longer what we decided on, nothing is replaced."""
         started = time.monotonic()
+        large = self.large if self.large is not None and self.large.wants(remote.size) else None
         tmp = localfs.temp_path_for(target)
+        keep_temp = False
         try:
             try:
-                info, sha256, written = self.retry.call(lambda: self._fetch(remote, tmp))
+                with self.inflight.track(self.pair, path, "download", remote.size) as progress:
+                    if large is not None:
+                        info, sha256, tmp = large.download(path, target, remote, progress)
+                        written = remote.size
+                    else:
+                        meter = self._meter(progress, self.pace_down)
+                        info, sha256, written = self.retry.call(
+                            lambda: self._fetch(remote, tmp, meter)
+                        )
             except PreconditionFailed:
                 self.stat_remote(path, remote.key)
                 return Downloaded(Result.RACED)
@@ -187,15 +275,23 @@ class Transfers:
             placed = localfs.local_file(os.lstat(target))
         except FileExistsError:
             return Downloaded(Result.MOVED)
+        except BaseException:
+            # A large download keeps its temp file and record: the next attempt (or the next
+            # run, after a crash) resumes from the chunks already on disk.
+            keep_temp = large is not None
+            raise
         finally:
-            tmp.unlink(missing_ok=True)
+            if not keep_temp:
+                tmp.unlink(missing_ok=True)
+                if large is not None:
+                    large.finish_download(path)
         self.index.put(path, info)
         return Downloaded(Result.OK, placed, sha256, info, time.monotonic() - started)
 
-    def _fetch(self, remote: ObjectInfo, tmp: Path) -> tuple[ObjectInfo, str, int]:
+    def _fetch(self, remote: ObjectInfo, tmp: Path, meter: Meter) -> tuple[ObjectInfo, str, int]:
         """One download attempt into `tmp` (truncated first), fsynced before it returns."""
         with open(tmp, "wb") as fh:
-            sink = localfs.HashingWriter(cast(BinaryIO, fh), self.is_cancelled)
+            sink = localfs.HashingWriter(cast(BinaryIO, fh), self.is_cancelled, meter)
             info = self.provider.download(remote.key, cast(BinaryIO, sink), if_match=remote.etag)
             fh.flush()
             os.fsync(fh.fileno())

@@ -14,12 +14,13 @@ from sqlalchemy import (
     Text,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: Ordered steps that bring an older database up to SCHEMA_VERSION: MIGRATIONS[v] upgrades
 #: version v to v + 1. New tables need no step (create_all adds them).
 MIGRATIONS: dict[int, list[str]] = {
     1: ["ALTER TABLE files ADD COLUMN ctime_ns BIGINT NOT NULL DEFAULT 0"],
+    2: [],  # the uploads and downloads tables (created by create_all)
 }
 
 metadata = MetaData()
@@ -76,3 +77,36 @@ oplog = Table(
     Column("error", Text, nullable=True),
 )
 Index("oplog_pair_ts", oplog.c.pair, oplog.c.ts)
+
+#: Unfinished large uploads, resumed after a restart (see syncd/state/partials.py).
+uploads = Table(
+    "uploads",
+    metadata,
+    Column("pair", String(64), primary_key=True),
+    Column("path", Text, primary_key=True),
+    Column("key", Text, nullable=False),
+    Column("upload_id", Text, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("mtime_ns", BigInteger, nullable=False),
+    Column("inode", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("part_size", BigInteger, nullable=False),
+    Column("condition", Text, nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("parts", Text, nullable=False),  # JSON: [[number, offset, size, token, md5], ...]
+)
+
+#: Unfinished large downloads: the version, its temp file and the chunks already in it.
+downloads = Table(
+    "downloads",
+    metadata,
+    Column("pair", String(64), primary_key=True),
+    Column("path", Text, primary_key=True),
+    Column("key", Text, nullable=False),
+    Column("etag", Text, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("temp", Text, nullable=False),
+    Column("chunk_size", BigInteger, nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("chunks", Text, nullable=False),  # JSON: sorted chunk indexes
+)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,6 +120,13 @@ class StateStore:
     def _writing(self) -> Iterator[Connection]:
         with self._write_lock, self._engine.begin() as conn:
             yield conn
+
+    def writing(self) -> AbstractContextManager[Connection]:
+        """One transaction under the process's write lock (for the state's other tables)."""
+        return self._writing()
+
+    def reading(self) -> AbstractContextManager[Connection]:
+        return self._engine.connect()
 
     # -- base entries ----------------------------------------------------------------------
     def get(self, pair: str, path: str) -> BaseEntry | None:

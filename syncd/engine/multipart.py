@@ -1,0 +1,593 @@
+"""Large files in parts: parallel, resumable after a crash, bounded in memory, verified.
+
+Above `multipart_threshold` an upload goes through the provider's MultipartProvider half:
+parts of `part_size` (grown to stay within the service's part count), `part_concurrency` in
+flight (one at a time where the service wants them in order), each read straight from the file
+by `pread` — never the whole part in memory unless the SDK insists — and sent with its MD5.
+Every finished part is recorded in the state DB; after a crash, the upload resumes with the
+parts the service still holds, provided the local file is unchanged (size, mtime, inode) and
+the upload is younger than STALE_AFTER. Anything else is aborted.
+
+Large downloads are parallel ranged reads into a preallocated temp file; every chunk is
+fdatasync'ed before it is recorded, so a restart resumes with the chunks already on disk. The
+whole file is hashed against the object's `sha256` before the caller renames it into place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import secrets
+import stat
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, cast
+
+import structlog
+
+from syncd.engine.model import LocalFile
+from syncd.engine.paths import RESUME_PREFIX
+from syncd.engine.progress import Transfer
+from syncd.engine.retry import RetryPolicy
+from syncd.providers.base import MultipartProvider, ObjectInfo, PartInfo, PartLimits, UploadRequest
+from syncd.providers.errors import (
+    Cancelled,
+    InvalidRequest,
+    NotFound,
+    PreconditionFailed,
+    ProviderError,
+)
+from syncd.state.partials import PartialDownload, Partials, PartialUpload, RecordedPart
+
+log = structlog.get_logger("syncd.multipart")
+
+#: An unfinished transfer older than this is abandoned (and its upload aborted).
+STALE_AFTER = 7 * 24 * 3600.0
+#: Reads and hashes go in slices of this size.
+SLICE = 1024 * 1024
+
+#: Called with a byte count as bytes pass: throttling (may block) and progress.
+Meter = Callable[[int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class PartSettings:
+    threshold: int
+    part_size: int
+    concurrency: int
+
+
+def choose_part_size(size: int, wanted: int, limits: PartLimits) -> int:
+    """`wanted`, grown so that `size` fits in the service's part count, aligned, capped."""
+    part = max(wanted, limits.min_part, -(-size // limits.max_parts))
+    part = -(-part // limits.alignment) * limits.alignment
+    if part > limits.max_part:
+        raise InvalidRequest(
+            f"{size} bytes do not fit in {limits.max_parts} parts of at most {limits.max_part}"
+        )
+    return part
+
+
+def plan_parts(size: int, part_size: int) -> list[PartInfo]:
+    return [
+        PartInfo(number=i + 1, offset=offset, size=min(part_size, size - offset))
+        for i, offset in enumerate(range(0, size, part_size))
+    ]
+
+
+class FileWindow(io.RawIOBase):
+    """Bytes [offset, offset + size) of an open file, read with pread: many threads can read
+    their own part of one file without sharing a file position. Seekable within the window
+    (an SDK rewinds a body to retry or to checksum it)."""
+
+    def __init__(
+        self,
+        fd: int,
+        offset: int,
+        size: int,
+        meter: Meter | None = None,
+        is_cancelled: Callable[[], bool] | None = None,
+    ) -> None:
+        super().__init__()
+        self._fd, self._start, self._size = fd, offset, size
+        self._pos = 0
+        self._meter = meter
+        self._is_cancelled = is_cancelled
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._size}[whence]
+        self._pos = max(0, min(self._size, base + offset))
+        return self._pos
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+        if self._is_cancelled is not None and self._is_cancelled():
+            raise Cancelled("transfer cancelled: syncd is stopping")
+        want = min(len(buffer), self._size - self._pos)
+        if want <= 0:
+            return 0
+        data = os.pread(self._fd, want, self._start + self._pos)
+        if not data:
+            raise ProviderError("the file got shorter while it was being sent")
+        buffer[: len(data)] = data
+        self._pos += len(data)
+        if self._meter is not None:
+            self._meter(len(data))
+        return len(data)
+
+    def read(self, size: int = -1) -> bytes:
+        """One read of up to `size` bytes (the whole rest when -1), without the 8 KiB slicing
+        of RawIOBase.readall."""
+        left = self._size - self._pos
+        want = left if size is None or size < 0 else min(size, left)
+        buffer = bytearray(want)
+        got = 0
+        while got < want:
+            n = self.readinto(memoryview(buffer)[got:])
+            if n == 0:
+                break
+            got += n
+        return bytes(buffer[:got])
+
+
+class RangeWriter:
+    """Writes a chunk of the temp file with pwrite, from the chunk's offset on."""
+
+    def __init__(self, fd: int, offset: int, length: int, meter: Meter | None = None) -> None:
+        self._fd, self._pos, self._end = fd, offset, offset + length
+        self._meter = meter
+        self.written = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        view = memoryview(data)
+        if self._pos + len(view) > self._end:
+            raise ProviderError("the service sent more bytes than the range asked for")
+        while view:
+            n = os.pwrite(self._fd, view, self._pos)
+            self._pos += n
+            self.written += n
+            view = view[n:]
+        if self._meter is not None:
+            self._meter(len(data))
+        return len(data)
+
+    def writable(self) -> bool:
+        return True
+
+    def flush(self) -> None:
+        pass
+
+
+def _md5_of(fd: int, offset: int, size: int) -> str:
+    md5 = hashlib.md5(usedforsecurity=False)
+    done = 0
+    while done < size:
+        data = os.pread(fd, min(SLICE, size - done), offset + done)
+        if not data:
+            raise ProviderError("the file got shorter while it was being sent")
+        md5.update(data)
+        done += len(data)
+    return md5.hexdigest()
+
+
+def sha256_of(path: Path) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(SLICE):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+def _condition(request: UploadRequest) -> str:
+    return "absent" if request.if_absent else f"match:{request.if_match}"
+
+
+def _run_all(
+    jobs: list[Callable[[], None]], concurrency: int, is_cancelled: Callable[[], bool]
+) -> None:
+    """Run `jobs` with at most `concurrency` at once; the first failure stops the rest (those
+    not started are cancelled) and is raised."""
+    if concurrency <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            if is_cancelled():
+                raise Cancelled("transfer cancelled: syncd is stopping")
+            job()
+        return
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="syncd-part") as pool:
+        futures: list[Future[None]] = [pool.submit(job) for job in jobs]
+        _, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        for future in pending:
+            future.cancel()
+        for future in futures:
+            if future.done() and not future.cancelled() and future.exception() is not None:
+                raise cast(BaseException, future.exception())
+
+
+class LargeTransfers:
+    """The multipart side of one pair's transfers."""
+
+    def __init__(
+        self,
+        pair: str,
+        provider: MultipartProvider,
+        *,
+        partials: Partials,
+        settings: PartSettings,
+        retry: RetryPolicy,
+        is_cancelled: Callable[[], bool],
+        pace_up: Meter | None = None,
+        pace_down: Meter | None = None,
+    ) -> None:
+        self.pair = pair
+        self.provider = provider
+        self.partials = partials
+        self.settings = settings
+        self.retry = retry
+        self.is_cancelled = is_cancelled
+        self.pace_up = pace_up
+        self.pace_down = pace_down
+        self._limits: PartLimits | None = None
+
+    def limits(self) -> PartLimits:
+        if self._limits is None:
+            self._limits = self.provider.part_limits()
+        return self._limits
+
+    def wants(self, size: int) -> bool:
+        return size >= self.settings.threshold
+
+    # -- uploads ---------------------------------------------------------------------------
+    def upload(
+        self, path: str, fd: int, local: LocalFile, request: UploadRequest, progress: Transfer
+    ) -> ObjectInfo:
+        """Send the file open at `fd` as `request` describes; resumes a recorded upload of
+        the same file. PreconditionFailed (after aborting) when the condition no longer
+        holds."""
+        for _ in range(2):  # a second go only when the service forgot a recorded upload
+            try:
+                return self._upload_once(path, fd, local, request, progress)
+            except _UploadGone:
+                self.partials.drop_upload(self.pair, path)
+                log.info("multipart upload gone on the service; starting over", path=path)
+        raise ProviderError("the service keeps forgetting the multipart upload")
+
+    def _upload_once(
+        self, path: str, fd: int, local: LocalFile, request: UploadRequest, progress: Transfer
+    ) -> ObjectInfo:
+        assert request.sha256 is not None
+        limits = self.limits()
+        part_size = choose_part_size(request.size, self.settings.part_size, limits)
+        upload_id, done = self._resume(path, local, request, part_size)
+        if upload_id is None:
+            upload_id = self.retry.call(lambda: self.provider.start_multipart(request))
+            self.partials.start_upload(
+                self.pair,
+                PartialUpload(
+                    path=path,
+                    key=request.key,
+                    upload_id=upload_id,
+                    size=request.size,
+                    mtime_ns=local.mtime_ns,
+                    inode=local.inode,
+                    sha256=request.sha256,
+                    part_size=part_size,
+                    condition=_condition(request),
+                ),
+            )
+        else:
+            log.info(
+                "resuming multipart upload",
+                pair=self.pair,
+                path=path,
+                parts_held=len(done),
+                bytes_held=sum(p.size for p in done.values()),
+            )
+        progress.resumed(sum(p.size for p in done.values()))
+        parts = plan_parts(request.size, part_size)
+        sent: dict[int, PartInfo] = dict(done)
+        lock = threading.Lock()
+
+        def meter(n: int) -> None:
+            if self.pace_up is not None:
+                self.pace_up(n)
+            progress.add(n)
+
+        def send(part: PartInfo) -> None:
+            md5 = _md5_of(fd, part.offset, part.size)
+
+            def attempt() -> PartInfo:
+                body = FileWindow(fd, part.offset, part.size, meter, self.is_cancelled)
+                return self.provider.upload_part(
+                    request, upload_id, part, cast(BinaryIO, body), md5
+                )
+
+            try:
+                result = self.retry.call(attempt)
+            except NotFound as exc:
+                raise _UploadGone(str(exc)) from exc
+            with lock:
+                sent[part.number] = result
+            self.partials.add_part(
+                self.pair,
+                path,
+                upload_id,
+                RecordedPart(result.number, result.offset, result.size, result.token, md5),
+            )
+
+        todo = [p for p in parts if p.number not in done]
+        concurrency = 1 if limits.sequential else self.settings.concurrency
+        _run_all([lambda p=p: send(p) for p in todo], concurrency, self.is_cancelled)  # type: ignore[misc]
+        ordered = [sent[p.number] for p in parts]
+        try:
+            info = self.retry.call(
+                lambda: self.provider.complete_multipart(request, upload_id, ordered)
+            )
+        except PreconditionFailed:
+            self._abort(request, upload_id)
+            self.partials.drop_upload(self.pair, path)
+            raise
+        except NotFound as exc:
+            raise _UploadGone(str(exc)) from exc
+        self.partials.drop_upload(self.pair, path)
+        return info
+
+    def _resume(
+        self, path: str, local: LocalFile, request: UploadRequest, part_size: int
+    ) -> tuple[str | None, dict[int, PartInfo]]:
+        """The recorded upload of this very file and the parts the service still holds, or
+        (None, {}) after aborting a record that no longer fits."""
+        record = self.partials.upload(self.pair, path)
+        if record is None:
+            return None, {}
+        fits = (
+            record.key == request.key
+            and record.size == request.size
+            and record.mtime_ns == local.mtime_ns
+            and record.inode == local.inode
+            and record.sha256 == request.sha256
+            and record.part_size == part_size
+            and record.condition == _condition(request)
+            and time.time() - record.started_at < STALE_AFTER
+        )
+        if fits:
+            held = self._held_parts(record, request)
+            if held is not None:
+                return record.upload_id, held
+        self._abort(request, record.upload_id)
+        self.partials.drop_upload(self.pair, path)
+        return None, {}
+
+    def _held_parts(
+        self, record: PartialUpload, request: UploadRequest
+    ) -> dict[int, PartInfo] | None:
+        """Recorded parts the service confirms (or, where it cannot be asked, the recorded
+        prefix of an in-order upload); None when the service no longer knows the upload."""
+        plan = {p.number: p for p in plan_parts(record.size, record.part_size)}
+        recorded = {
+            p.number: PartInfo(p.number, p.offset, p.size, p.token, p.md5)
+            for p in record.parts
+            if p.number in plan
+            and (plan[p.number].offset, plan[p.number].size) == (p.offset, p.size)
+        }
+        if self.limits().sequential:
+            prefix: dict[int, PartInfo] = {}
+            for number in range(1, len(plan) + 1):
+                if number not in recorded:
+                    break
+                prefix[number] = recorded[number]
+            return prefix
+        try:
+            listed = self.retry.call(lambda: self.provider.list_parts(request, record.upload_id))
+        except NotFound:
+            return None
+        held: dict[int, PartInfo] = {}
+        for part in listed:
+            want = plan.get(part.number)
+            if want is None or (want.offset, want.size) != (part.offset, part.size):
+                continue
+            mine = recorded.get(part.number)
+            if mine is not None and mine.md5 and part.md5 and mine.md5 != part.md5:
+                continue  # not the bytes we sent: send it again
+            held[part.number] = PartInfo(
+                part.number, part.offset, part.size, part.token or (mine.token if mine else "")
+            )
+        return held
+
+    def _abort(self, request: UploadRequest, upload_id: str) -> None:
+        try:
+            self.retry.call(lambda: self.provider.abort_multipart(request, upload_id))
+        except ProviderError as exc:
+            log.warning("could not abort a multipart upload", key=request.key, error=str(exc))
+
+    def cleanup_stale(self, stat_local: Callable[[str], LocalFile | None], root: Path) -> int:
+        """Abort recorded uploads whose file changed or went, or that are too old; drop
+        download records (and their temp files) that are too old. Returns how many went."""
+        dropped = 0
+        now = time.time()
+        for record in self.partials.uploads(self.pair):
+            local = stat_local(record.path)
+            if (
+                local is not None
+                and local.size == record.size
+                and local.mtime_ns == record.mtime_ns
+                and local.inode == record.inode
+                and now - record.started_at < STALE_AFTER
+            ):
+                continue
+            request = UploadRequest(
+                key=record.key, body=io.BytesIO(b""), size=record.size, mtime_ns=record.mtime_ns
+            )
+            self._abort(request, record.upload_id)
+            self.partials.drop_upload(self.pair, record.path)
+            log.info("stale multipart upload aborted", pair=self.pair, path=record.path)
+            dropped += 1
+        for download in self.partials.downloads(self.pair):
+            temp = (root / download.path).parent / download.temp
+            if now - download.started_at < STALE_AFTER and temp.exists():
+                continue
+            temp.unlink(missing_ok=True)
+            self.partials.drop_download(self.pair, download.path)
+            dropped += 1
+        return dropped
+
+    # -- downloads -------------------------------------------------------------------------
+    def download(
+        self, path: str, target: Path, remote: ObjectInfo, progress: Transfer
+    ) -> tuple[ObjectInfo, str, Path]:
+        """Fetch `remote` into a temp sibling of `target` (resuming a recorded one); returns
+        the object's info, the temp file's SHA-256 (checked against the object's) and the temp
+        path. The caller stamps and renames it, then calls `finish_download`."""
+        chunk = self.settings.part_size
+        record = self.partials.download(self.pair, path)
+        temp: Path | None = None
+        done: frozenset[int] = frozenset()
+        if record is not None:
+            candidate = target.with_name(record.temp)
+            if (
+                record.key == remote.key
+                and record.etag == remote.etag
+                and record.size == remote.size
+                and record.chunk_size == chunk
+                and _size_of(candidate) == remote.size
+            ):
+                temp, done = candidate, record.chunks
+                log.info("resuming download", pair=self.pair, path=path, chunks_held=len(done))
+            else:
+                candidate.unlink(missing_ok=True)
+                self.partials.drop_download(self.pair, path)
+        if temp is None:
+            temp = target.with_name(f"{RESUME_PREFIX}{secrets.token_hex(6)}")
+            self.partials.start_download(
+                self.pair,
+                PartialDownload(
+                    path=path,
+                    key=remote.key,
+                    etag=remote.etag,
+                    size=remote.size,
+                    temp=temp.name,
+                    chunk_size=chunk,
+                ),
+            )
+            fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            try:
+                # Reserve the space now: a full disk fails here, before any byte moves.
+                if remote.size:
+                    os.posix_fallocate(fd, 0, remote.size)
+            except OSError:
+                os.close(fd)
+                self._forget_download(path, temp)
+                raise
+        else:
+            fd = os.open(temp, os.O_RDWR | os.O_NOFOLLOW)
+        try:
+            info = self._fetch_chunks(
+                path, fd, temp=temp, remote=remote, chunk=chunk, done=done, progress=progress
+            )
+            os.fsync(fd)
+        except PreconditionFailed:
+            os.close(fd)
+            self._forget_download(path, temp)
+            raise
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+        sha256 = sha256_of(temp)
+        if info.sha256 is not None and info.sha256 != sha256:
+            self._forget_download(path, temp)
+            raise ProviderError(
+                f"checksum mismatch (expected {info.sha256[:12]}…, got {sha256[:12]}…)"
+            )
+        return info, sha256, temp
+
+    def _fetch_chunks(
+        self,
+        path: str,
+        fd: int,
+        *,
+        temp: Path,
+        remote: ObjectInfo,
+        chunk: int,
+        done: frozenset[int],
+        progress: Transfer,
+    ) -> ObjectInfo:
+        infos: list[ObjectInfo] = []
+        progress.resumed(sum(min(chunk, remote.size - i * chunk) for i in done))
+
+        def meter(n: int) -> None:
+            if self.pace_down is not None:
+                self.pace_down(n)
+            progress.add(n)
+
+        def fetch(index: int) -> None:
+            offset = index * chunk
+            length = min(chunk, remote.size - offset)
+
+            def attempt() -> ObjectInfo:
+                sink = RangeWriter(fd, offset, length, meter)
+                got = self.provider.download_range(
+                    remote.key, cast(BinaryIO, sink), offset, length, if_match=remote.etag
+                )
+                if sink.written != length:
+                    raise ProviderError(f"short range ({sink.written} of {length} bytes)")
+                return got
+
+            infos.append(self.retry.call(attempt))
+            os.fdatasync(fd)  # on disk before it is recorded as there
+            self.partials.add_chunk(self.pair, path, temp.name, index)
+
+        count = -(-remote.size // chunk)
+        todo = [i for i in range(count) if i not in done]
+        _run_all(
+            [lambda i=i: fetch(i) for i in todo],  # type: ignore[misc]
+            self.settings.concurrency,
+            self.is_cancelled,
+        )
+        if infos:
+            return infos[-1]
+        return self.retry.call(lambda: _stat_info(self.provider, remote))
+
+    def _forget_download(self, path: str, temp: Path) -> None:
+        temp.unlink(missing_ok=True)
+        self.partials.drop_download(self.pair, path)
+
+    def finish_download(self, path: str) -> None:
+        """The temp file was renamed into place (or dropped): forget the record."""
+        self.partials.drop_download(self.pair, path)
+
+
+def _stat_info(provider: MultipartProvider, remote: ObjectInfo) -> ObjectInfo:
+    """Every chunk was already on disk (a resume after the last chunk): read the object's
+    info (sha256 metadata) with one ranged read of its first byte."""
+    sink = io.BytesIO()
+    return provider.download_range(remote.key, sink, 0, 1, if_match=remote.etag)
+
+
+def _span(part: PartInfo | None) -> tuple[int, int] | None:
+    return (part.offset, part.size) if part is not None else None
+
+
+def _size_of(path: Path) -> int | None:
+    """The size of a regular file at `path` (never through a symlink), else None."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_size if stat.S_ISREG(st.st_mode) else None
+
+
+class _UploadGone(Exception):
+    """The service no longer knows a recorded upload id."""
