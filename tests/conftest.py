@@ -11,12 +11,17 @@ import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
 from botocore.config import Config
 from emulators import Emulator, start_moto
+
+from syncd.providers import open_provider
+
+if TYPE_CHECKING:
+    from test_providers import Root
 
 #: Each remote kind beyond S3 keeps its emulator and fixtures in its own module.
 pytest_plugins = ["fixtures_gcs", "fixtures_azure"]
@@ -111,3 +116,18 @@ def s3_bucket(moto_server: Emulator) -> Iterator[Bucket]:
     client.create_bucket(Bucket=name)
     yield Bucket(moto_server.endpoint_url, name, client)
     client.close()
+
+
+@pytest.fixture
+def s3_root(s3_bucket: Bucket) -> Iterator[Root]:
+    """The conformance suite's s3 remote (see test_providers.Root)."""
+    from test_providers import PREFIX, Root  # lazily: test_providers imports conftest
+
+    def write_object(key: str, data: bytes) -> None:
+        s3_bucket.client.put_object(Bucket=s3_bucket.bucket, Key=key, Body=data)
+
+    provider = open_provider(
+        s3_bucket.url(PREFIX), {"endpoint_url": s3_bucket.endpoint_url}, workers=16
+    )
+    yield Root("s3", provider, write_object)
+    provider.close()

@@ -49,7 +49,7 @@ class Root:
 
 
 #: Every kind of remote the suite runs against; each has a `<kind>_root` fixture yielding a
-#: Root (file and s3 below, gcs and azure in their fixture modules).
+#: Root (file below, s3 in conftest.py, gcs and azure in their fixture modules).
 KINDS = ["file", "s3", "gcs", "azure"]
 
 
@@ -70,18 +70,6 @@ def file_root(tmp_path: Path) -> Iterator[Root]:
 
     provider = open_provider(f"file://{parent / PREFIX}", {})
     yield Root("file", provider, write_file)
-    provider.close()
-
-
-@pytest.fixture
-def s3_root(s3_bucket: Bucket) -> Iterator[Root]:
-    def write_object(key: str, data: bytes) -> None:
-        s3_bucket.client.put_object(Bucket=s3_bucket.bucket, Key=key, Body=data)
-
-    provider = open_provider(
-        s3_bucket.url(PREFIX), {"endpoint_url": s3_bucket.endpoint_url}, workers=16
-    )
-    yield Root("s3", provider, write_object)
     provider.close()
 
 

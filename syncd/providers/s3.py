@@ -7,12 +7,15 @@ exception is translated at this boundary by `_translate`, and nothing else of bo
 from __future__ import annotations
 
 import base64
+import builtins
+import dataclasses
+import io
 import os
 import re
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, BinaryIO
+from contextlib import contextmanager, suppress
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import boto3.session
 import urllib3.exceptions
@@ -34,6 +37,8 @@ from syncd.providers.base import (
     SHA256_META,
     Capabilities,
     ObjectInfo,
+    PartInfo,
+    PartLimits,
     UploadRequest,
     format_mtime,
     parse_mtime,
@@ -55,9 +60,14 @@ if TYPE_CHECKING:
 
 CHUNK = 1024 * 1024
 PAGE_SIZE = 1000
+MiB = 1024 * 1024
+
+#: S3's multipart limits: parts of 5 MiB to 5 GiB (the last may be smaller), at most 10,000.
+PART_LIMITS = PartLimits(min_part=5 * MiB, max_part=5 * 1024 * MiB, max_parts=10_000)
 
 _MD5 = re.compile(r"^[0-9a-f]{32}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
 
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
 _PRECONDITION = {"PreconditionFailed", "412"}
@@ -116,6 +126,9 @@ def _translate(
     status = str(meta.get("HTTPStatusCode", ""))
     if code == "NoSuchBucket" or (status == "404" and code in _NOT_FOUND and not on_object):
         return BucketMissing(f"bucket {bucket!r} does not exist")
+    # Before the conditional rules: a gone upload is gone, whatever conditions its commit had.
+    if code == "NoSuchUpload":
+        return NotFound(f"{where}: the multipart upload no longer exists")
     if code in _PRECONDITION or status == "412":
         return PreconditionFailed(f"{where}: precondition failed (changed meanwhile)")
     # 409: another conditional write on the same key was in flight, and it won.
@@ -166,6 +179,95 @@ def _md5(etag: str) -> str | None:
 def _sha256(metadata: dict[str, str]) -> str | None:
     value = metadata.get(SHA256_META, "").strip().lower()
     return value if _SHA256.match(value) else None
+
+
+def _b64_of_hex(value: str, what: str, key: str) -> str:
+    """A hex digest as the base64 the checksum headers carry; InvalidRequest if not hex."""
+    try:
+        digest = bytes.fromhex(value)
+    except ValueError:
+        raise InvalidRequest(f"{key}: {what} is not hex") from None
+    return base64.b64encode(digest).decode("ascii")
+
+
+def _content_range(answer: Any) -> tuple[int, int]:
+    """(first byte, whole object's size) of a ranged GET. A server that ignored the Range
+    answers the whole object without a Content-Range: that is first byte 0 of all of it."""
+    value = answer.get("ContentRange")
+    if not value:
+        return 0, int(answer["ContentLength"])
+    found = _CONTENT_RANGE.match(str(value).strip())
+    if found is None:
+        raise InvalidRequest(f"unexpected Content-Range {value!r}")
+    return int(found[1]), int(found[3])
+
+
+class _PartBody(io.RawIOBase):
+    """Exactly `size` bytes of `inner` from where it stands, never a byte past them (the engine
+    may hand over one open file for all the parts, or a pipe).
+
+    botocore streams a file-like body as it sends, without needing to seek: payload signing is
+    off and no checksum is computed unless required, and the length is given. A retry rewinds
+    with seek(0), which works when `inner` can seek; otherwise it fails as UnseekableStreamError
+    (Transient), and the engine sends the part again.
+    """
+
+    def __init__(self, inner: BinaryIO, size: int, where: str) -> None:
+        super().__init__()
+        self._inner = inner
+        self._size = size
+        self._left = size
+        self._where = where
+        self._start: int | None = None
+        #: Set when `inner` ended early; botocore wraps what a body raises, so look here.
+        self.failure: InvalidRequest | None = None
+        try:
+            if inner.seekable():
+                self._start = inner.tell()
+        except (OSError, ValueError):
+            self._start = None
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return self._start is not None
+
+    def read(self, size: int | None = -1) -> bytes:
+        want = self._left if size is None or size < 0 else min(size, self._left)
+        if want == 0:
+            return b""
+        chunk = self._inner.read(want)
+        if not chunk:
+            self.failure = InvalidRequest(
+                f"{self._where}: body ended {self._left} bytes before the part's end"
+            )
+            raise self.failure
+        self._left -= len(chunk)
+        return chunk
+
+    def readinto(self, buffer: Any) -> int:
+        chunk = self.read(len(buffer))
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
+
+    def tell(self) -> int:
+        if self._start is None:
+            raise io.UnsupportedOperation("the part's body cannot seek")
+        return self._size - self._left
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if self._start is None:
+            raise io.UnsupportedOperation("the part's body cannot seek")
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._size - self._left, io.SEEK_END: self._size}
+        if whence not in base:
+            raise ValueError(f"invalid whence {whence}")
+        target = base[whence] + offset
+        if not 0 <= target <= self._size:
+            raise ValueError(f"seek to {target} outside a part of {self._size} bytes")
+        self._inner.seek(self._start + target)
+        self._left = self._size - target
+        return target
 
 
 def _endpoint_configured(options: S3Options) -> bool:
@@ -227,7 +329,10 @@ class S3Provider:
         self.prefix = url.prefix
         self.options = options or S3Options()
         self.capabilities = Capabilities(
-            conditional_writes=True, server_side_copy=True, listing_has_metadata=False
+            conditional_writes=True,
+            server_side_copy=True,
+            listing_has_metadata=False,
+            multipart=True,
         )
         self._client = make_client(self.options, workers)
 
@@ -269,35 +374,27 @@ class S3Provider:
             head = self._client.head_object(Bucket=self.bucket, Key=self.prefix + key)
         return self._info(key, head)
 
-    def upload(self, request: UploadRequest) -> ObjectInfo:
+    def _object_params(self, request: UploadRequest) -> dict[str, Any]:
+        """Bucket, Key, Metadata (mtime, sha256) and StorageClass: what a single upload and a
+        multipart one both send, so either way the object carries the same metadata."""
         if request.if_absent and request.if_match is not None:
             raise InvalidRequest("if_absent and if_match are mutually exclusive")
         metadata = dict(request.metadata)
         metadata[MTIME_META] = format_mtime(request.mtime_ns)
+        if request.sha256 is not None:
+            _b64_of_hex(request.sha256, "sha256", request.key)  # refuse a garbled one early
+            metadata[SHA256_META] = request.sha256
         params: dict[str, Any] = {
             "Bucket": self.bucket,
             "Key": self.prefix + request.key,
-            "Body": request.body,
-            "ContentLength": request.size,
             "Metadata": metadata,
         }
-        if request.sha256 is not None:
-            try:
-                digest = bytes.fromhex(request.sha256)
-            except ValueError:
-                raise InvalidRequest(f"{request.key}: sha256 is not hex") from None
-            metadata[SHA256_META] = request.sha256
-            params["ChecksumSHA256"] = base64.b64encode(digest).decode("ascii")
         if self.options.storage_class is not None:
             params["StorageClass"] = self.options.storage_class
-        if request.if_absent:
-            params["IfNoneMatch"] = "*"
-        if request.if_match is not None:
-            params["IfMatch"] = f'"{request.if_match}"'
-        conditional = request.if_absent or request.if_match is not None
-        with self._errors(request.key, conditional=conditional):
-            answer = self._client.put_object(**params)
-        etag = answer["ETag"].strip('"')
+        return params
+
+    def _written(self, request: UploadRequest, etag: str) -> ObjectInfo:
+        """The info of the object a finished upload (single or multipart) created."""
         return ObjectInfo(
             key=request.key,
             size=request.size,
@@ -309,6 +406,21 @@ class S3Provider:
             has_metadata=True,
             archived=self.options.storage_class in ARCHIVE_CLASSES,
         )
+
+    def upload(self, request: UploadRequest) -> ObjectInfo:
+        params = self._object_params(request)
+        params["Body"] = request.body
+        params["ContentLength"] = request.size
+        if request.sha256 is not None:
+            params["ChecksumSHA256"] = _b64_of_hex(request.sha256, "sha256", request.key)
+        if request.if_absent:
+            params["IfNoneMatch"] = "*"
+        if request.if_match is not None:
+            params["IfMatch"] = f'"{request.if_match}"'
+        conditional = request.if_absent or request.if_match is not None
+        with self._errors(request.key, conditional=conditional):
+            answer = self._client.put_object(**params)
+        return self._written(request, answer["ETag"].strip('"'))
 
     def download(self, key: str, sink: BinaryIO, if_match: str | None = None) -> ObjectInfo:
         params: dict[str, Any] = {"Bucket": self.bucket, "Key": self.prefix + key}
@@ -361,6 +473,180 @@ class S3Provider:
         with self._errors(src_key, conditional=True):
             self._client.copy_object(**params)
         return self.stat(dst_key)
+
+    # -- multipart (MultipartProvider) ---------------------------------------------------------
+
+    def part_limits(self) -> PartLimits:
+        return PART_LIMITS
+
+    def start_multipart(self, request: UploadRequest) -> str:
+        params = self._object_params(request)
+        with self._errors(request.key):
+            answer = self._client.create_multipart_upload(**params)
+        return answer["UploadId"]
+
+    def upload_part(
+        self, request: UploadRequest, upload_id: str, part: PartInfo, body: BinaryIO, md5: str
+    ) -> PartInfo:
+        # Streamed, not read into memory: botocore sends a non-seekable body as it is when the
+        # length is known and neither payload signing nor a computed checksum needs the bytes
+        # first (see make_client). Content-MD5 has S3 refuse a part that arrived damaged.
+        reader = _PartBody(body, part.size, f"{self.url}{request.key} part {part.number}")
+        try:
+            with self._errors(request.key):
+                answer = self._client.upload_part(
+                    Bucket=self.bucket,
+                    Key=self.prefix + request.key,
+                    UploadId=upload_id,
+                    PartNumber=part.number,
+                    Body=cast(BinaryIO, reader),
+                    ContentLength=part.size,
+                    ContentMD5=_b64_of_hex(md5, "md5", request.key),
+                )
+        except ProviderError:
+            if reader.failure is not None:  # the body's own fault, whatever botocore made of it
+                raise reader.failure from None
+            raise
+        etag = answer["ETag"].strip('"')
+        return dataclasses.replace(part, token=etag, md5=_md5(etag))
+
+    def list_parts(self, request: UploadRequest, upload_id: str) -> builtins.list[PartInfo]:
+        """Offsets are not stored by S3: they add up the sizes in number order. Where a part is
+        missing (parts go up in parallel, a crash leaves holes) it is taken to be as large as
+        the largest held part, as every part but the last is planned to be."""
+        paginator = self._client.get_paginator("list_parts")
+        pages = paginator.paginate(
+            Bucket=self.bucket,
+            Key=self.prefix + request.key,
+            UploadId=upload_id,
+            PaginationConfig={"PageSize": PAGE_SIZE},
+        )
+        with self._errors(request.key):
+            held = sorted(
+                (
+                    (p["PartNumber"], p["Size"], p["ETag"].strip('"'))
+                    for page in pages
+                    for p in page.get("Parts", [])
+                ),
+            )
+        planned = max((size for _, size, _ in held), default=0)
+        parts: builtins.list[PartInfo] = []
+        offset, expected = 0, 1
+        for number, size, etag in held:
+            offset += (number - expected) * planned
+            parts.append(PartInfo(number, offset, size, token=etag, md5=_md5(etag)))
+            offset += size
+            expected = number + 1
+        return parts
+
+    def complete_multipart(
+        self, request: UploadRequest, upload_id: str, parts: builtins.list[PartInfo]
+    ) -> ObjectInfo:
+        """A failed condition aborts the upload as well: S3 would keep its parts (and bill
+        them) for a retry that the engine never makes, it decides again and starts over."""
+        params: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": self.prefix + request.key,
+            "UploadId": upload_id,
+            "MultipartUpload": {
+                "Parts": [{"PartNumber": p.number, "ETag": f'"{p.token}"'} for p in parts]
+            },
+        }
+        if request.if_absent:
+            params["IfNoneMatch"] = "*"
+        if request.if_match is not None:
+            params["IfMatch"] = f'"{request.if_match}"'
+        conditional = request.if_absent or request.if_match is not None
+        try:
+            # S3 checks IfMatch on the commit, but not every implementation does (moto
+            # ignores it there): look first, so the promise holds everywhere.
+            if request.if_match is not None:
+                try:
+                    current = self.stat(request.key).etag
+                except NotFound:
+                    current = None
+                if current != request.if_match:
+                    raise PreconditionFailed(f"{self.url}{request.key}: changed meanwhile")
+            with self._errors(request.key, conditional=conditional):
+                answer = self._client.complete_multipart_upload(**params)
+        except PreconditionFailed:
+            with suppress(ProviderError):  # best effort: the lost condition is the news
+                self.abort_multipart(request, upload_id)
+            raise
+        return self._written(request, answer["ETag"].strip('"'))
+
+    def abort_multipart(self, request: UploadRequest, upload_id: str) -> None:
+        try:
+            with self._errors(request.key):
+                self._client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=self.prefix + request.key, UploadId=upload_id
+                )
+        except BucketMissing:
+            raise
+        except NotFound:
+            pass  # aborted, expired or completed already: nothing is left to drop
+
+    def download_range(
+        self, key: str, sink: BinaryIO, offset: int, length: int, if_match: str
+    ) -> ObjectInfo:
+        """A missing key is the version gone too: PreconditionFailed, not NotFound."""
+        if offset < 0 or length < 0:
+            raise InvalidRequest(f"{key}: bad range ({offset}, {length})")
+        params: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": self.prefix + key,
+            "IfMatch": f'"{if_match}"',
+        }
+        if length == 0:  # "bytes=a-(a-1)" is no range at all: only check the version
+            with self._errors(key, conditional=True):
+                head = self._client.head_object(**params)
+            return self._info(key, head)
+        params["Range"] = f"bytes={offset}-{offset + length - 1}"
+        with self._errors(key, conditional=True):
+            answer = self._client.get_object(**params)
+            body = answer["Body"]
+            try:
+                first, total = _content_range(answer)
+                last = first + int(answer["ContentLength"])
+                if first > offset or offset + length > last:
+                    # S3 cuts a range at the object's end: the caller asked past it.
+                    raise InvalidRequest(
+                        f"{self.url}{key}: bytes {offset}+{length} are not in"
+                        f" {first}-{last - 1} of {total}"
+                    )
+                # Trimmed only where a server answered more than the range (the whole object).
+                skip, left = offset - first, length
+                for chunk in body.iter_chunks(CHUNK):
+                    kept = chunk
+                    if skip or len(chunk) > left:
+                        kept = chunk[skip : skip + left]
+                        skip = max(0, skip - len(chunk))
+                    if kept:
+                        sink.write(kept)
+                        left -= len(kept)
+                    if not left:
+                        break
+            finally:
+                body.close()
+        if left:
+            raise Transient(f"{self.url}{key}: the range ended {left} bytes early")
+        return dataclasses.replace(self._info(key, answer), size=total)
+
+    def list_multipart_uploads(self) -> builtins.list[tuple[str, str]]:
+        """(key, upload id) of every unfinished upload under the root, for the engine to drop
+        the stale ones (a crashed run's, or one whose state was lost)."""
+        paginator = self._client.get_paginator("list_multipart_uploads")
+        pages = paginator.paginate(
+            Bucket=self.bucket, Prefix=self.prefix, PaginationConfig={"PageSize": PAGE_SIZE}
+        )
+        found: builtins.list[tuple[str, str]] = []
+        with self._errors(None):
+            for page in pages:
+                for upload in page.get("Uploads", []):
+                    full = upload.get("Key", "")
+                    if full.startswith(self.prefix) and full != self.prefix:
+                        found.append((full[len(self.prefix) :], upload.get("UploadId", "")))
+        return found
 
     def check(self) -> None:
         with self._errors(None):

@@ -1,0 +1,394 @@
+"""S3-only promises of the multipart half (test_parts.py holds the shared ones), against moto:
+stale uploads can be found, a lost condition leaves no parts behind, Content-MD5 goes out."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import os
+from collections.abc import Iterator
+from typing import Any, BinaryIO, cast
+
+import pytest
+from botocore.awsrequest import AWSResponse
+from botocore.exceptions import ClientError
+from conftest import Bucket
+from test_providers import MTIME_NS, PREFIX, OneWayStream, get, put
+
+from syncd.providers import (
+    InvalidRequest,
+    NotFound,
+    PartInfo,
+    PreconditionFailed,
+    Transient,
+    UploadRequest,
+    open_provider,
+)
+from syncd.providers.s3 import S3Provider, _PartBody, _translate
+
+MiB = 1024 * 1024
+
+
+def make_provider(bucket: Bucket, **options: Any) -> S3Provider:
+    provider = open_provider(
+        bucket.url(PREFIX), {"endpoint_url": bucket.endpoint_url, **options}, workers=4
+    )
+    assert isinstance(provider, S3Provider)
+    return provider
+
+
+@pytest.fixture
+def s3(s3_bucket: Bucket) -> Iterator[S3Provider]:
+    provider = make_provider(s3_bucket)
+    yield provider
+    provider.close()
+
+
+def request_for(key: str, data: bytes, **conditions: Any) -> UploadRequest:
+    return UploadRequest(
+        key=key,
+        body=io.BytesIO(b""),
+        size=len(data),
+        mtime_ns=MTIME_NS,
+        sha256=hashlib.sha256(data).hexdigest(),
+        **conditions,
+    )
+
+
+def md5_of(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def send(
+    s3: S3Provider, req: UploadRequest, upload_id: str, part: PartInfo, data: bytes
+) -> PartInfo:
+    chunk = data[part.offset : part.offset + part.size]
+    return s3.upload_part(req, upload_id, part, cast(BinaryIO, OneWayStream(chunk)), md5_of(chunk))
+
+
+def one_part(s3: S3Provider, req: UploadRequest, data: bytes) -> tuple[str, PartInfo]:
+    upload_id = s3.start_multipart(req)
+    return upload_id, send(s3, req, upload_id, PartInfo(1, 0, len(data)), data)
+
+
+def s3_get(s3: S3Provider, key: str) -> bytes:
+    return get(s3, key)[0]
+
+
+def bucket_uploads(bucket: Bucket) -> list[str]:
+    """Every unfinished upload in the bucket, seen by a plain client (not the code under test)."""
+    answer = bucket.client.list_multipart_uploads(Bucket=bucket.bucket)
+    return [upload["Key"] for upload in answer.get("Uploads", [])]
+
+
+# -- list_multipart_uploads -------------------------------------------------------------------
+
+
+def test_unfinished_uploads_are_listed_until_completed(s3: S3Provider, s3_bucket: Bucket) -> None:
+    data = b"some bytes"
+    req = request_for("dir/pending.bin", data)
+    upload_id, part = one_part(s3, req, data)
+    s3_bucket.client.create_multipart_upload(Bucket=s3_bucket.bucket, Key="team/ab/x")  # sibling
+
+    assert s3.list_multipart_uploads() == [("dir/pending.bin", upload_id)]
+
+    s3.complete_multipart(req, upload_id, [part])
+    assert s3.list_multipart_uploads() == []
+    assert bucket_uploads(s3_bucket) == ["team/ab/x"]
+
+
+def test_aborted_uploads_are_not_listed(s3: S3Provider) -> None:
+    data = b"x" * 100
+    req = request_for("a.bin", data)
+    first, _ = one_part(s3, req, data)
+    second = s3.start_multipart(request_for("b.bin", data))
+    assert sorted(s3.list_multipart_uploads()) == sorted([("a.bin", first), ("b.bin", second)])
+
+    s3.abort_multipart(req, first)
+
+    assert s3.list_multipart_uploads() == [("b.bin", second)]
+
+
+# -- conditions on complete -------------------------------------------------------------------
+
+
+def test_create_only_refused_leaves_no_upload(s3: S3Provider, s3_bucket: Bucket) -> None:
+    put(s3, "taken.bin", b"first")
+    data = b"second"
+    req = request_for("taken.bin", data, if_absent=True)
+    upload_id, part = one_part(s3, req, data)
+
+    with pytest.raises(PreconditionFailed):
+        s3.complete_multipart(req, upload_id, [part])
+
+    assert s3.list_multipart_uploads() == []
+    assert bucket_uploads(s3_bucket) == []
+    with pytest.raises(NotFound):
+        s3.list_parts(req, upload_id)
+
+
+@pytest.mark.parametrize("target", ["replaced", "deleted"])
+def test_replace_refused_leaves_no_upload(s3: S3Provider, s3_bucket: Bucket, target: str) -> None:
+    """moto ignores If-Match on CompleteMultipartUpload: the provider's own look must hold."""
+    v1 = put(s3, "f.bin", b"one")
+    if target == "replaced":
+        put(s3, "f.bin", b"two", if_match=v1.etag)
+    else:
+        s3.delete("f.bin")
+    data = b"three"
+    req = request_for("f.bin", data, if_match=v1.etag)
+    upload_id, part = one_part(s3, req, data)
+
+    with pytest.raises(PreconditionFailed):
+        s3.complete_multipart(req, upload_id, [part])
+
+    assert bucket_uploads(s3_bucket) == []
+    if target == "replaced":
+        assert s3.stat("f.bin").size == 3
+
+
+class _Raw:
+    """Just enough of a urllib3 response for botocore to parse a canned answer."""
+
+    def stream(self, *_: Any, **__: Any) -> Iterator[bytes]:
+        yield b""
+
+
+def fail_first_attempt(s3: S3Provider) -> list[int]:
+    """Make the first UploadPart attempt consume its body and then meet a 500, as if the
+    server failed after the bytes went out; botocore retries (rewinding the body)."""
+    attempts: list[int] = []
+
+    def hook(request: Any, **_: Any) -> Any:  # a response short-cuts the send
+        attempts.append(1)
+        if len(attempts) > 1:
+            return None  # the retry is sent for real
+        while request.body.read(64 * 1024):
+            pass
+        return AWSResponse(request.url, 500, cast(Any, {}), _Raw())
+
+    s3._client.meta.events.register("before-send.s3.UploadPart", hook)
+    return attempts
+
+
+def test_a_retried_part_is_sent_again_from_its_start(s3: S3Provider) -> None:
+    data = os.urandom(10_000)
+    req = request_for("retried.bin", data)
+    upload_id = s3.start_multipart(req)
+    attempts = fail_first_attempt(s3)
+    source = io.BytesIO(b"before" + data + b"after")
+    source.seek(6)
+
+    part = s3.upload_part(req, upload_id, PartInfo(1, 0, len(data)), source, md5_of(data))
+
+    assert len(attempts) == 2
+    assert source.tell() == 6 + len(data)
+    s3.complete_multipart(req, upload_id, [part])
+    assert s3_get(s3, "retried.bin") == data
+
+
+def test_a_one_way_part_that_needs_a_retry_is_transient(s3: S3Provider) -> None:
+    """A pipe cannot be rewound for botocore's retry: the engine must send the part again."""
+    data = b"abc"
+    req = request_for("pipe.bin", data)
+    upload_id = s3.start_multipart(req)
+    fail_first_attempt(s3)
+
+    with pytest.raises(Transient, match="not seekable"):
+        send(s3, req, upload_id, PartInfo(1, 0, len(data)), data)
+    s3.abort_multipart(req, upload_id)
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+def test_no_such_upload_is_not_found_even_under_a_condition(conditional: bool) -> None:
+    """S3 answers a commit of a gone upload with NoSuchUpload (moto with a 500, so this is
+    checked on the translation): the upload is gone, no condition was decided."""
+    answer: Any = {
+        "Error": {"Code": "NoSuchUpload", "Message": "gone"},
+        "ResponseMetadata": {"HTTPStatusCode": 404},
+    }
+    exc = ClientError(answer, "CompleteMultipartUpload")
+    error = _translate(exc, "s3://b/k", bucket="b", on_object=True, conditional=conditional)
+    assert type(error) is NotFound
+
+
+def test_multipart_object_carries_metadata_and_storage_class(s3_bucket: Bucket) -> None:
+    s3 = make_provider(s3_bucket, storage_class="STANDARD_IA")
+    try:
+        data = b"payload"
+        req = UploadRequest(
+            key="meta.bin",
+            body=io.BytesIO(b""),
+            size=len(data),
+            mtime_ns=MTIME_NS,
+            sha256=hashlib.sha256(data).hexdigest(),
+            metadata={"extra": "kept"},
+        )
+        upload_id, part = one_part(s3, req, data)
+        info = s3.complete_multipart(req, upload_id, [part])
+    finally:
+        s3.close()
+
+    head = s3_bucket.client.head_object(Bucket=s3_bucket.bucket, Key=PREFIX + "meta.bin")
+    assert head["Metadata"] == {
+        "mtime": "1700000000.123456789",
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "extra": "kept",
+    }
+    assert head["StorageClass"] == "STANDARD_IA"
+    assert info.etag == head["ETag"].strip('"')
+    assert info.md5 is None  # a multipart ETag ("…-1") is no MD5 of the content
+
+
+# -- parts ------------------------------------------------------------------------------------
+
+
+def test_content_md5_is_sent_with_every_part(s3: S3Provider) -> None:
+    seen: list[str | None] = []
+
+    def record(request: Any, **_: Any) -> None:
+        value = request.headers.get("Content-MD5")  # bytes by the time it is sent
+        seen.append(value.decode("ascii") if isinstance(value, bytes) else value)
+
+    s3._client.meta.events.register("before-send.s3.UploadPart", record)
+    data = os.urandom(1000)
+    req = request_for("md5.bin", data)
+    upload_id, part = one_part(s3, req, data)
+
+    digest = hashlib.md5(data, usedforsecurity=False).digest()
+    assert seen == [base64.b64encode(digest).decode("ascii")]
+    assert part.token == md5_of(data) and part.md5 == md5_of(data)
+    s3.abort_multipart(req, upload_id)
+
+
+def test_a_garbled_md5_is_refused_before_sending(s3: S3Provider) -> None:
+    sent: list[object] = []
+    s3._client.meta.events.register("before-send.s3.UploadPart", lambda **kw: sent.append(kw))
+    req = request_for("bad.bin", b"abc")
+    upload_id = s3.start_multipart(req)
+
+    with pytest.raises(InvalidRequest, match="md5"):
+        s3.upload_part(req, upload_id, PartInfo(1, 0, 3), io.BytesIO(b"abc"), "not hex")
+    assert sent == []
+    s3.abort_multipart(req, upload_id)
+
+
+def test_a_body_shorter_than_the_part_is_refused(s3: S3Provider) -> None:
+    req = request_for("short.bin", b"0123456789")
+    upload_id = s3.start_multipart(req)
+    body = cast(BinaryIO, OneWayStream(b"01234"))
+
+    with pytest.raises(InvalidRequest, match="ended 5 bytes before"):
+        s3.upload_part(req, upload_id, PartInfo(1, 0, 10), body, md5_of(b"0123456789"))
+    s3.abort_multipart(req, upload_id)
+
+
+def test_parts_of_one_open_file_each_read_their_own_bytes(s3: S3Provider) -> None:
+    """One seekable file for every part, positioned by the caller: each part reads its span."""
+    size = 5 * MiB
+    data = os.urandom(2 * size + 10)
+    req = request_for("shared.bin", data)
+    upload_id = s3.start_multipart(req)
+    source = io.BytesIO(data)
+    parts = []
+    for number, offset in enumerate(range(0, len(data), size), start=1):
+        part = PartInfo(number, offset, min(size, len(data) - offset))
+        source.seek(offset)
+        chunk = data[offset : offset + part.size]
+        parts.append(s3.upload_part(req, upload_id, part, source, md5_of(chunk)))
+        assert source.tell() == offset + part.size
+
+    s3.complete_multipart(req, upload_id, parts)
+    assert s3_get(s3, "shared.bin") == data
+
+
+def test_listed_offsets_skip_over_a_missing_part(s3: S3Provider) -> None:
+    """Parts go up in parallel, so a crash can leave holes: offsets after one stay right."""
+    size = 5 * MiB
+    data = os.urandom(3 * size + 7)
+    req = request_for("holes.bin", data)
+    upload_id = s3.start_multipart(req)
+    plan = [PartInfo(n + 1, n * size, min(size, len(data) - n * size)) for n in range(4)]
+    for part in (plan[0], plan[2], plan[3]):
+        send(s3, req, upload_id, part, data)
+
+    held = s3.list_parts(req, upload_id)
+
+    assert [(p.number, p.offset, p.size) for p in held] == [
+        (p.number, p.offset, p.size) for p in (plan[0], plan[2], plan[3])
+    ]
+    assert held[1].md5 == md5_of(data[2 * size : 3 * size]) == held[1].token
+    s3.abort_multipart(req, upload_id)
+
+
+def test_part_body_rewinds_only_to_its_own_start() -> None:
+    inner = io.BytesIO(b"0123456789")
+    inner.seek(3)
+    body = _PartBody(cast(BinaryIO, inner), 4, "x")
+    assert body.read() == b"3456"
+    assert body.read() == b""
+    assert body.seek(0) == 0  # what botocore does before a retry
+    assert body.read(2) == b"34" and body.tell() == 2
+    assert body.seek(0, io.SEEK_END) == 4 and body.read() == b""
+
+    one_way = _PartBody(cast(BinaryIO, OneWayStream(b"abcdef")), 3, "x")
+    assert not one_way.seekable()
+    assert one_way.read() == b"abc"
+    with pytest.raises(io.UnsupportedOperation):
+        one_way.seek(0)
+
+
+# -- ranged reads -----------------------------------------------------------------------------
+
+
+def test_range_at_the_end_reports_the_whole_size(s3: S3Provider) -> None:
+    blob = os.urandom(100_000)
+    info = put(s3, "tail.bin", blob)
+    sink = io.BytesIO()
+
+    got = s3.download_range("tail.bin", sink, len(blob) - 10, 10, if_match=info.etag)
+
+    assert sink.getvalue() == blob[-10:]
+    assert got.size == len(blob)
+    assert (got.etag, got.sha256, got.mtime_ns) == (info.etag, info.sha256, MTIME_NS)
+
+
+def test_range_past_the_end_is_refused_and_writes_nothing(s3: S3Provider) -> None:
+    info = put(s3, "small.bin", b"0123456789")
+    sink = io.BytesIO()
+    with pytest.raises(InvalidRequest):
+        s3.download_range("small.bin", sink, 5, 10, if_match=info.etag)  # S3 would answer 5-9
+    with pytest.raises(InvalidRequest):
+        s3.download_range("small.bin", sink, 10, 1, if_match=info.etag)  # 416
+    assert sink.getvalue() == b""
+
+
+def test_empty_range_only_checks_the_version(s3: S3Provider) -> None:
+    info = put(s3, "e.bin", b"abc")
+    sink = io.BytesIO()
+    assert s3.download_range("e.bin", sink, 0, 0, if_match=info.etag).size == 3
+    put(s3, "e.bin", b"new", if_match=info.etag)
+    with pytest.raises(PreconditionFailed):
+        s3.download_range("e.bin", sink, 0, 0, if_match=info.etag)
+    assert sink.getvalue() == b""
+
+
+def test_a_server_that_ignores_the_range_still_yields_the_range(s3: S3Provider) -> None:
+    """Some S3 look-alikes answer a Range with the whole object (200, no Content-Range)."""
+    blob = os.urandom(3 * MiB + 5)
+    info = put(s3, "whole.bin", blob)
+
+    dropped: list[str] = []
+
+    def drop_range(params: dict[str, Any], **_: Any) -> None:
+        dropped.append(params.pop("Range"))
+
+    s3._client.meta.events.register("before-parameter-build.s3.GetObject", drop_range)
+    sink = io.BytesIO()
+
+    got = s3.download_range("whole.bin", sink, MiB + 3, MiB + 1, if_match=info.etag)
+
+    assert dropped == [f"bytes={MiB + 3}-{2 * MiB + 3}"]
+    assert sink.getvalue() == blob[MiB + 3 : 2 * MiB + 4]
+    assert got.size == len(blob)
