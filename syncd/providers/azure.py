@@ -14,11 +14,22 @@ one is read forward once, block by block (Put Block), and committed with one Put
 that carries the conditions, the metadata and the MD5 of the whole content (computed while
 reading, since the service computes it only for a single put). At most one block is held in
 memory per upload.
+
+Multipart uploads (MultipartProvider) are block uploads driven by the engine: Azure has no
+upload id, so the adapter picks a run id and names part N's block `base64("{run}-{N:06d}")`
+(the same naming as a single upload's blocks: every block id of a blob has one length). Parts
+are staged blocks (Put Block, with the part's MD5 for the service to check), `list_parts`
+reads the blob's uncommitted block list, and completing is one Put Block List with the
+conditions and metadata. There is no abort: uncommitted blocks live until a commit of the blob
+or until the service drops them (after 7 days), so `abort_multipart` does nothing and a run's
+parts stay listable until then. Ranged reads are If-Match the version being read.
 """
 
 from __future__ import annotations
 
 import base64
+import builtins
+import dataclasses
 import hashlib
 import os
 import re
@@ -58,6 +69,8 @@ from syncd.providers.base import (
     SHA256_META,
     Capabilities,
     ObjectInfo,
+    PartInfo,
+    PartLimits,
     UploadRequest,
     format_mtime,
     parse_mtime,
@@ -82,6 +95,8 @@ SINGLE_PUT_SIZE = 8 * MiB
 #: MAX_BLOCKS committed blocks).
 BLOCK_SIZE = 8 * MiB
 MAX_BLOCKS = 50_000
+#: The largest block (Put Block) the service takes, and so the largest multipart part.
+MAX_BLOCK_SIZE = 4000 * MiB
 #: Downloads are fetched in ranges of this size, each held in memory once.
 GET_CHUNK_SIZE = 4 * MiB
 CONNECT_TIMEOUT = 10
@@ -92,6 +107,13 @@ COPY_TIMEOUT = 600.0
 ENDPOINT_SUFFIX = "blob.core.windows.net"
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_MD5 = re.compile(r"^[0-9a-f]{32}$")
+#: A multipart upload id: the run id `start_multipart` hands out (uuid4 hex).
+_RUN = re.compile(r"^[0-9a-f]{32}$")
+#: The (SDK-decoded) id of a block staged by this adapter: run id and part number.
+_BLOCK_NAME = re.compile(r"^([0-9a-f]{32})-([0-9]{6})$")
+#: The whole size in a Content-Range answer ("bytes 0-99/1234").
+_CONTENT_RANGE_TOTAL = re.compile(r"/([0-9]+)\s*$")
 
 _PRECONDITION = {"ConditionNotMet", "SourceConditionNotMet", "TargetConditionNotMet"}
 _CONTAINER_GONE = {"ContainerNotFound", "ContainerBeingDeleted", "ContainerDisabled"}
@@ -246,6 +268,67 @@ def _read_exactly(body: BinaryIO, size: int, where: str) -> bytes:
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
+def _block_name(run: str, number: int) -> str:
+    """The id of block `number` of `run` as the SDK takes it (it base64-encodes it on the wire,
+    and decodes it back in block lists); fixed width, as the service wants one length per
+    blob."""
+    return f"{run}-{number:06d}"
+
+
+def _block_token(run: str, number: int) -> str:
+    """The block id as the service knows it (base64 of the name): a part's token."""
+    return base64.b64encode(_block_name(run, number).encode()).decode("ascii")
+
+
+def _full_size(props: BlobProperties) -> int | None:
+    """The whole blob's size behind a ranged download (whose `size` is the range's)."""
+    found = _CONTENT_RANGE_TOTAL.search(props.content_range or "")
+    return int(found.group(1)) if found else None
+
+
+class _PartBody:
+    """Exactly `size` bytes of `body`, for the SDK to stream as one Put Block.
+
+    It reads forward to the part's end and never past it (the bytes after belong to the next
+    part), and a body that ends early raises rather than sending a short block. `__len__` and
+    `tell` let requests send a Content-Length instead of falling back to chunked encoding. The
+    body's own error is kept in `failure`: the HTTP stack wraps an OSError raised while sending
+    into a connection error, which must not pass for a network failure.
+    """
+
+    def __init__(self, body: BinaryIO, size: int, where: str) -> None:
+        self._body = body
+        self._size = size
+        self._done = 0
+        self._where = where
+        self.failure: BaseException | None = None
+
+    def __len__(self) -> int:
+        return self._size
+
+    def tell(self) -> int:
+        return self._done
+
+    def read(self, size: int | None = -1) -> bytes:
+        want = self._size - self._done
+        if size is not None and size >= 0:
+            want = min(want, size)
+        if want <= 0:
+            return b""
+        try:
+            chunk = self._body.read(want)
+            if not chunk:
+                missing = self._size - self._done
+                raise InvalidRequest(
+                    f"{self._where}: body ended {missing} bytes before the part's end"
+                )
+        except BaseException as exc:
+            self.failure = exc
+            raise
+        self._done += len(chunk)
+        return chunk
+
+
 def _block_size(size: int) -> int:
     """BLOCK_SIZE, or the whole MiBs that fit `size` into MAX_BLOCKS blocks."""
     needed = -(-size // MAX_BLOCKS)
@@ -357,7 +440,10 @@ class AzureProvider:
         self.prefix = url.prefix
         self.options = options or AzureOptions()
         self.capabilities = Capabilities(
-            conditional_writes=True, server_side_copy=True, listing_has_metadata=True
+            conditional_writes=True,
+            server_side_copy=True,
+            listing_has_metadata=True,
+            multipart=True,
         )
         self._tier = (
             StandardBlobTier(self.options.storage_class)
@@ -408,7 +494,10 @@ class AzureProvider:
             props = self._blob(key).get_blob_properties()
         return self._info(key, props)
 
-    def upload(self, request: UploadRequest) -> ObjectInfo:
+    @staticmethod
+    def _prepare(request: UploadRequest) -> tuple[dict[str, str], str | None, dict[str, Any]]:
+        """The checked request as the SDK takes it: metadata (mtime, sha256 and the request's
+        own), the normalised sha256, and the condition keywords of the write."""
         if request.if_absent and request.if_match is not None:
             raise InvalidRequest("if_absent and if_match are mutually exclusive")
         if request.size < 0:
@@ -428,6 +517,26 @@ class AzureProvider:
         elif request.if_match is not None:
             conditions["etag"] = _quoted(request.if_match)
             conditions["match_condition"] = MatchConditions.IfNotModified
+        return metadata, sha256, conditions
+
+    def _written(
+        self, request: UploadRequest, answer: Mapping[str, Any], sha256: str | None, md5: str | None
+    ) -> ObjectInfo:
+        """The info of a blob this adapter just wrote, from the write's answer."""
+        return ObjectInfo(
+            key=request.key,
+            size=request.size,
+            etag=_etag(answer.get("etag")),
+            modified=_timestamp(answer.get("last_modified")) or time.time(),
+            mtime_ns=request.mtime_ns,
+            sha256=sha256,
+            md5=md5,
+            has_metadata=True,
+            archived=self.options.storage_class == "Archive",
+        )
+
+    def upload(self, request: UploadRequest) -> ObjectInfo:
+        metadata, sha256, conditions = self._prepare(request)
         where = self._where(request.key)
         blob = self._blob(request.key)
         with self._errors(request.key, conditional=bool(conditions)):
@@ -447,17 +556,7 @@ class AzureProvider:
                 )
             else:
                 md5, answer = self._put_blocks(blob, request, metadata, conditions, where)
-        return ObjectInfo(
-            key=request.key,
-            size=request.size,
-            etag=_etag(answer.get("etag")),
-            modified=_timestamp(answer.get("last_modified")) or time.time(),
-            mtime_ns=request.mtime_ns,
-            sha256=sha256,
-            md5=md5.hex(),
-            has_metadata=True,
-            archived=self.options.storage_class == "Archive",
-        )
+        return self._written(request, answer, sha256, md5.hex())
 
     def _put_blocks(
         self,
@@ -478,19 +577,219 @@ class AzureProvider:
         while remaining > 0:
             data = _read_exactly(request.body, min(block_size, remaining), where)
             md5.update(data)
-            block_id = base64.b64encode(f"{run}-{len(blocks):06d}".encode()).decode("ascii")
-            blob.stage_block(block_id, data, length=len(data), validate_content=True)
-            blocks.append(BlobBlock(block_id=block_id))
+            name = _block_name(run, len(blocks) + 1)
+            blob.stage_block(name, data, length=len(data), validate_content=True)
+            blocks.append(BlobBlock(block_id=name))
             remaining -= len(data)
         digest = md5.digest()
+        answer = self._commit(
+            blob, blocks, metadata, conditions, ContentSettings(content_md5=bytearray(digest))
+        )
+        return digest, answer
+
+    def _commit(
+        self,
+        blob: BlobClient,
+        blocks: builtins.list[BlobBlock],
+        metadata: dict[str, str],
+        conditions: dict[str, Any],
+        content_settings: ContentSettings,
+    ) -> dict[str, Any]:
+        """Put Block List: the blob appears (or is replaced) whole, if the conditions hold."""
         answer = blob.commit_block_list(
             blocks,
-            content_settings=ContentSettings(content_md5=bytearray(digest)),
+            content_settings=content_settings,
             metadata=metadata,
             standard_blob_tier=self._tier,
             **conditions,
         )
-        return digest, dict(answer)
+        return dict(answer)
+
+    # -- multipart (MultipartProvider) ---------------------------------------------------------
+
+    def part_limits(self) -> PartLimits:
+        """Put Block takes 1 byte to 4000 MiB, a blob commits at most 50,000 blocks, and
+        blocks may be staged in any order and in parallel."""
+        return PartLimits(
+            min_part=1, max_part=MAX_BLOCK_SIZE, max_parts=MAX_BLOCKS, sequential=False
+        )
+
+    def start_multipart(self, request: UploadRequest) -> str:
+        """A fresh run id (Azure has no upload id): the blocks it names never mix with another
+        run's, even on the same blob. Nothing is sent; the conditions are checked at the
+        commit."""
+        self._prepare(request)  # refuse a malformed request now rather than at the end
+        return uuid.uuid4().hex
+
+    def upload_part(
+        self, request: UploadRequest, upload_id: str, part: PartInfo, body: BinaryIO, md5: str
+    ) -> PartInfo:
+        """Put Block of the part's bytes, streamed (never more than `part.size` read from
+        `body`), with the part's MD5 as Content-MD5 for the service to check (a mismatch is
+        InvalidRequest).
+
+        Azure cannot tell an unknown run from a new one, so this never raises NotFound for an
+        upload id (only for a missing container): a block staged for a dead run is dropped
+        with the other uncommitted blocks."""
+        run = self._run(upload_id)
+        self._check_part(request, part)
+        md5 = md5.lower()
+        if not _MD5.fullmatch(md5):
+            raise InvalidRequest(f"{request.key}: part md5 is not 32 hex digits")
+        data = _PartBody(body, part.size, self._where(request.key))
+        try:
+            with self._errors(request.key):
+                self._blob(request.key).stage_block(
+                    _block_name(run, part.number),
+                    data,  # type: ignore[arg-type]  # read like a file: read(n), len, tell
+                    length=part.size,
+                    transactional_content_md5=bytes.fromhex(md5),
+                )
+        except ProviderError:
+            if data.failure is not None:  # the body's own error, not the service's
+                raise data.failure from None
+            raise
+        if data.tell() != part.size:  # the SDK sent less than the part: never commit that
+            raise InvalidRequest(f"{self._where(request.key)}: part {part.number} sent short")
+        return PartInfo(
+            number=part.number,
+            offset=part.offset,
+            size=part.size,
+            token=_block_token(run, part.number),
+            md5=md5,
+        )
+
+    def list_parts(self, request: UploadRequest, upload_id: str) -> builtins.list[PartInfo]:
+        """The run's parts among the blob's uncommitted blocks, by number; NotFound only for a
+        missing container.
+
+        Azure keeps no record of a run: a run that was completed, aborted or dropped by the
+        service (7 days), and one that has not sent a part yet, all answer [] (never
+        NotFound), and after `abort_multipart` the parts stay listed until the service drops
+        them. A block's offset is the sum of the sizes before it, so the parts are reported
+        up to the first missing number only (those after it are sent again on a resume)."""
+        run = self._run(upload_id)
+        try:
+            with self._errors(request.key):
+                _, uncommitted = self._blob(request.key).get_block_list("uncommitted")
+        except ContainerMissing:
+            raise
+        except NotFound:
+            return []  # no blob and no uncommitted blocks at all
+        sizes: dict[int, int] = {}
+        for block in uncommitted:
+            found = _BLOCK_NAME.fullmatch(str(block.id))
+            if found and found.group(1) == run:
+                sizes[int(found.group(2))] = int(block.size or 0)
+        parts: list[PartInfo] = []
+        offset = 0
+        number = 1
+        while number in sizes:
+            size = sizes[number]
+            parts.append(PartInfo(number, offset, size, token=_block_token(run, number)))
+            offset += size
+            number += 1
+        return parts
+
+    def complete_multipart(
+        self, request: UploadRequest, upload_id: str, parts: builtins.list[PartInfo]
+    ) -> ObjectInfo:
+        """Put Block List of the run's blocks in order, with the metadata, the tier and the
+        conditions (If-None-Match: * / If-Match), which the service checks at this moment.
+
+        No Content-MD5 is set: the whole content's MD5 is unknown without its bytes; the
+        sha256 metadata is the whole-file check. A block that is gone (dropped after 7 days,
+        or discarded by another writer's commit of the blob) is NotFound: start over."""
+        metadata, sha256, conditions = self._prepare(request)
+        run = self._run(upload_id)
+        offset = 0
+        for number, part in enumerate(parts, start=1):
+            self._check_part(request, part)
+            if part.number != number or part.offset != offset:
+                raise InvalidRequest(f"{request.key}: parts must be 1..N, in order, contiguous")
+            offset += part.size
+        if offset != request.size:
+            raise InvalidRequest(f"{request.key}: parts hold {offset} of {request.size} bytes")
+        # The block ids follow from the run and the numbers (the parts' tokens are the same).
+        blocks = [BlobBlock(block_id=_block_name(run, part.number)) for part in parts]
+        try:
+            with self._errors(request.key, conditional=bool(conditions)):
+                answer = self._commit(
+                    self._blob(request.key), blocks, metadata, conditions, ContentSettings()
+                )
+        except InvalidRequest as exc:
+            cause = exc.__cause__
+            if isinstance(cause, HttpResponseError) and _code(cause) == "InvalidBlockList":
+                where = self._where(request.key)
+                raise NotFound(f"{where}: parts of upload {run} are gone") from cause
+            raise
+        return self._written(request, answer, sha256, None)
+
+    def abort_multipart(self, request: UploadRequest, upload_id: str) -> None:
+        """Nothing to do, and nothing that could be done: Azure has no call that drops
+        uncommitted blocks (short of committing the blob, which would replace it or make it
+        appear). Nothing was ever visible; the run's blocks stay listable until the service
+        drops them, 7 days after the last write, or until the blob is committed."""
+        self._run(upload_id)
+
+    def download_range(
+        self, key: str, sink: BinaryIO, offset: int, length: int, if_match: str
+    ) -> ObjectInfo:
+        """Get Blob of the range, If-Match the version, streamed into `sink`; the info is of
+        the whole blob (its size too, not the range's). A missing blob is NotFound, a replaced
+        one PreconditionFailed, as for `download`."""
+        if offset < 0 or length < 0:
+            raise InvalidRequest(f"{key}: negative range")
+        conditions: dict[str, Any] = {
+            "etag": _quoted(if_match),
+            "match_condition": MatchConditions.IfNotModified,
+        }
+        if length == 0:  # an empty range cannot be asked for: the version still must hold
+            return self._stat_if_match(key, if_match)
+        with self._errors(key):
+            # The first answer (up to GET_CHUNK_SIZE) comes now, with the whole size in its
+            # Content-Range; the rest is fetched while `sink` is written, If-Match too.
+            downloader = self._blob(key).download_blob(
+                offset=offset, length=length, max_concurrency=1, **conditions
+            )
+            props = downloader.properties
+            size = _full_size(props)
+            if size is not None and offset + length > size:
+                raise InvalidRequest(
+                    f"{self._where(key)}: range {offset}+{length} is past the end ({size})"
+                )
+            written = downloader.readinto(sink)
+        if written != length:
+            raise InvalidRequest(f"{self._where(key)}: range {offset}+{length} came short")
+        if size is None:  # no Content-Range to read the whole size from: ask for it
+            return self._stat_if_match(key, if_match)
+        return dataclasses.replace(self._info(key, props), size=size)
+
+    def _stat_if_match(self, key: str, if_match: str) -> ObjectInfo:
+        """The blob's info if it still is version `if_match` (PreconditionFailed otherwise)."""
+        with self._errors(key):
+            props = self._blob(key).get_blob_properties(
+                etag=_quoted(if_match), match_condition=MatchConditions.IfNotModified
+            )
+        return self._info(key, props)
+
+    @staticmethod
+    def _run(upload_id: str) -> str:
+        """The run id in `upload_id`, checked: it is part of every block id, whose length
+        must not vary."""
+        if not _RUN.fullmatch(upload_id):
+            raise InvalidRequest(f"not an Azure multipart upload id: {upload_id[:40]!r}")
+        return upload_id
+
+    @staticmethod
+    def _check_part(request: UploadRequest, part: PartInfo) -> None:
+        """A part Put Block can take, inside the object."""
+        if not 1 <= part.number <= MAX_BLOCKS:
+            raise InvalidRequest(f"{request.key}: part number {part.number} not in 1..50000")
+        if not 1 <= part.size <= MAX_BLOCK_SIZE:
+            raise InvalidRequest(f"{request.key}: part size {part.size} not in 1..4000 MiB")
+        if part.offset < 0 or part.offset + part.size > request.size:
+            raise InvalidRequest(f"{request.key}: part {part.number} lies outside the object")
 
     def download(self, key: str, sink: BinaryIO, if_match: str | None = None) -> ObjectInfo:
         conditions: dict[str, Any] = {}
