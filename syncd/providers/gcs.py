@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import builtins
+import hashlib
 import io
 import os
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from typing import Any, BinaryIO
 
@@ -38,6 +42,8 @@ from syncd.providers.base import (
     SHA256_META,
     Capabilities,
     ObjectInfo,
+    PartInfo,
+    PartLimits,
     UploadRequest,
     format_mtime,
     parse_mtime,
@@ -69,6 +75,24 @@ GSUTIL_MTIME_META = "goog-reserved-file-mtime"
 _MAX_GENERATION = 2**63 - 1
 #: Only the fields ObjectInfo needs, so a listing page of 1000 objects stays small.
 _LIST_FIELDS = "items(name,size,generation,md5Hash,updated,metadata),nextPageToken"
+#: A resumable session takes its chunks in order, each but the last a multiple of 256 KiB.
+_QUANTUM = 256 * 1024
+#: GCS puts no limit on a session's chunk count; a high one lets the engine keep parts small,
+#: and each part is held in memory once while it is sent (see upload_part).
+PART_LIMITS = PartLimits(
+    min_part=_QUANTUM,
+    max_part=5 * 1024 * 1024 * 1024,
+    max_parts=100_000,
+    sequential=True,
+    alignment=_QUANTUM,
+)
+#: Seconds to connect and between bytes on a session request (the SDK's own default).
+SESSION_TIMEOUT = 60.0
+#: Finished uploads remembered for complete_multipart; bounded, so sessions the engine never
+#: completes cannot pile up.
+_FINISHED_KEPT = 256
+#: What a session's status says it holds: "bytes=0-LAST".
+_HELD = re.compile(r"^bytes=0-(\d+)$")
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 #: 403 reasons that are rate limits, not refusals (older JSON API answers use them).
@@ -273,6 +297,44 @@ class _Body(io.RawIOBase):
         return self.position
 
 
+def _read_part(body: BinaryIO, size: int, where: str) -> bytes:
+    """Exactly `size` bytes of `body` from where it stands, never a byte past them (the engine
+    may hand over one open file for all the parts, or a pipe)."""
+    pieces: list[bytes] = []
+    left = size
+    while left:
+        piece = body.read(left)
+        if not piece:
+            raise InvalidRequest(f"{where}: body ended {left} bytes before the part's end")
+        pieces.append(piece)
+        left -= len(piece)
+    return b"".join(pieces)
+
+
+def _held(response: requests.Response, where: str) -> int:
+    """How many bytes a session holds, from a 308's Range header (none: nothing yet)."""
+    value = response.headers.get("Range")
+    if not value:
+        return 0
+    match = _HELD.match(value.strip())
+    if match is None:
+        raise Transient(f"{where}: the upload session answered an unexpected Range {value!r}")
+    return int(match.group(1)) + 1
+
+
+class _Counted:
+    """A sink that counts what the SDK wrote into it (a range has no checksum to check)."""
+
+    def __init__(self, sink: BinaryIO) -> None:
+        self._sink = sink
+        self.written = 0
+
+    def write(self, data: bytes) -> int:
+        self._sink.write(data)
+        self.written += len(data)
+        return len(data)
+
+
 def _anonymous() -> Any:
     return AnonymousCredentials()  # type: ignore[no-untyped-call]
 
@@ -340,7 +402,12 @@ def make_client(options: GCSOptions, workers: int) -> Any:
 
 
 class GCSProvider:
-    """A bucket (and optional prefix) as a remote root. Thread-safe."""
+    """A bucket (and optional prefix) as a remote root. Thread-safe.
+
+    Also a MultipartProvider, on a GCS *resumable upload session*: the upload id is the
+    session URL, the parts are its chunks (sent in order), and the last chunk finishes the
+    object, so complete_multipart only reports what that chunk made.
+    """
 
     def __init__(self, url: RemoteURL, options: GCSOptions | None = None, workers: int = 8) -> None:
         self.remote = url
@@ -349,8 +416,14 @@ class GCSProvider:
         self.prefix = url.prefix
         self.options = options or GCSOptions()
         self.capabilities = Capabilities(
-            conditional_writes=True, server_side_copy=True, listing_has_metadata=True
+            conditional_writes=True,
+            server_side_copy=True,
+            listing_has_metadata=True,
+            multipart=True,
         )
+        #: upload id -> the object its last chunk made, for complete_multipart.
+        self._finished: OrderedDict[str, ObjectInfo] = OrderedDict()
+        self._finished_lock = threading.Lock()
         # Missing credentials surface on the first call (like S3), so a daemon still starts
         # and reports the pair; an unreadable credentials_file is a config error right away.
         self._setup_error: PermissionDenied | None = None
@@ -363,17 +436,23 @@ class GCSProvider:
     # -- plumbing ------------------------------------------------------------------------
 
     def _bucket(self) -> Any:
+        self._ready()
+        return self._client.bucket(self.bucket)
+
+    def _ready(self) -> None:
         if self._setup_error is not None:
             raise PermissionDenied(f"{self.url}: {self._setup_error}")
-        return self._client.bucket(self.bucket)
 
     def _where(self, key: str | None) -> str:
         return f"gs://{self.bucket}/{self.prefix}{key or ''}"
 
     @contextmanager
-    def _errors(self, key: str | None, *, conditional: bool = False) -> Iterator[None]:
+    def _errors(
+        self, key: str | None, *, conditional: bool = False, on_object: bool | None = None
+    ) -> Iterator[None]:
         """Translate whatever the SDK raises inside the block (a sink's own OSError or a
-        cancellation passes through untouched)."""
+        cancellation passes through untouched). `on_object=False` for a call on a key that
+        need not exist (starting an upload), where a 404 can only mean the bucket."""
         try:
             yield
         except (*_SDK_ERRORS, _Unseekable) as exc:
@@ -381,7 +460,7 @@ class GCSProvider:
                 exc,
                 self._where(key),
                 bucket=self.bucket,
-                on_object=key is not None,
+                on_object=key is not None if on_object is None else on_object,
                 conditional=conditional,
             ) from exc
 
@@ -436,14 +515,20 @@ class GCSProvider:
     def stat(self, key: str) -> ObjectInfo:
         return self._info(key, self._get(key))
 
-    def upload(self, request: UploadRequest) -> ObjectInfo:
+    def _condition(self, request: UploadRequest) -> int | None:
+        """The `ifGenerationMatch` of an upload: 0 for create-only, the generation for
+        replace-only-if-unchanged, None for neither."""
         if request.if_absent and request.if_match is not None:
             raise InvalidRequest("if_absent and if_match are mutually exclusive")
-        generation: int | None = None
         if request.if_absent:
-            generation = 0
-        elif request.if_match is not None:
-            generation = self._wanted(request.key, request.if_match)
+            return 0
+        if request.if_match is not None:
+            return self._wanted(request.key, request.if_match)
+        return None
+
+    def _new_blob(self, request: UploadRequest, chunk_size: int | None = None) -> Any:
+        """The blob an upload writes, carrying its metadata (ours, gsutil's mtime, the
+        request's own) and the configured storage class."""
         metadata = dict(request.metadata)
         metadata[MTIME_META] = format_mtime(request.mtime_ns)
         metadata[GSUTIL_MTIME_META] = str(request.mtime_ns // 1_000_000_000)
@@ -451,10 +536,15 @@ class GCSProvider:
             if not _SHA256.match(request.sha256):
                 raise InvalidRequest(f"{request.key}: sha256 is not 64 lowercase hex digits")
             metadata[SHA256_META] = request.sha256
-        blob = self._bucket().blob(self.prefix + request.key, chunk_size=CHUNK_SIZE)
+        blob = self._bucket().blob(self.prefix + request.key, chunk_size=chunk_size)
         blob.metadata = metadata
         if self.options.storage_class is not None:
             blob.storage_class = self.options.storage_class
+        return blob
+
+    def upload(self, request: UploadRequest) -> ObjectInfo:
+        generation = self._condition(request)
+        blob = self._new_blob(request, CHUNK_SIZE)
         body = _Body(request.body)
         with self._errors(request.key, conditional=generation is not None):
             try:
@@ -535,6 +625,282 @@ class GCSProvider:
                 retry=None,
             )
         return self._info(dst_key, copied)
+
+    # -- multipart (MultipartProvider), on a resumable upload session -----------------------
+
+    def part_limits(self) -> PartLimits:
+        return PART_LIMITS
+
+    def start_multipart(self, request: UploadRequest) -> str:
+        """Opens the session with the object's metadata and storage class, and the condition
+        as `ifGenerationMatch`, which GCS holds the upload to when the last chunk lands."""
+        generation = self._condition(request)
+        if request.size <= 0:
+            raise InvalidRequest(f"{self._where(request.key)}: an empty object goes by upload()")
+        blob = self._new_blob(request)
+        self._check_condition(request, generation, at_start=True)  # before the file is sent
+        # on_object=False: the key need not exist, so a 404 is the bucket missing.
+        with self._errors(request.key, conditional=generation is not None, on_object=False):
+            url = blob.create_resumable_upload_session(
+                size=request.size,
+                if_generation_match=generation,
+                checksum=None,  # no bytes go with the start; each chunk is checked below
+                timeout=SESSION_TIMEOUT,
+                retry=None,
+            )
+        return str(url)
+
+    def upload_part(
+        self, request: UploadRequest, upload_id: str, part: PartInfo, body: BinaryIO, md5: str
+    ) -> PartInfo:
+        """PUTs the chunk at its offset. The chunk is held in memory: GCS may persist only a
+        prefix of it (a 308 with a shorter Range), and the rest is then sent again from there.
+
+        GCS checks no hash per chunk (an X-Goog-Hash on the last chunk must describe the whole
+        object, which a resumed upload never sees in one process), so `md5` is checked here
+        against the bytes read; the stored object's CRC32C / MD5 are GCS's own, its size is
+        checked when the last chunk finishes it, and the engine verifies our sha256 on reads.
+        """
+        where = self._where(request.key)
+        end = part.offset + part.size
+        last = end == request.size
+        if part.offset < 0 or part.size <= 0 or end > request.size:
+            raise InvalidRequest(
+                f"{where}: part {part.number} ({part.offset}+{part.size}) is outside the"
+                f" object's {request.size} bytes"
+            )
+        if not last and (part.offset % _QUANTUM or part.size % _QUANTUM):
+            raise InvalidRequest(f"{where}: part {part.number} is not aligned to 256 KiB")
+        data = _read_part(body, part.size, f"{where} part {part.number}")
+        if hashlib.md5(data, usedforsecurity=False).hexdigest() != md5.lower():
+            raise InvalidRequest(f"{where}: part {part.number} does not match its MD5")
+        if last:
+            self._check_condition(request, self._condition(request), at_start=False)
+        sent = part.offset
+        while True:
+            response = self._session(
+                request.key,
+                "PUT",
+                upload_id,
+                headers={"Content-Range": f"bytes {sent}-{end - 1}/{request.size}"},
+                data=data[sent - part.offset :],
+            )
+            if response.status_code != 308:  # 200 / 201: that was the last byte
+                self._remember(request, upload_id, response, last=last)
+                return PartInfo(part.number, part.offset, part.size)
+            held = _held(response, where)
+            if held >= end and not last:  # this part was held already (sent once before)
+                return PartInfo(part.number, part.offset, part.size)
+            if held < part.offset:
+                raise InvalidRequest(
+                    f"{where}: the upload session holds {held} bytes, part {part.number}"
+                    f" starts at {part.offset} (an earlier part is missing)"
+                )
+            if held <= sent or held >= end:
+                raise Transient(f"{where}: the upload session did not take part {part.number}")
+            sent = held  # persisted a prefix only: send the rest
+
+    def list_parts(self, request: UploadRequest, upload_id: str) -> builtins.list[PartInfo]:
+        """GCS tells only how many bytes the session holds, not the parts they came in: the
+        answer is one PartInfo numbered 0 for that prefix ([] when it holds nothing), or for
+        the whole object when the session finished already.
+
+        fake-gcs-server answers this status query wrongly: it finishes the upload with the
+        bytes it holds (caught below as a size mismatch). The engine does not ask a
+        sequential provider; it resumes from the parts it recorded.
+        """
+        response = self._session(
+            request.key, "PUT", upload_id, headers={"Content-Range": f"bytes */{request.size}"}
+        )
+        if response.status_code != 308:
+            return [PartInfo(0, 0, self._remember(request, upload_id, response, last=True).size)]
+        held = _held(response, self._where(request.key))
+        return [PartInfo(0, 0, held)] if held else []
+
+    def complete_multipart(
+        self, request: UploadRequest, upload_id: str, parts: builtins.list[PartInfo]
+    ) -> ObjectInfo:
+        """The last chunk finished the object already (GCS has no separate commit): its info,
+        remembered by upload_part, is the answer. A process that did not send that chunk (a
+        restart in between) reads the key back instead, and it must be this upload's."""
+        where = self._where(request.key)
+        covered = 0
+        for part in parts:
+            if part.offset != covered:
+                raise InvalidRequest(f"{where}: parts are not contiguous at byte {covered}")
+            covered += part.size
+        if covered != request.size:
+            raise InvalidRequest(
+                f"{where}: the parts cover {covered} of {request.size} bytes (the last one was"
+                " not sent)"
+            )
+        with self._finished_lock:
+            finished = self._finished.pop(upload_id, None)
+        if finished is not None:
+            return finished
+        try:
+            current: ObjectInfo = self.stat(request.key)
+        except NotFound:
+            raise NotFound(f"{where}: the upload finished, but the object is gone") from None
+        if not self._is_ours(request, current, self._condition(request)):
+            raise PreconditionFailed(f"{where}: replaced since the upload finished")
+        return current
+
+    def abort_multipart(self, request: UploadRequest, upload_id: str) -> None:
+        """DELETE on the session URL: GCS answers 499 when it dropped the session, 404 / 410
+        when it is gone already. fake-gcs-server answers 499 to any DELETE and keeps the
+        session usable, but nothing shows under the key unless its last chunk is sent."""
+        with self._finished_lock:
+            self._finished.pop(upload_id, None)
+        if not upload_id.startswith(("https://", "http://")):
+            return  # not a session of ours: nothing to drop
+        with suppress(NotFound):  # finished, expired or aborted already
+            self._session(request.key, "DELETE", upload_id, {}, ok=(200, 204, 499))
+
+    def download_range(
+        self, key: str, sink: BinaryIO, offset: int, length: int, if_match: str
+    ) -> ObjectInfo:
+        """The object resource is read first (its size and metadata are the answer), then the
+        range of exactly that generation, pinned and conditional: fake-gcs-server ignores
+        `ifGenerationMatch` on reads, but a pinned generation that is gone is a 404. A
+        missing key is the version gone too, so PreconditionFailed (as on S3)."""
+        wanted = self._wanted(key, if_match)
+        if offset < 0 or length < 0:
+            raise InvalidRequest(f"{self._where(key)}: bad range ({offset}, {length})")
+        try:
+            blob = self._get(key, wanted)
+        except NotFound:
+            raise PreconditionFailed(f"{self._where(key)}: no longer exists") from None
+        if blob.generation != wanted:  # servers that ignore the header
+            raise PreconditionFailed(f"{self._where(key)}: changed since it was listed")
+        info = self._info(key, blob)
+        if offset + length > info.size:
+            raise InvalidRequest(
+                f"{self._where(key)}: bytes {offset}+{length} are past the end ({info.size})"
+            )
+        if length == 0:
+            return info
+        pinned = self._bucket().blob(self.prefix + key, generation=wanted)
+        counted = _Counted(sink)
+        try:
+            with self._errors(key):
+                # raw: the stored bytes; no checksum, as the stored ones cover the whole object
+                pinned.download_to_file(
+                    counted,
+                    start=offset,
+                    end=offset + length - 1,
+                    raw_download=True,
+                    checksum=None,
+                    if_generation_match=wanted,
+                    retry=None,
+                )
+        except NotFound:
+            raise PreconditionFailed(f"{self._where(key)}: replaced while reading") from None
+        if counted.written != length:
+            raise Transient(
+                f"{self._where(key)}: the range brought {counted.written} of {length} bytes"
+            )
+        return info
+
+    def _check_condition(
+        self, request: UploadRequest, generation: int | None, *, at_start: bool
+    ) -> None:
+        """Look at the key before the start and before the last chunk: GCS enforces the
+        session's `ifGenerationMatch` atomically, but fake-gcs-server (and so possibly other
+        look-alikes) ignores it on resumable uploads, so the promise is kept everywhere.
+
+        Before the last chunk, the object this very upload made is no conflict: that chunk
+        is being sent again after its answer was lost, and GCS answers with the object."""
+        if generation is None:
+            return
+        try:
+            current = self._get(request.key)
+        except NotFound:
+            if generation == 0:
+                return
+            raise PreconditionFailed(f"{self._where(request.key)}: no longer exists") from None
+        if not at_start and self._is_ours(request, self._info(request.key, current), generation):
+            return
+        if generation == 0:
+            raise PreconditionFailed(f"{self._where(request.key)}: already exists")
+        if current.generation != generation:
+            raise PreconditionFailed(f"{self._where(request.key)}: changed meanwhile")
+
+    @staticmethod
+    def _is_ours(request: UploadRequest, current: ObjectInfo, generation: int | None) -> bool:
+        """Whether the object under the key is the one `request`'s upload made: its size, mtime
+        and sha256, and (a generation being a timestamp) newer than the one it replaced."""
+        return (
+            current.size == request.size
+            and current.mtime_ns == request.mtime_ns
+            and (request.sha256 is None or current.sha256 == request.sha256)
+            and (not generation or (_generation(current.etag) or 0) > generation)
+        )
+
+    def _session(
+        self,
+        key: str,
+        method: str,
+        upload_id: str,
+        headers: dict[str, str],
+        *,
+        data: bytes = b"",
+        ok: tuple[int, ...] = (200, 201, 308),
+    ) -> requests.Response:
+        """One request on a resumable session, through the client's authorized session and
+        without retries. 404 / 410 (aborted, expired, finished) is NotFound; another status
+        goes through `_translate`. The session URL is a credential of its own, so no message
+        quotes it (requests' own exception texts would)."""
+        where = self._where(key)
+        if not upload_id.startswith(("https://", "http://")):
+            raise NotFound(f"{where}: the upload id is not a GCS upload session")
+        self._ready()
+        try:
+            response: requests.Response = self._client._http.request(
+                method,
+                upload_id,
+                data=data,
+                headers=headers,
+                timeout=SESSION_TIMEOUT,
+                allow_redirects=False,  # GCS's 308 means "resume incomplete", not "go there"
+            )
+        except (*_TRANSPORT, requests.RequestException) as exc:
+            kind = Transient if isinstance(exc, _TRANSPORT) else InvalidRequest
+            raise kind(f"{where}: {type(exc).__name__} on the upload session") from None
+        except _SDK_ERRORS as exc:  # a token refresh that failed
+            raise _translate(exc, where, bucket=self.bucket, on_object=True) from exc
+        if response.status_code in ok:
+            return response
+        if response.status_code in (404, 410):
+            raise NotFound(f"{where}: the upload session is gone (aborted, expired or finished)")
+        error = api_exceptions.from_http_response(response)  # type: ignore[no-untyped-call]
+        raise _translate(error, where, bucket=self.bucket, on_object=True) from None
+
+    def _remember(
+        self, request: UploadRequest, upload_id: str, response: requests.Response, *, last: bool
+    ) -> ObjectInfo:
+        """The object a session's last chunk made (its resource is the answer), kept for
+        complete_multipart. Its size must be the declared one: fake-gcs-server, for one,
+        appends a chunk sent twice instead of placing it at its offset."""
+        where = self._where(request.key)
+        try:
+            resource = response.json()
+        except ValueError:
+            raise Transient(f"{where}: the finished upload did not describe the object") from None
+        if not isinstance(resource, dict):
+            raise Transient(f"{where}: the finished upload did not describe the object")
+        blob = self._bucket().blob(self.prefix + request.key)
+        blob._set_properties(resource)
+        info = self._info(request.key, blob)
+        if not last or info.size != request.size:
+            raise InvalidRequest(
+                f"{where}: the upload session finished with {info.size} of {request.size} bytes"
+            )
+        with self._finished_lock:
+            self._finished[upload_id] = info
+            while len(self._finished) > _FINISHED_KEPT:
+                self._finished.popitem(last=False)
+        return info
 
     def check(self) -> None:
         self._bucket_exists()
