@@ -320,6 +320,7 @@ class LargeTransfers:
                 raise _UploadGone(str(exc)) from exc
             with lock:
                 sent[part.number] = result
+            log.debug("part sent", pair=self.pair, path=path, part=part.number, bytes=part.size)
             self.partials.add_part(
                 self.pair,
                 path,

@@ -28,6 +28,8 @@ from syncd.providers.errors import NotFound, PreconditionFailed, ProviderError
 
 #: Files up to this size are read into memory once: the bytes hashed are the bytes sent.
 SMALL_FILE = 8 * 1024 * 1024
+#: A file read whole is still paced and counted in slices of this size.
+METER_SLICE = 256 * 1024
 
 
 class Result(enum.Enum):
@@ -126,7 +128,8 @@ class Transfers:
                 if not same_stat(before, localfs.local_file(os.fstat(fh.fileno()))):
                     return Uploaded(Result.MOVED)
                 sha256 = hashlib.sha256(data).hexdigest()
-                meter(len(data))
+                for offset in range(0, len(data), METER_SLICE):  # paced (and shown) in slices
+                    meter(min(METER_SLICE, len(data) - offset))
                 info = self._send(path, before, sha256, expected, lambda: io.BytesIO(data))
                 torn = False
             else:
