@@ -182,17 +182,38 @@ def _print_report(report: Report, dry_run: bool) -> None:
                 click.echo(f"  held: {path}")
 
 
+#: The config keys `upload` / `download` take from the command line (rclone's spellings).
+TUNING = {"bwlimit": "bandwidth_limit", "transfers": "workers", "part_size": "part_size"}
+
+
+def transfer_options(command: Any) -> Any:
+    for option in (
+        click.option("--bwlimit", metavar="RATE", help="Bandwidth limit, e.g. 20MB/s."),
+        click.option("--transfers", type=int, metavar="N", help="Files moved at once."),
+        click.option("--part-size", metavar="SIZE", help="Multipart part size, e.g. 16MiB."),
+    ):
+        command = option(command)
+    return command
+
+
 @cli.command()
 @click.argument("local_dir")
 @click.argument("remote_url")
 @click.option("--exclude", multiple=True, metavar="GLOB", help="Skip matching paths (repeatable).")
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@transfer_options
 @click.pass_context
 def upload(
-    ctx: click.Context, local_dir: str, remote_url: str, exclude: tuple[str, ...], dry_run: bool
+    ctx: click.Context,
+    /,
+    local_dir: str,
+    remote_url: str,
+    exclude: tuple[str, ...],
+    dry_run: bool,
+    **tuning: Any,
 ) -> None:
     """One-way push of LOCAL_DIR to REMOTE_URL (new and changed files; nothing deleted)."""
-    _one_way(ctx, "upload", local_dir, remote_url, exclude=exclude, dry_run=dry_run)
+    _one_way(ctx, "upload", local_dir, remote_url, exclude=exclude, dry_run=dry_run, tuning=tuning)
 
 
 @cli.command()
@@ -200,12 +221,21 @@ def upload(
 @click.argument("local_dir")
 @click.option("--exclude", multiple=True, metavar="GLOB", help="Skip matching paths (repeatable).")
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@transfer_options
 @click.pass_context
 def download(
-    ctx: click.Context, remote_url: str, local_dir: str, exclude: tuple[str, ...], dry_run: bool
+    ctx: click.Context,
+    /,
+    remote_url: str,
+    local_dir: str,
+    exclude: tuple[str, ...],
+    dry_run: bool,
+    **tuning: Any,
 ) -> None:
     """One-way pull of REMOTE_URL into LOCAL_DIR (new and changed files; nothing deleted)."""
-    _one_way(ctx, "download", local_dir, remote_url, exclude=exclude, dry_run=dry_run)
+    _one_way(
+        ctx, "download", local_dir, remote_url, exclude=exclude, dry_run=dry_run, tuning=tuning
+    )
 
 
 def _one_way(
@@ -216,6 +246,7 @@ def _one_way(
     *,
     exclude: tuple[str, ...],
     dry_run: bool,
+    tuning: dict[str, Any],
 ) -> None:
     """A copy in one direction, like `rclone copy`: the source wins a difference (the replaced
     version is kept in the trash), nothing is deleted, and a state of its own per
@@ -238,6 +269,7 @@ def _one_way(
             {
                 "state": f"sqlite:///{state_file}",
                 "log": {"format": "auto"},
+                **{TUNING[k]: v for k, v in tuning.items() if v is not None},
                 "pairs": [
                     {
                         "name": f"{direction}-{identity[:8]}",
@@ -253,7 +285,10 @@ def _one_way(
             expand_env=False,
         )
     except ConfigError as exc:
-        fail(str(exc).replace("command line: pairs[0].", ""), EXIT_USAGE)
+        message = str(exc).replace("command line: pairs[0].", "")
+        for flag, key in TUNING.items():
+            message = message.replace(f"command line: {key}:", f"--{flag.replace('_', '-')}:")
+        fail(message, EXIT_USAGE)
     _setup_logging(ctx, config)
     try:
         with _lock(config), _open_engine(config) as engine:

@@ -8,6 +8,7 @@ import io
 import itertools
 import json
 import os
+import pty
 import signal
 import sqlite3
 import subprocess
@@ -263,9 +264,12 @@ def test_a_crashed_upload_resumes_without_sending_parts_again(
     state.close()
 
 
-def test_a_stale_upload_is_aborted_when_the_file_changed(
-    tmp_path: Path, remote: Remote, provider: MultipartProvider
+@pytest.mark.parametrize("why", ["changed", "old"])
+def test_a_stale_upload_is_aborted(
+    tmp_path: Path, remote: Remote, provider: MultipartProvider, why: str
 ) -> None:
+    """An upload whose file changed, or that is older than 7 days, is aborted at the start of
+    the next pass, not resumed."""
     source = tmp_path / "local" / "big.bin"
     data = _random_file(source, 4 * PART)
     state = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
@@ -274,7 +278,11 @@ def test_a_stale_upload_is_aborted_when_the_file_changed(
         _send(large, source, "big.bin", data)
     assert Partials(state).upload("docs", "big.bin") is not None
 
-    source.write_bytes(b"rewritten, much smaller now")
+    if why == "changed":
+        source.write_bytes(b"rewritten, much smaller now")
+    else:  # unchanged, but started more than 7 days ago
+        with state.writing() as conn:
+            conn.exec_driver_sql("UPDATE uploads SET started_at = started_at - 8 * 86400")
     dropped = _large(provider, state).cleanup_stale(
         lambda path: local_file(os.stat(tmp_path / "local" / path)), tmp_path / "local"
     )
@@ -457,3 +465,42 @@ def test_status_shows_in_flight_transfers(tmp_path: Path) -> None:
         daemon.wait_idle()
         assert (daemon.status() or {}).get("transfers") == []
         assert daemon.terminate() == 0
+
+
+def test_upload_shows_progress_bars_on_a_terminal(tmp_path: Path) -> None:
+    folder, remote_dir = tmp_path / "src", tmp_path / "remote"
+    data = _random_file(folder / "big.bin", 3_000_000)
+    remote_dir.mkdir()
+    leader, follower = pty.openpty()
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "xdg"), "COLUMNS": "120"}
+    process = subprocess.Popen(
+        [*SYNCD, "upload", str(folder), f"file://{remote_dir}", "--bwlimit", "1MB/s"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=follower,
+        env=env,
+    )
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the child closed its end
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(leader)
+    assert process.wait(timeout=60) == 0
+    assert (remote_dir / "big.bin").read_bytes() == data
+    assert "↑ big.bin".encode() in seen  # the bar's label
+    assert b"MB/s" in seen or b"kB/s" in seen  # and its speed
+
+
+def test_transfer_flags_are_validated_by_name(tmp_path: Path) -> None:
+    (tmp_path / "src").mkdir()
+    for flag, value in (("--bwlimit", "fast"), ("--part-size", "1KiB"), ("--transfers", "0")):
+        result = syncd("upload", tmp_path / "src", f"file://{tmp_path}/remote", flag, value)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith(f"syncd: {flag}:"), result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
