@@ -39,6 +39,18 @@ def mtime_metadata(mtime_ns: int | None) -> dict[str, str]:
     return {"mtime": f"{seconds}.{nanos:09d}"}
 
 
+def _missing_errors() -> tuple[type[BaseException], ...]:
+    """What each SDK raises for a missing object (imported here, once)."""
+    from azure.core.exceptions import ResourceNotFoundError
+    from botocore.exceptions import ClientError
+    from google.api_core.exceptions import NotFound
+
+    return (FileNotFoundError, ClientError, NotFound, ResourceNotFoundError)
+
+
+_MISSING = _missing_errors()
+
+
 def _real(key: str) -> bool:
     """Not syncd's own bookkeeping (remote trash, temp files)."""
     return not key.startswith(REMOTE_TRASH) and TEMP_MARK not in key
@@ -53,6 +65,7 @@ class Remote(Protocol):
 
     def put(self, key: str, data: bytes, mtime_ns: int | None = None) -> None: ...
     def get(self, key: str) -> bytes: ...
+    def read(self, key: str) -> bytes | None: ...
     def delete(self, key: str) -> None: ...
     def copy(self, src: str, dst: str) -> None: ...
     def listing(self) -> dict[str, tuple[str, float]]: ...
@@ -60,7 +73,7 @@ class Remote(Protocol):
 
 
 class _Objects:
-    """`objects()` for remotes that list and get."""
+    """`read()` and `objects()` for remotes that list and get."""
 
     def listing(self) -> dict[str, tuple[str, float]]:
         raise NotImplementedError
@@ -68,8 +81,18 @@ class _Objects:
     def get(self, key: str) -> bytes:
         raise NotImplementedError
 
+    def read(self, key: str) -> bytes | None:
+        """The object's bytes, or None when there is none (also when it goes while read)."""
+        try:
+            return self.get(key)
+        except _MISSING:
+            return None
+
     def objects(self) -> dict[str, bytes]:
-        return {key: self.get(key) for key in sorted(self.listing()) if _real(key)}
+        """Every real object's bytes; one deleted between the listing and its read is left out
+        (a daemon may be at work while a test looks)."""
+        found = {key: self.read(key) for key in sorted(self.listing()) if _real(key)}
+        return {key: data for key, data in found.items() if data is not None}
 
 
 @dataclass

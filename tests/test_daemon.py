@@ -33,7 +33,7 @@ STATUS_PAIR_KEYS = {
 
 
 def _object(remote: Remote, key: str) -> bytes | None:
-    return remote.objects().get(key)
+    return remote.read(key)
 
 
 @pytest.mark.parametrize("kind", BUCKET_KINDS)
