@@ -168,8 +168,8 @@ def _print_report(report: Report, dry_run: bool) -> None:
                 f"{pair.name}: {pair.uploaded} uploaded, {pair.downloaded} downloaded, "
                 f"{len(pair.failures)} failed, {len(pair.conflicts)} conflicts"
             )
-        for path, error in sorted(pair.failures.items()):
-            click.echo(f"  failed: {path}: {error}")
+        for path, failure in sorted(pair.failures.items()):
+            click.echo(f"  failed: {path}: {failure.error}")
         for path, reason in sorted(pair.conflicts.items()):
             click.echo(
                 f"  conflict: {path}: {reason} (syncd resolve PATH --keep local|remote|both)"

@@ -272,7 +272,7 @@ class Daemon:
             if (remote.get(path) is None) != (base.get(path) is None)
             or (path in remote and path in base and remote[path].etag != base[path].remote_etag)
         ]
-        changed += list(syncer.stats.failures)
+        changed += syncer.stats.due_failures()  # the rest wait out their backoff
         for path in changed:
             self.engine.queue.put(name, path)
         if not changed and self.engine.queue.idle(name):
@@ -358,6 +358,10 @@ class Daemon:
                     "in_flight": in_flight,
                     "synced_files": self.engine.store.count(name),
                     "failed": len(stats.failures),
+                    "failures": [
+                        f.as_json()
+                        for f in sorted(stats.failures.values(), key=lambda f: f.path)[:100]
+                    ],
                     "conflicts": len(stats.conflicts),
                     "last_sync": _iso(stats.last_sync),
                     "last_error": stats.fault or stats.last_error,

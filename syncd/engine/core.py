@@ -17,6 +17,7 @@ from syncd.engine.debounce import Debouncer, Pending
 from syncd.engine.multipart import Meter, PartSettings
 from syncd.engine.progress import InFlight
 from syncd.engine.retry import RetryPolicy
+from syncd.engine.stats import Failure
 from syncd.engine.syncer import Outcome, PairFault, PairSyncer, PlanItem
 from syncd.engine.throttle import Limits, TransferDirection, consume_all
 from syncd.engine.workers import WorkerPool
@@ -41,7 +42,7 @@ class PairReport:
     downloaded: int = 0
     bytes_up: int = 0
     bytes_down: int = 0
-    failures: dict[str, str] = field(default_factory=dict)
+    failures: dict[str, Failure] = field(default_factory=dict)
     conflicts: dict[str, str] = field(default_factory=dict)
     settled: dict[str, str] = field(default_factory=dict)
     held: dict[str, str] = field(default_factory=dict)
@@ -142,7 +143,9 @@ class Engine:
             if attempts > MAX_REQUEUES:
                 with self._requeue_lock:
                     self._requeues.pop(key, None)
-                syncer.stats.failed(path, "kept changing while being synced; will try again later")
+                syncer.stats.failed(
+                    path, "kept changing while being synced; will try again later", op="sync"
+                )
             else:
                 self.delayed.touch(key, REQUEUE_BASE_DELAY * attempts)
         else:

@@ -8,6 +8,7 @@ nothing is ever written outside the root.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import secrets
@@ -54,6 +55,10 @@ def stat_local(root: Path, path: str) -> LocalFile | None:
         st = target.lstat()
     except (FileNotFoundError, NotADirectoryError):
         return None
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            return None  # no file can have this name here (writing it will fail, per file)
+        raise
     if statmod.S_ISLNK(st.st_mode):
         raise LocalPathError(f"{path}: is a symlink (not followed)")
     if not statmod.S_ISREG(st.st_mode):

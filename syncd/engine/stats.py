@@ -11,11 +11,46 @@ from dataclasses import dataclass, field
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
+#: A failed path is retried after FAILURE_BACKOFF seconds, doubling with every further failure
+#: up to FAILURE_BACKOFF_MAX: a broken file costs little, yet is tried again within the hour.
+FAILURE_BACKOFF = 5.0
+FAILURE_BACKOFF_MAX = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A path that could not be synced: what was tried, why it failed, and when to try again."""
+
+    path: str
+    op: str
+    error: str
+    attempts: int
+    first_failed: float
+    next_try: float
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "path": self.path,
+            "op": self.op,
+            "error": self.error,
+            "attempts": self.attempts,
+            "next_try": _iso(self.next_try),
+        }
+
+
+def failure_backoff(attempts: int) -> float:
+    return float(min(FAILURE_BACKOFF * 2.0 ** max(attempts - 1, 0), FAILURE_BACKOFF_MAX))
+
+
+def _iso(when: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+
+
 @dataclass
 class PairStats:
     """Mutable, thread-safe record of how a pair is doing. Times are wall-clock epoch seconds."""
 
-    failures: dict[str, str] = field(default_factory=dict)
+    failures: dict[str, Failure] = field(default_factory=dict)
     conflicts: dict[str, str] = field(default_factory=dict)  # open, waiting for a person
     settled: dict[str, str] = field(default_factory=dict)  # path -> how a strategy settled it
     held: dict[str, str] = field(default_factory=dict)  # deletions the max_delete guard holds
@@ -32,10 +67,29 @@ class PairStats:
     duration_sums: dict[str, float] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def failed(self, path: str, error: str) -> None:
+    def failed(self, path: str, error: str, op: str = "sync", now: float | None = None) -> Failure:
+        """Record a failure; the next try is due after a backoff that grows with each one."""
+        now = time.time() if now is None else now
         with self._lock:
-            self.failures[path] = error
+            before = self.failures.get(path)
+            attempts = before.attempts + 1 if before is not None else 1
+            failure = Failure(
+                path=path,
+                op=op,
+                error=error,
+                attempts=attempts,
+                first_failed=before.first_failed if before is not None else now,
+                next_try=now + failure_backoff(attempts),
+            )
+            self.failures[path] = failure
             self.last_error = f"{path}: {error}"
+            return failure
+
+    def due_failures(self, now: float | None = None) -> list[str]:
+        """Failed paths whose next try has come."""
+        now = time.time() if now is None else now
+        with self._lock:
+            return [p for p, f in self.failures.items() if f.next_try <= now]
 
     def succeeded(self, path: str) -> None:
         with self._lock:

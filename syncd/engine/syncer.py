@@ -251,8 +251,10 @@ class PairSyncer:
         with self._lock:
             keep = keep or self.keeps.pop(path, None)
         plog = self.log.bind(path=path)
+        op = "stat"
         try:
             decision, facts = self._decide(path)
+            op = decision.action.value
             if self.plan_only:
                 return self._plan(path, decision, facts)
             outcome = self._act(path, decision, facts, keep, plog)
@@ -263,8 +265,14 @@ class PairSyncer:
             return Outcome.DONE
         except (ProviderError, OSError) as exc:
             message = _describe(exc)
-            plog.warning("sync failed", error=message)
-            self.stats.failed(path, message)
+            failure = self.stats.failed(path, message, op=op)
+            plog.warning(
+                "sync failed",
+                op=op,
+                error=message,
+                attempts=failure.attempts,
+                retry_in_s=round(failure.next_try - time.time(), 1),
+            )
             if not self.plan_only:
                 self._oplog(path, "sync", "failed", note=message)
             return Outcome.FAILED

@@ -1,0 +1,70 @@
+"""What still fails after the retries: recorded per path (operation, error, attempts, next
+try), retried with a growing backoff, requeued at once by `syncd retry`, shown in status; one
+broken file never blocks the others."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from harness import Setup, running_daemon, syncd, tree, wait_for
+from remotes import S3Remote
+
+from syncd.engine.stats import FAILURE_BACKOFF_MAX, PairStats, failure_backoff
+
+TOO_LONG = "n" * 300 + ".txt"  # a remote key no local filesystem can hold as a name
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    assert [failure_backoff(n) for n in (1, 2, 3, 4)] == [5.0, 10.0, 20.0, 40.0]
+    assert failure_backoff(40) == FAILURE_BACKOFF_MAX
+
+
+def test_failures_are_counted_and_fall_due() -> None:
+    stats = PairStats()
+    first = stats.failed("a.txt", "boom", op="upload", now=1000.0)
+    assert (first.attempts, first.op, first.next_try) == (1, "upload", 1005.0)
+    again = stats.failed("a.txt", "boom again", op="upload", now=1006.0)
+    assert (again.attempts, again.first_failed, again.next_try) == (2, 1000.0, 1016.0)
+    assert stats.due_failures(now=1010.0) == []
+    assert stats.due_failures(now=1016.0) == ["a.txt"]
+    assert stats.last_error == "a.txt: boom again"
+    stats.succeeded("a.txt")
+    assert stats.failures == {}
+
+
+def test_a_failing_file_is_reported_retried_and_requeued(tmp_path: Path, s3_bucket: Any) -> None:
+    remote = S3Remote(s3_bucket, "docs/")
+    remote.put(TOO_LONG, b"cannot land locally")
+    remote.put("fine.txt", b"fine")
+    setup = Setup(tmp_path, remote.url, options=remote.options)
+    with running_daemon(setup) as daemon:
+        # The broken file does not hold up the others.
+        wait_for(lambda: (setup.local / "fine.txt").exists())
+        (setup.local / "up.txt").write_bytes(b"goes up meanwhile")
+        wait_for(lambda: remote.read("up.txt") == b"goes up meanwhile")
+
+        def failed() -> dict[str, Any] | None:
+            pair = daemon.pair_status()
+            return pair if pair["failed"] == 1 and pair["failures"] else None
+
+        pair = wait_for(failed)
+        (failure,) = pair["failures"]
+        assert failure["path"] == TOO_LONG
+        assert failure["op"] == "download"
+        assert "too long" in failure["error"].lower()
+        assert failure["attempts"] >= 1
+        assert failure["next_try"].endswith("Z")
+        assert pair["last_error"].startswith(TOO_LONG)
+
+        # The poller tries it again once its backoff (5 s, then 10 s) is over.
+        wait_for(lambda: daemon.pair_status()["failures"][0]["attempts"] >= 2, timeout=20)
+
+        # Someone removes the bad key; `syncd retry` requeues at once and the failure clears.
+        remote.delete(TOO_LONG)
+        result = syncd("retry", "-c", setup.config)
+        assert result.returncode == 0, result.stderr
+        wait_for(lambda: daemon.pair_status()["failed"] == 0, timeout=10)
+        assert daemon.pair_status()["failures"] == []
+        assert tree(setup.local) == {"fine.txt": b"fine", "up.txt": b"goes up meanwhile"}
+        assert daemon.terminate() == 0
