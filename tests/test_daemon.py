@@ -3,7 +3,10 @@ over the socket exactly as the contract says, SIGTERM stops it cleanly."""
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
+import resource
 import stat
 import time
 from pathlib import Path
@@ -394,3 +397,32 @@ def test_prometheus_metrics_endpoint(tmp_path: Path) -> None:
         assert 'syncd_queue_depth{pair="docs"} 0.0' in text
         assert 'syncd_last_sync_timestamp_seconds{pair="docs"}' in text
         assert daemon.terminate() == 0
+
+
+def test_without_inotify_the_pair_is_scanned_at_every_poll(tmp_path: Path) -> None:
+    """Every inotify instance of this user is taken (a real exhaustion, not a mock): the daemon
+    says so, stays up, and finds local changes by scanning at each poll instead."""
+    limit = int(Path("/proc/sys/fs/inotify/max_user_instances").read_text())
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, limit + 64)), hard))
+    libc = ctypes.CDLL(None, use_errno=True)
+    taken: list[int] = []
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    setup = Setup(tmp_path, f"file://{remote}")
+    try:
+        while (fd := libc.inotify_init1(os.O_CLOEXEC)) >= 0:
+            taken.append(fd)
+        assert ctypes.get_errno() == errno.EMFILE
+        with running_daemon(setup) as daemon:
+            (setup.local / "found-by-scan.txt").write_bytes(b"no watcher saw this")
+            wait_for(lambda: (remote / "found-by-scan.txt").exists(), timeout=15)
+            assert (remote / "found-by-scan.txt").read_bytes() == b"no watcher saw this"
+            assert "scanning it every poll_interval instead" in daemon.logs()
+            assert "max_user_watches" in daemon.logs()
+            assert daemon.pair_status()["state"] in ("idle", "syncing")
+            assert daemon.terminate() == 0
+    finally:
+        for fd in taken:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -23,7 +23,7 @@ from syncd.config import Config, ConfigError, PairConfig, load_config
 from syncd.daemon.control import CommandError, ControlServer
 from syncd.daemon.notify import Notifier
 from syncd.daemon.poller import Poller
-from syncd.daemon.watcher import Watcher
+from syncd.daemon.watcher import Watcher, WatchLimitReached
 from syncd.engine.core import Engine
 from syncd.engine.debounce import Debouncer, Pending
 from syncd.engine.model import Change
@@ -50,6 +50,8 @@ class Daemon:
         self.control = ControlServer(Path(config.socket), self.dispatch)
         self.settler: Debouncer[Key] = Debouncer(self._settled, name="settle")
         self.watcher = Watcher(self._on_local_change)
+        #: Pairs without a file watcher (inotify limits): scanned in full at every poll.
+        self._scan_fallback: set[str] = set()
         self.poller = Poller(self.poll)
         self.workers = WorkerPool(engine.queue, engine.handle, config.workers)
         self.notifier = Notifier()
@@ -69,14 +71,10 @@ class Daemon:
                 serve_metrics((metrics.host, metrics.port), self.engine, self.status)
                 log.info("metrics endpoint listening", listen=metrics.listen)
             self.settler.start()
-            for name, syncer in self.engine.syncers.items():
-                try:
-                    syncer.check_root()
-                    self.watcher.watch(name, syncer.root)
-                except (PairFault, OSError) as exc:
-                    syncer.stats.set_fault(str(exc))
-                    log.error("cannot watch pair", pair=name, error=str(exc))
+            # Started before the watches are added, so a watch that fails fails alone.
             self.watcher.start()
+            for name in self.engine.syncers:
+                self._watch(name)
             self.workers.start()
             for name in self.engine.syncers:
                 self.poller.add(name, self.engine.syncers[name].pair.poll_interval)
@@ -144,18 +142,34 @@ class Daemon:
 
     def _add_pair(self, pair: PairConfig) -> None:
         try:
-            syncer = self.engine.add_pair(pair)
+            self.engine.add_pair(pair)
         except (ProviderError, RemoteURLError) as exc:
             log.error("pair cannot be added", pair=pair.name, error=str(exc))
             return
-        try:
-            syncer.check_root()
-            self.watcher.watch(pair.name, syncer.root)
-        except (PairFault, OSError) as exc:
-            syncer.stats.set_fault(str(exc))
+        self._watch(pair.name)
         self.poller.add(pair.name, pair.poll_interval)
         self.poller.run_now(pair.name, self.startup_scan)
         log.info("pair added", pair=pair.name)
+
+    def _watch(self, name: str) -> None:
+        """Watch a pair's root; without inotify (limits exhausted) the pair is scanned in full
+        at every poll instead, and says so."""
+        syncer = self.engine.syncers[name]
+        self._scan_fallback.discard(name)
+        try:
+            syncer.check_root()
+            self.watcher.watch(name, syncer.root)
+        except WatchLimitReached as exc:
+            self._scan_fallback.add(name)
+            log.warning(
+                "cannot watch pair; scanning it every poll_interval instead",
+                pair=name,
+                error=str(exc),
+                poll_interval=syncer.pair.poll_interval,
+            )
+        except (PairFault, OSError) as exc:
+            syncer.stats.set_fault(str(exc))
+            log.error("cannot watch pair", pair=name, error=str(exc))
 
     def stop(self) -> None:
         self._stop.set()
@@ -211,17 +225,24 @@ class Daemon:
 
     # -- change sources -------------------------------------------------------------------
     def startup_scan(self, name: str) -> None:
+        """The first full reconciliation of a pair: also clears what an earlier run left
+        (temp files of interrupted downloads, stale multipart uploads)."""
+        self.full_scan(name, first_pass=True)
+
+    def full_scan(self, name: str, *, first_pass: bool = False) -> None:
+        """Compare both sides in full and queue every path that needs work. Only the first
+        pass cleans up: later ones run beside transfers in flight."""
         syncer = self.engine.syncers[name]
         try:
-            plan = syncer.plan(first_pass=True)
+            plan = syncer.plan(first_pass=first_pass)
         except PairFault as exc:
             syncer.stats.set_fault(str(exc))
-            log.error("startup scan failed", pair=name, error=str(exc))
+            log.error("full scan failed", pair=name, error=str(exc))
             return
         syncer.stats.set_fault(None)
         for item in plan:
             self.engine.queue.put(name, item.path)
-        log.info("startup scan queued", pair=name, paths=len(plan))
+        log.info("full scan queued", pair=name, paths=len(plan), first_pass=first_pass)
         if not plan:
             syncer.stats.mark_synced()
 
@@ -251,9 +272,13 @@ class Daemon:
             self.engine.queue.put(pair, each)
 
     def poll(self, name: str) -> None:
-        """List the remote and queue every path whose version differs from the base."""
+        """List the remote and queue every path whose version differs from the base (a pair
+        with no file watcher gets a full scan of both sides instead)."""
         syncer = self.engine.syncers.get(name)
         if syncer is None or self.engine.queue.is_paused(name):
+            return
+        if name in self._scan_fallback:
+            self.full_scan(name)
             return
         try:
             syncer.check_root()
@@ -288,7 +313,7 @@ class Daemon:
             for name in self._pairs(args.get("pair")):
                 if args.get("force"):
                     self.engine.force.add(name)
-                self.poller.run_now(name, self.startup_scan)
+                self.poller.run_now(name, self.full_scan)
             return {"queued": True}
         if cmd == "resolve":
             return self._resolve(args)

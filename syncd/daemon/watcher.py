@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import structlog
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
-from watchdog.observers.api import ObservedWatch
+from watchdog.observers.api import BaseObserver, ObservedWatch
 
 from syncd.engine.model import Change, Origin, Side
 from syncd.engine.paths import is_internal
@@ -51,30 +52,67 @@ class PairEventHandler(FileSystemEventHandler):
         return path[len(self.root) + 1 :].replace(os.sep, "/")
 
 
+#: What inotify answers when a per-user limit is exhausted: ENOSPC for max_user_watches,
+#: EMFILE for max_user_instances (ENFILE: the system's open files).
+INOTIFY_LIMITS = (errno.ENOSPC, errno.EMFILE, errno.ENFILE)
+
+
+class WatchLimitReached(OSError):
+    """No more inotify watches: the pair falls back to periodic scanning."""
+
+
 class Watcher:
     """One watchdog observer for every pair's root (one inotify instance, one thread)."""
 
     def __init__(self, emit: Callable[[Change], None]) -> None:
         self._emit = emit
-        self._observer = Observer()
         self._watches: dict[str, ObservedWatch] = {}
+        #: Why there is no inotify at all (the instance limit), or None.
+        self.unavailable: str | None = None
+        self._observer: BaseObserver | None = None
+        try:
+            self._observer = Observer()
+        except OSError as exc:
+            if exc.errno not in INOTIFY_LIMITS:
+                raise
+            self.unavailable = _limit_message(exc)
 
     def watch(self, pair: str, root: Path) -> None:
+        """Watch `root` recursively. Raises WatchLimitReached when the kernel's inotify limits
+        (watches or instances) are exhausted, and OSError for anything else."""
+        if self._observer is None:
+            raise WatchLimitReached(self.unavailable or "no inotify")
         handler = PairEventHandler(pair, root, self._emit)
-        self._watches[pair] = self._observer.schedule(handler, str(root), recursive=True)
+        try:
+            self._watches[pair] = self._observer.schedule(handler, str(root), recursive=True)
+        except OSError as exc:
+            if exc.errno in INOTIFY_LIMITS:
+                raise WatchLimitReached(_limit_message(exc)) from exc
+            raise
 
     def unwatch(self, pair: str) -> None:
         watch = self._watches.pop(pair, None)
-        if watch is not None:
+        if watch is not None and self._observer is not None:
             self._observer.unschedule(watch)
 
     def start(self) -> None:
-        self._observer.start()
+        if self._observer is not None:
+            self._observer.start()
 
     def is_alive(self) -> bool:
-        return bool(self._observer.is_alive())
+        """Healthy: the observer thread runs (or there is none to run: pairs are scanned)."""
+        return self._observer is None or bool(self._observer.is_alive())
 
     def stop(self) -> None:
+        if self._observer is None:
+            return
         self._observer.stop()
         if self._observer.is_alive():
             self._observer.join(timeout=5)
+
+
+def _limit_message(exc: OSError) -> str:
+    return (
+        f"inotify limit reached ({exc.strerror or os.strerror(exc.errno or 0)}); raise "
+        "fs.inotify.max_user_watches / max_user_instances"
+    )
