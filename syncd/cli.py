@@ -25,7 +25,7 @@ from syncd.engine.core import (
 from syncd.progress_view import progress_bars
 from syncd.providers.errors import ProviderError
 from syncd.providers.url import RemoteURLError
-from syncd.state import StateError, StateStore, sqlite_path
+from syncd.state import StateError, StateStore, move_aside, sqlite_path
 
 
 def fail(message: str, code: int) -> NoReturn:
@@ -475,7 +475,16 @@ def state_rebuild(config_path: str | None, pair: str | None) -> None:
         fail(f"no pair named {pair!r} in the config", EXIT_USAGE)
     try:
         with _lock(config):
-            store = StateStore(config.state)
+            try:
+                store = StateStore(config.state)
+            except StateError as exc:
+                db_file = sqlite_path(config.state)
+                if not exc.corrupt or db_file is None:
+                    raise
+                kept = move_aside(db_file)
+                click.echo(f"the state database was unreadable; kept as {kept}")
+                pair = None  # a new database knows no pair
+                store = StateStore(config.state)
             try:
                 for name in [pair] if pair else names:
                     store.forget(name)

@@ -6,6 +6,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from harness import Setup, syncd, tree
 
 from syncd.state import BaseEntry, StateError, StateStore
 from syncd.state.schema import SCHEMA_VERSION
@@ -72,3 +73,39 @@ def test_open_conflicts_survive_a_restart(tmp_path: Path) -> None:
         assert again.conflicts() == []
     finally:
         again.close()
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b"\x00\x13not sqlite at all" * 512, b"SQLite format 3\x00" + b"garbage" * 600],
+    ids=["random bytes", "torn header"],
+)
+def test_a_corrupt_database_is_refused_then_rebuilt_without_losing_files(
+    tmp_path: Path, garbage: bytes
+) -> None:
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    setup = Setup(tmp_path, f"file://{remote}")
+    setup.write()
+    (setup.local / "mine.txt").write_bytes(b"local")
+    (remote / "theirs.txt").write_bytes(b"remote")
+    assert syncd("once", "-c", setup.config).returncode == 0
+    setup.state_db.write_bytes(garbage)
+    for leftover in ("-wal", "-shm"):
+        Path(f"{setup.state_db}{leftover}").unlink(missing_ok=True)
+    (remote / "mine.txt").unlink()  # a change the lost state cannot explain
+
+    refused = syncd("once", "-c", setup.config)
+    assert refused.returncode == 1
+    assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
+    assert "syncd state rebuild" in refused.stderr
+
+    rebuilt = syncd("state", "rebuild", "-c", setup.config)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    kept = list(setup.state_db.parent.glob("state.db.corrupt-*"))
+    assert len(kept) == 1 and kept[0].read_bytes() == garbage  # kept for a post-mortem
+
+    # A first sync: nothing is deleted, the file missing remotely goes up again.
+    again = syncd("once", "-c", setup.config)
+    assert again.returncode == 0, again.stderr
+    assert tree(setup.local) == tree(remote) == {"mine.txt": b"local", "theirs.txt": b"remote"}

@@ -1,5 +1,19 @@
 """Persistent sync state: base entries for the three-way comparison and the operation log."""
 
-from syncd.state.store import BaseEntry, OpRecord, StateError, StateStore, sqlite_path
+from syncd.state.store import (
+    BaseEntry,
+    OpRecord,
+    StateError,
+    StateStore,
+    move_aside,
+    sqlite_path,
+)
 
-__all__ = ["BaseEntry", "OpRecord", "StateError", "StateStore", "sqlite_path"]
+__all__ = [
+    "BaseEntry",
+    "OpRecord",
+    "StateError",
+    "StateStore",
+    "move_aside",
+    "sqlite_path",
+]

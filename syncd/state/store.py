@@ -17,13 +17,18 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, delete, event, func, select
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DatabaseError, SQLAlchemyError
 
 from syncd.state import schema
 
 
 class StateError(Exception):
     """The state database cannot be used (corrupt, newer schema, unreachable)."""
+
+    def __init__(self, message: str, *, corrupt: bool = False) -> None:
+        super().__init__(message)
+        #: The file is not a usable SQLite database: `syncd state rebuild` moves it aside.
+        self.corrupt = corrupt
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +87,16 @@ class StateStore:
                 event.listen(self._engine, "connect", _configure_sqlite)
             self._initialise()
         except SQLAlchemyError as exc:
-            raise StateError(f"state database {_redacted(url)}: {_first_line(exc)}") from exc
+            corrupt = isinstance(exc, DatabaseError) and _is_corruption(exc)
+            hint = (
+                "; run `syncd state rebuild` to start over (a first sync that deletes nothing; "
+                "the unreadable file is kept beside it)"
+                if corrupt
+                else ""
+            )
+            raise StateError(
+                f"state database {_redacted(url)}: {_first_line(exc)}{hint}", corrupt=corrupt
+            ) from exc
 
     # -- lifecycle -------------------------------------------------------------------------
     def _initialise(self) -> None:
@@ -311,3 +325,21 @@ def _redacted(url: str) -> str:
 def _first_line(exc: BaseException) -> str:
     text = str(getattr(exc, "orig", None) or exc)
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _is_corruption(exc: DatabaseError) -> bool:
+    """SQLite's own words for a file that is not (or no longer) a database."""
+    text = str(exc.orig or exc).lower()
+    return "not a database" in text or "malformed" in text or "corrupt" in text
+
+
+def move_aside(db_file: Path) -> Path:
+    """Rename an unusable database (and its WAL / shared-memory files) out of the way, keeping
+    it for a post-mortem; returns the new name of the main file."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = db_file.with_name(f"{db_file.name}.corrupt-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        source = Path(f"{db_file}{suffix}")
+        if source.exists():
+            source.rename(Path(f"{target}{suffix}"))
+    return target
