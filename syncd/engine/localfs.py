@@ -44,6 +44,10 @@ def local_file(st: os.stat_result) -> LocalFile:
     )
 
 
+#: How a folder that cannot be listed is reported (the scan's callers look for it).
+UNLISTABLE = "cannot list folder"
+
+
 def stat_local(root: Path, path: str) -> LocalFile | None:
     """The regular file at `path`, or None when there is none (missing, or a folder).
 
@@ -96,7 +100,7 @@ def walk(
         try:
             entries = list(os.scandir(folder))
         except OSError as exc:
-            on_skip(prefix.rstrip("/") or ".", f"cannot list folder: {exc.strerror}")
+            on_skip(prefix.rstrip("/") or ".", f"{UNLISTABLE}: {exc.strerror}")
             continue
         for entry in entries:
             name = entry.name

@@ -139,6 +139,8 @@ class PairSyncer:
         self._names: dict[str, str] = {}  # NFC path -> the name on disk, where they differ
         self._warned_skips: set[str] = set()
         self.remote_emptied = False
+        #: Local folders the last scan could not list (permissions, I/O errors).
+        self.unlisted: set[str] = set()
         self.open_conflicts = {path for _, path, _, _ in store.conflicts(self.name)}
         for path in self.open_conflicts:
             self.stats.conflict(path, "waiting for a decision")
@@ -176,15 +178,31 @@ class PairSyncer:
         return merged
 
     def scan_local(self, start: str = "", clean_temp: bool = False) -> dict[str, LocalFile]:
+        """Every regular file under `start`. Folders that cannot be listed are remembered in
+        `unlisted`: what is under them is unknown, not deleted."""
         found: dict[str, LocalFile] = {}
+        unlisted: set[str] = set()
+
+        def on_skip(path: str, reason: str) -> None:
+            if reason.startswith(localfs.UNLISTABLE):
+                unlisted.add(path)
+            self._skip_once(path, reason)
+
         for name, local in localfs.walk(
-            self.root, self.filter, self._skip_once, start=start, clean_temp=clean_temp
+            self.root, self.filter, on_skip, start=start, clean_temp=clean_temp
         ):
             path = normalize(name)
             if path != name:
                 self._names[path] = name
             found[path] = local
+        self.unlisted = {normalize(p) for p in unlisted}
         return found
+
+    def _in_unlisted(self, path: str) -> bool:
+        return any(
+            folder in (".", "") or path == folder or path.startswith(folder + "/")
+            for folder in self.unlisted
+        )
 
     def plan(self, *, first_pass: bool = False) -> list[PlanItem]:
         """One full reconciliation: every path whose three-way decision is not 'nothing'."""
@@ -200,6 +218,9 @@ class PairSyncer:
         plan: list[PlanItem] = []
         for path in sorted(local.keys() | remote.keys() | base.keys()):
             if self.filter.excluded(path):
+                continue
+            if self.unlisted and self._in_unlisted(path) and path not in local:
+                # Its folder could not be read: absent from the scan is not deleted.
                 continue
             decision = decide(
                 base.get(path), local.get(path), remote.get(path), self.pair.direction

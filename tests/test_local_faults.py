@@ -1,0 +1,228 @@
+"""Bad days on the local disk: a full disk while downloading, a file or a folder that cannot
+be read, a file that becomes a folder and back. Each is a per-file problem: reported, retried
+later, and never a reason to delete anything on the other side.
+
+The suite runs as root here, which reads through any permission bits; unreadable paths are
+therefore injected (the open / scandir of one path raises EACCES). A full disk is a real small
+tmpfs where this machine lets the test mount one, else an injected ENOSPC.
+"""
+
+from __future__ import annotations
+
+import builtins
+import errno
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from harness import tree
+
+from syncd.config import load_config_dict
+from syncd.engine import localfs, transfer
+from syncd.engine.core import Engine, Report
+
+MiB = 1024 * 1024
+
+
+def _engine(local: Path, remote: Path, tmp_path: Path) -> Engine:
+    config = load_config_dict(
+        {
+            "state": f"sqlite:///{tmp_path / 'state.db'}",
+            "socket": str(tmp_path / "syncd.sock"),
+            "workers": 2,
+            "pairs": [{"name": "p", "local": str(local), "remote": f"file://{remote}"}],
+        },
+        expand_env=False,
+    )
+    return Engine(config)
+
+
+def _sync(local: Path, remote: Path, tmp_path: Path) -> Report:
+    with _engine(local, remote, tmp_path) as engine:
+        return engine.sync_once()
+
+
+def _temps(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.name.startswith(".syncd-tmp-")]
+
+
+# -- a full disk ----------------------------------------------------------------------------
+
+
+@contextmanager
+def small_disk(where: Path, size: str) -> Iterator[Callable[[str], None] | None]:
+    """A tmpfs of `size` at `where`, and a function to resize it; None if mounting is not
+    allowed here (then the test injects ENOSPC)."""
+    where.mkdir()
+    mounted = (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+            capture_output=True,
+            check=False,
+        ).returncode
+        == 0
+    )
+
+    def resize(new: str) -> None:
+        subprocess.run(["mount", "-o", f"remount,size={new}", str(where)], check=True)
+
+    try:
+        yield resize if mounted else None
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def test_disk_full_while_downloading_keeps_the_existing_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    with small_disk(tmp_path / "disk", "2m") as resize:
+        local = tmp_path / "disk" / "local"
+        local.mkdir()
+        (local / "doc.txt").write_bytes(b"version one, small")
+        (local / "other.txt").write_bytes(b"unrelated")
+        assert _sync(local, remote, tmp_path).exit_code == 0
+
+        big = os.urandom(3 * MiB)  # more than the disk holds
+        (remote / "doc.txt").write_bytes(big)
+        if resize is None:
+            real_write = localfs.HashingWriter.write
+
+            def full(self: localfs.HashingWriter, data: bytes) -> int:
+                if self.bytes_written + len(data) > 1 * MiB:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                return real_write(self, data)
+
+            monkeypatch.setattr(localfs.HashingWriter, "write", full)
+
+        report = _sync(local, remote, tmp_path)
+
+        assert report.exit_code == 1
+        (failure,) = report.pairs[0].failures.values()
+        assert failure.path == "doc.txt" and failure.op == "download"
+        assert "No space left on device" in failure.error
+        assert (local / "doc.txt").read_bytes() == b"version one, small"  # untouched
+        assert _temps(local) == []  # the temp file went
+        assert (remote / "doc.txt").read_bytes() == big  # and nothing was sent back
+
+        # Space comes back: the next pass brings the new version down.
+        if resize is None:
+            monkeypatch.undo()
+        else:
+            resize("16m")
+        assert _sync(local, remote, tmp_path).exit_code == 0
+        assert (local / "doc.txt").read_bytes() == big
+        assert tree(local) == tree(remote)
+
+
+# -- what cannot be read ---------------------------------------------------------------------
+
+
+def _refuse(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Opening any file called `name` fails with EACCES, as for a user without the right."""
+    real_open = builtins.open
+
+    def guarded(file: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(file, str | Path) and Path(file).name == name:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(file))
+        return real_open(file, *args, **kwargs)
+
+    for module in (transfer, localfs):
+        monkeypatch.setattr(module, "open", guarded, raising=False)
+
+
+def test_an_unreadable_file_is_a_per_file_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    local.mkdir()
+    remote.mkdir()
+    (local / "secret.txt").write_bytes(b"synced once")
+    assert _sync(local, remote, tmp_path).exit_code == 0
+
+    (local / "secret.txt").write_bytes(b"edited, then locked away")
+    (local / "new-secret.txt").write_bytes(b"never readable")
+    (local / "fine.txt").write_bytes(b"fine")
+    _refuse(monkeypatch, "secret.txt")
+    report = _sync(local, remote, tmp_path)
+
+    assert report.exit_code == 1
+    failures = report.pairs[0].failures
+    assert set(failures) == {"secret.txt"}
+    assert "Permission denied" in failures["secret.txt"].error
+    assert (remote / "secret.txt").read_bytes() == b"synced once"  # neither replaced nor deleted
+    assert (remote / "fine.txt").read_bytes() == b"fine"  # the rest went on
+    assert (remote / "new-secret.txt").read_bytes() == b"never readable"
+
+    monkeypatch.undo()
+    assert _sync(local, remote, tmp_path).exit_code == 0
+    assert (remote / "secret.txt").read_bytes() == b"edited, then locked away"
+
+
+def test_an_unreadable_folder_deletes_nothing_on_the_other_side(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    (local / "locked").mkdir(parents=True)
+    remote.mkdir()
+    for name in ("a.txt", "b.txt", "c.txt"):
+        (local / "locked" / name).write_bytes(name.encode())
+    (local / "open.txt").write_bytes(b"open")
+    assert _sync(local, remote, tmp_path).exit_code == 0
+
+    real_scandir = os.scandir
+
+    def scandir(path: Any = ".") -> Any:
+        if Path(path) == local / "locked":  # the local folder only, not the remote's
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(localfs.os, "scandir", scandir)
+    (local / "new.txt").write_bytes(b"new")
+    with _engine(local, remote, tmp_path) as engine:
+        report = engine.sync_once()
+
+    assert report.pairs[0].held == {}
+    assert tree(remote) == {
+        "locked/a.txt": b"a.txt",
+        "locked/b.txt": b"b.txt",
+        "locked/c.txt": b"c.txt",
+        "open.txt": b"open",
+        "new.txt": b"new",
+    }
+    monkeypatch.undo()
+    assert tree(local / "locked") == {"a.txt": b"a.txt", "b.txt": b"b.txt", "c.txt": b"c.txt"}
+
+
+# -- a file becomes a folder, and back -------------------------------------------------------
+
+
+def test_a_file_replaced_by_a_folder_and_back(tmp_path: Path) -> None:
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    local.mkdir()
+    remote.mkdir()
+    (local / "thing").write_bytes(b"a file first")
+    (local / "keep.txt").write_bytes(b"keep")
+    assert _sync(local, remote, tmp_path).exit_code == 0
+
+    (local / "thing").unlink()
+    (local / "thing").mkdir()
+    (local / "thing" / "inside.txt").write_bytes(b"now a folder")
+    for _ in range(2):  # the old file goes at the end of the first pass, the folder follows
+        report = _sync(local, remote, tmp_path)
+    assert report.exit_code == 0, report
+    assert tree(remote) == tree(local) == {"keep.txt": b"keep", "thing/inside.txt": b"now a folder"}
+
+    (local / "thing" / "inside.txt").unlink()
+    (local / "thing").rmdir()
+    (local / "thing").write_bytes(b"a file again")
+    for _ in range(2):
+        report = _sync(local, remote, tmp_path)
+    assert report.exit_code == 0, report
+    assert tree(remote) == tree(local) == {"keep.txt": b"keep", "thing": b"a file again"}
