@@ -118,8 +118,9 @@ def _start(
     )
 
 
-def start_moto(env: Mapping[str, str] | None = None) -> Emulator:
-    """Start `moto_server` from the project's venv on a free loopback port.
+def start_moto(env: Mapping[str, str] | None = None, port: int | None = None) -> Emulator:
+    """Start `moto_server` from the project's venv on a free loopback port (or on `port`, to
+    bring a service back where a client expects it).
 
     `env` adds variables for the server only, e.g. INITIAL_NO_AUTH_ACTION_COUNT=0 to make moto
     check credentials (by default it accepts any).
@@ -127,7 +128,7 @@ def start_moto(env: Mapping[str, str] | None = None) -> Emulator:
     script = venv_script("moto_server")
     if not script.exists():
         raise RuntimeError(f"moto_server not found at {script}; install the dev extras (make test)")
-    port = free_port()
+    port = port if port is not None else free_port()
     return _start(
         "moto",
         [str(script), "-H", "127.0.0.1", "-p", str(port)],

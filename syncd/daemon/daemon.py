@@ -52,6 +52,8 @@ class Daemon:
         self.watcher = Watcher(self._on_local_change)
         #: Pairs without a file watcher (inotify limits): scanned in full at every poll.
         self._scan_fallback: set[str] = set()
+        #: Pairs that had a successful full scan; until then every poll tries one.
+        self._scanned: set[str] = set()
         self.poller = Poller(self.poll)
         self.workers = WorkerPool(engine.queue, engine.handle, config.workers)
         self.notifier = Notifier()
@@ -138,6 +140,8 @@ class Daemon:
         self.watcher.unwatch(name)
         self.poller.remove(name)
         self.engine.remove_pair(name)
+        self._scanned.discard(name)
+        self._scan_fallback.discard(name)
         log.info("pair removed", pair=name)
 
     def _add_pair(self, pair: PairConfig) -> None:
@@ -240,6 +244,7 @@ class Daemon:
             log.error("full scan failed", pair=name, error=str(exc))
             return
         syncer.stats.set_fault(None)
+        self._scanned.add(name)
         for item in plan:
             self.engine.queue.put(name, item.path)
         log.info("full scan queued", pair=name, paths=len(plan), first_pass=first_pass)
@@ -277,7 +282,9 @@ class Daemon:
         syncer = self.engine.syncers.get(name)
         if syncer is None or self.engine.queue.is_paused(name):
             return
-        if name in self._scan_fallback:
+        if name in self._scan_fallback or name not in self._scanned:
+            # No watcher, or no full scan yet (the remote was down at start-up): compare both
+            # sides in full, so nothing written meanwhile is missed.
             self.full_scan(name)
             return
         try:

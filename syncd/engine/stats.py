@@ -95,6 +95,13 @@ class PairStats:
         with self._lock:
             self.failures.pop(path, None)
             self.conflicts.pop(path, None)
+            self._clear_error_if_healthy()
+
+    def _clear_error_if_healthy(self) -> None:
+        """`last_error` describes a problem that still stands: once nothing fails, nothing is
+        held and the remote answers, it goes back to None."""
+        if not self.failures and self.fault is None and self.held_reason is None:
+            self.last_error = None
 
     def conflict(self, path: str, reason: str) -> None:
         with self._lock:
@@ -110,6 +117,8 @@ class PairStats:
             self.held = dict(paths)
             if reason is not None:
                 self.last_error = f"deletions held: {reason}"
+            else:
+                self._clear_error_if_healthy()
 
     def transferred(self, direction: str, size: int, seconds: float = 0.0) -> None:
         with self._lock:
@@ -128,6 +137,8 @@ class PairStats:
             self.fault = fault
             if fault is not None:
                 self.last_error = fault
+            else:
+                self._clear_error_if_healthy()
 
     def mark_synced(self) -> None:
         with self._lock:

@@ -30,6 +30,7 @@ import google.auth
 import google.auth.exceptions
 import requests
 import requests.adapters
+import urllib3.exceptions
 from google.api_core import exceptions as api_exceptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
@@ -104,6 +105,9 @@ _TRANSPORT = (
     requests.exceptions.ContentDecodingError,
     google.auth.exceptions.TransportError,  # a token refresh that could not reach its server
     DataCorruption,  # a download's checksum did not match: a fresh attempt reads it again
+    # A download streams the body from urllib3 itself (response.raw), so a connection cut
+    # mid-body surfaces as urllib3's ProtocolError, not wrapped by requests.
+    urllib3.exceptions.HTTPError,
 )
 _SDK_ERRORS = (
     api_exceptions.GoogleAPIError,
@@ -111,6 +115,7 @@ _SDK_ERRORS = (
     requests.RequestException,
     MediaInvalidResponse,
     DataCorruption,
+    urllib3.exceptions.HTTPError,
 )
 
 

@@ -1,0 +1,102 @@
+"""The service goes away, or refuses our credentials: the daemon stays up, says why, keeps
+queueing, and recovers by itself — and no secret ever shows, at any log level, in status, in
+an error or in the state database."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+from conftest import s3_client
+from emulators import free_port, start_moto
+from harness import Setup, running_daemon, syncd, wait_for
+
+#: Planted in the config; must never appear anywhere syncd writes.
+SECRET = "PLANTEDsecret" + uuid.uuid4().hex
+KEY_ID = "AKIAPLANTED" + uuid.uuid4().hex[:9].upper()
+
+
+def test_an_outage_is_reported_and_recovered_from(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens here yet
+    endpoint = f"http://127.0.0.1:{port}"
+    setup = Setup(
+        tmp_path,
+        "s3://outage-bucket/docs/",
+        options={"endpoint_url": endpoint},
+        extra={"retry": {"attempts": 2, "max_seconds": 2}},
+    )
+    (tmp_path / "local").mkdir()
+    (tmp_path / "local" / "before.txt").write_bytes(b"written before the outage ended")
+    with running_daemon(setup) as daemon:
+        pair = wait_for(lambda: (p := daemon.pair_status())["state"] == "error" and p, timeout=20)
+        assert "cannot list" in pair["last_error"]
+        # Changes keep queueing meanwhile.
+        (setup.local / "during.txt").write_bytes(b"written during the outage")
+
+        server = start_moto(port=port)
+        try:
+            client = s3_client(server.endpoint_url)
+            client.create_bucket(Bucket="outage-bucket")
+
+            def keys() -> set[str]:
+                answer = client.list_objects_v2(Bucket="outage-bucket", Prefix="docs/")
+                return {o["Key"] for o in answer.get("Contents", [])}
+
+            wait_for(lambda: keys() == {"docs/before.txt", "docs/during.txt"}, timeout=30)
+            pair = daemon.wait_idle(timeout=30)
+            assert pair["last_error"] is None
+            assert pair["failed"] == 0
+            body = client.get_object(Bucket="outage-bucket", Key="docs/during.txt")["Body"]
+            assert body.read() == b"written during the outage"
+            assert daemon.terminate() == 0
+        finally:
+            server.stop()
+
+
+def test_rejected_credentials_keep_the_daemon_up_and_print_no_secret(tmp_path: Path) -> None:
+    server = start_moto(env={"INITIAL_NO_AUTH_ACTION_COUNT": "0"})  # moto checks keys now
+    try:
+        options = {
+            "endpoint_url": server.endpoint_url,
+            "access_key_id": KEY_ID,
+            "secret_access_key": SECRET,
+        }
+        setup = Setup(
+            tmp_path,
+            "s3://locked-bucket/docs/",
+            options=options,
+            extra={"log": {"level": "debug", "format": "json"}},
+        )
+        (tmp_path / "local").mkdir()
+        (tmp_path / "local" / "a.txt").write_bytes(b"cannot go up")
+        with running_daemon(setup) as daemon:
+            pair = wait_for(lambda: (p := daemon.pair_status())["state"] == "error" and p)
+            assert "access denied" in pair["last_error"].lower()
+            status = syncd("status", "--json", "-c", setup.config)
+            human = syncd("status", "-c", setup.config)
+            assert daemon.proc.poll() is None  # still up
+            assert daemon.terminate() == 0
+            logs = daemon.logs()
+        once = syncd("-vv", "once", "-c", setup.config)
+        check = syncd("check", "-c", setup.config)
+        assert once.returncode != 0 and check.returncode != 0
+        assert "access denied" in (once.stdout + once.stderr).lower()
+
+        everything = {
+            "daemon log": logs,
+            "status --json": status.stdout + status.stderr,
+            "status": human.stdout + human.stderr,
+            "once -vv": once.stdout + once.stderr,
+            "check": check.stdout + check.stderr,
+        }
+        state_files = list(setup.state_db.parent.glob("state.db*"))
+        assert state_files
+        for path in state_files:
+            everything[path.name] = path.read_bytes().decode("latin-1")
+        for where, text in everything.items():
+            assert SECRET not in text, f"the secret access key shows in {where}"
+            assert SECRET[:16] not in text, f"part of the secret shows in {where}"
+        assert json.loads(status.stdout)["pairs"][0]["state"] == "error"
+    finally:
+        server.stop()
