@@ -6,6 +6,7 @@ from typing import Any
 
 from rich import filesize
 from rich.console import Console
+from rich.markup import escape
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 
@@ -50,6 +51,18 @@ def render_status(status: dict[str, Any]) -> None:
         if pair.get("last_error"):
             console.print(
                 f"[red]{pair['name']}[/red]: {pair['last_error']}", markup=True, highlight=False
+            )
+        for failure in pair.get("failures") or []:
+            console.print(
+                f"  [red]failed[/red] {escape(failure['path'])} ({failure['op']}): "
+                f"{escape(failure['error'])} — attempt {failure['attempts']}, "
+                f"next try {failure['next_try']}",
+                highlight=False,
+            )
+        for path in pair.get("conflict_paths") or []:
+            console.print(
+                f"  [yellow]conflict[/yellow] {escape(path)} — `syncd resolve` settles it",
+                highlight=False,
             )
     transfers = status.get("transfers") or []
     if transfers:

@@ -264,6 +264,9 @@ def test_manual_conflict_listed_and_resolved_through_the_daemon(tmp_path: Path) 
         listed = syncd("conflicts", "--json", "-c", setup.config)
         assert listed.returncode == 4
         assert '"path": "doc.txt"' in listed.stdout
+        assert daemon.pair_status()["conflict_paths"] == ["doc.txt"]
+        human = syncd("status", "-c", setup.config)
+        assert "conflict doc.txt" in human.stdout
         settled = syncd("resolve", "doc.txt", "--keep", "both", "-c", setup.config)
         assert settled.returncode == 0, settled.stderr
         wait_for(

@@ -56,6 +56,9 @@ def test_a_failing_file_is_reported_retried_and_requeued(tmp_path: Path, s3_buck
         assert failure["attempts"] >= 1
         assert failure["next_try"].endswith("Z")
         assert pair["last_error"].startswith(TOO_LONG)
+        human = syncd("status", "-c", setup.config)
+        flat = human.stdout.replace("\n", "")  # rich wraps the long name
+        assert f"failed {TOO_LONG} (download)" in flat and "attempt" in flat
 
         # The poller tries it again once its backoff (5 s, then 10 s) is over.
         wait_for(lambda: daemon.pair_status()["failures"][0]["attempts"] >= 2, timeout=20)

@@ -394,6 +394,7 @@ class Daemon:
                         f.as_json()
                         for f in sorted(stats.failures.values(), key=lambda f: f.path)[:100]
                     ],
+                    "conflict_paths": sorted(stats.conflicts)[:100],
                     "conflicts": len(stats.conflicts),
                     "last_sync": _iso(stats.last_sync),
                     "last_error": stats.fault or stats.last_error,
