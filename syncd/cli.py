@@ -200,42 +200,26 @@ def transfer_options(command: Any) -> Any:
 @click.argument("local_dir")
 @click.argument("remote_url")
 @click.option("--exclude", multiple=True, metavar="GLOB", help="Skip matching paths (repeatable).")
+@click.option("--include", multiple=True, metavar="GLOB", help="Only matching paths (repeatable).")
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
 @transfer_options
 @click.pass_context
-def upload(
-    ctx: click.Context,
-    /,
-    local_dir: str,
-    remote_url: str,
-    exclude: tuple[str, ...],
-    dry_run: bool,
-    **tuning: Any,
-) -> None:
+def upload(ctx: click.Context, /, local_dir: str, remote_url: str, **options: Any) -> None:
     """One-way push of LOCAL_DIR to REMOTE_URL (new and changed files; nothing deleted)."""
-    _one_way(ctx, "upload", local_dir, remote_url, exclude=exclude, dry_run=dry_run, tuning=tuning)
+    _one_way(ctx, "upload", local_dir, remote_url, options)
 
 
 @cli.command()
 @click.argument("remote_url")
 @click.argument("local_dir")
 @click.option("--exclude", multiple=True, metavar="GLOB", help="Skip matching paths (repeatable).")
+@click.option("--include", multiple=True, metavar="GLOB", help="Only matching paths (repeatable).")
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
 @transfer_options
 @click.pass_context
-def download(
-    ctx: click.Context,
-    /,
-    remote_url: str,
-    local_dir: str,
-    exclude: tuple[str, ...],
-    dry_run: bool,
-    **tuning: Any,
-) -> None:
+def download(ctx: click.Context, /, remote_url: str, local_dir: str, **options: Any) -> None:
     """One-way pull of REMOTE_URL into LOCAL_DIR (new and changed files; nothing deleted)."""
-    _one_way(
-        ctx, "download", local_dir, remote_url, exclude=exclude, dry_run=dry_run, tuning=tuning
-    )
+    _one_way(ctx, "download", local_dir, remote_url, options)
 
 
 def _one_way(
@@ -243,10 +227,7 @@ def _one_way(
     direction: str,
     local_dir: str,
     remote_url: str,
-    *,
-    exclude: tuple[str, ...],
-    dry_run: bool,
-    tuning: dict[str, Any],
+    options: dict[str, Any],
 ) -> None:
     """A copy in one direction, like `rclone copy`: the source wins a difference (the replaced
     version is kept in the trash), nothing is deleted, and a state of its own per
@@ -255,11 +236,23 @@ def _one_way(
 
     from syncd.config import default_state_url, load_config_dict
 
+    exclude, include = options.pop("exclude"), options.pop("include")
+    dry_run: bool = options.pop("dry_run")
+    tuning = options  # --bwlimit, --transfers, --part-size
+
     local = Path(local_dir).expanduser().absolute()
     if direction == "upload" and not local.is_dir():
         fail(f"{local_dir}: no such folder", EXIT_USAGE)
     if direction == "download" and not dry_run:
         local.mkdir(parents=True, exist_ok=True)
+    if direction == "upload" and not dry_run and remote_url.startswith("file://"):
+        # Like `rclone copy` / `rsync`: a destination folder that is not there yet is made.
+        from syncd.providers.url import parse_remote_url
+
+        try:
+            Path(parse_remote_url(remote_url).path).mkdir(parents=True, exist_ok=True)
+        except (RemoteURLError, OSError) as exc:
+            fail(f"{remote_url}: {exc}", EXIT_USAGE)
     identity = hashlib.sha256(f"{direction}\0{local}\0{remote_url}".encode()).hexdigest()[:16]
     state_dir = sqlite_path(default_state_url())
     assert state_dir is not None
@@ -278,6 +271,7 @@ def _one_way(
                         "direction": direction,
                         "conflict": "local_wins" if direction == "upload" else "cloud_wins",
                         "exclude": list(exclude),
+                        "include": list(include),
                     }
                 ],
             },

@@ -204,6 +204,8 @@ class PairConfig(_Model):
     settle: Float = Field(default=0.5, ge=0)
     max_delete: Float = Field(default=50.0, ge=0, le=100)
     exclude: list[str] = Field(default_factory=list)
+    #: When given, only paths matching one of these sync (exclude still wins).
+    include: list[str] = Field(default_factory=list)
     trash_days: Int = Field(default=30, ge=0)
     remote_trash: bool = True
 

@@ -1,4 +1,11 @@
-"""Which paths a pair syncs: gitignore-style `exclude` patterns plus the root's `.syncignore`."""
+"""Which paths a pair syncs: gitignore-style `exclude` patterns plus the root's `.syncignore`,
+and optional `include` patterns.
+
+Precedence: syncd's own paths are never synced; then anything `exclude` or `.syncignore`
+matches is out; then, when `include` is given, only files it matches are in. Exclude wins over
+include, and `.syncignore` applies whatever `include` says. Folders are never left out by
+`include` alone (a file deep below one may match), only by `exclude`.
+"""
 
 from __future__ import annotations
 
@@ -16,17 +23,26 @@ SYNCIGNORE = ".syncignore"
 class PathFilter:
     """Excluded paths are never transferred and never deleted on the other side."""
 
-    def __init__(self, patterns: Iterable[str] = (), root: Path | None = None) -> None:
+    def __init__(
+        self,
+        patterns: Iterable[str] = (),
+        root: Path | None = None,
+        include: Iterable[str] = (),
+    ) -> None:
         lines = list(patterns)
         if root is not None:
             ignore_file = root / SYNCIGNORE
             with contextlib.suppress(FileNotFoundError, NotADirectoryError):
                 lines += ignore_file.read_text(encoding="utf-8").splitlines()
         self._spec = pathspec.GitIgnoreSpec.from_lines(lines) if lines else None
+        wanted = list(include)
+        self._include = pathspec.GitIgnoreSpec.from_lines(wanted) if wanted else None
 
     def excluded(self, path: str, is_dir: bool = False) -> bool:
         if is_internal(path):
             return True
-        if self._spec is None:
+        if self._spec is not None and self._spec.match_file(path + "/" if is_dir else path):
+            return True
+        if self._include is None or is_dir:
             return False
-        return self._spec.match_file(path + "/" if is_dir else path)
+        return not self._include.match_file(path)

@@ -126,7 +126,7 @@ class PairSyncer:
         )
         self.retry = retry
         self.stats = PairStats()
-        self.filter = PathFilter(pair.exclude, self.root)
+        self.filter = PathFilter(pair.exclude, self.root, include=pair.include)
         self.log = log.bind(pair=pair.name)
         self.host = host_name()
         self.plan_only = False  # dry run: decide and record the plan, touch nothing
@@ -207,7 +207,7 @@ class PairSyncer:
     def plan(self, *, first_pass: bool = False) -> list[PlanItem]:
         """One full reconciliation: every path whose three-way decision is not 'nothing'."""
         self.check_root()
-        self.filter = PathFilter(self.pair.exclude, self.root)
+        self.filter = PathFilter(self.pair.exclude, self.root, include=self.pair.include)
         remote = self.list_remote()
         local = self.scan_local(clean_temp=first_pass and not self.plan_only)
         base = self.store.entries(self.name)
