@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from syncd.engine.conflicts import Winner, conflict_name, resolve
+from syncd.engine.conflicts import Winner, conflict_name, is_conflict_copy_of, resolve
 from syncd.engine.trash import move_to_local_trash, prune_local_trash, remote_trash_key
 
 OLD, NEW = 1_000, 2_000
@@ -90,3 +90,20 @@ def test_remote_trash_key_is_under_the_trash_prefix_and_free() -> None:
     taken = {".syncd-trash/20261124-101500/a.txt"}
     key = remote_trash_key("a.txt", WHEN, taken.__contains__)
     assert key == ".syncd-trash/20261124-101500-1/a.txt"
+
+
+@pytest.mark.parametrize(
+    ("candidate", "path", "expected"),
+    [
+        ("d/report.conflict-20261124-101500-vm.csv", "d/report.csv", True),
+        ("d/report.conflict-20261124-101500-vm-2.csv", "d/report.csv", True),
+        ("d/Makefile.conflict-20261124-101500-vm", "d/Makefile", True),
+        ("report.conflict-20261124-101500-vm.csv", "d/report.csv", False),  # other folder
+        ("d/reportx.conflict-20261124-101500-vm.csv", "d/report.csv", False),  # other file
+        ("d/report.conflict-20261124-101500-other.csv", "d/report.csv", False),  # other host
+        ("d/report.conflict-2026-vm.csv", "d/report.csv", False),  # not a time stamp
+    ],
+)
+def test_conflict_copies_are_recognised(candidate: str, path: str, expected: bool) -> None:
+    """How a restart finds the copy an interrupted run already made (never a second one)."""
+    assert is_conflict_copy_of(candidate, path, "vm") is expected

@@ -77,3 +77,23 @@ def conflict_name(path: str, when: datetime, host: str, taken: Callable[[str], b
         if not taken(full):
             return full
         counter += 1
+
+
+def is_conflict_copy_of(candidate: str, path: str, host: str) -> bool:
+    """Is `candidate` a conflict copy of `path` made on `host` (any time stamp, any counter)?
+
+    Used to find the copy an interrupted run already made, so that a restart finishes that
+    conflict instead of making a second copy of the same version.
+    """
+    folder, _, name = path.rpartition("/")
+    cand_folder, _, cand_name = candidate.rpartition("/")
+    if folder != cand_folder:
+        return False
+    stem, dot, ext = name.rpartition(".")
+    if not stem or not dot:
+        stem, ext = name, ""
+    suffix = f".{ext}" if ext else ""
+    pattern = (
+        rf"{re.escape(stem)}\.conflict-\d{{8}}-\d{{6}}-{re.escape(host)}(-\d+)?{re.escape(suffix)}"
+    )
+    return re.fullmatch(pattern, cand_name) is not None

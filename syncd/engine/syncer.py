@@ -8,6 +8,7 @@ Deletions are not carried out when decided: they wait for the end of the pass, w
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 import threading
@@ -24,7 +25,14 @@ import structlog
 
 from syncd.config import PairConfig
 from syncd.engine import localfs, trash
-from syncd.engine.conflicts import Resolution, Winner, conflict_name, host_name, resolve
+from syncd.engine.conflicts import (
+    Resolution,
+    Winner,
+    conflict_name,
+    host_name,
+    is_conflict_copy_of,
+    resolve,
+)
 from syncd.engine.decide import decide
 from syncd.engine.filters import PathFilter
 from syncd.engine.guard import DeletionBatch, PassFacts, hold_reason
@@ -248,8 +256,11 @@ class PairSyncer:
             )
         )
         if reason is not None and not force:
+            newly = sorted(set(pending) - set(self.stats.held))
             self.stats.set_held(reason, pending)
             self.log.warning("deletions held", reason=reason, count=len(pending))
+            for path in newly:
+                self._oplog(path, f"delete_{pending[path]}", "held", note=reason)
             return []
         self.deletions.approve(list(pending))
         self.stats.set_held(None, {})
@@ -464,6 +475,40 @@ class PairSyncer:
             ),
         )
 
+    def _local_copy_made(self, path: str, local: LocalFile) -> str | None:
+        """A conflict copy of `path` that is a hard link to the file itself: the first half of
+        an earlier _preserve_local_copy that was interrupted before the unlink."""
+        folder = self.local_path(path).parent
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            return None
+        prefix = path.rpartition("/")[0]
+        for entry in entries:
+            candidate = f"{prefix}/{entry.name}" if prefix else entry.name
+            if not is_conflict_copy_of(normalize(candidate), path, self.host):
+                continue
+            with contextlib.suppress(OSError):
+                if entry.inode() == local.inode and entry.is_file(follow_symlinks=False):
+                    return normalize(candidate)
+        return None
+
+    def _remote_copy_made(self, path: str, remote: ObjectInfo) -> str | None:
+        """A remote conflict copy of `path` holding exactly the version about to be copied:
+        an earlier _preserve_remote_copy was interrupted after the copy. Content is compared by
+        the checksums the service states; when it states none, no copy is reused (a duplicate
+        copy is better than a lost version)."""
+        for candidate, info in self.index.snapshot().items():
+            if info is None or not is_conflict_copy_of(candidate, path, self.host):
+                continue
+            if info.size != remote.size:
+                continue
+            if (remote.sha256 and info.sha256 == remote.sha256) or (
+                remote.md5 and info.md5 == remote.md5
+            ):
+                return candidate
+        return None
+
     def _preserve_local_copy(self, path: str, local: LocalFile, remote: ObjectInfo) -> Outcome:
         """The local version is older: rename it to a conflict copy (which then goes up as a
         new file) and let the remote version come down under the original name."""
@@ -471,11 +516,13 @@ class PairSyncer:
         now = _stat_at(self.root, source)
         if now is None or not same_stat(now, local):
             return Outcome.REQUEUE
-        copy = self._copy_name(path)
-        target = self.local_path(copy)
-        localfs.make_parents(self.root, target)
+        copy = self._local_copy_made(path, now)
         try:
-            os.link(source, target)  # create-only: a name that appeared meanwhile is never lost
+            if copy is None:
+                copy = self._copy_name(path)
+                target = self.local_path(copy)
+                localfs.make_parents(self.root, target)
+                os.link(source, target)  # create-only: a name that appeared meanwhile is kept
             source.unlink()
         except (FileNotFoundError, FileExistsError):
             return Outcome.REQUEUE
@@ -486,15 +533,19 @@ class PairSyncer:
     def _preserve_remote_copy(self, path: str, remote: ObjectInfo, plog: Logger) -> Outcome:
         """The remote version is older: copy it server-side to a conflict copy (which then comes
         down as a new file) and send the local version up under the original name."""
-        copy = self._copy_name(path)
-        try:
-            info = self.retry.call(
-                lambda: self.provider.copy(remote.key, copy, if_match=remote.etag)
-            )
-        except PreconditionFailed:
-            self.transfers.stat_remote(path, remote.key)
-            return Outcome.REQUEUE
-        self.index.put(copy, info)
+        made = self._remote_copy_made(path, remote)
+        if made is not None:
+            copy = made  # an interrupted run made it already: finish that conflict
+        else:
+            copy = self._copy_name(path)
+            try:
+                info = self.retry.call(
+                    lambda: self.provider.copy(remote.key, copy, if_match=remote.etag)
+                )
+            except PreconditionFailed:
+                self.transfers.stat_remote(path, remote.key)
+                return Outcome.REQUEUE
+            self.index.put(copy, info)
         outcome = self._upload(path, remote, plog)
         self.enqueue(self.name, copy)
         return outcome
@@ -525,7 +576,7 @@ class PairSyncer:
             return Outcome.REQUEUE
         self.index.put(path, None)
         self.store.forget(self.name, [path])
-        self._oplog(path, "delete_remote", "ok", size=remote.size, note=why)
+        self._oplog(path, "delete_remote", "ok", size=remote.size, note=why, sha256=remote.sha256)
         plog.info("deleted remotely", op="delete_remote", reason=why)
         return Outcome.DONE
 
@@ -534,10 +585,12 @@ class PairSyncer:
         now = _stat_at(self.root, source)
         if now is None or not same_stat(now, local):
             return Outcome.REQUEUE  # edited meanwhile: an edit beats a delete
+        base = self.store.get(self.name, path)
         trash.move_to_local_trash(self.root, source, path, datetime.now(UTC))
         localfs.prune_empty_parents(self.root, source)
         self.store.forget(self.name, [path])
-        self._oplog(path, "delete_local", "ok", size=local.size, note=why)
+        sha256 = base.sha256 if base is not None else None
+        self._oplog(path, "delete_local", "ok", size=local.size, note=why, sha256=sha256)
         plog.info("deleted locally (kept in trash)", op="delete_local", reason=why)
         return Outcome.DONE
 
@@ -661,9 +714,19 @@ class PairSyncer:
         self.store.put(self.name, _base_entry(path, local, sha256, etag), record)
 
     def _oplog(
-        self, path: str, op: str, result: str, size: int | None = None, note: str | None = None
+        self,
+        path: str,
+        op: str,
+        result: str,
+        *,
+        size: int | None = None,
+        note: str | None = None,
+        sha256: str | None = None,
     ) -> None:
-        self.store.log(OpRecord(time.time(), self.name, path, op, result, size=size, error=note))
+        """One line of the audit trail (`syncd log`)."""
+        self.store.log(
+            OpRecord(time.time(), self.name, path, op, result, size=size, sha256=sha256, error=note)
+        )
 
     def _skip_once(self, path: str, reason: str) -> None:
         """Report a skipped path once per process, not at every pass."""
