@@ -368,6 +368,34 @@ def conflicts(config_path: str | None, as_json: bool) -> None:
     sys.exit(EXIT_ATTENTION if result else 0)
 
 
+@cli.command(name="log")
+@config_option
+@pair_option
+@click.option("--since", metavar="WHEN", help="Only newer records: 1h, 2d, or an ISO time.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def log_command(
+    config_path: str | None, pair: str | None, since: str | None, as_json: bool
+) -> None:
+    """The audit trail: every upload, download, delete, move, conflict outcome and held
+    deletion, oldest first (read from the state, daemon or not)."""
+    from syncd import audit
+
+    config = _load(config_path)
+    if pair is not None and pair not in {p.name for p in config.pairs}:
+        fail(f"no pair named {pair!r} in the config", EXIT_USAGE)
+    try:
+        cutoff = audit.parse_since(since) if since is not None else None
+    except ValueError as exc:
+        fail(str(exc), EXIT_USAGE)
+    store = _open_state(config)
+    try:
+        records = store.ops(pair, cutoff)
+    finally:
+        store.close()
+    for op in records:
+        click.echo(json.dumps(audit.as_json(op)) if as_json else audit.as_line(op))
+
+
 @cli.command()
 @config_option
 @click.argument("path")

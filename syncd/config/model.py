@@ -300,6 +300,8 @@ class Config(_Model):
     part_concurrency: Int = Field(default=4, ge=1, le=64)
     retry: RetryConfig = Field(default_factory=RetryConfig)
     metrics: MetricsConfig | None = None
+    #: Operation-log records older than this many days are pruned (0: keep for ever).
+    log_retention_days: Int = Field(default=90, ge=0)
     pairs: list[PairConfig] = Field(default_factory=list, validate_default=True)
 
     @field_validator("state")

@@ -36,6 +36,9 @@ from syncd.state import StateStore
 
 log = structlog.get_logger("syncd.daemon")
 
+#: How often the poller prunes the operation log (log_retention_days).
+PRUNE_EVERY_S = 3600.0
+
 SHUTDOWN_GRACE_S = 10.0
 
 
@@ -54,6 +57,7 @@ class Daemon:
         self._scan_fallback: set[str] = set()
         #: Pairs that had a successful full scan; until then every poll tries one.
         self._scanned: set[str] = set()
+        self._pruned_at = float("-inf")  # the first poll prunes the operation log
         self.poller = Poller(self.poll)
         self.workers = WorkerPool(engine.queue, engine.handle, config.workers)
         self.notifier = Notifier()
@@ -282,6 +286,11 @@ class Daemon:
         syncer = self.engine.syncers.get(name)
         if syncer is None or self.engine.queue.is_paused(name):
             return
+        if time.monotonic() - self._pruned_at >= PRUNE_EVERY_S:
+            self._pruned_at = time.monotonic()
+            pruned = self.engine.prune_oplog()
+            if pruned:
+                log.info("operation log pruned", records=pruned)
         if name in self._scan_fallback or name not in self._scanned:
             # No watcher, or no full scan yet (the remote was down at start-up): compare both
             # sides in full, so nothing written meanwhile is missed.

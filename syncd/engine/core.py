@@ -214,7 +214,17 @@ class Engine:
             report.conflicts = dict(stats.conflicts)
             report.settled = dict(stats.settled)
             report.held, report.held_reason = dict(stats.held), stats.held_reason
+        if not dry_run:
+            self.prune_oplog()
         return Report(list(reports.values()), time.monotonic() - started)
+
+    def prune_oplog(self, now: float | None = None) -> int:
+        """Drop operation records older than `log_retention_days` (0 keeps them all)."""
+        days = self.config.log_retention_days
+        if days <= 0:
+            return 0
+        cutoff = (time.time() if now is None else now) - days * 86400
+        return self.store.prune_ops(cutoff)
 
     def resolve(self, pair: str, path: str, keep: str) -> bool:
         """Settle one open conflict by hand (no daemon running); True when it is settled."""

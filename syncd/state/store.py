@@ -256,24 +256,28 @@ class StateStore:
             conn.execute(schema.oplog.insert().values(**_op_values(op)))
 
     def recent_ops(self, pair: str | None = None, limit: int = 100) -> list[OpRecord]:
+        """The newest operations first."""
         query = select(schema.oplog).order_by(schema.oplog.c.id.desc()).limit(limit)
         if pair is not None:
             query = query.where(schema.oplog.c.pair == pair)
         with self._engine.connect() as conn:
-            return [
-                OpRecord(
-                    ts=r.ts,
-                    pair=r.pair,
-                    path=r.path,
-                    op=r.op,
-                    result=r.result,
-                    size=r.size,
-                    sha256=r.sha256,
-                    duration_ms=r.duration_ms,
-                    error=r.error,
-                )
-                for r in conn.execute(query)
-            ]
+            return [_op_record(r) for r in conn.execute(query)]
+
+    def ops(self, pair: str | None = None, since: float | None = None) -> list[OpRecord]:
+        """The operation log in the order it was written (the audit trail `syncd log` prints)."""
+        query = select(schema.oplog).order_by(schema.oplog.c.id)
+        if pair is not None:
+            query = query.where(schema.oplog.c.pair == pair)
+        if since is not None:
+            query = query.where(schema.oplog.c.ts >= since)
+        with self._engine.connect() as conn:
+            return [_op_record(r) for r in conn.execute(query)]
+
+    def prune_ops(self, before: float) -> int:
+        """Drop operation records older than `before` (epoch seconds); returns how many."""
+        with self._writing() as conn:
+            result = conn.execute(delete(schema.oplog).where(schema.oplog.c.ts < before))
+            return int(result.rowcount or 0)
 
     def integrity_check(self) -> str:
         with self._engine.connect() as conn:
@@ -300,6 +304,20 @@ def _entry(row: Any) -> BaseEntry:
         sha256=row["sha256"],
         remote_etag=row["remote_etag"],
         synced_at=row["synced_at"],
+    )
+
+
+def _op_record(r: Any) -> OpRecord:
+    return OpRecord(
+        ts=r.ts,
+        pair=r.pair,
+        path=r.path,
+        op=r.op,
+        result=r.result,
+        size=r.size,
+        sha256=r.sha256,
+        duration_ms=r.duration_ms,
+        error=r.error,
     )
 
 

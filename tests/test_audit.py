@@ -1,0 +1,110 @@
+"""The audit trail: every operation in the state's operation log, printed by `syncd log`, and
+pruned after `log_retention_days`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+from harness import Setup, syncd
+
+from syncd.audit import parse_since
+
+
+def _records(result_stdout: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in result_stdout.splitlines() if line.strip()]
+
+
+def test_every_operation_is_in_the_log(tmp_path: Path) -> None:
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    setup = Setup(tmp_path, f"file://{remote}", pair_extra={"conflict": "version_preserve"})
+    setup.write()
+    (setup.local / "up.txt").write_bytes(b"goes up")
+    (setup.local / "gone.txt").write_bytes(b"will be deleted")
+    (setup.local / "old-name.txt").write_bytes(b"will be moved")
+    (remote / "down.txt").write_bytes(b"comes down")
+    assert syncd("once", "-c", setup.config).returncode == 0
+
+    (setup.local / "gone.txt").unlink()
+    (setup.local / "old-name.txt").rename(setup.local / "new-name.txt")
+    (setup.local / "up.txt").write_bytes(b"local edit")
+    (remote / "up.txt").write_bytes(b"remote edit, longer")
+    assert syncd("once", "-c", setup.config).returncode == 0
+
+    result = syncd("log", "--json", "-c", setup.config)
+    assert result.returncode == 0, result.stderr
+    records = _records(result.stdout)
+    seen = {(r["op"], r["path"], r["result"]) for r in records}
+    assert ("upload", "up.txt", "ok") in seen
+    assert ("download", "down.txt", "ok") in seen
+    assert ("delete_remote", "gone.txt", "ok") in seen
+    assert ("move", "new-name.txt", "ok") in seen
+    assert ("conflict", "up.txt", "ok") in seen
+    upload = next(r for r in records if r["op"] == "upload" and r["path"] == "up.txt")
+    assert upload["size"] == len(b"goes up")
+    assert upload["sha256"] == hashlib.sha256(b"goes up").hexdigest()
+    assert isinstance(upload["duration_ms"], float)
+    assert str(upload["time"]).endswith("Z")
+    times = [str(r["time"]) for r in records]
+    assert times == sorted(times)  # oldest first
+
+    human = syncd("log", "-c", setup.config)
+    assert human.returncode == 0
+    assert "\tdocs\tupload\tok\tup.txt\t7\t" in human.stdout
+
+    assert syncd("log", "--since", "1h", "--json", "-c", setup.config).stdout == result.stdout
+    assert syncd("log", "--since", "2999-01-01", "-c", setup.config).stdout == ""
+    assert syncd("log", "--pair", "nope", "-c", setup.config).returncode == 2
+    bad = syncd("log", "--since", "yesterday-ish", "-c", setup.config)
+    assert bad.returncode == 2 and "--since" in bad.stderr
+
+
+def test_held_deletions_are_in_the_log(tmp_path: Path) -> None:
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    setup = Setup(tmp_path, f"file://{remote}", pair_extra={"max_delete": 10})
+    setup.write()
+    for i in range(4):
+        (setup.local / f"f{i}.txt").write_bytes(b"x")
+    assert syncd("once", "-c", setup.config).returncode == 0
+    for i in range(3):
+        (setup.local / f"f{i}.txt").unlink()
+    assert syncd("once", "-c", setup.config).returncode == 4  # held
+    records = _records(syncd("log", "--json", "-c", setup.config).stdout)
+    held = sorted(str(r["path"]) for r in records if r["result"] == "held")
+    assert held == ["f0.txt", "f1.txt", "f2.txt"]
+    assert all(r["op"] == "delete_remote" for r in records if r["result"] == "held")
+
+
+def test_old_records_are_pruned(tmp_path: Path) -> None:
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    setup = Setup(tmp_path, f"file://{remote}", extra={"log_retention_days": 30})
+    setup.write()
+    (setup.local / "a.txt").write_bytes(b"a")
+    assert syncd("once", "-c", setup.config).returncode == 0
+    with sqlite3.connect(setup.state_db) as db:  # age every record by 31 days
+        db.execute("UPDATE oplog SET ts = ts - 31 * 86400")
+    (setup.local / "b.txt").write_bytes(b"b")
+    assert syncd("once", "-c", setup.config).returncode == 0
+    paths = [r["path"] for r in _records(syncd("log", "--json", "-c", setup.config).stdout)]
+    assert paths == ["b.txt"]
+
+
+@pytest.mark.parametrize(
+    ("text", "back"), [("90s", 90), ("15m", 900), ("1h", 3600), ("2d", 172800), ("1w", 604800)]
+)
+def test_since_spans(text: str, back: float) -> None:
+    assert parse_since(text, now=1_000_000.0) == 1_000_000.0 - back
+
+
+def test_since_times() -> None:
+    assert parse_since("2026-11-24T10:00:00Z") == parse_since("2026-11-24T10:00:00+00:00")
+    assert parse_since("2026-11-24") < time.time()
+    with pytest.raises(ValueError, match="--since"):
+        parse_since("soon")
