@@ -12,7 +12,7 @@ import click
 
 from syncd import __version__, logs
 from syncd.config import Config, ConfigError, default_socket_path, load_config, resolve_config_path
-from syncd.daemon.lock import AlreadyRunning, InstanceLock
+from syncd.daemon.lock import AlreadyRunning, InstanceLock, instance_lock
 from syncd.daemon.protocol import DaemonError, DaemonUnreachable, request
 from syncd.engine.core import (
     EXIT_ATTENTION,
@@ -21,7 +21,9 @@ from syncd.engine.core import (
     EXIT_USAGE,
     Engine,
     Report,
+    run_one_way,
 )
+from syncd.engine.oneway import Direction, one_way_config
 from syncd.progress_view import progress_bars
 from syncd.providers.errors import ProviderError
 from syncd.providers.url import RemoteURLError
@@ -35,17 +37,25 @@ def fail(message: str, code: int) -> NoReturn:
 
 
 def _load(config_path: str | None) -> Config:
+    """The config: a file (-c, $SYNCD_CONFIG, the XDG default), else one pair from the
+    SYNCD_* variables (handy in containers)."""
+    import os
+
+    from syncd.config.environment import config_from_env, has_env_config
+
     path = resolve_config_path(config_path)
-    if path is None:
-        fail(
-            "no config file: pass -c CONFIG, set SYNCD_CONFIG, or create "
-            "$XDG_CONFIG_HOME/syncd/syncd.yaml",
-            EXIT_USAGE,
-        )
     try:
-        return load_config(path)
+        if path is not None:
+            return load_config(path)
+        if has_env_config(os.environ):
+            return config_from_env(os.environ)
     except ConfigError as exc:
         fail(str(exc), EXIT_USAGE)
+    fail(
+        "no config file: pass -c CONFIG, set SYNCD_CONFIG, create "
+        "$XDG_CONFIG_HOME/syncd/syncd.yaml, or set SYNCD_LOCAL and SYNCD_REMOTE",
+        EXIT_USAGE,
+    )
 
 
 def _socket(config_path: str | None) -> Path:
@@ -56,11 +66,7 @@ def _socket(config_path: str | None) -> Path:
 
 
 def _lock(config: Config) -> InstanceLock:
-    db = sqlite_path(config.state)
-    if db is not None:
-        return InstanceLock(db.with_name(db.name + ".lock"), f"state {db}")
-    sock = Path(config.socket)
-    return InstanceLock(sock.with_name(sock.name + ".lock"), f"socket {sock}")
+    return instance_lock(config.state, Path(config.socket))
 
 
 def _setup_logging(ctx: click.Context, config: Config) -> None:
@@ -224,59 +230,25 @@ def download(ctx: click.Context, /, remote_url: str, local_dir: str, **options: 
 
 def _one_way(
     ctx: click.Context,
-    direction: str,
+    direction: Direction,
     local_dir: str,
     remote_url: str,
     options: dict[str, Any],
 ) -> None:
-    """A copy in one direction, like `rclone copy`: the source wins a difference (the replaced
-    version is kept in the trash), nothing is deleted, and a state of its own per
-    (folder, remote) makes a repeated run transfer only what changed."""
-    import hashlib
-
-    from syncd.config import default_state_url, load_config_dict
+    """`upload` / `download`: one-way copies through the same engine scripts use."""
+    from functools import partial
 
     exclude, include = options.pop("exclude"), options.pop("include")
     dry_run: bool = options.pop("dry_run")
-    tuning = options  # --bwlimit, --transfers, --part-size
-
-    local = Path(local_dir).expanduser().absolute()
-    if direction == "upload" and not local.is_dir():
-        fail(f"{local_dir}: no such folder", EXIT_USAGE)
-    if direction == "download" and not dry_run:
-        local.mkdir(parents=True, exist_ok=True)
-    if direction == "upload" and not dry_run and remote_url.startswith("file://"):
-        # Like `rclone copy` / `rsync`: a destination folder that is not there yet is made.
-        from syncd.providers.url import parse_remote_url
-
-        try:
-            Path(parse_remote_url(remote_url).path).mkdir(parents=True, exist_ok=True)
-        except (RemoteURLError, OSError) as exc:
-            fail(f"{remote_url}: {exc}", EXIT_USAGE)
-    identity = hashlib.sha256(f"{direction}\0{local}\0{remote_url}".encode()).hexdigest()[:16]
-    state_dir = sqlite_path(default_state_url())
-    assert state_dir is not None
-    state_file = state_dir.parent / "transfers" / f"{identity}.db"
+    tuning = {TUNING[k]: v for k, v in options.items()}  # --bwlimit, --transfers, --part-size
     try:
-        config = load_config_dict(
-            {
-                "state": f"sqlite:///{state_file}",
-                "log": {"format": "auto"},
-                **{TUNING[k]: v for k, v in tuning.items() if v is not None},
-                "pairs": [
-                    {
-                        "name": f"{direction}-{identity[:8]}",
-                        "local": str(local),
-                        "remote": remote_url,
-                        "direction": direction,
-                        "conflict": "local_wins" if direction == "upload" else "cloud_wins",
-                        "exclude": list(exclude),
-                        "include": list(include),
-                    }
-                ],
-            },
-            source="command line",
-            expand_env=False,
+        config = one_way_config(
+            direction,
+            Path(local_dir),
+            remote_url,
+            exclude=exclude,
+            include=include,
+            settings=tuning,
         )
     except ConfigError as exc:
         message = str(exc).replace("command line: pairs[0].", "")
@@ -284,14 +256,17 @@ def _one_way(
             message = message.replace(f"command line: {key}:", f"--{flag.replace('_', '-')}:")
         fail(message, EXIT_USAGE)
     _setup_logging(ctx, config)
+    show = partial(progress_bars, enabled=sys.stderr.isatty() and not dry_run)
     try:
-        with _lock(config), _open_engine(config) as engine:
-            for syncer in engine.syncers.values():
-                syncer.propagate_deletes = False
-            with progress_bars(engine.inflight, enabled=sys.stderr.isatty() and not dry_run):
-                report = engine.sync_once(dry_run=dry_run)
+        report = run_one_way(config, dry_run=dry_run, show=show)
     except AlreadyRunning as exc:
         fail(str(exc), EXIT_FAILED)
+    except FileNotFoundError as exc:
+        fail(f"{local_dir}: no such folder" if direction == "upload" else str(exc), EXIT_USAGE)
+    except StateError as exc:
+        fail(str(exc), EXIT_FAILED)
+    except (ProviderError, RemoteURLError) as exc:
+        fail(str(exc), EXIT_USAGE)
     _print_report(report, dry_run)
     sys.exit(report.exit_code)
 

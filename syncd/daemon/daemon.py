@@ -389,28 +389,17 @@ class Daemon:
                 state = "held"
             else:
                 state = "idle"
+            summary = self.engine.pair_summary(name)
+            # The contract's keys first, in its order; then the rest of the summary.
             pairs.append(
                 {
                     "name": name,
                     "state": state,
-                    "local": str(syncer.root),
-                    "remote": syncer.pair.remote,
+                    "local": summary.pop("local"),
+                    "remote": summary.pop("remote"),
                     "queued": queued,
                     "in_flight": in_flight,
-                    "synced_files": self.engine.store.count(name),
-                    "failed": len(stats.failures),
-                    "failures": [
-                        f.as_json()
-                        for f in sorted(stats.failures.values(), key=lambda f: f.path)[:100]
-                    ],
-                    "conflict_paths": sorted(stats.conflicts)[:100],
-                    "conflicts": len(stats.conflicts),
-                    "last_sync": _iso(stats.last_sync),
-                    "last_error": stats.fault or stats.last_error,
-                    "held": len(stats.held),
-                    "held_reason": stats.held_reason,
-                    "uploaded": stats.uploaded,
-                    "downloaded": stats.downloaded,
+                    **summary,
                 }
             )
         return {

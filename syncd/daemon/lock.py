@@ -48,3 +48,14 @@ class InstanceLock:
 
     def __exit__(self, *_exc: object) -> None:
         self.release()
+
+
+def instance_lock(state_url: str, socket: Path) -> InstanceLock:
+    """The lock that keeps two syncd processes off one state: beside the SQLite file, or
+    beside the socket for other databases."""
+    from syncd.state import sqlite_path
+
+    db = sqlite_path(state_url)
+    if db is not None:
+        return InstanceLock(db.with_name(db.name + ".lock"), f"state {db}")
+    return InstanceLock(socket.with_name(socket.name + ".lock"), f"socket {socket}")

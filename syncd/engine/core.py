@@ -6,15 +6,23 @@ adds a watcher, a poller and a control socket around the same engine).
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import structlog
 
-from syncd.config import Config, PairConfig
+from syncd.config import Config, PairConfig, load_config, load_config_dict
+from syncd.config.environment import config_from_env
+from syncd.daemon.lock import InstanceLock, instance_lock
 from syncd.engine.debounce import Debouncer, Pending
 from syncd.engine.multipart import Meter, PartSettings
+from syncd.engine.oneway import Direction, inherited_settings, one_way_config
 from syncd.engine.progress import InFlight
 from syncd.engine.retry import RetryPolicy
 from syncd.engine.stats import Failure
@@ -35,9 +43,26 @@ REQUEUE_BASE_DELAY = 0.25
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_ATTENTION = 0, 1, 2, 3, 4
 
 
+def _iso(when: float | None) -> str | None:
+    if when is None:
+        return None
+    return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True, slots=True)
+class ConflictOutcome:
+    """A conflict one pass met: how it was settled, or that it waits for a person."""
+
+    pair: str
+    path: str
+    strategy: str
+    outcome: str  # what the strategy did, or "open: …" for one waiting for a decision
+
+
 @dataclass
 class PairReport:
     name: str
+    strategy: str = ""
     uploaded: int = 0
     downloaded: int = 0
     bytes_up: int = 0
@@ -53,10 +78,51 @@ class PairReport:
 
 @dataclass
 class Report:
-    """What one reconciliation did, per pair; `exit_code` follows the contract."""
+    """What one reconciliation did, per pair; `exit_code` follows the contract. The totals
+    below add up every pair, for scripts that want one number."""
 
     pairs: list[PairReport]
     elapsed_s: float
+
+    @property
+    def files_up(self) -> int:
+        return sum(p.uploaded for p in self.pairs)
+
+    @property
+    def files_down(self) -> int:
+        return sum(p.downloaded for p in self.pairs)
+
+    @property
+    def bytes_up(self) -> int:
+        return sum(p.bytes_up for p in self.pairs)
+
+    @property
+    def bytes_down(self) -> int:
+        return sum(p.bytes_down for p in self.pairs)
+
+    @property
+    def speed_bps(self) -> float:
+        """Bytes moved (both directions) per second of the whole pass."""
+        return (self.bytes_up + self.bytes_down) / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def failures(self) -> list[Failure]:
+        return [f for p in self.pairs for f in sorted(p.failures.values(), key=lambda f: f.path)]
+
+    @property
+    def conflicts(self) -> list[ConflictOutcome]:
+        found = []
+        for p in self.pairs:
+            for path, outcome in sorted(p.settled.items()):
+                found.append(ConflictOutcome(p.name, path, p.strategy, outcome))
+            for path, reason in sorted(p.conflicts.items()):
+                found.append(ConflictOutcome(p.name, path, p.strategy, f"open: {reason}"))
+        return found
+
+    @property
+    def held_deletions(self) -> dict[str, dict[str, str]]:
+        """pair -> {path: side} of the deletions a safety guard held back."""
+        return {p.name: dict(p.held) for p in self.pairs if p.held}
 
     @property
     def exit_code(self) -> int:
@@ -68,8 +134,20 @@ class Report:
 
 
 class Engine:
-    def __init__(self, config: Config, store: StateStore | None = None) -> None:
+    """The sync engine: every pair of a config, its workers, its state. The CLI and the daemon
+    are built on it, and so are scripts (`from syncd import Engine`):
+
+        with Engine.from_config_file("syncd.yaml") as engine:
+            report = engine.sync_once()
+            print(report.files_up, report.bytes_up, report.failures)
+    """
+
+    def __init__(
+        self, config: Config, store: StateStore | None = None, lock: InstanceLock | None = None
+    ) -> None:
         self.config = config
+        #: Held while this engine lives (the constructors below take it): one syncd per state.
+        self._instance_lock = lock
         self.store = store if store is not None else StateStore(config.state)
         self.queue = WorkQueue()
         self.stopping = threading.Event()
@@ -89,6 +167,82 @@ class Engine:
         self.delayed.start()
         for pair in config.pairs:
             self.add_pair(pair)
+
+    # -- construction, for scripts ---------------------------------------------------------
+    @classmethod
+    def from_config(cls, config: Config) -> Engine:
+        """An engine on `config` that holds the instance lock of its state until `close()`
+        (AlreadyRunning if a daemon or another engine uses that state)."""
+        lock = instance_lock(config.state, Path(config.socket))
+        lock.acquire()
+        try:
+            return cls(config, lock=lock)
+        except BaseException:
+            lock.release()
+            raise
+
+    @classmethod
+    def from_config_file(cls, path: str | os.PathLike[str]) -> Engine:
+        """From a YAML file (ConfigError names the key at fault)."""
+        return cls.from_config(load_config(Path(path)))
+
+    @classmethod
+    def from_config_dict(cls, data: Mapping[str, Any], *, expand_env: bool = True) -> Engine:
+        """From the same structure as the YAML file, as a dict."""
+        return cls.from_config(load_config_dict(data, "<dict>", expand_env=expand_env))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Engine:
+        """One pair from SYNCD_LOCAL, SYNCD_REMOTE, … (ConfigError names the variable)."""
+        return cls.from_config(config_from_env(os.environ if environ is None else environ))
+
+    # -- one-way copies -------------------------------------------------------------------
+    def upload(
+        self,
+        local_dir: str | os.PathLike[str],
+        remote_url: str,
+        *,
+        exclude: Iterable[str] = (),
+        include: Iterable[str] = (),
+        dry_run: bool = False,
+    ) -> Report:
+        """Copy LOCAL_DIR to REMOTE_URL like `syncd upload` (nothing is deleted)."""
+        return self._one_way(
+            "upload", Path(local_dir), remote_url, filters=(exclude, include), dry_run=dry_run
+        )
+
+    def download(
+        self,
+        remote_url: str,
+        local_dir: str | os.PathLike[str],
+        *,
+        exclude: Iterable[str] = (),
+        include: Iterable[str] = (),
+        dry_run: bool = False,
+    ) -> Report:
+        """Copy REMOTE_URL into LOCAL_DIR like `syncd download` (nothing is deleted)."""
+        return self._one_way(
+            "download", Path(local_dir), remote_url, filters=(exclude, include), dry_run=dry_run
+        )
+
+    def _one_way(
+        self,
+        direction: Direction,
+        local: Path,
+        remote_url: str,
+        *,
+        filters: tuple[Iterable[str], Iterable[str]],
+        dry_run: bool,
+    ) -> Report:
+        config = one_way_config(
+            direction,
+            local,
+            remote_url,
+            exclude=filters[0],
+            include=filters[1],
+            settings=inherited_settings(self.config),
+        )
+        return run_one_way(config, dry_run=dry_run)
 
     def add_pair(self, pair: PairConfig) -> PairSyncer:
         provider = open_provider(pair.remote, pair.options, workers=self.config.workers)
@@ -187,10 +341,11 @@ class Engine:
         started = time.monotonic()
         names = [pair] if pair is not None else list(self.syncers)
         reports: dict[str, PairReport] = {}
+        before = {name: self._begin_pass(name) for name in names}
         for name in names:
             syncer = self.syncers[name]
             syncer.plan_only = dry_run
-            report = reports[name] = PairReport(name)
+            report = reports[name] = PairReport(name, strategy=syncer.pair.conflict)
             try:
                 planned = syncer.plan(first_pass=not dry_run)
             except PairFault as exc:
@@ -205,18 +360,90 @@ class Engine:
         self._drain([n for n in names if reports[n].fault is None], dry_run)
         for name, report in reports.items():
             syncer = self.syncers[name]
-            stats = syncer.stats
             report.planned = sorted(syncer.planned, key=lambda item: item.path)
             syncer.plan_only = False
-            report.uploaded, report.downloaded = stats.uploaded, stats.downloaded
-            report.bytes_up, report.bytes_down = stats.bytes_up, stats.bytes_down
-            report.failures = dict(stats.failures)
-            report.conflicts = dict(stats.conflicts)
-            report.settled = dict(stats.settled)
-            report.held, report.held_reason = dict(stats.held), stats.held_reason
+            self._fill(report, before[name])
         if not dry_run:
             self.prune_oplog()
         return Report(list(reports.values()), time.monotonic() - started)
+
+    def retry_failed(self) -> Report:
+        """Try every failed path again now (what `syncd retry` asks of the daemon)."""
+        started = time.monotonic()
+        names = [n for n, s in self.syncers.items() if s.stats.failures]
+        before = {name: self._begin_pass(name) for name in names}
+        for name in names:
+            for path in list(self.syncers[name].stats.failures):
+                self.queue.put(name, path)
+        self._drain(names, dry_run=False)
+        reports = []
+        for name in names:
+            report = PairReport(name, strategy=self.syncers[name].pair.conflict)
+            self._fill(report, before[name])
+            reports.append(report)
+        return Report(reports, time.monotonic() - started)
+
+    def _begin_pass(self, name: str) -> tuple[int, int, int, int]:
+        """What a pass's report counts from: the pair's totals before it (one engine may run
+        many passes), and no settled conflicts yet."""
+        stats = self.syncers[name].stats
+        stats.settled.clear()
+        return stats.uploaded, stats.downloaded, stats.bytes_up, stats.bytes_down
+
+    def _fill(self, report: PairReport, before: tuple[int, int, int, int]) -> None:
+        stats = self.syncers[report.name].stats
+        report.uploaded = stats.uploaded - before[0]
+        report.downloaded = stats.downloaded - before[1]
+        report.bytes_up = stats.bytes_up - before[2]
+        report.bytes_down = stats.bytes_down - before[3]
+        report.failures = dict(stats.failures)
+        report.conflicts = dict(stats.conflicts)
+        report.settled = dict(stats.settled)
+        report.held, report.held_reason = dict(stats.held), stats.held_reason
+        report.fault = report.fault or stats.fault
+
+    def status(self) -> dict[str, Any]:
+        """Every pair as the API (and, with the daemon's queue facts, `syncd status`) shows
+        it: files in sync, failures, conflicts, held deletions, and totals since this engine
+        started and since the state was created."""
+        return {"pairs": [self.pair_summary(name) for name in self.syncers]}
+
+    def pair_summary(self, name: str) -> dict[str, Any]:
+        syncer = self.syncers[name]
+        stats = syncer.stats
+        return {
+            "name": name,
+            "local": str(syncer.root),
+            "remote": syncer.pair.remote,
+            "synced_files": self.store.count(name),
+            "failed": len(stats.failures),
+            "failures": [
+                f.as_json() for f in sorted(stats.failures.values(), key=lambda f: f.path)[:100]
+            ],
+            "conflicts": len(stats.conflicts),
+            "conflict_paths": sorted(stats.conflicts)[:100],
+            "last_sync": _iso(stats.last_sync),
+            "last_error": stats.fault or stats.last_error,
+            "held": len(stats.held),
+            "held_reason": stats.held_reason,
+            "uploaded": stats.uploaded,
+            "downloaded": stats.downloaded,
+            "totals": {"since_start": stats.totals(), "since_install": self._installed(name)},
+        }
+
+    def _installed(self, name: str) -> dict[str, object]:
+        counters = self.store.counters(name)
+        prefix = "conflicts_resolved:"
+        return {
+            "files_up": counters.get("files_up", 0),
+            "bytes_up": counters.get("bytes_up", 0),
+            "files_down": counters.get("files_down", 0),
+            "bytes_down": counters.get("bytes_down", 0),
+            "failures": counters.get("failures", 0),
+            "conflicts_resolved": {
+                k.removeprefix(prefix): v for k, v in counters.items() if k.startswith(prefix)
+            },
+        }
 
     def prune_oplog(self, now: float | None = None) -> int:
         """Drop operation records older than `log_retention_days` (0 keeps them all)."""
@@ -261,9 +488,36 @@ class Engine:
         for syncer in self.syncers.values():
             syncer.provider.close()
         self.store.close()
+        if self._instance_lock is not None:
+            self._instance_lock.release()
+            self._instance_lock = None
 
     def __enter__(self) -> Engine:
         return self
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+
+def run_one_way(
+    config: Config, *, dry_run: bool = False, show: Callable[[InFlight], Any] | None = None
+) -> Report:
+    """One copy in the direction its single pair names: create-only of nothing, delete nothing.
+    A missing destination folder of an upload to file:// is made first, like rclone does.
+    `show` wraps the pass (progress bars on a terminal) and gets the engine's transfers."""
+    pair = config.pairs[0]
+    local = Path(pair.local)
+    if pair.direction == "upload" and not local.is_dir():
+        raise FileNotFoundError(f"{local}: no such folder")
+    if not dry_run:
+        if pair.direction == "download":
+            local.mkdir(parents=True, exist_ok=True)
+        elif pair.remote_url.scheme == "file":
+            Path(pair.remote_url.path).mkdir(parents=True, exist_ok=True)
+    with Engine.from_config(config) as engine:
+        for syncer in engine.syncers.values():
+            syncer.propagate_deletes = False
+        if show is None:
+            return engine.sync_once(dry_run=dry_run)
+        with show(engine.inflight):
+            return engine.sync_once(dry_run=dry_run)

@@ -60,6 +60,8 @@ class PairStats:
     fault: str | None = None  # a pair-level problem (root missing, remote unreachable)
     uploaded: int = 0
     downloaded: int = 0
+    failures_total: int = 0  # every failure since start (the dict above holds the open ones)
+    resolved: dict[str, int] = field(default_factory=dict)  # conflicts settled, per strategy
     bytes_up: int = 0
     bytes_down: int = 0
     #: Transfer durations per direction: counts per DURATION_BUCKETS slot (+Inf last), and sum.
@@ -82,6 +84,7 @@ class PairStats:
                 next_try=now + failure_backoff(attempts),
             )
             self.failures[path] = failure
+            self.failures_total += 1
             self.last_error = f"{path}: {error}"
             return failure
 
@@ -107,9 +110,23 @@ class PairStats:
         with self._lock:
             self.conflicts[path] = reason
 
-    def settle(self, path: str, outcome: str) -> None:
+    def settle(self, path: str, outcome: str, strategy: str = "") -> None:
         with self._lock:
             self.settled[path] = outcome
+            if strategy:
+                self.resolved[strategy] = self.resolved.get(strategy, 0) + 1
+
+    def totals(self) -> dict[str, object]:
+        """Since this process started: what `status` and the API report as `since_start`."""
+        with self._lock:
+            return {
+                "files_up": self.uploaded,
+                "bytes_up": self.bytes_up,
+                "files_down": self.downloaded,
+                "bytes_down": self.bytes_down,
+                "failures": self.failures_total,
+                "conflicts_resolved": dict(self.resolved),
+            }
 
     def set_held(self, reason: str | None, paths: dict[str, str]) -> None:
         with self._lock:

@@ -53,9 +53,9 @@ log = structlog.get_logger("syncd.engine")
 
 Logger = structlog.typing.FilteringBoundLogger
 
-#: `syncd resolve PATH --keep X` settles a conflict as if the pair's strategy were this.
 DELETE_SIDE = {Action.DELETE_LOCAL: "local", Action.DELETE_REMOTE: "remote"}
 
+#: `syncd resolve PATH --keep X` settles a conflict as if the pair's strategy were this.
 KEEP_STRATEGY = {"local": "local_wins", "remote": "cloud_wins", "both": "version_preserve"}
 
 
@@ -298,6 +298,7 @@ class PairSyncer:
         except (ProviderError, OSError) as exc:
             message = _describe(exc)
             failure = self.stats.failed(path, message, op=op)
+            self.store.bump(self.name, {"failures": 1})
             plog.warning(
                 "sync failed",
                 op=op,
@@ -460,7 +461,9 @@ class PairSyncer:
             outcome = self._preserve_remote_copy(path, remote, plog)
         if outcome is Outcome.DONE:
             plog.info("conflict settled", op="conflict", outcome=outcome_text, reason=why)
-            self.stats.settle(path, outcome_text)
+            strategy = "manual" if keep is not None else self.pair.conflict  # by whom
+            self.stats.settle(path, outcome_text, strategy)
+            self.store.bump(self.name, {f"conflicts_resolved:{strategy}": 1})
             self._oplog(path, "conflict", "ok", note=outcome_text)
         return outcome
 

@@ -20,7 +20,7 @@ SCHEMA_VERSION = 3
 #: version v to v + 1. New tables need no step (create_all adds them).
 MIGRATIONS: dict[int, list[str]] = {
     1: ["ALTER TABLE files ADD COLUMN ctime_ns BIGINT NOT NULL DEFAULT 0"],
-    2: [],  # the uploads and downloads tables (created by create_all)
+    2: [],  # the uploads, downloads and counters tables (created by create_all)
 }
 
 metadata = MetaData()
@@ -109,4 +109,14 @@ downloads = Table(
     Column("chunk_size", BigInteger, nullable=False),
     Column("started_at", Float, nullable=False),
     Column("chunks", Text, nullable=False),  # JSON: sorted chunk indexes
+)
+
+#: Running totals since the state was created ("since install"): files and bytes per direction,
+#: failures, conflicts settled per strategy. One row per (pair, name).
+counters = Table(
+    "counters",
+    metadata,
+    Column("pair", String(64), primary_key=True),
+    Column("name", String(64), primary_key=True),
+    Column("value", BigInteger, nullable=False),
 )

@@ -197,6 +197,9 @@ class StateStore:
                 conn.execute(schema.files.insert().values(**values))
             if op is not None:
                 conn.execute(schema.oplog.insert().values(**_op_values(op)))
+                direction = TRANSFER_COUNTERS.get(op.op)
+                if direction is not None and op.result == "ok":
+                    _bump(conn, pair, {f"files_{direction}": 1, f"bytes_{direction}": op.size or 0})
 
     def forget(self, pair: str, paths: Iterable[str] | None = None) -> None:
         """Drop base entries: the given paths, or the whole pair (a later pass is a first sync,
@@ -279,6 +282,17 @@ class StateStore:
             result = conn.execute(delete(schema.oplog).where(schema.oplog.c.ts < before))
             return int(result.rowcount or 0)
 
+    # -- totals since the state was created ------------------------------------------------
+    def bump(self, pair: str, deltas: dict[str, int]) -> None:
+        with self._writing() as conn:
+            _bump(conn, pair, deltas)
+
+    def counters(self, pair: str) -> dict[str, int]:
+        table = schema.counters
+        with self._engine.connect() as conn:
+            rows = conn.execute(select(table.c.name, table.c.value).where(table.c.pair == pair))
+            return {name: int(value) for name, value in rows}
+
     def integrity_check(self) -> str:
         with self._engine.connect() as conn:
             return str(conn.exec_driver_sql("PRAGMA integrity_check").scalar_one())
@@ -305,6 +319,22 @@ def _entry(row: Any) -> BaseEntry:
         remote_etag=row["remote_etag"],
         synced_at=row["synced_at"],
     )
+
+
+#: Operation-log entries that count as a transfer, and their direction.
+TRANSFER_COUNTERS = {"upload": "up", "download": "down"}
+
+
+def _bump(conn: Connection, pair: str, deltas: dict[str, int]) -> None:
+    table = schema.counters
+    for name, delta in deltas.items():
+        insert = sqlite_insert(table).values(pair=pair, name=name, value=delta)
+        conn.execute(
+            insert.on_conflict_do_update(
+                index_elements=[table.c.pair, table.c.name],
+                set_={"value": table.c.value + delta},
+            )
+        )
 
 
 def _op_record(r: Any) -> OpRecord:

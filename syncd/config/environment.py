@@ -1,0 +1,56 @@
+"""One pair from the environment alone (containers, CI jobs): `SYNCD_LOCAL`, `SYNCD_REMOTE`
+and friends, validated exactly like a config file, with errors naming the variable."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from syncd.config.loader import ConfigError, load_config_dict
+from syncd.config.model import Config
+
+#: Variable -> where it lands in the config (top-level key, or "pairs[0].KEY").
+VARIABLES = {
+    "SYNCD_LOCAL": "pairs[0].local",
+    "SYNCD_REMOTE": "pairs[0].remote",
+    "SYNCD_STATE": "state",
+    "SYNCD_CONFLICT": "pairs[0].conflict",
+    "SYNCD_DIRECTION": "pairs[0].direction",
+    "SYNCD_WORKERS": "workers",
+    "SYNCD_POLL_INTERVAL": "pairs[0].poll_interval",
+    "SYNCD_EXCLUDE": "pairs[0].exclude",
+}
+#: What a config from the environment calls its one pair.
+PAIR_NAME = "default"
+SOURCE = "environment"
+
+
+def has_env_config(environ: Mapping[str, str]) -> bool:
+    """True when the environment defines a pair (both ends named)."""
+    return bool(environ.get("SYNCD_LOCAL")) and bool(environ.get("SYNCD_REMOTE"))
+
+
+def config_from_env(environ: Mapping[str, str]) -> Config:
+    """The config the SYNCD_* variables describe. ConfigError names the variable at fault."""
+    missing = [name for name in ("SYNCD_LOCAL", "SYNCD_REMOTE") if not environ.get(name)]
+    if missing:
+        raise ConfigError(SOURCE, "must be set to define a pair", key=missing[0])
+    pair: dict[str, Any] = {"name": PAIR_NAME}
+    document: dict[str, Any] = {"pairs": [pair]}
+    for name, target in VARIABLES.items():
+        value = environ.get(name)
+        if value is None or value == "":
+            continue
+        key = target.removeprefix("pairs[0].")
+        parsed: Any = [p.strip() for p in value.split(",") if p.strip()]
+        if name != "SYNCD_EXCLUDE":
+            parsed = value
+        (pair if target.startswith("pairs[0].") else document)[key] = parsed
+    try:
+        # No ${VAR} expansion: the values come from the environment already.
+        return load_config_dict(document, SOURCE, expand_env=False)
+    except ConfigError as exc:
+        variable = next((n for n, t in VARIABLES.items() if t == exc.key), None)
+        if variable is None:
+            raise
+        raise ConfigError(SOURCE, exc.problem, key=variable) from None

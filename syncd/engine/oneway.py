@@ -1,0 +1,72 @@
+"""One-way copies (`syncd upload` / `download`, `Engine.upload` / `download`), like
+`rclone copy`: the source wins a difference (the replaced version goes to the trash), nothing is
+ever deleted, and a small state of their own per (direction, folder, remote) makes a repeated
+run transfer only what changed."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from syncd.config import Config, default_state_url, load_config_dict
+from syncd.state import sqlite_path
+
+Direction = Literal["upload", "download"]
+#: Settings of a full config that a one-way copy takes over (limits, concurrency, parts).
+INHERITED = (
+    "workers",
+    "bandwidth_limit",
+    "upload_limit",
+    "download_limit",
+    "multipart_threshold",
+    "part_size",
+    "part_concurrency",
+    "retry",
+)
+SOURCE = "command line"
+
+
+def one_way_config(
+    direction: Direction,
+    local: Path,
+    remote_url: str,
+    *,
+    exclude: Iterable[str] = (),
+    include: Iterable[str] = (),
+    settings: Mapping[str, Any] | None = None,
+) -> Config:
+    """The config of one copy: one pair in `direction`, state under
+    `$XDG_STATE_HOME/syncd/transfers/`. Raises ConfigError (source "command line")."""
+    local = local.expanduser().absolute()
+    identity = hashlib.sha256(f"{direction}\0{local}\0{remote_url}".encode()).hexdigest()[:16]
+    default_db = sqlite_path(default_state_url())
+    assert default_db is not None  # the default is always a SQLite file
+    state_file = default_db.parent / "transfers" / f"{identity}.db"
+    return load_config_dict(
+        {
+            "state": f"sqlite:///{state_file}",
+            "log": {"format": "auto"},
+            **{k: v for k, v in (settings or {}).items() if v is not None},
+            "pairs": [
+                {
+                    "name": f"{direction}-{identity[:8]}",
+                    "local": str(local),
+                    "remote": remote_url,
+                    "direction": direction,
+                    "conflict": "local_wins" if direction == "upload" else "cloud_wins",
+                    "exclude": list(exclude),
+                    "include": list(include),
+                }
+            ],
+        },
+        source=SOURCE,
+        expand_env=False,
+    )
+
+
+def inherited_settings(config: Config) -> dict[str, Any]:
+    """The settings of `config` a one-way copy started from an engine keeps."""
+    dumped = config.model_dump(include=set(INHERITED))
+    return {k: v for k, v in dumped.items() if k in config.model_fields_set}

@@ -1,0 +1,228 @@
+"""The Python API: `from syncd import Engine`, its constructors, its typed report, one-way
+copies, retries, status and statistics — and config from the environment alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from harness import syncd, tree
+from remotes import S3Remote
+
+import syncd as api
+from syncd import ConfigError, Engine, Report
+from syncd.daemon.lock import AlreadyRunning
+
+
+def _folders(tmp_path: Path) -> tuple[Path, Path]:
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    local.mkdir()
+    remote.mkdir()
+    return local, remote
+
+
+def _config(tmp_path: Path, local: Path, remote_url: str, **pair: Any) -> dict[str, Any]:
+    return {
+        "state": f"sqlite:///{tmp_path / 'state.db'}",
+        "socket": str(tmp_path / "syncd.sock"),
+        "pairs": [{"name": "docs", "local": str(local), "remote": remote_url, **pair}],
+    }
+
+
+def test_sync_once_reports_typed_totals(tmp_path: Path, s3_bucket: Any) -> None:
+    remote = S3Remote(s3_bucket)
+    local = tmp_path / "local"
+    local.mkdir()
+    (local / "a.txt").write_bytes(b"alpha")
+    remote.put("b.txt", b"beta, longer")
+    data = _config(tmp_path, local, remote.url, options=remote.options)
+
+    with Engine.from_config_dict(data) as engine:
+        report = engine.sync_once()
+        assert isinstance(report, Report)
+        assert (report.files_up, report.bytes_up) == (1, 5)
+        assert (report.files_down, report.bytes_down) == (1, 12)
+        assert report.elapsed_s > 0 and report.speed_bps > 0
+        assert report.failures == [] and report.conflicts == [] and report.held_deletions == {}
+        assert report.exit_code == 0
+
+        # A second pass on the same engine reports only its own work.
+        again = engine.sync_once()
+        assert (again.files_up, again.files_down, again.bytes_up) == (0, 0, 0)
+
+        status = engine.status()
+        (pair,) = status["pairs"]
+        assert pair["synced_files"] == 2
+        assert pair["totals"]["since_start"]["files_up"] == 1
+        assert pair["totals"]["since_install"]["bytes_down"] == 12
+    assert remote.get("a.txt") == b"alpha"
+    assert (local / "b.txt").read_bytes() == b"beta, longer"
+
+
+def test_conflicts_and_statistics_per_strategy(tmp_path: Path) -> None:
+    local, remote = _folders(tmp_path)
+    (local / "f.txt").write_bytes(b"local version")
+    (remote / "f.txt").write_bytes(b"remote version!")
+    data = _config(tmp_path, local, f"file://{remote}", conflict="version_preserve")
+    with Engine.from_config_dict(data) as engine:
+        report = engine.sync_once()
+    (conflict,) = report.conflicts
+    assert (conflict.pair, conflict.path, conflict.strategy) == (
+        "docs",
+        "f.txt",
+        "version_preserve",
+    )
+    assert "older" in conflict.outcome
+    # Totals since install survive a new engine (they live in the state).
+    with Engine.from_config_dict(data) as engine:
+        installed = engine.status()["pairs"][0]["totals"]["since_install"]
+        started = engine.status()["pairs"][0]["totals"]["since_start"]
+    assert installed["conflicts_resolved"] == {"version_preserve": 1}
+    assert started["conflicts_resolved"] == {}
+
+
+def test_manual_conflicts_are_reported_open(tmp_path: Path) -> None:
+    local, remote = _folders(tmp_path)
+    (local / "f.txt").write_bytes(b"mine")
+    (remote / "f.txt").write_bytes(b"theirs")
+    data = _config(tmp_path, local, f"file://{remote}", conflict="manual")
+    with Engine.from_config_dict(data) as engine:
+        report = engine.sync_once()
+    (conflict,) = report.conflicts
+    assert conflict.outcome.startswith("open: ")
+    assert report.exit_code == 4
+
+
+def test_failures_are_typed_and_retried(tmp_path: Path, s3_bucket: Any) -> None:
+    remote = S3Remote(s3_bucket)
+    too_long = "n" * 300 + ".txt"  # no local filesystem holds such a name
+    remote.put(too_long, b"cannot land")
+    remote.put("fine.txt", b"fine")
+    local = tmp_path / "local"
+    local.mkdir()
+    data = _config(tmp_path, local, remote.url, options=remote.options)
+    with Engine.from_config_dict(data) as engine:
+        report = engine.sync_once()
+        (failure,) = report.failures
+        assert isinstance(failure, api.Failure)
+        assert (failure.path, failure.op, failure.attempts) == (too_long, "download", 1)
+        assert report.exit_code == 1 and report.files_down == 1
+
+        still = engine.retry_failed()
+        assert [f.attempts for f in still.failures] == [2]
+        remote.delete(too_long)
+        assert engine.retry_failed().failures == []
+    assert tree(local) == {"fine.txt": b"fine"}
+
+
+def test_upload_and_download_through_the_api(tmp_path: Path) -> None:
+    source, remote = tmp_path / "src", tmp_path / "remote"
+    (source / "sub").mkdir(parents=True)
+    (source / "sub" / "x.bin").write_bytes(b"x" * 1000)
+    (source / "skip.tmp").write_bytes(b"no")
+    data = _config(tmp_path, tmp_path / "unused", f"file://{tmp_path / 'unused-remote'}")
+    (tmp_path / "unused").mkdir()
+    (tmp_path / "unused-remote").mkdir()
+    with Engine.from_config_dict(data) as engine:
+        up = engine.upload(source, f"file://{remote}", exclude=["*.tmp"])
+        assert (up.files_up, up.bytes_up) == (1, 1000)
+        down = engine.download(f"file://{remote}", tmp_path / "back")
+        assert down.files_down == 1
+    assert tree(remote) == {"sub/x.bin": b"x" * 1000}
+    assert tree(tmp_path / "back") == {"sub/x.bin": b"x" * 1000}
+
+
+def test_an_engine_holds_its_state(tmp_path: Path) -> None:
+    local, remote = _folders(tmp_path)
+    data = _config(tmp_path, local, f"file://{remote}")
+    with Engine.from_config_dict(data), pytest.raises(AlreadyRunning):
+        Engine.from_config_dict(data)
+    with Engine.from_config_dict(data) as engine:  # released on close
+        assert engine.sync_once().exit_code == 0
+
+
+def test_from_config_file(tmp_path: Path) -> None:
+    local, remote = _folders(tmp_path)
+    path = tmp_path / "syncd.yaml"
+    path.write_text(yaml.safe_dump(_config(tmp_path, local, f"file://{remote}")))
+    (local / "a.txt").write_bytes(b"a")
+    with Engine.from_config_file(path) as engine:
+        assert engine.sync_once().files_up == 1
+    path.write_text("pairs: [{name: x}]\n")
+    with pytest.raises(ConfigError, match=r"pairs\[0\]\.local"):
+        Engine.from_config_file(path)
+
+
+def test_api_is_exported_and_typed() -> None:
+    assert set(api.__all__) >= {"Engine", "Report", "ConflictOutcome", "Failure", "ConfigError"}
+    assert (Path(api.__file__).parent / "py.typed").exists()
+
+
+# -- config from the environment -------------------------------------------------------------
+
+
+def test_from_env(tmp_path: Path) -> None:
+    local, remote = _folders(tmp_path)
+    (local / "keep.txt").write_bytes(b"keep")
+    (local / "skip.log").write_bytes(b"skip")
+    env = {
+        "SYNCD_LOCAL": str(local),
+        "SYNCD_REMOTE": f"file://{remote}",
+        "SYNCD_STATE": f"sqlite:///{tmp_path / 'env.db'}",
+        "SYNCD_CONFLICT": "manual",
+        "SYNCD_DIRECTION": "upload",
+        "SYNCD_WORKERS": "3",
+        "SYNCD_POLL_INTERVAL": "2.5",
+        "SYNCD_EXCLUDE": "*.log, cache/",
+    }
+    with Engine.from_env(env) as engine:
+        pair = engine.config.pairs[0]
+        assert (pair.conflict, pair.direction, pair.poll_interval) == ("manual", "upload", 2.5)
+        assert pair.exclude == ["*.log", "cache/"] and engine.config.workers == 3
+        engine.sync_once()
+    assert tree(remote) == {"keep.txt": b"keep"}
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "phrase"),
+    [
+        ("SYNCD_WORKERS", "many", "whole number"),
+        ("SYNCD_CONFLICT", "newest", "must be one of"),
+        ("SYNCD_POLL_INTERVAL", "-1", "greater than 0"),
+        ("SYNCD_REMOTE", "ftp://host/x", "unknown scheme"),
+        ("SYNCD_DIRECTION", "sideways", "must be one of"),
+        ("SYNCD_STATE", "not a url", "not a database URL"),
+    ],
+)
+def test_a_bad_variable_exits_2_naming_it(
+    tmp_path: Path, variable: str, value: str, phrase: str
+) -> None:
+    env = {
+        "SYNCD_LOCAL": str(tmp_path),
+        "SYNCD_REMOTE": f"file://{tmp_path}/remote",
+        "SYNCD_CONFIG": "",
+        "XDG_CONFIG_HOME": str(tmp_path / "no-config-here"),
+        variable: value,
+    }
+    result = syncd("once", env=env)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"syncd: environment: {variable}: "), result.stderr
+    assert phrase in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_syncd_once_runs_from_the_environment_alone(tmp_path: Path) -> None:
+    local, remote = _folders(tmp_path)
+    (local / "a.txt").write_bytes(b"from env")
+    env = {
+        "SYNCD_LOCAL": str(local),
+        "SYNCD_REMOTE": f"file://{remote}",
+        "SYNCD_STATE": f"sqlite:///{tmp_path / 'state.db'}",
+        "SYNCD_CONFIG": "",
+        "XDG_CONFIG_HOME": str(tmp_path / "no-config-here"),
+    }
+    result = syncd("once", env=env)
+    assert result.returncode == 0, result.stderr
+    assert (remote / "a.txt").read_bytes() == b"from env"
