@@ -33,6 +33,7 @@ import dataclasses
 import hashlib
 import os
 import re
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -49,6 +50,7 @@ from azure.core.exceptions import (
     ClientAuthenticationError,
     DecodeError,
     HttpResponseError,
+    ResourceExistsError,
     ServiceRequestError,
     ServiceResponseError,
 )
@@ -452,6 +454,9 @@ class AzureProvider:
         )
         self._service, self._credential = make_client(self.options, workers)
         self._container: ContainerClient = self._service.get_container_client(self.container)
+        #: Set once `ensure_root` has made sure the container exists (create_bucket only).
+        self._root_ready = False
+        self._root_lock = threading.Lock()
 
     def _where(self, key: str | None) -> str:
         return f"az://{self.container}/{self.prefix}{key or ''}"
@@ -474,7 +479,45 @@ class AzureProvider:
                 conditional=conditional,
             ) from exc
 
+    def ensure_root(self) -> None:
+        """With `create_bucket`, create the container if it is missing (once per provider;
+        the first listing and `check` call it). Without it, a missing container stays the
+        ContainerMissing error of whatever call meets it."""
+        if self._root_ready or not self.options.create_bucket:
+            return
+        with self._root_lock:
+            if self._root_ready:
+                return
+            try:
+                self._container_exists()
+            except ContainerMissing:
+                self._create_container()
+            self._root_ready = True
+
+    def _create_container(self) -> None:
+        """Create the container; one that appeared meanwhile is fine when it can be reached
+        (another writer won the race), anything else is the error."""
+        try:
+            self._container.create_container()
+        except ResourceExistsError as exc:
+            if _code(exc) != "ContainerAlreadyExists":
+                raise _translate(
+                    exc,
+                    f"cannot create container {self.container!r}",
+                    container=self.container,
+                    on_object=False,
+                ) from exc
+            self._container_exists()  # made meanwhile: ours to use, or a clear error
+        except _SDK_ERRORS as exc:
+            raise _translate(
+                exc,
+                f"cannot create container {self.container!r}",
+                container=self.container,
+                on_object=False,
+            ) from exc
+
     def list(self) -> Iterator[ObjectInfo]:
+        self.ensure_root()
         with self._errors(None):
             blobs = self._container.list_blobs(
                 name_starts_with=self.prefix or None,
@@ -893,6 +936,11 @@ class AzureProvider:
             raise Transient(f"{self._where(dst_key)}: server-side copy {status or 'lost'}")
 
     def check(self) -> None:
+        self.ensure_root()
+        self._container_exists()
+
+    def _container_exists(self) -> None:
+        """The container's properties, or ContainerMissing (and the other sentinels)."""
         try:
             with self._errors(None):
                 self._container.get_container_properties()

@@ -437,6 +437,9 @@ class GCSProvider:
             self._client = make_client(self.options, workers)
         except PermissionDenied as exc:
             self._setup_error = exc
+        #: Set once `ensure_root` has made sure the bucket exists (create_bucket only).
+        self._root_ready = False
+        self._root_lock = threading.Lock()
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -505,7 +508,41 @@ class GCSProvider:
 
     # -- the Provider protocol -----------------------------------------------------------
 
+    def ensure_root(self) -> None:
+        """With `create_bucket`, create the bucket (in `location`) if it is missing (once per
+        provider; the first listing and `check` call it). Without it, a missing bucket stays
+        the BucketMissing error of whatever call meets it."""
+        if self._root_ready or not self.options.create_bucket:
+            return
+        with self._root_lock:
+            if self._root_ready:
+                return
+            try:
+                self._bucket_exists()
+            except BucketMissing:
+                self._create_bucket()
+            self._root_ready = True
+
+    def _create_bucket(self) -> None:
+        """Create the bucket; one that appeared meanwhile (409) is fine when it can be
+        reached (another writer won the race), anything else is the error."""
+        bucket = self._bucket()
+        if not self._client.project:
+            raise InvalidRequest(
+                f"cannot create bucket {self.bucket!r}: no project to create it in "
+                "(set options.project)"
+            )
+        try:
+            self._client.create_bucket(bucket, location=self.options.location, retry=None)
+        except api_exceptions.Conflict:
+            self._bucket_exists()  # ours after all, or a clear error (someone else's)
+        except _SDK_ERRORS as exc:
+            raise _translate(
+                exc, f"cannot create bucket {self.bucket!r}", bucket=self.bucket, on_object=False
+            ) from exc
+
     def list(self) -> Iterator[ObjectInfo]:
+        self.ensure_root()
         bucket = self._bucket()
         with self._errors(None):
             blobs = self._client.list_blobs(
@@ -908,6 +945,7 @@ class GCSProvider:
         return info
 
     def check(self) -> None:
+        self.ensure_root()
         self._bucket_exists()
 
     def close(self) -> None:

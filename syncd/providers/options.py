@@ -30,6 +30,9 @@ class S3Options(_Options):
     ) = None
     addressing_style: Literal["auto", "path", "virtual"] | None = None
     verify_ssl: bool = True
+    #: Create the bucket (in `region`, else the client's region) when it does not exist,
+    #: instead of failing the pair.
+    create_bucket: bool = False
 
 
 class GCSOptions(_Options):
@@ -40,6 +43,11 @@ class GCSOptions(_Options):
     credentials_file: str | None = None
     endpoint_url: str | None = None
     storage_class: Literal["STANDARD", "NEARLINE", "COLDLINE", "ARCHIVE"] | None = None
+    #: Create the bucket (in `location`) when it does not exist, instead of failing the pair.
+    create_bucket: bool = False
+    #: Where a bucket made by `create_bucket` lives: a multi-region ("US", "EU", "ASIA"), a
+    #: dual-region or a region ("europe-west1"). Ignored for a bucket that exists.
+    location: str = Field(default="US", min_length=1)
 
 
 class AzureOptions(_Options):
@@ -52,6 +60,8 @@ class AzureOptions(_Options):
     account_key: str | None = Field(default=None, repr=False)
     sas_token: str | None = Field(default=None, repr=False)
     storage_class: Literal["Hot", "Cool", "Cold", "Archive"] | None = None
+    #: Create the container when it does not exist, instead of failing the pair.
+    create_bucket: bool = False
 
 
 OPTIONS_BY_SCHEME: dict[str, type[_Options]] = {

@@ -12,6 +12,7 @@ import dataclasses
 import io
 import os
 import re
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -83,6 +84,11 @@ _DENIED = {
 }
 _THROTTLED = {"SlowDown", "503", "429", "Throttling", "ThrottlingException", "ServiceUnavailable"}
 _SERVER = {"500", "502", "504", "InternalError", "RequestTimeout"}
+#: CreateBucket's answers for a bucket that exists already (made meanwhile by another writer,
+#: or by another account: a second look tells which).
+_BUCKET_EXISTS = {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}
+#: The region whose buckets are created without a LocationConstraint (S3 refuses one there).
+_DEFAULT_REGION = "us-east-1"
 _TRANSPORT = (
     BotoConnectionError,  # botocore's: EndpointConnectionError, ConnectTimeoutError, …
     HTTPClientError,  # ConnectionClosedError, ReadTimeoutError, ResponseStreamingError, …
@@ -335,6 +341,9 @@ class S3Provider:
             multipart=True,
         )
         self._client = make_client(self.options, workers)
+        #: Set once `ensure_root` has made sure the bucket exists (create_bucket only).
+        self._root_ready = False
+        self._root_lock = threading.Lock()
 
     @contextmanager
     def _errors(self, key: str | None, *, conditional: bool = False) -> Iterator[None]:
@@ -348,7 +357,50 @@ class S3Provider:
                 exc, where, bucket=self.bucket, on_object=key is not None, conditional=conditional
             ) from exc
 
+    def ensure_root(self) -> None:
+        """With `create_bucket`, create the bucket if it is missing (once per provider; the
+        first listing and `check` call it). Without it, a missing bucket stays the
+        BucketMissing error of whatever call meets it."""
+        if self._root_ready or not self.options.create_bucket:
+            return
+        with self._root_lock:
+            if self._root_ready:
+                return
+            try:
+                self._head_bucket()
+            except BucketMissing:
+                self._create_bucket()
+            self._root_ready = True
+
+    def _head_bucket(self) -> None:
+        with self._errors(None):
+            self._client.head_bucket(Bucket=self.bucket)
+
+    def _create_bucket(self) -> None:
+        """CreateBucket in the configured region; a bucket that appeared meanwhile is fine
+        when it can be reached (another writer won the race), anything else is the error."""
+        region = self.options.region or self._client.meta.region_name or _DEFAULT_REGION
+        params: dict[str, Any] = {"Bucket": self.bucket}
+        if region != _DEFAULT_REGION:
+            params["CreateBucketConfiguration"] = {"LocationConstraint": region}
+        try:
+            self._client.create_bucket(**params)
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code", "")) not in _BUCKET_EXISTS:
+                raise _translate(
+                    exc,
+                    f"cannot create bucket {self.bucket!r}",
+                    bucket=self.bucket,
+                    on_object=False,
+                ) from exc
+            self._head_bucket()  # ours after all, or a clear error (another account's)
+        except (BotoCoreError, urllib3.exceptions.HTTPError) as exc:
+            raise _translate(
+                exc, f"cannot create bucket {self.bucket!r}", bucket=self.bucket, on_object=False
+            ) from exc
+
     def list(self) -> Iterator[ObjectInfo]:
+        self.ensure_root()
         paginator = self._client.get_paginator("list_objects_v2")
         pages = paginator.paginate(
             Bucket=self.bucket, Prefix=self.prefix, PaginationConfig={"PageSize": PAGE_SIZE}
@@ -649,8 +701,8 @@ class S3Provider:
         return found
 
     def check(self) -> None:
-        with self._errors(None):
-            self._client.head_bucket(Bucket=self.bucket)
+        self.ensure_root()
+        self._head_bucket()
 
     def close(self) -> None:
         self._client.close()

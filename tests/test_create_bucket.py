@@ -1,0 +1,367 @@
+"""`options.create_bucket`: a missing bucket / container is created on first use; without the
+option, a missing one stays a clear error naming it (in `syncd check` and `syncd once`).
+
+Every test runs against the real emulators (moto, fake-gcs-server, Azurite) through the CLI, the
+way a user meets it, and checks the result with each service's own client, never through the
+code under test.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azure.storage.blob import BlobServiceClient
+from conftest import s3_client
+from fixtures_gcs import gcs_client
+from harness import Setup, running_daemon, syncd, wait_for
+
+from syncd.providers import NotFound, Provider, open_provider
+
+PREFIX = "team/docs/"
+KINDS = ("s3", "gcs", "azure")
+
+
+@dataclass
+class Missing:
+    """A bucket / container that does not exist yet, and how to look at it from outside."""
+
+    kind: str
+    name: str
+    options: dict[str, Any]
+    exists: Callable[[], bool]
+    get: Callable[[str], bytes]  # a full key's bytes
+    #: What the error for it says ("bucket 'x' does not exist").
+    noun: str = "bucket"
+
+    @property
+    def url(self) -> str:
+        scheme = {"s3": "s3", "gcs": "gs", "azure": "az"}[self.kind]
+        return f"{scheme}://{self.name}/{PREFIX}"
+
+    @property
+    def missing_message(self) -> str:
+        return f"{self.noun} {self.name!r} does not exist"
+
+
+def _name() -> str:
+    return f"new-{uuid.uuid4().hex[:16]}"
+
+
+@pytest.fixture
+def missing_s3(moto_server: Any) -> Iterator[Missing]:
+    name = _name()
+    client = s3_client(moto_server.endpoint_url)
+
+    def exists() -> bool:
+        return any(b["Name"] == name for b in client.list_buckets().get("Buckets", []))
+
+    def get(key: str) -> bytes:
+        data: bytes = client.get_object(Bucket=name, Key=key)["Body"].read()
+        return data
+
+    yield Missing("s3", name, {"endpoint_url": moto_server.endpoint_url}, exists, get)
+    client.close()
+
+
+@pytest.fixture
+def missing_gcs(gcs_server: Any) -> Iterator[Missing]:
+    name = _name()
+    client = gcs_client(gcs_server.endpoint_url)
+
+    def exists() -> bool:
+        return client.lookup_bucket(name) is not None
+
+    def get(key: str) -> bytes:
+        data: bytes = client.bucket(name).blob(key).download_as_bytes()
+        return data
+
+    # No endpoint option: the provider finds the emulator through STORAGE_EMULATOR_HOST.
+    yield Missing("gcs", name, {}, exists, get)
+    client.close()
+
+
+@pytest.fixture
+def missing_azure(azurite: Any) -> Iterator[Missing]:
+    name = _name()
+    service = BlobServiceClient.from_connection_string(azurite.connection_string)
+    container = service.get_container_client(name)
+
+    def get(key: str) -> bytes:
+        data: bytes = container.download_blob(key).readall()
+        return data
+
+    options = {"connection_string": azurite.connection_string}
+    yield Missing("azure", name, options, container.exists, get, noun="container")
+    if container.exists():
+        container.delete_container()  # keeps the emulator's store small over the session
+    service.close()
+
+
+@pytest.fixture(params=KINDS)
+def missing(request: pytest.FixtureRequest) -> Missing:
+    """A not-yet-existing bucket / container of each kind."""
+    found: Missing = request.getfixturevalue(f"missing_{request.param}")
+    return found
+
+
+def _setup(tmp_path: Path, missing: Missing, **options: Any) -> Setup:
+    setup = Setup(tmp_path, missing.url, options={**missing.options, **options})
+    setup.write()
+    (setup.local / "sub").mkdir()
+    (setup.local / "sub" / "hello.txt").write_bytes(b"hello, new bucket")
+    return setup
+
+
+def _lines_naming(output: str, text: str) -> list[str]:
+    return [line for line in output.splitlines() if text in line]
+
+
+# -- through the CLI ------------------------------------------------------------------------
+
+
+def test_once_creates_the_missing_bucket_and_syncs_into_it(
+    tmp_path: Path, missing: Missing
+) -> None:
+    setup = _setup(tmp_path, missing, create_bucket=True)
+    assert not missing.exists()
+
+    first = syncd("once", "-c", setup.config)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "1 uploaded" in first.stdout
+    assert missing.exists()
+    assert missing.get(PREFIX + "sub/hello.txt") == b"hello, new bucket"
+
+    # The bucket is there now: the next run finds it and changes nothing.
+    second = syncd("once", "-c", setup.config)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "0 uploaded, 0 downloaded" in second.stdout
+
+
+def test_check_creates_the_missing_bucket(tmp_path: Path, missing: Missing) -> None:
+    setup = _setup(tmp_path, missing, create_bucket=True)
+    result = syncd("check", "-c", setup.config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("ok\t"), result.stdout
+    assert missing.exists()
+
+
+def test_once_without_create_bucket_fails_naming_the_bucket(
+    tmp_path: Path, missing: Missing
+) -> None:
+    setup = _setup(tmp_path, missing)
+    result = syncd("once", "-c", setup.config)
+    assert result.returncode not in (0, 2), result.stdout + result.stderr
+    # One line of the report names the missing bucket (the JSON log on stderr may too).
+    named = _lines_naming(result.stdout, missing.missing_message)
+    assert len(named) == 1, result.stdout
+    assert named[0].startswith("docs: error:"), named
+    assert "Traceback" not in result.stderr
+    assert not missing.exists()
+
+
+def test_check_without_create_bucket_fails_naming_the_bucket(
+    tmp_path: Path, missing: Missing
+) -> None:
+    setup = _setup(tmp_path, missing)
+    result = syncd("check", "-c", setup.config)
+    assert result.returncode == 1, result.stdout + result.stderr
+    named = _lines_naming(result.stdout, missing.missing_message)
+    assert len(named) == 1, result.stdout
+    assert named[0].startswith("FAIL\tdocs\t"), named
+    assert "Traceback" not in result.stderr
+    assert not missing.exists()
+
+
+def test_create_bucket_false_is_the_default_and_explicit_false_behaves_the_same(
+    tmp_path: Path, missing_s3: Missing
+) -> None:
+    setup = _setup(tmp_path, missing_s3, create_bucket=False)
+    result = syncd("check", "-c", setup.config)
+    assert result.returncode == 1
+    assert missing_s3.missing_message in result.stdout
+    assert not missing_s3.exists()
+
+
+def test_s3_bucket_is_created_in_the_configured_region(
+    tmp_path: Path, missing_s3: Missing, moto_server: Any
+) -> None:
+    setup = _setup(tmp_path, missing_s3, create_bucket=True, region="eu-west-1")
+    result = syncd("once", "-c", setup.config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    client = s3_client(moto_server.endpoint_url)
+    try:
+        location = client.get_bucket_location(Bucket=missing_s3.name)["LocationConstraint"]
+    finally:
+        client.close()
+    assert location == "eu-west-1"
+    assert missing_s3.get(PREFIX + "sub/hello.txt") == b"hello, new bucket"
+
+
+def test_s3_bucket_in_us_east_1_has_no_location_constraint(
+    tmp_path: Path, missing_s3: Missing, moto_server: Any
+) -> None:
+    setup = _setup(tmp_path, missing_s3, create_bucket=True, region="us-east-1")
+    result = syncd("once", "-c", setup.config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    client = s3_client(moto_server.endpoint_url)
+    try:
+        location = client.get_bucket_location(Bucket=missing_s3.name).get("LocationConstraint")
+    finally:
+        client.close()
+    assert location in (None, "", "us-east-1")  # S3 reports us-east-1 as no constraint
+
+
+@pytest.mark.xfail(
+    strict=True, reason="fake-gcs-server ignores a new bucket's location (always US-CENTRAL1)"
+)
+def test_gcs_bucket_is_created_in_the_configured_location(
+    tmp_path: Path, missing_gcs: Missing, gcs_server: Any
+) -> None:
+    """Strict xfail: the day the emulator keeps the location, this passes and the mark goes.
+    Until then, test_gcs_create_request_carries_the_location checks the request itself."""
+    setup = _setup(tmp_path, missing_gcs, create_bucket=True, location="EU")
+    result = syncd("once", "-c", setup.config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    client = gcs_client(gcs_server.endpoint_url)
+    try:
+        bucket = client.get_bucket(missing_gcs.name)
+    finally:
+        client.close()
+    assert bucket.location == "EU"
+
+
+@pytest.mark.parametrize(("options", "expected"), [({}, "US"), ({"location": "EU"}, "EU")])
+def test_gcs_create_request_carries_the_location(
+    missing_gcs: Missing, monkeypatch: pytest.MonkeyPatch, options: dict[str, Any], expected: str
+) -> None:
+    """What goes over the wire: the bucket insert's JSON body names the location (default
+    "US"), and the project the bucket is made in."""
+    provider = _provider(missing_gcs, create_bucket=True, **options)
+    session = provider._client._http  # type: ignore[attr-defined]
+    original = session.request
+    inserts: list[tuple[str, dict[str, Any]]] = []
+
+    def record(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        if method == "POST" and url.partition("?")[0].endswith("/storage/v1/b"):
+            inserts.append((url, json.loads(kwargs.get("data") or "{}")))
+        return original(method, url, *args, **kwargs)
+
+    monkeypatch.setattr(session, "request", record)
+    try:
+        provider.check()
+    finally:
+        provider.close()
+    assert len(inserts) == 1, inserts
+    url, body = inserts[0]
+    assert body["name"] == missing_gcs.name
+    assert body["location"] == expected
+    assert "project=" in url
+    assert missing_gcs.exists()
+
+
+def test_daemon_start_up_reports_the_missing_bucket(tmp_path: Path, missing_s3: Missing) -> None:
+    """`syncd run` keeps running (the bucket may appear later) and `syncd status` shows the
+    pair in error, naming the bucket."""
+    setup = _setup(tmp_path, missing_s3)
+    with running_daemon(setup) as daemon:
+
+        def errored() -> dict[str, Any] | None:
+            pair = daemon.pair_status()
+            return pair if pair["state"] == "error" else None
+
+        pair = wait_for(errored, timeout=30, interval=0.2)
+        assert missing_s3.missing_message in str(pair["last_error"]), pair
+        assert daemon.terminate() == 0
+    assert not missing_s3.exists()
+
+
+def test_daemon_start_up_creates_the_missing_bucket(tmp_path: Path, missing: Missing) -> None:
+    setup = _setup(tmp_path, missing, create_bucket=True)
+    with running_daemon(setup) as daemon:
+        daemon.wait_idle(timeout=30)
+        assert missing.get(PREFIX + "sub/hello.txt") == b"hello, new bucket"
+        assert daemon.terminate() == 0
+
+
+# -- the provider: once per provider, and race-safe -----------------------------------------
+
+
+def _provider(missing: Missing, **options: Any) -> Provider:
+    return open_provider(missing.url, {**missing.options, **options}, workers=4)
+
+
+def test_listing_a_missing_bucket_names_it_without_create_bucket(missing: Missing) -> None:
+    provider = _provider(missing)
+    try:
+        with pytest.raises(NotFound, match=missing.missing_message):
+            list(provider.list())
+        with pytest.raises(NotFound, match=missing.missing_message):
+            provider.check()
+    finally:
+        provider.close()
+    assert not missing.exists()
+
+
+def test_first_listing_creates_the_bucket(missing: Missing) -> None:
+    provider = _provider(missing, create_bucket=True)
+    try:
+        assert list(provider.list()) == []
+        assert missing.exists()
+        assert list(provider.list()) == []
+        provider.check()
+    finally:
+        provider.close()
+
+
+def test_many_threads_and_providers_racing_to_create_one_bucket_all_succeed(
+    missing: Missing,
+) -> None:
+    """Two daemons (or worker threads) meeting the same missing bucket: one creates it, the
+    others find "already exists" and carry on."""
+    providers = [_provider(missing, create_bucket=True) for _ in range(4)]
+    barrier = threading.Barrier(len(providers) * 2)
+    errors: list[BaseException] = []
+
+    def run(provider: Provider) -> None:
+        try:
+            barrier.wait(10)
+            list(provider.list())
+        except BaseException as exc:  # reported below, with the others
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(p,)) for p in providers for _ in range(2)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        for provider in providers:
+            provider.close()
+    assert errors == []
+    assert missing.exists()
+
+
+def test_a_bucket_created_between_the_look_and_the_create_is_fine(missing: Missing) -> None:
+    """The race itself, made certain: the bucket appears after the provider saw it missing."""
+    provider = _provider(missing, create_bucket=True)
+    other = _provider(missing, create_bucket=True)
+    try:
+        other.check()  # creates it
+        assert missing.exists()
+        # What ensure_root does after its look found nothing: create, meet "already exists".
+        create = getattr(
+            provider, {"azure": "_create_container"}.get(missing.kind, "_create_bucket")
+        )
+        create()
+        assert list(provider.list()) == []
+    finally:
+        provider.close()
+        other.close()
