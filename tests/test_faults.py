@@ -603,9 +603,9 @@ def test_a_download_cut_mid_body_never_leaves_a_partial_file(
 # -- throttling with Retry-After ------------------------------------------------------------
 
 RETRY_AFTER = 1.0
-#: The S3 client's own retries (botocore, standard mode, max_attempts=3: three retries, so
-#: four attempts) answer the first refusals; the next one reaches syncd's retry.
-BOTOCORE_ATTEMPTS = 4
+#: The S3 client makes one attempt per call (botocore's own retries are off): every refusal
+#: reaches syncd's retry.
+BOTOCORE_ATTEMPTS = 1
 
 
 def throttle(proxy: FaultProxy, names: list[str], times: int) -> Rule:
@@ -653,24 +653,13 @@ def throttled_upload(
 
 
 def test_s3_slow_down_with_retry_after_is_waited_out(tmp_path: Path, s3: Backend) -> None:
-    """Once the S3 client's own retries are spent, syncd waits the Retry-After it was given
+    """The S3 client does not retry on its own: syncd waits the Retry-After it was given
     before it tries again."""
     for tries in throttled_upload(tmp_path, s3, throttled=1, times=BOTOCORE_ATTEMPTS):
         last_refusal, success = tries[-2], tries[-1]
         assert success.started - last_refusal.started >= RETRY_AFTER * 0.95
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "syncd/providers/s3.py make_client keeps botocore's own retries (standard mode, "
-        "max_attempts=3, i.e. up to 3 retries) under syncd's tenacity retries; after a "
-        "SlowDown botocore backs off rand(0,1) s, rand(0,2) s, rand(0,4) s and reads only "
-        "x-amz-retry-after, never Retry-After, so the first three retries of a throttled "
-        "request ignore the Retry-After the service gave (syncd's own wait applies only once "
-        "botocore gives up)"
-    ),
-)
 def test_s3_every_retry_after_a_slow_down_waits_retry_after(tmp_path: Path, s3: Backend) -> None:
     for tries in throttled_upload(tmp_path, s3, throttled=4, times=1):
         refusal, retry = tries
@@ -680,17 +669,6 @@ def test_s3_every_retry_after_a_slow_down_waits_retry_after(tmp_path: Path, s3: 
 # -- an error no provider translated --------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "an exception that is neither a ProviderError nor an OSError escapes "
-        "PairSyncer.sync_path (syncd/engine/syncer.py) and Engine.handle "
-        "(syncd/engine/core.py); WorkerPool._loop (syncd/engine/workers.py) logs 'worker "
-        "crashed on an item', marks the item done and lets the thread die, so the path is "
-        "never recorded as failed: `syncd once` reports '0 failed' and exits 0 although the "
-        "file was not synced"
-    ),
-)
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_an_error_no_provider_translated_still_fails_the_path(tmp_path: Path, s3: Backend) -> None:
     """Until the GCS provider translated urllib3's errors, a download cut mid-body made `syncd

@@ -295,8 +295,13 @@ class PairSyncer:
         except localfs.LocalPathError as exc:
             self._skip_once(path, str(exc))
             return Outcome.DONE
-        except (ProviderError, OSError) as exc:
+        except Exception as exc:
+            # Beyond ProviderError and OSError: an error no adapter translated (or a bug) must
+            # fail this path, recorded and retried, not kill the worker and leave the path
+            # silently unsynced.
             message = _describe(exc)
+            if not isinstance(exc, ProviderError | OSError):
+                plog.error("unexpected error", op=op, error=message, where=_where(exc))
             failure = self.stats.failed(path, message, op=op)
             self.store.bump(self.name, {"failures": 1})
             plog.warning(
@@ -758,4 +763,16 @@ def _base_entry(path: str, local: LocalFile, sha256: str | None, etag: str) -> B
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror + (f": {exc.filename}" if exc.filename else "")
-    return str(exc) or type(exc).__name__
+    if isinstance(exc, ProviderError | OSError):
+        return str(exc) or type(exc).__name__
+    # An untranslated error's text may quote a request (a signed URL, a header): only its
+    # type is shown.
+    return f"unexpected {type(exc).__module__}.{type(exc).__name__}"
+
+
+def _where(exc: BaseException) -> str:
+    """file:line where an unexpected error was raised, for the bug report."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb is not None else "?"

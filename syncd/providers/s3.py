@@ -290,7 +290,10 @@ def make_client(options: S3Options, workers: int) -> S3Client:
     style = options.addressing_style or ("path" if _endpoint_configured(options) else "auto")
     config = Config(
         max_pool_connections=max(10, workers * 2),
-        retries={"mode": "standard", "max_attempts": 3},
+        # One attempt per call: the engine retries (tenacity, full jitter, Retry-After
+        # honoured) on the sentinels, so botocore's own retries would only stack under them
+        # and ignore the service's Retry-After.
+        retries={"mode": "standard", "total_max_attempts": 1},
         s3={
             "addressing_style": style,
             # Uploads always carry x-amz-checksum-sha256 (signed, and checked by the service),
