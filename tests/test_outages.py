@@ -100,3 +100,79 @@ def test_rejected_credentials_keep_the_daemon_up_and_print_no_secret(tmp_path: P
         assert json.loads(status.stdout)["pairs"][0]["state"] == "error"
     finally:
         server.stop()
+
+
+def test_no_provider_prints_its_secrets(tmp_path: Path) -> None:
+    """Azure connection strings and SAS tokens, a GCS credentials file's contents: none shows in
+    logs at debug level, in status, in errors or in the state DB, after runs that fail."""
+    import base64
+
+    port = free_port()  # nobody listens: every call fails
+    account_key = base64.b64encode(b"PLANTEDazure" + uuid.uuid4().bytes).decode()
+    sas = "sv=2024-01-01&sig=PLANTEDsas" + uuid.uuid4().hex
+    private_key = "PLANTEDgcskey" + uuid.uuid4().hex
+    credentials = tmp_path / "gcs-key.json"
+    credentials.write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "project_id": "p",
+                "private_key_id": "PLANTEDkeyid" + uuid.uuid4().hex,
+                "private_key": f"-----BEGIN PRIVATE KEY-----\n{private_key}\n-----END",
+                "client_email": "syncd@p.iam.gserviceaccount.com",
+                "token_uri": f"http://127.0.0.1:{port}/token",
+            }
+        )
+    )
+    planted = [account_key, sas.split("sig=")[1], private_key]
+    config = {
+        "state": f"sqlite:///{tmp_path / 'state' / 'state.db'}",
+        "socket": str(tmp_path / "run" / "syncd.sock"),
+        "log": {"level": "debug", "format": "json"},
+        "retry": {"attempts": 1, "max_seconds": 1},
+        "pairs": [
+            {
+                "name": "az-key",
+                "local": str(tmp_path / "a"),
+                "remote": "az://box/docs/",
+                "options": {
+                    "connection_string": (
+                        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+                        f"AccountKey={account_key};"
+                        f"BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;"
+                    )
+                },
+            },
+            {
+                "name": "az-sas",
+                "local": str(tmp_path / "b"),
+                "remote": "az://box/docs/",
+                "options": {
+                    "account_url": f"http://127.0.0.1:{port}/devstoreaccount1",
+                    "sas_token": sas,
+                },
+            },
+            {
+                "name": "gcs-file",
+                "local": str(tmp_path / "c"),
+                "remote": "gs://box/docs/",
+                "options": {"credentials_file": str(credentials), "project": "p"},
+            },
+        ],
+    }
+    for name in ("a", "b", "c"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "f.txt").write_bytes(b"x")
+    path = tmp_path / "syncd.yaml"
+    path.write_text(json.dumps(config))  # JSON is YAML
+    env = {"STORAGE_EMULATOR_HOST": "", "AZURE_STORAGE_CONNECTION_STRING": ""}
+    once = syncd("-vv", "once", "-c", path, env=env)
+    check = syncd("check", "-c", path, env=env)
+    assert once.returncode != 0 and check.returncode != 0
+    assert check.stdout.count("FAIL") == 3, check.stdout
+    texts = {"once": once.stdout + once.stderr, "check": check.stdout + check.stderr}
+    for db in (tmp_path / "state").glob("state.db*"):
+        texts[db.name] = db.read_bytes().decode("latin-1")
+    for where, text in texts.items():
+        for secret in planted:
+            assert secret not in text, f"a planted secret shows in {where}"
