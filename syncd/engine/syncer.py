@@ -605,17 +605,19 @@ class PairSyncer:
     def _try_move(self, path: str, local: LocalFile, plog: Logger) -> bool:
         """A new local file whose content is a synced file that vanished locally (and is
         unchanged remotely) is that file, moved: copy server-side, delete the old key."""
-        candidates = [
-            entry
-            for entry in self.store.with_size(self.name, local.size)
-            if entry.path != path and entry.sha256 and self._stat_local(entry.path) is None
-        ]
-        if not candidates:
+        # Size first (one indexed query), then content: only synced files with these very
+        # bytes are looked at on disk, so many files of one size cost no stat storm.
+        if not self.store.has_size(self.name, local.size):
             return False
         _, sha256, _ = localfs.hash_file(self.local_path(path))
+        candidates = [
+            entry
+            for entry in self.store.with_content(self.name, local.size, sha256)
+            if entry.path != path and self._stat_local(entry.path) is None
+        ]
         for entry in candidates:
             old = self.index.get(entry.path)
-            if entry.sha256 != sha256 or old is None or old.etag != entry.remote_etag:
+            if old is None or old.etag != entry.remote_etag:
                 continue
             try:
                 info = self.retry.call(

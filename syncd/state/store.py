@@ -213,11 +213,23 @@ class StateStore:
             for path in paths:
                 conn.execute(stmt.where(schema.files.c.path == path))
 
-    def with_size(self, pair: str, size: int) -> list[BaseEntry]:
-        """Base entries of this size: the cheap first filter for a move's source."""
+    def has_size(self, pair: str, size: int) -> bool:
+        """Is any base entry this size? The cheap first filter for a move's source (indexed)."""
+        files = schema.files
+        with self._engine.connect() as conn:
+            found = conn.execute(
+                select(files.c.path).where(files.c.pair == pair, files.c.size == size).limit(1)
+            ).first()
+        return found is not None
+
+    def with_content(self, pair: str, size: int, sha256: str) -> list[BaseEntry]:
+        """Base entries holding exactly this content: the candidates for a move's source."""
+        files = schema.files
         with self._engine.connect() as conn:
             rows = conn.execute(
-                select(schema.files).where(schema.files.c.pair == pair, schema.files.c.size == size)
+                select(files).where(
+                    files.c.pair == pair, files.c.size == size, files.c.sha256 == sha256
+                )
             )
             return [_entry(row._mapping) for row in rows]
 
