@@ -443,6 +443,7 @@ def _http_error(
         (ServiceRequestError("connection refused"), False, Transient),
         (ServiceResponseError("connection reset"), False, Transient),
         (IncompleteReadError("cut short"), False, Transient),
+        (HttpResponseError(message="no answer"), False, Transient),  # no status, no code
     ],
 )
 def test_translate(exc: Exception, conditional: bool, expected: type[Exception]) -> None:

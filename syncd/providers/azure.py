@@ -196,6 +196,10 @@ def _translate(
     code = _code(exc)
     status = exc.status_code or 0
     label = code or str(status)
+    if not status and not code:
+        # No status and no error code: the service's answer never arrived whole (a connection
+        # cut mid-answer surfaces like this in azure-core), which a later attempt may fix.
+        return Transient(f"{where}: no answer from the service ({type(exc).__name__})")
     if code in _CONTAINER_GONE or (status == 404 and not on_object):
         return ContainerMissing(f"container {container!r} does not exist")
     if code in _ARCHIVED:
