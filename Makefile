@@ -26,13 +26,13 @@ run: $(STAMP)
 	cd $(CURDIR) && PWD=$(CURDIR) $(BIN)/syncd run -c config/syncd.yaml
 
 lint: $(STAMP)
-	$(BIN)/ruff check syncd tests
-	$(BIN)/ruff format --check syncd tests
+	$(BIN)/ruff check syncd tests bench
+	$(BIN)/ruff format --check syncd tests bench
 	$(BIN)/mypy
 
 format: $(STAMP)
-	$(BIN)/ruff format syncd tests
-	$(BIN)/ruff check --fix syncd tests
+	$(BIN)/ruff format syncd tests bench
+	$(BIN)/ruff check --fix syncd tests bench
 
 # Azurite (the Azure Blob emulator) comes from npm into the project's own node_modules.
 $(NODE_STAMP): package.json
@@ -65,3 +65,27 @@ install-systemd-user:
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache sync
+
+# `make bench`: syncd side by side with rclone, the AWS CLI, s3cmd, a raw boto3 loop and rsync on
+# the same emulators, with ratios (bench/README.md says how to read it). BENCH_SCALE=0.05 for a
+# quick run. Peers go into bench/.tools/venv, never into .venv (the AWS CLI pins its own
+# botocore); rsync comes from Debian. A peer that cannot be installed shows as unavailable.
+BENCH_TOOLS := bench/.tools
+BENCH_STAMP := $(BENCH_TOOLS)/.installed
+
+.PHONY: bench bench-tools bench-profile bench-clean
+
+$(BENCH_STAMP): bench/tools-requirements.txt bench/install-tools.sh
+	sh bench/install-tools.sh $(BENCH_TOOLS) $(PYTHON) $(BENCH_STAMP)
+
+bench-tools: $(BENCH_STAMP)
+
+bench: $(STAMP) $(NODE_STAMP) $(BENCH_STAMP)
+	$(BIN)/python -m bench
+
+# py-spy on one `syncd once` of scenario 1's tree; PROFILE_ARGS="--distinct-sizes", "--remote file", ...
+bench-profile: $(STAMP) $(BENCH_STAMP)
+	$(BIN)/python -m bench.profiling $(PROFILE_ARGS)
+
+bench-clean:
+	rm -rf $(BENCH_TOOLS)

@@ -1,0 +1,104 @@
+"""The issue's targets, evaluated on this run's rows: met, not met, or not measured.
+
+Nothing here fails the run: `make bench` reports, tests never assert timings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from bench import daemon, scenarios
+from bench.report import Row, Target, find_row
+
+
+def _median(row: Row | None) -> float | None:
+    return row.median if row is not None else None
+
+
+def _ratio_target(
+    rows: Sequence[Row], name: str, *, scenario: str, peer: str, limit: float, goal: str
+) -> Target:
+    syncd_row = find_row(rows, scenario, "syncd")
+    mine, theirs = _median(syncd_row), _median(find_row(rows, scenario, peer))
+    timed_out = [f for f in (syncd_row.failures if syncd_row else []) if f.startswith("timed out")]
+    if mine is None and theirs and timed_out:
+        return Target(name, goal, f"syncd {timed_out[0]} ({peer}: {theirs:.3f} s)", False)
+    if mine is None or not theirs:
+        return Target(name, goal, f"syncd or {peer} has no successful run", None)
+    value = mine / theirs
+    return Target(name, goal, f"{value:.2f}x ({mine:.3f} s vs {theirs:.3f} s)", value <= limit)
+
+
+def evaluate(rows: Sequence[Row], settle_s: float) -> list[Target]:
+    def ratio(name: str, scenario: str, peer: str, limit: float, goal: str) -> Target:
+        return _ratio_target(rows, name, scenario=scenario, peer=peer, limit=limit, goal=goal)
+
+    found = [
+        ratio("1a", scenarios.S1, "rclone", 0.7, "first upload: syncd at most 0.7x rclone"),
+        ratio(
+            "1b",
+            scenarios.S1,
+            "boto3 put_object x16",
+            1.1,
+            "first upload: syncd within 10% of the raw boto3 ceiling",
+        ),
+        ratio("2", scenarios.S2, "aws s3 sync", 0.3, "no-op: syncd at most 0.3x aws s3 sync"),
+        ratio("4a", scenarios.S4_UP, "aws s3 cp", 1.0, "big upload: at least as fast as aws s3 cp"),
+    ]
+    big = [
+        r for r in rows if r.scenario in (scenarios.S4_UP, scenarios.S4_DOWN) and r.tool == "syncd"
+    ]
+    peaks = [v for r in big for v in r.extra.get("peak RSS MB", [])]
+    found.append(
+        Target(
+            "4b",
+            "big file: syncd peak RSS under 150 MB (up and down)",
+            f"{max(peaks):.0f} MB" if peaks else "no successful run",
+            (max(peaks) < 150) if peaks else None,
+        )
+    )
+    found.append(ratio("5", scenarios.S5, "rsync -a", 1.5, "local remote: at most 1.5x rsync"))
+    for cloud in ("Azure", "GCS"):
+        for label, scenario in (("first upload", "6 first upload"), ("no-op", "6 no-op")):
+            found.append(
+                ratio(
+                    f"6 {cloud} {label}",
+                    f"{scenario} ({cloud})",
+                    "rclone",
+                    1.0,
+                    f"{cloud} {label}: no slower than rclone",
+                )
+            )
+    latency = find_row(rows, daemon.S7_LATENCY, "syncd run")
+    p99 = latency.extra.get("p99 s", [None])[0] if latency else None
+    found.append(
+        Target(
+            "7a",
+            f"close->object p99 under 1.5 s with settle {settle_s}",
+            f"{p99:.3f} s" if p99 is not None else "not measured",
+            (p99 < 1.5) if p99 is not None else None,
+        )
+    )
+    idle = find_row(rows, daemon.S7_IDLE, "syncd run")
+    cpu = idle.extra_median("CPU %") if idle else None
+    rss = idle.extra_max("RSS MB") if idle else None
+    found.append(
+        Target(
+            "7b",
+            "idle CPU under 1 %",
+            f"{cpu:.2f} %" if cpu is not None else "not measured",
+            (cpu < 1.0) if cpu is not None else None,
+        )
+    )
+    found.append(
+        Target(
+            "7c",
+            "idle RSS under 200 MB with the files under watch",
+            f"{rss:.0f} MB" if rss is not None else "not measured",
+            (rss < 200) if rss is not None else None,
+        )
+    )
+    found.append(
+        ratio("7d", daemon.S7_START, "find -printf", 3.0, "startup reconciliation at most 3x find")
+    )
+    return found
