@@ -18,6 +18,8 @@ from remotes import (
     remote_for,
 )
 
+from syncd.engine.conflicts import host_name
+
 MTIME_NS = 1_700_000_000_123_456_789
 
 
@@ -364,3 +366,31 @@ def test_storage_class_is_set_per_pair(tmp_path: Path, bucket_remote: Remote) ->
     (setup.local / "a.txt").write_bytes(b"cold-ish, edited")
     assert syncd("once", "-c", setup.config).returncode == 0
     assert _storage_class(remote, "a.txt") == wanted
+
+
+def test_a_conflict_copy_an_interrupted_run_made_is_reused_not_duplicated(
+    tmp_path: Path, remote: Remote
+) -> None:
+    """version_preserve with the remote older: a kill after the server-side copy leaves the copy
+    behind; the next run finds it (by the checksum the service states, or by hashing a
+    local-folder remote's file) and finishes that conflict without a second copy."""
+    setup = Setup(
+        tmp_path, remote.url, options=remote.options, pair_extra={"conflict": "version_preserve"}
+    )
+    setup.write()
+    (setup.local / "f.txt").write_bytes(b"base")
+    assert syncd("once", "-c", setup.config).returncode == 0
+    remote.put("f.txt", b"the remote edit", mtime_ns=MTIME_NS)  # the older side
+    (setup.local / "f.txt").write_bytes(b"the local edit, newer")
+    copy = f"f.conflict-20261124-101500-{host_name()}.txt"
+    remote.copy("f.txt", copy)  # what the interrupted run did before it was killed
+
+    result = syncd("once", "-c", setup.config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    copies = sorted(key for key in remote.objects() if ".conflict-" in key)
+    assert copies == [copy]
+    assert sorted(p.name for p in setup.local.iterdir() if ".conflict-" in p.name) == [copy]
+    assert remote.get(copy) == b"the remote edit"
+    assert (setup.local / copy).read_bytes() == b"the remote edit"
+    assert remote.get("f.txt") == b"the local edit, newer"
+    assert (setup.local / "f.txt").read_bytes() == b"the local edit, newer"

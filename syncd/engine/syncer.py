@@ -504,8 +504,10 @@ class PairSyncer:
     def _remote_copy_made(self, path: str, remote: ObjectInfo) -> str | None:
         """A remote conflict copy of `path` holding exactly the version about to be copied:
         an earlier _preserve_remote_copy was interrupted after the copy. Content is compared by
-        the checksums the service states; when it states none, no copy is reused (a duplicate
-        copy is better than a lost version)."""
+        the checksums the listing states, else by the SHA-256 a `stat` states (a local-folder
+        remote hashes the file); when neither says, no copy is reused (a duplicate copy is
+        better than a lost version)."""
+        original: str | None = remote.sha256
         for candidate, info in self.index.snapshot().items():
             if info is None or not is_conflict_copy_of(candidate, path, self.host):
                 continue
@@ -515,7 +517,23 @@ class PairSyncer:
                 remote.md5 and info.md5 == remote.md5
             ):
                 return candidate
+            if remote.md5 and info.md5:
+                continue  # both stated, and they differ
+            if original is None:
+                original = self._stated_sha256(remote.key, remote.etag)
+                if original is None:
+                    return None
+            if self._stated_sha256(info.key, info.etag) == original:
+                return candidate
         return None
+
+    def _stated_sha256(self, key: str, etag: str | None) -> str | None:
+        """The SHA-256 `stat` states for exactly this version of `key`, if any."""
+        try:
+            fresh = self.retry.call(lambda: self.provider.stat(key))
+        except NotFound:
+            return None
+        return fresh.sha256 if fresh.etag == etag else None
 
     def _preserve_local_copy(self, path: str, local: LocalFile, remote: ObjectInfo) -> Outcome:
         """The local version is older: rename it to a conflict copy (which then goes up as a
