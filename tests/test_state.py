@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
 from harness import Setup, syncd, tree
 
-from syncd.state import BaseEntry, StateError, StateStore
+from syncd.state import BaseEntry, OpRecord, StateError, StateStore
 from syncd.state.schema import SCHEMA_VERSION
 
 
@@ -109,3 +110,44 @@ def test_a_corrupt_database_is_refused_then_rebuilt_without_losing_files(
     again = syncd("once", "-c", setup.config)
     assert again.returncode == 0, again.stderr
     assert tree(setup.local) == tree(remote) == {"mine.txt": b"local", "theirs.txt": b"remote"}
+
+
+def test_records_from_many_threads_all_land_and_one_bad_record_fails_alone(
+    tmp_path: Path,
+) -> None:
+    """Group commit: 16 threads record 50 files each; every record is there once, the counters
+    add up, and a record that violates the schema fails its own writer only."""
+    store = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        for i in range(50):
+            path = f"t{n}/f{i}"
+            entry = BaseEntry(path, i, 1, 2, "h", "e", 3.0)
+            try:
+                store.put(
+                    "docs",
+                    entry,
+                    OpRecord(ts=0, pair="docs", path=path, op="upload", result="ok", size=i),
+                )
+                if i == 25 and n == 3:
+                    # NULL into a NOT NULL column: this write must fail, and only this one
+                    store.put("docs", BaseEntry("bad", None, 1, 2, None, None, 3.0))  # type: ignore[arg-type]
+            except Exception as exc:
+                errors.append(exc)
+
+    try:
+        threads = [threading.Thread(target=writer, args=(n,)) for n in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(errors) == 1
+        entries = store.entries("docs")
+        assert len(entries) == 16 * 50 and "bad" not in entries
+        assert store.counters("docs")["files_up"] == 16 * 50
+        assert store.counters("docs")["bytes_up"] == 16 * sum(range(50))
+        assert len(store.ops("docs")) == 16 * 50
+        assert store.integrity_check() == "ok"
+    finally:
+        store.close()
