@@ -113,6 +113,11 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
+#: Connections the pool keeps open: enough for every worker of a large `workers:` setting, the
+#: poller, the control socket and the watcher at once; more are opened (and closed) on demand.
+POOL_SIZE = 40
+
+
 class _Queued:
     """One write waiting for a group commit: the statements, then its outcome."""
 
@@ -136,7 +141,11 @@ class StateStore:
         self._queued: list[_Queued] = []
         self._queue_lock = threading.Lock()
         try:
-            self._engine: Engine = create_engine(url, future=True)
+            # A connection per busy thread stays open: with the default 5 (+10 overflow), 16
+            # workers kept opening and closing SQLite connections (and re-running the PRAGMAs).
+            # (An in-memory SQLite database has a pool of its own kind, one connection per thread.)
+            pooling = {"pool_size": POOL_SIZE, "max_overflow": -1} if db_file is not None else {}
+            self._engine: Engine = create_engine(url, future=True, **pooling)
             if self._engine.dialect.name == "sqlite":
                 event.listen(self._engine, "connect", _configure_sqlite)
             self._initialise()
