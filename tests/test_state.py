@@ -44,8 +44,16 @@ def test_an_older_schema_is_migrated_in_place(tmp_path: Path) -> None:
         assert store.integrity_check() == "ok"
     finally:
         store.close()
-    version = sqlite3.connect(path).execute("SELECT value FROM meta").fetchone()[0]
+    db = sqlite3.connect(path)
+    version = db.execute("SELECT value FROM meta").fetchone()[0]
     assert version == str(SCHEMA_VERSION)
+    # A move's source is found through the content index, not by scanning one size's files.
+    plan = db.execute(
+        "EXPLAIN QUERY PLAN SELECT * FROM files WHERE pair = ? AND size = ? AND sha256 = ?",
+        ("docs", 3, "h"),
+    ).fetchall()
+    assert any("files_content" in str(row) for row in plan), plan
+    db.close()
 
 
 def test_a_newer_schema_is_refused_with_one_line(tmp_path: Path) -> None:

@@ -14,13 +14,14 @@ from sqlalchemy import (
     Text,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: Ordered steps that bring an older database up to SCHEMA_VERSION: MIGRATIONS[v] upgrades
 #: version v to v + 1. New tables need no step (create_all adds them).
 MIGRATIONS: dict[int, list[str]] = {
     1: ["ALTER TABLE files ADD COLUMN ctime_ns BIGINT NOT NULL DEFAULT 0"],
     2: [],  # the uploads, downloads and counters tables (created by create_all)
+    3: ["CREATE INDEX IF NOT EXISTS files_content ON files (pair, sha256, size)"],
 }
 
 metadata = MetaData()
@@ -50,6 +51,9 @@ files = Table(
 )
 
 Index("files_size", files.c.pair, files.c.size)
+#: A move's source is looked up by content: without this, every new file of a common size
+#: scanned every synced file of that size (quadratic in a tree of same-size files).
+Index("files_content", files.c.pair, files.c.sha256, files.c.size)
 
 #: Conflicts waiting for a person (the `manual` strategy): what `syncd conflicts` lists.
 conflicts = Table(
