@@ -67,6 +67,11 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one linear sc
     parser.add_argument("--remote", choices=("s3", "file"), default="s3")
     parser.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
     parser.add_argument("--workers", type=int, default=16)
+    parser.add_argument(
+        "--gil",
+        action="store_true",
+        help="sample only the thread holding the GIL: where the CPU goes, not the waits",
+    )
     args = parser.parse_args(argv)
 
     peers = Peers.discover()
@@ -115,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one linear sc
             "raw",
             "--output",
             str(folded),
+            *(["--gil"] if args.gil else []),
             "--",
             peers.syncd.exe,
             "once",

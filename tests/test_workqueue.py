@@ -3,6 +3,9 @@ while its path is in flight."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 from syncd.engine.workqueue import WorkQueue
 
 
@@ -46,3 +49,29 @@ def test_idle_and_wait_idle() -> None:
     assert not q.wait_idle(timeout=0.01)
     q.done(key)
     assert q.wait_idle(timeout=0)
+
+
+def test_waiters_wake_when_work_arrives_or_the_queue_settles() -> None:
+    """A waiting worker is woken by a new item, a waiting `wait_idle` by the last item done
+    and by a pause that leaves only paused work; neither waits out its timeout."""
+    q = WorkQueue()
+    got: list[object] = []
+    worker = threading.Thread(target=lambda: got.append(q.get(timeout=5)))
+    worker.start()
+    time.sleep(0.05)
+    started = time.monotonic()
+    q.put("p", "a")
+    q.put("p", "b")
+    worker.join(timeout=5)
+    assert got == [("p", "a")] and time.monotonic() - started < 2
+
+    settled: list[bool] = []
+    waiter = threading.Thread(target=lambda: settled.append(q.wait_idle(timeout=5)))
+    waiter.start()
+    q.done(("p", "a"))  # "b" is still queued: not settled
+    time.sleep(0.05)
+    assert settled == []
+    started = time.monotonic()
+    q.pause("p")  # only paused work is left: settled
+    waiter.join(timeout=5)
+    assert settled == [True] and time.monotonic() - started < 2
