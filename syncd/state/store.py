@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,12 +119,23 @@ POOL_SIZE = 40
 
 
 class _Queued:
-    """One write waiting for a group commit: the statements, then its outcome."""
+    """One write waiting for a group commit: its rows, then its outcome.
 
-    __slots__ = ("done", "error", "work")
+    Rows, not statements: a group commit runs each statement once for the whole batch
+    (executemany), so a batch of 16 records costs about what one did.
+    """
 
-    def __init__(self, work: Callable[[Connection], None]) -> None:
-        self.work = work
+    __slots__ = ("bumps", "done", "entries", "error", "ops")
+
+    def __init__(
+        self,
+        entries: Sequence[dict[str, Any]] = (),
+        ops: Sequence[dict[str, Any]] = (),
+        bumps: Sequence[dict[str, Any]] = (),
+    ) -> None:
+        self.entries = entries
+        self.ops = ops
+        self.bumps = bumps
         self.done = False
         self.error: BaseException | None = None
 
@@ -198,14 +209,13 @@ class StateStore:
         with self._write_lock, self._engine.begin() as conn:
             yield conn
 
-    def _grouped(self, work: Callable[[Connection], None]) -> None:
-        """Run `work` in a transaction shared with the other writes queued meanwhile.
+    def _grouped(self, mine: _Queued) -> None:
+        """Write `mine` in a transaction shared with the other writes queued meanwhile.
 
         The first writer to get the lock commits the whole queue; the others find their write
         done when they get the lock in turn. If the shared transaction fails, each write is
         retried in a transaction of its own, so one bad record never fails the rest.
         """
-        mine = _Queued(work)
         with self._queue_lock:
             self._queued.append(mine)
         with self._write_lock:
@@ -214,13 +224,12 @@ class StateStore:
                     batch, self._queued = self._queued, []
                 try:
                     with self._engine.begin() as conn:
-                        for queued in batch:
-                            queued.work(conn)
+                        self._write_rows(conn, batch)
                 except Exception:
                     for queued in batch:
                         try:
                             with self._engine.begin() as conn:
-                                queued.work(conn)
+                                self._write_rows(conn, [queued])
                         except Exception as exc:
                             queued.error = exc
                 finally:
@@ -228,6 +237,31 @@ class StateStore:
                         queued.done = True
         if mine.error is not None:
             raise mine.error
+
+    @staticmethod
+    def _write_rows(conn: Connection, batch: Sequence[_Queued]) -> None:
+        """Every row of `batch`, one statement per kind of row."""
+        entries = [row for queued in batch for row in queued.entries]
+        if entries:
+            if conn.dialect.name == "sqlite":
+                conn.execute(_UPSERT_ENTRY, entries)
+            else:  # portable fallback for other SQLAlchemy backends
+                for row in entries:
+                    conn.execute(_DELETE_ENTRY, {"p_pair": row["pair"], "p_path": row["path"]})
+                    conn.execute(_INSERT_ENTRY, row)
+        ops = [row for queued in batch for row in queued.ops]
+        if ops:
+            conn.execute(_INSERT_OP, ops)
+        totals: dict[tuple[str, str], int] = {}
+        for queued in batch:
+            for row in queued.bumps:
+                key = (row["pair"], row["name"])
+                totals[key] = totals.get(key, 0) + row["value"]
+        if totals:
+            conn.execute(
+                _BUMP,
+                [{"pair": pair, "name": name, "value": n} for (pair, name), n in totals.items()],
+            )
 
     def writing(self) -> AbstractContextManager[Connection]:
         """One transaction under the process's write lock (for the state's other tables)."""
@@ -272,19 +306,17 @@ class StateStore:
             "synced_at": entry.synced_at,
         }
 
-        def record(conn: Connection) -> None:
-            if conn.dialect.name == "sqlite":
-                conn.execute(_UPSERT_ENTRY, values)
-            else:  # portable fallback for other SQLAlchemy backends
-                conn.execute(_DELETE_ENTRY, {"p_pair": pair, "p_path": entry.path})
-                conn.execute(_INSERT_ENTRY, values)
-            if op is not None:
-                conn.execute(_INSERT_OP, _op_values(op))
-                direction = TRANSFER_COUNTERS.get(op.op)
-                if direction is not None and op.result == "ok":
-                    _bump(conn, pair, {f"files_{direction}": 1, f"bytes_{direction}": op.size or 0})
-
-        self._grouped(record)
+        ops: list[dict[str, Any]] = []
+        bumps: list[dict[str, Any]] = []
+        if op is not None:
+            ops.append(_op_values(op))
+            direction = TRANSFER_COUNTERS.get(op.op)
+            if direction is not None and op.result == "ok":
+                bumps = [
+                    {"pair": pair, "name": f"files_{direction}", "value": 1},
+                    {"pair": pair, "name": f"bytes_{direction}", "value": op.size or 0},
+                ]
+        self._grouped(_Queued(entries=[values], ops=ops, bumps=bumps))
 
     def forget(self, pair: str, paths: Iterable[str] | None = None) -> None:
         """Drop base entries: the given paths, or the whole pair (a later pass is a first sync,
@@ -344,12 +376,7 @@ class StateStore:
 
     # -- operation log ---------------------------------------------------------------------
     def log(self, op: OpRecord) -> None:
-        values = _op_values(op)
-
-        def record(conn: Connection) -> None:
-            conn.execute(_INSERT_OP, values)
-
-        self._grouped(record)
+        self._grouped(_Queued(ops=[_op_values(op)]))
 
     def recent_ops(self, pair: str | None = None, limit: int = 100) -> list[OpRecord]:
         """The newest operations first."""
