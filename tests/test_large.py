@@ -23,10 +23,17 @@ from harness import SYNCD, Setup, running_daemon, syncd, tree, wait_for
 from remotes import AzureRemote, GCSRemote, Remote, S3Remote, remote_for
 
 from syncd.engine.localfs import local_file
-from syncd.engine.multipart import LargeTransfers, PartSettings, choose_part_size, plan_parts
+from syncd.engine.multipart import (
+    LargeTransfers,
+    PartSettings,
+    choose_part_size,
+    digest_file,
+    plan_parts,
+)
 from syncd.engine.progress import InFlight
 from syncd.engine.retry import RetryPolicy
 from syncd.providers import (
+    InvalidRequest,
     MultipartProvider,
     ObjectInfo,
     PartInfo,
@@ -187,13 +194,31 @@ class CrashingProvider:
         return getattr(self._inner, name)
 
     def upload_part(
-        self, request: UploadRequest, upload_id: str, part: PartInfo, body: BinaryIO, md5: str
+        self, request: UploadRequest, upload_id: str, part: PartInfo, body: BinaryIO, digest: str
     ) -> PartInfo:
         if self.crash_after is not None and len(self.sent) >= self.crash_after:
             raise Crash
-        done = self._inner.upload_part(request, upload_id, part, body, md5)
+        done = self._inner.upload_part(request, upload_id, part, body, digest)
         self.sent.append(part.number)
         return done
+
+
+class RefusingProvider(CrashingProvider):
+    """Refuses the parts of uploads begun before it, as S3 refuses a part whose checksum is
+    not the one its upload was created with (an upload an older syncd began, say)."""
+
+    def __init__(self, inner: MultipartProvider, refused: str) -> None:
+        super().__init__(inner, crash_after=None)
+        self.refused = refused
+        self.digests: dict[int, str] = {}
+
+    def upload_part(
+        self, request: UploadRequest, upload_id: str, part: PartInfo, body: BinaryIO, digest: str
+    ) -> PartInfo:
+        if upload_id == self.refused:
+            raise InvalidRequest(f"{request.key}: checksum type mismatch")
+        self.digests[part.number] = digest
+        return super().upload_part(request, upload_id, part, body, digest)
 
 
 def _large(provider: Any, state: StateStore, concurrency: int = 1) -> LargeTransfers:
@@ -215,9 +240,14 @@ def provider(remote: Remote) -> Iterator[MultipartProvider]:
     opened.close()  # type: ignore[attr-defined]
 
 
-def _send(large: LargeTransfers, path: Path, key: str, data: bytes) -> ObjectInfo:
+def _send(
+    large: LargeTransfers, path: Path, key: str, data: bytes, *, hashed: bool = False
+) -> ObjectInfo:
+    """Upload `path` through `large`; `hashed`: with the digests of a pre-pass, as the engine
+    does, else each part is hashed as it goes."""
     with open(path, "rb") as fh:
         local = local_file(os.fstat(fh.fileno()))
+        digests = large.digest(fh.fileno(), len(data)) if hashed else None
         request = UploadRequest(
             key=key,
             body=io.BytesIO(b""),
@@ -227,7 +257,76 @@ def _send(large: LargeTransfers, path: Path, key: str, data: bytes) -> ObjectInf
             if_absent=True,
         )
         with InFlight().track("docs", key, "upload", len(data)) as progress:
-            return large.upload(key, fh.fileno(), local, request, progress)
+            return large.upload(key, fh.fileno(), local, request, progress, digests=digests)
+
+
+def _digest(kind: str, data: bytes) -> str:
+    if kind == "sha256":
+        return hashlib.sha256(data).hexdigest()
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+@pytest.mark.parametrize("kind", ["md5", "sha256"])
+@pytest.mark.parametrize("part_size", [PART, PART + 12_345])  # a part may end mid-slice
+def test_one_read_hashes_the_file_and_each_part(tmp_path: Path, kind: Any, part_size: int) -> None:
+    data = _random_file(tmp_path / "big.bin", 3 * part_size + 999)
+    fd = os.open(tmp_path / "big.bin", os.O_RDONLY)
+    try:
+        digests = digest_file(fd, len(data), part_size, kind)
+    finally:
+        os.close(fd)
+
+    assert digests.sha256 == hashlib.sha256(data).hexdigest()
+    assert digests.part_size == part_size
+    assert list(digests.parts) == [
+        _digest(kind, data[p.offset : p.offset + p.size]) for p in plan_parts(len(data), part_size)
+    ]
+
+
+def test_parts_go_with_the_digests_of_the_pre_pass(
+    tmp_path: Path, remote: Remote, provider: MultipartProvider
+) -> None:
+    """Each part is sent with the digest the service checks it by, computed in the same read
+    as the file's SHA-256; what is recorded of a part is what the service states."""
+    source = tmp_path / "big.bin"
+    data = _random_file(source, 2 * PART + 999)
+    watching = RefusingProvider(provider, refused="")
+    state = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
+    info = _send(_large(watching, state), source, "big.bin", data, hashed=True)
+
+    kind = provider.part_limits().digest
+    assert watching.digests == {
+        p.number: _digest(kind, data[p.offset : p.offset + p.size])
+        for p in plan_parts(len(data), PART)
+    }
+    assert remote.get("big.bin") == data
+    assert info.sha256 == hashlib.sha256(data).hexdigest()
+    state.close()
+
+
+def test_a_resumed_upload_whose_parts_are_refused_starts_over(
+    tmp_path: Path, remote: Remote, provider: MultipartProvider
+) -> None:
+    source = tmp_path / "big.bin"
+    data = _random_file(source, 2 * PART + 999)  # 3 parts
+    state_url = f"sqlite:///{tmp_path / 'state.db'}"
+    state = StateStore(state_url)
+    with pytest.raises(Crash):
+        _send(_large(CrashingProvider(provider, crash_after=1), state), source, "big.bin", data)
+    record = Partials(state).upload("docs", "big.bin")
+    assert record is not None
+    state.close()
+
+    state = StateStore(state_url)
+    refusing = RefusingProvider(provider, refused=record.upload_id)
+    info = _send(_large(refusing, state), source, "big.bin", data, hashed=True)
+
+    assert sorted(refusing.sent) == [1, 2, 3]  # all of them, in a new upload
+    assert remote.get("big.bin") == data
+    assert info.sha256 == hashlib.sha256(data).hexdigest()
+    assert Partials(state).upload("docs", "big.bin") is None
+    assert _unfinished_uploads(remote) == []  # the refused one was aborted
+    state.close()
 
 
 @pytest.mark.parametrize("concurrency", [1, 3])

@@ -1,5 +1,6 @@
 """S3-only promises of the multipart half (test_parts.py holds the shared ones), against moto:
-stale uploads can be found, a lost condition leaves no parts behind, Content-MD5 goes out."""
+stale uploads can be found, a lost condition leaves no parts behind, each part's SHA-256 goes
+out."""
 
 from __future__ import annotations
 
@@ -60,11 +61,21 @@ def md5_of(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
+def sha256_of(data: bytes) -> str:
+    """A part's digest as S3's upload_part takes it (PART_LIMITS.digest)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def b64_sha256(data: bytes) -> str:
+    return base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
+
+
 def send(
     s3: S3Provider, req: UploadRequest, upload_id: str, part: PartInfo, data: bytes
 ) -> PartInfo:
     chunk = data[part.offset : part.offset + part.size]
-    return s3.upload_part(req, upload_id, part, cast(BinaryIO, OneWayStream(chunk)), md5_of(chunk))
+    body = cast(BinaryIO, OneWayStream(chunk))
+    return s3.upload_part(req, upload_id, part, body, sha256_of(chunk))
 
 
 def one_part(s3: S3Provider, req: UploadRequest, data: bytes) -> tuple[str, PartInfo]:
@@ -181,8 +192,10 @@ def test_a_failed_part_is_transient_and_sent_again_whole(s3: S3Provider) -> None
     attempts = fail_first_attempt(s3)
 
     with pytest.raises(Transient):
-        s3.upload_part(req, upload_id, PartInfo(1, 0, len(data)), io.BytesIO(data), md5_of(data))
-    part = s3.upload_part(req, upload_id, PartInfo(1, 0, len(data)), io.BytesIO(data), md5_of(data))
+        s3.upload_part(req, upload_id, PartInfo(1, 0, len(data)), io.BytesIO(data), sha256_of(data))
+    part = s3.upload_part(
+        req, upload_id, PartInfo(1, 0, len(data)), io.BytesIO(data), sha256_of(data)
+    )
 
     assert len(attempts) == 2
     s3.complete_multipart(req, upload_id, [part])
@@ -246,31 +259,45 @@ def test_multipart_object_carries_metadata_and_storage_class(s3_bucket: Bucket) 
 # -- parts ------------------------------------------------------------------------------------
 
 
-def test_content_md5_is_sent_with_every_part(s3: S3Provider) -> None:
-    seen: list[str | None] = []
+def headers_sent(s3: S3Provider, operation: str, *names: str) -> list[dict[str, str | None]]:
+    """The values of `names` in every `operation` request the client sends from now on."""
+    seen: list[dict[str, str | None]] = []
 
     def record(request: Any, **_: Any) -> None:
-        value = request.headers.get("Content-MD5")  # bytes by the time it is sent
-        seen.append(value.decode("ascii") if isinstance(value, bytes) else value)
+        values = {name: request.headers.get(name) for name in names}  # bytes once prepared
+        seen.append(
+            {k: v.decode("ascii") if isinstance(v, bytes) else v for k, v in values.items()}
+        )
 
-    s3._client.meta.events.register("before-send.s3.UploadPart", record)
+    s3._client.meta.events.register(f"before-send.s3.{operation}", record)
+    return seen
+
+
+def test_every_part_carries_its_sha256_for_s3_to_check(s3: S3Provider) -> None:
+    """The upload is created with ChecksumAlgorithm SHA256, so S3 requires and checks the
+    x-amz-checksum-sha256 of every part (BadDigest when the bytes arrived damaged), and the
+    commit names every part by ETag and checksum."""
+    created = headers_sent(s3, "CreateMultipartUpload", "x-amz-checksum-algorithm")
+    parts_seen = headers_sent(s3, "UploadPart", "x-amz-checksum-sha256", "Content-MD5")
     data = os.urandom(1000)
-    req = request_for("md5.bin", data)
+    req = request_for("sha.bin", data)
     upload_id, part = one_part(s3, req, data)
 
-    digest = hashlib.md5(data, usedforsecurity=False).digest()
-    assert seen == [base64.b64encode(digest).decode("ascii")]
-    assert part.token == md5_of(data) and part.md5 == md5_of(data)
-    s3.abort_multipart(req, upload_id)
+    assert created == [{"x-amz-checksum-algorithm": "SHA256"}]
+    assert parts_seen == [{"x-amz-checksum-sha256": b64_sha256(data), "Content-MD5": None}]
+    assert part.md5 == md5_of(data)  # S3's ETag of a part: recorded, compared on a resume
+    assert part.token == f"{md5_of(data)} {b64_sha256(data)}"
+    s3.complete_multipart(req, upload_id, [part])
+    assert s3_get(s3, "sha.bin") == data
 
 
-def test_a_garbled_md5_is_refused_before_sending(s3: S3Provider) -> None:
+def test_a_garbled_digest_is_refused_before_sending(s3: S3Provider) -> None:
     sent: list[object] = []
     s3._client.meta.events.register("before-send.s3.UploadPart", lambda **kw: sent.append(kw))
     req = request_for("bad.bin", b"abc")
     upload_id = s3.start_multipart(req)
 
-    with pytest.raises(InvalidRequest, match="md5"):
+    with pytest.raises(InvalidRequest, match="sha256"):
         s3.upload_part(req, upload_id, PartInfo(1, 0, 3), io.BytesIO(b"abc"), "not hex")
     assert sent == []
     s3.abort_multipart(req, upload_id)
@@ -282,7 +309,7 @@ def test_a_body_shorter_than_the_part_is_refused(s3: S3Provider) -> None:
     body = cast(BinaryIO, OneWayStream(b"01234"))
 
     with pytest.raises(InvalidRequest, match="ended 5 bytes before"):
-        s3.upload_part(req, upload_id, PartInfo(1, 0, 10), body, md5_of(b"0123456789"))
+        s3.upload_part(req, upload_id, PartInfo(1, 0, 10), body, sha256_of(b"0123456789"))
     s3.abort_multipart(req, upload_id)
 
 
@@ -298,7 +325,7 @@ def test_parts_of_one_open_file_each_read_their_own_bytes(s3: S3Provider) -> Non
         part = PartInfo(number, offset, min(size, len(data) - offset))
         source.seek(offset)
         chunk = data[offset : offset + part.size]
-        parts.append(s3.upload_part(req, upload_id, part, source, md5_of(chunk)))
+        parts.append(s3.upload_part(req, upload_id, part, source, sha256_of(chunk)))
         assert source.tell() == offset + part.size
 
     s3.complete_multipart(req, upload_id, parts)
@@ -320,7 +347,7 @@ def test_listed_offsets_skip_over_a_missing_part(s3: S3Provider) -> None:
     assert [(p.number, p.offset, p.size) for p in held] == [
         (p.number, p.offset, p.size) for p in (plan[0], plan[2], plan[3])
     ]
-    assert held[1].md5 == md5_of(data[2 * size : 3 * size]) == held[1].token
+    assert held[1].md5 == md5_of(data[2 * size : 3 * size]) == held[1].token.split()[0]
     s3.abort_multipart(req, upload_id)
 
 

@@ -3,7 +3,10 @@
 Above `multipart_threshold` an upload goes through the provider's MultipartProvider half:
 parts of `part_size` (grown to stay within the service's part count), `part_concurrency` in
 flight (one at a time where the service wants them in order), each read straight from the file
-by `pread` — never the whole part in memory unless the SDK insists — and sent with its MD5.
+by `pread` — never the whole part in memory unless the SDK insists — and sent with the digest
+the service checks it by (MD5, or SHA-256 for S3). One read of the file before the upload
+computes the whole file's SHA-256 (the object's metadata needs it up front) and every part's
+digest, on two cores.
 Every finished part is recorded in the state DB; after a crash, the upload resumes with the
 parts the service still holds, provided the local file is unchanged (size, mtime, inode) and
 the upload is younger than STALE_AFTER. Anything else is aborted.
@@ -34,7 +37,14 @@ from syncd.engine.model import LocalFile
 from syncd.engine.paths import RESUME_PREFIX
 from syncd.engine.progress import Transfer
 from syncd.engine.retry import RetryPolicy
-from syncd.providers.base import MultipartProvider, ObjectInfo, PartInfo, PartLimits, UploadRequest
+from syncd.providers.base import (
+    MultipartProvider,
+    ObjectInfo,
+    PartDigest,
+    PartInfo,
+    PartLimits,
+    UploadRequest,
+)
 from syncd.providers.errors import (
     Cancelled,
     InvalidRequest,
@@ -53,6 +63,16 @@ SLICE = 1024 * 1024
 
 #: Called with a byte count as bytes pass: throttling (may block) and progress.
 Meter = Callable[[int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class FileDigests:
+    """What one read of a file before its upload yields: the whole file's SHA-256 and, for
+    parts of `part_size`, each part's digest (hex, of the kind the provider checks parts by)."""
+
+    sha256: str
+    part_size: int
+    parts: tuple[str, ...]  # part number n is parts[n - 1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,16 +191,58 @@ class RangeWriter:
         pass
 
 
-def _md5_of(fd: int, offset: int, size: int) -> str:
-    md5 = hashlib.md5(usedforsecurity=False)
+def _part_hash(kind: PartDigest) -> hashlib._Hash:
+    return hashlib.sha256() if kind == "sha256" else hashlib.md5(usedforsecurity=False)
+
+
+def _digest_of(fd: int, offset: int, size: int, kind: PartDigest) -> str:
+    digest = _part_hash(kind)
     done = 0
     while done < size:
         data = os.pread(fd, min(SLICE, size - done), offset + done)
         if not data:
             raise ProviderError("the file got shorter while it was being sent")
-        md5.update(data)
+        digest.update(data)
         done += len(data)
-    return md5.hexdigest()
+    return digest.hexdigest()
+
+
+def digest_file(
+    fd: int,
+    size: int,
+    part_size: int,
+    kind: PartDigest,
+    is_cancelled: Callable[[], bool] = lambda: False,
+) -> FileDigests:
+    """The first `size` bytes of the file open at `fd`, read once: their SHA-256, and the
+    digest of each part of `part_size`.
+
+    The part digests are computed on a helper thread while this one computes the SHA-256 of
+    the same slice (hashlib lets go of the GIL on large buffers): the service has nothing to
+    do yet, so the second core is free, and the file is not read a second time to hash the
+    parts as they go. At most two slices are in memory."""
+    whole = hashlib.sha256()
+    digests: list[str] = []
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="syncd-hash") as helper:
+        for part in plan_parts(size, part_size):
+            if is_cancelled():
+                raise Cancelled("transfer cancelled: syncd is stopping")
+            digest = _part_hash(kind)
+            pending: Future[None] | None = None
+            done = 0
+            while done < part.size:
+                data = os.pread(fd, min(SLICE, part.size - done), part.offset + done)
+                if not data:
+                    raise ProviderError("the file got shorter while it was being hashed")
+                if pending is not None:
+                    pending.result()
+                pending = helper.submit(digest.update, data)
+                whole.update(data)
+                done += len(data)
+            if pending is not None:
+                pending.result()
+            digests.append(digest.hexdigest())
+    return FileDigests(whole.hexdigest(), part_size, tuple(digests))
 
 
 def sha256_of(path: Path) -> str:
@@ -249,52 +311,62 @@ class LargeTransfers:
     def wants(self, size: int) -> bool:
         return size >= self.settings.threshold
 
+    def part_size(self, size: int) -> int:
+        """The part size an upload of `size` bytes goes in."""
+        return choose_part_size(size, self.settings.part_size, self.limits())
+
+    def digest(self, fd: int, size: int) -> FileDigests:
+        """Hash the file open at `fd` for `upload`: its SHA-256 (for the request) and the
+        digest of each of its parts, in one read."""
+        return digest_file(fd, size, self.part_size(size), self.limits().digest, self.is_cancelled)
+
     # -- uploads ---------------------------------------------------------------------------
     def upload(
-        self, path: str, fd: int, local: LocalFile, request: UploadRequest, progress: Transfer
+        self,
+        path: str,
+        fd: int,
+        local: LocalFile,
+        request: UploadRequest,
+        progress: Transfer,
+        *,
+        digests: FileDigests | None = None,
     ) -> ObjectInfo:
         """Send the file open at `fd` as `request` describes; resumes a recorded upload of
-        the same file. PreconditionFailed (after aborting) when the condition no longer
-        holds."""
-        for _ in range(2):  # a second go only when the service forgot a recorded upload
+        the same file. `digests` (from `digest`, of these very bytes) spares hashing each part
+        as it goes. PreconditionFailed (after aborting) when the condition no longer holds."""
+        for _ in range(2):  # a second go only when the service forgot or refused an upload
             try:
-                return self._upload_once(path, fd, local, request, progress)
+                return self._upload_once(path, fd, local, request, progress, digests=digests)
             except _UploadGone:
                 self.partials.drop_upload(self.pair, path)
                 log.info("multipart upload gone on the service; starting over", path=path)
+            except _ResumeRefused as exc:
+                self._abort(request, exc.upload_id)
+                self.partials.drop_upload(self.pair, path)
+                log.info(
+                    "the service refuses parts of the recorded upload; starting over",
+                    path=path,
+                    error=str(exc.__cause__),
+                )
         raise ProviderError("the service keeps forgetting the multipart upload")
 
     def _upload_once(
-        self, path: str, fd: int, local: LocalFile, request: UploadRequest, progress: Transfer
+        self,
+        path: str,
+        fd: int,
+        local: LocalFile,
+        request: UploadRequest,
+        progress: Transfer,
+        *,
+        digests: FileDigests | None,
     ) -> ObjectInfo:
-        assert request.sha256 is not None
         limits = self.limits()
         part_size = choose_part_size(request.size, self.settings.part_size, limits)
-        upload_id, done = self._resume(path, local, request, part_size)
-        if upload_id is None:
-            upload_id = self.retry.call(lambda: self.provider.start_multipart(request))
-            self.partials.start_upload(
-                self.pair,
-                PartialUpload(
-                    path=path,
-                    key=request.key,
-                    upload_id=upload_id,
-                    size=request.size,
-                    mtime_ns=local.mtime_ns,
-                    inode=local.inode,
-                    sha256=request.sha256,
-                    part_size=part_size,
-                    condition=_condition(request),
-                ),
-            )
-        else:
-            log.info(
-                "resuming multipart upload",
-                pair=self.pair,
-                path=path,
-                parts_held=len(done),
-                bytes_held=sum(p.size for p in done.values()),
-            )
+        if digests is not None and (
+            digests.part_size != part_size or digests.sha256 != request.sha256
+        ):
+            digests = None  # not of these parts: hash each as it goes
+        upload_id, done, resumed = self._begin(path, local, request, part_size)
         progress.resumed(sum(p.size for p in done.values()))
         parts = plan_parts(request.size, part_size)
         sent: dict[int, PartInfo] = dict(done)
@@ -306,18 +378,27 @@ class LargeTransfers:
             progress.add(n)
 
         def send(part: PartInfo) -> None:
-            md5 = _md5_of(fd, part.offset, part.size)
+            if digests is not None:
+                digest = digests.parts[part.number - 1]
+            else:
+                digest = _digest_of(fd, part.offset, part.size, limits.digest)
 
             def attempt() -> PartInfo:
                 body = FileWindow(fd, part.offset, part.size, meter, self.is_cancelled)
                 return self.provider.upload_part(
-                    request, upload_id, part, cast(BinaryIO, body), md5
+                    request, upload_id, part, cast(BinaryIO, body), digest
                 )
 
             try:
                 result = self.retry.call(attempt)
             except NotFound as exc:
                 raise _UploadGone(str(exc)) from exc
+            except InvalidRequest as exc:
+                # A recorded upload the service takes no more parts for (one an older syncd
+                # began with another part checksum, say): abort it and start over, once.
+                if resumed:
+                    raise _ResumeRefused(upload_id) from exc
+                raise
             with lock:
                 sent[part.number] = result
             log.debug("part sent", pair=self.pair, path=path, part=part.number, bytes=part.size)
@@ -325,7 +406,9 @@ class LargeTransfers:
                 self.pair,
                 path,
                 upload_id,
-                RecordedPart(result.number, result.offset, result.size, result.token, md5),
+                # The MD5 the service states for the part (S3's ETag), which a resume
+                # compares with what it lists then.
+                RecordedPart(result.number, result.offset, result.size, result.token, result.md5),
             )
 
         todo = [p for p in parts if p.number not in done]
@@ -344,6 +427,39 @@ class LargeTransfers:
             raise _UploadGone(str(exc)) from exc
         self.partials.drop_upload(self.pair, path)
         return info
+
+    def _begin(
+        self, path: str, local: LocalFile, request: UploadRequest, part_size: int
+    ) -> tuple[str, dict[int, PartInfo], bool]:
+        """The upload id, the parts the service holds already, and whether it is a recorded
+        upload resumed (else one just started and recorded)."""
+        assert request.sha256 is not None
+        upload_id, done = self._resume(path, local, request, part_size)
+        if upload_id is not None:
+            log.info(
+                "resuming multipart upload",
+                pair=self.pair,
+                path=path,
+                parts_held=len(done),
+                bytes_held=sum(p.size for p in done.values()),
+            )
+            return upload_id, done, True
+        upload_id = self.retry.call(lambda: self.provider.start_multipart(request))
+        self.partials.start_upload(
+            self.pair,
+            PartialUpload(
+                path=path,
+                key=request.key,
+                upload_id=upload_id,
+                size=request.size,
+                mtime_ns=local.mtime_ns,
+                inode=local.inode,
+                sha256=request.sha256,
+                part_size=part_size,
+                condition=_condition(request),
+            ),
+        )
+        return upload_id, {}, False
 
     def _resume(
         self, path: str, local: LocalFile, request: UploadRequest, part_size: int
@@ -592,3 +708,11 @@ def _size_of(path: Path) -> int | None:
 
 class _UploadGone(Exception):
     """The service no longer knows a recorded upload id."""
+
+
+class _ResumeRefused(Exception):
+    """The service refused a part of a resumed upload: it is aborted and begun anew."""
+
+    def __init__(self, upload_id: str) -> None:
+        super().__init__(upload_id)
+        self.upload_id = upload_id

@@ -24,7 +24,7 @@ from syncd.engine.progress import InFlight, Transfer
 from syncd.engine.remote_index import RemoteIndex
 from syncd.engine.retry import RetryPolicy
 from syncd.providers.base import ObjectInfo, Provider, UploadRequest
-from syncd.providers.errors import NotFound, PreconditionFailed, ProviderError
+from syncd.providers.errors import InvalidRequest, NotFound, PreconditionFailed, ProviderError
 
 #: Files up to this size are read into memory once: the bytes hashed are the bytes sent.
 SMALL_FILE = 8 * 1024 * 1024
@@ -175,7 +175,8 @@ class Transfers:
         goes in the metadata before the first part; the file must not change meanwhile: if
         its stat moved by the end, the object is torn and the next pass sends it again."""
         assert self.large is not None
-        _, sha256, _ = localfs.hash_file(source)
+        digests = self.large.digest(fh.fileno(), before.size)
+        sha256 = digests.sha256
         request = UploadRequest(
             key=expected.key if expected is not None else path,
             body=io.BytesIO(b""),
@@ -186,10 +187,17 @@ class Transfers:
             if_match=expected.etag if expected is not None else None,
         )
         try:
-            info = self.large.upload(path, fh.fileno(), before, request, progress)
+            info = self.large.upload(path, fh.fileno(), before, request, progress, digests=digests)
         except PreconditionFailed:
             self.stat_remote(path, request.key)
             return Uploaded(Result.RACED)
+        except InvalidRequest:
+            # The parts were hashed before the upload: a file that changed since has parts
+            # the service refuses (their bytes no longer match). Look again; the next go
+            # finds the recorded upload no longer fits the file and aborts it.
+            if _still(source, before):
+                raise
+            return Uploaded(Result.MOVED)
         self.index.put(path, info)
         try:
             after: LocalFile | None = localfs.local_file(os.stat(source))
@@ -299,6 +307,15 @@ class Transfers:
             fh.flush()
             os.fsync(fh.fileno())
         return info, sink.hexdigest(), sink.bytes_written
+
+
+def _still(source: Path, before: LocalFile) -> bool:
+    """Is the file at `source` still the one stat'ed as `before`?"""
+    try:
+        now = localfs.local_file(os.stat(source))
+    except FileNotFoundError:
+        return False
+    return same_stat(before, now) and now.ctime_ns == before.ctime_ns
 
 
 def same_stat(a: LocalFile, b: LocalFile) -> bool:

@@ -669,7 +669,7 @@ class AzureProvider:
         return uuid.uuid4().hex
 
     def upload_part(
-        self, request: UploadRequest, upload_id: str, part: PartInfo, body: BinaryIO, md5: str
+        self, request: UploadRequest, upload_id: str, part: PartInfo, body: BinaryIO, digest: str
     ) -> PartInfo:
         """Put Block of the part's bytes, streamed (never more than `part.size` read from
         `body`), with the part's MD5 as Content-MD5 for the service to check (a mismatch is
@@ -680,7 +680,7 @@ class AzureProvider:
         with the other uncommitted blocks."""
         run = self._run(upload_id)
         self._check_part(request, part)
-        md5 = md5.lower()
+        md5 = digest.lower()  # PartLimits.digest is "md5" here
         if not _MD5.fullmatch(md5):
             raise InvalidRequest(f"{request.key}: part md5 is not 32 hex digits")
         data = _PartBody(body, part.size, self._where(request.key))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO, Protocol, runtime_checkable
+from typing import BinaryIO, Literal, Protocol, runtime_checkable
 
 #: Object metadata key that carries the local modification time, as "SECONDS.NANOSECONDS".
 #: The same spelling rclone uses, so files uploaded by either tool keep their mtime.
@@ -52,6 +52,10 @@ class Capabilities:
     multipart: bool = False
 
 
+#: The hashes a service can check a part against (see PartLimits.digest).
+PartDigest = Literal["md5", "sha256"]
+
+
 @dataclass(frozen=True, slots=True)
 class PartLimits:
     """What a service accepts for a multipart upload, so the engine can size the parts.
@@ -59,6 +63,8 @@ class PartLimits:
     `sequential` is True where parts must go one after the other, in order (a GCS resumable
     session): the engine then sends them one at a time instead of `part_concurrency` at once.
     `alignment` is a size every part but the last must be a multiple of (GCS: 256 KiB).
+    `digest` names the hash of each part's bytes that `upload_part` is given: the one the
+    service checks a part against ("md5": Content-MD5; "sha256": S3's x-amz-checksum-sha256).
     """
 
     min_part: int
@@ -66,6 +72,7 @@ class PartLimits:
     max_parts: int
     sequential: bool = False
     alignment: int = 1
+    digest: PartDigest = "md5"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,9 +80,10 @@ class PartInfo:
     """One part the service holds for a multipart upload.
 
     `number` counts from 1; `offset` is where the part starts in the file. `token` is what the
-    service needs to name the part when the upload is completed (S3: the part's ETag; Azure:
-    the block id; GCS: empty). `md5` is the hex MD5 of the part's bytes when the service
-    reports it (S3 ListParts' ETag of a plain part, Azure's block list does not), else None.
+    service needs to name the part when the upload is completed (S3: the part's ETag and its
+    SHA-256; Azure: the block id; GCS: empty). `md5` is the hex MD5 of the part's bytes when
+    the service reports it (S3 ListParts' ETag of a plain part, Azure's block list does not),
+    else None.
     """
 
     number: int
@@ -195,12 +203,12 @@ class MultipartProvider(Protocol):
         ...
 
     def upload_part(
-        self, request: UploadRequest, upload_id: str, part: PartInfo, body: BinaryIO, md5: str
+        self, request: UploadRequest, upload_id: str, part: PartInfo, body: BinaryIO, digest: str
     ) -> PartInfo:
         """Send `part.size` bytes read from `body` (positioned at the part's start) as part
-        `part.number`; `md5` (hex) is sent for the service to verify (Content-MD5 / per-block
-        MD5) where it can. Returns the part with its `token`. Raises NotFound when the upload
-        id is no longer known to the service (aborted, expired, completed)."""
+        `part.number`; `digest` (hex, of the kind `part_limits().digest` names) is sent for the
+        service to verify where it can. Returns the part with its `token`. Raises NotFound when
+        the upload id is no longer known to the service (aborted, expired, completed)."""
         ...
 
     def list_parts(self, request: UploadRequest, upload_id: str) -> list[PartInfo]:

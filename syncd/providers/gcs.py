@@ -693,15 +693,16 @@ class GCSProvider:
         return str(url)
 
     def upload_part(
-        self, request: UploadRequest, upload_id: str, part: PartInfo, body: BinaryIO, md5: str
+        self, request: UploadRequest, upload_id: str, part: PartInfo, body: BinaryIO, digest: str
     ) -> PartInfo:
         """PUTs the chunk at its offset. The chunk is held in memory: GCS may persist only a
         prefix of it (a 308 with a shorter Range), and the rest is then sent again from there.
 
         GCS checks no hash per chunk (an X-Goog-Hash on the last chunk must describe the whole
-        object, which a resumed upload never sees in one process), so `md5` is checked here
-        against the bytes read; the stored object's CRC32C / MD5 are GCS's own, its size is
-        checked when the last chunk finishes it, and the engine verifies our sha256 on reads.
+        object, which a resumed upload never sees in one process), so `digest` (an MD5) is
+        checked here against the bytes read; the stored object's CRC32C / MD5 are GCS's own,
+        its size is checked when the last chunk finishes it, and the engine verifies our
+        sha256 on reads.
         """
         where = self._where(request.key)
         end = part.offset + part.size
@@ -714,7 +715,7 @@ class GCSProvider:
         if not last and (part.offset % _QUANTUM or part.size % _QUANTUM):
             raise InvalidRequest(f"{where}: part {part.number} is not aligned to 256 KiB")
         data = _read_part(body, part.size, f"{where} part {part.number}")
-        if hashlib.md5(data, usedforsecurity=False).hexdigest() != md5.lower():
+        if hashlib.md5(data, usedforsecurity=False).hexdigest() != digest.lower():
             raise InvalidRequest(f"{where}: part {part.number} does not match its MD5")
         if last:
             self._check_condition(request, self._condition(request), at_start=False)

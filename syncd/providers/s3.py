@@ -64,7 +64,13 @@ PAGE_SIZE = 1000
 MiB = 1024 * 1024
 
 #: S3's multipart limits: parts of 5 MiB to 5 GiB (the last may be smaller), at most 10,000.
-PART_LIMITS = PartLimits(min_part=5 * MiB, max_part=5 * 1024 * MiB, max_parts=10_000)
+#: Each part is checked by its SHA-256 (x-amz-checksum-sha256): stronger than Content-MD5, and
+#: cheaper to compute (SHA-NI); the whole file's SHA-256 is computed in the same pass.
+PART_LIMITS = PartLimits(
+    min_part=5 * MiB, max_part=5 * 1024 * MiB, max_parts=10_000, digest="sha256"
+)
+#: The per-part checksum every multipart upload is created with (and its parts must carry).
+PART_CHECKSUM = "SHA256"
 
 _MD5 = re.compile(r"^[0-9a-f]{32}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -194,6 +200,22 @@ def _b64_of_hex(value: str, what: str, key: str) -> str:
     except ValueError:
         raise InvalidRequest(f"{key}: {what} is not hex") from None
     return base64.b64encode(digest).decode("ascii")
+
+
+def _part_token(etag: str, checksum: str | None) -> str:
+    """A part's PartInfo.token: what CompleteMultipartUpload names it by, its ETag and (for an
+    upload created with PART_CHECKSUM) its base64 SHA-256, space-separated."""
+    return f"{etag} {checksum}" if checksum else etag
+
+
+def _completed_part(part: PartInfo) -> dict[str, Any]:
+    """A part as CompleteMultipartUpload lists it (a token without a checksum is an ETag: a
+    service that does not report the parts' checksums in ListParts does not want them)."""
+    etag, _, checksum = part.token.partition(" ")
+    named: dict[str, Any] = {"PartNumber": part.number, "ETag": f'"{etag}"'}
+    if checksum:
+        named["ChecksumSHA256"] = checksum
+    return named
 
 
 def _content_range(answer: Any) -> tuple[int, int]:
@@ -536,16 +558,21 @@ class S3Provider:
 
     def start_multipart(self, request: UploadRequest) -> str:
         params = self._object_params(request)
+        # Declared at the start, S3 requires (and checks) the checksum of every part, and the
+        # commit names each part by ETag and checksum (see `_part_token`).
+        params["ChecksumAlgorithm"] = PART_CHECKSUM
         with self._errors(request.key):
             answer = self._client.create_multipart_upload(**params)
         return answer["UploadId"]
 
     def upload_part(
-        self, request: UploadRequest, upload_id: str, part: PartInfo, body: BinaryIO, md5: str
+        self, request: UploadRequest, upload_id: str, part: PartInfo, body: BinaryIO, digest: str
     ) -> PartInfo:
         # Streamed, not read into memory: botocore sends a non-seekable body as it is when the
         # length is known and neither payload signing nor a computed checksum needs the bytes
-        # first (see make_client). Content-MD5 has S3 refuse a part that arrived damaged.
+        # first (see make_client). `digest` is the part's SHA-256 (PART_LIMITS.digest): with
+        # it S3 refuses a part that arrived damaged (BadDigest).
+        checksum = _b64_of_hex(digest, "part sha256", request.key)
         reader = _PartBody(body, part.size, f"{self.url}{request.key} part {part.number}")
         try:
             with self._errors(request.key):
@@ -556,14 +583,14 @@ class S3Provider:
                     PartNumber=part.number,
                     Body=cast(BinaryIO, reader),
                     ContentLength=part.size,
-                    ContentMD5=_b64_of_hex(md5, "md5", request.key),
+                    ChecksumSHA256=checksum,
                 )
         except ProviderError:
             if reader.failure is not None:  # the body's own fault, whatever botocore made of it
                 raise reader.failure from None
             raise
         etag = answer["ETag"].strip('"')
-        return dataclasses.replace(part, token=etag, md5=_md5(etag))
+        return dataclasses.replace(part, token=_part_token(etag, checksum), md5=_md5(etag))
 
     def list_parts(self, request: UploadRequest, upload_id: str) -> builtins.list[PartInfo]:
         """Offsets are not stored by S3: they add up the sizes in number order. Where a part is
@@ -579,17 +606,18 @@ class S3Provider:
         with self._errors(request.key):
             held = sorted(
                 (
-                    (p["PartNumber"], p["Size"], p["ETag"].strip('"'))
+                    (p["PartNumber"], p["Size"], p["ETag"].strip('"'), p.get("ChecksumSHA256"))
                     for page in pages
                     for p in page.get("Parts", [])
                 ),
             )
-        planned = max((size for _, size, _ in held), default=0)
+        planned = max((size for _, size, _, _ in held), default=0)
         parts: builtins.list[PartInfo] = []
         offset, expected = 0, 1
-        for number, size, etag in held:
+        for number, size, etag, checksum in held:
             offset += (number - expected) * planned
-            parts.append(PartInfo(number, offset, size, token=etag, md5=_md5(etag)))
+            token = _part_token(etag, checksum)
+            parts.append(PartInfo(number, offset, size, token=token, md5=_md5(etag)))
             offset += size
             expected = number + 1
         return parts
@@ -603,9 +631,7 @@ class S3Provider:
             "Bucket": self.bucket,
             "Key": self.prefix + request.key,
             "UploadId": upload_id,
-            "MultipartUpload": {
-                "Parts": [{"PartNumber": p.number, "ETag": f'"{p.token}"'} for p in parts]
-            },
+            "MultipartUpload": {"Parts": [_completed_part(p) for p in parts]},
         }
         if request.if_absent:
             params["IfNoneMatch"] = "*"
