@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from harness import Setup, syncd, tree
+from sqlalchemy.exc import IntegrityError
 
 from syncd.state import BaseEntry, OpRecord, StateError, StateStore
 from syncd.state.schema import SCHEMA_VERSION
@@ -157,5 +158,58 @@ def test_records_from_many_threads_all_land_and_one_bad_record_fails_alone(
         assert store.counters("docs")["bytes_up"] == 16 * sum(range(50))
         assert len(store.ops("docs")) == 16 * 50
         assert store.integrity_check() == "ok"
+    finally:
+        store.close()
+
+
+def test_held_entries_answer_from_memory_and_stay_current(tmp_path: Path) -> None:
+    """`hold` keeps a pair's entries in memory for a pass: lookups agree with the database
+    after every kind of write, and a snapshot read while a write landed is not kept."""
+    store = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
+    try:
+        store.put("docs", BaseEntry("a", 10, 1, 1, "sha-a", "e1", 1.0))
+        store.put("docs", BaseEntry("b", 20, 1, 2, "sha-b", "e2", 1.0))
+        assert set(store.hold("docs")) == {"a", "b"}
+
+        def agree(path: str, size: int, sha256: str) -> None:
+            held = (
+                store.get("docs", path),
+                store.has_size("docs", size),
+                sorted(e.path for e in store.with_content("docs", size, sha256)),
+            )
+            store.release("docs")
+            fresh = (
+                store.get("docs", path),
+                store.has_size("docs", size),
+                sorted(e.path for e in store.with_content("docs", size, sha256)),
+            )
+            assert held == fresh
+            store.hold("docs")
+
+        agree("a", 10, "sha-a")
+        store.put("docs", BaseEntry("a", 30, 2, 1, "sha-c", "e3", 2.0))  # new content
+        agree("a", 10, "sha-a")
+        agree("a", 30, "sha-c")
+        store.put("docs", BaseEntry("c", 30, 3, 3, "sha-c", "e4", 2.0))
+        agree("c", 30, "sha-c")
+        store.forget("docs", ["a"])
+        agree("a", 30, "sha-c")
+        with pytest.raises(IntegrityError):  # a failed write drops the held copy
+            store.put("docs", BaseEntry("bad", None, 1, 2, None, None, 3.0))  # type: ignore[arg-type]
+        assert "docs" not in store._held
+        store.release("docs")
+
+        # A write that lands while the snapshot is being read: the snapshot is not kept.
+        read = store.entries
+
+        def racing_read(pair: str) -> dict[str, BaseEntry]:
+            entries = read(pair)
+            store.put("docs", BaseEntry("d", 5, 1, 4, "sha-d", "e5", 3.0))
+            return entries
+
+        store.entries = racing_read  # type: ignore[method-assign]
+        store.hold("docs")
+        store.entries = read  # type: ignore[method-assign]
+        assert store.get("docs", "d") is not None  # from the database, not a stale snapshot
     finally:
         store.close()

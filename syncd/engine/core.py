@@ -342,22 +342,26 @@ class Engine:
         names = [pair] if pair is not None else list(self.syncers)
         reports: dict[str, PairReport] = {}
         before = {name: self._begin_pass(name) for name in names}
-        for name in names:
-            syncer = self.syncers[name]
-            syncer.plan_only = dry_run
-            report = reports[name] = PairReport(name, strategy=syncer.pair.conflict)
-            try:
-                planned = syncer.plan(first_pass=not dry_run)
-            except PairFault as exc:
-                report.fault = str(exc)
-                syncer.stats.set_fault(str(exc))
-                log.error("pair cannot be synced", pair=name, error=str(exc))
-                continue
-            if force:
-                self.force.add(name)
-            for item in planned:
-                self.queue.put(name, item.path)
-        self._drain([n for n in names if reports[n].fault is None], dry_run)
+        try:
+            for name in names:
+                syncer = self.syncers[name]
+                syncer.plan_only = dry_run
+                report = reports[name] = PairReport(name, strategy=syncer.pair.conflict)
+                try:
+                    planned = syncer.plan(first_pass=not dry_run, hold=True)
+                except PairFault as exc:
+                    report.fault = str(exc)
+                    syncer.stats.set_fault(str(exc))
+                    log.error("pair cannot be synced", pair=name, error=str(exc))
+                    continue
+                if force:
+                    self.force.add(name)
+                for item in planned:
+                    self.queue.put(name, item.path)
+            self._drain([n for n in names if reports[n].fault is None], dry_run)
+        finally:
+            for name in names:
+                self.store.release(name)
         for name, report in reports.items():
             syncer = self.syncers[name]
             report.planned = sorted(syncer.planned, key=lambda item: item.path)

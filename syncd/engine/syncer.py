@@ -212,13 +212,15 @@ class PairSyncer:
             for folder in self.unlisted
         )
 
-    def plan(self, *, first_pass: bool = False) -> list[PlanItem]:
-        """One full reconciliation: every path whose three-way decision is not 'nothing'."""
+    def plan(self, *, first_pass: bool = False, hold: bool = False) -> list[PlanItem]:
+        """One full reconciliation: every path whose three-way decision is not 'nothing'.
+        `hold` keeps the base entries in memory for the pass that follows (the caller
+        releases them: `StateStore.release`)."""
         self.check_root()
         self.filter = PathFilter(self.pair.exclude, self.root, include=self.pair.include)
         remote = self.list_remote()
         local = self.scan_local(clean_temp=first_pass and not self.plan_only)
-        base = self.store.entries(self.name)
+        base = self.store.hold(self.name) if hold else self.store.entries(self.name)
         if not self.plan_only:
             trash.prune_local_trash(self.root, self.pair.trash_days)
             if first_pass and self.large is not None:

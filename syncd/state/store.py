@@ -140,6 +140,32 @@ class _Queued:
         self.error: BaseException | None = None
 
 
+class _Held:
+    """A pair's base entries kept in memory for one pass (see StateStore.hold), with the
+    indexes a move's source is looked up by."""
+
+    __slots__ = ("content", "entries", "sizes")
+
+    def __init__(self, entries: dict[str, BaseEntry]) -> None:
+        self.entries: dict[str, BaseEntry] = {}
+        self.sizes: dict[int, int] = {}
+        self.content: dict[tuple[int, str], set[str]] = {}
+        for path, entry in entries.items():
+            self.set(path, entry)
+
+    def set(self, path: str, entry: BaseEntry | None) -> None:
+        old = self.entries.pop(path, None)
+        if old is not None:
+            self.sizes[old.size] -= 1
+            if old.sha256 is not None:
+                self.content[(old.size, old.sha256)].discard(path)
+        if entry is not None:
+            self.entries[path] = entry
+            self.sizes[entry.size] = self.sizes.get(entry.size, 0) + 1
+            if entry.sha256 is not None:
+                self.content.setdefault((entry.size, entry.sha256), set()).add(path)
+
+
 class StateStore:
     """Thread-safe access to the state DB. One instance per process."""
 
@@ -151,6 +177,11 @@ class StateStore:
         self._write_lock = threading.Lock()
         self._queued: list[_Queued] = []
         self._queue_lock = threading.Lock()
+        #: Pairs whose base entries are held in memory for a pass, and a count of base-entry
+        #: writes (under `_held_lock`), so a snapshot read while a write lands is not kept.
+        self._held: dict[str, _Held] = {}
+        self._held_lock = threading.Lock()
+        self._writes = 0
         try:
             # A connection per busy thread stays open: with the default 5 (+10 overflow), 16
             # workers kept opening and closing SQLite connections (and re-running the PRAGMAs).
@@ -271,7 +302,43 @@ class StateStore:
         return self._engine.connect()
 
     # -- base entries ----------------------------------------------------------------------
+    def hold(self, pair: str) -> dict[str, BaseEntry]:
+        """Every base entry of a pair (as `entries`), also kept in memory until `release`:
+        meanwhile `get`, `has_size` and `with_content` answer from memory, and every write
+        through this store keeps the copy current. For a pass that looks up each path once
+        (`syncd once`), where three queries per file cost more than the file's transfer to
+        a local folder. Not kept if a write landed while the entries were read."""
+        with self._held_lock:
+            start = self._writes
+        entries = self.entries(pair)
+        with self._held_lock:
+            if self._writes == start:
+                self._held[pair] = _Held(entries)
+        return entries
+
+    def release(self, pair: str) -> None:
+        """Stop holding a pair's entries in memory (the end of a pass)."""
+        with self._held_lock:
+            self._held.pop(pair, None)
+
+    def _wrote(self, pair: str, paths: Iterable[str] | None, entry: BaseEntry | None) -> None:
+        """A base-entry write committed (or failed: then `paths` is None and the pair's held
+        copy, which may no longer match the database, is dropped)."""
+        with self._held_lock:
+            self._writes += 1
+            held = self._held.get(pair)
+            if held is None:
+                return
+            if paths is None:
+                del self._held[pair]
+                return
+            for path in paths:
+                held.set(path, entry)
+
     def get(self, pair: str, path: str) -> BaseEntry | None:
+        held = self._held.get(pair)
+        if held is not None:
+            return held.entries.get(path)
         with self._engine.connect() as conn:
             row = conn.execute(_GET_ENTRY, {"p_pair": pair, "p_path": path}).first()
         return _entry(row._mapping) if row is not None else None
@@ -316,28 +383,50 @@ class StateStore:
                     {"pair": pair, "name": f"files_{direction}", "value": 1},
                     {"pair": pair, "name": f"bytes_{direction}", "value": op.size or 0},
                 ]
-        self._grouped(_Queued(entries=[values], ops=ops, bumps=bumps))
+        try:
+            self._grouped(_Queued(entries=[values], ops=ops, bumps=bumps))
+        except BaseException:
+            self._wrote(pair, None, None)
+            raise
+        self._wrote(pair, [entry.path], entry)
 
     def forget(self, pair: str, paths: Iterable[str] | None = None) -> None:
         """Drop base entries: the given paths, or the whole pair (a later pass is a first sync,
         and its open conflicts are looked at afresh)."""
-        with self._writing() as conn:
-            stmt = delete(schema.files).where(schema.files.c.pair == pair)
-            if paths is None:
-                conn.execute(stmt)
-                conn.execute(delete(schema.conflicts).where(schema.conflicts.c.pair == pair))
-                return
-            for path in paths:
-                conn.execute(stmt.where(schema.files.c.path == path))
+        paths = None if paths is None else list(paths)
+        try:
+            with self._writing() as conn:
+                stmt = delete(schema.files).where(schema.files.c.pair == pair)
+                if paths is None:
+                    conn.execute(stmt)
+                    conn.execute(delete(schema.conflicts).where(schema.conflicts.c.pair == pair))
+                else:
+                    for path in paths:
+                        conn.execute(stmt.where(schema.files.c.path == path))
+        except BaseException:
+            self._wrote(pair, None, None)
+            raise
+        if paths is None:
+            self._wrote(pair, None, None)
+        else:
+            self._wrote(pair, paths, None)
 
     def has_size(self, pair: str, size: int) -> bool:
         """Is any base entry this size? The cheap first filter for a move's source (indexed)."""
+        held = self._held.get(pair)
+        if held is not None:
+            return held.sizes.get(size, 0) > 0
         with self._engine.connect() as conn:
             found = conn.execute(_HAS_SIZE, {"p_pair": pair, "p_size": size}).first()
         return found is not None
 
     def with_content(self, pair: str, size: int, sha256: str) -> list[BaseEntry]:
         """Base entries holding exactly this content: the candidates for a move's source."""
+        held = self._held.get(pair)
+        if held is not None:
+            with self._held_lock:
+                paths = list(held.content.get((size, sha256), ()))
+            return [entry for path in paths if (entry := held.entries.get(path)) is not None]
         with self._engine.connect() as conn:
             rows = conn.execute(_WITH_CONTENT, {"p_pair": pair, "p_size": size, "p_sha256": sha256})
             return [_entry(row._mapping) for row in rows]
