@@ -361,7 +361,7 @@ class LargeTransfers:
         digests: FileDigests | None,
     ) -> ObjectInfo:
         limits = self.limits()
-        part_size = choose_part_size(request.size, self.settings.part_size, limits)
+        part_size = self.part_size(request.size)
         if digests is not None and (
             digests.part_size != part_size or digests.sha256 != request.sha256
         ):

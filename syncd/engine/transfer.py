@@ -199,11 +199,7 @@ class Transfers:
                 raise
             return Uploaded(Result.MOVED)
         self.index.put(path, info)
-        try:
-            after: LocalFile | None = localfs.local_file(os.stat(source))
-        except FileNotFoundError:
-            after = None
-        torn = after is None or not same_stat(before, after) or after.ctime_ns != before.ctime_ns
+        torn = not _still(source, before)
         seconds = time.monotonic() - started
         return Uploaded(Result.TORN if torn else Result.OK, before, sha256, info, seconds)
 
