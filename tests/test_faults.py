@@ -43,6 +43,8 @@ from typing import Any, BinaryIO
 
 import pytest
 import urllib3.exceptions
+from emulators import AZURITE_ACCOUNT
+from emulators import azurite_connection_string as connection_string
 from faultproxy import (
     Action,
     Exchange,
@@ -58,7 +60,6 @@ from faultproxy import (
     too_many_requests,
     truncate_response,
 )
-from fixtures_azure import AZURITE_ACCOUNT, connection_string
 from harness import Setup, syncd, tree
 from remotes import PREFIX, TEMP_MARK, AzureRemote, GCSRemote, S3Remote
 
