@@ -623,3 +623,55 @@ def test_folder_remote_clears_upload_temp_files_left_by_a_dead_writer(tmp_path: 
         assert list(provider.list()) == []  # temp files are never objects
     assert not abandoned.exists()
     assert fresh.exists()
+
+
+_RACE_ROUNDS = 300
+
+
+def _replace_racer(root: str, key: str, name: str, start: Any, out: str) -> None:
+    """One of two processes: each round, read the object's version and replace it on
+    condition that it is still that version; writes the versions it won against to `out`."""
+    provider = open_provider(f"file://{root}", {})
+    won = []
+    start.wait()
+    for round_ in range(_RACE_ROUNDS):
+        etag = provider.stat(key).etag
+        body = f"{name} {round_}".encode()
+        try:
+            provider.upload(
+                UploadRequest(key, io.BytesIO(body), len(body), MTIME_NS + round_, if_match=etag)
+            )
+        except PreconditionFailed:
+            continue
+        won.append(etag)
+    Path(out).write_text("\n".join(won))
+
+
+def test_folder_conditional_replace_holds_between_processes(tmp_path: Path) -> None:
+    """Two syncd processes on one folder remote (two machines' syncd on a shared folder): a
+    replace on condition of a version wins at most once per version. Had both won against
+    the same version, one writer's bytes would be gone with neither of them knowing."""
+    import multiprocessing
+
+    root = tmp_path / "remote"
+    root.mkdir()
+    provider = open_provider(f"file://{root}", {})
+    put(provider, "shared.txt", b"base")
+    context = multiprocessing.get_context("spawn")
+    start = context.Event()
+    outs = {name: tmp_path / f"won-{name}.txt" for name in ("alice", "bob")}
+    racers = [
+        context.Process(
+            target=_replace_racer, args=(str(root), "shared.txt", name, start, str(out))
+        )
+        for name, out in outs.items()
+    ]
+    for racer in racers:
+        racer.start()
+    start.set()
+    for racer in racers:
+        racer.join(timeout=120)
+        assert racer.exitcode == 0
+    alice, bob = (set(out.read_text().split()) for out in outs.values())
+    assert alice and bob  # both won some rounds: they did race
+    assert not alice & bob  # ...and never against the same version

@@ -12,6 +12,7 @@ followed. Symlinks are simply not objects here: `list` skips them and `stat` doe
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import os
 import secrets
@@ -108,9 +109,9 @@ class FileProvider:
         self.capabilities = Capabilities(
             conditional_writes=True, server_side_copy=False, listing_has_metadata=True
         )
-        # Makes "compare etag, then replace/unlink" atomic among this process's workers. Another
-        # process writing the same folder can still slip in between; a plain folder has no
-        # conditional-rename primitive to close that window.
+        # Makes "compare etag, then replace/unlink" atomic among this process's workers; the
+        # folder's flock (`_swapping`) does the same between processes (two syncd instances
+        # on one shared folder), where a plain folder has no conditional rename.
         self._swap_lock = threading.Lock()
 
     # -- helpers --------------------------------------------------------------------------
@@ -263,7 +264,7 @@ class FileProvider:
                 raise InvalidRequest(f"{where}: body had {written} bytes, expected {request.size}")
             os.fsync(fd)
             os.utime(fd, ns=(request.mtime_ns, request.mtime_ns))
-            with self._swap_lock:
+            with self._swapping(dir_fd, request.if_match is not None):
                 if request.if_absent:
                     try:
                         os.link(
@@ -292,6 +293,22 @@ class FileProvider:
             has_metadata=request.sha256 is not None,
         )
 
+    @contextmanager
+    def _swapping(self, dir_fd: int, conditional: bool) -> Iterator[None]:
+        """The lock around "check the version, then replace or unlink" in one folder: this
+        process's lock, and for a conditional change also an flock on the folder, which
+        every syncd writing this folder takes too (a create-only link needs none: it is
+        atomic by itself)."""
+        with self._swap_lock:
+            if not conditional:
+                yield
+                return
+            fcntl.flock(dir_fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(dir_fd, fcntl.LOCK_UN)
+
     def _check_version(self, dir_fd: int, name: str, if_match: str, where: str) -> None:
         """PreconditionFailed unless `name` is a regular file whose version is `if_match`."""
         try:
@@ -307,7 +324,7 @@ class FileProvider:
         where = self._where(key)
         try:
             with self._dirs(parts[:-1], create=False) as fds:
-                with self._swap_lock:
+                with self._swapping(fds[-1], if_match is not None):
                     try:
                         current = os.stat(parts[-1], dir_fd=fds[-1], follow_symlinks=False)
                     except FileNotFoundError:
