@@ -226,3 +226,28 @@ def test_syncd_once_runs_from_the_environment_alone(tmp_path: Path) -> None:
     result = syncd("once", env=env)
     assert result.returncode == 0, result.stderr
     assert (remote / "a.txt").read_bytes() == b"from env"
+
+
+def test_a_pass_to_a_folder_records_every_file_after_one_flush(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`sync_once` to a local-folder remote: the uploads skip their own fsyncs, one barrier
+    flushes them before their records are committed, and when the pass ends every file is
+    recorded and the remote is back to flushing each upload (for the daemon's passes)."""
+    from syncd.providers import local as local_provider
+    from syncd.providers.local import FileProvider
+
+    local, remote = _folders(tmp_path)
+    for i in range(30):
+        (local / f"f{i:02}.txt").write_bytes(f"file {i}".encode())
+    flushes: list[int] = []
+    monkeypatch.setattr(local_provider, "syncfs", lambda fd: flushes.append(fd))
+
+    with Engine.from_config_dict(_config(tmp_path, local, f"file://{remote}")) as engine:
+        report = engine.sync_once()
+        assert report.files_up == 30 and report.exit_code == 0
+        assert flushes  # the barrier ran (once per commit of written-behind records)
+        assert len(engine.store.entries("docs")) == 30
+        provider = engine.syncers["docs"].provider
+        assert isinstance(provider, FileProvider) and not provider._batched
+    assert tree(remote) == tree(local)

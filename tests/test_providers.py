@@ -675,3 +675,45 @@ def test_folder_conditional_replace_holds_between_processes(tmp_path: Path) -> N
     alice, bob = (set(out.read_text().split()) for out in outs.values())
     assert alice and bob  # both won some rounds: they did race
     assert not alice & bob  # ...and never against the same version
+
+
+def test_folder_batch_leaves_flushing_to_one_barrier(
+    folder: tuple[FileProvider, Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outside a batch every upload fsyncs its file and its folder; in a batch none does, and
+    the barrier flushes the remote's filesystem once (syncfs) for all of them."""
+    from syncd.providers import local
+
+    provider, root, _ = folder
+    fsyncs: list[int] = []
+    syncfs_calls: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd))[1])
+    monkeypatch.setattr(local, "syncfs", lambda fd: syncfs_calls.append(fd))
+
+    put(provider, "one.txt", b"1")
+    assert len(fsyncs) == 2 and not syncfs_calls
+
+    barrier = provider.batch()
+    for i in range(5):
+        put(provider, f"batch/{i}.txt", b"x")
+    assert len(fsyncs) == 2  # none more
+    barrier()
+    assert len(syncfs_calls) == 1
+    provider.unbatch()
+    put(provider, "two.txt", b"2")
+    assert len(fsyncs) == 4
+    assert {p.name for p in (root / "batch").iterdir()} == {f"{i}.txt" for i in range(5)}
+
+
+def test_syncfs_flushes_a_real_filesystem(tmp_path: Path) -> None:
+    """The barrier's syscall itself, on this machine's filesystem (no fake)."""
+    from syncd.providers.local import syncfs
+
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        syncfs(fd)  # raises OSError if the kernel refused
+    finally:
+        os.close(fd)
+    with pytest.raises(OSError):
+        syncfs(10_000)  # not an open descriptor: the error comes through

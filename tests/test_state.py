@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 from harness import Setup, syncd, tree
-from sqlalchemy.exc import IntegrityError
 
 from syncd.state import BaseEntry, OpRecord, StateError, StateStore
 from syncd.state.schema import SCHEMA_VERSION
+from syncd.state.store import DEFER_ROWS
 
 
 def _v1_database(path: Path) -> None:
@@ -194,9 +194,14 @@ def test_held_entries_answer_from_memory_and_stay_current(tmp_path: Path) -> Non
         agree("c", 30, "sha-c")
         store.forget("docs", ["a"])
         agree("a", 30, "sha-c")
-        with pytest.raises(IntegrityError):  # a failed write drops the held copy
-            store.put("docs", BaseEntry("bad", None, 1, 2, None, None, 3.0))  # type: ignore[arg-type]
+        # Written behind, a bad record fails at its commit, alone: the held copy is dropped
+        # (it no longer matches the database), the good record beside it lands.
+        store.put("docs", BaseEntry("bad", None, 1, 2, None, None, 3.0))  # type: ignore[arg-type]
+        store.put("docs", BaseEntry("e", 6, 1, 5, "sha-e", "e6", 3.0))
+        store.flush()
         assert "docs" not in store._held
+        assert store.get("docs", "bad") is None
+        assert store.get("docs", "e") is not None
         store.release("docs")
 
         # A write that lands while the snapshot is being read: the snapshot is not kept.
@@ -211,5 +216,81 @@ def test_held_entries_answer_from_memory_and_stay_current(tmp_path: Path) -> Non
         store.hold("docs")
         store.entries = read  # type: ignore[method-assign]
         assert store.get("docs", "d") is not None  # from the database, not a stale snapshot
+    finally:
+        store.close()
+
+
+def _committed(db: Path) -> set[str]:
+    """The paths committed to the database, as another process would see them."""
+    with sqlite3.connect(db) as conn:
+        return {row[0] for row in conn.execute("SELECT path FROM files")}
+
+
+def test_a_pass_writes_its_records_behind_and_commits_them_after_its_barrier(
+    tmp_path: Path,
+) -> None:
+    """During a held pass `put` returns before its record is committed; the records land at
+    `release`, only after the pair's barrier (which makes the transfers durable) has run;
+    before any other write of the database; and at the latest when DEFER_ROWS wait."""
+    db = tmp_path / "state.db"
+    store = StateStore(f"sqlite:///{db}")
+    seen_at_barrier: list[set[str]] = []
+    try:
+        store.hold("docs", barrier=lambda: seen_at_barrier.append(_committed(db)))
+        for name in ("a", "b"):
+            store.put(
+                "docs",
+                BaseEntry(name, 1, 1, 1, "h", "e", 1.0),
+                OpRecord(ts=0, pair="docs", path=name, op="upload", result="ok", size=1),
+            )
+        assert store.get("docs", "a") is not None  # the pass sees its own records
+        assert _committed(db) == set()  # ...the database does not, yet
+        store.release("docs")
+        assert seen_at_barrier == [set()]  # the barrier ran before the commit
+        assert _committed(db) == {"a", "b"}
+        assert store.counters("docs")["files_up"] == 2
+
+        # Another write commits what waits first: a forget lands after the put it follows.
+        store.hold("docs")
+        store.put("docs", BaseEntry("c", 1, 1, 1, "h", "e", 1.0))
+        store.forget("docs", ["c"])
+        assert _committed(db) == {"a", "b"}
+        store.release("docs")
+        assert _committed(db) == {"a", "b"}
+
+        # A long pass does not keep everything in memory until its end.
+        store.hold("docs")
+        for i in range(DEFER_ROWS):
+            store.put("docs", BaseEntry(f"many/{i}", 1, 1, 1, "h", "e", 1.0))
+        assert len(_committed(db)) == 2 + DEFER_ROWS
+        store.release("docs")
+    finally:
+        store.close()
+
+
+def test_records_whose_barrier_fails_are_not_committed(tmp_path: Path) -> None:
+    """A barrier that fails (the disk would not flush) keeps its pair's records out of the
+    database: they would describe transfers a power cut could take back. The next pass
+    compares those files afresh."""
+    db = tmp_path / "state.db"
+    store = StateStore(f"sqlite:///{db}")
+
+    def failing() -> None:
+        raise OSError(5, "Input/output error")
+
+    try:
+        store.hold("docs", barrier=failing)
+        store.put("docs", BaseEntry("a", 1, 1, 1, "h", "e", 1.0))
+        store.put("other", BaseEntry("b", 1, 1, 1, "h", "e", 1.0))  # not this pair's barrier
+        store.release("docs")
+        assert _committed(db) == {"b"}
+        assert store.get("docs", "a") is None
+        # Outside a held pass the writer waits for its record, so it sees the failure.
+        store.hold("docs", barrier=failing)
+        store.release("docs")
+        store._barriers["docs"] = failing
+        with pytest.raises(OSError, match="Input/output"):
+            store.put("docs", BaseEntry("c", 1, 1, 1, "h", "e", 1.0))
+        assert _committed(db) == {"b"}
     finally:
         store.close()

@@ -361,7 +361,7 @@ class Engine:
             self._drain([n for n in names if reports[n].fault is None], dry_run)
         finally:
             for name in names:
-                self.store.release(name)
+                self.syncers[name].release()
         for name, report in reports.items():
             syncer = self.syncers[name]
             report.planned = sorted(syncer.planned, key=lambda item: item.path)

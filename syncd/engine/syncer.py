@@ -44,7 +44,7 @@ from syncd.engine.remote_index import RemoteIndex
 from syncd.engine.retry import RetryPolicy
 from syncd.engine.stats import PairStats
 from syncd.engine.transfer import Result, Transfers, same_stat
-from syncd.providers.base import MultipartProvider, ObjectInfo, Provider
+from syncd.providers.base import BatchedDurability, MultipartProvider, ObjectInfo, Provider
 from syncd.providers.errors import Cancelled, NotFound, PreconditionFailed, ProviderError
 from syncd.state import BaseEntry, OpRecord, StateStore
 from syncd.state.partials import Partials
@@ -220,7 +220,7 @@ class PairSyncer:
         self.filter = PathFilter(self.pair.exclude, self.root, include=self.pair.include)
         remote = self.list_remote()
         local = self.scan_local(clean_temp=first_pass and not self.plan_only)
-        base = self.store.hold(self.name) if hold else self.store.entries(self.name)
+        base = self._hold() if hold else self.store.entries(self.name)
         if not self.plan_only:
             trash.prune_local_trash(self.root, self.pair.trash_days)
             if first_pass and self.large is not None:
@@ -238,6 +238,23 @@ class PairSyncer:
             if decision.action is not Action.NOTHING or path in self.open_conflicts:
                 plan.append(PlanItem(path, decision))
         return plan
+
+    def _hold(self) -> dict[str, BaseEntry]:
+        """The base entries, held in memory for the pass; a remote that can batch its
+        flushes (a local folder) does so, its barrier run before each commit of records."""
+        barrier = None
+        if isinstance(self.provider, BatchedDurability) and not self.plan_only:
+            barrier = self.provider.batch()
+        return self.store.hold(self.name, barrier)
+
+    def release(self) -> None:
+        """The end of a pass planned with `hold`: its records committed (after the barrier),
+        the entries no longer held, uploads flushed one by one again."""
+        try:
+            self.store.release(self.name)
+        finally:
+            if isinstance(self.provider, BatchedDurability):
+                self.provider.unbatch()
 
     # -- deletions and the max_delete guard ---------------------------------------------
     def flush_deletions(self, force: bool = False) -> list[str]:

@@ -6,7 +6,7 @@ or folder). It knows nothing about local files, state or conflicts; the engine d
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, Literal, Protocol, runtime_checkable
 
@@ -178,6 +178,26 @@ def parse_mtime(value: str | None) -> int | None:
     if seconds < 0:
         return None
     return seconds * 1_000_000_000 + nanos
+
+
+@runtime_checkable
+class BatchedDurability(Protocol):
+    """A remote whose writes are durable only once flushed to disk (a local folder).
+
+    Flushing every upload (the file, then its folder) is most of what a small file to a local
+    folder costs. A one-shot pass calls `batch()` instead: until `unbatch()`, uploads skip
+    their own flushes, and the barrier it returns makes everything written so far durable at
+    once. The engine runs the barrier before it commits the records of those uploads, so the
+    state never describes a file that a power cut could still take back.
+    """
+
+    def batch(self) -> Callable[[], None]:
+        """Stop flushing each upload; returns the barrier that flushes them all."""
+        ...
+
+    def unbatch(self) -> None:
+        """Flush each upload again (after a last run of the barrier by the caller)."""
+        ...
 
 
 @runtime_checkable

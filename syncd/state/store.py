@@ -5,27 +5,35 @@ can record outcomes without "database is locked" errors, while reads stay concur
 
 Recording a synced file is a group commit: a worker that finds the lock taken leaves its record
 in a queue, and whichever worker holds the lock next writes every queued record in one
-transaction. Each `put` still returns only once its own record is committed, so a caller never
-runs ahead of the state it relies on; what the group saves is a commit (its locks and WAL pages)
-per file, which with 16 workers is most of what recording cost.
+transaction. Each `put` returns only once its own record is committed, so a caller never runs
+ahead of the state it relies on; what the group saves is a commit (its locks and WAL pages) per
+file, which with 16 workers is most of what recording cost.
+
+One exception: during a one-shot pass (`hold`), records are written behind. `put` updates the
+pass's in-memory copy and returns; the queue is committed every few hundred records, before any
+other write, and when the pass ends. A record lost to a crash in between costs nothing but work:
+the next pass finds both sides holding the same bytes and records them again.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import structlog
 from sqlalchemy import Connection, Engine, bindparam, create_engine, delete, event, func, select
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DatabaseError, SQLAlchemyError
 
 from syncd.state import schema
+
+log = structlog.get_logger("syncd.state")
 
 
 class StateError(Exception):
@@ -113,6 +121,11 @@ def sqlite_path(url: str) -> Path | None:
     return Path(parsed.database)
 
 
+#: A one-shot pass commits its written-behind records once this many are queued, or once the
+#: oldest has waited this long: a crash loses at most that much bookkeeping, never a file.
+DEFER_ROWS = 512
+DEFER_SECONDS = 1.0
+
 #: Connections the pool keeps open: enough for every worker of a large `workers:` setting, the
 #: poller, the control socket and the watcher at once; more are opened (and closed) on demand.
 POOL_SIZE = 40
@@ -125,17 +138,24 @@ class _Queued:
     (executemany), so a batch of 16 records costs about what one did.
     """
 
-    __slots__ = ("bumps", "done", "entries", "error", "ops")
+    __slots__ = ("behind", "bumps", "done", "entries", "error", "ops", "pair")
 
     def __init__(
         self,
         entries: Sequence[dict[str, Any]] = (),
         ops: Sequence[dict[str, Any]] = (),
         bumps: Sequence[dict[str, Any]] = (),
+        *,
+        pair: str | None = None,
+        behind: bool = False,
     ) -> None:
         self.entries = entries
         self.ops = ops
         self.bumps = bumps
+        #: The pair whose transfers the rows describe (its barrier runs before they commit).
+        self.pair = pair
+        #: Written behind: nobody waits for its commit.
+        self.behind = behind
         self.done = False
         self.error: BaseException | None = None
 
@@ -177,6 +197,12 @@ class StateStore:
         self._write_lock = threading.Lock()
         self._queued: list[_Queued] = []
         self._queue_lock = threading.Lock()
+        #: Records written behind and not yet committed, and when the oldest was queued.
+        self._behind = 0
+        self._behind_since = 0.0
+        #: Per pair in a pass (see `hold`): what makes its transfers durable, run before any
+        #: record of the pair is committed.
+        self._barriers: dict[str, Callable[[], None]] = {}
         #: Pairs whose base entries are held in memory for a pass, and a count of base-entry
         #: writes (under `_held_lock`), so a snapshot read while a write lands is not kept.
         self._held: dict[str, _Held] = {}
@@ -237,8 +263,10 @@ class StateStore:
 
     @contextmanager
     def _writing(self) -> Iterator[Connection]:
-        with self._write_lock, self._engine.begin() as conn:
-            yield conn
+        with self._write_lock:
+            self._commit_queued()  # records written behind land before any later write
+            with self._engine.begin() as conn:
+                yield conn
 
     def _grouped(self, mine: _Queued) -> None:
         """Write `mine` in a transaction shared with the other writes queued meanwhile.
@@ -247,27 +275,92 @@ class StateStore:
         done when they get the lock in turn. If the shared transaction fails, each write is
         retried in a transaction of its own, so one bad record never fails the rest.
         """
-        with self._queue_lock:
-            self._queued.append(mine)
+        self._enqueue(mine)
         with self._write_lock:
             if not mine.done:
-                with self._queue_lock:
-                    batch, self._queued = self._queued, []
-                try:
-                    with self._engine.begin() as conn:
-                        self._write_rows(conn, batch)
-                except Exception:
-                    for queued in batch:
-                        try:
-                            with self._engine.begin() as conn:
-                                self._write_rows(conn, [queued])
-                        except Exception as exc:
-                            queued.error = exc
-                finally:
-                    for queued in batch:
-                        queued.done = True
+                self._commit_queued()
         if mine.error is not None:
             raise mine.error
+
+    def _enqueue(self, queued: _Queued) -> int:
+        """Queue a write; returns how many written-behind records are waiting."""
+        with self._queue_lock:
+            self._queued.append(queued)
+            if queued.behind:
+                if not self._behind:
+                    self._behind_since = time.monotonic()
+                self._behind += 1
+            return self._behind
+
+    def flush(self) -> None:
+        """Commit every queued record now (records written behind included)."""
+        with self._write_lock:
+            self._commit_queued()
+
+    def _commit_queued(self) -> None:
+        """Commit the whole queue. Caller holds the write lock."""
+        with self._queue_lock:
+            batch, self._queued = self._queued, []
+            self._behind = 0
+        if not batch:
+            return
+        try:
+            ready = self._past_barriers(batch)
+            try:
+                with self._engine.begin() as conn:
+                    self._write_rows(conn, ready)
+            except Exception:
+                for queued in ready:
+                    try:
+                        with self._engine.begin() as conn:
+                            self._write_rows(conn, [queued])
+                    except Exception as exc:
+                        queued.error = exc
+        finally:
+            for queued in batch:
+                queued.done = True
+        lost: dict[str, list[BaseException]] = {}
+        for queued in batch:
+            if queued.behind and queued.error is not None and queued.pair is not None:
+                lost.setdefault(queued.pair, []).append(queued.error)
+        for pair, errors in lost.items():
+            self._lost(pair, errors)
+
+    def _past_barriers(self, batch: list[_Queued]) -> list[_Queued]:
+        """Run the barrier of every pair with records in `batch`. The records of a pair whose
+        barrier failed are not written (they would describe transfers that may not be
+        durable): they fail with its error, and the rest of the batch is returned."""
+        failed: dict[str, Exception] = {}
+        for pair in {q.pair for q in batch if q.pair is not None}:
+            barrier = self._barriers.get(pair)
+            if barrier is None:
+                continue
+            try:
+                barrier()
+            except Exception as exc:
+                failed[pair] = exc
+        if not failed:
+            return batch
+        kept = []
+        for queued in batch:
+            error = failed.get(queued.pair) if queued.pair is not None else None
+            if error is None:
+                kept.append(queued)
+            else:
+                queued.error = error
+        return kept
+
+    def _lost(self, pair: str, errors: list[BaseException]) -> None:
+        """Records written behind could not be committed. Their files are synced; the state
+        just does not say so. Drop the pass's in-memory copy (it no longer matches the
+        database): the next pass compares those files again and records them."""
+        log.warning(
+            "state records not saved; the next pass looks at those files again",
+            pair=pair,
+            records=len(errors),
+            error=_first_line(errors[0]),
+        )
+        self._wrote(pair, None, None)
 
     @staticmethod
     def _write_rows(conn: Connection, batch: Sequence[_Queued]) -> None:
@@ -302,12 +395,19 @@ class StateStore:
         return self._engine.connect()
 
     # -- base entries ----------------------------------------------------------------------
-    def hold(self, pair: str) -> dict[str, BaseEntry]:
+    def hold(self, pair: str, barrier: Callable[[], None] | None = None) -> dict[str, BaseEntry]:
         """Every base entry of a pair (as `entries`), also kept in memory until `release`:
-        meanwhile `get`, `has_size` and `with_content` answer from memory, and every write
-        through this store keeps the copy current. For a pass that looks up each path once
-        (`syncd once`), where three queries per file cost more than the file's transfer to
-        a local folder. Not kept if a write landed while the entries were read."""
+        meanwhile `get`, `has_size` and `with_content` answer from memory, every write
+        through this store keeps the copy current, and `put` writes behind (see the module
+        docstring). For a pass that looks up each path once (`syncd once`), where three
+        queries and a commit per file cost more than the file's transfer to a local folder.
+        The entries are not kept if a write landed while they were read.
+
+        `barrier` runs before any record of the pair is committed, until `release`: it makes
+        the transfers the records describe durable first (a local-folder remote batches its
+        fsyncs into it)."""
+        if barrier is not None:
+            self._barriers[pair] = barrier
         with self._held_lock:
             start = self._writes
         entries = self.entries(pair)
@@ -317,9 +417,14 @@ class StateStore:
         return entries
 
     def release(self, pair: str) -> None:
-        """Stop holding a pair's entries in memory (the end of a pass)."""
+        """The end of a pass: stop holding the entries, commit what was written behind (after
+        the pair's barrier), forget the barrier."""
         with self._held_lock:
             self._held.pop(pair, None)
+        try:
+            self.flush()
+        finally:
+            self._barriers.pop(pair, None)
 
     def _wrote(self, pair: str, paths: Iterable[str] | None, entry: BaseEntry | None) -> None:
         """A base-entry write committed (or failed: then `paths` is None and the pair's held
@@ -383,8 +488,14 @@ class StateStore:
                     {"pair": pair, "name": f"files_{direction}", "value": 1},
                     {"pair": pair, "name": f"bytes_{direction}", "value": op.size or 0},
                 ]
+        if pair in self._held:
+            self._wrote(pair, [entry.path], entry)
+            waiting = self._enqueue(_Queued([values], ops, bumps, pair=pair, behind=True))
+            if waiting >= DEFER_ROWS or time.monotonic() - self._behind_since >= DEFER_SECONDS:
+                self.flush()
+            return
         try:
-            self._grouped(_Queued(entries=[values], ops=ops, bumps=bumps))
+            self._grouped(_Queued([values], ops, bumps, pair=pair))
         except BaseException:
             self._wrote(pair, None, None)
             raise
