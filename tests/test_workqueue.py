@@ -75,3 +75,52 @@ def test_waiters_wake_when_work_arrives_or_the_queue_settles() -> None:
     q.pause("p")  # only paused work is left: settled
     waiter.join(timeout=5)
     assert settled == [True] and time.monotonic() - started < 2
+
+
+def test_a_capped_pair_never_has_more_in_flight_than_its_cap() -> None:
+    """A pair limited to two transfers at once (a local-folder remote) gets two workers; the
+    other pairs are served meanwhile, and a freed slot is taken again."""
+    q = WorkQueue()
+    q.limit("local", 2)
+    for name in ("a", "b", "c"):
+        q.put("local", name)
+    q.put("cloud", "x")
+    taken = [q.get(timeout=0) for _ in range(4)]
+    assert sorted(k for k in taken if k is not None) == [
+        ("cloud", "x"),
+        ("local", "a"),
+        ("local", "b"),
+    ]
+    assert q.counts()["local"] == (1, 2)
+    q.done(("local", "a"))
+    assert q.get(timeout=0) == ("local", "c")
+    q.limit("local", None)  # the cap lifted: no longer limited
+    q.put("local", "d")
+    q.put("local", "e")
+    assert q.get(timeout=0) == ("local", "d")
+
+
+def test_a_slot_freed_by_a_busy_worker_wakes_a_waiting_one() -> None:
+    """A worker that frees a capped pair's slot and then takes another pair's item leaves the
+    freed slot to a waiting worker, which is woken for it at once."""
+    q = WorkQueue()
+    q.limit("local", 1)
+    q.put("local", "a")
+    q.put("local", "b")
+    first = q.get(timeout=0)
+    assert first == ("local", "a")
+    got: list[object] = []
+    waiter = threading.Thread(target=lambda: got.append(q.get(timeout=5)))
+    waiter.start()
+    time.sleep(0.05)  # the waiter sleeps: the pair is at its cap
+    q.put("cloud", "x")  # wakes the waiter, which takes the cloud item...
+    waiter.join(timeout=5)
+    assert got == [("cloud", "x")]
+    waiter = threading.Thread(target=lambda: got.append(q.get(timeout=5)))
+    waiter.start()
+    time.sleep(0.05)
+    started = time.monotonic()
+    q.done(first)  # ...and the freed slot wakes the next waiter, well before its timeout
+    waiter.join(timeout=5)
+    assert got[-1] == ("local", "b")
+    assert time.monotonic() - started < 2

@@ -263,6 +263,7 @@ class Engine:
             pace_down=self._pace("download"),
         )
         self.syncers[pair.name] = syncer
+        self.queue.limit(pair.name, provider.capabilities.max_transfers)
         return syncer
 
     def _pace(self, direction: TransferDirection) -> Meter | None:
@@ -278,6 +279,7 @@ class Engine:
         so adding it back later is not a first sync."""
         syncer = self.syncers.pop(name, None)
         self.queue.drop_pair(name)
+        self.queue.limit(name, None)
         if syncer is not None:
             syncer.provider.close()
 

@@ -41,13 +41,15 @@ class WorkerPool:
             key = self._queue.get(timeout=0.5)
             if key is None:
                 continue
+            handled = False
             try:
                 self._handle(key)
+                handled = True
             except Exception:
                 log.exception("worker crashed on an item", pair=key[0], path=key[1])
                 raise
             finally:
-                self._queue.done(key)
+                self._queue.done(key, taking_next=handled)
 
     def supervise(self) -> int:
         """Replace dead worker threads; returns how many were restarted."""

@@ -4,7 +4,8 @@ Items are (pair, path). A path is never queued twice, and never processed by two
 once: a change that arrives while its path is in flight is remembered and re-queued when the
 worker finishes, so the last change always gets a look. Each pair has its own FIFO and workers
 take from the pairs in turn, so one pair with 100,000 queued files cannot starve another, and
-a paused pair's items simply wait.
+a paused pair's items simply wait. A pair may be capped to a number of items in flight (a
+local-folder remote: see `Capabilities.max_transfers`); the other workers serve other pairs.
 """
 
 from __future__ import annotations
@@ -29,7 +30,17 @@ class WorkQueue:
         self._in_flight: dict[str, set[str]] = {}
         self._again: dict[str, set[str]] = {}
         self._paused: set[str] = set()
+        self._caps: dict[str, int] = {}
         self._turn = 0
+
+    def limit(self, pair: str, most: int | None) -> None:
+        """At most `most` items of `pair` in flight at once (None: no cap)."""
+        with self._lock:
+            if most is None:
+                self._caps.pop(pair, None)
+            else:
+                self._caps[pair] = max(1, most)
+            self._ready.notify_all()
 
     def put(self, pair: str, path: str) -> None:
         with self._lock:
@@ -39,7 +50,8 @@ class WorkQueue:
             queue = self._queues.setdefault(pair, OrderedDict())
             if path not in queue:
                 queue[path] = None
-                self._ready.notify()
+                if not self._capped(pair):  # else no waiter could take it
+                    self._ready.notify()
 
     def get(self, timeout: float | None = None) -> Key | None:
         """The next item of a pair that is not paused, marked in flight; None on timeout."""
@@ -47,10 +59,25 @@ class WorkQueue:
             key = self._take()
             if key is None and self._ready.wait(timeout):
                 key = self._take()
+            if key is not None and self._caps and self._ready_pairs():
+                # A notify is one item for one waiter; under caps, a waiter may have taken a
+                # different pair's item than the one it was woken for: pass the wake on.
+                self._ready.notify()
             return key
 
+    def _ready_pairs(self) -> list[str]:
+        return [
+            p
+            for p, q in self._queues.items()
+            if q and p not in self._paused and not self._capped(p)
+        ]
+
+    def _capped(self, pair: str) -> bool:
+        cap = self._caps.get(pair)
+        return cap is not None and len(self._in_flight.get(pair, ())) >= cap
+
     def _take(self) -> Key | None:
-        ready = [p for p, q in self._queues.items() if q and p not in self._paused]
+        ready = self._ready_pairs()
         if not ready:
             return None
         self._turn = (self._turn + 1) % len(ready)
@@ -59,14 +86,21 @@ class WorkQueue:
         self._in_flight.setdefault(pair, set()).add(path)
         return pair, path
 
-    def done(self, key: Key) -> None:
+    def done(self, key: Key, *, taking_next: bool = False) -> None:
+        """`key` is finished. `taking_next`: the caller asks for the next item right away, so
+        a slot it frees under a cap needs no other worker woken (a wake per file would have
+        the idle workers fight the busy ones for the interpreter lock)."""
         pair, path = key
         with self._lock:
-            self._in_flight.get(pair, set()).discard(path)
+            flight = self._in_flight.get(pair, set())
+            was_capped = self._capped(pair)
+            flight.discard(path)
             again = self._again.get(pair)
             if again and path in again:
                 again.discard(path)
                 self._queues.setdefault(pair, OrderedDict())[path] = None
+                self._ready.notify()
+            elif was_capped and not taking_next and self._queues.get(pair):
                 self._ready.notify()
             elif self._settled():
                 self._quiet.notify_all()

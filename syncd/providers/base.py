@@ -50,6 +50,10 @@ class Capabilities:
     listing_has_metadata: bool = False
     #: The provider implements MultipartProvider (parts, resume, ranged reads).
     multipart: bool = False
+    #: Transfers of one pair at once beyond which more only cost (None: as many as the
+    #: `workers`). A network service hides its latency behind many; a local folder's
+    #: transfers are this process's own CPU work, and extra threads fight over the GIL.
+    max_transfers: int | None = None
 
 
 #: The hashes a service can check a part against (see PartLimits.digest).
