@@ -251,3 +251,52 @@ def test_a_pass_to_a_folder_records_every_file_after_one_flush(
         provider = engine.syncers["docs"].provider
         assert isinstance(provider, FileProvider) and not provider._batched
     assert tree(remote) == tree(local)
+
+
+def test_a_folder_remote_moves_two_files_at_once_and_a_first_upload_hashes_each_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With 8 workers, a local-folder remote still gets at most two uploads at once (more
+    only contend for the GIL). And a first upload of many files of one size looks for no
+    move sources (nothing synced has gone), so no file is hashed a second time for it."""
+    import threading
+    import time as time_module
+
+    from syncd.engine import localfs, syncer
+    from syncd.providers.local import FileProvider
+
+    local, remote = _folders(tmp_path)
+    for i in range(40):
+        (local / f"f{i:02}.txt").write_bytes(f"file {i:02}".encode())  # all 7 bytes
+    lock = threading.Lock()
+    running = [0]
+    most = [0]
+    real_upload = FileProvider.upload
+
+    def counting_upload(self: FileProvider, request: Any) -> Any:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            time_module.sleep(0.01)  # long enough for other workers to pile in if allowed
+            return real_upload(self, request)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    hashed: list[Path] = []
+    real_hash = localfs.hash_file
+
+    def counting_hash(path: Path, *args: Any, **kwargs: Any) -> Any:
+        hashed.append(path)
+        return real_hash(path, *args, **kwargs)
+
+    monkeypatch.setattr(FileProvider, "upload", counting_upload)
+    monkeypatch.setattr(syncer.localfs, "hash_file", counting_hash)
+    data = _config(tmp_path, local, f"file://{remote}")
+    data["workers"] = 8
+    with Engine.from_config_dict(data) as engine:
+        assert engine.sync_once().files_up == 40
+    assert most[0] == 2
+    assert hashed == []
+    assert tree(remote) == tree(local)

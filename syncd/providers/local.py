@@ -40,6 +40,11 @@ from syncd.providers.url import RemoteURL
 #: providers never import the engine). Listings skip them, so a half-written upload is invisible.
 TEMP_PREFIX = ".syncd-tmp-"
 CHUNK = 1024 * 1024
+#: Files moved at once to one folder remote. A copy to a local disk is this process's CPU
+#: (bookkeeping under the interpreter lock) more than waiting: on 2 cores, 20,000 small files
+#: took 7.8 s with one at a time, 9.4 s with two and 14.4 s with sixteen. Two, not one, so one
+#: big file never holds up every small one behind it.
+MAX_TRANSFERS = 2
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: opening a FIFO planted under a key must not hang a worker; no effect on files.
@@ -107,7 +112,10 @@ class FileProvider:
         self.url = str(url)
         self.options = options or FileOptions()
         self.capabilities = Capabilities(
-            conditional_writes=True, server_side_copy=False, listing_has_metadata=True
+            conditional_writes=True,
+            server_side_copy=False,
+            listing_has_metadata=True,
+            max_transfers=MAX_TRANSFERS,
         )
         # Makes "compare etag, then replace/unlink" atomic among this process's workers; the
         # folder's flock (`_swapping`) does the same between processes (two syncd instances
@@ -135,10 +143,14 @@ class FileProvider:
             raise NotFound(f"remote folder {self.root} is not a folder") from None
         try:
             for name in parents:
-                if create:
-                    with suppress(FileExistsError):
+                try:
+                    fds.append(os.open(name, _DIR_FLAGS, dir_fd=fds[-1]))
+                except FileNotFoundError:
+                    if not create:
+                        raise
+                    with suppress(FileExistsError):  # made meanwhile by another writer
                         os.mkdir(name, dir_fd=fds[-1])
-                fds.append(os.open(name, _DIR_FLAGS, dir_fd=fds[-1]))
+                    fds.append(os.open(name, _DIR_FLAGS, dir_fd=fds[-1]))
             yield fds
         finally:
             for fd in reversed(fds):
