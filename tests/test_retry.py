@@ -1,0 +1,50 @@
+"""The retry policy: transient faults and throttling are retried with backoff, the attempt
+count holds whether the first attempt fails or not, and other errors pass at once."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+
+from syncd.engine.retry import RetryPolicy
+from syncd.providers.errors import NotFound, Throttled, Transient
+
+
+def _failing(times: int, error: Exception) -> tuple[list[float], Callable[[], str]]:
+    calls: list[float] = []
+
+    def fn() -> str:
+        calls.append(time.monotonic())
+        if len(calls) <= times:
+            raise error
+        return "done"
+
+    return calls, fn
+
+
+def test_transient_faults_are_retried_until_success() -> None:
+    calls, fn = _failing(2, Transient("connection reset"))
+    assert RetryPolicy(attempts=5, max_wait=0.01).call(fn) == "done"
+    assert len(calls) == 3
+
+
+def test_the_attempt_count_includes_the_first_attempt() -> None:
+    calls, fn = _failing(10, Transient("down"))
+    with pytest.raises(Transient, match="down"):
+        RetryPolicy(attempts=4, max_wait=0.01).call(fn)
+    assert len(calls) == 4
+
+
+def test_a_retry_after_is_waited_from_the_first_failure() -> None:
+    calls, fn = _failing(1, Throttled("slow down", retry_after=0.3))
+    assert RetryPolicy(attempts=3).call(fn) == "done"
+    assert calls[1] - calls[0] >= 0.3
+
+
+def test_other_errors_are_not_retried() -> None:
+    calls, fn = _failing(1, NotFound("gone"))
+    with pytest.raises(NotFound):
+        RetryPolicy(attempts=5, max_wait=0.01).call(fn)
+    assert len(calls) == 1
