@@ -294,3 +294,18 @@ def test_records_whose_barrier_fails_are_not_committed(tmp_path: Path) -> None:
         assert _committed(db) == {"b"}
     finally:
         store.close()
+
+
+def test_closing_the_store_commits_records_written_behind(tmp_path: Path) -> None:
+    """A pass whose end was skipped (an exception past `release`) still has its records
+    committed when the store closes."""
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    store = StateStore(url)
+    store.hold("docs")
+    store.put("docs", BaseEntry("a", 1, 1, 1, "h", "e", 1.0))
+    store.close()
+    again = StateStore(url)
+    try:
+        assert again.get("docs", "a") is not None
+    finally:
+        again.close()

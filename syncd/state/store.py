@@ -259,6 +259,7 @@ class StateStore:
                 )
 
     def close(self) -> None:
+        self.flush()  # records a pass wrote behind, should its end have been skipped
         self._engine.dispose()
 
     @contextmanager
