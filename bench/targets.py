@@ -29,6 +29,21 @@ def _ratio_target(
     return Target(name, goal, f"{value:.2f}x ({mine:.3f} s vs {theirs:.3f} s)", value <= limit)
 
 
+def _under(
+    name: str,
+    goal: str,
+    value: float | None,
+    *,
+    limit: float,
+    shown: str,
+    missing: str = "not measured",
+) -> Target:
+    """Met when `value` is below `limit`; `shown` formats it, `missing` says why it is None."""
+    if value is None:
+        return Target(name, goal, missing, None)
+    return Target(name, goal, shown.format(value), value < limit)
+
+
 def evaluate(rows: Sequence[Row], settle_s: float) -> list[Target]:
     def ratio(name: str, scenario: str, peer: str, limit: float, goal: str) -> Target:
         return _ratio_target(rows, name, scenario=scenario, peer=peer, limit=limit, goal=goal)
@@ -50,11 +65,13 @@ def evaluate(rows: Sequence[Row], settle_s: float) -> list[Target]:
     ]
     peaks = [v for r in big for v in r.extra.get("peak RSS MB", [])]
     found.append(
-        Target(
+        _under(
             "4b",
             "big file: syncd peak RSS under 150 MB (up and down)",
-            f"{max(peaks):.0f} MB" if peaks else "no successful run",
-            (max(peaks) < 150) if peaks else None,
+            max(peaks) if peaks else None,
+            limit=150,
+            shown="{:.0f} MB",
+            missing="no successful run",
         )
     )
     found.append(ratio("5", scenarios.S5, "rsync -a", 1.5, "local remote: at most 1.5x rsync"))
@@ -71,33 +88,21 @@ def evaluate(rows: Sequence[Row], settle_s: float) -> list[Target]:
             )
     latency = find_row(rows, daemon.S7_LATENCY, "syncd run")
     p99 = latency.extra.get("p99 s", [None])[0] if latency else None
-    found.append(
-        Target(
-            "7a",
-            f"close->object p99 under 1.5 s with settle {settle_s}",
-            f"{p99:.3f} s" if p99 is not None else "not measured",
-            (p99 < 1.5) if p99 is not None else None,
-        )
-    )
     idle = find_row(rows, daemon.S7_IDLE, "syncd run")
     cpu = idle.extra_median("CPU %") if idle else None
     rss = idle.extra_max("RSS MB") if idle else None
-    found.append(
-        Target(
-            "7b",
-            "idle CPU under 1 %",
-            f"{cpu:.2f} %" if cpu is not None else "not measured",
-            (cpu < 1.0) if cpu is not None else None,
-        )
-    )
-    found.append(
-        Target(
+    goal_7a = f"close->object p99 under 1.5 s with settle {settle_s}"
+    found += [
+        _under("7a", goal_7a, p99, limit=1.5, shown="{:.3f} s"),
+        _under("7b", "idle CPU under 1 %", cpu, limit=1.0, shown="{:.2f} %"),
+        _under(
             "7c",
             "idle RSS under 200 MB with the files under watch",
-            f"{rss:.0f} MB" if rss is not None else "not measured",
-            (rss < 200) if rss is not None else None,
-        )
-    )
+            rss,
+            limit=200,
+            shown="{:.0f} MB",
+        ),
+    ]
     found.append(
         ratio("7d", daemon.S7_START, "find -printf", 3.0, "startup reconciliation at most 3x find")
     )
