@@ -279,7 +279,6 @@ class Engine:
         so adding it back later is not a first sync."""
         syncer = self.syncers.pop(name, None)
         self.queue.drop_pair(name)
-        self.queue.limit(name, None)
         if syncer is not None:
             syncer.provider.close()
 

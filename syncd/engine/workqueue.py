@@ -127,10 +127,11 @@ class WorkQueue:
             return pair in self._paused
 
     def drop_pair(self, pair: str) -> None:
-        """Forget everything queued for a pair (it was removed from the config)."""
+        """Forget everything queued for a pair, and its cap (it was removed from the config)."""
         with self._lock:
             self._queues.pop(pair, None)
             self._again.pop(pair, None)
+            self._caps.pop(pair, None)
             if self._settled():
                 self._quiet.notify_all()
 
