@@ -18,8 +18,10 @@ def _median(row: Row | None) -> float | None:
 def _ratio_target(
     rows: Sequence[Row], name: str, *, scenario: str, peer: str, limit: float, goal: str
 ) -> Target:
-    syncd_row = find_row(rows, scenario, "syncd")
-    mine, theirs = _median(syncd_row), _median(find_row(rows, scenario, peer))
+    syncd_row, peer_row = find_row(rows, scenario, "syncd"), find_row(rows, scenario, peer)
+    if syncd_row is None and peer_row is None:
+        return Target(name, goal, "scenario not run", None)
+    mine, theirs = _median(syncd_row), _median(peer_row)
     timed_out = [f for f in (syncd_row.failures if syncd_row else []) if f.startswith("timed out")]
     if mine is None and theirs and timed_out:
         return Target(name, goal, f"syncd {timed_out[0]} ({peer}: {theirs:.3f} s)", False)
