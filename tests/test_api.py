@@ -3,6 +3,7 @@ copies, retries, status and statistics — and config from the environment alone
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -253,12 +254,13 @@ def test_a_pass_to_a_folder_records_every_file_after_one_flush(
     assert tree(remote) == tree(local)
 
 
-def test_a_folder_remote_moves_two_files_at_once_and_a_first_upload_hashes_each_once(
+def test_a_folder_remote_moves_one_file_at_a_time_beside_a_big_one_and_hashes_each_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With 8 workers, a local-folder remote still gets at most two uploads at once (more
-    only contend for the GIL). And a first upload of many files of one size looks for no
-    move sources (nothing synced has gone), so no file is hashed a second time for it."""
+    """With 8 workers, a local-folder remote still moves one small file at a time (more only
+    contend for the GIL), but a big one steps aside: the small files go on while it is
+    copied. And a first upload of many files of one size looks for no move sources (nothing
+    synced has gone), so no file is hashed a second time for it."""
     import threading
     import time as time_module
 
@@ -268,21 +270,27 @@ def test_a_folder_remote_moves_two_files_at_once_and_a_first_upload_hashes_each_
     local, remote = _folders(tmp_path)
     for i in range(40):
         (local / f"f{i:02}.txt").write_bytes(f"file {i:02}".encode())  # all 7 bytes
+    (local / "big.bin").write_bytes(os.urandom(9 * 1024 * 1024))  # streamed: beyond 8 MiB
     lock = threading.Lock()
-    running = [0]
-    most = [0]
+    running: set[str] = set()
+    most_small = [0]
+    beside_big: list[str] = []
     real_upload = FileProvider.upload
 
     def counting_upload(self: FileProvider, request: Any) -> Any:
         with lock:
-            running[0] += 1
-            most[0] = max(most[0], running[0])
+            running.add(request.key)
+            small = [key for key in running if key != "big.bin"]
+            most_small[0] = max(most_small[0], len(small))
+            if "big.bin" in running and request.key != "big.bin":
+                beside_big.append(request.key)
         try:
-            time_module.sleep(0.01)  # long enough for other workers to pile in if allowed
+            # Long enough for other workers to pile in if allowed; the big file longer.
+            time_module.sleep(1.0 if request.key == "big.bin" else 0.01)
             return real_upload(self, request)
         finally:
             with lock:
-                running[0] -= 1
+                running.discard(request.key)
 
     hashed: list[Path] = []
     real_hash = localfs.hash_file
@@ -296,7 +304,9 @@ def test_a_folder_remote_moves_two_files_at_once_and_a_first_upload_hashes_each_
     data = _config(tmp_path, local, f"file://{remote}")
     data["workers"] = 8
     with Engine.from_config_dict(data) as engine:
-        assert engine.sync_once().files_up == 40
-    assert most[0] == 2
-    assert hashed == []
+        assert engine.sync_once().files_up == 41
+    assert most_small[0] == 1
+    assert beside_big, "no small file moved while the big one was being copied"
+    # The streamed upload hashes its file before sending (the metadata needs it): that once.
+    assert hashed == [local / "big.bin"]
     assert tree(remote) == tree(local)

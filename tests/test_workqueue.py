@@ -124,3 +124,30 @@ def test_a_slot_freed_by_a_busy_worker_wakes_a_waiting_one() -> None:
     waiter.join(timeout=5)
     assert got[-1] == ("local", "b")
     assert time.monotonic() - started < 2
+
+
+def test_a_long_item_steps_out_of_its_pairs_cap_and_wakes_a_worker_for_the_next() -> None:
+    """A big file in flight stops counting against its pair's cap: a waiting worker is woken
+    for the pair's next item at once, and when the big one finishes no slot is freed twice
+    (the cap holds for the small items)."""
+    q = WorkQueue()
+    q.limit("local", 1)
+    for name in ("big", "a", "b"):
+        q.put("local", name)
+    assert q.get(timeout=0) == ("local", "big")
+    assert q.get(timeout=0) is None  # at the cap
+    got: list[object] = []
+    waiter = threading.Thread(target=lambda: got.append(q.get(timeout=5)))
+    waiter.start()
+    time.sleep(0.05)
+    started = time.monotonic()
+    q.long_running("local", "big")
+    waiter.join(timeout=5)
+    assert got == [("local", "a")] and time.monotonic() - started < 2
+    assert q.get(timeout=0) is None  # "a" holds the one slot; "big" does not count
+    q.done(("local", "big"))
+    assert q.get(timeout=0) is None  # finishing the long one freed no slot
+    assert q.counts()["local"] == (1, 1)
+    q.long_running("local", "gone")  # not in flight: ignored
+    q.done(("local", "a"))
+    assert q.get(timeout=0) == ("local", "b")

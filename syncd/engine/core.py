@@ -253,6 +253,7 @@ class Engine:
             retry=self.retry,
             is_cancelled=self.stopping.is_set,
             enqueue=self.queue.put,
+            long_running=self.queue.long_running,
             parts=PartSettings(
                 threshold=self.config.multipart_threshold,
                 part_size=self.config.part_size,

@@ -96,6 +96,7 @@ class PairSyncer:
         retry: RetryPolicy,
         is_cancelled: Callable[[], bool],
         enqueue: Callable[[str, str], None] | None = None,
+        long_running: Callable[[str, str], None] | None = None,
         parts: PartSettings | None = None,
         inflight: InFlight | None = None,
         pace_up: Meter | None = None,
@@ -131,6 +132,7 @@ class PairSyncer:
             inflight=inflight,
             pace_up=pace_up,
             pace_down=pace_down,
+            on_long=(lambda path: long_running(pair.name, path)) if long_running else None,
         )
         self.retry = retry
         self.stats = PairStats()

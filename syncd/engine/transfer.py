@@ -70,6 +70,7 @@ class Transfers:
         inflight: InFlight | None = None,
         pace_up: Meter | None = None,
         pace_down: Meter | None = None,
+        on_long: Callable[[str], None] | None = None,
     ) -> None:
         self.provider = provider
         self.index = index
@@ -81,6 +82,9 @@ class Transfers:
         self.inflight = inflight if inflight is not None else InFlight()
         self.pace_up = pace_up
         self.pace_down = pace_down
+        #: Told of a path whose transfer is streamed (beyond SMALL_FILE), so a cap on the
+        #: pair's transfers stops counting it (see `WorkQueue.long_running`).
+        self.on_long = on_long
 
     def _meter(self, progress: Transfer, pace: Meter | None) -> Meter:
         if pace is None:
@@ -114,6 +118,8 @@ class Transfers:
         with fh, self.inflight.track(self.pair, path, "upload", 0) as progress:
             before = localfs.local_file(os.fstat(fh.fileno()))
             progress.total = before.size
+            if before.size > SMALL_FILE and self.on_long is not None:
+                self.on_long(path)
             meter = self._meter(progress, self.pace_up)
             if self.large is not None and self.large.wants(before.size):
                 return self._upload_large(
@@ -247,6 +253,8 @@ class Transfers:
         rename: if the local file is no longer what we decided on, nothing is replaced."""
         started = time.monotonic()
         large = self.large if self.large is not None and self.large.wants(remote.size) else None
+        if remote.size > SMALL_FILE and self.on_long is not None:
+            self.on_long(path)
         tmp = localfs.temp_path_for(target)
         keep_temp = False
         try:

@@ -6,6 +6,8 @@ worker finishes, so the last change always gets a look. Each pair has its own FI
 take from the pairs in turn, so one pair with 100,000 queued files cannot starve another, and
 a paused pair's items simply wait. A pair may be capped to a number of items in flight (a
 local-folder remote: see `Capabilities.max_transfers`); the other workers serve other pairs.
+An item that turns out to be long (a big file) can step out of its pair's cap, so the pair's
+small files go on beside it instead of waiting behind it.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ class WorkQueue:
         self._again: dict[str, set[str]] = {}
         self._paused: set[str] = set()
         self._caps: dict[str, int] = {}
+        #: In-flight items that stepped out of their pair's cap (`long_running`).
+        self._long: dict[str, set[str]] = {}
         self._turn = 0
 
     def limit(self, pair: str, most: int | None) -> None:
@@ -41,6 +45,17 @@ class WorkQueue:
             else:
                 self._caps[pair] = max(1, most)
             self._ready.notify_all()
+
+    def long_running(self, pair: str, path: str) -> None:
+        """`path`, in flight, will take a while (a big file): it stops counting against its
+        pair's cap, and a worker is woken for the pair's next item if that freed a slot."""
+        with self._lock:
+            if path not in self._in_flight.get(pair, ()):
+                return
+            was_capped = self._capped(pair)
+            self._long.setdefault(pair, set()).add(path)
+            if was_capped and not self._capped(pair) and self._ready_pairs():
+                self._ready.notify()
 
     def put(self, pair: str, path: str) -> None:
         with self._lock:
@@ -74,7 +89,9 @@ class WorkQueue:
 
     def _capped(self, pair: str) -> bool:
         cap = self._caps.get(pair)
-        return cap is not None and len(self._in_flight.get(pair, ())) >= cap
+        if cap is None:
+            return False
+        return len(self._in_flight.get(pair, ())) - len(self._long.get(pair, ())) >= cap
 
     def _take(self) -> Key | None:
         ready = self._ready_pairs()
@@ -95,12 +112,14 @@ class WorkQueue:
             flight = self._in_flight.get(pair, set())
             was_capped = self._capped(pair)
             flight.discard(path)
+            self._long.get(pair, set()).discard(path)
+            freed_a_slot = was_capped and not self._capped(pair)
             again = self._again.get(pair)
             if again and path in again:
                 again.discard(path)
                 self._queues.setdefault(pair, OrderedDict())[path] = None
                 self._ready.notify()
-            elif was_capped and not taking_next and self._queues.get(pair):
+            elif freed_a_slot and not taking_next and self._queues.get(pair):
                 self._ready.notify()
             elif self._settled():
                 self._quiet.notify_all()
@@ -132,6 +151,7 @@ class WorkQueue:
             self._queues.pop(pair, None)
             self._again.pop(pair, None)
             self._caps.pop(pair, None)
+            self._long.pop(pair, None)
             if self._settled():
                 self._quiet.notify_all()
 

@@ -42,9 +42,11 @@ TEMP_PREFIX = ".syncd-tmp-"
 CHUNK = 1024 * 1024
 #: Files moved at once to one folder remote. A copy to a local disk is this process's CPU
 #: (bookkeeping under the interpreter lock) more than waiting: on 2 cores, 20,000 small files
-#: took 7.8 s with one at a time, 9.4 s with two and 14.4 s with sixteen. Two, not one, so one
-#: big file never holds up every small one behind it.
-MAX_TRANSFERS = 2
+#: took 7.8 s with one at a time and 14.4 s with sixteen; two at a time made ~10 futex calls
+#: per file (threads handing the lock back and forth at every syscall) against one per 6
+#: files with one. A big file does not hold the small ones up: the engine lets a streamed
+#: transfer step out of the cap (`WorkQueue.long_running`).
+MAX_TRANSFERS = 1
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 # O_NONBLOCK: opening a FIFO planted under a key must not hang a worker; no effect on files.
