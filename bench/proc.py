@@ -31,6 +31,7 @@ class Measured:
 
     wall_s: float
     cpu_s: float  # user + system, the command and its waited-for descendants
+    sys_s: float  # the system (kernel) part of cpu_s: file creation, sockets, lock hand-offs
     peak_rss_mb: float
     returncode: int
     timed_out: bool
@@ -87,6 +88,7 @@ def run(
     return Measured(
         wall_s=wall,
         cpu_s=usage.ru_utime + usage.ru_stime,
+        sys_s=usage.ru_stime,
         peak_rss_mb=usage.ru_maxrss / 1024,
         returncode=process.returncode,
         timed_out=expired.is_set(),

@@ -170,7 +170,8 @@ class Target:
 
     def line(self) -> str:
         verdict = {True: "met", False: "NOT MET", None: "not measured"}[self.met]
-        return f"  [{verdict:>12}] {self.name}: {self.goal} — measured {self.measured}"
+        detail = self.measured if self.met is None else f"measured {self.measured}"
+        return f"  [{verdict:>12}] {self.name}: {self.goal} — {detail}"
 
 
 def find_row(rows: Iterable[Row], scenario_prefix: str, tool: str) -> Row | None:
