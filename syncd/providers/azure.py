@@ -86,6 +86,7 @@ from syncd.providers.errors import (
     Throttled,
     Transient,
 )
+from syncd.providers.http import ca_bundle, pin_environment
 from syncd.providers.options import AzureOptions
 from syncd.providers.url import RemoteURL
 
@@ -366,6 +367,9 @@ def make_client(options: AzureOptions, workers: int) -> tuple[BlobServiceClient,
             session_owner=True,
             connection_timeout=CONNECT_TIMEOUT,
             read_timeout=READ_TIMEOUT,
+            # The SDK passes this with every request, so it must carry the environment's
+            # bundle itself (the session no longer reads it: see `pin_environment`).
+            connection_verify=ca_bundle() or True,
         ),
         "retry_total": 0,
         "max_single_put_size": SINGLE_PUT_SIZE,
@@ -417,6 +421,7 @@ def make_client(options: AzureOptions, workers: int) -> tuple[BlobServiceClient,
         if owned is not None:
             owned.close()
         raise InvalidRequest(problem)
+    pin_environment(session, client.url)
     return client, owned
 
 

@@ -58,6 +58,7 @@ from syncd.providers.errors import (
     Throttled,
     Transient,
 )
+from syncd.providers.http import pin_environment
 from syncd.providers.options import GCSOptions
 from syncd.providers.url import RemoteURL
 
@@ -403,6 +404,7 @@ def make_client(options: GCSOptions, workers: int) -> Any:
     session = client._http
     session.mount("https://", adapter)
     session.mount("http://", adapter)
+    pin_environment(session, client.api_endpoint)
     return client
 
 
