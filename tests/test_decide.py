@@ -86,3 +86,41 @@ def test_decision_table(
 def test_every_decision_has_a_reason() -> None:
     for case in CASES:
         assert decide(*case[1:5]).reason  # type: ignore[arg-type]
+
+
+#: One-way copies (`syncd upload` / `download`): the destination's changes since the last copy.
+COPY_CASES = [
+    # id, base, local, remote, direction, expected action
+    ("copy up: object deleted, sent again", BASE, L_SAME, None, "upload", Action.UPLOAD),
+    ("copy up: object edited, differs", BASE, L_SAME, R_EDIT, "upload", Action.CONFLICT),
+    ("copy up: object rewritten, fetch", BASE, L_SAME, R_LISTED, "upload", Action.FETCH_REMOTE),
+    ("copy up: rewritten, same md5", BASE, L_SAME_HASHED, R_MD5ONLY_A, "upload", Action.RECORD),
+    ("copy up: rewritten, other bytes", BASE, L_SAME, R_META_B, "upload", Action.CONFLICT),
+    ("copy up: object retagged, same bytes", BASE, L_SAME, R_META_A, "upload", Action.RECORD),
+    # A copy's deletions are decided, then dropped (PairSyncer.propagate_deletes is off).
+    ("copy up: source deleted", BASE, None, R_SAME, "upload", Action.DELETE_REMOTE),
+    ("copy up: source edited", BASE, L_EDIT, R_SAME, "upload", Action.UPLOAD),
+    ("copy down: file deleted, fetched", BASE, None, R_SAME, "download", Action.DOWNLOAD),
+    ("copy down: file edited, hash it", BASE, L_EDIT, R_SAME, "download", Action.HASH_LOCAL),
+    ("copy down: edited, other", BASE, L_SAMESIZE_EDIT_HASHED, R_SAME, "download", Action.CONFLICT),
+    ("copy down: object deleted", BASE, L_SAME, None, "download", Action.DELETE_LOCAL),
+    ("copy down: object edited", BASE, L_SAME, R_EDIT, "download", Action.DOWNLOAD),
+    ("copy: in sync", BASE, L_SAME, R_SAME, "upload", Action.NOTHING),
+]
+
+
+@pytest.mark.parametrize(
+    ("base", "local", "remote", "direction", "expected"),
+    [case[1:] for case in COPY_CASES],
+    ids=[case[0] for case in COPY_CASES],
+)
+def test_copy_decision_table(
+    base: BaseEntry | None,
+    local: LocalFile | None,
+    remote: ObjectInfo | None,
+    direction: str,
+    expected: Action,
+) -> None:
+    decision = decide(base, local, remote, direction, copy=True)  # type: ignore[arg-type]
+    assert decision.action is expected, decision.reason
+    assert decision.reason

@@ -325,6 +325,45 @@ def test_one_way_upload_and_download_copy_without_deleting(tmp_path: Path, remot
     assert "remote-only.txt" not in tree(target)
 
 
+def test_one_way_copies_restore_what_the_destination_lost_or_changed(
+    tmp_path: Path, remote: Remote
+) -> None:
+    """Like `rclone copy`: a second `syncd upload` sends again an object deleted since the
+    first, and replaces one edited on the remote, whose edit is kept in the remote trash; a
+    second `syncd download` does the same for the local folder (the edit kept in the local
+    trash)."""
+    env = {"XDG_STATE_HOME": str(tmp_path / "state-home")}
+    if "endpoint_url" in remote.options:
+        env["AWS_ENDPOINT_URL"] = remote.options["endpoint_url"]
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "a.txt").write_bytes(b"alpha")
+    (source / "b.txt").write_bytes(b"beta")
+    first = syncd("upload", source, remote.url, env=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+
+    remote.delete("a.txt")
+    remote.put("b.txt", b"beta, edited on the remote")
+    again = syncd("upload", source, remote.url, env=env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert remote.get("a.txt") == b"alpha" and remote.get("b.txt") == b"beta"
+    trashed = [remote.read(k) for k in remote.listing() if k.startswith(".syncd-trash/")]
+    assert trashed == [b"beta, edited on the remote"]
+    settled = syncd("upload", source, remote.url, env=env)
+    assert settled.returncode == 0 and "0 uploaded" in settled.stdout
+
+    target = tmp_path / "target"
+    pulled = syncd("download", remote.url, target, env=env)
+    assert pulled.returncode == 0, pulled.stdout + pulled.stderr
+    (target / "a.txt").unlink()
+    (target / "b.txt").write_bytes(b"beta, edited locally")
+    again = syncd("download", remote.url, target, env=env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert tree(target) == {"a.txt": b"alpha", "b.txt": b"beta"}
+    kept = [p.read_bytes() for p in (target / ".syncd" / "trash").rglob("*") if p.is_file()]
+    assert kept == [b"beta, edited locally"]
+
+
 def test_one_way_commands_reject_bad_input_with_one_line(tmp_path: Path) -> None:
     missing = syncd("upload", tmp_path / "nope", "s3://bucket-x/p")
     assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1

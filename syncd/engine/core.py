@@ -523,6 +523,7 @@ def run_one_way(
     with Engine.from_config(config) as engine:
         for syncer in engine.syncers.values():
             syncer.propagate_deletes = False
+            syncer.copy = True
         if show is None:
             return engine.sync_once(dry_run=dry_run)
         with show(engine.inflight):

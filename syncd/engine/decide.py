@@ -7,6 +7,7 @@ that keeps hashing lazy without hiding any I/O in the decision.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Literal
 
 from syncd.engine.model import Action, Decision, LocalFile
@@ -71,8 +72,17 @@ def decide(
     local: LocalFile | None,
     remote: ObjectInfo | None,
     direction: Direction = "both",
+    *,
+    copy: bool = False,
 ) -> Decision:
-    """The three-way decision for one path."""
+    """The three-way decision for one path.
+
+    `copy` (a one-way `syncd upload` / `download`, like `rclone copy`): the destination is to
+    hold the source's files, so a file the destination lost since the last run is sent again,
+    and one the destination changed is compared with the source, a real difference being a
+    conflict (the copy's strategy has the source win; the replaced version goes to the trash).
+    A pair with a `direction` alone leaves the other side's changes be.
+    """
     if remote is not None and remote.archived:
         # Unreadable until restored: neither a deletion nor something a stale copy may replace.
         return Decision(Action.NOTHING, "remote object is in an archive tier; restore it to sync")
@@ -115,14 +125,34 @@ def decide(
             return Decision(Action.RECORD, "timestamp-only change")
         return Decision(Action.NOTHING, "in sync")
 
-    if lstate == "changed" and rstate == "same":
+    destination_changed = copy and (
+        (direction == "upload" and lstate == "same" and rstate == "changed" and local is not None)
+        or (
+            direction == "download"
+            and lstate == "changed"
+            and rstate == "same"
+            and remote is not None
+        )
+    )
+    if destination_changed:
+        if remote is None:
+            return Decision(Action.UPLOAD, "deleted remotely since the last copy: sent again")
+        if local is None:
+            return Decision(Action.DOWNLOAD, "deleted locally since the last copy: fetched again")
+        # Edited on the destination: compared with the source below, like both sides changed.
+        # The source is as it was at the last copy, so its content hash is the base's.
+        if base is not None and base.sha256:
+            if direction == "upload" and local.sha256 is None:
+                local = replace(local, sha256=base.sha256)
+            elif direction == "download" and remote.sha256 is None:
+                remote = replace(remote, sha256=base.sha256)
+    elif lstate == "changed" and rstate == "same":
         if local is None:
             return _one_way(direction, "upload", Action.DELETE_REMOTE, "deleted locally")
         return _one_way(
             direction, "upload", Action.UPLOAD, "new locally" if base is None else "changed locally"
         )
-
-    if lstate == "same" and rstate == "changed":
+    elif lstate == "same" and rstate == "changed":
         if remote is None:
             return _one_way(direction, "download", Action.DELETE_LOCAL, "deleted remotely")
         return _one_way(
@@ -132,7 +162,8 @@ def decide(
             "new remotely" if base is None else "changed remotely",
         )
 
-    # Both sides changed since the base (or there is no base and both exist).
+    # Both sides changed since the base (or there is no base and both exist, or a copy's
+    # destination changed).
     if local is None or remote is None:
         # One side deleted, the other edited: an edit always beats a delete.
         if local is None:
@@ -149,6 +180,9 @@ def decide(
     if equal:
         return Decision(Action.RECORD, "same content on both sides")
     # Different, or impossible to compare: never overwrite, keep both.
+    if destination_changed:
+        side = "remotely" if direction == "upload" else "locally"
+        return Decision(Action.CONFLICT, f"changed {side} since the last copy")
     return Decision(
         Action.CONFLICT, "changed on both sides" if base is not None else "differs, no base"
     )

@@ -142,6 +142,9 @@ class PairSyncer:
         self.plan_only = False  # dry run: decide and record the plan, touch nothing
         #: False for one-way copies (`syncd upload` / `download`): nothing is ever deleted.
         self.propagate_deletes = True
+        #: True for one-way copies: what the destination lost or changed since the last copy is
+        #: sent again (see `decide`'s `copy`).
+        self.copy = False
         self.planned: list[PlanItem] = []
         self._lock = threading.Lock()
         self.deletions = DeletionBatch()
@@ -240,7 +243,11 @@ class PairSyncer:
                 # Its folder could not be read: absent from the scan is not deleted.
                 continue
             decision = decide(
-                base.get(path), local.get(path), remote.get(path), self.pair.direction
+                base.get(path),
+                local.get(path),
+                remote.get(path),
+                self.pair.direction,
+                copy=self.copy,
             )
             if decision.action is not Action.NOTHING or path in self.open_conflicts:
                 plan.append(PlanItem(path, decision))
@@ -369,7 +376,7 @@ class PairSyncer:
         local = self._stat_local(path)
         remote = self.index.get(path)
         while True:
-            decision = decide(base, local, remote, self.pair.direction)
+            decision = decide(base, local, remote, self.pair.direction, copy=self.copy)
             if decision.action is Action.HASH_LOCAL and local is not None:
                 stat, sha256, md5 = localfs.hash_file(self.local_path(path), with_md5=True)
                 local = replace(stat, sha256=sha256, md5=md5)
