@@ -80,6 +80,7 @@ class Daemon:
         self.log_path = log_path
         self.started_wall = time.time()
         self.started = time.perf_counter()
+        log_path.parent.mkdir(parents=True, exist_ok=True)  # BENCH_ONLY=7 runs nothing before
         with log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [bench.peers.syncd.exe, "run", "-c", str(config)],
