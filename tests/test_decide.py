@@ -68,26 +68,6 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("base", "local", "remote", "direction", "expected"),
-    [case[1:] for case in CASES],
-    ids=[case[0] for case in CASES],
-)
-def test_decision_table(
-    base: BaseEntry | None,
-    local: LocalFile | None,
-    remote: ObjectInfo | None,
-    direction: str,
-    expected: Action,
-) -> None:
-    assert decide(base, local, remote, direction).action is expected  # type: ignore[arg-type]
-
-
-def test_every_decision_has_a_reason() -> None:
-    for case in CASES:
-        assert decide(*case[1:5]).reason  # type: ignore[arg-type]
-
-
 #: One-way copies (`syncd upload` / `download`): the destination's changes since the last copy.
 COPY_CASES = [
     # id, base, local, remote, direction, expected action
@@ -110,17 +90,19 @@ COPY_CASES = [
 
 
 @pytest.mark.parametrize(
-    ("base", "local", "remote", "direction", "expected"),
-    [case[1:] for case in COPY_CASES],
-    ids=[case[0] for case in COPY_CASES],
+    ("base", "local", "remote", "direction", "expected", "copy"),
+    [(*case[1:], False) for case in CASES] + [(*case[1:], True) for case in COPY_CASES],
+    ids=[case[0] for case in CASES + COPY_CASES],
 )
-def test_copy_decision_table(
+def test_decision_table(
+    *,
     base: BaseEntry | None,
     local: LocalFile | None,
     remote: ObjectInfo | None,
     direction: str,
     expected: Action,
+    copy: bool,
 ) -> None:
-    decision = decide(base, local, remote, direction, copy=True)  # type: ignore[arg-type]
+    decision = decide(base, local, remote, direction, copy=copy)  # type: ignore[arg-type]
     assert decision.action is expected, decision.reason
-    assert decision.reason
+    assert decision.reason  # every decision says why
