@@ -32,8 +32,9 @@ class LocalPathError(Exception):
 def to_local(root: Path, path: str) -> Path:
     """The filesystem path of a key inside `root`. Keys are checked before they get here;
     this is the last line of defence against leaving the root."""
-    target = root.joinpath(*path.split("/"))
-    if ".." in path.split("/") or not str(target).startswith(str(root) + os.sep):
+    parts = path.split("/")
+    target = root.joinpath(*parts)
+    if ".." in parts or not str(target).startswith(f"{root}{os.sep}"):
         raise LocalPathError(f"{path!r} would leave the local root")
     return target
 
@@ -72,10 +73,14 @@ def stat_local(root: Path, path: str) -> LocalFile | None:
 
 
 def _refuse_symlinked_parents(root: Path, path: str) -> None:
-    current = root
+    current = str(root)
     for part in path.split("/")[:-1]:
-        current = current / part
-        if current.is_symlink():
+        current = f"{current}{os.sep}{part}"
+        try:
+            linked = statmod.S_ISLNK(os.lstat(current).st_mode)
+        except (FileNotFoundError, NotADirectoryError):
+            return  # gone meanwhile: no link to follow
+        if linked:
             raise LocalPathError(f"{path}: a parent folder is a symlink (not followed)")
 
 

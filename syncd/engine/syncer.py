@@ -357,6 +357,10 @@ class PairSyncer:
 
     def local_path(self, path: str) -> Path:
         """The on-disk location of an NFC path (an NFD-named file keeps its own name)."""
+        return localfs.to_local(self.root, self._disk_name(path))
+
+    def _disk_name(self, path: str) -> str:
+        """The root-relative name on disk of an NFC path: itself, or its NFD spelling."""
         name = self._names.get(path)
         if name is None and not path.isascii():
             decomposed = unicodedata.normalize("NFD", path)
@@ -366,10 +370,10 @@ class PairSyncer:
                 and (self.root / decomposed).exists()
             ):
                 self._names[path] = name = decomposed
-        return localfs.to_local(self.root, name or path)
+        return name or path
 
     def _stat_local(self, path: str) -> LocalFile | None:
-        return _stat_at(self.root, self.local_path(path))
+        return localfs.stat_local(self.root, self._disk_name(path))
 
     def _decide(self, path: str) -> tuple[Decision, Facts]:
         base = self.store.get(self.name, path)
