@@ -320,11 +320,12 @@ def _read_whole(fd: int, size: int) -> bytes | None:
     chunks = []
     total = 0
     while total <= size:
-        chunk = os.read(fd, size + 1 - total)
-        if not chunk:
-            break
+        wanted = size + 1 - total
+        chunk = os.read(fd, wanted)
         chunks.append(chunk)
         total += len(chunk)
+        if len(chunk) < wanted:  # a short read of a regular file is its end: no read to confirm
+            break
     return b"".join(chunks) if total == size else None
 
 
