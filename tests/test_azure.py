@@ -21,7 +21,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.storage.blob import ContainerSasPermissions, generate_container_sas
+from azure.storage.blob import ContainerSasPermissions, ContentSettings, generate_container_sas
 from emulators import AZURITE_ACCOUNT, AZURITE_KEY, Azurite
 from emulators import azurite_connection_string as connection_string
 from fixtures_azure import AzureContainer
@@ -73,6 +73,60 @@ def test_metadata_is_written_where_other_tools_read_it(
         bytes(props.content_settings.content_md5 or b"")
         == hashlib.md5(data, usedforsecurity=False).digest()
     )
+
+
+@pytest.mark.parametrize(
+    "name", ["plain.txt", "a b/c#d?e%f~g&h+i.txt", "\u00e9t\u00e9/\u65e5\u672c.txt"]
+)
+def test_small_upload_makes_the_blob_the_sdk_would(
+    provider: Provider, azure_container: AzureContainer, name: str
+) -> None:
+    """Small bodies skip BlobClient.upload_blob and go through the container's pipeline
+    (`_put_blob`): the blob must be the one upload_blob makes from the same input, under the
+    same name."""
+    data = b"the same bytes either way"
+    md5 = hashlib.md5(data, usedforsecurity=False).digest()
+    written = put(provider, name, data)
+    reference = azure_container.client.get_blob_client(f"ref/{name}")
+    reference.upload_blob(
+        data,
+        metadata={"mtime": "1700000000.123456789", "sha256": hashlib.sha256(data).hexdigest()},
+        content_settings=ContentSettings(content_md5=bytearray(md5)),
+        validate_content=True,
+    )
+
+    ours = azure_container.client.get_blob_client(f"p/{name}").get_blob_properties()
+    theirs = reference.get_blob_properties()
+    assert ours.etag.strip('"') == written.etag
+    assert ours.last_modified.timestamp() == pytest.approx(written.modified, abs=1)
+    for props in (ours, theirs):
+        assert props.blob_type == "BlockBlob"
+        assert props.size == len(data)
+    assert ours.metadata == theirs.metadata
+    assert ours.content_settings.content_type == theirs.content_settings.content_type
+    assert bytes(ours.content_settings.content_md5 or b"") == md5
+    assert bytes(theirs.content_settings.content_md5 or b"") == md5
+    assert [blob.name for blob in azure_container.client.list_blobs(name_starts_with="p/")] == [
+        f"p/{name}"
+    ]
+    assert get(provider, name)[0] == data
+
+
+def test_small_upload_with_a_wrong_md5_is_refused_by_the_service(
+    provider: Provider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The direct Put Blob carries Content-MD5, so bytes damaged on the way are refused and
+    nothing is written (Azure answers Md5Mismatch, Azurite InvalidOperation; both HTTP 400)."""
+    real_md5 = hashlib.md5
+
+    def wrong_md5(data: bytes, **kwargs: Any) -> Any:
+        return real_md5(data + b"!", **kwargs)
+
+    monkeypatch.setattr(azure_module.hashlib, "md5", wrong_md5)
+    with pytest.raises(InvalidRequest, match=r"Md5Mismatch|InvalidOperation \(HTTP 400\)"):
+        put(provider, "damaged.txt", b"bytes the service checks")
+    monkeypatch.undo()
+    assert "damaged.txt" not in listing(provider)
 
 
 # -- archive tier ---------------------------------------------------------------------------

@@ -1,10 +1,14 @@
 """The Azure and GCS adapters read the proxy and CA settings of the environment once, when they
-build their HTTP session, instead of at every request (syncd.providers.http)."""
+build their HTTP session, instead of at every request; Azure's session sends the plain request
+straight to the adapter (syncd.providers.http)."""
 
 from __future__ import annotations
 
+import http.server
 import io
-from typing import Any
+import threading
+from collections.abc import Iterator
+from typing import Any, ClassVar
 
 import pytest
 import requests
@@ -13,7 +17,7 @@ from fixtures_gcs import GCSBucket
 
 from syncd.providers import UploadRequest, open_provider
 from syncd.providers.azure import make_client as azure_client
-from syncd.providers.http import pin_environment
+from syncd.providers.http import SdkSession, pin_environment
 from syncd.providers.options import AzureOptions
 
 #: Nothing listens here: a request sent through this "proxy" fails at once.
@@ -89,3 +93,107 @@ def test_with_no_proxy_for_the_endpoint_requests_go_straight_to_it(
         assert [info.key for info in provider.list()] == ["a.txt"]
     finally:
         provider.close()
+
+
+# -- SdkSession: the plain request goes straight to the adapter --------------------------------
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    """Answers every request, recording what arrived and on which connection; /moved answers
+    a redirect to /here."""
+
+    protocol_version = "HTTP/1.1"  # keep-alive, so connection reuse is visible
+    seen: ClassVar[list[tuple[int, str, str, dict[str, str], bytes]]] = []
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        self.seen.append((self.client_address[1], self.command, self.path, headers, body))
+        if self.path == "/moved":
+            self.send_response(307)
+            self.send_header("Location", "/here")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        reply = f"{self.command} {self.path} {len(body)}".encode()
+        self.send_response(201)
+        self.send_header("ETag", '"0x1"')
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    do_PUT = do_GET = _answer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def recorder() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    _Recorder.seen = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _put(session: requests.Session, url: str, **kwargs: Any) -> requests.Response:
+    return session.request(
+        "PUT",
+        url,
+        data=b"4 KiB or so",
+        headers={"x-ms-blob-type": "BlockBlob", "Content-Type": "application/octet-stream"},
+        timeout=(5, 30),
+        verify=True,
+        **kwargs,
+    )
+
+
+def test_sdk_session_sends_what_requests_sends(recorder: str) -> None:
+    full, lean = requests.Session(), SdkSession()
+    for session in (full, lean):
+        session.trust_env = False  # as pin_environment leaves it
+    theirs = _put(full, f"{recorder}/c/blob%20name", allow_redirects=False)
+    ours = _put(lean, f"{recorder}/c/blob%20name", allow_redirects=False)
+
+    assert (ours.status_code, ours.content, ours.headers["ETag"]) == (
+        theirs.status_code,
+        theirs.content,
+        theirs.headers["ETag"],
+    )
+    (_, *sent_by_requests), (_, *sent_by_us) = _Recorder.seen
+    assert sent_by_us == sent_by_requests  # method, path, every header, body
+    assert sent_by_us[0:2] == ["PUT", "/c/blob%20name"]
+
+
+def test_sdk_session_skips_the_session_merging_and_reuses_its_connection(
+    recorder: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lean = SdkSession()
+    lean.trust_env = False
+
+    def merged(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the plain request went through Session.prepare_request")
+
+    monkeypatch.setattr(requests.Session, "prepare_request", merged)
+    first = _put(lean, f"{recorder}/one", allow_redirects=False)
+    second = _put(lean, f"{recorder}/two", allow_redirects=False)
+
+    assert (first.status_code, first.content) == (201, b"PUT /one 11")
+    assert (second.status_code, second.content) == (201, b"PUT /two 11")
+    ports = {port for port, *_ in _Recorder.seen}
+    assert len(ports) == 1  # the first answer was read whole, so its connection came back
+
+
+def test_sdk_session_takes_requests_full_path_for_anything_else(recorder: str) -> None:
+    lean = SdkSession()
+    lean.trust_env = False
+    followed = lean.request("GET", f"{recorder}/moved", timeout=(5, 30))  # redirects allowed
+    assert (followed.status_code, followed.content) == (201, b"GET /here 0")
+    assert [response.status_code for response in followed.history] == [307]
+
+    lean.trust_env = True  # a session that reads the environment per request keeps doing so
+    assert _put(lean, f"{recorder}/env", allow_redirects=False).status_code == 201

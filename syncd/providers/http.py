@@ -13,9 +13,12 @@ would replace their Authorization header with basic auth.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import requests
 import requests.utils
+from requests.sessions import merge_setting
+from requests.structures import CaseInsensitiveDict
 
 
 def ca_bundle() -> str | None:
@@ -32,3 +35,91 @@ def pin_environment(session: requests.Session, endpoint: str) -> None:
     if bundle and session.verify is True:
         session.verify = bundle
     session.trust_env = False
+
+
+class SdkSession(requests.Session):
+    """A requests session for an SDK's transport, which sends the plain request straight to
+    the adapter.
+
+    `Session.request` rebuilds every request around the session: it merges the session's
+    cookies, auth, params and hooks into it, prepares cookie headers, and after the answer
+    stores the cookies it set and looks for a redirect. An SDK's transport uses none of that:
+    it signs its own requests, follows redirects in its own policy, and the storage services
+    set no cookies. Measured on 4 KiB Put Blob calls, requests' own Python was ~0.6 ms of
+    ~1.4 ms per blob, and the merging ~0.15 ms of it. A request that asks for any of those
+    features (redirects, params, cookies, files, auth, hooks, json), or a session given any
+    of them, takes requests' full path unchanged.
+    """
+
+    def request(  # noqa: PLR0917 - requests' own signature, positional order included
+        self,
+        method: str,
+        url: str | bytes,
+        params: Any = None,
+        data: Any = None,
+        headers: Any = None,
+        cookies: Any = None,
+        files: Any = None,
+        auth: Any = None,
+        timeout: Any = None,
+        allow_redirects: bool = True,
+        proxies: Any = None,
+        hooks: Any = None,
+        stream: bool | None = None,
+        verify: Any = None,
+        cert: Any = None,
+        json: Any = None,
+    ) -> requests.Response:
+        plain = not (
+            allow_redirects
+            or params
+            or cookies
+            or files
+            or auth
+            or hooks
+            or json is not None
+            or self.trust_env
+            or self.auth is not None
+            or self.params
+            or len(self.cookies)
+            or any(self.hooks.values())
+            or isinstance(url, bytes)
+        )
+        if not plain:
+            return super().request(
+                method,
+                url,
+                params=params,
+                data=data,
+                headers=headers,
+                cookies=cookies,
+                files=files,
+                auth=auth,
+                timeout=timeout,
+                allow_redirects=allow_redirects,
+                proxies=proxies,
+                hooks=hooks,
+                stream=stream,
+                verify=verify,
+                cert=cert,
+                json=json,
+            )
+        prepared = requests.PreparedRequest()
+        prepared.prepare_method(method)
+        prepared.prepare_url(url, None)
+        prepared.prepare_headers(
+            merge_setting(headers, self.headers, dict_class=CaseInsensitiveDict)
+        )
+        prepared.prepare_body(data, None)
+        stream = bool(merge_setting(stream, self.stream))
+        response = self.get_adapter(url=str(url)).send(
+            prepared,
+            stream=stream,
+            timeout=timeout,
+            verify=merge_setting(verify, self.verify),
+            cert=merge_setting(cert, self.cert),
+            proxies=merge_setting(proxies, self.proxies),
+        )
+        if not stream:
+            response.content  # noqa: B018 - reads the body, which frees the connection for reuse
+        return response
