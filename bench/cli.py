@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench import daemon, emulators, report, scenarios, targets
-from bench.peers import Peers, base_env, syncd_source
+from bench.peers import Peers, base_env, foreign_syncd, syncd_source
 from bench.runner import Bench, say
 from bench.settings import Settings
 
@@ -129,11 +129,19 @@ def _print_commands(bench: Bench) -> None:
 def main() -> int:
     started = time.time()
     settings = Settings.from_env()
-    work = _work_dir()
     peers = Peers.discover()
     if not peers.syncd.available:
         print(f"bench: {peers.syncd.missing}", file=sys.stderr)
         return 2
+    elsewhere = foreign_syncd()
+    if elsewhere is not None:
+        print(
+            f"bench: the venv's syncd runs the sources at {elsewhere}, not this checkout's; "
+            "reinstall it here (`.venv/bin/pip install --no-deps -e .`)",
+            file=sys.stderr,
+        )
+        return 2
+    work = _work_dir()
     env = base_env(work / "home")
     # The bench's own boto3 calls (bucket listings, HEAD polls) need the same credentials.
     os.environ.pop("AWS_CA_BUNDLE", None)

@@ -126,6 +126,25 @@ class Peers:
         }
 
 
+def foreign_syncd() -> str | None:
+    """Where the project's `syncd` command imports its package from, when that is not this
+    checkout (None when it is). An editable install made from another clone that shares the
+    venv (a symlinked `.venv`) silently points the command at that clone's sources."""
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-c", "import syncd; print(syncd.__file__)"],
+        cwd=Path("/"),  # not the checkout: its folder on sys.path would hide the install
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    found = done.stdout.strip()
+    if found and Path(found).resolve() == root / "syncd" / "__init__.py":
+        return None
+    return found or done.stderr.strip()[-200:] or "nowhere"
+
+
 def syncd_source() -> dict[str, str]:
     """Which syncd was measured: the commit, whether syncd/ differs from it, and a digest of
     every source file (compared at the end of the run: a change means mixed results)."""
