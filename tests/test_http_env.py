@@ -10,15 +10,17 @@ import threading
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
+import google.auth.credentials
 import pytest
 import requests
 from fixtures_azure import AzureContainer
 from fixtures_gcs import GCSBucket
 
 from syncd.providers import UploadRequest, open_provider
+from syncd.providers import gcs as gcs_module
 from syncd.providers.azure import make_client as azure_client
 from syncd.providers.http import SdkSession, pin_environment
-from syncd.providers.options import AzureOptions
+from syncd.providers.options import AzureOptions, GCSOptions
 
 #: Nothing listens here: a request sent through this "proxy" fails at once.
 DEAD_PROXY = "http://127.0.0.1:9"
@@ -152,6 +154,10 @@ def _put(session: requests.Session, url: str, **kwargs: Any) -> requests.Respons
     )
 
 
+def _no_merging(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("the plain request went through Session.prepare_request")
+
+
 def test_sdk_session_sends_what_requests_sends(recorder: str) -> None:
     full, lean = requests.Session(), SdkSession()
     for session in (full, lean):
@@ -175,10 +181,7 @@ def test_sdk_session_skips_the_session_merging_and_reuses_its_connection(
     lean = SdkSession()
     lean.trust_env = False
 
-    def merged(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("the plain request went through Session.prepare_request")
-
-    monkeypatch.setattr(requests.Session, "prepare_request", merged)
+    monkeypatch.setattr(requests.Session, "prepare_request", _no_merging)
     first = _put(lean, f"{recorder}/one", allow_redirects=False)
     second = _put(lean, f"{recorder}/two", allow_redirects=False)
 
@@ -188,12 +191,80 @@ def test_sdk_session_skips_the_session_merging_and_reuses_its_connection(
     assert len(ports) == 1  # the first answer was read whole, so its connection came back
 
 
-def test_sdk_session_takes_requests_full_path_for_anything_else(recorder: str) -> None:
+@pytest.mark.parametrize("method", ["GET", "PUT"])
+def test_sdk_session_follows_a_redirect_as_requests_does(
+    recorder: str, monkeypatch: pytest.MonkeyPatch, method: str
+) -> None:
+    full = requests.Session()
+    full.trust_env = False
+    theirs = _put(full, f"{recorder}/moved") if method == "PUT" else full.get(f"{recorder}/moved")
+    monkeypatch.setattr(requests.Session, "prepare_request", _no_merging)
     lean = SdkSession()
     lean.trust_env = False
-    followed = lean.request("GET", f"{recorder}/moved", timeout=(5, 30))  # redirects allowed
-    assert (followed.status_code, followed.content) == (201, b"GET /here 0")
-    assert [response.status_code for response in followed.history] == [307]
+    ours = _put(lean, f"{recorder}/moved") if method == "PUT" else lean.get(f"{recorder}/moved")
 
+    length = 11 if method == "PUT" else 0  # a 307 keeps the method and the body
+    for response in (theirs, ours):
+        assert (response.status_code, response.content) == (
+            201,
+            f"{method} /here {length}".encode(),
+        )
+        assert [hop.status_code for hop in response.history] == [307]
+    not_followed = lean.request(method, f"{recorder}/moved", allow_redirects=False)
+    assert (not_followed.status_code, not_followed.headers["Location"]) == (307, "/here")
+
+
+def test_sdk_session_takes_requests_full_path_for_anything_else(
+    recorder: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    merged: list[str] = []
+    real = requests.Session.prepare_request
+
+    def recorded(self: requests.Session, request: requests.Request) -> requests.PreparedRequest:
+        merged.append(request.url)
+        return real(self, request)
+
+    monkeypatch.setattr(requests.Session, "prepare_request", recorded)
+    lean = SdkSession()
+    lean.trust_env = False
+    with_params = lean.request("GET", f"{recorder}/q", params={"a": "1"})
+    assert with_params.content == b"GET /q?a=1 0"
     lean.trust_env = True  # a session that reads the environment per request keeps doing so
-    assert _put(lean, f"{recorder}/env", allow_redirects=False).status_code == 201
+    assert _put(lean, f"{recorder}/env").status_code == 201
+    assert merged == [f"{recorder}/q", f"{recorder}/env"]
+
+
+class _FixedToken(google.auth.credentials.Credentials):
+    """Credentials whose token never expires (google-auth adds it as a bearer header)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.token = "t0k3n"
+        self.expiry = None
+
+    def refresh(self, request: Any) -> None:
+        pass
+
+
+def test_gcs_session_adds_the_credentials_and_takes_the_short_path(
+    recorder: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(requests.Session, "prepare_request", _no_merging)
+    session = gcs_module._Session(_FixedToken())
+    session.trust_env = False
+    answer = session.request("PUT", f"{recorder}/o", data=b"payload", timeout=(5, 30))
+    assert (answer.status_code, answer.content) == (201, b"PUT /o 7")
+    (_, _, _, headers, _) = _Recorder.seen[0]
+    assert headers["authorization"] == "Bearer t0k3n"
+
+
+def test_gcs_client_talks_through_that_session(gcs_bucket: GCSBucket) -> None:
+    client = gcs_module.make_client(GCSOptions(), workers=4)
+    try:
+        session = client._http
+        assert isinstance(session, gcs_module._Session)
+        assert session.credentials is client._credentials
+        assert session.trust_env is False
+        assert client.bucket(gcs_bucket.bucket).exists()
+    finally:
+        client.close()

@@ -33,6 +33,7 @@ import requests.adapters
 import urllib3.exceptions
 from google.api_core import exceptions as api_exceptions
 from google.auth.credentials import AnonymousCredentials
+from google.auth.transport.requests import AuthorizedSession
 from google.cloud import storage
 from google.cloud.storage.exceptions import DataCorruption
 from google.cloud.storage.exceptions import InvalidResponse as MediaInvalidResponse
@@ -58,11 +59,13 @@ from syncd.providers.errors import (
     Throttled,
     Transient,
 )
-from syncd.providers.http import pin_environment
+from syncd.providers.http import SdkSession, pin_environment
 from syncd.providers.options import GCSOptions
 from syncd.providers.url import RemoteURL
 
 PAGE_SIZE = 1000
+#: How long a credentials refresh may take (google-cloud-core's own default).
+CREDENTIALS_REFRESH_TIMEOUT = 300
 #: Uploads above 8 MiB go resumable, in chunks of this size (a multiple of 256 KiB); each
 #: chunk is held in memory once, so this bounds an upload's footprint (the SDK default is
 #: 100 MiB per upload).
@@ -382,6 +385,12 @@ def _credentials(options: GCSOptions) -> tuple[Any, str | None]:
     return credentials, options.project or project
 
 
+class _Session(AuthorizedSession, SdkSession):  # type: ignore[misc]  # google-auth's untyped request
+    """google-auth's session (it adds the credentials to each request and refreshes them)
+    over SdkSession, which sends the plain request straight to the adapter: ~10 % of the CPU
+    of a small upload."""
+
+
 def make_client(options: GCSOptions, workers: int) -> Any:
     """One client per provider, its HTTP pool sized for the engine's worker threads."""
     credentials, project = _credentials(options)
@@ -397,11 +406,19 @@ def make_client(options: GCSOptions, workers: int) -> Any:
     # needs storage.buckets.get. The SDK skips it when the cache is unset.
     if getattr(client, "_bucket_metadata_cache", None) is not None:
         client._bucket_metadata_cache = None
-    # The SDK talks through one requests session (AuthorizedSession); its default pool of 10
-    # connections per host would make the other workers wait or open throwaway connections.
+    # The SDK talks through one requests session, the AuthorizedSession it would make itself
+    # (same credentials, refresh timeout and mTLS setting), here over SdkSession. Its default
+    # pool of 10 connections per host would make the other workers wait or open throwaway
+    # connections.
+    session = _Session(  # type: ignore[no-untyped-call]
+        client._credentials, refresh_timeout=CREDENTIALS_REFRESH_TIMEOUT
+    )
+    session.configure_mtls_channel(  # type: ignore[no-untyped-call]
+        getattr(client, "_client_cert_source", None)
+    )
+    client._http_internal = session
     size = max(10, workers * 2)
     adapter = requests.adapters.HTTPAdapter(pool_connections=size, pool_maxsize=size)
-    session = client._http
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     pin_environment(session, client.api_endpoint)
