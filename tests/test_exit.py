@@ -1,0 +1,99 @@
+"""The console script leaves without tearing the interpreter down (`syncd.cli._leave`), but
+with everything a normal exit does that a user or a script can see: the exit code, every
+byte of output through a pipe, atexit handlers, and waiting for a thread still at work."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from syncd import __version__
+
+SYNCD = Path(sys.executable).with_name("syncd")
+
+
+def _script(body: str) -> subprocess.CompletedProcess[str]:
+    """Run `body`, then the console script's main() with the argv it set."""
+    code = textwrap.dedent(body) + "\nfrom syncd.cli import main\nmain()\n"
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_output_through_a_pipe_is_whole_and_the_code_kept(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [str(SYNCD), "--help"], capture_output=True, text=True, timeout=60, check=False
+    )
+    normal_exit = subprocess.run(  # the same command, leaving the usual way
+        [sys.executable, "-c", "from syncd.cli import cli; cli(['--help'], prog_name='syncd')"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == normal_exit.returncode == 0
+    assert done.stdout == normal_exit.stdout
+    assert done.stdout.startswith("Usage: syncd") and "status" in done.stdout
+
+    version = subprocess.run(
+        [str(SYNCD), "--version"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (version.returncode, version.stdout.strip()) == (0, f"syncd, version {__version__}")
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("pairs: [{name: a, local: /tmp/x, remote: 'zz://nope'}]\nworkers: -1\n")
+    refused = subprocess.run(
+        [str(SYNCD), "once", "-c", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("syncd: ") and len(refused.stderr.splitlines()) == 1
+    assert "Traceback" not in refused.stderr
+
+
+def test_atexit_handlers_still_run() -> None:
+    done = _script(
+        """
+        import atexit, sys
+        atexit.register(lambda: print("atexit ran", flush=True))
+        sys.argv = ["syncd", "--version"]
+        """
+    )
+    assert done.returncode == 0
+    assert done.stdout.splitlines() == [f"syncd, version {__version__}", "atexit ran"]
+
+
+def test_a_thread_still_at_work_is_waited_for() -> None:
+    done = _script(
+        """
+        import sys, threading, time
+        def late():
+            time.sleep(0.5)
+            print("thread finished", flush=True)
+        threading.Thread(target=late).start()  # not a daemon: a normal exit waits for it
+        sys.argv = ["syncd", "--version"]
+        """
+    )
+    assert done.returncode == 0
+    assert done.stdout.splitlines() == [f"syncd, version {__version__}", "thread finished"]
+
+
+def test_a_failing_command_keeps_its_exit_code(tmp_path: Path) -> None:
+    config = tmp_path / "syncd.yaml"
+    config.write_text(
+        f"state: sqlite:///{tmp_path / 'state.db'}\nsocket: {tmp_path / 'none.sock'}\n"
+        f"pairs: [{{name: a, local: {tmp_path / 'l'}, remote: 'file://{tmp_path / 'r'}'}}]\n"
+    )
+    done = _script(
+        f"""
+        import sys
+        sys.argv = ["syncd", "status", "-c", {str(config)!r}]
+        """
+    )
+    assert done.returncode == 3  # the contract's "daemon not running"
+    assert done.stderr.startswith("syncd: syncd daemon is not running")
