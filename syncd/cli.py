@@ -512,10 +512,17 @@ def _leave(code: str | int | None) -> NoReturn:
     exit, a tenth of a no-op `syncd once`, and served nothing: the state is committed and
     closed by then. What a normal exit does that matters still happens, in its order: it waits
     for any other non-daemon thread (here: exits normally instead), runs the atexit handlers
-    (logging's flush among them), and flushes stdout and stderr.
+    (logging's flush among them), and flushes stdout and stderr. Under a profiler or a tracer
+    (`python -m cProfile`, pyinstrument, a debugger), which report after the program returns,
+    the exit is the normal one.
     """
     others = [t for t in threading.enumerate() if t is not threading.main_thread()]
-    if not isinstance(code, int | None) or any(t.is_alive() and not t.daemon for t in others):
+    if (
+        not isinstance(code, int | None)
+        or any(t.is_alive() and not t.daemon for t in others)
+        or sys.getprofile() is not None
+        or sys.gettrace() is not None
+    ):
         sys.exit(code)
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):

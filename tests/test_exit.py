@@ -97,3 +97,17 @@ def test_a_failing_command_keeps_its_exit_code(tmp_path: Path) -> None:
     )
     assert done.returncode == 3  # the contract's "daemon not running"
     assert done.stderr.startswith("syncd: syncd daemon is not running")
+
+
+def test_under_a_profiler_the_exit_is_the_normal_one(tmp_path: Path) -> None:
+    """cProfile (like pyinstrument) writes its report after the program returns."""
+    report = tmp_path / "syncd.prof"
+    done = subprocess.run(
+        [sys.executable, "-m", "cProfile", "-o", str(report), str(SYNCD), "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, f"syncd, version {__version__}")
+    assert report.stat().st_size > 0
