@@ -158,21 +158,25 @@ def _no_merging(*args: Any, **kwargs: Any) -> Any:
     raise AssertionError("the plain request went through Session.prepare_request")
 
 
-def test_sdk_session_sends_what_requests_sends(recorder: str) -> None:
+@pytest.mark.parametrize("userinfo", ["", "user:secret@"])
+def test_sdk_session_sends_what_requests_sends(recorder: str, userinfo: str) -> None:
     full, lean = requests.Session(), SdkSession()
     for session in (full, lean):
         session.trust_env = False  # as pin_environment leaves it
-    theirs = _put(full, f"{recorder}/c/blob%20name", allow_redirects=False)
-    ours = _put(lean, f"{recorder}/c/blob%20name", allow_redirects=False)
+    url = recorder.replace("http://", f"http://{userinfo}") + "/c/blob%20name"
+    theirs = _put(full, url, allow_redirects=False)
+    ours = _put(lean, url, allow_redirects=False)
 
     assert (ours.status_code, ours.content, ours.headers["ETag"]) == (
         theirs.status_code,
         theirs.content,
         theirs.headers["ETag"],
     )
+    assert ours.elapsed.total_seconds() > 0
     (_, *sent_by_requests), (_, *sent_by_us) = _Recorder.seen
     assert sent_by_us == sent_by_requests  # method, path, every header, body
     assert sent_by_us[0:2] == ["PUT", "/c/blob%20name"]
+    assert ("authorization" in sent_by_us[2]) == bool(userinfo)  # basic auth from the URL
 
 
 def test_sdk_session_skips_the_session_merging_and_reuses_its_connection(

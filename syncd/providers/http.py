@@ -13,6 +13,8 @@ would replace their Authorization header with basic auth.
 from __future__ import annotations
 
 import os
+import time
+from datetime import timedelta
 from typing import Any
 
 import requests
@@ -111,6 +113,7 @@ class SdkSession(requests.Session):
             merge_setting(headers, self.headers, dict_class=CaseInsensitiveDict)
         )
         prepared.prepare_body(data, None)
+        prepared.prepare_auth(None, str(url))  # only credentials written into the URL
         settings: dict[str, Any] = {
             "stream": bool(merge_setting(stream, self.stream)),
             "timeout": timeout,
@@ -118,7 +121,9 @@ class SdkSession(requests.Session):
             "cert": merge_setting(cert, self.cert),
             "proxies": merge_setting(proxies, self.proxies),
         }
+        start = time.perf_counter()
         response = self.get_adapter(url=str(url)).send(prepared, **settings)
+        response.elapsed = timedelta(seconds=time.perf_counter() - start)
         if allow_redirects and response.is_redirect:
             # As Session.send does it; each hop is a full Session.send.
             prepared._cookies = RequestsCookieJar()  # the jar resolve_redirects carries along
