@@ -1,0 +1,44 @@
+"""`check_key`: which remote keys may become local paths (pure logic; the end-to-end refusal of
+hostile keys is in test_once)."""
+
+from __future__ import annotations
+
+import pytest
+
+from syncd.engine.paths import UnsafeKey, check_key
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["a.txt", "dir/sub/file.bin", "spaces and ~tilde.txt", "été/日本.txt", "a..b/..c", "x" * 300],
+)
+def test_ordinary_keys_pass_unchanged(key: str) -> None:
+    assert check_key(key) == key
+
+
+@pytest.mark.parametrize(
+    ("key", "reason"),
+    [
+        ("", "empty key"),
+        ("ok\x00.txt", "contains NUL"),
+        ("bell\x07.txt", "contains a control character"),
+        ("tab\there.txt", "contains a control character"),
+        ("line\nbreak.txt", "contains a control character"),
+        ("unit\x1fsep.txt", "contains a control character"),
+        ("del\x7f.txt", "contains a control character"),
+        ("back\\slash.txt", "contains a backslash"),
+        ("/etc/passwd", "absolute key"),
+        ("a//b.txt", "empty path segment"),
+        ("../escape.txt", "'..' segment"),
+        ("a/./b.txt", "'.' segment"),
+    ],
+)
+def test_unsafe_keys_are_refused_with_the_reason(key: str, reason: str) -> None:
+    with pytest.raises(UnsafeKey) as refused:
+        check_key(key)
+    assert str(refused.value) == reason
+
+
+def test_characters_past_the_control_range_are_fine() -> None:
+    key = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) not in "/\\") + "\u0080\u00a0"
+    assert check_key(key) == key
