@@ -309,3 +309,21 @@ def test_closing_the_store_commits_records_written_behind(tmp_path: Path) -> Non
         assert again.get("docs", "a") is not None
     finally:
         again.close()
+
+
+def test_remote_etags_are_the_entries_version_tokens_of_one_pair(tmp_path: Path) -> None:
+    """What a daemon's poll compares a listing with: `entries`, reduced to the remote etag."""
+    store = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
+    try:
+        store.put("docs", BaseEntry("a.txt", 1, 1, 1, "h1", "e1", 1.0))
+        store.put("docs", BaseEntry("sub/b.txt", 2, 2, 2, "h2", None, 1.0))  # not yet uploaded
+        store.put("other", BaseEntry("a.txt", 3, 3, 3, "h3", "e3", 1.0))
+        store.put("docs", BaseEntry("a.txt", 4, 4, 4, "h4", "e4", 2.0))  # replaced
+
+        assert store.remote_etags("docs") == {"a.txt": "e4", "sub/b.txt": None}
+        assert store.remote_etags("docs") == {
+            path: entry.remote_etag for path, entry in store.entries("docs").items()
+        }
+        assert store.remote_etags("nobody") == {}
+    finally:
+        store.close()

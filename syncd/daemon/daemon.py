@@ -38,6 +38,8 @@ log = structlog.get_logger("syncd.daemon")
 
 #: How often the poller prunes the operation log (log_retention_days).
 PRUNE_EVERY_S = 3600.0
+#: Never equal to a version token: what a poll finds for a path the base does not know.
+_UNKNOWN = object()
 
 SHUTDOWN_GRACE_S = 10.0
 
@@ -306,13 +308,11 @@ class Daemon:
         if syncer.stats.fault is not None:
             log.info("pair recovered", pair=name)
             syncer.stats.set_fault(None)
-        base = self.engine.store.entries(name)
-        changed = [
-            path
-            for path in remote.keys() | base.keys()
-            if (remote.get(path) is None) != (base.get(path) is None)
-            or (path in remote and path in base and remote[path].etag != base[path].remote_etag)
-        ]
+        base = self.engine.store.remote_etags(name)
+        # New or changed at the remote (a path the base lacks never matches the sentinel),
+        # then gone from it.
+        changed = [path for path, info in remote.items() if base.get(path, _UNKNOWN) != info.etag]
+        changed += base.keys() - remote.keys()
         changed += syncer.stats.due_failures()  # the rest wait out their backoff
         for path in changed:
             self.engine.queue.put(name, path)

@@ -82,6 +82,9 @@ _ENTRY_COLUMNS = ("size", "mtime_ns", "inode", "ctime_ns", "sha256", "remote_eta
 _GET_ENTRY = select(_files).where(
     _files.c.pair == bindparam("p_pair"), _files.c.path == bindparam("p_path")
 )
+_REMOTE_ETAGS = select(_files.c.path, _files.c.remote_etag).where(
+    _files.c.pair == bindparam("p_pair")
+)
 _HAS_SIZE = (
     select(_files.c.path)
     .where(_files.c.pair == bindparam("p_pair"), _files.c.size == bindparam("p_size"))
@@ -454,6 +457,14 @@ class StateStore:
         with self._engine.connect() as conn:
             rows = conn.execute(select(schema.files).where(schema.files.c.pair == pair))
             return {row.path: _entry(row._mapping) for row in rows}
+
+    def remote_etags(self, pair: str) -> dict[str, str | None]:
+        """Each base entry's remote version token, keyed by path: all a poll compares a
+        listing with. Two columns instead of whole entries: 100,000 entries took ~0.7 s of
+        CPU as `entries`, at every poll of a daemon."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(_REMOTE_ETAGS, {"p_pair": pair})
+            return dict(rows.all())
 
     def count(self, pair: str) -> int:
         with self._engine.connect() as conn:
