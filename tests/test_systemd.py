@@ -13,7 +13,10 @@ from pathlib import Path
 import pytest
 from harness import SYNCD, Setup, wait_for
 
+from syncd.config import load_config
+from syncd.daemon.daemon import Daemon
 from syncd.daemon.notify import Notifier
+from syncd.engine.core import Engine
 
 UNITS = Path(__file__).parent.parent / "systemd"
 SYNCD_BIN = Path(sys.executable).with_name("syncd")
@@ -123,3 +126,25 @@ def test_daemon_sends_ready_status_watchdog_stopping_in_order(tmp_path: Path) ->
     statuses = [m.split("=", 1)[1] for m in messages if m.startswith("STATUS=")]
     assert any(s == "idle" or s.startswith("syncing") for s in statuses)
     assert f"MAINPID={proc.pid}" in messages
+
+
+def test_the_status_line_reads_no_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """systemd's STATUS= is refreshed twice a second: it must not query the state database
+    (a count over 100,000 entries is ~10 ms each time); `syncd status` still reports counts."""
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    setup = Setup(tmp_path, f"file://{remote}")
+    setup.write()
+    config = load_config(setup.config)
+    with Engine(config) as engine:
+        daemon = Daemon(config, engine)
+        assert daemon.status()["pairs"][0]["synced_files"] == 0
+
+        def no_query(*args: object) -> int:
+            raise AssertionError("the status line queried the state")
+
+        monkeypatch.setattr(engine.store, "count", no_query)
+        monkeypatch.setattr(engine.store, "counters", no_query)
+        assert daemon.status_line() == "idle"
+        engine.queue.pause("docs")
+        assert daemon.status_line() == "paused: docs"

@@ -211,10 +211,9 @@ class Daemon:
     def status_line(self) -> str:
         """One line for systemd's STATUS=: what the daemon is doing right now."""
         parts = []
-        for pair in self.status()["pairs"]:
-            name, state = pair["name"], pair["state"]
+        for name, state, queued, in_flight in self._pair_states():
             if state == "syncing":
-                parts.append(f"syncing {pair['queued'] + pair['in_flight']} files in {name}")
+                parts.append(f"syncing {queued + in_flight} files in {name}")
             elif state != "idle":
                 parts.append(f"{state}: {name}")
         return "; ".join(parts) or "idle"
@@ -369,12 +368,15 @@ class Daemon:
             raise CommandError(f"no pair named {name!r}")
         return [name]
 
-    def status(self) -> dict[str, Any]:
+    def _pair_states(self) -> list[tuple[str, str, int, int]]:
+        """(name, state, queued, in flight) of every pair, from memory only: the systemd
+        status line asks twice a second, and the summary's counts are queries over the whole
+        state (~20 ms with 100,000 files)."""
         counts = self.engine.queue.counts()
         settling: dict[str, int] = {}
         for pair, _path in self.settler.pending_keys() + self.engine.delayed.pending_keys():
             settling[pair] = settling.get(pair, 0) + 1
-        pairs = []
+        states = []
         for name, syncer in self.engine.syncers.items():
             queued, in_flight = counts.get(name, (0, 0))
             queued += settling.get(name, 0)
@@ -389,6 +391,12 @@ class Daemon:
                 state = "held"
             else:
                 state = "idle"
+            states.append((name, state, queued, in_flight))
+        return states
+
+    def status(self) -> dict[str, Any]:
+        pairs = []
+        for name, state, queued, in_flight in self._pair_states():
             summary = self.engine.pair_summary(name)
             # The contract's keys first, in its order; then the rest of the summary.
             pairs.append(
