@@ -470,6 +470,9 @@ class AzureProvider:
         #: The container client's policies and transport, which small uploads use directly
         #: (see `_put_blob`).
         self._pipeline: Pipeline[HttpRequest, Any] = self._container._pipeline
+        #: The container's URL and its query (a SAS), split once for `_blob_url`.
+        self._container_url, mark, query = self._container.url.partition("?")
+        self._container_query = mark + query
         #: Set once `ensure_root` has made sure the container exists (create_bucket only).
         self._root_ready = False
         self._root_lock = threading.Lock()
@@ -651,8 +654,7 @@ class AzureProvider:
     def _blob_url(self, name: str) -> str:
         """A blob's URL as the SDK spells it (BlobClient's `_format_url`): the container's
         URL, the name quoted but for `/` and `~`, then the container URL's query (a SAS)."""
-        base, mark, query = self._container.url.partition("?")
-        return f"{base}/{quote(name, safe='~/')}{mark}{query}"
+        return f"{self._container_url}/{quote(name, safe='~/')}{self._container_query}"
 
     def _put_blocks(
         self,

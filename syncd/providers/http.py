@@ -1,4 +1,5 @@
-"""The environment a `requests` session would consult, read once instead of per request.
+"""The requests sessions under the Azure and GCS SDKs: the environment read once, and the
+plain request sent without requests' per-request session merging (`SdkSession`).
 
 With `trust_env` on (requests' default), every request walks the whole environment for proxy
 variables, looks for a ~/.netrc and reads REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE again. Profiled
