@@ -23,6 +23,7 @@ from syncd.config import Config, ConfigError, PairConfig, load_config
 from syncd.daemon.control import CommandError, ControlServer
 from syncd.daemon.notify import Notifier
 from syncd.daemon.poller import Poller
+from syncd.daemon.remote_changes import RemoteChanges
 from syncd.daemon.watcher import Watcher, WatchLimitReached
 from syncd.engine.core import Engine
 from syncd.engine.debounce import Debouncer, Pending
@@ -54,7 +55,8 @@ class Daemon:
         self._stop = threading.Event()
         self.control = ControlServer(Path(config.socket), self.dispatch)
         self.settler: Debouncer[Key] = Debouncer(self._settled, name="settle")
-        self.watcher = Watcher(self._on_local_change)
+        self.watcher = Watcher(self._on_local_change, self._on_overflow)
+        self.remote_changes = RemoteChanges(self.watcher)
         #: Pairs without a file watcher (inotify limits): scanned in full at every poll.
         self._scan_fallback: set[str] = set()
         #: Pairs that had a successful full scan; until then every poll tries one.
@@ -98,6 +100,7 @@ class Daemon:
                     self._reload.clear()
                     self.reload()
                 healthy = self._supervise()
+                self.remote_changes.drop_fired()
                 self._end_quiet_passes()
                 self.notifier.status(self.status_line())
                 interval = self.notifier.watchdog_interval
@@ -144,6 +147,7 @@ class Daemon:
 
     def _remove_pair(self, name: str) -> None:
         self.watcher.unwatch(name)
+        self.remote_changes.remove(name)
         self.poller.remove(name)
         self.engine.remove_pair(name)
         self._scanned.discard(name)
@@ -166,6 +170,7 @@ class Daemon:
         at every poll instead, and says so."""
         syncer = self.engine.syncers[name]
         self._scan_fallback.discard(name)
+        self.remote_changes.add(name, syncer.provider)
         try:
             syncer.check_root()
             self.watcher.watch(name, syncer.root)
@@ -242,9 +247,11 @@ class Daemon:
         """Compare both sides in full and queue every path that needs work. Only the first
         pass cleans up: later ones run beside transfers in flight."""
         syncer = self.engine.syncers[name]
+        self.remote_changes.listing(name)
         try:
             plan = syncer.plan(first_pass=first_pass)
         except PairFault as exc:
+            self.remote_changes.listing_failed(name)
             syncer.stats.set_fault(str(exc))
             log.error("full scan failed", pair=name, error=str(exc))
             return
@@ -255,6 +262,13 @@ class Daemon:
         log.info("full scan queued", pair=name, paths=len(plan), first_pass=first_pass)
         if not plan:
             syncer.stats.mark_synced()
+
+    def _on_overflow(self) -> None:
+        """The kernel dropped watch events: look at every pair again in full (both sides)."""
+        log.warning("file events were lost (inotify queue overflow); rescanning every pair")
+        self.remote_changes.overflowed()
+        for name in list(self.engine.syncers):
+            self.poller.run_now(name, self.full_scan)
 
     def _on_local_change(self, change: Change) -> None:
         syncer = self.engine.syncers.get(change.pair)
@@ -283,7 +297,8 @@ class Daemon:
 
     def poll(self, name: str) -> None:
         """List the remote and queue every path whose version differs from the base (a pair
-        with no file watcher gets a full scan of both sides instead)."""
+        with no file watcher gets a full scan of both sides instead). A watched folder remote
+        with no event since its last listing is not listed (see RemoteChanges)."""
         syncer = self.engine.syncers.get(name)
         if syncer is None or self.engine.queue.is_paused(name):
             return
@@ -299,8 +314,15 @@ class Daemon:
             return
         try:
             syncer.check_root()
+            if syncer.stats.fault is None and not self.remote_changes.needs_listing(name):
+                log.debug("remote unchanged since its last listing; not listed", pair=name)
+                self._requeue_due(name, [])
+                return
+            self.remote_changes.listing(name)
             remote = syncer.list_remote()
+            log.debug("remote listed", pair=name, objects=len(remote))
         except PairFault as exc:
+            self.remote_changes.listing_failed(name)
             syncer.stats.set_fault(str(exc))
             log.warning("poll failed", pair=name, error=str(exc))
             return
@@ -312,7 +334,13 @@ class Daemon:
         # then gone from it.
         changed = [path for path, info in remote.items() if base.get(path, _UNKNOWN) != info.etag]
         changed += base.keys() - remote.keys()
-        changed += syncer.stats.due_failures()  # the rest wait out their backoff
+        self._requeue_due(name, changed)
+
+    def _requeue_due(self, name: str, changed: list[str]) -> None:
+        """Queue what a poll found changed, and the failures whose backoff has run out (the
+        rest wait); with nothing to do, the pair is in sync as of now."""
+        syncer = self.engine.syncers[name]
+        changed += syncer.stats.due_failures()
         for path in changed:
             self.engine.queue.put(name, path)
         if not changed and self.engine.queue.idle(name):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -52,6 +54,36 @@ class PairEventHandler(FileSystemEventHandler):
         return path[len(self.root) + 1 :].replace(os.sep, "/")
 
 
+class RemoteEventHandler(FileSystemEventHandler):
+    """Any event under a folder remote's root: the remote may have changed (which path does
+    not matter: the listing that follows finds it)."""
+
+    def __init__(self, pair: str, changed: Callable[[str], None]) -> None:
+        self.pair = pair
+        self.changed = changed
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type not in _IGNORED:
+            self.changed(self.pair)
+
+
+#: The warning watchdog logs when the kernel's event queue overflowed: events were dropped,
+#: and watchdog tells its handlers nothing else about it.
+OVERFLOW_LOGGER = "watchdog.observers.inotify_c"
+OVERFLOW_MESSAGE = "Inotify queue overflowed"
+
+
+class _OverflowFilter(logging.Filter):
+    def __init__(self, overflowed: Callable[[], None]) -> None:
+        super().__init__()
+        self.overflowed = overflowed
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith(OVERFLOW_MESSAGE):
+            self.overflowed()
+        return True
+
+
 #: What inotify answers when a per-user limit is exhausted: ENOSPC for max_user_watches,
 #: EMFILE for max_user_instances (ENFILE: the system's open files).
 INOTIFY_LIMITS = (errno.ENOSPC, errno.EMFILE, errno.ENFILE)
@@ -62,11 +94,18 @@ class WatchLimitReached(OSError):
 
 
 class Watcher:
-    """One watchdog observer for every pair's root (one inotify instance, one thread)."""
+    """One watchdog observer for every pair's root and folder remote (one dispatch thread).
 
-    def __init__(self, emit: Callable[[Change], None]) -> None:
+    `overflowed` is called when the kernel dropped events (its queue overflowed): whatever
+    was watched may have changed unseen."""
+
+    def __init__(
+        self, emit: Callable[[Change], None], overflowed: Callable[[], None] | None = None
+    ) -> None:
         self._emit = emit
         self._watches: dict[str, ObservedWatch] = {}
+        self._remote_watches: dict[str, ObservedWatch] = {}
+        self._overflow_filter = _OverflowFilter(overflowed) if overflowed is not None else None
         #: Why there is no inotify at all (the instance limit), or None.
         self.unavailable: str | None = None
         self._observer: BaseObserver | None = None
@@ -80,22 +119,43 @@ class Watcher:
     def watch(self, pair: str, root: Path) -> None:
         """Watch `root` recursively. Raises WatchLimitReached when the kernel's inotify limits
         (watches or instances) are exhausted, and OSError for anything else."""
+        self._watches[pair] = self._schedule(PairEventHandler(pair, root, self._emit), root)
+
+    def watch_remote(self, pair: str, root: str, changed: Callable[[str], None]) -> None:
+        """Call `changed(pair)` at every event under a folder remote's `root`. Raises like
+        `watch`, and with EEXIST when another watch has the same root (watchdog would merge
+        the two, and unwatching one would silence the other)."""
+        self.unwatch_remote(pair)
+        taken = {watch.path for watch in [*self._watches.values(), *self._remote_watches.values()]}
+        if str(root) in taken:
+            raise OSError(errno.EEXIST, f"{root} is already watched for another pair")
+        self._remote_watches[pair] = self._schedule(RemoteEventHandler(pair, changed), root)
+
+    def _schedule(self, handler: FileSystemEventHandler, root: Path | str) -> ObservedWatch:
         if self._observer is None:
             raise WatchLimitReached(self.unavailable or "no inotify")
-        handler = PairEventHandler(pair, root, self._emit)
         try:
-            self._watches[pair] = self._observer.schedule(handler, str(root), recursive=True)
+            return self._observer.schedule(handler, str(root), recursive=True)
         except OSError as exc:
             if exc.errno in INOTIFY_LIMITS:
                 raise WatchLimitReached(_limit_message(exc)) from exc
             raise
 
     def unwatch(self, pair: str) -> None:
-        watch = self._watches.pop(pair, None)
+        self._unschedule(self._watches.pop(pair, None))
+
+    def unwatch_remote(self, pair: str) -> None:
+        self._unschedule(self._remote_watches.pop(pair, None))
+
+    def _unschedule(self, watch: ObservedWatch | None) -> None:
         if watch is not None and self._observer is not None:
-            self._observer.unschedule(watch)
+            # Once the observer has stopped, it has unscheduled every watch itself.
+            with contextlib.suppress(KeyError):
+                self._observer.unschedule(watch)
 
     def start(self) -> None:
+        if self._overflow_filter is not None:
+            logging.getLogger(OVERFLOW_LOGGER).addFilter(self._overflow_filter)
         if self._observer is not None:
             self._observer.start()
 
@@ -104,6 +164,8 @@ class Watcher:
         return self._observer is None or bool(self._observer.is_alive())
 
     def stop(self) -> None:
+        if self._overflow_filter is not None:
+            logging.getLogger(OVERFLOW_LOGGER).removeFilter(self._overflow_filter)
         if self._observer is None:
             return
         self._observer.stop()

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import BinaryIO
 
-from syncd.providers.base import Capabilities, ObjectInfo, UploadRequest
+from syncd.providers.base import Capabilities, NotWatchable, ObjectInfo, UploadRequest
 from syncd.providers.errors import (
     InvalidRequest,
     NotFound,
@@ -33,6 +33,7 @@ from syncd.providers.errors import (
     ProviderError,
     Transient,
 )
+from syncd.providers.mounts import local_filesystem_reason
 from syncd.providers.options import FileOptions
 from syncd.providers.url import RemoteURL
 
@@ -384,6 +385,14 @@ class FileProvider:
 
     def close(self) -> None:
         """Nothing to release: every call opens and closes its own descriptors."""
+
+    # -- WatchableRemote -------------------------------------------------------------------
+    def watch_root(self) -> str:
+        """The root, when it and every filesystem mounted below it are local."""
+        reason = local_filesystem_reason(self.root)
+        if reason is not None:
+            raise NotWatchable(f"remote folder {self.root}: {reason}")
+        return self.root
 
     # -- BatchedDurability ------------------------------------------------------------------
     def batch(self) -> Callable[[], None]:
