@@ -162,6 +162,29 @@ def test_records_from_many_threads_all_land_and_one_bad_record_fails_alone(
         store.close()
 
 
+def test_held_move_indexes_follow_writes_after_their_first_use(tmp_path: Path) -> None:
+    """The held copy builds its size and content indexes at the first lookup; writes after
+    that keep them current (a replaced entry leaves its old size and content)."""
+    store = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
+    try:
+        store.put("docs", BaseEntry("a", 10, 1, 1, "sha-a", "e1", 1.0))
+        store.hold("docs")
+        assert store.has_size("docs", 10)
+        assert [e.path for e in store.with_content("docs", 10, "sha-a")] == ["a"]
+        store.put("docs", BaseEntry("a", 30, 2, 1, "sha-c", "e3", 2.0))
+        store.put("docs", BaseEntry("b", 10, 2, 2, "sha-b", "e4", 2.0))
+        assert store.has_size("docs", 30) and store.has_size("docs", 10)
+        assert store.with_content("docs", 10, "sha-a") == []
+        assert [e.path for e in store.with_content("docs", 30, "sha-c")] == ["a"]
+        store.forget("docs", ["b"])
+        assert not store.has_size("docs", 10)
+        store.release("docs")
+        assert not store.has_size("docs", 10)
+        assert [e.size for e in store.with_content("docs", 30, "sha-c")] == [30]
+    finally:
+        store.close()
+
+
 def test_held_entries_answer_from_memory_and_stay_current(tmp_path: Path) -> None:
     """`hold` keeps a pair's entries in memory for a pass: lookups agree with the database
     after every kind of write, and a snapshot read while a write landed is not kept."""

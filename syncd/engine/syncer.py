@@ -707,7 +707,7 @@ class PairSyncer:
             # The object holds a mix of versions. Remember it as ours but not in sync (size -1),
             # so the next pass replaces it with the settled file instead of calling it a conflict.
             self.store.put(
-                self.name, replace(_base_entry(path, sent.local, None, sent.info.etag), size=-1)
+                self.name, _base_entry(path, sent.local, None, sent.info.etag)._replace(size=-1)
             )
             plog.info("file changed during upload; sending again")
             return Outcome.REQUEUE
