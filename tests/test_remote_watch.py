@@ -233,6 +233,8 @@ def test_overflow_warning_reaches_the_daemon() -> None:
     assert f'logger.warning("{OVERFLOW_MESSAGE};' in source
     heard: list[bool] = []
     watching = Watcher(lambda change: None, lambda: heard.append(True))
+    overflow_log = logging.getLogger(OVERFLOW_LOGGER)
+    overflow_log.setLevel(logging.ERROR)  # even where warnings are silenced
     watching.start()
     try:
         logging.getLogger(OVERFLOW_LOGGER).warning("Inotify queue overflowed; events were lost")
@@ -241,6 +243,7 @@ def test_overflow_warning_reaches_the_daemon() -> None:
         watching.stop()
     logging.getLogger(OVERFLOW_LOGGER).warning("Inotify queue overflowed; after stop")
     assert heard == [True]
+    overflow_log.setLevel(logging.NOTSET)
 
 
 # -- the daemon --------------------------------------------------------------------------------

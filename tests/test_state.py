@@ -350,3 +350,26 @@ def test_remote_etags_are_the_entries_version_tokens_of_one_pair(tmp_path: Path)
         assert store.remote_etags("nobody") == {}
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(
+    ("folder", "expected"),
+    [
+        ("a", ["a/b", "a/b/c", "a/é"]),
+        ("a/b", ["a/b/c"]),
+        ("a/", ["a/b", "a/b/c", "a/é"]),
+        ("ab", ["ab/x"]),
+        ("a-b", []),
+        ("é", ["é/x"]),
+    ],
+)
+def test_paths_under_a_folder(tmp_path: Path, folder: str, expected: list[str]) -> None:
+    """Exactly the entries inside the folder: not its namesakes ('a' vs 'a-b', 'a0', 'ab')."""
+    store = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
+    try:
+        for path in ["a", "a-b", "a.txt", "a/b", "a/b/c", "a/é", "a0", "ab/x", "é/x"]:
+            store.put("docs", BaseEntry(path, 1, 1, 1, None, "e", 1.0))
+        store.put("other", BaseEntry("a/b", 1, 1, 1, None, "e", 1.0))
+        assert sorted(store.paths_under("docs", folder)) == expected
+    finally:
+        store.close()

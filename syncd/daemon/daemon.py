@@ -290,7 +290,7 @@ class Daemon:
         except OSError:
             paths = set()
         prefix = path + "/"
-        paths.update(p for p in self.engine.store.entries(pair) if p.startswith(prefix))
+        paths.update(self.engine.store.paths_under(pair, path))
         paths.update(p for p in syncer.index.snapshot() if p.startswith(prefix))
         for each in sorted(paths):
             self.engine.queue.put(pair, each)

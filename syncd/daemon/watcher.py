@@ -155,7 +155,10 @@ class Watcher:
 
     def start(self) -> None:
         if self._overflow_filter is not None:
-            logging.getLogger(OVERFLOW_LOGGER).addFilter(self._overflow_filter)
+            overflow_log = logging.getLogger(OVERFLOW_LOGGER)
+            if not overflow_log.isEnabledFor(logging.WARNING):
+                overflow_log.setLevel(logging.WARNING)  # a filter only sees what is logged
+            overflow_log.addFilter(self._overflow_filter)
         if self._observer is not None:
             self._observer.start()
 
