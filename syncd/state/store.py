@@ -202,9 +202,9 @@ class _Held:
         if self._sizes is None:
             return
         if old is not None:
-            self._index(old, -1)
+            self._index(path, old, -1)
         if entry is not None:
-            self._index(entry, +1)
+            self._index(path, entry, +1)
 
     def has_size(self, size: int) -> bool:
         return self._indexed().get(size, 0) > 0
@@ -216,19 +216,19 @@ class _Held:
     def _indexed(self) -> dict[int, int]:
         if self._sizes is None:
             self._sizes = {}
-            for entry in self.entries.values():
-                self._index(entry, +1)
+            for path, entry in self.entries.items():
+                self._index(path, entry, +1)
         return self._sizes
 
-    def _index(self, entry: BaseEntry, delta: int) -> None:
+    def _index(self, path: str, entry: BaseEntry, delta: int) -> None:
         assert self._sizes is not None
         self._sizes[entry.size] = self._sizes.get(entry.size, 0) + delta
         if entry.sha256 is not None:
             paths = self._content.setdefault((entry.size, entry.sha256), set())
             if delta > 0:
-                paths.add(entry.path)
+                paths.add(path)
             else:
-                paths.discard(entry.path)
+                paths.discard(path)
 
 
 class StateStore:
