@@ -28,6 +28,7 @@ from syncd.engine.multipart import (
     PartSettings,
     choose_part_size,
     digest_file,
+    download_chunk,
     plan_parts,
 )
 from syncd.engine.progress import InFlight
@@ -95,6 +96,24 @@ def test_part_size_grows_to_fit_the_part_count() -> None:
     assert choose_part_size(huge, 16 * MiB + 1, gcs) % (256 * 1024) == 0
     with pytest.raises(Exception, match="do not fit"):
         choose_part_size(10**15, 16 * MiB, s3)
+
+
+@pytest.mark.parametrize(
+    ("size", "part_size", "concurrency", "chunk"),
+    [
+        (1024 * MiB, 16 * MiB, 4, 64 * MiB),  # 16 ranges of 64 MiB, not 64 of 16
+        (10 * 1024 * MiB, 16 * MiB, 4, 64 * MiB),  # never above rclone's 64 MiB
+        (100 * MiB, 16 * MiB, 4, 16 * MiB),  # a mid-size file keeps part_size: 7 ranges
+        (400 * MiB, 16 * MiB, 4, 25 * MiB),  # 16 ranges: four per stream
+        (100 * MiB, 8 * MiB, 2, 100 * MiB // 8),
+        (1024 * MiB, 128 * MiB, 4, 128 * MiB),  # a bigger part_size wins
+    ],
+)
+def test_download_ranges_grow_to_64_mib(
+    size: int, part_size: int, concurrency: int, chunk: int
+) -> None:
+    settings = PartSettings(threshold=64 * MiB, part_size=part_size, concurrency=concurrency)
+    assert download_chunk(size, settings) == chunk
 
 
 def test_parts_cover_the_file_exactly() -> None:

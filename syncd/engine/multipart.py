@@ -14,6 +14,7 @@ the upload is younger than STALE_AFTER. Anything else is aborted.
 Large downloads are parallel ranged reads into a preallocated temp file; every chunk is
 fdatasync'ed before it is recorded, so a restart resumes with the chunks already on disk. The
 whole file is hashed against the object's `sha256` before the caller renames it into place.
+Chunks are `part_size` grown up to 64 MiB (`download_chunk`).
 """
 
 from __future__ import annotations
@@ -61,6 +62,15 @@ STALE_AFTER = 7 * 24 * 3600.0
 #: Reads and hashes go in slices of this size.
 SLICE = 1024 * 1024
 
+#: The largest range a download asks for at once: rclone's `--multi-thread-chunk-size`. Each
+#: range is a request (and on some servers, moto's among them, a pass over the whole object),
+#: so a 1 GiB file in 16 MiB ranges made 64 requests where 16 do; a restart still keeps every
+#: finished range.
+MAX_DOWNLOAD_CHUNK = 64 * 1024 * 1024
+#: Ranges a download keeps per concurrent stream at least (while `part_size` allows), so the
+#: streams stay busy to the end instead of one finishing a big last range alone.
+RANGES_PER_STREAM = 4
+
 #: Called with a byte count as bytes pass: throttling (may block) and progress.
 Meter = Callable[[int], None]
 
@@ -91,6 +101,13 @@ def choose_part_size(size: int, wanted: int, limits: PartLimits) -> int:
             f"{size} bytes do not fit in {limits.max_parts} parts of at most {limits.max_part}"
         )
     return part
+
+
+def download_chunk(size: int, settings: PartSettings) -> int:
+    """The range size of a download of `size` bytes: `part_size`, grown towards
+    MAX_DOWNLOAD_CHUNK while the file still makes RANGES_PER_STREAM ranges per stream."""
+    spread = size // (settings.concurrency * RANGES_PER_STREAM)
+    return max(settings.part_size, min(MAX_DOWNLOAD_CHUNK, spread))
 
 
 def plan_parts(size: int, part_size: int) -> list[PartInfo]:
@@ -567,7 +584,7 @@ class LargeTransfers:
         """Fetch `remote` into a temp sibling of `target` (resuming a recorded one); returns
         the object's info, the temp file's SHA-256 (checked against the object's) and the temp
         path. The caller stamps and renames it, then calls `finish_download`."""
-        chunk = self.settings.part_size
+        chunk = download_chunk(remote.size, self.settings)
         record = self.partials.download(self.pair, path)
         temp: Path | None = None
         done: frozenset[int] = frozenset()
