@@ -3,9 +3,11 @@ hostile keys is in test_once)."""
 
 from __future__ import annotations
 
+import hypothesis.strategies as st
 import pytest
+from hypothesis import given, settings
 
-from syncd.engine.paths import UnsafeKey, check_key
+from syncd.engine.paths import _SAFE, UnsafeKey, check_key, key_refusal
 
 
 @pytest.mark.parametrize(
@@ -42,3 +44,18 @@ def test_unsafe_keys_are_refused_with_the_reason(key: str, reason: str) -> None:
 def test_characters_past_the_control_range_are_fine() -> None:
     key = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) not in "/\\") + "\u0080\u00a0"
     assert check_key(key) == key
+
+
+# Keys built from the characters every rule is about, so the generator meets each refusal often.
+_KEY_PIECES = st.text(
+    alphabet=st.sampled_from(["a", "é", ".", "/", "\\", "\x00", "\x1f", "\x7f", " ", "~"]),
+    max_size=12,
+)
+
+
+@given(key=st.one_of(_KEY_PIECES, st.text(max_size=12)))
+@settings(max_examples=2000, deadline=None)
+def test_the_fast_path_accepts_exactly_what_the_rules_accept(key: str) -> None:
+    """check_key's one-regex fast path never accepts a key one of its rules refuses, nor
+    refuses one they accept."""
+    assert bool(_SAFE.fullmatch(key)) == (key_refusal(key) is None)

@@ -22,6 +22,11 @@ REMOTE_TRASH = ".syncd-trash"
 #: C0 control characters and DEL (one search instead of a Python loop over every character of
 #: every listed key).
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: A key none of check_key's refusals can apply to: segments of anything but control
+#: characters, backslash and '/', none of them '.' or '..', joined by single slashes.
+_SAFE = re.compile(
+    r"(?!\.\.?(?:/|$))[^\x00-\x1f\x7f\\/]+(?:/(?!\.\.?(?:/|$))[^\x00-\x1f\x7f\\/]+)*"
+)
 
 
 class UnsafeKey(ValueError):
@@ -38,25 +43,34 @@ def check_key(key: str) -> str:
 
     Refused: empty keys, absolute keys, '.' / '..' / empty segments, NUL and other control
     characters, backslashes. Folder markers (keys ending in '/') are the caller's to skip.
+    A name too long for the local filesystem is not unsafe: its download fails, per file.
     """
-    if not key:
-        raise UnsafeKey("empty key")
-    if "\x00" in key:
-        raise UnsafeKey("contains NUL")
-    if _CONTROL.search(key):
-        raise UnsafeKey("contains a control character")
-    if "\\" in key:
-        raise UnsafeKey("contains a backslash")
-    if key.startswith("/"):
-        raise UnsafeKey("absolute key")
-    parts = key.split("/")
-    for part in parts:
-        if part == "":
-            raise UnsafeKey("empty path segment")
-        if part in (".", ".."):
-            raise UnsafeKey(f"'{part}' segment")
-    # A name too long for the local filesystem is not unsafe: its download fails, per file.
+    if _SAFE.fullmatch(key):
+        return key  # the common case: one scan of the key, no refusal possible
+    reason = key_refusal(key)
+    if reason is not None:
+        raise UnsafeKey(reason)
     return key
+
+
+def key_refusal(key: str) -> str | None:
+    """Why check_key refuses `key`, or None: each rule on its own, for the message."""
+    if not key:
+        return "empty key"
+    if "\x00" in key:
+        return "contains NUL"
+    if _CONTROL.search(key):
+        return "contains a control character"
+    if "\\" in key:
+        return "contains a backslash"
+    if key.startswith("/"):
+        return "absolute key"
+    for part in key.split("/"):
+        if part == "":
+            return "empty path segment"
+        if part in (".", ".."):
+            return f"'{part}' segment"
+    return None
 
 
 def is_internal(path: str) -> bool:
