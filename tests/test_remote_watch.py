@@ -191,7 +191,7 @@ def test_dropped_events_mean_listing(tmp_path: Path, watcher: Watcher) -> None:
 
 
 def test_unwatchable_remotes_are_listed_every_time(
-    tmp_path: Path, watcher: Watcher, nfs_table: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, watcher: Watcher, nfs_table: Path
 ) -> None:
     nfs_table.mkdir()
     changes = RemoteChanges(watcher)
@@ -301,6 +301,27 @@ def test_daemon_lists_a_watched_folder_remote_only_after_changes(tmp_path: Path)
         assert (setup.local / "new.txt").read_bytes() == b"in the new folder"
         assert (setup.local / "mine.txt").read_bytes() == b"mine"
         daemon.wait_idle()
+        assert daemon.terminate() == 0
+
+
+def test_a_remote_folder_that_appears_later_is_watched_from_then_on(tmp_path: Path) -> None:
+    """The remote folder is missing when the daemon starts (a NAS not mounted yet): the pair
+    is in error and listed at every poll; once the folder is there, its files come down and
+    quiet polls skip the listing again."""
+    remote = tmp_path / "remote"
+    setup = Setup(tmp_path, f"file://{remote}")
+    with running_daemon(setup) as daemon:
+        wait_for(lambda: daemon.pair_status()["state"] == "error", timeout=10)
+        assert "remote folder not watched; listed at every poll" in daemon.logs()
+        remote.mkdir()
+        (remote / "arrived.txt").write_bytes(b"mounted at last")
+        target = setup.local / "arrived.txt"
+        wait_for(lambda: target.exists() and target.read_bytes() == b"mounted at last")
+        daemon.wait_idle()
+        skipped = _messages(setup, SKIPPED)
+        wait_for(lambda: _messages(setup, SKIPPED) >= skipped + 2, timeout=10)
+        (remote / "later.txt").write_bytes(b"seen through the watch")
+        wait_for(lambda: (setup.local / "later.txt").exists(), timeout=10)
         assert daemon.terminate() == 0
 
 

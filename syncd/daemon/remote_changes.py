@@ -119,7 +119,7 @@ class RemoteChanges:
                 if pair not in self._told:
                     self._told.add(pair)
                     log.info(
-                        "remote listed at every poll: it cannot be watched", pair=pair, why=str(exc)
+                        "remote folder not watched; listed at every poll", pair=pair, why=str(exc)
                     )
             else:
                 with self._lock:
