@@ -128,6 +128,7 @@ def test_listing_skipped_until_an_event(tmp_path: Path, watcher: Watcher) -> Non
     # A write by anyone (another program, another syncd on this disk) is.
     (folder / "sub" / "b.txt").write_bytes(b"b")
     wait_for(lambda: changes.needs_listing("p"), timeout=5)
+    time.sleep(0.3)  # the write's later events (modify, close) land on this watch too
 
     # The main loop drops the fired watch; the next listing sets it again.
     changes.drop_fired()
@@ -140,7 +141,7 @@ def test_listing_skipped_until_an_event(tmp_path: Path, watcher: Watcher) -> Non
     # Events in a folder made after the watch was set count too.
     (folder / "new" / "deep").mkdir(parents=True)
     wait_for(lambda: changes.needs_listing("p"), timeout=5)
-    time.sleep(0.2)  # the second folder's event too
+    time.sleep(0.3)  # the second folder's event too
     changes.drop_fired()
     changes.listing("p")
     assert not _settled_needs_listing(changes)
