@@ -213,7 +213,7 @@ def test_unwatchable_remotes_are_listed_every_time(
 
 def test_two_pairs_on_one_remote_folder(tmp_path: Path, watcher: Watcher) -> None:
     """watchdog would merge two watches of one folder; the second pair is listed instead."""
-    _folder_path, provider = _folder(tmp_path)
+    folder, provider = _folder(tmp_path)
     changes = RemoteChanges(watcher)
     changes.add("one", provider)
     changes.add("two", provider)
@@ -222,9 +222,11 @@ def test_two_pairs_on_one_remote_folder(tmp_path: Path, watcher: Watcher) -> Non
     assert changes.watched("one")
     assert not changes.watched("two")
     assert changes.needs_listing("two")
-    # Removing the second pair leaves the first one's watch alone.
+    # Removing the second pair leaves the first one's watch alone: it still hears changes.
     changes.remove("two")
     assert not _settled_needs_listing(changes, "one")
+    (folder / "new.txt").write_bytes(b"new")
+    wait_for(lambda: changes.needs_listing("one"), timeout=5)
 
 
 def test_overflow_warning_reaches_the_daemon() -> None:
