@@ -79,6 +79,7 @@ def test_sysctl_dropin_raises_inotify_limits() -> None:
     )
     assert values["fs.inotify.max_user_watches"] >= 524288
     assert values["fs.inotify.max_user_instances"] >= 256
+    assert values["fs.inotify.max_queued_events"] > 16384  # the kernel's default
 
 
 def test_notifier_is_a_no_op_outside_systemd() -> None:
