@@ -163,10 +163,45 @@ def test_a_swapped_or_deleted_folder_is_listed(tmp_path: Path, watcher: Watcher,
         folder.mkdir()
         (folder / "other.txt").write_bytes(b"a different folder")
     wait_for(lambda: changes.needs_listing("p"), timeout=5)
-    # A failed listing drops the watch: the next one sets a fresh one.
-    changes.listing_failed("p")
-    assert not changes.watched("p")
+    if how == "deleted":
+        # A failed listing drops the watch: the next one sets a fresh one.
+        changes.listing_failed("p")
+        assert not changes.watched("p")
+        assert changes.needs_listing("p")
+        return
+    # The next listing watches the folder now at the path, and hears its changes.
+    changes.listing("p")
+    assert changes.watched("p")
+    assert not _settled_needs_listing(changes)
+    (folder / "new.txt").write_bytes(b"in the new folder")
+    wait_for(lambda: changes.needs_listing("p"), timeout=5)
+    # And the old one, wherever it went, is not watched any more.
+    changes.drop_fired()
+    changes.listing("p")
+    assert not _settled_needs_listing(changes)
+    (tmp_path / "elsewhere" / "late.txt").write_bytes(b"not ours")
+    assert not _settled_needs_listing(changes)
+
+
+def test_a_network_share_mounted_over_the_folder_ends_its_watch(
+    tmp_path: Path, watcher: Watcher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A NAS mounted on the folder after the watch was set (no event at all): the next
+    listing checks the filesystem afresh and the remote is listed at every poll from then."""
+    folder, provider = _folder(tmp_path)
+    changes = RemoteChanges(watcher)
+    changes.add("p", provider)
+    changes.listing("p")
+    assert not _settled_needs_listing(changes)
+    folder.rename(tmp_path / "under-the-mount")  # the mount hides what was there...
+    folder.mkdir()
+    table = tmp_path / "mounts"  # ...and the table says NFS
+    table.write_text(f"/dev/vda / ext4 rw 0 0\nserver:/x {folder} nfs4 rw 0 0\n")
+    monkeypatch.setattr(mounts, "MOUNTS_FILE", str(table))
     assert changes.needs_listing("p")
+    changes.listing("p")
+    assert not changes.watched("p")
+    assert _settled_needs_listing(changes)
 
 
 def test_listed_again_after_an_hour_anyway(

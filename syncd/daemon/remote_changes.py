@@ -98,18 +98,22 @@ class RemoteChanges:
                 return True
             if time.monotonic() - self._listed_at.get(pair, float("-inf")) >= RELIST_EVERY_S:
                 return True
-        root, identity = watched
-        try:
-            return _identity(root) != identity
-        except OSError:
-            return True
+        return not _still_there(*watched)
 
     def listing(self, pair: str) -> None:
         """A listing of the remote is about to begin: set the watch first, so any change from
         here on either is in the listing or makes an event."""
         with self._lock:
             provider = self._providers.get(pair)
-            arm = provider is not None and pair not in self._armed
+            watched = self._armed.get(pair)
+        if watched is not None and not _still_there(*watched):
+            # Another folder stands at the path now (moved, replaced, mounted over): watch
+            # that one, after checking its filesystem afresh.
+            with self._lock:
+                self._armed.pop(pair, None)
+            self._watcher.unwatch_remote(pair)
+            watched = None
+        arm = provider is not None and watched is None
         if provider is not None and arm:
             try:
                 root = provider.watch_root()
@@ -137,6 +141,14 @@ class RemoteChanges:
             self._dirty.add(pair)
         if was_armed:
             self._watcher.unwatch_remote(pair)
+
+
+def _still_there(folder: str, identity: tuple[int, int]) -> bool:
+    """Is the folder at this path still the one that was watched?"""
+    try:
+        return _identity(folder) == identity
+    except OSError:
+        return False
 
 
 def _identity(folder: str) -> tuple[int, int]:
