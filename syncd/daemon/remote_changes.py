@@ -113,11 +113,12 @@ class RemoteChanges:
                 self._armed.pop(pair, None)
             self._watcher.unwatch_remote(pair)
             watched = None
-        arm = provider is not None and watched is None
-        if provider is not None and arm:
+        if provider is not None and watched is None:
             try:
                 root = provider.watch_root()
-                identity = _identity(root)  # before the watch: a swap after it is an event
+                # Taken before the watch is set: a folder swapped in after this point is
+                # told apart by it (needs_listing), as no event would tell.
+                identity = _identity(root)
                 self._watcher.watch_remote(pair, root, self.changed)
             except (NotWatchable, OSError) as exc:
                 if pair not in self._told:
