@@ -113,7 +113,8 @@ pair_option = click.option("--pair", metavar="NAME", help="Only this pair.")
 @click.option("-q", "--quiet", count=True, help="Less log output (repeatable).")
 @click.pass_context
 def cli(ctx: click.Context, verbose: int, quiet: int) -> None:
-    """Keep local folders in sync with S3 and local-folder remotes."""
+    """Keep local folders in sync with S3, Google Cloud Storage, Azure Blob and local-folder
+    remotes."""
     ctx.obj = {"verbosity": verbose - quiet}
 
 
