@@ -12,6 +12,7 @@ from __future__ import annotations
 import builtins
 import errno
 import os
+import socket
 import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from harness import tree
 
 from syncd.config import load_config_dict
@@ -198,6 +200,38 @@ def test_an_unreadable_folder_deletes_nothing_on_the_other_side(
     }
     monkeypatch.undo()
     assert tree(local / "locked") == {"a.txt": b"a.txt", "b.txt": b"b.txt", "c.txt": b"c.txt"}
+
+
+# -- what is not a regular file -------------------------------------------------------------
+
+
+def test_links_pipes_and_sockets_are_skipped_and_reported(tmp_path: Path) -> None:
+    """Symlinks are never followed (out of the root, or into a loop); a named pipe, a socket
+    or a device has no bytes to sync (opening a pipe would even block the pass). Each is
+    reported once as skipped, like rsync's "skipping non-regular file"; nothing fails."""
+    local, remote, outside = tmp_path / "local", tmp_path / "remote", tmp_path / "outside"
+    for folder in (local, remote, outside):
+        folder.mkdir()
+    (outside / "secret.txt").write_bytes(b"not ours")
+    (local / "file.txt").write_bytes(b"a real file")
+    (local / "link.txt").symlink_to(outside / "secret.txt")
+    (local / "linked-folder").symlink_to(outside, target_is_directory=True)
+    os.mkfifo(local / "pipe")
+    with socket.socket(socket.AF_UNIX) as listening:
+        listening.bind(str(local / "app.sock"))
+        with structlog.testing.capture_logs() as logs:
+            report = _sync(local, remote, tmp_path)
+
+    assert report.exit_code == 0, report
+    assert tree(remote) == {"file.txt": b"a real file"}
+    assert tree(outside) == {"secret.txt": b"not ours"}
+    skipped = {entry["path"]: entry["reason"] for entry in logs if entry["event"] == "skipped"}
+    assert skipped == {
+        "link.txt": "symlink (not followed)",
+        "linked-folder": "symlink (not followed)",
+        "pipe": "not a regular file (a named pipe)",
+        "app.sock": "not a regular file (a socket)",
+    }
 
 
 # -- a file becomes a folder, and back -------------------------------------------------------

@@ -95,8 +95,9 @@ def walk(
     """Every regular file under `root` (or its sub-folder `start`) that the filter admits, as
     (key, LocalFile).
 
-    Symlinks are skipped and reported through `on_skip`. With `clean_temp`, temp files of an
-    interrupted download are removed: only safe before any transfer of this process started.
+    Symlinks, named pipes, sockets and devices are skipped and reported through `on_skip`.
+    With `clean_temp`, temp files of an interrupted download are removed: only safe before
+    any transfer of this process started.
     """
     top = to_local(root, start) if start else root
     stack: list[tuple[Path, str]] = [(top, start + "/" if start else "")]
@@ -122,11 +123,28 @@ def walk(
                     if not path_filter.excluded(key, is_dir=True):
                         stack.append((Path(entry.path), key + "/"))
                     continue
-                if not entry.is_file(follow_symlinks=False) or path_filter.excluded(key):
+                if path_filter.excluded(key):
+                    continue
+                if not entry.is_file(follow_symlinks=False):
+                    on_skip(key, _not_regular(entry.stat(follow_symlinks=False).st_mode))
                     continue
                 yield key, local_file(entry.stat(follow_symlinks=False))
             except OSError as exc:
                 on_skip(key, exc.strerror or str(exc))
+
+
+def _not_regular(mode: int) -> str:
+    """Why a path that is neither a file, a folder nor a symlink is skipped (rsync says
+    "skipping non-regular file"): it has no bytes to sync."""
+    for test, kind in (
+        (statmod.S_ISFIFO, "a named pipe"),
+        (statmod.S_ISSOCK, "a socket"),
+        (statmod.S_ISCHR, "a character device"),
+        (statmod.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return f"not a regular file ({kind})"
+    return "not a regular file"
 
 
 def hash_file(path: Path, with_md5: bool = False) -> tuple[LocalFile, str, str | None]:
