@@ -266,3 +266,4 @@ def s3cmd_config(path: Path, endpoint: str) -> Path:
 
 
 RAW_PUT = BENCH_DIR / "raw_put.py"
+RAW_LIST = BENCH_DIR / "raw_list.py"

@@ -22,6 +22,7 @@ from pathlib import Path
 from bench import trees
 from bench.emulators import AZURITE_ACCOUNT, AZURITE_KEY
 from bench.peers import (
+    RAW_LIST,
     RAW_PUT,
     RCLONE_FLAGS,
     rclone_argv,
@@ -37,6 +38,9 @@ from bench.settings import MiB
 S0 = "0 fixed cost: empty folder (S3)"
 S1 = "1 first upload (S3)"
 S2 = "2 no-op (S3)"
+#: Scenario 2's floor: one listing of the bucket with boto3 (bench/raw_list.py).
+RAW_LIST_NAME = "boto3 list only"
+RAW_LIST_NOTE = "floor: one listing of the bucket, nothing walked or compared"
 S3 = "3 one file changed (S3)"
 S4_UP = "4 big file up (S3)"
 S4_DOWN = "4 big file down (S3)"
@@ -97,6 +101,10 @@ class SmallTool:
     argv: Callable[[Path, str, Path], list[str]]
     env: Callable[[Path], dict[str, str]]
     incremental: bool = True  # the raw loop has no notion of "already there"
+    #: For a tool that is not incremental: the command that stands in its no-op row (the raw
+    #: loop's is one listing of the bucket, the floor of any tool's no-op).
+    noop_argv: Callable[[str], list[str]] | None = None
+    noop_name: str = ""
 
 
 def s3_small_tools(bench: Bench, s3cmd_cfg: Path) -> list[SmallTool]:
@@ -180,6 +188,14 @@ def s3_small_tools(bench: Bench, s3cmd_cfg: Path) -> list[SmallTool]:
             ],
             lambda run_dir: bench.env,
             incremental=False,
+            noop_argv=lambda bucket: [
+                peers.python.exe,
+                "-P",
+                str(RAW_LIST),
+                endpoint,
+                bucket,
+            ],
+            noop_name=RAW_LIST_NAME,
         )
     )
     return tools
@@ -230,6 +246,12 @@ def s3_small(bench: Bench) -> None:
                 continue
             first.extra.setdefault("moto CPU s", []).append(moto.cpu_seconds() - before)
             if not tool.incremental:
+                if tool.noop_argv is not None:
+                    bench.measure(
+                        bench.row(S2, tool.noop_name, amount=amount, note=RAW_LIST_NOTE),
+                        tool.noop_argv(bucket),
+                        env=env,
+                    )
                 continue
             bench.measure(
                 bench.row(S2, tool.name, amount=amount),
@@ -268,8 +290,7 @@ def s3_small(bench: Bench) -> None:
                 check=expect_count(partial(s3_count, bench, bucket), s.small_files),
             ):
                 diag.extra.setdefault("moto CPU s", []).append(moto.cpu_seconds() - before)
-    for scenario in (S2, S3):
-        bench.row(scenario, "boto3 put_object x16", note="n/a: a raw loop has no incremental mode")
+    bench.row(S3, "boto3 put_object x16", note="n/a: a raw loop has no incremental mode")
 
 
 def fixed_cost(bench: Bench, tools: list[SmallTool]) -> None:
