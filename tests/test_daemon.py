@@ -7,6 +7,7 @@ import ctypes
 import errno
 import os
 import resource
+import sqlite3
 import stat
 import time
 from pathlib import Path
@@ -146,6 +147,58 @@ def test_daemon_with_folder_remote_and_human_status(tmp_path: Path) -> None:
         human = syncd("status", "-c", setup.config)
         assert human.returncode == 0
         assert "docs" in human.stdout and "idle" in human.stdout
+        assert daemon.terminate() == 0
+
+
+def _records(state_db: Path) -> dict[str, str]:
+    """Each committed base entry's remote version token, as another process reads them."""
+    with sqlite3.connect(f"file:{state_db}?mode=ro", uri=True, timeout=5) as db:
+        return dict(db.execute("SELECT path, remote_etag FROM files WHERE pair = 'docs'"))
+
+
+def test_a_burst_into_a_folder_remote_is_recorded_in_batches_and_survives_kill_9(
+    tmp_path: Path,
+) -> None:
+    """A folder remote's records are written behind in the daemon (one flush of the disk per
+    batch, not two per file): every file still gets its record, an edit right after an
+    upload is an update (never a conflict), and a kill -9 in the middle of a burst loses
+    nothing: the restart records what was copied and copies the rest."""
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    setup = Setup(tmp_path, f"file://{remote}")
+    first = {f"burst/{i:03d}.txt": f"file {i}".encode() for i in range(300)}
+    with running_daemon(setup) as daemon:
+        for name, data in first.items():
+            (setup.local / name).parent.mkdir(exist_ok=True)
+            (setup.local / name).write_bytes(data)
+        wait_for(lambda: tree(remote) == first, timeout=60)
+        # Edited again at once: the first version's record may still wait for its batch.
+        (setup.local / "burst/000.txt").write_bytes(b"edited at once")
+        wait_for(lambda: (remote / "burst/000.txt").read_bytes() == b"edited at once")
+        pair = daemon.wait_idle(timeout=30)
+        assert pair["synced_files"] == 300 and pair["failed"] == 0 and pair["conflicts"] == 0
+        assert set(_records(setup.state_db)) == set(first)
+
+        second = {f"more/{i:03d}.txt": f"more {i}".encode() * 50 for i in range(800)}
+        for name, data in second.items():
+            (setup.local / name).parent.mkdir(exist_ok=True)
+            (setup.local / name).write_bytes(data)
+        wait_for(lambda: len(list((remote / "more").glob("*.txt"))) >= 50, timeout=60)
+        daemon.proc.kill()
+        daemon.proc.wait(10)
+        copied = set(tree(remote))
+    assert len(copied) < 300 + 800, "the kill came after the burst"
+    committed = _records(setup.state_db)
+    # A record is committed only for a file the remote holds (the barrier comes first).
+    assert set(committed) <= copied
+
+    with running_daemon(setup) as daemon:
+        pair = daemon.wait_idle(timeout=60)
+        expected = {**first, "burst/000.txt": b"edited at once", **second}
+        assert tree(setup.local) == tree(remote) == expected
+        assert pair["failed"] == 0 and pair["conflicts"] == 0
+        assert set(_records(setup.state_db)) == set(expected)
+        assert not list(remote.rglob(".syncd-tmp-*"))
         assert daemon.terminate() == 0
 
 

@@ -706,6 +706,46 @@ def test_folder_batch_leaves_flushing_to_one_barrier(
     assert {p.name for p in (root / "batch").iterdir()} == {f"{i}.txt" for i in range(5)}
 
 
+def test_folder_batch_with_a_barrier_per_file_flushes_exactly_what_was_uploaded(
+    folder: tuple[FileProvider, Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A daemon's batch (`each=True`): the barrier fsyncs each file uploaded since it last ran
+    and each of their folders, never the whole filesystem (other programs' writes are not
+    ours to force out); a file deleted or a folder removed meanwhile is skipped, not an
+    error; the next barrier only flushes what came after."""
+    from syncd.providers import local
+
+    provider, root, _ = folder
+    flushed: list[str] = []
+    real_fsync = os.fsync
+
+    def recording(fd: int) -> None:
+        flushed.append(os.path.relpath(os.readlink(f"/proc/self/fd/{fd}"), root))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording)
+    monkeypatch.setattr(local, "syncfs", lambda fd: pytest.fail("syncfs in a per-file batch"))
+
+    barrier = provider.batch(each=True)
+    for name in ("a/1.txt", "a/2.txt", "b/c/3.txt", "gone.txt", "dropped/4.txt"):
+        put(provider, name, b"x")
+    assert flushed == []  # the uploads left it to the barrier
+    (root / "gone.txt").unlink()
+    (root / "dropped" / "4.txt").unlink()
+    (root / "dropped").rmdir()
+    barrier()
+    assert sorted(flushed) == [".", "a", "a/1.txt", "a/2.txt", "b/c", "b/c/3.txt"]
+
+    flushed.clear()
+    put(provider, "a/5.txt", b"y")
+    barrier()
+    assert sorted(flushed) == ["a", "a/5.txt"]
+    provider.unbatch()
+    flushed.clear()
+    put(provider, "after.txt", b"z")
+    assert len(flushed) == 2  # flushing per upload again (the temp file, then the folder)
+
+
 def test_syncfs_flushes_a_real_filesystem(tmp_path: Path) -> None:
     """The barrier's syscall itself, on this machine's filesystem (no fake)."""
     from syncd.providers.local import syncfs

@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from harness import Setup, syncd, tree
+from harness import Setup, syncd, tree, wait_for
 
 from syncd.state import BaseEntry, OpRecord, StateError, StateStore
 from syncd.state.schema import SCHEMA_VERSION
@@ -327,6 +327,85 @@ def test_closing_the_store_commits_records_written_behind(tmp_path: Path) -> Non
     store.hold("docs")
     store.put("docs", BaseEntry("a", 1, 1, 1, "h", "e", 1.0))
     store.close()
+    again = StateStore(url)
+    try:
+        assert again.get("docs", "a") is not None
+    finally:
+        again.close()
+
+
+def test_a_deferring_pair_writes_behind_and_commits_after_its_barrier(tmp_path: Path) -> None:
+    """A daemon's folder-remote pair (`defer`): `put` returns with its record queued; the
+    background flush commits it within DEFER_AFTER_S, after the barrier; a read of a waiting
+    path, or of the whole pair, commits first, so no decision sees an older base."""
+    db = tmp_path / "state.db"
+    store = StateStore(f"sqlite:///{db}")
+    seen_at_barrier: list[set[str]] = []
+    try:
+        store.defer("docs", barrier=lambda: seen_at_barrier.append(_committed(db)))
+        store.put("docs", BaseEntry("old", 1, 1, 1, "h", "e0", 1.0))
+        wait_for(lambda: _committed(db) == {"old"}, timeout=5)  # nobody read: the flusher
+        assert seen_at_barrier[-1] == set()  # the barrier ran before that commit
+
+        store.put("docs", BaseEntry("old", 2, 2, 2, "h2", "e1", 2.0))  # a newer version
+        store.put("docs", BaseEntry("new", 1, 1, 1, "h", "e", 1.0))
+        entry = store.get("docs", "old")
+        assert entry is not None and entry.remote_etag == "e1"  # the newer, committed first
+        assert _committed(db) == {"old", "new"}
+
+        store.put("docs", BaseEntry("third", 1, 1, 1, "h", "e", 1.0))
+        assert store.count("docs") == 3
+        store.put("docs", BaseEntry("fourth", 1, 1, 1, "h", "e", 1.0))
+        assert set(store.entries("docs")) == {"old", "new", "third", "fourth"}
+        assert not store._deferred["docs"]  # nothing waits any more
+
+        store.put("docs", BaseEntry("last", 1, 1, 1, "h", "e", 1.0))
+        store.undefer("docs")  # what waits is committed first
+        assert "last" in _committed(db)
+        barriers_run = len(seen_at_barrier)
+        store.put("docs", BaseEntry("after", 1, 1, 1, "h", "e", 1.0))  # synchronous again
+        assert "after" in _committed(db) and len(seen_at_barrier) == barriers_run
+    finally:
+        store.close()
+
+
+def test_a_deferring_pairs_lost_records_are_reported_by_path(tmp_path: Path) -> None:
+    """When the barrier fails the records are not committed (they would describe uploads a
+    power cut could take back) and the pair's listener hears which paths they were, so the
+    daemon retries them; nothing is left waiting, and the next read is of the database."""
+    db = tmp_path / "state.db"
+    store = StateStore(f"sqlite:///{db}")
+    lost: list[tuple[str, list[str], str]] = []
+
+    def failing() -> None:
+        raise OSError(5, "Input/output error")
+
+    try:
+        store.defer(
+            "docs", barrier=failing, on_lost=lambda p, paths, e: lost.append((p, paths, str(e)))
+        )
+        store.put("docs", BaseEntry("a", 1, 1, 1, "h", "e", 1.0))
+        store.put("docs", BaseEntry("b", 1, 1, 1, "h", "e", 1.0))
+        assert store.get("docs", "a") is None
+        store.flush()  # "b" too, whichever commit it was in
+        assert sorted(path for _, paths, _ in lost for path in paths) == ["a", "b"]
+        assert {(pair, error) for pair, _, error in lost} == {
+            ("docs", "[Errno 5] Input/output error")
+        }
+        assert _committed(db) == set() and not store._deferred["docs"]
+    finally:
+        store.undefer("docs")
+        store.close()
+
+
+def test_closing_the_store_commits_a_deferring_pairs_records(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    store = StateStore(url)
+    ran: list[bool] = []
+    store.defer("docs", barrier=lambda: ran.append(True))
+    store.put("docs", BaseEntry("a", 1, 1, 1, "h", "e", 1.0))
+    store.close()
+    assert ran
     again = StateStore(url)
     try:
         assert again.get("docs", "a") is not None

@@ -84,6 +84,7 @@ class Daemon:
             # Started before the watches are added, so a watch that fails fails alone.
             self.watcher.start()
             for name in self.engine.syncers:
+                self.engine.write_behind(name)
                 self._watch(name)
             self.workers.start()
             for name in self.engine.syncers:
@@ -160,6 +161,7 @@ class Daemon:
         except (ProviderError, RemoteURLError) as exc:
             log.error("pair cannot be added", pair=pair.name, error=str(exc))
             return
+        self.engine.write_behind(pair.name)
         self._watch(pair.name)
         self.poller.add(pair.name, pair.poll_interval)
         self.poller.run_now(pair.name, self.startup_scan)

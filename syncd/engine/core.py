@@ -31,6 +31,7 @@ from syncd.engine.throttle import Limits, TransferDirection, consume_all
 from syncd.engine.workers import WorkerPool
 from syncd.engine.workqueue import Key, WorkQueue
 from syncd.providers import open_provider
+from syncd.providers.base import BatchedDurability
 from syncd.state import StateStore
 
 log = structlog.get_logger("syncd.engine")
@@ -267,6 +268,24 @@ class Engine:
         self.queue.limit(pair.name, provider.capabilities.max_transfers)
         return syncer
 
+    def write_behind(self, name: str) -> None:
+        """For a daemon: a pair whose remote makes uploads durable in batches (a local folder)
+        stops flushing each upload, and its records wait for the shared barrier instead
+        (`StateStore.defer`). A flush per file cost a burst of new files most of its time
+        (bench/README finding 30). A record that cannot be committed makes its path a
+        failure, retried like any other."""
+        provider = self.syncers[name].provider
+        if isinstance(provider, BatchedDurability):
+            self.store.defer(name, provider.batch(each=True), on_lost=self._records_lost)
+
+    def _records_lost(self, pair: str, paths: list[str], error: BaseException) -> None:
+        syncer = self.syncers.get(pair)
+        if syncer is None:
+            return
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        for path in paths:
+            syncer.stats.failed(path, f"synced, but its state record was not saved: {reason}")
+
     def _pace(self, direction: TransferDirection) -> Meter | None:
         """What a transfer calls per chunk to stay under the limits (None: unlimited)."""
         buckets = self.limits.for_direction(direction)
@@ -280,6 +299,7 @@ class Engine:
         so adding it back later is not a first sync."""
         syncer = self.syncers.pop(name, None)
         self.queue.drop_pair(name)
+        self.store.undefer(name)
         if syncer is not None:
             syncer.provider.close()
 
@@ -491,6 +511,7 @@ class Engine:
     def close(self) -> None:
         self.stopping.set()
         self.delayed.stop()
+        self.store.flush()  # records written behind land after their barrier, providers open
         for syncer in self.syncers.values():
             syncer.provider.close()
         self.store.close()

@@ -189,14 +189,16 @@ class BatchedDurability(Protocol):
     """A remote whose writes are durable only once flushed to disk (a local folder).
 
     Flushing every upload (the file, then its folder) is most of what a small file to a local
-    folder costs. A one-shot pass calls `batch()` instead: until `unbatch()`, uploads skip
-    their own flushes, and the barrier it returns makes everything written so far durable at
-    once. The engine runs the barrier before it commits the records of those uploads, so the
-    state never describes a file that a power cut could still take back.
+    folder costs. A one-shot pass calls `batch()` instead, and the daemon `batch(each=True)`:
+    until `unbatch()`, uploads skip their own flushes, and the barrier it returns makes
+    everything written so far durable at once. The engine runs the barrier before it commits
+    the records of those uploads, so the state never describes a file that a power cut could
+    still take back.
     """
 
-    def batch(self) -> Callable[[], None]:
-        """Stop flushing each upload; returns the barrier that flushes them all."""
+    def batch(self, *, each: bool = False) -> Callable[[], None]:
+        """Stop flushing each upload; returns the barrier that flushes them all (with `each`,
+        by flushing each of them rather than the whole filesystem)."""
         ...
 
     def unbatch(self) -> None:

@@ -126,6 +126,9 @@ class FileProvider:
         self._swap_lock = threading.Lock()
         #: Uploads leave flushing to the barrier (see `batch`).
         self._batched = False
+        #: With a barrier per file (see `batch`): the keys uploaded since it last ran.
+        self._unflushed: list[str] | None = None
+        self._unflushed_lock = threading.Lock()
 
     # -- helpers --------------------------------------------------------------------------
     def _where(self, key: str) -> str:
@@ -298,6 +301,9 @@ class FileProvider:
                 placed = True
             if not self._batched:
                 os.fsync(dir_fd)  # make the new name durable, not only the bytes
+            elif self._unflushed is not None:
+                with self._unflushed_lock:
+                    self._unflushed.append(request.key)
             # fstat of our own descriptor: exactly the version we placed, even if someone
             # replaced it again a microsecond later.
             st = os.fstat(fd)
@@ -395,14 +401,52 @@ class FileProvider:
         return self.root
 
     # -- BatchedDurability ------------------------------------------------------------------
-    def batch(self) -> Callable[[], None]:
-        """Uploads stop fsyncing the file and its folder each; the barrier flushes the whole
-        filesystem of the root at once (one journal commit instead of two per file)."""
+    def batch(self, *, each: bool = False) -> Callable[[], None]:
+        """Uploads stop fsyncing the file and its folder each. The barrier flushes the whole
+        filesystem of the root at once (one journal commit instead of two per file), or with
+        `each` the files uploaded since it last ran and their folders: a daemon's barrier,
+        which must not force out what other programs write to that filesystem."""
         self._batched = True
-        return self._flush_all
+        if not each:
+            return self._flush_all
+        self._unflushed = []
+        return self._flush_uploaded
 
     def unbatch(self) -> None:
         self._batched = False
+        self._unflushed = None
+
+    def _flush_uploaded(self) -> None:
+        """fsync each file uploaded since the last barrier, then each of their folders. A file
+        deleted since is skipped; one replaced since is flushed as it now stands (the name's
+        current content is what a record can describe)."""
+        with self._unflushed_lock:
+            keys = self._unflushed or []
+            if self._unflushed is not None:
+                self._unflushed = []
+        by_folder: dict[tuple[str, ...], set[str]] = {}
+        for key in keys:
+            parts = split_key(key)
+            by_folder.setdefault(tuple(parts[:-1]), set()).add(parts[-1])
+        for folder, names in by_folder.items():
+            try:
+                with self._dirs(list(folder), create=False) as fds:
+                    for name in names:
+                        try:
+                            fd = os.open(name, _READ_FLAGS, dir_fd=fds[-1])
+                        except OSError as exc:
+                            if exc.errno in _ABSENT:
+                                continue  # deleted, or a link or folder now stands there
+                            raise
+                        try:
+                            os.fsync(fd)
+                        finally:
+                            os.close(fd)
+                    os.fsync(fds[-1])
+            except OSError as exc:
+                if exc.errno in _ABSENT:
+                    continue  # the folder went away: nothing of ours left to flush there
+                raise _translate(exc, self.url) from exc
 
     def _flush_all(self) -> None:
         try:

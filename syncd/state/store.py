@@ -13,6 +13,11 @@ One exception: during a one-shot pass (`hold`), records are written behind. `put
 pass's in-memory copy and returns; the queue is committed every few hundred records, before any
 other write, and when the pass ends. A record lost to a crash in between costs nothing but work:
 the next pass finds both sides holding the same bytes and records them again.
+
+The daemon writes behind too for a remote whose uploads flush in batches (`defer`: a local
+folder), where a flush per file was most of what a burst of new files cost. There is no held
+copy then: a record waits at most `DEFER_AFTER_S`, and a read of a path whose record waits
+commits the queue first, so a decision never sees a base older than what was written.
 """
 
 from __future__ import annotations
@@ -147,6 +152,12 @@ def sqlite_path(url: str) -> Path | None:
 #: oldest has waited this long: a crash loses at most that much bookkeeping, never a file.
 DEFER_ROWS = 512
 DEFER_SECONDS = 1.0
+#: A daemon's written-behind record (see `defer`) is committed within this long: a burst of
+#: files shares one barrier and one commit, and `syncd status` lags by no more than this.
+DEFER_AFTER_S = 0.1
+
+#: Told the pair, the paths and the error when records written behind could not be committed.
+LostRecords = Callable[[str, list[str], BaseException], None]
 
 #: Connections the pool keeps open: enough for every worker of a large `workers:` setting, the
 #: poller, the control socket and the watcher at once; more are opened (and closed) on demand.
@@ -160,7 +171,7 @@ class _Queued:
     (executemany), so a batch of 16 records costs about what one did.
     """
 
-    __slots__ = ("behind", "bumps", "done", "entries", "error", "ops", "pair")
+    __slots__ = ("behind", "bumps", "deferred", "done", "entries", "error", "ops", "pair")
 
     def __init__(
         self,
@@ -170,6 +181,7 @@ class _Queued:
         *,
         pair: str | None = None,
         behind: bool = False,
+        deferred: bool = False,
     ) -> None:
         self.entries = entries
         self.ops = ops
@@ -178,6 +190,9 @@ class _Queued:
         self.pair = pair
         #: Written behind: nobody waits for its commit.
         self.behind = behind
+        #: Written behind by a deferring pair (see `StateStore.defer`): its path counts as
+        #: waiting until the commit is over.
+        self.deferred = deferred
         self.done = False
         self.error: BaseException | None = None
 
@@ -253,6 +268,14 @@ class StateStore:
         self._held: dict[str, _Held] = {}
         self._held_lock = threading.Lock()
         self._writes = 0
+        #: Pairs that write behind outside a pass (see `defer`): per path, how many of its
+        #: records are queued or being committed (under `_queue_lock`); and who hears of
+        #: records that could not be committed.
+        self._deferred: dict[str, dict[str, int]] = {}
+        self._on_lost: dict[str, LostRecords] = {}
+        self._flush_due = threading.Event()
+        self._flusher: threading.Thread | None = None
+        self._closed = False
         try:
             # A connection per busy thread stays open: with the default 5 (+10 overflow), 16
             # workers kept opening and closing SQLite connections (and re-running the PRAGMAs).
@@ -304,7 +327,9 @@ class StateStore:
                 )
 
     def close(self) -> None:
-        self.flush()  # records a pass wrote behind, should its end have been skipped
+        self._closed = True
+        self._flush_due.set()  # the flusher wakes up and leaves
+        self.flush()  # records a pass or a deferring pair wrote behind
         self._engine.dispose()
 
     @contextmanager
@@ -332,6 +357,10 @@ class StateStore:
         """Queue a write; returns how many written-behind records are waiting."""
         with self._queue_lock:
             self._queued.append(queued)
+            waiting = self._deferred.get(queued.pair or "") if queued.deferred else None
+            if waiting is not None:
+                for row in queued.entries:
+                    waiting[row["path"]] = waiting.get(row["path"], 0) + 1
             if queued.behind:
                 if not self._behind:
                     self._behind_since = time.monotonic()
@@ -365,12 +394,13 @@ class StateStore:
         finally:
             for queued in batch:
                 queued.done = True
-        lost: dict[str, list[BaseException]] = {}
+            self._settle_deferred(batch)
+        lost: dict[str, list[_Queued]] = {}
         for queued in batch:
             if queued.behind and queued.error is not None and queued.pair is not None:
-                lost.setdefault(queued.pair, []).append(queued.error)
-        for pair, errors in lost.items():
-            self._lost(pair, errors)
+                lost.setdefault(queued.pair, []).append(queued)
+        for pair, failed in lost.items():
+            self._lost(pair, failed)
 
     def _past_barriers(self, batch: list[_Queued]) -> list[_Queued]:
         """Run the barrier of every pair with records in `batch`. The records of a pair whose
@@ -396,17 +426,42 @@ class StateStore:
                 queued.error = error
         return kept
 
-    def _lost(self, pair: str, errors: list[BaseException]) -> None:
+    def _lost(self, pair: str, failed: list[_Queued]) -> None:
         """Records written behind could not be committed. Their files are synced; the state
         just does not say so. Drop the pass's in-memory copy (it no longer matches the
-        database): the next pass compares those files again and records them."""
+        database): the next pass compares those files again and records them. A deferring
+        pair's listener hears the paths (the daemon retries them as failures)."""
+        error = failed[0].error
+        assert error is not None
         log.warning(
             "state records not saved; the next pass looks at those files again",
             pair=pair,
-            records=len(errors),
-            error=_first_line(errors[0]),
+            records=len(failed),
+            error=_first_line(error),
         )
         self._wrote(pair, None, None)
+        listener = self._on_lost.get(pair)
+        if listener is not None:
+            paths = [row["path"] for queued in failed if queued.deferred for row in queued.entries]
+            if paths:
+                listener(pair, paths, error)
+
+    def _settle_deferred(self, batch: Sequence[_Queued]) -> None:
+        """The commit of `batch` is over (done or failed): its paths stop waiting."""
+        with self._queue_lock:
+            for queued in batch:
+                if not queued.deferred or queued.pair is None:
+                    continue
+                waiting = self._deferred.get(queued.pair)
+                if waiting is None:
+                    continue
+                for row in queued.entries:
+                    path = row["path"]
+                    left = waiting.get(path, 0) - 1
+                    if left > 0:
+                        waiting[path] = left
+                    else:
+                        waiting.pop(path, None)
 
     @staticmethod
     def _write_rows(conn: Connection, batch: Sequence[_Queued]) -> None:
@@ -472,6 +527,57 @@ class StateStore:
         finally:
             self._barriers.pop(pair, None)
 
+    def defer(
+        self, pair: str, barrier: Callable[[], None], on_lost: LostRecords | None = None
+    ) -> None:
+        """Write `pair`'s records behind outside a pass (a daemon whose remote's uploads are
+        made durable by `barrier`, see BatchedDurability): `put` returns once its record is
+        queued. The queue is committed, after the barrier, within `DEFER_AFTER_S`, before
+        any other write, before a read of a path whose record waits (`get`, and `entries`,
+        `count`, `remote_etags` while any does), and at `close`. The lookups of a move's
+        source (`has_size`, `with_content`) do not wait: a record they miss is a move seen
+        as an upload and a deletion, which loses nothing."""
+        with self._queue_lock:
+            self._deferred.setdefault(pair, {})
+            self._barriers[pair] = barrier
+            if on_lost is not None:
+                self._on_lost[pair] = on_lost
+            if self._flusher is None:
+                self._flusher = threading.Thread(
+                    target=self._flush_deferred, name="state-flush", daemon=True
+                )
+                self._flusher.start()
+
+    def undefer(self, pair: str) -> None:
+        """Stop writing `pair`'s records behind: what waits is committed first."""
+        self.flush()
+        with self._queue_lock:
+            self._deferred.pop(pair, None)
+            self._on_lost.pop(pair, None)
+            self._barriers.pop(pair, None)
+
+    def _flush_deferred(self) -> None:
+        """The background commit of deferring pairs' records: a while after the first one of
+        a burst was queued, the whole burst at once."""
+        while True:
+            self._flush_due.wait()
+            if not self._closed:
+                time.sleep(DEFER_AFTER_S)
+            if self._closed:
+                return
+            self._flush_due.clear()  # a record queued after this wakes the loop again
+            try:
+                self.flush()
+            except Exception as exc:  # each record's own failure is handled in the commit
+                log.error("state flush failed", error=_first_line(exc))
+
+    def _waiting(self, pair: str, path: str | None = None) -> bool:
+        """Does a deferring pair's record wait for its commit (for `path`, or any)?"""
+        waiting = self._deferred.get(pair)
+        if not waiting:
+            return False
+        return path is None or path in waiting
+
     def _wrote(self, pair: str, paths: Iterable[str] | None, entry: BaseEntry | None) -> None:
         """A base-entry write committed (or failed: then `paths` is None and the pair's held
         copy, which may no longer match the database, is dropped)."""
@@ -490,12 +596,16 @@ class StateStore:
         held = self._held.get(pair)
         if held is not None:
             return held.entries.get(path)
+        if self._waiting(pair, path):
+            self.flush()
         with self._engine.connect() as conn:
             row = conn.execute(_GET_ENTRY, {"p_pair": pair, "p_path": path}).first()
         return _entry(row._mapping) if row is not None else None
 
     def entries(self, pair: str) -> dict[str, BaseEntry]:
         """Every base entry of a pair, keyed by path: one query for a whole reconciliation."""
+        if self._waiting(pair):
+            self.flush()
         with self._engine.connect() as conn:
             rows = conn.execute(_ENTRIES, {"p_pair": pair}).all()
         # Columns in BaseEntry's order: a tuple each, no per-row mapping (100,000 entries:
@@ -517,11 +627,15 @@ class StateStore:
         """Each base entry's remote version token, keyed by path: all a poll compares a
         listing with. Two columns instead of whole entries: 100,000 entries took ~0.7 s of
         CPU as `entries`, at every poll of a daemon."""
+        if self._waiting(pair):
+            self.flush()
         with self._engine.connect() as conn:
             rows = conn.execute(_REMOTE_ETAGS, {"p_pair": pair})
             return dict(rows.all())
 
     def count(self, pair: str) -> int:
+        if self._waiting(pair):
+            self.flush()
         with self._engine.connect() as conn:
             return int(
                 conn.execute(
@@ -560,6 +674,14 @@ class StateStore:
             waiting = self._enqueue(_Queued([values], ops, bumps, pair=pair, behind=True))
             if waiting >= DEFER_ROWS or time.monotonic() - self._behind_since >= DEFER_SECONDS:
                 self.flush()
+            return
+        if pair in self._deferred:
+            queued = _Queued([values], ops, bumps, pair=pair, behind=True, deferred=True)
+            if self._enqueue(queued) >= DEFER_ROWS:
+                self.flush()
+            else:
+                self._flush_due.set()
+            self._wrote(pair, [entry.path], entry)
             return
         try:
             self._grouped(_Queued([values], ops, bumps, pair=pair))
