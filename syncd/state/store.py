@@ -154,7 +154,7 @@ DEFER_ROWS = 512
 DEFER_SECONDS = 1.0
 #: A daemon's written-behind record (see `defer`) is committed within this long: a burst of
 #: files shares one barrier and one commit, and `syncd status` lags by no more than this.
-DEFER_AFTER_S = 0.1
+DEFER_AFTER_S = 0.05
 
 #: Told the pair, the paths and the error when records written behind could not be committed.
 LostRecords = Callable[[str, list[str], BaseException], None]
