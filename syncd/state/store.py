@@ -153,10 +153,12 @@ def sqlite_path(url: str) -> Path | None:
 DEFER_ROWS = 512
 DEFER_SECONDS = 1.0
 #: A daemon's written-behind record (see `defer`) is committed within this long: a burst of
-#: files shares one barrier and one commit, and `syncd status` lags by no more than this.
+#: files shares one barrier and one commit, and another process reading the state (`syncd
+#: log`) is behind the daemon by no more than this.
 DEFER_AFTER_S = 0.05
 
 #: Told the pair, the paths and the error when records written behind could not be committed.
+#: Called with the store's write lock held: it must not write to the store.
 LostRecords = Callable[[str, list[str], BaseException], None]
 
 #: Connections the pool keeps open: enough for every worker of a large `workers:` setting, the
