@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -744,6 +745,43 @@ def test_folder_batch_with_a_barrier_per_file_flushes_exactly_what_was_uploaded(
     flushed.clear()
     put(provider, "after.txt", b"z")
     assert len(flushed) == 2  # flushing per upload again (the temp file, then the folder)
+
+
+def test_an_upload_still_running_when_its_batch_ends_flushes_itself(
+    folder: tuple[FileProvider, Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pair removed (a reload) ends its batch while an upload runs: that upload, which
+    skipped its flushes and would miss the last barrier, flushes its file and its folder
+    itself before it returns, so its record never describes a file a power cut could take."""
+    provider, root, _ = folder
+    flushed: list[str] = []
+    real_fsync = os.fsync
+
+    def recording(fd: int) -> None:
+        flushed.append(os.path.relpath(os.readlink(f"/proc/self/fd/{fd}"), root))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording)
+    started, release = threading.Event(), threading.Event()
+    real_utime = os.utime
+
+    def slow_utime(*args: Any, **kwargs: Any) -> None:
+        """The batch ends here: after the upload skipped its file's flush, before it placed it."""
+        started.set()
+        release.wait(10)
+        real_utime(*args, **kwargs)
+
+    monkeypatch.setattr(os, "utime", slow_utime)
+    barrier = provider.batch(each=True)
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(put, provider, "late/file.txt", b"late")
+        assert started.wait(10)
+        provider.unbatch()
+        barrier()  # the last barrier: the upload has not placed its file yet
+        release.set()
+        running.result(timeout=10)
+    assert (root / "late" / "file.txt").read_bytes() == b"late"
+    assert len(flushed) == 2 and flushed[1] == "late"  # the file (as its temp name), the folder
 
 
 def test_syncfs_flushes_a_real_filesystem(tmp_path: Path) -> None:

@@ -299,6 +299,10 @@ class Engine:
         so adding it back later is not a first sync."""
         syncer = self.syncers.pop(name, None)
         self.queue.drop_pair(name)
+        if syncer is not None and isinstance(syncer.provider, BatchedDurability):
+            # An upload still running flushes itself; the last barrier flushes the others
+            # before their records are committed.
+            syncer.provider.unbatch()
         self.store.undefer(name)
         if syncer is not None:
             syncer.provider.close()

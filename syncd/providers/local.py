@@ -279,11 +279,12 @@ class FileProvider:
         tmp = f"{TEMP_PREFIX}{secrets.token_hex(8)}"
         fd = os.open(tmp, _TEMP_FLAGS, 0o666, dir_fd=dir_fd)
         placed = False
+        batched = self._batched
         try:
             written = _copy_to_fd(request.body.read, fd)
             if written != request.size:
                 raise InvalidRequest(f"{where}: body had {written} bytes, expected {request.size}")
-            if not self._batched:
+            if not batched:
                 os.fsync(fd)
             os.utime(fd, ns=(request.mtime_ns, request.mtime_ns))
             with self._swapping(dir_fd, request.if_match is not None):
@@ -299,11 +300,10 @@ class FileProvider:
                         self._check_version(dir_fd, name, request.if_match, where)
                     os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
                 placed = True
-            if not self._batched:
+            if not batched or not self._left_to_barrier(request.key):
+                if batched:
+                    os.fsync(fd)  # the batch ended while this upload ran: no barrier will
                 os.fsync(dir_fd)  # make the new name durable, not only the bytes
-            elif self._unflushed is not None:
-                with self._unflushed_lock:
-                    self._unflushed.append(request.key)
             # fstat of our own descriptor: exactly the version we placed, even if someone
             # replaced it again a microsecond later.
             st = os.fstat(fd)
@@ -406,15 +406,29 @@ class FileProvider:
         filesystem of the root at once (one journal commit instead of two per file), or with
         `each` the files uploaded since it last ran and their folders: a daemon's barrier,
         which must not force out what other programs write to that filesystem."""
-        self._batched = True
-        if not each:
-            return self._flush_all
-        self._unflushed = []
+        with self._unflushed_lock:
+            self._batched = True
+            if not each:
+                return self._flush_all
+            if self._unflushed is None:
+                self._unflushed = []
         return self._flush_uploaded
 
     def unbatch(self) -> None:
-        self._batched = False
-        self._unflushed = None
+        """Uploads flush themselves again, those still running included; what was left to the
+        barrier stays listed for its last run."""
+        with self._unflushed_lock:
+            self._batched = False
+
+    def _left_to_barrier(self, key: str) -> bool:
+        """A batched upload, placed: leave its flush to the barrier, if the batch still runs
+        (noting the key for a barrier per file); False when the batch ended meanwhile."""
+        with self._unflushed_lock:
+            if not self._batched:
+                return False
+            if self._unflushed is not None:
+                self._unflushed.append(key)
+            return True
 
     def _flush_uploaded(self) -> None:
         """fsync each file uploaded since the last barrier, then each of their folders. A file
@@ -422,8 +436,7 @@ class FileProvider:
         current content is what a record can describe)."""
         with self._unflushed_lock:
             keys = self._unflushed or []
-            if self._unflushed is not None:
-                self._unflushed = []
+            self._unflushed = [] if self._batched else None
         by_folder: dict[tuple[str, ...], set[str]] = {}
         for key in keys:
             parts = split_key(key)
