@@ -721,19 +721,22 @@ def test_folder_batch_with_a_barrier_per_file_flushes_exactly_what_was_uploaded(
     real_fsync = os.fsync
 
     def recording(fd: int) -> None:
-        flushed.append(os.path.relpath(os.readlink(f"/proc/self/fd/{fd}"), root))
         real_fsync(fd)
+        flushed.append(os.path.relpath(os.readlink(f"/proc/self/fd/{fd}"), root))
 
     monkeypatch.setattr(os, "fsync", recording)
     monkeypatch.setattr(local, "syncfs", lambda fd: pytest.fail("syncfs in a per-file batch"))
 
     barrier = provider.batch(each=True)
-    for name in ("a/1.txt", "a/2.txt", "b/c/3.txt", "gone.txt", "dropped/4.txt"):
+    names = ("a/1.txt", "a/2.txt", "b/c/3.txt", "gone.txt", "dropped/4.txt", "a/piped")
+    for name in names:
         put(provider, name, b"x")
     assert flushed == []  # the uploads left it to the barrier
     (root / "gone.txt").unlink()
     (root / "dropped" / "4.txt").unlink()
     (root / "dropped").rmdir()
+    (root / "a" / "piped").unlink()
+    os.mkfifo(root / "a" / "piped")  # someone else's pipe at the name: nothing to flush
     barrier()
     assert sorted(flushed) == [".", "a", "a/1.txt", "a/2.txt", "b/c", "b/c/3.txt"]
 

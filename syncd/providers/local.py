@@ -453,6 +453,9 @@ class FileProvider:
                             raise
                         try:
                             os.fsync(fd)
+                        except OSError as exc:
+                            if exc.errno != errno.EINVAL:
+                                raise  # EINVAL: a pipe or socket now stands there, not ours
                         finally:
                             os.close(fd)
                     os.fsync(fds[-1])
