@@ -198,7 +198,9 @@ def test_a_burst_into_a_folder_remote_is_recorded_in_batches_and_survives_kill_9
         assert tree(setup.local) == tree(remote) == expected
         assert pair["failed"] == 0 and pair["conflicts"] == 0
         assert set(_records(setup.state_db)) == set(expected)
-        assert not list(remote.rglob(".syncd-tmp-*"))
+        # The upload the kill cut short may leave its temp file in the remote folder: it is
+        # removed once abandoned for an hour (another syncd could still be writing it), and
+        # no listing ever shows it (`tree` skips it too).
         assert daemon.terminate() == 0
 
 
