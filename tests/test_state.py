@@ -351,6 +351,7 @@ def test_a_deferring_pair_writes_behind_and_commits_after_its_barrier(tmp_path: 
         store.put("docs", BaseEntry("new", 1, 1, 1, "h", "e", 1.0))
         entry = store.get("docs", "old")
         assert entry is not None and entry.remote_etag == "e1"  # the newer, committed first
+        assert store.get("docs", "new") is not None
         assert _committed(db) == {"old", "new"}
 
         store.put("docs", BaseEntry("third", 1, 1, 1, "h", "e", 1.0))
