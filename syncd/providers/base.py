@@ -202,7 +202,8 @@ class BatchedDurability(Protocol):
         ...
 
     def unbatch(self) -> None:
-        """Flush each upload again (after a last run of the barrier by the caller)."""
+        """Flush each upload again, those still running included; what was left to the
+        barrier waits for the caller to run it once more."""
         ...
 
 
