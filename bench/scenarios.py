@@ -101,10 +101,9 @@ class SmallTool:
     argv: Callable[[Path, str, Path], list[str]]
     env: Callable[[Path], dict[str, str]]
     incremental: bool = True  # the raw loop has no notion of "already there"
-    #: For a tool that is not incremental: the command that stands in its no-op row (the raw
-    #: loop's is one listing of the bucket, the floor of any tool's no-op).
+    #: For a tool that is not incremental: the command of its no-op row, RAW_LIST_NAME (the
+    #: raw loop's is one listing of the bucket, the floor of any tool's no-op).
     noop_argv: Callable[[str], list[str]] | None = None
-    noop_name: str = ""
 
 
 def s3_small_tools(bench: Bench, s3cmd_cfg: Path) -> list[SmallTool]:
@@ -195,7 +194,6 @@ def s3_small_tools(bench: Bench, s3cmd_cfg: Path) -> list[SmallTool]:
                 endpoint,
                 bucket,
             ],
-            noop_name=RAW_LIST_NAME,
         )
     )
     return tools
@@ -248,7 +246,7 @@ def s3_small(bench: Bench) -> None:
             if not tool.incremental:
                 if tool.noop_argv is not None:
                     bench.measure(
-                        bench.row(S2, tool.noop_name, amount=amount, note=RAW_LIST_NOTE),
+                        bench.row(S2, RAW_LIST_NAME, amount=amount, note=RAW_LIST_NOTE),
                         tool.noop_argv(bucket),
                         env=env,
                     )

@@ -278,11 +278,10 @@ class Engine:
         if isinstance(provider, BatchedDurability):
             self.store.defer(name, provider.batch(each=True), on_lost=self._records_lost)
 
-    def _records_lost(self, pair: str, paths: list[str], error: BaseException) -> None:
+    def _records_lost(self, pair: str, paths: list[str], reason: str) -> None:
         syncer = self.syncers.get(pair)
         if syncer is None:
             return
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         for path in paths:
             syncer.stats.failed(path, f"synced, but its state record was not saved: {reason}")
 

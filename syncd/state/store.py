@@ -157,9 +157,9 @@ DEFER_SECONDS = 1.0
 #: log`) is behind the daemon by no more than this.
 DEFER_AFTER_S = 0.05
 
-#: Told the pair, the paths and the error when records written behind could not be committed.
-#: Called with the store's write lock held: it must not write to the store.
-LostRecords = Callable[[str, list[str], BaseException], None]
+#: Told the pair, the paths and the error's first line when records written behind could not
+#: be committed. Called with the store's write lock held: it must not write to the store.
+LostRecords = Callable[[str, list[str], str], None]
 
 #: Connections the pool keeps open: enough for every worker of a large `workers:` setting, the
 #: poller, the control socket and the watcher at once; more are opened (and closed) on demand.
@@ -435,18 +435,19 @@ class StateStore:
         pair's listener hears the paths (the daemon retries them as failures)."""
         error = failed[0].error
         assert error is not None
+        reason = _first_line(error)
         log.warning(
             "state records not saved; the next pass looks at those files again",
             pair=pair,
             records=len(failed),
-            error=_first_line(error),
+            error=reason,
         )
         self._wrote(pair, None, None)
         listener = self._on_lost.get(pair)
         if listener is not None:
             paths = [row["path"] for queued in failed if queued.deferred for row in queued.entries]
             if paths:
-                listener(pair, paths, error)
+                listener(pair, paths, reason)
 
     def _settle_deferred(self, batch: Sequence[_Queued]) -> None:
         """The commit of `batch` is over (done or failed): its paths stop waiting."""
@@ -573,12 +574,12 @@ class StateStore:
             except Exception as exc:  # each record's own failure is handled in the commit
                 log.error("state flush failed", error=_first_line(exc))
 
-    def _waiting(self, pair: str, path: str | None = None) -> bool:
-        """Does a deferring pair's record wait for its commit (for `path`, or any)?"""
+    def _read_after_waiting(self, pair: str, path: str | None = None) -> None:
+        """Before a read: commit the queue if a deferring pair's record waits (for `path`, or
+        any of the pair's), so the read sees it."""
         waiting = self._deferred.get(pair)
-        if not waiting:
-            return False
-        return path is None or path in waiting
+        if waiting and (path is None or path in waiting):
+            self.flush()
 
     def _wrote(self, pair: str, paths: Iterable[str] | None, entry: BaseEntry | None) -> None:
         """A base-entry write committed (or failed: then `paths` is None and the pair's held
@@ -598,16 +599,14 @@ class StateStore:
         held = self._held.get(pair)
         if held is not None:
             return held.entries.get(path)
-        if self._waiting(pair, path):
-            self.flush()
+        self._read_after_waiting(pair, path)
         with self._engine.connect() as conn:
             row = conn.execute(_GET_ENTRY, {"p_pair": pair, "p_path": path}).first()
         return _entry(row._mapping) if row is not None else None
 
     def entries(self, pair: str) -> dict[str, BaseEntry]:
         """Every base entry of a pair, keyed by path: one query for a whole reconciliation."""
-        if self._waiting(pair):
-            self.flush()
+        self._read_after_waiting(pair)
         with self._engine.connect() as conn:
             rows = conn.execute(_ENTRIES, {"p_pair": pair}).all()
         # Columns in BaseEntry's order: a tuple each, no per-row mapping (100,000 entries:
@@ -629,15 +628,13 @@ class StateStore:
         """Each base entry's remote version token, keyed by path: all a poll compares a
         listing with. Two columns instead of whole entries: 100,000 entries took ~0.7 s of
         CPU as `entries`, at every poll of a daemon."""
-        if self._waiting(pair):
-            self.flush()
+        self._read_after_waiting(pair)
         with self._engine.connect() as conn:
             rows = conn.execute(_REMOTE_ETAGS, {"p_pair": pair})
             return dict(rows.all())
 
     def count(self, pair: str) -> int:
-        if self._waiting(pair):
-            self.flush()
+        self._read_after_waiting(pair)
         with self._engine.connect() as conn:
             return int(
                 conn.execute(
