@@ -3,6 +3,7 @@ progress — against moto (S3 multipart), fake-gcs-server (resumable) and Azurit
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import itertools
@@ -18,9 +19,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import google_crc32c
 import pytest
 from harness import SYNCD, Setup, running_daemon, syncd, tree, wait_for
 from remotes import AzureRemote, GCSRemote, Remote, S3Remote, remote_for
+from test_s3_parts import s3_reports_the_part_checksum
 
 from syncd.engine.localfs import local_file
 from syncd.engine.multipart import (
@@ -42,8 +45,9 @@ from syncd.providers import (
     UploadRequest,
     open_provider,
 )
+from syncd.providers.s3 import S3Provider
 from syncd.state import StateStore
-from syncd.state.partials import Partials
+from syncd.state.partials import Partials, PartialUpload, RecordedPart
 
 MiB = 1024 * 1024
 KINDS = ["s3", "gcs", "azure"]
@@ -280,12 +284,14 @@ def _send(
 
 
 def _digest(kind: str, data: bytes) -> str:
+    if kind == "crc32c":
+        return f"{google_crc32c.value(data):08x}"
     if kind == "sha256":
         return hashlib.sha256(data).hexdigest()
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
-@pytest.mark.parametrize("kind", ["md5", "sha256"])
+@pytest.mark.parametrize("kind", ["md5", "sha256", "crc32c"])
 @pytest.mark.parametrize("part_size", [PART, PART + 12_345])  # a part may end mid-slice
 def test_one_read_hashes_the_file_and_each_part(tmp_path: Path, kind: Any, part_size: int) -> None:
     data = _random_file(tmp_path / "big.bin", 3 * part_size + 999)
@@ -345,6 +351,63 @@ def test_a_resumed_upload_whose_parts_are_refused_starts_over(
     assert info.sha256 == hashlib.sha256(data).hexdigest()
     assert Partials(state).upload("docs", "big.bin") is None
     assert _unfinished_uploads(remote) == []  # the refused one was aborted
+    state.close()
+
+
+def test_an_s3_upload_an_older_syncd_began_with_sha256_parts_starts_over(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """syncd once checked S3 parts by SHA-256; an upload it recorded before a crash could not
+    take CRC32C parts nor be committed with them. ListParts names the upload's checksum: the
+    record is dropped, the upload aborted and the file sent again, whole."""
+    remote = remote_for("s3", request, tmp_path)
+    assert isinstance(remote, S3Remote)
+    provider = open_provider(remote.url, remote.options)
+    assert isinstance(provider, S3Provider)
+    s3_reports_the_part_checksum(provider)
+    client, bucket = provider._client, remote.bucket.bucket
+    source = tmp_path / "big.bin"
+    data = _random_file(source, 2 * PART + 999)  # 3 parts
+    key = remote.prefix + "big.bin"
+    old_id = client.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256")[
+        "UploadId"
+    ]
+    first = data[:PART]
+    checksum = base64.b64encode(hashlib.sha256(first).digest()).decode()
+    sent = client.upload_part(
+        Bucket=bucket, Key=key, UploadId=old_id, PartNumber=1, Body=first, ChecksumSHA256=checksum
+    )
+    st = source.stat()
+    state = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
+    partials = Partials(state)
+    partials.start_upload(
+        "docs",
+        PartialUpload(
+            path="big.bin",
+            key="big.bin",
+            upload_id=old_id,
+            size=len(data),
+            mtime_ns=st.st_mtime_ns,
+            inode=st.st_ino,
+            sha256=hashlib.sha256(data).hexdigest(),
+            part_size=PART,
+            condition="absent",
+        ),
+    )
+    etag = sent["ETag"].strip('"')
+    partials.add_part(
+        "docs", "big.bin", old_id, RecordedPart(1, 0, PART, f"{etag} {checksum}", etag)
+    )
+
+    watching = CrashingProvider(provider, crash_after=None)
+    info = _send(_large(watching, state), source, "big.bin", data, hashed=True)
+
+    assert sorted(watching.sent) == [1, 2, 3]  # all of them, in a new upload
+    assert remote.get("big.bin") == data
+    assert info.sha256 == hashlib.sha256(data).hexdigest()
+    assert partials.upload("docs", "big.bin") is None
+    assert _unfinished_uploads(remote) == []  # the old one was aborted
+    provider.close()
     state.close()
 
 

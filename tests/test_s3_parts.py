@@ -11,6 +11,7 @@ import os
 from collections.abc import Iterator
 from typing import Any, BinaryIO, cast
 
+import google_crc32c
 import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError
@@ -61,13 +62,13 @@ def md5_of(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
-def sha256_of(data: bytes) -> str:
-    """A part's digest as S3's upload_part takes it (PART_LIMITS.digest)."""
-    return hashlib.sha256(data).hexdigest()
+def crc32c_of(data: bytes) -> str:
+    """A part's digest as S3's upload_part takes it (PART_LIMITS.digest): hex CRC32C."""
+    return f"{google_crc32c.value(data):08x}"
 
 
-def b64_sha256(data: bytes) -> str:
-    return base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
+def b64_crc32c(data: bytes) -> str:
+    return base64.b64encode(google_crc32c.value(data).to_bytes(4, "big")).decode("ascii")
 
 
 def send(
@@ -75,7 +76,7 @@ def send(
 ) -> PartInfo:
     chunk = data[part.offset : part.offset + part.size]
     body = cast(BinaryIO, OneWayStream(chunk))
-    return s3.upload_part(req, upload_id, part, body, sha256_of(chunk))
+    return s3.upload_part(req, upload_id, part, body, crc32c_of(chunk))
 
 
 def one_part(s3: S3Provider, req: UploadRequest, data: bytes) -> tuple[str, PartInfo]:
@@ -192,9 +193,9 @@ def test_a_failed_part_is_transient_and_sent_again_whole(s3: S3Provider) -> None
     attempts = fail_first_attempt(s3)
 
     with pytest.raises(Transient):
-        s3.upload_part(req, upload_id, PartInfo(1, 0, len(data)), io.BytesIO(data), sha256_of(data))
+        s3.upload_part(req, upload_id, PartInfo(1, 0, len(data)), io.BytesIO(data), crc32c_of(data))
     part = s3.upload_part(
-        req, upload_id, PartInfo(1, 0, len(data)), io.BytesIO(data), sha256_of(data)
+        req, upload_id, PartInfo(1, 0, len(data)), io.BytesIO(data), crc32c_of(data)
     )
 
     assert len(attempts) == 2
@@ -273,22 +274,62 @@ def headers_sent(s3: S3Provider, operation: str, *names: str) -> list[dict[str, 
     return seen
 
 
-def test_every_part_carries_its_sha256_for_s3_to_check(s3: S3Provider) -> None:
-    """The upload is created with ChecksumAlgorithm SHA256, so S3 requires and checks the
-    x-amz-checksum-sha256 of every part (BadDigest when the bytes arrived damaged), and the
-    commit names every part by ETag and checksum."""
+def s3_reports_the_part_checksum(s3: S3Provider) -> None:
+    """Make moto's ListParts name the upload's checksum algorithm, as S3's does."""
+    algorithms: dict[str, str] = {}
+
+    def created(parsed: dict[str, Any], model: Any, **_: Any) -> None:
+        if parsed.get("UploadId") and parsed.get("ChecksumAlgorithm"):
+            algorithms[parsed["UploadId"]] = parsed["ChecksumAlgorithm"]
+
+    def listed(parsed: dict[str, Any], **_: Any) -> None:
+        if parsed.get("UploadId") in algorithms:
+            parsed["ChecksumAlgorithm"] = algorithms[parsed["UploadId"]]
+
+    s3._client.meta.events.register("after-call.s3.CreateMultipartUpload", created)
+    s3._client.meta.events.register("after-call.s3.ListParts", listed)
+
+
+def test_every_part_carries_its_crc32c_for_s3_to_check(s3: S3Provider) -> None:
+    """The upload is created with ChecksumAlgorithm CRC32C, so S3 requires and checks the
+    x-amz-checksum-crc32c of every part (BadDigest when the bytes arrived damaged), and the
+    commit names every part by ETag and checksum, which ListParts reports back."""
     created = headers_sent(s3, "CreateMultipartUpload", "x-amz-checksum-algorithm")
-    parts_seen = headers_sent(s3, "UploadPart", "x-amz-checksum-sha256", "Content-MD5")
+    parts_seen = headers_sent(s3, "UploadPart", "x-amz-checksum-crc32c", "Content-MD5")
+    committed: list[bytes] = []
+    s3._client.meta.events.register(
+        "before-send.s3.CompleteMultipartUpload",
+        lambda request, **_: committed.append(request.body),
+    )
     data = os.urandom(1000)
-    req = request_for("sha.bin", data)
+    req = request_for("crc.bin", data)
     upload_id, part = one_part(s3, req, data)
 
-    assert created == [{"x-amz-checksum-algorithm": "SHA256"}]
-    assert parts_seen == [{"x-amz-checksum-sha256": b64_sha256(data), "Content-MD5": None}]
+    assert created == [{"x-amz-checksum-algorithm": "CRC32C"}]
+    assert parts_seen == [{"x-amz-checksum-crc32c": b64_crc32c(data), "Content-MD5": None}]
     assert part.md5 == md5_of(data)  # S3's ETag of a part: recorded, compared on a resume
-    assert part.token == f"{md5_of(data)} {b64_sha256(data)}"
+    assert part.token == f"{md5_of(data)} {b64_crc32c(data)}"
     s3.complete_multipart(req, upload_id, [part])
-    assert s3_get(s3, "sha.bin") == data
+    assert f"<ChecksumCRC32C>{b64_crc32c(data)}</ChecksumCRC32C>".encode() in committed[0]
+    assert s3_get(s3, "crc.bin") == data
+
+
+def test_an_upload_begun_with_another_part_checksum_is_not_listed_as_resumable(
+    s3: S3Provider,
+) -> None:
+    """An older syncd created uploads with SHA-256 part checksums: their parts cannot be named
+    with CRC32C at the commit, so listing them says so (the engine then starts over). S3's
+    ListParts names the upload's ChecksumAlgorithm; moto's leaves it out, so the test puts
+    back what S3 would say."""
+    s3_reports_the_part_checksum(s3)
+    data = os.urandom(1000)
+    req = request_for("old.bin", data)
+    answer = s3._client.create_multipart_upload(
+        Bucket=s3.bucket, Key=s3.prefix + "old.bin", ChecksumAlgorithm="SHA256"
+    )
+    with pytest.raises(InvalidRequest, match="SHA256 part checksums"):
+        s3.list_parts(req, answer["UploadId"])
+    s3.abort_multipart(req, answer["UploadId"])
 
 
 def test_a_garbled_digest_is_refused_before_sending(s3: S3Provider) -> None:
@@ -297,7 +338,7 @@ def test_a_garbled_digest_is_refused_before_sending(s3: S3Provider) -> None:
     req = request_for("bad.bin", b"abc")
     upload_id = s3.start_multipart(req)
 
-    with pytest.raises(InvalidRequest, match="sha256"):
+    with pytest.raises(InvalidRequest, match="crc32c"):
         s3.upload_part(req, upload_id, PartInfo(1, 0, 3), io.BytesIO(b"abc"), "not hex")
     assert sent == []
     s3.abort_multipart(req, upload_id)
@@ -309,7 +350,7 @@ def test_a_body_shorter_than_the_part_is_refused(s3: S3Provider) -> None:
     body = cast(BinaryIO, OneWayStream(b"01234"))
 
     with pytest.raises(InvalidRequest, match="ended 5 bytes before"):
-        s3.upload_part(req, upload_id, PartInfo(1, 0, 10), body, sha256_of(b"0123456789"))
+        s3.upload_part(req, upload_id, PartInfo(1, 0, 10), body, crc32c_of(b"0123456789"))
     s3.abort_multipart(req, upload_id)
 
 
@@ -325,7 +366,7 @@ def test_parts_of_one_open_file_each_read_their_own_bytes(s3: S3Provider) -> Non
         part = PartInfo(number, offset, min(size, len(data) - offset))
         source.seek(offset)
         chunk = data[offset : offset + part.size]
-        parts.append(s3.upload_part(req, upload_id, part, source, sha256_of(chunk)))
+        parts.append(s3.upload_part(req, upload_id, part, source, crc32c_of(chunk)))
         assert source.tell() == offset + part.size
 
     s3.complete_multipart(req, upload_id, parts)

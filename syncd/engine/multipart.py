@@ -4,7 +4,7 @@ Above `multipart_threshold` an upload goes through the provider's MultipartProvi
 parts of `part_size` (grown to stay within the service's part count), `part_concurrency` in
 flight (one at a time where the service wants them in order), each read straight from the file
 by `pread` — never the whole part in memory unless the SDK insists — and sent with the digest
-the service checks it by (MD5, or SHA-256 for S3). One read of the file before the upload
+the service checks it by (MD5, or CRC32C for S3). One read of the file before the upload
 computes the whole file's SHA-256 (the object's metadata needs it up front) and every part's
 digest, on two cores.
 Every finished part is recorded in the state DB; after a crash, the upload resumes with the
@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, cast
 
+import google_crc32c
 import structlog
 
 from syncd.engine.model import LocalFile
@@ -208,7 +209,25 @@ class RangeWriter:
         pass
 
 
-def _part_hash(kind: PartDigest) -> hashlib._Hash:
+class _Crc32c:
+    """CRC32C with hashlib's update / hexdigest (big-endian hex, as S3's checksum carries it).
+
+    google-crc32c's C extension does ~20 GB/s here where SHA-256 does ~1.7: a part's check
+    costs the client next to nothing, and the service computes it as cheaply."""
+
+    def __init__(self) -> None:
+        self._crc = 0
+
+    def update(self, data: bytes) -> None:
+        self._crc = google_crc32c.extend(self._crc, data)
+
+    def hexdigest(self) -> str:
+        return f"{self._crc:08x}"
+
+
+def _part_hash(kind: PartDigest) -> _Crc32c | hashlib._Hash:
+    if kind == "crc32c":
+        return _Crc32c()
     return hashlib.sha256() if kind == "sha256" else hashlib.md5(usedforsecurity=False)
 
 
@@ -526,6 +545,9 @@ class LargeTransfers:
         try:
             listed = self.retry.call(lambda: self.provider.list_parts(request, record.upload_id))
         except NotFound:
+            return None
+        except InvalidRequest as exc:  # an upload this syncd cannot finish (another checksum)
+            log.info("the recorded upload cannot be resumed", path=record.path, error=str(exc))
             return None
         held: dict[int, PartInfo] = {}
         for part in listed:

@@ -57,7 +57,7 @@ class Capabilities:
 
 
 #: The hashes a service can check a part against (see PartLimits.digest).
-PartDigest = Literal["md5", "sha256"]
+PartDigest = Literal["md5", "sha256", "crc32c"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +68,8 @@ class PartLimits:
     session): the engine then sends them one at a time instead of `part_concurrency` at once.
     `alignment` is a size every part but the last must be a multiple of (GCS: 256 KiB).
     `digest` names the hash of each part's bytes that `upload_part` is given: the one the
-    service checks a part against ("md5": Content-MD5; "sha256": S3's x-amz-checksum-sha256).
+    service checks a part against ("md5": Content-MD5; "crc32c": S3's x-amz-checksum-crc32c;
+    "sha256": x-amz-checksum-sha256), as hex.
     """
 
     min_part: int
@@ -85,7 +86,7 @@ class PartInfo:
 
     `number` counts from 1; `offset` is where the part starts in the file. `token` is what the
     service needs to name the part when the upload is completed (S3: the part's ETag and its
-    SHA-256; Azure: the block id; GCS: empty). `md5` is the hex MD5 of the part's bytes when
+    checksum; Azure: the block id; GCS: empty). `md5` is the hex MD5 of the part's bytes when
     the service reports it (S3 ListParts' ETag of a plain part, Azure's block list does not),
     else None.
     """
