@@ -246,13 +246,13 @@ def test_parts_are_checked_before_they_go(gcs: GCSProvider, data: bytes) -> None
     req = request_for("checked.bin", data)
     upload_id = gcs.start_multipart(req)
     first = PartInfo(1, 0, QUANTUM)
-    with pytest.raises(InvalidRequest, match="MD5"):
-        gcs.upload_part(req, upload_id, first, io.BytesIO(data[:QUANTUM]), "0" * 32)
+    with pytest.raises(InvalidRequest, match="CRC32C"):  # the file changed since it was read
+        gcs.upload_part(req, upload_id, first, io.BytesIO(data[:QUANTUM]), "0" * 8)
     with pytest.raises(InvalidRequest, match="256 KiB"):
         send(gcs, req, upload_id, PartInfo(1, 0, QUANTUM + 1), data)
     with pytest.raises(InvalidRequest, match="body ended"):
-        md5 = hashlib.md5(data[:QUANTUM], usedforsecurity=False).hexdigest()
-        gcs.upload_part(req, upload_id, first, io.BytesIO(data[:100]), md5)
+        crc = f"{google_crc32c.value(data[:QUANTUM]):08x}"
+        gcs.upload_part(req, upload_id, first, io.BytesIO(data[:100]), crc)
     with pytest.raises(InvalidRequest, match="outside"):
         send(gcs, req, upload_id, PartInfo(9, len(data) - 10, 20), data)
     # nothing went to the session: the upload goes on from the start

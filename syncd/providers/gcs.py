@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import binascii
 import builtins
-import hashlib
 import io
 import os
 import re
@@ -28,6 +27,7 @@ from typing import Any, BinaryIO
 
 import google.auth
 import google.auth.exceptions
+import google_crc32c
 import requests
 import requests.adapters
 import urllib3.exceptions
@@ -84,12 +84,15 @@ _LIST_FIELDS = "items(name,size,generation,md5Hash,updated,metadata),nextPageTok
 _QUANTUM = 256 * 1024
 #: GCS puts no limit on a session's chunk count; a high one lets the engine keep parts small,
 #: and each part is held in memory once while it is sent (see upload_part).
+#: Each chunk is checked here against its CRC32C from the engine's read of the file (see
+#: upload_part): 0.05 s per GiB where MD5 costs 1.4, computed twice per chunk.
 PART_LIMITS = PartLimits(
     min_part=_QUANTUM,
     max_part=5 * 1024 * 1024 * 1024,
     max_parts=100_000,
     sequential=True,
     alignment=_QUANTUM,
+    digest="crc32c",
 )
 #: Seconds to connect and between bytes on a session request (the SDK's own default).
 SESSION_TIMEOUT = 60.0
@@ -718,8 +721,9 @@ class GCSProvider:
         prefix of it (a 308 with a shorter Range), and the rest is then sent again from there.
 
         GCS checks no hash per chunk (an X-Goog-Hash on the last chunk must describe the whole
-        object, which a resumed upload never sees in one process), so `digest` (an MD5) is
-        checked here against the bytes read; the stored object's CRC32C / MD5 are GCS's own,
+        object, which a resumed upload never sees in one process), so `digest` (a CRC32C, of
+        the engine's earlier read) is checked here against the bytes read, which catches a file
+        changed between the two reads; the stored object's CRC32C / MD5 are GCS's own,
         its size is checked when the last chunk finishes it, and the engine verifies our
         sha256 on reads.
         """
@@ -734,8 +738,8 @@ class GCSProvider:
         if not last and (part.offset % _QUANTUM or part.size % _QUANTUM):
             raise InvalidRequest(f"{where}: part {part.number} is not aligned to 256 KiB")
         data = _read_part(body, part.size, f"{where} part {part.number}")
-        if hashlib.md5(data, usedforsecurity=False).hexdigest() != digest.lower():
-            raise InvalidRequest(f"{where}: part {part.number} does not match its MD5")
+        if f"{google_crc32c.value(data):08x}" != digest.lower():
+            raise InvalidRequest(f"{where}: part {part.number} does not match its CRC32C")
         if last:
             self._check_condition(request, self._condition(request), at_start=False)
         sent = part.offset
