@@ -26,6 +26,7 @@ from harness import tree
 from syncd.config import load_config_dict
 from syncd.engine import localfs, transfer
 from syncd.engine.core import Engine, Report
+from syncd.engine.syncer import Outcome
 
 MiB = 1024 * 1024
 
@@ -190,6 +191,9 @@ def test_an_unreadable_folder_deletes_nothing_on_the_other_side(
     with _engine(local, remote, tmp_path) as engine:
         report = engine.sync_once()
 
+    assert report.exit_code == 1  # a per-path failure, named
+    assert set(report.pairs[0].failures) == {"locked"}
+    assert "cannot list folder: Permission denied" in report.pairs[0].failures["locked"].error
     assert report.pairs[0].held == {}
     assert tree(remote) == {
         "locked/a.txt": b"a.txt",
@@ -200,6 +204,90 @@ def test_an_unreadable_folder_deletes_nothing_on_the_other_side(
     }
     monkeypatch.undo()
     assert tree(local / "locked") == {"a.txt": b"a.txt", "b.txt": b"b.txt", "c.txt": b"c.txt"}
+    (local / "locked" / "d.txt").write_bytes(b"written while it was locked")
+    report = _sync(local, remote, tmp_path)
+    assert report.exit_code == 0, report
+    assert report.pairs[0].failures == {}
+    assert (remote / "locked" / "d.txt").read_bytes() == b"written while it was locked"
+
+
+def test_a_daemon_lists_an_unreadable_folder_again_when_its_retry_is_due(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The folder's failure is retried like a file's: still unreadable, it fails again (with a
+    longer backoff); readable, what it holds is queued and the failure is gone."""
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    (local / "locked").mkdir(parents=True)
+    remote.mkdir()
+    (local / "locked" / "a.txt").write_bytes(b"a")
+    real_scandir = os.scandir
+    locked = True
+
+    def scandir(path: Any = ".") -> Any:
+        if locked and Path(path) == local / "locked":
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(localfs.os, "scandir", scandir)
+    queued: list[str] = []
+    with _engine(local, remote, tmp_path) as engine:
+        syncer = engine.syncers["p"]
+        syncer.enqueue = lambda _pair, path: queued.append(path)
+        syncer.scan_local()
+        assert syncer.stats.failures["locked"].attempts == 1
+
+        assert syncer.sync_path("locked") is Outcome.FAILED
+        assert syncer.stats.failures["locked"].attempts == 2
+        assert queued == []
+
+        locked = False
+        assert syncer.sync_path("locked") is Outcome.DONE
+        assert syncer.stats.failures == {}
+        assert queued == ["locked/a.txt"]
+
+
+# -- names no remote key may hold ----------------------------------------------------------
+
+
+def test_names_no_key_may_hold_are_skipped_not_sent_then_lost(tmp_path: Path) -> None:
+    """A control character or a backslash in a name: the remote side refuses such keys when
+    they come down (contract), so they are not sent up either; sent, the next listing would
+    refuse the key, which reads as a remote deletion, and the local file would go to the
+    trash. Reported as skipped, kept as it is, at every pass."""
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    local.mkdir()
+    remote.mkdir()
+    (local / "back\\slash.txt").write_bytes(b"backslash")
+    (local / "a\tb.txt").write_bytes(b"tab")
+    (local / "line\nbreak").write_bytes(b"newline")
+    (local / "bell\x07dir").mkdir()
+    (local / "bell\x07dir" / "inside.txt").write_bytes(b"under it")
+    (local / "fine.txt").write_bytes(b"fine")
+    before = tree(local)
+    refused = "it cannot be a remote key (not synced)"
+
+    for _ in range(2):
+        with structlog.testing.capture_logs() as logs:
+            report = _sync(local, remote, tmp_path)
+        assert report.exit_code == 0, report
+        assert tree(remote) == {"fine.txt": b"fine"}
+        assert tree(local) == before  # nothing moved to the trash, nothing renamed
+        skipped = {e["path"]: e["reason"] for e in logs if e["event"] == "skipped"}
+        assert skipped == {
+            "back\\slash.txt": f"name contains a backslash: {refused}",
+            "a\tb.txt": f"name contains a control character: {refused}",
+            "line\nbreak": f"name contains a control character: {refused}",
+            "bell\x07dir": f"name contains a control character: {refused}",
+        }
+
+    # A watcher event for such a name (the daemon's path) is refused the same way.
+    with structlog.testing.capture_logs() as logs, _engine(local, remote, tmp_path) as engine:
+        assert engine.syncers["p"].sync_path("a\tb.txt") is Outcome.DONE
+    assert [e["reason"] for e in logs if e["event"] == "skipped"] == [
+        f"name contains a control character: {refused}"
+    ]
+    assert tree(remote) == {"fine.txt": b"fine"}
+    assert tree(local) == before
 
 
 # -- what is not a regular file -------------------------------------------------------------

@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 from syncd.engine.filters import PathFilter
 from syncd.engine.model import LocalFile
-from syncd.engine.paths import RESUME_PREFIX, TEMP_PREFIX
+from syncd.engine.paths import RESUME_PREFIX, TEMP_PREFIX, name_refusal
 from syncd.providers.errors import Cancelled
 
 CHUNK = 1024 * 1024
@@ -95,7 +95,8 @@ def walk(
     """Every regular file under `root` (or its sub-folder `start`) that the filter admits, as
     (key, LocalFile).
 
-    Symlinks, named pipes, sockets and devices are skipped and reported through `on_skip`.
+    Symlinks, named pipes, sockets and devices are skipped and reported through `on_skip`, as
+    are names no remote key may hold (see paths.name_refusal) and what is under them.
     With `clean_temp`, temp files of an interrupted download are removed: only safe before
     any transfer of this process started.
     """
@@ -114,6 +115,10 @@ def walk(
             if name.startswith(TEMP_PREFIX):
                 if clean_temp and not name.startswith(RESUME_PREFIX):
                     _remove_quietly(Path(entry.path))
+                continue
+            refusal = name_refusal(name)
+            if refusal is not None:
+                on_skip(key, f"name {refusal}: it cannot be a remote key (not synced)")
                 continue
             try:
                 if entry.is_symlink():

@@ -29,6 +29,22 @@ _SAFE = re.compile(
 )
 
 
+#: A character no key may hold (see key_refusal): one search per local name.
+_UNKEYABLE = re.compile(r"[\x00-\x1f\x7f\\]")
+
+
+def name_refusal(name: str) -> str | None:
+    """Why a local file or folder name cannot become part of a remote key, or None.
+
+    The names check_key refuses coming down (a control character, a backslash) are refused
+    going up as well: a file uploaded under such a name would come back from the listing as
+    a refused key, that is as a remote deletion, and be moved to the trash at the next pass.
+    """
+    if _UNKEYABLE.search(name) is None:
+        return None
+    return "contains a control character" if _CONTROL.search(name) else "contains a backslash"
+
+
 class UnsafeKey(ValueError):
     """A remote key that must not be mapped onto the local filesystem."""
 
@@ -38,6 +54,11 @@ def normalize(path: str) -> str:
     return unicodedata.normalize("NFC", path)
 
 
+def is_plain_key(key: str) -> bool:
+    """True when none of check_key's refusals can apply (one regex match, the common case)."""
+    return _SAFE.fullmatch(key) is not None
+
+
 def check_key(key: str) -> str:
     """Return the relative path for a remote key, or raise UnsafeKey saying why.
 
@@ -45,7 +66,7 @@ def check_key(key: str) -> str:
     characters, backslashes. Folder markers (keys ending in '/') are the caller's to skip.
     A name too long for the local filesystem is not unsafe: its download fails, per file.
     """
-    if _SAFE.fullmatch(key):
+    if is_plain_key(key):
         return key  # the common case: one scan of the key, no refusal possible
     reason = key_refusal(key)
     if reason is not None:

@@ -38,7 +38,14 @@ from syncd.engine.filters import PathFilter
 from syncd.engine.guard import DeletionBatch, PassFacts, hold_reason
 from syncd.engine.model import Action, Decision, LocalFile
 from syncd.engine.multipart import LargeTransfers, Meter, PartSettings
-from syncd.engine.paths import UnsafeKey, check_key, is_folder_marker, normalize
+from syncd.engine.paths import (
+    UnsafeKey,
+    check_key,
+    is_folder_marker,
+    is_plain_key,
+    key_refusal,
+    normalize,
+)
 from syncd.engine.progress import InFlight
 from syncd.engine.remote_index import RemoteIndex
 from syncd.engine.retry import RetryPolicy
@@ -201,7 +208,10 @@ class PairSyncer:
 
         def on_skip(path: str, reason: str) -> None:
             if reason.startswith(localfs.UNLISTABLE):
+                # A per-path failure (named, exit 1), retried like any other; not a skip.
                 unlisted.add(path)
+                self.stats.failed(normalize(path), reason, op="scan")
+                return
             self._skip_once(path, reason)
 
         for name, local in localfs.walk(
@@ -212,7 +222,29 @@ class PairSyncer:
                 self._names[path] = name
             found[path] = local
         self.unlisted = {normalize(p) for p in unlisted}
+        for path in self._unreadable_folders(start):
+            if path not in self.unlisted:  # readable again
+                self.stats.succeeded(path)
         return found
+
+    def _unreadable_folders(self, start: str) -> list[str]:
+        """The folders under `start` whose listing failed at an earlier scan."""
+        prefix = start + "/" if start else ""
+        return [
+            path
+            for path, failure in self.stats.failures.copy().items()
+            if failure.op == "scan" and (path == start or path.startswith(prefix))
+        ]
+
+    def _list_again(self, path: str) -> Outcome:
+        """A folder the scan could not read, due for a retry: list it again and queue what it
+        holds (which the pass skipped)."""
+        found = self.scan_local(start="" if path == "." else path)
+        if path in self.unlisted:
+            return Outcome.FAILED  # still unreadable: failed again, with a longer backoff
+        for each in found:
+            self.enqueue(self.name, each)
+        return Outcome.DONE
 
     def _in_unlisted(self, path: str) -> bool:
         return any(
@@ -312,6 +344,13 @@ class PairSyncer:
         """Bring `path` in sync, recording the outcome in state and stats. `keep` settles a
         conflict by hand: 'local', 'remote' or 'both'."""
         if self.filter.excluded(path):
+            return Outcome.DONE
+        failure = self.stats.failures.get(path)
+        if failure is not None and failure.op == "scan":
+            return self._list_again(path)
+        refusal = key_refusal(path) if not is_plain_key(path) else None
+        if refusal is not None:  # a watcher event for a name the scan would skip
+            self._skip_once(path, f"name {refusal}: it cannot be a remote key (not synced)")
             return Outcome.DONE
         self.deletions.forget(path)
         with self._lock:
