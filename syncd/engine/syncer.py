@@ -161,6 +161,8 @@ class PairSyncer:
         #: ones a new file of the pass can have been moved from (None: ask the state).
         self._gone_sizes: set[int] | None = None
         self._warned_skips: set[str] = set()
+        #: Conflicts a one-way pair leaves as they are (see _one_way_refuses): said once.
+        self._kept_apart: set[str] = set()
         self.remote_emptied = False
         #: Local folders the last scan could not list (permissions, I/O errors).
         self.unlisted: set[str] = set()
@@ -436,6 +438,8 @@ class PairSyncer:
             return Outcome.DONE
         if decision.action is Action.CONFLICT and facts.local and facts.remote:
             resolution = self._resolution(facts.local, facts.remote, None)
+            if self._one_way_refuses(resolution) is not None:
+                return Outcome.DONE  # left as it is: nothing to plan
             decision = Decision(Action.CONFLICT, f"{decision.reason}; {resolution.reason}")
         with self._lock:
             self.planned.append(PlanItem(path, decision))
@@ -520,6 +524,18 @@ class PairSyncer:
             remote = fresh
         resolution = self._resolution(local, remote, keep)
         outcome_text = resolution.reason
+        refused = self._one_way_refuses(resolution)
+        if refused is not None:
+            if keep is not None:  # asked by hand: say why, the conflict stays open
+                plog.warning("conflict not settled", reason=f"--keep {keep}: {refused}")
+                self.stats.conflict(path, why)
+                return Outcome.CONFLICT
+            if path not in self._kept_apart:
+                self._kept_apart.add(path)
+                plog.info(
+                    "conflict left as it is", reason=why, outcome=f"{outcome_text}; {refused}"
+                )
+            return Outcome.DONE
         if resolution.winner is Winner.NONE:
             if path not in self.open_conflicts:
                 plog.warning("conflict waits for a decision", reason=why)
@@ -548,6 +564,29 @@ class PairSyncer:
             self.store.bump(self.name, {f"conflicts_resolved:{strategy}": 1})
             self._oplog(path, "conflict", "ok", note=outcome_text)
         return outcome
+
+    def _one_way_refuses(self, resolution: Resolution) -> str | None:
+        """Why a pair with a `direction` may not carry out `resolution`, or None.
+
+        Settling a conflict writes one side or both: the local winner goes up (the remote
+        loser to its trash), the remote winner comes down (the local loser to the trash), and
+        keeping both renames the older version on its own side. An upload-only pair never
+        writes the local side, a download-only pair never the remote: where the strategy's
+        outcome would, both versions stay as they are, each on its side (nothing is lost),
+        and the path is decided again at each pass (a later edit may settle it)."""
+        direction = self.pair.direction
+        older = resolution.older
+        if direction == "upload" and (
+            resolution.winner is Winner.REMOTE
+            or (resolution.winner is Winner.BOTH and older == "local")
+        ):
+            return "an upload-only pair does not write the local side"
+        if direction == "download" and (
+            resolution.winner is Winner.LOCAL
+            or (resolution.winner is Winner.BOTH and older == "remote")
+        ):
+            return "a download-only pair does not write the remote side"
+        return None
 
     def _copy_name(self, path: str) -> str:
         now = datetime.now(UTC)

@@ -1,0 +1,140 @@
+"""Conflicts in a pair with a `direction`: the strategy settles them only as far as the pair may
+write. An upload-only pair never writes the local side, a download-only pair never the remote;
+where the strategy's outcome would, both versions stay as they are, each on its side."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from syncd.config import load_config_dict
+from syncd.engine.core import Engine, Report
+
+OLDER, NEWER = 1_700_000_000_000_000_000, 1_700_000_100_000_000_000
+LOCAL, REMOTE = b"edited locally", b"edited remotely"
+
+UP, DOWN, TS, VP = "upload", "download", "timestamp_wins", "version_preserve"
+# id, direction, strategy, local is newer, what each side holds after the pass, and where the
+# loser went ("remote trash", "local trash", "remote copy", "local copy", or None: no loser).
+CASES = [
+    ("upload, local_wins", UP, "local_wins", False, LOCAL, LOCAL, "remote trash"),
+    ("upload, cloud_wins", UP, "cloud_wins", False, LOCAL, REMOTE, None),
+    ("upload, timestamp, local newer", UP, TS, True, LOCAL, LOCAL, "remote trash"),
+    ("upload, timestamp, remote newer", UP, TS, False, LOCAL, REMOTE, None),
+    ("upload, preserve, remote older", UP, VP, True, LOCAL, LOCAL, "remote copy"),
+    ("upload, preserve, local older", UP, VP, False, LOCAL, REMOTE, None),
+    ("download, cloud_wins", DOWN, "cloud_wins", True, REMOTE, REMOTE, "local trash"),
+    ("download, local_wins", DOWN, "local_wins", True, LOCAL, REMOTE, None),
+    ("download, timestamp, remote newer", DOWN, TS, False, REMOTE, REMOTE, "local trash"),
+    ("download, timestamp, local newer", DOWN, TS, True, LOCAL, REMOTE, None),
+    ("download, preserve, local older", DOWN, VP, False, REMOTE, REMOTE, "local copy"),
+    ("download, preserve, remote older", DOWN, VP, True, LOCAL, REMOTE, None),
+]
+
+
+def _engine(tmp_path: Path, direction: str, strategy: str) -> Engine:
+    config = load_config_dict(
+        {
+            "state": f"sqlite:///{tmp_path / 'state.db'}",
+            "socket": str(tmp_path / "syncd.sock"),
+            "pairs": [
+                {
+                    "name": "p",
+                    "local": str(tmp_path / "local"),
+                    "remote": f"file://{tmp_path / 'remote'}",
+                    "direction": direction,
+                    "conflict": strategy,
+                }
+            ],
+        },
+        expand_env=False,
+    )
+    return Engine(config)
+
+
+def _sync(tmp_path: Path, direction: str, strategy: str) -> Report:
+    with _engine(tmp_path, direction, strategy) as engine:
+        return engine.sync_once()
+
+
+def _write(path: Path, data: bytes, mtime_ns: int) -> None:
+    path.write_bytes(data)
+    os.utime(path, ns=(mtime_ns, mtime_ns))
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    """Every file under `root`, syncd's own folder and trash included."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def _visible(root: Path) -> dict[str, bytes]:
+    """What a person sees in the folder: its files but syncd's own (trash) and the copies."""
+    return {
+        path: data
+        for path, data in _files(root).items()
+        if not path.startswith((".syncd/", ".syncd-trash/")) and ".conflict-" not in path
+    }
+
+
+@pytest.mark.parametrize("case", [case[1:] for case in CASES], ids=[case[0] for case in CASES])
+def test_a_one_way_pair_settles_a_conflict_only_toward_its_direction(
+    tmp_path: Path, case: tuple[str, str, bool, bytes, bytes, str | None]
+) -> None:
+    direction, strategy, local_newer, local_after, remote_after, loser = case
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    local.mkdir()
+    remote.mkdir()
+    _write(local / "doc.txt", b"as synced", OLDER - 1)
+    _write(remote / "doc.txt", b"as synced", OLDER - 1)
+    assert _sync(tmp_path, direction, strategy).exit_code == 0  # the same bytes: the base
+
+    _write(local / "doc.txt", LOCAL, NEWER if local_newer else OLDER)
+    _write(remote / "doc.txt", REMOTE, OLDER if local_newer else NEWER)
+    for _ in range(2):  # and a second pass changes nothing more
+        report = _sync(tmp_path, direction, strategy)
+        assert report.exit_code == 0, report
+
+        assert _visible(local) == {"doc.txt": local_after}
+        assert _visible(remote) == {"doc.txt": remote_after}
+        everything = {
+            "remote trash": [p for p in _files(remote) if p.startswith(".syncd-trash/")],
+            "local trash": [p for p in _files(local) if p.startswith(".syncd/trash/")],
+            "remote copy": [p for p in _files(remote) if ".conflict-" in p],
+            "local copy": [p for p in _files(local) if ".conflict-" in p],
+        }
+        kept = {where: paths for where, paths in everything.items() if paths}
+        if loser is None:
+            assert kept == {}  # nothing written anywhere: both versions stand where they were
+        else:
+            assert list(kept) == [loser]
+            (path,) = kept[loser]
+            side = remote if loser.startswith("remote") else local
+            assert (side / path).read_bytes() == (REMOTE if side is remote else LOCAL)
+
+
+def test_keeping_by_hand_what_the_direction_forbids_leaves_the_conflict_open(
+    tmp_path: Path,
+) -> None:
+    """`syncd resolve --keep remote` in an upload-only pair would write the local side: the
+    conflict stays open (and says why); `--keep local` settles it."""
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    local.mkdir()
+    remote.mkdir()
+    _write(local / "doc.txt", b"as synced", OLDER - 1)
+    _write(remote / "doc.txt", b"as synced", OLDER - 1)
+    assert _sync(tmp_path, UP, "manual").exit_code == 0
+    _write(local / "doc.txt", LOCAL, NEWER)
+    _write(remote / "doc.txt", REMOTE, OLDER)
+    assert _sync(tmp_path, UP, "manual").exit_code == 4  # waits for a decision
+
+    with _engine(tmp_path, UP, "manual") as engine:
+        assert engine.resolve("p", "doc.txt", "remote") is False
+        assert _visible(local) == {"doc.txt": LOCAL}
+        assert _visible(remote) == {"doc.txt": REMOTE}
+        assert engine.resolve("p", "doc.txt", "local") is True
+    assert _visible(local) == {"doc.txt": LOCAL}
+    assert _visible(remote) == {"doc.txt": LOCAL}
+    assert [p for p in _files(remote) if p.startswith(".syncd-trash/")] != []
+    assert _sync(tmp_path, UP, "manual").exit_code == 0
