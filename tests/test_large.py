@@ -12,6 +12,7 @@ import os
 import pty
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 import time
@@ -152,6 +153,10 @@ def test_large_file_goes_up_in_parts_and_comes_down_in_ranges(
     assert result.returncode == 0, result.stderr
     assert tree(bob.local) == {"video/big.bin": data}
     assert (bob.local / "video" / "big.bin").stat().st_mtime_ns == mtime_ns
+    umask = os.umask(0o022)
+    os.umask(umask)
+    # The mode of any new file (a small download's too), not the private temp file's.
+    assert stat.S_IMODE((bob.local / "video" / "big.bin").stat().st_mode) == 0o666 & ~umask
     assert _partials(bob.state_db) == (0, 0)
 
     # A second pass on either side moves nothing.

@@ -637,7 +637,9 @@ class LargeTransfers:
                     chunk_size=chunk,
                 ),
             )
-            fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            # 0o666 less the umask, as any new file (and a small download) gets: the temp
+            # file is renamed into place as it is.
+            fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
             try:
                 # Reserve the space now: a full disk fails here, before any byte moves.
                 if remote.size:
