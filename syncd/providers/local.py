@@ -20,7 +20,7 @@ import shutil
 import stat as stat_mod
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import BinaryIO
 
@@ -142,25 +142,16 @@ class FileProvider:
         """Open the root and each parent folder in turn, never following a symlink; yields the
         descriptors, root first. `create` makes missing folders. Raises OSError."""
         try:
-            fds = [os.open(self.root, _DIR_FLAGS & ~os.O_NOFOLLOW)]  # the root may be a link
+            root = open_root(self.root)
         except FileNotFoundError:
             raise self._root_missing() from None
         except NotADirectoryError:
             raise NotFound(f"remote folder {self.root} is not a folder") from None
         try:
-            for name in parents:
-                try:
-                    fds.append(os.open(name, _DIR_FLAGS, dir_fd=fds[-1]))
-                except FileNotFoundError:
-                    if not create:
-                        raise
-                    with suppress(FileExistsError):  # made meanwhile by another writer
-                        os.mkdir(name, dir_fd=fds[-1])
-                    fds.append(os.open(name, _DIR_FLAGS, dir_fd=fds[-1]))
-            yield fds
+            with descend(root, parents, create=create) as fds:
+                yield fds
         finally:
-            for fd in reversed(fds):
-                os.close(fd)
+            os.close(root)
 
     @contextmanager
     def _open_file(self, key: str) -> Iterator[tuple[int, os.stat_result]]:
@@ -466,7 +457,7 @@ class FileProvider:
 
     def _flush_all(self) -> None:
         try:
-            fd = os.open(self.root, _DIR_FLAGS & ~os.O_NOFOLLOW)
+            fd = open_root(self.root)
         except FileNotFoundError:
             raise self._root_missing() from None
         except OSError as exc:
@@ -500,6 +491,55 @@ class _SourceFailed(Exception):
 #: An upload temp file untouched this long was left by a writer that died (kill -9, power loss).
 #: Its ctime moves with every write and with the final utime, so a live upload never looks old.
 ABANDONED_AFTER_S = 3600.0
+
+
+class NotAFolder(OSError):
+    """`descend` met a symlink or a file where a folder belongs (errno ENOTDIR or ELOOP);
+    `filename` says which, relative to where the walk began."""
+
+
+def open_root(path: str) -> int:
+    """A descriptor on the folder `path`, the one place a symlink is followed: a configured
+    root may be a link. Everything below it is reached through `descend`. Raises OSError."""
+    return os.open(path, _DIR_FLAGS & ~os.O_NOFOLLOW)
+
+
+@contextmanager
+def descend(top: int, names: Sequence[str], *, create: bool) -> Iterator[list[int]]:
+    """Open each folder of `names` in turn below the open folder `top`; yields the
+    descriptors, `top` first (the caller's, left open). `create` makes missing folders.
+
+    Each step is an `openat` with O_NOFOLLOW relative to the one before, never a joined path,
+    so a symlink (or a file) standing anywhere in `names` fails the walk with NotAFolder
+    instead of being followed, even one swapped in after a caller looked. Any OSError names
+    the failing folder, relative to `top`.
+    """
+    fds = [top]
+    try:
+        for index, name in enumerate(names):
+            try:
+                fds.append(_open_dir(fds[-1], name, create=create))
+            except OSError as exc:
+                where = "/".join(names[: index + 1])
+                if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+                    raise NotAFolder(exc.errno, exc.strerror, where) from None
+                exc.filename = where
+                raise
+        yield fds
+    finally:
+        for fd in reversed(fds[1:]):
+            os.close(fd)
+
+
+def _open_dir(dir_fd: int, name: str, *, create: bool) -> int:
+    try:
+        return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    except FileNotFoundError:
+        if not create:
+            raise
+    with suppress(FileExistsError):  # made meanwhile by another writer
+        os.mkdir(name, dir_fd=dir_fd)
+    return os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
 
 
 def syncfs(fd: int) -> None:
