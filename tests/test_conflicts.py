@@ -1,14 +1,22 @@
-"""Conflict rules and names, from tables; trash layout and pruning."""
+"""Conflict rules and names, from tables; trash layout and pruning, and a trash that a symlink
+would lead out of the root (never followed: nothing outside the root is written or deleted)."""
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from harness import Setup, syncd
 
 from syncd.engine.conflicts import Winner, conflict_name, is_conflict_copy_of, resolve
-from syncd.engine.trash import move_to_local_trash, prune_local_trash, remote_trash_key
+from syncd.engine.trash import (
+    UnsafeTrash,
+    move_to_local_trash,
+    prune_local_trash,
+    remote_trash_key,
+)
 
 OLD, NEW = 1_000, 2_000
 
@@ -81,8 +89,8 @@ def test_local_trash_keeps_every_version_and_prunes_old_ones(tmp_path: Path) -> 
         move_to_local_trash(tmp_path, victim, "a/doc.txt", WHEN)
     kept = sorted(p.read_bytes() for p in (tmp_path / ".syncd" / "trash").rglob("doc.txt"))
     assert kept == [b"first", b"second"]  # the same second twice: a -1 folder, no overwrite
-    assert prune_local_trash(tmp_path, days=30, now=WHEN.timestamp() + 29 * 86400) == 0
-    assert prune_local_trash(tmp_path, days=30, now=WHEN.timestamp() + 31 * 86400) == 2
+    assert prune_local_trash(tmp_path, 30, _no_skip, now=WHEN.timestamp() + 29 * 86400) == 0
+    assert prune_local_trash(tmp_path, 30, _no_skip, now=WHEN.timestamp() + 31 * 86400) == 2
     assert not list((tmp_path / ".syncd" / "trash").rglob("doc.txt"))
 
 
@@ -107,3 +115,208 @@ def test_remote_trash_key_is_under_the_trash_prefix_and_free() -> None:
 def test_conflict_copies_are_recognised(candidate: str, path: str, expected: bool) -> None:
     """How a restart finds the copy an interrupted run already made (never a second one)."""
     assert is_conflict_copy_of(candidate, path, "vm") is expected
+
+
+# -- a trash that leads out of the root ------------------------------------------------------
+
+
+def _no_skip(path: str, reason: str) -> None:
+    raise AssertionError(f"unexpected skip: {path}: {reason}")
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    """A folder outside the root, holding one file that must survive everything."""
+    folder = tmp_path / "outside"
+    (folder / "20200101-000000").mkdir(parents=True)
+    (folder / "20200101-000000" / "keep.txt").write_bytes(b"not syncd's")
+    old = datetime(2020, 1, 1, tzinfo=UTC).timestamp()
+    os.utime(folder / "20200101-000000" / "keep.txt", (old, old))
+    return folder
+
+
+OUTSIDE_BEFORE = {"20200101-000000/keep.txt": b"not syncd's"}
+
+# Each folder on the way into the trash, in turn replaced by a symlink out of the root.
+LINKED = [
+    ".syncd",
+    ".syncd/trash",
+    ".syncd/trash/20261124-101500",
+    ".syncd/trash/20261124-101500/a",
+]
+
+
+@pytest.mark.parametrize("linked", LINKED)
+def test_a_symlink_on_the_way_into_the_trash_is_not_followed_and_nothing_moves(
+    tmp_path: Path, outside: Path, linked: str
+) -> None:
+    root = tmp_path / "root"
+    (root / linked).parent.mkdir(parents=True)
+    (root / linked).symlink_to(outside, target_is_directory=True)
+    victim = root / "a" / "doc.txt"
+    victim.parent.mkdir()
+    victim.write_bytes(b"mine")
+
+    with pytest.raises(UnsafeTrash) as refused:
+        move_to_local_trash(root, victim, "a/doc.txt", WHEN)
+
+    assert str(refused.value) == f"{root}/{linked} is a symlink: not followed, nothing moved"
+    assert victim.read_bytes() == b"mine"  # still in place: a later pass tries again
+    assert _files(outside) == OUTSIDE_BEFORE
+
+
+def test_a_file_where_the_trash_folder_belongs_is_refused_too(tmp_path: Path) -> None:
+    (tmp_path / ".syncd").write_bytes(b"")
+    victim = tmp_path / "doc.txt"
+    victim.write_bytes(b"mine")
+    with pytest.raises(UnsafeTrash, match=r"/\.syncd is not a folder: not followed, nothing moved"):
+        move_to_local_trash(tmp_path, victim, "doc.txt", WHEN)
+    assert victim.read_bytes() == b"mine"
+
+
+def test_a_symlinked_parent_of_the_file_is_not_followed_either(
+    tmp_path: Path, outside: Path
+) -> None:
+    """The source side too: a folder swapped for a link after the scan moves nothing out."""
+    (tmp_path / "a").symlink_to(outside / "20200101-000000", target_is_directory=True)
+    with pytest.raises(UnsafeTrash, match=r"/a is a symlink: not followed, nothing moved"):
+        move_to_local_trash(tmp_path, tmp_path / "a" / "keep.txt", "a/keep.txt", WHEN)
+    assert _files(outside) == OUTSIDE_BEFORE
+    assert not _files(tmp_path / ".syncd")
+
+
+@pytest.mark.parametrize("linked", [".syncd", ".syncd/trash"])
+def test_pruning_a_symlinked_trash_skips_it_with_a_warning(
+    tmp_path: Path, outside: Path, linked: str
+) -> None:
+    root = tmp_path / "root"
+    (root / linked).parent.mkdir(parents=True)
+    (root / linked).symlink_to(outside, target_is_directory=True)
+    skipped: list[tuple[str, str]] = []
+
+    assert prune_local_trash(root, 1, lambda *skip: skipped.append(skip)) == 0
+
+    assert skipped == [(linked, "is a symlink: not followed, nothing pruned")]
+    assert _files(outside) == OUTSIDE_BEFORE
+
+
+def test_pruning_removes_links_inside_the_trash_never_what_they_point_to(
+    tmp_path: Path, outside: Path
+) -> None:
+    trash = tmp_path / ".syncd" / "trash"
+    (trash / "20200102-000000" / "sub").mkdir(parents=True)
+    (trash / "20200102-000000" / "sub" / "old.txt").write_bytes(b"old")
+    (trash / "20200102-000000" / "sub" / "inner").symlink_to(outside, target_is_directory=True)
+    (trash / "20200103-000000").symlink_to(outside / "20200101-000000", target_is_directory=True)
+    skipped: list[tuple[str, str]] = []
+
+    assert prune_local_trash(tmp_path, 1, lambda *skip: skipped.append(skip)) == 2
+
+    assert list(trash.iterdir()) == []  # the old folder and both links went ...
+    assert _files(outside) == OUTSIDE_BEFORE  # ... and nothing they pointed to
+    assert skipped == [
+        (".syncd/trash/20200103-000000", "is a symlink: removed the link, not followed")
+    ]
+
+
+# -- the same through `syncd once`, a folder remote -------------------------------------------
+
+
+def _pair(tmp_path: Path, **extra: object) -> Setup:
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    setup = Setup(tmp_path, f"file://{remote}", pair_extra=dict(extra))
+    setup.write()
+    return setup
+
+
+def _synced(setup: Setup, files: dict[str, bytes]) -> None:
+    for name, data in files.items():
+        (setup.local / name).write_bytes(data)
+    first = syncd("once", "-c", setup.config)
+    assert first.returncode == 0, first.stderr
+
+
+FIVE = {f"f{n}": f"file {n}".encode() for n in range(1, 6)}
+
+
+@pytest.mark.parametrize("linked", [".syncd", ".syncd/trash"])
+def test_once_a_remote_deletion_with_a_symlinked_trash_fails_and_keeps_the_file(
+    tmp_path: Path, outside: Path, linked: str
+) -> None:
+    setup = _pair(tmp_path)
+    _synced(setup, FIVE)
+    (setup.local / linked).parent.mkdir(parents=True, exist_ok=True)
+    (setup.local / linked).symlink_to(outside, target_is_directory=True)
+    (tmp_path / "remote" / "f1").unlink()
+
+    run = syncd("once", "-c", setup.config)
+
+    assert run.returncode == 1, run.stderr
+    message = f"{setup.local}/{linked} is a symlink: not followed, nothing moved"
+    assert f"f1: {message}" in run.stdout
+    assert (setup.local / "f1").read_bytes() == b"file 1"  # not lost
+    assert _files(outside) == OUTSIDE_BEFORE  # nothing written out of the root
+
+    (setup.local / linked).unlink()  # once the link is gone, the deletion goes through
+    again = syncd("once", "-c", setup.config)
+    assert again.returncode == 0, again.stdout
+    assert not (setup.local / "f1").exists()
+    assert [p.read_bytes() for p in (setup.local / ".syncd" / "trash").glob("*/f1")] == [b"file 1"]
+
+
+def test_once_a_conflict_loser_with_a_symlinked_trash_is_not_overwritten(
+    tmp_path: Path, outside: Path
+) -> None:
+    setup = _pair(tmp_path, conflict="cloud_wins")
+    _synced(setup, FIVE)
+    (setup.local / "f2").write_bytes(b"local edit")
+    (tmp_path / "remote" / "f2").write_bytes(b"remote edit")
+    (setup.local / ".syncd").mkdir(exist_ok=True)
+    (setup.local / ".syncd" / "trash").symlink_to(outside, target_is_directory=True)
+
+    run = syncd("once", "-c", setup.config)
+
+    assert run.returncode == 1, run.stderr
+    assert f"{setup.local}/.syncd/trash is a symlink: not followed, nothing moved" in run.stdout
+    assert (setup.local / "f2").read_bytes() == b"local edit"  # kept, not replaced
+    assert _files(outside) == OUTSIDE_BEFORE
+    assert not [p for p in setup.local.iterdir() if p.name.startswith(".syncd-tmp-")]
+
+
+def test_once_pruning_a_symlinked_trash_deletes_nothing_outside(
+    tmp_path: Path, outside: Path
+) -> None:
+    setup = _pair(tmp_path, trash_days=1)
+    _synced(setup, FIVE)
+    (setup.local / ".syncd").mkdir(exist_ok=True)
+    (setup.local / ".syncd" / "trash").symlink_to(outside, target_is_directory=True)
+
+    run = syncd("once", "-c", setup.config)
+
+    assert run.returncode == 0, run.stderr
+    assert _files(outside) == OUTSIDE_BEFORE
+    assert "is a symlink: not followed, nothing pruned" in run.stderr
+
+
+def test_once_a_symlinked_remote_trash_is_not_followed(tmp_path: Path, outside: Path) -> None:
+    """A folder remote's `.syncd-trash` is walked the same way: the deletion waits."""
+    setup = _pair(tmp_path)
+    _synced(setup, FIVE)
+    (tmp_path / "remote" / ".syncd-trash").symlink_to(outside, target_is_directory=True)
+    (setup.local / "f3").unlink()
+
+    run = syncd("once", "-c", setup.config)
+
+    assert run.returncode == 1, run.stderr
+    assert "f3:" in run.stdout and "a parent is a symlink or a file" in run.stdout
+    assert (tmp_path / "remote" / "f3").read_bytes() == b"file 3"
+    assert _files(outside) == OUTSIDE_BEFORE

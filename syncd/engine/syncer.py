@@ -266,7 +266,7 @@ class PairSyncer:
         if hold:
             self._gone_sizes = {entry.size for path, entry in base.items() if path not in local}
         if not self.plan_only:
-            trash.prune_local_trash(self.root, self.pair.trash_days)
+            trash.prune_local_trash(self.root, self.pair.trash_days, self._skip_once)
             if first_pass and self.large is not None:
                 self.large.cleanup_stale(self._stat_local, self.root)
         plan: list[PlanItem] = []

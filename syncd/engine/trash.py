@@ -6,17 +6,27 @@ Remote: `.syncd-trash/<YYYYMMDD-HHMMSS>/<path>` under the pair's prefix, a serve
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
+import stat as stat_mod
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 from syncd.engine.paths import REMOTE_TRASH, STATE_DIR
+from syncd.providers.local import NotAFolder, descend, open_root
 
 TRASH_DIR = f"{STATE_DIR}/trash"
+#: The same folder, one component each, as `descend` walks it from the root.
+TRASH = (STATE_DIR, "trash")
 _STAMP = "%Y%m%d-%H%M%S"
+
+
+class UnsafeTrash(OSError):
+    """The trash cannot be used without following a symlink (or passing through a file where a
+    folder belongs). An OSError, so the path it was needed for fails and is retried."""
 
 
 def stamp(when: datetime) -> str:
@@ -36,32 +46,105 @@ def trash_key(path: str, when: datetime, taken: Callable[[str], bool]) -> str:
 
 
 def move_to_local_trash(root: Path, source: Path, path: str, when: datetime) -> Path:
-    """Move the local file at `source` (the on-disk name of `path`) into the pair's trash."""
-    trash = root / STATE_DIR / "trash"
-    rel = trash_key(path, when, lambda candidate: (trash / candidate).exists())
-    target = trash / rel
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(source, target)
-    return target
+    """Move the local file at `source` (the on-disk name of `path`) into the pair's trash.
+
+    Both sides are reached from the root one folder at a time, never through a symlink:
+    `.syncd`, its trash and every folder made in it must be real folders inside the root.
+    Otherwise UnsafeTrash, and nothing moved (the file stays; a later pass tries again).
+    """
+    *source_folders, source_name = source.relative_to(root).parts
+    try:
+        top = open_root(str(root))
+        try:
+            rel = trash_key(path, when, lambda candidate: _exists(top, [*TRASH, candidate]))
+            *folders, name = rel.split("/")
+            with (
+                descend(top, source_folders, create=False) as source_fds,
+                descend(top, [*TRASH, *folders], create=True) as trash_fds,
+            ):
+                os.replace(source_name, name, src_dir_fd=source_fds[-1], dst_dir_fd=trash_fds[-1])
+        finally:
+            os.close(top)
+    except NotAFolder as exc:
+        what = _what(root, exc.filename)
+        raise UnsafeTrash(f"{root}/{exc.filename} {what}: not followed, nothing moved") from exc
+    return root.joinpath(*TRASH, *rel.split("/"))
 
 
 def remote_trash_key(path: str, when: datetime, taken: Callable[[str], bool]) -> str:
     return f"{REMOTE_TRASH}/" + trash_key(path, when, lambda c: taken(f"{REMOTE_TRASH}/{c}"))
 
 
-def prune_local_trash(root: Path, days: float, now: float | None = None) -> int:
-    """Remove trash folders older than `days`; returns how many went."""
-    trash = root / STATE_DIR / "trash"
-    if not trash.is_dir():
-        return 0
+def prune_local_trash(
+    root: Path, days: float, on_skip: Callable[[str, str], None], now: float | None = None
+) -> int:
+    """Remove trash folders older than `days`; returns how many went.
+
+    Nothing is reached through a symlink: a `.syncd` or trash that is one is left alone (the
+    skip reported through `on_skip` with its root-relative path), and a link inside the trash
+    is removed as a link, what it points to untouched.
+    """
     cutoff = (now if now is not None else time.time()) - days * 86400
     removed = 0
-    for entry in trash.iterdir():
+    try:
+        top = open_root(str(root))
         try:
-            created = datetime.strptime(entry.name[:15], _STAMP).replace(tzinfo=UTC).timestamp()
-        except ValueError:
-            continue  # not ours
-        if created < cutoff:
-            shutil.rmtree(entry, ignore_errors=True)
-            removed += 1
+            with descend(top, TRASH, create=False) as fds:
+                trash = fds[-1]
+                for name in os.listdir(trash):
+                    if _stamped(name) < cutoff and _remove(trash, name, on_skip):
+                        removed += 1
+        finally:
+            os.close(top)
+    except FileNotFoundError:
+        pass  # no trash yet
+    except NotAFolder as exc:
+        on_skip(exc.filename, f"{_what(root, exc.filename)}: not followed, nothing pruned")
     return removed
+
+
+def _exists(top: int, parts: Sequence[str]) -> bool:
+    """Something (a file, a folder, a link) is at the root-relative `parts`."""
+    *folders, name = "/".join(parts).split("/")
+    try:
+        with descend(top, folders, create=False) as fds:
+            os.stat(name, dir_fd=fds[-1], follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _what(root: Path, rel: str) -> str:
+    """How the root-relative `rel` failed to be a folder (O_NOFOLLOW says ENOTDIR for both)."""
+    try:
+        linked = stat_mod.S_ISLNK(os.lstat(root / rel).st_mode)
+    except OSError:
+        return "is not a folder"
+    return "is a symlink" if linked else "is not a folder"
+
+
+def _stamped(name: str) -> float:
+    """When the trash folder `name` was made; +inf for a name that is not ours."""
+    try:
+        return datetime.strptime(name[:15], _STAMP).replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return math.inf
+
+
+def _remove(trash: int, name: str, on_skip: Callable[[str, str], None]) -> bool:
+    """Remove the trash folder `name` and everything in it; True when it went. `shutil.rmtree`
+    with a dir_fd walks by descriptor and unlinks (never follows) the links it meets; a
+    folder swapped for a link under it makes it stop, not follow."""
+    where = f"{TRASH_DIR}/{name}"
+    try:
+        st = os.stat(name, dir_fd=trash, follow_symlinks=False)
+        if stat_mod.S_ISLNK(st.st_mode):
+            on_skip(where, "is a symlink: removed the link, not followed")
+            os.unlink(name, dir_fd=trash)
+            return True
+        if not stat_mod.S_ISDIR(st.st_mode):
+            return False  # not ours: syncd only makes folders here
+    except OSError:
+        return False
+    shutil.rmtree(name, dir_fd=trash, ignore_errors=True)
+    return not _exists(trash, [name])
