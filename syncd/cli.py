@@ -123,19 +123,23 @@ def cli(ctx: click.Context, verbose: int, quiet: int) -> None:
 @click.pass_context
 def run(ctx: click.Context, config_path: str | None) -> None:
     """Run the daemon in the foreground (SIGTERM / Ctrl-C stop it cleanly)."""
-    from syncd.daemon.control import SocketInUse
+    from syncd.daemon.control import ControlServer, ControlSocketError
     from syncd.daemon.daemon import Daemon
 
     config = _load(config_path)
     _setup_logging(ctx, config)
+    control = ControlServer(Path(config.socket))
     try:
         with _lock(config):
-            engine = _open_engine(config)
+            # Claimed before the state is opened: a daemon refused here touches nothing, and
+            # the stop removes only a socket this process bound.
+            control.bind()
             try:
-                code = Daemon(config, engine, resolve_config_path(config_path)).run()
-            except SocketInUse as exc:
-                fail(str(exc), EXIT_FAILED)
-    except AlreadyRunning as exc:
+                engine = _open_engine(config)
+                code = Daemon(config, engine, resolve_config_path(config_path), control).run()
+            finally:
+                control.stop()
+    except (AlreadyRunning, ControlSocketError) as exc:
         fail(str(exc), EXIT_FAILED)
     sys.exit(code)
 

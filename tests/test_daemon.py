@@ -7,6 +7,7 @@ import ctypes
 import errno
 import os
 import resource
+import socket
 import sqlite3
 import stat
 import time
@@ -17,6 +18,7 @@ import pytest
 from harness import Setup, running_daemon, syncd, tree, wait_for
 from remotes import BUCKET_KINDS, Remote, remote_for
 
+from syncd.daemon.control import ControlServer, SocketInUse
 from syncd.daemon.protocol import request
 
 MTIME_NS = 1_650_000_000_987_654_321
@@ -236,7 +238,67 @@ def test_second_daemon_on_the_same_state_refuses(tmp_path: Path) -> None:
         assert len(lines) == 1 and "already" in lines[0], second.stderr
         once = syncd("once", "-c", setup.config, timeout=30)
         assert once.returncode != 0 and "already" in once.stderr
+        # The refused ones left the running daemon's socket alone.
+        assert syncd("status", "-c", setup.config).returncode == 0
         assert daemon.terminate() == 0
+
+
+def test_second_daemon_on_the_same_socket_refuses_and_leaves_it_alone(tmp_path: Path) -> None:
+    """A second daemon with its own state but the first one's socket is refused before it
+    touches anything: the first daemon's socket stays, and it still answers. So does a
+    daemon refused for a bad config."""
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    setup = Setup(tmp_path / "first", f"file://{remote}")
+    other_state = tmp_path / "second" / "state" / "other.db"
+    second = Setup(
+        tmp_path / "second",
+        f"file://{remote}",
+        extra={"socket": str(setup.socket), "state": f"sqlite:///{other_state}"},
+    )
+    broken = Setup(
+        tmp_path / "broken", f"file://{remote}", extra={"socket": str(setup.socket), "nope": 1}
+    )
+    with running_daemon(setup) as daemon:
+        inode = setup.socket.stat().st_ino
+        refused = syncd("run", "-c", second.write(), timeout=30)
+        assert refused.returncode == 1
+        assert setup.socket.stat().st_ino == inode
+        assert syncd("status", "-c", setup.config).returncode == 0
+        assert refused.stderr.strip().splitlines() == [
+            f"syncd: a syncd daemon already answers on {setup.socket}"
+        ]
+        assert "syncd stopping" not in refused.stdout
+        assert not other_state.exists(), "refused before the state was opened"
+        assert syncd("run", "-c", broken.write(), timeout=30).returncode == 2
+        assert setup.socket.stat().st_ino == inode
+        assert syncd("status", "-c", setup.config).returncode == 0
+        assert daemon.terminate() == 0
+    assert not setup.socket.exists()
+
+
+def test_control_socket_replaces_a_stale_file_and_removes_only_its_own(tmp_path: Path) -> None:
+    path = tmp_path / "run" / "syncd.sock"
+    path.parent.mkdir(mode=0o700)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as dead:
+        dead.bind(str(path))  # closed without unlinking, as a kill -9 leaves it
+    first = ControlServer(path, lambda cmd, args: cmd)
+    first.start()
+    try:
+        assert request(path, "ping") == "ping"
+        second = ControlServer(path, lambda cmd, args: "second")
+        with pytest.raises(SocketInUse, match="already answers"):
+            second.start()
+        second.stop()
+        assert request(path, "ping") == "ping"
+        # Another daemon's socket took the path meanwhile: this one's stop leaves it.
+        path.unlink()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as other:
+            other.bind(str(path))
+            first.stop()
+            assert stat.S_ISSOCK(path.lstat().st_mode)
+    finally:
+        first.stop()
 
 
 def test_status_without_daemon_exits_3(tmp_path: Path) -> None:

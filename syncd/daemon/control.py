@@ -7,6 +7,7 @@ The socket is created 0600 inside a 0700 folder, and each connection's peer uid 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import socket
@@ -14,13 +15,13 @@ import socketserver
 import stat
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from syncd.daemon.protocol import MAX_LINE, DaemonUnreachable, encode, request
+from syncd.daemon.protocol import MAX_LINE, encode
 
 log = structlog.get_logger("syncd.control")
 
@@ -31,7 +32,11 @@ class CommandError(Exception):
     """A command the daemon refuses; its message goes back to the client as one line."""
 
 
-class SocketInUse(Exception):
+class ControlSocketError(Exception):
+    """The control socket cannot be set up; the message is one line for the user."""
+
+
+class SocketInUse(ControlSocketError):
     """A live daemon already answers on the socket path."""
 
 
@@ -71,42 +76,134 @@ def _peer_allowed(sock: socket.socket) -> bool:
 
 
 class ControlServer:
-    def __init__(self, path: Path, dispatch: Handler) -> None:
+    """The daemon's end of the control socket.
+
+    The socket file is the only sign of a running daemon other processes have, so it is
+    never removed unless this server bound it: `bind` refuses (before touching anything) when
+    something answers on the path, replaces only a stale file nothing listens on, and `stop`
+    unlinks the path only while it is still the very socket this server created.
+    """
+
+    def __init__(self, path: Path, dispatch: Handler | None = None) -> None:
         self.path = path
-        self._dispatch = dispatch
+        self.dispatch = dispatch
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        #: (st_dev, st_ino) of the socket file this server bound; None when it bound none.
+        self._bound: tuple[int, int] | None = None
+
+    def bind(self) -> None:
+        """Claim the socket path: SocketInUse when something listens on it (a live daemon),
+        a stale file (left by a daemon killed with -9) is replaced; ControlSocketError when
+        the socket cannot be created."""
+        if self._server is not None:
+            return
+        folder = self.path.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if folder.stat().st_uid == os.getuid():
+                folder.chmod(0o700)
+            with _folder_locked(folder):
+                self._remove_stale()
+                self._server = self._create()
+        except OSError as exc:
+            raise ControlSocketError(
+                f"cannot create the control socket {self.path}: {exc.strerror or exc}"
+            ) from exc
+
+    def _remove_stale(self) -> None:
+        if not (self.path.exists() or self.path.is_symlink()):
+            return
+        if not stat.S_ISSOCK(self.path.lstat().st_mode):
+            raise SocketInUse(f"{self.path} exists and is not a socket")
+        if _answers(self.path):
+            raise SocketInUse(f"a syncd daemon already answers on {self.path}")
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()  # stale: nothing listens on it
+        log.info("stale control socket replaced", socket=str(self.path))
+
+    def _create(self) -> _Server:
+        server = _Server(str(self.path), _Connection, bind_and_activate=False)
+        try:
+            server.server_bind()
+            st = self.path.lstat()
+            self._bound = (st.st_dev, st.st_ino)
+            os.chmod(self.path, 0o600)
+            server.server_activate()
+        except BaseException:
+            server.server_close()
+            self._unlink_if_bound()  # the folder lock is held by `bind`
+            raise
+        return server
 
     def start(self) -> None:
-        folder = self.path.parent
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if folder.stat().st_uid == os.getuid():
-            folder.chmod(0o700)
-        if self.path.exists() or self.path.is_symlink():
-            if not stat.S_ISSOCK(self.path.lstat().st_mode):
-                raise SocketInUse(f"{self.path} exists and is not a socket")
-            try:
-                request(self.path, "ping", timeout=2)
-            except DaemonUnreachable:
-                self.path.unlink()  # stale: left by a daemon that died
-            except Exception as exc:
-                raise SocketInUse(f"a syncd daemon already answers on {self.path}") from exc
-            else:
-                raise SocketInUse(f"a syncd daemon already answers on {self.path}")
-        server = _Server(str(self.path), _Connection, bind_and_activate=True)
-        os.chmod(self.path, 0o600)
-        server.dispatch = self._dispatch
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="control", daemon=True)
+        """Bind (unless `bind` already did) and answer commands on a thread."""
+        self.bind()
+        assert self._server is not None and self.dispatch is not None
+        self._server.dispatch = self.dispatch
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="control", daemon=True
+        )
         self._thread.start()
 
     def is_alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
     def stop(self) -> None:
+        """Stop answering and remove the socket file, if it is still the one bound here.
+        Safe to call more than once, and after a failed or no `bind`."""
         if self._server is not None:
-            self._server.shutdown()
+            if self._thread is not None:
+                self._server.shutdown()  # waits for serve_forever: only when it runs
+                self._thread = None
             self._server.server_close()
             self._server = None
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()
+        self._unlink_own()
+
+    def _unlink_own(self) -> None:
+        if self._bound is not None:
+            with _folder_locked(self.path.parent):
+                self._unlink_if_bound()
+
+    def _unlink_if_bound(self) -> None:
+        """Remove the socket file only while it is the one this server bound: another
+        daemon may have replaced it since (and a refused one never bound any)."""
+        if self._bound is None:
+            return
+        with contextlib.suppress(OSError):
+            st = self.path.lstat()
+            if (st.st_dev, st.st_ino) == self._bound:
+                self.path.unlink()
+        self._bound = None
+
+
+def _answers(path: Path) -> bool:
+    """Whether something listens on the socket at `path` (a refused or missing connection:
+    nothing does). Only a connection is tried: a busy daemon may answer slowly, but its
+    socket still accepts."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(2)
+        try:
+            probe.connect(str(path))
+        except (ConnectionRefusedError, FileNotFoundError):
+            return False
+        except OSError:
+            return True  # it exists and is not plainly dead (e.g. a full backlog): leave it
+    return True
+
+
+@contextlib.contextmanager
+def _folder_locked(folder: Path) -> Iterator[None]:
+    """Hold an flock on the socket's folder: two daemons starting at once cannot both find
+    the same stale socket, and one of them remove the other's fresh one. The critical
+    section is short (one connection attempt of at most 2 s)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        yield  # an unreadable folder cannot be locked; the check still runs
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock

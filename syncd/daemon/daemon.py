@@ -46,14 +46,22 @@ SHUTDOWN_GRACE_S = 10.0
 
 
 class Daemon:
-    def __init__(self, config: Config, engine: Engine, config_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        engine: Engine,
+        config_path: Path | None = None,
+        control: ControlServer | None = None,
+    ) -> None:
         self.config = config
         self.config_path = config_path
         self._reload = threading.Event()
         self.engine = engine
         self.started = time.monotonic()
         self._stop = threading.Event()
-        self.control = ControlServer(Path(config.socket), self.dispatch)
+        # `syncd run` binds the socket before it opens the state (a refusal touches nothing).
+        self.control = control or ControlServer(Path(config.socket))
+        self.control.dispatch = self.dispatch
         self.settler: Debouncer[Key] = Debouncer(self._settled, name="settle")
         self.watcher = Watcher(self._on_local_change, self._on_overflow)
         self.remote_changes = RemoteChanges(self.watcher)
