@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import os
 import pickle
+import sys
 import textwrap
+import types
 from pathlib import Path
 
 import pytest
+from harness import syncd
 from pydantic import ValidationError
 
 from syncd.config import (
@@ -187,7 +190,11 @@ def test_relative_paths_are_anchored_at_the_current_directory(
     "url",
     ["sqlite://", "sqlite:///:memory:", "postgresql://syncd:pw@db.example/syncd"],
 )
-def test_state_urls_that_are_not_relative_files_are_kept(tmp_path: Path, url: str) -> None:
+def test_state_urls_that_are_not_relative_files_are_kept(
+    tmp_path: Path, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The PostgreSQL driver is not installed here; a stand-in is enough (nothing connects).
+    monkeypatch.setitem(sys.modules, "psycopg", types.ModuleType("psycopg"))
     config = load_config_dict(
         {
             "state": url,
@@ -374,6 +381,24 @@ MALFORMED = [
         "HOST:PORT",
     ),
     ("state not a URL", PAIR + "state: not a url\n", "state", "not a database URL"),
+    (
+        "state driver not installed",
+        PAIR + "state: 'postgresql://u:s3cretpw@127.0.0.1:1/db'\n",
+        "state",
+        "the SQLAlchemy driver for postgresql is not installed (No module named 'psycopg')",
+    ),
+    (
+        "state unknown dialect",
+        PAIR + "state: 'nosuchdialect://u:s3cretpw@x/y'\n",
+        "state",
+        "unknown database dialect 'nosuchdialect'",
+    ),
+    (
+        "state unknown driver",
+        PAIR + "state: 'postgresql+nosuch://u:s3cretpw@x/y'\n",
+        "state",
+        "unknown database driver 'postgresql+nosuch'",
+    ),
 ]
 
 
@@ -388,6 +413,35 @@ def test_a_malformed_config_is_one_line_naming_the_key(
         assert f": {key}" in message, message
     assert phrase in message, message
     assert "Traceback" not in message and "pydantic" not in message, message
+    assert "s3cretpw" not in message, message
+
+
+@pytest.mark.parametrize(
+    ("url", "phrase"),
+    [
+        ("postgresql://u:s3cretpw@127.0.0.1:1/db", "driver for postgresql is not installed"),
+        ("mysql://u:s3cretpw@127.0.0.1:1/db", "driver for mysql is not installed"),
+        ("nosuchdialect://u:s3cretpw@x/y", "unknown database dialect 'nosuchdialect'"),
+    ],
+)
+@pytest.mark.parametrize("command", [["once", "--dry-run"], ["check"]])
+def test_a_state_url_syncd_cannot_open_is_a_config_error(
+    tmp_path: Path, url: str, phrase: str, command: list[str]
+) -> None:
+    """Its driver missing or its dialect unknown: exit 2 and one line naming `state`, found
+    before anything runs (`check` included), never the URL's password nor a traceback."""
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    (tmp_path / "docs").mkdir()
+    path = write(
+        tmp_path, f"state: '{url}'\n" + PAIR.replace("s3://team-bucket/docs/", f"file://{remote}")
+    )
+    done = syncd(*command, "-c", path, timeout=60)
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output
+    lines = output.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"syncd: {path}: state: "), output
+    assert phrase in output and "Traceback" not in output and "s3cretpw" not in output
 
 
 def test_an_unknown_strategy_reads_exactly_as_documented(tmp_path: Path) -> None:

@@ -24,8 +24,8 @@ from pydantic import (
     field_validator,
 )
 from pydantic_core import PydanticCustomError
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from syncd.config.units import parse_rate, parse_size
 from syncd.providers.options import OPTIONS_BY_SCHEME, FileOptions
@@ -281,6 +281,30 @@ def _option_error(exc: ValidationError) -> PydanticCustomError:
     )
 
 
+def _require_driver(url: URL) -> None:
+    """A state URL SQLAlchemy has no dialect for, or whose database driver (DBAPI module) is
+    not installed, is a config error found here, not a traceback when the state is opened.
+    Only imports (the driver would be imported to open the state anyway); nothing connects,
+    so a database server that is down is not a config error. The messages name the dialect,
+    never the URL: it may carry a password."""
+    try:
+        dialect = url.get_dialect()
+    except NoSuchModuleError:
+        what = "driver" if "+" in url.drivername else "dialect"
+        raise _invalid("state_dialect", f"unknown database {what} {url.drivername!r}") from None
+    except ImportError as exc:
+        raise _invalid(
+            "state_dialect", f"the SQLAlchemy dialect {url.drivername!r} cannot be loaded ({exc})"
+        ) from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        raise _invalid(
+            "state_driver",
+            f"the SQLAlchemy driver for {url.get_backend_name()} is not installed ({exc})",
+        ) from None
+
+
 # -- the whole file --------------------------------------------------------------------------
 
 
@@ -316,6 +340,7 @@ class Config(_Model):
             raise _invalid(
                 "state_url", "not a database URL (e.g. sqlite:////var/lib/syncd/state.db)"
             ) from None
+        _require_driver(url)
         database = url.database
         if url.get_backend_name() != "sqlite" or not database:
             return value
