@@ -103,8 +103,9 @@ def test_rejected_credentials_keep_the_daemon_up_and_print_no_secret(tmp_path: P
 
 
 def test_no_provider_prints_its_secrets(tmp_path: Path) -> None:
-    """Azure connection strings and SAS tokens, a GCS credentials file's contents: none shows in
-    logs at debug level, in status, in errors or in the state DB, after runs that fail."""
+    """Azure connection strings and SAS tokens, a GCS credentials file's contents, a password in
+    an endpoint URL: none shows in logs at debug level, in status, in errors or in the state
+    DB, after runs that fail."""
     import base64
 
     port = free_port()  # nobody listens: every call fails
@@ -124,7 +125,8 @@ def test_no_provider_prints_its_secrets(tmp_path: Path) -> None:
             }
         )
     )
-    planted = [account_key, sas.split("sig=")[1], private_key]
+    url_password = "PLANTEDurl" + uuid.uuid4().hex
+    planted = [account_key, sas.split("sig=")[1], private_key, url_password]
     config = {
         "state": f"sqlite:///{tmp_path / 'state' / 'state.db'}",
         "socket": str(tmp_path / "run" / "syncd.sock"),
@@ -158,9 +160,20 @@ def test_no_provider_prints_its_secrets(tmp_path: Path) -> None:
                 "remote": "gs://box/docs/",
                 "options": {"credentials_file": str(credentials), "project": "p"},
             },
+            {
+                "name": "s3-url",  # a password in the endpoint's user info, quoted by botocore
+                "local": str(tmp_path / "d"),
+                "remote": "s3://box/docs/",
+                "options": {
+                    "endpoint_url": f"http://me:{url_password}@127.0.0.1:{port}",
+                    "access_key_id": "a",
+                    "secret_access_key": "b",
+                    "region": "us-east-1",
+                },
+            },
         ],
     }
-    for name in ("a", "b", "c"):
+    for name in ("a", "b", "c", "d"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "f.txt").write_bytes(b"x")
     path = tmp_path / "syncd.yaml"
@@ -169,7 +182,7 @@ def test_no_provider_prints_its_secrets(tmp_path: Path) -> None:
     once = syncd("-vv", "once", "-c", path, env=env)
     check = syncd("check", "-c", path, env=env)
     assert once.returncode != 0 and check.returncode != 0
-    assert check.stdout.count("FAIL") == 3, check.stdout
+    assert check.stdout.count("FAIL") == 4, check.stdout
     texts = {"once": once.stdout + once.stderr, "check": check.stdout + check.stderr}
     for db in (tmp_path / "state").glob("state.db*"):
         texts[db.name] = db.read_bytes().decode("latin-1")

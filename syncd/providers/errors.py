@@ -6,9 +6,24 @@ The engine only ever sees these, never a boto3 / google / azure exception, so it
 
 from __future__ import annotations
 
+import re
+
+#: The password of a URL's user info (`scheme://user:password@host`), as an SDK's message
+#: may quote an endpoint: everything a user sees of an error goes through a ProviderError.
+_URL_PASSWORD = re.compile(r"(://[^/@:\s]*):[^/@\s]*@")
+
+
+def redact_url_passwords(text: str) -> str:
+    """`http://me:secret@host` -> `http://me:***@host`, wherever it stands in `text`."""
+    return _URL_PASSWORD.sub(r"\1:***@", text)
+
 
 class ProviderError(Exception):
-    """Base of every error a provider raises on purpose."""
+    """Base of every error a provider raises on purpose. Its message never holds a URL's
+    password (no secret is ever printed or logged)."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(redact_url_passwords(a) if isinstance(a, str) else a for a in args))
 
 
 class NotFound(ProviderError):
