@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import threading
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -25,6 +26,7 @@ from syncd.engine.core import (
     EXIT_USAGE,
     Engine,
     Report,
+    dry_run_state,
     run_one_way,
 )
 from syncd.engine.oneway import Direction, one_way_config
@@ -159,7 +161,11 @@ def once(
     if pair is not None and pair not in {p.name for p in config.pairs}:
         fail(f"no pair named {pair!r} in the config", EXIT_USAGE)
     try:
-        with _lock(config), _open_engine(config) as engine:
+        with ExitStack() as stack:
+            if dry_run:
+                config = stack.enter_context(dry_run_state(config))
+            stack.enter_context(_lock(config))
+            engine = stack.enter_context(_open_engine(config))
             report = engine.sync_once(pair=pair, dry_run=dry_run, force=force)
     except AlreadyRunning as exc:
         fail(str(exc), EXIT_FAILED)

@@ -226,6 +226,39 @@ def test_once_dry_run_changes_nothing(tmp_path: Path, remote: Remote) -> None:
     assert remote.listing() == {}
 
 
+def test_dry_runs_create_no_state_and_no_folder(tmp_path: Path) -> None:
+    """A dry run changes nothing, not even the state: no state database, lock or folder is
+    made where none was; a download's dry run into a folder the real run would make plans
+    every file, and the folder stays unmade."""
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    (remote / "down.txt").write_bytes(b"down")
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "up.txt").write_bytes(b"up")
+    config = tmp_path / "syncd.yaml"
+    state = tmp_path / "new-state-folder" / "state.db"
+    config.write_text(
+        f"state: sqlite:///{state}\n"
+        f"socket: {tmp_path / 'run' / 'syncd.sock'}\n"
+        f"pairs: [{{name: p, local: {source}, remote: 'file://{remote}'}}]\n"
+    )
+    env = {"XDG_STATE_HOME": str(tmp_path / "state-home")}
+    before = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
+
+    once = syncd("once", "--dry-run", "-c", config, env=env)
+    up = syncd("upload", source, f"file://{remote}", "--dry-run", env=env)
+    down = syncd("download", f"file://{remote}", tmp_path / "target", "--dry-run", env=env)
+
+    assert once.returncode == 0, once.stderr
+    assert "upload\tp/up.txt\tnew locally" in once.stdout
+    assert "download\tp/down.txt\tnew remotely" in once.stdout
+    assert up.returncode == 0 and "up.txt\tnew locally" in up.stdout, up.stderr
+    assert down.returncode == 0 and "down.txt\tnew remotely" in down.stdout, down.stderr
+    after = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
+    assert after == before
+
+
 def test_an_edit_that_restores_size_and_mtime_is_still_caught(
     tmp_path: Path, remote: Remote
 ) -> None:

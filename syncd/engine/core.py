@@ -7,9 +7,11 @@ adds a watcher, a poller and a control socket around the same engine).
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +34,7 @@ from syncd.engine.workers import WorkerPool
 from syncd.engine.workqueue import Key, WorkQueue
 from syncd.providers import open_provider
 from syncd.providers.base import BatchedDurability
-from syncd.state import StateStore
+from syncd.state import StateStore, sqlite_path
 
 log = structlog.get_logger("syncd.engine")
 
@@ -529,6 +531,19 @@ class Engine:
         self.close()
 
 
+@contextmanager
+def dry_run_state(config: Config) -> Iterator[Config]:
+    """`config` for a dry run, which changes nothing, not even the state: a SQLite state that
+    does not exist yet is not created (nor its folder, nor its lock); the plan is made
+    against a scratch one, empty as a first sync's, removed afterwards."""
+    db = sqlite_path(config.state)
+    if db is None or db.exists():
+        yield config
+        return
+    with tempfile.TemporaryDirectory(prefix="syncd-dry-run-") as scratch:
+        yield config.model_copy(update={"state": f"sqlite:///{Path(scratch) / 'state.db'}"})
+
+
 def run_one_way(
     config: Config, *, dry_run: bool = False, show: Callable[[InFlight], Any] | None = None
 ) -> Report:
@@ -544,10 +559,19 @@ def run_one_way(
             local.mkdir(parents=True, exist_ok=True)
         elif pair.remote_url.scheme == "file":
             Path(pair.remote_url.path).mkdir(parents=True, exist_ok=True)
+    if dry_run:
+        with dry_run_state(config) as scratch:
+            return _copy(scratch, dry_run=True, show=show)
+    return _copy(config, dry_run=False, show=show)
+
+
+def _copy(config: Config, *, dry_run: bool, show: Callable[[InFlight], Any] | None) -> Report:
     with Engine.from_config(config) as engine:
         for syncer in engine.syncers.values():
             syncer.propagate_deletes = False
             syncer.copy = True
+            # The real run makes a download's missing folder: the plan starts from nothing.
+            syncer.missing_root_is_empty = dry_run and syncer.pair.direction == "download"
         if show is None:
             return engine.sync_once(dry_run=dry_run)
         with show(engine.inflight):

@@ -161,6 +161,8 @@ class PairSyncer:
         #: ones a new file of the pass can have been moved from (None: ask the state).
         self._gone_sizes: set[int] | None = None
         self._warned_skips: set[str] = set()
+        #: A dry run of a download into a folder the real run would make: absent, it is empty.
+        self.missing_root_is_empty = False
         #: Conflicts a one-way pair leaves as they are (see _one_way_refuses): said once.
         self._kept_apart: set[str] = set()
         self.remote_emptied = False
@@ -172,6 +174,8 @@ class PairSyncer:
 
     # -- whole-pair passes ----------------------------------------------------------------
     def check_root(self) -> None:
+        if self.missing_root_is_empty and not os.path.lexists(self.root):
+            return
         if not self.root.is_dir():
             raise PairFault(f"local root {self.root} is missing or not a folder")
 
@@ -207,6 +211,9 @@ class PairSyncer:
         `unlisted`: what is under them is unknown, not deleted."""
         found: dict[str, LocalFile] = {}
         unlisted: set[str] = set()
+        if self.missing_root_is_empty and not os.path.lexists(self.root):
+            self.unlisted = set()
+            return found
 
         def on_skip(path: str, reason: str) -> None:
             if reason.startswith(localfs.UNLISTABLE):
