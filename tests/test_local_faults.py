@@ -348,3 +348,24 @@ def test_a_file_replaced_by_a_folder_and_back(tmp_path: Path) -> None:
         report = _sync(local, remote, tmp_path)
     assert report.exit_code == 0, report
     assert tree(remote) == tree(local) == {"keep.txt": b"keep", "thing": b"a file again"}
+
+
+def test_empty_folders_are_pruned_inside_the_root_only(tmp_path: Path) -> None:
+    """After a local deletion the folders it left empty go, up to the root; a folder on the
+    way that is a symlink (swapped in meanwhile) stops the climb: nothing outside is removed."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "a" / "b" / "c").mkdir(parents=True)
+    (outside / "b" / "c").mkdir(parents=True)
+    localfs.prune_empty_parents(root, root / "a" / "b" / "c" / "gone.txt")
+    assert list(root.iterdir()) == []  # a/b/c, then a/b, then a; never the root
+
+    (root / "keep").mkdir()
+    (root / "keep" / "file.txt").write_bytes(b"stays")
+    (root / "keep" / "empty").mkdir()
+    localfs.prune_empty_parents(root, root / "keep" / "empty" / "gone.txt")
+    assert tree(root) == {"keep/file.txt": b"stays"} and not (root / "keep" / "empty").exists()
+
+    (root / "a").symlink_to(outside, target_is_directory=True)
+    localfs.prune_empty_parents(root, root / "a" / "b" / "c" / "gone.txt")
+    assert (outside / "b" / "c").is_dir()  # the empty folders outside the root are still there
+    assert (root / "a").is_symlink()

@@ -21,6 +21,7 @@ from syncd.engine.filters import PathFilter
 from syncd.engine.model import LocalFile
 from syncd.engine.paths import RESUME_PREFIX, TEMP_PREFIX, name_refusal
 from syncd.providers.errors import Cancelled
+from syncd.providers.local import descend, open_root
 
 CHUNK = 1024 * 1024
 
@@ -267,14 +268,32 @@ def make_parents(root: Path, target: Path) -> None:
 
 
 def prune_empty_parents(root: Path, removed: Path) -> None:
-    """After a file left, remove folders it leaves empty, up to (never including) the root."""
-    folder = removed.parent
-    while folder != root and root in folder.parents:
-        try:
-            folder.rmdir()
-        except OSError:
-            return  # not empty (or not ours to remove): stop climbing
-        folder = folder.parent
+    """After a file left, remove folders it leaves empty, up to (never including) the root.
+
+    The folders are reached from the root one `openat` at a time, never through a joined
+    path: one swapped for a symlink meanwhile stops the climb instead of removing an empty
+    folder outside the root."""
+    try:
+        names = removed.parent.relative_to(root).parts
+    except ValueError:
+        return
+    if not names:
+        return
+    try:
+        top = open_root(str(root))
+    except OSError:
+        return
+    try:
+        with descend(top, names[:-1], create=False) as fds:
+            for depth in range(len(names), 0, -1):
+                try:
+                    os.rmdir(names[depth - 1], dir_fd=fds[depth - 1])
+                except OSError:
+                    return  # not empty (or not ours to remove): stop climbing
+    except OSError:
+        return  # a folder on the way is gone, or is a symlink now
+    finally:
+        os.close(top)
 
 
 def temp_path_for(target: Path) -> Path:
