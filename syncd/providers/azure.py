@@ -967,6 +967,28 @@ class AzureProvider:
             self._wait_for_copy(target, dst_key, str(answer.get("copy_id") or ""))
         return self.stat(dst_key)
 
+    def set_mtime(self, key: str, mtime_ns: int, if_match: str) -> ObjectInfo:
+        """Set Blob Metadata on that version (If-Match), with the `mtime` replaced and the rest
+        of the metadata as it was (the call replaces all of it). Content settings and tier are
+        not touched. Azure gives the blob a new ETag: the answer's is returned."""
+        with self._errors(key):
+            props = self._blob(key).get_blob_properties(
+                etag=_quoted(if_match), match_condition=MatchConditions.IfNotModified
+            )
+        metadata = dict(props.metadata or {})
+        metadata[MTIME_META] = format_mtime(mtime_ns)
+        with self._errors(key, conditional=True):
+            answer = self._blob(key).set_blob_metadata(
+                metadata, etag=_quoted(if_match), match_condition=MatchConditions.IfNotModified
+            )
+        modified = answer.get("last_modified")
+        return dataclasses.replace(
+            self._info(key, props),
+            etag=_etag(answer.get("etag")),
+            modified=modified.timestamp() if isinstance(modified, datetime) else time.time(),
+            mtime_ns=mtime_ns,
+        )
+
     def _wait_for_copy(self, target: BlobClient, dst_key: str, copy_id: str) -> None:
         """Poll a pending copy to its end; a failed or stuck copy leaves no destination."""
         deadline = time.monotonic() + COPY_TIMEOUT

@@ -155,6 +155,21 @@ class Provider(Protocol):
         the source's version. Used for the remote trash and for moves."""
         ...
 
+    def set_mtime(self, key: str, mtime_ns: int, if_match: str) -> ObjectInfo:
+        """Restamp the object's stored mtime (the `mtime` metadata, a folder's file time)
+        without rewriting its content, if it still is version `if_match`; returns its info
+        afterwards, whose `etag` is the version now stored (some services give a metadata
+        change a new one).
+
+        It exists because a timestamp-only change is not a content change (issue 3): a local
+        `touch` costs no upload, yet the newer mtime must reach the remote, or a later download
+        would restore the older one (rclone's SetModTime). Everything else the object carries
+        stays: its bytes, the `sha256` metadata and any other, content type, storage class.
+        Raises PreconditionFailed when the version moved (or NotFound when the object is gone),
+        so a concurrent change is never overwritten. Where the service cannot restamp an
+        object in one request (S3 above 5 GiB), it is left as it is and its info returned."""
+        ...
+
     def check(self) -> None:
         """A cheap authenticated call that proves the root is reachable; raises on failure."""
         ...

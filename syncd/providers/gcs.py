@@ -690,6 +690,27 @@ class GCSProvider:
             )
         return self._info(dst_key, copied)
 
+    def set_mtime(self, key: str, mtime_ns: int, if_match: str) -> ObjectInfo:
+        """A metadata patch of that generation (the same `mtime` and gsutil's seconds an upload
+        writes), held to the generation and to the metageneration read just before, so neither
+        a new version nor a concurrent metadata change is overwritten. The generation stays:
+        the etag the engine knows is still the version's."""
+        generation = self._wanted(key, if_match)
+        blob = self._get(key, generation)
+        if blob.generation != generation:  # servers that ignore the header
+            raise PreconditionFailed(f"{self._where(key)}: changed since it was listed")
+        metadata = dict(blob.metadata or {})
+        metadata[MTIME_META] = format_mtime(mtime_ns)
+        metadata[GSUTIL_MTIME_META] = str(mtime_ns // 1_000_000_000)
+        blob.metadata = metadata  # patches only `metadata`: class, type and bytes stay
+        with self._errors(key, conditional=True):
+            blob.patch(
+                if_generation_match=generation,
+                if_metageneration_match=blob.metageneration,
+                retry=None,
+            )
+        return self._info(key, blob)
+
     # -- multipart (MultipartProvider), on a resumable upload session -----------------------
 
     def part_limits(self) -> PartLimits:

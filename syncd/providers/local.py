@@ -374,6 +374,23 @@ class FileProvider:
                     )
                 )
 
+    def set_mtime(self, key: str, mtime_ns: int, if_match: str) -> ObjectInfo:
+        """The file's own mtime, set where it lies (no symlink followed), under the same lock
+        as a conditional replace. Its version token moves with it (see `etag_of`). Not
+        flushed: a crash that loses it leaves the older mtime, which the next pass sets again."""
+        parts = split_key(key)
+        where = self._where(key)
+        try:
+            with self._dirs(parts[:-1], create=False) as fds, self._swapping(fds[-1], True):
+                self._check_version(fds[-1], parts[-1], if_match, where)
+                os.utime(parts[-1], ns=(mtime_ns, mtime_ns), dir_fd=fds[-1], follow_symlinks=False)
+                st = os.stat(parts[-1], dir_fd=fds[-1], follow_symlinks=False)
+        except OSError as exc:
+            if exc.errno in _ABSENT:
+                raise PreconditionFailed(f"{where}: no longer exists") from None
+            raise _translate(exc, where) from exc
+        return self._info(key, st)
+
     def check(self) -> None:
         """The root must be an existing, writable folder."""
         self._check_root()

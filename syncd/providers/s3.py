@@ -19,6 +19,7 @@ from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import boto3.session
+import structlog
 import urllib3.exceptions
 from botocore.config import Config
 from botocore.exceptions import (
@@ -74,6 +75,20 @@ PART_LIMITS = PartLimits(
 )
 #: The per-part checksum every multipart upload is created with (and its parts must carry).
 PART_CHECKSUM = "CRC32C"
+#: The largest object CopyObject takes in one request; `set_mtime` leaves larger ones be.
+MAX_COPY_SIZE = 5 * 1024 * MiB
+#: What a copy with MetadataDirective=REPLACE drops unless it is said again (head_object and
+#: copy_object name them alike); the storage class and the encryption are said separately.
+_CONTENT_HEADERS = (
+    "ContentType",
+    "CacheControl",
+    "ContentDisposition",
+    "ContentEncoding",
+    "ContentLanguage",
+    "WebsiteRedirectLocation",
+)
+
+log = structlog.get_logger("syncd.providers.s3")
 
 _MD5 = re.compile(r"^[0-9a-f]{32}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -553,6 +568,58 @@ class S3Provider:
         with self._errors(src_key, conditional=True):
             self._client.copy_object(**params)
         return self.stat(dst_key)
+
+    def set_mtime(self, key: str, mtime_ns: int, if_match: str) -> ObjectInfo:
+        """S3 cannot edit metadata in place: the object is copied onto itself with the new
+        `mtime` (MetadataDirective=REPLACE, as rclone's SetModTime does), on condition of its
+        version. Such a copy keeps only what it is told, so the head of that very version
+        supplies the rest: the other metadata (sha256), the content headers, the storage class
+        and the encryption. Tags are copied by S3 itself; an object ACL is not (as for rclone)."""
+        where = f"s3://{self.bucket}/{self.prefix}{key}"
+        quoted = f'"{if_match}"'
+        with self._errors(key, conditional=True):
+            head = self._client.head_object(
+                Bucket=self.bucket, Key=self.prefix + key, IfMatch=quoted
+            )
+        current = self._info(key, head)
+        if current.etag != if_match:  # a server that ignores If-Match
+            raise PreconditionFailed(f"{where}: changed since it was listed")
+        if current.size > MAX_COPY_SIZE:
+            # Only a multipart copy could restamp it: a rewrite of every part, not worth an mtime.
+            log.debug("mtime left as it is: too large to copy in one request", key=where)
+            return current
+        metadata = dict(head.get("Metadata", {}))
+        metadata[MTIME_META] = format_mtime(mtime_ns)
+        params: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": self.prefix + key,
+            "CopySource": {"Bucket": self.bucket, "Key": self.prefix + key},
+            # S3 holds the copy to this version; moto ignores it, hence the If-Match head above.
+            "CopySourceIfMatch": quoted,
+            "MetadataDirective": "REPLACE",
+            "Metadata": metadata,
+            "StorageClass": head.get("StorageClass", "STANDARD"),
+        }
+        fields: dict[str, Any] = dict(head)
+        params.update((name, fields[name]) for name in _CONTENT_HEADERS if fields.get(name))
+        if head.get("ServerSideEncryption"):
+            params["ServerSideEncryption"] = head["ServerSideEncryption"]
+            if head.get("SSEKMSKeyId"):
+                params["SSEKMSKeyId"] = head["SSEKMSKeyId"]
+        with self._errors(key, conditional=True):
+            answer = self._client.copy_object(**params)
+        result = answer.get("CopyObjectResult", {})
+        etag = str(result.get("ETag", "")).strip('"')
+        modified = result.get("LastModified")
+        # The copy's own answer, not a fresh head: that could already describe a later version,
+        # which the engine would then take for the one it stamped.
+        return dataclasses.replace(
+            current,
+            etag=etag,
+            md5=_md5(etag),
+            mtime_ns=mtime_ns,
+            modified=modified.timestamp() if modified is not None else time.time(),
+        )
 
     # -- multipart (MultipartProvider) ---------------------------------------------------------
 
