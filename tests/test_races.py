@@ -12,6 +12,7 @@ Two ways in, on every kind of remote:
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -73,6 +74,10 @@ class RacingProvider:
     def delete(self, key: str, if_match: str | None = None) -> None:
         self._interloper.strike(key, "delete")
         self._inner.delete(key, if_match=if_match)
+
+    def set_mtime(self, key: str, mtime_ns: int, if_match: str) -> Any:
+        self._interloper.strike(key, "set_mtime")
+        return self._inner.set_mtime(key, mtime_ns, if_match=if_match)
 
 
 def _engine(tmp_path: Path, remote: Remote, conflict: str = "version_preserve") -> Engine:
@@ -158,6 +163,30 @@ def test_replace_race_keeps_both(
     files = _converge(tmp_path, remote)
     assert sorted(files.values()) == [b"mine: the local edit", b"theirs: an edit from elsewhere"]
     assert "f.txt" in files
+
+
+def test_mtime_carry_race_lets_the_edit_win(
+    tmp_path: Path, remote: Remote, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Touched locally while someone edits the object: restamping that version fails, syncd
+    looks again and the edit comes down (the touch alone is no content change to keep)."""
+    (tmp_path / "local").mkdir()
+    (tmp_path / "local" / "f.txt").write_bytes(b"v0")
+    with _engine(tmp_path, remote) as engine:
+        assert engine.sync_once().exit_code == 0
+
+    later = 1_900_000_000_000_000_000
+    os.utime(tmp_path / "local" / "f.txt", ns=(later, later))
+    interloper = Interloper(remote, "f.txt", b"theirs: an edit from elsewhere")
+    _racing(monkeypatch, interloper)
+    with _engine(tmp_path, remote) as engine:
+        report = engine.sync_once()
+
+    assert interloper.fired == ["set_mtime"]
+    assert report.exit_code == 0, report  # looked again in the same pass, nothing failed
+    assert remote.get("f.txt") == b"theirs: an edit from elsewhere"
+    monkeypatch.undo()
+    assert _converge(tmp_path, remote) == {"f.txt": b"theirs: an edit from elsewhere"}
 
 
 def test_delete_race_lets_the_edit_win(

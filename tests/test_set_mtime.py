@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 from azure.storage.blob import ContentSettings, StandardBlobTier
 from botocore.stub import Stubber
+from harness import Setup, syncd, tree
 from remotes import (
     ALL_KINDS,
     BUCKET_KINDS,
@@ -236,3 +238,104 @@ def test_s3_leaves_an_object_too_large_to_copy_as_it_is(s3_bucket: Any) -> None:
     assert info.etag == "abc-2"
     assert info.mtime_ns == 1_700_000_000_000_000_000
     provider.close()
+
+
+# -- syncd once -----------------------------------------------------------------------------
+
+
+def _setup(tmp_path: Path, remote: Remote, **pair: Any) -> Setup:
+    setup = Setup(tmp_path, remote.url, options=remote.options, pair_extra=pair)
+    setup.write()
+    return setup
+
+
+def _touch_remote(remote: Remote, key: str, data: bytes, mtime_ns: int) -> None:
+    """The remote side's touch: a folder's utime, an object written again with the same
+    bytes and a newer `mtime` (as another syncd or rclone would)."""
+    if isinstance(remote, FolderRemote):
+        os.utime(remote.root / key, ns=(mtime_ns, mtime_ns))
+    else:
+        remote.put(key, data, mtime_ns=mtime_ns)
+
+
+def _local_mtimes(root: Path) -> dict[str, int]:
+    return {
+        p.relative_to(root).as_posix(): p.stat().st_mtime_ns
+        for p in root.rglob("*")
+        if p.is_file() and ".syncd" not in p.parts
+    }
+
+
+def test_a_timestamp_only_change_is_carried_over_both_ways(tmp_path: Path, remote: Remote) -> None:
+    setup = _setup(tmp_path, remote)
+    (setup.local / "a").write_bytes(b"a\n")
+    (setup.local / "b").write_bytes(b"b\n")
+    first = syncd("once", "-c", setup.config)
+    assert first.returncode == 0, first.stderr
+    assert "2 uploaded" in first.stdout
+
+    b_before = (setup.local / "b").stat().st_mtime_ns
+    os.utime(setup.local / "a", ns=(LATER_NS, LATER_NS))
+    _touch_remote(remote, "b", b"b\n", LATEST_NS)
+    carried = syncd("once", "-c", setup.config)
+    assert carried.returncode == 0, carried.stderr
+    assert "0 uploaded, 0 downloaded" in carried.stdout
+    # S3's ETag of a single-part object is the MD5 of its bytes: the same bytes written again
+    # are the same version to a listing, so that touch is not seen (and needs no carrying).
+    settled = {"a": LATER_NS, "b": b_before if remote.kind == "s3" else LATEST_NS}
+    assert _local_mtimes(setup.local) == settled
+    assert _stated_mtime(remote, "a") == LATER_NS
+    assert _stated_mtime(remote, "b") == LATEST_NS
+    assert remote.objects() == {"a": b"a\n", "b": b"b\n"}
+
+    # Settled: a second pass transfers nothing and writes nothing on either side.
+    before_remote = remote.listing()
+    again = syncd("once", "-c", setup.config)
+    assert again.returncode == 0, again.stderr
+    assert "0 uploaded, 0 downloaded" in again.stdout
+    assert remote.listing() == before_remote
+    assert _local_mtimes(setup.local) == settled
+
+    # A fresh download restores the newer mtimes.
+    fresh = _setup(tmp_path / "fresh", remote)
+    pulled = syncd("once", "-c", fresh.config)
+    assert pulled.returncode == 0, pulled.stderr
+    assert "2 downloaded" in pulled.stdout
+    assert tree(fresh.local) == {"a": b"a\n", "b": b"b\n"}
+    assert _local_mtimes(fresh.local) == {"a": LATER_NS, "b": LATEST_NS}
+
+
+@pytest.mark.parametrize("kind", ["file", "s3"])
+def test_only_the_side_a_pair_may_write_takes_the_newer_mtime(
+    tmp_path: Path, kind: str, request: pytest.FixtureRequest
+) -> None:
+    remote = remote_for(kind, request, tmp_path)
+    pulled = _setup(tmp_path / "down", remote, direction="download")
+    remote.put("a", b"a\n", mtime_ns=MTIME_NS)
+    assert syncd("once", "-c", pulled.config).returncode == 0
+    os.utime(pulled.local / "a", ns=(LATER_NS, LATER_NS))
+
+    result = syncd("once", "-c", pulled.config)
+    assert result.returncode == 0, result.stderr
+    assert "0 uploaded, 0 downloaded" in result.stdout
+    assert _stated_mtime(remote, "a") == MTIME_NS  # a download-only pair never writes there
+
+    # A one-way `syncd upload` stamps its destination, and leaves its source alone.
+    env = {"XDG_STATE_HOME": str(tmp_path / "state-home")}
+    if "endpoint_url" in remote.options:
+        env["AWS_ENDPOINT_URL"] = remote.options["endpoint_url"]
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "s").write_bytes(b"s\n")
+    (source / "t").write_bytes(b"t\n")
+    os.utime(source / "t", ns=(MTIME_NS, MTIME_NS))
+    assert syncd("upload", source, remote.url, env=env).returncode == 0
+    os.utime(source / "s", ns=(LATER_NS, LATER_NS))
+    _touch_remote(remote, "t", b"t\n", LATEST_NS)
+    pushed = syncd("upload", source, remote.url, env=env)
+    assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+    assert "0 uploaded" in pushed.stdout
+    assert _stated_mtime(remote, "s") == LATER_NS
+    assert (source / "t").stat().st_mtime_ns == MTIME_NS
+    settled = syncd("upload", source, remote.url, env=env)
+    assert settled.returncode == 0 and "0 uploaded" in settled.stdout

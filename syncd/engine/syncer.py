@@ -467,7 +467,18 @@ class PairSyncer:
         if action is Action.RECORD:
             assert local is not None and remote is not None
             sha256 = local.sha256 or remote.sha256 or (facts.base.sha256 if facts.base else None)
-            if remote.mtime_ns is not None and remote.mtime_ns > local.mtime_ns:
+            # Same bytes on both sides: the newer mtime is carried over, onto a side the pair
+            # may write (a one-way copy: its destination only).
+            if self._writes("remote"):
+                stamped = self._stamp_remote(path, local, remote, facts.base, plog)
+                if stamped is None:
+                    return Outcome.REQUEUE
+                remote = stamped
+            if (
+                self._writes("local")
+                and remote.mtime_ns is not None
+                and remote.mtime_ns > local.mtime_ns
+            ):
                 local = self._carry_mtime(path, local, remote.mtime_ns)
             self._record(path, local, sha256, remote.etag, None)
             return Outcome.DONE
@@ -494,6 +505,51 @@ class PairSyncer:
         return self._conflict(
             path, local=local, remote=remote, keep=keep, why=decision.reason, plog=plog
         )
+
+    def _writes(self, side: str) -> bool:
+        """May this pair write `side` ('local' or 'remote')? Not the source of a one-way
+        pair (`direction`, and so `syncd upload` / `download`)."""
+        return self.pair.direction in ("both", "upload" if side == "remote" else "download")
+
+    def _stamp_remote(
+        self,
+        path: str,
+        local: LocalFile,
+        remote: ObjectInfo,
+        base: BaseEntry | None,
+        plog: Logger,
+    ) -> ObjectInfo | None:
+        """Same content, newer time locally: the remote takes the newer mtime, in place
+        (`Provider.set_mtime`, rclone's SetModTime), so a later download restores it. Returns
+        the remote as it is now, whose etag is the one to record; None when it moved meanwhile
+        (look again)."""
+        if remote.mtime_ns is None and not remote.has_metadata:
+            # A listing without user metadata (S3) does not state the mtime: a HEAD does, worth
+            # it when the local one may be newer. Always after a touch of a synced file (the
+            # base has this very version); otherwise (both sides equal, no base for it) only
+            # when the local mtime is past the upload time, which bounds the stated mtime
+            # unless the writer's clock ran ahead.
+            bound = (
+                None if base is not None and base.remote_etag == remote.etag else remote.modified
+            )
+            if bound is not None and local.mtime_ns <= int(bound * 1e9):
+                return remote
+            fresh = self.transfers.stat_remote(path, remote.key)
+            if fresh is None or fresh.etag != remote.etag:
+                return None
+            remote = fresh
+        if remote.mtime_ns is None or remote.mtime_ns >= local.mtime_ns:
+            return remote  # not stated (written by another tool), or not older
+        try:
+            stamped = self.retry.call(
+                partial(self.provider.set_mtime, remote.key, local.mtime_ns, if_match=remote.etag)
+            )
+        except (PreconditionFailed, NotFound):
+            self.transfers.stat_remote(path, remote.key)
+            return None
+        self.index.put(path, stamped)
+        plog.debug("mtime carried to the remote", op="set_mtime", mtime_ns=local.mtime_ns)
+        return stamped
 
     def _carry_mtime(self, path: str, local: LocalFile, mtime_ns: int) -> LocalFile:
         """Same content, newer time on the remote: the local file takes the newer mtime."""
