@@ -637,16 +637,13 @@ class PairSyncer:
         writes the local side, a download-only pair never the remote: where the strategy's
         outcome would, both versions stay as they are, each on its side (nothing is lost),
         and the path is decided again at each pass (a later edit may settle it)."""
-        direction = self.pair.direction
-        older = resolution.older
-        if direction == "upload" and (
-            resolution.winner is Winner.REMOTE
-            or (resolution.winner is Winner.BOTH and older == "local")
+        winner, older = resolution.winner, resolution.older
+        if (winner is Winner.REMOTE or (winner is Winner.BOTH and older == "local")) and (
+            not self._writes("local")
         ):
             return "an upload-only pair does not write the local side"
-        if direction == "download" and (
-            resolution.winner is Winner.LOCAL
-            or (resolution.winner is Winner.BOTH and older == "remote")
+        if (winner is Winner.LOCAL or (winner is Winner.BOTH and older == "remote")) and (
+            not self._writes("remote")
         ):
             return "a download-only pair does not write the remote side"
         return None
