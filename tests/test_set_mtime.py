@@ -31,12 +31,12 @@ from remotes import (
     S3Remote,
     remote_for,
 )
+from test_providers import MTIME_NS, put
 
-from syncd.providers import NotFound, PreconditionFailed, Provider, UploadRequest, open_provider
+from syncd.providers import NotFound, PreconditionFailed, Provider, open_provider
 from syncd.providers.base import parse_mtime
 from syncd.providers.s3 import MAX_COPY_SIZE, S3Provider
 
-MTIME_NS = 1_700_000_000_123_456_789
 LATER_NS = 1_900_000_000_987_654_321  # 2030
 LATEST_NS = 1_930_000_000_000_000_000  # 2031
 
@@ -68,19 +68,6 @@ def provider(remote: Remote) -> Iterator[Provider]:
 @pytest.fixture
 def bucket_provider(bucket_remote: Remote) -> Iterator[Provider]:
     yield from _provider(bucket_remote)
-
-
-def _put(provider: Provider, key: str, data: bytes, **kwargs: Any) -> Any:
-    return provider.upload(
-        UploadRequest(
-            key=key,
-            body=io.BytesIO(data),
-            size=len(data),
-            mtime_ns=kwargs.pop("mtime_ns", MTIME_NS),
-            sha256=hashlib.sha256(data).hexdigest(),
-            **kwargs,
-        )
-    )
 
 
 def _stated_mtime(remote: Remote, key: str) -> int | None:
@@ -160,7 +147,7 @@ def test_set_mtime_restamps_the_object_and_keeps_its_content(
 ) -> None:
     data = b"same bytes, a newer time"
     sha256 = hashlib.sha256(data).hexdigest()
-    original = _put(provider, "sub/touched.txt", data)
+    original = put(provider, "sub/touched.txt", data)
 
     updated = provider.set_mtime("sub/touched.txt", LATER_NS, if_match=original.etag)
 
@@ -180,8 +167,8 @@ def test_set_mtime_restamps_the_object_and_keeps_its_content(
 
 
 def test_set_mtime_needs_the_version_the_caller_saw(remote: Remote, provider: Provider) -> None:
-    first = _put(provider, "raced.txt", b"version one")
-    second = _put(provider, "raced.txt", b"version two, longer", if_match=first.etag)
+    first = put(provider, "raced.txt", b"version one")
+    second = put(provider, "raced.txt", b"version two, longer", if_match=first.etag)
 
     with pytest.raises(PreconditionFailed):
         provider.set_mtime("raced.txt", LATER_NS, if_match=first.etag)
