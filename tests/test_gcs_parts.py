@@ -333,3 +333,25 @@ def test_download_range_pins_the_generation(
     empty = io.BytesIO()
     assert gcs.download_range("r.bin", empty, 10, 0, if_match=info.etag).size == 5000
     assert empty.getvalue() == b""
+
+
+def test_a_session_that_finishes_wrong_leaves_no_object(gcs: GCSProvider, data: bytes) -> None:
+    """A chunk sent twice (a crash after the service took it, before it was recorded) is
+    appended by fake-gcs-server instead of placed at its offset: the session finishes with
+    the wrong size. That object is the session's own: it is removed (else it would read as
+    another writer's version, a conflict whose copy fails every download), and a new upload
+    then goes through."""
+    req = request_for("twice.bin", data, if_absent=True)
+    parts = plan(len(data), QUANTUM)
+    upload_id = gcs.start_multipart(req)
+    sent = [send(gcs, req, upload_id, p, data) for p in parts[:2]]
+    send(gcs, req, upload_id, parts[1], data)  # again, as a resumed process might
+    with pytest.raises(InvalidRequest, match="finished with"):
+        for part in parts[2:]:
+            sent.append(send(gcs, req, upload_id, part, data))
+    with pytest.raises(NotFound):
+        gcs.stat("twice.bin")
+
+    again = gcs.start_multipart(req)
+    info = gcs.complete_multipart(req, again, [send(gcs, req, again, p, data) for p in parts])
+    assert get(gcs, "twice.bin", if_match=info.etag)[0] == data

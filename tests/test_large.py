@@ -416,6 +416,48 @@ def test_an_s3_upload_an_older_syncd_began_with_sha256_parts_starts_over(
     state.close()
 
 
+class CrashAfterSending(CrashingProvider):
+    """Dies right after the service took part `crash_after` + 1, before it is recorded: the
+    resumed upload sends that part again."""
+
+    def upload_part(
+        self, request: UploadRequest, upload_id: str, part: PartInfo, body: BinaryIO, digest: str
+    ) -> PartInfo:
+        done = self._inner.upload_part(request, upload_id, part, body, digest)
+        self.sent.append(part.number)
+        if self.crash_after is not None and len(self.sent) > self.crash_after:
+            raise Crash
+        return done
+
+
+def test_a_gcs_part_taken_but_not_recorded_before_a_crash_ends_in_the_right_object(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """fake-gcs-server appends a chunk sent again instead of placing it at its offset, so the
+    resumed session finishes with too many bytes: that object (the session's own) is removed
+    and the upload starts over; the right bytes end up under the name, and no conflict."""
+    remote = remote_for("gcs", request, tmp_path)
+    provider = open_provider(remote.url, remote.options)
+    assert isinstance(provider, MultipartProvider)
+    source = tmp_path / "big.bin"
+    data = _random_file(source, 3 * PART + 999)  # 4 parts
+    state_url = f"sqlite:///{tmp_path / 'state.db'}"
+    state = StateStore(state_url)
+    with pytest.raises(Crash):
+        _send(_large(CrashAfterSending(provider, crash_after=2), state), source, "big.bin", data)
+    state.close()
+
+    state = StateStore(state_url)
+    info = _send(_large(provider, state), source, "big.bin", data)
+
+    assert remote.get("big.bin") == data
+    assert info.sha256 == hashlib.sha256(data).hexdigest()
+    assert set(remote.listing()) == {"big.bin"}  # no conflict copy, nothing else
+    assert Partials(state).upload("docs", "big.bin") is None
+    provider.close()  # type: ignore[attr-defined]
+    state.close()
+
+
 @pytest.mark.parametrize("concurrency", [1, 3])
 def test_a_crashed_upload_resumes_without_sending_parts_again(
     tmp_path: Path, remote: Remote, provider: MultipartProvider, concurrency: int

@@ -30,6 +30,7 @@ import google.auth.exceptions
 import google_crc32c
 import requests
 import requests.adapters
+import structlog
 import urllib3.exceptions
 from google.api_core import exceptions as api_exceptions
 from google.auth.credentials import AnonymousCredentials
@@ -80,6 +81,8 @@ GSUTIL_MTIME_META = "goog-reserved-file-mtime"
 _MAX_GENERATION = 2**63 - 1
 #: Only the fields ObjectInfo needs, so a listing page of 1000 objects stays small.
 _LIST_FIELDS = "items(name,size,generation,md5Hash,updated,metadata),nextPageToken"
+log = structlog.get_logger("syncd.providers.gcs")
+
 #: A resumable session takes its chunks in order, each but the last a multiple of 256 KiB.
 _QUANTUM = 256 * 1024
 #: GCS puts no limit on a session's chunk count; a high one lets the engine keep parts small,
@@ -980,6 +983,13 @@ class GCSProvider:
         blob._set_properties(resource)
         info = self._info(request.key, blob)
         if not last or info.size != request.size:
+            # That object is this session's own, and wrong: left in place, it would read as
+            # another writer's version (a conflict, its copy failing every download). Its
+            # very generation goes; the engine then starts over.
+            try:
+                self.delete(request.key, if_match=info.etag)
+            except ProviderError as exc:
+                log.warning("could not remove a wrongly finished upload", key=where, error=str(exc))
             raise InvalidRequest(
                 f"{where}: the upload session finished with {info.size} of {request.size} bytes"
             )
