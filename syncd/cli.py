@@ -447,7 +447,7 @@ def check(config_path: str | None) -> None:
 
     config = _load(config_path)
     logs.configure("error", "auto")
-    failed = False
+    failed = misconfigured = False
     for pair in config.pairs:
         problem = None
         if not Path(pair.local).is_dir():
@@ -455,18 +455,23 @@ def check(config_path: str | None) -> None:
         else:
             try:
                 provider = open_provider(pair.remote, pair.options, workers=1)
+            except (ProviderError, RemoteURLError) as exc:
+                # The remote cannot even be set up (an unknown profile, a credentials file
+                # that is no key): a config error, exit 2 as `once` says it.
+                problem, misconfigured = str(exc), True
+            else:
                 try:
                     provider.check()
+                except ProviderError as exc:
+                    problem = str(exc)
                 finally:
                     provider.close()
-            except (ProviderError, RemoteURLError) as exc:
-                problem = str(exc)
         failed |= problem is not None
         click.echo(
             f"{'FAIL' if problem else 'ok'}\t{pair.name}\t{pair.remote}"
             + (f"\t{problem}" if problem else "")
         )
-    sys.exit(EXIT_FAILED if failed else 0)
+    sys.exit(EXIT_USAGE if misconfigured else EXIT_FAILED if failed else 0)
 
 
 @cli.group()

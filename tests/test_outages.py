@@ -189,3 +189,28 @@ def test_no_provider_prints_its_secrets(tmp_path: Path) -> None:
     for where, text in texts.items():
         for secret in planted:
             assert secret not in text, f"a planted secret shows in {where}"
+
+
+def test_check_tells_a_remote_that_cannot_be_set_up_from_one_that_does_not_answer(
+    tmp_path: Path,
+) -> None:
+    """An unknown profile is a config error (exit 2, as `once` says); a remote that does not
+    answer is a failure (exit 1); both are named, one line per pair."""
+    endpoint = f"http://127.0.0.1:{free_port()}"  # nobody listens
+    unreachable = Setup(tmp_path / "a", "s3://quiet-bucket/", options={"endpoint_url": endpoint})
+    unreachable.write()
+    result = syncd("check", "-c", unreachable.config)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout.startswith("FAIL\tdocs\ts3://quiet-bucket/\t")
+
+    env = {"AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": ""}
+    unknown = Setup(
+        tmp_path / "b",
+        "s3://quiet-bucket/",
+        options={"endpoint_url": endpoint, "profile": "no-such-profile"},
+    )
+    unknown.write()
+    result = syncd("check", "-c", unknown.config, env=env)
+    once = syncd("once", "-c", unknown.config, env=env)
+    assert result.returncode == once.returncode == 2, result.stdout + once.stderr
+    assert "no-such-profile" in result.stdout
