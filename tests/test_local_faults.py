@@ -369,3 +369,39 @@ def test_empty_folders_are_pruned_inside_the_root_only(tmp_path: Path) -> None:
     localfs.prune_empty_parents(root, root / "a" / "b" / "c" / "gone.txt")
     assert (outside / "b" / "c").is_dir()  # the empty folders outside the root are still there
     assert (root / "a").is_symlink()
+
+
+def test_a_folder_moved_or_deleted_while_listed_is_no_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon lists a folder when it appears or moves; one gone by then (renamed again,
+    deleted) is nothing to list, not a failure; an unreadable folder that is then deleted
+    stops failing."""
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    (local / "e1").mkdir(parents=True)
+    remote.mkdir()
+    (local / "e1" / "one.txt").write_bytes(b"1")
+    with _engine(local, remote, tmp_path) as engine:
+        syncer = engine.syncers["p"]
+        (local / "e1").rename(local / "e2")
+        assert syncer.scan_local(start="e1") == {}
+        (local / "e2" / "one.txt").unlink()
+        (local / "e2").rmdir()
+        assert syncer.scan_local(start="e2") == {}
+        assert syncer.stats.failures == {}
+
+        (local / "locked").mkdir()
+        real_scandir = os.scandir
+
+        def scandir(path: Any = ".") -> Any:
+            if Path(path) == local / "locked":
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+            return real_scandir(path)
+
+        monkeypatch.setattr(localfs.os, "scandir", scandir)
+        syncer.scan_local()
+        assert set(syncer.stats.failures) == {"locked"}
+        monkeypatch.undo()
+        (local / "locked").rmdir()
+        assert syncer.sync_path("locked") is Outcome.DONE  # its retry: gone, so settled
+        assert syncer.stats.failures == {}

@@ -48,6 +48,8 @@ def local_file(st: os.stat_result) -> LocalFile:
 
 #: How a folder that cannot be listed is reported (the scan's callers look for it).
 UNLISTABLE = "cannot list folder"
+#: A folder gone (moved, deleted, replaced by a file) between its parent's listing and its own.
+VANISHED = "folder vanished while listed"
 
 
 def stat_local(root: Path, path: str) -> LocalFile | None:
@@ -107,6 +109,9 @@ def walk(
         folder, prefix = stack.pop()
         try:
             entries = list(os.scandir(folder))
+        except (FileNotFoundError, NotADirectoryError):
+            on_skip(prefix.rstrip("/") or ".", VANISHED)  # moved or deleted meanwhile
+            continue
         except OSError as exc:
             on_skip(prefix.rstrip("/") or ".", f"{UNLISTABLE}: {exc.strerror}")
             continue

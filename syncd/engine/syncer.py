@@ -166,8 +166,10 @@ class PairSyncer:
         #: Conflicts a one-way pair leaves as they are (see _one_way_refuses): said once.
         self._kept_apart: set[str] = set()
         self.remote_emptied = False
-        #: Local folders the last scan could not list (permissions, I/O errors).
+        #: Local folders the last scan could not list (permissions, I/O errors), or that
+        #: vanished while it ran; and of those, the ones that failed (not the vanished).
         self.unlisted: set[str] = set()
+        self._failing: set[str] = set()
         self.open_conflicts = {path for _, path, _, _ in store.conflicts(self.name)}
         for path in self.open_conflicts:
             self.stats.conflict(path, "waiting for a decision")
@@ -211,14 +213,21 @@ class PairSyncer:
         `unlisted`: what is under them is unknown, not deleted."""
         found: dict[str, LocalFile] = {}
         unlisted: set[str] = set()
+        failing: set[str] = set()
         if self.missing_root_is_empty and not os.path.lexists(self.root):
             self.unlisted = set()
             return found
 
         def on_skip(path: str, reason: str) -> None:
+            if reason == localfs.VANISHED:
+                # Moved or deleted while the scan ran: the watcher (or the next pass) sees
+                # where it went; till then nothing under it counts as deleted.
+                unlisted.add(path)
+                return
             if reason.startswith(localfs.UNLISTABLE):
                 # A per-path failure (named, exit 1), retried like any other; not a skip.
                 unlisted.add(path)
+                failing.add(normalize(path))
                 self.stats.failed(normalize(path), reason, op="scan")
                 return
             self._skip_once(path, reason)
@@ -231,8 +240,9 @@ class PairSyncer:
                 self._names[path] = name
             found[path] = local
         self.unlisted = {normalize(p) for p in unlisted}
+        self._failing = failing
         for path in self._unreadable_folders(start):
-            if path not in self.unlisted:  # readable again
+            if path not in failing:  # readable again, or gone
                 self.stats.succeeded(path)
         return found
 
@@ -249,7 +259,7 @@ class PairSyncer:
         """A folder the scan could not read, due for a retry: list it again and queue what it
         holds (which the pass skipped)."""
         found = self.scan_local(start="" if path == "." else path)
-        if path in self.unlisted:
+        if path in self._failing:
             return Outcome.FAILED  # still unreadable: failed again, with a longer backoff
         for each in found:
             self.enqueue(self.name, each)
