@@ -371,6 +371,34 @@ def test_mass_deletion_is_held_until_sync_force(tmp_path: Path) -> None:
         assert daemon.terminate() == 0
 
 
+def test_a_hold_lifts_when_the_files_come_back(tmp_path: Path) -> None:
+    """Every remote file gone at once (a prefix moved away, a bucket being restored) is held;
+    when they come back unchanged, nothing differs from the base, yet the hold must lift by
+    itself (and a real deletion made meanwhile then goes through)."""
+    setup, remote = _folder_setup(tmp_path)
+    (tmp_path / "local").mkdir()
+    for name in "abcd":
+        (tmp_path / "local" / f"{name}.txt").write_text(name)
+    stash = tmp_path / "stash"
+    stash.mkdir()
+    with running_daemon(setup) as daemon:
+        wait_for(lambda: len(list(remote.glob("*.txt"))) == 4)
+        daemon.wait_idle()
+        for name in "abcd":
+            (remote / f"{name}.txt").rename(stash / f"{name}.txt")
+        held = wait_for(lambda: (p := daemon.pair_status())["state"] == "held" and p)
+        assert held["held"] == 4
+        for name in "abcd":
+            (stash / f"{name}.txt").rename(remote / f"{name}.txt")
+        pair = wait_for(lambda: (p := daemon.pair_status())["state"] == "idle" and p, timeout=20)
+        assert pair["held"] == 0 and pair["held_reason"] is None
+        assert sorted(p.name for p in setup.local.glob("*.txt")) == [f"{n}.txt" for n in "abcd"]
+
+        (setup.local / "a.txt").unlink()  # a real deletion, after the hold
+        wait_for(lambda: not (remote / "a.txt").exists())
+        assert daemon.terminate() == 0
+
+
 def test_manual_conflict_listed_and_resolved_through_the_daemon(tmp_path: Path) -> None:
     setup, remote = _folder_setup(tmp_path, conflict="manual")
     (tmp_path / "local").mkdir()

@@ -267,10 +267,13 @@ class Daemon:
             return
         syncer.stats.set_fault(None)
         self._scanned.add(name)
-        for item in plan:
-            self.engine.queue.put(name, item.path)
-        log.info("full scan queued", pair=name, paths=len(plan), first_pass=first_pass)
-        if not plan:
+        # Held deletions are looked at again too: their files may be back (a remote that
+        # came back from an empty listing), which no difference from the base shows.
+        paths = sorted({item.path for item in plan} | syncer.deletions.pending().keys())
+        for path in paths:
+            self.engine.queue.put(name, path)
+        log.info("full scan queued", pair=name, paths=len(paths), first_pass=first_pass)
+        if not paths:
             syncer.stats.mark_synced()
 
     def _on_overflow(self) -> None:
@@ -351,6 +354,7 @@ class Daemon:
         rest wait); with nothing to do, the pair is in sync as of now."""
         syncer = self.engine.syncers[name]
         changed += syncer.stats.due_failures()
+        changed += list(syncer.deletions.pending())  # held: decided again, they may be in sync now
         for path in changed:
             self.engine.queue.put(name, path)
         if not changed and self.engine.queue.idle(name):
