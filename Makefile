@@ -49,9 +49,9 @@ install-systemd:
 	$(PYTHON) -m pip install --prefix /usr/local .
 	install -D -m 0644 systemd/syncd.service /etc/systemd/system/syncd.service
 	install -D -m 0644 systemd/99-syncd-inotify.conf /etc/sysctl.d/99-syncd-inotify.conf
-	install -d -m 0755 /etc/syncd
-	test -f /etc/syncd/syncd.yaml || install -m 0640 config/syncd.yaml /etc/syncd/syncd.yaml
 	id -u syncd >/dev/null 2>&1 || useradd --system --home-dir /var/lib/syncd --shell /usr/sbin/nologin syncd
+	install -d -m 0755 /etc/syncd
+	test -f /etc/syncd/syncd.yaml || install -o root -g syncd -m 0640 config/syncd.system.yaml /etc/syncd/syncd.yaml
 	sysctl --system >/dev/null
 	systemctl daemon-reload
 	@echo "edit /etc/syncd/syncd.yaml and ReadWritePaths= in the unit, then: systemctl enable --now syncd"

@@ -287,8 +287,23 @@ def check_multi_pair(config: Config, env: Env) -> None:
     assert pairs["archive"].conflict == "manual"
 
 
+def check_system(config: Config, env: Env) -> None:
+    """The system service's config: state and socket in the unit's StateDirectory= and
+    RuntimeDirectory=, a pair that works as installed (both folders in the StateDirectory)."""
+    unit = (CONFIG_DIR.parent / "systemd" / "syncd.service").read_text()
+    assert "StateDirectory=syncd" in unit and "RuntimeDirectory=syncd" in unit
+    assert "Environment=SYNCD_CONFIG=/etc/syncd/syncd.yaml" in unit
+    assert config.state == "sqlite:////var/lib/syncd/state.db"
+    assert config.socket == Path("/run/syncd/syncd.sock")
+    assert config.log.format == "json"
+    (pair,) = config.pairs
+    assert pair.local == Path("/var/lib/syncd/local")
+    assert pair.remote_url.path == "/var/lib/syncd/remote"
+
+
 CHECKS: dict[str, Callable[[Config, Env], None]] = {
     "syncd.yaml": check_default,
+    "syncd.system.yaml": check_system,
     "s3.example.yaml": check_s3,
     "gcs.example.yaml": check_gcs,
     "azure.example.yaml": check_azure,

@@ -67,6 +67,25 @@ def _commented_above(text: str, line: str) -> bool:
     return index > 0 and lines[index - 1].startswith("#")
 
 
+def test_the_system_install_gives_the_service_user_a_config_it_can_read() -> None:
+    """`make install-systemd` (read with `make -n`, which runs nothing): the service user
+    exists before the config is installed root:syncd 0640 (its credentials readable by the
+    service, by no other user), and the config is the system one, not `make run`'s."""
+    recipe = subprocess.run(
+        ["make", "-n", "install-systemd"],
+        cwd=UNITS.parent,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    useradd = next(i for i, line in enumerate(recipe) if "useradd" in line)
+    config = next(i for i, line in enumerate(recipe) if "/etc/syncd/syncd.yaml" in line)
+    assert useradd < config
+    assert "install -o root -g syncd -m 0640 config/syncd.system.yaml" in recipe[config]
+    unit = (UNITS / "syncd.service").read_text()
+    assert "User=syncd" in unit and "Group=syncd" in unit
+
+
 def test_sysctl_dropin_raises_inotify_limits() -> None:
     text = (UNITS / "99-syncd-inotify.conf").read_text()
     values = dict(
