@@ -26,11 +26,12 @@ def configure(level: str = "info", fmt: Literal["auto", "json", "console"] = "au
         if as_json
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
+    stamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            stamp,
             structlog.processors.format_exc_info
             if as_json
             else structlog.processors.StackInfoRenderer(),
@@ -41,5 +42,23 @@ def configure(level: str = "info", fmt: Literal["auto", "json", "console"] = "au
         cache_logger_on_first_use=False,
     )
     # Third-party libraries log through stdlib logging: only their warnings are ours to show
-    # (botocore's debug output alone would bury syncd's own lines).
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    # (botocore's debug output alone would bury syncd's own lines), rendered like syncd's own
+    # (one JSON object per line, `event` the message, `logger` its name), so a reader of the
+    # journal parses every line.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            foreign_pre_chain=[
+                structlog.stdlib.add_logger_name,
+                structlog.stdlib.add_log_level,
+                stamp,
+                structlog.processors.format_exc_info,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]  # again on a reload: one handler, this format
+    root.setLevel(logging.WARNING)
+    # APScheduler warns at every poll a slow one makes it skip; `syncd status` says as much.
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)
