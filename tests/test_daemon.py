@@ -524,6 +524,69 @@ def test_sighup_reloads_pairs_and_a_bad_config_keeps_the_old_one(tmp_path: Path)
         assert daemon.terminate() == 0
 
 
+def test_sighup_applies_limits_and_retries_and_names_what_needs_a_restart(
+    tmp_path: Path,
+) -> None:
+    import signal
+
+    import yaml
+
+    setup, _ = _folder_setup(tmp_path)
+    with running_daemon(setup) as daemon:
+        daemon.wait_idle()
+        doc = yaml.safe_load(setup.config.read_text())
+        doc.update({"bandwidth_limit": "5MB/s", "retry": {"attempts": 3}, "workers": 3})
+        setup.config.write_text(yaml.safe_dump(doc))
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "config reloaded" in daemon.logs())
+        restart = [line for line in daemon.logs().splitlines() if "needs a restart" in line]
+        assert len(restart) == 1 and '"key": "workers"' in restart[0]
+        assert daemon.terminate() == 0
+
+
+def test_a_reload_paces_running_pairs_by_the_new_limits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pair's transfers look the limits up at each chunk: a reload that sets, changes or
+    lifts `bandwidth_limit` applies to pairs already running, transfers in flight included."""
+    from syncd.config import load_config_dict
+    from syncd.engine import core
+
+    def config(**extra: Any) -> Any:
+        return load_config_dict(
+            {
+                "state": f"sqlite:///{tmp_path / 'state.db'}",
+                "socket": str(tmp_path / "syncd.sock"),
+                "pairs": [
+                    {"name": "p", "local": str(tmp_path / "l"), "remote": f"file://{tmp_path}/r"}
+                ],
+                **extra,
+            },
+            expand_env=False,
+        )
+
+    paced: list[list[int]] = []
+    monkeypatch.setattr(
+        core, "consume_all", lambda buckets, n, _cancelled: paced.append([b.rate for b in buckets])
+    )
+    (tmp_path / "l").mkdir()
+    (tmp_path / "r").mkdir()
+    with core.Engine(config()) as engine:
+        pace = engine.syncers["p"].transfers.pace_up
+        assert pace is not None
+        pace(1000)
+        assert paced == []  # no limit: nothing to wait for
+        assert (
+            engine.apply_live_settings(config(bandwidth_limit="5MB/s", upload_limit="2MB/s")) == []
+        )
+        pace(1000)
+        assert paced == [[5_000_000, 2_000_000]]
+        assert engine.apply_live_settings(config(workers=2)) == ["workers"]
+        pace(1000)
+        assert paced == [[5_000_000, 2_000_000]]  # lifted again: no new wait
+        assert engine.retry.attempts == 8
+
+
 def test_prometheus_metrics_endpoint(tmp_path: Path) -> None:
     import urllib.request
 

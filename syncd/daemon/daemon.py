@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from syncd import __version__
+from syncd import __version__, logs
 from syncd.config import Config, ConfigError, PairConfig, load_config
 from syncd.daemon.control import CommandError, ControlServer
 from syncd.daemon.notify import Notifier
@@ -140,9 +140,10 @@ class Daemon:
         except ConfigError as exc:
             log.error("reload rejected; keeping the running config", error=str(exc))
             return
-        for key in ("state", "socket", "workers"):
-            if getattr(new, key) != getattr(self.config, key):
-                log.warning("reload: this setting needs a restart", key=key)
+        if new.log != self.config.log:
+            logs.configure(new.log.level, new.log.format)
+        for key in self.engine.apply_live_settings(new):
+            log.warning("reload: this setting needs a restart; the running value stays", key=key)
         old_pairs = {p.name: p for p in self.config.pairs}
         new_pairs = {p.name: p for p in new.pairs}
         for name, pair in old_pairs.items():

@@ -287,13 +287,29 @@ class Engine:
         for path in paths:
             syncer.stats.failed(path, f"synced, but its state record was not saved: {reason}")
 
-    def _pace(self, direction: TransferDirection) -> Meter | None:
-        """What a transfer calls per chunk to stay under the limits (None: unlimited)."""
-        buckets = self.limits.for_direction(direction)
-        if not buckets:
-            return None
+    def _pace(self, direction: TransferDirection) -> Meter:
+        """What a transfer calls per chunk to stay under the limits. The limits are looked up
+        at each call: a reload that changes them applies to transfers already running."""
         cancelled = self.stopping.is_set
-        return lambda n: consume_all(buckets, n, cancelled)
+
+        def pace(n: int) -> None:
+            buckets = self.limits.for_direction(direction)
+            if buckets:
+                consume_all(buckets, n, cancelled)
+
+        return pace
+
+    def apply_live_settings(self, new: Config) -> list[str]:
+        """Take on a reloaded config's top-level settings that can change under a running
+        engine (LIVE_SETTINGS: the bandwidth limits, retries, log retention); returns the
+        names of the changed ones that need a restart (RESTART_SETTINGS)."""
+        self.limits = Limits.from_config(new)
+        self.retry.attempts = new.retry.attempts
+        self.retry.max_seconds = new.retry.max_seconds
+        self.config = self.config.model_copy(
+            update={key: getattr(new, key) for key in LIVE_SETTINGS}
+        )
+        return [key for key in RESTART_SETTINGS if getattr(new, key) != getattr(self.config, key)]
 
     def remove_pair(self, name: str) -> None:
         """Stop syncing a pair: drop its queued work and close its provider. Its state stays,
@@ -529,6 +545,28 @@ class Engine:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+
+#: Top-level settings a reload applies to a running engine (Engine.apply_live_settings).
+LIVE_SETTINGS = (
+    "bandwidth_limit",
+    "upload_limit",
+    "download_limit",
+    "retry",
+    "log",
+    "log_retention_days",
+)
+#: Those a running engine cannot take on: the state, the socket, the worker threads, the
+#: part sizes its pairs were set up with, the metrics listener.
+RESTART_SETTINGS = (
+    "state",
+    "socket",
+    "workers",
+    "multipart_threshold",
+    "part_size",
+    "part_concurrency",
+    "metrics",
+)
 
 
 @contextmanager
