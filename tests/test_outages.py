@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import uuid
 from pathlib import Path
+from typing import Any
 
 from conftest import s3_client
 from emulators import free_port, start_moto
@@ -214,3 +215,45 @@ def test_check_tells_a_remote_that_cannot_be_set_up_from_one_that_does_not_answe
     once = syncd("once", "-c", unknown.config, env=env)
     assert result.returncode == once.returncode == 2, result.stdout + once.stderr
     assert "no-such-profile" in result.stdout
+
+
+def test_a_pair_is_in_error_while_its_listing_is_retried(tmp_path: Path) -> None:
+    """A stalled service makes each try wait out a timeout, and the retries last minutes: the
+    pair shows `error` with the reason from the first retried failure, not after the last,
+    and the error clears by itself once the listing succeeds."""
+    from syncd.config import load_config_dict
+    from syncd.engine.core import Engine
+    from syncd.providers.errors import Transient
+
+    (tmp_path / "local").mkdir()
+    (tmp_path / "remote").mkdir()
+    config = load_config_dict(
+        {
+            "state": f"sqlite:///{tmp_path / 'state.db'}",
+            "socket": str(tmp_path / "syncd.sock"),
+            "pairs": [
+                {
+                    "name": "p",
+                    "local": str(tmp_path / "local"),
+                    "remote": f"file://{tmp_path / 'remote'}",
+                }
+            ],
+        },
+        expand_env=False,
+    )
+    with Engine(config) as engine:
+        syncer = engine.syncers["p"]
+        real_list = syncer.provider.list
+        seen: list[str | None] = []
+
+        def stalled() -> Any:
+            seen.append(syncer.stats.fault)
+            if len(seen) < 3:
+                raise Transient("Read timeout on endpoint URL")
+            return real_list()
+
+        syncer.provider.list = stalled  # type: ignore[method-assign]
+        assert syncer.list_remote() == {}
+        fault = f"cannot list file://{tmp_path / 'remote'}: Read timeout on endpoint URL (retrying)"
+        assert seen == [None, fault, fault]  # in error while retried
+        assert syncer.stats.fault is None and syncer.stats.last_error is None

@@ -40,16 +40,25 @@ class RetryPolicy:
             return min(exc.retry_after, self.max_seconds)
         return float(self._jitter(state))
 
-    def call(self, fn: Callable[[], T]) -> T:
-        """`fn()`, retried on Throttled / Transient. The first attempt runs bare: setting up
-        tenacity costs ~14 us, more than a call to a local-folder remote itself, and nearly
-        every call succeeds at once. Its failure is handed to tenacity as attempt 1, so the
-        backoff and the attempt count are the same as if tenacity had made it."""
+    def call(
+        self, fn: Callable[[], T], on_retry: Callable[[BaseException], None] | None = None
+    ) -> T:
+        """`fn()`, retried on Throttled / Transient; `on_retry` hears each failure that is
+        retried (before the wait), so a caller can say what is going on meanwhile. The first
+        attempt runs bare: setting up tenacity costs ~14 us, more than a call to a
+        local-folder remote itself, and nearly every call succeeds at once. Its failure is
+        handed to tenacity as attempt 1, so the backoff and the attempt count are the same as
+        if tenacity had made it."""
         try:
             return fn()
         except (Throttled, Transient) as exc:
             first: BaseException = exc
         replay = [first]
+
+        def before_sleep(state: RetryCallState) -> None:
+            failure = state.outcome.exception() if state.outcome is not None else None
+            if on_retry is not None and failure is not None:
+                on_retry(failure)
 
         def attempt() -> T:
             if replay:
@@ -60,6 +69,7 @@ class RetryPolicy:
             retry=retry_if_exception(should_retry),
             stop=stop_after_attempt(self.attempts) | stop_after_delay(self.max_seconds),
             wait=self._wait,
+            before_sleep=before_sleep,
             reraise=True,
         )
         return retrying(attempt)

@@ -166,6 +166,8 @@ class PairSyncer:
         #: Conflicts a one-way pair leaves as they are (see _one_way_refuses): said once.
         self._kept_apart: set[str] = set()
         self.remote_emptied = False
+        #: The fault a listing being retried set (see _listing_retried), cleared on success.
+        self._listing_trouble: str | None = None
         #: Local folders the last scan could not list (permissions, I/O errors), or that
         #: vanished while it ran; and of those, the ones that failed (not the vanished).
         self.unlisted: set[str] = set()
@@ -185,9 +187,15 @@ class PairSyncer:
         """List the remote, adopt it as the index, and return it keyed by NFC local path."""
         started = time.monotonic()
         try:
-            listing = self.retry.call(lambda: list(self.provider.list()))
+            listing = self.retry.call(
+                lambda: list(self.provider.list()), on_retry=self._listing_retried
+            )
         except ProviderError as exc:
             raise PairFault(f"cannot list {self.pair.remote}: {exc}") from exc
+        if self._listing_trouble is not None:  # it answers again
+            if self.stats.fault == self._listing_trouble:
+                self.stats.set_fault(None)
+            self._listing_trouble = None
         usable: list[tuple[str, ObjectInfo]] = []
         for info in listing:
             if is_folder_marker(info.key):
@@ -207,6 +215,12 @@ class PairSyncer:
         # prefix, a bucket being restored) than a person deleting everything.
         self.remote_emptied = not merged and self.store.count(self.name) > 0
         return merged
+
+    def _listing_retried(self, exc: BaseException) -> None:
+        """A listing failed and is tried again (a remote down, or stalled: each try may wait
+        out a timeout): the pair is in error now, saying why, not after the last try."""
+        self._listing_trouble = f"cannot list {self.pair.remote}: {exc} (retrying)"
+        self.stats.set_fault(self._listing_trouble)
 
     def scan_local(self, start: str = "", clean_temp: bool = False) -> dict[str, LocalFile]:
         """Every regular file under `start`. Folders that cannot be listed are remembered in
