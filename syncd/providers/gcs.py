@@ -64,6 +64,8 @@ from syncd.providers.http import SdkSession, pin_environment
 from syncd.providers.options import GCSOptions
 from syncd.providers.url import RemoteURL
 
+log = structlog.get_logger("syncd.providers.gcs")
+
 PAGE_SIZE = 1000
 #: How long a credentials refresh may take (google-cloud-core's own default).
 CREDENTIALS_REFRESH_TIMEOUT = 300
@@ -81,14 +83,11 @@ GSUTIL_MTIME_META = "goog-reserved-file-mtime"
 _MAX_GENERATION = 2**63 - 1
 #: Only the fields ObjectInfo needs, so a listing page of 1000 objects stays small.
 _LIST_FIELDS = "items(name,size,generation,md5Hash,updated,metadata),nextPageToken"
-log = structlog.get_logger("syncd.providers.gcs")
-
 #: A resumable session takes its chunks in order, each but the last a multiple of 256 KiB.
 _QUANTUM = 256 * 1024
 #: GCS puts no limit on a session's chunk count; a high one lets the engine keep parts small,
-#: and each part is held in memory once while it is sent (see upload_part).
-#: Each chunk is checked here against its CRC32C from the engine's read of the file (see
-#: upload_part): 0.05 s per GiB where MD5 costs 1.4, computed twice per chunk.
+#: and each part is held in memory once while it is sent (see upload_part), checked against
+#: its CRC32C from the engine's read of the file: 0.05 s per GiB where MD5 costs 1.4.
 PART_LIMITS = PartLimits(
     min_part=_QUANTUM,
     max_part=5 * 1024 * 1024 * 1024,
