@@ -20,10 +20,12 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from syncd.config import Config, ConfigError
+    from syncd.daemon.lock import AlreadyRunning
     from syncd.engine.core import ConflictOutcome, Engine, PairReport, Report
     from syncd.engine.stats import Failure
 
 __all__ = [
+    "AlreadyRunning",
     "Config",
     "ConfigError",
     "ConflictOutcome",
@@ -35,6 +37,7 @@ __all__ = [
 ]
 
 _LAZY = {
+    "AlreadyRunning": "syncd.daemon.lock",
     "Config": "syncd.config",
     "ConfigError": "syncd.config",
     "ConflictOutcome": "syncd.engine.core",

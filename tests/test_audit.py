@@ -74,6 +74,9 @@ def test_held_deletions_are_in_the_log(tmp_path: Path) -> None:
     assert syncd("once", "-c", setup.config).returncode == 0
     for i in range(3):
         (setup.local / f"f{i}.txt").unlink()
+    before = syncd("log", "--json", "-c", setup.config).stdout
+    assert syncd("once", "--dry-run", "-c", setup.config).returncode == 4  # it would hold
+    assert syncd("log", "--json", "-c", setup.config).stdout == before  # a dry run logs nothing
     assert syncd("once", "-c", setup.config).returncode == 4  # held
     records = _records(syncd("log", "--json", "-c", setup.config).stdout)
     held = sorted(str(r["path"]) for r in records if r["result"] == "held")

@@ -371,6 +371,22 @@ def test_mass_deletion_is_held_until_sync_force(tmp_path: Path) -> None:
         assert daemon.terminate() == 0
 
 
+def test_a_socket_folder_that_was_there_keeps_its_mode(tmp_path: Path) -> None:
+    """syncd makes its socket's folder 0700 when it makes it; a folder that was there (a home
+    directory, /run) is not syncd's to change. The socket itself is 0600 either way."""
+    setup, _ = _folder_setup(tmp_path)
+    shared = setup.socket.parent
+    shared.mkdir()
+    shared.chmod(0o755)
+    (shared / "someone-else.txt").write_text("not syncd's")
+    with running_daemon(setup) as daemon:
+        daemon.wait_idle()
+        assert stat.S_IMODE(setup.socket.stat().st_mode) == 0o600
+        assert stat.S_IMODE(shared.stat().st_mode) == 0o755
+        assert daemon.terminate() == 0
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o755
+
+
 def test_a_hold_lifts_when_the_files_come_back(tmp_path: Path) -> None:
     """Every remote file gone at once (a prefix moved away, a bucket being restored) is held;
     when they come back unchanged, nothing differs from the base, yet the hold must lift by

@@ -100,9 +100,9 @@ class ControlServer:
             return
         folder = self.path.parent
         try:
+            # A folder made here is 0700; one that was there (/run, a home directory) keeps
+            # its mode: the socket itself is 0600 and answers only this user or root.
             folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-            if folder.stat().st_uid == os.getuid():
-                folder.chmod(0o700)
             with _folder_locked(folder):
                 self._remove_stale()
                 self._server = self._create()

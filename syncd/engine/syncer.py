@@ -955,7 +955,9 @@ class PairSyncer:
         note: str | None = None,
         sha256: str | None = None,
     ) -> None:
-        """One line of the audit trail (`syncd log`)."""
+        """One line of the audit trail (`syncd log`); a dry run writes none."""
+        if self.plan_only:
+            return
         self.store.log(
             OpRecord(time.time(), self.name, path, op, result, size=size, sha256=sha256, error=note)
         )
