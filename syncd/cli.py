@@ -55,6 +55,10 @@ def _load(config_path: str | None) -> Config:
             return config_from_env(os.environ)
     except ConfigError as exc:
         fail(str(exc), EXIT_USAGE)
+    half = [name for name in ("SYNCD_LOCAL", "SYNCD_REMOTE") if os.environ.get(name)]
+    if len(half) == 1:  # one of the two: say which one is missing
+        missing = "SYNCD_REMOTE" if half == ["SYNCD_LOCAL"] else "SYNCD_LOCAL"
+        fail(f"{half[0]} is set but {missing} is not: set both, or pass -c CONFIG", EXIT_USAGE)
     fail(
         "no config file: pass -c CONFIG, set SYNCD_CONFIG, create "
         "$XDG_CONFIG_HOME/syncd/syncd.yaml, or set SYNCD_LOCAL and SYNCD_REMOTE",

@@ -228,6 +228,12 @@ def test_syncd_once_runs_from_the_environment_alone(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert (remote / "a.txt").read_bytes() == b"from env"
 
+    half = syncd("once", env={**env, "SYNCD_REMOTE": ""})
+    assert half.returncode == 2
+    assert half.stderr.strip().splitlines() == [
+        "syncd: SYNCD_LOCAL is set but SYNCD_REMOTE is not: set both, or pass -c CONFIG"
+    ]
+
 
 def test_a_pass_to_a_folder_records_every_file_after_one_flush(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
