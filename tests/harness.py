@@ -156,6 +156,23 @@ def running_daemon(setup: Setup) -> Iterator[DaemonProcess]:
         daemon.stop()
 
 
+def folder_engine(tmp_path: Path, **pair_extra: Any) -> Any:
+    """An in-process `Engine` on one pair, `p`: `tmp_path/local` kept in sync with the folder
+    remote `tmp_path/remote` (both made if missing), state and socket under `tmp_path`."""
+    from syncd.config import load_config_dict
+    from syncd.engine.core import Engine
+
+    for side in ("local", "remote"):
+        (tmp_path / side).mkdir(exist_ok=True)
+    pair = {"name": "p", "local": str(tmp_path / "local"), "remote": f"file://{tmp_path}/remote"}
+    config = {
+        "state": f"sqlite:///{tmp_path / 'state.db'}",
+        "socket": str(tmp_path / "syncd.sock"),
+        "pairs": [{**pair, **pair_extra}],
+    }
+    return Engine(load_config_dict(config, expand_env=False))
+
+
 def tree(root: Path) -> dict[str, bytes]:
     """Every file under root (syncd's own folder and temp files excluded), as path -> bytes."""
     files: dict[str, bytes] = {}

@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 
 import pytest
+from harness import folder_engine
 
-from syncd.config import load_config_dict
 from syncd.engine.core import Engine, Report
 
 OLDER, NEWER = 1_700_000_000_000_000_000, 1_700_000_100_000_000_000
@@ -35,23 +35,8 @@ CASES = [
 
 
 def _engine(tmp_path: Path, direction: str, strategy: str) -> Engine:
-    config = load_config_dict(
-        {
-            "state": f"sqlite:///{tmp_path / 'state.db'}",
-            "socket": str(tmp_path / "syncd.sock"),
-            "pairs": [
-                {
-                    "name": "p",
-                    "local": str(tmp_path / "local"),
-                    "remote": f"file://{tmp_path / 'remote'}",
-                    "direction": direction,
-                    "conflict": strategy,
-                }
-            ],
-        },
-        expand_env=False,
-    )
-    return Engine(config)
+    engine: Engine = folder_engine(tmp_path, direction=direction, conflict=strategy)
+    return engine
 
 
 def _sync(tmp_path: Path, direction: str, strategy: str) -> Report:

@@ -11,7 +11,7 @@ from typing import Any
 
 from conftest import s3_client
 from emulators import free_port, start_moto
-from harness import Setup, running_daemon, syncd, wait_for
+from harness import Setup, folder_engine, running_daemon, syncd, wait_for
 
 #: Planted in the config; must never appear anywhere syncd writes.
 SECRET = "PLANTEDsecret" + uuid.uuid4().hex
@@ -221,27 +221,9 @@ def test_a_pair_is_in_error_while_its_listing_is_retried(tmp_path: Path) -> None
     """A stalled service makes each try wait out a timeout, and the retries last minutes: the
     pair shows `error` with the reason from the first retried failure, not after the last,
     and the error clears by itself once the listing succeeds."""
-    from syncd.config import load_config_dict
-    from syncd.engine.core import Engine
     from syncd.providers.errors import Transient
 
-    (tmp_path / "local").mkdir()
-    (tmp_path / "remote").mkdir()
-    config = load_config_dict(
-        {
-            "state": f"sqlite:///{tmp_path / 'state.db'}",
-            "socket": str(tmp_path / "syncd.sock"),
-            "pairs": [
-                {
-                    "name": "p",
-                    "local": str(tmp_path / "local"),
-                    "remote": f"file://{tmp_path / 'remote'}",
-                }
-            ],
-        },
-        expand_env=False,
-    )
-    with Engine(config) as engine:
+    with folder_engine(tmp_path) as engine:
         syncer = engine.syncers["p"]
         real_list = syncer.provider.list
         seen: list[str | None] = []
