@@ -473,3 +473,43 @@ def test_a_conflict_copy_an_interrupted_run_made_is_reused_not_duplicated(
     assert (setup.local / copy).read_bytes() == b"the remote edit"
     assert remote.get("f.txt") == b"the local edit, newer"
     assert (setup.local / "f.txt").read_bytes() == b"the local edit, newer"
+
+
+@pytest.mark.parametrize("kind", ["file", "s3"])
+@pytest.mark.parametrize("folder_side", ["local", "remote"])
+def test_a_file_and_a_folder_of_one_name_settle_in_one_pass(
+    tmp_path: Path, request: pytest.FixtureRequest, kind: str, folder_side: str
+) -> None:
+    """One side makes a folder of a synced file's name while the other edits the file:
+    neither can cross. The file steps aside as a conflict copy (on its own side, then synced
+    both ways) and the folder crosses: one pass, exit 0, every version kept. (A bucket may
+    hold the edited file beside the folder for a moment; its removal counts for max_delete.)"""
+    remote = remote_for(kind, request, tmp_path)
+    setup = _setup(tmp_path, remote)
+    (setup.local / "a.txt").write_bytes(b"as synced")
+    others = {f"other-{i}.txt": b"other" for i in range(3)}  # the pair is more than that file
+    for name, data in others.items():
+        (setup.local / name).write_bytes(data)
+    assert syncd("once", "-c", setup.config).returncode == 0
+
+    if folder_side == "local":
+        (setup.local / "a.txt").unlink()
+        (setup.local / "a.txt").mkdir()
+        (setup.local / "a.txt" / "inner.txt").write_bytes(b"in the new folder")
+        remote.put("a.txt", b"edited on the remote")
+        edited = b"edited on the remote"
+    else:
+        remote.delete("a.txt")
+        remote.put("a.txt/inner.txt", b"in the new folder")
+        (setup.local / "a.txt").write_bytes(b"edited locally")
+        edited = b"edited locally"
+
+    result = syncd("once", "-c", setup.config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    local = tree(setup.local)
+    copies = [path for path in local if path.startswith("a.conflict-")]
+    assert len(copies) == 1 and local[copies[0]] == edited
+    assert local == {"a.txt/inner.txt": b"in the new folder", copies[0]: edited, **others}
+    assert remote.objects() == local
+    again = syncd("once", "-c", setup.config)
+    assert again.returncode == 0 and "0 uploaded, 0 downloaded" in again.stdout

@@ -272,6 +272,31 @@ def make_parents(root: Path, target: Path) -> None:
             current.mkdir(exist_ok=True)
 
 
+def file_in_the_way(root: Path, target: Path) -> str | None:
+    """The root-relative path of a regular file standing where a folder on the way from
+    `root` to `target` should be (`a.txt` for `a.txt/inner.txt`), or None."""
+    current = root
+    for part in target.parent.relative_to(root).parts:
+        current = current / part
+        try:
+            mode = current.lstat().st_mode
+        except FileNotFoundError:
+            return None
+        if statmod.S_ISREG(mode):
+            return current.relative_to(root).as_posix()
+        if not statmod.S_ISDIR(mode):
+            return None  # a symlink or stranger: make_parents refuses it
+    return None
+
+
+def is_folder(path: Path) -> bool:
+    """A real folder (not a link to one) stands at `path`."""
+    try:
+        return statmod.S_ISDIR(path.lstat().st_mode)
+    except OSError:
+        return False
+
+
 def prune_empty_parents(root: Path, removed: Path) -> None:
     """After a file left, remove folders it leaves empty, up to (never including) the root.
 

@@ -776,6 +776,44 @@ class PairSyncer:
         self.enqueue(self.name, copy)
         return outcome
 
+    def _local_file_aside(self, blocker: str, remote: ObjectInfo, plog: Logger) -> Outcome:
+        """A local file stands where the remote has a folder (`blocker` is on the way to a
+        file to download): it becomes a conflict copy (which goes up as a new file), the
+        folder comes down, and the file's own path is decided again."""
+        local = _stat_at(self.root, self.local_path(blocker))
+        if local is None:
+            return Outcome.REQUEUE
+        plog.warning("a file where the remote has a folder: kept as a conflict copy", file=blocker)
+        self._oplog(blocker, "conflict", "ok", note="a folder of this name on the remote")
+        self._preserve_local_copy(blocker, local, remote)
+        return Outcome.REQUEUE  # this download, once the folder can be made
+
+    def _remote_file_aside(self, path: str, remote: ObjectInfo, plog: Logger) -> Outcome:
+        """A local folder stands where the remote has a file: the remote file becomes a
+        conflict copy (a server-side copy, then the original deleted, both on condition of its
+        version), which comes down as a new file, and the folder's files go up."""
+        copy = self._remote_copy_made(path, remote)
+        try:
+            if copy is None:
+                copy = self._copy_name(path)
+                made = copy
+                info = self.retry.call(
+                    lambda: self.provider.copy(remote.key, made, if_match=remote.etag)
+                )
+                self.index.put(copy, info)
+            self.retry.call(lambda: self.provider.delete(remote.key, if_match=remote.etag))
+        except (PreconditionFailed, NotFound):
+            self.transfers.stat_remote(path, remote.key)
+            return Outcome.REQUEUE
+        self.index.put(path, None)
+        self.store.forget(self.name, [path])
+        plog.warning("a folder where the remote has a file: the file kept as a conflict copy")
+        self._oplog(path, "conflict", "ok", note=f"a folder of this name here: kept as {copy}")
+        self.enqueue(self.name, copy)
+        for inside in self.scan_local(start=path):
+            self.enqueue(self.name, inside)
+        return Outcome.DONE
+
     # -- deletions ------------------------------------------------------------------------
     def _trash_remote(self, path: str, remote: ObjectInfo) -> None:
         """Keep a remote version that is about to be replaced or deleted (remote_trash)."""
@@ -886,6 +924,14 @@ class PairSyncer:
         trash_local: bool = False,
     ) -> Outcome:
         target = self.local_path(path)
+        # A file on one side and a folder of the same name on the other (one side made a
+        # folder of the name while the other kept the file): neither can cross until the file
+        # steps aside, kept as a conflict copy.
+        blocker = localfs.file_in_the_way(self.root, target)
+        if blocker is not None:
+            return self._local_file_aside(blocker, remote, plog)
+        if localfs.is_folder(target):
+            return self._remote_file_aside(path, remote, plog)
         localfs.make_parents(self.root, target)
 
         def still_local() -> bool:
