@@ -164,6 +164,8 @@ class Engine:
         self.force: set[str] = set()
         #: Pairs that processed work since their last end of pass.
         self.touched: set[str] = set()
+        #: Pairs whose deletions went through in the current `sync_once` (see _second_chance).
+        self._deleted_in_pass: set[str] = set()
         self._requeues: dict[Key, int] = {}
         self._requeue_lock = threading.Lock()
         self.delayed: Debouncer[Key] = Debouncer(self._requeue_due, name="requeue")
@@ -367,6 +369,8 @@ class Engine:
             return
         for path in approved:
             self.queue.put(pair, path)
+        if approved:
+            self._deleted_in_pass.add(pair)
         if not approved and not syncer.stats.failures and syncer.stats.held_reason is None:
             syncer.stats.mark_synced()
 
@@ -401,7 +405,9 @@ class Engine:
                     self.force.add(name)
                 for item in planned:
                     self.queue.put(name, item.path)
+            self._deleted_in_pass.clear()
             self._drain([n for n in names if reports[n].fault is None], dry_run)
+            self._second_chance(names, dry_run)
         finally:
             for name in names:
                 self.syncers[name].release()
@@ -413,6 +419,19 @@ class Engine:
         if not dry_run:
             self.prune_oplog()
         return Report(list(reports.values()), time.monotonic() - started)
+
+    def _second_chance(self, names: list[str], dry_run: bool) -> None:
+        """Deletions go last in a pass (the guard weighs them all first), so what a deletion
+        makes room for failed before it ran: a file replaced by a folder of its name (the
+        folder's files could not cross while the old file stood there), or the other way
+        round. Where the pass deleted something, its failures are tried once more."""
+        again = [n for n in names if n in self._deleted_in_pass and self.syncers[n].stats.failures]
+        if dry_run or not again:
+            return
+        for name in again:
+            for path in list(self.syncers[name].stats.failures):
+                self.queue.put(name, path)
+        self._drain(again, dry_run=False)
 
     def retry_failed(self) -> Report:
         """Try every failed path again now (what `syncd retry` asks of the daemon)."""
