@@ -549,3 +549,21 @@ def test_a_file_replaced_by_a_folder_of_its_name_settles_in_one_pass(
     assert result.returncode == 0, result.stdout + result.stderr
     assert tree(setup.local) == expected
     assert {k: v for k, v in remote.objects().items() if not k.startswith(".syncd")} == expected
+
+
+def test_a_download_only_copy_never_moves_the_remote_file_aside(tmp_path: Path) -> None:
+    """`syncd download` into a folder holding a folder where the remote has a file of that
+    name: a one-way copy never writes its source, so the path is skipped (and said so), both
+    sides as they were."""
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    (remote / "a.txt").write_bytes(b"a file on the remote")
+    (remote / "b.txt").write_bytes(b"b")
+    target = tmp_path / "target"
+    (target / "a.txt").mkdir(parents=True)
+    (target / "a.txt" / "mine.txt").write_bytes(b"a folder here")
+    env = {"XDG_STATE_HOME": str(tmp_path / "state-home")}
+    result = syncd("download", f"file://{remote}", target, env=env)
+    assert "a folder stands where the remote has a file" in result.stderr
+    assert tree(remote) == {"a.txt": b"a file on the remote", "b.txt": b"b"}
+    assert tree(target) == {"a.txt/mine.txt": b"a folder here", "b.txt": b"b"}

@@ -931,6 +931,10 @@ class PairSyncer:
         if blocker is not None:
             return self._local_file_aside(blocker, remote, plog)
         if localfs.is_folder(target):
+            if not self._writes("remote"):
+                raise localfs.LocalPathError(
+                    f"{target}: a folder stands where the remote has a file (not replaced)"
+                )
             return self._remote_file_aside(path, remote, plog)
         localfs.make_parents(self.root, target)
 
