@@ -567,3 +567,37 @@ def test_a_download_only_copy_never_moves_the_remote_file_aside(tmp_path: Path) 
     assert "a folder stands where the remote has a file" in result.stderr
     assert tree(remote) == {"a.txt": b"a file on the remote", "b.txt": b"b"}
     assert tree(target) == {"a.txt/mine.txt": b"a folder here", "b.txt": b"b"}
+
+
+@pytest.mark.parametrize("kind", ["file", "s3"])
+@pytest.mark.parametrize("becomes", ["folder", "file"])
+def test_a_remote_file_replaced_by_a_folder_comes_down_in_one_pass_without_a_copy(
+    tmp_path: Path, request: pytest.FixtureRequest, kind: str, becomes: str
+) -> None:
+    """The remote side swaps a synced file for a folder of its name (or the other way round),
+    nothing edited locally: the local one goes to the trash and the new one comes down, in one
+    pass, and no conflict copy is made (nothing conflicts)."""
+    remote = remote_for(kind, request, tmp_path)
+    setup = _setup(tmp_path, remote)
+    others = {f"other-{i}.txt": b"other" for i in range(3)}
+    for name, data in others.items():
+        (setup.local / name).write_bytes(data)
+    if becomes == "folder":
+        (setup.local / "x").write_bytes(b"a file at first")
+    else:
+        (setup.local / "x").mkdir()
+        (setup.local / "x" / "inner.txt").write_bytes(b"in a folder at first")
+    assert syncd("once", "-c", setup.config).returncode == 0
+
+    if becomes == "folder":
+        remote.delete("x")
+        remote.put("x/inner.txt", b"now a folder")
+        expected = {"x/inner.txt": b"now a folder", **others}
+    else:
+        remote.delete("x/inner.txt")
+        remote.put("x", b"now a file")
+        expected = {"x": b"now a file", **others}
+    result = syncd("once", "-c", setup.config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert tree(setup.local) == expected
+    assert {k: v for k, v in remote.objects().items() if not k.startswith(".syncd")} == expected

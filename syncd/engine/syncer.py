@@ -33,7 +33,7 @@ from syncd.engine.conflicts import (
     is_conflict_copy_of,
     resolve,
 )
-from syncd.engine.decide import decide
+from syncd.engine.decide import decide, local_state
 from syncd.engine.filters import PathFilter
 from syncd.engine.guard import DeletionBatch, PassFacts, hold_reason
 from syncd.engine.model import Action, Decision, LocalFile
@@ -783,6 +783,10 @@ class PairSyncer:
         local = _stat_at(self.root, self.local_path(blocker))
         if local is None:
             return Outcome.REQUEUE
+        if local_state(self.store.get(self.name, blocker), local) == "same":
+            # Unchanged since the last sync: the remote replaced it by the folder, and this
+            # pass deletes it (deletions go last); the folder comes after, at the retry.
+            raise _Blocked(f"{blocker} is a file here until this pass deletes it")
         plog.warning("a file where the remote has a folder: kept as a conflict copy", file=blocker)
         self._oplog(blocker, "conflict", "ok", note="a folder of this name on the remote")
         self._preserve_local_copy(blocker, local, remote)
@@ -792,6 +796,14 @@ class PairSyncer:
         """A local folder stands where the remote has a file: the remote file becomes a
         conflict copy (a server-side copy, then the original deleted, both on condition of its
         version), which comes down as a new file, and the folder's files go up."""
+        inside = self.scan_local(start=path)
+        if inside and all(
+            local_state(self.store.get(self.name, each), local) == "same"
+            for each, local in inside.items()
+        ):
+            # Every file in it is synced and unchanged: the remote replaced the folder by the
+            # file, and this pass deletes them (deletions go last); the file comes after.
+            raise _Blocked(f"{path} is a folder here until this pass deletes what it holds")
         copy = self._remote_copy_made(path, remote)
         try:
             if copy is None:
@@ -810,8 +822,8 @@ class PairSyncer:
         plog.warning("a folder where the remote has a file: the file kept as a conflict copy")
         self._oplog(path, "conflict", "ok", note=f"a folder of this name here: kept as {copy}")
         self.enqueue(self.name, copy)
-        for inside in self.scan_local(start=path):
-            self.enqueue(self.name, inside)
+        for each in inside:
+            self.enqueue(self.name, each)
         return Outcome.DONE
 
     # -- deletions ------------------------------------------------------------------------
@@ -1017,6 +1029,10 @@ class PairSyncer:
         if path not in self._warned_skips:
             self._warned_skips.add(path)
             self.log.warning("skipped", path=path, reason=reason)
+
+
+class _Blocked(OSError):
+    """A download waits for a deletion of the same pass: a failure, tried again after it."""
 
 
 def _stat_at(root: Path, target: Path) -> LocalFile | None:
