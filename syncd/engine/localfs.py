@@ -30,6 +30,15 @@ class LocalPathError(Exception):
     """A local path that cannot be synced (a symlink, a folder where a file should be, …)."""
 
 
+class FileInTheWay(LocalPathError):
+    """A regular file stands where a folder on the way to a download should be; `path` is its
+    root-relative path (`a.txt` for `a.txt/inner.txt`)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"{path}: a file where a folder should be")
+        self.path = path
+
+
 def to_local(root: Path, path: str) -> Path:
     """The filesystem path of a key inside `root`. Keys are checked before they get here;
     this is the last line of defence against leaving the root."""
@@ -261,32 +270,20 @@ class HashingWriter:
 
 
 def make_parents(root: Path, target: Path) -> None:
-    """Create the folders between root and target, refusing to go through a symlink."""
-    rel = target.parent.relative_to(root)
-    current = root
-    for part in rel.parts:
-        current = current / part
-        if current.is_symlink():
-            raise LocalPathError(f"{current}: is a symlink (not followed)")
-        if not current.exists():
-            current.mkdir(exist_ok=True)
-
-
-def file_in_the_way(root: Path, target: Path) -> str | None:
-    """The root-relative path of a regular file standing where a folder on the way from
-    `root` to `target` should be (`a.txt` for `a.txt/inner.txt`), or None."""
+    """Create the folders between root and target, refusing to go through a symlink; a regular
+    file where a folder belongs is FileInTheWay (one lstat per folder)."""
     current = root
     for part in target.parent.relative_to(root).parts:
         current = current / part
         try:
             mode = current.lstat().st_mode
         except FileNotFoundError:
-            return None
+            current.mkdir(exist_ok=True)
+            continue
+        if statmod.S_ISLNK(mode):
+            raise LocalPathError(f"{current}: is a symlink (not followed)")
         if statmod.S_ISREG(mode):
-            return current.relative_to(root).as_posix()
-        if not statmod.S_ISDIR(mode):
-            return None  # a symlink or stranger: make_parents refuses it
-    return None
+            raise FileInTheWay(current.relative_to(root).as_posix())
 
 
 def is_folder(path: Path) -> bool:

@@ -641,7 +641,7 @@ class PairSyncer:
         elif resolution.winner is Winner.REMOTE:
             outcome = self._download(path, local, remote, plog, trash_local=True)
         elif resolution.older == "local":
-            outcome = self._preserve_local_copy(path, local, remote)
+            outcome = self._preserve_local_copy(path, local)
         else:
             outcome = self._preserve_remote_copy(path, remote, plog)
         if outcome is Outcome.DONE:
@@ -735,7 +735,7 @@ class PairSyncer:
             return None
         return fresh.sha256 if fresh.etag == etag else None
 
-    def _preserve_local_copy(self, path: str, local: LocalFile, remote: ObjectInfo) -> Outcome:
+    def _preserve_local_copy(self, path: str, local: LocalFile) -> Outcome:
         """The local version is older: rename it to a conflict copy (which then goes up as a
         new file) and let the remote version come down under the original name."""
         source = self.local_path(path)
@@ -776,7 +776,7 @@ class PairSyncer:
         self.enqueue(self.name, copy)
         return outcome
 
-    def _local_file_aside(self, blocker: str, remote: ObjectInfo, plog: Logger) -> Outcome:
+    def _local_file_aside(self, blocker: str, plog: Logger) -> Outcome:
         """A local file stands where the remote has a folder (`blocker` is on the way to a
         file to download): it becomes a conflict copy (which goes up as a new file), the
         folder comes down, and the file's own path is decided again."""
@@ -789,7 +789,7 @@ class PairSyncer:
             raise _Blocked(f"{blocker} is a file here until this pass deletes it")
         plog.warning("a file where the remote has a folder: kept as a conflict copy", file=blocker)
         self._oplog(blocker, "conflict", "ok", note="a folder of this name on the remote")
-        self._preserve_local_copy(blocker, local, remote)
+        self._preserve_local_copy(blocker, local)
         return Outcome.REQUEUE  # this download, once the folder can be made
 
     def _remote_file_aside(self, path: str, remote: ObjectInfo, plog: Logger) -> Outcome:
@@ -939,16 +939,16 @@ class PairSyncer:
         # A file on one side and a folder of the same name on the other (one side made a
         # folder of the name while the other kept the file): neither can cross until the file
         # steps aside, kept as a conflict copy.
-        blocker = localfs.file_in_the_way(self.root, target)
-        if blocker is not None:
-            return self._local_file_aside(blocker, remote, plog)
         if localfs.is_folder(target):
             if not self._writes("remote"):
                 raise localfs.LocalPathError(
                     f"{target}: a folder stands where the remote has a file (not replaced)"
                 )
             return self._remote_file_aside(path, remote, plog)
-        localfs.make_parents(self.root, target)
+        try:
+            localfs.make_parents(self.root, target)
+        except localfs.FileInTheWay as exc:
+            return self._local_file_aside(exc.path, plog)
 
         def still_local() -> bool:
             now = _stat_at(self.root, target)
