@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 from syncd.engine.filters import PathFilter
 from syncd.engine.model import LocalFile
-from syncd.engine.paths import RESUME_PREFIX, TEMP_PREFIX, name_refusal
+from syncd.engine.paths import RESUME_PREFIX, TEMP_PREFIX, is_plain_key, key_refusal
 from syncd.providers.errors import Cancelled
 from syncd.providers.local import descend, open_root
 
@@ -108,7 +108,8 @@ def walk(
     (key, LocalFile).
 
     Symlinks, named pipes, sockets and devices are skipped and reported through `on_skip`, as
-    are names no remote key may hold (see paths.name_refusal) and what is under them.
+    are names no remote key may hold (a file sent up under one would come back from the
+    listing as a refused key, read as a remote deletion) and what is under them.
     With `clean_temp`, temp files of an interrupted download are removed: only safe before
     any transfer of this process started.
     """
@@ -131,7 +132,7 @@ def walk(
                 if clean_temp and not name.startswith(RESUME_PREFIX):
                     _remove_quietly(Path(entry.path))
                 continue
-            refusal = name_refusal(name)
+            refusal = None if is_plain_key(name) else key_refusal(name)
             if refusal is not None:
                 on_skip(key, f"name {refusal}: it cannot be a remote key (not synced)")
                 continue

@@ -29,22 +29,6 @@ _SAFE = re.compile(
 )
 
 
-#: A character no key may hold (see key_refusal): one search per local name.
-_UNKEYABLE = re.compile(r"[\x00-\x1f\x7f\\]")
-
-
-def name_refusal(name: str) -> str | None:
-    """Why a local file or folder name cannot become part of a remote key, or None.
-
-    The names check_key refuses coming down (a control character, a backslash) are refused
-    going up as well: a file uploaded under such a name would come back from the listing as
-    a refused key, that is as a remote deletion, and be moved to the trash at the next pass.
-    """
-    if _UNKEYABLE.search(name) is None:
-        return None
-    return "contains a control character" if _CONTROL.search(name) else "contains a backslash"
-
-
 class UnsafeKey(ValueError):
     """A remote key that must not be mapped onto the local filesystem."""
 
