@@ -515,6 +515,22 @@ def test_a_file_and_a_folder_of_one_name_settle_in_one_pass(
     assert again.returncode == 0 and "0 uploaded, 0 downloaded" in again.stdout
 
 
+def _synced_x(setup: Setup, becomes: str) -> dict[str, bytes]:
+    """Sync `x` as what it is before it `becomes` the other kind (a file, or a folder holding
+    `inner.txt`), beside a few other files (the pair is more than `x`, as max_delete weighs);
+    returns those others."""
+    others = {f"other-{i}.txt": b"other" for i in range(3)}
+    for name, data in others.items():
+        (setup.local / name).write_bytes(data)
+    if becomes == "folder":
+        (setup.local / "x").write_bytes(b"a file at first")
+    else:
+        (setup.local / "x").mkdir()
+        (setup.local / "x" / "inner.txt").write_bytes(b"in a folder at first")
+    assert syncd("once", "-c", setup.config).returncode == 0
+    return others
+
+
 @pytest.mark.parametrize("kind", ["file", "s3"])
 @pytest.mark.parametrize("becomes", ["folder", "file"])
 def test_a_file_replaced_by_a_folder_of_its_name_settles_in_one_pass(
@@ -525,15 +541,7 @@ def test_a_file_replaced_by_a_folder_of_its_name_settles_in_one_pass(
     pass, though deletions go last: what failed for want of room is tried again after them."""
     remote = remote_for(kind, request, tmp_path)
     setup = _setup(tmp_path, remote)
-    others = {f"other-{i}.txt": b"other" for i in range(3)}
-    for name, data in others.items():
-        (setup.local / name).write_bytes(data)
-    if becomes == "folder":
-        (setup.local / "x").write_bytes(b"a file at first")
-    else:
-        (setup.local / "x").mkdir()
-        (setup.local / "x" / "inner.txt").write_bytes(b"in a folder at first")
-    assert syncd("once", "-c", setup.config).returncode == 0
+    others = _synced_x(setup, becomes)
 
     if becomes == "folder":
         (setup.local / "x").unlink()
@@ -579,15 +587,7 @@ def test_a_remote_file_replaced_by_a_folder_comes_down_in_one_pass_without_a_cop
     pass, and no conflict copy is made (nothing conflicts)."""
     remote = remote_for(kind, request, tmp_path)
     setup = _setup(tmp_path, remote)
-    others = {f"other-{i}.txt": b"other" for i in range(3)}
-    for name, data in others.items():
-        (setup.local / name).write_bytes(data)
-    if becomes == "folder":
-        (setup.local / "x").write_bytes(b"a file at first")
-    else:
-        (setup.local / "x").mkdir()
-        (setup.local / "x" / "inner.txt").write_bytes(b"in a folder at first")
-    assert syncd("once", "-c", setup.config).returncode == 0
+    others = _synced_x(setup, becomes)
 
     if becomes == "folder":
         remote.delete("x")
