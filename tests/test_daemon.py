@@ -7,6 +7,7 @@ import ctypes
 import errno
 import os
 import resource
+import signal
 import socket
 import sqlite3
 import stat
@@ -322,6 +323,32 @@ def test_signals_stop_cleanly(tmp_path: Path, signum: str) -> None:
         daemon.proc.send_signal(getattr(signal, signum))
         assert daemon.proc.wait(15) == 0
     assert not setup.socket.exists()
+
+
+@pytest.mark.parametrize("kind", BUCKET_KINDS)
+def test_sigterm_during_a_throttled_multipart_upload_stops_within_10_s(
+    tmp_path: Path, kind: str, request: pytest.FixtureRequest
+) -> None:
+    """Issue 2: in-flight transfers finish or abort cleanly within 10 s. A big upload held to
+    1 MB/s cannot finish: its parts are cancelled at once, and none of them sits out a retry's
+    backoff (S3's client had turned the cancellation into a retryable client error). Nothing
+    appears under the file's name."""
+    remote = remote_for(kind, request, tmp_path, prefix="docs/")
+    setup = Setup(
+        tmp_path,
+        remote.url,
+        options=remote.options,
+        extra={"bandwidth_limit": "1MB/s", "multipart_threshold": "8MiB", "part_size": "5MiB"},
+    )
+    with running_daemon(setup) as daemon:
+        (setup.local / "big.bin").write_bytes(os.urandom(40 * 1024 * 1024))
+        wait_for(lambda: daemon.pair_status()["in_flight"] == 1, timeout=15)
+        time.sleep(1)  # the parts are on the wire
+        started = time.monotonic()
+        daemon.proc.send_signal(signal.SIGTERM)
+        assert daemon.proc.wait(10) == 0, daemon.logs()
+        assert time.monotonic() - started < 10
+    assert "big.bin" not in remote.listing()
 
 
 def _folder_setup(tmp_path: Path, **pair_extra: Any) -> tuple[Setup, Path]:

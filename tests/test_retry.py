@@ -3,13 +3,14 @@ count holds whether the first attempt fails or not, and other errors pass at onc
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
 import pytest
 
 from syncd.engine.retry import RetryPolicy
-from syncd.providers.errors import NotFound, Throttled, Transient
+from syncd.providers.errors import Cancelled, NotFound, Throttled, Transient
 
 
 def _failing(times: int, error: Exception) -> tuple[list[float], Callable[[], str]]:
@@ -48,3 +49,16 @@ def test_other_errors_are_not_retried() -> None:
     with pytest.raises(NotFound):
         RetryPolicy(attempts=5, max_wait=0.01).call(fn)
     assert len(calls) == 1
+
+
+def test_a_stop_cuts_the_backoff_short() -> None:
+    """A daemon asked to stop does not sit out a retry's wait: the call ends as Cancelled
+    when the flag is set, and no further attempt is made."""
+    stopping = threading.Event()
+    calls, fn = _failing(10, Throttled("slow down", retry_after=30))
+    threading.Timer(0.2, stopping.set).start()
+    started = time.monotonic()
+    with pytest.raises(Cancelled):
+        RetryPolicy(attempts=5, stopping=stopping).call(fn)
+    assert len(calls) == 1
+    assert time.monotonic() - started < 10

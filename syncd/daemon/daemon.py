@@ -42,7 +42,11 @@ PRUNE_EVERY_S = 3600.0
 #: Never equal to a version token: what a poll finds for a path the base does not know.
 _UNKNOWN = object()
 
-SHUTDOWN_GRACE_S = 10.0
+#: A stop lets in-flight transfers finish for this long, then cancels them...
+FINISH_GRACE_S = 5.0
+#: ...and waits at most this long for them to wind down (a transfer looks at the flag at
+#: every chunk, bandwidth wait and retry wait), so that a stop takes under 10 s in all.
+CANCEL_GRACE_S = 3.0
 
 
 class Daemon:
@@ -240,10 +244,10 @@ class Daemon:
         self.watcher.stop()
         self.settler.stop()
         # Let in-flight transfers finish; after the grace period cancel them (they check the flag).
-        finished = self.workers.stop(timeout=SHUTDOWN_GRACE_S / 2)
+        finished = self.workers.stop(timeout=FINISH_GRACE_S)
         if not finished:
             self.engine.stopping.set()
-            self.workers.stop(timeout=SHUTDOWN_GRACE_S / 2)
+            self.workers.stop(timeout=CANCEL_GRACE_S)
         self.control.stop()
         self.engine.close()
         log.info("syncd stopped")

@@ -154,7 +154,9 @@ class Engine:
         self.store = store if store is not None else StateStore(config.state)
         self.queue = WorkQueue()
         self.stopping = threading.Event()
-        self.retry = RetryPolicy(config.retry.attempts, config.retry.max_seconds)
+        self.retry = RetryPolicy(
+            config.retry.attempts, config.retry.max_seconds, stopping=self.stopping
+        )
         self.syncers: dict[str, PairSyncer] = {}
         #: Every transfer in progress, for `status` (bytes done, total, speed).
         self.inflight = InFlight()

@@ -4,6 +4,8 @@ cancellation) fails at once so the engine can decide what it means."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -16,7 +18,7 @@ from tenacity import (
 )
 from tenacity.wait import wait_random_exponential
 
-from syncd.providers.errors import Throttled, Transient
+from syncd.providers.errors import Cancelled, Throttled, Transient
 
 T = TypeVar("T")
 
@@ -27,12 +29,29 @@ def should_retry(exc: BaseException) -> bool:
 
 
 class RetryPolicy:
+    """How often and how long provider calls are tried again.
+
+    `stopping` (the engine's flag) cuts a backoff short: a daemon asked to stop must not sit
+    out a retry's wait (up to `max_wait`) with a transfer in hand; the call ends as Cancelled.
+    """
+
     def __init__(
-        self, attempts: int = 8, max_seconds: float = 300.0, max_wait: float = 30.0
+        self,
+        attempts: int = 8,
+        max_seconds: float = 300.0,
+        max_wait: float = 30.0,
+        stopping: threading.Event | None = None,
     ) -> None:
         self.attempts = attempts
         self.max_seconds = max_seconds
         self._jitter = wait_random_exponential(multiplier=0.2, max=max_wait)
+        self._stopping = stopping
+
+    def _sleep(self, seconds: float) -> None:
+        if self._stopping is None:
+            time.sleep(seconds)
+        elif self._stopping.wait(seconds):
+            raise Cancelled("retry abandoned: syncd is stopping")
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome is not None else None
@@ -70,6 +89,7 @@ class RetryPolicy:
             stop=stop_after_attempt(self.attempts) | stop_after_delay(self.max_seconds),
             wait=self._wait,
             before_sleep=before_sleep,
+            sleep=self._sleep,
             reraise=True,
         )
         return retrying(attempt)

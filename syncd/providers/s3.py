@@ -46,6 +46,7 @@ from syncd.providers.base import (
     parse_mtime,
 )
 from syncd.providers.errors import (
+    Cancelled,
     InvalidRequest,
     NotFound,
     PermissionDenied,
@@ -265,8 +266,9 @@ class _PartBody(io.RawIOBase):
         self._left = size
         self._where = where
         self._start: int | None = None
-        #: Set when `inner` ended early; botocore wraps what a body raises, so look here.
-        self.failure: InvalidRequest | None = None
+        #: What `inner` raised, or the early end it met: botocore wraps what a body raises
+        #: (a cancellation, a read error) into a retryable client error, so look here.
+        self.failure: BaseException | None = None
         try:
             if inner.seekable():
                 self._start = inner.tell()
@@ -283,12 +285,15 @@ class _PartBody(io.RawIOBase):
         want = self._left if size is None or size < 0 else min(size, self._left)
         if want == 0:
             return b""
-        chunk = self._inner.read(want)
-        if not chunk:
-            self.failure = InvalidRequest(
-                f"{self._where}: body ended {self._left} bytes before the part's end"
-            )
-            raise self.failure
+        try:
+            chunk = self._inner.read(want)
+            if not chunk:
+                raise InvalidRequest(
+                    f"{self._where}: body ended {self._left} bytes before the part's end"
+                )
+        except BaseException as exc:
+            self.failure = exc
+            raise
         self._left -= len(chunk)
         return chunk
 
@@ -396,6 +401,11 @@ class S3Provider:
         try:
             yield
         except (ClientError, BotoCoreError, urllib3.exceptions.HTTPError) as exc:
+            body_error = exc.kwargs.get("error") if isinstance(exc, HTTPClientError) else None
+            if isinstance(body_error, Cancelled):
+                # Our own body raised it while botocore sent it: syncd is stopping, which is
+                # no network fault to retry.
+                raise body_error from None
             raise _translate(
                 exc, where, bucket=self.bucket, on_object=key is not None, conditional=conditional
             ) from exc
