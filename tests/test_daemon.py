@@ -376,6 +376,35 @@ def test_deletions_propagate_both_ways_and_are_kept_in_the_trash(tmp_path: Path)
         assert daemon.terminate() == 0
 
 
+def test_a_local_root_made_anew_is_watched_again(tmp_path: Path) -> None:
+    """The local root moved away (the pair is in error, nothing deleted), then a folder made
+    anew under its name: the pair recovers, files dropped into the new folder go up (the old
+    watch followed the moved folder and saw none of them), and what is written in the moved
+    folder is not taken for the pair's."""
+    setup, remote = _folder_setup(tmp_path)
+    setup.local.mkdir()
+    (setup.local / "first.txt").write_text("first")
+    with running_daemon(setup) as daemon:
+        wait_for(lambda: (remote / "first.txt").exists())
+        daemon.wait_idle()
+        moved = tmp_path / "moved-away"
+        setup.local.rename(moved)
+        wait_for(lambda: daemon.pair_status()["state"] == "error")
+        setup.local.mkdir()
+        (setup.local / "first.txt").write_text("first")
+        wait_for(lambda: daemon.pair_status()["state"] != "error")
+        (setup.local / "new.txt").write_text("dropped into the new folder")
+        (moved / "stray.txt").write_text("written in the old folder")
+        wait_for(lambda: (remote / "new.txt").exists(), timeout=15)
+        assert (remote / "new.txt").read_text() == "dropped into the new folder"
+        daemon.wait_idle()
+        assert tree(remote) == {
+            "first.txt": b"first",
+            "new.txt": b"dropped into the new folder",
+        }
+        assert daemon.terminate() == 0
+
+
 def test_mass_deletion_is_held_until_sync_force(tmp_path: Path) -> None:
     setup, remote = _folder_setup(tmp_path)
     (tmp_path / "local").mkdir()

@@ -7,7 +7,9 @@ transfer), then the database and the socket.
 
 from __future__ import annotations
 
+import os
 import signal
+import stat
 import threading
 import time
 from dataclasses import asdict
@@ -73,6 +75,8 @@ class Daemon:
         self._scan_fallback: set[str] = set()
         #: Pairs that had a successful full scan; until then every poll tries one.
         self._scanned: set[str] = set()
+        #: The (device, inode) of each pair's root when its watch was set (None: not set).
+        self._watched_roots: dict[str, tuple[int, int] | None] = {}
         self._pruned_at = float("-inf")  # the first poll prunes the operation log
         self.poller = Poller(self.poll)
         self.workers = WorkerPool(engine.queue, engine.handle, config.workers)
@@ -161,6 +165,7 @@ class Daemon:
 
     def _remove_pair(self, name: str) -> None:
         self.watcher.unwatch(name)
+        self._watched_roots.pop(name, None)
         self.remote_changes.remove(name)
         self.poller.remove(name)
         self.engine.remove_pair(name)
@@ -185,10 +190,13 @@ class Daemon:
         at every poll instead, and says so."""
         syncer = self.engine.syncers[name]
         self._scan_fallback.discard(name)
+        self._watched_roots[name] = None
         self.remote_changes.add(name, syncer.provider)
         try:
             syncer.check_root()
+            identity = _identity(syncer.root)
             self.watcher.watch(name, syncer.root)
+            self._watched_roots[name] = identity
         except WatchLimitReached as exc:
             self._scan_fallback.add(name)
             log.warning(
@@ -332,6 +340,8 @@ class Daemon:
             return
         try:
             syncer.check_root()
+            if self._root_replaced(name):
+                return
             if syncer.stats.fault is None and not self.remote_changes.needs_listing(name):
                 log.debug("remote unchanged since its last listing; not listed", pair=name)
                 self._requeue_due(name, [])
@@ -353,6 +363,21 @@ class Daemon:
         changed = [path for path, info in remote.items() if base.get(path, _UNKNOWN) != info.etag]
         changed += base.keys() - remote.keys()
         self._requeue_due(name, changed)
+
+    def _root_replaced(self, name: str) -> bool:
+        """A local root that came back (a disk mounted again, a folder made anew) is another
+        folder than the one watched, or none was: the old watch saw nothing of it (and may
+        still follow the old folder wherever it was moved). Watch the root as it is now and
+        compare both sides in full; True when that was needed."""
+        syncer = self.engine.syncers[name]
+        identity = _identity(syncer.root)
+        if identity is None or identity == self._watched_roots.get(name):
+            return False
+        log.info("local root is back or was replaced; watching it again", pair=name)
+        self.watcher.unwatch(name)
+        self._watch(name)
+        self.full_scan(name)
+        return True
 
     def _requeue_due(self, name: str, changed: list[str]) -> None:
         """Queue what a poll found changed, and the failures whose backoff has run out (the
@@ -478,3 +503,12 @@ def _iso(ts: float | None) -> str | None:
     if ts is None:
         return None
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _identity(root: Path) -> tuple[int, int] | None:
+    """The (device, inode) of the folder at `root`, or None when there is none."""
+    try:
+        st = os.stat(root)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
