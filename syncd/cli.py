@@ -66,6 +66,29 @@ def _load(config_path: str | None) -> Config:
     )
 
 
+def _require_local_roots(config: Config, config_path: str | None, only: str | None) -> None:
+    """A pair whose local root is missing or not a folder is a config error for a one-shot
+    pass (issue 6: exit 2, naming the key); nothing is looked at, nothing deleted. The daemon
+    instead shows such a pair in `error` and takes the root up again when it is back."""
+    for index, pair in enumerate(config.pairs):
+        if only is not None and pair.name != only:
+            continue
+        problem = _local_root_problem(Path(pair.local))
+        if problem is not None:
+            path = resolve_config_path(config_path)
+            source, key = (
+                (str(path), f"pairs[{index}].local") if path else ("environment", "SYNCD_LOCAL")
+            )
+            fail(str(ConfigError(source, f"{pair.local} {problem}", key=key)), EXIT_USAGE)
+
+
+def _local_root_problem(root: Path) -> str | None:
+    """Why `root` cannot be a pair's local root (missing, not a folder), or None."""
+    if root.is_dir():
+        return None
+    return "is not a folder" if os.path.lexists(root) else "does not exist"
+
+
 def _socket(config_path: str | None) -> Path:
     """The daemon's socket: from the config when there is one, else the default location."""
     if resolve_config_path(config_path) is None:
@@ -164,6 +187,7 @@ def once(
     _setup_logging(ctx, config)
     if pair is not None and pair not in {p.name for p in config.pairs}:
         fail(f"no pair named {pair!r} in the config", EXIT_USAGE)
+    _require_local_roots(config, config_path, pair)
     try:
         with ExitStack() as stack:
             if dry_run:
@@ -452,10 +476,10 @@ def check(config_path: str | None) -> None:
     config = _load(config_path)
     logs.configure("error", "auto")
     failed = misconfigured = False
-    for pair in config.pairs:
-        problem = None
-        if not Path(pair.local).is_dir():
-            problem = f"local root {pair.local} is missing or not a folder"
+    for index, pair in enumerate(config.pairs):
+        problem = _local_root_problem(Path(pair.local))
+        if problem is not None:  # a config error (issue 6), as `once` says it
+            problem, misconfigured = f"pairs[{index}].local: {pair.local} {problem}", True
         else:
             try:
                 provider = open_provider(pair.remote, pair.options, workers=1)

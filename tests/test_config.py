@@ -664,3 +664,28 @@ def test_parse_rate(text: str | int, rate: int) -> None:
 def test_parse_rate_refuses(text: object) -> None:
     with pytest.raises(ValueError, match="not a rate"):
         parse_rate(text)
+
+
+@pytest.mark.parametrize("kind", ["missing", "a file"])
+def test_a_local_root_missing_or_not_a_folder_is_a_config_error(tmp_path: Path, kind: str) -> None:
+    """Issue 6: `once` stops with exit 2 and one line naming `pairs[0].local`, before anything
+    is listed or deleted; `check` says it on the pair's line, exit 2 too."""
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    (remote / "kept.txt").write_text("kept")
+    if kind == "a file":
+        (tmp_path / "docs").write_text("not a folder")
+    path = write(tmp_path, PAIR.replace("s3://team-bucket/docs/", f"file://{remote}"))
+    problem = "is not a folder" if kind == "a file" else "does not exist"
+
+    done = syncd("once", "-c", path, timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stdout == ""
+    assert done.stderr.splitlines() == [
+        f"syncd: {path}: pairs[0].local: {tmp_path / 'docs'} {problem}"
+    ]
+    assert (remote / "kept.txt").read_text() == "kept"
+
+    checked = syncd("check", "-c", path, timeout=60)
+    assert checked.returncode == 2, checked.stdout + checked.stderr
+    assert f"pairs[0].local: {tmp_path / 'docs'} {problem}" in checked.stdout
