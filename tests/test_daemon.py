@@ -616,6 +616,36 @@ def test_sighup_applies_limits_and_retries_and_names_what_needs_a_restart(
         assert daemon.terminate() == 0
 
 
+def test_a_reload_of_log_reaches_the_pairs_own_lines(tmp_path: Path) -> None:
+    """The README: a reload's `log` takes effect at once. A pair's own lines (a transfer's
+    "uploaded") came from a logger bound at start-up, which kept the old renderer and level:
+    after a reload to console / warning they were still JSON at info."""
+    import yaml
+
+    setup, remote = _folder_setup(tmp_path)
+    with running_daemon(setup) as daemon:
+        (setup.local / "before.txt").write_text("before")
+        wait_for(lambda: (remote / "before.txt").exists())
+        daemon.wait_idle()
+        assert '"event": "uploaded"' in daemon.logs()
+        doc = yaml.safe_load(setup.config.read_text())
+        doc["log"] = {"level": "warning", "format": "console"}
+        setup.config.write_text(yaml.safe_dump(doc))
+        daemon.proc.send_signal(signal.SIGHUP)
+        time.sleep(1.5)  # the main loop looks for a reload twice a second; at warning level
+        reloaded_at = len(daemon.logs())  # "config reloaded" (info) is not said
+        (setup.local / "after.txt").write_text("after")
+        wait_for(lambda: (remote / "after.txt").exists())
+        daemon.wait_idle()
+        after = daemon.logs()[reloaded_at:]
+        assert "after.txt" not in after, after  # an info line: below the new level
+        (setup.local / "bad\\name.txt").write_text("refused name: a warning")
+        wait_for(lambda: "bad\\name.txt" in daemon.logs()[reloaded_at:])
+        warned = [line for line in daemon.logs()[reloaded_at:].splitlines() if "bad\\" in line]
+        assert warned and not warned[0].lstrip().startswith("{"), warned
+        assert daemon.terminate() == 0
+
+
 def test_a_reload_paces_running_pairs_by_the_new_limits(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -310,6 +310,9 @@ class Engine:
         self.limits = Limits.from_config(new)
         self.retry.attempts = new.retry.attempts
         self.retry.max_seconds = new.retry.max_seconds
+        if new.log != self.config.log:  # logs.configure ran: loggers bound before keep the old
+            for syncer in self.syncers.values():
+                syncer.bind_log()
         self.config = self.config.model_copy(
             update={key: getattr(new, key) for key in LIVE_SETTINGS}
         )

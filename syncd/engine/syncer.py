@@ -144,7 +144,7 @@ class PairSyncer:
         self.retry = retry
         self.stats = PairStats()
         self.filter = PathFilter(pair.exclude, self.root, include=pair.include)
-        self.log = log.bind(pair=pair.name)
+        self.bind_log()
         self.host = host_name()
         self.plan_only = False  # dry run: decide and record the plan, touch nothing
         #: False for one-way copies (`syncd upload` / `download`): nothing is ever deleted.
@@ -175,6 +175,11 @@ class PairSyncer:
         self.open_conflicts = {path for _, path, _, _ in store.conflicts(self.name)}
         for path in self.open_conflicts:
             self.stats.conflict(path, "waiting for a decision")
+
+    def bind_log(self) -> None:
+        """The pair's logger, made with the log settings of now: a bound logger keeps the
+        renderer and level it was made with, so a reload that changes `log` binds again."""
+        self.log: Logger = log.bind(pair=self.name)
 
     # -- whole-pair passes ----------------------------------------------------------------
     def check_root(self) -> None:
