@@ -376,6 +376,24 @@ def test_deletions_propagate_both_ways_and_are_kept_in_the_trash(tmp_path: Path)
         assert daemon.terminate() == 0
 
 
+def test_a_client_that_hangs_up_early_leaves_only_json_lines(tmp_path: Path) -> None:
+    """A control client that sends a request and closes before reading the answer (a killed
+    script, a probe): socketserver printed a BrokenPipeError traceback among the daemon's
+    JSON lines. Now every line stays JSON and the daemon keeps answering."""
+    setup, _ = _folder_setup(tmp_path)
+    with running_daemon(setup) as daemon:
+        daemon.wait_idle()
+        for _ in range(20):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+                client.connect(str(setup.socket))
+                client.sendall(b'{"cmd": "status"}\n')
+        assert daemon.pair_status()["state"] == "idle"
+        assert daemon.terminate() == 0
+        logged = daemon.logs()
+    assert "Traceback" not in logged, logged
+    assert all(line.startswith("{") for line in logged.splitlines()), logged
+
+
 def test_a_local_root_made_anew_is_watched_again(tmp_path: Path) -> None:
     """The local root moved away (the pair is in error, nothing deleted), then a folder made
     anew under its name: the pair recovers, files dropped into the new folder go up (the old

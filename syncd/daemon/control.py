@@ -14,6 +14,7 @@ import socket
 import socketserver
 import stat
 import struct
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -43,6 +44,17 @@ class SocketInUse(ControlSocketError):
 class _Server(socketserver.ThreadingUnixStreamServer):
     daemon_threads = True
     dispatch: Handler
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """socketserver prints a traceback to stderr for whatever a connection raised, which
+        would break the daemon's JSON lines. A client that hung up before its answer (a
+        script killed mid-request, a probe) is no fault of the daemon's; anything else is
+        logged as a line like every other."""
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError):
+            log.debug("control client hung up before its answer", error=str(error))
+            return
+        log.error("control connection failed", exc_info=True)
 
 
 class _Connection(socketserver.StreamRequestHandler):
