@@ -154,6 +154,7 @@ def run(ctx: click.Context, config_path: str | None) -> None:
     """Run the daemon in the foreground (SIGTERM / Ctrl-C stop it cleanly)."""
     from syncd.daemon.control import ControlServer, ControlSocketError
     from syncd.daemon.daemon import Daemon
+    from syncd.daemon.metrics import MetricsUnavailable
 
     config = _load(config_path)
     _setup_logging(ctx, config)
@@ -170,6 +171,9 @@ def run(ctx: click.Context, config_path: str | None) -> None:
                 control.stop()
     except (AlreadyRunning, ControlSocketError) as exc:
         fail(str(exc), EXIT_FAILED)
+    except MetricsUnavailable as exc:
+        source = resolve_config_path(config_path) or "environment"
+        fail(f"{source}: metrics.listen: {exc}", EXIT_USAGE)
     sys.exit(code)
 
 

@@ -707,6 +707,27 @@ def test_a_reload_paces_running_pairs_by_the_new_limits(
         assert engine.retry.attempts == 8
 
 
+def test_a_metrics_port_in_use_is_one_line_naming_the_key(tmp_path: Path) -> None:
+    """Another program listens on `metrics.listen`: the daemon does not start, and says so in
+    one line naming the key (it printed prometheus_client's traceback and exited 1), leaving
+    no socket behind."""
+    setup, _ = _folder_setup(tmp_path)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        setup.extra = {"metrics": {"listen": f"127.0.0.1:{port}"}}
+        setup.write()
+        done = syncd("run", "-c", setup.config, timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.splitlines() == [
+        f"syncd: {setup.config}: metrics.listen: cannot listen on 127.0.0.1:{port}: "
+        "Address already in use"
+    ], done.stderr
+    assert "Traceback" not in done.stderr
+    assert not setup.socket.exists()
+
+
 def test_prometheus_metrics_endpoint(tmp_path: Path) -> None:
     import urllib.request
 

@@ -84,18 +84,13 @@ class Daemon:
 
     # -- lifecycle ------------------------------------------------------------------------
     def run(self) -> int:
+        self._serve_metrics()
         previous = {
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
         }
         previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_hangup)
         try:
             self.control.start()
-            if self.config.metrics is not None:
-                from syncd.daemon.metrics import serve_metrics
-
-                metrics = self.config.metrics
-                serve_metrics((metrics.host, metrics.port), self.engine, self.status)
-                log.info("metrics endpoint listening", listen=metrics.listen)
             self.settler.start()
             # Started before the watches are added, so a watch that fails fails alone.
             self.watcher.start()
@@ -130,6 +125,21 @@ class Daemon:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         return 0
+
+    def _serve_metrics(self) -> None:
+        """Start the metrics endpoint first: a port it cannot have stops the daemon before
+        anything else started (MetricsUnavailable, the engine closed)."""
+        if self.config.metrics is None:
+            return
+        from syncd.daemon.metrics import MetricsUnavailable, serve_metrics
+
+        metrics = self.config.metrics
+        try:
+            serve_metrics((metrics.host, metrics.port), self.engine, self.status)
+        except MetricsUnavailable:
+            self.engine.close()
+            raise
+        log.info("metrics endpoint listening", listen=metrics.listen)
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self._stop.set()

@@ -76,6 +76,11 @@ class EngineCollector(Collector):
         yield from (files, volume, durations, *gauges.values(), last_sync)
 
 
+class MetricsUnavailable(Exception):
+    """The endpoint cannot listen where `metrics.listen` says (the port is taken, the address
+    is not this machine's): the daemon does not start."""
+
+
 def serve_metrics(
     listen: tuple[str, int], engine: Engine, status: Callable[[], dict[str, Any]]
 ) -> None:
@@ -83,4 +88,8 @@ def serve_metrics(
     registry = CollectorRegistry(auto_describe=False)
     registry.register(EngineCollector(engine, status))
     host, port = listen
-    start_http_server(port, addr=host, registry=registry)
+    try:
+        start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        raise MetricsUnavailable(f"cannot listen on {where}: {exc.strerror or exc}") from None
