@@ -52,6 +52,9 @@ install-systemd:
 	id -u syncd >/dev/null 2>&1 || useradd --system --home-dir /var/lib/syncd --shell /usr/sbin/nologin syncd
 	install -d -m 0755 /etc/syncd
 	test -f /etc/syncd/syncd.yaml || install -o root -g syncd -m 0640 config/syncd.system.yaml /etc/syncd/syncd.yaml
+# The installed config's pair: its two folders, the service user's (left as they are if there).
+	for dir in /var/lib/syncd /var/lib/syncd/local /var/lib/syncd/remote; do \
+		test -d $$dir || install -d -o syncd -g syncd -m 0750 $$dir; done
 	sysctl --system >/dev/null
 	systemctl daemon-reload
 	@echo "edit /etc/syncd/syncd.yaml and ReadWritePaths= in the unit, then: systemctl enable --now syncd"

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from harness import SYNCD, Setup, wait_for
 
 from syncd.config import load_config
@@ -84,6 +85,34 @@ def test_the_system_install_gives_the_service_user_a_config_it_can_read() -> Non
     assert "install -o root -g syncd -m 0640 config/syncd.system.yaml" in recipe[config]
     unit = (UNITS / "syncd.service").read_text()
     assert "User=syncd" in unit and "Group=syncd" in unit
+
+
+def test_the_installed_service_has_the_folders_of_its_pair() -> None:
+    """The installed config's pair (/var/lib/syncd/local <-> file:///var/lib/syncd/remote)
+    works as installed: `make install-systemd` makes both folders for the service user, after
+    the user exists; and the unit's example ReadWritePaths= is optional ("-"), since a missing
+    path there fails the unit's start (status 226/NAMESPACE)."""
+    recipe = "\n".join(
+        subprocess.run(
+            ["make", "-n", "install-systemd"],
+            cwd=UNITS.parent,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()
+    )
+    config = yaml.safe_load((UNITS.parent / "config" / "syncd.system.yaml").read_text())
+    pair = config["pairs"][0]
+    folders = [pair["local"], pair["remote"].removeprefix("file://")]
+    assert recipe.index("useradd") < recipe.index(folders[0])
+    for folder in folders:
+        assert folder in recipe
+    assert "install -d -o syncd -g syncd" in recipe
+    unit = (UNITS / "syncd.service").read_text()
+    paths = [line for line in unit.splitlines() if line.startswith("ReadWritePaths=")]
+    assert paths and all(
+        word.startswith("-") for line in paths for word in line.split("=", 1)[1].split()
+    )
 
 
 def test_sysctl_dropin_raises_inotify_limits() -> None:
