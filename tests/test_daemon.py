@@ -394,6 +394,34 @@ def test_a_client_that_hangs_up_early_leaves_only_json_lines(tmp_path: Path) -> 
     assert all(line.startswith("{") for line in logged.splitlines()), logged
 
 
+def test_a_syncignore_written_while_running_applies_at_once(tmp_path: Path) -> None:
+    """The daemon read `.syncignore` only at a full pass: a file it ignores now was still
+    sent, and deleting one deleted it on the remote (the README: ignored paths are never
+    deleted on the other side). Now its rules apply from the next event on, and a path it
+    stops ignoring goes up."""
+    setup, remote = _folder_setup(tmp_path)
+    setup.local.mkdir()
+    (setup.local / "a.txt").write_text("a")
+    (setup.local / "b.log").write_text("b")
+    with running_daemon(setup) as daemon:
+        wait_for(lambda: (remote / "b.log").exists() and (remote / "a.txt").exists())
+        daemon.wait_idle()
+        (setup.local / ".syncignore").write_text("*.log\nlater.txt\n")
+        (setup.local / "b.log").unlink()
+        (setup.local / "later.txt").write_text("ignored for now")
+        (setup.local / "c.txt").write_text("c")
+        wait_for(lambda: (remote / "c.txt").exists() and (remote / ".syncignore").exists())
+        daemon.wait_idle()
+        assert (remote / "b.log").read_text() == "b"
+        assert not (remote / "later.txt").exists()
+
+        (setup.local / ".syncignore").write_text("*.log\n")
+        wait_for(lambda: (remote / "later.txt").exists())
+        assert (remote / "later.txt").read_text() == "ignored for now"
+        assert (remote / "b.log").read_text() == "b"
+        assert daemon.terminate() == 0
+
+
 def test_a_local_root_made_anew_is_watched_again(tmp_path: Path) -> None:
     """The local root moved away (the pair is in error, nothing deleted), then a folder made
     anew under its name: the pair recovers, files dropped into the new folder go up (the old

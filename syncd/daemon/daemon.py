@@ -29,6 +29,7 @@ from syncd.daemon.remote_changes import RemoteChanges
 from syncd.daemon.watcher import Watcher, WatchLimitReached
 from syncd.engine.core import Engine
 from syncd.engine.debounce import Debouncer, Pending
+from syncd.engine.filters import SYNCIGNORE
 from syncd.engine.model import Change
 from syncd.engine.syncer import PairFault
 from syncd.engine.workers import WorkerPool
@@ -310,6 +311,12 @@ class Daemon:
         syncer = self.engine.syncers.get(change.pair)
         if syncer is None:
             return
+        if change.path == SYNCIGNORE:
+            # Its rules apply from now on: a path it now ignores is neither sent nor deleted
+            # on the other side (events come in order: one right after it sees the new
+            # rules). A path it no longer ignores is found by a full pass.
+            syncer.reload_filter()
+            self.poller.run_now(change.pair, self.full_scan)
         self.settler.touch((change.pair, change.path), syncer.pair.settle, walk=change.is_dir)
 
     def _settled(self, key: Key, pending: Pending) -> None:

@@ -176,6 +176,11 @@ class PairSyncer:
         for path in self.open_conflicts:
             self.stats.conflict(path, "waiting for a decision")
 
+    def reload_filter(self) -> None:
+        """Read the root's `.syncignore` again (with the config's patterns): at each full
+        pass, and in the daemon whenever the file changes."""
+        self.filter = PathFilter(self.pair.exclude, self.root, include=self.pair.include)
+
     def bind_log(self) -> None:
         """The pair's logger, made with the log settings of now: a bound logger keeps the
         renderer and level it was made with, so a reload that changes `log` binds again."""
@@ -295,7 +300,7 @@ class PairSyncer:
         `hold` keeps the base entries in memory for the pass that follows (the caller
         releases them: `StateStore.release`)."""
         self.check_root()
-        self.filter = PathFilter(self.pair.exclude, self.root, include=self.pair.include)
+        self.reload_filter()
         remote = self.list_remote()
         local = self.scan_local(clean_temp=first_pass and not self.plan_only)
         base = self._hold() if hold else self.store.entries(self.name)
