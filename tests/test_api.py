@@ -144,6 +144,23 @@ def test_an_engine_holds_its_state(tmp_path: Path) -> None:
         assert engine.sync_once().exit_code == 0
 
 
+def test_a_closed_engine_and_an_unknown_pair_raise(tmp_path: Path) -> None:
+    """A pass on a closed engine reported exit_code 0 having done nothing, and an unknown
+    pair was a bare KeyError: a script must not take either for "in sync"."""
+    local, remote = _folders(tmp_path)
+    engine = Engine.from_config_dict(_config(tmp_path, local, f"file://{remote}"))
+    with pytest.raises(ValueError, match="no pair named 'nope'"):
+        engine.sync_once(pair="nope")
+    engine.close()
+    engine.close()  # twice is fine
+    (local / "new.txt").write_text("new")
+    with pytest.raises(RuntimeError, match="closed"):
+        engine.sync_once()
+    with pytest.raises(RuntimeError, match="closed"):
+        engine.retry_failed()
+    assert not (remote / "new.txt").exists()
+
+
 def test_from_config_file(tmp_path: Path) -> None:
     local, remote = _folders(tmp_path)
     path = tmp_path / "syncd.yaml"

@@ -154,6 +154,7 @@ class Engine:
         self.store = store if store is not None else StateStore(config.state)
         self.queue = WorkQueue()
         self.stopping = threading.Event()
+        self._closed = False
         self.retry = RetryPolicy(
             config.retry.attempts, config.retry.max_seconds, stopping=self.stopping
         )
@@ -390,6 +391,9 @@ class Engine:
 
         A dry run goes through exactly the same decisions, with every action recorded instead
         of carried out, so the real run right after does what it printed."""
+        self._require_open()
+        if pair is not None and pair not in self.syncers:
+            raise ValueError(f"no pair named {pair!r} in the config")
         started = time.monotonic()
         names = [pair] if pair is not None else list(self.syncers)
         reports: dict[str, PairReport] = {}
@@ -440,6 +444,7 @@ class Engine:
 
     def retry_failed(self) -> Report:
         """Try every failed path again now (what `syncd retry` asks of the daemon)."""
+        self._require_open()
         started = time.monotonic()
         names = [n for n, s in self.syncers.items() if s.stats.failures]
         before = {name: self._begin_pass(name) for name in names}
@@ -553,7 +558,16 @@ class Engine:
             pool.stop()
 
     # -- lifecycle ------------------------------------------------------------------------
+    def _require_open(self) -> None:
+        """A closed engine has let go of its state and providers: a pass on it would report
+        "in sync" having done nothing."""
+        if self._closed:
+            raise RuntimeError("this Engine is closed")
+
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         self.stopping.set()
         self.delayed.stop()
         self.store.flush()  # records written behind land after their barrier, providers open
