@@ -429,9 +429,10 @@ def resolve(ctx: click.Context, config_path: str | None, path: str, keep: str) -
         pair, rel = _find_conflict(config, store.conflicts(), path)
     finally:
         store.close()
+    outcome: str | None = None
     try:
         result = request(Path(config.socket), "resolve", pair=pair, path=rel, keep=keep)
-        settled = bool(result["resolved"])
+        settled, outcome = bool(result["resolved"]), result.get("outcome")
     except DaemonError as exc:
         fail(str(exc), EXIT_USAGE)
     except DaemonUnreachable:
@@ -439,11 +440,12 @@ def resolve(ctx: click.Context, config_path: str | None, path: str, keep: str) -
         try:
             with _lock(config), _open_engine(config) as engine:
                 settled = engine.resolve(pair, rel, keep)
+                outcome = engine.syncers[pair].resolutions.pop(rel, None)
         except AlreadyRunning as exc:
             fail(str(exc), EXIT_FAILED)
     if not settled:
         fail(f"{rel}: could not be settled yet; see the log", EXIT_FAILED)
-    click.echo(f"{pair}/{rel}: kept {keep}")
+    click.echo(f"{pair}/{rel}: {outcome or f'kept {keep}'}")
 
 
 def _find_conflict(

@@ -160,6 +160,32 @@ def test_first_sync_with_different_content_is_a_conflict_not_an_overwrite(
     assert (setup.local / "clash.txt").read_bytes() == b"local version!"
 
 
+def test_resolve_says_what_it_did_when_the_kept_side_is_gone(
+    tmp_path: Path, remote: Remote
+) -> None:
+    """`resolve --keep remote` after the remote version was deleted: the usual rules settle it
+    (the local edit goes up); `resolve` said "kept remote" all the same. It says what was
+    done, and a plain keep still reads "kept local"."""
+    setup = Setup(tmp_path, remote.url, options=remote.options, pair_extra={"conflict": "manual"})
+    setup.write()
+    for name in ("a.txt", "b.txt"):
+        remote.put(name, f"remote {name}".encode())
+        (setup.local / name).write_bytes(f"local {name}".encode())
+    assert syncd("once", "-c", setup.config).returncode == 4
+    remote.delete("a.txt")
+
+    gone = syncd("resolve", "a.txt", "--keep", "remote", "-c", setup.config)
+    assert gone.returncode == 0, gone.stdout + gone.stderr
+    assert "kept remote" not in gone.stdout
+    assert gone.stdout.startswith("docs/a.txt: no longer a conflict"), gone.stdout
+    assert remote.get("a.txt") == b"local a.txt"
+
+    kept = syncd("resolve", "b.txt", "--keep", "local", "-c", setup.config)
+    assert kept.returncode == 0, kept.stdout + kept.stderr
+    assert kept.stdout.strip() == "docs/b.txt: kept local"
+    assert remote.get("b.txt") == b"local b.txt"
+
+
 def test_first_sync_clash_under_timestamp_wins_keeps_the_loser_in_the_remote_trash(
     tmp_path: Path, remote: Remote
 ) -> None:

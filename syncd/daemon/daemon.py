@@ -448,7 +448,8 @@ class Daemon:
         deadline = time.monotonic() + 30
         while path in syncer.open_conflicts and time.monotonic() < deadline:
             time.sleep(0.05)
-        return {"resolved": path not in syncer.open_conflicts}
+        resolved = path not in syncer.open_conflicts
+        return {"resolved": resolved, "outcome": syncer.resolutions.pop(path, None)}
 
     def _pairs(self, name: object) -> list[str]:
         if name is None:

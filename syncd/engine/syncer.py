@@ -156,6 +156,8 @@ class PairSyncer:
         self._lock = threading.Lock()
         self.deletions = DeletionBatch()
         self.keeps: dict[str, str] = {}  # path -> 'local' | 'remote' | 'both', from `resolve`
+        #: path -> what a `resolve` of it did, in words ("kept remote"), for its caller to say.
+        self.resolutions: dict[str, str] = {}
         self._names: dict[str, str] = {}  # NFC path -> the name on disk, where they differ
         #: In a held pass: the sizes of the synced files its scan found gone locally, the only
         #: ones a new file of the pass can have been moved from (None: ask the state).
@@ -405,6 +407,14 @@ class PairSyncer:
             op = decision.action.value
             if self.plan_only:
                 return self._plan(path, decision, facts)
+            if keep is not None:
+                # A side may have changed since the conflict was found (its version deleted,
+                # say): then the usual rules settle it, and `resolve` must not claim the keep.
+                self.resolutions[path] = (
+                    f"kept {keep}"
+                    if decision.action is Action.CONFLICT
+                    else f"no longer a conflict, settled as any change: {decision.reason}"
+                )
             outcome = self._act(path, decision, facts, keep, plog)
         except Cancelled:
             return Outcome.REQUEUE
