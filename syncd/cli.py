@@ -9,9 +9,10 @@ import json
 import os
 import sys
 import threading
+from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import IO, Any, NoReturn
 
 import click
 
@@ -136,7 +137,59 @@ config_option = click.option(
 pair_option = click.option("--pair", metavar="NAME", help="Only this pair.")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class OneLineUsageError(click.UsageError):
+    """A usage error the way the contract wants every error: one line on stderr, exit 2.
+
+    click's own is a block of three or four lines (usage, hint, a blank line, the error),
+    which a script's log cuts apart; its message is kept word for word, and so is the
+    pointer to the help.
+    """
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        message = " ".join(self.format_message().split()).rstrip(".")
+        message = message[:1].lower() + message[1:]
+        command = self.ctx.command_path if self.ctx is not None else "syncd"
+        click.echo(f"syncd: {message} (see '{command} --help')", file=file, err=True)
+
+
+@contextlib.contextmanager
+def _one_line_usage(ctx: click.Context) -> Iterator[None]:
+    """Turn click's usage errors into OneLineUsageError (naming `ctx`'s command when the
+    error names none); `syncd` with no command still shows the help (NoArgsIsHelpError), as
+    `--help` does."""
+    try:
+        yield
+    except (OneLineUsageError, click.exceptions.NoArgsIsHelpError):
+        raise
+    except click.UsageError as exc:
+        raise OneLineUsageError(exc.format_message(), exc.ctx or ctx) from None
+
+
+class SyncdCommand(click.Command):
+    """A syncd subcommand: its usage errors are one line."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        with _one_line_usage(ctx):
+            return super().parse_args(ctx, args)
+
+
+class SyncdGroup(click.Group):
+    """syncd's command groups: their usage errors are one line, and so are their commands'
+    (a missing or unknown command is found in `invoke`)."""
+
+    command_class = SyncdCommand
+    group_class = type  # `state` is a SyncdGroup too
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        with _one_line_usage(ctx):
+            return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _one_line_usage(ctx):
+            return super().invoke(ctx)
+
+
+@click.group(cls=SyncdGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="syncd")
 @click.option("-v", "--verbose", count=True, help="More log output (repeatable).")
 @click.option("-q", "--quiet", count=True, help="Less log output (repeatable).")

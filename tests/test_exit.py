@@ -1,6 +1,7 @@
 """The console script leaves without tearing the interpreter down (`syncd.cli._leave`), but
 with everything a normal exit does that a user or a script can see: the exit code, every
-byte of output through a pipe, atexit handlers, and waiting for a thread still at work."""
+byte of output through a pipe, atexit handlers, and waiting for a thread still at work.
+A usage error leaves like every other error: one line, exit 2."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+import pytest
 
 from syncd import __version__
 
@@ -111,3 +114,55 @@ def test_under_a_profiler_the_exit_is_the_normal_one(tmp_path: Path) -> None:
     )
     assert (done.returncode, done.stdout.strip()) == (0, f"syncd, version {__version__}")
     assert report.stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (
+            ["status", "--frobnicate"],
+            "syncd: no such option '--frobnicate' (see 'syncd status --help')",
+        ),
+        (
+            ["resolve", "x", "--keep", "sideways"],
+            "syncd: invalid value for '--keep': 'sideways' is not one of 'local', 'remote', "
+            "'both' (see 'syncd resolve --help')",
+        ),
+        (["resolve"], "syncd: missing argument 'PATH' (see 'syncd resolve --help')"),
+        (
+            ["once", "--pair"],
+            "syncd: option '--pair' requires an argument (see 'syncd once --help')",
+        ),
+        (["bogus"], "syncd: no such command 'bogus' (see 'syncd --help')"),
+        (
+            ["state", "rebuild", "-x"],
+            "syncd: no such option '-x' (see 'syncd state rebuild --help')",
+        ),
+    ],
+    ids=[
+        "unknown option",
+        "bad choice",
+        "missing argument",
+        "missing value",
+        "unknown command",
+        "nested command",
+    ],
+)
+def test_a_usage_error_is_one_line_and_exit_2(argv: list[str], line: str) -> None:
+    """The contract: "one clear line naming the problem"; click's text, not its block."""
+    done = subprocess.run(
+        [str(SYNCD), *argv], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (2, "", line + "\n")
+
+
+def test_help_is_still_click_help() -> None:
+    asked = subprocess.run(
+        [str(SYNCD), "status", "--help"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert asked.returncode == 0 and asked.stdout.startswith("Usage: syncd status [OPTIONS]")
+    bare = subprocess.run(  # a group without its command shows its help, as before
+        [str(SYNCD), "state"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert bare.returncode == 2 and "Usage: syncd state" in bare.stdout + bare.stderr
+    assert "rebuild" in bare.stdout + bare.stderr
