@@ -9,7 +9,7 @@ import json
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import IO, Any, NoReturn
@@ -165,8 +165,44 @@ def _one_line_usage(ctx: click.Context) -> Iterator[None]:
         raise OneLineUsageError(exc.format_message(), exc.ctx or ctx) from None
 
 
+def _verbosity_step(step: int) -> Callable[[click.Context, click.Parameter, int], None]:
+    """The callback of a subcommand's -v / -q: move the verbosity the top-level ones set, so
+    `syncd -v once -v` is two steps, like `syncd -vv once`."""
+
+    def count(ctx: click.Context, param: click.Parameter, value: int) -> None:
+        if value:
+            settings = ctx.ensure_object(dict)
+            settings["verbosity"] = settings.get("verbosity", 0) + step * value
+
+    return count
+
+
+def _verbosity_options() -> list[click.Parameter]:
+    return [
+        click.Option(
+            ["-v", "--verbose"],
+            count=True,
+            expose_value=False,
+            callback=_verbosity_step(1),
+            help="More log output (repeatable).",
+        ),
+        click.Option(
+            ["-q", "--quiet"],
+            count=True,
+            expose_value=False,
+            callback=_verbosity_step(-1),
+            help="Less log output (repeatable).",
+        ),
+    ]
+
+
 class SyncdCommand(click.Command):
-    """A syncd subcommand: its usage errors are one line."""
+    """A syncd subcommand: its usage errors are one line, and it takes -v / -q after its name
+    as well as before (`syncd run -v` is what people type after `syncd run`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.params.extend(_verbosity_options())
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         with _one_line_usage(ctx):
@@ -197,7 +233,8 @@ class SyncdGroup(click.Group):
 def cli(ctx: click.Context, verbose: int, quiet: int) -> None:
     """Keep local folders in sync with S3, Google Cloud Storage, Azure Blob and local-folder
     remotes."""
-    ctx.obj = {"verbosity": verbose - quiet}
+    settings = ctx.ensure_object(dict)
+    settings["verbosity"] = settings.get("verbosity", 0) + verbose - quiet
 
 
 @cli.command()
