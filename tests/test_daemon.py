@@ -3,6 +3,7 @@ over the socket exactly as the contract says, SIGTERM stops it cleanly."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -11,7 +12,10 @@ import signal
 import socket
 import sqlite3
 import stat
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -310,6 +314,52 @@ def test_status_without_daemon_exits_3(tmp_path: Path) -> None:
     assert result.returncode == 3
     assert result.stdout == ""
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@contextmanager
+def _answering(path: Path, reply: bytes) -> Iterator[None]:
+    """Something on the control socket that reads a request and answers `reply`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(5)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):  # the listener closed: the test is over
+            while True:
+                conn, _ = listener.accept()
+                with conn:
+                    conn.recv(65536)
+                    conn.sendall(reply)
+
+    server = threading.Thread(target=serve, name="fake-daemon")
+    server.start()
+    try:
+        yield
+    finally:
+        listener.shutdown(socket.SHUT_RDWR)
+        listener.close()
+        server.join(10)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [b"not json\n", b'{"ok": true, "res', b"[1, 2]\n", b'"ok"\n', b"\xff\xfe\n"],
+    ids=["not json", "cut short", "a list", "a string", "not utf-8"],
+)
+def test_a_reply_that_is_no_control_message_exits_3(tmp_path: Path, reply: bytes) -> None:
+    """Whatever answers is no daemon syncd can use: one line naming the socket, exit 3."""
+    (tmp_path / "remote").mkdir()
+    setup = Setup(tmp_path, f"file://{tmp_path / 'remote'}")
+    setup.write()
+    with _answering(setup.socket, reply):
+        result = syncd("status", "-c", setup.config)
+    assert result.returncode == 3, result.stderr
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"syncd: cannot use what answers on {setup.socket}: its reply is "
+        + ("JSON, but not an object" if reply[:1] in b'["' else "not JSON (or cut short)")
+    ]
 
 
 @pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])

@@ -58,7 +58,22 @@ def request(socket_path: Path, cmd: str, timeout: float = 30.0, **args: Any) -> 
         ) from exc
     if not line:
         raise DaemonUnreachable(f"the syncd daemon on {socket_path} closed the connection")
-    reply = json.loads(line)
+    reply = _parse_reply(line, socket_path)
     if not reply.get("ok"):
         raise DaemonError(str(reply.get("error", "unknown error")))
     return reply.get("result")
+
+
+def _parse_reply(line: bytes, socket_path: Path) -> dict[str, Any]:
+    """The reply, an object. Anything else (not JSON, cut short, a list) means that what
+    answers there cannot be used as a syncd daemon: DaemonUnreachable (exit 3), not a
+    traceback."""
+    try:
+        reply = json.loads(line)
+    except ValueError:  # JSONDecodeError, or bytes that are not UTF-8
+        why = "not JSON (or cut short)"
+    else:
+        if isinstance(reply, dict):
+            return reply
+        why = "JSON, but not an object"
+    raise DaemonUnreachable(f"cannot use what answers on {socket_path}: its reply is {why}")
