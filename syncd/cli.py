@@ -12,12 +12,23 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import IO, Any, NoReturn
+from typing import IO, Any, NoReturn, TypeVar
 
 import click
 
 from syncd import __version__, logs
-from syncd.config import Config, ConfigError, default_socket_path, load_config, resolve_config_path
+from syncd.config import (
+    Config,
+    ConfigError,
+    PairPlace,
+    PairsPart,
+    SocketPart,
+    StatePart,
+    default_socket_path,
+    load_config,
+    load_config_part,
+    resolve_config_path,
+)
 from syncd.daemon.lock import AlreadyRunning, InstanceLock, instance_lock
 from syncd.daemon.protocol import DaemonError, DaemonUnreachable, request
 from syncd.engine.core import (
@@ -35,6 +46,8 @@ from syncd.progress_view import progress_bars
 from syncd.providers.errors import ProviderError
 from syncd.providers.url import RemoteURLError
 from syncd.state import StateError, StateStore, move_aside, sqlite_path
+
+PartT = TypeVar("PartT", SocketPart, StatePart, PairsPart)
 
 
 def fail(message: str, code: int) -> NoReturn:
@@ -90,11 +103,24 @@ def _local_root_problem(root: Path) -> str | None:
     return "is not a folder" if os.path.lexists(root) else "does not exist"
 
 
+def _load_part(config_path: str | None, part: type[PartT]) -> PartT:
+    """Only `part` of the config (`load_config_part`), for commands that need no more: an
+    unset `${VAR}` elsewhere in the file (the service's secrets) does not stop them. Without
+    a file, the SYNCD_* variables' config."""
+    path = resolve_config_path(config_path)
+    if path is None:
+        return part.model_validate(_load(None), from_attributes=True)
+    try:
+        return load_config_part(path, part)
+    except ConfigError as exc:
+        fail(str(exc), EXIT_USAGE)
+
+
 def _socket(config_path: str | None) -> Path:
     """The daemon's socket: from the config when there is one, else the default location."""
     if resolve_config_path(config_path) is None:
         return default_socket_path()
-    return Path(_load(config_path).socket)
+    return _load_part(config_path, SocketPart).socket
 
 
 def _lock(config: Config) -> InstanceLock:
@@ -463,8 +489,7 @@ def conflicts(config_path: str | None, as_json: bool) -> None:
     """Conflicts waiting for a decision (read from the state, daemon or not)."""
     from syncd.daemon.daemon import conflict_list
 
-    config = _load(config_path)
-    store = _open_state(config)
+    store = _open_state(_load_part(config_path, StatePart).state)
     try:
         result = conflict_list(store)
     finally:
@@ -490,14 +515,14 @@ def log_command(
     deletion, oldest first (read from the state, daemon or not)."""
     from syncd import audit
 
-    config = _load(config_path)
+    config = _load_part(config_path, PairsPart)
     if pair is not None and pair not in {p.name for p in config.pairs}:
         fail(f"no pair named {pair!r} in the config", EXIT_USAGE)
     try:
         cutoff = audit.parse_since(since) if since is not None else None
     except ValueError as exc:
         fail(str(exc), EXIT_USAGE)
-    store = _open_state(config)
+    store = _open_state(config.state)
     try:
         records = store.ops(pair, cutoff)
     finally:
@@ -513,19 +538,20 @@ def log_command(
 @click.pass_context
 def resolve(ctx: click.Context, config_path: str | None, path: str, keep: str) -> None:
     """Settle one conflict: keep the local version, the remote one, or both."""
-    config = _load(config_path)
-    store = _open_state(config)
+    places = _load_part(config_path, PairsPart)
+    store = _open_state(places.state)
     try:
-        pair, rel = _find_conflict(config, store.conflicts(), path)
+        pair, rel = _find_conflict(places.pairs, store.conflicts(), path)
     finally:
         store.close()
     outcome: str | None = None
     try:
-        result = request(Path(config.socket), "resolve", pair=pair, path=rel, keep=keep)
+        result = request(places.socket, "resolve", pair=pair, path=rel, keep=keep)
         settled, outcome = bool(result["resolved"]), result.get("outcome")
     except DaemonError as exc:
         fail(str(exc), EXIT_USAGE)
     except DaemonUnreachable:
+        config = _load(config_path)  # settled here: the engine needs the whole config
         _setup_logging(ctx, config)
         try:
             with _lock(config), _open_engine(config) as engine:
@@ -539,10 +565,10 @@ def resolve(ctx: click.Context, config_path: str | None, path: str, keep: str) -
 
 
 def _find_conflict(
-    config: Config, open_conflicts: list[tuple[str, str, str, float]], given: str
+    pairs: list[PairPlace], open_conflicts: list[tuple[str, str, str, float]], given: str
 ) -> tuple[str, str]:
     """Which open conflict PATH names: a path inside a pair's root, or relative to one."""
-    roots = {p.name: Path(p.local) for p in config.pairs}
+    roots = {p.name: Path(p.local) for p in pairs}
     absolute = Path(given).absolute()
     matches = [
         (pair, path)
@@ -556,9 +582,9 @@ def _find_conflict(
     return matches[0]
 
 
-def _open_state(config: Config) -> StateStore:
+def _open_state(url: str) -> StateStore:
     try:
-        return StateStore(config.state)
+        return StateStore(url)
     except StateError as exc:
         fail(str(exc), EXIT_FAILED)
 

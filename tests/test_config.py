@@ -18,10 +18,14 @@ from syncd.config import (
     Config,
     ConfigError,
     PairConfig,
+    PairsPart,
+    SocketPart,
+    StatePart,
     default_socket_path,
     default_state_url,
     load_config,
     load_config_dict,
+    load_config_part,
     resolve_config_path,
 )
 from syncd.config.units import parse_rate, parse_size
@@ -558,6 +562,72 @@ def test_pydantic_own_report_hides_option_values_too(tmp_path: Path) -> None:
             }
         )
     assert SECRET not in str(caught.value)
+
+
+# -- the parts commands read alone -------------------------------------------------------------
+
+# The service's secrets come from its environment (EnvironmentFile=); an operator's shell lacks
+# them. Unknown keys and bad values beside are the full load's business too.
+SERVICE_CONFIG = """\
+state: sqlite:///${SYNCD_TEST_DIR:TMP}/state.db
+socket: TMP/run/syncd.sock
+workerz: 4
+pairs:
+  - name: docs
+    local: TMP/docs
+    remote: s3://${BUCKET}/docs/
+    options: {access_key_id: "${SYNCD_TEST_VAR}", secret_access_key: "${SYNCD_TEST_VAR}"}
+"""
+
+
+def test_a_part_reads_its_keys_alone(tmp_path: Path) -> None:
+    path = write(tmp_path, SERVICE_CONFIG)
+    with pytest.raises(ConfigError, match=r"\$\{BUCKET\} is not set"):
+        load_config(path)
+    assert load_config_part(path, SocketPart).socket == tmp_path / "run" / "syncd.sock"
+    assert load_config_part(path, StatePart).state == f"sqlite:///{tmp_path}/state.db"
+    places = load_config_part(path, PairsPart)
+    assert [(p.name, p.local) for p in places.pairs] == [("docs", tmp_path / "docs")]
+    defaults = load_config_part(write(tmp_path, "pairs: [{name: a}]\n"), SocketPart)
+    assert defaults.socket == default_socket_path()
+
+
+@pytest.mark.parametrize(
+    ("text", "part", "message"),
+    [
+        ("socket: ${SYNCD_TEST_VAR}\n", SocketPart, "socket: ${SYNCD_TEST_VAR} is not set"),
+        ("socket: TMP/" + "s" * 120 + "\n", SocketPart, "socket: TMP/ss"),
+        ("socket: [a]\n", SocketPart, "socket: must be a path"),
+        ("state: not a url\n", StatePart, "state: not a database URL"),
+        ("pairs: [{name: 'a b', local: /x}]\n", PairsPart, "pairs[0].name: must be 1-64"),
+        ("pairs: [{name: a, local: '${BUCKET}'}]\n", PairsPart, "pairs[0].local: ${BUCKET}"),
+        ("socket: [\n", SocketPart, "line 2: invalid YAML"),
+        ("- socket\n", SocketPart, "must be a mapping of keys"),
+    ],
+    ids=["unset", "too long", "not a path", "bad state", "bad name", "unset local", "yaml", "list"],
+)
+def test_a_part_is_refused_for_what_it_reads(
+    tmp_path: Path, text: str, part: type[SocketPart | StatePart | PairsPart], message: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config_part(path, part)
+    assert str(caught.value).startswith(f"{path}: {message.replace('TMP', str(tmp_path))}")
+
+
+@pytest.mark.parametrize(
+    ("command", "key"),
+    [(["status"], "socket"), (["pause"], "socket"), (["conflicts"], "state")],
+)
+def test_a_command_that_reads_a_part_exits_2_naming_it(
+    tmp_path: Path, command: list[str], key: str
+) -> None:
+    path = write(tmp_path, PAIR + f"{key}: ${{SYNCD_TEST_VAR}}\n")
+    done = syncd(*command, "-c", path, timeout=60)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert (
+        done.stderr == f"syncd: {path}: {key}: ${{SYNCD_TEST_VAR}} is not set and has no default\n"
+    )
 
 
 # -- the Python API ---------------------------------------------------------------------------

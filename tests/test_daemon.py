@@ -362,6 +362,31 @@ def test_a_reply_that_is_no_control_message_exits_3(tmp_path: Path, reply: bytes
     ]
 
 
+def test_control_commands_work_without_the_services_variables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service gets its secrets from its own environment (systemd's EnvironmentFile=);
+    an operator's shell lacks them. Commands that ask the daemon or read the state need only
+    the keys they use; those that sync themselves still need every variable."""
+    (tmp_path / "remote").mkdir()
+    setup = Setup(
+        tmp_path, f"file://{tmp_path / 'remote'}", pair_extra={"exclude": ["${SYNCD_TEST_KEY}"]}
+    )
+    monkeypatch.setenv("SYNCD_TEST_KEY", "*.secret")
+    with running_daemon(setup) as daemon:
+        monkeypatch.delenv("SYNCD_TEST_KEY")
+        for command in ("status", "sync", "pause", "resume", "retry", "conflicts", "log"):
+            done = syncd(command, "-c", setup.config)
+            assert done.returncode == 0, (command, done.stderr)
+        assert "docs" in syncd("status", "--json", "-c", setup.config).stdout
+        unknown = syncd("resolve", "nope.txt", "--keep", "local", "-c", setup.config)
+        assert unknown.stderr == "syncd: no open conflict for 'nope.txt' (see `syncd conflicts`)\n"
+        once = syncd("once", "-c", setup.config)
+        assert once.returncode == 2
+        assert "pairs[0].exclude[0]: ${SYNCD_TEST_KEY} is not set" in once.stderr
+        assert daemon.terminate() == 0
+
+
 @pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
 def test_signals_stop_cleanly(tmp_path: Path, signum: str) -> None:
     import signal

@@ -14,7 +14,7 @@ import re
 import typing
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -24,6 +24,7 @@ from syncd.providers.options import OPTIONS_BY_SCHEME
 from syncd.providers.url import RemoteURLError, parse_remote_url
 
 Loc = tuple[str | int, ...]
+PartT = TypeVar("PartT", bound=BaseModel)
 
 
 class ConfigError(Exception):
@@ -75,6 +76,24 @@ def resolve_config_path(explicit: str | None) -> Path | None:
 
 def load_config(path: Path) -> Config:
     """Read, substitute and validate the YAML config at `path`."""
+    return load_config_dict(_read_document(path), str(path))
+
+
+def load_config_part(path: Path, part: type[PartT]) -> PartT:
+    """Only the keys `part` models (`SocketPart`, …) of the YAML config at `path`, read,
+    substituted and validated as `load_config` would; every other key is left unread, so an
+    unset `${VAR}` there is no error. Commands that only ask the running daemon read just its
+    socket: the service's secret variables are rarely in an operator's shell."""
+    source = str(path)
+    document = _pick(_read_document(path), part, (), os.environ, source)
+    try:
+        return part.model_validate(document)
+    except ValidationError as exc:
+        raise _translate(exc, source, document) from None
+
+
+def _read_document(path: Path) -> Mapping[str, Any]:
+    """The YAML mapping at `path`, not yet substituted nor validated."""
     source = str(path)
     try:
         raw = path.read_bytes()
@@ -93,7 +112,7 @@ def load_config(path: Path) -> Config:
         raise ConfigError(source, "file is empty")
     if not isinstance(data, Mapping):
         raise ConfigError(source, f"must be a mapping of keys (got {_kind(data)})")
-    return load_config_dict(data, source)
+    return data
 
 
 def load_config_dict(
@@ -181,6 +200,28 @@ def _substitute(node: object, loc: Loc, env: Mapping[str, str], source: str) -> 
     if isinstance(node, list | tuple):
         return [_substitute(item, (*loc, index), env, source) for index, item in enumerate(node)]
     return node
+
+
+def _pick(
+    node: object, model: type[BaseModel], loc: Loc, env: Mapping[str, str], source: str
+) -> Any:
+    """The keys of `node` that `model` reads, substituted; the others are dropped unread."""
+    if not isinstance(node, Mapping):
+        return node  # validation names what is wrong with it
+    picked: dict[str, Any] = {}
+    for key, field in model.model_fields.items():
+        if key not in node:
+            continue
+        value, where, inner = node[key], (*loc, key), _model_in(field.annotation)
+        if inner is None:
+            picked[key] = _substitute(value, where, env, source)
+        elif isinstance(value, list):
+            picked[key] = [
+                _pick(item, inner, (*where, index), env, source) for index, item in enumerate(value)
+            ]
+        else:
+            picked[key] = _pick(value, inner, where, env, source)
+    return picked
 
 
 def _expand(value: str, env: Mapping[str, str]) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -118,11 +119,57 @@ def _absolute_path(value: object) -> object:
     return Path(os.path.abspath(os.path.expanduser(text)))
 
 
+def _pair_name(value: str) -> str:
+    if not _PAIR_NAME.fullmatch(value):
+        raise _invalid(
+            "pair_name", f"must be 1-64 letters, digits, '.', '_' or '-' (got {value[:80]!r})"
+        )
+    return value
+
+
+def _absolute_state(value: str) -> str:
+    """Anchor a relative SQLite file at the current directory, so `sqlite:///./x.db` means
+    the same file whatever directory the daemon later runs in."""
+    try:
+        url = make_url(value)
+    except (ArgumentError, ValueError):
+        # Not echoed: a database URL may carry a password.
+        raise _invalid(
+            "state_url", "not a database URL (e.g. sqlite:////var/lib/syncd/state.db)"
+        ) from None
+    _require_driver(url)
+    database = url.database
+    if url.get_backend_name() != "sqlite" or not database:
+        return value
+    if database == ":memory:" or database.startswith("file:"):
+        return value  # in-memory, or SQLite's own URI syntax: leave it alone
+    expanded = os.path.expanduser(database)
+    if os.path.isabs(expanded) and expanded == database:
+        return value
+    absolute = url.set(database=os.path.abspath(expanded))
+    return absolute.render_as_string(hide_password=False)
+
+
+def _short_socket(value: Path) -> Path:
+    size = len(os.fsencode(str(value)))
+    if size > SOCKET_PATH_MAX:
+        raise _invalid(
+            "socket_too_long",
+            f"{value} is {size} bytes long; a Unix socket path may have at most "
+            f"{SOCKET_PATH_MAX}: choose a shorter path",
+        )
+    return value
+
+
 Int = Annotated[int, BeforeValidator(_no_bool)]
 Float = Annotated[float, BeforeValidator(_no_bool)]
 Size = Annotated[int, BeforeValidator(_size)]
 Rate = Annotated[int | None, BeforeValidator(_rate)]
 AbsolutePath = Annotated[Path, BeforeValidator(_absolute_path)]
+# Types, not validators of Config: the parts read alone (end of this module) obey them too.
+PairName = Annotated[str, AfterValidator(_pair_name)]
+StateURL = Annotated[str, AfterValidator(_absolute_state)]
+SocketPath = Annotated[Path, BeforeValidator(_absolute_path), AfterValidator(_short_socket)]
 
 
 class _Model(BaseModel):
@@ -194,7 +241,7 @@ class PairConfig(_Model):
     """
 
     # Field order matters: `options` is validated after `remote` and reads its scheme.
-    name: str
+    name: PairName
     local: AbsolutePath
     remote: str
     options: SerializeAsAny[BaseModel] = Field(default=None, validate_default=True)
@@ -213,16 +260,6 @@ class PairConfig(_Model):
     def remote_url(self) -> RemoteURL:
         """The parsed remote (validated at load time, so this cannot fail)."""
         return parse_remote_url(self.remote)
-
-    @field_validator("name")
-    @classmethod
-    def _check_name(cls, value: str) -> str:
-        if not _PAIR_NAME.fullmatch(value):
-            raise _invalid(
-                "pair_name",
-                f"must be 1-64 letters, digits, '.', '_' or '-' (got {value[:80]!r})",
-            )
-        return value
 
     @field_validator("remote")
     @classmethod
@@ -312,8 +349,8 @@ class Config(_Model):
     """A whole `syncd.yaml`. Only `pairs` (with each pair's name, local and remote) is
     required; everything else has a default that works on a single machine."""
 
-    state: str = Field(default_factory=default_state_url, validate_default=True)
-    socket: AbsolutePath = Field(default_factory=default_socket_path, validate_default=True)
+    state: StateURL = Field(default_factory=default_state_url, validate_default=True)
+    socket: SocketPath = Field(default_factory=default_socket_path, validate_default=True)
     workers: Int = Field(default=8, ge=1, le=256)
     log: LogConfig = Field(default_factory=LogConfig)
     bandwidth_limit: Rate = None
@@ -327,42 +364,6 @@ class Config(_Model):
     #: Operation-log records older than this many days are pruned (0: keep for ever).
     log_retention_days: Int = Field(default=90, ge=0)
     pairs: list[PairConfig] = Field(default_factory=list, validate_default=True)
-
-    @field_validator("state")
-    @classmethod
-    def _absolute_state(cls, value: str) -> str:
-        """Anchor a relative SQLite file at the current directory, so `sqlite:///./x.db` means
-        the same file whatever directory the daemon later runs in."""
-        try:
-            url = make_url(value)
-        except (ArgumentError, ValueError):
-            # Not echoed: a database URL may carry a password.
-            raise _invalid(
-                "state_url", "not a database URL (e.g. sqlite:////var/lib/syncd/state.db)"
-            ) from None
-        _require_driver(url)
-        database = url.database
-        if url.get_backend_name() != "sqlite" or not database:
-            return value
-        if database == ":memory:" or database.startswith("file:"):
-            return value  # in-memory, or SQLite's own URI syntax: leave it alone
-        expanded = os.path.expanduser(database)
-        if os.path.isabs(expanded) and expanded == database:
-            return value
-        absolute = url.set(database=os.path.abspath(expanded))
-        return absolute.render_as_string(hide_password=False)
-
-    @field_validator("socket")
-    @classmethod
-    def _short_socket(cls, value: Path) -> Path:
-        size = len(os.fsencode(str(value)))
-        if size > SOCKET_PATH_MAX:
-            raise _invalid(
-                "socket_too_long",
-                f"{value} is {size} bytes long; a Unix socket path may have at most "
-                f"{SOCKET_PATH_MAX}: choose a shorter path",
-            )
-        return value
 
     @field_validator("part_size")
     @classmethod
@@ -420,3 +421,41 @@ def _refuse_overlap(label: str, path: Path, other_label: str, other: Path) -> No
     else:
         return
     raise _invalid("overlapping_folders", reason)
+
+
+# -- parts of the file, read alone ------------------------------------------------------------
+
+
+class _Part(BaseModel):
+    """The few keys a command reads when it needs no more (`loader.load_config_part`): the
+    rest of the file, and the `${VAR}`s in it, stay unread. The keys obey the same rules as in
+    `Config`; other keys are the full load's business."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, hide_input_in_errors=True)
+
+
+class SocketPart(_Part):
+    """What a command that only asks the running daemon needs: where it listens. Operators'
+    shells lack the service's secret variables, and the daemon has them already."""
+
+    socket: SocketPath = Field(default_factory=default_socket_path, validate_default=True)
+
+
+class StatePart(_Part):
+    """What reading the state database needs (`syncd conflicts`)."""
+
+    state: StateURL = Field(default_factory=default_state_url, validate_default=True)
+
+
+class PairPlace(_Part):
+    """A pair's name and local root: enough to tell which pair a path belongs to."""
+
+    name: PairName
+    local: AbsolutePath
+
+
+class PairsPart(SocketPart, StatePart):
+    """The state, the socket, and each pair's name and root: what `syncd resolve` needs to
+    settle a conflict through the daemon, and `syncd log` to read the audit trail."""
+
+    pairs: list[PairPlace] = Field(default_factory=list)
