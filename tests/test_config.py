@@ -282,6 +282,30 @@ MALFORMED = [
         "invalid S3 bucket name",
     ),
     (
+        "password in an s3 remote",
+        PAIR.replace("s3://team-bucket", "s3://user:s3cretpw@team-bucket"),
+        "pairs[0].remote",
+        "invalid S3 bucket name 'user:***@team-bucket'",
+    ),
+    (
+        "password in an azure remote",
+        PAIR.replace("s3://team-bucket", "az://user:s3cretpw@team-box"),
+        "pairs[0].remote",
+        "invalid Azure container name 'user:***@team-box'",
+    ),
+    (
+        "password holding an @",
+        PAIR.replace("s3://team-bucket", "gs://user:pw@s3cretpw@team-bucket"),
+        "pairs[0].remote",
+        "invalid GCS bucket name 'user:***@team-bucket'",
+    ),
+    (
+        "password in a file remote",
+        PAIR.replace("s3://team-bucket/docs/", "file://user:s3cretpw@host/srv"),
+        "pairs[0].remote",
+        "got 'file://user:***@host/srv'",
+    ),
+    (
         "relative file remote",
         PAIR.replace("s3://team-bucket/docs/", "file://remote"),
         "pairs[0].remote",
@@ -446,6 +470,20 @@ def test_a_state_url_syncd_cannot_open_is_a_config_error(
     lines = output.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"syncd: {path}: state: "), output
     assert phrase in output and "Traceback" not in output and "s3cretpw" not in output
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["check", "-c", "CONFIG"], ["once", "-c", "CONFIG"], ["upload", "TMP", "REMOTE"]],
+)
+def test_a_remote_urls_password_is_never_printed(tmp_path: Path, command: list[str]) -> None:
+    remote = "s3://user:s3cretpw@team-bucket/x"
+    path = write(tmp_path, PAIR.replace("s3://team-bucket/docs/", remote))
+    given = {"CONFIG": str(path), "TMP": str(tmp_path), "REMOTE": remote}
+    done = syncd(*[given.get(arg, arg) for arg in command], timeout=60)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("syncd: ") and len(done.stderr.splitlines()) == 1
+    assert "'user:***@team-bucket'" in done.stderr and "s3cretpw" not in done.stderr
 
 
 def test_an_unknown_strategy_reads_exactly_as_documented(tmp_path: Path) -> None:

@@ -10,7 +10,8 @@ import re
 
 #: The password of a URL's user info (`scheme://user:password@host`), as an SDK's message
 #: may quote an endpoint: everything a user sees of an error goes through a ProviderError.
-_URL_PASSWORD = re.compile(r"(://[^/@:\s]*):[^/@\s]*@")
+#: Up to the last `@` before the path: a password may hold an `@` its writer did not escape.
+_URL_PASSWORD = re.compile(r"(://[^/@:\s]*):[^/\s]*@")
 
 
 def redact_url_passwords(text: str) -> str:

@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote
 
+from syncd.providers.errors import redact_url_passwords
+
 SUPPORTED_SCHEMES = ("file", "s3", "gs", "az")
 KNOWN_SCHEMES = ("file", "s3", "gs", "az")
 
@@ -37,10 +39,17 @@ class RemoteURL:
 
 
 def parse_remote_url(url: str) -> RemoteURL:
-    """Parse and validate a remote URL, raising RemoteURLError with a one-line reason."""
+    """Parse and validate a remote URL, raising RemoteURLError with a one-line reason.
+
+    The reason quotes the URL (or its bucket) with a user-info password masked as `***`:
+    `s3://user:secret@bucket` is no valid remote, but its password must not be printed.
+    """
+    shown = redact_url_passwords(url)
     scheme, sep, rest = url.partition("://")
     if not sep:
-        raise RemoteURLError(f"{url!r} is not a URL (expected s3://BUCKET/PREFIX or file:///PATH)")
+        raise RemoteURLError(
+            f"{shown!r} is not a URL (expected s3://BUCKET/PREFIX or file:///PATH)"
+        )
     scheme = scheme.lower()
     if scheme not in KNOWN_SCHEMES:
         supported = ", ".join(s + "://" for s in SUPPORTED_SCHEMES)
@@ -51,27 +60,32 @@ def parse_remote_url(url: str) -> RemoteURL:
         path = unquote(rest)
         if not path.startswith("/"):
             raise RemoteURLError(
-                f"file:// needs an absolute path (file:///ABSOLUTE/PATH), got {url!r}"
+                f"file:// needs an absolute path (file:///ABSOLUTE/PATH), got {shown!r}"
             )
         path = "/" + path.strip("/") if path.strip("/") else "/"
         return RemoteURL(scheme="file", bucket="", prefix="", path=path)
     bucket, _, prefix = rest.partition("/")
     if not bucket:
-        raise RemoteURLError(f"{url!r} names no bucket")
+        raise RemoteURLError(f"{shown!r} names no bucket")
+    _check_bucket(scheme, bucket, shown.partition("://")[2].partition("/")[0])
+    parts = [p for p in prefix.split("/") if p]
+    if any(p in (".", "..") for p in parts):
+        raise RemoteURLError(f"prefix of {shown!r} may not contain '.' or '..' segments")
+    normalized = "/".join(parts) + "/" if parts else ""
+    return RemoteURL(scheme=scheme, bucket=bucket, prefix=normalized)
+
+
+def _check_bucket(scheme: str, bucket: str, shown: str) -> None:
+    """The provider's naming rules; `shown` is `bucket` as a message may quote it."""
     if scheme == "s3" and not _S3_BUCKET.match(bucket):
         raise RemoteURLError(
-            f"invalid S3 bucket name {bucket!r} (3-63 lowercase letters, digits, '.' or '-')"
+            f"invalid S3 bucket name {shown!r} (3-63 lowercase letters, digits, '.' or '-')"
         )
     if scheme == "gs" and not _GCS_BUCKET.match(bucket):
         raise RemoteURLError(
-            f"invalid GCS bucket name {bucket!r} (3-63 lowercase letters, digits, '.', '-' or '_')"
+            f"invalid GCS bucket name {shown!r} (3-63 lowercase letters, digits, '.', '-' or '_')"
         )
     if scheme == "az" and not _AZ_CONTAINER.match(bucket):
         raise RemoteURLError(
-            f"invalid Azure container name {bucket!r} (3-63 lowercase letters, digits or '-')"
+            f"invalid Azure container name {shown!r} (3-63 lowercase letters, digits or '-')"
         )
-    parts = [p for p in prefix.split("/") if p]
-    if any(p in (".", "..") for p in parts):
-        raise RemoteURLError(f"prefix of {url!r} may not contain '.' or '..' segments")
-    normalized = "/".join(parts) + "/" if parts else ""
-    return RemoteURL(scheme=scheme, bucket=bucket, prefix=normalized)
