@@ -8,6 +8,7 @@ import io
 import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 import pytest
@@ -25,6 +26,7 @@ from azure.storage.blob import ContainerSasPermissions, ContentSettings, generat
 from emulators import AZURITE_ACCOUNT, AZURITE_KEY, Azurite
 from emulators import azurite_connection_string as connection_string
 from fixtures_azure import AzureContainer
+from harness import syncd
 from test_providers import MTIME_NS, OneWayStream, get, listing, put
 
 from syncd.providers import (
@@ -416,10 +418,43 @@ def test_unreachable_endpoint_is_transient(azurite: Azurite) -> None:
         provider.close()
 
 
-def test_malformed_connection_string_is_a_clear_error() -> None:
-    with pytest.raises(InvalidRequest, match="malformed") as caught:
+def test_malformed_connection_string_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(InvalidRequest) as caught:
         open_provider("az://c-c-c/", {"connection_string": "not a connection string SECRETX"})
+    assert str(caught.value) == (
+        "options.connection_string: the Azure connection string is malformed "
+        "(cannot set up the Azure client)"
+    )
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", "junk SECRETX")
+    with pytest.raises(InvalidRequest) as caught:
+        open_provider("az://c-c-c/")
+    assert str(caught.value).startswith(
+        "the AZURE_STORAGE_CONNECTION_STRING variable: the Azure connection string is malformed"
+    )
     assert "SECRETX" not in str(caught.value)
+
+
+@pytest.mark.parametrize("command", ["once", "run", "check"])
+def test_a_malformed_connection_string_names_the_pair_and_key(tmp_path: Path, command: str) -> None:
+    """In a config of several pairs, the one line says which pair and which key."""
+    (tmp_path / "files").mkdir()
+    (tmp_path / "boxes").mkdir()
+    config = tmp_path / "syncd.yaml"
+    config.write_text(
+        f"state: sqlite:///{tmp_path / 'state.db'}\nsocket: {tmp_path / 's.sock'}\npairs:\n"
+        f"  - {{name: files, local: {tmp_path / 'files'}, remote: 'file://{tmp_path / 'r'}'}}\n"
+        f"  - {{name: boxes, local: {tmp_path / 'boxes'}, remote: 'az://box/',\n"
+        "      options: {connection_string: 'not a connection string SECRETX'}}\n"
+    )
+    done = syncd(command, "-c", config, timeout=60)
+    assert done.returncode == 2 and "SECRETX" not in done.stdout + done.stderr
+    problem = "the Azure connection string is malformed (cannot set up the Azure client)"
+    if command == "check":  # a line per pair, the pair in its own column
+        assert f"FAIL\tboxes\taz://box/\toptions.connection_string: {problem}" in done.stdout
+    else:
+        assert done.stderr == (
+            f"syncd: pair 'boxes': pairs[1].options.connection_string: {problem}\n"
+        )
 
 
 def test_no_account_at_all_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:

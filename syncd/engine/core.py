@@ -34,6 +34,8 @@ from syncd.engine.workers import WorkerPool
 from syncd.engine.workqueue import Key, WorkQueue
 from syncd.providers import open_provider
 from syncd.providers.base import BatchedDurability
+from syncd.providers.errors import ProviderError
+from syncd.providers.url import RemoteURLError
 from syncd.state import StateStore, sqlite_path
 
 log = structlog.get_logger("syncd.engine")
@@ -173,8 +175,11 @@ class Engine:
         self._requeue_lock = threading.Lock()
         self.delayed: Debouncer[Key] = Debouncer(self._requeue_due, name="requeue")
         self.delayed.start()
-        for pair in config.pairs:
-            self.add_pair(pair)
+        for index, pair in enumerate(config.pairs):
+            try:
+                self.add_pair(pair)
+            except (ProviderError, RemoteURLError) as exc:
+                raise type(exc)(_at_pair(index, pair.name, str(exc))) from exc
 
     # -- construction, for scripts ---------------------------------------------------------
     @classmethod
@@ -618,6 +623,15 @@ def dry_run_state(config: Config) -> Iterator[Config]:
         return
     with tempfile.TemporaryDirectory(prefix="syncd-dry-run-") as scratch:
         yield config.model_copy(update={"state": f"sqlite:///{Path(scratch) / 'state.db'}"})
+
+
+def _at_pair(index: int, name: str, problem: str) -> str:
+    """A pair's remote that cannot be set up, said with the pair: the provider's message names
+    only the option (`options.connection_string`) or variable at fault, and a config of many
+    pairs leaves the reader guessing which one. An option is named as config errors name it
+    (`pairs[0].options.connection_string`)."""
+    where = f"pairs[{index}]." if problem.startswith("options.") else ""
+    return f"pair {name!r}: {where}{problem}"
 
 
 def run_one_way(

@@ -389,18 +389,24 @@ def make_client(options: AzureOptions, workers: int) -> tuple[BlobServiceClient,
         account_url = f"https://{options.account_name}.{ENDPOINT_SUFFIX}"
     client: BlobServiceClient | None = None
     owned: Any = None
+    # Where the value in use came from, and what it is: a malformed one is named by these.
+    source, what = "options.connection_string", "connection string"
     try:
         if options.connection_string:
             client = BlobServiceClient.from_connection_string(options.connection_string, **kwargs)
         elif account_url:
+            source = "options.account_url" if options.account_url else "options.account_name"
+            what = "account URL"
             credential, owned = _credential(
                 options.account_name, options.account_key, options.sas_token
             )
             client = BlobServiceClient(account_url, credential=credential, **kwargs)
         elif environ.get("AZURE_STORAGE_CONNECTION_STRING"):
+            source = "the AZURE_STORAGE_CONNECTION_STRING variable"
             conn = environ["AZURE_STORAGE_CONNECTION_STRING"]
             client = BlobServiceClient.from_connection_string(conn, **kwargs)
         elif environ.get("AZURE_STORAGE_ACCOUNT"):
+            source, what = "the AZURE_STORAGE_ACCOUNT variable", "account URL"
             name = environ["AZURE_STORAGE_ACCOUNT"]
             credential, owned = _credential(
                 name, environ.get("AZURE_STORAGE_KEY"), environ.get("AZURE_STORAGE_SAS_TOKEN")
@@ -410,11 +416,10 @@ def make_client(options: AzureOptions, workers: int) -> tuple[BlobServiceClient,
             )
     except ValueError:
         # The SDK's messages here ("Connection string is either blank or malformed.") name no
-        # value, but a wrong one is still better reported without echoing anything.
+        # value, but a wrong one is still better reported without echoing anything: the
+        # message names where it came from instead (the engine adds the pair).
         client = None
-        problem = (
-            "cannot set up the Azure client: the connection string or account URL is malformed"
-        )
+        problem = f"{source}: the Azure {what} is malformed (cannot set up the Azure client)"
     else:
         problem = (
             "no Azure account configured: set options.connection_string or "
