@@ -19,8 +19,12 @@ _STATE_STYLE = {
 }
 
 
+#: The width of a "console" that is a pipe or a file: wider than any status, so nothing is cut.
+UNBOUNDED = 10_000
+
+
 def render_status(status: dict[str, Any]) -> None:
-    console = Console()
+    console = _console()
     console.print(f"syncd {status.get('state', '?')}, up {status.get('uptime_s', 0):.0f} s")
     table = Table(show_header=True, header_style="bold")
     for column in (
@@ -67,6 +71,16 @@ def render_status(status: dict[str, Any]) -> None:
     transfers = status.get("transfers") or []
     if transfers:
         console.print(_transfer_table(transfers))
+
+
+def _console() -> Console:
+    """A terminal's width where there is one. A pipe or a file has none, and rich would assume
+    80 columns and cut the table to them (`2026-11…` for the last sync): a script reading
+    `syncd status > file` needs every character, so there the lines are as long as they are."""
+    console = Console()
+    if console.is_terminal:
+        return console
+    return Console(width=UNBOUNDED)
 
 
 def _transfer_table(transfers: list[dict[str, Any]]) -> Table:

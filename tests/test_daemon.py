@@ -25,6 +25,7 @@ from remotes import BUCKET_KINDS, Remote, remote_for
 
 from syncd.daemon.control import ControlServer, SocketInUse
 from syncd.daemon.protocol import request
+from syncd.status_view import render_status
 
 MTIME_NS = 1_650_000_000_987_654_321
 
@@ -155,6 +156,54 @@ def test_daemon_with_folder_remote_and_human_status(tmp_path: Path) -> None:
         assert human.returncode == 0
         assert "docs" in human.stdout and "idle" in human.stdout
         assert daemon.terminate() == 0
+
+
+def test_human_status_through_a_pipe_keeps_every_character(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`syncd status > file` has no terminal width: nothing may be cut to rich's 80 columns."""
+    for name in ("FORCE_COLOR", "TTY_INTERACTIVE", "COLUMNS"):
+        monkeypatch.delenv(name, raising=False)
+    pair = {
+        "state": "idle",
+        "queued": 12345,
+        "in_flight": 3,
+        "synced_files": 123456,
+        "failed": 1,
+        "conflicts": 0,
+        "last_sync": "2026-11-24T10:00:00Z",
+        "last_error": "the remote said no: " + "because " * 20,
+    }
+    names = ["a-rather-long-pair-name", "another-long-pair-name"]
+    path = "some/deep/folder/" * 6 + "file.txt"
+    render_status(
+        {
+            "state": "running",
+            "uptime_s": 3,
+            "pairs": [{**pair, "name": name} for name in names],
+            "transfers": [
+                {
+                    "pair": names[0],
+                    "path": path,
+                    "direction": "upload",
+                    "bytes_done": 5,
+                    "bytes_total": 10,
+                    "speed_bps": 3,
+                }
+            ],
+        }
+    )
+    shown = capsys.readouterr().out
+    assert "…" not in shown
+    for text in [
+        *names,
+        "2026-11-24T10:00:00Z",
+        "conflicts",
+        "in flight",
+        path,
+        pair["last_error"],
+    ]:
+        assert str(text).strip() in shown
 
 
 def _records(state_db: Path) -> dict[str, str]:
