@@ -76,7 +76,7 @@ def test_a_thread_still_at_work_is_waited_for() -> None:
         """
         import sys, threading, time
         def late():
-            time.sleep(0.5)
+            time.sleep(3)  # well after the version is out, even on a loaded machine
             print("thread finished", flush=True)
         threading.Thread(target=late).start()  # not a daemon: a normal exit waits for it
         sys.argv = ["syncd", "--version"]
