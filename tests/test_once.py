@@ -627,3 +627,39 @@ def test_a_remote_file_replaced_by_a_folder_comes_down_in_one_pass_without_a_cop
     assert result.returncode == 0, result.stdout + result.stderr
     assert tree(setup.local) == expected
     assert {k: v for k, v in remote.objects().items() if not k.startswith(".syncd")} == expected
+
+
+def _visible_objects(remote: Remote) -> dict[str, bytes]:
+    """The remote's objects but syncd's own (its trash)."""
+    return {k: v for k, v in remote.objects().items() if not k.startswith(".syncd")}
+
+
+@pytest.mark.parametrize("folder_first", [False, True], ids=["both new", "folder synced first"])
+@pytest.mark.parametrize("workers", [1, 4])
+def test_a_bucket_holding_a_file_and_a_folder_of_one_name_brings_both_down_in_one_pass(
+    tmp_path: Path, request: pytest.FixtureRequest, workers: int, folder_first: bool
+) -> None:
+    """A bucket may hold both `x` and `x/inner.txt`, a file system cannot: the folder comes
+    down, and the file steps aside as a conflict copy and comes down under that name. One
+    pass, exit 0, nothing lost, whichever is here first: the file (one worker, both new: the
+    file is in the folder's way) or the folder (synced before the file was added beside it).
+    No temp file is named, no failure said."""
+    remote = remote_for("s3", request, tmp_path)
+    setup = Setup(tmp_path, remote.url, options=remote.options, extra={"workers": workers})
+    setup.write()
+    (setup.local / "o.txt").write_bytes(b"o")
+    remote.put("x/inner.txt", b"in the folder x")
+    if folder_first:
+        assert syncd("once", "-c", setup.config).returncode == 0
+    remote.put("x", b"the file x")
+
+    result = syncd("once", "-c", setup.config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 failed" in result.stdout
+    local = tree(setup.local)
+    copies = [path for path in local if path.startswith("x.conflict-")]
+    assert len(copies) == 1, local
+    assert local == {"o.txt": b"o", "x/inner.txt": b"in the folder x", copies[0]: b"the file x"}
+    assert _visible_objects(remote) == local
+    again = syncd("once", "-c", setup.config)
+    assert again.returncode == 0 and "0 uploaded, 0 downloaded" in again.stdout, again.stdout

@@ -33,7 +33,7 @@ from syncd.engine.conflicts import (
     is_conflict_copy_of,
     resolve,
 )
-from syncd.engine.decide import decide, local_state
+from syncd.engine.decide import decide
 from syncd.engine.filters import PathFilter
 from syncd.engine.guard import DeletionBatch, PassFacts, hold_reason
 from syncd.engine.model import Action, Decision, LocalFile
@@ -803,26 +803,34 @@ class PairSyncer:
         local = _stat_at(self.root, self.local_path(blocker))
         if local is None:
             return Outcome.REQUEUE
-        if local_state(self.store.get(self.name, blocker), local) == "same":
-            # Unchanged since the last sync: the remote replaced it by the folder, and this
-            # pass deletes it (deletions go last); the folder comes after, at the retry.
+        if self._deleted_this_pass([blocker]):
+            # Unchanged since the last sync and gone from the remote: the remote replaced it
+            # by the folder, and this pass deletes it (deletions go last); the folder comes
+            # after, at the retry.
             raise _Blocked(f"{blocker} is a file here until this pass deletes it")
         plog.warning("a file where the remote has a folder: kept as a conflict copy", file=blocker)
         self._oplog(blocker, "conflict", "ok", note="a folder of this name on the remote")
         self._preserve_local_copy(blocker, local)
         return Outcome.REQUEUE  # this download, once the folder can be made
 
+    def _deleted_this_pass(self, paths: list[str]) -> bool:
+        """Does this pass delete every one of `paths` (a file or folder in the way of another
+        path)? Their own decisions say: only a deletion makes room; anything else leaves
+        them standing, and what is in their way has to step aside."""
+        if not paths or not self.propagate_deletes:
+            return False
+        return all(self._decide(each)[0].action in DELETE_SIDE for each in paths)
+
     def _remote_file_aside(self, path: str, remote: ObjectInfo, plog: Logger) -> Outcome:
         """A local folder stands where the remote has a file: the remote file becomes a
         conflict copy (a server-side copy, then the original deleted, both on condition of its
         version), which comes down as a new file, and the folder's files go up."""
         inside = self.scan_local(start=path)
-        if inside and all(
-            local_state(self.store.get(self.name, each), local) == "same"
-            for each, local in inside.items()
-        ):
-            # Every file in it is synced and unchanged: the remote replaced the folder by the
-            # file, and this pass deletes them (deletions go last); the file comes after.
+        if self._deleted_this_pass(sorted(inside)):
+            # Every file in it is synced, unchanged, and gone from the remote: the remote
+            # replaced the folder by the file, and this pass deletes them (deletions go last);
+            # the file comes after. (A bucket may hold the file beside the folder's files:
+            # then the folder stays, and the file steps aside.)
             raise _Blocked(f"{path} is a folder here until this pass deletes what it holds")
         copy = self._remote_copy_made(path, remote)
         try:

@@ -290,7 +290,10 @@ class Transfers:
                 os.link(tmp, target)  # atomic create-only: never clobbers a file that appeared
                 tmp.unlink()  # before the stat: dropping a link moves the file's ctime
             placed = localfs.local_file(os.lstat(target))
-        except FileExistsError:
+        except (FileExistsError, IsADirectoryError):
+            # A file, or a folder, appeared at the target meanwhile (a folder: a path under
+            # it came down first, from a bucket holding both a file and a folder of one
+            # name): nothing is replaced, the path is decided again.
             return Downloaded(Result.MOVED)
         except BaseException:
             # A large download keeps its temp file and record: the next attempt (or the next
