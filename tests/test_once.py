@@ -663,3 +663,68 @@ def test_a_bucket_holding_a_file_and_a_folder_of_one_name_brings_both_down_in_on
     assert _visible_objects(remote) == local
     again = syncd("once", "-c", setup.config)
     assert again.returncode == 0 and "0 uploaded, 0 downloaded" in again.stdout, again.stdout
+
+
+def _swap_x(root: Path | None, remote: Remote, becomes: str) -> dict[str, bytes]:
+    """Swap `x` for the other kind, on the local side (`root`) or the remote (None); returns
+    what the pair holds once that crossed."""
+    if becomes == "folder":
+        if root is None:
+            remote.delete("x")
+            remote.put("x/inner.txt", b"now a folder")
+        else:
+            (root / "x").unlink()
+            (root / "x").mkdir()
+            (root / "x" / "inner.txt").write_bytes(b"now a folder")
+        return {"x/inner.txt": b"now a folder"}
+    if root is None:
+        remote.delete("x/inner.txt")
+        remote.put("x", b"now a file")
+    else:
+        (root / "x" / "inner.txt").unlink()
+        (root / "x").rmdir()
+        (root / "x").write_bytes(b"now a file")
+    return {"x": b"now a file"}
+
+
+@pytest.mark.parametrize("kind", ["file", "s3"])
+@pytest.mark.parametrize("side", ["local", "remote"])
+@pytest.mark.parametrize("becomes", ["folder", "file"])
+def test_a_swap_whose_deletion_max_delete_holds_waits_for_it_then_crosses_with_force(
+    tmp_path: Path, request: pytest.FixtureRequest, kind: str, side: str, becomes: str
+) -> None:
+    """A pair of one synced `x` (a file, or a folder holding `inner.txt`) that one side swaps
+    for the other kind: deleting the old one is 1 of 1 synced files, which max_delete holds.
+    Where the new one cannot stand beside the old (a file system), it waits for that deletion:
+    exit 4 (a guard held changes back), said to wait for it, nothing failed. `once --force`
+    lets the deletion through, and the new one crosses in the same pass."""
+    remote = remote_for(kind, request, tmp_path)
+    setup = _setup(tmp_path, remote)
+    if becomes == "folder":
+        (setup.local / "x").write_bytes(b"a file at first")
+    else:
+        (setup.local / "x").mkdir()
+        (setup.local / "x" / "inner.txt").write_bytes(b"in a folder at first")
+    assert syncd("once", "-c", setup.config).returncode == 0
+    before = tree(setup.local)
+    expected = _swap_x(setup.local if side == "local" else None, remote, becomes)
+
+    held = syncd("once", "-c", setup.config)
+    assert held.returncode == 4, held.stdout + held.stderr
+    assert "0 failed" in held.stdout and "held: 1 deletions" in held.stdout, held.stdout
+    if side == "local":
+        assert tree(setup.local) == expected
+        if kind == "file":  # the new one waits; a bucket holds both for now
+            assert "waits for a held deletion" in held.stderr
+            assert _visible_objects(remote) == before
+        else:
+            assert _visible_objects(remote) == {**before, **expected}
+    else:  # the local side is a file system: the new one waits, whatever the remote
+        assert "waits for a held deletion" in held.stderr
+        assert tree(setup.local) == before
+        assert _visible_objects(remote) == expected
+
+    forced = syncd("once", "--force", "-c", setup.config)
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    assert tree(setup.local) == expected
+    assert _visible_objects(remote) == expected

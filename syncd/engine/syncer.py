@@ -52,7 +52,13 @@ from syncd.engine.retry import RetryPolicy
 from syncd.engine.stats import PairStats
 from syncd.engine.transfer import Result, Transfers, same_stat
 from syncd.providers.base import BatchedDurability, MultipartProvider, ObjectInfo, Provider
-from syncd.providers.errors import Cancelled, NotFound, PreconditionFailed, ProviderError
+from syncd.providers.errors import (
+    Cancelled,
+    InvalidRequest,
+    NotFound,
+    PreconditionFailed,
+    ProviderError,
+)
 from syncd.state import BaseEntry, OpRecord, StateStore
 from syncd.state.partials import Partials
 
@@ -167,6 +173,9 @@ class PairSyncer:
         self.missing_root_is_empty = False
         #: Conflicts a one-way pair leaves as they are (see _one_way_refuses): said once.
         self._kept_apart: set[str] = set()
+        #: Paths waiting for a deletion of this pass to make room (see _waits_for_deletion):
+        #: what stands in the way -> who waits for it.
+        self._waiters: dict[str, set[str]] = {}
         self.remote_emptied = False
         #: The fault a listing being retried set (see _listing_retried), cleared on success.
         self._listing_trouble: str | None = None
@@ -372,6 +381,7 @@ class PairSyncer:
             self.log.warning("deletions held", reason=reason, count=len(pending))
             for path in newly:
                 self._oplog(path, f"delete_{pending[path]}", "held", note=reason)
+            self._held_back(set(newly))
             return []
         self.deletions.approve(list(pending))
         self.stats.set_held(None, {})
@@ -388,6 +398,12 @@ class PairSyncer:
     def sync_path(self, path: str, keep: str | None = None) -> Outcome:
         """Bring `path` in sync, recording the outcome in state and stats. `keep` settles a
         conflict by hand: 'local', 'remote' or 'both'."""
+        outcome = self._sync_path(path, keep)
+        if outcome is not Outcome.PENDING:
+            self._release_waiters(path)
+        return outcome
+
+    def _sync_path(self, path: str, keep: str | None) -> Outcome:
         if self.filter.excluded(path):
             return Outcome.DONE
         failure = self.stats.failures.get(path)
@@ -796,42 +812,81 @@ class PairSyncer:
         self.enqueue(self.name, copy)
         return outcome
 
-    def _local_file_aside(self, blocker: str, plog: Logger) -> Outcome:
-        """A local file stands where the remote has a folder (`blocker` is on the way to a
-        file to download): it becomes a conflict copy (which goes up as a new file), the
-        folder comes down, and the file's own path is decided again."""
+    def _local_file_aside(self, path: str, blocker: str, plog: Logger) -> Outcome:
+        """A local file stands where the remote has a folder (`blocker` is on the way to
+        `path`, a file to download): it becomes a conflict copy (which goes up as a new
+        file), the folder comes down, and the file's own path is decided again."""
         local = _stat_at(self.root, self.local_path(blocker))
         if local is None:
             return Outcome.REQUEUE
-        if self._deleted_this_pass([blocker]):
+        if self._waits_for_deletion(path, [blocker], plog):
             # Unchanged since the last sync and gone from the remote: the remote replaced it
             # by the folder, and this pass deletes it (deletions go last); the folder comes
-            # after, at the retry.
-            raise _Blocked(f"{blocker} is a file here until this pass deletes it")
+            # after.
+            return Outcome.PENDING
         plog.warning("a file where the remote has a folder: kept as a conflict copy", file=blocker)
         self._oplog(blocker, "conflict", "ok", note="a folder of this name on the remote")
         self._preserve_local_copy(blocker, local)
         return Outcome.REQUEUE  # this download, once the folder can be made
 
-    def _deleted_this_pass(self, paths: list[str]) -> bool:
-        """Does this pass delete every one of `paths` (a file or folder in the way of another
-        path)? Their own decisions say: only a deletion makes room; anything else leaves
-        them standing, and what is in their way has to step aside."""
-        if not paths or not self.propagate_deletes:
+    def _waits_for_deletion(self, path: str, blockers: list[str], plog: Logger) -> bool:
+        """Does `path` wait for this pass to delete `blockers` (a file where its folder
+        belongs, or the files of a folder of its name)? Their own decisions say: only a
+        deletion makes room; anything else leaves them standing, and what is in their way has
+        to step aside. A waiting path is neither done nor failed: it is looked at again once
+        they have been dealt with (`_release_waiters`), which a deletion the max_delete guard
+        holds puts off (exit 4, not 1)."""
+        if not blockers or not self.propagate_deletes:
             return False
-        return all(self._decide(each)[0].action in DELETE_SIDE for each in paths)
+        # Registered before the decisions are taken, so a blocker deleted in between still
+        # releases it.
+        with self._lock:
+            for each in blockers:
+                self._waiters.setdefault(each, set()).add(path)
+        if all(self._decide(each)[0].action in DELETE_SIDE for each in blockers):
+            plog.info("waits for a deletion of this pass", blocked_by=blockers[0])
+            return True
+        with self._lock:
+            for each in blockers:
+                waiting = self._waiters.get(each, set())
+                waiting.discard(path)
+                if not waiting:
+                    self._waiters.pop(each, None)
+        return False
+
+    def _release_waiters(self, blocker: str) -> None:
+        """`blocker` was dealt with (deleted, or decided otherwise): what waited for it is
+        looked at again."""
+        with self._lock:
+            waiting = self._waiters.pop(blocker, set())
+        for path in sorted(waiting):
+            self.enqueue(self.name, path)
+
+    def _held_back(self, held: set[str]) -> None:
+        """The guard holds the deletions of `held`: what waits for one of them is said to
+        wait for it (log, audit trail), not failed."""
+        with self._lock:
+            waiting = {path: b for b, paths in self._waiters.items() if b in held for path in paths}
+        for path, blocker in sorted(waiting.items()):
+            self.log.warning("waits for a held deletion", path=path, blocked_by=blocker)
+            self._oplog(path, "sync", "held", note=f"waits for the held deletion of {blocker}")
 
     def _remote_file_aside(self, path: str, remote: ObjectInfo, plog: Logger) -> Outcome:
         """A local folder stands where the remote has a file: the remote file becomes a
         conflict copy (a server-side copy, then the original deleted, both on condition of its
         version), which comes down as a new file, and the folder's files go up."""
         inside = self.scan_local(start=path)
-        if self._deleted_this_pass(sorted(inside)):
+        if self._waits_for_deletion(path, sorted(inside), plog):
             # Every file in it is synced, unchanged, and gone from the remote: the remote
             # replaced the folder by the file, and this pass deletes them (deletions go last);
             # the file comes after. (A bucket may hold the file beside the folder's files:
             # then the folder stays, and the file steps aside.)
-            raise _Blocked(f"{path} is a folder here until this pass deletes what it holds")
+            return Outcome.PENDING
+        if not self._writes("remote"):
+            raise localfs.LocalPathError(
+                f"{self.local_path(path)}: a folder stands where the remote has a file "
+                "(not replaced)"
+            )
         copy = self._remote_copy_made(path, remote)
         try:
             if copy is None:
@@ -938,7 +993,20 @@ class PairSyncer:
 
     # -- transfers ------------------------------------------------------------------------
     def _upload(self, path: str, remote: ObjectInfo | None, plog: Logger) -> Outcome:
-        sent = self.transfers.upload(path, self.local_path(path), remote)
+        try:
+            sent = self.transfers.upload(path, self.local_path(path), remote)
+        except InvalidRequest:
+            # A remote that cannot hold a file and a folder of one name (a local folder)
+            # refuses a file under a name it holds as a file.
+            blocked = self._upload_blocked(path, self._remote_file_above(path), plog)
+            if blocked is None:
+                raise
+            return blocked
+        if sent.result is Result.RACED and self.index.get(path) is None:
+            # Refused as taken, yet no file is there: a folder of its name is.
+            blocked = self._upload_blocked(path, self._remote_files_under(path), plog)
+            if blocked is not None:
+                return blocked
         if sent.result in (Result.MOVED, Result.RACED):
             plog.debug("changed under us; looking again", result=sent.result.value)
             return Outcome.REQUEUE
@@ -955,6 +1023,28 @@ class PairSyncer:
             "upload", path, sent.local, sha256=sent.sha256, info=sent.info, seconds=sent.seconds
         )
 
+    def _upload_blocked(self, path: str, blockers: list[str], plog: Logger) -> Outcome | None:
+        """The remote's `blockers` keep `path` from going up: it waits if this pass deletes
+        them; None when it does not (the caller goes on as with any refusal)."""
+        if self._waits_for_deletion(path, blockers, plog):
+            return Outcome.PENDING
+        return None
+
+    def _remote_file_above(self, path: str) -> list[str]:
+        """The file the remote holds where one of `path`'s folders belongs, if any."""
+        folders = path.split("/")[:-1]
+        for depth in range(1, len(folders) + 1):
+            above = "/".join(folders[:depth])
+            if self.index.get(above) is not None:
+                return [above]
+        return []
+
+    def _remote_files_under(self, path: str) -> list[str]:
+        """The files the remote holds in a folder named `path` (a full look at the index:
+        only asked when an upload was refused)."""
+        prefix = path + "/"
+        return sorted(each for each in self.index.snapshot() if each.startswith(prefix))
+
     def _download(
         self,
         path: str,
@@ -968,15 +1058,11 @@ class PairSyncer:
         # folder of the name while the other kept the file): neither can cross until the file
         # steps aside, kept as a conflict copy.
         if localfs.is_folder(target):
-            if not self._writes("remote"):
-                raise localfs.LocalPathError(
-                    f"{target}: a folder stands where the remote has a file (not replaced)"
-                )
             return self._remote_file_aside(path, remote, plog)
         try:
             localfs.make_parents(self.root, target)
         except localfs.FileInTheWay as exc:
-            return self._local_file_aside(exc.path, plog)
+            return self._local_file_aside(path, exc.path, plog)
 
         def still_local() -> bool:
             now = _stat_at(self.root, target)
@@ -1057,10 +1143,6 @@ class PairSyncer:
         if path not in self._warned_skips:
             self._warned_skips.add(path)
             self.log.warning("skipped", path=path, reason=reason)
-
-
-class _Blocked(OSError):
-    """A download waits for a deletion of the same pass: a failure, tried again after it."""
 
 
 def _stat_at(root: Path, target: Path) -> LocalFile | None:
