@@ -728,3 +728,50 @@ def test_a_swap_whose_deletion_max_delete_holds_waits_for_it_then_crosses_with_f
     assert forced.returncode == 0, forced.stdout + forced.stderr
     assert tree(setup.local) == expected
     assert _visible_objects(remote) == expected
+
+
+@pytest.mark.parametrize("kind", ["file", "s3"])
+@pytest.mark.parametrize("direction", ["upload", "download"])
+@pytest.mark.parametrize("folder_side", ["local", "remote"])
+def test_a_one_way_pair_leaves_a_file_and_a_folder_of_one_name_as_they_are(
+    tmp_path: Path, request: pytest.FixtureRequest, kind: str, direction: str, folder_side: str
+) -> None:
+    """A pair with a `direction`, and a synced file `x` that one side turns into a folder while
+    the other edits it. The pair settles what it may write, and leaves as it is what only
+    writing the other side would settle: nothing fails (exit 0, at every pass), every
+    version stays. Where a bucket can hold both, the upload crosses beside the other."""
+    remote = remote_for(kind, request, tmp_path)
+    setup = _setup(tmp_path, remote)
+    others = _synced_x(setup, "folder")
+    setup.pair_extra = {"direction": direction}
+    setup.write()
+    if folder_side == "local":
+        (setup.local / "x").unlink()
+        (setup.local / "x").mkdir()
+        (setup.local / "x" / "inner.txt").write_bytes(b"in the new folder")
+        remote.put("x", b"edited on the remote")
+        here, there = {"x/inner.txt": b"in the new folder"}, {"x": b"edited on the remote"}
+    else:
+        remote.delete("x")
+        remote.put("x/inner.txt", b"in the new folder")
+        (setup.local / "x").write_bytes(b"edited locally")
+        here, there = {"x": b"edited locally"}, {"x/inner.txt": b"in the new folder"}
+
+    for _ in range(2):
+        result = syncd("once", "-c", setup.config)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "0 failed" in result.stdout
+        local = tree(setup.local)
+        if direction == "download" and folder_side == "remote":
+            # The local edit steps aside (a local copy) and the folder comes down.
+            copies = [path for path in local if path.startswith("x.conflict-")]
+            assert len(copies) == 1, local
+            assert local == {copies[0]: b"edited locally", **there, **others}
+            assert _visible_objects(remote) == {**there, **others}
+            continue
+        assert local == {**here, **others}
+        if direction == "upload" and kind == "s3":
+            assert _visible_objects(remote) == {**here, **there, **others}
+        else:
+            assert "conflict left as it is" in result.stderr
+            assert _visible_objects(remote) == {**there, **others}

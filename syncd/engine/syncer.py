@@ -653,12 +653,7 @@ class PairSyncer:
                 plog.warning("conflict not settled", reason=f"--keep {keep}: {refused}")
                 self.stats.conflict(path, why)
                 return Outcome.CONFLICT
-            if path not in self._kept_apart:
-                self._kept_apart.add(path)
-                plog.info(
-                    "conflict left as it is", reason=why, outcome=f"{outcome_text}; {refused}"
-                )
-            return Outcome.DONE
+            return self._left_as_it_is(path, why, f"{outcome_text}; {refused}", plog)
         if resolution.winner is Winner.NONE:
             if path not in self.open_conflicts:
                 plog.warning("conflict waits for a decision", reason=why)
@@ -687,6 +682,14 @@ class PairSyncer:
             self.store.bump(self.name, {f"conflicts_resolved:{strategy}": 1})
             self._oplog(path, "conflict", "ok", note=outcome_text)
         return outcome
+
+    def _left_as_it_is(self, path: str, why: str, outcome: str, plog: Logger) -> Outcome:
+        """A conflict this one-way pair may not settle: both versions stay as they are, each
+        on its side, said once (each pass decides it again: a later edit may settle it)."""
+        if path not in self._kept_apart:
+            self._kept_apart.add(path)
+            plog.info("conflict left as it is", reason=why, outcome=outcome)
+        return Outcome.DONE
 
     def _one_way_refuses(self, resolution: Resolution) -> str | None:
         """Why a pair with a `direction` may not carry out `resolution`, or None.
@@ -883,9 +886,11 @@ class PairSyncer:
             # then the folder stays, and the file steps aside.)
             return Outcome.PENDING
         if not self._writes("remote"):
-            raise localfs.LocalPathError(
-                f"{self.local_path(path)}: a folder stands where the remote has a file "
-                "(not replaced)"
+            return self._left_as_it_is(
+                path,
+                "a folder stands where the remote has a file",
+                "a download-only pair does not write the remote side (not replaced)",
+                plog,
             )
         copy = self._remote_copy_made(path, remote)
         try:
@@ -1025,9 +1030,20 @@ class PairSyncer:
 
     def _upload_blocked(self, path: str, blockers: list[str], plog: Logger) -> Outcome | None:
         """The remote's `blockers` keep `path` from going up: it waits if this pass deletes
-        them; None when it does not (the caller goes on as with any refusal)."""
+        them, and an upload-only pair leaves the clash as it is; None otherwise (the caller
+        goes on as with any refusal: the other side's clash handling makes room)."""
         if self._waits_for_deletion(path, blockers, plog):
             return Outcome.PENDING
+        if blockers and not self._writes("local"):
+            # A file and a folder of one name, which only a file stepping aside settles, and
+            # a conflict copy coming down: an upload-only pair leaves it as it is.
+            if path.startswith(blockers[0] + "/"):
+                why = f"a file {blockers[0]} on the remote, a folder of that name here"
+            else:
+                why = "a folder of this name on the remote, a file here"
+            return self._left_as_it_is(
+                path, why, "an upload-only pair does not write the local side", plog
+            )
         return None
 
     def _remote_file_above(self, path: str) -> list[str]:
