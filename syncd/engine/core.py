@@ -435,10 +435,11 @@ class Engine:
         return Report(list(reports.values()), time.monotonic() - started)
 
     def _second_chance(self, names: list[str], dry_run: bool) -> None:
-        """Deletions go last in a pass (the guard weighs them all first), so what a deletion
-        makes room for failed before it ran: a file replaced by a folder of its name (the
-        folder's files could not cross while the old file stood there), or the other way
-        round. Where the pass deleted something, its failures are tried once more."""
+        """Deletions go last in a pass (the guard weighs them all first). What a deletion
+        makes room for (a file replaced by a folder of its name, or the other way round)
+        waits for it and is queued again after it (PairSyncer._waits_for_deletion); what
+        failed for want of that room all the same (a remote that changed since its listing)
+        is tried once more where the pass deleted something."""
         again = [n for n in names if n in self._deleted_in_pass and self.syncers[n].stats.failures]
         if dry_run or not again:
             return

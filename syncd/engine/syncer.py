@@ -399,7 +399,7 @@ class PairSyncer:
         """Bring `path` in sync, recording the outcome in state and stats. `keep` settles a
         conflict by hand: 'local', 'remote' or 'both'."""
         outcome = self._sync_path(path, keep)
-        if outcome is not Outcome.PENDING:
+        if outcome is not Outcome.PENDING:  # not a deletion still waiting for the guard
             self._release_waiters(path)
         return outcome
 
