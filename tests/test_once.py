@@ -634,17 +634,18 @@ def _visible_objects(remote: Remote) -> dict[str, bytes]:
     return {k: v for k, v in remote.objects().items() if not k.startswith(".syncd")}
 
 
+@pytest.mark.parametrize("kind", ["s3", "gcs"])
 @pytest.mark.parametrize("folder_first", [False, True], ids=["both new", "folder synced first"])
 @pytest.mark.parametrize("workers", [1, 4])
 def test_a_bucket_holding_a_file_and_a_folder_of_one_name_brings_both_down_in_one_pass(
-    tmp_path: Path, request: pytest.FixtureRequest, workers: int, folder_first: bool
+    tmp_path: Path, request: pytest.FixtureRequest, workers: int, folder_first: bool, kind: str
 ) -> None:
     """A bucket may hold both `x` and `x/inner.txt`, a file system cannot: the folder comes
     down, and the file steps aside as a conflict copy and comes down under that name. One
     pass, exit 0, nothing lost, whichever is here first: the file (one worker, both new: the
     file is in the folder's way) or the folder (synced before the file was added beside it).
     No temp file is named, no failure said."""
-    remote = remote_for("s3", request, tmp_path)
+    remote = remote_for(kind, request, tmp_path)
     setup = Setup(tmp_path, remote.url, options=remote.options, extra={"workers": workers})
     setup.write()
     (setup.local / "o.txt").write_bytes(b"o")
