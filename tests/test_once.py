@@ -731,6 +731,26 @@ def test_a_swap_whose_deletion_max_delete_holds_waits_for_it_then_crosses_with_f
     assert _visible_objects(remote) == expected
 
 
+def test_a_new_file_takes_the_place_of_an_empty_folder_on_a_folder_remote(
+    tmp_path: Path,
+) -> None:
+    """An empty folder on a file:// remote where a new local file goes (no object, as in a
+    bucket): the file goes up in one pass. It was refused as taken again and again (~10 s
+    of looking again), then failed as "kept changing while being synced", at every pass."""
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    setup = Setup(tmp_path, f"file://{remote}")
+    setup.write()
+    (setup.local / "other.txt").write_bytes(b"other")
+    assert syncd("once", "-c", setup.config).returncode == 0
+    (remote / "new.txt").mkdir()
+    (setup.local / "new.txt").write_bytes(b"new")
+    result = syncd("once", "-c", setup.config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 uploaded" in result.stdout and "0 failed" in result.stdout
+    assert tree(remote) == {"new.txt": b"new", "other.txt": b"other"}
+
+
 @pytest.mark.parametrize("kind", ["file", "s3"])
 @pytest.mark.parametrize("direction", ["upload", "download"])
 @pytest.mark.parametrize("folder_side", ["local", "remote"])

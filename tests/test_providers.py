@@ -626,6 +626,23 @@ def test_folder_remote_clears_upload_temp_files_left_by_a_dead_writer(tmp_path: 
     assert fresh.exists()
 
 
+def test_folder_remote_create_only_takes_the_place_of_an_empty_folder(tmp_path: Path) -> None:
+    """A bucket has no empty folders: an empty folder of the key's name makes way for a new
+    file (it was refused as taken, and the engine looked again and again). A folder holding
+    anything stays, and the upload is refused."""
+    root = tmp_path / "remote"
+    (root / "empty").mkdir(parents=True)
+    (root / "full").mkdir()
+    (root / "full" / "inside.txt").write_text("kept")
+    provider = open_provider(f"file://{root}", {})
+    placed = put(provider, "empty", b"a file now", if_absent=True)
+    assert (root / "empty").read_bytes() == b"a file now" and placed.size == 10
+    with pytest.raises(PreconditionFailed):
+        put(provider, "full", b"refused", if_absent=True)
+    assert (root / "full" / "inside.txt").read_text() == "kept"
+    assert not [p for p in root.iterdir() if p.name.startswith(".syncd-tmp-")]
+
+
 _RACE_ROUNDS = 300
 
 

@@ -280,12 +280,7 @@ class FileProvider:
             os.utime(fd, ns=(request.mtime_ns, request.mtime_ns))
             with self._swapping(dir_fd, request.if_match is not None):
                 if request.if_absent:
-                    try:
-                        os.link(
-                            tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False
-                        )
-                    except FileExistsError:
-                        raise PreconditionFailed(f"{where}: already exists") from None
+                    _link_new(tmp, name, dir_fd, where)
                 else:
                     if request.if_match is not None:
                         self._check_version(dir_fd, name, request.if_match, where)
@@ -578,6 +573,22 @@ def _remove_if_abandoned(entry: os.DirEntry[str]) -> None:
     with suppress(OSError):
         if time.time() - entry.stat(follow_symlinks=False).st_ctime > ABANDONED_AFTER_S:
             os.unlink(entry.path)
+
+
+def _link_new(tmp: str, name: str, dir_fd: int, where: str) -> None:
+    """Place `tmp` under `name` only if nothing is there (a link is atomic and create-only).
+    An empty folder of that name makes way: a bucket has no empty folders, and nothing is
+    lost (rmdir removes only an empty one); anything else there is PreconditionFailed."""
+    for _ in range(2):
+        try:
+            os.link(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+            return
+        except FileExistsError:
+            try:
+                os.rmdir(name, dir_fd=dir_fd)
+            except OSError:
+                break  # a file, a link, or a folder with something in it
+    raise PreconditionFailed(f"{where}: already exists")
 
 
 def _copy_to_fd(read: Callable[[int], bytes], fd: int) -> int:
