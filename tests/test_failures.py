@@ -71,3 +71,28 @@ def test_a_failing_file_is_reported_retried_and_requeued(tmp_path: Path, s3_buck
         assert daemon.pair_status()["failures"] == []
         assert tree(setup.local) == {"fine.txt": b"fine", "up.txt": b"goes up meanwhile"}
         assert daemon.terminate() == 0
+
+
+def test_a_path_that_keeps_changing_is_a_failure_like_any_other(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """A path looked at again MAX_REQUEUES times ("kept changing while being synced") was a
+    failure of the pass only: the totals and the audit trail (`syncd log`) never heard of
+    it. Now it is recorded where every failure is."""
+    from harness import folder_engine
+
+    from syncd.engine import core
+    from syncd.engine.syncer import Outcome, PairSyncer
+
+    monkeypatch.setattr(core, "REQUEUE_BASE_DELAY", 0.001)
+    monkeypatch.setattr(PairSyncer, "sync_path", lambda self, path, keep=None: Outcome.REQUEUE)
+    (tmp_path / "local").mkdir()
+    (tmp_path / "local" / "restless.txt").write_text("changes all the time")
+    with folder_engine(tmp_path) as engine:
+        report = engine.sync_once()
+        assert [f.path for f in report.failures] == ["restless.txt"]
+        assert "kept changing" in report.failures[0].error
+        assert report.exit_code == 1
+        assert engine.store.counters("p").get("failures") == 1
+        ops = [(op.path, op.op, op.result) for op in engine.store.ops("p")]
+        assert ("restless.txt", "sync", "failed") in ops

@@ -353,9 +353,7 @@ class Engine:
             if attempts > MAX_REQUEUES:
                 with self._requeue_lock:
                     self._requeues.pop(key, None)
-                syncer.stats.failed(
-                    path, "kept changing while being synced; will try again later", op="sync"
-                )
+                syncer.fail(path, "kept changing while being synced; will try again later", "sync")
             else:
                 self.delayed.touch(key, REQUEUE_BASE_DELAY * attempts)
         else:

@@ -444,17 +444,7 @@ class PairSyncer:
             message = _describe(exc)
             if not isinstance(exc, ProviderError | OSError):
                 plog.error("unexpected error", op=op, error=message, where=_where(exc))
-            failure = self.stats.failed(path, message, op=op)
-            self.store.bump(self.name, {"failures": 1})
-            plog.warning(
-                "sync failed",
-                op=op,
-                error=message,
-                attempts=failure.attempts,
-                retry_in_s=round(failure.next_try - time.time(), 1),
-            )
-            if not self.plan_only:
-                self._oplog(path, "sync", "failed", note=message)
+            self.fail(path, message, op)
             return Outcome.FAILED
         if outcome is Outcome.DONE:
             self.stats.succeeded(path)
@@ -462,6 +452,21 @@ class PairSyncer:
                 self.open_conflicts.discard(path)
                 self.store.clear_conflict(self.name, path)
         return outcome
+
+    def fail(self, path: str, message: str, op: str) -> None:
+        """Record a failed path everywhere a failure shows: the pair's failures (retried
+        with backoff), the totals, the log and the audit trail."""
+        failure = self.stats.failed(path, message, op=op)
+        self.store.bump(self.name, {"failures": 1})
+        self.log.warning(
+            "sync failed",
+            path=path,
+            op=op,
+            error=message,
+            attempts=failure.attempts,
+            retry_in_s=round(failure.next_try - time.time(), 1),
+        )
+        self._oplog(path, "sync", "failed", note=message)
 
     def local_path(self, path: str) -> Path:
         """The on-disk location of an NFC path (an NFD-named file keeps its own name)."""
