@@ -311,6 +311,21 @@ def test_one_read_hashes_the_file_and_each_part(tmp_path: Path, kind: Any, part_
     assert list(digests.parts) == [
         _digest(kind, data[p.offset : p.offset + p.size]) for p in plan_parts(len(data), part_size)
     ]
+    assert digests.md5 is None  # only where the provider asks for it (Azure)
+
+
+def test_the_same_read_gives_the_whole_files_md5_when_asked(tmp_path: Path) -> None:
+    data = _random_file(tmp_path / "big.bin", 3 * PART + 12_345)
+    fd = os.open(tmp_path / "big.bin", os.O_RDONLY)
+    try:
+        digests = digest_file(fd, len(data), PART, "md5", whole_md5=True)
+    finally:
+        os.close(fd)
+
+    assert digests.md5 == hashlib.md5(data, usedforsecurity=False).hexdigest()
+    assert digests.sha256 == hashlib.sha256(data).hexdigest()
+    assert list(digests.parts) == [_digest("md5", data[p.offset : p.offset + p.size])
+                                   for p in plan_parts(len(data), PART)]  # fmt: skip
 
 
 def test_parts_go_with_the_digests_of_the_pre_pass(
@@ -490,6 +505,43 @@ def test_a_crashed_upload_resumes_without_sending_parts_again(
     assert Partials(state).upload("docs", "big.bin") is None
     assert _unfinished_uploads(remote) == []
     state.close()
+
+
+def _content_md5(remote: AzureRemote, key: str) -> str | None:
+    blob = remote.container.client.get_blob_client(remote.prefix + key)
+    md5 = blob.get_blob_properties().content_settings.content_md5
+    return bytes(md5).hex() if md5 else None
+
+
+@pytest.mark.parametrize("resumed", [False, True])
+def test_an_azure_blob_sent_in_blocks_carries_the_files_md5(
+    tmp_path: Path, request: pytest.FixtureRequest, resumed: bool
+) -> None:
+    """Issue 4: Azure computes Content-MD5 only for a single put, so the block list's commit
+    states the whole file's MD5, taken in the read before the upload; a resumed upload (its
+    first parts sent by a process that died) carries it as well."""
+    remote = remote_for("azure", request, tmp_path)
+    assert isinstance(remote, AzureRemote)
+    setup = Setup(tmp_path / "alice", remote.url, options=remote.options, extra=SMALL_PARTS)
+    setup.write()
+    data = _random_file(setup.local / "big.bin", 4 * PART + 999)  # 5 blocks
+    if resumed:  # a first run sends 2 of the 5 blocks, records them, and dies
+        setup.state_db.parent.mkdir(parents=True, exist_ok=True)
+        state = StateStore(f"sqlite:///{setup.state_db}")
+        provider = open_provider(remote.url, remote.options)
+        with pytest.raises(Crash):
+            _send(_large(CrashingProvider(provider, 2), state), setup.local / "big.bin",
+                  "big.bin", data)  # fmt: skip
+        provider.close()  # type: ignore[attr-defined]
+        state.close()
+
+    result = syncd("once", "-c", setup.config)
+
+    assert result.returncode == 0, result.stderr
+    assert ('"event": "resuming multipart upload"' in result.stderr) == resumed
+    assert sorted(_parts_sent(result.stderr)) == ([3, 4, 5] if resumed else [1, 2, 3, 4, 5])
+    assert remote.get("big.bin") == data
+    assert _content_md5(remote, "big.bin") == hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
 @pytest.mark.parametrize("why", ["changed", "old"])

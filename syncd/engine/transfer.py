@@ -193,6 +193,7 @@ class Transfers:
             sha256=sha256,
             if_absent=expected is None,
             if_match=expected.etag if expected is not None else None,
+            md5=digests.md5,
         )
         try:
             info = self.large.upload(path, fh.fileno(), before, request, progress, digests=digests)

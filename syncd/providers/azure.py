@@ -712,9 +712,14 @@ class AzureProvider:
 
     def part_limits(self) -> PartLimits:
         """Put Block takes 1 byte to 4000 MiB, a blob commits at most 50,000 blocks, and
-        blocks may be staged in any order and in parallel."""
+        blocks may be staged in any order and in parallel. The blob's Content-MD5 is the
+        commit's to state (`whole_md5`): the service computes none for a block list."""
         return PartLimits(
-            min_part=1, max_part=MAX_BLOCK_SIZE, max_parts=MAX_BLOCKS, sequential=False
+            min_part=1,
+            max_part=MAX_BLOCK_SIZE,
+            max_parts=MAX_BLOCKS,
+            sequential=False,
+            whole_md5=True,
         )
 
     def start_multipart(self, request: UploadRequest) -> str:
@@ -800,11 +805,16 @@ class AzureProvider:
         """Put Block List of the run's blocks in order, with the metadata, the tier and the
         conditions (If-None-Match: * / If-Match), which the service checks at this moment.
 
-        No Content-MD5 is set: the whole content's MD5 is unknown without its bytes; the
-        sha256 metadata is the whole-file check. A block that is gone (dropped after 7 days,
-        or discarded by another writer's commit of the blob) is NotFound: start over."""
+        The blob's Content-MD5 is `request.md5` (issue 4: Azure computes it only for single
+        puts, and other tools check a download by it); a request without one commits a blob
+        without. A block that is gone (dropped after 7 days, or discarded by another
+        writer's commit of the blob) is NotFound: start over."""
         metadata, sha256, conditions = self._prepare(request)
         run = self._run(upload_id)
+        md5 = request.md5.lower() if request.md5 is not None else None
+        if md5 is not None and not _MD5.fullmatch(md5):
+            raise InvalidRequest(f"{request.key}: md5 is not 32 hex digits")
+        settings = ContentSettings(content_md5=bytearray.fromhex(md5) if md5 else None)
         offset = 0
         for number, part in enumerate(parts, start=1):
             self._check_part(request, part)
@@ -818,7 +828,7 @@ class AzureProvider:
         try:
             with self._errors(request.key, conditional=bool(conditions)):
                 answer = self._commit(
-                    self._blob(request.key), blocks, metadata, conditions, ContentSettings()
+                    self._blob(request.key), blocks, metadata, conditions, settings
                 )
         except InvalidRequest as exc:
             cause = exc.__cause__
@@ -826,7 +836,7 @@ class AzureProvider:
                 where = self._where(request.key)
                 raise NotFound(f"{where}: parts of upload {run} are gone") from cause
             raise
-        return self._written(request, answer, sha256, None)
+        return self._written(request, answer, sha256, md5)
 
     def abort_multipart(self, request: UploadRequest, upload_id: str) -> None:
         """Nothing to do, and nothing that could be done: Azure has no call that drops

@@ -69,7 +69,10 @@ class PartLimits:
     `alignment` is a size every part but the last must be a multiple of (GCS: 256 KiB).
     `digest` names the hash of each part's bytes that `upload_part` is given: the one the
     service checks a part against ("md5": Content-MD5; "crc32c": S3's x-amz-checksum-crc32c;
-    "sha256": x-amz-checksum-sha256), as hex.
+    "sha256": x-amz-checksum-sha256), as hex. `whole_md5` is True where the object keeps the
+    whole content's MD5 only if the commit states it (Azure computes Content-MD5 for a single
+    put, never for a block list): the read before the upload then computes it too, and the
+    request carries it (`UploadRequest.md5`).
     """
 
     min_part: int
@@ -78,6 +81,7 @@ class PartLimits:
     sequential: bool = False
     alignment: int = 1
     digest: PartDigest = "md5"
+    whole_md5: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +108,8 @@ class UploadRequest:
 
     `body` is read exactly once, to its end. `if_absent` asks for create-only semantics;
     `if_match` for replace-only-if-unchanged (an `ObjectInfo.etag`). At most one is set.
+    `md5` is the hex MD5 of the whole body when the caller knows it (see
+    `PartLimits.whole_md5`); a multipart commit that cannot compute it stores it.
     """
 
     key: str
@@ -114,6 +120,7 @@ class UploadRequest:
     if_absent: bool = False
     if_match: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    md5: str | None = None
 
 
 @runtime_checkable
