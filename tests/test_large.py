@@ -23,7 +23,7 @@ from typing import Any, BinaryIO
 import google_crc32c
 import pytest
 from harness import SYNCD, Setup, running_daemon, syncd, tree, wait_for
-from remotes import AzureRemote, GCSRemote, Remote, S3Remote, remote_for
+from remotes import PREFIX, AzureRemote, GCSRemote, Remote, S3Remote, remote_for
 from test_s3_parts import s3_reports_the_part_checksum
 
 from syncd.engine.localfs import local_file
@@ -525,15 +525,8 @@ def test_an_azure_blob_sent_in_blocks_carries_the_files_md5(
     setup = Setup(tmp_path / "alice", remote.url, options=remote.options, extra=SMALL_PARTS)
     setup.write()
     data = _random_file(setup.local / "big.bin", 4 * PART + 999)  # 5 blocks
-    if resumed:  # a first run sends 2 of the 5 blocks, records them, and dies
-        setup.state_db.parent.mkdir(parents=True, exist_ok=True)
-        state = StateStore(f"sqlite:///{setup.state_db}")
-        provider = open_provider(remote.url, remote.options)
-        with pytest.raises(Crash):
-            _send(_large(CrashingProvider(provider, 2), state), setup.local / "big.bin",
-                  "big.bin", data)  # fmt: skip
-        provider.close()  # type: ignore[attr-defined]
-        state.close()
+    if resumed:
+        _crash_mid_upload(setup, remote, data)
 
     result = syncd("once", "-c", setup.config)
 
@@ -571,6 +564,63 @@ def test_a_stale_upload_is_aborted(
     assert Partials(state).upload("docs", "big.bin") is None
     assert _unfinished_uploads(remote) == []
     state.close()
+
+
+def _crash_mid_upload(setup: Setup, remote: Remote, data: bytes) -> None:
+    """A first run sends 2 parts of `big.bin`, records them, and dies (as by kill -9)."""
+    setup.state_db.parent.mkdir(parents=True, exist_ok=True)
+    state = StateStore(f"sqlite:///{setup.state_db}")
+    provider = open_provider(remote.url, remote.options)
+    with pytest.raises(Crash):
+        _send(_large(CrashingProvider(provider, 2), state), setup.local / "big.bin",
+              "big.bin", data)  # fmt: skip
+    provider.close()  # type: ignore[attr-defined]
+    state.close()
+    assert _partials(setup.state_db) == (1, 0)
+    assert _unfinished_uploads(remote) == ([PREFIX + "big.bin"] if remote.kind == "s3" else [])
+
+
+def test_an_upload_the_pass_does_not_resume_is_aborted_in_that_pass(
+    tmp_path: Path, remote: Remote
+) -> None:
+    """Issue 5: after a successful sync no multipart upload is left behind. The killed run's
+    upload is not resumed (another writer created the key meanwhile, and is newer): it is
+    aborted by the pass that settles the conflict, not by the next one."""
+    setup = Setup(tmp_path / "alice", remote.url, options=remote.options, extra=SMALL_PARTS)
+    setup.write()
+    data = _random_file(setup.local / "big.bin", 4 * PART + 999)
+    os.utime(setup.local / "big.bin", ns=(1_000_000_000, 1_000_000_000))  # older than theirs
+    _crash_mid_upload(setup, remote, data)
+    remote.put("big.bin", b"another writer's version")
+
+    result = syncd("once", "-c", setup.config)
+
+    assert result.returncode == 0, result.stderr
+    assert "remote is newer" in result.stderr
+    assert tree(setup.local) == {"big.bin": b"another writer's version"}
+    assert _unfinished_uploads(remote) == []
+    assert _partials(setup.state_db) == (0, 0)
+
+
+def test_an_upload_of_a_path_with_nothing_to_do_is_aborted_by_the_first_plan(
+    tmp_path: Path, remote: Remote
+) -> None:
+    """The file of the killed run's upload is excluded since: the pass has nothing to do for
+    it, and aborts the upload all the same."""
+    setup = Setup(tmp_path / "alice", remote.url, options=remote.options, extra=SMALL_PARTS)
+    setup.write()
+    data = _random_file(setup.local / "big.bin", 4 * PART + 999)
+    _crash_mid_upload(setup, remote, data)
+    setup.pair_extra["exclude"] = ["*.bin"]
+    setup.write()
+
+    result = syncd("once", "-c", setup.config)
+
+    assert result.returncode == 0, result.stderr
+    assert '"event": "multipart upload aborted: not resumed"' in result.stderr
+    assert "big.bin" not in remote.objects()
+    assert _unfinished_uploads(remote) == []
+    assert _partials(setup.state_db) == (0, 0)
 
 
 # -- kill -9 of the real daemon, then a restart ------------------------------------------------

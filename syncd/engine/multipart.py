@@ -351,6 +351,10 @@ class LargeTransfers:
         self.pace_up = pace_up
         self.pace_down = pace_down
         self._limits: PartLimits | None = None
+        #: The paths with a recorded upload (read from the state once, then kept up to date
+        #: here), so asking after every synced path costs no query.
+        self._recorded: set[str] | None = None
+        self._recorded_lock = threading.Lock()
 
     def limits(self) -> PartLimits:
         if self._limits is None:
@@ -395,11 +399,11 @@ class LargeTransfers:
             try:
                 return self._upload_once(path, fd, local, request, progress, digests=digests)
             except _UploadGone:
-                self.partials.drop_upload(self.pair, path)
+                self._drop_upload(path)
                 log.info("multipart upload gone on the service; starting over", path=path)
             except _ResumeRefused as exc:
                 self._abort(request, exc.upload_id)
-                self.partials.drop_upload(self.pair, path)
+                self._drop_upload(path)
                 log.info(
                     "the service refuses parts of the recorded upload; starting over",
                     path=path,
@@ -478,11 +482,11 @@ class LargeTransfers:
             )
         except PreconditionFailed:
             self._abort(request, upload_id)
-            self.partials.drop_upload(self.pair, path)
+            self._drop_upload(path)
             raise
         except NotFound as exc:
             raise _UploadGone(str(exc)) from exc
-        self.partials.drop_upload(self.pair, path)
+        self._drop_upload(path)
         return info
 
     def _begin(
@@ -502,8 +506,7 @@ class LargeTransfers:
             )
             return upload_id, done, True
         upload_id = self.retry.call(lambda: self.provider.start_multipart(request))
-        self.partials.start_upload(
-            self.pair,
+        self._record_upload(
             PartialUpload(
                 path=path,
                 key=request.key,
@@ -541,7 +544,7 @@ class LargeTransfers:
             if held is not None:
                 return record.upload_id, held
         self._abort(request, record.upload_id)
-        self.partials.drop_upload(self.pair, path)
+        self._drop_upload(path)
         return None, {}
 
     def _held_parts(
@@ -604,11 +607,7 @@ class LargeTransfers:
                 and now - record.started_at < STALE_AFTER
             ):
                 continue
-            request = UploadRequest(
-                key=record.key, body=io.BytesIO(b""), size=record.size, mtime_ns=record.mtime_ns
-            )
-            self._abort(request, record.upload_id)
-            self.partials.drop_upload(self.pair, record.path)
+            self._abort_record(record)
             log.info("stale multipart upload aborted", pair=self.pair, path=record.path)
             dropped += 1
         for download in self.partials.downloads(self.pair):
@@ -619,6 +618,61 @@ class LargeTransfers:
             self.partials.drop_download(self.pair, download.path)
             dropped += 1
         return dropped
+
+    def abandon(self, path: str) -> bool:
+        """`path` was settled without this upload (or sent whole, small): its recorded upload,
+        if any, will not be resumed, so abort it now, not at the next pass's clean-up (issue
+        5: after a successful sync no multipart upload is left behind). True if there was one."""
+        if not self._is_recorded(path):
+            return False
+        record = self.partials.upload(self.pair, path)
+        if record is None:
+            self._forget_recorded(path)
+            return False
+        self._abort_record(record)
+        log.info("multipart upload aborted: not resumed", pair=self.pair, path=path)
+        return True
+
+    def abandon_all_but(self, planned: set[str]) -> int:
+        """The first plan of a run settled every path it left out (nothing to do there, or
+        filtered out): abort the recorded uploads of those. Returns how many went."""
+        return sum(self.abandon(path) for path in self._recorded_paths() - planned)
+
+    def _abort_record(self, record: PartialUpload) -> None:
+        request = UploadRequest(
+            key=record.key, body=io.BytesIO(b""), size=record.size, mtime_ns=record.mtime_ns
+        )
+        self._abort(request, record.upload_id)
+        self._drop_upload(record.path)
+
+    def _recorded_paths(self) -> set[str]:
+        with self._recorded_lock:
+            return set(self._load_recorded())
+
+    def _is_recorded(self, path: str) -> bool:
+        with self._recorded_lock:
+            return path in self._load_recorded()
+
+    def _load_recorded(self) -> set[str]:
+        """The paths with a recorded upload (the caller holds `_recorded_lock`)."""
+        if self._recorded is None:
+            self._recorded = {record.path for record in self.partials.uploads(self.pair)}
+        return self._recorded
+
+    def _record_upload(self, record: PartialUpload) -> None:
+        self.partials.start_upload(self.pair, record)
+        with self._recorded_lock:
+            if self._recorded is not None:
+                self._recorded.add(record.path)
+
+    def _drop_upload(self, path: str) -> None:
+        self.partials.drop_upload(self.pair, path)
+        self._forget_recorded(path)
+
+    def _forget_recorded(self, path: str) -> None:
+        with self._recorded_lock:
+            if self._recorded is not None:
+                self._recorded.discard(path)
 
     # -- downloads -------------------------------------------------------------------------
     def download(

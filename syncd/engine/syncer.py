@@ -337,6 +337,9 @@ class PairSyncer:
             )
             if decision.action is not Action.NOTHING or path in self.open_conflicts:
                 plan.append(PlanItem(path, decision))
+        if first_pass and self.large is not None and not self.plan_only:
+            # An unfinished upload of a path with nothing to do is never resumed (issue 5).
+            self.large.abandon_all_but({item.path for item in plan})
         return plan
 
     def _hold(self) -> dict[str, BaseEntry]:
@@ -432,6 +435,10 @@ class PairSyncer:
                     else f"no longer a conflict, settled as any change: {decision.reason}"
                 )
             outcome = self._act(path, decision, facts, keep, plog)
+            if self.large is not None and outcome not in (Outcome.REQUEUE, Outcome.FAILED):
+                # Settled, and not by resuming a recorded upload of it (that one would be gone
+                # now): the upload is abandoned, aborted in this pass (issue 5).
+                self.large.abandon(path)
         except Cancelled:
             return Outcome.REQUEUE
         except localfs.LocalPathError as exc:
