@@ -9,6 +9,7 @@ import sys
 import textwrap
 import types
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 from harness import syncd
@@ -247,6 +248,37 @@ MALFORMED = [
         "unknown key",
     ),
     ("options not a mapping", PAIR + "    options: [a]\n", "pairs[0].options", "mapping"),
+    *(
+        (
+            f"endpoint_url {url!r}",
+            PAIR + f"    options: {{endpoint_url: '{url}'}}\n",
+            "pairs[0].options.endpoint_url",
+            "not an http:// or https:// URL with a host",
+        )
+        for url in (
+            "not a url",
+            "http://",
+            "127.0.0.1:9000",
+            "localhost:9000",
+            "ftp://x",
+            "http://[::1",
+            "http://u:s3cretpw@host:99999",
+            "http://u:s3cretpw@ho st:9000",
+        )
+    ),
+    (
+        "gcs endpoint_url",
+        PAIR.replace("s3://", "gs://") + "    options: {endpoint_url: 'localhost:4443'}\n",
+        "pairs[0].options.endpoint_url",
+        "not an http:// or https:// URL with a host",
+    ),
+    (
+        "azure account_url",
+        PAIR.replace("s3://team-bucket", "az://team-box")
+        + "  - {name: b, local: TMP/b, remote: 'az://box', options: {account_url: 'not a url'}}\n",
+        "pairs[1].options.account_url",
+        "not an http:// or https:// URL with a host",
+    ),
     ("workers not a number", PAIR + "workers: many\n", "workers", "whole number (got 'many')"),
     ("workers is a boolean", PAIR + "workers: yes\n", "workers", "not true/false"),
     ("workers too many", PAIR + "workers: 1000\n", "workers", "at most 256"),
@@ -484,6 +516,73 @@ def test_a_remote_urls_password_is_never_printed(tmp_path: Path, command: list[s
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.startswith("syncd: ") and len(done.stderr.splitlines()) == 1
     assert "'user:***@team-bucket'" in done.stderr and "s3cretpw" not in done.stderr
+
+
+BAD_URL = "http://me:s3cretpw@not a url"
+
+
+class BadEndpoint(NamedTuple):
+    """Where a malformed endpoint sits, and what the one line must name."""
+
+    remote: str
+    options: dict[str, str]
+    env: dict[str, str]
+    named: str
+
+
+#: Each is a config error, whether the option, a variable or the SDK's profile has it.
+BAD_ENDPOINTS = {
+    "option": BadEndpoint(
+        "s3://team-bucket", {"endpoint_url": BAD_URL}, {}, "pairs[0].options.endpoint_url"
+    ),
+    "variable": BadEndpoint(
+        "s3://team-bucket", {}, {"AWS_ENDPOINT_URL": BAD_URL}, "AWS_ENDPOINT_URL"
+    ),
+    "profile": BadEndpoint(
+        "s3://team-bucket", {"profile": "bad"}, {}, "Invalid endpoint: http://me:***@"
+    ),
+    "gcs": BadEndpoint(
+        "gs://team-bucket", {}, {"STORAGE_EMULATOR_HOST": "localhost:4443"}, "STORAGE_EMULATOR_HOST"
+    ),
+}
+
+
+@pytest.mark.parametrize("command", ["check", "once", "run", "upload"])
+@pytest.mark.parametrize("case", BAD_ENDPOINTS.values(), ids=BAD_ENDPOINTS.keys())
+def test_a_malformed_endpoint_is_a_config_error(
+    tmp_path: Path, command: str, case: BadEndpoint
+) -> None:
+    """Exit 2 and one line that names the option or the variable, never a traceback (each
+    SDK fails its own way on one) nor the URL's password."""
+    remote, options, env, named = case
+    if command == "upload" and options.get("endpoint_url"):
+        pytest.skip("`syncd upload` takes no options")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "aws-config").write_text(f"[profile bad]\nendpoint_url = {BAD_URL}\n")
+    pair = PAIR.replace("s3://team-bucket/docs/", remote)
+    if options:
+        pair += "    options: {" + ", ".join(f"{k}: '{v}'" for k, v in options.items()) + "}\n"
+    path = write(tmp_path, f"state: sqlite:///TMP/state.db\nsocket: TMP/s.sock\n{pair}")
+    environment = {
+        "AWS_CONFIG_FILE": str(tmp_path / "aws-config"),
+        "AWS_ENDPOINT_URL": "",
+        "AWS_ENDPOINT_URL_S3": "",
+        "STORAGE_EMULATOR_HOST": "",
+        **env,
+    }
+    if command == "upload":
+        args: list[str | Path] = ["upload", tmp_path / "docs", remote]
+        if options.get("profile"):
+            environment["AWS_PROFILE"] = options["profile"]
+    else:
+        args = [command, "-c", path]
+
+    done = syncd(*args, env=environment, timeout=60)
+
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output
+    assert len(output.splitlines()) == 1 and named in output, output
+    assert "Traceback" not in output and "s3cretpw" not in output, output
 
 
 def test_an_unknown_strategy_reads_exactly_as_documented(tmp_path: Path) -> None:

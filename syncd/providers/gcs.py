@@ -61,7 +61,7 @@ from syncd.providers.errors import (
     Transient,
 )
 from syncd.providers.http import SdkSession, pin_environment
-from syncd.providers.options import GCSOptions
+from syncd.providers.options import URL_SHAPE, GCSOptions, is_endpoint_url
 from syncd.providers.url import RemoteURL
 
 log = structlog.get_logger("syncd.providers.gcs")
@@ -398,6 +398,11 @@ class _Session(AuthorizedSession, SdkSession):  # type: ignore[misc]  # google-a
 
 def make_client(options: GCSOptions, workers: int) -> Any:
     """One client per provider, its HTTP pool sized for the engine's worker threads."""
+    emulator = os.environ.get("STORAGE_EMULATOR_HOST")
+    if not options.endpoint_url and emulator and not is_endpoint_url(emulator):
+        # The SDK takes it as the endpoint (scheme included, despite the name) and would fail
+        # only at the first request; the option is checked with the config.
+        raise InvalidRequest(f"STORAGE_EMULATOR_HOST: {URL_SHAPE}")
     credentials, project = _credentials(options)
     client_options = {"api_endpoint": options.endpoint_url} if options.endpoint_url else None
     try:

@@ -3,8 +3,39 @@
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
+
+#: What an endpoint must look like, said in every complaint about one.
+URL_SHAPE = "not an http:// or https:// URL with a host (like http://127.0.0.1:9000)"
+
+
+def is_endpoint_url(value: str) -> bool:
+    """Can an SDK reach `value` as its endpoint: http(s), a host, a port if any in range?
+
+    Checked up front because each SDK fails its own way on a malformed one: botocore with a
+    ValueError (a traceback), google-cloud-storage only at the first request, and the Azure
+    SDK takes "not a url" for a host name and then tries every credential it knows."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018  # raises ValueError when out of range or not a number
+    except ValueError:
+        return False
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.hostname)
+        and not any(char.isspace() for char in value)
+    )
+
+
+def _endpoint(value: str | None) -> str | None:
+    """A field validator's half: the value, or a one-line error that never echoes it (an
+    endpoint may carry a password or a SAS)."""
+    if value is not None and not is_endpoint_url(value):
+        raise PydanticCustomError("endpoint_url", "{reason}", {"reason": URL_SHAPE})
+    return value
 
 
 class _Options(BaseModel):
@@ -34,6 +65,8 @@ class S3Options(_Options):
     #: instead of failing the pair.
     create_bucket: bool = False
 
+    _check_endpoint = field_validator("endpoint_url")(_endpoint)
+
 
 class GCSOptions(_Options):
     """Google Cloud Storage options. Unset values fall back to Application Default Credentials
@@ -49,6 +82,8 @@ class GCSOptions(_Options):
     #: dual-region or a region ("europe-west1"). Ignored for a bucket that exists.
     location: str = Field(default="US", min_length=1)
 
+    _check_endpoint = field_validator("endpoint_url")(_endpoint)
+
 
 class AzureOptions(_Options):
     """Azure Blob options: a connection string (also `AZURE_STORAGE_CONNECTION_STRING`), or an
@@ -62,6 +97,8 @@ class AzureOptions(_Options):
     storage_class: Literal["Hot", "Cool", "Cold", "Archive"] | None = None
     #: Create the container when it does not exist, instead of failing the pair.
     create_bucket: bool = False
+
+    _check_account_url = field_validator("account_url")(_endpoint)
 
 
 OPTIONS_BY_SCHEME: dict[str, type[_Options]] = {

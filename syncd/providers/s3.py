@@ -55,7 +55,7 @@ from syncd.providers.errors import (
     Throttled,
     Transient,
 )
-from syncd.providers.options import S3Options
+from syncd.providers.options import URL_SHAPE, S3Options, is_endpoint_url
 from syncd.providers.url import RemoteURL
 
 if TYPE_CHECKING:
@@ -330,8 +330,27 @@ def _endpoint_configured(options: S3Options) -> bool:
     )
 
 
+#: The variables boto3 takes an endpoint from, the service's own first.
+ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+
+
+def _check_endpoint_variable(options: S3Options) -> None:
+    """The endpoint variable boto3 would use must be a URL: a config error that names it,
+    where botocore raises a bare ValueError (the option is checked with the config)."""
+    ignored = os.environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() == "true"
+    if options.endpoint_url or ignored:
+        return
+    for name in ENDPOINT_VARIABLES:
+        value = os.environ.get(name)
+        if value:
+            if not is_endpoint_url(value):
+                raise InvalidRequest(f"{name}: {URL_SHAPE}")
+            return
+
+
 def make_client(options: S3Options, workers: int) -> S3Client:
     """One client per provider: botocore clients are thread-safe and pool connections."""
+    _check_endpoint_variable(options)
     style = options.addressing_style or ("path" if _endpoint_configured(options) else "auto")
     config = Config(
         max_pool_connections=max(10, workers * 2),
@@ -371,6 +390,10 @@ def make_client(options: S3Options, workers: int) -> S3Client:
         )
     except BotoCoreError as exc:  # ProfileNotFound, InvalidRegionError, …
         raise InvalidRequest(f"cannot set up the S3 client: {exc}") from exc
+    except ValueError as exc:  # "Invalid endpoint: …" (a profile's endpoint_url, say)
+        # One line; a password in the URL is masked by ProviderError.
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InvalidRequest(f"cannot set up the S3 client: {first}") from None
 
 
 class S3Provider:
