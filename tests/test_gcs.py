@@ -23,6 +23,7 @@ from fixtures_gcs import GCSBucket
 from google.api_core import exceptions as api_exceptions
 from google.cloud.storage.exceptions import DataCorruption
 from google.cloud.storage.exceptions import InvalidResponse as MediaInvalidResponse
+from harness import syncd
 from test_providers import MTIME_NS, OneWayStream, get, listing, put
 
 from syncd.providers import (
@@ -232,6 +233,35 @@ def test_unusable_credentials_file_names_the_option_not_the_content(tmp_path: Pa
     with pytest.raises(InvalidRequest, match=r"options\.credentials_file") as caught:
         open_provider("gs://some-bucket/", {"credentials_file": str(key_file)})
     assert "TOP-SECRET" not in str(caught.value)
+
+
+@pytest.mark.parametrize("command", ["once", "run"])
+def test_an_unusable_credentials_file_names_its_pair(tmp_path: Path, command: str) -> None:
+    """As every config error: one line naming the pair and pairs[N].options.credentials_file,
+    exit 2."""
+    key_file = tmp_path / "key.json"
+    key_file.write_text(json.dumps({"type": "service_account", "private_key": "TOP-SECRET"}))
+    (tmp_path / "remote").mkdir()
+    pairs = [
+        {"name": "plain", "local": str(tmp_path / "a"), "remote": f"file://{tmp_path}/remote"},
+        {"name": "gcs", "local": str(tmp_path / "b"), "remote": "gs://some-bucket/",
+         "options": {"credentials_file": str(key_file)}},
+    ]  # fmt: skip
+    for pair in pairs:
+        Path(pair["local"]).mkdir()
+    config = tmp_path / "syncd.yaml"
+    config.write_text(json.dumps({"state": f"sqlite:///{tmp_path}/state.db",
+                                  "socket": str(tmp_path / "s.sock"), "pairs": pairs}))  # fmt: skip
+
+    done = syncd(command, "-c", config, env={"STORAGE_EMULATOR_HOST": ""}, timeout=60)
+
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output
+    assert output.splitlines() == [
+        f"syncd: pair 'gcs': pairs[1].options.credentials_file: {str(key_file)!r} is not a "
+        "service account "
+        "key file"
+    ], output
 
 
 # -- error translation (inputs the emulator cannot produce on demand) -----------------------

@@ -24,6 +24,7 @@ from syncd.providers.errors import (
     Cancelled,
     InvalidRequest,
     NotFound,
+    OptionError,
     PermissionDenied,
     PreconditionFailed,
     ProviderError,
@@ -46,6 +47,7 @@ __all__ = [
     "MultipartProvider",
     "NotFound",
     "ObjectInfo",
+    "OptionError",
     "PartInfo",
     "PartLimits",
     "PermissionDenied",
@@ -101,4 +103,4 @@ def _options(scheme: str, options: Mapping[str, Any] | BaseModel | None) -> Base
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "options"
-        raise InvalidRequest(f"options.{where}: {first['msg']}") from None
+        raise OptionError(where, first["msg"]) from None

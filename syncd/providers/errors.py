@@ -58,5 +58,19 @@ class InvalidRequest(ProviderError):
     """The service refused the request as malformed; retrying will not help."""
 
 
+class OptionError(InvalidRequest):
+    """A pair option its provider cannot use (a credentials file that is no key), found when
+    the provider is set up. The message names it as `options.KEY`; the engine, which knows the
+    pair's place in the config, puts that first, so it reads as every config error does:
+    `pair 'docs': pairs[1].options.credentials_file: …`."""
+
+    def __init__(self, option: str, reason: str, where: str = "options") -> None:
+        super().__init__(f"{where}.{option}: {reason}")
+        self.option, self.reason, self.where = option, reason, where
+
+    def __reduce__(self) -> tuple[type[OptionError], tuple[str, str, str]]:
+        return type(self), (self.option, self.reason, self.where)
+
+
 class Cancelled(ProviderError):
     """The transfer was cancelled because the daemon is stopping. Never retried."""

@@ -54,6 +54,7 @@ from syncd.providers.base import (
 from syncd.providers.errors import (
     InvalidRequest,
     NotFound,
+    OptionError,
     PermissionDenied,
     PreconditionFailed,
     ProviderError,
@@ -367,13 +368,13 @@ def _credentials(options: GCSOptions) -> tuple[Any, str | None]:
                 path, scopes=list(storage.Client.SCOPE)
             )
         except OSError as exc:
-            raise InvalidRequest(
-                f"options.credentials_file: cannot read {path!r} ({exc.strerror or exc})"
+            raise OptionError(
+                "credentials_file", f"cannot read {path!r} ({exc.strerror or exc})"
             ) from None
         except (ValueError, KeyError, google.auth.exceptions.GoogleAuthError):
             # The parser's message may quote the file; say only what is wrong with it.
-            raise InvalidRequest(
-                f"options.credentials_file: {path!r} is not a service account key file"
+            raise OptionError(
+                "credentials_file", f"{path!r} is not a service account key file"
             ) from None
         return credentials, options.project or credentials.project_id
     if os.environ.get("STORAGE_EMULATOR_HOST"):
