@@ -623,6 +623,26 @@ def test_an_upload_of_a_path_with_nothing_to_do_is_aborted_by_the_first_plan(
     assert _partials(setup.state_db) == (0, 0)
 
 
+def test_the_first_plans_sweep_leaves_this_runs_own_uploads_alone(
+    tmp_path: Path, remote: Remote, provider: MultipartProvider
+) -> None:
+    """A daemon's watcher may start an upload before the first plan is done: the sweep of
+    the paths that plan left out aborts only what an earlier run left behind."""
+    source = tmp_path / "big.bin"
+    data = _random_file(source, 4 * PART)
+    state = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
+    this_run = _large(CrashingProvider(provider, crash_after=2), state)
+    with pytest.raises(Crash):  # stands for an upload still under way
+        _send(this_run, source, "big.bin", data)
+
+    assert this_run.abandon_all_but(set()) == 0
+    assert Partials(state).upload("docs", "big.bin") is not None
+    assert _large(provider, state).abandon_all_but(set()) == 1  # the next run's sweep
+    assert Partials(state).upload("docs", "big.bin") is None
+    assert _unfinished_uploads(remote) == []
+    state.close()
+
+
 # -- kill -9 of the real daemon, then a restart ------------------------------------------------
 
 

@@ -354,6 +354,9 @@ class LargeTransfers:
         #: The paths with a recorded upload (read from the state once, then kept up to date
         #: here), so asking after every synced path costs no query.
         self._recorded: set[str] | None = None
+        #: The paths this instance set out to send: their records are its own work, which
+        #: the first plan's sweep (`abandon_all_but`) leaves alone.
+        self._sending: set[str] = set()
         self._recorded_lock = threading.Lock()
 
     def limits(self) -> PartLimits:
@@ -395,6 +398,8 @@ class LargeTransfers:
         """Send the file open at `fd` as `request` describes; resumes a recorded upload of
         the same file. `digests` (from `digest`, of these very bytes) spares hashing each part
         as it goes. PreconditionFailed (after aborting) when the condition no longer holds."""
+        with self._recorded_lock:
+            self._sending.add(path)
         for _ in range(2):  # a second go only when the service forgot or refused an upload
             try:
                 return self._upload_once(path, fd, local, request, progress, digests=digests)
@@ -635,8 +640,12 @@ class LargeTransfers:
 
     def abandon_all_but(self, planned: set[str]) -> int:
         """The first plan of a run settled every path it left out (nothing to do there, or
-        filtered out): abort the recorded uploads of those. Returns how many went."""
-        return sum(self.abandon(path) for path in self._recorded_paths() - planned)
+        filtered out): abort the recorded uploads of those that an earlier run left, not one
+        a worker of this run may be sending already (a daemon's watcher starts at once).
+        Returns how many went."""
+        with self._recorded_lock:
+            sending = set(self._sending)
+        return sum(self.abandon(path) for path in self._recorded_paths() - planned - sending)
 
     def _abort_record(self, record: PartialUpload) -> None:
         request = UploadRequest(
