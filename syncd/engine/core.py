@@ -34,7 +34,7 @@ from syncd.engine.workers import WorkerPool
 from syncd.engine.workqueue import Key, WorkQueue
 from syncd.providers import open_provider
 from syncd.providers.base import BatchedDurability
-from syncd.providers.errors import ProviderError
+from syncd.providers.errors import InvalidRequest, ProviderError
 from syncd.providers.url import RemoteURLError
 from syncd.state import StateStore, sqlite_path
 
@@ -179,7 +179,10 @@ class Engine:
             try:
                 self.add_pair(pair)
             except (ProviderError, RemoteURLError) as exc:
-                raise type(exc)(_at_pair(index, pair.name, str(exc))) from exc
+                located = _at_pair(index, pair.name, str(exc))
+                if isinstance(exc, RemoteURLError):
+                    raise RemoteURLError(located) from exc
+                raise InvalidRequest(located) from exc
 
     # -- construction, for scripts ---------------------------------------------------------
     @classmethod
