@@ -453,3 +453,26 @@ def test_paths_under_a_folder(tmp_path: Path, folder: str, expected: list[str]) 
         assert sorted(store.paths_under("docs", folder)) == expected
     finally:
         store.close()
+
+
+def test_each_pair_has_its_own_writer_id_until_its_state_is_forgotten(tmp_path: Path) -> None:
+    """The id a pair's uploads carry (syncd/engine/origin.py): random per pair, kept across
+    restarts, and new after `state rebuild` (which forgets the pair)."""
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    store = StateStore(url)
+    docs, photos = store.writer_id("docs"), store.writer_id("photos")
+    assert docs != photos
+    assert store.writer_id("docs") == docs
+    store.close()
+
+    store = StateStore(url)
+    assert store.writer_id("docs") == docs
+    store.forget("docs", ["some/path"])  # forgetting paths keeps the id
+    assert store.writer_id("docs") == docs
+    store.forget("docs")
+    assert store.writer_id("docs") != docs
+    assert store.writer_id("photos") == photos
+    store.close()
+    other = StateStore(f"sqlite:///{tmp_path / 'other.db'}")
+    assert other.writer_id("docs") != docs
+    other.close()

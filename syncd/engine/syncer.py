@@ -38,6 +38,7 @@ from syncd.engine.filters import PathFilter
 from syncd.engine.guard import DeletionBatch, PassFacts, hold_reason
 from syncd.engine.model import Action, Decision, LocalFile
 from syncd.engine.multipart import LargeTransfers, Meter, PartSettings
+from syncd.engine.origin import adopted_base, is_cut_off_upload
 from syncd.engine.paths import (
     UnsafeKey,
     check_key,
@@ -97,6 +98,9 @@ class Facts:
     base: BaseEntry | None
     local: LocalFile | None
     remote: ObjectInfo | None
+    #: The remote version the state records for the path (the base's, unless a cut-off
+    #: upload stands in for it): what an upload's origin names (see syncd/engine/origin.py).
+    recorded_etag: str | None = None
 
 
 class PairSyncer:
@@ -123,6 +127,8 @@ class PairSyncer:
         self.is_cancelled = is_cancelled
         self.enqueue = enqueue or (lambda _pair, _path: None)
         self.index = RemoteIndex()
+        #: The id this pair's uploads carry in their origin metadata (see engine/origin.py).
+        self.writer = store.writer_id(pair.name)
         self.large: LargeTransfers | None = None
         if parts is not None and provider.capabilities.multipart:
             self.large = LargeTransfers(
@@ -146,6 +152,7 @@ class PairSyncer:
             pace_up=pace_up,
             pace_down=pace_down,
             on_long=(lambda path: long_running(pair.name, path)) if long_running else None,
+            writer=self.writer,
         )
         self.retry = retry
         self.stats = PairStats()
@@ -496,7 +503,7 @@ class PairSyncer:
         return localfs.stat_local(self.root, self._disk_name(path))
 
     def _decide(self, path: str) -> tuple[Decision, Facts]:
-        base = self.store.get(self.name, path)
+        base = recorded = self.store.get(self.name, path)
         local = self._stat_local(path)
         remote = self.index.get(path)
         while True:
@@ -506,8 +513,22 @@ class PairSyncer:
                 local = replace(stat, sha256=sha256, md5=md5)
             elif decision.action is Action.FETCH_REMOTE and remote is not None:
                 remote = self.transfers.stat_remote(path, remote.key)
+            elif base is recorded and remote is not None and _both_changed(decision, base, local):
+                # Before settling it as a change on both sides: is the remote one our own
+                # upload that a crash kept from its record? (Only here, so only now a HEAD
+                # where the listing does not carry the origin.)
+                if not remote.has_metadata and not self.provider.capabilities.listing_has_metadata:
+                    remote = self.transfers.stat_remote(path, remote.key)
+                    continue
+                if not is_cut_off_upload(base, remote, self.writer):
+                    return decision, Facts(base, local, remote, _etag_of(recorded))
+                base = adopted_base(path, remote)
+                self.log.info(
+                    "an upload of ours that was never recorded (interrupted): taken as the base",
+                    path=path,
+                )
             else:
-                return decision, Facts(base, local, remote)
+                return decision, Facts(base, local, remote, _etag_of(recorded))
 
     def _plan(self, path: str, decision: Decision, facts: Facts) -> Outcome:
         """Dry run: say what would be done, do none of it."""
@@ -558,7 +579,7 @@ class PairSyncer:
             assert local is not None
             if facts.base is None and remote is None and self._try_move(path, local, plog):
                 return Outcome.DONE
-            return self._upload(path, remote, plog)
+            return self._upload(path, remote, plog, facts.recorded_etag)
         if action is Action.DOWNLOAD:
             assert remote is not None
             return self._download(path, local, remote, plog)
@@ -575,7 +596,13 @@ class PairSyncer:
             return self._delete_local(path, local, decision.reason, plog)
         assert action is Action.CONFLICT and local is not None and remote is not None
         return self._conflict(
-            path, local=local, remote=remote, keep=keep, why=decision.reason, plog=plog
+            path,
+            local=local,
+            remote=remote,
+            keep=keep,
+            why=decision.reason,
+            plog=plog,
+            over=facts.recorded_etag,
         )
 
     def _writes(self, side: str) -> bool:
@@ -650,6 +677,7 @@ class PairSyncer:
         keep: str | None,
         why: str,
         plog: Logger,
+        over: str | None = None,
     ) -> Outcome:
         if remote.mtime_ns is None and not remote.has_metadata:
             # The listing carries no mtime; the strategies need it.
@@ -680,13 +708,13 @@ class PairSyncer:
             except (PreconditionFailed, NotFound):
                 self.transfers.stat_remote(path, remote.key)
                 return Outcome.REQUEUE
-            outcome = self._upload(path, remote, plog)
+            outcome = self._upload(path, remote, plog, over)
         elif resolution.winner is Winner.REMOTE:
             outcome = self._download(path, local, remote, plog, trash_local=True)
         elif resolution.older == "local":
             outcome = self._preserve_local_copy(path, local)
         else:
-            outcome = self._preserve_remote_copy(path, remote, plog)
+            outcome = self._preserve_remote_copy(path, remote, plog, over)
         if outcome is Outcome.DONE:
             plog.info("conflict settled", op="conflict", outcome=outcome_text, reason=why)
             strategy = "manual" if keep is not None else self.pair.conflict  # by whom
@@ -807,7 +835,9 @@ class PairSyncer:
         self.enqueue(self.name, path)
         return Outcome.DONE
 
-    def _preserve_remote_copy(self, path: str, remote: ObjectInfo, plog: Logger) -> Outcome:
+    def _preserve_remote_copy(
+        self, path: str, remote: ObjectInfo, plog: Logger, over: str | None = None
+    ) -> Outcome:
         """The remote version is older: copy it server-side to a conflict copy (which then comes
         down as a new file) and send the local version up under the original name."""
         made = self._remote_copy_made(path, remote)
@@ -823,7 +853,7 @@ class PairSyncer:
                 self.transfers.stat_remote(path, remote.key)
                 return Outcome.REQUEUE
             self.index.put(copy, info)
-        outcome = self._upload(path, remote, plog)
+        outcome = self._upload(path, remote, plog, over)
         self.enqueue(self.name, copy)
         return outcome
 
@@ -1009,9 +1039,13 @@ class PairSyncer:
         return False
 
     # -- transfers ------------------------------------------------------------------------
-    def _upload(self, path: str, remote: ObjectInfo | None, plog: Logger) -> Outcome:
+    def _upload(
+        self, path: str, remote: ObjectInfo | None, plog: Logger, over: str | None
+    ) -> Outcome:
+        """Send the local file over `remote` (None: create-only); `over` is the version the
+        state records for the path, which the upload's origin names."""
         try:
-            sent = self.transfers.upload(path, self.local_path(path), remote)
+            sent = self.transfers.upload(path, self.local_path(path), remote, over)
         except InvalidRequest:
             # A remote that cannot hold a file and a folder of one name (a local folder)
             # refuses a file under a name it holds as a file.
@@ -1175,6 +1209,18 @@ class PairSyncer:
 
 def _stat_at(root: Path, target: Path) -> LocalFile | None:
     return localfs.stat_local(root, target.relative_to(root).as_posix())
+
+
+def _etag_of(base: BaseEntry | None) -> str | None:
+    return base.remote_etag if base is not None else None
+
+
+def _both_changed(decision: Decision, base: BaseEntry | None, local: LocalFile | None) -> bool:
+    """Does `decision` settle a path changed on both sides since the base: a conflict, or a
+    remote edit against a local deletion (which an edit beats)?"""
+    return decision.action is Action.CONFLICT or (
+        decision.action is Action.DOWNLOAD and local is None and base is not None
+    )
 
 
 def _base_entry(path: str, local: LocalFile, sha256: str | None, etag: str) -> BaseEntry:

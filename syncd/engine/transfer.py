@@ -13,13 +13,14 @@ import io
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, BinaryIO, cast
 
 from syncd.engine import localfs
 from syncd.engine.model import LocalFile
 from syncd.engine.multipart import LargeTransfers, Meter
+from syncd.engine.origin import origin_metadata
 from syncd.engine.progress import InFlight, Transfer
 from syncd.engine.remote_index import RemoteIndex
 from syncd.engine.retry import RetryPolicy
@@ -71,6 +72,7 @@ class Transfers:
         pace_up: Meter | None = None,
         pace_down: Meter | None = None,
         on_long: Callable[[str], None] | None = None,
+        writer: str | None = None,
     ) -> None:
         self.provider = provider
         self.index = index
@@ -85,6 +87,8 @@ class Transfers:
         #: Told of a path whose transfer is streamed (beyond SMALL_FILE), so a cap on the
         #: pair's transfers stops counting it (see `WorkQueue.long_running`).
         self.on_long = on_long
+        #: The pair's writer id, which every upload states in its origin (None: none stated).
+        self.writer = writer
 
     def _meter(self, progress: Transfer, pace: Meter | None) -> Meter:
         if pace is None:
@@ -105,9 +109,13 @@ class Transfers:
         self.index.put(path, info)
         return info
 
-    def upload(self, path: str, source: Path, expected: ObjectInfo | None) -> Uploaded:
+    def upload(
+        self, path: str, source: Path, expected: ObjectInfo | None, over: str | None = None
+    ) -> Uploaded:
         """Send the file at `source` to `path`, on condition that the remote still is `expected`
-        (absent when None)."""
+        (absent when None). `over` is the remote version the path's recorded base names, which
+        the upload's origin states (see syncd/engine/origin.py)."""
+        metadata = origin_metadata(self.writer, over) if self.writer is not None else {}
         started = time.monotonic()
         try:
             # Unbuffered: the small-file path reads whole with os.read, and the others read in
@@ -128,6 +136,7 @@ class Transfers:
                     fh,
                     before=before,
                     expected=expected,
+                    metadata=metadata,
                     progress=progress,
                     started=started,
                 )
@@ -138,7 +147,8 @@ class Transfers:
                 sha256 = hashlib.sha256(data).hexdigest()
                 for offset in range(0, len(data), METER_SLICE):  # paced (and shown) in slices
                     meter(min(METER_SLICE, len(data) - offset))
-                info = self._send(path, before, sha256, expected, lambda: io.BytesIO(data))
+                request = _request(path, before, sha256, expected, metadata)
+                info = self._send(path, request, lambda: io.BytesIO(data))
                 torn = False
             else:
                 # Too big for memory: hash first (the metadata header needs it), then stream
@@ -153,7 +163,7 @@ class Transfers:
                     )
                     return cast(BinaryIO, readers[-1])
 
-                info = self._send(path, before, sha256, expected, body)
+                info = self._send(path, _request(path, before, sha256, expected, metadata), body)
                 try:
                     after: LocalFile | None = localfs.local_file(os.stat(source))
                 except FileNotFoundError:
@@ -176,6 +186,7 @@ class Transfers:
         *,
         before: LocalFile,
         expected: ObjectInfo | None,
+        metadata: dict[str, str],
         progress: Transfer,
         started: float,
     ) -> Uploaded:
@@ -185,16 +196,7 @@ class Transfers:
         assert self.large is not None
         digests = self.large.digest(fh.fileno(), before.size)
         sha256 = digests.sha256
-        request = UploadRequest(
-            key=expected.key if expected is not None else path,
-            body=io.BytesIO(b""),
-            size=before.size,
-            mtime_ns=before.mtime_ns,
-            sha256=sha256,
-            if_absent=expected is None,
-            if_match=expected.etag if expected is not None else None,
-            md5=digests.md5,
-        )
+        request = replace(_request(path, before, sha256, expected, metadata), md5=digests.md5)
         try:
             info = self.large.upload(path, fh.fileno(), before, request, progress, digests=digests)
         except PreconditionFailed:
@@ -213,32 +215,18 @@ class Transfers:
         return Uploaded(Result.TORN if torn else Result.OK, before, sha256, info, seconds)
 
     def _send(
-        self,
-        path: str,
-        local: LocalFile,
-        sha256: str,
-        expected: ObjectInfo | None,
-        body: Callable[[], BinaryIO],
+        self, path: str, request: UploadRequest, body: Callable[[], BinaryIO]
     ) -> ObjectInfo | None:
-        """One conditional upload (retried on transient faults); None when the remote moved."""
+        """One conditional upload (retried on transient faults), each attempt with a fresh
+        `body()`; None when the remote moved."""
 
         def attempt() -> ObjectInfo:
-            return self.provider.upload(
-                UploadRequest(
-                    key=expected.key if expected is not None else path,
-                    body=body(),
-                    size=local.size,
-                    mtime_ns=local.mtime_ns,
-                    sha256=sha256,
-                    if_absent=expected is None,
-                    if_match=expected.etag if expected is not None else None,
-                )
-            )
+            return self.provider.upload(replace(request, body=body()))
 
         try:
             info = self.retry.call(attempt)
         except PreconditionFailed:
-            self.stat_remote(path, expected.key if expected is not None else None)
+            self.stat_remote(path, request.key)
             return None
         self.index.put(path, info)
         return info
@@ -317,6 +305,26 @@ class Transfers:
             fh.flush()
             os.fsync(fh.fileno())
         return info, sink.hexdigest(), sink.bytes_written
+
+
+def _request(
+    path: str,
+    local: LocalFile,
+    sha256: str,
+    expected: ObjectInfo | None,
+    metadata: dict[str, str],
+) -> UploadRequest:
+    """The upload of `local` (its body given per attempt) over `expected` (None: create-only)."""
+    return UploadRequest(
+        key=expected.key if expected is not None else path,
+        body=io.BytesIO(b""),
+        size=local.size,
+        mtime_ns=local.mtime_ns,
+        sha256=sha256,
+        if_absent=expected is None,
+        if_match=expected.etag if expected is not None else None,
+        metadata=metadata,
+    )
 
 
 def _read_whole(fd: int, size: int) -> bytes | None:

@@ -72,6 +72,7 @@ from urllib3.util.retry import Retry
 
 from syncd.providers.base import (
     MTIME_META,
+    ORIGIN_META,
     SHA256_META,
     Capabilities,
     ObjectInfo,
@@ -600,6 +601,7 @@ class AzureProvider:
             md5=md5,
             has_metadata=True,
             archived=self.options.storage_class == "Archive",
+            origin=request.metadata.get(ORIGIN_META),
         )
 
     def upload(self, request: UploadRequest) -> ObjectInfo:
@@ -1065,4 +1067,5 @@ class AzureProvider:
             md5=_hex(props.content_settings.content_md5),
             has_metadata=True,
             archived=_archived(props),
+            origin=metadata.get(ORIGIN_META),
         )

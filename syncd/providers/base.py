@@ -15,6 +15,9 @@ from typing import BinaryIO, Literal, Protocol, runtime_checkable
 MTIME_META = "mtime"
 #: Object metadata key that carries the hex SHA-256 of the whole content.
 SHA256_META = "sha256"
+#: Object metadata key that says which pair wrote the object, over which version: "WRITER/ETAG"
+#: (see syncd/engine/origin.py). One word: Azure takes only C# identifiers as metadata names.
+ORIGIN_META = "syncdorigin"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +42,8 @@ class ObjectInfo:
     #: True when the object sits in an archive tier (S3 GLACIER / DEEP_ARCHIVE, GCS ARCHIVE is
     #: readable so never; Azure Archive) and cannot be read without a restore.
     archived: bool = False
+    #: The `syncdorigin` metadata, where read (None: not stated, or not listed).
+    origin: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,6 +42,7 @@ from google.oauth2 import service_account
 
 from syncd.providers.base import (
     MTIME_META,
+    ORIGIN_META,
     SHA256_META,
     Capabilities,
     ObjectInfo,
@@ -516,6 +517,7 @@ class GCSProvider:
             md5=_md5(blob.md5_hash),
             has_metadata=True,  # the JSON API's object resource always carries `metadata`
             archived=False,  # ARCHIVE objects are read like any other in GCS
+            origin=metadata.get(ORIGIN_META),
         )
 
     def _wanted(self, key: str, etag: str) -> int:

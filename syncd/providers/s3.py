@@ -36,6 +36,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from syncd.providers.base import (
     MTIME_META,
+    ORIGIN_META,
     SHA256_META,
     Capabilities,
     ObjectInfo,
@@ -533,6 +534,7 @@ class S3Provider:
             md5=_md5(etag),
             has_metadata=True,
             archived=self.options.storage_class in ARCHIVE_CLASSES,
+            origin=request.metadata.get(ORIGIN_META),
         )
 
     def upload(self, request: UploadRequest) -> ObjectInfo:
@@ -864,4 +866,5 @@ class S3Provider:
             md5=_md5(etag),
             has_metadata=True,
             archived=_archived(answer),
+            origin=metadata.get(ORIGIN_META),
         )

@@ -124,3 +124,14 @@ counters = Table(
     Column("name", String(64), primary_key=True),
     Column("value", BigInteger, nullable=False),
 )
+
+#: Each pair's writer id: a random word its uploads carry in their `syncdorigin` metadata, so
+#: an object it wrote can be told from another writer's (see syncd/engine/origin.py). Made
+#: with the pair's first state, dropped when the pair's state is forgotten (`state rebuild`).
+#: A new table needs no migration step (create_all adds it) and an older syncd ignores it.
+writers = Table(
+    "writers",
+    metadata,
+    Column("pair", String(64), primary_key=True),
+    Column("writer", String(64), nullable=False),
+)

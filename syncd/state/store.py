@@ -22,6 +22,7 @@ commits the queue first, so a decision never sees a base older than what was wri
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -699,6 +700,9 @@ class StateStore:
                 if paths is None:
                     conn.execute(stmt)
                     conn.execute(delete(schema.conflicts).where(schema.conflicts.c.pair == pair))
+                    # A fresh start, a fresh writer id: objects the old one wrote are then
+                    # another writer's, never taken for this state's own unrecorded uploads.
+                    conn.execute(delete(schema.writers).where(schema.writers.c.pair == pair))
                 else:
                     for path in paths:
                         conn.execute(stmt.where(schema.files.c.path == path))
@@ -792,6 +796,19 @@ class StateStore:
             return int(result.rowcount or 0)
 
     # -- totals since the state was created ------------------------------------------------
+    def writer_id(self, pair: str) -> str:
+        """The pair's writer id (see syncd/engine/origin.py), made on first use: random, so
+        two pairs, or the same pair on two machines, never share one."""
+        table = schema.writers
+        with self._writing() as conn:
+            found = conn.execute(
+                select(table.c.writer).where(table.c.pair == pair)
+            ).scalar_one_or_none()
+            if found is None:
+                found = secrets.token_hex(8)
+                conn.execute(table.insert().values(pair=pair, writer=found))
+        return str(found)
+
     def bump(self, pair: str, deltas: dict[str, int]) -> None:
         with self._writing() as conn:
             _bump(conn, pair, deltas)

@@ -1,0 +1,73 @@
+"""Telling this pair's own writes from another writer's, at no cost per upload.
+
+Every upload a pair makes carries `syncdorigin: WRITER/ETAG` in the object's metadata: WRITER is
+a random id of the pair, kept in its state (`StateStore.writer_id`), and ETAG the remote version
+the pair's recorded base names for the path when it wrote (empty: none). Nothing is written
+to the state before an upload; the record comes after it, as always.
+
+A kill -9 (or a power cut) between an upload and its record leaves an object the base does
+not know. Once the local file changes again, both sides look changed: a conflict for a file
+only one side ever edited, where `cloud_wins` would replace the user's newest edit with the
+pair's own older upload. An object whose origin names this pair *and* the version the base
+still records is that cut-off upload: it becomes the base, and the local file decides as
+usual (changed: upload; the same bytes: record only; deleted: delete).
+
+Why this cannot hide a real conflict: another machine's pair, and each pair of one daemon, has
+an id of its own (random, never derived from a name), so its writes never name this writer.
+Naming the base's version as well means an object this pair wrote earlier and someone copied
+back (a version restored from the bucket's history) is still another writer's change: it was
+written over an older version than the base records. The one accepted limit: a copy of the
+state database used on another machine writes under the same id, so that machine's uploads
+would read as this one's; `syncd state rebuild` gives a pair a new id.
+
+syncd's own server-side copies (a conflict copy, the remote trash, a move, S3's copy of an
+object onto itself to restamp its mtime) keep the origin, which still names the version the
+original upload was written over. That is a version of the source's key (or none), never the
+version recorded for the copy's key: a copy goes only to a key that does not exist, and the
+restamped object is recorded under its new version at once. And where the copy's key has no
+record, the local file there would have to differ from bytes syncd itself just copied.
+
+A folder remote (file://) stores no metadata: there the cut-off upload stays a conflict (see
+the README's "After a crash").
+"""
+
+from __future__ import annotations
+
+import time
+
+from syncd.providers.base import ORIGIN_META, ObjectInfo
+from syncd.state import BaseEntry
+
+
+def origin_metadata(writer: str, over: str | None) -> dict[str, str]:
+    """The metadata an upload by pair `writer` carries, made while the base recorded the
+    remote version `over` (None: no version recorded)."""
+    return {ORIGIN_META: f"{writer}/{over or ''}"}
+
+
+def is_cut_off_upload(base: BaseEntry | None, remote: ObjectInfo, writer: str) -> bool:
+    """Is `remote` an upload of this pair that never got its record (see the module doc)?
+
+    Only an object whose metadata was read can tell (`has_metadata`), and only one with our
+    checksum: every upload of ours states it."""
+    if not remote.has_metadata or remote.sha256 is None or remote.origin is None:
+        return False
+    over = base.remote_etag if base is not None else None
+    if base is not None and remote.etag == base.remote_etag:
+        return False  # the base's own version: nothing cut off
+    return remote.origin == f"{writer}/{over or ''}"
+
+
+def adopted_base(path: str, remote: ObjectInfo) -> BaseEntry:
+    """The base a cut-off upload stands for: its bytes and version. The local stat it was
+    sent from is unknown, so the mtime is one no file has (-1): the content decides whether
+    the local file changed since."""
+    return BaseEntry(
+        path=path,
+        size=remote.size,
+        mtime_ns=-1,
+        inode=0,
+        sha256=remote.sha256,
+        remote_etag=remote.etag,
+        synced_at=time.time(),
+    )

@@ -1,0 +1,57 @@
+"""Which objects are this pair's own writes (syncd/engine/origin.py): a table of cases."""
+
+from __future__ import annotations
+
+import pytest
+
+from syncd.engine.origin import adopted_base, is_cut_off_upload
+from syncd.providers.base import ObjectInfo
+from syncd.state import BaseEntry
+
+ME = "0123456789abcdef"
+OTHER = "fedcba9876543210"
+SHA_V0 = "0" * 64
+SHA_V1 = "1" * 64
+BASE = BaseEntry("doc.txt", 3, 1, 2, SHA_V0, "etag-v0", 0.0, 3)
+
+
+def remote(origin: str | None, *, etag: str = "etag-v1", has_metadata: bool = True) -> ObjectInfo:
+    return ObjectInfo("doc.txt", 14, etag, sha256=SHA_V1, has_metadata=has_metadata, origin=origin)
+
+
+@pytest.mark.parametrize(
+    ("base", "info", "ours"),
+    [
+        # Written by this pair over the version its state records: the cut-off upload.
+        (BASE, remote(f"{ME}/etag-v0"), True),
+        # A first upload (no base) that never got its record.
+        (None, remote(f"{ME}/"), True),
+        # Another machine's pair (or another pair of this daemon) over the same version.
+        (BASE, remote(f"{OTHER}/etag-v0"), False),
+        # This pair's object, but written over an older version: a copy restored from the
+        # bucket's history is someone else's change.
+        (BASE, remote(f"{ME}/etag-older"), False),
+        (None, remote(f"{ME}/etag-v0"), False),
+        (BASE, remote(f"{ME}/"), False),
+        # Written by another tool, or metadata not read (an S3 listing): cannot tell.
+        (BASE, remote(None), False),
+        (BASE, remote(f"{ME}/etag-v0", has_metadata=False), False),
+        # The base's own version is nothing cut off.
+        (BASE, remote(f"{ME}/etag-v0", etag="etag-v0"), False),
+    ],
+)
+def test_a_cut_off_upload_is_ours_over_the_recorded_version(
+    base: BaseEntry | None, info: ObjectInfo, ours: bool
+) -> None:
+    assert is_cut_off_upload(base, info, ME) is ours
+
+
+def test_an_object_without_our_checksum_is_never_taken_for_ours() -> None:
+    info = ObjectInfo("doc.txt", 14, "etag-v1", has_metadata=True, origin=f"{ME}/etag-v0")
+    assert not is_cut_off_upload(BASE, info, ME)
+
+
+def test_the_adopted_base_lets_the_content_decide() -> None:
+    base = adopted_base("doc.txt", remote(f"{ME}/etag-v0"))
+    assert (base.size, base.sha256, base.remote_etag) == (14, SHA_V1, "etag-v1")
+    assert base.mtime_ns == -1  # no file has it: the local side is compared by content

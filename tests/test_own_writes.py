@@ -1,0 +1,222 @@
+"""syncd's own writes, told from other writers' (issue 6; syncd/engine/origin.py).
+
+A kill -9 after the service stored an upload and before it was recorded leaves an object on
+the service that syncd wrote but never heard of. A later edit of the file, made on one side
+only, must then go up like any edit: no conflict, whatever the strategy (`cloud_wins` used to
+replace the user's newest edit with syncd's own older upload).
+
+It runs on moto, fake-gcs-server and Azurite behind the fault proxy: the metadata that tells
+the writes apart must survive each service's upload and listing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from faultproxy import delay, drop_before_response
+from harness import SYNCD, Setup, syncd, tree, wait_for
+from remotes import REMOTE_TRASH
+from test_faults import IN_SYNC, Backend, backend_for, explain
+
+DOC = "doc.txt"
+#: Requests that write DOC: S3 and Azure PUT it, GCS POSTs it to its upload endpoint (the
+#: object's name then goes in the body: any upload of the test is one of DOC).
+WRITES = ("PUT", "POST")
+V0 = b"v0\n"
+V1 = b"v1: the local edit syncd uploaded\n"
+V2 = b"v2: the edit made after the crash, newest of all\n"
+
+
+@pytest.fixture(params=["s3", "gcs", "azure"])
+def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    yield from backend_for(request.param, request)
+
+
+@pytest.fixture
+def s3(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    yield from backend_for("s3", request)
+
+
+def pair_setup(tmp_path: Path, backend: Backend, conflict: str = "cloud_wins") -> Setup:
+    setup = Setup(
+        tmp_path,
+        backend.remote.url,
+        options=backend.options,
+        extra={"retry": {"attempts": 5, "max_seconds": 30}},
+        pair_extra={"conflict": conflict},
+    )
+    setup.write()
+    return setup
+
+
+def doc_target(backend: Backend) -> str:
+    """A pattern of the request target of an upload of DOC."""
+    return r"/upload/storage/" if backend.kind == "gcs" else r"doc\.txt"
+
+
+def doc_writes(backend: Backend) -> int:
+    target = doc_target(backend)
+    return sum(len(backend.proxy.matching(method, target)) for method in WRITES)
+
+
+def log_records(setup: Setup, op: str) -> list[dict[str, object]]:
+    result = syncd("log", "--json", "-c", setup.config)
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    return [r for r in records if r["op"] == op and r["path"] == DOC]
+
+
+def write_local(setup: Setup, data: bytes) -> None:
+    """A new version of DOC: a size of its own and a later mtime, so a scan sees it changed."""
+    path = setup.local / DOC
+    path.write_bytes(data)
+    now = time.time_ns()
+    os.utime(path, ns=(now, now))
+
+
+# -- kill -9 between an upload and its record -----------------------------------------------
+
+
+def kill_once_its_upload_landed(backend: Backend, setup: Setup) -> None:
+    """Run `syncd once` until its upload of DOC has landed on the service, then SIGKILL it
+    before it can record that: the write's answer is lost, and the retry is held back by
+    the proxy until the process is dead (so the kill never races the record)."""
+    proxy = backend.proxy
+    target = doc_target(backend)
+    landed = proxy.add_rule(
+        drop_before_response(forwarded=True), method=WRITES, path=target, limit=1
+    )
+    held = proxy.add_rule(delay(1.0), method=WRITES, path=target, name="held")
+    proc = subprocess.Popen(
+        [*SYNCD, "once", "-c", str(setup.config)],
+        env={**os.environ, **backend.env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: held.seen >= 1 or proc.poll() is not None, timeout=60)
+        assert proc.poll() is None, f"syncd once ended ({proc.returncode}) before its retry"
+    finally:
+        proc.kill()
+        proc.wait()
+    assert landed.fired == 1
+    # The held retry, whose client is gone, ends before the next run starts.
+    wait_for(lambda: any("held" in x.faults for x in proxy.matching()), timeout=30)
+    proxy.clear_rules()
+
+
+def crash_after_upload(tmp_path: Path, backend: Backend, conflict: str) -> Setup:
+    """DOC synced at V0, edited to V1, and V1 uploaded by a `syncd once` killed before it
+    recorded the upload. Only the local side was ever edited."""
+    setup = pair_setup(tmp_path, backend, conflict)
+    for name in ("a.txt", "b.txt", "c.txt"):  # so deleting DOC is no mass deletion
+        (setup.local / name).write_bytes(name.encode())
+    write_local(setup, V0)
+    first = backend.run(setup)
+    assert first.returncode == 0, explain(first)
+    write_local(setup, V1)
+    kill_once_its_upload_landed(backend, setup)
+    assert backend.remote.get(DOC) == V1
+    return setup
+
+
+def no_conflict_anywhere(backend: Backend, setup: Setup) -> None:
+    assert not [k for k in backend.remote.listing() if ".conflict-" in k]
+    assert not [p for p in tree(setup.local) if ".conflict-" in p]
+    assert not log_records(setup, "conflict")
+
+
+def test_an_edit_after_a_kill_9_that_cut_off_an_upload_is_no_conflict(
+    tmp_path: Path, backend: Backend
+) -> None:
+    """`cloud_wins`, the strategy that did damage: v2 went to the trash, v1 came back."""
+    setup = crash_after_upload(tmp_path, backend, "cloud_wins")
+    write_local(setup, V2)
+
+    result = backend.run(setup)
+
+    assert result.returncode == 0, explain(result)
+    assert "1 uploaded, 0 downloaded, 0 failed, 0 conflicts" in result.stdout, explain(result)
+    assert (setup.local / DOC).read_bytes() == V2
+    assert backend.remote.get(DOC) == V2
+    assert not (setup.local / ".syncd" / "trash").exists()
+    no_conflict_anywhere(backend, setup)
+    again = backend.run(setup)
+    assert again.returncode == 0, explain(again)
+    assert IN_SYNC in again.stdout
+
+
+@pytest.mark.parametrize("conflict", ["version_preserve", "manual", "timestamp_wins"])
+def test_no_strategy_sees_a_conflict_in_a_cut_off_upload(
+    tmp_path: Path, s3: Backend, conflict: str
+) -> None:
+    setup = crash_after_upload(tmp_path, s3, conflict)
+    write_local(setup, V2)
+
+    result = s3.run(setup)
+
+    assert result.returncode == 0, explain(result)  # `manual` said 4: a decision to make
+    assert "1 uploaded, 0 downloaded, 0 failed, 0 conflicts" in result.stdout, explain(result)
+    assert tree(setup.local)[DOC] == V2
+    assert s3.remote.get(DOC) == V2
+    no_conflict_anywhere(s3, setup)
+
+
+def test_a_file_deleted_after_a_cut_off_upload_is_deleted_remotely(
+    tmp_path: Path, s3: Backend
+) -> None:
+    """As if the crash had not happened: the deletion goes through (V1 kept in the remote
+    trash) rather than the cut-off upload coming back down as "edited remotely"."""
+    setup = crash_after_upload(tmp_path, s3, "cloud_wins")
+    (setup.local / DOC).unlink()
+
+    result = s3.run(setup)
+
+    assert result.returncode == 0, explain(result)
+    assert DOC not in tree(setup.local)
+    assert s3.remote.read(DOC) is None
+    trashed = [k for k in s3.remote.listing() if k.startswith(REMOTE_TRASH) and k.endswith(DOC)]
+    assert [s3.remote.get(k) for k in trashed] == [V1]
+
+
+def test_the_cut_off_upload_unchanged_since_is_only_recorded(tmp_path: Path, s3: Backend) -> None:
+    setup = crash_after_upload(tmp_path, s3, "cloud_wins")
+    writes = doc_writes(s3)
+
+    result = s3.run(setup)
+
+    assert result.returncode == 0, explain(result)
+    assert IN_SYNC in result.stdout
+    assert doc_writes(s3) == writes
+    assert (setup.local / DOC).read_bytes() == V1
+    no_conflict_anywhere(s3, setup)
+
+
+def test_another_machines_write_over_the_same_version_is_still_a_conflict(
+    tmp_path: Path, s3: Backend
+) -> None:
+    """Two machines (two states, so two writer ids) sync one bucket. The other machine's
+    upload is written over the very version this one recorded, as a cut-off upload of ours
+    would be; only the writer differs, and that keeps the conflict a conflict."""
+    here = pair_setup(tmp_path / "here", s3, "manual")
+    there = pair_setup(tmp_path / "there", s3, "manual")
+    write_local(here, V0)
+    assert s3.run(here).returncode == 0
+    assert s3.run(there).returncode == 0
+    assert (there.local / DOC).read_bytes() == V0
+    write_local(there, b"edited on the other machine\n")
+    assert s3.run(there).returncode == 0
+    write_local(here, V2)
+
+    result = s3.run(here)
+
+    assert result.returncode == 4, explain(result)
+    assert "conflict" in result.stdout
+    assert (here.local / DOC).read_bytes() == V2
+    assert s3.remote.get(DOC) == b"edited on the other machine\n"
