@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 
-from syncd.engine.origin import adopted_base, is_cut_off_upload
-from syncd.providers.base import ObjectInfo
+from syncd.engine.origin import adopted_base, is_cut_off_upload, is_this_write, origin_metadata
+from syncd.providers.base import ORIGIN_META, ObjectInfo, UploadRequest
 from syncd.state import BaseEntry
 
 ME = "0123456789abcdef"
@@ -55,3 +57,21 @@ def test_the_adopted_base_lets_the_content_decide() -> None:
     base = adopted_base("doc.txt", remote(f"{ME}/etag-v0"))
     assert (base.size, base.sha256, base.remote_etag) == (14, SHA_V1, "etag-v1")
     assert base.mtime_ns == -1  # no file has it: the local side is compared by content
+
+
+def test_an_upload_recognises_its_own_write_by_origin_and_content() -> None:
+    request = UploadRequest(
+        "doc.txt",
+        io.BytesIO(b""),
+        14,
+        5,
+        sha256=SHA_V1,
+        if_match="etag-v0",
+        metadata=origin_metadata(ME, "etag-v0"),
+    )
+    assert request.metadata == {ORIGIN_META: f"{ME}/etag-v0"}
+    assert is_this_write(remote(f"{ME}/etag-v0"), request)
+    assert not is_this_write(remote(f"{OTHER}/etag-v0"), request)
+    assert not is_this_write(remote(None), request)
+    other_bytes = ObjectInfo("doc.txt", 14, "e", sha256=SHA_V0, origin=f"{ME}/etag-v0")
+    assert not is_this_write(other_bytes, request)

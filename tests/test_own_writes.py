@@ -1,11 +1,15 @@
 """syncd's own writes, told from other writers' (issue 6; syncd/engine/origin.py).
 
-A kill -9 after the service stored an upload and before it was recorded leaves an object on
-the service that syncd wrote but never heard of. A later edit of the file, made on one side
-only, must then go up like any edit: no conflict, whatever the strategy (`cloud_wins` used to
-replace the user's newest edit with syncd's own older upload).
+Two faults leave an object on the service that syncd wrote but never heard of:
 
-It runs on moto, fake-gcs-server and Azurite behind the fault proxy: the metadata that tells
+- an upload whose answer was lost: the write landed, the connection dropped before the answer,
+  and the retry's condition (create-only, or the old version) failed on the write itself. It
+  must count as the upload it is (summary, `syncd log`) and not be sent a third time.
+- a kill -9 after the service stored an upload and before it was recorded. A later edit of the
+  file, made on one side only, must then go up like any edit: no conflict, whatever the
+  strategy (`cloud_wins` used to replace the user's newest edit with syncd's own older upload).
+
+Each runs on moto, fake-gcs-server and Azurite behind the fault proxy: the metadata that tells
 the writes apart must survive each service's upload and listing.
 """
 
@@ -23,6 +27,8 @@ from faultproxy import delay, drop_before_response
 from harness import SYNCD, Setup, syncd, tree, wait_for
 from remotes import REMOTE_TRASH
 from test_faults import IN_SYNC, Backend, backend_for, explain
+
+from syncd.state import StateStore
 
 DOC = "doc.txt"
 #: Requests that write DOC: S3 and Azure PUT it, GCS POSTs it to its upload endpoint (the
@@ -78,6 +84,47 @@ def write_local(setup: Setup, data: bytes) -> None:
     path.write_bytes(data)
     now = time.time_ns()
     os.utime(path, ns=(now, now))
+
+
+# -- an answer lost -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("replaces", [False, True], ids=["create", "replace"])
+def test_an_upload_whose_answer_was_lost_counts_and_is_logged(
+    tmp_path: Path, backend: Backend, replaces: bool
+) -> None:
+    setup = pair_setup(tmp_path, backend)
+    if replaces:
+        write_local(setup, V0)
+        assert backend.run(setup).returncode == 0
+    write_local(setup, V1)
+    before = doc_writes(backend)
+    lost = backend.proxy.add_rule(
+        drop_before_response(forwarded=True), method=WRITES, path=doc_target(backend), limit=1
+    )
+
+    result = backend.run(setup)
+
+    assert result.returncode == 0, explain(result)
+    assert lost.fired == 1
+    assert backend.remote.get(DOC) == V1
+    assert "1 uploaded, 0 downloaded, 0 failed, 0 conflicts" in result.stdout, explain(result)
+    # The write that landed and the retry that found it: not sent a third time.
+    assert doc_writes(backend) - before == 2
+    uploads = log_records(setup, "upload")
+    assert len(uploads) == (2 if replaces else 1)
+    assert uploads[-1]["result"] == "ok"
+    assert uploads[-1]["size"] == len(V1)
+    assert not log_records(setup, "conflict")
+    store = StateStore(f"sqlite:///{setup.state_db}")
+    try:  # the totals since install (`syncd status`)
+        assert store.counters("docs")["files_up"] == len(uploads)
+    finally:
+        store.close()
+
+    again = backend.run(setup)
+    assert again.returncode == 0, explain(again)
+    assert IN_SYNC in again.stdout
 
 
 # -- kill -9 between an upload and its record -----------------------------------------------

@@ -5,12 +5,18 @@ a random id of the pair, kept in its state (`StateStore.writer_id`), and ETAG th
 the pair's recorded base names for the path when it wrote (empty: none). Nothing is written
 to the state before an upload; the record comes after it, as always.
 
-A kill -9 (or a power cut) between an upload and its record leaves an object the base does
+Two things need it (issue 6):
+
+- A kill -9 (or a power cut) between an upload and its record leaves an object the base does
 not know. Once the local file changes again, both sides look changed: a conflict for a file
 only one side ever edited, where `cloud_wins` would replace the user's newest edit with the
 pair's own older upload. An object whose origin names this pair *and* the version the base
 still records is that cut-off upload: it becomes the base, and the local file decides as
 usual (changed: upload; the same bytes: record only; deleted: delete).
+- An upload whose answer was lost (the write landed, the connection dropped) is retried, and
+  the retry's condition (create-only, or the old version) fails on the write's own result. The
+  object under the key, carrying this very request's origin and checksum, is that write: it
+  counts as the upload it is.
 
 Why this cannot hide a real conflict: another machine's pair, and each pair of one daemon, has
 an id of its own (random, never derived from a name), so its writes never name this writer.
@@ -35,7 +41,7 @@ from __future__ import annotations
 
 import time
 
-from syncd.providers.base import ORIGIN_META, ObjectInfo
+from syncd.providers.base import ORIGIN_META, ObjectInfo, UploadRequest
 from syncd.state import BaseEntry
 
 
@@ -70,4 +76,18 @@ def adopted_base(path: str, remote: ObjectInfo) -> BaseEntry:
         sha256=remote.sha256,
         remote_etag=remote.etag,
         synced_at=time.time(),
+    )
+
+
+def is_this_write(found: ObjectInfo, request: UploadRequest) -> bool:
+    """Is `found` (the object under the key after an upload's condition failed) the object
+    `request` itself wrote, on an attempt whose answer was lost? Its origin and its content
+    (size, sha256) must be the request's."""
+    origin = request.metadata.get(ORIGIN_META)
+    return (
+        origin is not None
+        and found.origin == origin
+        and request.sha256 is not None
+        and found.sha256 == request.sha256
+        and found.size == request.size
     )

@@ -20,7 +20,7 @@ from typing import IO, BinaryIO, cast
 from syncd.engine import localfs
 from syncd.engine.model import LocalFile
 from syncd.engine.multipart import LargeTransfers, Meter
-from syncd.engine.origin import origin_metadata
+from syncd.engine.origin import is_this_write, origin_metadata
 from syncd.engine.progress import InFlight, Transfer
 from syncd.engine.remote_index import RemoteIndex
 from syncd.engine.retry import RetryPolicy
@@ -200,8 +200,10 @@ class Transfers:
         try:
             info = self.large.upload(path, fh.fileno(), before, request, progress, digests=digests)
         except PreconditionFailed:
-            self.stat_remote(path, request.key)
-            return Uploaded(Result.RACED)
+            found = self._written_anyway(path, request)
+            if found is None:
+                return Uploaded(Result.RACED)
+            info = found
         except InvalidRequest:
             # The parts were hashed before the upload: a file that changed since has parts
             # the service refuses (their bytes no longer match). Look again; the next go
@@ -226,10 +228,19 @@ class Transfers:
         try:
             info = self.retry.call(attempt)
         except PreconditionFailed:
-            self.stat_remote(path, request.key)
-            return None
+            return self._written_anyway(path, request)
         self.index.put(path, info)
         return info
+
+    def _written_anyway(self, path: str, request: UploadRequest) -> ObjectInfo | None:
+        """After an upload's condition failed: the object under the key if it is this very
+        write (an attempt whose answer was lost landed; the retry then found its own result
+        in the way), else None (another writer moved the remote: look again). Either way the
+        index learns what is there now."""
+        found = self.stat_remote(path, request.key)
+        if found is not None and is_this_write(found, request):
+            return found
+        return None
 
     def download(
         self,
