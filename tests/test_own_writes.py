@@ -17,17 +17,21 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from faultproxy import delay, drop_before_response
 from harness import SYNCD, Setup, syncd, tree, wait_for
 from remotes import REMOTE_TRASH
 from test_faults import IN_SYNC, Backend, backend_for, explain
 
+from syncd.config import load_config
+from syncd.engine.core import Engine
 from syncd.state import StateStore
 
 DOC = "doc.txt"
@@ -267,3 +271,57 @@ def test_another_machines_write_over_the_same_version_is_still_a_conflict(
     assert "conflict" in result.stdout
     assert (here.local / DOC).read_bytes() == V2
     assert s3.remote.get(DOC) == b"edited on the other machine\n"
+
+
+def copy_database(source: Path, target: Path) -> None:
+    """A consistent copy of a SQLite database (its WAL included), in place of `target`'s."""
+    for stale in ("", "-wal", "-shm"):
+        target.with_name(target.name + stale).unlink(missing_ok=True)
+    src, dst = sqlite3.connect(source), sqlite3.connect(target)
+    try:
+        src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
+
+
+#: Requests that only a multipart upload makes: S3 parts, an Azure block, a GCS session.
+MULTIPART = r"uploadId=|comp=block|uploadType=resumable"
+
+
+def test_a_multipart_upload_cut_off_before_its_record_is_no_conflict(
+    tmp_path: Path, backend: Backend
+) -> None:
+    """A multipart upload (S3 parts, a GCS resumable session, Azure blocks) carries the origin
+    too. Its record is lost the way a kill -9 loses it: the state is put back as it was before
+    the run that uploaded it."""
+    setup = pair_setup(tmp_path, backend)
+    config = yaml.safe_load(setup.config.read_text())
+    config.update(multipart_threshold="1MiB", part_size="5MiB")
+    setup.config.write_text(yaml.safe_dump(config))
+    write_local(setup, os.urandom(6 * 1024 * 1024))
+    assert backend.run(setup).returncode == 0
+    before = tmp_path / "state-before.db"
+    copy_database(setup.state_db, before)
+    v1 = os.urandom(6 * 1024 * 1024 + 1)
+    write_local(setup, v1)
+    uploaded = backend.run(setup)
+    assert uploaded.returncode == 0, explain(uploaded)
+    assert backend.proxy.matching(path=MULTIPART)
+    store = StateStore(f"sqlite:///{setup.state_db}")
+    writer = store.writer_id("docs")
+    store.close()
+    with Engine(load_config(setup.config)) as engine:
+        info = engine.syncers["docs"].provider.stat(DOC)
+    assert info.origin is not None and info.origin.startswith(f"{writer}/")
+    copy_database(before, setup.state_db)  # the record of v1 lost
+    write_local(setup, V2)
+
+    result = backend.run(setup)
+
+    assert result.returncode == 0, explain(result)
+    assert "1 uploaded, 0 downloaded, 0 failed, 0 conflicts" in result.stdout, explain(result)
+    assert backend.remote.get(DOC) == V2
+    assert (setup.local / DOC).read_bytes() == V2
+    assert not (setup.local / ".syncd" / "trash").exists()
+    no_conflict_anywhere(backend, setup)
