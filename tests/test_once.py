@@ -308,6 +308,52 @@ def test_an_edit_that_restores_size_and_mtime_is_still_caught(
     assert remote.get("sneaky.txt") == b"version B"
 
 
+def test_a_folder_remote_rewritten_in_place_with_its_old_size_and_mtime_is_caught(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The remote side's twin of the test above: a file of a file:// remote rewritten in place
+    (same inode, same size, the old mtime put back) is a new version, told by its ctime; unseen,
+    a later local edit would replace it with no copy kept."""
+    remote = remote_for("file", request, tmp_path)
+    assert isinstance(remote, FolderRemote)
+    setup = _setup(tmp_path, remote)
+    (setup.local / "sneaky.txt").write_bytes(b"version A")
+    (setup.local / "other.txt").write_bytes(b"other")
+    assert syncd("once", "-c", setup.config).returncode == 0
+    target = remote.root / "sneaky.txt"
+
+    def rewrite_in_place(data: bytes) -> None:
+        before = target.stat()
+        with open(target, "r+b") as fh:
+            fh.write(data)
+        os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+        after = target.stat()
+        assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
+            before.st_ino,
+            before.st_size,
+            before.st_mtime_ns,
+        )
+
+    rewrite_in_place(b"VERSION A")
+    pulled = syncd("once", "-c", setup.config)
+    assert pulled.returncode == 0, pulled.stderr
+    assert "0 uploaded, 1 downloaded" in pulled.stdout
+    assert tree(setup.local) == {"sneaky.txt": b"VERSION A", "other.txt": b"other"}
+    settled = syncd("once", "-c", setup.config)
+    assert "0 uploaded, 0 downloaded" in settled.stdout
+
+    # Rewritten again while the local file is edited too: a conflict, both versions kept.
+    rewrite_in_place(b"version B")
+    (setup.local / "sneaky.txt").write_bytes(b"a local edit")
+    both = syncd("once", "-c", setup.config)
+    assert both.returncode == 0, both.stderr
+    assert "conflict settled: sneaky.txt: timestamp_wins: local is newer" in both.stdout
+    kept = [p.read_bytes() for p in remote.root.glob(".syncd-trash/*/sneaky.txt")]
+    assert kept == [b"version B"]  # the loser, in the remote trash
+    assert remote.get("sneaky.txt") == b"a local edit"  # the newer one, on both sides
+    assert (setup.local / "sneaky.txt").read_bytes() == b"a local edit"
+
+
 def _put_archived(remote: Remote, key: str, data: bytes) -> None:
     """Write `key` straight into the service's archive tier (unreadable until restored)."""
     if isinstance(remote, S3Remote):

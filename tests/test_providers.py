@@ -191,6 +191,29 @@ def test_stat_and_download_agree_with_the_listing(provider: Provider) -> None:
     assert listed.size == stat.size == downloaded.size == 5
 
 
+def test_every_write_returns_the_version_the_next_listing_reports(provider: Provider) -> None:
+    """The engine records the version a write returns as the base and compares the next
+    listing with it: a write whose last step changed the object after its version was taken
+    (a folder remote's temp name unlinked after the fstat moves the file's ctime) would make
+    every file it wrote look changed at the next pass."""
+    plain = put(provider, "plain", b"plain")
+    first = put(provider, "replaced", b"one")
+    stamped = put(provider, "stamped", b"stamped")
+    written = {
+        "plain": plain,
+        "created": put(provider, "created", b"created", if_absent=True),
+        "replaced": put(provider, "replaced", b"two", if_match=first.etag),
+        "copied": provider.copy("plain", "copied", if_match=plain.etag),
+        "stamped": provider.set_mtime("stamped", MTIME_NS + 1, if_match=stamped.etag),
+    }
+
+    listed = listing(provider)
+
+    assert {key: info.etag for key, info in listed.items()} == {
+        key: info.etag for key, info in written.items()
+    }
+
+
 # -- conditional writes ---------------------------------------------------------------------
 
 

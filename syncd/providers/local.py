@@ -70,8 +70,22 @@ _ABSENT = {errno.ENOENT, errno.ENOTDIR, errno.ELOOP}
 
 def etag_of(st: os.stat_result) -> str:
     """A version token that changes whenever the file is replaced (new inode) or rewritten
-    in place (size or mtime); uploads always replace, so each upload gets a new token."""
-    return f"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}"
+    in place: its size or mtime, or its ctime, which every write moves, even one that
+    restores the size and puts the old mtime back (that edit would otherwise go unseen, and
+    a later local edit would overwrite it with no copy kept). A chmod or a new hard link
+    moves the ctime too: the content hash then tells it is the same version. Uploads always
+    replace, so each upload gets a new token; its own is taken once nothing of the upload
+    changes the file any more (see `_upload_into`)."""
+    return f"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}-{st.st_ctime_ns:x}"
+
+
+def _kept_its_bytes(before: os.stat_result, after: os.stat_result) -> bool:
+    """Did an open file keep its bytes between two fstats? Its version token says so, but for
+    a change of its link count (the name replaced or removed meanwhile, which leaves the bytes
+    as they were), which moves the ctime too."""
+    if after.st_nlink != before.st_nlink:
+        return (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    return etag_of(after) == etag_of(before)
 
 
 def split_key(key: str) -> list[str]:
@@ -229,7 +243,7 @@ class FileProvider:
                 after = os.fstat(fd)
             except OSError as exc:
                 raise _translate(exc, where) from exc
-        if etag_of(after) != etag_of(st):
+        if not _kept_its_bytes(st, after):
             raise Transient(f"{where}: changed while being hashed")
         return self._info(key, st, sha256=sha256, has_metadata=True)
 
@@ -286,16 +300,21 @@ class FileProvider:
                         self._check_version(dir_fd, name, request.if_match, where)
                     os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
                 placed = True
+            if request.if_absent:
+                # Before the fstat below: dropping the temp name changes the link count, and
+                # so the ctime, which the version token holds.
+                os.unlink(tmp, dir_fd=dir_fd)
             if not batched or not self._left_to_barrier(request.key):
                 if batched:
                     os.fsync(fd)  # the batch ended while this upload ran: no barrier will
                 os.fsync(dir_fd)  # make the new name durable, not only the bytes
             # fstat of our own descriptor: exactly the version we placed, even if someone
-            # replaced it again a microsecond later.
+            # replaced it again a microsecond later. Taken last: the rename and the link
+            # (and unlink) above move the ctime, fsync does not.
             st = os.fstat(fd)
         finally:
             os.close(fd)
-            if request.if_absent or not placed:
+            if not placed:
                 with suppress(FileNotFoundError):
                     os.unlink(tmp, dir_fd=dir_fd)
         return self._info(
