@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from syncd.engine.decide import decide
+from syncd.engine.decide import decide, remote_state
 from syncd.engine.model import Action, LocalFile
 from syncd.providers.base import ObjectInfo
-from syncd.state import BaseEntry
+from syncd.state import BaseEntry, RemoteSeen
 
 SHA_A, SHA_B = "a" * 64, "b" * 64
 MD5_A, MD5_B = "1" * 32, "2" * 32
@@ -31,6 +31,13 @@ R_META_B = ObjectInfo("f", size=3, etag="e5", sha256=SHA_B, has_metadata=True)
 R_MD5ONLY_A = ObjectInfo("f", size=3, etag="e6", md5=MD5_A, has_metadata=True)
 R_MD5ONLY_B = ObjectInfo("f", size=3, etag="e7", md5=MD5_B, has_metadata=True)
 L_SAME_HASHED = LocalFile(size=3, mtime_ns=100, inode=7, sha256=SHA_A, md5=MD5_A)
+# The same version restamped (S3's copy onto itself keeps the ETag, and moves LastModified;
+# a GCS metadata patch keeps the generation): `meta_version` moved, the etag did not.
+BASE_STAMPED = BASE._replace(remote_version="1700000000", synced_at=1_700_000_000.5)
+R_STAMPED = ObjectInfo("f", size=3, etag="e1", modified=1_700_000_009.0, meta_version="1700000009")
+R_UNSTAMPED = ObjectInfo(
+    "f", size=3, etag="e1", modified=1_700_000_000.0, meta_version="1700000000"
+)
 
 CASES = [
     # id, base, local, remote, direction, expected action
@@ -61,6 +68,10 @@ CASES = [
     ("first sync, sha256 equal", None, L_NEW_HASHED, R_META_A, "both", Action.RECORD),
     ("first sync, differs", None, L_NEW_OTHER, R_META_A, "both", Action.CONFLICT),
     ("first sync, cannot compare", None, L_NEW_HASHED, R_META_NONE, "both", Action.CONFLICT),
+    ("remote restamped: record, no hash", BASE_STAMPED, L_SAME, R_STAMPED, "both", Action.RECORD),
+    ("remote not restamped", BASE_STAMPED, L_SAME, R_UNSTAMPED, "both", Action.NOTHING),
+    ("remote restamped, local edit", BASE_STAMPED, L_EDIT, R_STAMPED, "both", Action.UPLOAD),
+    ("remote restamped, local gone", BASE_STAMPED, None, R_STAMPED, "both", Action.DELETE_REMOTE),
     ("upload-only ignores remote edit", BASE, L_SAME, R_EDIT, "upload", Action.NOTHING),
     ("upload-only uploads", BASE, L_EDIT, R_SAME, "upload", Action.UPLOAD),
     ("download-only ignores local edit", BASE, L_EDIT, R_SAME, "download", Action.NOTHING),
@@ -106,3 +117,51 @@ def test_decision_table(
     decision = decide(base, local, remote, direction, copy=copy)  # type: ignore[arg-type]
     assert decision.action is expected, decision.reason
     assert decision.reason  # every decision says why
+
+
+#: A remote with the base's etag, stated by a listing (S3: LastModified in whole seconds).
+def _listed(
+    meta_version: str | None, modified: float = 0.0, mtime_ns: int | None = None
+) -> ObjectInfo:
+    return ObjectInfo(
+        "f", size=3, etag="e1", modified=modified, mtime_ns=mtime_ns, meta_version=meta_version
+    )
+
+
+RECORDED_AT = 1_700_000_000.5
+REMOTE_STATES = [
+    # id, base remote_version, listed remote, expected
+    ("etag moved", "1700000000", ObjectInfo("f", size=3, etag="e2"), "changed"),
+    ("nothing moved", "1700000000", _listed("1700000000"), "same"),
+    ("metadata version moved", "1700000000", _listed("1700000009"), "restamped"),
+    ("a service without one (Azure, file)", None, _listed(None), "same"),
+    # The base does not know it (an S3 upload's answer; a state from before it was kept).
+    ("unknown, written before the record", None, _listed("1700000000", 1_700_000_000.0), "same"),
+    (
+        "unknown, written after the record",
+        None,
+        _listed("1700000001", 1_700_000_001.0),
+        "restamped",
+    ),
+    ("unknown, same stated mtime", None, _listed("100", 1_700_000_000.0, mtime_ns=100), "same"),
+    (
+        "unknown, other stated mtime",
+        None,
+        _listed("900", 1_700_000_000.0, mtime_ns=900),
+        "restamped",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("version", "remote", "expected"),
+    [case[1:] for case in REMOTE_STATES],
+    ids=[case[0] for case in REMOTE_STATES],
+)
+def test_remote_state_sees_a_restamp_that_keeps_the_etag(
+    version: str | None, remote: ObjectInfo, expected: str
+) -> None:
+    """What both the decision and a daemon's poll (on the slimmer rows it reads) go by."""
+    base = BASE._replace(remote_version=version, synced_at=RECORDED_AT)
+    seen = RemoteSeen(base.remote_etag, version, base.mtime_ns, RECORDED_AT)
+    assert remote_state(base, remote) == remote_state(seen, remote) == expected

@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import sqlite3
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +22,7 @@ from typing import Any
 import pytest
 from azure.storage.blob import ContentSettings, StandardBlobTier
 from botocore.stub import Stubber
-from harness import Setup, syncd, tree
+from harness import Setup, running_daemon, syncd, tree, wait_for
 from remotes import (
     ALL_KINDS,
     BUCKET_KINDS,
@@ -245,6 +247,12 @@ def _touch_remote(remote: Remote, key: str, data: bytes, mtime_ns: int) -> None:
         remote.put(key, data, mtime_ns=mtime_ns)
 
 
+def _next_second() -> None:
+    """Wait into the next whole second. S3 states LastModified in whole seconds: a restamp in
+    the same second as the write before it cannot be told from that write."""
+    time.sleep(1.05 - time.time() % 1)
+
+
 def _local_mtimes(root: Path) -> dict[str, int]:
     return {
         p.relative_to(root).as_posix(): p.stat().st_mtime_ns
@@ -261,15 +269,14 @@ def test_a_timestamp_only_change_is_carried_over_both_ways(tmp_path: Path, remot
     assert first.returncode == 0, first.stderr
     assert "2 uploaded" in first.stdout
 
-    b_before = (setup.local / "b").stat().st_mtime_ns
     os.utime(setup.local / "a", ns=(LATER_NS, LATER_NS))
+    _next_second()
     _touch_remote(remote, "b", b"b\n", LATEST_NS)
     carried = syncd("once", "-c", setup.config)
     assert carried.returncode == 0, carried.stderr
     assert "0 uploaded, 0 downloaded" in carried.stdout
-    # S3's ETag of a single-part object is the MD5 of its bytes: the same bytes written again
-    # are the same version to a listing, so that touch is not seen (and needs no carrying).
-    settled = {"a": LATER_NS, "b": b_before if remote.kind == "s3" else LATEST_NS}
+    # On S3 the same bytes written again keep the ETag (their MD5): LastModified tells.
+    settled = {"a": LATER_NS, "b": LATEST_NS}
     assert _local_mtimes(setup.local) == settled
     assert _stated_mtime(remote, "a") == LATER_NS
     assert _stated_mtime(remote, "b") == LATEST_NS
@@ -292,6 +299,89 @@ def test_a_timestamp_only_change_is_carried_over_both_ways(tmp_path: Path, remot
     assert _local_mtimes(fresh.local) == {"a": LATER_NS, "b": LATEST_NS}
 
 
+@pytest.mark.parametrize(
+    ("restamp", "old_state"),
+    [("set_mtime", False), ("set_mtime", True), ("put", False)],
+    ids=["by another syncd", "by another syncd, state from before", "same bytes put again"],
+)
+def test_a_restamp_on_the_remote_reaches_every_machine(
+    tmp_path: Path, bucket_remote: Remote, restamp: str, old_state: bool
+) -> None:
+    """Two machines on one remote. A touch on machine A is a restamp of the object (S3 copies
+    it onto itself, keeping its ETag; GCS patches its metadata, keeping its generation); so is
+    another tool putting the same bytes again with a newer `mtime` (S3: the same ETag, their
+    MD5). Machine B (and A, for the latter) takes the newer mtime: no transfer, no conflict."""
+    remote = bucket_remote
+    a, b = _setup(tmp_path / "a", remote), _setup(tmp_path / "b", remote)
+    (a.local / "f").write_bytes(b"f\n")
+    (a.local / "g").write_bytes(b"g\n")
+    os.utime(a.local / "f", ns=(MTIME_NS, MTIME_NS))
+    assert syncd("once", "-c", a.config).returncode == 0
+    pulled = syncd("once", "-c", b.config)
+    assert pulled.returncode == 0, pulled.stderr
+    assert "2 downloaded" in pulled.stdout
+    if old_state:
+        # As a syncd from before kept it: no metadata version of the remote recorded.
+        with sqlite3.connect(b.state_db) as db:
+            db.execute("UPDATE files SET remote_version = NULL")
+        quiet = syncd("once", "-c", b.config)
+        assert "0 uploaded, 0 downloaded" in quiet.stdout
+        with sqlite3.connect(b.state_db) as db:  # nothing looked changed, nothing recorded
+            assert db.execute("SELECT remote_version FROM files").fetchall() == [(None,), (None,)]
+
+    _next_second()
+    if restamp == "set_mtime":
+        os.utime(a.local / "f", ns=(LATER_NS, LATER_NS))
+        stamped = syncd("once", "-c", a.config)
+        assert stamped.returncode == 0, stamped.stderr
+        assert "0 uploaded, 0 downloaded" in stamped.stdout
+    else:
+        remote.put("f", b"f\n", mtime_ns=LATER_NS)
+    assert _stated_mtime(remote, "f") == LATER_NS
+
+    for machine in (b, a):
+        carried = syncd("once", "-c", machine.config)
+        assert carried.returncode == 0, carried.stderr
+        assert carried.stdout.startswith("docs: 0 uploaded, 0 downloaded, 0 failed, 0 conflicts")
+        assert tree(machine.local) == {"f": b"f\n", "g": b"g\n"}
+        assert (machine.local / "f").stat().st_mtime_ns == LATER_NS
+
+    # Settled: more passes on either machine write nothing anywhere.
+    before = remote.listing()
+    for machine in (b, a):
+        again = syncd("once", "-c", machine.config)
+        assert again.stdout.startswith("docs: 0 uploaded, 0 downloaded, 0 failed, 0 conflicts")
+        assert _local_mtimes(machine.local) == {"f": LATER_NS, "g": _local_mtimes(a.local)["g"]}
+    assert remote.listing() == before
+    assert remote.objects() == {"f": b"f\n", "g": b"g\n"}
+
+
+@pytest.mark.parametrize("kind", ["s3", "gcs"])
+def test_the_daemons_poll_sees_a_restamp_made_on_the_remote(
+    tmp_path: Path, kind: str, request: pytest.FixtureRequest
+) -> None:
+    """The poll compares a listing with the recorded versions alone (no request per object):
+    a restamp that keeps the ETag / generation shows there too, and the file takes its mtime."""
+    remote = remote_for(kind, request, tmp_path)
+    setup = Setup(tmp_path, remote.url, options=remote.options)
+    (tmp_path / "local").mkdir()
+    (tmp_path / "local" / "f").write_bytes(b"f\n")
+    os.utime(tmp_path / "local" / "f", ns=(MTIME_NS, MTIME_NS))
+    with running_daemon(setup) as daemon:
+        wait_for(lambda: remote.objects() == {"f": b"f\n"})
+        daemon.wait_idle()
+        _next_second()
+        other = open_provider(remote.url, remote.options)  # another machine's syncd
+        try:
+            other.set_mtime("f", LATER_NS, if_match=other.stat("f").etag)
+        finally:
+            other.close()
+        wait_for(lambda: (setup.local / "f").stat().st_mtime_ns == LATER_NS)
+        pair = daemon.wait_idle()
+        assert (pair["uploaded"], pair["downloaded"], pair["failed"]) == (1, 0, 0)
+    assert _stated_mtime(remote, "f") == LATER_NS
+
+
 @pytest.mark.parametrize("kind", ["file", "s3"])
 def test_only_the_side_a_pair_may_write_takes_the_newer_mtime(
     tmp_path: Path, kind: str, request: pytest.FixtureRequest
@@ -306,6 +396,13 @@ def test_only_the_side_a_pair_may_write_takes_the_newer_mtime(
     assert result.returncode == 0, result.stderr
     assert "0 uploaded, 0 downloaded" in result.stdout
     assert _stated_mtime(remote, "a") == MTIME_NS  # a download-only pair never writes there
+    # ...and takes a newer one from there, also where a listing does not state it (S3).
+    _next_second()
+    _touch_remote(remote, "a", b"a\n", LATEST_NS)
+    taken = syncd("once", "-c", pulled.config)
+    assert taken.returncode == 0, taken.stderr
+    assert "0 uploaded, 0 downloaded" in taken.stdout
+    assert (pulled.local / "a").stat().st_mtime_ns == LATEST_NS
 
     # A one-way `syncd upload` stamps its destination, and leaves its source alone.
     env = {"XDG_STATE_HOME": str(tmp_path / "state-home")}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from harness import Setup, syncd, tree, wait_for
 
-from syncd.state import BaseEntry, OpRecord, StateError, StateStore
+from syncd.state import BaseEntry, OpRecord, RemoteSeen, StateError, StateStore
 from syncd.state.schema import SCHEMA_VERSION
 from syncd.state.store import DEFER_ROWS
 
@@ -415,18 +415,25 @@ def test_closing_the_store_commits_a_deferring_pairs_records(tmp_path: Path) -> 
 
 
 def test_remote_etags_are_the_entries_version_tokens_of_one_pair(tmp_path: Path) -> None:
-    """What a daemon's poll compares a listing with: `entries`, reduced to the remote etag."""
+    """What a daemon's poll compares a listing with: `entries`, reduced to what
+    `decide.remote_state` reads."""
     store = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
     try:
         store.put("docs", BaseEntry("a.txt", 1, 1, 1, "h1", "e1", 1.0))
         store.put("docs", BaseEntry("sub/b.txt", 2, 2, 2, "h2", None, 1.0))  # not yet uploaded
         store.put("other", BaseEntry("a.txt", 3, 3, 3, "h3", "e3", 1.0))
-        store.put("docs", BaseEntry("a.txt", 4, 4, 4, "h4", "e4", 2.0))  # replaced
+        store.put("docs", BaseEntry("a.txt", 4, 4, 4, "h4", "e4", 2.0, remote_version="9"))
 
-        assert store.remote_etags("docs") == {"a.txt": "e4", "sub/b.txt": None}
         assert store.remote_etags("docs") == {
-            path: entry.remote_etag for path, entry in store.entries("docs").items()
+            "a.txt": RemoteSeen("e4", "9", 4, 2.0),
+            "sub/b.txt": RemoteSeen(None, None, 2, 1.0),
         }
+        assert store.remote_etags("docs") == {
+            path: RemoteSeen(e.remote_etag, e.remote_version, e.mtime_ns, e.synced_at)
+            for path, e in store.entries("docs").items()
+        }
+        assert store.get("docs", "a.txt") == store.entries("docs")["a.txt"]
+        assert store.entries("docs")["a.txt"].remote_version == "9"
         assert store.remote_etags("nobody") == {}
     finally:
         store.close()

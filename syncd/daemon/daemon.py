@@ -29,6 +29,7 @@ from syncd.daemon.remote_changes import RemoteChanges
 from syncd.daemon.watcher import Watcher, WatchLimitReached
 from syncd.engine.core import Engine
 from syncd.engine.debounce import Debouncer, Pending
+from syncd.engine.decide import remote_state
 from syncd.engine.filters import SYNCIGNORE
 from syncd.engine.model import Change
 from syncd.engine.syncer import PairFault
@@ -42,9 +43,6 @@ log = structlog.get_logger("syncd.daemon")
 
 #: How often the poller prunes the operation log (log_retention_days).
 PRUNE_EVERY_S = 3600.0
-#: Never equal to a version token: what a poll finds for a path the base does not know.
-_UNKNOWN = object()
-
 #: A stop lets in-flight transfers finish for this long, then cancels them...
 FINISH_GRACE_S = 5.0
 #: ...and waits at most this long for them to wind down (a transfer looks at the flag at
@@ -375,9 +373,11 @@ class Daemon:
             log.info("pair recovered", pair=name)
             syncer.stats.set_fault(None)
         base = self.engine.store.remote_etags(name)
-        # New or changed at the remote (a path the base lacks never matches the sentinel),
-        # then gone from it.
-        changed = [path for path, info in remote.items() if base.get(path, _UNKNOWN) != info.etag]
+        # New, changed or restamped at the remote (a path the base lacks is new), then gone
+        # from it.
+        changed = [
+            path for path, info in remote.items() if remote_state(base.get(path), info) != "same"
+        ]
         changed += base.keys() - remote.keys()
         self._requeue_due(name, changed)
 

@@ -8,7 +8,7 @@ that keeps hashing lazy without hiding any I/O in the decision.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Literal
+from typing import Literal, Protocol
 
 from syncd.engine.model import Action, Decision, LocalFile
 from syncd.providers.base import ObjectInfo
@@ -49,11 +49,51 @@ def _stat_moved(base: BaseEntry, local: LocalFile) -> bool:
     )
 
 
-def remote_state(base: BaseEntry | None, remote: ObjectInfo | None) -> Literal["same", "changed"]:
-    """Has the remote changed since the base? The etag is the service's version token."""
+class SeenRemote(Protocol):
+    """What the base remembers of the remote: a BaseEntry, or the slimmer row a poll reads."""
+
+    @property
+    def remote_etag(self) -> str | None: ...
+
+    @property
+    def remote_version(self) -> str | None: ...
+
+    @property
+    def mtime_ns(self) -> int: ...
+
+    @property
+    def synced_at(self) -> float: ...
+
+
+def remote_state(
+    base: SeenRemote | None, remote: ObjectInfo | None
+) -> Literal["same", "changed", "restamped"]:
+    """Has the remote changed since the base? The etag is the service's version token.
+
+    "restamped": the same version with new metadata (its `meta_version` moved: an mtime
+    restamp on S3 or GCS, which keeps the etag), so the same content with, perhaps, a newer
+    mtime to carry over (issue 3).
+    """
     if base is None or remote is None:
         return "changed" if (base is None) != (remote is None) else "same"
-    return "same" if remote.etag == base.remote_etag else "changed"
+    if remote.etag != base.remote_etag:
+        return "changed"
+    return "restamped" if _restamped(base, remote) else "same"
+
+
+def _restamped(base: SeenRemote, remote: ObjectInfo) -> bool:
+    if remote.meta_version is None or remote.meta_version == base.remote_version:
+        return False
+    if base.remote_version is not None:
+        return True
+    # Not known when the base was recorded (S3's answer to an upload does not state its
+    # LastModified; a state from before it was kept): a restamp since shows as a stated
+    # mtime other than the synced one, or as a modification after the record. That compares
+    # the service's clock with this one: a restamp closer to the record than the clocks are
+    # apart is missed, one the other way costs a look at the metadata, which records it.
+    if remote.mtime_ns is not None and remote.mtime_ns != base.mtime_ns:
+        return True
+    return remote.modified > base.synced_at
 
 
 def same_content(local: LocalFile, remote: ObjectInfo) -> bool | None:
@@ -96,6 +136,9 @@ def decide(
         return Decision(Action.HASH_LOCAL, "same size, new timestamps: compare content")
     rstate = remote_state(base, remote)
     retagged = False
+    if rstate == "restamped":
+        # Same version, new metadata: a timestamp-only change (issue 3), never a content one.
+        rstate, retagged = "same", True
     if rstate == "changed" and base is not None and remote is not None and base.sha256:
         # A new version token with the same size may be a touch or a re-upload of the same
         # bytes: the checksum decides (a changed size needs no proof).

@@ -33,7 +33,7 @@ from syncd.engine.conflicts import (
     is_conflict_copy_of,
     resolve,
 )
-from syncd.engine.decide import decide
+from syncd.engine.decide import decide, remote_state
 from syncd.engine.filters import PathFilter
 from syncd.engine.guard import DeletionBatch, PassFacts, hold_reason
 from syncd.engine.model import Action, Decision, LocalFile
@@ -567,13 +567,20 @@ class PairSyncer:
                 if stamped is None:
                     return Outcome.REQUEUE
                 remote = stamped
+            elif remote.mtime_ns is None and remote_state(facts.base, remote) == "restamped":
+                # Restamped on the remote, whose listing does not state the mtime (S3): a
+                # pair that writes only the local side looks it up there.
+                fresh = self.transfers.stat_remote(path, remote.key)
+                if fresh is None or fresh.etag != remote.etag:
+                    return Outcome.REQUEUE
+                remote = fresh
             if (
                 self._writes("local")
                 and remote.mtime_ns is not None
                 and remote.mtime_ns > local.mtime_ns
             ):
                 local = self._carry_mtime(path, local, remote.mtime_ns)
-            self._record(path, local, sha256, remote.etag, None)
+            self._record(path, local, sha256, remote, None)
             return Outcome.DONE
         if action is Action.UPLOAD:
             assert local is not None
@@ -1032,7 +1039,7 @@ class PairSyncer:
             self.index.put(entry.path, None)
             self.index.put(path, info)
             self.store.forget(self.name, [entry.path])
-            self._record(path, local, sha256, info.etag, None)
+            self._record(path, local, sha256, info, None)
             self._oplog(path, "move", "ok", size=local.size, note=f"from {entry.path}")
             plog.info("moved", op="move", source=entry.path)
             return True
@@ -1066,7 +1073,7 @@ class PairSyncer:
             # The object holds a mix of versions. Remember it as ours but not in sync (size -1),
             # so the next pass replaces it with the settled file instead of calling it a conflict.
             self.store.put(
-                self.name, _base_entry(path, sent.local, None, sent.info.etag)._replace(size=-1)
+                self.name, _base_entry(path, sent.local, None, sent.info)._replace(size=-1)
             )
             plog.info("file changed during upload; sending again")
             return Outcome.REQUEUE
@@ -1156,7 +1163,7 @@ class PairSyncer:
         seconds: float,
     ) -> Outcome:
         """Both sides now hold the same bytes: record the base, count it, say so."""
-        self._record(path, local, sha256, info.etag, (op, seconds))
+        self._record(path, local, sha256, info, (op, seconds))
         self.stats.transferred(op, local.size, seconds)
         self.log.info(
             f"{op}ed",
@@ -1172,7 +1179,7 @@ class PairSyncer:
         path: str,
         local: LocalFile,
         sha256: str | None,
-        etag: str,
+        remote: ObjectInfo,
         op: tuple[str, float] | None,
     ) -> None:
         record = None
@@ -1181,7 +1188,7 @@ class PairSyncer:
             record = OpRecord(
                 time.time(), self.name, path, name, "ok", local.size, sha256, seconds * 1000
             )
-        self.store.put(self.name, _base_entry(path, local, sha256, etag), record)
+        self.store.put(self.name, _base_entry(path, local, sha256, remote), record)
 
     def _oplog(
         self,
@@ -1223,7 +1230,7 @@ def _both_changed(decision: Decision, base: BaseEntry | None, local: LocalFile |
     )
 
 
-def _base_entry(path: str, local: LocalFile, sha256: str | None, etag: str) -> BaseEntry:
+def _base_entry(path: str, local: LocalFile, sha256: str | None, remote: ObjectInfo) -> BaseEntry:
     return BaseEntry(
         path=path,
         size=local.size,
@@ -1231,8 +1238,9 @@ def _base_entry(path: str, local: LocalFile, sha256: str | None, etag: str) -> B
         inode=local.inode,
         ctime_ns=local.ctime_ns,
         sha256=sha256,
-        remote_etag=etag,
+        remote_etag=remote.etag,
         synced_at=time.time(),
+        remote_version=remote.meta_version,
     )
 
 

@@ -27,6 +27,13 @@ class ObjectInfo:
     `etag` is an opaque version token: it changes whenever the content may have changed, and it
     is what conditional writes are made against. `md5`/`sha256` are filled only when the service
     states them (a listing of S3 carries no user metadata, so `sha256` is often None there).
+
+    `meta_version` moves where only the metadata changed and `etag` stays: an mtime restamp
+    (S3 copies the object onto itself, its ETag unchanged; a GCS metadata patch keeps the
+    generation), or the same bytes written again with a newer `mtime` (S3's ETag is their
+    MD5). The engine compares it with the base to see such a timestamp-only change, which
+    it carries over (issue 3). None where `etag` moves with the metadata too (Azure, a
+    folder) or where the answer does not state it (an S3 upload's).
     """
 
     key: str
@@ -44,6 +51,7 @@ class ObjectInfo:
     archived: bool = False
     #: The `syncdorigin` metadata, where read (None: not stated, or not listed).
     origin: str | None = None
+    meta_version: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

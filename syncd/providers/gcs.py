@@ -258,6 +258,14 @@ def _mtime(metadata: dict[str, str]) -> int | None:
     return parsed
 
 
+def _meta_version(metadata: dict[str, str]) -> str | None:
+    """GCS's ObjectInfo.meta_version: the stated mtime, which a metadata patch (set_mtime)
+    changes while the generation stays. Not the metageneration: GCS moves it with any
+    metadata change, but fake-gcs-server never does, and the mtime is what matters here."""
+    mtime_ns = _mtime(metadata)
+    return None if mtime_ns is None else str(mtime_ns)
+
+
 def _rfc3339_ns(value: str) -> int | None:
     match = re.fullmatch(
         r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)", value
@@ -518,6 +526,7 @@ class GCSProvider:
             has_metadata=True,  # the JSON API's object resource always carries `metadata`
             archived=False,  # ARCHIVE objects are read like any other in GCS
             origin=metadata.get(ORIGIN_META),
+            meta_version=_meta_version(metadata),
         )
 
     def _wanted(self, key: str, etag: str) -> int:

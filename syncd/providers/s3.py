@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import boto3.session
@@ -194,6 +195,15 @@ def _seconds(value: str | None) -> float | None:
 
 #: Storage classes whose objects need a restore before they can be read.
 ARCHIVE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
+
+
+def _meta_version(last_modified: datetime | None) -> str | None:
+    """S3's ObjectInfo.meta_version: LastModified, which every write moves (a copy onto itself
+    too, which keeps the ETag), in the whole seconds a HEAD states it (a listing may add
+    milliseconds)."""
+    if last_modified is None:
+        return None
+    return str(int(last_modified.timestamp()))
 
 
 def _archived(answer: Any) -> bool:
@@ -496,6 +506,7 @@ class S3Provider:
                         modified=obj["LastModified"].timestamp(),
                         md5=_md5(etag),
                         archived=obj.get("StorageClass") in ARCHIVE_CLASSES,
+                        meta_version=_meta_version(obj["LastModified"]),
                     )
 
     def stat(self, key: str) -> ObjectInfo:
@@ -523,7 +534,9 @@ class S3Provider:
         return params
 
     def _written(self, request: UploadRequest, etag: str) -> ObjectInfo:
-        """The info of the object a finished upload (single or multipart) created."""
+        """The info of the object a finished upload (single or multipart) created. S3's
+        answer states no LastModified: `meta_version` stays unknown (the engine learns it
+        with the next look at the object's metadata)."""
         return ObjectInfo(
             key=request.key,
             size=request.size,
@@ -654,6 +667,7 @@ class S3Provider:
             md5=_md5(etag),
             mtime_ns=mtime_ns,
             modified=modified.timestamp() if modified is not None else time.time(),
+            meta_version=_meta_version(modified),
         )
 
     # -- multipart (MultipartProvider) ---------------------------------------------------------
@@ -867,4 +881,5 @@ class S3Provider:
             has_metadata=True,
             archived=_archived(answer),
             origin=metadata.get(ORIGIN_META),
+            meta_version=_meta_version(answer["LastModified"]),
         )

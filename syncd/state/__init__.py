@@ -3,6 +3,7 @@
 from syncd.state.store import (
     BaseEntry,
     OpRecord,
+    RemoteSeen,
     StateError,
     StateStore,
     move_aside,
@@ -12,6 +13,7 @@ from syncd.state.store import (
 __all__ = [
     "BaseEntry",
     "OpRecord",
+    "RemoteSeen",
     "StateError",
     "StateStore",
     "move_aside",
