@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from syncd.engine.decide import decide, remote_state
+from syncd.engine.decide import ARCHIVED, decide, remote_state
 from syncd.engine.model import Action, LocalFile
 from syncd.providers.base import ObjectInfo
 from syncd.state import BaseEntry, RemoteSeen
@@ -98,6 +100,47 @@ COPY_CASES = [
     ("copy down: object edited", BASE, L_SAME, R_EDIT, "download", Action.DOWNLOAD),
     ("copy: in sync", BASE, L_SAME, R_SAME, "upload", Action.NOTHING),
 ]
+
+#: Objects in an archive tier (unreadable until restored): what needs no read of them is done,
+#: the rest left alone (and reported).
+R_COLD = replace(R_SAME, archived=True)  # the version synced last, archived since
+R_COLD_EDIT = replace(R_EDIT, archived=True)  # a new version, written straight to the archive
+R_COLD_META_A = replace(R_META_A, archived=True)
+L_EDIT_HASHED = replace(L_EDIT, sha256=SHA_B, md5=MD5_B)
+ARCHIVED_CASES = [
+    # id, base, local, remote, direction, expected action
+    ("archived, in sync", BASE, L_SAME, R_COLD, "both", Action.NOTHING),
+    ("archived, local edit goes up", BASE, L_EDIT, R_COLD, "both", Action.UPLOAD),
+    ("archived, upload-only edit goes up", BASE, L_EDIT, R_COLD, "upload", Action.UPLOAD),
+    ("archived, same-size edit: hash", BASE, L_TOUCH, R_COLD, "both", Action.HASH_LOCAL),
+    ("archived, new bytes go up", BASE, L_SAMESIZE_EDIT_HASHED, R_COLD, "both", Action.UPLOAD),
+    ("archived, touched only: record", BASE, L_TOUCH_HASHED, R_COLD, "both", Action.RECORD),
+    ("archived, deleted locally: kept", BASE, None, R_COLD, "both", Action.NOTHING),
+    ("archived, new version: not read", BASE, L_SAME, R_COLD_EDIT, "both", Action.NOTHING),
+    ("archived, both edited: not read", BASE, L_EDIT_HASHED, R_COLD_EDIT, "both", Action.NOTHING),
+    ("archived, new remotely: not read", None, None, R_COLD_EDIT, "both", Action.NOTHING),
+    ("archived, no base, differs", None, L_NEW_OTHER, R_COLD_META_A, "both", Action.NOTHING),
+    ("archived, no base, sha256 equal", None, L_NEW_HASHED, R_COLD_META_A, "both", Action.RECORD),
+]
+
+
+@pytest.mark.parametrize(
+    ("base", "local", "remote", "direction", "expected"),
+    [case[1:] for case in ARCHIVED_CASES],
+    ids=[case[0] for case in ARCHIVED_CASES],
+)
+def test_archived_objects_are_replaced_by_a_newer_edit_and_never_read(
+    *,
+    base: BaseEntry | None,
+    local: LocalFile | None,
+    remote: ObjectInfo,
+    direction: str,
+    expected: Action,
+) -> None:
+    decision = decide(base, local, remote, direction)  # type: ignore[arg-type]
+    assert decision.action is expected, decision.reason
+    if expected is Action.NOTHING and direction == "both" and decision.reason != "in sync":
+        assert decision.reason == ARCHIVED
 
 
 @pytest.mark.parametrize(

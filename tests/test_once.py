@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -386,6 +387,79 @@ def test_archived_objects_are_reported_and_left_alone(
     assert "archive tier" in result.stderr
     assert remote.listing() == {"cold.txt": archived} != before  # neither deleted nor replaced
     assert not (setup.local / "cold.txt").exists()
+
+
+def _archived_md5(remote: Remote, key: str) -> tuple[str, str]:
+    """The tier and MD5 (hex) the service states for an archived object, which cannot be
+    read back to compare bytes: a single-part S3 ETag is the MD5, Azure keeps Content-MD5."""
+    if isinstance(remote, S3Remote):
+        head = remote.bucket.client.head_object(
+            Bucket=remote.bucket.bucket, Key=remote.prefix + key
+        )
+        return head["StorageClass"], head["ETag"].strip('"')
+    assert isinstance(remote, AzureRemote)
+    blob = remote.container.client.get_blob_client(remote.prefix + key)
+    props = blob.get_blob_properties()
+    return props.blob_tier, bytes(props.content_settings.content_md5).hex()
+
+
+@pytest.mark.parametrize("direction", ["both", "upload"])
+@pytest.mark.parametrize(
+    ("kind", "tier"), [("s3", "GLACIER"), ("s3", "DEEP_ARCHIVE"), ("azure", "Archive")]
+)
+def test_a_local_edit_goes_up_over_its_archived_object(
+    tmp_path: Path, kind: str, tier: str, direction: str, request: pytest.FixtureRequest
+) -> None:
+    # A backup pair straight into an archive tier: every edit is a new version to keep.
+    remote = remote_for(kind, request, tmp_path)
+    setup = Setup(
+        tmp_path,
+        remote.url,
+        options={**remote.options, "storage_class": tier},
+        pair_extra={"direction": direction},
+    )
+    setup.write()
+    target = setup.local / "ledger.txt"
+    target.write_bytes(b"version 1")
+    assert syncd("once", "-c", setup.config).returncode == 0
+    assert _archived_md5(remote, "ledger.txt")[0] == tier
+    edit = b"version 2, edited after the backup"
+    target.write_bytes(edit)
+
+    result = syncd("once", "-c", setup.config)
+    assert result.returncode == 0, result.stderr
+    assert "1 uploaded" in result.stdout
+    assert "archive tier" not in result.stderr
+    expected_md5 = hashlib.md5(edit, usedforsecurity=False).hexdigest()
+    assert _archived_md5(remote, "ledger.txt") == (tier, expected_md5)
+    assert list(remote.listing()) == ["ledger.txt"]  # no trash copy (it could not be read)
+    # A touch: recorded, not sent (and the archived object's mtime is not restamped, which
+    # the service would refuse).
+    later = target.stat().st_mtime_ns + 60 * 10**9
+    os.utime(target, ns=(later, later))
+    again = syncd("once", "-c", setup.config)
+    assert again.returncode == 0, again.stderr
+    assert "0 uploaded, 0 downloaded" in again.stdout
+    assert "archive tier" not in again.stderr
+
+
+def test_an_archived_object_edited_on_both_sides_is_reported_and_both_kept(
+    tmp_path: Path, s3_bucket: Any
+) -> None:
+    remote = S3Remote(s3_bucket)
+    setup = _setup(tmp_path, remote)
+    target = setup.local / "cold.txt"
+    target.write_bytes(b"synced")
+    assert syncd("once", "-c", setup.config).returncode == 0
+    _put_archived(remote, "cold.txt", b"archived edit")  # a new version, unreadable
+    archived = remote.listing()
+    target.write_bytes(b"local edit")  # settling the conflict needs the archived bytes
+
+    result = syncd("once", "-c", setup.config)
+    assert result.returncode == 0, result.stderr
+    assert "archive tier" in result.stderr
+    assert remote.listing() == archived
+    assert tree(setup.local) == {"cold.txt": b"local edit"}
 
 
 def test_a_name_too_long_for_the_local_filesystem_is_a_per_file_error(

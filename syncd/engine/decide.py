@@ -124,8 +124,7 @@ def decide(
     A pair with a `direction` alone leaves the other side's changes be.
     """
     if remote is not None and remote.archived:
-        # Unreadable until restored: neither a deletion nor something a stale copy may replace.
-        return Decision(Action.NOTHING, "remote object is in an archive tier; restore it to sync")
+        return _archived(base, local, remote, direction, copy=copy)
     if local is None and remote is None:
         if base is None:
             return Decision(Action.NOTHING, "absent on both sides")
@@ -229,6 +228,41 @@ def decide(
     return Decision(
         Action.CONFLICT, "changed on both sides" if base is not None else "differs, no base"
     )
+
+
+#: Why an archived remote object is left as it is (the engine reports it as skipped).
+ARCHIVED = "remote object is in an archive tier; restore it to sync"
+
+#: What may be done to a path whose remote object is archived: nothing that reads its bytes
+#: (a download, a content comparison, a trash copy before a delete or a conflict). A stat and
+#: a record read only its metadata; an upload replaces it without reading it.
+_BLIND = frozenset(
+    {Action.NOTHING, Action.HASH_LOCAL, Action.FETCH_REMOTE, Action.RECORD, Action.UPLOAD}
+)
+
+
+def _archived(
+    base: BaseEntry | None,
+    local: LocalFile | None,
+    remote: ObjectInfo,
+    direction: Direction,
+    *,
+    copy: bool,
+) -> Decision:
+    """The decision for an object unreadable until restored (S3 GLACIER / DEEP_ARCHIVE, Azure
+    Archive): the usual one where it needs no read of the object, else leave it alone.
+
+    It is never a deletion, and never replaced by a stale local copy; but a local edit made
+    since the last sync, on top of the very version archived then, is not stale: it goes up,
+    or a pair whose own storage class is an archive tier would never back up an edit. (An
+    UPLOAD with the object present is only decided when the remote is unchanged since the
+    base; the engine replaces it on condition of that version: see
+    `Capabilities.replaces_archived`.)
+    """
+    decision = decide(base, local, replace(remote, archived=False), direction, copy=copy)
+    if decision.action in _BLIND:
+        return decision
+    return Decision(Action.NOTHING, ARCHIVED)
 
 
 def _one_way(direction: Direction, needs: str, action: Action, reason: str) -> Decision:

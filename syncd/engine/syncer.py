@@ -33,7 +33,7 @@ from syncd.engine.conflicts import (
     is_conflict_copy_of,
     resolve,
 )
-from syncd.engine.decide import decide, remote_state
+from syncd.engine.decide import ARCHIVED, decide, remote_state
 from syncd.engine.filters import PathFilter
 from syncd.engine.guard import DeletionBatch, PassFacts, hold_reason
 from syncd.engine.model import Action, Decision, LocalFile
@@ -235,8 +235,6 @@ class PairSyncer:
                 continue
             if self.filter.excluded(path):
                 continue
-            if info.archived:
-                self._skip_once(path, "remote object is in an archive tier; restore it to sync")
             usable.append((path, info))
         merged = self.index.replace(usable, started)
         # An empty listing while the base remembers files is far more likely a fault (wrong
@@ -344,6 +342,8 @@ class PairSyncer:
             )
             if decision.action is not Action.NOTHING or path in self.open_conflicts:
                 plan.append(PlanItem(path, decision))
+            elif decision.reason == ARCHIVED:
+                self._skip_once(path, ARCHIVED)
         if first_pass and self.large is not None and not self.plan_only:
             # An unfinished upload of a path with nothing to do is never resumed (issue 5).
             self.large.abandon_all_but({item.path for item in plan})
@@ -553,6 +553,8 @@ class PairSyncer:
         action = decision.action
         local, remote = facts.local, facts.remote
         if action is Action.NOTHING:
+            if decision.reason == ARCHIVED:
+                self._skip_once(path, ARCHIVED)
             return Outcome.DONE
         if action is Action.FORGET:
             self.store.forget(self.name, [path])
@@ -586,6 +588,11 @@ class PairSyncer:
             assert local is not None
             if facts.base is None and remote is None and self._try_move(path, local, plog):
                 return Outcome.DONE
+            overwrites = self.provider.capabilities.replaces_archived
+            if remote is not None and remote.archived and not overwrites:
+                if not self._clear_archived(path, remote, plog):
+                    return Outcome.REQUEUE
+                remote = None
             return self._upload(path, remote, plog, facts.recorded_etag)
         if action is Action.DOWNLOAD:
             assert remote is not None
@@ -628,7 +635,10 @@ class PairSyncer:
         """Same content, newer time locally: the remote takes the newer mtime, in place
         (`Provider.set_mtime`, rclone's SetModTime), so a later download restores it. Returns
         the remote as it is now, whose etag is the one to record; None when it moved meanwhile
-        (look again)."""
+        (look again). An archived object keeps its mtime: restamping it is a copy (S3) or a
+        metadata write (Azure), both refused until it is restored."""
+        if remote.archived:
+            return remote
         if remote.mtime_ns is None and not remote.has_metadata:
             # A listing without user metadata (S3) does not state the mtime: a HEAD does, worth
             # it when the local one may be newer. Always after a touch of a synced file (the
@@ -962,6 +972,22 @@ class PairSyncer:
         for each in inside:
             self.enqueue(self.name, each)
         return Outcome.DONE
+
+    def _clear_archived(self, path: str, remote: ObjectInfo, plog: Logger) -> bool:
+        """Make way for a local edit over the archived version it was made on, where the
+        service refuses to overwrite an archived object (Azure): delete it, on condition of
+        its version, so the new one goes up as a create. False when it moved meanwhile (look
+        again). Nothing is kept in the remote trash, as for any upload over the base version:
+        the edit replaces it (and a copy of an archived object would be a restore). A crash
+        before the upload leaves "edited locally, deleted remotely": the edit goes up then."""
+        try:
+            self.retry.call(partial(self.provider.delete, remote.key, if_match=remote.etag))
+        except (PreconditionFailed, NotFound):
+            self.transfers.stat_remote(path, remote.key)
+            return False
+        self.index.put(path, None)
+        plog.debug("archived version deleted for its replacement", op="upload")
+        return True
 
     # -- deletions ------------------------------------------------------------------------
     def _trash_remote(self, path: str, remote: ObjectInfo) -> None:

@@ -465,6 +465,7 @@ class AzureProvider:
             server_side_copy=True,
             listing_has_metadata=True,
             multipart=True,
+            replaces_archived=False,
         )
         self._tier = (
             StandardBlobTier(self.options.storage_class)

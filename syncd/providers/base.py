@@ -67,6 +67,11 @@ class Capabilities:
     #: `workers`). A network service hides its latency behind many; a local folder's
     #: transfers are this process's own CPU work, and extra threads fight over the GIL.
     max_transfers: int | None = None
+    #: The service takes a write over an archived object, on condition of its version (S3:
+    #: a PUT or a multipart completion replaces a GLACIER object). False where it refuses any
+    #: write to one until it is restored (Azure: Put Blob and Put Block answer BlobArchived):
+    #: the object is deleted first, on the same condition, and the new version created.
+    replaces_archived: bool = True
 
 
 #: The hashes a service can check a part against (see PartLimits.digest).
