@@ -40,6 +40,9 @@ R_STAMPED = ObjectInfo("f", size=3, etag="e1", modified=1_700_000_009.0, meta_ve
 R_UNSTAMPED = ObjectInfo(
     "f", size=3, etag="e1", modified=1_700_000_000.0, meta_version="1700000000"
 )
+R_NONE = R_META_NONE  # its metadata read: no sha256, and no MD5 either
+R_HASHED_A = replace(R_NONE, sha256=SHA_A)  # its content hashed by the engine
+L_EDIT_HASHED = LocalFile(size=5, mtime_ns=200, inode=7, sha256=SHA_B, md5=MD5_B)
 
 CASES = [
     # id, base, local, remote, direction, expected action
@@ -74,6 +77,12 @@ CASES = [
     ("remote not restamped", BASE_STAMPED, L_SAME, R_UNSTAMPED, "both", Action.NOTHING),
     ("remote restamped, local edit", BASE_STAMPED, L_EDIT, R_STAMPED, "both", Action.UPLOAD),
     ("remote restamped, local gone", BASE_STAMPED, None, R_STAMPED, "both", Action.DELETE_REMOTE),
+    # No checksum stated (another tool's multipart upload): the remote's bytes are hashed.
+    ("first sync, no checksum: hash", None, L_NEW_HASHED, R_NONE, "both", Action.HASH_REMOTE),
+    ("first sync, hashed, equal", None, L_NEW_HASHED, R_HASHED_A, "both", Action.RECORD),
+    ("first sync, hashed, differs", None, L_NEW_OTHER, R_HASHED_A, "both", Action.CONFLICT),
+    ("first sync, no checksum, sizes", None, L_EDIT_HASHED, R_NONE, "both", Action.CONFLICT),
+    ("both edited, no checksum: hash", BASE, L_NEW_OTHER, R_NONE, "both", Action.HASH_REMOTE),
     ("upload-only ignores remote edit", BASE, L_SAME, R_EDIT, "upload", Action.NOTHING),
     ("upload-only uploads", BASE, L_EDIT, R_SAME, "upload", Action.UPLOAD),
     ("download-only ignores local edit", BASE, L_EDIT, R_SAME, "download", Action.NOTHING),
@@ -106,7 +115,7 @@ COPY_CASES = [
 R_COLD = replace(R_SAME, archived=True)  # the version synced last, archived since
 R_COLD_EDIT = replace(R_EDIT, archived=True)  # a new version, written straight to the archive
 R_COLD_META_A = replace(R_META_A, archived=True)
-L_EDIT_HASHED = replace(L_EDIT, sha256=SHA_B, md5=MD5_B)
+R_COLD_NONE = replace(R_META_NONE, archived=True)
 ARCHIVED_CASES = [
     # id, base, local, remote, direction, expected action
     ("archived, in sync", BASE, L_SAME, R_COLD, "both", Action.NOTHING),
@@ -121,6 +130,7 @@ ARCHIVED_CASES = [
     ("archived, new remotely: not read", None, None, R_COLD_EDIT, "both", Action.NOTHING),
     ("archived, no base, differs", None, L_NEW_OTHER, R_COLD_META_A, "both", Action.NOTHING),
     ("archived, no base, sha256 equal", None, L_NEW_HASHED, R_COLD_META_A, "both", Action.RECORD),
+    ("archived, no checksum: not read", None, L_NEW_HASHED, R_COLD_NONE, "both", Action.NOTHING),
 ]
 
 

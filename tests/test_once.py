@@ -202,6 +202,69 @@ def test_first_sync_clash_under_timestamp_wins_keeps_the_loser_in_the_remote_tra
     assert remote.get(trashed[0]) == b"older remote version"
 
 
+def _put_without_checksum(remote: Remote, key: str, data: bytes) -> None:
+    """Write `key` as another tool's multipart upload does: no `sha256` metadata and no whole
+    MD5 (an S3 ETag "…-2", an Azure block blob committed without Content-MD5)."""
+    cut = 5 * 1024 * 1024  # S3's smallest part (but for the last)
+    assert len(data) > cut
+    if isinstance(remote, S3Remote):
+        client, bucket, name = remote.bucket.client, remote.bucket.bucket, remote.prefix + key
+        upload = client.create_multipart_upload(Bucket=bucket, Key=name)["UploadId"]
+        parts = [
+            {
+                "PartNumber": number,
+                "ETag": client.upload_part(
+                    Bucket=bucket, Key=name, UploadId=upload, PartNumber=number, Body=chunk
+                )["ETag"],
+            }
+            for number, chunk in ((1, data[:cut]), (2, data[cut:]))
+        ]
+        client.complete_multipart_upload(
+            Bucket=bucket, Key=name, UploadId=upload, MultipartUpload={"Parts": parts}
+        )
+        assert client.head_object(Bucket=bucket, Key=name)["ETag"].endswith('-2"')
+    else:
+        assert isinstance(remote, AzureRemote)
+        blob = remote.container.client.get_blob_client(remote.prefix + key)
+        blocks = ["YmxvY2sx", "YmxvY2sy"]
+        blob.stage_block(blocks[0], data[:cut])
+        blob.stage_block(blocks[1], data[cut:])
+        blob.commit_block_list(blocks)
+        assert blob.get_blob_properties().content_settings.content_md5 is None
+
+
+@pytest.mark.parametrize("kind", ["s3", "azure"])
+def test_first_sync_compares_content_an_object_states_no_checksum_for(
+    tmp_path: Path, kind: str, request: pytest.FixtureRequest
+) -> None:
+    # A bucket seeded by another tool (`aws s3 cp`, azcopy) with the files the local root has.
+    remote = remote_for(kind, request, tmp_path)
+    setup = _setup(tmp_path, remote)
+    same = os.urandom(5 * 1024 * 1024 + 10)
+    _put_without_checksum(remote, "same.bin", same)
+    (setup.local / "same.bin").write_bytes(same)
+    older = os.urandom(len(same))
+    _put_without_checksum(remote, "other.bin", older)
+    newer = os.urandom(len(same))  # the same size, other bytes: a real conflict
+    (setup.local / "other.bin").write_bytes(newer)
+    before = remote.listing()
+
+    result = syncd("once", "-c", setup.config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 uploaded, 0 downloaded" in result.stdout  # other.bin's newer local version
+    assert "same.bin" not in result.stdout  # no conflict
+    assert remote.listing()["same.bin"] == before["same.bin"]  # not sent again
+    assert remote.get("other.bin") == newer
+    trashed = sorted(key for key in remote.listing() if key.startswith(".syncd-trash/"))
+    assert [key.rsplit("/", 1)[-1] for key in trashed] == ["other.bin"]  # the loser only
+    assert remote.get(trashed[0]) == older
+    assert tree(setup.local) == {"same.bin": same, "other.bin": newer}
+    assert not (setup.local / ".syncd" / "trash").exists()
+    again = syncd("once", "-c", setup.config)
+    assert again.returncode == 0, again.stderr
+    assert "0 uploaded, 0 downloaded, 0 failed, 0 conflicts" in again.stdout
+
+
 def test_direction_upload_never_downloads(tmp_path: Path, remote: Remote) -> None:
     setup = Setup(tmp_path, remote.url, options=remote.options, pair_extra={"direction": "upload"})
     setup.write()

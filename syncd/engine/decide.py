@@ -219,6 +219,11 @@ def decide(
     equal = same_content(local, remote)
     if equal is None and not remote.has_metadata:
         return Decision(Action.FETCH_REMOTE, "both sides changed: need the remote checksum")
+    if equal is None:
+        # The same size, and the object states no checksum (another tool's multipart upload):
+        # only its bytes can tell. Reading them costs what settling a conflict would move
+        # anyway, and equal content is no conflict.
+        return Decision(Action.HASH_REMOTE, "same size, no remote checksum: hash its content")
     if equal:
         return Decision(Action.RECORD, "same content on both sides")
     # Different, or impossible to compare: never overwrite, keep both.

@@ -62,6 +62,9 @@ class Action(enum.Enum):
     FETCH_REMOTE = (
         "fetch_remote"  # the decision needs the remote's metadata (sha256); stat and ask again
     )
+    #: The decision needs the remote content's hash, which the object does not state: stream
+    #: it through a hash (written nowhere) and ask again.
+    HASH_REMOTE = "hash_remote"
 
 
 @dataclass(frozen=True, slots=True)

@@ -527,6 +527,8 @@ class PairSyncer:
                     "an upload of ours that was never recorded (interrupted): taken as the base",
                     path=path,
                 )
+            elif decision.action is Action.HASH_REMOTE and remote is not None:
+                remote = self.transfers.hash_remote(path, remote)
             else:
                 return decision, Facts(base, local, remote, _etag_of(recorded))
 

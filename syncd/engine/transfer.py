@@ -109,6 +109,35 @@ class Transfers:
         self.index.put(path, info)
         return info
 
+    def hash_remote(self, path: str, remote: ObjectInfo) -> ObjectInfo | None:
+        """`remote` with the SHA-256 of its content, streamed through a hash and written
+        nowhere: for an object that states no checksum, when only its bytes can tell whether
+        it equals the local file. The object as it is now (unhashed) when it changed
+        meanwhile, None when it is gone. Paced and shown like a download, not counted as one:
+        nothing is transferred."""
+        if remote.size > SMALL_FILE and self.on_long is not None:
+            self.on_long(path)
+        with self.inflight.track(self.pair, path, "download", remote.size) as progress:
+            meter = self._meter(progress, self.pace_down)
+
+            def attempt() -> tuple[ObjectInfo, str]:
+                sink = localfs.HashingWriter(cast(BinaryIO, _Discard()), self.is_cancelled, meter)
+                info = self.provider.download(
+                    remote.key, cast(BinaryIO, sink), if_match=remote.etag
+                )
+                if sink.bytes_written != info.size:
+                    raise ProviderError(f"short read ({sink.bytes_written} of {info.size} bytes)")
+                return info, sink.hexdigest()
+
+            try:
+                info, sha256 = self.retry.call(attempt)
+            except PreconditionFailed:
+                return self.stat_remote(path, remote.key)
+            except NotFound:
+                self.index.put(path, None)
+                return None
+        return replace(info, sha256=sha256)
+
     def upload(
         self, path: str, source: Path, expected: ObjectInfo | None, over: str | None = None
     ) -> Uploaded:
@@ -336,6 +365,16 @@ def _request(
         if_match=expected.etag if expected is not None else None,
         metadata=metadata,
     )
+
+
+class _Discard:
+    """A sink that keeps nothing (a remote's bytes hashed, not stored)."""
+
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+    def flush(self) -> None:
+        pass
 
 
 def _read_whole(fd: int, size: int) -> bytes | None:
