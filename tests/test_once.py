@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -312,6 +313,31 @@ def test_hostile_remote_keys_are_refused_and_nothing_leaves_the_root(
     assert not (tmp_path / "escape.txt").exists()
     assert not (tmp_path.parent / "escape2.txt").exists()
     assert "remote key refused" in result.stderr
+
+
+def test_remote_keys_that_differ_only_in_unicode_normalization_are_reported(
+    tmp_path: Path, remote: Remote
+) -> None:
+    # One name, two spellings (é as one code point, or e + a combining accent): two objects
+    # on the remote, one path here. One is synced, the other reported, and neither is lost.
+    composed, decomposed = "\u00e9t\u00e9.txt", "e\u0301te\u0301.txt"
+    setup = _setup(tmp_path, remote)
+    remote.put(decomposed, b"decomposed")
+    remote.put(composed, b"composed")
+    result = syncd("once", "-c", setup.config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    skipped = [line for line in lines if line["event"] == "skipped"]
+    assert len(skipped) == 1, result.stderr
+    said = f"{skipped[0]['path']} {skipped[0]['reason']}"
+    assert "Unicode normalization" in said
+    assert composed in said and decomposed in said
+    assert tree(setup.local) == {composed: b"composed"}
+    (setup.local / composed).write_bytes(b"composed, edited")
+    again = syncd("once", "-c", setup.config)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "1 uploaded, 0 downloaded" in again.stdout
+    assert remote.objects() == {composed: b"composed, edited", decomposed: b"decomposed"}
 
 
 def test_once_dry_run_changes_nothing(tmp_path: Path, remote: Remote) -> None:

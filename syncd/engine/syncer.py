@@ -224,7 +224,7 @@ class PairSyncer:
             if self.stats.fault == self._listing_trouble:
                 self.stats.set_fault(None)
             self._listing_trouble = None
-        usable: list[tuple[str, ObjectInfo]] = []
+        usable: dict[str, ObjectInfo] = {}
         for info in listing:
             if is_folder_marker(info.key):
                 continue
@@ -235,12 +235,27 @@ class PairSyncer:
                 continue
             if self.filter.excluded(path):
                 continue
-            usable.append((path, info))
-        merged = self.index.replace(usable, started)
+            other = usable.get(path)
+            usable[path] = info if other is None else self._one_spelling(path, other, info)
+        merged = self.index.replace(usable.items(), started)
         # An empty listing while the base remembers files is far more likely a fault (wrong
         # prefix, a bucket being restored) than a person deleting everything.
         self.remote_emptied = not merged and self.store.count(self.name) > 0
         return merged
+
+    def _one_spelling(self, path: str, first: ObjectInfo, second: ObjectInfo) -> ObjectInfo:
+        """Two remote keys that differ only in Unicode normalization (é as one code point, or
+        e plus a combining accent) are one local path: only one of them can be synced. The
+        key spelled as the path (NFC) is kept, else the first in code point order, so every
+        pass keeps the same one; the other is reported, and left on the remote as it is:
+        never downloaded over the first, never deleted."""
+        kept, left = sorted((first, second), key=lambda info: (info.key != path, info.key))
+        self._skip_once(
+            left.key,
+            f"remote key refused: {left.key!r} and {kept.key!r} are one name in two Unicode "
+            f"normalizations, one local file; only {kept.key!r} is synced",
+        )
+        return kept
 
     def _listing_retried(self, exc: BaseException) -> None:
         """A listing failed and is tried again (a remote down, or stalled: each try may wait
