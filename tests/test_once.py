@@ -340,6 +340,29 @@ def test_remote_keys_that_differ_only_in_unicode_normalization_are_reported(
     assert remote.objects() == {composed: b"composed, edited", decomposed: b"decomposed"}
 
 
+def test_local_names_that_differ_only_in_unicode_normalization_are_reported(
+    tmp_path: Path,
+) -> None:
+    # The same on the local side: two files, one remote key.
+    remote = FolderRemote(tmp_path / "remote")
+    remote.root.mkdir()
+    composed, decomposed = "\u00e9t\u00e9.txt", "e\u0301te\u0301.txt"
+    setup = _setup(tmp_path, remote)
+    (setup.local / decomposed).write_bytes(b"decomposed")
+    (setup.local / composed).write_bytes(b"composed")
+    for _ in range(2):
+        result = syncd("once", "-c", setup.config)
+        assert result.returncode == 0, result.stdout + result.stderr
+        lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+        skipped = [line for line in lines if line["event"] == "skipped"]
+        assert len(skipped) == 1, result.stderr
+        said = f"{skipped[0]['path']} {skipped[0]['reason']}"
+        assert "Unicode normalization" in said
+        assert composed in said and decomposed in said
+        assert remote.objects() == {composed: b"composed"}
+        assert tree(setup.local) == {composed: b"composed", decomposed: b"decomposed"}
+
+
 def test_once_dry_run_changes_nothing(tmp_path: Path, remote: Remote) -> None:
     setup = _setup(tmp_path, remote)
     (setup.local / "new.txt").write_bytes(b"new")

@@ -291,8 +291,12 @@ class PairSyncer:
             self.root, self.filter, on_skip, start=start, clean_temp=clean_temp
         ):
             path = normalize(name)
+            if path in found and not self._takes_over(path, name):
+                continue
             if path != name:
                 self._names[path] = name
+            else:
+                self._names.pop(path, None)
             found[path] = local
         self.unlisted = {normalize(p) for p in unlisted}
         self._failing = failing
@@ -300,6 +304,20 @@ class PairSyncer:
             if path not in failing:  # readable again, or gone
                 self.stats.succeeded(path)
         return found
+
+    def _takes_over(self, path: str, name: str) -> bool:
+        """A second local file whose name is `path` in another Unicode normalization: both
+        would be one remote key, so only one is synced. The one spelled as the path (NFC) is
+        kept, else the first in code point order, as for remote keys (see _one_spelling); the
+        other is reported and left as it is. True when `name` is the one to keep."""
+        seen = self._names.get(path, path)
+        kept, left = sorted((seen, name), key=lambda each: (each != path, each))
+        self._skip_once(
+            left,
+            f"local name {left!r} and {kept!r} are one name in two Unicode normalizations, "
+            f"one remote key; only {kept!r} is synced",
+        )
+        return kept == name
 
     def _unreadable_folders(self, start: str) -> list[str]:
         """The folders under `start` whose listing failed at an earlier scan."""
