@@ -226,7 +226,7 @@ def decide(
         return Decision(Action.HASH_REMOTE, "same size, no remote checksum: hash its content")
     if equal:
         return Decision(Action.RECORD, "same content on both sides")
-    # Different, or impossible to compare: never overwrite, keep both.
+    # Different: never overwrite, keep both.
     if destination_changed:
         side = "remotely" if direction == "upload" else "locally"
         return Decision(Action.CONFLICT, f"changed {side} since the last copy")
