@@ -68,17 +68,22 @@ def _commented_above(text: str, line: str) -> bool:
     return index > 0 and lines[index - 1].startswith("#")
 
 
-def test_the_system_install_gives_the_service_user_a_config_it_can_read() -> None:
-    """`make install-systemd` (read with `make -n`, which runs nothing): the service user
-    exists before the config is installed root:syncd 0640 (its credentials readable by the
-    service, by no other user), and the config is the system one, not `make run`'s."""
-    recipe = subprocess.run(
+def _install_recipe() -> list[str]:
+    """The commands of `make install-systemd`, read with `make -n` (which runs nothing)."""
+    return subprocess.run(
         ["make", "-n", "install-systemd"],
         cwd=UNITS.parent,
         capture_output=True,
         text=True,
         check=True,
     ).stdout.splitlines()
+
+
+def test_the_system_install_gives_the_service_user_a_config_it_can_read() -> None:
+    """`make install-systemd` (read with `make -n`, which runs nothing): the service user
+    exists before the config is installed root:syncd 0640 (its credentials readable by the
+    service, by no other user), and the config is the system one, not `make run`'s."""
+    recipe = _install_recipe()
     useradd = next(i for i, line in enumerate(recipe) if "useradd" in line)
     config = next(i for i, line in enumerate(recipe) if "/etc/syncd/syncd.yaml" in line)
     assert useradd < config
@@ -92,15 +97,7 @@ def test_the_installed_service_has_the_folders_of_its_pair() -> None:
     works as installed: `make install-systemd` makes both folders for the service user, after
     the user exists; and the unit's example ReadWritePaths= is optional ("-"), since a missing
     path there fails the unit's start (status 226/NAMESPACE)."""
-    recipe = "\n".join(
-        subprocess.run(
-            ["make", "-n", "install-systemd"],
-            cwd=UNITS.parent,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.splitlines()
-    )
+    recipe = "\n".join(_install_recipe())
     config = yaml.safe_load((UNITS.parent / "config" / "syncd.system.yaml").read_text())
     pair = config["pairs"][0]
     folders = [pair["local"], pair["remote"].removeprefix("file://")]
