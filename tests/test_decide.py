@@ -72,7 +72,6 @@ CASES = [
     ("first sync, md5 equal", None, L_NEW_HASHED, R_MD5_A, "both", Action.RECORD),
     ("first sync, sha256 equal", None, L_NEW_HASHED, R_META_A, "both", Action.RECORD),
     ("first sync, differs", None, L_NEW_OTHER, R_META_A, "both", Action.CONFLICT),
-    ("first sync, cannot compare", None, L_NEW_HASHED, R_META_NONE, "both", Action.CONFLICT),
     ("remote restamped: record, no hash", BASE_STAMPED, L_SAME, R_STAMPED, "both", Action.RECORD),
     ("remote not restamped", BASE_STAMPED, L_SAME, R_UNSTAMPED, "both", Action.NOTHING),
     ("remote restamped, local edit", BASE_STAMPED, L_EDIT, R_STAMPED, "both", Action.UPLOAD),
