@@ -1038,8 +1038,19 @@ class PairSyncer:
                 return False
             return True
 
-        key = trash.remote_trash_key(path, when, taken)
-        self.retry.call(lambda: self.provider.copy(remote.key, key, if_match=remote.etag))
+        refused: set[str] = set()
+        while True:
+            key = trash.remote_trash_key(path, when, lambda k: k in refused or taken(k))
+            try:
+                self.retry.call(partial(self.provider.copy, remote.key, key, if_match=remote.etag))
+                return
+            except InvalidRequest:
+                # A folder remote cannot put it there when that trash folder holds a file of
+                # one of its folders' names (`x` trashed as a file this second, now `x/y`):
+                # the next trash folder of the second, once.
+                if refused:
+                    raise
+                refused.add(key)
 
     def _delete_remote(self, path: str, remote: ObjectInfo, why: str, plog: Logger) -> Outcome:
         try:
