@@ -16,6 +16,7 @@ from syncd.engine.trash import (
     move_to_local_trash,
     prune_local_trash,
     remote_trash_key,
+    stamp,
 )
 
 OLD, NEW = 1_000, 2_000
@@ -92,6 +93,22 @@ def test_local_trash_keeps_every_version_and_prunes_old_ones(tmp_path: Path) -> 
     assert prune_local_trash(tmp_path, 30, _no_skip, now=WHEN.timestamp() + 29 * 86400) == 0
     assert prune_local_trash(tmp_path, 30, _no_skip, now=WHEN.timestamp() + 31 * 86400) == 2
     assert not list((tmp_path / ".syncd" / "trash").rglob("doc.txt"))
+
+
+def test_a_path_trashed_as_a_file_then_as_a_folder_in_one_second(tmp_path: Path) -> None:
+    """`x` trashed as a file, then `x/y` the same second: that second's trash folder holds a
+    file where `x/` would go, so `x/y` goes to the next one (it was refused as unsafe)."""
+    (tmp_path / "x").write_bytes(b"x was a file")
+    move_to_local_trash(tmp_path, tmp_path / "x", "x", WHEN)
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "y").write_bytes(b"then a folder")
+    kept = move_to_local_trash(tmp_path, tmp_path / "x" / "y", "x/y", WHEN)
+    trash = tmp_path / ".syncd" / "trash"
+    assert sorted(p.relative_to(trash).as_posix() for p in trash.rglob("*") if p.is_file()) == [
+        f"{stamp(WHEN)}-1/x/y",
+        f"{stamp(WHEN)}/x",
+    ]
+    assert kept.read_bytes() == b"then a folder"
 
 
 def test_remote_trash_key_is_under_the_trash_prefix_and_free() -> None:

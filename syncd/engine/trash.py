@@ -104,14 +104,28 @@ def prune_local_trash(
 
 
 def _exists(top: int, parts: Sequence[str]) -> bool:
-    """Something (a file, a folder, a link) is at the root-relative `parts`."""
+    """Something (a file, a folder, a link) is at the root-relative `parts`, or a file stands
+    where one of its folders would go (`x` trashed as a file this second, now `x/y`): either
+    way that trash folder cannot take it. A symlink on the way stays NotAFolder (see
+    move_to_local_trash)."""
     *folders, name = "/".join(parts).split("/")
     try:
         with descend(top, folders, create=False) as fds:
             os.stat(name, dir_fd=fds[-1], follow_symlinks=False)
     except FileNotFoundError:
         return False
+    except NotAFolder as exc:
+        inside = str(exc.filename).count("/") >= len(TRASH)  # below .syncd/trash itself
+        if not (inside and _is_file(top, str(exc.filename))):
+            raise  # a link, or .syncd / its trash not a folder: never gone around silently
     return True
+
+
+def _is_file(top: int, rel: str) -> bool:
+    try:
+        return stat_mod.S_ISREG(os.stat(rel, dir_fd=top, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
 
 
 def _what(root: Path, rel: str) -> str:
