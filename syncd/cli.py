@@ -609,6 +609,8 @@ def check(config_path: str | None) -> None:
                 # The remote cannot even be set up (an unknown profile, a credentials file
                 # that is no key): a config error, exit 2 as `once` says it.
                 problem, misconfigured = str(exc), True
+                if problem.startswith("options."):  # named as config errors name it
+                    problem = f"pairs[{index}].{problem}"
             else:
                 try:
                     provider.check()

@@ -235,10 +235,10 @@ def test_unusable_credentials_file_names_the_option_not_the_content(tmp_path: Pa
     assert "TOP-SECRET" not in str(caught.value)
 
 
-@pytest.mark.parametrize("command", ["once", "run"])
+@pytest.mark.parametrize("command", ["once", "run", "check"])
 def test_an_unusable_credentials_file_names_its_pair(tmp_path: Path, command: str) -> None:
     """As every config error: one line naming the pair and pairs[N].options.credentials_file,
-    exit 2."""
+    exit 2 (`check`: on the pair's line)."""
     key_file = tmp_path / "key.json"
     key_file.write_text(json.dumps({"type": "service_account", "private_key": "TOP-SECRET"}))
     (tmp_path / "remote").mkdir()
@@ -257,11 +257,13 @@ def test_an_unusable_credentials_file_names_its_pair(tmp_path: Path, command: st
 
     output = done.stdout + done.stderr
     assert done.returncode == 2, output
-    assert output.splitlines() == [
-        f"syncd: pair 'gcs': pairs[1].options.credentials_file: {str(key_file)!r} is not a "
-        "service account "
-        "key file"
-    ], output
+    problem = (
+        f"pairs[1].options.credentials_file: {str(key_file)!r} is not a service account key file"
+    )
+    if command == "check":  # one line per pair, this one failing
+        assert f"FAIL\tgcs\tgs://some-bucket/\t{problem}" in output.splitlines(), output
+    else:
+        assert output.splitlines() == [f"syncd: pair 'gcs': {problem}"], output
 
 
 # -- error translation (inputs the emulator cannot produce on demand) -----------------------
