@@ -450,7 +450,8 @@ def test_a_malformed_connection_string_names_the_pair_and_key(tmp_path: Path, co
     assert done.returncode == 2 and "SECRETX" not in done.stdout + done.stderr
     problem = "the Azure connection string is malformed (cannot set up the Azure client)"
     if command == "check":  # a line per pair, the pair in its own column
-        assert f"FAIL\tboxes\taz://box/\toptions.connection_string: {problem}" in done.stdout
+        line = f"FAIL\tboxes\taz://box/\tpairs[1].options.connection_string: {problem}"
+        assert line in done.stdout.splitlines(), done.stdout
     else:
         assert done.stderr == (
             f"syncd: pair 'boxes': pairs[1].options.connection_string: {problem}\n"
