@@ -26,6 +26,9 @@ from harness import SYNCD, Setup, running_daemon, syncd, tree, wait_for
 from remotes import PREFIX, AzureRemote, GCSRemote, Remote, S3Remote, remote_for
 from test_s3_parts import s3_reports_the_part_checksum
 
+from syncd.config import load_config
+from syncd.engine import localfs
+from syncd.engine.core import Engine
 from syncd.engine.localfs import local_file
 from syncd.engine.multipart import (
     LargeTransfers,
@@ -868,3 +871,35 @@ def test_transfer_flags_are_validated_by_name(tmp_path: Path) -> None:
         assert result.returncode == 2, result.stderr
         assert result.stderr.startswith(f"syncd: {flag}:"), result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_ranged_download_never_follows_a_folder_swapped_for_a_symlink_meanwhile(
+    tmp_path: Path, s3_bucket: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large download writes its resumable temp file in the target's folder held open from
+    the root: a folder swapped for a symlink after the check gets no byte outside the root,
+    and nothing is placed (the path is skipped, as any path through a symlink is)."""
+    remote = S3Remote(s3_bucket, PREFIX)
+    data = os.urandom(12 * MiB)
+    remote.put("video/big.bin", data)
+    bob = Setup(tmp_path / "bob", remote.url, options=remote.options, extra=SMALL_PARTS)
+    bob.write()
+    (bob.local / "video").mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    real_make_parents = localfs.make_parents
+
+    def make_parents(root: Path, target: Path) -> None:
+        real_make_parents(root, target)
+        if not (root / "video").is_symlink():
+            (root / "video").rename(root / "video.real")
+            (root / "video").symlink_to(outside, target_is_directory=True)
+
+    monkeypatch.setattr(localfs, "make_parents", make_parents)
+    with Engine(load_config(bob.config)) as engine:
+        report = engine.sync_once()
+
+    assert report.exit_code == 0 and report.pairs[0].downloaded == 0, report
+    assert list(outside.iterdir()) == []
+    assert list((bob.local / "video.real").iterdir()) == []
+    assert remote.get("video/big.bin") == data

@@ -27,25 +27,26 @@ from syncd.config import load_config_dict
 from syncd.engine import localfs, transfer
 from syncd.engine.core import Engine, Report
 from syncd.engine.syncer import Outcome
+from syncd.providers.local import FileProvider
 
 MiB = 1024 * 1024
 
 
-def _engine(local: Path, remote: Path, tmp_path: Path) -> Engine:
+def _engine(local: Path, remote: Path, tmp_path: Path, **pair: str) -> Engine:
     config = load_config_dict(
         {
             "state": f"sqlite:///{tmp_path / 'state.db'}",
             "socket": str(tmp_path / "syncd.sock"),
             "workers": 2,
-            "pairs": [{"name": "p", "local": str(local), "remote": f"file://{remote}"}],
+            "pairs": [{"name": "p", "local": str(local), "remote": f"file://{remote}", **pair}],
         },
         expand_env=False,
     )
     return Engine(config)
 
 
-def _sync(local: Path, remote: Path, tmp_path: Path) -> Report:
-    with _engine(local, remote, tmp_path) as engine:
+def _sync(local: Path, remote: Path, tmp_path: Path, **pair: str) -> Report:
+    with _engine(local, remote, tmp_path, **pair) as engine:
         return engine.sync_once()
 
 
@@ -405,3 +406,81 @@ def test_a_folder_moved_or_deleted_while_listed_is_no_failure(
         (local / "locked").rmdir()
         assert syncer.sync_path("locked") is Outcome.DONE  # its retry: gone, so settled
         assert syncer.stats.failures == {}
+
+
+# -- a folder swapped for a symlink while syncd works in it ---------------------------------
+
+
+def _swap_once_checked(monkeypatch: pytest.MonkeyPatch, folder: Path, outside: Path) -> None:
+    """What a racing user (or process) does right after syncd checked the folders on the way
+    to a file it writes (`make_parents`): the folder moves aside, a symlink out of the root
+    takes its name."""
+    real_make_parents = localfs.make_parents
+
+    def make_parents(root: Path, target: Path) -> None:
+        real_make_parents(root, target)
+        if not folder.is_symlink():
+            folder.rename(folder.with_name(f"{folder.name}.real"))
+            folder.symlink_to(outside, target_is_directory=True)
+
+    monkeypatch.setattr(localfs, "make_parents", make_parents)
+
+
+def test_a_download_never_follows_a_folder_swapped_for_a_symlink_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The download's folder is held open from the root for every write: one swapped for a
+    symlink after the check writes nothing outside the root (no temp file there either)."""
+    local, remote, outside = tmp_path / "local", tmp_path / "remote", tmp_path / "outside"
+    (local / "sub").mkdir(parents=True)
+    (remote / "sub").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "new.txt").write_bytes(b"the user's own file outside the root")
+    (remote / "sub" / "new.txt").write_bytes(b"from the remote")
+    real_download = FileProvider.download
+    written_outside: list[Path] = []
+
+    def download(self: FileProvider, key: str, sink: Any, if_match: str | None = None) -> Any:
+        got = real_download(self, key, sink, if_match)
+        written_outside.extend(_temps(outside))  # where the bytes went
+        return got
+
+    monkeypatch.setattr(FileProvider, "download", download)
+    _swap_once_checked(monkeypatch, local / "sub", outside)
+    report = _sync(local, remote, tmp_path)
+
+    assert written_outside == []
+    assert tree(outside) == {"new.txt": b"the user's own file outside the root"}
+    assert _temps(outside) == [] and _temps(local) == []
+    # The path through a symlink now is skipped, as any such path is (looked at again next
+    # pass); nothing is placed.
+    assert report.exit_code == 0 and report.pairs[0].downloaded == 0, report
+    assert (local / "sub").is_symlink() and tree(local / "sub.real") == {}
+    assert tree(remote) == {"sub/new.txt": b"from the remote"}
+
+
+def test_a_conflict_copy_never_follows_a_folder_swapped_for_a_symlink_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The local version of a conflict (version_preserve) steps aside (link, then unlink) in
+    folders held open from the root: one swapped for a symlink after the check skips the
+    path (looked at again next pass), and the file of the same name outside the root is
+    neither linked nor removed."""
+    local, remote, outside = tmp_path / "local", tmp_path / "remote", tmp_path / "outside"
+    (local / "sub").mkdir(parents=True)
+    remote.mkdir()
+    outside.mkdir()
+    (local / "sub" / "doc.txt").write_bytes(b"v1")
+    assert _sync(local, remote, tmp_path).exit_code == 0
+    (local / "sub" / "doc.txt").write_bytes(b"local edit, older")
+    os.utime(local / "sub" / "doc.txt", (1_000_000_000, 1_000_000_000))
+    (remote / "sub" / "doc.txt").write_bytes(b"remote edit, newer")
+    (outside / "doc.txt").write_bytes(b"outside, same name")
+
+    _swap_once_checked(monkeypatch, local / "sub", outside)
+    report = _sync(local, remote, tmp_path, conflict="version_preserve")
+
+    assert report.exit_code == 0 and report.pairs[0].downloaded == 0, report  # skipped
+    assert tree(outside) == {"doc.txt": b"outside, same name"}
+    assert tree(local / "sub.real") == {"doc.txt": b"local edit, older"}
+    assert tree(remote) == {"sub/doc.txt": b"remote edit, newer"}

@@ -14,6 +14,7 @@ import os
 import secrets
 import stat as statmod
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -21,7 +22,7 @@ from syncd.engine.filters import PathFilter
 from syncd.engine.model import LocalFile
 from syncd.engine.paths import RESUME_PREFIX, TEMP_PREFIX, is_plain_key, key_refusal
 from syncd.providers.errors import Cancelled
-from syncd.providers.local import descend, open_root
+from syncd.providers.local import NotAFolder, descend, open_root
 
 CHUNK = 1024 * 1024
 
@@ -287,6 +288,39 @@ def make_parents(root: Path, target: Path) -> None:
             raise FileInTheWay(current.relative_to(root).as_posix())
 
 
+@dataclass(frozen=True)
+class Spot:
+    """Where a file goes: its folder, held open, and its name in that folder."""
+
+    fd: int
+    name: str
+
+
+@contextlib.contextmanager
+def spot_of(root: Path, target: Path) -> Iterator[Spot]:
+    """Hold `target`'s folder open, reached from the root one `openat` at a time (no symlink
+    followed), for writes made relative to it: a folder swapped for a symlink after a caller
+    looked can no longer lead a write, a rename or an unlink out of the root.
+
+    A symlink or a file met on the way is LocalPathError; a folder gone meanwhile is
+    FileNotFoundError (the caller decides the path again)."""
+    names = target.relative_to(root).parts
+    with contextlib.ExitStack() as held:
+        top = open_root(str(root))
+        held.callback(os.close, top)
+        try:
+            fds = held.enter_context(descend(top, names[:-1], create=False))
+        except NotAFolder as exc:
+            raise LocalPathError(f"{exc.filename}: a symlink or a file (not followed)") from None
+        yield Spot(fds[-1], names[-1])
+
+
+def remove_at(spot: Spot, name: str | None = None) -> None:
+    """Unlink `name` (default: the spot's own name) in the spot's folder; gone already is fine."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(spot.name if name is None else name, dir_fd=spot.fd)
+
+
 def is_folder(path: Path) -> bool:
     """A real folder (not a link to one) stands at `path`."""
     try:
@@ -324,9 +358,9 @@ def prune_empty_parents(root: Path, removed: Path) -> None:
         os.close(top)
 
 
-def temp_path_for(target: Path) -> Path:
-    """A temporary sibling of `target`, on the same filesystem so the rename is atomic."""
-    return target.with_name(f"{TEMP_PREFIX}{secrets.token_hex(6)}")
+def temp_name() -> str:
+    """A temporary sibling's name, in the target's folder so the rename is atomic."""
+    return f"{TEMP_PREFIX}{secrets.token_hex(6)}"
 
 
 def _remove_quietly(path: Path) -> None:

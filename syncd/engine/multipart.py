@@ -36,6 +36,7 @@ from typing import BinaryIO, cast
 import google_crc32c
 import structlog
 
+from syncd.engine.localfs import LocalPathError, Spot, remove_at, spot_of, to_local
 from syncd.engine.model import LocalFile
 from syncd.engine.paths import RESUME_PREFIX
 from syncd.engine.progress import Transfer
@@ -294,11 +295,13 @@ def digest_file(
     )
 
 
-def sha256_of(path: Path) -> str:
+def _sha256_of_fd(fd: int) -> str:
+    """The SHA-256 of the whole file open at `fd` (read from its start, by offset)."""
     sha = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(SLICE):
-            sha.update(chunk)
+    offset = 0
+    while chunk := os.pread(fd, SLICE, offset):
+        sha.update(chunk)
+        offset += len(chunk)
     return sha.hexdigest()
 
 
@@ -616,10 +619,14 @@ class LargeTransfers:
             log.info("stale multipart upload aborted", pair=self.pair, path=record.path)
             dropped += 1
         for download in self.partials.downloads(self.pair):
-            temp = (root / download.path).parent / download.temp
-            if now - download.started_at < STALE_AFTER and temp.exists():
-                continue
-            temp.unlink(missing_ok=True)
+            try:
+                with spot_of(root, to_local(root, download.path)) as spot:
+                    fresh = now - download.started_at < STALE_AFTER
+                    if fresh and _size_of(spot.fd, download.temp) is not None:
+                        continue
+                    remove_at(spot, download.temp)
+            except (OSError, LocalPathError):
+                pass  # its folder is gone, or is no folder now: nothing of ours is left there
             self.partials.drop_download(self.pair, download.path)
             dropped += 1
         return dropped
@@ -685,31 +692,30 @@ class LargeTransfers:
 
     # -- downloads -------------------------------------------------------------------------
     def download(
-        self, path: str, target: Path, remote: ObjectInfo, progress: Transfer
-    ) -> tuple[ObjectInfo, str, Path]:
-        """Fetch `remote` into a temp sibling of `target` (resuming a recorded one); returns
-        the object's info, the temp file's SHA-256 (checked against the object's) and the temp
-        path. The caller stamps and renames it, then calls `finish_download`."""
+        self, path: str, spot: Spot, remote: ObjectInfo, progress: Transfer
+    ) -> tuple[ObjectInfo, str, str]:
+        """Fetch `remote` into a temp file in the target's folder (held open as `spot`;
+        resuming a recorded one); returns the object's info, the temp file's SHA-256 (checked
+        against the object's) and the temp file's name. The caller stamps and renames it,
+        then calls `finish_download`."""
         chunk = download_chunk(remote.size, self.settings)
         record = self.partials.download(self.pair, path)
-        temp: Path | None = None
+        temp: str | None = None
         done: frozenset[int] = frozenset()
         if record is not None:
-            candidate = target.with_name(record.temp)
             if (
                 record.key == remote.key
                 and record.etag == remote.etag
                 and record.size == remote.size
                 and record.chunk_size == chunk
-                and _size_of(candidate) == remote.size
+                and _size_of(spot.fd, record.temp) == remote.size
             ):
-                temp, done = candidate, record.chunks
+                temp, done = record.temp, record.chunks
                 log.info("resuming download", pair=self.pair, path=path, chunks_held=len(done))
             else:
-                candidate.unlink(missing_ok=True)
-                self.partials.drop_download(self.pair, path)
+                self._forget_download(path, spot, record.temp)
         if temp is None:
-            temp = target.with_name(f"{RESUME_PREFIX}{secrets.token_hex(6)}")
+            temp = f"{RESUME_PREFIX}{secrets.token_hex(6)}"
             self.partials.start_download(
                 self.pair,
                 PartialDownload(
@@ -717,39 +723,37 @@ class LargeTransfers:
                     key=remote.key,
                     etag=remote.etag,
                     size=remote.size,
-                    temp=temp.name,
+                    temp=temp,
                     chunk_size=chunk,
                 ),
             )
             # 0o666 less the umask, as any new file (and a small download) gets: the temp
             # file is renamed into place as it is.
-            fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+            flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(temp, flags, 0o666, dir_fd=spot.fd)
             try:
                 # Reserve the space now: a full disk fails here, before any byte moves.
                 if remote.size:
                     os.posix_fallocate(fd, 0, remote.size)
             except OSError:
                 os.close(fd)
-                self._forget_download(path, temp)
+                self._forget_download(path, spot, temp)
                 raise
         else:
-            fd = os.open(temp, os.O_RDWR | os.O_NOFOLLOW)
+            fd = os.open(temp, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=spot.fd)
         try:
             info = self._fetch_chunks(
                 path, fd, temp=temp, remote=remote, chunk=chunk, done=done, progress=progress
             )
             os.fsync(fd)
+            sha256 = _sha256_of_fd(fd)
         except PreconditionFailed:
-            os.close(fd)
-            self._forget_download(path, temp)
+            self._forget_download(path, spot, temp)
             raise
-        except BaseException:
+        finally:
             os.close(fd)
-            raise
-        os.close(fd)
-        sha256 = sha256_of(temp)
         if info.sha256 is not None and info.sha256 != sha256:
-            self._forget_download(path, temp)
+            self._forget_download(path, spot, temp)
             raise ProviderError(
                 f"checksum mismatch (expected {info.sha256[:12]}…, got {sha256[:12]}…)"
             )
@@ -760,7 +764,7 @@ class LargeTransfers:
         path: str,
         fd: int,
         *,
-        temp: Path,
+        temp: str,
         remote: ObjectInfo,
         chunk: int,
         done: frozenset[int],
@@ -789,7 +793,7 @@ class LargeTransfers:
 
             infos.append(self.retry.call(attempt))
             os.fdatasync(fd)  # on disk before it is recorded as there
-            self.partials.add_chunk(self.pair, path, temp.name, index)
+            self.partials.add_chunk(self.pair, path, temp, index)
 
         count = -(-remote.size // chunk)
         todo = [i for i in range(count) if i not in done]
@@ -802,8 +806,8 @@ class LargeTransfers:
             return infos[-1]
         return self.retry.call(lambda: _stat_info(self.provider, remote))
 
-    def _forget_download(self, path: str, temp: Path) -> None:
-        temp.unlink(missing_ok=True)
+    def _forget_download(self, path: str, spot: Spot, temp: str) -> None:
+        remove_at(spot, temp)
         self.partials.drop_download(self.pair, path)
 
     def finish_download(self, path: str) -> None:
@@ -822,10 +826,10 @@ def _span(part: PartInfo | None) -> tuple[int, int] | None:
     return (part.offset, part.size) if part is not None else None
 
 
-def _size_of(path: Path) -> int | None:
-    """The size of a regular file at `path` (never through a symlink), else None."""
+def _size_of(folder: int, name: str) -> int | None:
+    """The size of a regular file `name` in `folder` (never through a symlink), else None."""
     try:
-        st = os.lstat(path)
+        st = os.lstat(name, dir_fd=folder)
     except FileNotFoundError:
         return None
     return st.st_size if stat.S_ISREG(st.st_mode) else None

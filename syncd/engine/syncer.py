@@ -708,7 +708,11 @@ class PairSyncer:
         now = _stat_at(self.root, target)
         if now is None or not same_stat(now, local):
             return local
-        os.utime(target, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+        try:
+            with localfs.spot_of(self.root, target) as spot:
+                os.utime(spot.name, ns=(mtime_ns, mtime_ns), dir_fd=spot.fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return local  # gone meanwhile: the next look decides it again
         return _stat_at(self.root, target) or local
 
     # -- conflicts ------------------------------------------------------------------------
@@ -875,12 +879,21 @@ class PairSyncer:
             return Outcome.REQUEUE
         copy = self._local_copy_made(path, now)
         try:
-            if copy is None:
-                copy = self._copy_name(path)
-                target = self.local_path(copy)
-                localfs.make_parents(self.root, target)
-                os.link(source, target)  # create-only: a name that appeared meanwhile is kept
-            source.unlink()
+            with localfs.spot_of(self.root, source) as spot:
+                if copy is None:
+                    copy = self._copy_name(path)
+                    target = self.local_path(copy)
+                    localfs.make_parents(self.root, target)
+                    with localfs.spot_of(self.root, target) as aside:
+                        # Create-only: a name that appeared meanwhile is kept.
+                        os.link(
+                            spot.name,
+                            aside.name,
+                            src_dir_fd=spot.fd,
+                            dst_dir_fd=aside.fd,
+                            follow_symlinks=False,
+                        )
+                os.unlink(spot.name, dir_fd=spot.fd)
         except (FileNotFoundError, FileExistsError):
             return Outcome.REQUEUE
         self.enqueue(self.name, copy)
@@ -1215,7 +1228,7 @@ class PairSyncer:
                 trash.move_to_local_trash(self.root, target, path, datetime.now(UTC))
             return unchanged
 
-        got = self.transfers.download(path, target, remote, still_local)
+        got = self.transfers.download(path, self.root, target, remote, still_local)
         if got.result is not Result.OK:
             return Outcome.REQUEUE
         assert got.local is not None and got.info is not None

@@ -274,28 +274,44 @@ class Transfers:
     def download(
         self,
         path: str,
+        root: Path,
         target: Path,
         remote: ObjectInfo,
         still_local: Callable[[], bool],
     ) -> Downloaded:
-        """Fetch `remote` into `target` atomically. `still_local()` is asked just before the
-        rename: if the local file is no longer what we decided on, nothing is replaced."""
+        """Fetch `remote` into `target` (inside `root`) atomically. `still_local()` is asked
+        just before the rename: if the local file is no longer what we decided on, nothing is
+        replaced. Every write, rename and unlink is made relative to the target's folder,
+        held open from the root (`localfs.spot_of`): never through a joined path."""
+        try:
+            with localfs.spot_of(root, target) as spot:
+                return self._download_at(path, spot, remote, still_local)
+        except FileNotFoundError:
+            return Downloaded(Result.MOVED)  # the target's folder went meanwhile
+
+    def _download_at(
+        self,
+        path: str,
+        spot: localfs.Spot,
+        remote: ObjectInfo,
+        still_local: Callable[[], bool],
+    ) -> Downloaded:
         started = time.monotonic()
         large = self.large if self.large is not None and self.large.wants(remote.size) else None
         if remote.size > SMALL_FILE and self.on_long is not None:
             self.on_long(path)
-        tmp = localfs.temp_path_for(target)
+        tmp = localfs.temp_name()
         keep_temp = False
         try:
             try:
                 with self.inflight.track(self.pair, path, "download", remote.size) as progress:
                     if large is not None:
-                        info, sha256, tmp = large.download(path, target, remote, progress)
+                        info, sha256, tmp = large.download(path, spot, remote, progress)
                         written = remote.size
                     else:
                         meter = self._meter(progress, self.pace_down)
                         info, sha256, written = self.retry.call(
-                            lambda: self._fetch(remote, tmp, meter)
+                            lambda: self._fetch(remote, spot.fd, tmp, meter)
                         )
             except PreconditionFailed:
                 self.stat_remote(path, remote.key)
@@ -310,15 +326,17 @@ class Transfers:
             if written != info.size:
                 raise ProviderError(f"short download ({written} of {info.size} bytes)")
             mtime_ns = info.mtime_ns if info.mtime_ns is not None else int(info.modified * 1e9)
-            os.utime(tmp, ns=(mtime_ns, mtime_ns))
+            os.utime(tmp, ns=(mtime_ns, mtime_ns), dir_fd=spot.fd, follow_symlinks=False)
             if not still_local():
                 return Downloaded(Result.MOVED)
-            if target.exists() or target.is_symlink():
-                os.replace(tmp, target)
+            if _exists_at(spot):
+                os.replace(tmp, spot.name, src_dir_fd=spot.fd, dst_dir_fd=spot.fd)
             else:
-                os.link(tmp, target)  # atomic create-only: never clobbers a file that appeared
-                tmp.unlink()  # before the stat: dropping a link moves the file's ctime
-            placed = localfs.local_file(os.lstat(target))
+                # Atomic create-only: never clobbers a file that appeared meanwhile.
+                os.link(tmp, spot.name, src_dir_fd=spot.fd, dst_dir_fd=spot.fd)
+                # Before the stat: dropping a link moves the file's ctime.
+                localfs.remove_at(spot, tmp)
+            placed = localfs.local_file(os.lstat(spot.name, dir_fd=spot.fd))
         except (FileExistsError, IsADirectoryError):
             # A file, or a folder, appeared at the target meanwhile (a folder: a path under
             # it came down first, from a bucket holding both a file and a folder of one
@@ -331,20 +349,33 @@ class Transfers:
             raise
         finally:
             if not keep_temp:
-                tmp.unlink(missing_ok=True)
+                localfs.remove_at(spot, tmp)
                 if large is not None:
                     large.finish_download(path)
         self.index.put(path, info)
         return Downloaded(Result.OK, placed, sha256, info, time.monotonic() - started)
 
-    def _fetch(self, remote: ObjectInfo, tmp: Path, meter: Meter) -> tuple[ObjectInfo, str, int]:
-        """One download attempt into `tmp` (truncated first), fsynced before it returns."""
-        with open(tmp, "wb") as fh:
+    def _fetch(
+        self, remote: ObjectInfo, folder: int, tmp: str, meter: Meter
+    ) -> tuple[ObjectInfo, str, int]:
+        """One download attempt into `tmp` in `folder` (truncated first), fsynced before it
+        returns."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+        with open(os.open(tmp, flags, 0o666, dir_fd=folder), "wb") as fh:
             sink = localfs.HashingWriter(cast(BinaryIO, fh), self.is_cancelled, meter)
             info = self.provider.download(remote.key, cast(BinaryIO, sink), if_match=remote.etag)
             fh.flush()
             os.fsync(fh.fileno())
         return info, sink.hexdigest(), sink.bytes_written
+
+
+def _exists_at(spot: localfs.Spot) -> bool:
+    """Anything (a file, a symlink, a folder) stands under the spot's name."""
+    try:
+        os.lstat(spot.name, dir_fd=spot.fd)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _request(
