@@ -4,6 +4,7 @@ copies, retries, status and statistics — and config from the environment alone
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ from remotes import S3Remote
 import syncd as api
 from syncd import ConfigError, Engine, Report
 from syncd.daemon.lock import AlreadyRunning
+from syncd.providers.errors import InvalidRequest
+from syncd.providers.local import FileProvider
 
 
 def _folders(tmp_path: Path) -> tuple[Path, Path]:
@@ -161,6 +164,37 @@ def test_a_closed_engine_and_an_unknown_pair_raise(tmp_path: Path) -> None:
     assert not (remote / "new.txt").exists()
 
 
+def test_an_engine_that_fails_on_a_pair_releases_what_it_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pair that cannot be set up fails the constructor: the pairs before it close their
+    clients, the requeue thread stops, the state closes and its lock is free again (a script
+    that catches the error and carries on leaked all of them)."""
+    local, remote = _folders(tmp_path)
+    data = _config(tmp_path, local, f"file://{remote}")
+    (tmp_path / "boxes").mkdir()
+    data["pairs"].append(
+        {"name": "boxes", "local": str(tmp_path / "boxes"), "remote": "az://box/",
+         "options": {"connection_string": "not a connection string"}}
+    )  # fmt: skip
+    closed: list[str] = []
+    real_close = FileProvider.close
+
+    def close(self: FileProvider) -> None:
+        closed.append(self.root)
+        real_close(self)
+
+    monkeypatch.setattr(FileProvider, "close", close)
+    before = {t.name for t in threading.enumerate()}
+    with pytest.raises(InvalidRequest, match=r"pairs\[1\]\.options\.connection_string"):
+        Engine.from_config_dict(data)
+    assert closed == [str(remote)]
+    assert {t.name for t in threading.enumerate()} <= before
+    del data["pairs"][1]
+    with Engine.from_config_dict(data) as engine:  # the state and its lock are free
+        assert engine.sync_once().exit_code == 0
+
+
 def test_from_config_file(tmp_path: Path) -> None:
     local, remote = _folders(tmp_path)
     path = tmp_path / "syncd.yaml"
@@ -259,7 +293,6 @@ def test_a_pass_to_a_folder_records_every_file_after_one_flush(
     flushes them before their records are committed, and when the pass ends every file is
     recorded and the remote is back to flushing each upload (for the daemon's passes)."""
     from syncd.providers import local as local_provider
-    from syncd.providers.local import FileProvider
 
     local, remote = _folders(tmp_path)
     for i in range(30):
@@ -288,7 +321,6 @@ def test_a_folder_remote_moves_one_file_at_a_time_beside_a_big_one_and_hashes_ea
     import time as time_module
 
     from syncd.engine import localfs, syncer
-    from syncd.providers.local import FileProvider
 
     local, remote = _folders(tmp_path)
     for i in range(40):

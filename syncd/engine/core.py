@@ -175,14 +175,21 @@ class Engine:
         self._requeue_lock = threading.Lock()
         self.delayed: Debouncer[Key] = Debouncer(self._requeue_due, name="requeue")
         self.delayed.start()
-        for index, pair in enumerate(config.pairs):
-            try:
-                self.add_pair(pair)
-            except (ProviderError, RemoteURLError) as exc:
-                located = _at_pair(index, pair.name, str(exc))
-                if isinstance(exc, RemoteURLError):
-                    raise RemoteURLError(located) from exc
-                raise InvalidRequest(located) from exc
+        try:
+            for index, pair in enumerate(config.pairs):
+                try:
+                    self.add_pair(pair)
+                except (ProviderError, RemoteURLError) as exc:
+                    located = _at_pair(index, pair.name, str(exc))
+                    if isinstance(exc, RemoteURLError):
+                        raise RemoteURLError(located) from exc
+                    raise InvalidRequest(located) from exc
+        except BaseException:
+            # What the pairs before opened (clients, the state, the requeue thread) goes with
+            # the engine that never was; the instance lock stays the caller's to release.
+            self._instance_lock = None
+            self.close()
+            raise
 
     # -- construction, for scripts ---------------------------------------------------------
     @classmethod
