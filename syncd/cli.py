@@ -347,6 +347,8 @@ def _print_report(report: Report, dry_run: bool) -> None:
             click.echo(f"  held: {len(pair.held)} deletions: {pair.held_reason}")
             for path in sorted(pair.held):
                 click.echo(f"  held: {path}")
+            for path, blocker in sorted(pair.waiting.items()):
+                click.echo(f"  waiting: {path}: for the held deletion of {blocker}")
 
 
 #: The config keys `upload` / `download` take from the command line (rclone's spellings).

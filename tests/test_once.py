@@ -920,6 +920,18 @@ def _swap_x(root: Path | None, remote: Remote, becomes: str) -> dict[str, bytes]
     return {"x": b"now a file"}
 
 
+def _waiting_lines(stdout: str) -> list[str]:
+    return [line for line in stdout.splitlines() if line.startswith("  waiting: ")]
+
+
+def _waits_for_x(becomes: str) -> str:
+    """The summary's line for the new `x` (a folder's file, or a file) waiting for the held
+    deletion of the old one."""
+    if becomes == "folder":
+        return "  waiting: x/inner.txt: for the held deletion of x"
+    return "  waiting: x: for the held deletion of x/inner.txt"
+
+
 @pytest.mark.parametrize("kind", ["file", "s3"])
 @pytest.mark.parametrize("side", ["local", "remote"])
 @pytest.mark.parametrize("becomes", ["folder", "file"])
@@ -949,11 +961,13 @@ def test_a_swap_whose_deletion_max_delete_holds_waits_for_it_then_crosses_with_f
         assert tree(setup.local) == expected
         if kind == "file":  # the new one waits; a bucket holds both for now
             assert "waits for a held deletion" in held.stderr
+            assert _waiting_lines(held.stdout) == [_waits_for_x(becomes)], held.stdout
             assert _visible_objects(remote) == before
         else:
             assert _visible_objects(remote) == {**before, **expected}
     else:  # the local side is a file system: the new one waits, whatever the remote
         assert "waits for a held deletion" in held.stderr
+        assert _waiting_lines(held.stdout) == [_waits_for_x(becomes)], held.stdout
         assert tree(setup.local) == before
         assert _visible_objects(remote) == expected
 

@@ -77,6 +77,8 @@ class PairReport:
     settled: dict[str, str] = field(default_factory=dict)
     held: dict[str, str] = field(default_factory=dict)
     held_reason: str | None = None
+    #: Paths that wait for a held deletion (a file/folder swap): path -> the deletion's path.
+    waiting: dict[str, str] = field(default_factory=dict)
     fault: str | None = None
     planned: list[PlanItem] = field(default_factory=list)
 
@@ -490,6 +492,7 @@ class Engine:
         report.conflicts = dict(stats.conflicts)
         report.settled = dict(stats.settled)
         report.held, report.held_reason = dict(stats.held), stats.held_reason
+        report.waiting = dict(stats.waiting)
         report.fault = report.fault or stats.fault
 
     def status(self) -> dict[str, Any]:
@@ -516,6 +519,7 @@ class Engine:
             "last_error": stats.fault or stats.last_error,
             "held": len(stats.held),
             "held_reason": stats.held_reason,
+            "waiting": len(stats.waiting),
             "uploaded": stats.uploaded,
             "downloaded": stats.downloaded,
             "totals": {"since_start": stats.totals(), "since_install": self._installed(name)},

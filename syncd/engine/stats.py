@@ -55,6 +55,8 @@ class PairStats:
     settled: dict[str, str] = field(default_factory=dict)  # path -> how a strategy settled it
     held: dict[str, str] = field(default_factory=dict)  # deletions the max_delete guard holds
     held_reason: str | None = None
+    #: Paths that wait for a held deletion to make room (a file/folder swap): path -> blocker.
+    waiting: dict[str, str] = field(default_factory=dict)
     last_sync: float | None = None
     last_error: str | None = None
     fault: str | None = None  # a pair-level problem (root missing, remote unreachable)
@@ -128,10 +130,13 @@ class PairStats:
                 "conflicts_resolved": dict(self.resolved),
             }
 
-    def set_held(self, reason: str | None, paths: dict[str, str]) -> None:
+    def set_held(
+        self, reason: str | None, paths: dict[str, str], waiting: dict[str, str] | None = None
+    ) -> None:
         with self._lock:
             self.held_reason = reason
             self.held = dict(paths)
+            self.waiting = dict(waiting or {})
             if reason is not None:
                 self.last_error = f"deletions held: {reason}"
             else:

@@ -420,7 +420,7 @@ class PairSyncer:
         )
         if reason is not None and not force:
             newly = sorted(set(pending) - set(self.stats.held))
-            self.stats.set_held(reason, pending)
+            self.stats.set_held(reason, pending, self._waiting_for(set(pending)))
             self.log.warning("deletions held", reason=reason, count=len(pending))
             for path in newly:
                 self._oplog(path, f"delete_{pending[path]}", "held", note=reason)
@@ -972,12 +972,15 @@ class PairSyncer:
         for path in sorted(waiting):
             self.enqueue(self.name, path)
 
+    def _waiting_for(self, held: set[str]) -> dict[str, str]:
+        """What waits for one of the deletions of `held`: path -> the deletion it waits for."""
+        with self._lock:
+            return {path: b for b, paths in self._waiters.items() if b in held for path in paths}
+
     def _held_back(self, held: set[str]) -> None:
         """The guard holds the deletions of `held`: what waits for one of them is said to
         wait for it (log, audit trail), not failed."""
-        with self._lock:
-            waiting = {path: b for b, paths in self._waiters.items() if b in held for path in paths}
-        for path, blocker in sorted(waiting.items()):
+        for path, blocker in sorted(self._waiting_for(held).items()):
             self.log.warning("waits for a held deletion", path=path, blocked_by=blocker)
             self._oplog(path, "sync", "held", note=f"waits for the held deletion of {blocker}")
 
