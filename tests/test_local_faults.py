@@ -137,8 +137,16 @@ def _refuse(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(file))
         return real_open(file, *args, **kwargs)
 
+    real_os_open = os.open
+
+    def guarded_os_open(file: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(file, str | Path) and Path(file).name == name:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(file))
+        return real_os_open(file, *args, **kwargs)
+
     for module in (transfer, localfs):
         monkeypatch.setattr(module, "open", guarded, raising=False)
+    monkeypatch.setattr(os, "open", guarded_os_open)
 
 
 def test_an_unreadable_file_is_a_per_file_error(
@@ -484,3 +492,31 @@ def test_a_conflict_copy_never_follows_a_folder_swapped_for_a_symlink_meanwhile(
     assert tree(outside) == {"doc.txt": b"outside, same name"}
     assert tree(local / "sub.real") == {"doc.txt": b"local edit, older"}
     assert tree(remote) == {"sub/doc.txt": b"remote edit, newer"}
+
+
+@pytest.mark.parametrize("size", [100, 20 * MiB])  # read whole; streamed after a hash
+def test_an_upload_never_reads_through_a_file_swapped_for_a_symlink_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
+    """The file to send is opened without following a symlink: one swapped in after the
+    scan looked (pointing outside the root) is skipped, and nothing from outside the root
+    reaches the remote."""
+    local, remote, outside = tmp_path / "local", tmp_path / "remote", tmp_path / "outside"
+    local.mkdir()
+    remote.mkdir()
+    outside.mkdir()
+    (local / "doc.txt").write_bytes(b"d" * size)
+    (outside / "secret.txt").write_bytes(b"not for the remote")
+    real_metadata = transfer.origin_metadata
+
+    def origin_metadata(writer: str, over: str | None) -> dict[str, str]:
+        (local / "doc.txt").unlink()
+        (local / "doc.txt").symlink_to(outside / "secret.txt")
+        return real_metadata(writer, over)
+
+    monkeypatch.setattr(transfer, "origin_metadata", origin_metadata)
+    report = _sync(local, remote, tmp_path)
+
+    assert report.pairs[0].uploaded == 0, report
+    assert tree(remote) == {}
+    assert (outside / "secret.txt").read_bytes() == b"not for the remote"

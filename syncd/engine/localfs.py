@@ -169,11 +169,20 @@ def _not_regular(mode: int) -> str:
     return "not a regular file"
 
 
+def open_to_read(path: Path) -> BinaryIO:
+    """Open the file at `path` for reading, unbuffered, never through a symlink standing
+    there (swapped in after it was looked at): that is OSError ELOOP, not a file outside the
+    root read and sent. Unbuffered: callers read whole or in large chunks; a buffer would
+    only add its own syscalls."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    return open(fd, "rb", buffering=0)
+
+
 def hash_file(path: Path, with_md5: bool = False) -> tuple[LocalFile, str, str | None]:
     """Hash a file in one pass; returns the stat taken when it was opened, sha256 and md5."""
     sha = hashlib.sha256()
     md5 = hashlib.md5(usedforsecurity=False) if with_md5 else None
-    with open(path, "rb", buffering=0) as fh:
+    with open_to_read(path) as fh:
         st = os.fstat(fh.fileno())
         while chunk := fh.read(CHUNK):
             sha.update(chunk)

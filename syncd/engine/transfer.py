@@ -8,6 +8,7 @@ its real name complete, fsynced, checked and stamped with its mtime, or not at a
 from __future__ import annotations
 
 import enum
+import errno
 import hashlib
 import io
 import os
@@ -147,11 +148,13 @@ class Transfers:
         metadata = origin_metadata(self.writer, over) if self.writer is not None else {}
         started = time.monotonic()
         try:
-            # Unbuffered: the small-file path reads whole with os.read, and the others read in
-            # large chunks; a buffer would only add its own syscalls (isatty, seeks).
-            fh = open(source, "rb", buffering=0)  # noqa: SIM115 - closed below, on every path
+            fh = localfs.open_to_read(source)
         except FileNotFoundError:
             return Uploaded(Result.MOVED)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            return Uploaded(Result.MOVED)  # a symlink now: the path is looked at again
         with fh, self.inflight.track(self.pair, path, "upload", 0) as progress:
             before = localfs.local_file(os.fstat(fh.fileno()))
             progress.total = before.size
@@ -182,14 +185,12 @@ class Transfers:
             else:
                 # Too big for memory: hash first (the metadata header needs it), then stream
                 # while hashing again; if the two disagree the file changed under us.
-                _, sha256, _ = localfs.hash_file(source)
+                sha256 = _sha256_of(fh)
                 readers: list[localfs.HashingReader] = []
 
                 def body() -> BinaryIO:
                     fh.seek(0)
-                    readers.append(
-                        localfs.HashingReader(cast(BinaryIO, fh), self.is_cancelled, meter)
-                    )
+                    readers.append(localfs.HashingReader(fh, self.is_cancelled, meter))
                     return cast(BinaryIO, readers[-1])
 
                 info = self._send(path, _request(path, before, sha256, expected, metadata), body)
@@ -367,6 +368,15 @@ class Transfers:
             fh.flush()
             os.fsync(fh.fileno())
         return info, sink.hexdigest(), sink.bytes_written
+
+
+def _sha256_of(fh: IO[bytes]) -> str:
+    """The SHA-256 of the open file from its start (the same open file is then sent)."""
+    sha = hashlib.sha256()
+    fh.seek(0)
+    while chunk := fh.read(localfs.CHUNK):
+        sha.update(chunk)
+    return sha.hexdigest()
 
 
 def _exists_at(spot: localfs.Spot) -> bool:
