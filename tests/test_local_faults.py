@@ -520,3 +520,32 @@ def test_an_upload_never_reads_through_a_file_swapped_for_a_symlink_meanwhile(
     assert report.pairs[0].uploaded == 0, report
     assert tree(remote) == {}
     assert (outside / "secret.txt").read_bytes() == b"not for the remote"
+
+
+def test_a_users_file_named_like_a_temp_file_is_synced_and_never_removed(
+    tmp_path: Path,
+) -> None:
+    """Only the names syncd gives its temp files (the prefix and random hex digits) are
+    ignored and cleaned up at start: a user's `.syncd-tmp-notes` was deleted for good by the
+    first scan (no trash, no log line), from an upload's source folder too."""
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    (local / "sub").mkdir(parents=True)
+    remote.mkdir()
+    (local / ".syncd-tmp-notes").write_bytes(b"my notes")
+    (local / "sub" / ".syncd-tmp-draft.txt").write_bytes(b"old draft")
+    (local / "sub" / ".syncd-tmp-0123456789ab").write_bytes(b"half a download, abandoned")
+    (local / ".syncd-tmp-resume-0123456789ab").write_bytes(b"a resumable download's chunks")
+
+    assert _sync(local, remote, tmp_path).exit_code == 0
+
+    assert (local / ".syncd-tmp-notes").read_bytes() == b"my notes"
+    assert (local / "sub" / ".syncd-tmp-draft.txt").read_bytes() == b"old draft"
+    assert (remote / ".syncd-tmp-notes").read_bytes() == b"my notes"
+    assert (remote / "sub" / ".syncd-tmp-draft.txt").read_bytes() == b"old draft"
+    assert not (local / "sub" / ".syncd-tmp-0123456789ab").exists()  # syncd's own: cleaned
+    assert (local / ".syncd-tmp-resume-0123456789ab").exists()  # kept for its resume
+    assert not (remote / "sub" / ".syncd-tmp-0123456789ab").exists()
+
+    (remote / "sub" / ".syncd-tmp-from-afar").write_bytes(b"theirs")
+    assert _sync(local, remote, tmp_path).exit_code == 0
+    assert (local / "sub" / ".syncd-tmp-from-afar").read_bytes() == b"theirs"

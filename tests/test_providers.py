@@ -606,10 +606,11 @@ def test_folder_delete_prunes_empty_parents_but_not_the_root(
 
 def test_folder_listing_skips_temp_files(folder: tuple[FileProvider, Path, Path]) -> None:
     provider, root, _ = folder
-    (root / ".syncd-tmp-abandoned").write_bytes(b"half")
+    (root / ".syncd-tmp-0123456789abcdef").write_bytes(b"half")  # the names syncd gives them
+    (root / ".syncd-tmp-notes").write_bytes(b"a user's file, whatever its name")
     put(provider, "real.txt", b"whole")
 
-    assert set(listing(provider)) == {"real.txt"}
+    assert set(listing(provider)) == {"real.txt", ".syncd-tmp-notes"}
 
 
 def test_s3_provider_type(s3_bucket: Bucket) -> None:
@@ -630,9 +631,11 @@ def test_bad_options_name_the_key_but_not_the_value() -> None:
 def test_folder_remote_clears_upload_temp_files_left_by_a_dead_writer(tmp_path: Path) -> None:
     root = tmp_path / "remote"
     (root / "sub").mkdir(parents=True)
-    abandoned = root / "sub" / ".syncd-tmp-deadbeef"
+    abandoned = root / "sub" / ".syncd-tmp-deadbeefdeadbeef"
     abandoned.write_bytes(b"half an upload")
-    fresh = root / ".syncd-tmp-inprogress"
+    users = root / "sub" / ".syncd-tmp-old-notes"  # not a name syncd gives: a user's file
+    users.write_bytes(b"kept")
+    fresh = root / ".syncd-tmp-00000000feedface"
     fresh.write_bytes(b"being written right now")
     provider = open_provider(f"file://{root}", {})
     with pytest.MonkeyPatch.context() as patch:
@@ -644,9 +647,9 @@ def test_folder_remote_clears_upload_temp_files_left_by_a_dead_writer(tmp_path: 
 
         time.sleep(0.6)
         fresh.write_bytes(b"still being written")  # a live writer keeps its ctime fresh
-        assert list(provider.list()) == []  # temp files are never objects
+        assert [info.key for info in provider.list()] == ["sub/.syncd-tmp-old-notes"]
     assert not abandoned.exists()
-    assert fresh.exists()
+    assert fresh.exists() and users.read_bytes() == b"kept"
 
 
 def test_folder_remote_create_only_takes_the_place_of_an_empty_folder(tmp_path: Path) -> None:

@@ -20,7 +20,13 @@ from typing import BinaryIO
 
 from syncd.engine.filters import PathFilter
 from syncd.engine.model import LocalFile
-from syncd.engine.paths import RESUME_PREFIX, TEMP_PREFIX, is_plain_key, key_refusal
+from syncd.engine.paths import (
+    RESUME_PREFIX,
+    TEMP_PREFIX,
+    is_own_temp,
+    is_plain_key,
+    key_refusal,
+)
 from syncd.providers.errors import Cancelled
 from syncd.providers.local import NotAFolder, descend, open_root
 
@@ -129,7 +135,7 @@ def walk(
         for entry in entries:
             name = entry.name
             key = prefix + name
-            if name.startswith(TEMP_PREFIX):
+            if is_own_temp(name):
                 if clean_temp and not name.startswith(RESUME_PREFIX):
                     _remove_quietly(Path(entry.path))
                 continue

@@ -13,6 +13,11 @@ import unicodedata
 TEMP_PREFIX = ".syncd-tmp-"
 #: Temp files of resumable large downloads: kept across restarts (the state DB knows them).
 RESUME_PREFIX = TEMP_PREFIX + "resume-"
+#: The names syncd gives its temp files (the prefix, then 12 or 16 random hex digits: see
+#: `localfs.temp_name`, the resumable downloads, the folder remote's uploads). Only these
+#: are ignored, and removed once abandoned: a user's own `.syncd-tmp-notes` is a file like
+#: any other, synced and never removed behind their back.
+OWN_TEMP = re.compile(r"\.syncd-tmp-(?:resume-)?(?:[0-9a-f]{12}|[0-9a-f]{16})")
 #: syncd's own folder inside each local root (trash, later journals); never synced.
 STATE_DIR = ".syncd"
 #: Remote prefix under which losing / deleted remote versions are kept.
@@ -83,8 +88,12 @@ def is_internal(path: str) -> bool:
     first, _, _ = path.partition("/")
     if first in (STATE_DIR, REMOTE_TRASH):
         return True
-    name = path.rsplit("/", 1)[-1]
-    return name.startswith(TEMP_PREFIX)
+    return is_own_temp(path.rsplit("/", 1)[-1])
+
+
+def is_own_temp(name: str) -> bool:
+    """A file name syncd gives its temp files (OWN_TEMP)."""
+    return name.startswith(TEMP_PREFIX) and OWN_TEMP.fullmatch(name) is not None
 
 
 def is_folder_marker(key: str) -> bool:

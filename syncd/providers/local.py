@@ -15,6 +15,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import re
 import secrets
 import shutil
 import stat as stat_mod
@@ -40,6 +41,9 @@ from syncd.providers.url import RemoteURL
 #: Temporary upload names; the same prefix as `syncd.engine.paths.TEMP_PREFIX` (kept here so the
 #: providers never import the engine). Listings skip them, so a half-written upload is invisible.
 TEMP_PREFIX = ".syncd-tmp-"
+#: The whole name of one: the prefix and 16 random hex digits (`paths.OWN_TEMP` admits these).
+#: Anything else under the prefix is a user's file, listed like any other.
+_OWN_TEMP = re.compile(r"\.syncd-tmp-[0-9a-f]{16}")
 CHUNK = 1024 * 1024
 #: Files moved at once to one folder remote. A copy to a local disk is this process's CPU
 #: (bookkeeping under the interpreter lock) more than waiting: on 2 cores, 20,000 small files
@@ -223,7 +227,7 @@ class FileProvider:
                     continue
                 if entry.is_dir(follow_symlinks=False):
                     yield from self._walk(entry.path, f"{prefix}{entry.name}/")
-                elif entry.name.startswith(TEMP_PREFIX):
+                elif _OWN_TEMP.fullmatch(entry.name):
                     _remove_if_abandoned(entry)
                 elif entry.is_file(follow_symlinks=False):
                     yield self._info(prefix + entry.name, entry.stat(follow_symlinks=False))
