@@ -8,6 +8,7 @@ import ctypes
 import errno
 import os
 import resource
+import shutil
 import signal
 import socket
 import sqlite3
@@ -595,6 +596,41 @@ def test_mass_deletion_is_held_until_sync_force(tmp_path: Path) -> None:
         wait_for(lambda: sorted(p.name for p in remote.glob("*.txt")) == ["d.txt"])
         assert daemon.wait_idle()["held_reason"] is None
         assert daemon.terminate() == 0
+
+
+def test_a_held_deletion_stays_held_as_the_pair_grows(tmp_path: Path) -> None:
+    """The guard holds 60 of 60 files deleted by accident; then teammates add 61 files to
+    the remote: 60 of 121 is under max_delete, and the hold lifted by itself, deleting the
+    60 on the remote (and so on every machine). Held deletions wait for --force (or for the
+    files to come back); the new files come down meanwhile; one log line says it, not two a
+    second."""
+    setup, remote = _folder_setup(tmp_path)
+    (tmp_path / "local" / "reports").mkdir(parents=True)
+    for i in range(60):
+        (tmp_path / "local" / "reports" / f"r{i:02}.txt").write_text(f"report {i}")
+    with running_daemon(setup) as daemon:
+        wait_for(lambda: len(list(remote.glob("reports/*.txt"))) == 60)
+        daemon.wait_idle()
+        shutil.rmtree(setup.local / "reports")
+        held = wait_for(lambda: (p := daemon.pair_status())["state"] == "held" and p)
+        assert held["held"] == 60
+        (remote / "team").mkdir()
+        for i in range(61):
+            (remote / "team" / f"t{i:02}.txt").write_text(f"theirs {i}")
+        wait_for(lambda: len(list(setup.local.glob("team/*.txt"))) == 61, timeout=30)
+        time.sleep(2)  # a few more looks of the main loop
+        pair = daemon.pair_status()
+        assert pair["state"] == "held" and pair["held"] == 60, pair
+        assert "use --force" in pair["held_reason"]
+        assert len(list(remote.glob("reports/*.txt"))) == 60
+
+        forced = syncd("sync", "--force", "-c", setup.config)
+        assert forced.returncode == 0, forced.stderr
+        wait_for(lambda: not list(remote.glob("reports/*.txt")))
+        assert daemon.wait_idle()["held_reason"] is None
+        assert daemon.terminate() == 0
+        said = daemon.logs().count("deletions held")
+        assert said <= 3, said
 
 
 def test_a_socket_folder_that_was_there_keeps_its_mode(tmp_path: Path) -> None:

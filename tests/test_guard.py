@@ -29,6 +29,13 @@ CASES = [
         False,
         "",
     ),
+    (
+        "held before stays held though the pair grew",
+        PassFacts(60, 0, 121, 50, held_before=60),
+        True,
+        "60 deletions held earlier",
+    ),
+    ("a share over the line says so first", PassFacts(3, 0, 4, 50, held_before=1), True, "3 of 4"),
 ]
 
 

@@ -1042,3 +1042,41 @@ def test_a_one_way_pair_leaves_a_file_and_a_folder_of_one_name_as_they_are(
         else:
             assert "conflict left as it is" in result.stderr
             assert _visible_objects(remote) == {**there, **others}
+
+
+def test_held_deletions_stay_held_over_runs_until_force_or_the_files_come_back(
+    tmp_path: Path,
+) -> None:
+    """10 of 10 files deleted locally are held; 11 new files then arrive on the remote and
+    10 of 21 is under max_delete: the next run must still hold the 10 (it deleted them on
+    the remote), and the next after it. When the files come back the hold is gone, and a
+    later deletion of one file goes through as any would."""
+    remote = remote_for("file", None, tmp_path)  # type: ignore[arg-type]
+    setup = _setup(tmp_path, remote)
+    for i in range(10):
+        (setup.local / f"f{i}.txt").write_text(f"file {i}")
+    assert syncd("once", "-c", setup.config).returncode == 0
+    stash = tmp_path / "stash"
+    stash.mkdir()
+    for i in range(10):
+        (setup.local / f"f{i}.txt").rename(stash / f"f{i}.txt")
+    held = syncd("once", "-c", setup.config)
+    assert held.returncode == 4 and "held: 10 deletions" in held.stdout, held.stdout
+    for i in range(11):
+        remote.put(f"new/n{i}.txt", f"new {i}".encode())
+
+    for _ in range(2):
+        again = syncd("once", "-c", setup.config)
+        assert again.returncode == 4, again.stdout + again.stderr
+        assert "held: 10 deletions: " in again.stdout, again.stdout
+        assert len(list(setup.local.glob("new/*.txt"))) == 11
+        assert all(remote.get(f"f{i}.txt") == f"file {i}".encode() for i in range(10))
+    assert "10 deletions held earlier still wait" in again.stdout  # 10 of 21 is under 50 %
+
+    for i in range(10):
+        (stash / f"f{i}.txt").rename(setup.local / f"f{i}.txt")
+    assert syncd("once", "-c", setup.config).returncode == 0
+    (setup.local / "f0.txt").unlink()
+    done = syncd("once", "-c", setup.config)
+    assert done.returncode == 0, done.stdout
+    assert "f0.txt" not in _visible_objects(remote)

@@ -23,6 +23,8 @@ class PassFacts:
     max_delete: float
     root_present: bool = True
     remote_emptied: bool = False
+    #: Of the deletions, those an earlier look held and nothing let through since.
+    held_before: int = 0
 
 
 def hold_reason(facts: PassFacts) -> str | None:
@@ -40,6 +42,14 @@ def hold_reason(facts: PassFacts) -> str | None:
                 f"{count} of {total} synced files would be deleted on the {side} side "
                 f"(more than max_delete {facts.max_delete:g}%); use --force to allow"
             )
+    if facts.held_before:
+        # The share that tripped the guard can drop as the pair grows (new files on either
+        # side) or as other deletions come and go; what it held stays held until --force,
+        # or until those files come back.
+        return (
+            f"{facts.held_before} deletions held earlier still wait (nothing let them "
+            "through); use --force to allow"
+        )
     return None
 
 

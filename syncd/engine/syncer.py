@@ -14,7 +14,7 @@ import os
 import threading
 import time
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
@@ -168,6 +168,11 @@ class PairSyncer:
         self.planned: list[PlanItem] = []
         self._lock = threading.Lock()
         self.deletions = DeletionBatch()
+        #: Deletions the guard held and nothing let through yet (kept in the state), and the
+        #: reason last logged for holding them.
+        self._held_before: set[str] = store.held_deletions(self.name)
+        self._held_stored = frozenset(self._held_before)
+        self._held_said: str | None = None
         self.keeps: dict[str, str] = {}  # path -> 'local' | 'remote' | 'both', from `resolve`
         #: path -> what a `resolve` of it did, in words ("kept remote"), for its caller to say.
         self.resolutions: dict[str, str] = {}
@@ -416,19 +421,38 @@ class PairSyncer:
                 max_delete=self.pair.max_delete,
                 root_present=self.root.is_dir(),
                 remote_emptied=self.remote_emptied,
+                held_before=len(self._held_before & pending.keys()),
             )
         )
         if reason is not None and not force:
             newly = sorted(set(pending) - set(self.stats.held))
             self.stats.set_held(reason, pending, self._waiting_for(set(pending)))
-            self.log.warning("deletions held", reason=reason, count=len(pending))
+            if newly or reason != self._held_said:
+                # Said when it changes, not at every look (twice a second in the daemon).
+                self.log.warning("deletions held", reason=reason, count=len(pending))
+                self._held_said = reason
             for path in newly:
                 self._oplog(path, f"delete_{pending[path]}", "held", note=reason)
             self._held_back(set(newly))
+            self._remember_held(pending.keys())
             return []
         self.deletions.approve(list(pending))
         self.stats.set_held(None, {})
+        self._held_said = None
+        with self._lock:
+            still_held = self._held_before - pending.keys()  # not looked at again yet
+        self._remember_held(still_held)
         return sorted(pending)
+
+    def _remember_held(self, paths: Iterable[str]) -> None:
+        """Keep what the guard holds (in the state, over a restart) until it is let through,
+        or until a look at the path decides no deletion (the file came back)."""
+        with self._lock:
+            self._held_before = set(paths)
+            held = frozenset(self._held_before)
+        if held != self._held_stored and not self.plan_only:
+            self.store.set_held_deletions(self.name, held)
+            self._held_stored = held
 
     def has_pending_deletes(self) -> bool:
         return bool(self.deletions.pending())
@@ -464,6 +488,9 @@ class PairSyncer:
         try:
             decision, facts = self._decide(path)
             op = decision.action.value
+            if decision.action not in DELETE_SIDE:
+                with self._lock:
+                    self._held_before.discard(path)  # no deletion to hold any more
             if self.plan_only:
                 return self._plan(path, decision, facts)
             if keep is not None:

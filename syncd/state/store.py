@@ -22,6 +22,8 @@ commits the queue first, so a decision never sees a base older than what was wri
 
 from __future__ import annotations
 
+import hashlib
+import json
 import secrets
 import threading
 import time
@@ -730,6 +732,7 @@ class StateStore:
                     # A fresh start, a fresh writer id: objects the old one wrote are then
                     # another writer's, never taken for this state's own unrecorded uploads.
                     conn.execute(delete(schema.writers).where(schema.writers.c.pair == pair))
+                    conn.execute(delete(schema.meta).where(schema.meta.c.key == _held_key(pair)))
                 else:
                     for path in paths:
                         conn.execute(stmt.where(schema.files.c.path == path))
@@ -836,6 +839,24 @@ class StateStore:
                 conn.execute(table.insert().values(pair=pair, writer=found))
         return str(found)
 
+    def held_deletions(self, pair: str) -> set[str]:
+        """The paths whose deletion the guard held when it last looked at this pair: kept over
+        a restart, since a hold is lifted by --force or by the files coming back, never by
+        the pair growing meanwhile (see `guard.hold_reason`)."""
+        with self._engine.connect() as conn:
+            found = conn.execute(
+                select(schema.meta.c.value).where(schema.meta.c.key == _held_key(pair))
+            ).scalar_one_or_none()
+        return set(json.loads(found)) if found else set()
+
+    def set_held_deletions(self, pair: str, paths: Iterable[str]) -> None:
+        held = sorted(paths)
+        key = _held_key(pair)
+        with self._writing() as conn:
+            conn.execute(delete(schema.meta).where(schema.meta.c.key == key))
+            if held:
+                conn.execute(schema.meta.insert().values(key=key, value=json.dumps(held)))
+
     def bump(self, pair: str, deltas: dict[str, int]) -> None:
         with self._writing() as conn:
             _bump(conn, pair, deltas)
@@ -940,3 +961,8 @@ def move_aside(db_file: Path) -> Path:
         if source.exists():
             source.rename(Path(f"{target}{suffix}"))
     return target
+
+
+def _held_key(pair: str) -> str:
+    """The meta row of a pair's held deletions (a digest: the key column is 64 characters)."""
+    return "held:" + hashlib.sha256(pair.encode()).hexdigest()[:32]
