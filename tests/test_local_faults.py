@@ -549,3 +549,31 @@ def test_a_users_file_named_like_a_temp_file_is_synced_and_never_removed(
     (remote / "sub" / ".syncd-tmp-from-afar").write_bytes(b"theirs")
     assert _sync(local, remote, tmp_path).exit_code == 0
     assert (local / "sub" / ".syncd-tmp-from-afar").read_bytes() == b"theirs"
+
+
+def test_a_download_keeps_the_mode_of_the_file_it_replaces(tmp_path: Path) -> None:
+    """A teammate's edit coming down replaced an executable script by a 0644 file and a
+    private 0600 one by a world-readable file: the new version takes the old one's mode. A
+    new file gets 0o666 less the umask, as any new file."""
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    local.mkdir()
+    remote.mkdir()
+    (local / "build.sh").write_bytes(b"#!/bin/sh\necho v1\n")
+    (local / "build.sh").chmod(0o755)
+    (local / "secrets.env").write_bytes(b"TOKEN=v1\n")
+    (local / "secrets.env").chmod(0o600)
+    assert _sync(local, remote, tmp_path).exit_code == 0
+    (remote / "build.sh").write_bytes(b"#!/bin/sh\necho v2\n")
+    (remote / "secrets.env").write_bytes(b"TOKEN=v2\n")
+    (remote / "new.txt").write_bytes(b"new")
+    os.chmod(remote / "new.txt", 0o600)  # a remote has no modes to carry
+
+    report = _sync(local, remote, tmp_path)
+
+    assert report.pairs[0].downloaded == 3, report
+    assert (local / "build.sh").read_bytes() == b"#!/bin/sh\necho v2\n"
+    assert stat.S_IMODE((local / "build.sh").stat().st_mode) == 0o755
+    assert stat.S_IMODE((local / "secrets.env").stat().st_mode) == 0o600
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert stat.S_IMODE((local / "new.txt").stat().st_mode) == 0o666 & ~umask

@@ -12,6 +12,7 @@ import errno
 import hashlib
 import io
 import os
+import stat as statmod
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -330,7 +331,13 @@ class Transfers:
             os.utime(tmp, ns=(mtime_ns, mtime_ns), dir_fd=spot.fd, follow_symlinks=False)
             if not still_local():
                 return Downloaded(Result.MOVED)
-            if _exists_at(spot):
+            replaced = _lstat_at(spot)
+            if replaced is not None:
+                if statmod.S_ISREG(replaced.st_mode):
+                    # The new version keeps the mode of the one it replaces (an executable
+                    # script stays executable, a private file private), as rsync and
+                    # Syncthing do; a new file gets the usual 0o666 less the umask.
+                    os.chmod(tmp, statmod.S_IMODE(replaced.st_mode), dir_fd=spot.fd)
                 os.replace(tmp, spot.name, src_dir_fd=spot.fd, dst_dir_fd=spot.fd)
             else:
                 # Atomic create-only: never clobbers a file that appeared meanwhile.
@@ -379,13 +386,12 @@ def _sha256_of(fh: IO[bytes]) -> str:
     return sha.hexdigest()
 
 
-def _exists_at(spot: localfs.Spot) -> bool:
-    """Anything (a file, a symlink, a folder) stands under the spot's name."""
+def _lstat_at(spot: localfs.Spot) -> os.stat_result | None:
+    """What stands under the spot's name (a file, a symlink, a folder), if anything."""
     try:
-        os.lstat(spot.name, dir_fd=spot.fd)
+        return os.lstat(spot.name, dir_fd=spot.fd)
     except FileNotFoundError:
-        return False
-    return True
+        return None
 
 
 def _request(
