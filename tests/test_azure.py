@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -223,6 +224,24 @@ def test_large_conditional_writes_hold_on_the_block_list(provider: Provider) -> 
     v2 = put(provider, "big.bin", second, if_match=v1.etag)
     assert get(provider, "big.bin")[0] == second
     assert provider.stat("big.bin").etag == v2.etag != v1.etag
+
+
+def test_a_create_only_upload_goes_through_blocks_an_abandoned_run_left(
+    provider: Provider, azure_container: AzureContainer
+) -> None:
+    """A block upload cut off (a crash, a file that shrank mid-send) leaves uncommitted blocks
+    that no API removes; Azurite then refused a create-only Put Blob of the key as
+    BlobAlreadyExists though no blob exists, and the small file never went up. It goes up
+    as one committed block, which drops the leftovers; a real blob still refuses it."""
+    left = azure_container.client.get_blob_client("p/left.bin")
+    left.stage_block(azure_module._block_name(uuid.uuid4().hex, 1), b"old")
+    placed = put(provider, "left.bin", b"the file as it is now", if_absent=True)
+    assert get(provider, "left.bin")[0] == b"the file as it is now"
+    assert provider.stat("left.bin").etag == placed.etag
+    _, uncommitted = left.get_block_list("all")
+    assert uncommitted == []
+    with pytest.raises(PreconditionFailed):
+        put(provider, "left.bin", b"a second creator", if_absent=True)
 
 
 @pytest.mark.parametrize("size", [10, BIG])
