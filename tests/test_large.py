@@ -49,6 +49,8 @@ from syncd.providers import (
     UploadRequest,
     open_provider,
 )
+from syncd.providers.azure import AzureProvider
+from syncd.providers.gcs import GCSProvider
 from syncd.providers.s3 import S3Provider
 from syncd.state import StateStore
 from syncd.state.partials import Partials, PartialUpload, RecordedPart
@@ -903,3 +905,49 @@ def test_a_ranged_download_never_follows_a_folder_swapped_for_a_symlink_meanwhil
     assert list(outside.iterdir()) == []
     assert list((bob.local / "video.real").iterdir()) == []
     assert remote.get("video/big.bin") == data
+
+
+@pytest.mark.parametrize(
+    ("kind", "multipart"),
+    [("s3", True), ("s3", False), ("gcs", True), ("azure", True)],
+    ids=["s3 in parts", "s3 streamed whole", "gcs in parts", "azure in parts"],
+)
+def test_a_file_that_shrinks_while_it_is_sent_is_looked_at_again(
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    kind: str,
+    multipart: bool,
+) -> None:
+    """Issue 2: a file that changes while it is read is thrown away and requeued. One that
+    grew was; one that shrank failed the pass ("the file got shorter while it was being
+    sent", exit 1) and left its multipart upload behind: now the pass sends what it became
+    and ends clean."""
+    remote = remote_for(kind, request, tmp_path)
+    alice = Setup(tmp_path / "alice", remote.url, options=remote.options, extra=SMALL_PARTS)
+    alice.write()
+    path = alice.local / "shrinks.bin"
+    data = _random_file(path, 23 * MiB if multipart else 10 * MiB)
+    shrunk = data[: 6 * MiB + 17]
+    provider = {"s3": S3Provider, "gcs": GCSProvider, "azure": AzureProvider}[kind]
+    method = "upload_part" if multipart else "upload"
+    real = getattr(provider, method)
+    cuts: list[int] = []
+
+    def send(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not cuts:
+            cuts.append(1)
+            with open(path, "r+b") as fh:
+                fh.truncate(len(shrunk))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(provider, method, send)
+    config = load_config(alice.config)
+    if not multipart:
+        config = config.model_copy(update={"multipart_threshold": 64 * MiB})
+    with Engine(config) as engine:
+        report = engine.sync_once()
+
+    assert cuts and report.exit_code == 0, report
+    assert remote.get("shrinks.bin") == shrunk
+    assert _unfinished_uploads(remote) == []

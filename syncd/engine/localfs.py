@@ -27,7 +27,7 @@ from syncd.engine.paths import (
     is_plain_key,
     key_refusal,
 )
-from syncd.providers.errors import Cancelled
+from syncd.providers.errors import Cancelled, SourceChanged
 from syncd.providers.local import NotAFolder, descend, open_root
 
 CHUNK = 1024 * 1024
@@ -208,8 +208,11 @@ class HashingReader:
         raw: BinaryIO,
         is_cancelled: Callable[[], bool],
         meter: Callable[[int], None] | None = None,
+        size: int | None = None,
     ) -> None:
         self._raw = raw
+        #: The size the file had when it was opened: an end met before it means it shrank.
+        self._size = size
         self._sha = hashlib.sha256()
         self._is_cancelled = is_cancelled
         self._meter = meter
@@ -220,6 +223,8 @@ class HashingReader:
         if self._is_cancelled():
             raise Cancelled("upload cancelled: syncd is stopping")
         data = self._raw.read(size)
+        if not data and size != 0 and self._size is not None and self.bytes_read < self._size:
+            raise SourceChanged("the file got shorter while it was being sent")
         self._sha.update(data)
         self.bytes_read += len(data)
         if self._meter is not None and data:

@@ -55,6 +55,7 @@ from syncd.providers.errors import (
     NotFound,
     PreconditionFailed,
     ProviderError,
+    SourceChanged,
 )
 from syncd.state.partials import PartialDownload, Partials, PartialUpload, RecordedPart
 
@@ -163,7 +164,7 @@ class FileWindow(io.RawIOBase):
             return 0
         data = os.pread(self._fd, want, self._start + self._pos)
         if not data:
-            raise ProviderError("the file got shorter while it was being sent")
+            raise SourceChanged("the file got shorter while it was being sent")
         buffer[: len(data)] = data
         self._pos += len(data)
         if self._meter is not None:
@@ -241,7 +242,7 @@ def _digest_of(fd: int, offset: int, size: int, kind: PartDigest) -> str:
     while done < size:
         data = os.pread(fd, min(SLICE, size - done), offset + done)
         if not data:
-            raise ProviderError("the file got shorter while it was being sent")
+            raise SourceChanged("the file got shorter while it was being sent")
         digest.update(data)
         done += len(data)
     return digest.hexdigest()
@@ -279,7 +280,7 @@ def digest_file(
             while done < part.size:
                 data = os.pread(fd, min(SLICE, part.size - done), part.offset + done)
                 if not data:
-                    raise ProviderError("the file got shorter while it was being hashed")
+                    raise SourceChanged("the file got shorter while it was being hashed")
                 for future in pending:  # each hash takes its slices in order, one at a time
                     future.result()
                 pending = [helper.submit(digest.update, data)]

@@ -27,7 +27,13 @@ from syncd.engine.progress import InFlight, Transfer
 from syncd.engine.remote_index import RemoteIndex
 from syncd.engine.retry import RetryPolicy
 from syncd.providers.base import ObjectInfo, Provider, UploadRequest
-from syncd.providers.errors import InvalidRequest, NotFound, PreconditionFailed, ProviderError
+from syncd.providers.errors import (
+    InvalidRequest,
+    NotFound,
+    PreconditionFailed,
+    ProviderError,
+    SourceChanged,
+)
 
 #: Files up to this size are read into memory once: the bytes hashed are the bytes sent.
 SMALL_FILE = 8 * 1024 * 1024
@@ -156,6 +162,25 @@ class Transfers:
             if exc.errno != errno.ELOOP:
                 raise
             return Uploaded(Result.MOVED)  # a symlink now: the path is looked at again
+        try:
+            return self._upload_open(
+                path, source, fh, expected=expected, metadata=metadata, started=started
+            )
+        except SourceChanged:
+            # It shrank while it was read: nothing torn is recorded, the path is looked at
+            # again once it settles (a multipart upload of it is aborted by that next go).
+            return Uploaded(Result.MOVED)
+
+    def _upload_open(
+        self,
+        path: str,
+        source: Path,
+        fh: IO[bytes],
+        *,
+        expected: ObjectInfo | None,
+        metadata: dict[str, str],
+        started: float,
+    ) -> Uploaded:
         with fh, self.inflight.track(self.pair, path, "upload", 0) as progress:
             before = localfs.local_file(os.fstat(fh.fileno()))
             progress.total = before.size
@@ -191,7 +216,11 @@ class Transfers:
 
                 def body() -> BinaryIO:
                     fh.seek(0)
-                    readers.append(localfs.HashingReader(fh, self.is_cancelled, meter))
+                    readers.append(
+                        localfs.HashingReader(
+                            cast(BinaryIO, fh), self.is_cancelled, meter, size=before.size
+                        )
+                    )
                     return cast(BinaryIO, readers[-1])
 
                 info = self._send(path, _request(path, before, sha256, expected, metadata), body)

@@ -74,3 +74,9 @@ class OptionError(InvalidRequest):
 
 class Cancelled(ProviderError):
     """The transfer was cancelled because the daemon is stopping. Never retried."""
+
+
+class SourceChanged(ProviderError):
+    """The file being sent got shorter while it was read: no fault of the remote, and no
+    retry of the same bytes can help. The upload is dropped and the path looked at again
+    once the file settles (issue 2: a torn file is never recorded as synced)."""

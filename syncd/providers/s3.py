@@ -54,6 +54,7 @@ from syncd.providers.errors import (
     PermissionDenied,
     PreconditionFailed,
     ProviderError,
+    SourceChanged,
     Throttled,
     Transient,
 )
@@ -436,9 +437,9 @@ class S3Provider:
             yield
         except (ClientError, BotoCoreError, urllib3.exceptions.HTTPError) as exc:
             body_error = exc.kwargs.get("error") if isinstance(exc, HTTPClientError) else None
-            if isinstance(body_error, Cancelled):
-                # Our own body raised it while botocore sent it: syncd is stopping, which is
-                # no network fault to retry.
+            if isinstance(body_error, Cancelled | SourceChanged):
+                # Our own body raised it while botocore sent it: syncd is stopping, or the
+                # file shrank, neither a network fault to retry.
                 raise body_error from None
             raise _translate(
                 exc, where, bucket=self.bucket, on_object=key is not None, conditional=conditional
