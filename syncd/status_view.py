@@ -57,10 +57,14 @@ def render_status(status: dict[str, Any]) -> None:
                 f"[red]{pair['name']}[/red]: {pair['last_error']}", markup=True, highlight=False
             )
         for failure in pair.get("failures") or []:
+            retry = (
+                f"attempt {failure['attempts']}, next try {failure['next_try']}"
+                if failure["next_try"] is not None
+                else "not retried: rename it"  # a refused name (see PairStats.refused)
+            )
             console.print(
                 f"  [red]failed[/red] {escape(failure['path'])} ({failure['op']}): "
-                f"{escape(failure['error'])} — attempt {failure['attempts']}, "
-                f"next try {failure['next_try']}",
+                f"{escape(failure['error'])} — {retry}",
                 highlight=False,
             )
         for path in pair.get("conflict_paths") or []:

@@ -966,3 +966,44 @@ def test_without_inotify_the_pair_is_scanned_at_every_poll(tmp_path: Path) -> No
         for fd in taken:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_refused_names_are_failures_the_daemon_does_not_retry_in_a_loop(tmp_path: Path) -> None:
+    """A local name no remote key may hold (a backslash), and a remote key no local path may
+    hold (a tab: a folder remote can have one): each is a failure in status (named, counted),
+    with no next try (only a rename fixes it): said once across polls, not retried by `syncd
+    retry`, counted once; gone from its side, it is no longer a failure."""
+    setup, remote = _folder_setup(tmp_path)
+    (tmp_path / "local").mkdir()
+    (setup.local / "back\\slash.txt").write_text("local only")
+    (setup.local / "fine.txt").write_text("fine")
+    (remote / "tab\tkey.txt").write_text("remote only")
+    with running_daemon(setup) as daemon:
+        wait_for(lambda: (remote / "fine.txt").exists())
+        pair = wait_for(lambda: (p := daemon.pair_status())["failed"] == 2 and p)
+        failures = {f["path"]: f for f in pair["failures"]}
+        assert set(failures) == {"back\\slash.txt", "tab\tkey.txt"}
+        assert failures["back\\slash.txt"]["op"] == "refused_local_name"
+        assert failures["tab\tkey.txt"]["op"] == "refused_remote_key"
+        assert all(f["next_try"] is None for f in failures.values())  # never due
+        assert "contains a backslash" in failures["back\\slash.txt"]["error"]
+        assert "contains a control character" in failures["tab\tkey.txt"]["error"]
+
+        time.sleep(3.5)  # several polls (poll_interval: 1)
+        (remote / "poke.txt").write_text("a remote change: the next poll lists the remote")
+        wait_for(lambda: (setup.local / "poke.txt").exists())
+        assert syncd("retry", "-c", setup.config).stdout.strip() == "requeued 0 failed operations"
+        time.sleep(1.5)
+        refused = [line for line in daemon.logs().splitlines() if '"event": "refused"' in line]
+        assert len(refused) == 2, refused  # one each, not one per poll
+        pair = daemon.pair_status()
+        assert pair["failed"] == 2
+        assert pair["totals"]["since_start"]["failures"] == 2
+        assert pair["totals"]["since_install"]["failures"] == 2
+
+        (setup.local / "back\\slash.txt").unlink()
+        (remote / "tab\tkey.txt").rename(remote / "tab-key.txt")
+        wait_for(lambda: daemon.pair_status()["failed"] == 0)
+        wait_for(lambda: (setup.local / "tab-key.txt").exists())
+        assert daemon.terminate() == 0
+    assert (remote / "fine.txt").read_text() == "fine"

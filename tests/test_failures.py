@@ -4,6 +4,7 @@ broken file never blocks the others."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,38 @@ def test_failures_are_counted_and_fall_due() -> None:
     assert stats.last_error == "a.txt: boom again"
     stats.succeeded("a.txt")
     assert stats.failures == {}
+
+
+def test_a_refused_name_is_a_failure_never_due_counted_once_and_cleared_when_gone() -> None:
+    """A name that cannot be synced: a failure of that path, with no next try (no retry can
+    fix a name), counted once while it stands, untouched by a success of the path, and gone
+    when a full listing of its side no longer holds it. Its JSON stays valid (no Infinity)."""
+    stats = PairStats()
+    assert stats.refused("../x", "remote key refused: '..' segment", "remote", now=1000.0)
+    assert not stats.refused("../x", "remote key refused: '..' segment", "remote", now=2000.0)
+    assert stats.refused("a\\b", "name contains a backslash", "local")
+    assert stats.refused("a\\b", "remote key refused: contains a backslash", "remote")
+    assert stats.totals()["failures"] == 3  # each (side, name) once
+    assert stats.due_failures(now=float("1e18")) == []
+    assert stats.retryable() == []
+    failure = stats.failures["../x"]
+    assert (failure.op, failure.attempts, failure.first_failed) == ("refused_remote_key", 1, 1000.0)
+    assert stats.failures["a\\b"].op == "refused_local_name_and_remote_key"
+    shown = json.dumps([f.as_json() for f in stats.failures.values()], allow_nan=False)
+    assert json.loads(shown)[0]["next_try"] is None
+
+    stats.succeeded("../x")  # `syncd retry` and friends cannot settle a refused name
+    stats.failed("../x", "boom", op="download")
+    assert stats.failures["../x"].op == "refused_remote_key"
+
+    assert stats.clear_refused("remote", {"a\\b"}) == ["../x"]
+    assert set(stats.failures) == {"a\\b"}
+    assert stats.clear_refused("local", set()) == ["a\\b"]
+    assert stats.failures["a\\b"].op == "refused_remote_key"  # still refused there
+    assert stats.clear_refused("remote", set()) == ["a\\b"]
+    assert stats.failures == {}
+    assert stats.last_error is None
+    assert stats.totals()["failures"] == 3
 
 
 def test_a_failing_file_is_reported_retried_and_requeued(tmp_path: Path, s3_bucket: Any) -> None:

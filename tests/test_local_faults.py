@@ -258,11 +258,12 @@ def test_a_daemon_lists_an_unreadable_folder_again_when_its_retry_is_due(
 # -- names no remote key may hold ----------------------------------------------------------
 
 
-def test_names_no_key_may_hold_are_skipped_not_sent_then_lost(tmp_path: Path) -> None:
+def test_names_no_key_may_hold_are_per_file_errors_not_sent_then_lost(tmp_path: Path) -> None:
     """A control character or a backslash in a name: the remote side refuses such keys when
     they come down (contract), so they are not sent up either; sent, the next listing would
     refuse the key, which reads as a remote deletion, and the local file would go to the
-    trash. Reported as skipped, kept as it is, at every pass."""
+    trash. Each is a failure of that name (exit 1, named), kept as it is, at every pass; never
+    retried (only a rename fixes it), said and counted once while it stands."""
     local, remote = tmp_path / "local", tmp_path / "remote"
     local.mkdir()
     remote.mkdir()
@@ -272,31 +273,65 @@ def test_names_no_key_may_hold_are_skipped_not_sent_then_lost(tmp_path: Path) ->
     (local / "bell\x07dir").mkdir()
     (local / "bell\x07dir" / "inside.txt").write_bytes(b"under it")
     (local / "fine.txt").write_bytes(b"fine")
+    # Excluded, such a name is left out like any other: not a failure.
+    (local / ".syncignore").write_bytes(b"*.tmp\ncache*/\n")
+    (local / "back\\slash.tmp").write_bytes(b"excluded")
+    (local / "cache\x07").mkdir()
+    (local / "cache\x07" / "x.txt").write_bytes(b"under an excluded folder")
+    synced = {"fine.txt": b"fine", ".syncignore": b"*.tmp\ncache*/\n"}
     before = tree(local)
     refused = "it cannot be a remote key (not synced)"
+    expected = {
+        "back\\slash.txt": f"name contains a backslash: {refused}",
+        "a\tb.txt": f"name contains a control character: {refused}",
+        "line\nbreak": f"name contains a control character: {refused}",
+        "bell\x07dir": f"name contains a control character: {refused}",
+    }
 
-    for _ in range(2):
-        with structlog.testing.capture_logs() as logs:
-            report = _sync(local, remote, tmp_path)
+    with _engine(local, remote, tmp_path) as engine:
+        syncer = engine.syncers["p"]
+        for attempt in range(2):
+            with structlog.testing.capture_logs() as logs:
+                report = engine.sync_once()
+            assert report.exit_code == 1, report
+            failures = report.pairs[0].failures
+            assert {path: f.error for path, f in failures.items()} == expected
+            assert {f.op for f in failures.values()} == {"refused_local_name"}
+            assert all(f.next_try == float("inf") for f in failures.values())  # never due
+            assert tree(remote) == synced
+            assert tree(local) == before  # nothing moved to the trash, nothing renamed
+            said = {e["path"]: e["reason"] for e in logs if e["event"] == "refused"}
+            assert said == (expected if attempt == 0 else {})  # said once, not at every pass
+            assert syncer.stats.totals()["failures"] == 4  # counted once, not at every pass
+            assert syncer.stats.due_failures(now=float("1e18")) == []
+            assert engine.store.counters("p")["failures"] == 4
+
+        # `syncd retry` tries nothing of them, and does not call them settled.
+        assert engine.retry_failed().exit_code == 1
+        assert set(syncer.stats.failures) == set(expected)
+
+        # A watcher event for such a name (the daemon's path) is refused the same way; one
+        # for a refused name that is gone (renamed) clears its failure.
+        assert syncer.sync_path("a\tb.txt") is Outcome.DONE
+        assert syncer.stats.failures["a\tb.txt"].op == "refused_local_name"
+        (local / "a\tb.txt").rename(local / "a-tab.txt")
+        assert syncer.sync_path("a\tb.txt") is Outcome.DONE
+        assert "a\tb.txt" not in syncer.stats.failures
+
+        # Renamed or removed, the names are gone: so are their failures.
+        (local / "back\\slash.txt").unlink()
+        (local / "line\nbreak").rename(local / "line-break")
+        (local / "bell\x07dir").rename(local / "bell-dir")
+        report = engine.sync_once()
         assert report.exit_code == 0, report
-        assert tree(remote) == {"fine.txt": b"fine"}
-        assert tree(local) == before  # nothing moved to the trash, nothing renamed
-        skipped = {e["path"]: e["reason"] for e in logs if e["event"] == "skipped"}
-        assert skipped == {
-            "back\\slash.txt": f"name contains a backslash: {refused}",
-            "a\tb.txt": f"name contains a control character: {refused}",
-            "line\nbreak": f"name contains a control character: {refused}",
-            "bell\x07dir": f"name contains a control character: {refused}",
-        }
-
-    # A watcher event for such a name (the daemon's path) is refused the same way.
-    with structlog.testing.capture_logs() as logs, _engine(local, remote, tmp_path) as engine:
-        assert engine.syncers["p"].sync_path("a\tb.txt") is Outcome.DONE
-    assert [e["reason"] for e in logs if e["event"] == "skipped"] == [
-        f"name contains a control character: {refused}"
-    ]
-    assert tree(remote) == {"fine.txt": b"fine"}
-    assert tree(local) == before
+        assert syncer.stats.failures == {}
+        assert syncer.stats.totals()["failures"] == 4
+    assert tree(remote) == {
+        **synced,
+        "a-tab.txt": b"tab",
+        "line-break": b"newline",
+        "bell-dir/inside.txt": b"under it",
+    }
 
 
 # -- what is not a regular file -------------------------------------------------------------

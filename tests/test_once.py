@@ -299,20 +299,39 @@ def test_hostile_remote_keys_are_refused_and_nothing_leaves_the_root(
     # Only a bucket can hold such keys; a folder remote cannot name a file outside itself.
     remote = bucket_remote
     setup = _setup(tmp_path, remote)
-    keys = ["a//b.txt", "folder/"]
+    keys = ["a//b.txt", "tab\tkey.txt"]
     if remote.kind != "azure":
         # Azure cannot hold these: it drops dot segments and turns "\\" into "/" before a blob
         # is named.
         keys += ["back\\slash.txt", "../escape.txt", "a/../../escape2.txt"]
-    for key in keys:
+    for key in [*keys, "folder/"]:
         remote.put(key, b"evil")
     remote.put("fine.txt", b"fine")
     result = syncd("once", "-c", setup.config)
-    assert result.returncode == 0, result.stderr
+    # Each refused key is a failure of that key, named (exit 1); the rest syncs; a folder
+    # marker is skipped quietly.
+    assert result.returncode == 1, result.stdout + result.stderr
     assert tree(setup.local) == {"fine.txt": b"fine"}
     assert not (tmp_path / "escape.txt").exists()
     assert not (tmp_path.parent / "escape2.txt").exists()
-    assert "remote key refused" in result.stderr
+    failed = sorted(line for line in result.stdout.splitlines() if "failed: " in line)
+    assert [line.split(": ")[1] for line in failed] == sorted(keys), result.stdout
+    assert all(": remote key refused: " in line for line in failed), result.stdout
+    assert f"1 downloaded, {len(keys)} failed" in result.stdout
+    assert "folder" not in result.stdout
+
+    # Not fixed by another pass: named again, and nothing changes.
+    again = syncd("once", "-c", setup.config)
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert f"0 uploaded, 0 downloaded, {len(keys)} failed" in again.stdout
+
+    # Gone from the remote, they are no longer failures.
+    for key in keys:
+        remote.delete(key)
+    clean = syncd("once", "-c", setup.config)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert "0 uploaded, 0 downloaded, 0 failed" in clean.stdout
+    assert tree(setup.local) == {"fine.txt": b"fine"}
 
 
 def test_remote_keys_that_differ_only_in_unicode_normalization_are_reported(
@@ -325,19 +344,26 @@ def test_remote_keys_that_differ_only_in_unicode_normalization_are_reported(
     remote.put(decomposed, b"decomposed")
     remote.put(composed, b"composed")
     result = syncd("once", "-c", setup.config)
-    assert result.returncode == 0, result.stdout + result.stderr
+    # The other spelling is a failure of that key (named, exit 1), left as it is.
+    assert result.returncode == 1, result.stdout + result.stderr
     lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
-    skipped = [line for line in lines if line["event"] == "skipped"]
-    assert len(skipped) == 1, result.stderr
-    said = f"{skipped[0]['path']} {skipped[0]['reason']}"
+    refused = [line for line in lines if line["event"] == "refused"]
+    assert len(refused) == 1, result.stderr
+    said = f"{refused[0]['path']} {refused[0]['reason']}"
     assert "Unicode normalization" in said
     assert composed in said and decomposed in said
+    assert f"  failed: {decomposed}: remote key refused: " in result.stdout
     assert tree(setup.local) == {composed: b"composed"}
     (setup.local / composed).write_bytes(b"composed, edited")
     again = syncd("once", "-c", setup.config)
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert "1 uploaded, 0 downloaded" in again.stdout
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert "1 uploaded, 0 downloaded, 1 failed" in again.stdout
     assert remote.objects() == {composed: b"composed, edited", decomposed: b"decomposed"}
+    # With one spelling left, the pass is clean.
+    remote.delete(decomposed)
+    clean = syncd("once", "-c", setup.config)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert remote.objects() == {composed: b"composed, edited"}
 
 
 def test_local_names_that_differ_only_in_unicode_normalization_are_reported(
@@ -352,15 +378,20 @@ def test_local_names_that_differ_only_in_unicode_normalization_are_reported(
     (setup.local / composed).write_bytes(b"composed")
     for _ in range(2):
         result = syncd("once", "-c", setup.config)
-        assert result.returncode == 0, result.stdout + result.stderr
+        # The other spelling is a failure of that name (named, exit 1), left as it is.
+        assert result.returncode == 1, result.stdout + result.stderr
         lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
-        skipped = [line for line in lines if line["event"] == "skipped"]
-        assert len(skipped) == 1, result.stderr
-        said = f"{skipped[0]['path']} {skipped[0]['reason']}"
+        refused = [line for line in lines if line["event"] == "refused"]
+        assert len(refused) == 1, result.stderr
+        said = f"{refused[0]['path']} {refused[0]['reason']}"
         assert "Unicode normalization" in said
         assert composed in said and decomposed in said
+        assert f"  failed: {decomposed}: local name " in result.stdout
         assert remote.objects() == {composed: b"composed"}
         assert tree(setup.local) == {composed: b"composed", decomposed: b"decomposed"}
+    (setup.local / decomposed).unlink()
+    clean = syncd("once", "-c", setup.config)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
 
 
 def test_once_dry_run_changes_nothing(tmp_path: Path, remote: Remote) -> None:

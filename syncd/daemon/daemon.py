@@ -428,7 +428,7 @@ class Daemon:
         if cmd == "retry":
             count = 0
             for name, syncer in self.engine.syncers.items():
-                for path in list(syncer.stats.failures):
+                for path in syncer.stats.retryable():  # not refused names: a rename fixes them
                     self.engine.queue.put(name, path)
                     count += 1
             return {"requeued": count}

@@ -450,22 +450,25 @@ class Engine:
         waits for it and is queued again after it (PairSyncer._waits_for_deletion); what
         failed for want of that room all the same (a remote that changed since its listing)
         is tried once more where the pass deleted something."""
-        again = [n for n in names if n in self._deleted_in_pass and self.syncers[n].stats.failures]
+        again = [
+            n for n in names if n in self._deleted_in_pass and self.syncers[n].stats.retryable()
+        ]
         if dry_run or not again:
             return
         for name in again:
-            for path in list(self.syncers[name].stats.failures):
+            for path in self.syncers[name].stats.retryable():
                 self.queue.put(name, path)
         self._drain(again, dry_run=False)
 
     def retry_failed(self) -> Report:
-        """Try every failed path again now (what `syncd retry` asks of the daemon)."""
+        """Try every failed path again now (what `syncd retry` asks of the daemon). A refused
+        name is not tried (only a rename fixes it): it stays a failure in the report."""
         self._require_open()
         started = time.monotonic()
         names = [n for n, s in self.syncers.items() if s.stats.failures]
         before = {name: self._begin_pass(name) for name in names}
         for name in names:
-            for path in list(self.syncers[name].stats.failures):
+            for path in self.syncers[name].stats.retryable():
                 self.queue.put(name, path)
         self._drain(names, dry_run=False)
         reports = []

@@ -66,6 +66,13 @@ def local_file(st: os.stat_result) -> LocalFile:
 UNLISTABLE = "cannot list folder"
 #: A folder gone (moved, deleted, replaced by a file) between its parent's listing and its own.
 VANISHED = "folder vanished while listed"
+#: How a name no remote key may hold is reported (the scan's callers look for it).
+NOT_A_KEY = "it cannot be a remote key (not synced)"
+
+
+def not_a_key(refusal: str) -> str:
+    """Why a local name is refused, from `key_refusal`'s reason ("contains a backslash")."""
+    return f"name {refusal}: {NOT_A_KEY}"
 
 
 def stat_local(root: Path, path: str) -> LocalFile | None:
@@ -116,7 +123,8 @@ def walk(
 
     Symlinks, named pipes, sockets and devices are skipped and reported through `on_skip`, as
     are names no remote key may hold (a file sent up under one would come back from the
-    listing as a refused key, read as a remote deletion) and what is under them.
+    listing as a refused key, read as a remote deletion; the reason ends in NOT_A_KEY) and
+    what is under them.
     With `clean_temp`, temp files of an interrupted download are removed: only safe before
     any transfer of this process started.
     """
@@ -141,7 +149,7 @@ def walk(
                 continue
             refusal = None if is_plain_key(name) else key_refusal(name)
             if refusal is not None:
-                on_skip(key, f"name {refusal}: it cannot be a remote key (not synced)")
+                on_skip(key, not_a_key(refusal))
                 continue
             try:
                 if entry.is_symlink():

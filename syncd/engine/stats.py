@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import bisect
+import math
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 #: Upper bounds (seconds) of the transfer-duration histogram buckets; +Inf is implied.
@@ -15,6 +17,10 @@ DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 #: up to FAILURE_BACKOFF_MAX: a broken file costs little, yet is tried again within the hour.
 FAILURE_BACKOFF = 5.0
 FAILURE_BACKOFF_MAX = 3600.0
+
+#: The `op` of a name that cannot be synced (see PairStats.refused), by the side it is on.
+REFUSED_OPS = {"local": "refused_local_name", "remote": "refused_remote_key"}
+REFUSED_BOTH = "refused_local_name_and_remote_key"
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,13 +34,18 @@ class Failure:
     first_failed: float
     next_try: float
 
+    @property
+    def retried(self) -> bool:
+        """False for a refused name: no retry can fix it, it waits for a rename."""
+        return not math.isinf(self.next_try)
+
     def as_json(self) -> dict[str, object]:
         return {
             "path": self.path,
             "op": self.op,
             "error": self.error,
             "attempts": self.attempts,
-            "next_try": _iso(self.next_try),
+            "next_try": _iso(self.next_try) if self.retried else None,
         }
 
 
@@ -51,6 +62,9 @@ class PairStats:
     """Mutable, thread-safe record of how a pair is doing. Times are wall-clock epoch seconds."""
 
     failures: dict[str, Failure] = field(default_factory=dict)
+    #: Names that cannot be synced, per side ('local', 'remote'): path -> why. Each is one of
+    #: the failures too, never due, until its name is gone from that side.
+    refusals: dict[str, dict[str, str]] = field(default_factory=dict)
     conflicts: dict[str, str] = field(default_factory=dict)  # open, waiting for a person
     settled: dict[str, str] = field(default_factory=dict)  # path -> how a strategy settled it
     held: dict[str, str] = field(default_factory=dict)  # deletions the max_delete guard holds
@@ -76,6 +90,8 @@ class PairStats:
         now = time.time() if now is None else now
         with self._lock:
             before = self.failures.get(path)
+            if before is not None and not before.retried:
+                return before  # a refused name: nothing done with it can fail
             attempts = before.attempts + 1 if before is not None else 1
             failure = Failure(
                 path=path,
@@ -90,15 +106,77 @@ class PairStats:
             self.last_error = f"{path}: {error}"
             return failure
 
+    def refused(self, path: str, reason: str, side: str, now: float | None = None) -> bool:
+        """Record a name that cannot be synced on `side` ('local' or 'remote'): a remote key
+        no local path may hold, a local name no remote key may hold. A failure like any other
+        (named, counted, exit 1), but never retried: no retry can fix a name. Counted once
+        while it stands; True when it is new."""
+        now = time.time() if now is None else now
+        with self._lock:
+            names = self.refusals.setdefault(side, {})
+            new = path not in names
+            names[path] = reason
+            self._show_refusal(path, now)
+            if new:
+                self.failures_total += 1
+                self.last_error = f"{path}: {reason}"
+            return new
+
+    def clear_refused(
+        self, side: str, still_present: Collection[str], among: Collection[str] | None = None
+    ) -> list[str]:
+        """A full listing (or full scan) of `side` found these refused names: the others (of
+        `among`, default all) are gone (renamed, deleted), and so are their failures. Returns
+        the ones cleared."""
+        with self._lock:
+            names = self.refusals.get(side, {})
+            candidates = names if among is None else [p for p in among if p in names]
+            gone = [path for path in candidates if path not in still_present]
+            for path in gone:
+                del names[path]
+                self._show_refusal(path, time.time())
+            if gone:
+                self._clear_error_if_healthy()
+            return gone
+
+    def _show_refusal(self, path: str, now: float) -> None:
+        """The failure of a refused path, from what each side refuses of it."""
+        reasons = {side: names[path] for side, names in self.refusals.items() if path in names}
+        before = self.failures.get(path)
+        if not reasons:
+            if before is not None and not before.retried:
+                del self.failures[path]
+            return
+        op = REFUSED_OPS[next(iter(reasons))] if len(reasons) == 1 else REFUSED_BOTH
+        self.failures[path] = Failure(
+            path=path,
+            op=op,
+            error="; ".join(reasons[side] for side in sorted(reasons)),
+            attempts=1,
+            first_failed=before.first_failed if before is not None else now,
+            next_try=math.inf,
+        )
+
+    def is_refused(self, path: str) -> bool:
+        with self._lock:
+            return any(path in names for names in self.refusals.values())
+
     def due_failures(self, now: float | None = None) -> list[str]:
         """Failed paths whose next try has come."""
         now = time.time() if now is None else now
         with self._lock:
             return [p for p, f in self.failures.items() if f.next_try <= now]
 
+    def retryable(self) -> list[str]:
+        """Failed paths a retry may fix (all but refused names), due or not."""
+        with self._lock:
+            return [p for p, f in self.failures.items() if f.retried]
+
     def succeeded(self, path: str) -> None:
         with self._lock:
-            self.failures.pop(path, None)
+            failure = self.failures.get(path)
+            if failure is not None and failure.retried:  # a refused name stays refused
+                self.failures.pop(path, None)
             self.conflicts.pop(path, None)
             self._clear_error_if_healthy()
 

@@ -230,37 +230,50 @@ class PairSyncer:
                 self.stats.set_fault(None)
             self._listing_trouble = None
         usable: dict[str, ObjectInfo] = {}
+        refused: set[str] = set()
         for info in listing:
             if is_folder_marker(info.key):
                 continue
             try:
                 path = normalize(check_key(info.key))
             except UnsafeKey as exc:
-                self._skip_once(info.key, f"remote key refused: {exc}")
+                if not self._excluded_name(info.key):
+                    refused.add(info.key)
+                    self._refuse(info.key, f"remote key refused: {exc}", "remote")
                 continue
             if self.filter.excluded(path):
                 continue
             other = usable.get(path)
-            usable[path] = info if other is None else self._one_spelling(path, other, info)
+            if other is None:
+                usable[path] = info
+            else:
+                usable[path], left = self._one_spelling(path, other, info)
+                refused.add(left)
+        # A full listing: a refused key it no longer holds was renamed or deleted.
+        self.stats.clear_refused("remote", refused)
         merged = self.index.replace(usable.items(), started)
         # An empty listing while the base remembers files is far more likely a fault (wrong
         # prefix, a bucket being restored) than a person deleting everything.
         self.remote_emptied = not merged and self.store.count(self.name) > 0
         return merged
 
-    def _one_spelling(self, path: str, first: ObjectInfo, second: ObjectInfo) -> ObjectInfo:
+    def _one_spelling(
+        self, path: str, first: ObjectInfo, second: ObjectInfo
+    ) -> tuple[ObjectInfo, str]:
         """Two remote keys that differ only in Unicode normalization (é as one code point, or
         e plus a combining accent) are one local path: only one of them can be synced. The
         key spelled as the path (NFC) is kept, else the first in code point order, so every
-        pass keeps the same one; the other is reported, and left on the remote as it is:
-        never downloaded over the first, never deleted."""
+        pass keeps the same one; the other is refused (a failure of that key), and left on
+        the remote as it is: never downloaded over the first, never deleted. Returns the one
+        kept and the key refused."""
         kept, left = sorted((first, second), key=lambda info: (info.key != path, info.key))
-        self._skip_once(
+        self._refuse(
             left.key,
             f"remote key refused: {left.key!r} and {kept.key!r} are one name in two Unicode "
             f"normalizations, one local file; only {kept.key!r} is synced",
+            "remote",
         )
-        return kept
+        return kept, left.key
 
     def _listing_retried(self, exc: BaseException) -> None:
         """A listing failed and is tried again (a remote down, or stalled: each try may wait
@@ -274,6 +287,7 @@ class PairSyncer:
         found: dict[str, LocalFile] = {}
         unlisted: set[str] = set()
         failing: set[str] = set()
+        refused: set[str] = set()
         if self.missing_root_is_empty and not os.path.lexists(self.root):
             self.unlisted = set()
             return found
@@ -290,13 +304,20 @@ class PairSyncer:
                 failing.add(normalize(path))
                 self.stats.failed(normalize(path), reason, op="scan")
                 return
+            if reason.endswith(localfs.NOT_A_KEY):
+                # A per-file failure too (named, exit 1), but never retried: only a rename
+                # fixes it.
+                if not self._excluded_name(path):
+                    refused.add(path)
+                    self._refuse(path, reason, "local")
+                return
             self._skip_once(path, reason)
 
         for name, local in localfs.walk(
             self.root, self.filter, on_skip, start=start, clean_temp=clean_temp
         ):
             path = normalize(name)
-            if path in found and not self._takes_over(path, name):
+            if path in found and not self._takes_over(path, name, refused):
                 continue
             if path != name:
                 self._names[path] = name
@@ -305,22 +326,30 @@ class PairSyncer:
             found[path] = local
         self.unlisted = {normalize(p) for p in unlisted}
         self._failing = failing
+        if not start:
+            # A full scan: a refused name it no longer found was renamed or deleted (unless
+            # its folder could not be listed this time).
+            kept = {p for p in self.stats.refusals.get("local", {}) if self._in_unlisted(p)}
+            self.stats.clear_refused("local", refused | kept)
         for path in self._unreadable_folders(start):
             if path not in failing:  # readable again, or gone
                 self.stats.succeeded(path)
         return found
 
-    def _takes_over(self, path: str, name: str) -> bool:
+    def _takes_over(self, path: str, name: str, refused: set[str]) -> bool:
         """A second local file whose name is `path` in another Unicode normalization: both
         would be one remote key, so only one is synced. The one spelled as the path (NFC) is
         kept, else the first in code point order, as for remote keys (see _one_spelling); the
-        other is reported and left as it is. True when `name` is the one to keep."""
+        other is refused (a failure of that name, added to `refused`) and left as it is. True
+        when `name` is the one to keep."""
         seen = self._names.get(path, path)
         kept, left = sorted((seen, name), key=lambda each: (each != path, each))
-        self._skip_once(
+        refused.add(left)
+        self._refuse(
             left,
             f"local name {left!r} and {kept!r} are one name in two Unicode normalizations, "
             f"one remote key; only {kept!r} is synced",
+            "local",
         )
         return kept == name
 
@@ -477,9 +506,14 @@ class PairSyncer:
         if failure is not None and failure.op == "scan":
             return self._list_again(path)
         refusal = key_refusal(path) if not is_plain_key(path) else None
-        if refusal is not None:  # a watcher event for a name the scan would skip
-            self._skip_once(path, f"name {refusal}: it cannot be a remote key (not synced)")
+        if refusal is not None:  # a watcher event for a name the scan refuses
+            if os.path.lexists(self.root / path):
+                self._refuse(path, localfs.not_a_key(refusal), "local")
+            else:  # renamed or deleted: its failure goes with it
+                self.stats.clear_refused("local", (), among=[path])
             return Outcome.DONE
+        if self.stats.is_refused(path):
+            return Outcome.DONE  # the other spelling of a name (not synced, never succeeds)
         self.deletions.forget(path)
         with self._lock:
             keep = keep or self.keeps.pop(path, None)
@@ -541,6 +575,20 @@ class PairSyncer:
             retry_in_s=round(failure.next_try - time.time(), 1),
         )
         self._oplog(path, "sync", "failed", note=message)
+
+    def _refuse(self, path: str, reason: str, side: str) -> None:
+        """A name that cannot be synced on `side` ('local', 'remote'): a failure of that path
+        (named, exit 1, counted once while it stands), never retried: only a rename fixes it.
+        Said once, when it first appears."""
+        if self.stats.refused(path, reason, side):
+            self.store.bump(self.name, {"failures": 1})
+            self.log.warning("refused", path=path, side=side, reason=reason)
+            self._oplog(path, "sync", "failed", note=reason)
+
+    def _excluded_name(self, name: str) -> bool:
+        """A refused name the filters leave out (as a file or as a folder): not synced
+        anyway, so no failure."""
+        return self.filter.excluded(name) or self.filter.excluded(name, is_dir=True)
 
     def local_path(self, path: str) -> Path:
         """The on-disk location of an NFC path (an NFD-named file keeps its own name)."""
