@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from syncd.engine.paths import printable
 from syncd.state import OpRecord
 
 _SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
@@ -57,7 +58,7 @@ def as_line(op: OpRecord) -> str:
         op.pair,
         op.op,
         op.result,
-        op.path,
+        printable(op.path),
         "-" if op.size is None else str(op.size),
         (op.sha256 or "-")[:16],
         "-" if op.duration_ms is None else f"{op.duration_ms:.0f}ms",

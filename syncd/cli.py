@@ -42,6 +42,7 @@ from syncd.engine.core import (
     run_one_way,
 )
 from syncd.engine.oneway import Direction, one_way_config
+from syncd.engine.paths import printable
 from syncd.progress_view import progress_bars
 from syncd.providers.errors import ProviderError
 from syncd.providers.url import RemoteURLError
@@ -322,33 +323,39 @@ def once(
 
 
 def _print_report(report: Report, dry_run: bool) -> None:
+    """One line per fact. Paths (and the errors that may quote them) are shown with bytes
+    that are not UTF-8 and control characters escaped (`bad\\xff.txt`): the output stays
+    valid UTF-8, one line per path."""
     for pair in report.pairs:
         if pair.fault:
-            click.echo(f"{pair.name}: error: {pair.fault}")
+            click.echo(f"{pair.name}: error: {printable(pair.fault)}")
             continue
         if dry_run:
             for item in pair.planned:
                 action, reason = item.decision.action.value, item.decision.reason
-                click.echo(f"{action}\t{pair.name}/{item.path}\t{reason}")
+                click.echo(f"{action}\t{pair.name}/{printable(item.path)}\t{reason}")
         else:
             click.echo(
                 f"{pair.name}: {pair.uploaded} uploaded, {pair.downloaded} downloaded, "
                 f"{len(pair.failures)} failed, {len(pair.conflicts)} conflicts"
             )
         for path, failure in sorted(pair.failures.items()):
-            click.echo(f"  failed: {path}: {failure.error}")
+            click.echo(f"  failed: {printable(path)}: {printable(failure.error)}")
         for path, reason in sorted(pair.conflicts.items()):
             click.echo(
-                f"  conflict: {path}: {reason} (syncd resolve PATH --keep local|remote|both)"
+                f"  conflict: {printable(path)}: {reason} "
+                "(syncd resolve PATH --keep local|remote|both)"
             )
         for path, outcome in sorted(pair.settled.items()):
-            click.echo(f"  conflict settled: {path}: {outcome}")
+            click.echo(f"  conflict settled: {printable(path)}: {printable(outcome)}")
         if pair.held_reason:
             click.echo(f"  held: {len(pair.held)} deletions: {pair.held_reason}")
             for path in sorted(pair.held):
-                click.echo(f"  held: {path}")
+                click.echo(f"  held: {printable(path)}")
             for path, blocker in sorted(pair.waiting.items()):
-                click.echo(f"  waiting: {path}: for the held deletion of {blocker}")
+                click.echo(
+                    f"  waiting: {printable(path)}: for the held deletion of {printable(blocker)}"
+                )
 
 
 #: The config keys `upload` / `download` take from the command line (rclone's spellings).
@@ -501,7 +508,7 @@ def conflicts(config_path: str | None, as_json: bool) -> None:
     elif not result:
         click.echo("no conflicts")
     for item in [] if as_json else result:
-        click.echo(f"{item['pair']}\t{item['path']}\t{item['reason']}")
+        click.echo(f"{item['pair']}\t{printable(item['path'])}\t{item['reason']}")
     sys.exit(EXIT_ATTENTION if result else 0)
 
 

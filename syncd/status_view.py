@@ -10,6 +10,8 @@ from rich.markup import escape
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 
+from syncd.engine.paths import printable
+
 _STATE_STYLE = {
     "idle": "green",
     "syncing": "cyan",
@@ -54,7 +56,9 @@ def render_status(status: dict[str, Any]) -> None:
     for pair in status.get("pairs", []):
         if pair.get("last_error"):
             console.print(
-                f"[red]{pair['name']}[/red]: {pair['last_error']}", markup=True, highlight=False
+                f"[red]{pair['name']}[/red]: {escape(printable(pair['last_error']))}",
+                markup=True,
+                highlight=False,
             )
         for failure in pair.get("failures") or []:
             retry = (
@@ -63,8 +67,8 @@ def render_status(status: dict[str, Any]) -> None:
                 else "not retried: rename it"  # a refused name (see PairStats.refused)
             )
             console.print(
-                f"  [red]failed[/red] {escape(failure['path'])} ({failure['op']}): "
-                f"{escape(failure['error'])} — {retry}",
+                f"  [red]failed[/red] {escape(printable(failure['path']))} ({failure['op']}): "
+                f"{escape(printable(failure['error']))} — {retry}",
                 highlight=False,
             )
         for path in pair.get("conflict_paths") or []:

@@ -1007,3 +1007,35 @@ def test_refused_names_are_failures_the_daemon_does_not_retry_in_a_loop(tmp_path
         wait_for(lambda: (setup.local / "tab-key.txt").exists())
         assert daemon.terminate() == 0
     assert (remote / "fine.txt").read_text() == "fine"
+
+
+def test_human_status_shows_a_refused_name_escaped_and_not_retried(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A name that is not UTF-8 (as the JSON carries it: a lone surrogate) is shown escaped,
+    and a refused name has no next try to show."""
+    failure = {
+        "path": "bad\udcff.txt",
+        "op": "refused_local_name",
+        "error": "name is not valid UTF-8: it cannot be a remote key (not synced)",
+        "attempts": 1,
+        "next_try": None,
+    }
+    pair = {
+        "name": "docs",
+        "state": "idle",
+        "queued": 0,
+        "in_flight": 0,
+        "synced_files": 1,
+        "failed": 1,
+        "conflicts": 0,
+        "last_sync": None,
+        "last_error": f"bad\udcff.txt: {failure['error']}",
+        "failures": [failure],
+    }
+    render_status({"state": "running", "uptime_s": 1, "pairs": [pair]})
+    out = capsys.readouterr().out
+    assert "docs: bad\\xff.txt: name is not valid UTF-8" in out
+    assert "failed bad\\xff.txt (refused_local_name): name is not valid UTF-8" in out
+    assert "not retried: rename it" in out
+    out.encode("utf-8")  # no lone surrogate left

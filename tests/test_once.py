@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Setup, syncd, tree
+from harness import SYNCD, Setup, syncd, tree
 from remotes import (
     ALL_KINDS,
     BUCKET_KINDS,
@@ -315,7 +316,8 @@ def test_hostile_remote_keys_are_refused_and_nothing_leaves_the_root(
     assert not (tmp_path / "escape.txt").exists()
     assert not (tmp_path.parent / "escape2.txt").exists()
     failed = sorted(line for line in result.stdout.splitlines() if "failed: " in line)
-    assert [line.split(": ")[1] for line in failed] == sorted(keys), result.stdout
+    shown = {key.replace("\t", "\\x09") for key in keys}  # control characters escaped
+    assert [line.split(": ")[1] for line in failed] == sorted(shown), result.stdout
     assert all(": remote key refused: " in line for line in failed), result.stdout
     assert f"1 downloaded, {len(keys)} failed" in result.stdout
     assert "folder" not in result.stdout
@@ -1111,3 +1113,51 @@ def test_held_deletions_stay_held_over_runs_until_force_or_the_files_come_back(
     done = syncd("once", "-c", setup.config)
     assert done.returncode == 0, done.stdout
     assert "f0.txt" not in _visible_objects(remote)
+
+
+@pytest.mark.parametrize("kind", ["file", "s3"])
+def test_local_names_no_key_may_hold_are_named_failures_and_the_rest_syncs(
+    tmp_path: Path, kind: str, request: pytest.FixtureRequest
+) -> None:
+    """A backslash, a control character, bytes that are not UTF-8 (no remote key can hold
+    them; S3 crashed a worker on them, UnicodeEncodeError): each name is a failure of its
+    own, named on stdout with what cannot be printed escaped (the output is valid UTF-8),
+    exit 1; never a traceback. The rest syncs; renamed, they sync and the pass is clean."""
+    remote = remote_for(kind, request, tmp_path)
+    setup = _setup(tmp_path, remote)
+    (setup.local / "back\\slash.txt").write_bytes(b"backslash")
+    (setup.local / "bell\x07.txt").write_bytes(b"bell")
+    with open(os.fsencode(setup.local) + b"/bad\xff.txt", "wb") as raw:
+        raw.write(b"not UTF-8")
+    (setup.local / "fine.txt").write_bytes(b"fine")
+    why = "it cannot be a remote key (not synced)"
+    expected = [
+        f"  failed: back\\slash.txt: name contains a backslash: {why}",
+        f"  failed: bad\\xff.txt: name is not valid UTF-8: {why}",
+        f"  failed: bell\\x07.txt: name contains a control character: {why}",
+    ]
+
+    for attempt in range(2):
+        done = subprocess.run(
+            [*SYNCD, "once", "-c", str(setup.config)], capture_output=True, timeout=120, check=False
+        )
+        stdout = done.stdout.decode("utf-8")  # strict: the summary is valid UTF-8
+        stderr = done.stderr.decode("utf-8", "replace")
+        assert done.returncode == 1, stdout + stderr
+        assert "Traceback" not in stderr and "crashed" not in stderr, stderr
+        assert sorted(line for line in stdout.splitlines() if "failed: " in line) == expected
+        uploaded = 1 if attempt == 0 else 0
+        assert f"docs: {uploaded} uploaded, 0 downloaded, 3 failed" in stdout
+        assert remote.objects() == {"fine.txt": b"fine"}
+
+    (setup.local / "back\\slash.txt").rename(setup.local / "back-slash.txt")
+    (setup.local / "bell\x07.txt").unlink()
+    os.rename(os.fsencode(setup.local) + b"/bad\xff.txt", setup.local / "bad.txt")
+    clean = syncd("once", "-c", setup.config)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert "docs: 2 uploaded, 0 downloaded, 0 failed" in clean.stdout
+    assert remote.objects() == {
+        "fine.txt": b"fine",
+        "back-slash.txt": b"backslash",
+        "bad.txt": b"not UTF-8",
+    }

@@ -7,7 +7,7 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import given, settings
 
-from syncd.engine.paths import _SAFE, UnsafeKey, check_key, key_refusal
+from syncd.engine.paths import _SAFE, UnsafeKey, check_key, key_refusal, printable
 
 
 @pytest.mark.parametrize(
@@ -33,6 +33,8 @@ def test_ordinary_keys_pass_unchanged(key: str) -> None:
         ("a//b.txt", "empty path segment"),
         ("../escape.txt", "'..' segment"),
         ("a/./b.txt", "'.' segment"),
+        ("bad\udcff.txt", "is not valid UTF-8"),  # os.fsdecode of b"bad\xff.txt"
+        ("dir/lone\ud800", "is not valid UTF-8"),
     ],
 )
 def test_unsafe_keys_are_refused_with_the_reason(key: str, reason: str) -> None:
@@ -48,7 +50,9 @@ def test_characters_past_the_control_range_are_fine() -> None:
 
 # Keys built from the characters every rule is about, so the generator meets each refusal often.
 _KEY_PIECES = st.text(
-    alphabet=st.sampled_from(["a", "é", ".", "/", "\\", "\x00", "\x1f", "\x7f", " ", "~"]),
+    alphabet=st.sampled_from(
+        ["a", "é", ".", "/", "\\", "\x00", "\x1f", "\x7f", " ", "~", "\udcff", "\ud800"]
+    ),
     max_size=12,
 )
 
@@ -59,3 +63,17 @@ def test_the_fast_path_accepts_exactly_what_the_rules_accept(key: str) -> None:
     """check_key's one-regex fast path never accepts a key one of its rules refuses, nor
     refuses one they accept."""
     assert bool(_SAFE.fullmatch(key)) == (key_refusal(key) is None)
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("plain/été.txt", "plain/été.txt"),
+        ("bad\udcff.txt", "bad\\xff.txt"),  # the byte that was not UTF-8
+        ("line\nbreak\x7f", "line\\x0abreak\\x7f"),
+        ("lone\ud800", "lone\\xed\\xa0\\x80"),
+    ],
+)
+def test_printable_escapes_what_cannot_be_printed_on_one_line(text: str, shown: str) -> None:
+    assert printable(text) == shown
+    assert printable(text).encode("utf-8").decode("utf-8") == shown

@@ -27,10 +27,14 @@ REMOTE_TRASH = ".syncd-trash"
 #: C0 control characters and DEL (one search instead of a Python loop over every character of
 #: every listed key).
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: Lone surrogates: what Python makes of bytes that are not UTF-8 in a file name (os.fsdecode's
+#: surrogateescape); no remote key, and no row of the state, can hold one.
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 #: A key none of check_key's refusals can apply to: segments of anything but control
-#: characters, backslash and '/', none of them '.' or '..', joined by single slashes.
+#: characters, surrogates, backslash and '/', none of them '.' or '..', joined by single slashes.
 _SAFE = re.compile(
-    r"(?!\.\.?(?:/|$))[^\x00-\x1f\x7f\\/]+(?:/(?!\.\.?(?:/|$))[^\x00-\x1f\x7f\\/]+)*"
+    r"(?!\.\.?(?:/|$))[^\x00-\x1f\x7f\\/\ud800-\udfff]+"
+    r"(?:/(?!\.\.?(?:/|$))[^\x00-\x1f\x7f\\/\ud800-\udfff]+)*"
 )
 
 
@@ -52,7 +56,8 @@ def check_key(key: str) -> str:
     """Return the relative path for a remote key, or raise UnsafeKey saying why.
 
     Refused: empty keys, absolute keys, '.' / '..' / empty segments, NUL and other control
-    characters, backslashes. Folder markers (keys ending in '/') are the caller's to skip.
+    characters, backslashes, names that are not valid UTF-8 (a local file name's bytes).
+    Folder markers (keys ending in '/') are the caller's to skip.
     A name too long for the local filesystem is not unsafe: its download fails, per file.
     """
     if is_plain_key(key):
@@ -73,6 +78,8 @@ def key_refusal(key: str) -> str | None:
         return "contains a control character"
     if "\\" in key:
         return "contains a backslash"
+    if _SURROGATE.search(key):
+        return "is not valid UTF-8"
     if key.startswith("/"):
         return "absolute key"
     for part in key.split("/"):
@@ -81,6 +88,21 @@ def key_refusal(key: str) -> str | None:
         if part in (".", ".."):
             return f"'{part}' segment"
     return None
+
+
+def printable(text: str) -> str:
+    """`text` fit to print on one line and to store: bytes that are not UTF-8 (a file name's
+    surrogate escapes) and control characters shown as `\\xNN`, the rest as it is."""
+    if text.isprintable() and not _SURROGATE.search(text):
+        return text
+    raw = text.encode("utf-8", "surrogateescape" if _escapes_only(text) else "surrogatepass")
+    shown = raw.decode("utf-8", "backslashreplace")
+    return _CONTROL.sub(lambda found: f"\\x{ord(found.group()):02x}", shown)
+
+
+def _escapes_only(text: str) -> bool:
+    """Every surrogate in `text` is one os.fsdecode makes of an undecodable byte."""
+    return all("\udc80" <= each <= "\udcff" for each in _SURROGATE.findall(text))
 
 
 def is_internal(path: str) -> bool:

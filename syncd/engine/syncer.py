@@ -46,6 +46,7 @@ from syncd.engine.paths import (
     is_plain_key,
     key_refusal,
     normalize,
+    printable,
 )
 from syncd.engine.progress import InFlight
 from syncd.engine.remote_index import RemoteIndex
@@ -1366,6 +1367,7 @@ class PairSyncer:
         """One line of the audit trail (`syncd log`); a dry run writes none."""
         if self.plan_only:
             return
+        path, note = _storable(path), None if note is None else _storable(note)
         self.store.log(
             OpRecord(time.time(), self.name, path, op, result, size=size, sha256=sha256, error=note)
         )
@@ -1375,6 +1377,15 @@ class PairSyncer:
         if path not in self._warned_skips:
             self._warned_skips.add(path)
             self.log.warning("skipped", path=path, reason=reason)
+
+
+def _storable(text: str) -> str:
+    """`text` as the state can hold it: a file name that is not UTF-8 shown escaped."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return printable(text)
+    return text
 
 
 def _stat_at(root: Path, target: Path) -> LocalFile | None:
