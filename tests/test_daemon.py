@@ -976,13 +976,15 @@ def test_refused_names_are_failures_the_daemon_does_not_retry_in_a_loop(tmp_path
     setup, remote = _folder_setup(tmp_path)
     (tmp_path / "local").mkdir()
     (setup.local / "back\\slash.txt").write_text("local only")
+    (setup.local / "bell\x07dir").mkdir()
+    (setup.local / "bell\x07dir" / "inside.txt").write_text("under a refused folder")
     (setup.local / "fine.txt").write_text("fine")
     (remote / "tab\tkey.txt").write_text("remote only")
     with running_daemon(setup) as daemon:
         wait_for(lambda: (remote / "fine.txt").exists())
-        pair = wait_for(lambda: (p := daemon.pair_status())["failed"] == 2 and p)
+        pair = wait_for(lambda: (p := daemon.pair_status())["failed"] == 3 and p)
         failures = {f["path"]: f for f in pair["failures"]}
-        assert set(failures) == {"back\\slash.txt", "tab\tkey.txt"}
+        assert set(failures) == {"back\\slash.txt", "bell\x07dir", "tab\tkey.txt"}
         assert failures["back\\slash.txt"]["op"] == "refused_local_name"
         assert failures["tab\tkey.txt"]["op"] == "refused_remote_key"
         assert all(f["next_try"] is None for f in failures.values())  # never due
@@ -995,16 +997,18 @@ def test_refused_names_are_failures_the_daemon_does_not_retry_in_a_loop(tmp_path
         assert syncd("retry", "-c", setup.config).stdout.strip() == "requeued 0 failed operations"
         time.sleep(1.5)
         refused = [line for line in daemon.logs().splitlines() if '"event": "refused"' in line]
-        assert len(refused) == 2, refused  # one each, not one per poll
+        assert len(refused) == 3, refused  # one each, not one per poll
         pair = daemon.pair_status()
-        assert pair["failed"] == 2
-        assert pair["totals"]["since_start"]["failures"] == 2
-        assert pair["totals"]["since_install"]["failures"] == 2
+        assert pair["failed"] == 3
+        assert pair["totals"]["since_start"]["failures"] == 3
+        assert pair["totals"]["since_install"]["failures"] == 3
 
         (setup.local / "back\\slash.txt").unlink()
+        (setup.local / "bell\x07dir").rename(setup.local / "bell-dir")
         (remote / "tab\tkey.txt").rename(remote / "tab-key.txt")
         wait_for(lambda: daemon.pair_status()["failed"] == 0)
         wait_for(lambda: (setup.local / "tab-key.txt").exists())
+        wait_for(lambda: (remote / "bell-dir" / "inside.txt").exists())
         assert daemon.terminate() == 0
     assert (remote / "fine.txt").read_text() == "fine"
 

@@ -343,6 +343,7 @@ class Daemon:
         syncer = self.engine.syncers.get(name)
         if syncer is None or self.engine.queue.is_paused(name):
             return
+        syncer.forget_gone_names()
         if time.monotonic() - self._pruned_at >= PRUNE_EVERY_S:
             self._pruned_at = time.monotonic()
             pruned = self.engine.prune_oplog()

@@ -157,6 +157,10 @@ class PairStats:
             next_try=math.inf,
         )
 
+    def refused_names(self, side: str) -> list[str]:
+        with self._lock:
+            return list(self.refusals.get(side, {}))
+
     def is_refused(self, path: str) -> bool:
         with self._lock:
             return any(path in names for names in self.refusals.values())

@@ -330,7 +330,7 @@ class PairSyncer:
         if not start:
             # A full scan: a refused name it no longer found was renamed or deleted (unless
             # its folder could not be listed this time).
-            kept = {p for p in self.stats.refusals.get("local", {}) if self._in_unlisted(p)}
+            kept = {p for p in self.stats.refused_names("local") if self._in_unlisted(p)}
             self.stats.clear_refused("local", refused | kept)
         for path in self._unreadable_folders(start):
             if path not in failing:  # readable again, or gone
@@ -585,6 +585,15 @@ class PairSyncer:
             self.store.bump(self.name, {"failures": 1})
             self.log.warning("refused", path=path, side=side, reason=reason)
             self._oplog(path, "sync", "failed", note=reason)
+
+    def forget_gone_names(self) -> None:
+        """Refused local names no longer on disk (renamed or deleted, or their folder was):
+        their failures go with them. For the daemon, which scans in full only now and then
+        (a renamed folder's events name what is under it, not the folder)."""
+        names = self.stats.refused_names("local")
+        gone = [name for name in names if not os.path.lexists(self.root / name)]
+        if gone:
+            self.stats.clear_refused("local", (), among=gone)
 
     def _excluded_name(self, name: str) -> bool:
         """A refused name the filters leave out (as a file or as a folder): not synced
@@ -1381,6 +1390,8 @@ class PairSyncer:
 
 def _storable(text: str) -> str:
     """`text` as the state can hold it: a file name that is not UTF-8 shown escaped."""
+    if text.isascii():
+        return text
     try:
         text.encode()
     except UnicodeEncodeError:
