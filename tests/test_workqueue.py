@@ -39,6 +39,22 @@ def test_paused_pair_keeps_its_items() -> None:
     assert q.get(timeout=0) == ("p", "a")
 
 
+def test_a_gated_pair_keeps_its_items_and_is_not_paused() -> None:
+    """A daemon's pair before its start-up pass: its changes are queued, none is handed out,
+    and it does not count as paused (nor keeps the queue from settling)."""
+    q = WorkQueue()
+    q.close_gate("p")
+    q.put("p", "a")
+    q.put("other", "b")
+    assert q.get(timeout=0) == ("other", "b")
+    q.done(("other", "b"))
+    assert q.get(timeout=0) is None
+    assert q.counts()["p"] == (1, 0) and not q.is_paused("p") and q.is_gated("p")
+    assert q.wait_idle(timeout=0)
+    q.open_gate("p")
+    assert q.get(timeout=0) == ("p", "a")
+
+
 def test_idle_and_wait_idle() -> None:
     q = WorkQueue()
     assert q.idle() and q.wait_idle(timeout=0)

@@ -4,8 +4,10 @@ Items are (pair, path). A path is never queued twice, and never processed by two
 once: a change that arrives while its path is in flight is remembered and re-queued when the
 worker finishes, so the last change always gets a look. Each pair has its own FIFO and workers
 take from the pairs in turn, so one pair with 100,000 queued files cannot starve another, and
-a paused pair's items simply wait. A pair may be capped to a number of items in flight (a
-local-folder remote: see `Capabilities.max_transfers`); the other workers serve other pairs.
+a paused pair's items simply wait, and so do a gated pair's (a daemon's pair before its
+start-up pass has cleaned up what an earlier run left). A pair may be capped to a number of
+items in flight (a local-folder remote: see `Capabilities.max_transfers`); the other workers
+serve other pairs.
 An item that turns out to be long (a big file) can step out of its pair's cap, so the pair's
 small files go on beside it instead of waiting behind it.
 """
@@ -32,6 +34,8 @@ class WorkQueue:
         self._in_flight: dict[str, set[str]] = {}
         self._again: dict[str, set[str]] = {}
         self._paused: set[str] = set()
+        #: Pairs whose items wait for `open_gate` (see `close_gate`).
+        self._gated: set[str] = set()
         self._caps: dict[str, int] = {}
         #: In-flight items that stepped out of their pair's cap (`long_running`).
         self._long: dict[str, set[str]] = {}
@@ -84,7 +88,7 @@ class WorkQueue:
         return [
             p
             for p, q in self._queues.items()
-            if q and p not in self._paused and not self._capped(p)
+            if q and p not in self._paused and p not in self._gated and not self._capped(p)
         ]
 
     def _capped(self, pair: str) -> bool:
@@ -141,6 +145,24 @@ class WorkQueue:
             self._paused.discard(pair)
             self._ready.notify_all()
 
+    def close_gate(self, pair: str) -> None:
+        """Hold `pair`'s items back, as a pause does but unseen by `is_paused`: the daemon
+        keeps a pair's transfers from starting before its start-up pass has cleaned up what
+        an earlier run left (temp files, unfinished multipart uploads)."""
+        with self._lock:
+            self._gated.add(pair)
+            if self._settled():
+                self._quiet.notify_all()
+
+    def open_gate(self, pair: str) -> None:
+        with self._lock:
+            self._gated.discard(pair)
+            self._ready.notify_all()
+
+    def is_gated(self, pair: str) -> bool:
+        with self._lock:
+            return pair in self._gated
+
     def is_paused(self, pair: str) -> bool:
         with self._lock:
             return pair in self._paused
@@ -152,6 +174,7 @@ class WorkQueue:
             self._again.pop(pair, None)
             self._caps.pop(pair, None)
             self._long.pop(pair, None)
+            self._gated.discard(pair)
             if self._settled():
                 self._quiet.notify_all()
 
@@ -183,4 +206,4 @@ class WorkQueue:
     def _settled(self) -> bool:
         if any(self._in_flight.values()):
             return False
-        return all(not q or p in self._paused for p, q in self._queues.items())
+        return all(not q or p in self._paused or p in self._gated for p, q in self._queues.items())
