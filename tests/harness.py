@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -181,3 +183,63 @@ def tree(root: Path) -> dict[str, bytes]:
         if path.is_file() and not rel.startswith(".syncd") and ".syncd-tmp-" not in rel:
             files[rel] = path.read_bytes()
     return files
+
+
+@contextmanager
+def hung_endpoint() -> Iterator[str]:
+    """An HTTP endpoint that accepts every connection and never answers (a stalled proxy, a
+    hung server): its URL. A client waits out its read timeout at every request."""
+    server = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return  # closed: the test is over
+            held.append(conn)
+
+    thread = threading.Thread(target=accept, name="hung-endpoint", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        server.close()
+        for conn in held:
+            conn.close()
+        thread.join(5)
+
+
+def hung_and_healthy(tmp_path: Path, endpoint: str) -> Setup:
+    """Two pairs: `cloud`, an S3 remote at `endpoint`, listed first; `docs`, a healthy folder
+    remote at `tmp_path/remote`, with a file waiting on each side that only its start-up pass
+    finds (they were there before the daemon started, and it is not polled meanwhile)."""
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    setup = Setup(tmp_path, f"file://{remote}")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "before.txt").write_text("local, from before the start")
+    (remote / "there.txt").write_text("remote, from before the start")
+    cloud = tmp_path / "cloud"
+    cloud.mkdir()
+    (cloud / "c.txt").write_text("c")
+    setup.extra["pairs"] = [
+        {
+            "name": "cloud",
+            "local": str(cloud),
+            "remote": "s3://bucket/x",
+            "options": {"endpoint_url": endpoint},
+            "poll_interval": 1,
+        },
+        {
+            "name": "docs",
+            "local": str(docs),
+            "remote": f"file://{remote}",
+            # No poll comes in a test's time: only its start-up pass finds the files.
+            "poll_interval": 300,
+            "settle": 0.2,
+        },
+    ]
+    return setup

@@ -21,10 +21,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Setup, running_daemon, syncd, tree, wait_for
+from harness import (
+    Setup,
+    hung_and_healthy,
+    hung_endpoint,
+    running_daemon,
+    syncd,
+    tree,
+    wait_for,
+)
 from remotes import BUCKET_KINDS, Remote, remote_for
 
 from syncd.daemon.control import ControlServer, SocketInUse
+from syncd.daemon.lock import instance_lock
 from syncd.daemon.protocol import request
 from syncd.status_view import render_status
 
@@ -474,6 +483,41 @@ def test_sigterm_during_a_throttled_multipart_upload_stops_within_10_s(
         assert daemon.proc.wait(10) == 0, daemon.logs()
         assert time.monotonic() - started < 10
     assert "big.bin" not in remote.listing()
+
+
+def test_a_hung_remote_at_start_up_holds_up_no_other_pair_nor_the_stop(tmp_path: Path) -> None:
+    """Each pair's start-up pass runs on its own. `cloud`'s remote accepts connections and
+    never answers (each listing waits out a 60 s read timeout, retried for minutes); `docs`,
+    after it in the config, still has its first pass at once: what waited on either side
+    before the start is synced, and so is a file dropped now. Meanwhile `cloud` shows as busy
+    (`syncing`) or in `error` with the reason, never `idle` with nothing to say. SIGTERM
+    stops the daemon within 10 s with exit 0 (issue 2; it took two minutes), the state whole
+    and its lock free for the next run."""
+    with hung_endpoint() as endpoint:
+        setup = hung_and_healthy(tmp_path, endpoint)
+        docs, remote = tmp_path / "docs", tmp_path / "remote"
+        with running_daemon(setup) as daemon:
+            wait_for(lambda: (remote / "before.txt").exists(), timeout=30)
+            wait_for(lambda: (docs / "there.txt").exists(), timeout=30)
+            (docs / "dropped.txt").write_text("dropped")
+            wait_for(lambda: (remote / "dropped.txt").exists(), timeout=30)
+            status = daemon.status()
+            assert status is not None, daemon.logs()
+            pairs = {pair["name"]: pair for pair in status["pairs"]}
+            cloud = pairs["cloud"]
+            assert cloud["state"] == "syncing" or (
+                cloud["state"] == "error" and cloud["last_error"]
+            ), cloud
+            assert pairs["docs"]["last_error"] is None
+            started = time.monotonic()
+            daemon.proc.send_signal(signal.SIGTERM)
+            assert daemon.proc.wait(15) == 0, daemon.logs()
+            assert time.monotonic() - started < 10, daemon.logs()
+    assert not setup.socket.exists()
+    with sqlite3.connect(setup.state_db) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    with instance_lock(f"sqlite:///{setup.state_db}", setup.socket):
+        pass  # free: the next daemon may start
 
 
 def _folder_setup(tmp_path: Path, **pair_extra: Any) -> tuple[Setup, Path]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from harness import SYNCD, Setup, wait_for
+from harness import SYNCD, Setup, hung_and_healthy, hung_endpoint, wait_for
 
 from syncd.config import load_config
 from syncd.daemon.daemon import Daemon
@@ -172,6 +173,48 @@ def test_daemon_sends_ready_status_watchdog_stopping_in_order(tmp_path: Path) ->
     statuses = [m.split("=", 1)[1] for m in messages if m.startswith("STATUS=")]
     assert any(s == "idle" or s.startswith("syncing") for s in statuses)
     assert f"MAINPID={proc.pid}" in messages
+
+
+def test_ready_and_watchdog_do_not_wait_for_a_hung_remote(tmp_path: Path) -> None:
+    """READY=1 once the start-up scans are queued, whatever the remotes do. A pair whose
+    remote accepts connections and never answers (each listing waits out a 60 s read timeout,
+    retried for up to 5 minutes) kept READY=1 and every WATCHDOG=1 back for six minutes:
+    systemd's start timeout killed the service, and Restart= took the healthy pair down with
+    it each time. The status line says what the pair is doing."""
+    with hung_endpoint() as endpoint:
+        setup = hung_and_healthy(tmp_path, endpoint)
+        setup.write()
+        listen = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        address = str(tmp_path / "notify.sock")
+        listen.bind(address)
+        listen.settimeout(1)
+        env = {**os.environ, "NOTIFY_SOCKET": address, "WATCHDOG_USEC": "1000000"}
+        proc = subprocess.Popen(
+            [*SYNCD, "run", "-c", str(setup.config)], env=env, stderr=subprocess.DEVNULL
+        )
+        messages: list[str] = []
+        try:
+
+            def got(prefix: str) -> bool:
+                with contextlib.suppress(TimeoutError):
+                    messages.extend(listen.recv(4096).decode().splitlines())
+                return any(m.startswith(prefix) for m in messages)
+
+            wait_for(lambda: got("READY=1"), timeout=30, interval=0)
+            wait_for(lambda: got("WATCHDOG=1"), timeout=30, interval=0)
+            proc.send_signal(signal.SIGTERM)
+            wait_for(lambda: got("STOPPING=1"), timeout=15, interval=0)
+            assert proc.wait(15) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            listen.close()
+    kinds = [m.split("=", 1)[0] for m in messages]
+    assert kinds[0] == "READY"
+    assert kinds.index("READY") < kinds.index("WATCHDOG") < kinds.index("STOPPING")
+    ready_status = messages[kinds.index("READY") + 1]
+    assert ready_status.startswith("STATUS=") and "cloud" in ready_status, messages
 
 
 def test_the_status_line_reads_no_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

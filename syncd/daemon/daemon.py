@@ -1,8 +1,13 @@
 """The long-running daemon: engine + watcher + poller + control socket, under one supervisor.
 
+Each pair's start-up pass (its first full scan, with the clean-ups of what an earlier run left)
+runs in a thread of its own: READY=1 and the main loop never wait for a remote, a hung remote
+delays no other pair, and a pair's transfers wait (its queue gated) until its pass is through.
+
 Signal handlers only set a flag; the main loop notices it, restarts dead threads while running,
 and shuts everything down in order: sources first, then workers (10 s to finish or abort their
-transfer), then the database and the socket.
+transfer), then the database and the socket. A start-up pass still waiting on its remote then
+is left behind (a daemon thread): a read blocked on a hung remote cannot be cut short.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from syncd.engine.debounce import Debouncer, Pending
 from syncd.engine.decide import remote_state
 from syncd.engine.filters import SYNCIGNORE
 from syncd.engine.model import Change
-from syncd.engine.syncer import PairFault
+from syncd.engine.syncer import PairFault, PairSyncer
 from syncd.engine.workers import WorkerPool
 from syncd.engine.workqueue import Key
 from syncd.providers.errors import ProviderError
@@ -48,6 +53,9 @@ FINISH_GRACE_S = 5.0
 #: ...and waits at most this long for them to wind down (a transfer looks at the flag at
 #: every chunk, bandwidth wait and retry wait), so that a stop takes under 10 s in all.
 CANCEL_GRACE_S = 3.0
+#: Then the start-up passes still running get this long to end (a retry's wait ends at once
+#: on the engine's flag); one still blocked in a read of its remote is left behind.
+STARTUP_GRACE_S = 0.5
 
 
 class Daemon:
@@ -72,8 +80,12 @@ class Daemon:
         self.remote_changes = RemoteChanges(self.watcher)
         #: Pairs without a file watcher (inotify limits): scanned in full at every poll.
         self._scan_fallback: set[str] = set()
-        #: Pairs that had a successful full scan; until then every poll tries one.
+        #: Pairs that had a successful full scan (their start-up pass); until then every poll
+        #: starts one, if none is running.
         self._scanned: set[str] = set()
+        #: Each pair's start-up pass: the syncer it is for, and its thread.
+        self._startups: dict[str, tuple[PairSyncer, threading.Thread]] = {}
+        self._startups_lock = threading.Lock()
         #: The (device, inode) of each pair's root when its watch was set (None: not set).
         self._watched_roots: dict[str, tuple[int, int] | None] = {}
         self._pruned_at = float("-inf")  # the first poll prunes the operation log
@@ -89,6 +101,9 @@ class Daemon:
         }
         previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_hangup)
         try:
+            for name in self.engine.syncers:
+                # Nothing of a pair is transferred before its start-up pass has cleaned up.
+                self.engine.queue.close_gate(name)
             self.control.start()
             self.settler.start()
             # Started before the watches are added, so a watch that fails fails alone.
@@ -102,8 +117,7 @@ class Daemon:
             self.poller.start()
             log.info("syncd started", version=__version__, pairs=list(self.engine.syncers))
             for name in self.engine.syncers:
-                if not self._stop.is_set():
-                    self.startup_scan(name)
+                self._start_pass(name)
             self.notifier.ready(self.status_line())
             last_ping = 0.0
             while not self._stop.wait(0.5):
@@ -183,15 +197,17 @@ class Daemon:
         log.info("pair removed", pair=name)
 
     def _add_pair(self, pair: PairConfig) -> None:
+        self.engine.queue.close_gate(pair.name)
         try:
             self.engine.add_pair(pair)
         except (ProviderError, RemoteURLError) as exc:
+            self.engine.queue.drop_pair(pair.name)
             log.error("pair cannot be added", pair=pair.name, error=str(exc))
             return
         self.engine.write_behind(pair.name)
         self._watch(pair.name)
         self.poller.add(pair.name, pair.poll_interval)
-        self.poller.run_now(pair.name, self.startup_scan)
+        self._start_pass(pair.name)
         log.info("pair added", pair=pair.name)
 
     def _watch(self, name: str) -> None:
@@ -248,8 +264,11 @@ class Daemon:
     def status_line(self) -> str:
         """One line for systemd's STATUS=: what the daemon is doing right now."""
         parts = []
+        scanning = self._starting()
         for name, state, queued, in_flight in self._pair_states():
-            if state == "syncing":
+            if state == "syncing" and name in scanning:
+                parts.append(f"scanning {name}")
+            elif state == "syncing":
                 parts.append(f"syncing {queued + in_flight} files in {name}")
             elif state != "idle":
                 parts.append(f"{state}: {name}")
@@ -265,27 +284,86 @@ class Daemon:
         if not finished:
             self.engine.stopping.set()
             self.workers.stop(timeout=CANCEL_GRACE_S)
+        # Start-up passes still running end at their next retry wait, or at the end of their
+        # listing (PairSyncer.plan looks at the flag): give those a moment. One blocked in a
+        # read of a hung remote is left behind; it touches nothing once the flag is set.
+        self.engine.stopping.set()
+        deadline = time.monotonic() + STARTUP_GRACE_S
+        with self._startups_lock:
+            passes = [thread for _, thread in self._startups.values()]
+        for thread in passes:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        left = [thread.name for thread in passes if thread.is_alive()]
+        if left:
+            log.warning(
+                "start-up passes still waiting on their remote are left behind", threads=left
+            )
         self.control.stop()
         self.engine.close()
         log.info("syncd stopped")
 
     # -- change sources -------------------------------------------------------------------
+    def _start_pass(self, name: str) -> None:
+        """Start the pair's start-up pass in a thread of its own, unless one is running: its
+        listing may wait minutes on a remote (timeouts, retries), and neither the main loop
+        (READY=1, the watchdog, signals) nor another pair may wait with it. A daemon thread:
+        a read blocked on a hung remote cannot hold up the exit."""
+        syncer = self.engine.syncers.get(name)
+        if syncer is None or self._stop.is_set():
+            return
+        with self._startups_lock:
+            running = self._startups.get(name)
+            if running is not None and running[0] is syncer and running[1].is_alive():
+                return
+            thread = threading.Thread(
+                target=self.startup_scan, args=(name,), name=f"startup-{name}", daemon=True
+            )
+            self._startups[name] = (syncer, thread)
+            thread.start()
+
+    def _starting(self) -> set[str]:
+        """The pairs whose start-up pass is running."""
+        with self._startups_lock:
+            return {
+                name
+                for name, (syncer, thread) in self._startups.items()
+                if thread.is_alive() and self.engine.syncers.get(name) is syncer
+            }
+
     def startup_scan(self, name: str) -> None:
         """The first full reconciliation of a pair: also clears what an earlier run left
-        (temp files of interrupted downloads, stale multipart uploads)."""
-        self.full_scan(name, first_pass=True)
+        (temp files of interrupted downloads, stale multipart uploads). The pair's transfers
+        wait for it (its queue is gated until it is through)."""
+        try:
+            self.full_scan(name, first_pass=True)
+        except Exception:
+            log.exception("start-up pass crashed", pair=name)
 
     def full_scan(self, name: str, *, first_pass: bool = False) -> None:
         """Compare both sides in full and queue every path that needs work. Only the first
-        pass cleans up: later ones run beside transfers in flight."""
-        syncer = self.engine.syncers[name]
+        pass cleans up: later ones run beside transfers in flight. Until a first pass is
+        through (at start-up, or the remote was down then), a scan asked for is that one,
+        in its own thread."""
+        syncer = self.engine.syncers.get(name)
+        if syncer is None:
+            return
+        if not first_pass and name not in self._scanned:
+            self._start_pass(name)
+            return
         self.remote_changes.listing(name)
         try:
             plan = syncer.plan(first_pass=first_pass)
         except PairFault as exc:
+            if self.engine.syncers.get(name) is not syncer:
+                return  # removed meanwhile (a reload)
             self.remote_changes.listing_failed(name)
+            if self._stop.is_set():
+                log.info("full scan abandoned: syncd is stopping", pair=name)
+                return
             syncer.stats.set_fault(str(exc))
             log.error("full scan failed", pair=name, error=str(exc))
+            return
+        if self.engine.syncers.get(name) is not syncer or self._stop.is_set():
             return
         syncer.stats.set_fault(None)
         self._scanned.add(name)
@@ -294,6 +372,8 @@ class Daemon:
         paths = sorted({item.path for item in plan} | syncer.deletions.pending().keys())
         for path in paths:
             self.engine.queue.put(name, path)
+        if first_pass:
+            self.engine.queue.open_gate(name)
         log.info("full scan queued", pair=name, paths=len(paths), first_pass=first_pass)
         if not paths:
             syncer.stats.mark_synced()
@@ -467,6 +547,7 @@ class Daemon:
         settling: dict[str, int] = {}
         for pair, _path in self.settler.pending_keys() + self.engine.delayed.pending_keys():
             settling[pair] = settling.get(pair, 0) + 1
+        scanning = self._starting()
         states = []
         for name, syncer in self.engine.syncers.items():
             queued, in_flight = counts.get(name, (0, 0))
@@ -476,7 +557,7 @@ class Daemon:
                 state = "paused"
             elif stats.fault is not None:
                 state = "error"
-            elif queued or in_flight:
+            elif queued or in_flight or name in scanning:
                 state = "syncing"
             elif stats.held_reason is not None:
                 state = "held"

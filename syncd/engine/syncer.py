@@ -386,6 +386,10 @@ class PairSyncer:
         self.check_root()
         self.reload_filter()
         remote = self.list_remote()
+        if self.is_cancelled():
+            # A listing that answered only as syncd stops (a daemon's start-up pass left
+            # behind on a hung remote): no clean-up begins under a closing state.
+            raise PairFault("pass abandoned: syncd is stopping")
         local = self.scan_local(clean_temp=first_pass and not self.plan_only)
         base = self._hold() if hold else self.store.entries(self.name)
         if hold:
