@@ -32,9 +32,12 @@ from harness import (
 )
 from remotes import BUCKET_KINDS, Remote, remote_for
 
+from syncd.config import load_config
 from syncd.daemon.control import ControlServer, SocketInUse
+from syncd.daemon.daemon import Daemon
 from syncd.daemon.lock import instance_lock
 from syncd.daemon.protocol import request
+from syncd.engine.core import Engine
 from syncd.status_view import render_status
 
 MTIME_NS = 1_650_000_000_987_654_321
@@ -457,6 +460,31 @@ def test_signals_stop_cleanly(tmp_path: Path, signum: str) -> None:
         daemon.proc.send_signal(getattr(signal, signum))
         assert daemon.proc.wait(15) == 0
     assert not setup.socket.exists()
+
+
+def test_the_signal_handlers_take_no_lock_the_main_loop_may_hold(tmp_path: Path) -> None:
+    """A signal handler runs in the main thread between two of its steps, maybe inside the
+    main loop's `self._stop.wait(0.5)` while it holds the event's lock: a handler that set
+    the event waited for that lock for ever, and the daemon never stopped (one SIGTERM in
+    seven or so, in a test that sent it at the loop's first ticks). Here the handlers run
+    with that lock held, as they would then."""
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    setup = Setup(tmp_path, f"file://{remote}")
+    setup.write()
+    config = load_config(setup.config)
+    with Engine(config) as engine:
+        daemon = Daemon(config, engine)
+
+        def handle_inside_the_wait() -> None:
+            with daemon._stop._cond:  # type: ignore[attr-defined]  # CPython's Event
+                daemon._on_signal(signal.SIGTERM, None)
+                daemon._on_hangup(signal.SIGHUP, None)
+
+        handler = threading.Thread(target=handle_inside_the_wait, daemon=True)
+        handler.start()
+        handler.join(5)
+        assert not handler.is_alive(), "a signal handler waits for a lock the loop holds"
 
 
 @pytest.mark.parametrize("kind", BUCKET_KINDS)

@@ -68,7 +68,9 @@ class Daemon:
     ) -> None:
         self.config = config
         self.config_path = config_path
-        self._reload = threading.Event()
+        #: Set by the signal handlers, read by the main loop (see _on_signal).
+        self._signalled = False
+        self._reload_asked = False
         self.engine = engine
         self.started = time.monotonic()
         self._stop = threading.Event()
@@ -121,8 +123,11 @@ class Daemon:
             self.notifier.ready(self.status_line())
             last_ping = 0.0
             while not self._stop.wait(0.5):
-                if self._reload.is_set():
-                    self._reload.clear()
+                if self._signalled:
+                    self._stop.set()
+                    break
+                if self._reload_asked:
+                    self._reload_asked = False
                     self.reload()
                 healthy = self._supervise()
                 self.remote_changes.drop_fired()
@@ -155,10 +160,14 @@ class Daemon:
         log.info("metrics endpoint listening", listen=metrics.listen)
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        self._stop.set()
+        """Only a flag, which the main loop reads at its next tick (0.5 s): a handler runs in
+        the main thread between two of its steps, maybe inside `self._stop.wait()` holding
+        the event's lock, and `Event.set()` here then waited for that lock for ever (a
+        SIGTERM now and then never stopped the daemon)."""
+        self._signalled = True
 
     def _on_hangup(self, signum: int, _frame: FrameType | None) -> None:
-        self._reload.set()
+        self._reload_asked = True  # a flag, as in _on_signal
 
     def reload(self) -> None:
         """Re-read the config: pairs added, removed or changed take effect now; a bad config
