@@ -189,9 +189,9 @@ def test_ready_and_watchdog_do_not_wait_for_a_hung_remote(tmp_path: Path) -> Non
         listen.bind(address)
         listen.settimeout(1)
         env = {**os.environ, "NOTIFY_SOCKET": address, "WATCHDOG_USEC": "1000000"}
-        proc = subprocess.Popen(
-            [*SYNCD, "run", "-c", str(setup.config)], env=env, stderr=subprocess.DEVNULL
-        )
+        log = tmp_path / "daemon.log"
+        with log.open("w") as out:
+            proc = subprocess.Popen([*SYNCD, "run", "-c", str(setup.config)], env=env, stderr=out)
         messages: list[str] = []
         try:
 
