@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from syncd.providers.base import MTIME_NS_MAX, MTIME_NS_MIN, clamp_mtime_ns
+
 
 class Side(enum.Enum):
     LOCAL = "local"
@@ -47,6 +49,12 @@ class LocalFile:
     ctime_ns: int = 0  # changes with every write, even one that restores size and mtime
     sha256: str | None = None
     md5: str | None = None
+
+    def __post_init__(self) -> None:
+        # A file stamped past 2262 (or before 1677) is held at the nearest time the state can
+        # record, so that the record and the next stat agree (see clamp_mtime_ns).
+        if not MTIME_NS_MIN <= self.mtime_ns <= MTIME_NS_MAX:
+            object.__setattr__(self, "mtime_ns", clamp_mtime_ns(self.mtime_ns))
 
 
 class Action(enum.Enum):

@@ -53,7 +53,13 @@ from syncd.engine.remote_index import RemoteIndex
 from syncd.engine.retry import RetryPolicy
 from syncd.engine.stats import PairStats
 from syncd.engine.transfer import Result, Transfers, same_stat
-from syncd.providers.base import BatchedDurability, MultipartProvider, ObjectInfo, Provider
+from syncd.providers.base import (
+    BatchedDurability,
+    MultipartProvider,
+    ObjectInfo,
+    Provider,
+    seconds_to_ns,
+)
 from syncd.providers.errors import (
     Cancelled,
     InvalidRequest,
@@ -810,7 +816,7 @@ class PairSyncer:
         # An object written by another tool carries no mtime: its upload time stands in.
         remote_ns = remote.mtime_ns
         if remote_ns is None and remote.modified:
-            remote_ns = int(remote.modified * 1e9)
+            remote_ns = seconds_to_ns(remote.modified)
         return resolve(chosen, local.mtime_ns, remote_ns)
 
     def _conflict(

@@ -26,7 +26,7 @@ from syncd.engine.origin import is_this_write, origin_metadata
 from syncd.engine.progress import InFlight, Transfer
 from syncd.engine.remote_index import RemoteIndex
 from syncd.engine.retry import RetryPolicy
-from syncd.providers.base import ObjectInfo, Provider, UploadRequest
+from syncd.providers.base import ObjectInfo, Provider, UploadRequest, seconds_to_ns
 from syncd.providers.errors import (
     InvalidRequest,
     NotFound,
@@ -356,7 +356,7 @@ class Transfers:
                 )
             if written != info.size:
                 raise ProviderError(f"short download ({written} of {info.size} bytes)")
-            mtime_ns = info.mtime_ns if info.mtime_ns is not None else int(info.modified * 1e9)
+            mtime_ns = info.mtime_ns if info.mtime_ns is not None else seconds_to_ns(info.modified)
             os.utime(tmp, ns=(mtime_ns, mtime_ns), dir_fd=spot.fd, follow_symlinks=False)
             if not still_local():
                 return Downloaded(Result.MOVED)

@@ -19,6 +19,24 @@ SHA256_META = "sha256"
 #: (see syncd/engine/origin.py). One word: Azure takes only C# identifiers as metadata names.
 ORIGIN_META = "syncdorigin"
 
+#: The file times syncd holds: nanoseconds since the epoch in a signed 64-bit integer, what the
+#: state's BIGINT columns store (1677-09-21T00:12:43.145224192 to 2262-04-11T23:47:16.854775807).
+MTIME_NS_MIN = -(2**63)
+MTIME_NS_MAX = 2**63 - 1
+
+
+def clamp_mtime_ns(mtime_ns: int) -> int:
+    """A file time as syncd holds it: one that 64-bit nanoseconds cannot hold (a file stamped
+    2300-01-01, which filesystems allow) becomes the nearest one they can. Every mtime syncd
+    takes from a stat or a service passes here (ObjectInfo, LocalFile, `seconds_to_ns`), so
+    what the state records is what the next look compares it with, and what an upload states."""
+    return MTIME_NS_MIN if mtime_ns < MTIME_NS_MIN else min(mtime_ns, MTIME_NS_MAX)
+
+
+def seconds_to_ns(seconds: float) -> int:
+    """A service's LastModified (seconds since the epoch) as a file time syncd can hold."""
+    return clamp_mtime_ns(int(seconds * 1_000_000_000))
+
 
 @dataclass(frozen=True, slots=True)
 class ObjectInfo:
@@ -52,6 +70,10 @@ class ObjectInfo:
     #: The `syncdorigin` metadata, where read (None: not stated, or not listed).
     origin: str | None = None
     meta_version: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.mtime_ns is not None and not MTIME_NS_MIN <= self.mtime_ns <= MTIME_NS_MAX:
+            object.__setattr__(self, "mtime_ns", clamp_mtime_ns(self.mtime_ns))
 
 
 @dataclass(frozen=True, slots=True)

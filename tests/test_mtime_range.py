@@ -1,0 +1,93 @@
+"""File times at the edges: past what 64-bit nanoseconds hold (2262-04-11). "The local
+modification time travels in object metadata, and a download restores it": every kind of
+remote, on its real emulator.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from harness import Setup, syncd, tree
+from remotes import ALL_KINDS, Remote, remote_for
+from test_set_mtime import _stated_mtime
+
+#: 2300-01-01T00:00:00.000000123Z: a time files can have and 64-bit nanoseconds cannot.
+FAR_FUTURE_NS = 10_413_792_000 * 1_000_000_000 + 123
+#: The last nanosecond a signed 64-bit count holds: 2262-04-11T23:47:16.854775807Z.
+INT64_MAX = 2**63 - 1
+
+
+@pytest.fixture(params=ALL_KINDS)
+def remote(request: pytest.FixtureRequest, tmp_path: Path) -> Remote:
+    return remote_for(request.param, request, tmp_path)
+
+
+def _machine(tmp_path: Path, remote: Remote, **pair: Any) -> Setup:
+    setup = Setup(tmp_path, remote.url, options=remote.options, pair_extra=pair)
+    setup.write()
+    return setup
+
+
+def _once(setup: Setup) -> str:
+    result = syncd("once", "-c", setup.config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "too large" not in result.stderr and "unexpected" not in result.stderr, result.stderr
+    return result.stdout
+
+
+def _recorded(setup: Setup) -> dict[str, int]:
+    with sqlite3.connect(setup.state_db) as db:
+        return dict(db.execute("SELECT path, mtime_ns FROM files").fetchall())
+
+
+def _trashed(setup: Setup, remote: Remote) -> list[str]:
+    local = [
+        p.relative_to(setup.local).as_posix()
+        for p in (setup.local / ".syncd" / "trash").rglob("*")
+        if p.is_file()
+    ]
+    return local + [key for key in remote.listing() if key.startswith(".syncd-trash/")]
+
+
+# -- past 2262 ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("first_on", ["machine", "remote"])
+def test_a_file_stamped_past_2262_is_recorded_and_an_edit_of_it_syncs(
+    tmp_path: Path, remote: Remote, first_on: str
+) -> None:
+    """A file stamped 2300 (on machine A, or on the remote: a folder's file time, an object's
+    `mtime` metadata) gets a state record like any other; B's ordinary edit of it then comes
+    down to A as an edit: not a conflict A's far-future time wins, nothing in any trash."""
+    a = _machine(tmp_path / "a", remote, conflict="timestamp_wins")
+    b = _machine(tmp_path / "b", remote, conflict="timestamp_wins")
+    if first_on == "machine":
+        (a.local / "arch.txt").write_bytes(b"old archive file\n")
+        os.utime(a.local / "arch.txt", ns=(FAR_FUTURE_NS, FAR_FUTURE_NS))
+        assert "1 uploaded" in _once(a)
+        # Held, recorded and sent as the last time 64-bit nanoseconds hold.
+        assert _recorded(a) == {"arch.txt": INT64_MAX}
+        assert _stated_mtime(remote, "arch.txt") == INT64_MAX
+    else:
+        remote.put("arch.txt", b"old archive file\n", mtime_ns=FAR_FUTURE_NS)
+        assert "1 downloaded" in _once(a)
+        assert list(_recorded(a)) == ["arch.txt"]
+    again = _once(a)
+    assert again.startswith("docs: 0 uploaded, 0 downloaded, 0 failed, 0 conflicts"), again
+
+    assert "1 downloaded" in _once(b)
+    assert list(_recorded(b)) == ["arch.txt"]
+    (b.local / "arch.txt").write_bytes(b"b edits the file\n")
+    assert "1 uploaded" in _once(b)
+
+    pulled = _once(a)
+    assert pulled.startswith("docs: 0 uploaded, 1 downloaded, 0 failed, 0 conflicts"), pulled
+    for machine in (a, b):
+        assert tree(machine.local) == {"arch.txt": b"b edits the file\n"}
+        assert _trashed(machine, remote) == []
+    assert remote.objects() == {"arch.txt": b"b edits the file\n"}
+    assert (a.local / "arch.txt").stat().st_mtime_ns == (b.local / "arch.txt").stat().st_mtime_ns
