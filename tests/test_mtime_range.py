@@ -1,6 +1,6 @@
-"""File times at the edges: past what 64-bit nanoseconds hold (2262-04-11). "The local
-modification time travels in object metadata, and a download restores it": every kind of
-remote, on its real emulator.
+"""File times at the edges: past what 64-bit nanoseconds hold (2262-04-11), and `mtime`
+metadata that no file time fits. "The local modification time travels in object metadata,
+and a download restores it": every kind of remote, on its real emulator.
 """
 
 from __future__ import annotations
@@ -12,8 +12,10 @@ from typing import Any
 
 import pytest
 from harness import Setup, syncd, tree
-from remotes import ALL_KINDS, Remote, remote_for
+from remotes import ALL_KINDS, BUCKET_KINDS, AzureRemote, GCSRemote, Remote, S3Remote, remote_for
 from test_set_mtime import _stated_mtime
+
+from syncd.providers.base import format_mtime, parse_mtime
 
 #: 2300-01-01T00:00:00.000000123Z: a time files can have and 64-bit nanoseconds cannot.
 FAR_FUTURE_NS = 10_413_792_000 * 1_000_000_000 + 123
@@ -23,6 +25,11 @@ INT64_MAX = 2**63 - 1
 
 @pytest.fixture(params=ALL_KINDS)
 def remote(request: pytest.FixtureRequest, tmp_path: Path) -> Remote:
+    return remote_for(request.param, request, tmp_path)
+
+
+@pytest.fixture(params=BUCKET_KINDS)
+def bucket_remote(request: pytest.FixtureRequest, tmp_path: Path) -> Remote:
     return remote_for(request.param, request, tmp_path)
 
 
@@ -51,6 +58,19 @@ def _trashed(setup: Setup, remote: Remote) -> list[str]:
         if p.is_file()
     ]
     return local + [key for key in remote.listing() if key.startswith(".syncd-trash/")]
+
+
+def _put_with_metadata(remote: Remote, key: str, data: bytes, metadata: dict[str, str]) -> None:
+    """An object written by another tool, with whatever metadata it chose."""
+    if isinstance(remote, S3Remote):
+        remote.bucket.client.put_object(
+            Bucket=remote.bucket.bucket, Key=remote.prefix + key, Body=data, Metadata=metadata
+        )
+    elif isinstance(remote, GCSRemote):
+        remote.bucket.write(remote.prefix + key, data, metadata)
+    else:
+        assert isinstance(remote, AzureRemote)
+        remote.container.write(remote.prefix + key, data, metadata)
 
 
 # -- past 2262 ------------------------------------------------------------------------------
@@ -91,3 +111,55 @@ def test_a_file_stamped_past_2262_is_recorded_and_an_edit_of_it_syncs(
         assert _trashed(machine, remote) == []
     assert remote.objects() == {"arch.txt": b"b edits the file\n"}
     assert (a.local / "arch.txt").stat().st_mtime_ns == (b.local / "arch.txt").stat().st_mtime_ns
+
+
+# -- metadata no file time fits --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "stated", ["99999999999999999999", "-99999999999999999999", "9223372036.854775808"]
+)
+def test_an_mtime_no_file_time_fits_falls_back_to_last_modified(
+    tmp_path: Path, bucket_remote: Remote, stated: str
+) -> None:
+    """As `abc`, `nan` or `1e20` do: the object comes down with its LastModified, once."""
+    remote = bucket_remote
+    _put_with_metadata(remote, "report.txt", b"written by another tool\n", {"mtime": stated})
+    setup = _machine(tmp_path, remote)
+    assert "1 downloaded" in _once(setup)
+    assert tree(setup.local) == {"report.txt": b"written by another tool\n"}
+    last_modified = remote.listing()["report.txt"][1]
+    mtime = (setup.local / "report.txt").stat().st_mtime_ns / 1e9
+    assert abs(mtime - last_modified) < 1, (mtime, last_modified)
+    again = _once(setup)
+    assert again.startswith("docs: 0 uploaded, 0 downloaded, 0 failed, 0 conflicts"), again
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("1700000000.123456789", 1_700_000_000_123_456_789),
+        ("1700000000", 1_700_000_000_000_000_000),
+        ("1700000000.5", 1_700_000_000_500_000_000),
+        ("1700000000.1234567891", 1_700_000_000_123_456_789),
+        ("9223372036.854775807", INT64_MAX),
+        ("9223372036.854775808", None),
+        ("99999999999999999999", None),
+        ("9" * 5000, None),
+        ("abc", None),
+        ("nan", None),
+        ("inf", None),
+        ("-inf", None),
+        ("1e20", None),
+        ("1_000", None),
+        ("--5", None),
+        ("-", None),
+        (".", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_parse_mtime(value: str | None, expected: int | None) -> None:
+    assert parse_mtime(value) == expected
+    if expected is not None:
+        assert parse_mtime(format_mtime(expected)) == expected

@@ -6,6 +6,7 @@ or folder). It knows nothing about local files, state or conflicts; the engine d
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, Literal, Protocol, runtime_checkable
@@ -232,19 +233,31 @@ def format_mtime(mtime_ns: int) -> str:
     return f"{seconds}.{nanos:09d}"
 
 
+_MTIME_VALUE = re.compile(r"([+-]?)([0-9]*)(?:\.([0-9]*))?")
+#: More digits of whole seconds than any time 64-bit nanoseconds hold (9223372036) has.
+_MAX_SECONDS_DIGITS = 10
+
+
 def parse_mtime(value: str | None) -> int | None:
-    """Read an `mtime` metadata value ("SECONDS[.FRACTION]") back to nanoseconds, or None."""
+    """Read an `mtime` metadata value ("SECONDS[.FRACTION]") back to nanoseconds, or None.
+
+    Digits past the ninth decimal are dropped. Anything else is None, and the object's
+    LastModified stands in: no digits, an exponent, nan or inf, and a time that 64-bit
+    nanoseconds cannot hold (after 2262, which no file time syncd holds is:
+    `clamp_mtime_ns`), as rclone refuses one."""
     if not value:
         return None
-    whole, _, frac = value.strip().partition(".")
-    try:
-        seconds = int(whole)
-        nanos = int((frac + "000000000")[:9]) if frac else 0
-    except ValueError:
+    match = _MTIME_VALUE.fullmatch(value.strip())
+    if match is None:
         return None
-    if seconds < 0:
+    sign, whole, frac = match.groups()
+    whole, frac = whole.lstrip("0"), frac or ""
+    if not (match.group(2) or frac) or len(whole) > _MAX_SECONDS_DIGITS:
         return None
-    return seconds * 1_000_000_000 + nanos
+    mtime_ns = int(whole or "0") * 1_000_000_000 + int((frac + "000000000")[:9])
+    if sign == "-":
+        return None
+    return mtime_ns if MTIME_NS_MIN <= mtime_ns <= MTIME_NS_MAX else None
 
 
 @runtime_checkable

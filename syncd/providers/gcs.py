@@ -42,6 +42,7 @@ from google.oauth2 import service_account
 
 from syncd.providers.base import (
     MTIME_META,
+    MTIME_NS_MAX,
     ORIGIN_META,
     SHA256_META,
     Capabilities,
@@ -280,7 +281,8 @@ def _rfc3339_ns(value: str) -> int | None:
     seconds = int(moment.timestamp())
     if seconds < 0:
         return None
-    return seconds * 1_000_000_000 + int(((frac or "") + "000000000")[:9])
+    mtime_ns = seconds * 1_000_000_000 + int(((frac or "") + "000000000")[:9])
+    return mtime_ns if mtime_ns <= MTIME_NS_MAX else None
 
 
 class _Body(io.RawIOBase):
