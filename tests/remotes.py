@@ -32,11 +32,12 @@ TEMP_MARK = ".syncd-tmp-"
 
 
 def mtime_metadata(mtime_ns: int | None) -> dict[str, str]:
-    """The `mtime` metadata syncd writes and reads ("SECONDS.NANOS")."""
+    """The `mtime` metadata syncd writes and reads ("SECONDS.NANOS", negative as a whole
+    before 1970, as rclone spells it)."""
     if mtime_ns is None:
         return {}
-    seconds, nanos = divmod(mtime_ns, 1_000_000_000)
-    return {"mtime": f"{seconds}.{nanos:09d}"}
+    seconds, nanos = divmod(abs(mtime_ns), 1_000_000_000)
+    return {"mtime": f"{'-' if mtime_ns < 0 else ''}{seconds}.{nanos:09d}"}
 
 
 def _missing_errors() -> tuple[type[BaseException], ...]:

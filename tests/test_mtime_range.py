@@ -1,6 +1,6 @@
-"""File times at the edges: past what 64-bit nanoseconds hold (2262-04-11), and `mtime`
-metadata that no file time fits. "The local modification time travels in object metadata,
-and a download restores it": every kind of remote, on its real emulator.
+"""File times at the edges: before 1970, past what 64-bit nanoseconds hold (2262-04-11), and
+`mtime` metadata that no file time fits. "The local modification time travels in object
+metadata, and a download restores it": every kind of remote, on its real emulator.
 """
 
 from __future__ import annotations
@@ -13,14 +13,17 @@ from typing import Any
 import pytest
 from harness import Setup, syncd, tree
 from remotes import ALL_KINDS, BUCKET_KINDS, AzureRemote, GCSRemote, Remote, S3Remote, remote_for
-from test_set_mtime import _stated_mtime
+from test_set_mtime import _object, _stated_mtime
 
 from syncd.providers.base import format_mtime, parse_mtime
+from syncd.providers.gcs import _mtime as gcs_mtime
 
 #: 2300-01-01T00:00:00.000000123Z: a time files can have and 64-bit nanoseconds cannot.
 FAR_FUTURE_NS = 10_413_792_000 * 1_000_000_000 + 123
 #: The last nanosecond a signed 64-bit count holds: 2262-04-11T23:47:16.854775807Z.
 INT64_MAX = 2**63 - 1
+#: 1965-01-01T00:00:00.123456789Z (touch -d 1965-01-01), to the nanosecond.
+PRE_1970_NS = -157_766_400 * 1_000_000_000 + 123_456_789
 
 
 @pytest.fixture(params=ALL_KINDS)
@@ -142,8 +145,13 @@ def test_an_mtime_no_file_time_fits_falls_back_to_last_modified(
         ("1700000000", 1_700_000_000_000_000_000),
         ("1700000000.5", 1_700_000_000_500_000_000),
         ("1700000000.1234567891", 1_700_000_000_123_456_789),
+        ("-157766399.876543211", PRE_1970_NS),
+        ("-0.000000001", -1),
+        ("-5", -5_000_000_000),
         ("9223372036.854775807", INT64_MAX),
+        ("-9223372036.854775808", -(2**63)),
         ("9223372036.854775808", None),
+        ("-9223372036.854775809", None),
         ("99999999999999999999", None),
         ("9" * 5000, None),
         ("abc", None),
@@ -163,3 +171,55 @@ def test_parse_mtime(value: str | None, expected: int | None) -> None:
     assert parse_mtime(value) == expected
     if expected is not None:
         assert parse_mtime(format_mtime(expected)) == expected
+
+
+def test_format_mtime_signs_a_time_before_1970_as_a_whole() -> None:
+    """As rclone writes it (and reads it: "-1.5" is 1.5 seconds before the epoch)."""
+    assert format_mtime(-1_500_000_000) == "-1.500000000"
+    assert format_mtime(-1) == "-0.000000001"
+    assert format_mtime(PRE_1970_NS) == "-157766399.876543211"
+    assert format_mtime(1_700_000_000_000_000_001) == "1700000000.000000001"
+
+
+# -- before 1970 ----------------------------------------------------------------------------
+
+
+def test_a_pre_1970_mtime_travels_to_the_nanosecond(tmp_path: Path, remote: Remote) -> None:
+    a, b = _machine(tmp_path / "a", remote), _machine(tmp_path / "b", remote)
+    (a.local / "old.txt").write_bytes(b"old\n")
+    os.utime(a.local / "old.txt", ns=(PRE_1970_NS, PRE_1970_NS))
+    assert "1 uploaded" in _once(a)
+    assert _stated_mtime(remote, "old.txt") == PRE_1970_NS
+    if remote.kind != "file":
+        assert _object(remote, "old.txt")["metadata"]["mtime"] == "-157766399.876543211"
+
+    assert "1 downloaded" in _once(b)
+    assert (b.local / "old.txt").stat().st_mtime_ns == PRE_1970_NS
+    for machine in (a, b):  # settled: nothing moves, no restamp either way
+        again = _once(machine)
+        assert again.startswith("docs: 0 uploaded, 0 downloaded, 0 failed, 0 conflicts"), again
+        assert (machine.local / "old.txt").stat().st_mtime_ns == PRE_1970_NS
+    assert _stated_mtime(remote, "old.txt") == PRE_1970_NS
+
+
+def test_a_pre_1970_mtime_another_tool_stated_is_restored(tmp_path: Path, remote: Remote) -> None:
+    remote.put("old.txt", b"old\n", mtime_ns=PRE_1970_NS)
+    setup = _machine(tmp_path, remote)
+    assert "1 downloaded" in _once(setup)
+    assert (setup.local / "old.txt").stat().st_mtime_ns == PRE_1970_NS
+    again = _once(setup)
+    assert again.startswith("docs: 0 uploaded, 0 downloaded, 0 failed, 0 conflicts"), again
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("1965-01-01T00:00:00.123456789Z", PRE_1970_NS),
+        ("1964-12-31T23:00:00.123456789-01:00", PRE_1970_NS),
+        ("2262-04-11T23:47:16.854775807Z", INT64_MAX),
+        ("2300-01-01T00:00:00Z", None),
+        ("1600-01-01T00:00:00Z", None),
+    ],
+)
+def test_gcs_reads_an_rfc3339_mtime_in_the_same_range(value: str, expected: int | None) -> None:
+    assert gcs_mtime({"mtime": value}) == expected

@@ -228,9 +228,12 @@ class Provider(Protocol):
 
 
 def format_mtime(mtime_ns: int) -> str:
-    """Render nanoseconds since the epoch the way the `mtime` metadata carries them."""
-    seconds, nanos = divmod(mtime_ns, 1_000_000_000)
-    return f"{seconds}.{nanos:09d}"
+    """Render nanoseconds since the epoch the way the `mtime` metadata carries them: a decimal
+    number of seconds, signed as a whole before 1970 ("-1.500000000" is 1.5 seconds before the
+    epoch), as rclone writes and reads it."""
+    sign = "-" if mtime_ns < 0 else ""
+    seconds, nanos = divmod(abs(mtime_ns), 1_000_000_000)
+    return f"{sign}{seconds}.{nanos:09d}"
 
 
 _MTIME_VALUE = re.compile(r"([+-]?)([0-9]*)(?:\.([0-9]*))?")
@@ -239,12 +242,12 @@ _MAX_SECONDS_DIGITS = 10
 
 
 def parse_mtime(value: str | None) -> int | None:
-    """Read an `mtime` metadata value ("SECONDS[.FRACTION]") back to nanoseconds, or None.
+    """Read an `mtime` metadata value ("[-]SECONDS[.FRACTION]") back to nanoseconds, or None.
 
-    Digits past the ninth decimal are dropped. Anything else is None, and the object's
-    LastModified stands in: no digits, an exponent, nan or inf, and a time that 64-bit
-    nanoseconds cannot hold (after 2262, which no file time syncd holds is:
-    `clamp_mtime_ns`), as rclone refuses one."""
+    A time before 1970 is negative as a whole (`format_mtime`); digits past the ninth decimal
+    are dropped. Anything else is None, and the object's LastModified stands in: no digits,
+    an exponent, nan or inf, and a time that 64-bit nanoseconds cannot hold (before 1677 or
+    after 2262, which no file time syncd holds is: `clamp_mtime_ns`), as rclone refuses one."""
     if not value:
         return None
     match = _MTIME_VALUE.fullmatch(value.strip())
@@ -256,7 +259,7 @@ def parse_mtime(value: str | None) -> int | None:
         return None
     mtime_ns = int(whole or "0") * 1_000_000_000 + int((frac + "000000000")[:9])
     if sign == "-":
-        return None
+        mtime_ns = -mtime_ns
     return mtime_ns if MTIME_NS_MIN <= mtime_ns <= MTIME_NS_MAX else None
 
 

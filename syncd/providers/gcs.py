@@ -43,6 +43,7 @@ from google.oauth2 import service_account
 from syncd.providers.base import (
     MTIME_META,
     MTIME_NS_MAX,
+    MTIME_NS_MIN,
     ORIGIN_META,
     SHA256_META,
     Capabilities,
@@ -278,11 +279,9 @@ def _rfc3339_ns(value: str) -> int | None:
         moment = datetime.fromisoformat(whole + ("+00:00" if zone == "Z" else zone))
     except ValueError:
         return None
-    seconds = int(moment.timestamp())
-    if seconds < 0:
-        return None
+    seconds = int(moment.timestamp())  # whole: the fraction is apart, and counts forward
     mtime_ns = seconds * 1_000_000_000 + int(((frac or "") + "000000000")[:9])
-    return mtime_ns if mtime_ns <= MTIME_NS_MAX else None
+    return mtime_ns if MTIME_NS_MIN <= mtime_ns <= MTIME_NS_MAX else None
 
 
 class _Body(io.RawIOBase):
