@@ -622,6 +622,20 @@ def test_a_name_too_long_for_the_local_filesystem_is_a_per_file_error(
     assert tree(setup.local) == {"fine.txt": b"fine"}
 
 
+def test_a_new_accented_name_longer_than_255_bytes_decomposed_comes_down(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Looking for its NFD spelling on disk (366 bytes: no such name can exist) raised "File
+    name too long": the file never came down."""
+    remote = remote_for("file", request, tmp_path)
+    setup = _setup(tmp_path, remote)
+    name = "é" * 120 + ".txt"
+    remote.put(name, b"accented")
+    run = syncd("once", "-c", setup.config)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert tree(setup.local) == {name: b"accented"}
+
+
 def test_one_way_upload_and_download_copy_without_deleting(tmp_path: Path, remote: Remote) -> None:
     env = {"XDG_STATE_HOME": str(tmp_path / "state-home")}
     if "endpoint_url" in remote.options:  # the one-way commands take the SDK's own variables

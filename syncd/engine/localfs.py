@@ -349,6 +349,20 @@ def remove_at(spot: Spot, name: str | None = None) -> None:
         os.unlink(spot.name if name is None else name, dir_fd=spot.fd)
 
 
+def stands(path: Path) -> bool:
+    """Something (a file, a folder, a link, followed or not) stands at `path`. A name too
+    long for the filesystem stands nowhere (`Path.exists` raises for it)."""
+    try:
+        path.lstat()
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            return False
+        raise
+    return True
+
+
 def is_folder(path: Path) -> bool:
     """A real folder (not a link to one) stands at `path`."""
     try:

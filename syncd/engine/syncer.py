@@ -621,8 +621,8 @@ class PairSyncer:
             decomposed = unicodedata.normalize("NFD", path)
             if (
                 decomposed != path
-                and not (self.root / path).exists()
-                and (self.root / decomposed).exists()
+                and not localfs.stands(self.root / path)
+                and localfs.stands(self.root / decomposed)
             ):
                 self._names[path] = name = decomposed
         return name or path
@@ -909,7 +909,8 @@ class PairSyncer:
             now,
             self.host,
             lambda candidate: (
-                self.local_path(candidate).exists() or self.index.get(candidate) is not None
+                localfs.stands(self.local_path(candidate))
+                or self.index.get(candidate) is not None
             ),
         )
 
