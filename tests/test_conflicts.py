@@ -134,6 +134,76 @@ def test_conflict_copies_are_recognised(candidate: str, path: str, expected: boo
     assert is_conflict_copy_of(candidate, path, "vm") is expected
 
 
+def _bytes(name: str) -> int:
+    return len(name.rpartition("/")[2].encode())
+
+
+MARKER = ".conflict-20261124-101500-laptop"
+
+
+@pytest.mark.parametrize(
+    ("name", "ext"),
+    [
+        ("y" * 226 + ".md", ".md"),  # 229 bytes: the copy's name would be 261
+        ("y" * 255, ""),  # no extension: NAME_MAX itself
+        ("é" * 120 + ".txt", ".txt"),  # two bytes a character: cut between two of them
+        ("日本" * 40 + ".csv", ".csv"),  # three
+    ],
+    ids=["ascii", "no extension", "two-byte", "three-byte"],
+)
+def test_a_copy_of_a_long_name_is_shortened_to_fit_a_file_name(name: str, ext: str) -> None:
+    """A copy's name longer than 255 bytes could never be made (the conflict never settled):
+    NAME is shortened on a character boundary; the marker and the extension stay whole."""
+    copy = conflict_name(f"dir/{name}", WHEN, "laptop", lambda _: False)
+    assert copy.startswith("dir/") and copy.endswith(MARKER + ext)
+    assert 252 <= _bytes(copy) <= 255  # the most of NAME that fits
+    kept = copy.rpartition("/")[2].removesuffix(MARKER + ext)
+    assert kept and name.startswith(kept)
+    assert is_conflict_copy_of(copy, f"dir/{name}", "laptop")
+
+
+def test_the_counter_of_a_taken_long_name_fits_too() -> None:
+    name = "y" * 226 + ".md"
+    taken: set[str] = set()
+    for _ in range(12):
+        taken.add(conflict_name(name, WHEN, "laptop", taken.__contains__))
+    assert {_bytes(each) for each in taken} == {255}
+    assert any(each.endswith(f"{MARKER}-11.md") for each in taken)
+    assert all(is_conflict_copy_of(each, name, "laptop") for each in taken)
+
+
+def test_a_copy_fits_a_buckets_key_limit_too() -> None:
+    """A bucket takes keys of 1024 bytes (its prefix included): a deep path's copy is
+    shortened to fit that, and is still recognised as the copy it is."""
+    path = "/".join(["d" * 200] * 4) + "/" + "n" * 200 + ".txt"  # 1008 bytes
+    copy = conflict_name(path, WHEN, "laptop", lambda _: False, max_path=1020)
+    assert len(copy.encode()) == 1020 and copy.endswith(MARKER + ".txt")
+    assert copy.rpartition("/")[0] == path.rpartition("/")[0]
+    assert is_conflict_copy_of(copy, path, "laptop", max_path=1020)
+    assert conflict_name("short.txt", WHEN, "laptop", lambda _: False, max_path=1020) == (
+        f"short{MARKER}.txt"
+    )
+
+
+def test_an_extension_too_long_to_keep_becomes_part_of_the_name() -> None:
+    name = "a." + "x" * 240
+    copy = conflict_name(name, WHEN, "laptop", lambda _: False)
+    assert _bytes(copy) == 255 and copy.endswith(MARKER) and copy.startswith("a.xxx")
+    assert is_conflict_copy_of(copy, name, "laptop")
+
+
+def test_a_shortened_copy_is_the_copy_of_its_own_long_name_only() -> None:
+    long_a = "y" * 240 + "a.md"
+    long_b = "y" * 240 + "b.md"
+    copy = conflict_name(long_a, WHEN, "laptop", lambda _: False)
+    assert is_conflict_copy_of(copy, long_a, "laptop")
+    assert is_conflict_copy_of(copy, long_b, "laptop")  # the same start: neither can tell
+    short = "y" * 10 + ".md"
+    assert not is_conflict_copy_of(copy, short, "laptop")  # never shortened that far
+    assert not is_conflict_copy_of(f"y{MARKER}.md", short, "laptop")
+    assert not is_conflict_copy_of(f"yyyyyyyyyy{MARKER}-01.md", short, "laptop")
+
+
 # -- a trash that leads out of the root ------------------------------------------------------
 
 

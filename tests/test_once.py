@@ -622,6 +622,50 @@ def test_a_name_too_long_for_the_local_filesystem_is_a_per_file_error(
     assert tree(setup.local) == {"fine.txt": b"fine"}
 
 
+#: 229 and 235 bytes: a conflict copy's name (some 30 bytes more) would pass NAME_MAX (255).
+LONG_NAMES = ("y" * 226 + ".md", "é" * 115 + "-b.md")
+
+
+def _copies(names: dict[str, bytes]) -> list[str]:
+    return sorted(name for name in names if ".conflict-" in name)
+
+
+@pytest.mark.parametrize("kind", ["file", "s3"])
+def test_a_conflict_on_a_long_name_settles_with_a_shortened_copy(
+    tmp_path: Path, request: pytest.FixtureRequest, kind: str
+) -> None:
+    """Its copy's name did not fit a file name: the machine failed at every pass, forever.
+    Either side's older version (a local rename, a server-side copy) gets a copy whose NAME
+    is shortened to fit; both versions are on both sides, and the next pass is quiet."""
+    remote = remote_for(kind, request, tmp_path)
+    setup = Setup(
+        tmp_path, remote.url, options=remote.options, pair_extra={"conflict": "version_preserve"}
+    )
+    setup.write()
+    older_local, older_remote = LONG_NAMES
+    remote.put(older_local, b"remote, newer", mtime_ns=MTIME_NS + 10**9)
+    remote.put(older_remote, b"remote, older", mtime_ns=MTIME_NS)
+    for name, data, mtime in (
+        (older_local, b"local, older", MTIME_NS),
+        (older_remote, b"local, newer", MTIME_NS + 10**9),
+    ):
+        (setup.local / name).write_bytes(data)
+        os.utime(setup.local / name, ns=(mtime, mtime))
+
+    first = syncd("once", "-c", setup.config)
+    assert first.returncode == 0, first.stdout + first.stderr
+    again = syncd("once", "-c", setup.config)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "0 uploaded, 0 downloaded, 0 failed, 0 conflicts" in again.stdout
+
+    local = tree(setup.local)
+    assert local == remote.objects()
+    copies = _copies(local)
+    assert len(copies) == 2 and all(len(c.encode()) <= 255 for c in copies)
+    assert local[older_local] == b"remote, newer" and local[older_remote] == b"local, newer"
+    assert sorted(local[c] for c in copies) == [b"local, older", b"remote, older"]
+
+
 def test_a_new_accented_name_longer_than_255_bytes_decomposed_comes_down(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
@@ -634,6 +678,25 @@ def test_a_new_accented_name_longer_than_255_bytes_decomposed_comes_down(
     run = syncd("once", "-c", setup.config)
     assert run.returncode == 0, run.stdout + run.stderr
     assert tree(setup.local) == {name: b"accented"}
+
+
+def test_resolve_keep_both_on_a_long_name(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    remote = remote_for("file", request, tmp_path)
+    setup = Setup(tmp_path, remote.url, pair_extra={"conflict": "manual"})
+    setup.write()
+    name = LONG_NAMES[0]
+    remote.put(name, b"remote version")
+    (setup.local / name).write_bytes(b"local version")
+    assert syncd("once", "-c", setup.config).returncode == 4
+
+    kept = syncd("resolve", name, "--keep", "both", "-c", setup.config)
+    assert kept.returncode == 0, kept.stdout + kept.stderr
+    assert kept.stdout.strip() == f"docs/{name}: kept both"
+    again = syncd("once", "-c", setup.config)
+    assert again.returncode == 0, again.stdout + again.stderr
+    local = tree(setup.local)
+    assert local == remote.objects()
+    assert sorted(local.values()) == [b"local version", b"remote version"]
 
 
 def test_one_way_upload_and_download_copy_without_deleting(tmp_path: Path, remote: Remote) -> None:

@@ -77,6 +77,8 @@ Logger = structlog.typing.FilteringBoundLogger
 DELETE_SIDE = {Action.DELETE_LOCAL: "local", Action.DELETE_REMOTE: "remote"}
 
 #: `syncd resolve PATH --keep X` settles a conflict as if the pair's strategy were this.
+#: The longest object key a bucket takes, in bytes (S3, GCS; Azure: 1024 characters).
+MAX_KEY = 1024
 KEEP_STRATEGY = {"local": "local_wins", "remote": "cloud_wins", "both": "version_preserve"}
 
 
@@ -902,6 +904,15 @@ class PairSyncer:
             return "a download-only pair does not write the remote side"
         return None
 
+    def _copy_max_path(self) -> int | None:
+        """How long a conflict copy's whole path may be, in bytes: in a bucket, the object
+        key's 1024 less the prefix; a local-folder remote has no such limit. (Its name fits
+        in a file name's 255 bytes on either side: see `conflict_name`.)"""
+        url = self.pair.remote_url
+        if url.scheme == "file":
+            return None
+        return MAX_KEY - len(url.prefix.encode("utf-8", "surrogateescape"))
+
     def _copy_name(self, path: str) -> str:
         now = datetime.now(UTC)
         return conflict_name(
@@ -909,10 +920,13 @@ class PairSyncer:
             now,
             self.host,
             lambda candidate: (
-                localfs.stands(self.local_path(candidate))
-                or self.index.get(candidate) is not None
+                localfs.stands(self.local_path(candidate)) or self.index.get(candidate) is not None
             ),
+            max_path=self._copy_max_path(),
         )
+
+    def _is_copy_of(self, candidate: str, path: str) -> bool:
+        return is_conflict_copy_of(candidate, path, self.host, max_path=self._copy_max_path())
 
     def _local_copy_made(self, path: str, local: LocalFile) -> str | None:
         """A conflict copy of `path` that is a hard link to the file itself: the first half of
@@ -925,7 +939,7 @@ class PairSyncer:
         prefix = path.rpartition("/")[0]
         for entry in entries:
             candidate = f"{prefix}/{entry.name}" if prefix else entry.name
-            if not is_conflict_copy_of(normalize(candidate), path, self.host):
+            if not self._is_copy_of(normalize(candidate), path):
                 continue
             with contextlib.suppress(OSError):
                 if entry.inode() == local.inode and entry.is_file(follow_symlinks=False):
@@ -940,7 +954,7 @@ class PairSyncer:
         better than a lost version)."""
         original: str | None = remote.sha256
         for candidate, info in self.index.snapshot().items():
-            if info is None or not is_conflict_copy_of(candidate, path, self.host):
+            if info is None or not self._is_copy_of(candidate, path):
                 continue
             if info.size != remote.size:
                 continue
