@@ -733,6 +733,47 @@ def test_one_way_upload_and_download_copy_without_deleting(tmp_path: Path, remot
     assert "remote-only.txt" not in tree(target)
 
 
+@pytest.mark.parametrize("kind", ["file", "s3"])
+def test_one_way_download_keeps_a_file_whose_name_a_local_folder_takes(
+    tmp_path: Path, request: pytest.FixtureRequest, kind: str
+) -> None:
+    """`syncd download`: the remote file `x` where the local side has a folder `x` never
+    came down (exit 0, the summary silent); the reverse clash (a local file `y`, a remote
+    folder `y`) made a conflict copy. Now `x` comes down as a conflict copy beside the
+    folder, said in the summary, and a second run makes no second copy."""
+    remote = remote_for(kind, request, tmp_path)
+    env = {"XDG_STATE_HOME": str(tmp_path / "state-home")}
+    if "endpoint_url" in remote.options:
+        env["AWS_ENDPOINT_URL"] = remote.options["endpoint_url"]
+    remote.put("x", b"remote file x")
+    remote.put("y/inner", b"remote inner")
+    target = tmp_path / "target"
+    (target / "x").mkdir(parents=True)
+    (target / "x" / "mine").write_bytes(b"local inside x")
+    (target / "y").write_bytes(b"local file y")
+
+    pulled = syncd("download", remote.url, target, env=env)
+    assert pulled.returncode == 0, pulled.stdout + pulled.stderr
+    got = tree(target)
+    (x_copy,) = [p for p in got if p.startswith("x.conflict-")]
+    (y_copy,) = [p for p in got if p.startswith("y.conflict-")]
+    assert got == {
+        "x/mine": b"local inside x",
+        x_copy: b"remote file x",
+        "y/inner": b"remote inner",
+        y_copy: b"local file y",
+    }
+    assert f"conflict settled: x: a folder of this name here: the remote file kept as {x_copy}" in (
+        pulled.stdout
+    )
+    assert remote.objects() == {"x": b"remote file x", "y/inner": b"remote inner"}
+
+    again = syncd("download", remote.url, target, env=env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "conflict settled" not in again.stdout
+    assert tree(target) == got
+
+
 def test_one_way_copies_restore_what_the_destination_lost_or_changed(
     tmp_path: Path, remote: Remote
 ) -> None:
@@ -929,8 +970,8 @@ def test_a_file_replaced_by_a_folder_of_its_name_settles_in_one_pass(
 
 def test_a_download_only_copy_never_moves_the_remote_file_aside(tmp_path: Path) -> None:
     """`syncd download` into a folder holding a folder where the remote has a file of that
-    name: a one-way copy never writes its source, so the path is skipped (and said so), both
-    sides as they were."""
+    name: a one-way copy never writes its source, so the remote file stays where it is and
+    comes down as a conflict copy beside the folder (and is said so)."""
     remote = tmp_path / "remote"
     remote.mkdir()
     (remote / "a.txt").write_bytes(b"a file on the remote")
@@ -940,9 +981,13 @@ def test_a_download_only_copy_never_moves_the_remote_file_aside(tmp_path: Path) 
     (target / "a.txt" / "mine.txt").write_bytes(b"a folder here")
     env = {"XDG_STATE_HOME": str(tmp_path / "state-home")}
     result = syncd("download", f"file://{remote}", target, env=env)
-    assert "a folder stands where the remote has a file" in result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "a folder where the remote has a file" in result.stderr
     assert tree(remote) == {"a.txt": b"a file on the remote", "b.txt": b"b"}
-    assert tree(target) == {"a.txt/mine.txt": b"a folder here", "b.txt": b"b"}
+    got = tree(target)
+    (copy,) = [path for path in got if path.startswith("a.conflict-")]
+    assert copy.endswith(".txt") and f"the remote file kept as {copy}" in result.stdout
+    assert got == {"a.txt/mine.txt": b"a folder here", "b.txt": b"b", copy: b"a file on the remote"}
 
 
 @pytest.mark.parametrize("kind", ["file", "s3"])
@@ -1144,6 +1189,13 @@ def test_a_one_way_pair_leaves_a_file_and_a_folder_of_one_name_as_they_are(
             copies = [path for path in local if path.startswith("x.conflict-")]
             assert len(copies) == 1, local
             assert local == {copies[0]: b"edited locally", **there, **others}
+            assert _visible_objects(remote) == {**there, **others}
+            continue
+        if direction == "download":
+            # The remote file comes down as a copy beside the folder, the remote untouched.
+            copies = [path for path in local if path.startswith("x.conflict-")]
+            assert len(copies) == 1, local
+            assert local == {copies[0]: b"edited on the remote", **here, **others}
             assert _visible_objects(remote) == {**there, **others}
             continue
         assert local == {**here, **others}

@@ -123,3 +123,33 @@ def test_keeping_by_hand_what_the_direction_forbids_leaves_the_conflict_open(
     assert _visible(remote) == {"doc.txt": LOCAL}
     assert [p for p in _files(remote) if p.startswith(".syncd-trash/")] != []
     assert _sync(tmp_path, UP, "manual").exit_code == 0
+
+
+def test_a_download_only_pair_brings_a_file_down_beside_a_folder_of_its_name(
+    tmp_path: Path,
+) -> None:
+    """The remote has a file `x`, the local side a folder `x`: a download-only pair may not
+    move the remote file aside (as a two-way pair does), so it never came down at all. It
+    comes down as a conflict copy beside the folder, once; the remote is left as it is."""
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    (local / "x").mkdir(parents=True)
+    (local / "x" / "mine").write_bytes(b"local inside x")
+    remote.mkdir()
+    _write(remote / "x", REMOTE, OLDER)
+
+    for attempt in range(2):  # the second pass makes no second copy
+        report = _sync(tmp_path, DOWN, "cloud_wins")
+        assert report.exit_code == 0, report
+        copies = [p for p in _files(local) if ".conflict-" in p]
+        assert len(copies) == 1 and copies[0].startswith("x.conflict-")
+        assert _files(local)[copies[0]] == REMOTE
+        assert (local / copies[0]).stat().st_mtime_ns == OLDER
+        assert _visible(local) == {"x/mine": b"local inside x"}
+        assert _files(remote) == {"x": REMOTE}
+        (pair,) = report.pairs
+        if attempt == 0:
+            assert pair.settled == {
+                "x": f"a folder of this name here: the remote file kept as {copies[0]}"
+            }
+        else:
+            assert pair.settled == {}

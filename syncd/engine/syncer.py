@@ -1106,12 +1106,7 @@ class PairSyncer:
             # then the folder stays, and the file steps aside.)
             return Outcome.PENDING
         if not self._writes("remote"):
-            return self._left_as_it_is(
-                path,
-                "a folder stands where the remote has a file",
-                "a download-only pair does not write the remote side (not replaced)",
-                plog,
-            )
+            return self._remote_file_beside(path, remote, plog)
         copy = self._remote_copy_made(path, remote)
         try:
             if copy is None:
@@ -1133,6 +1128,73 @@ class PairSyncer:
         for each in inside:
             self.enqueue(self.name, each)
         return Outcome.DONE
+
+    def _remote_file_beside(self, path: str, remote: ObjectInfo, plog: Logger) -> Outcome:
+        """A download-only pair: a local folder stands where the remote has a file, and the
+        remote may not be written (its file cannot step aside there). The remote file comes
+        down as a conflict copy beside the folder, once: a copy of `path` this machine made
+        that holds this very version already is that copy. The copy is a file of the local
+        side only (no base is recorded for it: it is never deleted for its absence on the
+        remote); the remote file and the folder stay as they are."""
+        why = "a folder stands where the remote has a file"
+        made = self._local_copy_holding(path, remote)
+        if made is not None:
+            return self._left_as_it_is(path, why, f"the remote file is kept here as {made}", plog)
+        copy = self._copy_name(path)
+        target = self.local_path(copy)
+        got = self.transfers.download(
+            path, self.root, target, remote, lambda: _stat_at(self.root, target) is None
+        )
+        if got.result is not Result.OK:
+            return Outcome.REQUEUE
+        assert got.local is not None
+        self.stats.transferred("download", got.local.size, got.seconds)
+        outcome = f"a folder of this name here: the remote file kept as {copy}"
+        plog.warning("a folder where the remote has a file: the file kept as a conflict copy")
+        self._oplog(path, "conflict", "ok", note=outcome, size=got.local.size, sha256=got.sha256)
+        self.stats.settle(path, outcome)
+        self._kept_apart.add(path)
+        return Outcome.DONE
+
+    def _local_copy_holding(self, path: str, remote: ObjectInfo) -> str | None:
+        """A local conflict copy of `path` made here that holds the remote version `remote`,
+        by the checksums the remote states (else by size and the modification time a
+        download gives the file); None when there is none, or when it was edited since."""
+        prefix = path.rpartition("/")[0]
+        try:
+            entries = sorted(
+                os.scandir(self.local_path(prefix) if prefix else self.root),
+                key=lambda entry: entry.name,
+            )
+        except OSError:
+            return None
+        wanted: str | None = remote.sha256
+        asked = False  # for the SHA-256 a `stat` states, once
+        for entry in entries:
+            candidate = normalize(f"{prefix}/{entry.name}" if prefix else entry.name)
+            if not self._is_copy_of(candidate, path):
+                continue
+            local = _stat_at(self.root, self.local_path(candidate))
+            if local is None or local.size != remote.size:
+                continue
+            if wanted is None and remote.md5 is None and not asked:
+                asked, wanted = True, self._stated_sha256(remote.key, remote.etag)
+            if wanted is None and remote.md5 is None:
+                mtime_ns = remote.mtime_ns
+                if mtime_ns is None:
+                    mtime_ns = int(remote.modified * 1e9)
+                if local.mtime_ns == mtime_ns:
+                    return candidate
+                continue
+            try:
+                _, sha256, md5 = localfs.hash_file(
+                    self.local_path(candidate), with_md5=wanted is None
+                )
+            except OSError:
+                continue
+            if sha256 == wanted or (wanted is None and md5 == remote.md5):
+                return candidate
+        return None
 
     def _clear_archived(self, path: str, remote: ObjectInfo, plog: Logger) -> bool:
         """Make way for a local edit over the archived version it was made on, where the
