@@ -438,6 +438,63 @@ def test_dry_runs_create_no_state_and_no_folder(tmp_path: Path) -> None:
     assert after == before
 
 
+def test_a_dry_run_into_a_folder_the_real_run_would_make_plans_it_and_makes_nothing(
+    tmp_path: Path,
+) -> None:
+    """`syncd upload --dry-run` to a file:// folder that does not exist yet failed (exit 1,
+    "cannot list"); the real run makes it. The dry run plans every file, exits as the real
+    run would (0) and leaves the folder unmade; `download --dry-run` into a missing folder
+    too, however deep."""
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "up.txt").write_bytes(b"up")
+    (tmp_path / "remote").mkdir()
+    (tmp_path / "remote" / "down.txt").write_bytes(b"down")
+    env = {"XDG_STATE_HOME": str(tmp_path / "state-home")}
+    new_remote = tmp_path / "remote" / "new" / "deeper"
+    target = tmp_path / "target" / "deeper"
+    before = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
+
+    up = syncd("upload", source, f"file://{new_remote}", "--dry-run", env=env)
+    down = syncd("download", f"file://{tmp_path / 'remote'}", target, "--dry-run", env=env)
+
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert "upload\t" in up.stdout and "up.txt\tnew locally" in up.stdout
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert "down.txt\tnew remotely" in down.stdout
+    after = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
+    assert after == before  # no folder, no state
+
+    real = syncd("upload", source, f"file://{new_remote}", env=env)
+    assert real.returncode == 0, real.stdout + real.stderr
+    assert tree(new_remote) == {"up.txt": b"up"}
+
+
+@pytest.mark.parametrize("prefix", ["", "new/prefix/"])
+def test_a_dry_run_against_an_empty_bucket_prefix_plans_every_file(
+    tmp_path: Path, s3_bucket: Any, prefix: str
+) -> None:
+    """An empty bucket, or a prefix nothing is under yet: the dry runs exit 0 and plan what
+    the real runs do, and write nothing."""
+    remote = S3Remote(s3_bucket, prefix)
+    env = {
+        "XDG_STATE_HOME": str(tmp_path / "state-home"),
+        "AWS_ENDPOINT_URL": s3_bucket.endpoint_url,
+    }
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "up.txt").write_bytes(b"up")
+    target = tmp_path / "target"
+
+    up = syncd("upload", source, remote.url, "--dry-run", env=env)
+    down = syncd("download", remote.url, target, "--dry-run", env=env)
+
+    assert up.returncode == 0 and "up.txt\tnew locally" in up.stdout, up.stdout + up.stderr
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert remote.listing() == {}
+    assert not target.exists() and not (tmp_path / "state-home").exists()
+
+
 def test_an_edit_that_restores_size_and_mtime_is_still_caught(
     tmp_path: Path, remote: Remote
 ) -> None:

@@ -678,6 +678,12 @@ def _copy(config: Config, *, dry_run: bool, show: Callable[[InFlight], Any] | No
             syncer.copy = True
             # The real run makes a download's missing folder: the plan starts from nothing.
             syncer.missing_root_is_empty = dry_run and syncer.pair.direction == "download"
+            # And an upload's missing folder on a local-folder remote.
+            syncer.missing_remote_is_empty = (
+                dry_run
+                and syncer.pair.direction == "upload"
+                and syncer.pair.remote_url.scheme == "file"
+            )
         if show is None:
             return engine.sync_once(dry_run=dry_run)
         with show(engine.inflight):

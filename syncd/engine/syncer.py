@@ -192,6 +192,9 @@ class PairSyncer:
         self._warned_skips: set[str] = set()
         #: A dry run of a download into a folder the real run would make: absent, it is empty.
         self.missing_root_is_empty = False
+        #: A dry run of an upload to a local-folder remote the real run would make: absent,
+        #: it is empty.
+        self.missing_remote_is_empty = False
         #: Conflicts a one-way pair leaves as they are (see _one_way_refuses): said once.
         self._kept_apart: set[str] = set()
         #: Paths waiting for a deletion of this pass to make room (see _waits_for_deletion):
@@ -228,10 +231,14 @@ class PairSyncer:
     def list_remote(self) -> dict[str, ObjectInfo]:
         """List the remote, adopt it as the index, and return it keyed by NFC local path."""
         started = time.monotonic()
+        url = self.pair.remote_url
         try:
-            listing = self.retry.call(
-                lambda: list(self.provider.list()), on_retry=self._listing_retried
-            )
+            if self.missing_remote_is_empty and not os.path.lexists(url.path):
+                listing: list[ObjectInfo] = []
+            else:
+                listing = self.retry.call(
+                    lambda: list(self.provider.list()), on_retry=self._listing_retried
+                )
         except ProviderError as exc:
             raise PairFault(f"cannot list {self.pair.remote}: {exc}") from exc
         if self._listing_trouble is not None:  # it answers again
