@@ -576,18 +576,28 @@ def resolve(ctx: click.Context, config_path: str | None, path: str, keep: str) -
 def _find_conflict(
     pairs: list[PairPlace], open_conflicts: list[tuple[str, str, str, float]], given: str
 ) -> tuple[str, str]:
-    """Which open conflict PATH names: a path inside a pair's root, or relative to one."""
+    """Which open conflict PATH names: a path inside a pair's root, or relative to one, or
+    PAIR/PATH as `resolve` and `once` print it."""
     roots = {p.name: Path(p.local) for p in pairs}
     absolute = Path(given).absolute()
+    relative = given.strip("/")
+    named_pair, _, in_pair = relative.partition("/")
     matches = [
         (pair, path)
         for pair, path, _, _ in open_conflicts
-        if path == given.strip("/") or (pair in roots and absolute == roots[pair] / path)
+        if path == relative
+        or (pair in roots and absolute == roots[pair] / path)
+        or (pair == named_pair and pair in roots and path == in_pair)
     ]
     if not matches:
         fail(f"no open conflict for {given!r} (see `syncd conflicts`)", EXIT_USAGE)
     if len(matches) > 1:
-        fail(f"{given!r} is in conflict in several pairs; give the full local path", EXIT_USAGE)
+        fail(
+            f"{given!r} names several conflicts ("
+            + ", ".join(f"{pair}/{path}" for pair, path in matches)
+            + "); give the full local path",
+            EXIT_USAGE,
+        )
     return matches[0]
 
 

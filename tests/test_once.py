@@ -189,6 +189,46 @@ def test_resolve_says_what_it_did_when_the_kept_side_is_gone(
     assert remote.get("b.txt") == b"local b.txt"
 
 
+def test_resolve_takes_the_pair_slash_path_it_prints(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """`resolve` prints `docs/a.txt: kept local` (PAIR/PATH) but refused `docs/a.txt` as its
+    PATH: it takes it now, and the old spellings still work. Where the two readings name two
+    conflicts (a folder `docs` in pair `docs`), it asks for the full path."""
+    remote = remote_for("file", request, tmp_path)
+    setup = Setup(tmp_path, remote.url, pair_extra={"conflict": "manual"})
+    setup.write()
+    (setup.local / "docs").mkdir()
+    for name in ("a.txt", "b.txt", "c.txt", "docs/c.txt"):
+        remote.put(name, f"remote {name}".encode())
+        (setup.local / name).write_bytes(f"local {name}".encode())
+    assert syncd("once", "-c", setup.config).returncode == 4
+
+    printed = syncd("resolve", "docs/a.txt", "--keep", "local", "-c", setup.config)
+    assert printed.returncode == 0, printed.stdout + printed.stderr
+    assert printed.stdout.strip() == "docs/a.txt: kept local"
+    assert remote.get("a.txt") == b"local a.txt"
+
+    plain = syncd("resolve", "b.txt", "--keep", "remote", "-c", setup.config)
+    assert plain.returncode == 0, plain.stdout + plain.stderr
+    assert plain.stdout.strip() == "docs/b.txt: kept remote"
+
+    both = syncd("resolve", "docs/c.txt", "--keep", "local", "-c", setup.config)
+    assert both.returncode == 2, both.stdout + both.stderr
+    assert "docs/c.txt, docs/docs/c.txt" in both.stderr or "docs/docs/c.txt, docs/c.txt" in (
+        both.stderr
+    )
+    assert remote.get("c.txt") == b"remote c.txt"
+    assert remote.get("docs/c.txt") == b"remote docs/c.txt"
+    full = syncd("resolve", setup.local / "docs" / "c.txt", "--keep", "local", "-c", setup.config)
+    assert full.returncode == 0, full.stdout + full.stderr
+    assert full.stdout.strip() == "docs/docs/c.txt: kept local"
+    left = syncd("resolve", "docs/c.txt", "--keep", "local", "-c", setup.config)
+    assert left.returncode == 0, left.stdout + left.stderr  # one conflict of that name now
+    assert left.stdout.strip() == "docs/c.txt: kept local"
+    assert remote.get("c.txt") == b"local c.txt"
+
+
 def test_first_sync_clash_under_timestamp_wins_keeps_the_loser_in_the_remote_trash(
     tmp_path: Path, remote: Remote
 ) -> None:
