@@ -461,8 +461,10 @@ def status(config_path: str | None, as_json: bool) -> None:
 @click.option("--force", is_flag=True, help="Let deletions through that a safety guard held back.")
 def sync(config_path: str | None, pair: str | None, force: bool) -> None:
     """Ask the running daemon to reconcile now."""
-    _ask(config_path, "sync", pair=pair, force=force)
+    result = _ask(config_path, "sync", pair=pair, force=force)
     click.echo("sync requested")
+    for name in result.get("paused", []) if isinstance(result, dict) else []:
+        click.echo(f"  {name} is paused: nothing moves until `syncd resume --pair {name}`")
 
 
 @cli.command()

@@ -705,6 +705,33 @@ def test_a_held_deletion_stays_held_as_the_pair_grows(tmp_path: Path) -> None:
         assert said <= 3, said
 
 
+def test_pause_holds_transfers_and_sync_says_so_until_resume(tmp_path: Path) -> None:
+    """A paused pair records changes and moves nothing; `syncd sync` on it said only "sync
+    requested" (exit 0) and nothing came: it now says the pair is paused. `resume` lets
+    what waited go."""
+    setup, remote = _folder_setup(tmp_path)
+    (tmp_path / "local").mkdir()
+    with running_daemon(setup) as daemon:
+        daemon.wait_idle()
+        paused = syncd("pause", "--pair", "docs", "-c", setup.config)
+        assert paused.returncode == 0 and paused.stdout == "paused docs\n", paused
+        (setup.local / "waits.txt").write_text("dropped while paused")
+        asked = syncd("sync", "-c", setup.config)
+        assert asked.returncode == 0, asked.stderr
+        assert asked.stdout.splitlines() == [
+            "sync requested",
+            "  docs is paused: nothing moves until `syncd resume --pair docs`",
+        ]
+        wait_for(lambda: daemon.pair_status()["state"] == "paused")
+        time.sleep(1.5)  # settle and a scan's worth of time: still nothing moves
+        assert not (remote / "waits.txt").exists()
+        resumed = syncd("resume", "--pair", "docs", "-c", setup.config)
+        assert resumed.returncode == 0 and resumed.stdout == "resumed docs\n", resumed
+        wait_for(lambda: (remote / "waits.txt").exists())
+        assert (remote / "waits.txt").read_text() == "dropped while paused"
+        assert daemon.terminate() == 0
+
+
 def test_a_socket_folder_that_was_there_keeps_its_mode(tmp_path: Path) -> None:
     """syncd makes its socket's folder 0700 when it makes it; a folder that was there (a home
     directory, /run) is not syncd's to change. The socket itself is 0600 either way."""

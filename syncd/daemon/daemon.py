@@ -504,11 +504,14 @@ class Daemon:
         if cmd == "status":
             return self.status()
         if cmd == "sync":
-            for name in self._pairs(args.get("pair")):
+            names = self._pairs(args.get("pair"))
+            for name in names:
                 if args.get("force"):
                     self.engine.force.add(name)
                 self.poller.run_now(name, self.full_scan)
-            return {"queued": True}
+            # A paused pair compares both sides, but moves nothing until it is resumed.
+            paused = [name for name in names if self.engine.queue.is_paused(name)]
+            return {"queued": True, "paused": paused}
         if cmd == "resolve":
             return self._resolve(args)
         if cmd in ("pause", "resume"):
