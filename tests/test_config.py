@@ -387,6 +387,67 @@ MALFORMED = [
         "greater than 0",
     ),
     ("negative settle", PAIR + "    settle: -0.5\n", "pairs[0].settle", "at least 0"),
+    *(
+        (
+            f"poll_interval {value}",
+            PAIR + f"    poll_interval: {value}\n",
+            "pairs[0].poll_interval",
+            f"must be at most 604800 seconds (a week) (got {shown})",
+        )
+        for value, shown in ((".inf", "inf"), ("1e308", "1e+308"), ("604801", "604801.0"))
+    ),
+    ("poll_interval nan", PAIR + "    poll_interval: .nan\n", "pairs[0].poll_interval", "than 0"),
+    (
+        "settle inf",
+        PAIR + "    settle: .inf\n",
+        "pairs[0].settle",
+        "must be at most 3600 seconds (an hour) (got inf)",
+    ),
+    ("settle nan", PAIR + "    settle: .nan\n", "pairs[0].settle", "at least 0 (got nan)"),
+    (
+        "max_delete inf",
+        PAIR + "    max_delete: .inf\n",
+        "pairs[0].max_delete",
+        "at most 100 (got inf)",
+    ),
+    (
+        "trash_days huge",
+        PAIR + "    trash_days: " + "9" * 400 + "\n",
+        "pairs[0].trash_days",
+        "must be at most 3650 days (ten years) (got 999999999999999999999...)",
+    ),
+    (
+        "log_retention_days huge",
+        PAIR + "log_retention_days: 1000000000\n",
+        "log_retention_days",
+        "must be at most 3650 days (ten years) (got 1000000000)",
+    ),
+    (
+        "retry max_seconds inf",
+        PAIR + "retry: {max_seconds: .inf}\n",
+        "retry.max_seconds",
+        "must be at most 86400 seconds (a day) (got inf)",
+    ),
+    (
+        "retry attempts huge",
+        PAIR + "retry: {attempts: 1000000}\n",
+        "retry.attempts",
+        "must be at most 1000 (got 1000000)",
+    ),
+    ("part_size too large", PAIR + "part_size: 6GiB\n", "part_size", "at most 5GiB"),
+    (
+        "multipart_threshold too large",
+        PAIR + "multipart_threshold: 6TiB\n",
+        "multipart_threshold",
+        "must be at most 5TiB",
+    ),
+    (
+        "bandwidth_limit too large",
+        PAIR + "bandwidth_limit: " + "9" * 400 + "\n",
+        "bandwidth_limit",
+        "must be at most 1TB/s",
+    ),
+    ("upload_limit too large", PAIR + "upload_limit: 2TB/s\n", "upload_limit", "at most 1TB/s"),
     ("max_delete 150", PAIR + "    max_delete: 150\n", "pairs[0].max_delete", "at most 100"),
     ("negative trash_days", PAIR + "    trash_days: -1\n", "pairs[0].trash_days", "at least 0"),
     (
@@ -471,7 +532,7 @@ def test_a_malformed_config_is_one_line_naming_the_key(
     message = load_error(tmp_path, text)
     if key is not None:
         assert f": {key}" in message, message
-    assert phrase in message, message
+    assert phrase.replace("TMP", str(tmp_path)) in message, message
     assert "Traceback" not in message and "pydantic" not in message, message
     assert "s3cretpw" not in message, message
 
@@ -502,6 +563,73 @@ def test_a_state_url_syncd_cannot_open_is_a_config_error(
     lines = output.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"syncd: {path}: state: "), output
     assert phrase in output and "Traceback" not in output and "s3cretpw" not in output
+
+
+def _two_folders(tmp_path: Path) -> tuple[Path, Path]:
+    """A local root and a file:// remote folder, one file in each."""
+    local, remote = tmp_path / "docs", tmp_path / "remote"
+    for folder in (local, remote):
+        folder.mkdir()
+        (folder / f"{folder.name}.txt").write_text(folder.name)
+    return local, remote
+
+
+# -- every number has an upper bound -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        (
+            "    poll_interval: .inf\n",
+            "pairs[0].poll_interval: must be at most 604800 seconds (a week) (got inf)",
+        ),
+        (
+            "    poll_interval: 1e308\n",
+            "pairs[0].poll_interval: must be at most 604800 seconds (a week) (got 1e+308)",
+        ),
+        ("    settle: .inf\n", "pairs[0].settle: must be at most 3600 seconds (an hour) (got inf)"),
+        (
+            "retry: {max_seconds: .inf}\n",
+            "retry.max_seconds: must be at most 86400 seconds (a day) (got inf)",
+        ),
+    ],
+    ids=["poll_interval inf", "poll_interval 1e308", "settle inf", "retry inf"],
+)
+@pytest.mark.parametrize("command", ["once", "run", "check"])
+def test_an_endless_duration_is_a_config_error(
+    tmp_path: Path, setting: str, message: str, command: str
+) -> None:
+    """`.inf` passed `check`, then `syncd run` died with an OverflowError traceback (the poll
+    job's timedelta), and an endless `settle` uploaded nothing ever."""
+    _, remote = _two_folders(tmp_path)
+    text = "socket: TMP/run/syncd.sock\nstate: sqlite:///TMP/state/state.db\n"
+    text += PAIR.replace("s3://team-bucket/docs/", f"file://{remote}")
+    path = write(tmp_path, text + setting if setting.startswith(" ") else setting + text)
+    done = syncd(command, "-c", path, timeout=60)
+    assert (done.returncode, done.stdout) == (2, ""), done.stdout + done.stderr
+    assert done.stderr == f"syncd: {path}: {message}\n"
+
+
+@pytest.mark.parametrize("value", ["inf", "1e308", "Infinity"])
+def test_an_endless_poll_interval_from_the_environment_is_refused(
+    tmp_path: Path, value: str
+) -> None:
+    local, remote = _two_folders(tmp_path)
+    env = {
+        "SYNCD_LOCAL": str(local),
+        "SYNCD_REMOTE": f"file://{remote}",
+        "SYNCD_STATE": f"sqlite:///{tmp_path}/state.db",
+        "SYNCD_POLL_INTERVAL": value,
+        "SYNCD_CONFIG": "",
+        "XDG_CONFIG_HOME": str(tmp_path / "no-config-here"),
+    }
+    done = syncd("run", env=env, timeout=60)
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    assert done.stderr.startswith(
+        "syncd: environment: SYNCD_POLL_INTERVAL: must be at most 604800 seconds (a week) (got "
+    )
+    assert len(done.stderr.splitlines()) == 1
 
 
 @pytest.mark.parametrize(

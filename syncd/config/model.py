@@ -33,7 +33,17 @@ from syncd.providers.options import OPTIONS_BY_SCHEME, FileOptions
 from syncd.providers.url import RemoteURL, RemoteURLError, parse_remote_url
 
 MiB = 1024**2
+GiB = 1024**3
+TiB = 1024**4
 MIN_PART_SIZE = 5 * MiB  # S3 refuses a multipart part smaller than this (except the last)
+MAX_PART_SIZE = 5 * GiB  # and a part larger than this (GCS alike; Azure caps its blocks lower)
+MAX_THRESHOLD = 5 * TiB  # the largest object S3 and GCS store: above it "never multipart"
+MAX_RATE = 10**12  # 1 TB/s: no link is faster, and the token bucket's arithmetic stays finite
+HOUR = 3600
+DAY = 24 * HOUR
+WEEK = 7 * DAY
+MAX_DAYS = 3650  # ten years, for the day counts (trash, operation log)
+MAX_ATTEMPTS = 1000
 SOCKET_PATH_MAX = 107  # sun_path is 108 bytes on Linux, one of which is the terminating NUL
 
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -103,7 +113,24 @@ def _rate(value: object) -> int | None:
         raise _invalid("rate", str(exc)) from None
     if rate <= 0:
         raise _invalid("rate", "must be greater than 0 (leave the key out for no limit)")
+    if rate > MAX_RATE:
+        raise _invalid("too_large", "must be at most 1TB/s (leave the key out for no limit)")
     return rate
+
+
+def _at_most(limit: float, shown: str) -> AfterValidator:
+    """An upper bound, said in words (`604800 seconds (a week)`). Every number in the config
+    has one: `.inf` or `1e308` would pass a lower bound only to overflow a timer, a timedelta or
+    a float conversion later, in a running daemon; no sensible setting comes near it."""
+
+    def check(value: float) -> float:
+        if value > limit:  # NaN is not greater: its lower bound refuses it
+            got = repr(value)
+            got = got if len(got) <= 24 else got[:21] + "..."
+            raise _invalid("too_large", f"must be at most {shown} (got {got})")
+        return value
+
+    return AfterValidator(check)
 
 
 def _absolute_path(value: object) -> object:
@@ -163,6 +190,8 @@ def _short_socket(value: Path) -> Path:
 
 Int = Annotated[int, BeforeValidator(_no_bool)]
 Float = Annotated[float, BeforeValidator(_no_bool)]
+Seconds = Annotated[Float, _at_most(WEEK, f"{WEEK} seconds (a week)")]
+Days = Annotated[Int, _at_most(MAX_DAYS, f"{MAX_DAYS} days (ten years)")]
 Size = Annotated[int, BeforeValidator(_size)]
 Rate = Annotated[int | None, BeforeValidator(_rate)]
 AbsolutePath = Annotated[Path, BeforeValidator(_absolute_path)]
@@ -191,8 +220,10 @@ class RetryConfig(_Model):
     """`retry:` — how often and for how long a failing operation is retried before it is
     reported as failed."""
 
-    attempts: Int = Field(default=8, ge=1)
-    max_seconds: Float = Field(default=300.0, gt=0)
+    attempts: Annotated[Int, _at_most(MAX_ATTEMPTS, str(MAX_ATTEMPTS))] = Field(default=8, ge=1)
+    max_seconds: Annotated[Float, _at_most(DAY, f"{DAY} seconds (a day)")] = Field(
+        default=300.0, gt=0
+    )
 
 
 class MetricsConfig(_Model):
@@ -247,13 +278,13 @@ class PairConfig(_Model):
     options: SerializeAsAny[BaseModel] = Field(default=None, validate_default=True)
     direction: Direction = "both"
     conflict: ConflictStrategy = "timestamp_wins"
-    poll_interval: Float = Field(default=30.0, gt=0)
-    settle: Float = Field(default=0.5, ge=0)
+    poll_interval: Seconds = Field(default=30.0, gt=0)
+    settle: Annotated[Float, _at_most(HOUR, f"{HOUR} seconds (an hour)")] = Field(default=0.5, ge=0)
     max_delete: Float = Field(default=50.0, ge=0, le=100)
     exclude: list[str] = Field(default_factory=list)
     #: When given, only paths matching one of these sync (exclude still wins).
     include: list[str] = Field(default_factory=list)
-    trash_days: Int = Field(default=30, ge=0)
+    trash_days: Days = Field(default=30, ge=0)
     remote_trash: bool = True
 
     @property
@@ -356,13 +387,15 @@ class Config(_Model):
     bandwidth_limit: Rate = None
     upload_limit: Rate = None
     download_limit: Rate = None
-    multipart_threshold: Size = Field(default=64 * MiB, gt=0)
+    multipart_threshold: Annotated[Size, _at_most(MAX_THRESHOLD, "5TiB")] = Field(
+        default=64 * MiB, gt=0
+    )
     part_size: Size = 16 * MiB
     part_concurrency: Int = Field(default=4, ge=1, le=64)
     retry: RetryConfig = Field(default_factory=RetryConfig)
     metrics: MetricsConfig | None = None
     #: Operation-log records older than this many days are pruned (0: keep for ever).
-    log_retention_days: Int = Field(default=90, ge=0)
+    log_retention_days: Days = Field(default=90, ge=0)
     pairs: list[PairConfig] = Field(default_factory=list, validate_default=True)
 
     @field_validator("part_size")
@@ -371,6 +404,10 @@ class Config(_Model):
         if value < MIN_PART_SIZE:
             raise _invalid(
                 "part_size", f"must be at least 5MiB, the smallest multipart part (got {value})"
+            )
+        if value > MAX_PART_SIZE:
+            raise _invalid(
+                "part_size", f"must be at most 5GiB, the largest multipart part (got {value})"
             )
         return value
 
