@@ -503,6 +503,40 @@ MALFORMED = [
     ),
     ("state not a URL", PAIR + "state: not a url\n", "state", "not a database URL"),
     (
+        "state inside a local root",
+        PAIR + "state: sqlite:///TMP/docs/state.db\n",
+        "state",
+        "the state database TMP/docs/state.db is inside pairs[0].local (TMP/docs): it would be"
+        " synced",
+    ),
+    (
+        "state deep inside a local root, through ..",
+        PAIR + "state: sqlite:///TMP/other/../docs/a/b/state.db\n",
+        "state",
+        "the state database TMP/docs/a/b/state.db is inside pairs[0].local (TMP/docs)",
+    ),
+    (
+        "state inside the second pair's root",
+        PAIR
+        + "  - {name: b, local: TMP/b, remote: 's3://bucket2'}\n"
+        + "state: sqlite:///TMP/b/.syncd/state.db\n",
+        "state",
+        "is inside pairs[1].local (TMP/b)",
+    ),
+    (
+        "state inside a file remote",
+        "state: sqlite:///TMP/r/state.db\n"
+        "pairs:\n  - {name: a, local: TMP/a, remote: 'file://TMP/r'}\n",
+        "state",
+        "the state database TMP/r/state.db is inside pairs[0].remote (TMP/r): it would be synced",
+    ),
+    (
+        "state as a SQLite URI inside a local root",
+        PAIR + "state: 'sqlite:///file:TMP/docs/state.db?mode=rwc&uri=true'\n",
+        "state",
+        "is inside pairs[0].local (TMP/docs)",
+    ),
+    (
         "state driver not installed",
         PAIR + "state: 'postgresql://u:s3cretpw@127.0.0.1:1/db'\n",
         "state",
@@ -565,6 +599,9 @@ def test_a_state_url_syncd_cannot_open_is_a_config_error(
     assert phrase in output and "Traceback" not in output and "s3cretpw" not in output
 
 
+# -- the state database lies outside every pair's folders --------------------------------------
+
+
 def _two_folders(tmp_path: Path) -> tuple[Path, Path]:
     """A local root and a file:// remote folder, one file in each."""
     local, remote = tmp_path / "docs", tmp_path / "remote"
@@ -572,6 +609,125 @@ def _two_folders(tmp_path: Path) -> tuple[Path, Path]:
         folder.mkdir()
         (folder / f"{folder.name}.txt").write_text(folder.name)
     return local, remote
+
+
+def _files(*folders: Path) -> list[str]:
+    return sorted(str(p) for folder in folders for p in folder.rglob("*"))
+
+
+@pytest.mark.parametrize("where", ["local", "remote"])
+@pytest.mark.parametrize(
+    "command", [["once"], ["run"], ["check"], ["state", "rebuild"]], ids=" ".join
+)
+def test_a_state_inside_a_pairs_folder_is_a_config_error(
+    tmp_path: Path, where: str, command: list[str]
+) -> None:
+    """Synced, the state (and its -wal, -shm, .lock) went up at every pass and never settled,
+    and another machine's newer state.db came down over the live one. Now: exit 2, one line
+    naming `state`, and nothing is written on either side."""
+    local, remote = _two_folders(tmp_path)
+    db = (local if where == "local" else remote) / "state.db"
+    path = write(
+        tmp_path,
+        f"state: sqlite:///{db}\nsocket: TMP/run/syncd.sock\n"
+        + PAIR.replace("s3://team-bucket/docs/", f"file://{remote}"),
+    )
+    before = _files(local, remote)
+
+    done = syncd(*command, "-c", path, timeout=60)
+
+    assert (done.returncode, done.stdout) == (2, ""), done.stdout + done.stderr
+    assert done.stderr == (
+        f"syncd: {path}: state: the state database {db} is inside pairs[0].{where} "
+        f"({db.parent}): it would be synced; keep it outside every pair's folders\n"
+    )
+    assert _files(local, remote) == before
+
+
+def test_the_state_is_compared_by_its_real_path(tmp_path: Path) -> None:
+    """Through a symlink, the state is where it really is."""
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "docs")
+    message = load_error(tmp_path, PAIR + "state: sqlite:///TMP/link/sub/state.db\n")
+    assert message.endswith(
+        f": state: the state database {tmp_path}/docs/sub/state.db is inside pairs[0].local"
+        f" ({tmp_path}/docs): it would be synced; keep it outside every pair's folders"
+    )
+    # ... and so is a root reached through one.
+    message = load_error(
+        tmp_path,
+        "pairs: [{name: a, local: TMP/link, remote: 's3://b-1'}]\nstate: 'sqlite:///TMP/docs/s.db'\n",
+    )
+    assert f"is inside pairs[0].local ({tmp_path}/docs)" in message
+
+
+def test_the_default_state_inside_a_root_is_refused_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "docs" / ".state"))
+    message = load_error(tmp_path, PAIR)
+    assert message.endswith(
+        f": state: the state database {tmp_path}/docs/.state/syncd/state.db is inside "
+        f"pairs[0].local ({tmp_path}/docs): it would be synced; keep it outside every pair's "
+        "folders"
+    )
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        "sqlite://",
+        "sqlite:///:memory:",
+        "sqlite:///file::memory:?uri=true",
+        "sqlite:///TMP/docs2/state.db",  # beside the root, a name that starts alike
+        "sqlite:///TMP/state.db",  # above it
+    ],
+)
+def test_a_state_outside_every_folder_loads(tmp_path: Path, state: str) -> None:
+    text = f"state: '{state}'\n" + PAIR + "  - {name: b, local: TMP/b, remote: 'file://TMP/r'}\n"
+    config = load_config(write(tmp_path, text))
+    assert config.state == state.replace("TMP", str(tmp_path))
+
+
+def test_the_environments_state_inside_its_local_is_refused(tmp_path: Path) -> None:
+    local, remote = _two_folders(tmp_path)
+    env = {
+        "SYNCD_LOCAL": str(local),
+        "SYNCD_REMOTE": f"file://{remote}",
+        "SYNCD_STATE": f"sqlite:///{local}/state.db",
+        "SYNCD_CONFIG": "",
+        "XDG_CONFIG_HOME": str(tmp_path / "no-config-here"),
+    }
+    done = syncd("once", env=env, timeout=60)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        f"syncd: environment: SYNCD_STATE: the state database {local}/state.db is inside "
+        f"SYNCD_LOCAL ({local}): it would be synced; keep it outside every pair's folders\n"
+    )
+    assert not (local / "state.db").exists()
+
+
+@pytest.mark.parametrize("command", ["upload", "download"])
+def test_a_one_way_copy_refuses_a_folder_holding_its_state(tmp_path: Path, command: str) -> None:
+    """`syncd upload` / `download` keep their state under $XDG_STATE_HOME/syncd/transfers/:
+    a LOCAL_DIR (or a file:// remote) holding it would copy it along."""
+    local, remote = _two_folders(tmp_path)
+    holder = local if command == "upload" else remote
+    env = {"XDG_STATE_HOME": str(holder / ".state")}
+    args = [str(local), f"file://{remote}"]
+    if command == "download":
+        args.reverse()
+    before = _files(local, remote)
+
+    done = syncd(command, *args, env=env, timeout=60)
+
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    where, what = ("local", local) if command == "upload" else ("remote", f"file://{remote}")
+    assert done.stderr == (
+        f"syncd: {where}: {what} holds syncd's state ({holder}/.state/syncd/transfers): it "
+        "would be copied along; set XDG_STATE_HOME to a folder outside it\n"
+    )
+    assert _files(local, remote) == before
 
 
 # -- every number has an upper bound -----------------------------------------------------------
@@ -905,7 +1061,7 @@ def test_a_command_that_reads_a_part_exits_2_naming_it(
 
 
 def test_load_config_dict_validates_like_a_file(tmp_path: Path) -> None:
-    data = {"pairs": [{"name": "a", "local": str(tmp_path), "remote": "s3://team-bucket"}]}
+    data = {"pairs": [{"name": "a", "local": str(tmp_path / "a"), "remote": "s3://team-bucket"}]}
     assert isinstance(load_config_dict(data), Config)
     with pytest.raises(ConfigError, match=r"^<dict>: pairs\[0\]\.remote: required key is missing$"):
         load_config_dict({"pairs": [{"name": "a", "local": str(tmp_path)}]})

@@ -53,4 +53,8 @@ def config_from_env(environ: Mapping[str, str]) -> Config:
         variable = next((n for n, t in VARIABLES.items() if t == exc.key), None)
         if variable is None:
             raise
-        raise ConfigError(SOURCE, exc.problem, key=variable) from None
+        problem = exc.problem  # may name another key: `state` inside `pairs[0].local`
+        for name, target in VARIABLES.items():
+            if target.startswith("pairs["):
+                problem = problem.replace(target, name)
+        raise ConfigError(SOURCE, problem, key=variable) from None

@@ -298,7 +298,10 @@ def _translate(exc: ValidationError, source: str, document: Mapping[str, Any]) -
 
 
 def _lift_option_error(error: Any) -> dict[str, Any]:
-    """Unwrap the error the pair raised for its `options` into one located at the option."""
+    """Unwrap the error the pair raised for its `options` into one located at the option, and
+    place a rule across keys at the key it names (`at_key`)."""
+    if "at_key" in (error.get("ctx") or {}):
+        return {**error, "loc": (error["ctx"]["at_key"],)}
     if error["type"] != "option_invalid":
         return dict(error)
     ctx = error["ctx"]

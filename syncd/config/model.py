@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -23,6 +24,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 from sqlalchemy.engine import URL, make_url
@@ -59,6 +61,12 @@ _PAIR_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 def _invalid(kind: str, reason: str) -> PydanticCustomError:
     """A validation error whose message is exactly `reason` (one line, no pydantic prefix)."""
     return PydanticCustomError(kind, "{reason}", {"reason": reason})
+
+
+def _invalid_at(key: str, kind: str, reason: str) -> PydanticCustomError:
+    """`_invalid`, for a rule across keys (checked on the whole model) that is one key's fault:
+    the loader reports it at `key` (`at_key`), not at the top of the file."""
+    return PydanticCustomError(kind, "{reason}", {"reason": reason, "at_key": key})
 
 
 # -- defaults --------------------------------------------------------------------------------
@@ -420,6 +428,11 @@ class Config(_Model):
         _check_disjoint_folders(pairs)
         return pairs
 
+    @model_validator(mode="after")
+    def _check_state_outside_pairs(self) -> Config:
+        _check_state_outside(self.state, self.pairs)
+        return self
+
 
 def _check_unique_names(pairs: list[PairConfig]) -> None:
     first_index: dict[str, int] = {}
@@ -458,6 +471,43 @@ def _refuse_overlap(label: str, path: Path, other_label: str, other: Path) -> No
     else:
         return
     raise _invalid("overlapping_folders", reason)
+
+
+def state_file(url: str) -> Path | None:
+    """The file a SQLite state URL names (its `-wal`, `-shm`, `-journal` and the instance
+    `.lock` lie beside it), or None: in memory, or not SQLite."""
+    parsed = make_url(url)
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    if database.startswith("file:"):  # SQLite's URI form: file:/path/x.db?mode=...
+        database = urlsplit(database).path
+        if not database.startswith("/"):
+            return None  # file::memory:, or relative to wherever SQLite is opened
+    return Path(database)
+
+
+def _check_state_outside(state: str, pairs: list[PairConfig]) -> None:
+    """The state database inside a pair's local root, or a file:// remote's folder, would be
+    synced: uploaded at every pass (it changes at every pass), and replaced under the running
+    daemon by a download of another machine's. Its WAL, shared memory and lock files too."""
+    db = state_file(state)
+    if db is None:
+        return
+    real = Path(os.path.realpath(db))
+    for i, pair in enumerate(pairs):
+        roots = [(f"pairs[{i}].local", pair.local)]
+        if pair.remote_url.scheme == "file":
+            roots.append((f"pairs[{i}].remote", Path(pair.remote_url.path)))
+        for label, root in roots:
+            resolved = Path(os.path.realpath(root))
+            if real.is_relative_to(resolved):
+                raise _invalid_at(
+                    "state",
+                    "state_inside_pair",
+                    f"the state database {real} is inside {label} ({resolved}): it would be "
+                    "synced; keep it outside every pair's folders",
+                )
 
 
 # -- parts of the file, read alone ------------------------------------------------------------

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from syncd.config import Config, default_state_url, load_config_dict
+from syncd.config import Config, ConfigError, default_state_url, load_config_dict
 from syncd.state import sqlite_path
 
 Direction = Literal["upload", "download"]
@@ -38,32 +38,44 @@ def one_way_config(
     settings: Mapping[str, Any] | None = None,
 ) -> Config:
     """The config of one copy: one pair in `direction`, state under
-    `$XDG_STATE_HOME/syncd/transfers/`. Raises ConfigError (source "command line")."""
+    `$XDG_STATE_HOME/syncd/transfers/`. Raises ConfigError (source "command line"), also when
+    that state would lie inside the folder (or the file:// remote) copied: it would be copied
+    along, at every run."""
     local = local.expanduser().absolute()
     identity = hashlib.sha256(f"{direction}\0{local}\0{remote_url}".encode()).hexdigest()[:16]
     default_db = sqlite_path(default_state_url())
     assert default_db is not None  # the default is always a SQLite file
     state_file = default_db.parent / "transfers" / f"{identity}.db"
-    return load_config_dict(
-        {
-            "state": f"sqlite:///{state_file}",
-            "log": {"format": "auto"},
-            **{k: v for k, v in (settings or {}).items() if v is not None},
-            "pairs": [
-                {
-                    "name": f"{direction}-{identity[:8]}",
-                    "local": str(local),
-                    "remote": remote_url,
-                    "direction": direction,
-                    "conflict": "local_wins" if direction == "upload" else "cloud_wins",
-                    "exclude": list(exclude),
-                    "include": list(include),
-                }
-            ],
-        },
-        source=SOURCE,
-        expand_env=False,
-    )
+    document = {
+        "state": f"sqlite:///{state_file}",
+        "log": {"format": "auto"},
+        **{k: v for k, v in (settings or {}).items() if v is not None},
+        "pairs": [
+            {
+                "name": f"{direction}-{identity[:8]}",
+                "local": str(local),
+                "remote": remote_url,
+                "direction": direction,
+                "conflict": "local_wins" if direction == "upload" else "cloud_wins",
+                "exclude": list(exclude),
+                "include": list(include),
+            }
+        ],
+    }
+    try:
+        return load_config_dict(document, source=SOURCE, expand_env=False)
+    except ConfigError as exc:
+        if exc.key != "state":
+            raise
+        where, what = (
+            ("remote", remote_url) if "pairs[0].remote" in exc.problem else ("local", str(local))
+        )
+        raise ConfigError(
+            SOURCE,
+            f"{what} holds syncd's state ({state_file.parent}): it would be copied along; set "
+            "XDG_STATE_HOME to a folder outside it",
+            key=f"pairs[0].{where}",
+        ) from None
 
 
 def inherited_settings(config: Config) -> dict[str, Any]:
