@@ -10,10 +10,13 @@ tmpfs where this machine lets the test mount one, else an injected ENOSPC.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import errno
 import os
+import sqlite3
 import stat
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +31,7 @@ from syncd.engine import localfs, transfer
 from syncd.engine.core import Engine, Report
 from syncd.engine.syncer import Outcome
 from syncd.providers.local import FileProvider
+from syncd.state import BaseEntry, OpRecord, StateStore, StateWriteError
 
 MiB = 1024 * 1024
 
@@ -123,6 +127,111 @@ def test_disk_full_while_downloading_keeps_the_existing_file(
         assert _sync(local, remote, tmp_path).exit_code == 0
         assert (local / "doc.txt").read_bytes() == big
         assert tree(local) == tree(remote)
+
+
+def _fill(folder: Path, leave: int) -> Path:
+    """A file taking all of `folder`'s filesystem but `leave` bytes."""
+    filler = folder / "filler"
+    fs = os.statvfs(folder)
+    with contextlib.suppress(OSError), open(filler, "wb") as out:  # ENOSPC: as full as it gets
+        out.write(b"\0" * max(0, fs.f_bavail * fs.f_frsize - leave))
+    return filler
+
+
+def test_disk_full_under_the_state_database_fails_each_file_cleanly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The state's disk fills up during a pass: each file whose record cannot be written
+    fails with the cause in words (it was `unexpected sqlalchemy.exc.OperationalError`), and
+    recording that failure, which fails too, neither raises out of the worker (it was ~3,000
+    tracebacks and "Exception in thread worker-N") nor stops the rest. With space back, the
+    next pass records it all: nothing lost."""
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    local.mkdir()
+    remote.mkdir()
+    for i in range(20):
+        (local / f"f{i}.txt").write_text(f"f{i}")
+    crashed: list[threading.ExceptHookArgs] = []
+    monkeypatch.setattr(threading, "excepthook", crashed.append)
+    with small_disk(tmp_path / "disk", "600k") as resize:
+        disk = tmp_path / "disk"
+        assert _sync(local, remote, disk).exit_code == 0
+        for i in range(1450):
+            (local / f"g{i}.txt").write_text(f"g{i}")
+        if resize is not None:
+            filler = _fill(disk, 100 * 1024)  # room to open the state, not to record 1,450
+        else:
+            real_write = StateStore._write_rows
+
+            def full(conn: Any, batch: Any) -> None:
+                if any(queued.entries or queued.ops for queued in batch):
+                    raise sqlite3.OperationalError("database or disk is full")
+                real_write(conn, batch)
+
+            monkeypatch.setattr(StateStore, "_write_rows", staticmethod(full))
+
+        with structlog.testing.capture_logs() as logs:
+            report = _sync(local, remote, disk)
+
+        assert report.exit_code == 1
+        failures = report.pairs[0].failures
+        assert failures, report
+        assert {f.error for f in failures.values()} == {
+            "cannot record it in the state database: database or disk is full"
+        }
+        assert not crashed, crashed
+        events = {entry["event"] for entry in logs}
+        assert not events & {"worker crashed on an item", "unexpected error"}, events
+        assert tree(remote) == tree(local)  # the files went; only their records did not
+
+        if resize is not None:
+            filler.unlink()
+            resize("16m")
+        else:
+            monkeypatch.setattr(StateStore, "_write_rows", staticmethod(real_write))
+        assert _sync(local, remote, disk).exit_code == 0
+        again = _sync(local, remote, disk)
+        assert (again.exit_code, again.pairs[0].uploaded, again.pairs[0].downloaded) == (0, 0, 0)
+        store = StateStore(f"sqlite:///{disk / 'state.db'}")
+        try:
+            assert store.count("p") == 1470
+            assert store.integrity_check() == "ok"
+        finally:
+            store.close()
+    assert tree(local) == tree(remote)
+
+
+def test_a_state_write_the_database_refuses_is_a_state_write_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store's own word for it, whichever write: a record, an audit line, a counter."""
+    store = StateStore(f"sqlite:///{tmp_path / 'state.db'}")
+    entry = BaseEntry("a.txt", 1, 1, 1, None, None, 0.0)
+    op = OpRecord(0.0, "p", "a.txt", "upload", "ok")
+
+    def full(*_args: Any, **_kwargs: Any) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    try:
+        monkeypatch.setattr(StateStore, "_write_rows", staticmethod(full))
+        monkeypatch.setattr("syncd.state.store._bump", full)
+        writes: list[Callable[[], None]] = [
+            lambda: store.put("p", entry, op),
+            lambda: store.log(op),
+            lambda: store.bump("p", {"failures": 1}),
+        ]
+        for write in writes:
+            with pytest.raises(StateWriteError) as caught:
+                write()
+            assert caught.value.reason == "database or disk is full"
+            assert (
+                str(caught.value) == "cannot write to the state database: database or disk is full"
+            )
+        monkeypatch.undo()
+        store.put("p", entry, op)  # the store works on once there is room
+        assert store.get("p", "a.txt") == entry
+    finally:
+        store.close()
 
 
 # -- what cannot be read ---------------------------------------------------------------------

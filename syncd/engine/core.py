@@ -36,7 +36,7 @@ from syncd.providers import open_provider
 from syncd.providers.base import BatchedDurability
 from syncd.providers.errors import InvalidRequest, ProviderError
 from syncd.providers.url import RemoteURLError
-from syncd.state import StateStore, sqlite_path
+from syncd.state import StateStore, StateWriteError, sqlite_path
 
 log = structlog.get_logger("syncd.engine")
 
@@ -548,7 +548,11 @@ class Engine:
         if days <= 0:
             return 0
         cutoff = (time.time() if now is None else now) - days * 86400
-        return self.store.prune_ops(cutoff)
+        try:
+            return self.store.prune_ops(cutoff)
+        except StateWriteError as exc:  # a full disk: pruned at the next try
+            log.warning("operation log not pruned", error=exc.reason)
+            return 0
 
     def resolve(self, pair: str, path: str, keep: str) -> bool:
         """Settle one open conflict by hand (no daemon running); True when it is settled."""

@@ -67,7 +67,7 @@ from syncd.providers.errors import (
     PreconditionFailed,
     ProviderError,
 )
-from syncd.state import BaseEntry, OpRecord, StateStore
+from syncd.state import BaseEntry, OpRecord, StateStore, StateWriteError
 from syncd.state.partials import Partials
 
 log = structlog.get_logger("syncd.engine")
@@ -570,22 +570,27 @@ class PairSyncer:
             # fail this path, recorded and retried, not kill the worker and leave the path
             # silently unsynced.
             message = _describe(exc)
-            if not isinstance(exc, ProviderError | OSError):
+            if not isinstance(exc, ProviderError | OSError | StateWriteError):
                 plog.error("unexpected error", op=op, error=message, where=_where(exc))
             self.fail(path, message, op)
             return Outcome.FAILED
         if outcome is Outcome.DONE:
-            self.stats.succeeded(path)
             if path in self.open_conflicts:
+                try:
+                    self.store.clear_conflict(self.name, path)
+                except StateWriteError as exc:  # still listed as open: settled again later
+                    self.fail(path, _describe(exc), "sync")
+                    return Outcome.FAILED
                 self.open_conflicts.discard(path)
-                self.store.clear_conflict(self.name, path)
+            self.stats.succeeded(path)
         return outcome
 
     def fail(self, path: str, message: str, op: str) -> None:
         """Record a failed path everywhere a failure shows: the pair's failures (retried
         with backoff), the totals, the log and the audit trail."""
         failure = self.stats.failed(path, message, op=op)
-        self.store.bump(self.name, {"failures": 1})
+        with contextlib.suppress(StateWriteError):  # the failure itself is what it says
+            self.store.bump(self.name, {"failures": 1})
         self.log.warning(
             "sync failed",
             path=path,
@@ -594,7 +599,7 @@ class PairSyncer:
             attempts=failure.attempts,
             retry_in_s=round(failure.next_try - time.time(), 1),
         )
-        self._oplog(path, "sync", "failed", note=message)
+        self._oplog(path, "sync", "failed", note=message, said=True)
 
     def _refuse(self, path: str, reason: str, side: str) -> None:
         """A name that cannot be synced on `side` ('local', 'remote'): a failure of that path
@@ -1466,14 +1471,24 @@ class PairSyncer:
         size: int | None = None,
         note: str | None = None,
         sha256: str | None = None,
+        said: bool = False,
     ) -> None:
-        """One line of the audit trail (`syncd log`); a dry run writes none."""
+        """One line of the audit trail (`syncd log`); a dry run writes none. A state that
+        cannot be written loses the line, said in the log (at debug level if the line's news
+        was `said` there already): what it records is done (or failed, and reported) already,
+        and the pass goes on."""
         if self.plan_only:
             return
         path, note = _storable(path), None if note is None else _storable(note)
-        self.store.log(
-            OpRecord(time.time(), self.name, path, op, result, size=size, sha256=sha256, error=note)
+        record = OpRecord(
+            time.time(), self.name, path, op, result, size=size, sha256=sha256, error=note
         )
+        try:
+            self.store.log(record)
+        except StateWriteError as exc:
+            (self.log.debug if said else self.log.warning)(
+                "audit trail line not saved", path=path, op=op, result=result, error=exc.reason
+            )
 
     def _skip_once(self, path: str, reason: str) -> None:
         """Report a skipped path once per process, not at every pass."""
@@ -1524,6 +1539,8 @@ def _base_entry(path: str, local: LocalFile, sha256: str | None, remote: ObjectI
 
 
 def _describe(exc: BaseException) -> str:
+    if isinstance(exc, StateWriteError):  # the transfer may be done; its record is not
+        return f"cannot record it in the state database: {exc.reason}"
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror + (f": {exc.filename}" if exc.filename else "")
     if isinstance(exc, ProviderError | OSError):

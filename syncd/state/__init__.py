@@ -6,6 +6,7 @@ from syncd.state.store import (
     RemoteSeen,
     StateError,
     StateStore,
+    StateWriteError,
     move_aside,
     sqlite_path,
 )
@@ -16,6 +17,7 @@ __all__ = [
     "RemoteSeen",
     "StateError",
     "StateStore",
+    "StateWriteError",
     "move_aside",
     "sqlite_path",
 ]

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -37,7 +38,7 @@ import structlog
 from sqlalchemy import Connection, Engine, bindparam, create_engine, delete, event, func, select
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DatabaseError, SQLAlchemyError
+from sqlalchemy.exc import DatabaseError, OperationalError, SQLAlchemyError
 
 from syncd.state import schema
 
@@ -51,6 +52,22 @@ class StateError(Exception):
         super().__init__(message)
         #: The file is not a usable SQLite database: `syncd state rebuild` moves it aside.
         self.corrupt = corrupt
+
+
+class StateWriteError(StateError):
+    """A write to the state database failed for a reason of the database's own: its disk is
+    full, an I/O error, a read-only file, a lock held past the busy timeout. What the write
+    would have recorded is not recorded, nothing else is lost: a file it was about to record
+    as synced is compared again by a later pass. `reason` is SQLite's first line."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"cannot write to the state database: {reason}")
+        self.reason = reason
+
+
+#: What a write raises when the database cannot take it (SQLAlchemy wraps the driver's error;
+#: the driver's own is there for a write made outside SQLAlchemy's handling).
+WRITE_ERRORS = (OperationalError, sqlite3.OperationalError)
 
 
 class BaseEntry(NamedTuple):
@@ -316,6 +333,8 @@ class StateStore:
             if self._engine.dialect.name == "sqlite":
                 event.listen(self._engine, "connect", _configure_sqlite)
             self._initialise()
+        except StateWriteError as exc:
+            raise StateError(f"state database {_redacted(url)}: {exc.reason}") from exc
         except SQLAlchemyError as exc:
             corrupt = isinstance(exc, DatabaseError) and _is_corruption(exc)
             hint = (
@@ -367,8 +386,11 @@ class StateStore:
     def _writing(self) -> Iterator[Connection]:
         with self._write_lock:
             self._commit_queued()  # records written behind land before any later write
-            with self._engine.begin() as conn:
-                yield conn
+            try:
+                with self._engine.begin() as conn:
+                    yield conn
+            except WRITE_ERRORS as exc:
+                raise StateWriteError(_first_line(exc)) from exc
 
     def _grouped(self, mine: _Queued) -> None:
         """Write `mine` in a transaction shared with the other writes queued meanwhile.
@@ -381,6 +403,8 @@ class StateStore:
         with self._write_lock:
             if not mine.done:
                 self._commit_queued()
+        if isinstance(mine.error, WRITE_ERRORS):
+            raise StateWriteError(_first_line(mine.error)) from mine.error
         if mine.error is not None:
             raise mine.error
 
