@@ -1079,7 +1079,7 @@ def test_a_download_only_copy_never_moves_the_remote_file_aside(tmp_path: Path) 
     env = {"XDG_STATE_HOME": str(tmp_path / "state-home")}
     result = syncd("download", f"file://{remote}", target, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "a folder where the remote has a file" in result.stderr
+    assert "a folder stands where the remote has a file" in result.stderr
     assert tree(remote) == {"a.txt": b"a file on the remote", "b.txt": b"b"}
     got = tree(target)
     (copy,) = [path for path in got if path.startswith("a.conflict-")]

@@ -1,6 +1,8 @@
 """Conflicts in a pair with a `direction`: the strategy settles them only as far as the pair may
 write. An upload-only pair never writes the local side, a download-only pair never the remote;
-where the strategy's outcome would, both versions stay as they are, each on its side."""
+where the strategy's outcome would, both versions stay as they are, each on its side, and a
+download-only pair also brings the remote version down beside the local one as a conflict
+copy (keep both, and report)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ LOCAL, REMOTE = b"edited locally", b"edited remotely"
 UP, DOWN, TS, VP = "upload", "download", "timestamp_wins", "version_preserve"
 # id, direction, strategy, local is newer, what each side holds after the pass, and where the
 # loser went ("remote trash", "local trash", "remote copy", "local copy", or None: no loser).
+# A download-only pair whose local version stays brings the remote one down beside it as a
+# local conflict copy ("remote kept locally": it kept both, each on its side, unreported).
 CASES = [
     ("upload, local_wins", UP, "local_wins", False, LOCAL, LOCAL, "remote trash"),
     ("upload, cloud_wins", UP, "cloud_wins", False, LOCAL, REMOTE, None),
@@ -26,11 +30,11 @@ CASES = [
     ("upload, preserve, remote older", UP, VP, True, LOCAL, LOCAL, "remote copy"),
     ("upload, preserve, local older", UP, VP, False, LOCAL, REMOTE, None),
     ("download, cloud_wins", DOWN, "cloud_wins", True, REMOTE, REMOTE, "local trash"),
-    ("download, local_wins", DOWN, "local_wins", True, LOCAL, REMOTE, None),
+    ("download, local_wins", DOWN, "local_wins", True, LOCAL, REMOTE, "remote kept locally"),
     ("download, timestamp, remote newer", DOWN, TS, False, REMOTE, REMOTE, "local trash"),
-    ("download, timestamp, local newer", DOWN, TS, True, LOCAL, REMOTE, None),
+    ("download, timestamp, local newer", DOWN, TS, True, LOCAL, REMOTE, "remote kept locally"),
     ("download, preserve, local older", DOWN, VP, False, REMOTE, REMOTE, "local copy"),
-    ("download, preserve, remote older", DOWN, VP, True, LOCAL, REMOTE, None),
+    ("download, preserve, remote older", DOWN, VP, True, LOCAL, REMOTE, "remote kept locally"),
 ]
 
 
@@ -77,7 +81,7 @@ def test_a_one_way_pair_settles_a_conflict_only_toward_its_direction(
 
     _write(local / "doc.txt", LOCAL, NEWER if local_newer else OLDER)
     _write(remote / "doc.txt", REMOTE, OLDER if local_newer else NEWER)
-    for _ in range(2):  # and a second pass changes nothing more
+    for attempt in range(2):  # and a second pass changes nothing more
         report = _sync(tmp_path, direction, strategy)
         assert report.exit_code == 0, report
 
@@ -92,6 +96,11 @@ def test_a_one_way_pair_settles_a_conflict_only_toward_its_direction(
         kept = {where: paths for where, paths in everything.items() if paths}
         if loser is None:
             assert kept == {}  # nothing written anywhere: both versions stand where they were
+        elif loser == "remote kept locally":
+            assert list(kept) == ["local copy"]  # once: the second pass makes no other
+            (path,) = kept["local copy"]
+            assert (local / path).read_bytes() == REMOTE
+            assert ("doc.txt" in report.pairs[0].settled) == (attempt == 0)  # said, once
         else:
             assert list(kept) == [loser]
             (path,) = kept[loser]

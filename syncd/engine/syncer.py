@@ -858,6 +858,12 @@ class PairSyncer:
                 plog.warning("conflict not settled", reason=f"--keep {keep}: {refused}")
                 self.stats.conflict(path, why)
                 return Outcome.CONFLICT
+            if self._writes("local"):
+                # A download-only pair keeps both on the side it may write: the local version
+                # stays, the remote one comes down beside it as a conflict copy (reported).
+                return self._remote_version_beside(
+                    path, remote, plog, why=why, how=f"{outcome_text}; {refused}"
+                )
             return self._left_as_it_is(path, why, f"{outcome_text}; {refused}", plog)
         if resolution.winner is Winner.NONE:
             if path not in self.open_conflicts:
@@ -1118,7 +1124,13 @@ class PairSyncer:
             # then the folder stays, and the file steps aside.)
             return Outcome.PENDING
         if not self._writes("remote"):
-            return self._remote_file_beside(path, remote, plog)
+            return self._remote_version_beside(
+                path,
+                remote,
+                plog,
+                why="a folder stands where the remote has a file",
+                how="a folder of this name here",
+            )
         copy = self._remote_copy_made(path, remote)
         try:
             if copy is None:
@@ -1141,14 +1153,16 @@ class PairSyncer:
             self.enqueue(self.name, each)
         return Outcome.DONE
 
-    def _remote_file_beside(self, path: str, remote: ObjectInfo, plog: Logger) -> Outcome:
-        """A download-only pair: a local folder stands where the remote has a file, and the
-        remote may not be written (its file cannot step aside there). The remote file comes
-        down as a conflict copy beside the folder, once: a copy of `path` this machine made
-        that holds this very version already is that copy. The copy is a file of the local
-        side only (no base is recorded for it: it is never deleted for its absence on the
-        remote); the remote file and the folder stay as they are."""
-        why = "a folder stands where the remote has a file"
+    def _remote_version_beside(
+        self, path: str, remote: ObjectInfo, plog: Logger, *, why: str, how: str
+    ) -> Outcome:
+        """A download-only pair, which may not write the remote: where the remote version
+        cannot take the path (a local folder stands there, or the local version of a
+        conflict is to stay), it comes down as a conflict copy beside it, once: a copy of
+        `path` this machine made that holds this very version already is that copy. The copy
+        is a file of the local side only (no base is recorded for it: it is never deleted
+        for its absence on the remote); what stands at the path and the remote file stay as
+        they are. `why` says what clashed, `how` how it was settled, for the summary."""
         made = self._local_copy_holding(path, remote)
         if made is not None:
             return self._left_as_it_is(path, why, f"the remote file is kept here as {made}", plog)
@@ -1161,8 +1175,8 @@ class PairSyncer:
             return Outcome.REQUEUE
         assert got.local is not None
         self.stats.transferred("download", got.local.size, got.seconds)
-        outcome = f"a folder of this name here: the remote file kept as {copy}"
-        plog.warning("a folder where the remote has a file: the file kept as a conflict copy")
+        outcome = f"{how}: the remote file kept as {copy}"
+        plog.warning("the remote file kept as a conflict copy", reason=why, copy=copy)
         self._oplog(path, "conflict", "ok", note=outcome, size=got.local.size, sha256=got.sha256)
         self.stats.settle(path, outcome)
         self._kept_apart.add(path)
