@@ -59,6 +59,14 @@ def test_unit_files_verify(unit: str, tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize("unit", ["syncd.service", "syncd-user.service"])
+def test_a_config_error_is_not_restarted_in_a_loop(unit: str) -> None:
+    """`syncd run` exits 2 on a bad config; Restart=on-failure started it again every 5 s for
+    ever. Exit 2 now ends it (the journal has the one line naming the key)."""
+    settings = (UNITS / unit).read_text().splitlines()
+    assert "Restart=on-failure" in settings and "RestartPreventExitStatus=2" in settings
+
+
 def _commented_above(text: str, line: str) -> bool:
     """Every setting carries a comment on the line(s) just above it (or shares one with the
     settings of its group)."""
