@@ -29,6 +29,7 @@ from syncd.config import (
     load_config_part,
     resolve_config_path,
 )
+from syncd.config.model import state_file
 from syncd.daemon.lock import AlreadyRunning, InstanceLock, instance_lock
 from syncd.daemon.protocol import DaemonError, DaemonUnreachable, request
 from syncd.engine.core import (
@@ -500,11 +501,14 @@ def conflicts(config_path: str | None, as_json: bool) -> None:
     """Conflicts waiting for a decision (read from the state, daemon or not)."""
     from syncd.daemon.daemon import conflict_list
 
-    store = _open_state(_load_part(config_path, StatePart).state)
-    try:
-        result = conflict_list(store)
-    finally:
-        store.close()
+    url = _load_part(config_path, StatePart).state
+    result: list[dict[str, Any]] = []
+    if _state_is_there(url):  # reading must not make an empty state database
+        store = _open_state(url)
+        try:
+            result = conflict_list(store)
+        finally:
+            store.close()
     if as_json:
         click.echo(json.dumps(result, indent=2))
     elif not result:
@@ -533,11 +537,13 @@ def log_command(
         cutoff = audit.parse_since(since) if since is not None else None
     except ValueError as exc:
         fail(str(exc), EXIT_USAGE)
-    store = _open_state(config.state)
-    try:
-        records = store.ops(pair, cutoff)
-    finally:
-        store.close()
+    records = []
+    if _state_is_there(config.state):  # reading must not make an empty state database
+        store = _open_state(config.state)
+        try:
+            records = store.ops(pair, cutoff)
+        finally:
+            store.close()
     for op in records:
         click.echo(json.dumps(audit.as_json(op)) if as_json else audit.as_line(op))
 
@@ -601,6 +607,13 @@ def _find_conflict(
             EXIT_USAGE,
         )
     return matches[0]
+
+
+def _state_is_there(url: str) -> bool:
+    """Is there a state to read? A SQLite file that does not exist yet is none (no pass ran):
+    the commands that only read it say so without creating it."""
+    path = state_file(url)
+    return path is None or path.exists()
 
 
 def _open_state(url: str) -> StateStore:

@@ -111,3 +111,20 @@ def test_since_times() -> None:
     assert parse_since("2026-11-24") < time.time()
     with pytest.raises(ValueError, match="--since"):
         parse_since("soon")
+
+
+def test_reading_commands_make_no_state_before_the_first_pass(tmp_path: Path) -> None:
+    """`syncd conflicts` and `syncd log` before any pass ran: nothing to show, exit 0, and no
+    empty state database left behind (they made one, which a later `state:` move or a
+    backup then took for real)."""
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    setup = Setup(tmp_path, f"file://{remote}")
+    setup.write()
+    conflicts = syncd("conflicts", "-c", setup.config)
+    assert (conflicts.returncode, conflicts.stdout) == (0, "no conflicts\n"), conflicts
+    as_json = syncd("conflicts", "--json", "-c", setup.config)
+    assert (as_json.returncode, json.loads(as_json.stdout)) == (0, [])
+    log = syncd("log", "-c", setup.config)
+    assert (log.returncode, log.stdout, log.stderr) == (0, "", "")
+    assert not setup.state_db.exists() and not setup.state_db.parent.exists()
