@@ -19,6 +19,22 @@ LEVELS = {
 }
 
 
+class _Stderr:
+    """Whatever `sys.stderr` is when a line is written (not when logging was set up): a
+    script, a notebook or a test runner may replace it later."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def configured() -> bool:
+    """Has `configure` run in this process (the CLI, or an earlier engine)?"""
+    return structlog.is_configured()
+
+
 def configure(level: str = "info", fmt: Literal["auto", "json", "console"] = "auto") -> None:
     as_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     renderer: structlog.typing.Processor = (
@@ -38,14 +54,14 @@ def configure(level: str = "info", fmt: Literal["auto", "json", "console"] = "au
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS.get(level, logging.INFO)),
-        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.WriteLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
     # Third-party libraries log through stdlib logging: only their warnings are ours to show
     # (botocore's debug output alone would bury syncd's own lines), rendered like syncd's own
     # (one JSON object per line, `event` the message, `logger` its name), so a reader of the
     # journal parses every line.
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(_Stderr())
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],

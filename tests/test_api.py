@@ -3,7 +3,10 @@ copies, retries, status and statistics — and config from the environment alone
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -391,3 +394,31 @@ def test_last_sync_survives_a_restart_while_held(tmp_path: Path) -> None:
     with Engine.from_config_dict(data) as engine:
         assert engine.sync_once().exit_code == 4  # held: 3 of 4
         assert engine.status()["pairs"][0]["last_sync"] == synced
+
+
+def test_a_script_engine_logs_as_its_config_says_on_stderr(tmp_path: Path) -> None:
+    """Only the CLI set logging up: a script's engine logged through structlog's default,
+    console lines on stdout (mixed into the script's own output), at info whatever `log:`
+    said. It logs as the config says, on stderr."""
+    local, remote = _folders(tmp_path)
+    (local / "a.txt").write_text("a")
+    data = _config(tmp_path, local, f"file://{remote}")
+    script = (
+        "import json, sys\n"
+        "from syncd import Engine\n"
+        "data = json.loads(sys.argv[1])\n"
+        "with Engine.from_config_dict(data) as engine:\n"
+        "    print('REPORT', engine.sync_once().files_up)\n"
+    )
+    for level, said in (("error", []), ("info", ["uploaded"])):
+        data["log"] = {"level": level, "format": "json"}
+        done = subprocess.run(
+            [sys.executable, "-c", script, json.dumps(data)],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert (done.returncode, done.stdout) == (0, "REPORT 1\n"), done
+        assert [json.loads(line)["event"] for line in done.stderr.splitlines()] == said, done
+        (local / "a.txt").write_text(f"a, edited after the {level} run")

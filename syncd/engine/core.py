@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from syncd import logs
 from syncd.config import Config, PairConfig, load_config, load_config_dict
 from syncd.config.environment import config_from_env
 from syncd.daemon.lock import InstanceLock, instance_lock
@@ -153,6 +154,11 @@ class Engine:
         self, config: Config, store: StateStore | None = None, lock: InstanceLock | None = None
     ) -> None:
         self.config = config
+        if not logs.configured():
+            # A script's engine logs as the config says, on stderr: structlog's own default
+            # printed console lines on stdout, mixed into the script's output, whatever `log:`
+            # said. The CLI sets logging up itself (with -v / -q) before it makes an engine.
+            logs.configure(config.log.level, config.log.format)
         #: Held while this engine lives (the constructors below take it): one syncd per state.
         self._instance_lock = lock
         self.store = store if store is not None else StateStore(config.state)
