@@ -15,6 +15,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -950,4 +951,53 @@ def test_a_file_that_shrinks_while_it_is_sent_is_looked_at_again(
 
     assert cuts and report.exit_code == 0, report
     assert remote.get("shrinks.bin") == shrunk
+    assert _unfinished_uploads(remote) == []
+
+
+@pytest.mark.parametrize("multipart", [True, False], ids=["in parts", "streamed whole"])
+def test_a_file_that_changes_while_it_is_sent_is_never_published_torn(
+    tmp_path: Path, s3_bucket: Any, monkeypatch: pytest.MonkeyPatch, multipart: bool
+) -> None:
+    """Issue 2: a file that changes while it is read is thrown away, never a torn version
+    under the real key. The parts of one that grew were committed all the same (a mix of
+    versions, with a SHA-256 of those very bytes: no other machine could tell), and so was
+    a streamed upload; now the upload is aborted before its commit, and the file as it
+    became goes up once it is sent whole."""
+    remote = S3Remote(s3_bucket, PREFIX)
+    alice = Setup(tmp_path / "alice", remote.url, options=remote.options, extra=SMALL_PARTS)
+    alice.write()
+    path = alice.local / "grows.bin"
+    data = _random_file(path, 23 * MiB if multipart else 10 * MiB)
+    grown = data + os.urandom(MiB)
+    method = "upload_part" if multipart else "upload"
+    real_send = getattr(S3Provider, method)
+    real_complete = S3Provider.complete_multipart
+    published: list[int] = []
+    appended = threading.Lock()
+
+    def send(self: S3Provider, *args: Any, **kwargs: Any) -> Any:
+        if appended.acquire(blocking=False):  # once, while the first part goes
+            with open(path, "ab") as fh:
+                fh.write(grown[len(data) :])
+        info = real_send(self, *args, **kwargs)
+        if not multipart:
+            published.append(info.size)
+        return info
+
+    def complete(self: S3Provider, *args: Any, **kwargs: Any) -> Any:
+        info = real_complete(self, *args, **kwargs)
+        published.append(info.size)
+        return info
+
+    monkeypatch.setattr(S3Provider, method, send)
+    monkeypatch.setattr(S3Provider, "complete_multipart", complete)
+    config = load_config(alice.config)
+    if not multipart:
+        config = config.model_copy(update={"multipart_threshold": 64 * MiB})
+    with Engine(config) as engine:
+        report = engine.sync_once()
+
+    assert report.exit_code == 0, report
+    assert published == [len(grown)]  # the torn one never was
+    assert remote.get("grows.bin") == grown
     assert _unfinished_uploads(remote) == []

@@ -217,10 +217,14 @@ class HashingReader:
         is_cancelled: Callable[[], bool],
         meter: Callable[[int], None] | None = None,
         size: int | None = None,
+        still: Callable[[], bool] | None = None,
     ) -> None:
         self._raw = raw
         #: The size the file had when it was opened: an end met before it means it shrank.
         self._size = size
+        #: Asked before the last bytes go: a file that changed while it was read is not
+        #: completed (the request fails short of its length, and nothing is published).
+        self._still = still
         self._sha = hashlib.sha256()
         self._is_cancelled = is_cancelled
         self._meter = meter
@@ -233,6 +237,9 @@ class HashingReader:
         data = self._raw.read(size)
         if not data and size != 0 and self._size is not None and self.bytes_read < self._size:
             raise SourceChanged("the file got shorter while it was being sent")
+        last = self._size is not None and self.bytes_read + len(data) >= self._size
+        if data and last and self._still is not None and not self._still():
+            raise SourceChanged("the file changed while it was being sent")
         self._sha.update(data)
         self.bytes_read += len(data)
         if self._meter is not None and data:

@@ -398,15 +398,21 @@ class LargeTransfers:
         progress: Transfer,
         *,
         digests: FileDigests | None = None,
+        still: Callable[[], bool] = lambda: True,
     ) -> ObjectInfo:
         """Send the file open at `fd` as `request` describes; resumes a recorded upload of
         the same file. `digests` (from `digest`, of these very bytes) spares hashing each part
-        as it goes. PreconditionFailed (after aborting) when the condition no longer holds."""
+        as it goes. PreconditionFailed (after aborting) when the condition no longer holds.
+        `still()` is asked before the commit: a file that changed (or went) while its parts
+        were sent is not committed (SourceChanged, after aborting): a mix of versions is
+        never published under the real key."""
         with self._recorded_lock:
             self._sending.add(path)
         for _ in range(2):  # a second go only when the service forgot or refused an upload
             try:
-                return self._upload_once(path, fd, local, request, progress, digests=digests)
+                return self._upload_once(
+                    path, fd, local, request, progress, digests=digests, still=still
+                )
             except _UploadGone:
                 self._drop_upload(path)
                 log.info("multipart upload gone on the service; starting over", path=path)
@@ -429,6 +435,7 @@ class LargeTransfers:
         progress: Transfer,
         *,
         digests: FileDigests | None,
+        still: Callable[[], bool],
     ) -> ObjectInfo:
         limits = self.limits()
         part_size = self.part_size(request.size)
@@ -484,7 +491,22 @@ class LargeTransfers:
         todo = [p for p in parts if p.number not in done]
         concurrency = 1 if limits.sequential else self.settings.concurrency
         _run_all([lambda p=p: send(p) for p in todo], concurrency, self.is_cancelled)  # type: ignore[misc]
-        ordered = [sent[p.number] for p in parts]
+        return self._complete(path, request, upload_id, [sent[p.number] for p in parts], still)
+
+    def _complete(
+        self,
+        path: str,
+        request: UploadRequest,
+        upload_id: str,
+        ordered: list[PartInfo],
+        still: Callable[[], bool],
+    ) -> ObjectInfo:
+        """Commit the parts, unless the file changed (or went) while they were sent: then
+        the upload is aborted (SourceChanged), and no mix of versions is published."""
+        if not still():
+            self._abort(request, upload_id)
+            self._drop_upload(path)
+            raise SourceChanged("the file changed while it was being sent")
         try:
             info = self.retry.call(
                 lambda: self.provider.complete_multipart(request, upload_id, ordered)

@@ -218,7 +218,11 @@ class Transfers:
                     fh.seek(0)
                     readers.append(
                         localfs.HashingReader(
-                            cast(BinaryIO, fh), self.is_cancelled, meter, size=before.size
+                            cast(BinaryIO, fh),
+                            self.is_cancelled,
+                            meter,
+                            size=before.size,
+                            still=lambda: _still(source, before),
                         )
                     )
                     return cast(BinaryIO, readers[-1])
@@ -258,7 +262,15 @@ class Transfers:
         sha256 = digests.sha256
         request = replace(_request(path, before, sha256, expected, metadata), md5=digests.md5)
         try:
-            info = self.large.upload(path, fh.fileno(), before, request, progress, digests=digests)
+            info = self.large.upload(
+                path,
+                fh.fileno(),
+                before,
+                request,
+                progress,
+                digests=digests,
+                still=lambda: _still(source, before),
+            )
         except PreconditionFailed:
             found = self._written_anyway(path, request)
             if found is None:
