@@ -954,28 +954,44 @@ def test_a_file_that_shrinks_while_it_is_sent_is_looked_at_again(
     assert _unfinished_uploads(remote) == []
 
 
-@pytest.mark.parametrize("multipart", [True, False], ids=["in parts", "streamed whole"])
+@pytest.mark.parametrize(
+    ("kind", "multipart"),
+    [("s3", True), ("s3", False), ("gcs", True), ("gcs", False), ("azure", True), ("azure", False)],
+    ids=[
+        "s3 in parts",
+        "s3 streamed",
+        "gcs in parts",
+        "gcs streamed",
+        "azure in parts",
+        "azure streamed",
+    ],
+)
 def test_a_file_that_changes_while_it_is_sent_is_never_published_torn(
-    tmp_path: Path, s3_bucket: Any, monkeypatch: pytest.MonkeyPatch, multipart: bool
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    kind: str,
+    multipart: bool,
 ) -> None:
     """Issue 2: a file that changes while it is read is thrown away, never a torn version
     under the real key. The parts of one that grew were committed all the same (a mix of
     versions, with a SHA-256 of those very bytes: no other machine could tell), and so was
     a streamed upload; now the upload is aborted before its commit, and the file as it
     became goes up once it is sent whole."""
-    remote = S3Remote(s3_bucket, PREFIX)
+    remote = remote_for(kind, request, tmp_path)
     alice = Setup(tmp_path / "alice", remote.url, options=remote.options, extra=SMALL_PARTS)
     alice.write()
     path = alice.local / "grows.bin"
+    provider = {"s3": S3Provider, "gcs": GCSProvider, "azure": AzureProvider}[kind]
     data = _random_file(path, 23 * MiB if multipart else 10 * MiB)
     grown = data + os.urandom(MiB)
     method = "upload_part" if multipart else "upload"
-    real_send = getattr(S3Provider, method)
-    real_complete = S3Provider.complete_multipart
+    real_send = getattr(provider, method)
+    real_complete = provider.complete_multipart
     published: list[int] = []
     appended = threading.Lock()
 
-    def send(self: S3Provider, *args: Any, **kwargs: Any) -> Any:
+    def send(self: Any, *args: Any, **kwargs: Any) -> Any:
         if appended.acquire(blocking=False):  # once, while the first part goes
             with open(path, "ab") as fh:
                 fh.write(grown[len(data) :])
@@ -984,13 +1000,13 @@ def test_a_file_that_changes_while_it_is_sent_is_never_published_torn(
             published.append(info.size)
         return info
 
-    def complete(self: S3Provider, *args: Any, **kwargs: Any) -> Any:
+    def complete(self: Any, *args: Any, **kwargs: Any) -> Any:
         info = real_complete(self, *args, **kwargs)
         published.append(info.size)
         return info
 
-    monkeypatch.setattr(S3Provider, method, send)
-    monkeypatch.setattr(S3Provider, "complete_multipart", complete)
+    monkeypatch.setattr(provider, method, send)
+    monkeypatch.setattr(provider, "complete_multipart", complete)
     config = load_config(alice.config)
     if not multipart:
         config = config.model_copy(update={"multipart_threshold": 64 * MiB})
