@@ -686,6 +686,11 @@ def test_a_held_deletion_stays_held_as_the_pair_grows(tmp_path: Path) -> None:
         shutil.rmtree(setup.local / "reports")
         held = wait_for(lambda: (p := daemon.pair_status())["state"] == "held" and p)
         assert held["held"] == 60
+        seen = set()
+        for _ in range(8):  # the held paths are decided again at each poll: still `held`
+            seen.add(daemon.pair_status()["state"])
+            time.sleep(0.25)
+        assert seen == {"held"}
         (remote / "team").mkdir()
         for i in range(61):
             (remote / "team" / f"t{i:02}.txt").write_text(f"theirs {i}")

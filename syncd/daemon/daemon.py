@@ -569,9 +569,11 @@ class Daemon:
                 state = "paused"
             elif stats.fault is not None:
                 state = "error"
-            elif queued or in_flight or name in scanning:
+            elif in_flight or name in scanning or (queued and stats.held_reason is None):
                 state = "syncing"
             elif stats.held_reason is not None:
+                # Held deletions are decided again at every poll (the files may be back): a
+                # queue of those is no syncing; the guard holding changes back is the news.
                 state = "held"
             else:
                 state = "idle"
