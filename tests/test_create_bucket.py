@@ -204,6 +204,24 @@ def test_s3_bucket_is_created_in_the_configured_region(
     assert missing_s3.get(PREFIX + "sub/hello.txt") == b"hello, new bucket"
 
 
+def test_s3_bucket_is_created_in_the_region_aws_region_names(
+    tmp_path: Path, missing_s3: Missing, moto_server: Any
+) -> None:
+    """AWS_REGION (what the other AWS SDKs and the CLI v2 read) names the region when
+    AWS_DEFAULT_REGION and options.region do not: botocore alone ignored it, and the bucket
+    went to us-east-1."""
+    setup = _setup(tmp_path, missing_s3, create_bucket=True)
+    env = {"AWS_DEFAULT_REGION": "", "AWS_REGION": "eu-central-1"}
+    result = syncd("once", "-c", setup.config, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    client = s3_client(moto_server.endpoint_url)
+    try:
+        location = client.get_bucket_location(Bucket=missing_s3.name)["LocationConstraint"]
+    finally:
+        client.close()
+    assert location == "eu-central-1"
+
+
 def test_s3_bucket_in_us_east_1_has_no_location_constraint(
     tmp_path: Path, missing_s3: Missing, moto_server: Any
 ) -> None:

@@ -385,18 +385,24 @@ def make_client(options: S3Options, workers: int) -> S3Client:
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
+    # AWS_REGION is the variable the other AWS SDKs and the CLI v2 read; botocore reads only
+    # AWS_DEFAULT_REGION (and the profile's region): without this, a bucket made with
+    # create_bucket went to us-east-1 and requests were signed for it.
+    region = options.region or (
+        None if os.environ.get("AWS_DEFAULT_REGION") else os.environ.get("AWS_REGION") or None
+    )
     try:
         session = boto3.session.Session(
             profile_name=options.profile,
             aws_access_key_id=options.access_key_id,
             aws_secret_access_key=options.secret_access_key,
             aws_session_token=options.session_token,
-            region_name=options.region,
+            region_name=region,
         )
         return session.client(
             "s3",
             endpoint_url=options.endpoint_url,
-            region_name=options.region,
+            region_name=region,
             verify=None if options.verify_ssl else False,  # None: honour AWS_CA_BUNDLE
             config=config,
         )
