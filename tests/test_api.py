@@ -164,7 +164,12 @@ def test_a_closed_engine_and_an_unknown_pair_raise(tmp_path: Path) -> None:
         engine.sync_once()
     with pytest.raises(RuntimeError, match="closed"):
         engine.retry_failed()
+    with pytest.raises(RuntimeError, match="closed"):  # the one-way copies as well
+        engine.upload(local, f"file://{tmp_path / 'elsewhere'}")
+    with pytest.raises(RuntimeError, match="closed"):
+        engine.download(f"file://{remote}", tmp_path / "back")
     assert not (remote / "new.txt").exists()
+    assert not (tmp_path / "elsewhere").exists() and not (tmp_path / "back").exists()
 
 
 def test_an_engine_that_fails_on_a_pair_releases_what_it_opened(

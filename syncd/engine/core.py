@@ -265,6 +265,7 @@ class Engine:
         filters: tuple[Iterable[str], Iterable[str]],
         dry_run: bool,
     ) -> Report:
+        self._require_open()
         config = one_way_config(
             direction,
             local,
