@@ -556,11 +556,14 @@ def log_command(
 def resolve(ctx: click.Context, config_path: str | None, path: str, keep: str) -> None:
     """Settle one conflict: keep the local version, the remote one, or both."""
     places = _load_part(config_path, PairsPart)
-    store = _open_state(places.state)
-    try:
-        pair, rel = _find_conflict(places.pairs, store.conflicts(), path)
-    finally:
-        store.close()
+    recorded: list[tuple[str, str, str, float]] = []
+    if _state_is_there(places.state):  # reading must not make an empty state database
+        store = _open_state(places.state)
+        try:
+            recorded = store.conflicts()
+        finally:
+            store.close()
+    pair, rel = _find_conflict(places.pairs, recorded, path)
     outcome: str | None = None
     try:
         result = request(places.socket, "resolve", pair=pair, path=rel, keep=keep)

@@ -114,9 +114,9 @@ def test_since_times() -> None:
 
 
 def test_reading_commands_make_no_state_before_the_first_pass(tmp_path: Path) -> None:
-    """`syncd conflicts` and `syncd log` before any pass ran: nothing to show, exit 0, and no
-    empty state database left behind (they made one, which a later `state:` move or a
-    backup then took for real)."""
+    """`syncd conflicts`, `syncd log` and `syncd resolve` before any pass ran: nothing to show
+    (exit 0; resolve: no such conflict, exit 2), and no empty state database left behind
+    (they made one, inside a pair's folder too when `state:` pointed there)."""
     remote = tmp_path / "remote"
     remote.mkdir()
     setup = Setup(tmp_path, f"file://{remote}")
@@ -127,4 +127,6 @@ def test_reading_commands_make_no_state_before_the_first_pass(tmp_path: Path) ->
     assert (as_json.returncode, json.loads(as_json.stdout)) == (0, [])
     log = syncd("log", "-c", setup.config)
     assert (log.returncode, log.stdout, log.stderr) == (0, "", "")
+    resolve = syncd("resolve", "report.csv", "--keep", "local", "-c", setup.config)
+    assert resolve.returncode == 2 and "no open conflict for 'report.csv'" in resolve.stderr
     assert not setup.state_db.exists() and not setup.state_db.parent.exists()
