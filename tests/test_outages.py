@@ -239,3 +239,21 @@ def test_a_pair_is_in_error_while_its_listing_is_retried(tmp_path: Path) -> None
         fault = f"cannot list file://{tmp_path / 'remote'}: Read timeout on endpoint URL (retrying)"
         assert seen == [None, fault, fault]  # in error while retried
         assert syncer.stats.fault is None and syncer.stats.last_error is None
+
+
+def test_once_says_each_retry_of_a_listing_that_fails(tmp_path: Path) -> None:
+    """`syncd once` on a remote that does not answer retried its listing for minutes (a read
+    timeout per try) in silence, then printed one line: each retry is said as it happens."""
+    endpoint = f"http://127.0.0.1:{free_port()}"  # nobody listens
+    setup = Setup(
+        tmp_path,
+        "s3://quiet-bucket/",
+        options={"endpoint_url": endpoint},
+        extra={"retry": {"attempts": 3, "max_seconds": 1}},
+    )
+    setup.write()
+    once = syncd("once", "-c", setup.config)
+    assert once.returncode == 1, once.stdout + once.stderr
+    retried = [line for line in once.stderr.splitlines() if "listing failed; retrying" in line]
+    assert len(retried) == 2, once.stderr  # three tries: two retries
+    assert "docs: error: cannot list s3://quiet-bucket/" in once.stdout

@@ -301,6 +301,9 @@ class PairSyncer:
         out a timeout): the pair is in error now, saying why, not after the last try."""
         self._listing_trouble = f"cannot list {self.pair.remote}: {exc} (retrying)"
         self.stats.set_fault(self._listing_trouble)
+        # Said at each try: a `syncd once` on a remote that never answers sat silent for
+        # minutes (a read timeout per try, within retry.max_seconds) before its one line.
+        self.log.warning("listing failed; retrying", error=str(exc))
 
     def scan_local(self, start: str = "", clean_temp: bool = False) -> dict[str, LocalFile]:
         """Every regular file under `start`. Folders that cannot be listed are remembered in
