@@ -23,6 +23,7 @@ from remotes import (
 )
 
 from syncd.engine.conflicts import host_name
+from syncd.engine.decide import ARCHIVED
 
 MTIME_NS = 1_700_000_000_123_456_789
 
@@ -625,8 +626,10 @@ def test_archived_objects_are_reported_and_left_alone(
     archived = remote.listing()["cold.txt"]
     (setup.local / "cold.txt").unlink()  # and the local file is deleted meanwhile
     result = syncd("once", "-c", setup.config)
-    assert result.returncode == 0, result.stderr
-    assert "archive tier" in result.stderr
+    # Not in sync, nothing to do till someone restores it: a per-file failure, named (it
+    # was exit 0, "everything in sync", with the local folder lacking the file).
+    assert result.returncode == 1, result.stderr
+    assert f"  failed: cold.txt: {ARCHIVED}" in result.stdout.splitlines(), result.stdout
     assert remote.listing() == {"cold.txt": archived} != before  # neither deleted nor replaced
     assert not (setup.local / "cold.txt").exists()
 
@@ -698,8 +701,8 @@ def test_an_archived_object_edited_on_both_sides_is_reported_and_both_kept(
     target.write_bytes(b"local edit")  # settling the conflict needs the archived bytes
 
     result = syncd("once", "-c", setup.config)
-    assert result.returncode == 0, result.stderr
-    assert "archive tier" in result.stderr
+    assert result.returncode == 1, result.stderr
+    assert f"  failed: cold.txt: {ARCHIVED}" in result.stdout.splitlines(), result.stdout
     assert remote.listing() == archived
     assert tree(setup.local) == {"cold.txt": b"local edit"}
 

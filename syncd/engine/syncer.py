@@ -435,10 +435,12 @@ class PairSyncer:
                 self.pair.direction,
                 copy=self.copy,
             )
-            if decision.action is not Action.NOTHING or path in self.open_conflicts:
+            if (
+                decision.action is not Action.NOTHING
+                or path in self.open_conflicts
+                or decision.reason == ARCHIVED
+            ):
                 plan.append(PlanItem(path, decision))
-            elif decision.reason == ARCHIVED:
-                self._skip_once(path, ARCHIVED)
         if first_pass and self.large is not None and not self.plan_only:
             # An unfinished upload of a path with nothing to do is never resumed (issue 5).
             self.large.abandon_all_but({item.path for item in plan})
@@ -714,7 +716,10 @@ class PairSyncer:
         local, remote = facts.local, facts.remote
         if action is Action.NOTHING:
             if decision.reason == ARCHIVED:
-                self._skip_once(path, ARCHIVED)
+                # Not in sync, and nothing can be done until someone restores the object: a
+                # per-file failure (named, exit 1), looked at again with the retry backoff.
+                self.fail(path, ARCHIVED, "download")
+                return Outcome.FAILED
             return Outcome.DONE
         if action is Action.FORGET:
             self.store.forget(self.name, [path])
