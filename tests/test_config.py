@@ -368,6 +368,25 @@ MALFORMED = [
         "same folder",
     ),
     (
+        "remote inside another",
+        PAIR + "  - {name: sub, local: TMP/sub, remote: 's3://team-bucket/docs/sub'}\n",
+        "pairs",
+        "pairs[1].remote (s3://team-bucket/docs/sub/) is inside pairs[0].remote",
+    ),
+    (
+        "same remote twice",
+        PAIR + "  - {name: b, local: TMP/b, remote: 's3://team-bucket/docs'}\n",
+        "pairs",
+        "pairs[0].remote and pairs[1].remote are the same remote (s3://team-bucket/docs/)",
+    ),
+    (
+        "file remote inside another",
+        "pairs:\n  - {name: a, local: TMP/a, remote: 'file://TMP/r'}\n"
+        "  - {name: b, local: TMP/b, remote: 'file://TMP/r/b'}\n",
+        "pairs",
+        "pairs[1].remote (TMP/r/b) is inside pairs[0].remote (TMP/r)",
+    ),
+    (
         "file remote inside local",
         "pairs:\n  - {name: a, local: TMP/a, remote: 'file://TMP/a/r'}\n",
         "pairs",
@@ -555,6 +574,22 @@ MALFORMED = [
         "unknown database driver 'postgresql+nosuch'",
     ),
 ]
+
+
+def test_remotes_side_by_side_or_on_other_services_load(tmp_path: Path) -> None:
+    """A prefix beside another (`a/` and `ab/`), another bucket, or the same bucket name on
+    another endpoint is no overlap."""
+    text = (
+        "pairs:\n"
+        "  - {name: a, local: TMP/a, remote: 's3://team-bucket/a'}\n"
+        "  - {name: ab, local: TMP/ab, remote: 's3://team-bucket/ab'}\n"
+        "  - {name: other, local: TMP/o, remote: 's3://other-bucket/a'}\n"
+        "  - {name: far, local: TMP/f, remote: 's3://team-bucket/a',\n"
+        "     options: {endpoint_url: 'http://127.0.0.1:9000'}}\n"
+    )
+    path = tmp_path / "syncd.yaml"
+    path.write_text(text.replace("TMP", str(tmp_path)))
+    assert [p.name for p in load_config(path).pairs] == ["a", "ab", "other", "far"]
 
 
 @pytest.mark.parametrize(

@@ -459,6 +459,37 @@ def _check_disjoint_folders(pairs: list[PairConfig]) -> None:
         remote = Path(os.path.realpath(url.path))
         for label, root in roots:
             _refuse_overlap(f"pairs[{i}].remote", remote, label, root)
+    _check_disjoint_remotes(pairs)
+
+
+def _check_disjoint_remotes(pairs: list[PairConfig]) -> None:
+    """Two pairs on one remote folder, or one inside the other's (a prefix under another's on
+    the same bucket and service), would each sync the other's files, its trash included."""
+    for i, pair in enumerate(pairs):
+        url = pair.remote_url
+        for j in range(i + 1, len(pairs)):
+            other = pairs[j].remote_url
+            if url.scheme != other.scheme:
+                continue
+            if url.scheme == "file":
+                _refuse_overlap(
+                    f"pairs[{i}].remote",
+                    Path(os.path.realpath(url.path)),
+                    f"pairs[{j}].remote",
+                    Path(os.path.realpath(other.path)),
+                )
+                continue
+            if url.bucket != other.bucket or pair.options != pairs[j].options:
+                continue  # another bucket, or (other options) maybe another service
+            if url.prefix == other.prefix:
+                reason = f"pairs[{i}].remote and pairs[{j}].remote are the same remote ({url})"
+            elif other.prefix.startswith(url.prefix):
+                reason = f"pairs[{j}].remote ({other}) is inside pairs[{i}].remote ({url})"
+            elif url.prefix.startswith(other.prefix):
+                reason = f"pairs[{i}].remote ({url}) is inside pairs[{j}].remote ({other})"
+            else:
+                continue
+            raise _invalid("overlapping_remotes", reason)
 
 
 def _refuse_overlap(label: str, path: Path, other_label: str, other: Path) -> None:
