@@ -385,7 +385,7 @@ class Daemon:
             self.engine.queue.open_gate(name)
         log.info("full scan queued", pair=name, paths=len(paths), first_pass=first_pass)
         if not paths:
-            syncer.mark_synced()
+            syncer.stats.mark_synced()
 
     def _on_overflow(self) -> None:
         """The kernel dropped watch events: look at every pair again in full (both sides)."""
@@ -495,7 +495,7 @@ class Daemon:
         for path in changed:
             self.engine.queue.put(name, path)
         if not changed and self.engine.queue.idle(name):
-            syncer.mark_synced()
+            syncer.stats.mark_synced()
 
     # -- control --------------------------------------------------------------------------
     def dispatch(self, cmd: str, args: dict[str, Any]) -> Any:

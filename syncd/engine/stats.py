@@ -244,7 +244,6 @@ class PairStats:
             else:
                 self._clear_error_if_healthy()
 
-    def mark_synced(self) -> float:
+    def mark_synced(self) -> None:
         with self._lock:
             self.last_sync = time.time()
-            return self.last_sync
