@@ -328,7 +328,7 @@ def test_a_folder_remote_moves_one_file_at_a_time_beside_a_big_one_and_hashes_ea
     import threading
     import time as time_module
 
-    from syncd.engine import localfs, syncer, transfer
+    from syncd.engine import localfs, syncer
 
     local, remote = _folders(tmp_path)
     for i in range(40):
@@ -363,15 +363,15 @@ def test_a_folder_remote_moves_one_file_at_a_time_beside_a_big_one_and_hashes_ea
         return real_hash(path, *args, **kwargs)
 
     streamed: list[int] = []
-    real_sha256_of = transfer._sha256_of
+    real_sha256_of = localfs.sha256_of_fd
 
-    def counting_sha256_of(fh: Any) -> str:
-        streamed.append(os.fstat(fh.fileno()).st_size)
-        return real_sha256_of(fh)
+    def counting_sha256_of(fd: int) -> str:
+        streamed.append(os.fstat(fd).st_size)
+        return real_sha256_of(fd)
 
     monkeypatch.setattr(FileProvider, "upload", counting_upload)
     monkeypatch.setattr(syncer.localfs, "hash_file", counting_hash)
-    monkeypatch.setattr(transfer, "_sha256_of", counting_sha256_of)
+    monkeypatch.setattr(localfs, "sha256_of_fd", counting_sha256_of)
     data = _config(tmp_path, local, f"file://{remote}")
     data["workers"] = 8
     with Engine.from_config_dict(data) as engine:

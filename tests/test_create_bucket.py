@@ -189,17 +189,23 @@ def test_create_bucket_false_is_the_default_and_explicit_false_behaves_the_same(
     assert not missing_s3.exists()
 
 
+def _location(moto_server: Any, bucket: str) -> str | None:
+    """The bucket's LocationConstraint (None for us-east-1)."""
+    client = s3_client(moto_server.endpoint_url)
+    try:
+        found: str | None = client.get_bucket_location(Bucket=bucket).get("LocationConstraint")
+        return found
+    finally:
+        client.close()
+
+
 def test_s3_bucket_is_created_in_the_configured_region(
     tmp_path: Path, missing_s3: Missing, moto_server: Any
 ) -> None:
     setup = _setup(tmp_path, missing_s3, create_bucket=True, region="eu-west-1")
     result = syncd("once", "-c", setup.config)
     assert result.returncode == 0, result.stdout + result.stderr
-    client = s3_client(moto_server.endpoint_url)
-    try:
-        location = client.get_bucket_location(Bucket=missing_s3.name)["LocationConstraint"]
-    finally:
-        client.close()
+    location = _location(moto_server, missing_s3.name)
     assert location == "eu-west-1"
     assert missing_s3.get(PREFIX + "sub/hello.txt") == b"hello, new bucket"
 
@@ -214,11 +220,7 @@ def test_s3_bucket_is_created_in_the_region_aws_region_names(
     env = {"AWS_DEFAULT_REGION": "", "AWS_REGION": "eu-central-1"}
     result = syncd("once", "-c", setup.config, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
-    client = s3_client(moto_server.endpoint_url)
-    try:
-        location = client.get_bucket_location(Bucket=missing_s3.name)["LocationConstraint"]
-    finally:
-        client.close()
+    location = _location(moto_server, missing_s3.name)
     assert location == "eu-central-1"
 
 
@@ -228,11 +230,7 @@ def test_s3_bucket_in_us_east_1_has_no_location_constraint(
     setup = _setup(tmp_path, missing_s3, create_bucket=True, region="us-east-1")
     result = syncd("once", "-c", setup.config)
     assert result.returncode == 0, result.stdout + result.stderr
-    client = s3_client(moto_server.endpoint_url)
-    try:
-        location = client.get_bucket_location(Bucket=missing_s3.name).get("LocationConstraint")
-    finally:
-        client.close()
+    location = _location(moto_server, missing_s3.name)
     assert location in (None, "", "us-east-1")  # S3 reports us-east-1 as no constraint
 
 

@@ -908,6 +908,20 @@ def test_a_ranged_download_never_follows_a_folder_swapped_for_a_symlink_meanwhil
     assert remote.get("video/big.bin") == data
 
 
+#: Each bucket provider's class, for a test to wrap one of its calls.
+PROVIDERS: dict[str, Any] = {"s3": S3Provider, "gcs": GCSProvider, "azure": AzureProvider}
+
+
+def _pass_of(setup: Setup, multipart: bool) -> Any:
+    """One in-process pass of `setup`'s pair; not `multipart`: its file of 10-23 MiB is
+    streamed whole (the threshold raised over it)."""
+    config = load_config(setup.config)
+    if not multipart:
+        config = config.model_copy(update={"multipart_threshold": 64 * MiB})
+    with Engine(config) as engine:
+        return engine.sync_once()
+
+
 @pytest.mark.parametrize(
     ("kind", "multipart"),
     [("s3", True), ("s3", False), ("gcs", True), ("azure", True)],
@@ -930,7 +944,7 @@ def test_a_file_that_shrinks_while_it_is_sent_is_looked_at_again(
     path = alice.local / "shrinks.bin"
     data = _random_file(path, 23 * MiB if multipart else 10 * MiB)
     shrunk = data[: 6 * MiB + 17]
-    provider = {"s3": S3Provider, "gcs": GCSProvider, "azure": AzureProvider}[kind]
+    provider = PROVIDERS[kind]
     method = "upload_part" if multipart else "upload"
     real = getattr(provider, method)
     cuts: list[int] = []
@@ -943,11 +957,7 @@ def test_a_file_that_shrinks_while_it_is_sent_is_looked_at_again(
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(provider, method, send)
-    config = load_config(alice.config)
-    if not multipart:
-        config = config.model_copy(update={"multipart_threshold": 64 * MiB})
-    with Engine(config) as engine:
-        report = engine.sync_once()
+    report = _pass_of(alice, multipart)
 
     assert cuts and report.exit_code == 0, report
     assert remote.get("shrinks.bin") == shrunk
@@ -982,7 +992,7 @@ def test_a_file_that_changes_while_it_is_sent_is_never_published_torn(
     alice = Setup(tmp_path / "alice", remote.url, options=remote.options, extra=SMALL_PARTS)
     alice.write()
     path = alice.local / "grows.bin"
-    provider = {"s3": S3Provider, "gcs": GCSProvider, "azure": AzureProvider}[kind]
+    provider = PROVIDERS[kind]
     data = _random_file(path, 23 * MiB if multipart else 10 * MiB)
     grown = data + os.urandom(MiB)
     method = "upload_part" if multipart else "upload"
@@ -1007,11 +1017,7 @@ def test_a_file_that_changes_while_it_is_sent_is_never_published_torn(
 
     monkeypatch.setattr(provider, method, send)
     monkeypatch.setattr(provider, "complete_multipart", complete)
-    config = load_config(alice.config)
-    if not multipart:
-        config = config.model_copy(update={"multipart_threshold": 64 * MiB})
-    with Engine(config) as engine:
-        report = engine.sync_once()
+    report = _pass_of(alice, multipart)
 
     assert report.exit_code == 0, report
     assert published == [len(grown)]  # the torn one never was

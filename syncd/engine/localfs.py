@@ -205,6 +205,17 @@ def hash_file(path: Path, with_md5: bool = False) -> tuple[LocalFile, str, str |
     return local_file(st), sha.hexdigest(), md5.hexdigest() if md5 is not None else None
 
 
+def sha256_of_fd(fd: int) -> str:
+    """The SHA-256 of the whole file open at `fd`, read by offset (its position is left as
+    it is): the very file that is then sent, or was just written."""
+    sha = hashlib.sha256()
+    offset = 0
+    while chunk := os.pread(fd, CHUNK, offset):
+        sha.update(chunk)
+        offset += len(chunk)
+    return sha.hexdigest()
+
+
 class HashingReader:
     """A read-only file wrapper that hashes what passes through and honours cancellation.
 

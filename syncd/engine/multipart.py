@@ -36,7 +36,14 @@ from typing import BinaryIO, cast
 import google_crc32c
 import structlog
 
-from syncd.engine.localfs import LocalPathError, Spot, remove_at, spot_of, to_local
+from syncd.engine.localfs import (
+    LocalPathError,
+    Spot,
+    remove_at,
+    sha256_of_fd,
+    spot_of,
+    to_local,
+)
 from syncd.engine.model import LocalFile
 from syncd.engine.paths import RESUME_PREFIX
 from syncd.engine.progress import Transfer
@@ -294,16 +301,6 @@ def digest_file(
     return FileDigests(
         whole.hexdigest(), part_size, tuple(digests), md5.hexdigest() if md5 is not None else None
     )
-
-
-def _sha256_of_fd(fd: int) -> str:
-    """The SHA-256 of the whole file open at `fd` (read from its start, by offset)."""
-    sha = hashlib.sha256()
-    offset = 0
-    while chunk := os.pread(fd, SLICE, offset):
-        sha.update(chunk)
-        offset += len(chunk)
-    return sha.hexdigest()
 
 
 def _condition(request: UploadRequest) -> str:
@@ -769,7 +766,7 @@ class LargeTransfers:
                 path, fd, temp=temp, remote=remote, chunk=chunk, done=done, progress=progress
             )
             os.fsync(fd)
-            sha256 = _sha256_of_fd(fd)
+            sha256 = sha256_of_fd(fd)
         except PreconditionFailed:
             self._forget_download(path, spot, temp)
             raise

@@ -211,7 +211,7 @@ class Transfers:
             else:
                 # Too big for memory: hash first (the metadata header needs it), then stream
                 # while hashing again; if the two disagree the file changed under us.
-                sha256 = _sha256_of(fh)
+                sha256 = localfs.sha256_of_fd(fh.fileno())
                 readers: list[localfs.HashingReader] = []
 
                 def body() -> BinaryIO:
@@ -416,15 +416,6 @@ class Transfers:
             fh.flush()
             os.fsync(fh.fileno())
         return info, sink.hexdigest(), sink.bytes_written
-
-
-def _sha256_of(fh: IO[bytes]) -> str:
-    """The SHA-256 of the open file from its start (the same open file is then sent)."""
-    sha = hashlib.sha256()
-    fh.seek(0)
-    while chunk := fh.read(localfs.CHUNK):
-        sha.update(chunk)
-    return sha.hexdigest()
 
 
 def _lstat_at(spot: localfs.Spot) -> os.stat_result | None:
