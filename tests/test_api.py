@@ -383,6 +383,24 @@ def test_a_folder_remote_moves_one_file_at_a_time_beside_a_big_one_and_hashes_ea
     assert tree(remote) == tree(local)
 
 
+def test_last_sync_survives_a_restart_while_held(tmp_path: Path) -> None:
+    """`last_sync` is when the pair was last in sync: a restart while its deletions were held
+    made it null (and the metrics said "never synced") until someone let them through."""
+    local, remote = _folders(tmp_path)
+    for name in "abcd":
+        (local / f"{name}.txt").write_text(name)
+    data = _config(tmp_path, local, f"file://{remote}")
+    with Engine.from_config_dict(data) as engine:
+        assert engine.sync_once().exit_code == 0
+        synced = engine.status()["pairs"][0]["last_sync"]
+    assert synced is not None
+    for name in "abc":
+        (local / f"{name}.txt").unlink()
+    with Engine.from_config_dict(data) as engine:
+        assert engine.sync_once().exit_code == 4  # held: 3 of 4
+        assert engine.status()["pairs"][0]["last_sync"] == synced
+
+
 def test_a_script_engine_logs_as_its_config_says_on_stderr(tmp_path: Path) -> None:
     """Only the CLI set logging up: a script's engine logged through structlog's default,
     console lines on stdout (mixed into the script's own output), at info whatever `log:`

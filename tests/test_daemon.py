@@ -548,6 +548,31 @@ def test_a_hung_remote_at_start_up_holds_up_no_other_pair_nor_the_stop(tmp_path:
         pass  # free: the next daemon may start
 
 
+def test_a_restarted_pair_is_not_idle_before_its_first_pass(tmp_path: Path) -> None:
+    """`last_sync` is kept over a restart: a daemon that showed `idle` with it before its
+    start-up pass was through told a client waiting for "idle and synced" that a tree
+    changed meanwhile was in sync (make bench's scenario 7 stopped its clock there). Until
+    the first pass is through the pair is `syncing`, its last_sync the run before's."""
+    setup, remote = _folder_setup(tmp_path)
+    setup.local.mkdir()
+    (setup.local / "a.txt").write_text("a")
+    setup.write()
+    config = load_config(setup.config)
+    with Engine(config) as engine:
+        assert engine.sync_once().exit_code == 0
+        synced = engine.status()["pairs"][0]["last_sync"]
+    assert synced is not None
+    (setup.local / "b.txt").write_text("b")  # while no daemon runs
+    with Engine(config) as engine:
+        daemon = Daemon(config, engine)
+        before = daemon.status()["pairs"][0]
+        assert (before["state"], before["last_sync"]) == ("syncing", synced)
+        assert daemon.status_line() == "scanning docs"
+        daemon.full_scan("docs", first_pass=True)
+        assert daemon.status()["pairs"][0]["state"] == "syncing"  # b.txt queued
+    assert not (remote / "b.txt").exists()  # no worker ran: only the states were asked
+
+
 def _folder_setup(tmp_path: Path, **pair_extra: Any) -> tuple[Setup, Path]:
     remote = tmp_path / "remote"
     remote.mkdir()

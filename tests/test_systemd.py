@@ -236,6 +236,8 @@ def test_the_status_line_reads_no_state(tmp_path: Path, monkeypatch: pytest.Monk
     with Engine(config) as engine:
         daemon = Daemon(config, engine)
         assert daemon.status()["pairs"][0]["synced_files"] == 0
+        assert daemon.status_line() == "scanning docs"  # no first pass yet
+        daemon.full_scan("docs", first_pass=True)
 
         def no_query(*args: object) -> int:
             raise AssertionError("the status line queried the state")

@@ -331,13 +331,16 @@ class Daemon:
             thread.start()
 
     def _starting(self) -> set[str]:
-        """The pairs whose start-up pass is running."""
+        """The pairs whose start-up pass is running or has not been through yet. Such a pair
+        is never `idle`: before its first pass nothing says it is in sync, whatever its
+        last_sync from the run before says (a client waiting for "idle" would stop early)."""
         with self._startups_lock:
-            return {
+            running = {
                 name
                 for name, (syncer, thread) in self._startups.items()
                 if thread.is_alive() and self.engine.syncers.get(name) is syncer
             }
+        return running | (set(self.engine.syncers) - self._scanned)
 
     def startup_scan(self, name: str) -> None:
         """The first full reconciliation of a pair: also clears what an earlier run left
@@ -385,7 +388,7 @@ class Daemon:
             self.engine.queue.open_gate(name)
         log.info("full scan queued", pair=name, paths=len(paths), first_pass=first_pass)
         if not paths:
-            syncer.stats.mark_synced()
+            syncer.mark_synced()
 
     def _on_overflow(self) -> None:
         """The kernel dropped watch events: look at every pair again in full (both sides)."""
@@ -495,7 +498,7 @@ class Daemon:
         for path in changed:
             self.engine.queue.put(name, path)
         if not changed and self.engine.queue.idle(name):
-            syncer.stats.mark_synced()
+            syncer.mark_synced()
 
     # -- control --------------------------------------------------------------------------
     def dispatch(self, cmd: str, args: dict[str, Any]) -> Any:

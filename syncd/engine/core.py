@@ -400,7 +400,7 @@ class Engine:
         if approved:
             self._deleted_in_pass.add(pair)
         if not approved and not syncer.stats.failures and syncer.stats.held_reason is None:
-            syncer.stats.mark_synced()
+            syncer.mark_synced()
 
     # -- one reconciliation ---------------------------------------------------------------
     def plan(self, pair: str) -> list[PlanItem]:

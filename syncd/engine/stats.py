@@ -244,6 +244,7 @@ class PairStats:
             else:
                 self._clear_error_if_healthy()
 
-    def mark_synced(self) -> None:
+    def mark_synced(self) -> float:
         with self._lock:
             self.last_sync = time.time()
+            return self.last_sync

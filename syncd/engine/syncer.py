@@ -75,6 +75,8 @@ log = structlog.get_logger("syncd.engine")
 Logger = structlog.typing.FilteringBoundLogger
 
 DELETE_SIDE = {Action.DELETE_LOCAL: "local", Action.DELETE_REMOTE: "remote"}
+#: How often, at most, the time a pair was last in sync is written to the state.
+SYNC_STORED_EVERY_S = 60.0
 
 #: `syncd resolve PATH --keep X` settles a conflict as if the pair's strategy were this.
 #: The longest object key a bucket takes, in bytes (S3, GCS; Azure: 1024 characters).
@@ -182,6 +184,9 @@ class PairSyncer:
         self._held_before: set[str] = store.held_deletions(self.name)
         self._held_stored = frozenset(self._held_before)
         self._held_said: str | None = None
+        #: When the pair was last in sync, kept in the state (a restart, held, said null).
+        self.stats.last_sync = store.last_sync(self.name)
+        self._sync_stored = self.stats.last_sync or 0.0
         self.keeps: dict[str, str] = {}  # path -> 'local' | 'remote' | 'both', from `resolve`
         #: path -> what a `resolve` of it did, in words ("kept remote"), for its caller to say.
         self.resolutions: dict[str, str] = {}
@@ -507,6 +512,14 @@ class PairSyncer:
         if held != self._held_stored and not self.plan_only:
             self.store.set_held_deletions(self.name, held)
             self._held_stored = held
+
+    def mark_synced(self) -> None:
+        """The pair is in sync now: said in `status`, and kept in the state (at most once a
+        minute: the daemon says it at every quiet poll) so a restart still knows when."""
+        when = self.stats.mark_synced()
+        if when - self._sync_stored >= SYNC_STORED_EVERY_S and not self.plan_only:
+            self.store.set_last_sync(self.name, when)
+            self._sync_stored = when
 
     def has_pending_deletes(self) -> bool:
         return bool(self.deletions.pending())

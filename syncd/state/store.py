@@ -756,7 +756,11 @@ class StateStore:
                     # A fresh start, a fresh writer id: objects the old one wrote are then
                     # another writer's, never taken for this state's own unrecorded uploads.
                     conn.execute(delete(schema.writers).where(schema.writers.c.pair == pair))
-                    conn.execute(delete(schema.meta).where(schema.meta.c.key == _held_key(pair)))
+                    conn.execute(
+                        delete(schema.meta).where(
+                            schema.meta.c.key.in_([_held_key(pair), _meta_key("synced", pair)])
+                        )
+                    )
                 else:
                     for path in paths:
                         conn.execute(stmt.where(schema.files.c.path == path))
@@ -862,6 +866,20 @@ class StateStore:
                 found = secrets.token_hex(8)
                 conn.execute(table.insert().values(pair=pair, writer=found))
         return str(found)
+
+    def last_sync(self, pair: str) -> float | None:
+        """When the pair was last fully in sync, as the last run saw it (None: never)."""
+        with self._engine.connect() as conn:
+            found = conn.execute(
+                select(schema.meta.c.value).where(schema.meta.c.key == _meta_key("synced", pair))
+            ).scalar_one_or_none()
+        return float(found) if found else None
+
+    def set_last_sync(self, pair: str, when: float) -> None:
+        key = _meta_key("synced", pair)
+        with self._writing() as conn:
+            conn.execute(delete(schema.meta).where(schema.meta.c.key == key))
+            conn.execute(schema.meta.insert().values(key=key, value=repr(when)))
 
     def held_deletions(self, pair: str) -> set[str]:
         """The paths whose deletion the guard held when it last looked at this pair: kept over
@@ -988,5 +1006,10 @@ def move_aside(db_file: Path) -> Path:
 
 
 def _held_key(pair: str) -> str:
-    """The meta row of a pair's held deletions (a digest: the key column is 64 characters)."""
-    return "held:" + hashlib.sha256(pair.encode()).hexdigest()[:32]
+    """The meta row of a pair's held deletions."""
+    return _meta_key("held", pair)
+
+
+def _meta_key(what: str, pair: str) -> str:
+    """A pair's row in the meta table (a digest: the key column is 64 characters)."""
+    return f"{what}:" + hashlib.sha256(pair.encode()).hexdigest()[:32]
