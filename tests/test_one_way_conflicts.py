@@ -1,8 +1,9 @@
 """Conflicts in a pair with a `direction`: the strategy settles them only as far as the pair may
 write. An upload-only pair never writes the local side, a download-only pair never the remote;
-where the strategy's outcome would, both versions stay as they are, each on its side, and a
-download-only pair also brings the remote version down beside the local one as a conflict
-copy (keep both, and report)."""
+where the strategy's outcome would, both versions stay as they are, each on its side, and the
+version the pair's own side keeps also crosses beside the other as a conflict copy (keep both,
+and report): a download-only pair brings the remote version down, an upload-only pair sends
+the local one up."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from pathlib import Path
 
 import pytest
 from harness import folder_engine
+from remotes import BUCKET_KINDS, remote_for
 
+from syncd.config import load_config_dict
 from syncd.engine.core import Engine, Report
 
 OLDER, NEWER = 1_700_000_000_000_000_000, 1_700_000_100_000_000_000
@@ -21,14 +24,15 @@ UP, DOWN, TS, VP = "upload", "download", "timestamp_wins", "version_preserve"
 # id, direction, strategy, local is newer, what each side holds after the pass, and where the
 # loser went ("remote trash", "local trash", "remote copy", "local copy", or None: no loser).
 # A download-only pair whose local version stays brings the remote one down beside it as a
-# local conflict copy ("remote kept locally": it kept both, each on its side, unreported).
+# local conflict copy ("remote kept locally"); an upload-only pair whose remote version stays
+# sends the local one up beside it ("local kept remotely"). Both were left unreported.
 CASES = [
     ("upload, local_wins", UP, "local_wins", False, LOCAL, LOCAL, "remote trash"),
-    ("upload, cloud_wins", UP, "cloud_wins", False, LOCAL, REMOTE, None),
+    ("upload, cloud_wins", UP, "cloud_wins", False, LOCAL, REMOTE, "local kept remotely"),
     ("upload, timestamp, local newer", UP, TS, True, LOCAL, LOCAL, "remote trash"),
-    ("upload, timestamp, remote newer", UP, TS, False, LOCAL, REMOTE, None),
+    ("upload, timestamp, remote newer", UP, TS, False, LOCAL, REMOTE, "local kept remotely"),
     ("upload, preserve, remote older", UP, VP, True, LOCAL, LOCAL, "remote copy"),
-    ("upload, preserve, local older", UP, VP, False, LOCAL, REMOTE, None),
+    ("upload, preserve, local older", UP, VP, False, LOCAL, REMOTE, "local kept remotely"),
     ("download, cloud_wins", DOWN, "cloud_wins", True, REMOTE, REMOTE, "local trash"),
     ("download, local_wins", DOWN, "local_wins", True, LOCAL, REMOTE, "remote kept locally"),
     ("download, timestamp, remote newer", DOWN, TS, False, REMOTE, REMOTE, "local trash"),
@@ -96,10 +100,15 @@ def test_a_one_way_pair_settles_a_conflict_only_toward_its_direction(
         kept = {where: paths for where, paths in everything.items() if paths}
         if loser is None:
             assert kept == {}  # nothing written anywhere: both versions stand where they were
-        elif loser == "remote kept locally":
-            assert list(kept) == ["local copy"]  # once: the second pass makes no other
-            (path,) = kept["local copy"]
-            assert (local / path).read_bytes() == REMOTE
+        elif loser in ("remote kept locally", "local kept remotely"):
+            where, side, data = (
+                ("local copy", local, REMOTE)
+                if loser == "remote kept locally"
+                else ("remote copy", remote, LOCAL)
+            )
+            assert list(kept) == [where]  # once: the second pass makes no other
+            (path,) = kept[where]
+            assert (side / path).read_bytes() == data
             assert ("doc.txt" in report.pairs[0].settled) == (attempt == 0)  # said, once
         else:
             assert list(kept) == [loser]
@@ -162,3 +171,55 @@ def test_a_download_only_pair_brings_a_file_down_beside_a_folder_of_its_name(
             }
         else:
             assert pair.settled == {}
+
+
+@pytest.mark.parametrize("kind", BUCKET_KINDS)
+@pytest.mark.parametrize("direction", [UP, DOWN])
+def test_a_one_way_pair_keeps_both_versions_on_a_bucket(
+    tmp_path: Path, kind: str, direction: str, request: pytest.FixtureRequest
+) -> None:
+    """The copy that crosses, against each service: the version the pair's own side keeps goes
+    beside the other once (a bucket's listing states no SHA-256: the copy is known by the one
+    its metadata states), and the second pass makes no other."""
+    remote = remote_for(kind, request, tmp_path)
+    local = tmp_path / "local"
+    local.mkdir()
+    _write(local / "doc.txt", b"as synced", OLDER - 1)
+    remote.put("doc.txt", b"as synced", OLDER - 1)
+    pair = {"name": "p", "local": str(local), "remote": remote.url, "options": remote.options}
+    config = load_config_dict(
+        {
+            "state": f"sqlite:///{tmp_path / 'state.db'}",
+            "socket": str(tmp_path / "syncd.sock"),
+            # The strategy keeps the version on the side the pair may not write.
+            "pairs": [
+                {
+                    **pair,
+                    "direction": direction,
+                    "conflict": "cloud_wins" if direction == UP else "local_wins",
+                }
+            ],
+        },
+        expand_env=False,
+    )
+
+    def sync() -> Report:
+        with Engine(config) as engine:
+            return engine.sync_once()
+
+    assert sync().exit_code == 0
+    _write(local / "doc.txt", LOCAL, NEWER)
+    remote.put("doc.txt", REMOTE, NEWER)
+    for attempt in range(2):
+        report = sync()
+        assert report.exit_code == 0, report
+        assert ("doc.txt" in report.pairs[0].settled) == (attempt == 0)
+        local_files = {p: b for p, b in _files(local).items() if not p.startswith(".syncd/")}
+        copies = (
+            {k: v for k, v in remote.objects().items() if ".conflict-" in k}
+            if direction == UP
+            else {k: v for k, v in local_files.items() if ".conflict-" in k}
+        )
+        assert list(copies.values()) == [LOCAL if direction == UP else REMOTE]
+        assert (local / "doc.txt").read_bytes() == LOCAL
+        assert remote.get("doc.txt") == REMOTE

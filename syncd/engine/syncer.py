@@ -879,13 +879,12 @@ class PairSyncer:
                 plog.warning("conflict not settled", reason=f"--keep {keep}: {refused}")
                 self.stats.conflict(path, why)
                 return Outcome.CONFLICT
+            # A one-way pair keeps both on the side it may write: the version that stays
+            # where it is crosses beside the other one as a conflict copy (reported).
+            how = f"{outcome_text}; {refused}"
             if self._writes("local"):
-                # A download-only pair keeps both on the side it may write: the local version
-                # stays, the remote one comes down beside it as a conflict copy (reported).
-                return self._remote_version_beside(
-                    path, remote, plog, why=why, how=f"{outcome_text}; {refused}"
-                )
-            return self._left_as_it_is(path, why, f"{outcome_text}; {refused}", plog)
+                return self._remote_version_beside(path, remote, plog, why=why, how=how)
+            return self._local_version_beside(path, local, plog, why=why, how=how)
         if resolution.winner is Winner.NONE:
             if path not in self.open_conflicts:
                 plog.warning("conflict waits for a decision", reason=why)
@@ -1202,6 +1201,53 @@ class PairSyncer:
         self.stats.settle(path, outcome)
         self._kept_apart.add(path)
         return Outcome.DONE
+
+    def _local_version_beside(
+        self, path: str, local: LocalFile, plog: Logger, *, why: str, how: str
+    ) -> Outcome:
+        """An upload-only pair, which may not write the local side: where the remote version
+        of a conflict is to stay, the local one goes up beside it as a conflict copy, once
+        (a copy of `path` this machine made that holds this very version already is that
+        copy), so the remote holds every version: a backup that missed the local edit would
+        lose it with the disk. The copy is a file of the remote side only (no base: it is
+        never deleted for its absence here); both versions at `path` stay as they are."""
+        made = self._remote_copy_holding(path, local)
+        if made is not None:
+            return self._left_as_it_is(
+                path, why, f"the local file is kept on the remote as {made}", plog
+            )
+        copy = self._copy_name(path)
+        sent = self.transfers.upload(copy, self.local_path(path), None)
+        if sent.result is not Result.OK:
+            return Outcome.REQUEUE  # changed, or the name was taken meanwhile: look again
+        assert sent.local is not None and sent.info is not None
+        self.index.put(copy, sent.info)
+        self.stats.transferred("upload", sent.local.size, sent.seconds)
+        outcome = f"{how}: the local file kept on the remote as {copy}"
+        plog.warning("the local file kept on the remote as a conflict copy", reason=why, copy=copy)
+        self._oplog(path, "conflict", "ok", note=outcome, size=sent.local.size, sha256=sent.sha256)
+        self.stats.settle(path, outcome)
+        self._kept_apart.add(path)
+        return Outcome.DONE
+
+    def _remote_copy_holding(self, path: str, local: LocalFile) -> str | None:
+        """A remote conflict copy of `path` made here that holds the local version `local`,
+        by the SHA-256 the remote states for it; None when there is none (or none says)."""
+        candidates = sorted(
+            (candidate, info)
+            for candidate, info in self.index.snapshot().items()
+            if info is not None and info.size == local.size and self._is_copy_of(candidate, path)
+        )
+        if not candidates:
+            return None
+        try:
+            _, wanted, _ = localfs.hash_file(self.local_path(path))
+        except OSError:
+            return None
+        for candidate, info in candidates:
+            if (info.sha256 or self._stated_sha256(info.key, info.etag)) == wanted:
+                return candidate
+        return None
 
     def _local_copy_holding(self, path: str, remote: ObjectInfo) -> str | None:
         """A local conflict copy of `path` made here that holds the remote version `remote`,
