@@ -14,6 +14,8 @@ from harness import SYNCD, Setup, syncd, tree
 from remotes import (
     ALL_KINDS,
     BUCKET_KINDS,
+    PREFIX,
+    REMOTE_TRASH,
     AzureRemote,
     FolderRemote,
     GCSRemote,
@@ -1390,3 +1392,39 @@ def test_local_names_no_key_may_hold_are_named_failures_and_the_rest_syncs(
         "back-slash.txt": b"backslash",
         "bad.txt": b"not UTF-8",
     }
+
+
+@pytest.mark.parametrize("kind", BUCKET_KINDS)
+def test_a_deep_path_near_the_key_limit_is_deleted_into_the_trash(
+    tmp_path: Path, request: pytest.FixtureRequest, kind: str
+) -> None:
+    """A path whose key is near a bucket's 1024 bytes: its remote trash key (`.syncd-trash/`
+    and a time stamp, ~30 bytes more) passed the limit, which S3, GCS and Azure enforce (the
+    emulators do not), so the copy and with it the deletion would fail at every pass. The
+    trash key now names a digest of its folders and the file's name, within the limit; the
+    object is deleted, its bytes kept there."""
+    remote = remote_for(kind, request, tmp_path)
+    setup = Setup(tmp_path, remote.url, options=remote.options)
+    setup.write()
+    folders = "/".join(f"{i}" + "d" * 199 for i in range(4))  # 803 bytes
+    name = f"{folders}/" + "f" * 180 + ".txt"  # 988 bytes; with the prefix, 1,002
+    (setup.local / folders).mkdir(parents=True)
+    (setup.local / name).write_bytes(b"deep")
+    for i in range(3):  # a share of 1 in 4 deleted: below max_delete
+        (setup.local / f"keep{i}.txt").write_text("kept")
+    assert syncd("once", "-c", setup.config).returncode == 0
+    assert remote.get(name) == b"deep"
+
+    (setup.local / name).unlink()
+    done = syncd("once", "-c", setup.config)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert name not in remote.objects()
+    trashed = {k: v for k, v in _everything(remote).items() if k.startswith(REMOTE_TRASH)}
+    assert list(trashed.values()) == [b"deep"]
+    (key,) = trashed
+    assert key.endswith("/" + name.rpartition("/")[2]) and len((PREFIX + key).encode()) <= 1024
+
+
+def _everything(remote: Remote) -> dict[str, bytes]:
+    """Every object under the prefix, syncd's trash included."""
+    return {key: remote.get(key) for key in remote.listing()}

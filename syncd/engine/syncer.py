@@ -942,10 +942,11 @@ class PairSyncer:
             return "a download-only pair does not write the remote side"
         return None
 
-    def _copy_max_path(self) -> int | None:
-        """How long a conflict copy's whole path may be, in bytes: in a bucket, the object
-        key's 1024 less the prefix; a local-folder remote has no such limit. (Its name fits
-        in a file name's 255 bytes on either side: see `conflict_name`.)"""
+    def _remote_max_path(self) -> int | None:
+        """How long a path syncd makes on the remote (a conflict copy, a trash key) may be, in
+        bytes: in a bucket, the object key's 1024 less the prefix; a local-folder remote has
+        no such limit. (A copy's name fits in a file name's 255 bytes on either side: see
+        `conflict_name`.)"""
         url = self.pair.remote_url
         if url.scheme == "file":
             return None
@@ -960,11 +961,11 @@ class PairSyncer:
             lambda candidate: (
                 localfs.stands(self.local_path(candidate)) or self.index.get(candidate) is not None
             ),
-            max_path=self._copy_max_path(),
+            max_path=self._remote_max_path(),
         )
 
     def _is_copy_of(self, candidate: str, path: str) -> bool:
-        return is_conflict_copy_of(candidate, path, self.host, max_path=self._copy_max_path())
+        return is_conflict_copy_of(candidate, path, self.host, max_path=self._remote_max_path())
 
     def _local_copy_made(self, path: str, local: LocalFile) -> str | None:
         """A conflict copy of `path` that is a hard link to the file itself: the first half of
@@ -1321,7 +1322,9 @@ class PairSyncer:
 
         refused: set[str] = set()
         while True:
-            key = trash.remote_trash_key(path, when, lambda k: k in refused or taken(k))
+            key = trash.remote_trash_key(
+                path, when, lambda k: k in refused or taken(k), self._remote_max_path()
+            )
             try:
                 self.retry.call(partial(self.provider.copy, remote.key, key, if_match=remote.etag))
                 return

@@ -1,11 +1,13 @@
 """Where replaced and deleted versions wait: nothing a strategy throws away is destroyed.
 
 Local: `<root>/.syncd/trash/<YYYYMMDD-HHMMSS>/<path>` (never synced, pruned after trash_days).
-Remote: `.syncd-trash/<YYYYMMDD-HHMMSS>/<path>` under the pair's prefix, a server-side copy.
+Remote: `.syncd-trash/<YYYYMMDD-HHMMSS>/<path>` under the pair's prefix, a server-side copy
+(`<digest of the folders>/<name>` for a path too long for the bucket's key limit there).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import shutil
@@ -71,8 +73,23 @@ def move_to_local_trash(root: Path, source: Path, path: str, when: datetime) -> 
     return root.joinpath(*TRASH, *rel.split("/"))
 
 
-def remote_trash_key(path: str, when: datetime, taken: Callable[[str], bool]) -> str:
-    return f"{REMOTE_TRASH}/" + trash_key(path, when, lambda c: taken(f"{REMOTE_TRASH}/{c}"))
+def remote_trash_key(
+    path: str, when: datetime, taken: Callable[[str], bool], max_len: int | None = None
+) -> str:
+    """A free remote trash key for `path`. Where it would pass `max_len` bytes (a bucket's key
+    limit less the pair's prefix: the trash folder adds ~30 bytes to a path that may already
+    be near it), the path's folders give way to a digest of them and the file's name stays,
+    for a person looking for it: a copy the service refuses would hold its deletion up."""
+
+    def free(rel: str) -> str:
+        return f"{REMOTE_TRASH}/" + trash_key(rel, when, lambda c: taken(f"{REMOTE_TRASH}/{c}"))
+
+    key = free(path)
+    if max_len is None or len(key.encode("utf-8", "surrogateescape")) <= max_len:
+        return key
+    folders, _, name = path.rpartition("/")
+    digest = hashlib.sha256(folders.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return free(f"{digest}/{name}")
 
 
 def prune_local_trash(
