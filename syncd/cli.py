@@ -12,11 +12,11 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import IO, Any, NoReturn, TypeVar
+from typing import IO, TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from syncd import __version__, logs
+from syncd import __version__
 from syncd.config import (
     Config,
     ConfigError,
@@ -32,22 +32,17 @@ from syncd.config import (
 from syncd.config.model import state_file
 from syncd.daemon.lock import AlreadyRunning, InstanceLock, instance_lock
 from syncd.daemon.protocol import DaemonError, DaemonUnreachable, request
-from syncd.engine.core import (
-    EXIT_ATTENTION,
-    EXIT_FAILED,
-    EXIT_UNREACHABLE,
-    EXIT_USAGE,
-    Engine,
-    Report,
-    dry_run_state,
-    run_one_way,
-)
-from syncd.engine.oneway import Direction, one_way_config
 from syncd.engine.paths import printable
-from syncd.progress_view import progress_bars
+from syncd.exitcodes import EXIT_ATTENTION, EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE
 from syncd.providers.errors import ProviderError
 from syncd.providers.url import RemoteURLError
-from syncd.state import StateError, StateStore, move_aside, sqlite_path
+
+if TYPE_CHECKING:
+    # The engine, the state (SQLAlchemy) and the log set-up (structlog) are imported by the
+    # commands that use them: `syncd status` and the other control commands start without.
+    from syncd.engine.core import Engine, Report
+    from syncd.engine.oneway import Direction
+    from syncd.state import StateStore
 
 PartT = TypeVar("PartT", SocketPart, StatePart, PairsPart)
 
@@ -130,6 +125,8 @@ def _lock(config: Config) -> InstanceLock:
 
 
 def _setup_logging(ctx: click.Context, config: Config) -> None:
+    from syncd import logs
+
     level = config.log.level
     verbosity = ctx.obj.get("verbosity", 0) if ctx.obj else 0
     order = ["debug", "info", "warning", "error"]
@@ -138,6 +135,9 @@ def _setup_logging(ctx: click.Context, config: Config) -> None:
 
 
 def _open_engine(config: Config) -> Engine:
+    from syncd.engine.core import Engine
+    from syncd.state import StateError
+
     try:
         return Engine(config)
     except StateError as exc:
@@ -305,6 +305,8 @@ def once(
     ctx: click.Context, config_path: str | None, pair: str | None, dry_run: bool, force: bool
 ) -> None:
     """One full reconciliation of every pair (or one), then exit."""
+    from syncd.engine.core import dry_run_state
+
     config = _load(config_path)
     _setup_logging(ctx, config)
     if pair is not None and pair not in {p.name for p in config.pairs}:
@@ -408,6 +410,11 @@ def _one_way(
 ) -> None:
     """`upload` / `download`: one-way copies through the same engine scripts use."""
     from functools import partial
+
+    from syncd.engine.core import run_one_way
+    from syncd.engine.oneway import one_way_config
+    from syncd.progress_view import progress_bars
+    from syncd.state import StateError
 
     exclude, include = options.pop("exclude"), options.pop("include")
     dry_run: bool = options.pop("dry_run")
@@ -620,6 +627,8 @@ def _state_is_there(url: str) -> bool:
 
 
 def _open_state(url: str) -> StateStore:
+    from syncd.state import StateError, StateStore
+
     try:
         return StateStore(url)
     except StateError as exc:
@@ -630,6 +639,7 @@ def _open_state(url: str) -> StateStore:
 @config_option
 def check(config_path: str | None) -> None:
     """Validate the config and reach every remote, one line per pair."""
+    from syncd import logs
     from syncd.providers import open_provider
 
     config = _load(config_path)
@@ -673,6 +683,8 @@ def state() -> None:
 @pair_option
 def state_rebuild(config_path: str | None, pair: str | None) -> None:
     """Forget the state: the next pass is a first sync (which deletes nothing)."""
+    from syncd.state import StateError, StateStore, move_aside, sqlite_path
+
     config = _load(config_path)
     names = [p.name for p in config.pairs]
     if pair is not None and pair not in names:

@@ -64,7 +64,8 @@ from harness import Setup, syncd, tree
 from remotes import PREFIX, TEMP_MARK, AzureRemote, GCSRemote, S3Remote
 
 from syncd.config import load_config
-from syncd.engine.core import EXIT_FAILED, Engine
+from syncd.engine.core import Engine
+from syncd.exitcodes import EXIT_FAILED
 
 FAULT_SEED = int(os.environ.get("SYNCD_FAULT_SEED", "20240611"))
 #: Retries generous enough that a request failing one time in five still gets through.

@@ -39,7 +39,8 @@ from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
 
 from syncd.config import load_config_dict
-from syncd.engine.core import EXIT_OK, Engine, Report
+from syncd.engine.core import Engine, Report
+from syncd.exitcodes import EXIT_OK
 
 #: The paths the rules act on: five names in two folders (one nested), one without extension.
 NAMES = ("a.txt", "b.txt", "x/c.txt", "x/d.bin", "y/z/e")

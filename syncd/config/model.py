@@ -11,7 +11,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -27,12 +27,13 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import PydanticCustomError
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from syncd.config.units import parse_rate, parse_size
 from syncd.providers.options import OPTIONS_BY_SCHEME, FileOptions
 from syncd.providers.url import RemoteURL, RemoteURLError, parse_remote_url
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
 
 MiB = 1024**2
 GiB = 1024**3
@@ -164,7 +165,12 @@ def _pair_name(value: str) -> str:
 
 def _absolute_state(value: str) -> str:
     """Anchor a relative SQLite file at the current directory, so `sqlite:///./x.db` means
-    the same file whatever directory the daemon later runs in."""
+    the same file whatever directory the daemon later runs in. (SQLAlchemy is imported
+    here, not with the module: `syncd status` and the other control commands read the
+    config's socket only, and start faster without it.)"""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         url = make_url(value)
     except (ArgumentError, ValueError):
@@ -363,6 +369,8 @@ def _require_driver(url: URL) -> None:
     Only imports (the driver would be imported to open the state anyway); nothing connects,
     so a database server that is down is not a config error. The messages name the dialect,
     never the URL: it may carry a password."""
+    from sqlalchemy.exc import NoSuchModuleError
+
     try:
         dialect = url.get_dialect()
     except NoSuchModuleError:
@@ -507,6 +515,8 @@ def _refuse_overlap(label: str, path: Path, other_label: str, other: Path) -> No
 def state_file(url: str) -> Path | None:
     """The file a SQLite state URL names (its `-wal`, `-shm`, `-journal` and the instance
     `.lock` lie beside it), or None: in memory, or not SQLite."""
+    from sqlalchemy.engine import make_url
+
     parsed = make_url(url)
     database = parsed.database
     if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":

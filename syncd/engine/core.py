@@ -33,6 +33,7 @@ from syncd.engine.syncer import Outcome, PairFault, PairSyncer, PlanItem
 from syncd.engine.throttle import Limits, TransferDirection, consume_all
 from syncd.engine.workers import WorkerPool
 from syncd.engine.workqueue import Key, WorkQueue
+from syncd.exitcodes import EXIT_ATTENTION, EXIT_FAILED, EXIT_OK
 from syncd.providers import open_provider
 from syncd.providers.base import BatchedDurability
 from syncd.providers.errors import InvalidRequest, ProviderError
@@ -45,8 +46,6 @@ log = structlog.get_logger("syncd.engine")
 #: with a growing pause, before it counts as failed for this pass.
 MAX_REQUEUES = 8
 REQUEUE_BASE_DELAY = 0.25
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_ATTENTION = 0, 1, 2, 3, 4
 
 
 def _iso(when: float | None) -> str | None:
