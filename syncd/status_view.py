@@ -1,4 +1,4 @@
-"""The human view of `syncd status`: one rich table of pairs."""
+"""The human view of `syncd status`: a rich table per pair, with its problems and transfers."""
 
 from __future__ import annotations
 
@@ -26,59 +26,74 @@ UNBOUNDED = 10_000
 
 
 def render_status(status: dict[str, Any]) -> None:
+    """A table per pair (where it syncs, its counts, when it was last in sync, its last
+    error), then that pair's failures, conflicts and transfers in flight beneath it."""
     console = _console()
     console.print(f"syncd {status.get('state', '?')}, up {status.get('uptime_s', 0):.0f} s")
-    table = Table(show_header=True, header_style="bold")
-    for column in (
-        "pair",
-        "state",
-        "queued",
-        "in flight",
-        "synced",
-        "failed",
-        "conflicts",
-        "last sync",
-    ):
-        table.add_column(column)
-    for pair in status.get("pairs", []):
-        style = _STATE_STYLE.get(pair["state"], "")
-        table.add_row(
-            pair["name"],
-            f"[{style}]{pair['state']}[/{style}]" if style else pair["state"],
-            str(pair["queued"]),
-            str(pair["in_flight"]),
-            str(pair["synced_files"]),
-            str(pair["failed"]),
-            str(pair["conflicts"]),
-            pair["last_sync"] or "never",
-        )
-    console.print(table)
-    for pair in status.get("pairs", []):
-        if pair.get("last_error"):
-            console.print(
-                f"[red]{pair['name']}[/red]: {escape(printable(pair['last_error']))}",
-                markup=True,
-                highlight=False,
-            )
-        for failure in pair.get("failures") or []:
-            retry = (
-                f"attempt {failure['attempts']}, next try {failure['next_try']}"
-                if failure["next_try"] is not None
-                else "not retried: rename it"  # a refused name (see PairStats.refused)
-            )
-            console.print(
-                f"  [red]failed[/red] {escape(printable(failure['path']))} ({failure['op']}): "
-                f"{escape(printable(failure['error']))} — {retry}",
-                highlight=False,
-            )
-        for path in pair.get("conflict_paths") or []:
-            console.print(
-                f"  [yellow]conflict[/yellow] {escape(path)} — `syncd resolve` settles it",
-                highlight=False,
-            )
     transfers = status.get("transfers") or []
-    if transfers:
-        console.print(_transfer_table(transfers))
+    for pair in status.get("pairs", []):
+        console.print()
+        console.print(_pair_table(pair))
+        _print_problems(console, pair)
+        mine = [t for t in transfers if t.get("pair") == pair["name"]]
+        if mine:
+            console.print(_transfer_table(mine))
+
+
+def _pair_table(pair: dict[str, Any]) -> Table:
+    state = pair["state"]
+    style = _STATE_STYLE.get(state, "")
+    shown = f"[{style}]{state}[/{style}]" if style else state
+    table = Table(
+        title=f"[bold]{escape(pair['name'])}[/bold]: {shown}",
+        title_justify="left",
+        show_header=False,
+    )
+    table.add_column("", style="bold")
+    table.add_column("")
+    rows = [
+        ("local", pair.get("local")),
+        ("remote", pair.get("remote")),
+        ("queued", pair["queued"]),
+        ("in flight", pair["in_flight"]),
+        ("synced", f"{pair['synced_files']} files"),
+        ("failed", pair["failed"]),
+        ("conflicts", pair["conflicts"]),
+    ]
+    if pair.get("held"):
+        reason = f" ({pair['held_reason']})" if pair.get("held_reason") else ""
+        rows.append(
+            ("held", f"{pair['held']} deletions{reason}: `syncd sync --force` lets them through")
+        )
+    if pair.get("waiting"):
+        rows.append(("waiting", f"{pair['waiting']} files wait for a held deletion"))
+    rows.append(("last sync", pair["last_sync"] or "never"))
+    if pair.get("last_error"):
+        rows.append(("last error", f"[red]{escape(printable(pair['last_error']))}[/red]"))
+    for key, value in rows:
+        if value is not None:
+            table.add_row(key, value if key == "last error" else escape(str(value)))
+    return table
+
+
+def _print_problems(console: Console, pair: dict[str, Any]) -> None:
+    """The pair's failures (each with its retry) and open conflicts, one line each."""
+    for failure in pair.get("failures") or []:
+        retry = (
+            f"attempt {failure['attempts']}, next try {failure['next_try']}"
+            if failure["next_try"] is not None
+            else "not retried: rename it"  # a refused name (see PairStats.refused)
+        )
+        console.print(
+            f"  [red]failed[/red] {escape(printable(failure['path']))} ({failure['op']}): "
+            f"{escape(printable(failure['error']))} — {retry}",
+            highlight=False,
+        )
+    for path in pair.get("conflict_paths") or []:
+        console.print(
+            f"  [yellow]conflict[/yellow] {escape(path)} — `syncd resolve` settles it",
+            highlight=False,
+        )
 
 
 def _console() -> Console:
@@ -93,15 +108,14 @@ def _console() -> Console:
 
 def _transfer_table(transfers: list[dict[str, Any]]) -> Table:
     """In-flight transfers: a bar per file with bytes done, total and speed."""
-    table = Table(show_header=True, header_style="bold", title="transfers")
-    for column in ("pair", "file", "", "progress", "done", "speed"):
+    table = Table(show_header=True, header_style="bold", title="transfers", title_justify="left")
+    for column in ("file", "", "progress", "done", "speed"):
         table.add_column(column)
     for t in transfers:
         total = max(int(t["bytes_total"]), 1)
         done = int(t["bytes_done"])
         table.add_row(
-            t["pair"],
-            t["path"],
+            escape(printable(t["path"])),
             "↑" if t["direction"] == "upload" else "↓",
             ProgressBar(total=total, completed=done, width=30),
             f"{filesize.decimal(done)} / {filesize.decimal(int(t['bytes_total']))}",

@@ -1168,7 +1168,8 @@ def test_human_status_shows_a_refused_name_escaped_and_not_retried(
     }
     render_status({"state": "running", "uptime_s": 1, "pairs": [pair]})
     out = capsys.readouterr().out
-    assert "docs: bad\\xff.txt: name is not valid UTF-8" in out
+    assert "docs: idle" in out  # the pair's table, and its last error in it
+    assert "last error │ bad\\xff.txt: name is not valid UTF-8" in out
     assert "failed bad\\xff.txt (refused_local_name): name is not valid UTF-8" in out
     assert "not retried: rename it" in out
     out.encode("utf-8")  # no lone surrogate left
