@@ -8,7 +8,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,6 @@ from syncd.daemon.notify import Notifier
 from syncd.engine.core import Engine
 
 UNITS = Path(__file__).parent.parent / "systemd"
-SYNCD_BIN = Path(sys.executable).with_name("syncd")
 
 
 @pytest.mark.parametrize("unit", ["syncd.service", "syncd-user.service"])
@@ -31,18 +29,23 @@ def test_unit_files_verify(unit: str, tmp_path: Path) -> None:
         if os.environ.get("CI") == "true":
             pytest.fail("systemd-analyze is missing on CI")
         pytest.skip("systemd-analyze is not installed here (it is on CI)")
+    # The unit as shipped, before any install: verify checks that ExecStart's program
+    # exists, and an ExecStart naming /usr/local/bin/syncd failed it wherever syncd was not
+    # installed there yet (`/usr/bin/env syncd` finds it at start).
     text = (UNITS / unit).read_text()
-    # Point ExecStart at the syncd under test: verify checks that the binary exists.
-    text = text.replace("/usr/local/bin/syncd", str(SYNCD_BIN)).replace(
-        "%h/.local/bin/syncd", str(SYNCD_BIN)
-    )
     copy = tmp_path / "syncd.service"
     copy.write_text(text)
+    environ = dict(os.environ)
+    if "user" in unit:  # a user manager needs a runtime folder (none in a bare container)
+        runtime = tmp_path / "runtime"
+        runtime.mkdir(mode=0o700)
+        environ["XDG_RUNTIME_DIR"] = str(runtime)
     result = subprocess.run(
         [analyze, "verify", *(["--user"] if "user" in unit else []), str(copy)],
         capture_output=True,
         text=True,
         check=False,
+        env=environ,
     )
     problems = [
         line
