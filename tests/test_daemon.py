@@ -931,6 +931,35 @@ def test_sighup_reloads_pairs_and_a_bad_config_keeps_the_old_one(tmp_path: Path)
         assert daemon.terminate() == 0
 
 
+def test_a_reload_that_points_a_pair_at_another_remote_syncs_it_there(tmp_path: Path) -> None:
+    """Issue 7: a pair changed by a reload takes effect without a restart. Its remote changed
+    to an empty folder: the old base made that look like every file was deleted there, so
+    the pair stayed `held` and nothing went up. Now its state is forgotten and the new
+    remote gets every file (a first sync: nothing deleted on either side)."""
+    import signal
+
+    import yaml
+
+    setup, remote = _folder_setup(tmp_path)
+    setup.local.mkdir()
+    for name in ("a.txt", "b.txt", "c.txt"):
+        (setup.local / name).write_text(name)
+    with running_daemon(setup) as daemon:
+        wait_for(lambda: len(list(remote.glob("*.txt"))) == 3)
+        daemon.wait_idle()
+        moved = tmp_path / "remote2"
+        moved.mkdir()
+        doc = yaml.safe_load(setup.config.read_text())
+        doc["pairs"][0]["remote"] = f"file://{moved}"
+        setup.config.write_text(yaml.safe_dump(doc))
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: sorted(p.name for p in moved.glob("*.txt")) == ["a.txt", "b.txt", "c.txt"])
+        pair = daemon.wait_idle()
+        assert (pair["remote"], pair["state"], pair["held"]) == (f"file://{moved}", "idle", 0)
+        assert sorted(p.name for p in setup.local.glob("*.txt")) == ["a.txt", "b.txt", "c.txt"]
+        assert daemon.terminate() == 0
+
+
 def test_sighup_applies_limits_and_retries_and_names_what_needs_a_restart(
     tmp_path: Path,
 ) -> None:

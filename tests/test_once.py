@@ -1428,3 +1428,63 @@ def test_a_deep_path_near_the_key_limit_is_deleted_into_the_trash(
 def _everything(remote: Remote) -> dict[str, bytes]:
     """Every object under the prefix, syncd's trash included."""
     return {key: remote.get(key) for key in remote.listing()}
+
+
+@pytest.mark.parametrize("kind", ["file", "s3"])
+def test_a_pair_pointed_at_another_remote_starts_over_with_a_first_sync(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """The state of a pair describes one remote. Kept when the config named another one, its
+    base made the new, empty remote look like every file was deleted there: the pass held
+    them all (exit 4, nothing uploaded), and `--force` would have deleted the local files.
+    Now the pair's state is forgotten, as `syncd state rebuild` does: a first sync, which
+    uploads and deletes nothing; the dry run before it plans exactly that."""
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    first = remote_for(kind, request, tmp_path / "first", prefix="first/")
+    setup = _setup(tmp_path, first)
+    for name in ("a.txt", "b.txt", "sub/c.txt"):
+        (setup.local / name).parent.mkdir(parents=True, exist_ok=True)
+        (setup.local / name).write_text(name)
+    assert syncd("once", "-c", setup.config).returncode == 0
+    second = remote_for(kind, request, tmp_path / "second", prefix="second/")
+    second.put("there.txt", b"already there")
+    Setup(tmp_path, second.url, options=second.options).write()
+
+    plan = syncd("once", "--dry-run", "-c", setup.config)
+    assert plan.returncode == 0, plan.stderr
+    assert sorted(line.split("\t")[:2] for line in plan.stdout.splitlines()) == [
+        ["download", "docs/there.txt"],
+        ["upload", "docs/a.txt"],
+        ["upload", "docs/b.txt"],
+        ["upload", "docs/sub/c.txt"],
+    ]
+    result = syncd("once", "-c", setup.config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 uploaded, 1 downloaded" in result.stdout
+    expected = {"a.txt": b"a.txt", "b.txt": b"b.txt", "sub/c.txt": b"sub/c.txt"}
+    assert second.objects() == {**expected, "there.txt": b"already there"}
+    assert tree(setup.local) == {**expected, "there.txt": b"already there"}
+    assert first.objects() == expected  # the old remote is left as it was
+
+
+def test_a_pair_pointed_at_another_local_folder_brings_the_remote_down_there(
+    tmp_path: Path,
+) -> None:
+    """The same for `local`: the old base made the new, empty folder look like every file
+    was deleted locally (held, exit 4); now the remote comes down into it."""
+    remote = FolderRemote(tmp_path / "remote")
+    remote.root.mkdir()
+    setup = _setup(tmp_path, remote)
+    (setup.local / "a.txt").write_text("a")
+    (setup.local / "b.txt").write_text("b")
+    assert syncd("once", "-c", setup.config).returncode == 0
+    other = tmp_path / "other"
+    other.mkdir()
+    config = setup.config.read_text().replace(f"local: {setup.local}\n", f"local: {other}\n")
+    assert config != setup.config.read_text()
+    setup.config.write_text(config)
+    result = syncd("once", "-c", setup.config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert tree(other) == {"a.txt": b"a", "b.txt": b"b"} == remote.objects()
+    assert tree(setup.local) == {"a.txt": b"a", "b.txt": b"b"}

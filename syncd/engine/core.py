@@ -7,11 +7,12 @@ adds a watcher, a poller and a control socket around the same engine).
 from __future__ import annotations
 
 import os
+import sqlite3
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,7 +39,7 @@ from syncd.providers import open_provider
 from syncd.providers.base import BatchedDurability
 from syncd.providers.errors import InvalidRequest, ProviderError
 from syncd.providers.url import RemoteURLError
-from syncd.state import StateStore, StateWriteError, sqlite_path
+from syncd.state import StateError, StateStore, StateWriteError, sqlite_path
 
 log = structlog.get_logger("syncd.engine")
 
@@ -277,6 +278,11 @@ class Engine:
 
     def add_pair(self, pair: PairConfig) -> PairSyncer:
         provider = open_provider(pair.remote, pair.options, workers=self.config.workers)
+        try:
+            self._take_place(pair)
+        except BaseException:
+            provider.close()
+            raise
         syncer = PairSyncer(
             pair,
             provider,
@@ -297,6 +303,28 @@ class Engine:
         self.syncers[pair.name] = syncer
         self.queue.limit(pair.name, provider.capabilities.max_transfers)
         return syncer
+
+    def _take_place(self, pair: PairConfig) -> None:
+        """A pair's state (its base, held deletions, open conflicts, writer id) describes one
+        local root and one remote. When the config names another one under the same pair
+        name, that state is forgotten, as `syncd state rebuild --pair` does: the next pass is
+        a first sync, which compares both sides by content and deletes nothing. Kept, the old
+        base made the new, empty remote (or local root) look like everything was deleted:
+        the pair was held for good, and `--force` would have deleted the files."""
+        place = pair_place(pair)
+        recorded = self.store.place(pair.name)
+        if recorded == place:
+            return
+        if recorded is not None:
+            log.warning(
+                "the pair's local or remote changed: its state is forgotten; the next pass is "
+                "a first sync",
+                pair=pair.name,
+                was=recorded,
+                now=place,
+            )
+            self.store.forget(pair.name)
+        self.store.set_place(pair.name, place)
 
     def write_behind(self, name: str) -> None:
         """For a daemon: a pair whose remote makes uploads durable in batches (a local folder)
@@ -642,13 +670,39 @@ RESTART_SETTINGS = (
 def dry_run_state(config: Config) -> Iterator[Config]:
     """`config` for a dry run, which changes nothing, not even the state: a SQLite state that
     does not exist yet is not created (nor its folder, nor its lock); the plan is made
-    against a scratch one, empty as a first sync's, removed afterwards."""
+    against a scratch one, empty as a first sync's, removed afterwards. So it is against a
+    scratch copy of a state whose pair changed its local or remote (which the engine forgets)."""
     db = sqlite_path(config.state)
-    if db is None or db.exists():
+    if db is None or (db.exists() and not stale_places(config)):
         yield config
         return
     with tempfile.TemporaryDirectory(prefix="syncd-dry-run-") as scratch:
-        yield config.model_copy(update={"state": f"sqlite:///{Path(scratch) / 'state.db'}"})
+        copy = Path(scratch) / "state.db"
+        if db.exists():
+            # A pair whose local or remote changed: its state is forgotten when an engine
+            # opens it, so the plan is made on a copy, where that may happen.
+            with closing(sqlite3.connect(db)) as source, closing(sqlite3.connect(copy)) as dest:
+                source.backup(dest)
+        yield config.model_copy(update={"state": f"sqlite:///{copy}"})
+
+
+def pair_place(pair: PairConfig) -> str:
+    """What a pair's state is bound to: its local root and its remote (as parsed, so
+    `s3://b/docs` and `s3://b/docs/` are one)."""
+    return f"{Path(pair.local).absolute()} <-> {pair.remote_url}"
+
+
+def stale_places(config: Config) -> bool:
+    """Does the config name, for a pair the existing state knows, another local root or
+    remote than that state describes (Engine._take_place will forget it)?"""
+    try:
+        store = StateStore(config.state)
+    except StateError:  # a damaged state: the engine says so
+        return False
+    try:
+        return any(store.place(pair.name) not in (None, pair_place(pair)) for pair in config.pairs)
+    finally:
+        store.close()
 
 
 def _at_pair(index: int, name: str, problem: str) -> str:

@@ -881,6 +881,21 @@ class StateStore:
             conn.execute(delete(schema.meta).where(schema.meta.c.key == key))
             conn.execute(schema.meta.insert().values(key=key, value=repr(when)))
 
+    def place(self, pair: str) -> str | None:
+        """The local root and remote the pair's state describes (`set_place`), or None for a
+        state that never recorded them (made by an older syncd, or a new pair)."""
+        with self._engine.connect() as conn:
+            found = conn.execute(
+                select(schema.meta.c.value).where(schema.meta.c.key == _meta_key("place", pair))
+            ).scalar_one_or_none()
+        return str(found) if found is not None else None
+
+    def set_place(self, pair: str, place: str) -> None:
+        key = _meta_key("place", pair)
+        with self._writing() as conn:
+            conn.execute(delete(schema.meta).where(schema.meta.c.key == key))
+            conn.execute(schema.meta.insert().values(key=key, value=place))
+
     def held_deletions(self, pair: str) -> set[str]:
         """The paths whose deletion the guard held when it last looked at this pair: kept over
         a restart, since a hold is lifted by --force or by the files coming back, never by
