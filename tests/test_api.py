@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 from harness import syncd, tree
-from remotes import S3Remote
+from remotes import S3Remote, remote_for
 
 import syncd as api
 from syncd import ConfigError, Engine, Report
@@ -427,3 +427,33 @@ def test_a_script_engine_logs_as_its_config_says_on_stderr(tmp_path: Path) -> No
         assert (done.returncode, done.stdout) == (0, "REPORT 1\n"), done
         assert [json.loads(line)["event"] for line in done.stderr.splitlines()] == said, done
         (local / "a.txt").write_text(f"a, edited after the {level} run")
+
+
+@pytest.mark.parametrize("kind", ["s3", "azure"])
+def test_one_way_copies_reach_the_service_the_engines_pairs_are_on(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`engine.upload(dir, "s3://bucket/results/")` on an engine whose pair names its
+    endpoint and credentials under `options:` (moto, Azurite, MinIO, a key in the config):
+    the copy went to the SDK's defaults instead (AWS itself, no Azure account) and failed
+    ('no usable AWS credentials found'). It now takes the options of the engine's pair on
+    that bucket (else on that service), or those given as `options=`."""
+    pair_remote = remote_for(kind, request, tmp_path, prefix="pair/")
+    results = remote_for(kind, request, tmp_path, prefix="results/")
+    # Only the config knows the service (the session points the SDK at Azurite otherwise).
+    monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING", raising=False)
+    local, source = tmp_path / "local", tmp_path / "source"
+    local.mkdir()
+    source.mkdir()
+    (source / "r.csv").write_text("1,2")
+    (source / "skip.tmp").write_text("no")
+    data = _config(tmp_path, local, pair_remote.url, options=pair_remote.options)
+    with Engine.from_config_dict(data) as engine:
+        up = engine.upload(source, results.url, exclude=["*.tmp"])
+        assert (up.exit_code, up.files_up) == (0, 1), up.pairs[0].fault
+        down = engine.download(results.url, tmp_path / "back", include=["*.csv"])
+        assert (down.exit_code, down.files_down) == (0, 1), down.pairs[0].fault
+        again = engine.download(results.url, tmp_path / "again", options=dict(pair_remote.options))
+        assert (again.exit_code, again.files_down) == (0, 1), again.pairs[0].fault
+    assert results.objects() == {"r.csv": b"1,2"}
+    assert tree(tmp_path / "back") == tree(tmp_path / "again") == {"r.csv": b"1,2"}

@@ -26,7 +26,12 @@ from syncd.config.environment import config_from_env
 from syncd.daemon.lock import InstanceLock, instance_lock
 from syncd.engine.debounce import Debouncer, Pending
 from syncd.engine.multipart import Meter, PartSettings
-from syncd.engine.oneway import Direction, inherited_settings, one_way_config
+from syncd.engine.oneway import (
+    Direction,
+    inherited_options,
+    inherited_settings,
+    one_way_config,
+)
 from syncd.engine.progress import InFlight
 from syncd.engine.retry import RetryPolicy
 from syncd.engine.stats import Failure
@@ -236,10 +241,18 @@ class Engine:
         exclude: Iterable[str] = (),
         include: Iterable[str] = (),
         dry_run: bool = False,
+        options: Mapping[str, Any] | None = None,
     ) -> Report:
-        """Copy LOCAL_DIR to REMOTE_URL like `syncd upload` (nothing is deleted)."""
+        """Copy LOCAL_DIR to REMOTE_URL like `syncd upload` (nothing is deleted). `options`
+        (endpoint, credentials, …) default to those of the engine's pair on the same bucket,
+        else on the same service."""
         return self._one_way(
-            "upload", Path(local_dir), remote_url, filters=(exclude, include), dry_run=dry_run
+            "upload",
+            Path(local_dir),
+            remote_url,
+            filters=(exclude, include),
+            dry_run=dry_run,
+            options=options,
         )
 
     def download(
@@ -250,10 +263,17 @@ class Engine:
         exclude: Iterable[str] = (),
         include: Iterable[str] = (),
         dry_run: bool = False,
+        options: Mapping[str, Any] | None = None,
     ) -> Report:
-        """Copy REMOTE_URL into LOCAL_DIR like `syncd download` (nothing is deleted)."""
+        """Copy REMOTE_URL into LOCAL_DIR like `syncd download` (nothing is deleted); the
+        `options` as for `upload`."""
         return self._one_way(
-            "download", Path(local_dir), remote_url, filters=(exclude, include), dry_run=dry_run
+            "download",
+            Path(local_dir),
+            remote_url,
+            filters=(exclude, include),
+            dry_run=dry_run,
+            options=options,
         )
 
     def _one_way(
@@ -264,6 +284,7 @@ class Engine:
         *,
         filters: tuple[Iterable[str], Iterable[str]],
         dry_run: bool,
+        options: Mapping[str, Any] | None,
     ) -> Report:
         self._require_open()
         config = one_way_config(
@@ -273,6 +294,7 @@ class Engine:
             exclude=filters[0],
             include=filters[1],
             settings=inherited_settings(self.config),
+            options=inherited_options(self.config, remote_url) if options is None else options,
         )
         return run_one_way(config, dry_run=dry_run)
 

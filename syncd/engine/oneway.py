@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from syncd.config import Config, ConfigError, default_state_url, load_config_dict
+from syncd.providers.url import RemoteURLError, parse_remote_url
 from syncd.state import sqlite_path
 
 Direction = Literal["upload", "download"]
@@ -36,11 +37,12 @@ def one_way_config(
     exclude: Iterable[str] = (),
     include: Iterable[str] = (),
     settings: Mapping[str, Any] | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> Config:
     """The config of one copy: one pair in `direction`, state under
     `$XDG_STATE_HOME/syncd/transfers/`. Raises ConfigError (source "command line"), also when
     that state would lie inside the folder (or the file:// remote) copied: it would be copied
-    along, at every run."""
+    along, at every run. `options` is the pair's `options:` block (endpoint, credentials)."""
     local = local.expanduser().absolute()
     identity = hashlib.sha256(f"{direction}\0{local}\0{remote_url}".encode()).hexdigest()[:16]
     default_db = sqlite_path(default_state_url())
@@ -59,6 +61,7 @@ def one_way_config(
                 "conflict": "local_wins" if direction == "upload" else "cloud_wins",
                 "exclude": list(exclude),
                 "include": list(include),
+                **({"options": dict(options)} if options else {}),
             }
         ],
     }
@@ -76,6 +79,25 @@ def one_way_config(
             "XDG_STATE_HOME to a folder outside it",
             key=f"pairs[0].{where}",
         ) from None
+
+
+def inherited_options(config: Config, remote_url: str) -> dict[str, Any]:
+    """The `options:` a one-way copy started from an engine takes for `remote_url`: those of
+    the engine's pair on the same bucket, else of its first pair on the same service (an
+    endpoint, a profile, keys: the user's S3 / GCS / Azure as the config describes it).
+    `create_bucket` comes along only for that pair's own bucket."""
+    try:
+        url = parse_remote_url(remote_url)
+    except RemoteURLError:
+        return {}  # one_way_config says what is wrong with it
+    alike = [p for p in config.pairs if p.remote_url.scheme == url.scheme != "file"]
+    same = [p for p in alike if p.remote_url.bucket == url.bucket]
+    if not alike:
+        return {}
+    options: dict[str, Any] = (same or alike)[0].options.model_dump(exclude_unset=True)
+    if not same:
+        options.pop("create_bucket", None)
+    return options
 
 
 def inherited_settings(config: Config) -> dict[str, Any]:
