@@ -46,6 +46,7 @@ def as_json(op: OpRecord) -> dict[str, Any]:
         "result": op.result,
         "size": op.size,
         "sha256": op.sha256,
+        "checksum": op.sha256,  # the issue's word for it (issue 9); the same SHA-256
         "duration_ms": op.duration_ms,
         "note": op.error,
     }

@@ -130,3 +130,28 @@ def test_reading_commands_make_no_state_before_the_first_pass(tmp_path: Path) ->
     resolve = syncd("resolve", "report.csv", "--keep", "local", "-c", setup.config)
     assert resolve.returncode == 2 and "no open conflict for 'report.csv'" in resolve.stderr
     assert not setup.state_db.exists() and not setup.state_db.parent.exists()
+
+
+def test_a_move_and_a_deletion_name_the_content_they_moved_or_deleted(tmp_path: Path) -> None:
+    """Issue 9: every operation is logged with its checksum. A move had none, and neither had
+    a deletion on a folder remote (whose listing states no SHA-256): `syncd log` showed `-`.
+    Both now carry the content's SHA-256 (also under the issue's word, `checksum`)."""
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    setup = Setup(tmp_path, f"file://{remote}")
+    setup.write()
+    for name in ("a.txt", "b.txt", "c.txt"):
+        (setup.local / name).write_bytes(f"content of {name}".encode())
+    assert syncd("once", "-c", setup.config).returncode == 0
+    (setup.local / "a.txt").rename(setup.local / "moved.txt")
+    (setup.local / "b.txt").unlink()
+    assert syncd("once", "-c", setup.config).returncode == 0
+
+    records = _records(syncd("log", "--json", "-c", setup.config).stdout)
+    move = next(r for r in records if r["op"] == "move")
+    delete = next(r for r in records if r["op"] == "delete_remote")
+    assert (move["path"], delete["path"]) == ("moved.txt", "b.txt")
+    assert move["sha256"] == move["checksum"] == hashlib.sha256(b"content of a.txt").hexdigest()
+    assert delete["sha256"] == delete["checksum"] == hashlib.sha256(b"content of b.txt").hexdigest()
+    for record in records:
+        assert {"time", "pair", "path", "size", "checksum", "duration_ms", "result"} <= set(record)

@@ -1344,8 +1344,11 @@ class PairSyncer:
             self.transfers.stat_remote(path, remote.key)
             return Outcome.REQUEUE
         self.index.put(path, None)
+        # A folder remote's listing states no SHA-256: the base knows the content deleted.
+        base = self.store.get(self.name, path) if remote.sha256 is None else None
         self.store.forget(self.name, [path])
-        self._oplog(path, "delete_remote", "ok", size=remote.size, note=why, sha256=remote.sha256)
+        sha256 = remote.sha256 or (base.sha256 if base is not None else None)
+        self._oplog(path, "delete_remote", "ok", size=remote.size, note=why, sha256=sha256)
         plog.info("deleted remotely", op="delete_remote", reason=why)
         return Outcome.DONE
 
@@ -1396,7 +1399,9 @@ class PairSyncer:
             self.index.put(path, info)
             self.store.forget(self.name, [entry.path])
             self._record(path, local, sha256, info, None)
-            self._oplog(path, "move", "ok", size=local.size, note=f"from {entry.path}")
+            self._oplog(
+                path, "move", "ok", size=local.size, note=f"from {entry.path}", sha256=sha256
+            )
             plog.info("moved", op="move", source=entry.path)
             return True
         return False
