@@ -381,3 +381,27 @@ def test_a_bucket_created_between_the_look_and_the_create_is_fine(missing: Missi
     finally:
         provider.close()
         other.close()
+
+
+def test_a_folder_remote_is_made_with_create_bucket_and_named_without_it(tmp_path: Path) -> None:
+    """The local-folder remote is the fourth kind of remote: `create_bucket: true` on it was
+    an unknown key (exit 2), so a config written for every kind could not say it. It now
+    makes the missing folder, parents included, in `check` and in a pass; without it the
+    missing folder stays an error naming it."""
+    folder = tmp_path / "nas" / "new" / "docs"
+    setup = Setup(tmp_path, f"file://{folder}")
+    setup.write()
+    (setup.local / "a.txt").write_text("alpha")
+    missing = syncd("once", "-c", setup.config)
+    assert missing.returncode == 1
+    assert f"remote folder {folder} does not exist" in missing.stdout
+    assert not folder.exists()
+
+    setup.options = {"create_bucket": True}
+    setup.write()
+    check = syncd("check", "-c", setup.config)
+    assert (check.returncode, folder.is_dir()) == (0, True), check.stdout + check.stderr
+    folder.rmdir()
+    result = syncd("once", "-c", setup.config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (folder / "a.txt").read_text() == "alpha"

@@ -508,11 +508,22 @@ class FileProvider:
         try:
             st = os.stat(self.root)
         except FileNotFoundError:
-            raise self._root_missing() from None
+            if not self.options.create_bucket:
+                raise self._root_missing() from None
+            self._create_root()
+            st = os.stat(self.root)
         except OSError as exc:
             raise _translate(exc, self.url) from exc
         if not stat_mod.S_ISDIR(st.st_mode):
             raise NotFound(f"remote folder {self.root} is not a folder")
+
+    def _create_root(self) -> None:
+        """`create_bucket: true`: the missing folder is made, parents included (a folder that
+        appeared meanwhile is fine)."""
+        try:
+            os.makedirs(self.root, exist_ok=True)
+        except OSError as exc:
+            raise _translate(exc, f"cannot create remote folder {self.root}") from exc
 
 
 class _SourceFailed(Exception):

@@ -43,7 +43,11 @@ class _Options(BaseModel):
 
 
 class FileOptions(_Options):
-    """The local-folder remote takes no options today; unknown keys are still an error."""
+    """The local-folder remote's options; unknown keys are an error."""
+
+    #: Make the folder (and its parents) when it does not exist, as `create_bucket` makes a
+    #: bucket, instead of failing the pair.
+    create_bucket: bool = False
 
 
 class S3Options(_Options):
