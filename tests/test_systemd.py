@@ -250,3 +250,20 @@ def test_the_status_line_reads_no_state(tmp_path: Path, monkeypatch: pytest.Monk
         assert daemon.status_line() == "idle"
         engine.queue.pause("docs")
         assert daemon.status_line() == "paused: docs"
+
+
+def test_the_status_line_counts_files_in_plain_words(tmp_path: Path) -> None:
+    """ "syncing 12 files in docs", as the issue has it, and "syncing 1 file in docs" for one
+    (it said "1 files")."""
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    setup = Setup(tmp_path, f"file://{remote}")
+    setup.write()
+    config = load_config(setup.config)
+    with Engine(config) as engine:
+        daemon = Daemon(config, engine)
+        daemon.full_scan("docs", first_pass=True)
+        engine.queue.put("docs", "a.txt")  # no worker runs: it stays queued
+        assert daemon.status_line() == "syncing 1 file in docs"
+        engine.queue.put("docs", "b.txt")
+        assert daemon.status_line() == "syncing 2 files in docs"

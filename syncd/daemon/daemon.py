@@ -278,7 +278,8 @@ class Daemon:
             if state == "syncing" and name in scanning:
                 parts.append(f"scanning {name}")
             elif state == "syncing":
-                parts.append(f"syncing {queued + in_flight} files in {name}")
+                count = queued + in_flight
+                parts.append(f"syncing {count} file{'' if count == 1 else 's'} in {name}")
             elif state != "idle":
                 parts.append(f"{state}: {name}")
         return "; ".join(parts) or "idle"
