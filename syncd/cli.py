@@ -86,11 +86,15 @@ def _require_local_roots(config: Config, config_path: str | None, only: str | No
             continue
         problem = _local_root_problem(Path(pair.local))
         if problem is not None:
-            path = resolve_config_path(config_path)
-            source, key = (
-                (str(path), f"pairs[{index}].local") if path else ("environment", "SYNCD_LOCAL")
-            )
+            source, key = _local_key(config_path, index)
             fail(str(ConfigError(source, f"{pair.local} {problem}", key=key)), EXIT_USAGE)
+
+
+def _local_key(config_path: str | None, index: int) -> tuple[str, str]:
+    """Where a pair's `local` came from, as a config error names it: the file and
+    `pairs[N].local`, or the environment and SYNCD_LOCAL (a config from variables alone)."""
+    path = resolve_config_path(config_path)
+    return (str(path), f"pairs[{index}].local") if path else ("environment", "SYNCD_LOCAL")
 
 
 def _local_root_problem(root: Path) -> str | None:
@@ -648,7 +652,8 @@ def check(config_path: str | None) -> None:
     for index, pair in enumerate(config.pairs):
         problem = _local_root_problem(Path(pair.local))
         if problem is not None:  # a config error (issue 6), as `once` says it
-            problem, misconfigured = f"pairs[{index}].local: {pair.local} {problem}", True
+            key = _local_key(config_path, index)[1]
+            problem, misconfigured = f"{key}: {pair.local} {problem}", True
         else:
             try:
                 provider = open_provider(pair.remote, pair.options, workers=1)

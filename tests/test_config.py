@@ -823,6 +823,28 @@ def test_an_endless_poll_interval_from_the_environment_is_refused(
     assert len(done.stderr.splitlines()) == 1
 
 
+@pytest.mark.parametrize("command", ["once", "check"])
+def test_a_missing_local_root_from_the_environment_names_the_variable(
+    tmp_path: Path, command: str
+) -> None:
+    """Issue 9: a bad value from the environment exits 2 naming the variable. `once` named
+    SYNCD_LOCAL, but `check` said `pairs[0].local`, a key of a file there is none of."""
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    env = {
+        "SYNCD_LOCAL": str(tmp_path / "gone"),
+        "SYNCD_REMOTE": f"file://{remote}",
+        "SYNCD_STATE": f"sqlite:///{tmp_path}/state.db",
+        "SYNCD_CONFIG": "",
+        "XDG_CONFIG_HOME": str(tmp_path / "no-config-here"),
+    }
+    done = syncd(command, env=env, timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    said = done.stdout + done.stderr
+    assert f"SYNCD_LOCAL: {tmp_path / 'gone'} does not exist" in said
+    assert "pairs[0]" not in said
+
+
 @pytest.mark.parametrize(
     "command",
     [["check", "-c", "CONFIG"], ["once", "-c", "CONFIG"], ["upload", "TMP", "REMOTE"]],
