@@ -245,6 +245,29 @@ def test_from_env(tmp_path: Path) -> None:
     assert tree(remote) == {"keep.txt": b"keep"}
 
 
+def test_from_env_takes_include_filters_too(tmp_path: Path) -> None:
+    """Include filters came with config files and `--include`, but the environment alone (a
+    container's only config) could not say one: SYNCD_INCLUDE was ignored and every file
+    went up. It is the comma-separated `include`, as SYNCD_EXCLUDE is `exclude`."""
+    local, remote = _folders(tmp_path)
+    (local / "raw").mkdir()
+    (local / "t.parquet").write_bytes(b"table")
+    (local / "raw" / "r.csv").write_bytes(b"raw")
+    (local / "raw" / "r.tmp").write_bytes(b"tmp")
+    (local / "notes.txt").write_bytes(b"notes")
+    env = {
+        "SYNCD_LOCAL": str(local),
+        "SYNCD_REMOTE": f"file://{remote}",
+        "SYNCD_STATE": f"sqlite:///{tmp_path / 'env.db'}",
+        "SYNCD_INCLUDE": "*.parquet, raw/**",
+        "SYNCD_EXCLUDE": "*.tmp",
+    }
+    with Engine.from_env(env) as engine:
+        assert engine.config.pairs[0].include == ["*.parquet", "raw/**"]
+        assert engine.sync_once().exit_code == 0
+    assert tree(remote) == {"t.parquet": b"table", "raw/r.csv": b"raw"}
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "phrase"),
     [

@@ -19,7 +19,10 @@ VARIABLES = {
     "SYNCD_WORKERS": "workers",
     "SYNCD_POLL_INTERVAL": "pairs[0].poll_interval",
     "SYNCD_EXCLUDE": "pairs[0].exclude",
+    "SYNCD_INCLUDE": "pairs[0].include",
 }
+#: Variables holding a comma-separated list.
+LISTS = ("SYNCD_EXCLUDE", "SYNCD_INCLUDE")
 #: What a config from the environment calls its one pair.
 PAIR_NAME = "default"
 SOURCE = "environment"
@@ -43,7 +46,7 @@ def config_from_env(environ: Mapping[str, str]) -> Config:
             continue
         key = target.removeprefix("pairs[0].")
         parsed: Any = [p.strip() for p in value.split(",") if p.strip()]
-        if name != "SYNCD_EXCLUDE":
+        if name not in LISTS:
             parsed = value
         (pair if target.startswith("pairs[0].") else document)[key] = parsed
     try:
