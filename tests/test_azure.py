@@ -453,6 +453,22 @@ def test_malformed_connection_string_is_a_clear_error(monkeypatch: pytest.Monkey
     assert "SECRETX" not in str(caught.value)
 
 
+def test_a_plain_http_account_url_without_a_key_says_what_it_lacks(azurite: Azurite) -> None:
+    """`account_url: http://…` (Azurite) without a key or SAS: the SDK refuses to send the
+    token of DefaultAzureCredential over http, and syncd called the URL "malformed", though
+    it was right and reachable. It now says what is missing; with the key it works."""
+    url = azurite.blob_endpoint
+    assert url.startswith("http://")
+    with pytest.raises(InvalidRequest) as caught:
+        open_provider("az://c-c-c/", {"account_url": url})
+    assert str(caught.value) == (
+        "options.account_url: an http:// account URL needs options.account_key or "
+        "options.sas_token (a token credential is sent over https only)"
+    )
+    provider = open_provider("az://c-c-c/", {"account_url": url, "account_key": AZURITE_KEY})
+    provider.close()
+
+
 @pytest.mark.parametrize("command", ["once", "run", "check"])
 def test_a_malformed_connection_string_names_the_pair_and_key(tmp_path: Path, command: str) -> None:
     """In a config of several pairs, the one line says which pair and which key."""

@@ -422,6 +422,13 @@ def make_client(options: AzureOptions, workers: int) -> tuple[BlobServiceClient,
         # message names where it came from instead (the engine adds the pair).
         client = None
         problem = f"{source}: the Azure {what} is malformed (cannot set up the Azure client)"
+        if owned is not None and account_url and account_url.startswith("http://"):
+            # The SDK sends a token (DefaultAzureCredential) over https only: a plain-http
+            # account (Azurite) needs a key or a SAS, and is not malformed for lacking one.
+            problem = (
+                f"{source}: an http:// account URL needs options.account_key or "
+                "options.sas_token (a token credential is sent over https only)"
+            )
     else:
         problem = (
             "no Azure account configured: set options.connection_string or "
