@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from harness import Setup, syncd
+from harness import Setup, running_daemon, syncd, wait_for
 
 from syncd.audit import parse_since
 
@@ -97,6 +97,35 @@ def test_old_records_are_pruned(tmp_path: Path) -> None:
     assert syncd("once", "-c", setup.config).returncode == 0
     paths = [r["path"] for r in _records(syncd("log", "--json", "-c", setup.config).stdout)]
     assert paths == ["b.txt"]
+
+
+def test_the_daemon_prunes_old_records_when_it_starts(tmp_path: Path) -> None:
+    """Issue 9: the poller prunes records older than `log_retention_days`. The daemon did it
+    at a pair's first poll only, a `poll_interval` after its start (never while every pair
+    was paused): records long past their retention stayed in `syncd log` meanwhile. It now
+    prunes at the start, then once an hour, whatever the pairs do."""
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    setup = Setup(
+        tmp_path,
+        f"file://{remote}",
+        extra={"log_retention_days": 30},
+        pair_extra={"poll_interval": 3600},
+    )
+    setup.write()
+    (setup.local / "old.txt").write_bytes(b"old")
+    assert syncd("once", "-c", setup.config).returncode == 0
+    with sqlite3.connect(setup.state_db) as db:  # age every record by 31 days
+        db.execute("UPDATE oplog SET ts = ts - 31 * 86400")
+    (setup.local / "new.txt").write_bytes(b"new")
+
+    def logged() -> list[object]:
+        return [r["path"] for r in _records(syncd("log", "--json", "-c", setup.config).stdout)]
+
+    with running_daemon(setup) as daemon:
+        wait_for(lambda: logged() == ["new.txt"], timeout=20)
+        assert '"event": "operation log pruned"' in daemon.logs()
+        assert daemon.terminate() == 0
 
 
 @pytest.mark.parametrize(

@@ -90,7 +90,6 @@ class Daemon:
         self._startups_lock = threading.Lock()
         #: The (device, inode) of each pair's root when its watch was set (None: not set).
         self._watched_roots: dict[str, tuple[int, int] | None] = {}
-        self._pruned_at = float("-inf")  # the first poll prunes the operation log
         self.poller = Poller(self.poll)
         self.workers = WorkerPool(engine.queue, engine.handle, config.workers)
         self.notifier = Notifier()
@@ -116,6 +115,10 @@ class Daemon:
             self.workers.start()
             for name in self.engine.syncers:
                 self.poller.add(name, self.engine.syncers[name].pair.poll_interval)
+            # The operation log is pruned at the start, then once an hour, whatever the pairs
+            # do: tied to a pair's poll it waited for the first poll_interval (and for ever
+            # while every pair was paused).
+            self.poller.every("prune", PRUNE_EVERY_S, self._prune_oplog)
             self.poller.start()
             log.info("syncd started", version=__version__, pairs=list(self.engine.syncers))
             for name in self.engine.syncers:
@@ -429,6 +432,13 @@ class Daemon:
         for each in sorted(paths):
             self.engine.queue.put(pair, each)
 
+    def _prune_oplog(self) -> None:
+        """Drop operation records older than `log_retention_days` (read at each run: a
+        reload may change it)."""
+        pruned = self.engine.prune_oplog()
+        if pruned:
+            log.info("operation log pruned", records=pruned)
+
     def poll(self, name: str) -> None:
         """List the remote and queue every path whose version differs from the base (a pair
         with no file watcher gets a full scan of both sides instead). A watched folder remote
@@ -437,11 +447,6 @@ class Daemon:
         if syncer is None or self.engine.queue.is_paused(name):
             return
         syncer.forget_gone_names()
-        if time.monotonic() - self._pruned_at >= PRUNE_EVERY_S:
-            self._pruned_at = time.monotonic()
-            pruned = self.engine.prune_oplog()
-            if pruned:
-                log.info("operation log pruned", records=pruned)
         if name in self._scan_fallback or name not in self._scanned:
             # No watcher, or no full scan yet (the remote was down at start-up): compare both
             # sides in full, so nothing written meanwhile is missed.

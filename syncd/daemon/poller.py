@@ -31,6 +31,18 @@ class Poller:
             next_run_time=datetime.now().astimezone() + timedelta(seconds=interval),
         )
 
+    def every(self, name: str, interval: float, job: Callable[[], None]) -> None:
+        """Run `job` now (as soon as a scheduler thread is free), then every `interval`
+        seconds: the daemon's housekeeping, which belongs to no pair."""
+        self._scheduler.add_job(
+            job,
+            "interval",
+            seconds=interval,
+            id=f"every:{name}",
+            replace_existing=True,
+            next_run_time=datetime.now().astimezone(),
+        )
+
     def remove(self, pair: str) -> None:
         self._scheduler.remove_job(f"poll:{pair}")
 
