@@ -932,6 +932,26 @@ def test_a_malformed_endpoint_is_a_config_error(
     assert "Traceback" not in output and "s3cretpw" not in output, output
 
 
+@pytest.mark.parametrize("command", ["once", "check", "run"])
+def test_an_unknown_s3_profile_names_the_option(tmp_path: Path, command: str) -> None:
+    """Issue 9's S3 named profile: a name the AWS files lack is a config error (exit 2) that
+    names `pairs[0].options.profile`, as every other bad option; it said only "cannot set up
+    the S3 client: The config profile (nosuch) could not be found"."""
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "aws-config").write_text("[profile work]\nregion = eu-west-1\n")
+    pair = PAIR + "    options: {profile: nosuch}\n"
+    path = write(tmp_path, f"state: sqlite:///TMP/state.db\nsocket: TMP/s.sock\n{pair}")
+    environment = {
+        "AWS_CONFIG_FILE": str(tmp_path / "aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "aws-config"),
+    }
+    done = syncd(command, "-c", path, env=environment, timeout=60)
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output
+    assert "pairs[0].options.profile: no profile 'nosuch' in the AWS config files" in output
+    assert "Traceback" not in output
+
+
 def test_an_unknown_strategy_reads_exactly_as_documented(tmp_path: Path) -> None:
     path = write(tmp_path, PAIR + "    conflict: newest\n")
     with pytest.raises(ConfigError) as caught:

@@ -31,6 +31,7 @@ from botocore.exceptions import (
     IncompleteReadError,
     NoCredentialsError,
     PartialCredentialsError,
+    ProfileNotFound,
     UnseekableStreamError,
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
@@ -406,7 +407,15 @@ def make_client(options: S3Options, workers: int) -> S3Client:
             verify=None if options.verify_ssl else False,  # None: honour AWS_CA_BUNDLE
             config=config,
         )
-    except BotoCoreError as exc:  # ProfileNotFound, InvalidRegionError, …
+    except ProfileNotFound as exc:
+        # Named as a config error names it: the option (the engine adds `pairs[N].`), or the
+        # variable that asked for the profile.
+        where = "options.profile" if options.profile else "the AWS_PROFILE variable"
+        raise InvalidRequest(
+            f"{where}: no profile {exc.kwargs.get('profile')!r} in the AWS config files "
+            "(~/.aws/config, ~/.aws/credentials, or AWS_CONFIG_FILE / AWS_SHARED_CREDENTIALS_FILE)"
+        ) from exc
+    except BotoCoreError as exc:  # InvalidRegionError, …
         raise InvalidRequest(f"cannot set up the S3 client: {exc}") from exc
     except ValueError as exc:  # "Invalid endpoint: …" (a profile's endpoint_url, say)
         # One line; a password in the URL is masked by ProviderError.
