@@ -192,6 +192,43 @@ def test_a_byte_flipped_on_the_server_is_caught_on_download(tmp_path: Path, remo
     assert not any(p.name.startswith(".syncd-tmp-") for p in bob.local.rglob("*"))
 
 
+def test_a_foreign_blob_is_checked_against_the_md5_the_service_states(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A blob another tool wrote has no sha256 metadata, but Azure states its Content-MD5:
+    bytes that do not match it are a failure (exit 1), never a download, in one GET or in
+    ranges. The blobs whose MD5 matches come down as usual."""
+    from azure.storage.blob import ContentSettings
+
+    remote = remote_for("azure", request, tmp_path)
+    assert isinstance(remote, AzureRemote)
+    blobs = {
+        name: os.urandom(size)
+        for name, size in (
+            ("small.bin", 100_000),
+            ("big.bin", 12 * MiB),
+            ("good-small.bin", 1000),
+            ("good-big.bin", 9 * MiB),
+        )
+    }
+    for name, data in blobs.items():
+        blob = remote.container.client.get_blob_client(remote.prefix + name)
+        blob.upload_blob(data, overwrite=True)
+        md5 = hashlib.md5(data, usedforsecurity=False).digest()
+        if not name.startswith("good-"):  # as stated by a buggy writer, or bytes gone bad
+            md5 = hashlib.md5(data + b"!", usedforsecurity=False).digest()
+        blob.set_http_headers(ContentSettings(content_md5=bytearray(md5)))
+
+    bob = Setup(tmp_path / "bob", remote.url, options=remote.options, extra=SMALL_PARTS)
+    bob.write()
+    result = syncd("once", "-c", bob.config)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "failed: small.bin: checksum mismatch (expected MD5" in result.stdout
+    assert "failed: big.bin: checksum mismatch (expected MD5" in result.stdout
+    assert tree(bob.local) == {n: d for n, d in blobs.items() if n.startswith("good-")}
+    assert not any(p.name.startswith(".syncd-tmp-") for p in bob.local.rglob("*"))
+
+
 def _rewrite_keeping_metadata(remote: Remote, key: str, data: bytes) -> None:
     if isinstance(remote, S3Remote):
         client, bucket = remote.bucket.client, remote.bucket.bucket

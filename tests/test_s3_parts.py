@@ -5,6 +5,7 @@ out."""
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import io
 import os
@@ -462,3 +463,30 @@ def test_a_server_that_ignores_the_range_still_yields_the_range(s3: S3Provider) 
     assert dropped == [f"bytes={MiB + 3}-{2 * MiB + 3}"]
     assert sink.getvalue() == blob[MiB + 3 : 2 * MiB + 4]
     assert got.size == len(blob)
+
+
+@pytest.mark.parametrize(
+    ("encryption", "md5_stated"),
+    [
+        ({}, True),
+        ({"ServerSideEncryption": "AES256"}, True),  # SSE-S3: the ETag is still the MD5
+        ({"ServerSideEncryption": "aws:kms"}, False),
+        ({"ServerSideEncryption": "aws:kms:dsse"}, False),
+        ({"SSECustomerAlgorithm": "AES256"}, False),
+    ],
+)
+def test_an_encrypted_objects_etag_is_not_taken_for_its_md5(
+    encryption: dict[str, str], md5_stated: bool
+) -> None:
+    """Downloads are checked against the MD5 an object states when it has no sha256 of
+    ours: the ETag of an SSE-KMS or SSE-C object is no MD5, and must not fail them."""
+    etag = hashlib.md5(b"data", usedforsecurity=False).hexdigest()
+    answer = {
+        "ETag": f'"{etag}"',
+        "ContentLength": 4,
+        "LastModified": datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC),
+        "Metadata": {},
+        **encryption,
+    }
+    info = S3Provider._info("k", answer)
+    assert info.md5 == (etag if md5_stated else None)

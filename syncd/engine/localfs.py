@@ -27,7 +27,8 @@ from syncd.engine.paths import (
     is_plain_key,
     key_refusal,
 )
-from syncd.providers.errors import Cancelled, SourceChanged
+from syncd.providers.base import ObjectInfo
+from syncd.providers.errors import Cancelled, ProviderError, SourceChanged
 from syncd.providers.local import NotAFolder, descend, open_root
 
 CHUNK = 1024 * 1024
@@ -208,12 +209,35 @@ def hash_file(path: Path, with_md5: bool = False) -> tuple[LocalFile, str, str |
 def sha256_of_fd(fd: int) -> str:
     """The SHA-256 of the whole file open at `fd`, read by offset (its position is left as
     it is): the very file that is then sent, or was just written."""
+    return hashes_of_fd(fd)[0]
+
+
+def hashes_of_fd(fd: int, *, md5: bool = False) -> tuple[str, str | None]:
+    """The SHA-256 of the whole file open at `fd` and, when asked, its MD5 (else None), in
+    one read by offset (its position is left as it is)."""
     sha = hashlib.sha256()
+    md5_hash = hashlib.md5(usedforsecurity=False) if md5 else None
     offset = 0
     while chunk := os.pread(fd, CHUNK, offset):
         sha.update(chunk)
+        if md5_hash is not None:
+            md5_hash.update(chunk)
         offset += len(chunk)
-    return sha.hexdigest()
+    return sha.hexdigest(), md5_hash.hexdigest() if md5_hash is not None else None
+
+
+def check_downloaded(info: ObjectInfo, sha256: str, md5: str | None) -> None:
+    """ProviderError unless the bytes written (their `sha256`, and `md5` when taken) are the
+    object's: its `sha256` metadata when it has one (syncd wrote it), else the MD5 the
+    service states (an object another tool wrote: S3's single-part ETag, GCS's md5Hash,
+    Azure's Content-MD5). Issue 5: a mismatch is an error and a retry, never a success."""
+    if info.sha256 is not None:
+        if info.sha256 != sha256:
+            raise ProviderError(
+                f"checksum mismatch (expected {info.sha256[:12]}…, got {sha256[:12]}…)"
+            )
+    elif info.md5 is not None and md5 is not None and info.md5.lower() != md5:
+        raise ProviderError(f"checksum mismatch (expected MD5 {info.md5[:12]}…, got {md5[:12]}…)")
 
 
 class HashingReader:
@@ -291,9 +315,12 @@ class HashingWriter:
         raw: BinaryIO,
         is_cancelled: Callable[[], bool],
         meter: Callable[[int], None] | None = None,
+        *,
+        md5: bool = False,
     ) -> None:
         self._raw = raw
         self._sha = hashlib.sha256()
+        self._md5 = hashlib.md5(usedforsecurity=False) if md5 else None
         self._is_cancelled = is_cancelled
         self._meter = meter
         self.bytes_written = 0
@@ -304,6 +331,8 @@ class HashingWriter:
         if self._meter is not None and data:
             self._meter(len(data))  # throttling (may wait) and progress
         self._sha.update(data)
+        if self._md5 is not None:
+            self._md5.update(data)
         self.bytes_written += len(data)
         return self._raw.write(data)
 
@@ -315,6 +344,10 @@ class HashingWriter:
 
     def hexdigest(self) -> str:
         return self._sha.hexdigest()
+
+    def md5_hexdigest(self) -> str | None:
+        """The MD5 of what was written, when asked for at construction (else None)."""
+        return self._md5.hexdigest() if self._md5 is not None else None
 
 
 def make_parents(root: Path, target: Path) -> None:

@@ -39,8 +39,9 @@ import structlog
 from syncd.engine.localfs import (
     LocalPathError,
     Spot,
+    check_downloaded,
+    hashes_of_fd,
     remove_at,
-    sha256_of_fd,
     spot_of,
     to_local,
 )
@@ -766,17 +767,17 @@ class LargeTransfers:
                 path, fd, temp=temp, remote=remote, chunk=chunk, done=done, progress=progress
             )
             os.fsync(fd)
-            sha256 = sha256_of_fd(fd)
+            sha256, md5 = hashes_of_fd(fd, md5=info.sha256 is None and info.md5 is not None)
         except PreconditionFailed:
             self._forget_download(path, spot, temp)
             raise
         finally:
             os.close(fd)
-        if info.sha256 is not None and info.sha256 != sha256:
+        try:
+            check_downloaded(info, sha256, md5)
+        except ProviderError:
             self._forget_download(path, spot, temp)
-            raise ProviderError(
-                f"checksum mismatch (expected {info.sha256[:12]}…, got {sha256[:12]}…)"
-            )
+            raise
         return info, sha256, temp
 
     def _fetch_chunks(

@@ -353,19 +353,16 @@ class Transfers:
                         written = remote.size
                     else:
                         meter = self._meter(progress, self.pace_down)
-                        info, sha256, written = self.retry.call(
+                        info, sha256, md5, written = self.retry.call(
                             lambda: self._fetch(remote, spot.fd, tmp, meter)
                         )
+                        localfs.check_downloaded(info, sha256, md5)
             except PreconditionFailed:
                 self.stat_remote(path, remote.key)
                 return Downloaded(Result.RACED)
             except NotFound:
                 self.index.put(path, None)
                 return Downloaded(Result.RACED)
-            if info.sha256 is not None and info.sha256 != sha256:
-                raise ProviderError(
-                    f"checksum mismatch (expected {info.sha256[:12]}…, got {sha256[:12]}…)"
-                )
             if written != info.size:
                 raise ProviderError(f"short download ({written} of {info.size} bytes)")
             mtime_ns = info.mtime_ns if info.mtime_ns is not None else seconds_to_ns(info.modified)
@@ -406,16 +403,23 @@ class Transfers:
 
     def _fetch(
         self, remote: ObjectInfo, folder: int, tmp: str, meter: Meter
-    ) -> tuple[ObjectInfo, str, int]:
+    ) -> tuple[ObjectInfo, str, str | None, int]:
         """One download attempt into `tmp` in `folder` (truncated first), fsynced before it
-        returns."""
+        returns: the object's info, the SHA-256 of the bytes written, their MD5 (taken only
+        for an object without syncd's sha256, to check against the service's) and their
+        count."""
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
         with open(os.open(tmp, flags, 0o666, dir_fd=folder), "wb") as fh:
-            sink = localfs.HashingWriter(cast(BinaryIO, fh), self.is_cancelled, meter)
+            sink = localfs.HashingWriter(
+                cast(BinaryIO, fh),
+                self.is_cancelled,
+                meter,
+                md5=remote.sha256 is None and remote.md5 is not None,
+            )
             info = self.provider.download(remote.key, cast(BinaryIO, sink), if_match=remote.etag)
             fh.flush()
             os.fsync(fh.fileno())
-        return info, sink.hexdigest(), sink.bytes_written
+        return info, sink.hexdigest(), sink.md5_hexdigest(), sink.bytes_written
 
 
 def _lstat_at(spot: localfs.Spot) -> os.stat_result | None:

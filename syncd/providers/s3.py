@@ -215,8 +215,15 @@ def _archived(answer: Any) -> bool:
     return 'ongoing-request="false"' not in str(answer.get("Restore", ""))
 
 
-def _md5(etag: str) -> str | None:
-    """A single-part upload's ETag is the content's MD5; a multipart one ("…-3") is not."""
+def _md5(etag: str, answer: Any = None) -> str | None:
+    """A single-part upload's ETag is the content's MD5; a multipart one ("…-3") is not, and
+    neither is the ETag of an object encrypted with SSE-KMS or a customer key (which a
+    head / get `answer` states; a listing does not)."""
+    if answer is not None and (
+        str(answer.get("ServerSideEncryption", "")).startswith("aws:kms")
+        or answer.get("SSECustomerAlgorithm")
+    ):
+        return None
     return etag if _MD5.match(etag) else None
 
 
@@ -893,7 +900,7 @@ class S3Provider:
             modified=answer["LastModified"].timestamp(),
             mtime_ns=parse_mtime(metadata.get(MTIME_META)),
             sha256=_sha256(metadata),
-            md5=_md5(etag),
+            md5=_md5(etag, answer),
             has_metadata=True,
             archived=_archived(answer),
             origin=metadata.get(ORIGIN_META),
