@@ -8,6 +8,7 @@ from the emulator's request log, as test_gcs.py does.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import io
 import json
@@ -355,3 +356,28 @@ def test_a_session_that_finishes_wrong_leaves_no_object(gcs: GCSProvider, data: 
     again = gcs.start_multipart(req)
     info = gcs.complete_multipart(req, again, [send(gcs, req, again, p, data) for p in parts])
     assert get(gcs, "twice.bin", if_match=info.etag)[0] == data
+
+
+def test_a_finished_object_whose_crc32c_is_not_the_files_is_refused(
+    gcs: GCSProvider, data: bytes
+) -> None:
+    """GCS checks no chunk; the CRC32C the service states for the finished object is checked
+    against the file's (UploadRequest.crc32c, from the read before the upload). Bytes that
+    went wrong on the way (here: the request describes other bytes) leave no object, and a
+    request whose CRC32C matches goes through."""
+    wrong = dataclasses.replace(
+        request_for("crc.bin", data, if_absent=True),
+        crc32c=f"{google_crc32c.value(data + b'!'):08x}",
+    )
+    parts = plan(len(data), QUANTUM)
+    upload_id = gcs.start_multipart(wrong)
+    with pytest.raises(InvalidRequest, match="CRC32C"):
+        for part in parts:
+            send(gcs, wrong, upload_id, part, data)
+    with pytest.raises(NotFound):
+        gcs.stat("crc.bin")
+
+    right = dataclasses.replace(wrong, crc32c=f"{google_crc32c.value(data):08x}")
+    again = gcs.start_multipart(right)
+    info = gcs.complete_multipart(right, again, [send(gcs, right, again, p, data) for p in parts])
+    assert get(gcs, "crc.bin", if_match=info.etag)[0] == data

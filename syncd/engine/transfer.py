@@ -260,7 +260,11 @@ class Transfers:
         assert self.large is not None
         digests = self.large.digest(fh.fileno(), before.size)
         sha256 = digests.sha256
-        request = replace(_request(path, before, sha256, expected, metadata), md5=digests.md5)
+        request = replace(
+            _request(path, before, sha256, expected, metadata),
+            md5=digests.md5,
+            crc32c=digests.crc32c,
+        )
         try:
             info = self.large.upload(
                 path,

@@ -151,6 +151,9 @@ class UploadRequest:
     `if_match` for replace-only-if-unchanged (an `ObjectInfo.etag`). At most one is set.
     `md5` is the hex MD5 of the whole body when the caller knows it (see
     `PartLimits.whole_md5`); a multipart commit that cannot compute it stores it.
+    `crc32c` is the hex CRC32C of the whole body when the caller knows it: a provider whose
+    service states the stored object's CRC32C (GCS) checks a multipart upload's result
+    against it.
     """
 
     key: str
@@ -162,6 +165,7 @@ class UploadRequest:
     if_match: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     md5: str | None = None
+    crc32c: str | None = None
 
 
 @runtime_checkable

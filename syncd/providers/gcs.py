@@ -233,6 +233,17 @@ def _generation(etag: str) -> int | None:
     return value if 0 < value <= _MAX_GENERATION else None
 
 
+def _crc32c_hex(b64: str | None) -> str | None:
+    """GCS states CRC32C as the base64 of its 4 big-endian bytes; as hex (None if absent)."""
+    if not b64:
+        return None
+    try:
+        raw = base64.b64decode(b64, validate=True)
+    except ValueError:
+        return None
+    return raw.hex() if len(raw) == 4 else None
+
+
 def _md5(b64: str | None) -> str | None:
     """GCS states MD5 as base64; composite objects have none."""
     if not b64:
@@ -999,7 +1010,19 @@ class GCSProvider:
         blob = self._bucket().blob(self.prefix + request.key)
         blob._set_properties(resource)
         info = self._info(request.key, blob)
+        problem: str | None = None
         if not last or info.size != request.size:
+            problem = f"the upload session finished with {info.size} of {request.size} bytes"
+        elif request.crc32c is not None:
+            # Issue 5: GCS checks no chunk, so the finished object's CRC32C (the service's
+            # own, of what it stored) is checked against the file's, read before the upload.
+            stored = _crc32c_hex(blob.crc32c)
+            if stored is not None and stored != request.crc32c.lower():
+                problem = (
+                    f"the finished object's CRC32C ({stored}) is not the file's"
+                    f" ({request.crc32c.lower()})"
+                )
+        if problem is not None:
             # That object is this session's own, and wrong: left in place, it would read as
             # another writer's version (a conflict, its copy failing every download). Its
             # very generation goes; the engine then starts over.
@@ -1007,9 +1030,7 @@ class GCSProvider:
                 self.delete(request.key, if_match=info.etag)
             except ProviderError as exc:
                 log.warning("could not remove a wrongly finished upload", key=where, error=str(exc))
-            raise InvalidRequest(
-                f"{where}: the upload session finished with {info.size} of {request.size} bytes"
-            )
+            raise InvalidRequest(f"{where}: {problem}")
         with self._finished_lock:
             self._finished[upload_id] = info
             while len(self._finished) > _FINISHED_KEPT:
