@@ -480,3 +480,21 @@ def test_one_way_copies_reach_the_service_the_engines_pairs_are_on(
         assert (again.exit_code, again.files_down) == (0, 1), again.pairs[0].fault
     assert results.objects() == {"r.csv": b"1,2"}
     assert tree(tmp_path / "back") == tree(tmp_path / "again") == {"r.csv": b"1,2"}
+
+
+def test_each_dry_run_of_an_engine_plans_only_its_own_pass(tmp_path: Path) -> None:
+    """One engine, several dry runs: each report's plan held every earlier dry run's items
+    as well (the same path planned two, three times), and a dry run after the real run still
+    listed what that run had done."""
+    local, remote = _folders(tmp_path)
+    (local / "a.txt").write_bytes(b"alpha")
+    data = _config(tmp_path, local, f"file://{remote}")
+    with Engine.from_config_dict(data) as engine:
+        plans = [engine.sync_once(dry_run=True).pairs[0].planned for _ in range(2)]
+        assert [[(i.path, i.decision.action.value) for i in p] for p in plans] == [
+            [("a.txt", "upload")],
+            [("a.txt", "upload")],
+        ]
+        assert engine.sync_once().files_up == 1
+        assert engine.sync_once(dry_run=True).pairs[0].planned == []
+    assert (remote / "a.txt").read_bytes() == b"alpha"

@@ -536,8 +536,10 @@ class Engine:
 
     def _begin_pass(self, name: str) -> tuple[int, int, int, int]:
         """What a pass's report counts from: the pair's totals before it (one engine may run
-        many passes), and no settled conflicts yet."""
-        stats = self.syncers[name].stats
+        many passes), and no settled conflicts or planned actions yet."""
+        syncer = self.syncers[name]
+        syncer.planned.clear()  # a dry run's plan is this pass's alone
+        stats = syncer.stats
         stats.settled.clear()
         return stats.uploaded, stats.downloaded, stats.bytes_up, stats.bytes_down
 
