@@ -448,6 +448,24 @@ def test_once_dry_run_changes_nothing(tmp_path: Path, remote: Remote) -> None:
     assert remote.listing() == {}
 
 
+def test_syncd_upload_after_a_local_rename_deletes_nothing(tmp_path: Path) -> None:
+    """`syncd upload` copies and never deletes, but a renamed file was sent as a move: its
+    old name was deleted from the destination (and kept in no trash)."""
+    source, target = tmp_path / "source", tmp_path / "target"
+    source.mkdir()
+    target.mkdir()
+    data = os.urandom(3000)
+    (source / "a.bin").write_bytes(data)
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "xdg")}
+    assert syncd("upload", source, f"file://{target}", env=env).returncode == 0
+    (source / "a.bin").rename(source / "b.bin")
+    dry = syncd("upload", source, f"file://{target}", "--dry-run", env=env)
+    assert "upload\t" in dry.stdout and "b.bin\tnew locally" in dry.stdout
+    result = syncd("upload", source, f"file://{target}", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert tree(target) == {"a.bin": data, "b.bin": data}
+
+
 def test_dry_runs_create_no_state_and_no_folder(tmp_path: Path) -> None:
     """A dry run changes nothing, not even the state: no state database, lock or folder is
     made where none was; a download's dry run into a folder the real run would make plans

@@ -1368,7 +1368,10 @@ class PairSyncer:
 
     def _try_move(self, path: str, local: LocalFile, plog: Logger) -> bool:
         """A new local file whose content is a synced file that vanished locally (and is
-        unchanged remotely) is that file, moved: copy server-side, delete the old key."""
+        unchanged remotely) is that file, moved: copy server-side, delete the old key.
+        A one-way copy (`syncd upload`) never deletes, so it moves nothing either."""
+        if not self.propagate_deletes:
+            return False
         # Size first (one indexed query), then content: only synced files with these very
         # bytes are looked at on disk, so many files of one size cost no stat storm. In a
         # held pass, only the sizes of files its scan found gone: a first upload of 20,000
