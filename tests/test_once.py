@@ -448,6 +448,40 @@ def test_once_dry_run_changes_nothing(tmp_path: Path, remote: Remote) -> None:
     assert remote.listing() == {}
 
 
+@pytest.mark.parametrize("kind", ["file", "s3"])
+def test_a_dry_run_plans_local_renames_as_the_moves_the_real_run_makes(
+    tmp_path: Path, request: pytest.FixtureRequest, kind: str
+) -> None:
+    """Two of three synced files renamed: the real run moves them (a server-side copy and
+    a delete, nothing held by max_delete), but the dry run planned an upload and a deletion
+    for each and said the deletions would be held, which the real run then did not do."""
+    remote = remote_for(kind, request, tmp_path)
+    setup = _setup(tmp_path, remote)
+    files = {name: os.urandom(2000) for name in ("f1", "f2", "f3")}
+    for name, data in files.items():
+        (setup.local / name).write_bytes(data)
+    assert syncd("once", "-c", setup.config).returncode == 0
+    (setup.local / "f1").rename(setup.local / "g1")
+    (setup.local / "sub").mkdir()
+    (setup.local / "f2").rename(setup.local / "sub" / "g2")
+
+    dry = syncd("once", "--dry-run", "-c", setup.config)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert dry.stdout.splitlines() == [
+        "move\tdocs/g1\tmoved locally from f1",
+        "move\tdocs/sub/g2\tmoved locally from f2",
+    ]
+    assert remote.objects() == files
+
+    real = syncd("once", "-c", setup.config)
+    assert real.returncode == 0, real.stdout + real.stderr
+    assert "held" not in real.stdout
+    assert real.stderr.count('"event": "moved"') == 2
+    expected = {"g1": files["f1"], "sub/g2": files["f2"], "f3": files["f3"]}
+    assert remote.objects() == expected and tree(setup.local) == expected
+    assert syncd("once", "--dry-run", "-c", setup.config).stdout == ""
+
+
 def test_syncd_upload_after_a_local_rename_deletes_nothing(tmp_path: Path) -> None:
     """`syncd upload` copies and never deletes, but a renamed file was sent as a move: its
     old name was deleted from the destination (and kept in no trash)."""

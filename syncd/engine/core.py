@@ -538,7 +538,7 @@ class Engine:
         """What a pass's report counts from: the pair's totals before it (one engine may run
         many passes), and no settled conflicts or planned actions yet."""
         syncer = self.syncers[name]
-        syncer.planned.clear()  # a dry run's plan is this pass's alone
+        syncer.clear_plan()  # a dry run's plan is this pass's alone
         stats = syncer.stats
         stats.settled.clear()
         return stats.uploaded, stats.downloaded, stats.bytes_up, stats.bytes_down

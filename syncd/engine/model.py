@@ -66,6 +66,9 @@ class Action(enum.Enum):
     DELETE_LOCAL = "delete_local"
     DELETE_REMOTE = "delete_remote"
     CONFLICT = "conflict"
+    #: Only in a dry run's plan: a new local file that is a synced file moved (a server-side
+    #: copy and a delete of the old key, not an upload); `decide` never says it.
+    MOVE = "move"
     HASH_LOCAL = "hash_local"  # the decision needs the local content hash; compute and ask again
     FETCH_REMOTE = (
         "fetch_remote"  # the decision needs the remote's metadata (sha256); stat and ask again

@@ -177,6 +177,8 @@ class PairSyncer:
         #: sent again (see `decide`'s `copy`).
         self.copy = False
         self.planned: list[PlanItem] = []
+        #: Dry run: the synced files a planned move takes (never planned as deletions).
+        self._moved_from: set[str] = set()
         self._lock = threading.Lock()
         self.deletions = DeletionBatch()
         #: Deletions the guard held and nothing let through yet (kept in the state), and the
@@ -703,10 +705,21 @@ class PairSyncer:
             if self._one_way_refuses(resolution) is not None:
                 return Outcome.DONE  # left as it is: nothing to plan
             decision = Decision(Action.CONFLICT, f"{decision.reason}; {resolution.reason}")
+        if (
+            decision.action is Action.UPLOAD
+            and facts.base is None
+            and facts.remote is None
+            and facts.local is not None
+        ):
+            source = self._plan_move(path, facts.local)
+            if source is not None:
+                decision = Decision(Action.MOVE, f"moved locally from {source}")
         with self._lock:
+            if path in self._moved_from:
+                return Outcome.DONE  # the source of a planned move: not deleted
             self.planned.append(PlanItem(path, decision))
-        if decision.action in DELETE_SIDE:
-            self.deletions.hold(path, DELETE_SIDE[decision.action])
+            if decision.action in DELETE_SIDE:
+                self.deletions.hold(path, DELETE_SIDE[decision.action])
         return Outcome.DONE
 
     def _act(
@@ -1366,30 +1379,60 @@ class PairSyncer:
         plog.info("deleted locally (kept in trash)", op="delete_local", reason=why)
         return Outcome.DONE
 
-    def _try_move(self, path: str, local: LocalFile, plog: Logger) -> bool:
-        """A new local file whose content is a synced file that vanished locally (and is
-        unchanged remotely) is that file, moved: copy server-side, delete the old key.
+    def _move_sources(
+        self, path: str, local: LocalFile
+    ) -> tuple[str, list[tuple[BaseEntry, ObjectInfo]]] | None:
+        """The synced files a new local file can have been moved from: gone locally,
+        unchanged remotely, with its very bytes (with its SHA-256); None when there is none.
         A one-way copy (`syncd upload`) never deletes, so it moves nothing either."""
         if not self.propagate_deletes:
-            return False
+            return None
         # Size first (one indexed query), then content: only synced files with these very
         # bytes are looked at on disk, so many files of one size cost no stat storm. In a
         # held pass, only the sizes of files its scan found gone: a first upload of 20,000
         # files of one size hashes none of them twice.
         if self._gone_sizes is not None and local.size not in self._gone_sizes:
-            return False
+            return None
         if not self.store.has_size(self.name, local.size):
-            return False
+            return None
         _, sha256, _ = localfs.hash_file(self.local_path(path))
-        candidates = [
-            entry
-            for entry in self.store.with_content(self.name, local.size, sha256)
-            if entry.path != path and self._stat_local(entry.path) is None
-        ]
-        for entry in candidates:
-            old = self.index.get(entry.path)
-            if old is None or old.etag != entry.remote_etag:
+        sources = []
+        for entry in self.store.with_content(self.name, local.size, sha256):
+            if entry.path == path or self._stat_local(entry.path) is not None:
                 continue
+            old = self.index.get(entry.path)
+            if old is not None and old.etag == entry.remote_etag:
+                sources.append((entry, old))
+        return (sha256, sources) if sources else None
+
+    def clear_plan(self) -> None:
+        """A new pass: no action planned yet."""
+        with self._lock:
+            self.planned.clear()
+            self._moved_from.clear()
+
+    def _plan_move(self, path: str, local: LocalFile) -> str | None:
+        """Dry run: the synced file this new one would be moved from (see _try_move), taken
+        out of the plan's deletions as the real run takes it; None if it is a plain upload."""
+        found = self._move_sources(path, local)
+        with self._lock:
+            for entry, _ in found[1] if found else ():
+                if entry.path in self._moved_from:
+                    continue  # another new file of the pass takes that one
+                self._moved_from.add(entry.path)
+                self.planned[:] = [item for item in self.planned if item.path != entry.path]
+                self.deletions.forget(entry.path)
+                return entry.path
+        return None
+
+    def _try_move(self, path: str, local: LocalFile, plog: Logger) -> bool:
+        """A new local file whose content is a synced file that vanished locally (and is
+        unchanged remotely) is that file, moved: copy server-side, delete the old key."""
+        found = self._move_sources(path, local)
+        if found is None:
+            return False
+        sha256, sources = found
+        for entry, old in sources:
             try:
                 info = self.retry.call(
                     partial(self.provider.copy, old.key, path, if_match=old.etag)
