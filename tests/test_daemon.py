@@ -695,6 +695,35 @@ def test_mass_deletion_is_held_until_sync_force(tmp_path: Path) -> None:
         assert daemon.terminate() == 0
 
 
+@pytest.mark.parametrize("kind", ["file", "s3"])
+def test_new_files_of_a_pass_do_not_dilute_its_deletions_below_max_delete(
+    tmp_path: Path, kind: str, request: pytest.FixtureRequest
+) -> None:
+    """3 of 4 synced files deleted and 4 new ones made while the daemon was stopped: its
+    start-up pass recorded each new file as it went up, so the guard weighed 3 deletions
+    against 8 synced files and let them through (`syncd once` held the same pass, 3 of 4)."""
+    remote = remote_for(kind, request, tmp_path)
+    setup = Setup(tmp_path, remote.url, options=remote.options)
+    setup.write()
+    for name in "abcd":
+        (setup.local / f"{name}.txt").write_text(name)
+    assert syncd("once", "-c", setup.config).returncode == 0
+    for name in "abc":
+        (setup.local / f"{name}.txt").unlink()
+    for i in range(4):
+        (setup.local / f"new{i}.txt").write_text(f"new {i}")
+    with running_daemon(setup) as daemon:
+        held = wait_for(lambda: (p := daemon.pair_status())["state"] == "held" and p)
+        assert held["held"] == 3
+        wait_for(lambda: len(remote.objects()) == 8)
+        assert daemon.terminate() == 0
+    assert sorted(remote.objects()) == sorted(
+        ["a.txt", "b.txt", "c.txt", "d.txt"] + [f"new{i}.txt" for i in range(4)]
+    )
+    once = syncd("once", "-c", setup.config)
+    assert once.returncode == 4 and "held: a.txt" in once.stdout, once.stdout
+
+
 def test_a_held_deletion_stays_held_as_the_pair_grows(tmp_path: Path) -> None:
     """The guard holds 60 of 60 files deleted by accident; then teammates add 61 files to
     the remote: 60 of 121 is under max_delete, and the hold lifted by itself, deleting the

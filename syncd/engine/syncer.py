@@ -92,6 +92,10 @@ class Outcome(enum.Enum):
     PENDING = "pending"  # a deletion waiting for the end-of-pass guard
 
 
+#: What records a path that had no base (a new file of the pass), when it settles it.
+FIRST_RECORDS = frozenset({Action.UPLOAD, Action.DOWNLOAD, Action.RECORD, Action.CONFLICT})
+
+
 @dataclass(frozen=True, slots=True)
 class PlanItem:
     path: str
@@ -196,6 +200,11 @@ class PairSyncer:
         #: In a held pass: the sizes of the synced files its scan found gone locally, the only
         #: ones a new file of the pass can have been moved from (None: ask the state).
         self._gone_sizes: set[int] | None = None
+        #: Paths first recorded since the guard last looked (new files of this pass, on
+        #: either side): not among the synced files a pass's deletions are weighed against.
+        #: A move's new name is not one (it stands for the file it was moved from).
+        self._new_in_pass: set[str] = set()
+        self._moved_to: set[str] = set()
         self._warned_skips: set[str] = set()
         #: A dry run of a download into a folder the real run would make: absent, it is empty.
         self.missing_root_is_empty = False
@@ -478,13 +487,16 @@ class PairSyncer:
             PassFacts(
                 local_deletions=sides.count("local"),
                 remote_deletions=sides.count("remote"),
-                synced_files=self.store.count(self.name) if pending else 0,
+                synced_files=self._synced_before_pass() if pending else 0,
                 max_delete=self.pair.max_delete,
                 root_present=self.root.is_dir(),
                 remote_emptied=self.remote_emptied,
                 held_before=len(self._held_before & pending.keys()),
             )
         )
+        with self._lock:  # the next pass weighs its own new files
+            self._new_in_pass.clear()
+            self._moved_to.clear()
         if reason is not None and not force:
             newly = sorted(set(pending) - set(self.stats.held))
             self.stats.set_held(reason, pending, self._waiting_for(set(pending)))
@@ -504,6 +516,22 @@ class PairSyncer:
             still_held = self._held_before - pending.keys()  # not looked at again yet
         self._remember_held(still_held)
         return sorted(pending)
+
+    def _synced_before_pass(self) -> int:
+        """How many files were synced when this pass began: a daemon records each new file
+        as it lands, so the state's count already holds the new files of the pass (3 of 4
+        files deleted and 4 new ones made at once came out as 3 of 8, let through)."""
+        with self._lock:
+            new = len(self._new_in_pass)
+        return max(0, self.store.count(self.name) - new)
+
+    def _first_recorded(self, path: str) -> None:
+        """`path` had no base and was copied or recorded now, a move's new name aside."""
+        with self._lock:
+            if path in self._moved_to:
+                self._moved_to.discard(path)
+            else:
+                self._new_in_pass.add(path)
 
     def _remember_held(self, paths: Iterable[str]) -> None:
         """Keep what the guard holds (in the state, over a restart) until it is let through,
@@ -576,6 +604,8 @@ class PairSyncer:
                     else f"no longer a conflict, settled as any change: {decision.reason}"
                 )
             outcome = self._act(path, decision, facts, keep, plog)
+            if facts.base is None and outcome is Outcome.DONE and decision.action in FIRST_RECORDS:
+                self._first_recorded(path)
             if self.large is not None and outcome not in (Outcome.REQUEUE, Outcome.FAILED):
                 # Settled, and not by resuming a recorded upload of it (that one would be gone
                 # now): the upload is abandoned, aborted in this pass (issue 5).
@@ -1448,6 +1478,11 @@ class PairSyncer:
             self._oplog(
                 path, "move", "ok", size=local.size, note=f"from {entry.path}", sha256=sha256
             )
+
+
+            with self._lock:
+                self._moved_to.add(path)
+            self._oplog(path, "move", "ok", size=local.size, note=f"from {entry.path}")
             plog.info("moved", op="move", source=entry.path)
             return True
         return False

@@ -687,6 +687,11 @@ class StateStore:
             return {row[0]: RemoteSeen._make(row[1:]) for row in rows}
 
     def count(self, pair: str) -> int:
+        """How many base entries the pair has, the ones written behind included."""
+        with self._held_lock:
+            held = self._held.get(pair)
+            if held is not None:
+                return len(held.entries)
         self._read_after_waiting(pair)
         with self._engine.connect() as conn:
             return int(
