@@ -294,6 +294,27 @@ def test_folder_moved_into_the_root_is_synced(tmp_path: Path) -> None:
         assert daemon.terminate() == 0
 
 
+def test_a_local_root_and_a_folder_remote_that_are_symlinks_are_watched(tmp_path: Path) -> None:
+    """`local:` (and a file:// remote) naming a symlink to a folder: inotify does not follow
+    a link, so the daemon watched the link itself and saw no event: files dropped locally
+    went up only at the next start, and files put in the remote folder came down only at its
+    hourly listing."""
+    (tmp_path / "real-local").mkdir()
+    (tmp_path / "real-remote").mkdir()
+    (tmp_path / "remote").symlink_to(tmp_path / "real-remote")
+    setup = Setup(tmp_path, f"file://{tmp_path / 'remote'}")
+    setup.local.symlink_to(tmp_path / "real-local")
+    with running_daemon(setup) as daemon:
+        daemon.wait_idle()
+        (tmp_path / "real-local" / "up.txt").write_bytes(b"dropped")
+        wait_for(lambda: (tmp_path / "real-remote" / "up.txt").is_file(), timeout=10)
+        (tmp_path / "real-remote" / "down.txt").write_bytes(b"put remotely")
+        wait_for(lambda: (tmp_path / "real-local" / "down.txt").is_file(), timeout=10)
+        assert daemon.terminate() == 0
+    assert tree(tmp_path / "real-remote") == {"up.txt": b"dropped", "down.txt": b"put remotely"}
+    assert tree(tmp_path / "real-local") == tree(tmp_path / "real-remote")
+
+
 def test_second_daemon_on_the_same_state_refuses(tmp_path: Path) -> None:
     remote = tmp_path / "remote"
     remote.mkdir()

@@ -118,18 +118,24 @@ class Watcher:
 
     def watch(self, pair: str, root: Path) -> None:
         """Watch `root` recursively. Raises WatchLimitReached when the kernel's inotify limits
-        (watches or instances) are exhausted, and OSError for anything else."""
-        self._watches[pair] = self._schedule(PairEventHandler(pair, root, self._emit), root)
+        (watches or instances) are exhausted, and OSError for anything else.
+
+        A root that is a symlink (`local: ~/Documents` linking elsewhere) is watched where it
+        leads: inotify does not follow a link, so a watch on the link itself saw no event."""
+        real = Path(os.path.realpath(root))
+        self._watches[pair] = self._schedule(PairEventHandler(pair, real, self._emit), real)
 
     def watch_remote(self, pair: str, root: str, changed: Callable[[str], None]) -> None:
         """Call `changed(pair)` at every event under a folder remote's `root`. Raises like
         `watch`, and with EEXIST when another watch has the same root (watchdog would merge
-        the two, and unwatching one would silence the other)."""
+        the two, and unwatching one would silence the other). A symlink is watched where it
+        leads, as in `watch`."""
         self.unwatch_remote(pair)
+        real = os.path.realpath(root)
         taken = {watch.path for watch in [*self._watches.values(), *self._remote_watches.values()]}
-        if str(root) in taken:
+        if real in taken:
             raise OSError(errno.EEXIST, f"{root} is already watched for another pair")
-        self._remote_watches[pair] = self._schedule(RemoteEventHandler(pair, changed), root)
+        self._remote_watches[pair] = self._schedule(RemoteEventHandler(pair, changed), real)
 
     def _schedule(self, handler: FileSystemEventHandler, root: Path | str) -> ObservedWatch:
         if self._observer is None:
