@@ -200,9 +200,11 @@ class PairSyncer:
         #: In a held pass: the sizes of the synced files its scan found gone locally, the only
         #: ones a new file of the pass can have been moved from (None: ask the state).
         self._gone_sizes: set[int] | None = None
-        #: Paths first recorded since the guard last looked (new files of this pass, on
-        #: either side): not among the synced files a pass's deletions are weighed against.
-        #: A move's new name is not one (it stands for the file it was moved from).
+        #: The new files (no base) a full pass planned, and of those the ones recorded since
+        #: the guard last looked: not among the synced files the pass's deletions are weighed
+        #: against. A move's new name is not one (it stands for the file it was moved from).
+        #: Files that came and were synced one by one (the daemon's watcher and polls) count.
+        self._planned_new: set[str] = set()
         self._new_in_pass: set[str] = set()
         self._moved_to: set[str] = set()
         self._warned_skips: set[str] = set()
@@ -452,6 +454,8 @@ class PairSyncer:
                 or decision.reason == ARCHIVED
             ):
                 plan.append(PlanItem(path, decision))
+        with self._lock:
+            self._planned_new.update(item.path for item in plan if item.path not in base)
         if first_pass and self.large is not None and not self.plan_only:
             # An unfinished upload of a path with nothing to do is never resumed (issue 5).
             self.large.abandon_all_but({item.path for item in plan})
@@ -487,7 +491,7 @@ class PairSyncer:
             PassFacts(
                 local_deletions=sides.count("local"),
                 remote_deletions=sides.count("remote"),
-                synced_files=self._synced_before_pass() if pending else 0,
+                synced_files=self._synced_before_pass(pending.keys()) if pending else 0,
                 max_delete=self.pair.max_delete,
                 root_present=self.root.is_dir(),
                 remote_emptied=self.remote_emptied,
@@ -495,6 +499,7 @@ class PairSyncer:
             )
         )
         with self._lock:  # the next pass weighs its own new files
+            self._planned_new.clear()
             self._new_in_pass.clear()
             self._moved_to.clear()
         if reason is not None and not force:
@@ -517,12 +522,14 @@ class PairSyncer:
         self._remember_held(still_held)
         return sorted(pending)
 
-    def _synced_before_pass(self) -> int:
-        """How many files were synced when this pass began: a daemon records each new file
-        as it lands, so the state's count already holds the new files of the pass (3 of 4
-        files deleted and 4 new ones made at once came out as 3 of 8, let through)."""
+    def _synced_before_pass(self, deleting: Iterable[str]) -> int:
+        """How many files were synced when this full pass began: a daemon records each new
+        file as it lands, so the state's count already holds the pass's new files (3 of 4
+        files deleted and 4 new ones made while it was stopped came out as 3 of 8 at its
+        start-up pass, let through). A new file the pass itself deletes (a file that steps
+        aside for a folder of its name) stays counted, as the deletion is."""
         with self._lock:
-            new = len(self._new_in_pass)
+            new = len(self._new_in_pass.difference(deleting))
         return max(0, self.store.count(self.name) - new)
 
     def _first_recorded(self, path: str) -> None:
@@ -530,7 +537,7 @@ class PairSyncer:
         with self._lock:
             if path in self._moved_to:
                 self._moved_to.discard(path)
-            else:
+            elif path in self._planned_new:
                 self._new_in_pass.add(path)
 
     def _remember_held(self, paths: Iterable[str]) -> None:
