@@ -1482,14 +1482,11 @@ class PairSyncer:
             self.index.put(path, info)
             self.store.forget(self.name, [entry.path])
             self._record(path, local, sha256, info, None)
+            with self._lock:
+                self._moved_to.add(path)
             self._oplog(
                 path, "move", "ok", size=local.size, note=f"from {entry.path}", sha256=sha256
             )
-
-
-            with self._lock:
-                self._moved_to.add(path)
-            self._oplog(path, "move", "ok", size=local.size, note=f"from {entry.path}")
             plog.info("moved", op="move", source=entry.path)
             return True
         return False
