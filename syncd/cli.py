@@ -700,10 +700,14 @@ def state_rebuild(config_path: str | None, pair: str | None) -> None:
                 store = StateStore(config.state)
             except StateError as exc:
                 db_file = sqlite_path(config.state)
-                if not exc.corrupt or db_file is None:
+                if not (exc.corrupt or exc.newer) or db_file is None:
                     raise
-                kept = move_aside(db_file)
-                click.echo(f"the state database was unreadable; kept as {kept}")
+                if exc.newer:
+                    kept = move_aside(db_file, "newer")
+                    click.echo(f"the state database was written by a newer syncd; kept as {kept}")
+                else:
+                    kept = move_aside(db_file)
+                    click.echo(f"the state database was unreadable; kept as {kept}")
                 pair = None  # a new database knows no pair
                 store = StateStore(config.state)
             try:

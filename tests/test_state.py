@@ -71,6 +71,49 @@ def test_a_newer_schema_is_refused_with_one_line(tmp_path: Path) -> None:
     assert "\n" not in message
 
 
+@pytest.mark.parametrize(
+    ("version", "kept_as", "says"),
+    [
+        (str(SCHEMA_VERSION + 1), "state.db.newer-*", "newer syncd"),
+        ("four", "state.db.corrupt-*", "not a number"),
+    ],
+    ids=["newer schema", "damaged version"],
+)
+def test_a_state_syncd_cannot_use_is_refused_and_rebuild_does_what_the_refusal_says(
+    tmp_path: Path, version: str, kept_as: str, says: str
+) -> None:
+    """The refusal points to `syncd state rebuild`: that command then works (it had refused
+    a newer schema with the very same line, and a version that is not a number was a
+    traceback everywhere); the file is kept beside, and the first sync deletes nothing."""
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    setup = Setup(tmp_path, f"file://{remote}")
+    setup.write()
+    (setup.local / "mine.txt").write_bytes(b"local")
+    (remote / "theirs.txt").write_bytes(b"remote")
+    assert syncd("once", "-c", setup.config).returncode == 0
+    db = sqlite3.connect(setup.state_db)
+    db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (version,))
+    db.commit()
+    db.close()
+    (remote / "mine.txt").unlink()  # a change the forgotten state cannot explain
+
+    for command in ("once", "run"):
+        refused = syncd(command, "-c", setup.config)
+        assert refused.returncode == 1
+        assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
+        assert says in refused.stderr and "syncd state rebuild" in refused.stderr
+
+    rebuilt = syncd("state", "rebuild", "-c", setup.config)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    kept = list(setup.state_db.parent.glob(kept_as))
+    assert [p.name for p in kept if not p.name.endswith(("-wal", "-shm"))], kept
+
+    again = syncd("once", "-c", setup.config)
+    assert again.returncode == 0, again.stderr
+    assert tree(setup.local) == tree(remote) == {"mine.txt": b"local", "theirs.txt": b"remote"}
+
+
 def test_open_conflicts_survive_a_restart(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'state.db'}"
     store = StateStore(url)

@@ -48,10 +48,13 @@ log = structlog.get_logger("syncd.state")
 class StateError(Exception):
     """The state database cannot be used (corrupt, newer schema, unreachable)."""
 
-    def __init__(self, message: str, *, corrupt: bool = False) -> None:
+    def __init__(self, message: str, *, corrupt: bool = False, newer: bool = False) -> None:
         super().__init__(message)
         #: The file is not a usable SQLite database: `syncd state rebuild` moves it aside.
         self.corrupt = corrupt
+        #: A newer syncd wrote it: `syncd state rebuild` moves it aside too (kept, for that
+        #: syncd), as the refusal's own line tells the user to run it.
+        self.newer = newer
 
 
 class StateWriteError(StateError):
@@ -354,6 +357,13 @@ class StateStore:
             found = conn.execute(
                 select(schema.meta.c.value).where(schema.meta.c.key == "schema_version")
             ).scalar_one_or_none()
+            if found is not None and not found.strip().isdecimal():
+                raise StateError(
+                    f"state database {_redacted(self.url)}: its schema version {found!r} is "
+                    "not a number, the file is damaged; run `syncd state rebuild` to start over "
+                    "(a first sync that deletes nothing; the unreadable file is kept beside it)",
+                    corrupt=True,
+                )
             if found is None:
                 conn.execute(
                     schema.meta.insert().values(
@@ -373,7 +383,8 @@ class StateStore:
                 raise StateError(
                     f"state database {_redacted(self.url)} was written by a newer syncd "
                     f"(schema {found}, this one knows {schema.SCHEMA_VERSION}); "
-                    "upgrade syncd or run `syncd state rebuild`"
+                    "upgrade syncd or run `syncd state rebuild`",
+                    newer=True,
                 )
 
     def close(self) -> None:
@@ -1013,11 +1024,12 @@ def _is_corruption(exc: DatabaseError) -> bool:
     return "not a database" in text or "malformed" in text or "corrupt" in text
 
 
-def move_aside(db_file: Path) -> Path:
+def move_aside(db_file: Path, label: str = "corrupt") -> Path:
     """Rename an unusable database (and its WAL / shared-memory files) out of the way, keeping
-    it for a post-mortem; returns the new name of the main file."""
+    it for a post-mortem (`label` "corrupt") or for the newer syncd that wrote it ("newer");
+    returns the new name of the main file."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    target = db_file.with_name(f"{db_file.name}.corrupt-{stamp}")
+    target = db_file.with_name(f"{db_file.name}.{label}-{stamp}")
     for suffix in ("", "-wal", "-shm"):
         source = Path(f"{db_file}{suffix}")
         if source.exists():
