@@ -248,6 +248,25 @@ MALFORMED = [
         "unknown key",
     ),
     ("options not a mapping", PAIR + "    options: [a]\n", "pairs[0].options", "mapping"),
+    # One S3 key without the other was a TypeError traceback from botocore's signer.
+    (
+        "s3 secret without its key id",
+        PAIR + "    options: {secret_access_key: s3cretpw}\n",
+        "pairs[0].options.secret_access_key",
+        "given without access_key_id",
+    ),
+    (
+        "s3 key id without its secret",
+        PAIR + "    options: {access_key_id: AKIAEXAMPLE}\n",
+        "pairs[0].options.secret_access_key",
+        "required when access_key_id is given",
+    ),
+    (
+        "s3 session token without keys",
+        PAIR + "    options: {session_token: s3cretpw}\n",
+        "pairs[0].options.session_token",
+        "given without access_key_id and secret_access_key",
+    ),
     *(
         (
             f"endpoint_url {url!r}",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
 #: What an endpoint must look like, said in every complaint about one.
@@ -58,8 +58,10 @@ class S3Options(_Options):
     region: str | None = None
     profile: str | None = None
     access_key_id: str | None = Field(default=None, repr=False)
-    secret_access_key: str | None = Field(default=None, repr=False)
-    session_token: str | None = Field(default=None, repr=False)
+    # Checked even when left out (validate_default): one key of the pair without the other
+    # made boto3 sign with None, a TypeError deep in botocore at the first request.
+    secret_access_key: str | None = Field(default=None, repr=False, validate_default=True)
+    session_token: str | None = Field(default=None, repr=False, validate_default=True)
     storage_class: (
         Literal["STANDARD", "STANDARD_IA", "INTELLIGENT_TIERING", "GLACIER", "DEEP_ARCHIVE"] | None
     ) = None
@@ -70,6 +72,32 @@ class S3Options(_Options):
     create_bucket: bool = False
 
     _check_endpoint = field_validator("endpoint_url")(_endpoint)
+
+    @field_validator("secret_access_key")
+    @classmethod
+    def _keys_go_together(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """Explicit keys come as a pair (the values are never echoed)."""
+        if "access_key_id" not in info.data:
+            return value  # access_key_id itself failed: that error is the one to read
+        key_id = info.data["access_key_id"]
+        if value is None and key_id is not None:
+            raise _missing("required when access_key_id is given")
+        if value is not None and key_id is None:
+            raise _missing("given without access_key_id: give both keys, or neither")
+        return value
+
+    @field_validator("session_token")
+    @classmethod
+    def _token_needs_keys(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if "secret_access_key" not in info.data:
+            return value  # the keys' own error is the one to read
+        if value is not None and info.data["secret_access_key"] is None:
+            raise _missing("given without access_key_id and secret_access_key")
+        return value
+
+
+def _missing(reason: str) -> PydanticCustomError:
+    return PydanticCustomError("missing_key", "{reason}", {"reason": reason})
 
 
 class GCSOptions(_Options):
