@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,12 +98,12 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, interval: floa
 
 
 class DaemonProcess:
-    def __init__(self, setup: Setup, log_path: Path) -> None:
+    def __init__(self, setup: Setup, log_path: Path, wrapper: Sequence[str] = ()) -> None:
         self.setup = setup
         self.log_path = log_path
         self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [*SYNCD, "run", "-c", str(setup.config)],
+            [*wrapper, *SYNCD, "run", "-c", str(setup.config)],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=os.environ.copy(),
@@ -146,10 +146,11 @@ class DaemonProcess:
 
 
 @contextmanager
-def running_daemon(setup: Setup) -> Iterator[DaemonProcess]:
-    """Start `syncd run` and wait until its control socket answers; always stop it."""
+def running_daemon(setup: Setup, wrapper: Sequence[str] = ()) -> Iterator[DaemonProcess]:
+    """Start `syncd run` (under `wrapper`, a command that ends by exec'ing its arguments) and
+    wait until its control socket answers; always stop it."""
     setup.write()
-    daemon = DaemonProcess(setup, setup.tmp / "daemon.log")
+    daemon = DaemonProcess(setup, setup.tmp / "daemon.log", wrapper)
     try:
         wait_for(lambda: daemon.proc.poll() is not None or daemon.status() is not None, timeout=30)
         assert daemon.proc.poll() is None, f"daemon exited early:\n{daemon.logs()}"

@@ -13,6 +13,7 @@ import signal
 import socket
 import sqlite3
 import stat
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -1196,6 +1197,68 @@ def test_without_inotify_the_pair_is_scanned_at_every_poll(tmp_path: Path) -> No
         for fd in taken:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def _few_inotify_watches(limit: int) -> list[str]:
+    """A command prefix that runs its command in a user namespace of its own allowing only
+    `limit` inotify watches (the per-namespace max_user_watches; the machine's is untouched),
+    or skips the test where user namespaces are not allowed."""
+    knob = "/proc/sys/user/max_inotify_watches"
+    wrapper = [
+        "unshare",
+        "--user",
+        "--map-root-user",
+        "sh",
+        "-c",
+        f'echo {limit} > {knob} && exec "$@"',
+        "sh",
+    ]
+    tried = subprocess.run([*wrapper, "true"], capture_output=True, check=False)
+    if tried.returncode != 0:
+        pytest.skip(f"no user namespace with its own inotify limits here: {tried.stderr!r}")
+    return wrapper
+
+
+def test_a_tree_past_the_watch_limit_is_scanned_at_every_poll(tmp_path: Path) -> None:
+    """max_user_watches runs out part way down the tree (a real limit, in a user namespace of
+    the daemon's own): the daemon says so and finds changes in every folder by scanning. It
+    said nothing and missed the changes in the folders left unwatched (watchdog 7 skips a
+    folder it cannot watch), until the hourly listing or a restart."""
+    wrapper = _few_inotify_watches(12)
+    setup, remote = _folder_setup(tmp_path)
+    setup.local.mkdir()
+    folders = [f"d{i:02}" for i in range(30)]
+    for folder in folders:
+        (setup.local / folder).mkdir()
+        (setup.local / folder / "old.txt").write_text(folder)
+    with running_daemon(setup, wrapper) as daemon:
+        daemon.wait_idle()
+        for folder in folders:
+            (setup.local / folder / "new.txt").write_text(f"new in {folder}")
+        wait_for(lambda: all((remote / f / "new.txt").exists() for f in folders), timeout=20)
+        assert "scanning it every poll_interval instead" in daemon.logs()
+        assert "max_user_watches" in daemon.logs()
+        assert daemon.terminate() == 0
+
+
+def test_a_folder_made_past_the_watch_limit_turns_the_pair_to_scanning(tmp_path: Path) -> None:
+    """The limit runs out later, at a folder made under a watched root: from then on the pair
+    is scanned at every poll, and says so."""
+    wrapper = _few_inotify_watches(12)
+    setup, remote = _folder_setup(tmp_path)
+    setup.local.mkdir()
+    with running_daemon(setup, wrapper) as daemon:
+        daemon.wait_idle()
+        assert "scanning it every poll_interval instead" not in daemon.logs()
+        folders = [f"n{i:02}" for i in range(30)]
+        for folder in folders:
+            (setup.local / folder).mkdir()
+        time.sleep(1)  # the folders are watched (or refused) before their files come
+        for folder in folders:
+            (setup.local / folder / "new.txt").write_text(f"new in {folder}")
+        wait_for(lambda: all((remote / f / "new.txt").exists() for f in folders), timeout=20)
+        assert "scanning it every poll_interval instead" in daemon.logs()
+        assert daemon.terminate() == 0
 
 
 def test_refused_names_are_failures_the_daemon_does_not_retry_in_a_loop(tmp_path: Path) -> None:

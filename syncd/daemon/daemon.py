@@ -78,7 +78,7 @@ class Daemon:
         self.control = control or ControlServer(Path(config.socket))
         self.control.dispatch = self.dispatch
         self.settler: Debouncer[Key] = Debouncer(self._settled, name="settle")
-        self.watcher = Watcher(self._on_local_change, self._on_overflow)
+        self.watcher = Watcher(self._on_local_change, self._on_overflow, self._on_watch_limit)
         self.remote_changes = RemoteChanges(self.watcher)
         #: Pairs without a file watcher (inotify limits): scanned in full at every poll.
         self._scan_fallback: set[str] = set()
@@ -400,6 +400,20 @@ class Daemon:
         self.remote_changes.overflowed()
         for name in list(self.engine.syncers):
             self.poller.run_now(name, self.full_scan)
+
+    def _on_watch_limit(self, name: str, why: str) -> None:
+        """A folder made under a watched root got no watch (inotify limits, watchdog's
+        thread): the watch misses changes there, so the pair is scanned at every poll."""
+        syncer = self.engine.syncers.get(name)
+        if syncer is None or name in self._scan_fallback:
+            return
+        self._scan_fallback.add(name)
+        log.warning(
+            "cannot watch pair; scanning it every poll_interval instead",
+            pair=name,
+            error=why,
+            poll_interval=syncer.pair.poll_interval,
+        )
 
     def _on_local_change(self, change: Change) -> None:
         syncer = self.engine.syncers.get(change.pair)

@@ -6,8 +6,10 @@ import contextlib
 import errno
 import logging
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import structlog
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -100,12 +102,23 @@ class Watcher:
     was watched may have changed unseen."""
 
     def __init__(
-        self, emit: Callable[[Change], None], overflowed: Callable[[], None] | None = None
+        self,
+        emit: Callable[[Change], None],
+        overflowed: Callable[[], None] | None = None,
+        limit_reached: Callable[[str, str], None] | None = None,
     ) -> None:
         self._emit = emit
         self._watches: dict[str, ObservedWatch] = {}
         self._remote_watches: dict[str, ObservedWatch] = {}
+        self._remote_changed: dict[str, Callable[[str], None]] = {}
         self._overflow_filter = _OverflowFilter(overflowed) if overflowed is not None else None
+        #: Told `(pair, why)` when a folder made under a watched root later cannot be watched
+        #: for a limit: that pair's watch no longer sees everything.
+        self._limit_reached = limit_reached
+        #: One list per watch being set (threads may set two at once): the folders the
+        #: kernel refused a watch for a limit meanwhile, with why.
+        self._refusals: list[list[tuple[str, str]]] = []
+        self._refused_lock = threading.Lock()
         #: Why there is no inotify at all (the instance limit), or None.
         self.unavailable: str | None = None
         self._observer: BaseObserver | None = None
@@ -115,6 +128,8 @@ class Watcher:
             if exc.errno not in INOTIFY_LIMITS:
                 raise
             self.unavailable = _limit_message(exc)
+        else:
+            self._hear_refusals(self._observer)
 
     def watch(self, pair: str, root: Path) -> None:
         """Watch `root` recursively. Raises WatchLimitReached when the kernel's inotify limits
@@ -136,21 +151,69 @@ class Watcher:
         if real in taken:
             raise OSError(errno.EEXIST, f"{root} is already watched for another pair")
         self._remote_watches[pair] = self._schedule(RemoteEventHandler(pair, changed), real)
+        self._remote_changed[pair] = changed
 
     def _schedule(self, handler: FileSystemEventHandler, root: Path | str) -> ObservedWatch:
         if self._observer is None:
             raise WatchLimitReached(self.unavailable or "no inotify")
+        noted: list[tuple[str, str]] = []
+        with self._refused_lock:
+            self._refusals.append(noted)
         try:
-            return self._observer.schedule(handler, str(root), recursive=True)
+            watch = self._observer.schedule(handler, str(root), recursive=True)
         except OSError as exc:
             if exc.errno in INOTIFY_LIMITS:
                 raise WatchLimitReached(_limit_message(exc)) from exc
             raise
+        finally:
+            with self._refused_lock:
+                self._refusals = [other for other in self._refusals if other is not noted]
+        refused = [why for path, why in noted if _under(path, str(root))]
+        if refused:
+            # Some folder below the root got no watch (watchdog 7 skips it and goes on):
+            # changes there would go unseen, so the root counts as not watched at all.
+            self._unschedule(watch)
+            raise WatchLimitReached(refused[0])
+        return watch
+
+    def _hear_refusals(self, observer: BaseObserver) -> None:
+        """Note every folder the kernel refuses a watch for a limit. watchdog (7.x) swallows
+        the error of a folder below a watched root, at the start and for a folder made later
+        alike, and watches the rest: without this, a tree past max_user_watches was watched
+        in part, silently, and changes in the other folders were never seen."""
+        inotify_fd: Any = getattr(observer, "_inotify_fd", None)
+        add_callback = getattr(inotify_fd, "add_callback", None)
+        if add_callback is None:  # another watchdog: its errors reach schedule() as they are
+            return
+
+        def noting_refusals(path: bytes, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return add_callback(path, *args, **kwargs)
+            except OSError as exc:
+                if exc.errno in INOTIFY_LIMITS:
+                    self._refused_for_limit(os.fsdecode(path), _limit_message(exc))
+                raise
+
+        inotify_fd.add_callback = noting_refusals
+
+    def _refused_for_limit(self, path: str, why: str) -> None:
+        with self._refused_lock:
+            for noted in self._refusals:
+                noted.append((path, why))
+        # A folder made under a root watched already (watchdog's thread): tell whose it is.
+        for pair, watch in list(self._watches.items()):
+            if _under(path, watch.path) and self._limit_reached is not None:
+                self._limit_reached(pair, why)
+        for pair, watch in list(self._remote_watches.items()):
+            changed = self._remote_changed.get(pair)
+            if _under(path, watch.path) and changed is not None:
+                changed(pair)  # listed again, and watched anew (which fails: listed every poll)
 
     def unwatch(self, pair: str) -> None:
         self._unschedule(self._watches.pop(pair, None))
 
     def unwatch_remote(self, pair: str) -> None:
+        self._remote_changed.pop(pair, None)
         self._unschedule(self._remote_watches.pop(pair, None))
 
     def _unschedule(self, watch: ObservedWatch | None) -> None:
@@ -180,6 +243,10 @@ class Watcher:
         self._observer.stop()
         if self._observer.is_alive():
             self._observer.join(timeout=5)
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
 def _limit_message(exc: OSError) -> str:
