@@ -333,6 +333,18 @@ MALFORMED = [
         "invalid S3 bucket name",
     ),
     (
+        "bucket name with two periods in a row",
+        PAIR.replace("team-bucket", "team..bucket"),
+        "pairs[0].remote",
+        "invalid S3 bucket name 'team..bucket' (two periods in a row)",
+    ),
+    (
+        "bucket name like an IP address",
+        PAIR.replace("s3://team-bucket", "gs://192.168.5.4"),
+        "pairs[0].remote",
+        "invalid GCS bucket name '192.168.5.4' (it may not look like an IP address)",
+    ),
+    (
         "password in an s3 remote",
         PAIR.replace("s3://team-bucket", "s3://user:s3cretpw@team-bucket"),
         "pairs[0].remote",

@@ -14,6 +14,8 @@ KNOWN_SCHEMES = ("file", "s3", "gs", "az")
 # S3's rules for bucket names (the general-purpose subset every S3 implementation accepts).
 _S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 _GCS_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._\-]{1,61}[a-z0-9]$")
+#: A bucket name in the form of an IPv4 address (192.168.5.4), which S3 and GCS refuse.
+_IP_ADDRESS = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
 # Azure: 3-63 characters, lowercase letters, digits and single hyphens, no hyphen at either end.
 _AZ_CONTAINER = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9\-]{1,61}[a-z0-9]$")
 
@@ -85,6 +87,16 @@ def _check_bucket(scheme: str, bucket: str, shown: str) -> None:
         raise RemoteURLError(
             f"invalid GCS bucket name {shown!r} (3-63 lowercase letters, digits, '.', '-' or '_')"
         )
+    if scheme in ("s3", "gs"):
+        # Both services refuse these too, but only at the first request, in words of
+        # their own (a malformed request, or a bucket that does not exist).
+        service = "S3" if scheme == "s3" else "GCS"
+        if ".." in bucket:
+            raise RemoteURLError(f"invalid {service} bucket name {shown!r} (two periods in a row)")
+        if _IP_ADDRESS.match(bucket):
+            raise RemoteURLError(
+                f"invalid {service} bucket name {shown!r} (it may not look like an IP address)"
+            )
     if scheme == "az" and not _AZ_CONTAINER.match(bucket):
         raise RemoteURLError(
             f"invalid Azure container name {shown!r} (3-63 lowercase letters, digits or '-')"
