@@ -694,3 +694,26 @@ def test_an_error_no_provider_translated_still_fails_the_path(tmp_path: Path, s3
     assert not (setup.local / "bad.txt").exists()
     assert "bad.txt" in report.pairs[0].failures
     assert report.exit_code == EXIT_FAILED
+
+
+def test_a_listing_error_no_provider_translated_is_a_fault_of_the_pair(
+    tmp_path: Path, s3: Backend
+) -> None:
+    """An untranslated error while listing (botocore's TypeError from a half-given key pair
+    was one) made `syncd once` end in a traceback: now the pair cannot be synced, with the
+    reason, and the pass goes on to its end (exit 1)."""
+    setup = s3.setup(tmp_path, **FEW_RETRIES)
+    (setup.local / "mine.txt").write_bytes(b"mine")
+    with Engine(load_config(setup.config)) as engine:
+        provider = engine.syncers["docs"].provider
+
+        def broken() -> Any:
+            raise TypeError("sequence item 0: expected str instance, NoneType found")
+
+        provider.list = broken  # type: ignore[method-assign]
+        report = engine.sync_once()
+    assert report.exit_code == EXIT_FAILED
+    fault = report.pairs[0].fault
+    assert fault is not None and fault.startswith(f"cannot list {setup.remote}"), fault
+    assert "unexpected builtins.TypeError" in fault
+    assert s3.remote.objects() == {}  # nothing was decided without the listing

@@ -259,6 +259,12 @@ class PairSyncer:
                 )
         except ProviderError as exc:
             raise PairFault(f"cannot list {self.pair.remote}: {exc}") from exc
+        except Exception as exc:
+            # An error no adapter translated (or a bug): the pair cannot be synced now, as
+            # for any failed listing; it was a traceback out of `syncd once`.
+            message = _describe(exc)
+            self.log.error("unexpected error", op="list", error=message, where=_where(exc))
+            raise PairFault(f"cannot list {self.pair.remote}: {message}") from exc
         if self._listing_trouble is not None:  # it answers again
             if self.stats.fault == self._listing_trouble:
                 self.stats.set_fault(None)
