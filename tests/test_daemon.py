@@ -1261,6 +1261,41 @@ def test_a_folder_made_past_the_watch_limit_turns_the_pair_to_scanning(tmp_path:
         assert daemon.terminate() == 0
 
 
+#: Runs its command as root without the capabilities that read through permission bits: the
+#: suite runs as root, and a real unreadable folder needs a daemon that cannot read it.
+WITHOUT_DAC = [
+    "setpriv",
+    "--inh-caps=-dac_override,-dac_read_search",
+    "--bounding-set=-dac_override,-dac_read_search",
+]
+
+
+def test_a_folder_unreadable_at_the_start_is_watched_once_it_can_be_read(tmp_path: Path) -> None:
+    """The watch had to leave the folder out (inotify needs read access); once readable, its
+    files went up at the folder's retry, but a file written in it later was never seen (no
+    watch, and no scan of a watched pair): now the pair is watched again at the next poll."""
+    if subprocess.run([*WITHOUT_DAC, "true"], capture_output=True, check=False).returncode:
+        pytest.skip("setpriv cannot drop capabilities here")
+    setup, remote = _folder_setup(tmp_path)
+    locked = setup.local / "locked"
+    locked.mkdir(parents=True)
+    (locked / "old.txt").write_text("old")
+    (setup.local / "open.txt").write_text("open")
+    locked.chmod(0)
+    try:
+        with running_daemon(setup, WITHOUT_DAC) as daemon:
+            wait_for(lambda: (remote / "open.txt").exists())
+            assert not (remote / "locked").exists()
+            locked.chmod(0o755)
+            wait_for(lambda: (remote / "locked" / "old.txt").exists(), timeout=20)
+            wait_for(lambda: "watching it" in daemon.logs(), timeout=10)
+            (locked / "new.txt").write_text("written once it could be read")
+            wait_for(lambda: (remote / "locked" / "new.txt").exists(), timeout=10)
+            assert daemon.terminate() == 0
+    finally:
+        locked.chmod(0o755)
+
+
 def test_refused_names_are_failures_the_daemon_does_not_retry_in_a_loop(tmp_path: Path) -> None:
     """A local name no remote key may hold (a backslash), and a remote key no local path may
     hold (a tab: a folder remote can have one): each is a failure in status (named, counted),

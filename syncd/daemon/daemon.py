@@ -468,7 +468,7 @@ class Daemon:
             return
         try:
             syncer.check_root()
-            if self._root_replaced(name):
+            if self._root_replaced(name) or self._rewatched(name):
                 return
             if syncer.stats.fault is None and not self.remote_changes.needs_listing(name):
                 log.debug("remote unchanged since its last listing; not listed", pair=name)
@@ -504,6 +504,18 @@ class Daemon:
         if identity is None or identity == self._watched_roots.get(name):
             return False
         log.info("local root is back or was replaced; watching it again", pair=name)
+        self.watcher.unwatch(name)
+        self._watch(name)
+        self.full_scan(name)
+        return True
+
+    def _rewatched(self, name: str) -> bool:
+        """A folder the watch had to leave out (unreadable then) can be read now: watch the
+        pair again, so its later changes are seen, and compare both sides in full; True when
+        that was needed."""
+        if not self.watcher.readable_again(name):
+            return False
+        log.info("a folder that could not be watched is readable now; watching it", pair=name)
         self.watcher.unwatch(name)
         self._watch(name)
         self.full_scan(name)

@@ -116,9 +116,12 @@ class Watcher:
         #: for a limit: that pair's watch no longer sees everything.
         self._limit_reached = limit_reached
         #: One list per watch being set (threads may set two at once): the folders the
-        #: kernel refused a watch for a limit meanwhile, with why.
-        self._refusals: list[list[tuple[str, str]]] = []
+        #: kernel refused a watch meanwhile, with why (None: not for a limit).
+        self._refusals: list[list[tuple[str, str | None]]] = []
         self._refused_lock = threading.Lock()
+        #: Per pair: folders under its root left unwatched for another reason than a limit
+        #: (one it may not read): see `readable_again`.
+        self._unwatched: dict[str, set[str]] = {}
         #: Why there is no inotify at all (the instance limit), or None.
         self.unavailable: str | None = None
         self._observer: BaseObserver | None = None
@@ -138,7 +141,31 @@ class Watcher:
         A root that is a symlink (`local: ~/Documents` linking elsewhere) is watched where it
         leads: inotify does not follow a link, so a watch on the link itself saw no event."""
         real = Path(os.path.realpath(root))
-        self._watches[pair] = self._schedule(PairEventHandler(pair, real, self._emit), real)
+        unwatched: set[str] = set()
+        self._watches[pair] = self._schedule(
+            PairEventHandler(pair, real, self._emit), real, unwatched
+        )
+        with self._refused_lock:
+            self._unwatched[pair] = unwatched
+
+    def readable_again(self, pair: str) -> bool:
+        """Can a folder the pair's watch had to leave out (unreadable then) be read now? Its
+        files were synced when the folder's failure was retried, but without a watch no later
+        change in it would be seen: the caller watches the pair again."""
+        with self._refused_lock:
+            folders = set(self._unwatched.get(pair, ()))
+        for folder in folders:
+            try:
+                fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            except FileNotFoundError:
+                with self._refused_lock:
+                    self._unwatched.get(pair, set()).discard(folder)  # gone: nothing to watch
+            except OSError:
+                continue  # still unreadable (or not a folder now)
+            else:
+                os.close(fd)
+                return True
+        return False
 
     def watch_remote(self, pair: str, root: str, changed: Callable[[str], None]) -> None:
         """Call `changed(pair)` at every event under a folder remote's `root`. Raises like
@@ -153,10 +180,17 @@ class Watcher:
         self._remote_watches[pair] = self._schedule(RemoteEventHandler(pair, changed), real)
         self._remote_changed[pair] = changed
 
-    def _schedule(self, handler: FileSystemEventHandler, root: Path | str) -> ObservedWatch:
+    def _schedule(
+        self,
+        handler: FileSystemEventHandler,
+        root: Path | str,
+        unwatched: set[str] | None = None,
+    ) -> ObservedWatch:
+        """Schedule a recursive watch; the folders under `root` left unwatched for another
+        reason than a limit are added to `unwatched`."""
         if self._observer is None:
             raise WatchLimitReached(self.unavailable or "no inotify")
-        noted: list[tuple[str, str]] = []
+        noted: list[tuple[str, str | None]] = []
         with self._refused_lock:
             self._refusals.append(noted)
         try:
@@ -168,7 +202,10 @@ class Watcher:
         finally:
             with self._refused_lock:
                 self._refusals = [other for other in self._refusals if other is not noted]
-        refused = [why for path, why in noted if _under(path, str(root))]
+        mine = [(path, why) for path, why in noted if _under(path, str(root))]
+        refused = [why for _, why in mine if why is not None]
+        if unwatched is not None:
+            unwatched.update(path for path, why in mine if why is None)
         if refused:
             # Some folder below the root got no watch (watchdog 7 skips it and goes on):
             # changes there would go unseen, so the root counts as not watched at all.
@@ -188,28 +225,41 @@ class Watcher:
 
         def noting_refusals(path: bytes, *args: Any, **kwargs: Any) -> Any:
             try:
-                return add_callback(path, *args, **kwargs)
+                wd = add_callback(path, *args, **kwargs)
             except OSError as exc:
-                if exc.errno in INOTIFY_LIMITS:
-                    self._refused_for_limit(os.fsdecode(path), _limit_message(exc))
+                limit = exc.errno in INOTIFY_LIMITS
+                self._refused(os.fsdecode(path), _limit_message(exc) if limit else None)
                 raise
+            if wd == -1:  # EACCES: watchdog says nothing and keeps a watch that never fires
+                self._refused(os.fsdecode(path), None)
+            return wd
 
         inotify_fd.add_callback = noting_refusals
 
-    def _refused_for_limit(self, path: str, why: str) -> None:
+    def _refused(self, path: str, why: str | None) -> None:
+        """The kernel refused a watch on `path`: for a limit (`why`), or not (None)."""
         with self._refused_lock:
             for noted in self._refusals:
                 noted.append((path, why))
         # A folder made under a root watched already (watchdog's thread): tell whose it is.
         for pair, watch in list(self._watches.items()):
-            if _under(path, watch.path) and self._limit_reached is not None:
+            if not _under(path, watch.path):
+                continue
+            if why is None:
+                with self._refused_lock:
+                    self._unwatched.setdefault(pair, set()).add(path)
+            elif self._limit_reached is not None:
                 self._limit_reached(pair, why)
+        if why is None:
+            return
         for pair, watch in list(self._remote_watches.items()):
             changed = self._remote_changed.get(pair)
             if _under(path, watch.path) and changed is not None:
                 changed(pair)  # listed again, and watched anew (which fails: listed every poll)
 
     def unwatch(self, pair: str) -> None:
+        with self._refused_lock:
+            self._unwatched.pop(pair, None)
         self._unschedule(self._watches.pop(pair, None))
 
     def unwatch_remote(self, pair: str) -> None:
