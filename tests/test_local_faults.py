@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 import structlog
-from harness import tree
+from harness import Setup, syncd, tree
 
 from syncd.config import load_config_dict
 from syncd.engine import localfs, transfer
@@ -721,3 +721,48 @@ def test_a_download_keeps_the_mode_of_the_file_it_replaces(tmp_path: Path) -> No
     umask = os.umask(0o022)
     os.umask(umask)
     assert stat.S_IMODE((local / "new.txt").stat().st_mode) == 0o666 & ~umask
+
+
+# -- a .syncignore that cannot be read ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda path: path.write_bytes(b"\xff\xfe*.secret\n"), "not UTF-8 text"),
+        (lambda path: path.mkdir(), "Is a directory"),
+    ],
+    ids=["not UTF-8", "a folder"],
+)
+def test_a_syncignore_that_cannot_be_read_stops_the_pair_not_syncd(
+    tmp_path: Path, make: Callable[[Path], Any], reason: str
+) -> None:
+    """Its rules are unknown, so nothing of the pair moves (a file it may keep private is not
+    sent): the pair fails with the reason, exit 1. It was a traceback (so was an unreadable
+    local root, where the same read fails first)."""
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    setup = Setup(tmp_path, f"file://{remote}")
+    setup.write()
+    (setup.local / "notes.txt").write_bytes(b"synced")
+    assert syncd("once", "-c", setup.config).returncode == 0
+    (setup.local / "key.secret").write_bytes(b"private")
+    (remote / "theirs.txt").write_bytes(b"new remotely")
+    make(setup.local / ".syncignore")
+
+    result = syncd("once", "-c", setup.config)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"docs: error: cannot read {setup.local / '.syncignore'}: {reason}" in result.stdout
+    assert tree(remote) == {"notes.txt": b"synced", "theirs.txt": b"new remotely"}
+    assert not (setup.local / "theirs.txt").exists()
+
+    target = setup.local / ".syncignore"
+    if target.is_dir():
+        target.rmdir()
+    target.write_text("*.secret\n")
+    healed = syncd("once", "-c", setup.config)
+    assert healed.returncode == 0, healed.stdout + healed.stderr
+    assert "key.secret" not in tree(remote)
+    assert (setup.local / "theirs.txt").read_bytes() == b"new remotely"

@@ -9,7 +9,6 @@ include, and `.syncignore` applies whatever `include` says. Folders are never le
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -30,16 +29,26 @@ class PathFilter:
         include: Iterable[str] = (),
     ) -> None:
         lines = list(patterns)
+        #: Why the root's `.syncignore` could not be read (None: read, or there is none).
+        #: Its rules are unknown then, so every path counts as excluded: nothing is sent that
+        #: it may keep private, nothing deleted; a pass of the pair fails with this reason.
+        self.problem: str | None = None
         if root is not None:
             ignore_file = root / SYNCIGNORE
-            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            try:
                 lines += ignore_file.read_text(encoding="utf-8").splitlines()
+            except (FileNotFoundError, NotADirectoryError):
+                pass
+            except UnicodeDecodeError:
+                self.problem = f"cannot read {ignore_file}: not UTF-8 text"
+            except OSError as exc:
+                self.problem = f"cannot read {ignore_file}: {exc.strerror or exc}"
         self._spec = pathspec.GitIgnoreSpec.from_lines(lines) if lines else None
         wanted = list(include)
         self._include = pathspec.GitIgnoreSpec.from_lines(wanted) if wanted else None
 
     def excluded(self, path: str, is_dir: bool = False) -> bool:
-        if is_internal(path):
+        if is_internal(path) or self.problem is not None:
             return True
         if self._spec is not None and self._spec.match_file(path + "/" if is_dir else path):
             return True

@@ -427,6 +427,8 @@ class PairSyncer:
         releases them: `StateStore.release`)."""
         self.check_root()
         self.reload_filter()
+        if self.filter.problem is not None:
+            raise PairFault(self.filter.problem)
         remote = self.list_remote()
         if self.is_cancelled():
             # A listing that answered only as syncd stops (a daemon's start-up pass left
