@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 import structlog
-from harness import Setup, syncd, tree
+from harness import SYNCD, Setup, syncd, tree
 
 from syncd.config import load_config_dict
 from syncd.engine import localfs, transfer
@@ -766,3 +766,32 @@ def test_a_syncignore_that_cannot_be_read_stops_the_pair_not_syncd(
     assert healed.returncode == 0, healed.stdout + healed.stderr
     assert "key.secret" not in tree(remote)
     assert (setup.local / "theirs.txt").read_bytes() == b"new remotely"
+
+
+def test_an_unreadable_local_root_is_a_fault_of_its_pair_named_as_such(tmp_path: Path) -> None:
+    """A real unreadable root (the suite runs as root: syncd runs here without the
+    capabilities that read through permission bits): the pair fails, naming the root, exit 1,
+    and nothing is deleted on the other side; it was a traceback (its .syncignore unread)."""
+    without_dac = [
+        "setpriv",
+        "--inh-caps=-dac_override,-dac_read_search",
+        "--bounding-set=-dac_override,-dac_read_search",
+    ]
+    if subprocess.run([*without_dac, "true"], capture_output=True, check=False).returncode:
+        pytest.skip("setpriv cannot drop capabilities here")
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    setup = Setup(tmp_path, f"file://{remote}")
+    setup.write()
+    (setup.local / "a.txt").write_bytes(b"a")
+    assert syncd("once", "-c", setup.config).returncode == 0
+    setup.local.chmod(0)
+    try:
+        once = [*without_dac, *SYNCD, "once", "-c", str(setup.config)]
+        result = subprocess.run(once, capture_output=True, text=True, timeout=120, check=False)
+    finally:
+        setup.local.chmod(0o755)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"docs: error: cannot read local root {setup.local}: Permission denied" in result.stdout
+    assert tree(remote) == {"a.txt": b"a"}
