@@ -344,7 +344,8 @@ def _print_report(report: Report, dry_run: bool) -> None:
         else:
             click.echo(
                 f"{pair.name}: {pair.uploaded} uploaded, {pair.downloaded} downloaded, "
-                f"{len(pair.failures)} failed, {len(pair.conflicts)} conflicts"
+                f"{len(pair.failures)} failed, {len(pair.conflicts)} conflicts, "
+                f"{pair.deleted} deleted, {pair.moved} moved"
             )
         for path, failure in sorted(pair.failures.items()):
             click.echo(f"  failed: {printable(path)}: {printable(failure.error)}")

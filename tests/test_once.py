@@ -1540,3 +1540,29 @@ def test_a_pair_pointed_at_another_local_folder_brings_the_remote_down_there(
     assert result.returncode == 0, result.stdout + result.stderr
     assert tree(other) == {"a.txt": b"a", "b.txt": b"b"} == remote.objects()
     assert tree(setup.local) == {"a.txt": b"a", "b.txt": b"b"}
+
+
+@pytest.mark.parametrize("kind", ["file", "s3"])
+def test_the_summary_counts_deletions_and_moves(
+    tmp_path: Path, request: pytest.FixtureRequest, kind: str
+) -> None:
+    """A pass that only deleted and moved files said `0 uploaded, 0 downloaded, 0 failed,
+    0 conflicts`, as if it had done nothing: it now says how many of each, on either side."""
+    remote = remote_for(kind, request, tmp_path)
+    setup = _setup(tmp_path, remote)
+    for name in "abcde":
+        (setup.local / f"{name}.txt").write_text(f"file {name}")
+    first = syncd("once", "-c", setup.config)
+    assert "docs: 5 uploaded, 0 downloaded, 0 failed, 0 conflicts, 0 deleted, 0 moved" in (
+        first.stdout
+    ), first.stdout + first.stderr
+    (setup.local / "a.txt").unlink()
+    remote.delete("b.txt")
+    (setup.local / "c.txt").rename(setup.local / "renamed.txt")
+    done = syncd("once", "-c", setup.config)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "docs: 0 uploaded, 0 downloaded, 0 failed, 0 conflicts, 2 deleted, 1 moved" in (
+        done.stdout
+    ), done.stdout
+    assert sorted(remote.objects()) == ["d.txt", "e.txt", "renamed.txt"]
+    assert sorted(tree(setup.local)) == ["d.txt", "e.txt", "renamed.txt"]

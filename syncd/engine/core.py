@@ -78,6 +78,8 @@ class PairReport:
     downloaded: int = 0
     bytes_up: int = 0
     bytes_down: int = 0
+    deleted: int = 0  # on either side, each kept in its side's trash
+    moved: int = 0  # local renames carried out as server-side moves
     failures: dict[str, Failure] = field(default_factory=dict)
     conflicts: dict[str, str] = field(default_factory=dict)
     settled: dict[str, str] = field(default_factory=dict)
@@ -534,21 +536,30 @@ class Engine:
             reports.append(report)
         return Report(reports, time.monotonic() - started)
 
-    def _begin_pass(self, name: str) -> tuple[int, int, int, int]:
+    def _begin_pass(self, name: str) -> tuple[int, int, int, int, int, int]:
         """What a pass's report counts from: the pair's totals before it (one engine may run
         many passes), and no settled conflicts or planned actions yet."""
         syncer = self.syncers[name]
         syncer.clear_plan()  # a dry run's plan is this pass's alone
         stats = syncer.stats
         stats.settled.clear()
-        return stats.uploaded, stats.downloaded, stats.bytes_up, stats.bytes_down
+        return (
+            stats.uploaded,
+            stats.downloaded,
+            stats.bytes_up,
+            stats.bytes_down,
+            stats.deleted,
+            stats.moved,
+        )
 
-    def _fill(self, report: PairReport, before: tuple[int, int, int, int]) -> None:
+    def _fill(self, report: PairReport, before: tuple[int, int, int, int, int, int]) -> None:
         stats = self.syncers[report.name].stats
         report.uploaded = stats.uploaded - before[0]
         report.downloaded = stats.downloaded - before[1]
         report.bytes_up = stats.bytes_up - before[2]
         report.bytes_down = stats.bytes_down - before[3]
+        report.deleted = stats.deleted - before[4]
+        report.moved = stats.moved - before[5]
         report.failures = dict(stats.failures)
         report.conflicts = dict(stats.conflicts)
         report.settled = dict(stats.settled)
@@ -583,6 +594,8 @@ class Engine:
             "waiting": len(stats.waiting),
             "uploaded": stats.uploaded,
             "downloaded": stats.downloaded,
+            "deleted": stats.deleted,
+            "moved": stats.moved,
             "totals": {"since_start": stats.totals(), "since_install": self._installed(name)},
         }
 

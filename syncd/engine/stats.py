@@ -76,6 +76,8 @@ class PairStats:
     fault: str | None = None  # a pair-level problem (root missing, remote unreachable)
     uploaded: int = 0
     downloaded: int = 0
+    deleted: int = 0  # files deleted on either side (each kept in its side's trash)
+    moved: int = 0  # local renames carried out as server-side moves
     failures_total: int = 0  # every failure since start (the dict above holds the open ones)
     resolved: dict[str, int] = field(default_factory=dict)  # conflicts settled, per strategy
     bytes_up: int = 0
@@ -235,6 +237,14 @@ class PairStats:
             else:
                 self.downloaded += 1
                 self.bytes_down += size
+
+    def note_deleted(self) -> None:
+        with self._lock:
+            self.deleted += 1
+
+    def note_moved(self) -> None:
+        with self._lock:
+            self.moved += 1
 
     def set_fault(self, fault: str | None) -> None:
         with self._lock:

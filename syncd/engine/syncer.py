@@ -1415,6 +1415,7 @@ class PairSyncer:
         sha256 = remote.sha256 or (base.sha256 if base is not None else None)
         self._oplog(path, "delete_remote", "ok", size=remote.size, note=why, sha256=sha256)
         plog.info("deleted remotely", op="delete_remote", reason=why)
+        self.stats.note_deleted()
         return Outcome.DONE
 
     def _delete_local(self, path: str, local: LocalFile, why: str, plog: Logger) -> Outcome:
@@ -1429,6 +1430,7 @@ class PairSyncer:
         sha256 = base.sha256 if base is not None else None
         self._oplog(path, "delete_local", "ok", size=local.size, note=why, sha256=sha256)
         plog.info("deleted locally (kept in trash)", op="delete_local", reason=why)
+        self.stats.note_deleted()
         return Outcome.DONE
 
     def _move_sources(
@@ -1503,6 +1505,7 @@ class PairSyncer:
                 path, "move", "ok", size=local.size, note=f"from {entry.path}", sha256=sha256
             )
             plog.info("moved", op="move", source=entry.path)
+            self.stats.note_moved()
             return True
         return False
 
