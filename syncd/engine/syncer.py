@@ -1261,12 +1261,14 @@ class PairSyncer:
             return Outcome.REQUEUE
         assert got.local is not None
         self.stats.transferred("download", got.local.size, got.seconds)
-        outcome = f"{how}: the remote file kept as {copy}"
-        plog.warning("the remote file kept as a conflict copy", reason=why, copy=copy)
-        self._oplog(path, "conflict", "ok", note=outcome, size=got.local.size, sha256=got.sha256)
-        self.stats.settle(path, outcome)
-        self._kept_apart.add(path)
-        return Outcome.DONE
+        return self._copy_made(
+            path,
+            f"{how}: the remote file kept as {copy}",
+            got.local.size,
+            got.sha256,
+            plog,
+            why=why,
+        )
 
     def _local_version_beside(
         self, path: str, local: LocalFile, plog: Logger, *, why: str, how: str
@@ -1289,9 +1291,22 @@ class PairSyncer:
         assert sent.local is not None and sent.info is not None
         self.index.put(copy, sent.info)
         self.stats.transferred("upload", sent.local.size, sent.seconds)
-        outcome = f"{how}: the local file kept on the remote as {copy}"
-        plog.warning("the local file kept on the remote as a conflict copy", reason=why, copy=copy)
-        self._oplog(path, "conflict", "ok", note=outcome, size=sent.local.size, sha256=sent.sha256)
+        return self._copy_made(
+            path,
+            f"{how}: the local file kept on the remote as {copy}",
+            sent.local.size,
+            sent.sha256,
+            plog,
+            why=why,
+        )
+
+    def _copy_made(
+        self, path: str, outcome: str, size: int, sha256: str | None, plog: Logger, *, why: str
+    ) -> Outcome:
+        """A one-way pair's conflict copy is made: said (a warning: both versions are kept,
+        each where the pair may write), logged, and listed as settled, once."""
+        plog.warning("conflict: both versions kept", reason=why, outcome=outcome)
+        self._oplog(path, "conflict", "ok", note=outcome, size=size, sha256=sha256)
         self.stats.settle(path, outcome)
         self._kept_apart.add(path)
         return Outcome.DONE
