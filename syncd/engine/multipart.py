@@ -91,8 +91,8 @@ Meter = Callable[[int], None]
 class FileDigests:
     """What one read of a file before its upload yields: the whole file's SHA-256 and, for
     parts of `part_size`, each part's digest (hex, of the kind the provider checks parts by);
-    the whole file's MD5 where it was asked for (`PartLimits.whole_md5`); its CRC32C (cheap:
-    GCS checks a finished resumable upload by it)."""
+    the whole file's MD5 and CRC32C where they were asked for (`PartLimits.whole_md5`,
+    `.whole_crc32c`)."""
 
     sha256: str
     part_size: int
@@ -266,9 +266,11 @@ def digest_file(
     is_cancelled: Callable[[], bool] = lambda: False,
     *,
     whole_md5: bool = False,
+    whole_crc32c: bool = False,
 ) -> FileDigests:
     """The first `size` bytes of the file open at `fd`, read once: their SHA-256, the digest
-    of each part of `part_size`, and with `whole_md5` their MD5.
+    of each part of `part_size`, with `whole_md5` their MD5 and with `whole_crc32c` their
+    CRC32C (each only for the provider that checks by it).
 
     The part digests (and the MD5, on a second helper) are computed on helper threads while
     this one computes the SHA-256 of the same slice (hashlib lets go of the GIL on large
@@ -277,7 +279,7 @@ def digest_file(
     MD5 pays for it (~0.55 GB/s: on two cores it is the slowest of the three). At most two
     slices are in memory."""
     whole = hashlib.sha256()
-    whole_crc = _Crc32c()
+    whole_crc = _Crc32c() if whole_crc32c else None
     md5 = hashlib.md5(usedforsecurity=False) if whole_md5 else None
     digests: list[str] = []
     helpers = 2 if md5 is not None else 1
@@ -298,7 +300,8 @@ def digest_file(
                 if md5 is not None:
                     pending.append(helper.submit(md5.update, data))
                 whole.update(data)
-                whole_crc.update(data)
+                if whole_crc is not None:
+                    whole_crc.update(data)
                 done += len(data)
             for future in pending:
                 future.result()
@@ -308,7 +311,7 @@ def digest_file(
         part_size,
         tuple(digests),
         md5.hexdigest() if md5 is not None else None,
-        whole_crc.hexdigest(),
+        whole_crc.hexdigest() if whole_crc is not None else None,
     )
 
 
@@ -392,6 +395,7 @@ class LargeTransfers:
             limits.digest,
             self.is_cancelled,
             whole_md5=limits.whole_md5,
+            whole_crc32c=limits.whole_crc32c,
         )
 
     # -- uploads ---------------------------------------------------------------------------

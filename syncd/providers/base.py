@@ -113,7 +113,9 @@ class PartLimits:
     "sha256": x-amz-checksum-sha256), as hex. `whole_md5` is True where the object keeps the
     whole content's MD5 only if the commit states it (Azure computes Content-MD5 for a single
     put, never for a block list): the read before the upload then computes it too, and the
-    request carries it (`UploadRequest.md5`).
+    request carries it (`UploadRequest.md5`). `whole_crc32c` is True where the finished
+    object is checked against the whole content's CRC32C (GCS states one for every object,
+    and checks no chunk): the read before the upload computes it too (`UploadRequest.crc32c`).
     """
 
     min_part: int
@@ -123,6 +125,7 @@ class PartLimits:
     alignment: int = 1
     digest: PartDigest = "md5"
     whole_md5: bool = False
+    whole_crc32c: bool = False
 
 
 @dataclass(frozen=True, slots=True)

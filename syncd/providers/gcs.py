@@ -99,6 +99,7 @@ PART_LIMITS = PartLimits(
     sequential=True,
     alignment=_QUANTUM,
     digest="crc32c",
+    whole_crc32c=True,
 )
 #: Seconds to connect and between bytes on a session request (the SDK's own default).
 SESSION_TIMEOUT = 60.0
