@@ -14,8 +14,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
+import pytest
 import yaml
 
 SYNCD = [sys.executable, "-m", "syncd"]
@@ -244,3 +245,28 @@ def hung_and_healthy(tmp_path: Path, endpoint: str) -> Setup:
         },
     ]
     return setup
+
+
+def unavailable_here(reason: str) -> NoReturn:
+    """A test this machine cannot run (a tool or a kernel feature missing): skipped on a
+    developer's machine, a failure under CI=true, where everything the suite needs is there
+    and a silent skip would hide a lost proof."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI must have it)")
+    pytest.skip(reason)
+
+
+#: Runs its command as root without the capabilities that read through permission bits: the
+#: suite runs as root, and a real unreadable file or folder needs a syncd that cannot read it.
+WITHOUT_DAC = [
+    "setpriv",
+    "--inh-caps=-dac_override,-dac_read_search",
+    "--bounding-set=-dac_override,-dac_read_search",
+]
+
+
+def require_without_dac() -> list[str]:
+    """WITHOUT_DAC, once it is known to work here (else `unavailable_here`)."""
+    if subprocess.run([*WITHOUT_DAC, "true"], capture_output=True, check=False).returncode:
+        unavailable_here("setpriv cannot drop capabilities here")
+    return WITHOUT_DAC

@@ -26,9 +26,11 @@ from harness import (
     Setup,
     hung_and_healthy,
     hung_endpoint,
+    require_without_dac,
     running_daemon,
     syncd,
     tree,
+    unavailable_here,
     wait_for,
 )
 from remotes import BUCKET_KINDS, Remote, remote_for
@@ -1215,7 +1217,7 @@ def _few_inotify_watches(limit: int) -> list[str]:
     ]
     tried = subprocess.run([*wrapper, "true"], capture_output=True, check=False)
     if tried.returncode != 0:
-        pytest.skip(f"no user namespace with its own inotify limits here: {tried.stderr!r}")
+        unavailable_here(f"no user namespace with its own inotify limits here: {tried.stderr!r}")
     return wrapper
 
 
@@ -1261,21 +1263,11 @@ def test_a_folder_made_past_the_watch_limit_turns_the_pair_to_scanning(tmp_path:
         assert daemon.terminate() == 0
 
 
-#: Runs its command as root without the capabilities that read through permission bits: the
-#: suite runs as root, and a real unreadable folder needs a daemon that cannot read it.
-WITHOUT_DAC = [
-    "setpriv",
-    "--inh-caps=-dac_override,-dac_read_search",
-    "--bounding-set=-dac_override,-dac_read_search",
-]
-
-
 def test_a_folder_unreadable_at_the_start_is_watched_once_it_can_be_read(tmp_path: Path) -> None:
     """The watch had to leave the folder out (inotify needs read access); once readable, its
     files went up at the folder's retry, but a file written in it later was never seen (no
     watch, and no scan of a watched pair): now the pair is watched again at the next poll."""
-    if subprocess.run([*WITHOUT_DAC, "true"], capture_output=True, check=False).returncode:
-        pytest.skip("setpriv cannot drop capabilities here")
+    without_dac = require_without_dac()
     setup, remote = _folder_setup(tmp_path)
     locked = setup.local / "locked"
     locked.mkdir(parents=True)
@@ -1283,7 +1275,7 @@ def test_a_folder_unreadable_at_the_start_is_watched_once_it_can_be_read(tmp_pat
     (setup.local / "open.txt").write_text("open")
     locked.chmod(0)
     try:
-        with running_daemon(setup, WITHOUT_DAC) as daemon:
+        with running_daemon(setup, without_dac) as daemon:
             wait_for(lambda: (remote / "open.txt").exists())
             assert not (remote / "locked").exists()
             locked.chmod(0o755)

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 import structlog
-from harness import SYNCD, Setup, syncd, tree
+from harness import SYNCD, Setup, require_without_dac, syncd, tree
 
 from syncd.config import load_config_dict
 from syncd.engine import localfs, transfer
@@ -772,13 +772,7 @@ def test_an_unreadable_local_root_is_a_fault_of_its_pair_named_as_such(tmp_path:
     """A real unreadable root (the suite runs as root: syncd runs here without the
     capabilities that read through permission bits): the pair fails, naming the root, exit 1,
     and nothing is deleted on the other side; it was a traceback (its .syncignore unread)."""
-    without_dac = [
-        "setpriv",
-        "--inh-caps=-dac_override,-dac_read_search",
-        "--bounding-set=-dac_override,-dac_read_search",
-    ]
-    if subprocess.run([*without_dac, "true"], capture_output=True, check=False).returncode:
-        pytest.skip("setpriv cannot drop capabilities here")
+    without_dac = require_without_dac()
     remote = tmp_path / "remote"
     remote.mkdir()
     setup = Setup(tmp_path, f"file://{remote}")
