@@ -270,3 +270,10 @@ def require_without_dac() -> list[str]:
     if subprocess.run([*WITHOUT_DAC, "true"], capture_output=True, check=False).returncode:
         unavailable_here("setpriv cannot drop capabilities here")
     return WITHOUT_DAC
+
+
+def folder_setup(tmp_path: Path, **pair_extra: Any) -> tuple[Setup, Path]:
+    """A one-pair Setup on the local-folder remote `tmp_path/remote` (made here)."""
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    return Setup(tmp_path, f"file://{remote}", pair_extra=pair_extra), remote

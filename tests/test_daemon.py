@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from harness import (
     Setup,
+    folder_setup,
     hung_and_healthy,
     hung_endpoint,
     require_without_dac,
@@ -577,7 +578,7 @@ def test_a_restarted_pair_is_not_idle_before_its_first_pass(tmp_path: Path) -> N
     start-up pass was through told a client waiting for "idle and synced" that a tree
     changed meanwhile was in sync (make bench's scenario 7 stopped its clock there). Until
     the first pass is through the pair is `syncing`, its last_sync the run before's."""
-    setup, remote = _folder_setup(tmp_path)
+    setup, remote = folder_setup(tmp_path)
     setup.local.mkdir()
     (setup.local / "a.txt").write_text("a")
     setup.write()
@@ -597,14 +598,8 @@ def test_a_restarted_pair_is_not_idle_before_its_first_pass(tmp_path: Path) -> N
     assert not (remote / "b.txt").exists()  # no worker ran: only the states were asked
 
 
-def _folder_setup(tmp_path: Path, **pair_extra: Any) -> tuple[Setup, Path]:
-    remote = tmp_path / "remote"
-    remote.mkdir()
-    return Setup(tmp_path, f"file://{remote}", pair_extra=pair_extra), remote
-
-
 def test_deletions_propagate_both_ways_and_are_kept_in_the_trash(tmp_path: Path) -> None:
-    setup, remote = _folder_setup(tmp_path)
+    setup, remote = folder_setup(tmp_path)
     (tmp_path / "local").mkdir()
     for name in "abcdef":
         (tmp_path / "local" / f"{name}.txt").write_text(name)
@@ -626,7 +621,7 @@ def test_a_client_that_hangs_up_early_leaves_only_json_lines(tmp_path: Path) -> 
     """A control client that sends a request and closes before reading the answer (a killed
     script, a probe): socketserver printed a BrokenPipeError traceback among the daemon's
     JSON lines. Now every line stays JSON and the daemon keeps answering."""
-    setup, _ = _folder_setup(tmp_path)
+    setup, _ = folder_setup(tmp_path)
     with running_daemon(setup) as daemon:
         daemon.wait_idle()
         for _ in range(20):
@@ -645,7 +640,7 @@ def test_a_syncignore_written_while_running_applies_at_once(tmp_path: Path) -> N
     sent, and deleting one deleted it on the remote (the README: ignored paths are never
     deleted on the other side). Now its rules apply from the next event on, and a path it
     stops ignoring goes up."""
-    setup, remote = _folder_setup(tmp_path)
+    setup, remote = folder_setup(tmp_path)
     setup.local.mkdir()
     (setup.local / "a.txt").write_text("a")
     (setup.local / "b.log").write_text("b")
@@ -673,7 +668,7 @@ def test_a_local_root_made_anew_is_watched_again(tmp_path: Path) -> None:
     anew under its name: the pair recovers, files dropped into the new folder go up (the old
     watch followed the moved folder and saw none of them), and what is written in the moved
     folder is not taken for the pair's."""
-    setup, remote = _folder_setup(tmp_path)
+    setup, remote = folder_setup(tmp_path)
     setup.local.mkdir()
     (setup.local / "first.txt").write_text("first")
     with running_daemon(setup) as daemon:
@@ -698,7 +693,7 @@ def test_a_local_root_made_anew_is_watched_again(tmp_path: Path) -> None:
 
 
 def test_mass_deletion_is_held_until_sync_force(tmp_path: Path) -> None:
-    setup, remote = _folder_setup(tmp_path)
+    setup, remote = folder_setup(tmp_path)
     (tmp_path / "local").mkdir()
     for name in "abcd":
         (tmp_path / "local" / f"{name}.txt").write_text(name)
@@ -752,7 +747,7 @@ def test_files_the_watcher_brought_count_for_a_deletion_of_the_same_spell(tmp_pa
     """Changes seen one by one (here queued while the pair was paused, then let go at once):
     two new files and one old one deleted are 1 of 3 synced files, not held. Only a full
     pass's planned new files are left out of the count (see the test above)."""
-    setup, remote = _folder_setup(tmp_path)
+    setup, remote = folder_setup(tmp_path)
     (tmp_path / "local").mkdir()
     (setup.local / "old.txt").write_text("old")
     with running_daemon(setup) as daemon:
@@ -776,7 +771,7 @@ def test_a_held_deletion_stays_held_as_the_pair_grows(tmp_path: Path) -> None:
     60 on the remote (and so on every machine). Held deletions wait for --force (or for the
     files to come back); the new files come down meanwhile; one log line says it, not two a
     second."""
-    setup, remote = _folder_setup(tmp_path)
+    setup, remote = folder_setup(tmp_path)
     (tmp_path / "local" / "reports").mkdir(parents=True)
     for i in range(60):
         (tmp_path / "local" / "reports" / f"r{i:02}.txt").write_text(f"report {i}")
@@ -814,7 +809,7 @@ def test_pause_holds_transfers_and_sync_says_so_until_resume(tmp_path: Path) -> 
     """A paused pair records changes and moves nothing; `syncd sync` on it said only "sync
     requested" (exit 0) and nothing came: it now says the pair is paused. `resume` lets
     what waited go."""
-    setup, remote = _folder_setup(tmp_path)
+    setup, remote = folder_setup(tmp_path)
     (tmp_path / "local").mkdir()
     with running_daemon(setup) as daemon:
         daemon.wait_idle()
@@ -840,7 +835,7 @@ def test_pause_holds_transfers_and_sync_says_so_until_resume(tmp_path: Path) -> 
 def test_a_socket_folder_that_was_there_keeps_its_mode(tmp_path: Path) -> None:
     """syncd makes its socket's folder 0700 when it makes it; a folder that was there (a home
     directory, /run) is not syncd's to change. The socket itself is 0600 either way."""
-    setup, _ = _folder_setup(tmp_path)
+    setup, _ = folder_setup(tmp_path)
     shared = setup.socket.parent
     shared.mkdir()
     shared.chmod(0o755)
@@ -857,7 +852,7 @@ def test_a_hold_lifts_when_the_files_come_back(tmp_path: Path) -> None:
     """Every remote file gone at once (a prefix moved away, a bucket being restored) is held;
     when they come back unchanged, nothing differs from the base, yet the hold must lift by
     itself (and a real deletion made meanwhile then goes through)."""
-    setup, remote = _folder_setup(tmp_path)
+    setup, remote = folder_setup(tmp_path)
     (tmp_path / "local").mkdir()
     for name in "abcd":
         (tmp_path / "local" / f"{name}.txt").write_text(name)
@@ -882,7 +877,7 @@ def test_a_hold_lifts_when_the_files_come_back(tmp_path: Path) -> None:
 
 
 def test_manual_conflict_listed_and_resolved_through_the_daemon(tmp_path: Path) -> None:
-    setup, remote = _folder_setup(tmp_path, conflict="manual")
+    setup, remote = folder_setup(tmp_path, conflict="manual")
     (tmp_path / "local").mkdir()
     (tmp_path / "local" / "doc.txt").write_text("local version")
     (remote / "doc.txt").write_text("remote version")
@@ -920,7 +915,7 @@ def _ops(setup: Setup) -> list[tuple[str, str]]:
 
 
 def test_atomic_save_is_one_update_and_a_folder_rename_is_moves(tmp_path: Path) -> None:
-    setup, remote = _folder_setup(tmp_path)
+    setup, remote = folder_setup(tmp_path)
     (tmp_path / "local" / "docs").mkdir(parents=True)
     (tmp_path / "local" / "doc.txt").write_text("draft 1")
     for i in range(3):
@@ -965,7 +960,7 @@ def test_sighup_reloads_pairs_and_a_bad_config_keeps_the_old_one(tmp_path: Path)
 
     import yaml
 
-    setup, remote = _folder_setup(tmp_path)
+    setup, remote = folder_setup(tmp_path)
     with running_daemon(setup) as daemon:
         daemon.wait_idle()
         second_local, second_remote = tmp_path / "local2", tmp_path / "remote2"
@@ -1015,7 +1010,7 @@ def test_a_reload_that_points_a_pair_at_another_remote_syncs_it_there(tmp_path: 
 
     import yaml
 
-    setup, remote = _folder_setup(tmp_path)
+    setup, remote = folder_setup(tmp_path)
     setup.local.mkdir()
     for name in ("a.txt", "b.txt", "c.txt"):
         (setup.local / name).write_text(name)
@@ -1042,7 +1037,7 @@ def test_sighup_applies_limits_and_retries_and_names_what_needs_a_restart(
 
     import yaml
 
-    setup, _ = _folder_setup(tmp_path)
+    setup, _ = folder_setup(tmp_path)
     with running_daemon(setup) as daemon:
         daemon.wait_idle()
         doc = yaml.safe_load(setup.config.read_text())
@@ -1061,7 +1056,7 @@ def test_a_reload_of_log_reaches_the_pairs_own_lines(tmp_path: Path) -> None:
     after a reload to console / warning they were still JSON at info."""
     import yaml
 
-    setup, remote = _folder_setup(tmp_path)
+    setup, remote = folder_setup(tmp_path)
     with running_daemon(setup) as daemon:
         (setup.local / "before.txt").write_text("before")
         wait_for(lambda: (remote / "before.txt").exists())
@@ -1132,7 +1127,7 @@ def test_a_metrics_port_in_use_is_one_line_naming_the_key(tmp_path: Path) -> Non
     """Another program listens on `metrics.listen`: the daemon does not start, and says so in
     one line naming the key (it printed prometheus_client's traceback and exited 1), leaving
     no socket behind."""
-    setup, _ = _folder_setup(tmp_path)
+    setup, _ = folder_setup(tmp_path)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -1155,7 +1150,7 @@ def test_prometheus_metrics_endpoint(tmp_path: Path) -> None:
     from emulators import free_port
 
     port = free_port()
-    setup, remote = _folder_setup(tmp_path)
+    setup, remote = folder_setup(tmp_path)
     setup.extra = {"metrics": {"listen": f"127.0.0.1:{port}"}}
     (tmp_path / "local").mkdir()
     (tmp_path / "local" / "m.txt").write_text("metered")
@@ -1227,7 +1222,7 @@ def test_a_tree_past_the_watch_limit_is_scanned_at_every_poll(tmp_path: Path) ->
     said nothing and missed the changes in the folders left unwatched (watchdog 7 skips a
     folder it cannot watch), until the hourly listing or a restart."""
     wrapper = _few_inotify_watches(12)
-    setup, remote = _folder_setup(tmp_path)
+    setup, remote = folder_setup(tmp_path)
     setup.local.mkdir()
     folders = [f"d{i:02}" for i in range(30)]
     for folder in folders:
@@ -1247,7 +1242,7 @@ def test_a_folder_made_past_the_watch_limit_turns_the_pair_to_scanning(tmp_path:
     """The limit runs out later, at a folder made under a watched root: from then on the pair
     is scanned at every poll, and says so."""
     wrapper = _few_inotify_watches(12)
-    setup, remote = _folder_setup(tmp_path)
+    setup, remote = folder_setup(tmp_path)
     setup.local.mkdir()
     with running_daemon(setup, wrapper) as daemon:
         daemon.wait_idle()
@@ -1268,7 +1263,7 @@ def test_a_folder_unreadable_at_the_start_is_watched_once_it_can_be_read(tmp_pat
     files went up at the folder's retry, but a file written in it later was never seen (no
     watch, and no scan of a watched pair): now the pair is watched again at the next poll."""
     without_dac = require_without_dac()
-    setup, remote = _folder_setup(tmp_path)
+    setup, remote = folder_setup(tmp_path)
     locked = setup.local / "locked"
     locked.mkdir(parents=True)
     (locked / "old.txt").write_text("old")
@@ -1293,7 +1288,7 @@ def test_refused_names_are_failures_the_daemon_does_not_retry_in_a_loop(tmp_path
     hold (a tab: a folder remote can have one): each is a failure in status (named, counted),
     with no next try (only a rename fixes it): said once across polls, not retried by `syncd
     retry`, counted once; gone from its side, it is no longer a failure."""
-    setup, remote = _folder_setup(tmp_path)
+    setup, remote = folder_setup(tmp_path)
     (tmp_path / "local").mkdir()
     (setup.local / "back\\slash.txt").write_text("local only")
     (setup.local / "bell\x07dir").mkdir()

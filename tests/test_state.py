@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from harness import Setup, syncd, tree, wait_for
+from harness import Setup, folder_setup, syncd, tree, wait_for
 
 from syncd.state import BaseEntry, OpRecord, RemoteSeen, StateError, StateStore
 from syncd.state.schema import SCHEMA_VERSION
@@ -71,6 +71,17 @@ def test_a_newer_schema_is_refused_with_one_line(tmp_path: Path) -> None:
     assert "\n" not in message
 
 
+def _synced_folder_pair(tmp_path: Path) -> tuple[Setup, Path]:
+    """A folder pair synced once: `mine.txt` from the local side, `theirs.txt` from the
+    remote, both now on both sides and in the state."""
+    setup, remote = folder_setup(tmp_path)
+    setup.write()
+    (setup.local / "mine.txt").write_bytes(b"local")
+    (remote / "theirs.txt").write_bytes(b"remote")
+    assert syncd("once", "-c", setup.config).returncode == 0
+    return setup, remote
+
+
 @pytest.mark.parametrize(
     ("version", "kept_as", "says"),
     [
@@ -85,13 +96,7 @@ def test_a_state_syncd_cannot_use_is_refused_and_rebuild_does_what_the_refusal_s
     """The refusal points to `syncd state rebuild`: that command then works (it had refused
     a newer schema with the very same line, and a version that is not a number was a
     traceback everywhere); the file is kept beside, and the first sync deletes nothing."""
-    remote = tmp_path / "remote"
-    remote.mkdir()
-    setup = Setup(tmp_path, f"file://{remote}")
-    setup.write()
-    (setup.local / "mine.txt").write_bytes(b"local")
-    (remote / "theirs.txt").write_bytes(b"remote")
-    assert syncd("once", "-c", setup.config).returncode == 0
+    setup, remote = _synced_folder_pair(tmp_path)
     db = sqlite3.connect(setup.state_db)
     db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (version,))
     db.commit()
@@ -136,13 +141,7 @@ def test_open_conflicts_survive_a_restart(tmp_path: Path) -> None:
 def test_a_corrupt_database_is_refused_then_rebuilt_without_losing_files(
     tmp_path: Path, garbage: bytes
 ) -> None:
-    remote = tmp_path / "remote"
-    remote.mkdir()
-    setup = Setup(tmp_path, f"file://{remote}")
-    setup.write()
-    (setup.local / "mine.txt").write_bytes(b"local")
-    (remote / "theirs.txt").write_bytes(b"remote")
-    assert syncd("once", "-c", setup.config).returncode == 0
+    setup, remote = _synced_folder_pair(tmp_path)
     setup.state_db.write_bytes(garbage)
     for leftover in ("-wal", "-shm"):
         Path(f"{setup.state_db}{leftover}").unlink(missing_ok=True)

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from harness import (
     SYNCD,
-    Setup,
+    folder_setup,
     hung_and_healthy,
     hung_endpoint,
     unavailable_here,
@@ -151,9 +151,7 @@ def test_notifier_is_a_no_op_outside_systemd() -> None:
 
 
 def test_daemon_sends_ready_status_watchdog_stopping_in_order(tmp_path: Path) -> None:
-    remote = tmp_path / "remote"
-    remote.mkdir()
-    setup = Setup(tmp_path, f"file://{remote}")
+    setup, _ = folder_setup(tmp_path)
     setup.write()
     (setup.local / "a.txt").write_text("a")
     listen = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -236,9 +234,7 @@ def test_ready_and_watchdog_do_not_wait_for_a_hung_remote(tmp_path: Path) -> Non
 def test_the_status_line_reads_no_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """systemd's STATUS= is refreshed twice a second: it must not query the state database
     (a count over 100,000 entries is ~10 ms each time); `syncd status` still reports counts."""
-    remote = tmp_path / "remote"
-    remote.mkdir()
-    setup = Setup(tmp_path, f"file://{remote}")
+    setup, _ = folder_setup(tmp_path)
     setup.write()
     config = load_config(setup.config)
     with Engine(config) as engine:
@@ -260,9 +256,7 @@ def test_the_status_line_reads_no_state(tmp_path: Path, monkeypatch: pytest.Monk
 def test_the_status_line_counts_files_in_plain_words(tmp_path: Path) -> None:
     """ "syncing 12 files in docs", as the issue has it, and "syncing 1 file in docs" for one
     (it said "1 files")."""
-    remote = tmp_path / "remote"
-    remote.mkdir()
-    setup = Setup(tmp_path, f"file://{remote}")
+    setup, _ = folder_setup(tmp_path)
     setup.write()
     config = load_config(setup.config)
     with Engine(config) as engine:

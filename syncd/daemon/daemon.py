@@ -503,10 +503,7 @@ class Daemon:
         identity = _identity(syncer.root)
         if identity is None or identity == self._watched_roots.get(name):
             return False
-        log.info("local root is back or was replaced; watching it again", pair=name)
-        self.watcher.unwatch(name)
-        self._watch(name)
-        self.full_scan(name)
+        self._watch_again(name, "local root is back or was replaced; watching it again")
         return True
 
     def _rewatched(self, name: str) -> bool:
@@ -515,11 +512,16 @@ class Daemon:
         that was needed."""
         if not self.watcher.readable_again(name):
             return False
-        log.info("a folder that could not be watched is readable now; watching it", pair=name)
+        self._watch_again(name, "a folder that could not be watched is readable now; watching it")
+        return True
+
+    def _watch_again(self, name: str, why: str) -> None:
+        """Watch the pair's root anew, then compare both sides in full: what changed while
+        the watch did not see it is found by that pass."""
+        log.info(why, pair=name)
         self.watcher.unwatch(name)
         self._watch(name)
         self.full_scan(name)
-        return True
 
     def _requeue_due(self, name: str, changed: list[str]) -> None:
         """Queue what a poll found changed, and the failures whose backoff has run out (the
