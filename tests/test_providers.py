@@ -34,7 +34,7 @@ from syncd.providers import (
     open_provider,
 )
 from syncd.providers.local import FileProvider
-from syncd.providers.s3 import S3Provider, _translate, should_retry
+from syncd.providers.s3 import S3Provider, _timestamp, _translate, should_retry
 
 MTIME_NS = 1_700_000_000_123_456_789
 PREFIX = "team/a/"
@@ -618,6 +618,37 @@ def test_s3_provider_type(s3_bucket: Bucket) -> None:
     assert isinstance(provider, S3Provider)
     assert isinstance(provider, Provider)
     provider.close()
+
+
+@pytest.mark.parametrize(
+    "stated",
+    [
+        "2026-11-25T21:20:31.123Z",  # a listing's LastModified
+        "2026-11-25T21:20:31Z",
+        "2026-11-25T21:20:31+02:00",
+        "Wed, 25 Nov 2026 21:20:31 GMT",  # a HEAD's Last-Modified header
+        "1700000000",
+        "2026-11-25T21:20:31",  # no zone: botocore's own rule decides
+    ],
+)
+def test_s3_timestamps_mean_what_botocore_would_read(stated: str) -> None:
+    from botocore.utils import parse_timestamp
+
+    ours, botocores = _timestamp(stated), parse_timestamp(stated)
+    assert (ours.tzinfo is None) == (botocores.tzinfo is None)
+    assert ours.timestamp() == botocores.timestamp()
+
+
+def test_s3_listing_reads_last_modified_through_the_fast_parser(s3_bucket: Bucket) -> None:
+    provider = open_provider(s3_bucket.url(), {"endpoint_url": s3_bucket.endpoint_url})
+    try:
+        put(provider, "a.txt", b"a")
+        (listed,) = provider.list()
+        headed = provider.stat("a.txt")
+    finally:
+        provider.close()
+    assert abs(listed.modified - headed.modified) < 1  # the listing adds milliseconds
+    assert listed.meta_version == headed.meta_version
 
 
 def test_bad_options_name_the_key_but_not_the_value() -> None:

@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import boto3.session
+import botocore.session
 import structlog
 import urllib3.exceptions
 from botocore.config import Config
@@ -35,6 +36,7 @@ from botocore.exceptions import (
     UnseekableStreamError,
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.utils import parse_timestamp
 
 from syncd.providers.base import (
     MTIME_META,
@@ -368,6 +370,21 @@ def _check_endpoint_variable(options: S3Options) -> None:
             return
 
 
+def _timestamp(value: Any) -> datetime:
+    """botocore's timestamp parser, for the ISO 8601 dates of a listing in 0.1 us.
+
+    botocore parses every timestamp with dateutil, ~35 us each: one per key listed, 70 ms of
+    CPU in a no-op pass over 2,000 keys, and in every poll of the bucket. S3's XML states
+    them as ISO 8601 with a zone (`2026-11-25T21:20:31.000Z`), which `datetime.fromisoformat`
+    reads exactly; anything else (the RFC 822 dates of headers, an epoch, a date without a
+    zone) goes to botocore's own parser."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return parse_timestamp(value)
+    return parsed if parsed.tzinfo is not None else parse_timestamp(value)
+
+
 def make_client(options: S3Options, workers: int) -> S3Client:
     """One client per provider: botocore clients are thread-safe and pool connections."""
     _check_endpoint_variable(options)
@@ -399,8 +416,11 @@ def make_client(options: S3Options, workers: int) -> S3Client:
     region = options.region or (
         None if os.environ.get("AWS_DEFAULT_REGION") else os.environ.get("AWS_REGION") or None
     )
+    core = botocore.session.get_session()
+    core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=_timestamp)
     try:
         session = boto3.session.Session(
+            botocore_session=core,
             profile_name=options.profile,
             aws_access_key_id=options.access_key_id,
             aws_secret_access_key=options.secret_access_key,
