@@ -319,6 +319,18 @@ def test_hierarchical_namespace_directories_are_not_listed(
     assert set(listing(provider)) == {"dir/file.txt"}
 
 
+def test_an_empty_sha256_value_reads_as_none(
+    provider: Provider, azure_container: AzureContainer
+) -> None:
+    """Metadata with an empty value (another tool's, or a hand edit) lists as None: an empty
+    sha256 failed the whole listing with an AttributeError."""
+    azure_container.write("p/blank.txt", b"blank", metadata={"sha256": "", "mtime": ""})
+
+    listed = listing(provider)["blank.txt"]
+    assert (listed.sha256, listed.mtime_ns, listed.size) == (None, None, 5)
+    assert provider.stat("blank.txt").sha256 is None
+
+
 # -- credentials ----------------------------------------------------------------------------
 
 

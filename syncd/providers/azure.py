@@ -257,8 +257,9 @@ def _hex(md5: bytes | bytearray | None) -> str | None:
     return bytes(md5).hex() if md5 else None
 
 
-def _sha256(metadata: dict[str, str] | None) -> str | None:
-    value = (metadata or {}).get(SHA256_META, "").strip().lower()
+def _sha256(metadata: Mapping[str, str | None] | None) -> str | None:
+    # A listing reads an empty metadata value (`<sha256/>`) as None.
+    value = ((metadata or {}).get(SHA256_META) or "").strip().lower()
     return value if _SHA256.match(value) else None
 
 
