@@ -71,6 +71,8 @@ from azure.storage.blob import (
 )
 from urllib3.util.retry import Retry
 
+from syncd.providers import azure_listing
+from syncd.providers.azure_listing import ListedBlob
 from syncd.providers.base import (
     MTIME_META,
     ORIGIN_META,
@@ -263,10 +265,9 @@ def _sha256(metadata: Mapping[str, str | None] | None) -> str | None:
     return value if _SHA256.match(value) else None
 
 
-def _archived(props: BlobProperties) -> bool:
+def _archived(tier: str | None, archive_status: str | None) -> bool:
     """In the Archive tier (also while a rehydration is pending): the bytes cannot be read."""
-    status = str(props.archive_status or "")
-    return str(props.blob_tier or "") == "Archive" or status.startswith("rehydrate-pending")
+    return tier == "Archive" or (archive_status or "").startswith("rehydrate-pending")
 
 
 def _read_exactly(body: BinaryIO, size: int, where: str) -> bytes:
@@ -552,20 +553,20 @@ class AzureProvider:
             ) from exc
 
     def list(self) -> Iterator[ObjectInfo]:
+        """The blobs under the prefix, read from List Blobs' XML by `azure_listing` (the SDK's
+        own listing where that does not understand a page)."""
         self.ensure_root()
         with self._errors(None):
-            blobs = self._container.list_blobs(
-                name_starts_with=self.prefix or None,
-                include=["metadata"],
-                results_per_page=PAGE_SIZE,
+            blobs = azure_listing.list_blobs(
+                self._container, self._pipeline, self.prefix, PAGE_SIZE
             )
-            for props in blobs:
-                key = str(props.name)[len(self.prefix) :]
+            for blob in blobs:
+                key = blob.name[len(self.prefix) :]
                 if not key:
                     continue  # the prefix's own folder marker
-                if (props.metadata or {}).get("hdi_isfolder") == "true":
+                if blob.metadata.get("hdi_isfolder") == "true":
                     continue  # a directory of a hierarchical-namespace (Data Lake) account
-                yield self._info(key, props)
+                yield self._listed_info(key, blob)
 
     def stat(self, key: str) -> ObjectInfo:
         with self._errors(key):
@@ -1087,18 +1088,23 @@ class AzureProvider:
 
     @staticmethod
     def _info(key: str, props: BlobProperties) -> ObjectInfo:
-        """ObjectInfo from a listing item, get_blob_properties or a downloader's properties
-        (all BlobProperties, metadata included)."""
-        metadata: dict[str, str] = dict(props.metadata or {})
+        """ObjectInfo from the SDK's BlobProperties (an SDK listing's item,
+        get_blob_properties or a downloader's properties; metadata included)."""
+        return AzureProvider._listed_info(key, ListedBlob.of(props))
+
+    @staticmethod
+    def _listed_info(key: str, blob: ListedBlob) -> ObjectInfo:
+        """ObjectInfo from a listed blob's fields: the one place either path builds it."""
+        metadata = blob.metadata
         return ObjectInfo(
             key=key,
-            size=int(props.size or 0),
-            etag=_etag(props.etag),
-            modified=_timestamp(props.last_modified),
+            size=blob.size,
+            etag=_etag(blob.etag),
+            modified=blob.modified,
             mtime_ns=parse_mtime(metadata.get(MTIME_META)),
             sha256=_sha256(metadata),
-            md5=_hex(props.content_settings.content_md5),
+            md5=_hex(blob.md5),
             has_metadata=True,
-            archived=_archived(props),
+            archived=_archived(blob.tier, blob.archive_status),
             origin=metadata.get(ORIGIN_META),
         )
