@@ -50,6 +50,15 @@ def test_every_operation_is_in_the_log(tmp_path: Path) -> None:
     assert upload["sha256"] == hashlib.sha256(b"goes up").hexdigest()
     assert isinstance(upload["duration_ms"], float)
     assert str(upload["time"]).endswith("Z")
+    done = [r for r in records if r["result"] == "ok"]
+    assert all(isinstance(r["duration_ms"], float) for r in done)  # moves, deletions too
+    assert all(isinstance(r["size"], int) for r in done)
+    moved = next(r for r in records if r["op"] == "move")
+    assert moved["sha256"] == hashlib.sha256(b"will be moved").hexdigest()
+    # The conflict's line names the version the path holds since: the newer, remote one (a
+    # folder remote's listing states no SHA-256; its download's line does).
+    settled = next(r for r in records if r["op"] == "conflict")
+    assert settled["size"] == len(b"remote edit, longer")
     times = [str(r["time"]) for r in records]
     assert times == sorted(times)  # oldest first
 

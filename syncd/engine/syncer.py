@@ -930,6 +930,7 @@ class PairSyncer:
         plog: Logger,
         over: str | None = None,
     ) -> Outcome:
+        started = time.monotonic()
         if remote.mtime_ns is None and not remote.has_metadata:
             # The listing carries no mtime; the strategies need it.
             fresh = self.transfers.stat_remote(path, remote.key)
@@ -976,7 +977,21 @@ class PairSyncer:
             strategy = "manual" if keep is not None else self.pair.conflict  # by whom
             self.stats.settle(path, outcome_text, strategy)
             self.store.bump(self.name, {f"conflicts_resolved:{strategy}": 1})
-            self._oplog(path, "conflict", "ok", note=outcome_text)
+            # The version the path holds now (the remote one still on its way down where
+            # the local one was set aside; the synced one, recorded, otherwise).
+            kept = self.store.get(self.name, path)
+            size, sha256 = (kept.size, kept.sha256) if kept is not None else (None, None)
+            if resolution.winner is Winner.BOTH and resolution.older == "local":
+                size, sha256 = remote.size, remote.sha256
+            self._oplog(
+                path,
+                "conflict",
+                "ok",
+                note=outcome_text,
+                size=size,
+                sha256=sha256,
+                seconds=time.monotonic() - started,
+            )
         return outcome
 
     def _left_as_it_is(self, path: str, why: str, outcome: str, plog: Logger) -> Outcome:
@@ -1268,6 +1283,7 @@ class PairSyncer:
             got.sha256,
             plog,
             why=why,
+            seconds=got.seconds,
         )
 
     def _local_version_beside(
@@ -1298,15 +1314,24 @@ class PairSyncer:
             sent.sha256,
             plog,
             why=why,
+            seconds=sent.seconds,
         )
 
     def _copy_made(
-        self, path: str, outcome: str, size: int, sha256: str | None, plog: Logger, *, why: str
+        self,
+        path: str,
+        outcome: str,
+        size: int,
+        sha256: str | None,
+        plog: Logger,
+        *,
+        why: str,
+        seconds: float,
     ) -> Outcome:
         """A one-way pair's conflict copy is made: said (a warning: both versions are kept,
         each where the pair may write), logged, and listed as settled, once."""
         plog.warning("conflict: both versions kept", reason=why, outcome=outcome)
-        self._oplog(path, "conflict", "ok", note=outcome, size=size, sha256=sha256)
+        self._oplog(path, "conflict", "ok", note=outcome, size=size, sha256=sha256, seconds=seconds)
         self.stats.settle(path, outcome)
         self._kept_apart.add(path)
         return Outcome.DONE
@@ -1417,6 +1442,7 @@ class PairSyncer:
                 refused.add(key)
 
     def _delete_remote(self, path: str, remote: ObjectInfo, why: str, plog: Logger) -> Outcome:
+        started = time.monotonic()
         try:
             self._trash_remote(path, remote)
             self.retry.call(lambda: self.provider.delete(remote.key, if_match=remote.etag))
@@ -1428,12 +1454,21 @@ class PairSyncer:
         base = self.store.get(self.name, path) if remote.sha256 is None else None
         self.store.forget(self.name, [path])
         sha256 = remote.sha256 or (base.sha256 if base is not None else None)
-        self._oplog(path, "delete_remote", "ok", size=remote.size, note=why, sha256=sha256)
+        self._oplog(
+            path,
+            "delete_remote",
+            "ok",
+            size=remote.size,
+            note=why,
+            sha256=sha256,
+            seconds=time.monotonic() - started,
+        )
         plog.info("deleted remotely", op="delete_remote", reason=why)
         self.stats.note_deleted()
         return Outcome.DONE
 
     def _delete_local(self, path: str, local: LocalFile, why: str, plog: Logger) -> Outcome:
+        started = time.monotonic()
         source = self.local_path(path)
         now = _stat_at(self.root, source)
         if now is None or not same_stat(now, local):
@@ -1443,7 +1478,15 @@ class PairSyncer:
         localfs.prune_empty_parents(self.root, source)
         self.store.forget(self.name, [path])
         sha256 = base.sha256 if base is not None else None
-        self._oplog(path, "delete_local", "ok", size=local.size, note=why, sha256=sha256)
+        self._oplog(
+            path,
+            "delete_local",
+            "ok",
+            size=local.size,
+            note=why,
+            sha256=sha256,
+            seconds=time.monotonic() - started,
+        )
         plog.info("deleted locally (kept in trash)", op="delete_local", reason=why)
         self.stats.note_deleted()
         return Outcome.DONE
@@ -1502,6 +1545,7 @@ class PairSyncer:
             return False
         sha256, sources = found
         for entry, old in sources:
+            started = time.monotonic()
             try:
                 info = self.retry.call(
                     partial(self.provider.copy, old.key, path, if_match=old.etag)
@@ -1517,7 +1561,13 @@ class PairSyncer:
             with self._lock:
                 self._moved_to.add(path)
             self._oplog(
-                path, "move", "ok", size=local.size, note=f"from {entry.path}", sha256=sha256
+                path,
+                "move",
+                "ok",
+                size=local.size,
+                note=f"from {entry.path}",
+                sha256=sha256,
+                seconds=time.monotonic() - started,
             )
             plog.info("moved", op="move", source=entry.path)
             self.stats.note_moved()
@@ -1678,9 +1728,12 @@ class PairSyncer:
         size: int | None = None,
         note: str | None = None,
         sha256: str | None = None,
+        seconds: float | None = None,
         said: bool = False,
     ) -> None:
-        """One line of the audit trail (`syncd log`); a dry run writes none. A state that
+        """One line of the audit trail (`syncd log`); a dry run writes none. `seconds`: how
+        long the operation took (None for a record of nothing done: a held deletion, an open
+        conflict, a failure). A state that
         cannot be written loses the line, said in the log (at debug level if the line's news
         was `said` there already): what it records is done (or failed, and reported) already,
         and the pass goes on."""
@@ -1688,7 +1741,15 @@ class PairSyncer:
             return
         path, note = _storable(path), None if note is None else _storable(note)
         record = OpRecord(
-            time.time(), self.name, path, op, result, size=size, sha256=sha256, error=note
+            time.time(),
+            self.name,
+            path,
+            op,
+            result,
+            size=size,
+            sha256=sha256,
+            duration_ms=None if seconds is None else seconds * 1000,
+            error=note,
         )
         try:
             self.store.log(record)
