@@ -91,6 +91,9 @@ def test_held_deletions_are_in_the_log(tmp_path: Path) -> None:
     held = sorted(str(r["path"]) for r in records if r["result"] == "held")
     assert held == ["f0.txt", "f1.txt", "f2.txt"]
     assert all(r["op"] == "delete_remote" for r in records if r["result"] == "held")
+    held_line = next(r for r in records if r["result"] == "held")
+    assert (held_line["size"], held_line["sha256"]) == (1, hashlib.sha256(b"x").hexdigest())
+    assert held_line["duration_ms"] is None  # nothing was done yet
 
 
 def test_old_records_are_pruned(tmp_path: Path) -> None:

@@ -525,7 +525,15 @@ class PairSyncer:
                 self.log.warning("deletions held", reason=reason, count=len(pending))
                 self._held_said = reason
             for path in newly:
-                self._oplog(path, f"delete_{pending[path]}", "held", note=reason)
+                base = self.store.get(self.name, path)  # the version the deletion would take
+                self._oplog(
+                    path,
+                    f"delete_{pending[path]}",
+                    "held",
+                    note=reason,
+                    size=base.size if base is not None else None,
+                    sha256=base.sha256 if base is not None else None,
+                )
             self._held_back(set(newly))
             self._remember_held(pending.keys())
             return []
