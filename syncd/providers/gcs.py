@@ -376,6 +376,13 @@ def _anonymous() -> Any:
     return AnonymousCredentials()  # type: ignore[no-untyped-call]
 
 
+def _emulated(options: GCSOptions) -> bool:
+    """The client talks to an emulator: STORAGE_EMULATOR_HOST, or a plain-http
+    `endpoint_url` (Google's endpoints are https only)."""
+    endpoint = options.endpoint_url or os.environ.get("STORAGE_EMULATOR_HOST") or ""
+    return bool(os.environ.get("STORAGE_EMULATOR_HOST")) or endpoint.startswith("http://")
+
+
 def _credentials(options: GCSOptions) -> tuple[Any, str | None]:
     """Credentials and project, by the usual precedence; raises the sentinels.
 
@@ -398,6 +405,12 @@ def _credentials(options: GCSOptions) -> tuple[Any, str | None]:
             raise OptionError(
                 "credentials_file", f"{path!r} is not a service account key file"
             ) from None
+        if _emulated(options):
+            # An emulator takes any bearer token, but the SDK would first trade the key for
+            # one at Google's token endpoint (the file's token_uri), which a test network or
+            # an air-gapped emulator cannot reach: the credentials sign their own JWT instead
+            # (AIP-4111), with the file's key, and nothing leaves for Google.
+            credentials = credentials.with_always_use_jwt_access(True)
         return credentials, options.project or credentials.project_id
     if os.environ.get("STORAGE_EMULATOR_HOST"):
         return _anonymous(), options.project or DEFAULT_PROJECT
