@@ -262,15 +262,22 @@ def _service_account_file(path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("where", ["STORAGE_EMULATOR_HOST", "endpoint_url"])
+@pytest.mark.parametrize(
+    "where", ["STORAGE_EMULATOR_HOST", "endpoint_url", "GOOGLE_APPLICATION_CREDENTIALS"]
+)
 def test_a_credentials_file_works_against_an_emulator(
     gcs_bucket: GCSBucket, tmp_path: Path, where: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A service-account key with an emulator signs its own token: it used to be traded at
     Google's token endpoint first, which failed every request where Google is not reachable
     (a test network, an air-gapped emulator)."""
-    options = {"credentials_file": str(_service_account_file(tmp_path / "sa.json"))}
-    if where == "endpoint_url":
+    key_file = str(_service_account_file(tmp_path / "sa.json"))
+    options = {"credentials_file": key_file}
+    if where == "GOOGLE_APPLICATION_CREDENTIALS":  # the key found by ADC, not the option
+        monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+        monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", key_file)
+        options = {"endpoint_url": gcs_bucket.endpoint_url}
+    elif where == "endpoint_url":
         monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
         options["endpoint_url"] = gcs_bucket.endpoint_url
     else:

@@ -423,6 +423,9 @@ def _credentials(options: GCSOptions) -> tuple[Any, str | None]:
             "no usable Google credentials found (set GOOGLE_APPLICATION_CREDENTIALS, "
             "run `gcloud auth application-default login`, or set options.credentials_file)"
         ) from None
+    if _emulated(options) and isinstance(credentials, service_account.Credentials):
+        # A key found by ADC (GOOGLE_APPLICATION_CREDENTIALS): as for credentials_file.
+        credentials = credentials.with_always_use_jwt_access(True)  # type: ignore[no-untyped-call]
     return credentials, options.project or project
 
 
