@@ -263,6 +263,27 @@ def _service_account_file(path: Path) -> Path:
 
 
 @pytest.mark.parametrize(
+    ("endpoint_url", "variable", "emulated"),
+    [
+        ("http://127.0.0.1:4443", "", True),
+        ("https://localhost:4443", "", True),  # fake-gcs-server's default scheme
+        ("https://storage.googleapis.com", "http://127.0.0.1:4443", False),  # the option wins
+        ("https://storage-abc.p.googleapis.com", "", False),  # a private endpoint
+        (None, "http://127.0.0.1:4443", True),
+        (None, "", False),
+    ],
+)
+def test_what_counts_as_an_emulator_for_credentials(
+    endpoint_url: str | None, variable: str, emulated: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from syncd.providers.gcs import _emulated
+    from syncd.providers.options import GCSOptions
+
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", variable)
+    assert _emulated(GCSOptions(endpoint_url=endpoint_url)) is emulated
+
+
+@pytest.mark.parametrize(
     "where", ["STORAGE_EMULATOR_HOST", "endpoint_url", "GOOGLE_APPLICATION_CREDENTIALS"]
 )
 def test_a_credentials_file_works_against_an_emulator(

@@ -19,6 +19,7 @@ import io
 import os
 import re
 import threading
+import urllib.parse
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -377,10 +378,12 @@ def _anonymous() -> Any:
 
 
 def _emulated(options: GCSOptions) -> bool:
-    """The client talks to an emulator: STORAGE_EMULATOR_HOST, or a plain-http
-    `endpoint_url` (Google's endpoints are https only)."""
-    endpoint = options.endpoint_url or os.environ.get("STORAGE_EMULATOR_HOST") or ""
-    return bool(os.environ.get("STORAGE_EMULATOR_HOST")) or endpoint.startswith("http://")
+    """The client talks to something other than Google: an `endpoint_url` off
+    googleapis.com (an emulator, http or https), or else STORAGE_EMULATOR_HOST."""
+    if options.endpoint_url:
+        host = (urllib.parse.urlsplit(options.endpoint_url).hostname or "").lower()
+        return not (host == "googleapis.com" or host.endswith(".googleapis.com"))
+    return bool(os.environ.get("STORAGE_EMULATOR_HOST"))
 
 
 def _credentials(options: GCSOptions) -> tuple[Any, str | None]:
