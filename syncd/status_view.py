@@ -40,6 +40,11 @@ def render_status(status: dict[str, Any]) -> None:
             console.print(_transfer_table(mine))
 
 
+def _count(n: int, noun: str) -> str:
+    """`1 file`, `2 files`."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _pair_table(pair: dict[str, Any]) -> Table:
     state = pair["state"]
     style = _STATE_STYLE.get(state, "")
@@ -56,17 +61,22 @@ def _pair_table(pair: dict[str, Any]) -> Table:
         ("remote", pair.get("remote")),
         ("queued", pair["queued"]),
         ("in flight", pair["in_flight"]),
-        ("synced", f"{pair['synced_files']} files"),
+        ("synced", _count(pair["synced_files"], "file")),
         ("failed", pair["failed"]),
         ("conflicts", pair["conflicts"]),
     ]
     if pair.get("held"):
         reason = f" ({pair['held_reason']})" if pair.get("held_reason") else ""
         rows.append(
-            ("held", f"{pair['held']} deletions{reason}: `syncd sync --force` lets them through")
+            (
+                "held",
+                f"{_count(pair['held'], 'deletion')}{reason}: `syncd sync --force` lets "
+                f"{'it' if pair['held'] == 1 else 'them'} through",
+            )
         )
     if pair.get("waiting"):
-        rows.append(("waiting", f"{pair['waiting']} files wait for a held deletion"))
+        verb = "waits" if pair["waiting"] == 1 else "wait"
+        rows.append(("waiting", f"{_count(pair['waiting'], 'file')} {verb} for a held deletion"))
     rows.append(("last sync", pair["last_sync"] or "never"))
     if pair.get("last_error"):
         rows.append(("last error", f"[red]{escape(printable(pair['last_error']))}[/red]"))

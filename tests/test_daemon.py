@@ -175,6 +175,26 @@ def test_daemon_with_folder_remote_and_human_status(tmp_path: Path) -> None:
         assert daemon.terminate() == 0
 
 
+def test_human_status_counts_in_plain_words(capsys: pytest.CaptureFixture[str]) -> None:
+    """ "1 file", "1 deletion ... lets it through", "1 file waits" (it said "1 files")."""
+    pair = {"name": "docs", "state": "held", "queued": 0, "in_flight": 0, "failed": 0,
+            "conflicts": 0, "last_sync": None, "last_error": None, "synced_files": 1,
+            "held": 1, "held_reason": "1 of 1 files", "waiting": 1}  # fmt: skip
+    render_status({"state": "running", "uptime_s": 3, "pairs": [pair]})
+    one = " ".join(capsys.readouterr().out.split())
+    assert "synced │ 1 file │" in one
+    assert "1 deletion (1 of 1 files): `syncd sync --force` lets it through" in one
+    assert "1 file waits for a held deletion" in one
+    render_status(
+        {"state": "running", "uptime_s": 3,
+         "pairs": [{**pair, "synced_files": 2, "held": 2, "waiting": 3}]}
+    )  # fmt: skip
+    more = " ".join(capsys.readouterr().out.split())
+    assert "synced │ 2 files │" in more
+    assert "2 deletions (1 of 1 files): `syncd sync --force` lets them through" in more
+    assert "3 files wait for a held deletion" in more
+
+
 def test_human_status_through_a_pipe_keeps_every_character(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
