@@ -32,6 +32,7 @@ from syncd.engine import localfs
 from syncd.engine.core import Engine
 from syncd.engine.localfs import local_file
 from syncd.engine.multipart import (
+    FileDigests,
     LargeTransfers,
     PartSettings,
     choose_part_size,
@@ -339,15 +340,20 @@ def _digest(kind: str, data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
+def _digest_file(path: Path, *args: Any, **kwargs: Any) -> FileDigests:
+    """digest_file over the whole file at `path`."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return digest_file(fd, os.fstat(fd).st_size, *args, **kwargs)
+    finally:
+        os.close(fd)
+
+
 @pytest.mark.parametrize("kind", ["md5", "sha256", "crc32c"])
 @pytest.mark.parametrize("part_size", [PART, PART + 12_345])  # a part may end mid-slice
 def test_one_read_hashes_the_file_and_each_part(tmp_path: Path, kind: Any, part_size: int) -> None:
     data = _random_file(tmp_path / "big.bin", 3 * part_size + 999)
-    fd = os.open(tmp_path / "big.bin", os.O_RDONLY)
-    try:
-        digests = digest_file(fd, len(data), part_size, kind)
-    finally:
-        os.close(fd)
+    digests = _digest_file(tmp_path / "big.bin", part_size, kind)
 
     assert digests.sha256 == hashlib.sha256(data).hexdigest()
     assert digests.part_size == part_size
@@ -360,11 +366,7 @@ def test_one_read_hashes_the_file_and_each_part(tmp_path: Path, kind: Any, part_
 
 def test_the_same_read_gives_the_whole_files_md5_when_asked(tmp_path: Path) -> None:
     data = _random_file(tmp_path / "big.bin", 3 * PART + 12_345)
-    fd = os.open(tmp_path / "big.bin", os.O_RDONLY)
-    try:
-        digests = digest_file(fd, len(data), PART, "md5", whole_md5=True)
-    finally:
-        os.close(fd)
+    digests = _digest_file(tmp_path / "big.bin", PART, "md5", whole_md5=True)
 
     assert digests.md5 == hashlib.md5(data, usedforsecurity=False).hexdigest()
     assert digests.sha256 == hashlib.sha256(data).hexdigest()
@@ -1067,10 +1069,6 @@ def test_the_same_read_gives_the_whole_files_crc32c_when_asked(tmp_path: Path) -
     """GCS checks a finished resumable upload by the whole file's CRC32C: the one read before
     the upload takes it, for that provider only (the others would pay ~0.05 s per GiB)."""
     data = _random_file(tmp_path / "big.bin", 2 * PART + 777)
-    fd = os.open(tmp_path / "big.bin", os.O_RDONLY)
-    try:
-        digests = digest_file(fd, len(data), PART, "crc32c", whole_crc32c=True)
-    finally:
-        os.close(fd)
+    digests = _digest_file(tmp_path / "big.bin", PART, "crc32c", whole_crc32c=True)
     assert digests.crc32c == f"{google_crc32c.value(data):08x}"
     assert digests.md5 is None

@@ -1462,18 +1462,9 @@ class PairSyncer:
         base = self.store.get(self.name, path) if remote.sha256 is None else None
         self.store.forget(self.name, [path])
         sha256 = remote.sha256 or (base.sha256 if base is not None else None)
-        self._oplog(
-            path,
-            "delete_remote",
-            "ok",
-            size=remote.size,
-            note=why,
-            sha256=sha256,
-            seconds=time.monotonic() - started,
+        return self._deleted(
+            path, "remote", remote.size, sha256, why=why, started=started, plog=plog
         )
-        plog.info("deleted remotely", op="delete_remote", reason=why)
-        self.stats.note_deleted()
-        return Outcome.DONE
 
     def _delete_local(self, path: str, local: LocalFile, why: str, plog: Logger) -> Outcome:
         started = time.monotonic()
@@ -1486,16 +1477,25 @@ class PairSyncer:
         localfs.prune_empty_parents(self.root, source)
         self.store.forget(self.name, [path])
         sha256 = base.sha256 if base is not None else None
-        self._oplog(
-            path,
-            "delete_local",
-            "ok",
-            size=local.size,
-            note=why,
-            sha256=sha256,
-            seconds=time.monotonic() - started,
-        )
-        plog.info("deleted locally (kept in trash)", op="delete_local", reason=why)
+        return self._deleted(path, "local", local.size, sha256, why=why, started=started, plog=plog)
+
+    def _deleted(
+        self,
+        path: str,
+        side: str,
+        size: int,
+        sha256: str | None,
+        *,
+        why: str,
+        started: float,
+        plog: Logger,
+    ) -> Outcome:
+        """A deletion on `side` ('local', 'remote') is done: its audit line, said, counted."""
+        op = f"delete_{side}"
+        seconds = time.monotonic() - started
+        self._oplog(path, op, "ok", size=size, note=why, sha256=sha256, seconds=seconds)
+        said = "deleted remotely" if side == "remote" else "deleted locally (kept in trash)"
+        plog.info(said, op=op, reason=why)
         self.stats.note_deleted()
         return Outcome.DONE
 
