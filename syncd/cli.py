@@ -416,7 +416,7 @@ def _one_way(
     """`upload` / `download`: one-way copies through the same engine scripts use."""
     from functools import partial
 
-    from syncd.engine.core import run_one_way
+    from syncd.engine.core import DestinationUnusable, run_one_way
     from syncd.engine.oneway import one_way_config
     from syncd.progress_view import progress_bars
     from syncd.state import StateError
@@ -446,6 +446,8 @@ def _one_way(
         fail(str(exc), EXIT_FAILED)
     except FileNotFoundError as exc:
         fail(f"{local_dir}: no such folder" if direction == "upload" else str(exc), EXIT_USAGE)
+    except DestinationUnusable as exc:
+        fail(str(exc), EXIT_USAGE)
     except StateError as exc:
         fail(str(exc), EXIT_FAILED)
     except (ProviderError, RemoteURLError) as exc:
@@ -645,6 +647,7 @@ def _open_state(url: str) -> StateStore:
 def check(config_path: str | None) -> None:
     """Validate the config and reach every remote, one line per pair."""
     from syncd import logs
+    from syncd.engine.localfs import root_unreadable
     from syncd.providers import open_provider
 
     config = _load(config_path)
@@ -655,7 +658,7 @@ def check(config_path: str | None) -> None:
         if problem is not None:  # a config error (issue 6), as `once` says it
             key = _local_key(config_path, index)[1]
             problem, misconfigured = f"{key}: {pair.local} {problem}", True
-        else:
+        elif (problem := root_unreadable(Path(pair.local))) is None:  # `once`: the pair fails
             try:
                 provider = open_provider(pair.remote, pair.options, workers=1)
             except (ProviderError, RemoteURLError) as exc:

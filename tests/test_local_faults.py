@@ -781,11 +781,24 @@ def test_an_unreadable_local_root_is_a_fault_of_its_pair_named_as_such(tmp_path:
     assert syncd("once", "-c", setup.config).returncode == 0
     setup.local.chmod(0)
     try:
-        once = [*without_dac, *SYNCD, "once", "-c", str(setup.config)]
-        result = subprocess.run(once, capture_output=True, text=True, timeout=120, check=False)
+        once, check = (
+            subprocess.run(
+                [*without_dac, *SYNCD, command, "-c", str(setup.config)],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            for command in ("once", "check")
+        )
     finally:
         setup.local.chmod(0o755)
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr
-    assert f"docs: error: cannot read local root {setup.local}: Permission denied" in result.stdout
+    assert once.returncode == 1, once.stdout + once.stderr
+    assert "Traceback" not in once.stderr
+    assert f"docs: error: cannot read local root {setup.local}: Permission denied" in once.stdout
     assert tree(remote) == {"a.txt": b"a"}
+    # `check` says the same of the pair (it said ok: it looked only at the remote).
+    assert (check.returncode, check.stderr) == (1, ""), check.stdout + check.stderr
+    assert check.stdout == (
+        f"FAIL\tdocs\tfile://{remote}\tcannot read local root {setup.local}: Permission denied\n"
+    )

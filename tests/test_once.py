@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import SYNCD, Setup, syncd, tree
+from harness import SYNCD, Setup, require_without_dac, syncd, tree
 from remotes import (
     ALL_KINDS,
     BUCKET_KINDS,
@@ -973,6 +973,44 @@ def test_one_way_commands_reject_bad_input_with_one_line(tmp_path: Path) -> None
     bad_url = syncd("download", "ftp://x/y", tmp_path / "t")
     assert bad_url.returncode == 2 and "unknown scheme" in bad_url.stderr
     assert "Traceback" not in bad_url.stderr
+
+
+def test_a_one_way_destination_that_cannot_be_a_folder_is_one_line_and_exit_2(
+    tmp_path: Path,
+) -> None:
+    """A download into a file, under a file or where syncd may not make the folder (and an
+    upload to a file:// remote that is a file): exit 2, one line naming the path, the file in
+    the way untouched; it was a traceback and exit 1."""
+    remote, src = tmp_path / "remote", tmp_path / "src"
+    remote.mkdir()
+    src.mkdir()
+    (remote / "a.txt").write_bytes(b"a")
+    (src / "b.txt").write_bytes(b"b")
+    in_the_way = tmp_path / "in-the-way.txt"
+    in_the_way.write_bytes(b"keep me")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    cases = [
+        ([], ["download", f"file://{remote}", in_the_way], f"{in_the_way}: not a folder"),
+        (
+            [],
+            ["download", f"file://{remote}", in_the_way / "sub"],
+            f"{in_the_way / 'sub'}: cannot make this folder: Not a directory",
+        ),
+        ([], ["upload", src, f"file://{in_the_way}"], f"{in_the_way}: not a folder"),
+        (
+            require_without_dac(),
+            ["download", f"file://{remote}", locked / "new"],
+            f"{locked / 'new'}: cannot make this folder: Permission denied",
+        ),
+    ]
+    for prefix, argv, line in cases:
+        result = subprocess.run(
+            [*prefix, *SYNCD, *map(str, argv)], capture_output=True, text=True, check=False
+        )
+        assert (result.returncode, result.stderr) == (2, f"syncd: {line}\n"), result.stdout
+    assert in_the_way.read_bytes() == b"keep me"
+    assert list(locked.iterdir()) == []
 
 
 #: A non-default storage class per kind, and how the service reports it on an object.

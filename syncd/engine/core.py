@@ -763,13 +763,30 @@ def run_one_way(
         raise FileNotFoundError(f"{local}: no such folder")
     if not dry_run:
         if pair.direction == "download":
-            local.mkdir(parents=True, exist_ok=True)
+            _make_destination(local)
         elif pair.remote_url.scheme == "file":
-            Path(pair.remote_url.path).mkdir(parents=True, exist_ok=True)
+            _make_destination(Path(pair.remote_url.path))
     if dry_run:
         with dry_run_state(config) as scratch:
             return _copy(scratch, dry_run=True, show=show)
     return _copy(config, dry_run=False, show=show)
+
+
+class DestinationUnusable(OSError):
+    """A one-way copy's destination folder is a file, or cannot be made: a usage error, said
+    in one line before anything is copied."""
+
+
+def _make_destination(folder: Path) -> None:
+    """Make a one-way copy's missing destination folder (with its parents, as rclone does)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise DestinationUnusable(f"{folder}: not a folder") from None
+    except OSError as exc:
+        raise DestinationUnusable(
+            f"{folder}: cannot make this folder: {exc.strerror or exc}"
+        ) from None
 
 
 def _copy(config: Config, *, dry_run: bool, show: Callable[[InFlight], Any] | None) -> Report:

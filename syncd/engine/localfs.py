@@ -47,6 +47,19 @@ class FileInTheWay(LocalPathError):
         self.path = path
 
 
+def root_unreadable(root: Path) -> str | None:
+    """Why syncd may not read the folder `root` (a pair's local root), said as such, or None.
+    A folder that is gone or replaced meanwhile is not this check's to report: the pass that
+    follows finds out."""
+    try:
+        os.close(os.open(root, os.O_RDONLY | os.O_DIRECTORY))
+    except PermissionError as exc:
+        return f"cannot read local root {root}: {exc.strerror}"
+    except OSError:
+        pass
+    return None
+
+
 def to_local(root: Path, path: str) -> Path:
     """The filesystem path of a key inside `root`. Keys are checked before they get here;
     this is the last line of defence against leaving the root."""

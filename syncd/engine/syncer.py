@@ -245,13 +245,10 @@ class PairSyncer:
             return
         if not self.root.is_dir():
             raise PairFault(f"local root {self.root} is missing or not a folder")
-        try:
-            os.close(os.open(self.root, os.O_RDONLY | os.O_DIRECTORY))
-        except PermissionError as exc:
-            # Said as such: the first read under it (the .syncignore) would name another path.
-            raise PairFault(f"cannot read local root {self.root}: {exc.strerror}") from exc
-        except OSError:
-            pass  # gone or replaced meanwhile: the pass that follows finds out
+        # Said as such: the first read under it (the .syncignore) would name another path.
+        unreadable = localfs.root_unreadable(self.root)
+        if unreadable is not None:
+            raise PairFault(unreadable)
 
     def list_remote(self) -> dict[str, ObjectInfo]:
         """List the remote, adopt it as the index, and return it keyed by NFC local path."""
