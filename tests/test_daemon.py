@@ -1379,3 +1379,36 @@ def test_human_status_shows_a_refused_name_escaped_and_not_retried(
     assert "failed bad\\xff.txt (refused_local_name): name is not valid UTF-8" in out
     assert "not retried: rename it" in out
     out.encode("utf-8")  # no lone surrogate left
+
+
+def test_a_file_named_in_nfd_while_the_daemon_runs_is_one_file_and_kept(tmp_path: Path) -> None:
+    """Paths are compared as NFC. A file made with an NFD name under a running daemon went up
+    under its NFD key, then the pass took the NFC path for deleted remotely: the file went to
+    the trash, and the next pass trashed the object too. An edit of an NFD-named file synced
+    at start-up went up as a second key."""
+    nfd, nfc = "cafe\u0301.txt", "caf\u00e9.txt"
+    setup, remote = folder_setup(tmp_path)
+    setup.local.mkdir()
+    (setup.local / "keep.txt").write_bytes(b"k")
+    (setup.local / "old-e\u0301").write_bytes(b"v1")
+    with running_daemon(setup) as daemon:
+        daemon.wait_idle()
+        (setup.local / nfd).write_bytes(b"cafe")
+        (setup.local / "old-e\u0301").write_bytes(b"v2, edited")
+        wait_for(
+            lambda: (
+                (remote / nfc).is_file() and (remote / "old-\u00e9").read_bytes() == b"v2, edited"
+            )
+        )
+        assert daemon.wait_idle()["failed"] == 0
+        result = syncd("sync", "-c", setup.config)
+        assert result.returncode == 0, result.stdout + result.stderr
+        time.sleep(1)
+        daemon.wait_idle()
+        assert daemon.terminate() == 0
+    assert tree(setup.local) == {"keep.txt": b"k", nfd: b"cafe", "old-e\u0301": b"v2, edited"}
+    assert tree(remote) == {"keep.txt": b"k", nfc: b"cafe", "old-\u00e9": b"v2, edited"}
+    once = syncd("once", "-c", setup.config)
+    assert once.returncode == 0, once.stdout + once.stderr
+    assert tree(setup.local) == {"keep.txt": b"k", nfd: b"cafe", "old-e\u0301": b"v2, edited"}
+    assert tree(remote) == {"keep.txt": b"k", nfc: b"cafe", "old-\u00e9": b"v2, edited"}

@@ -17,7 +17,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 
 from syncd.engine.model import Change, Origin, Side
-from syncd.engine.paths import is_internal
+from syncd.engine.paths import is_internal, normalize
 
 log = structlog.get_logger("syncd.watcher")
 
@@ -51,9 +51,12 @@ class PairEventHandler(FileSystemEventHandler):
                 self.emit(Change(self.pair, path, Side.LOCAL, Origin.WATCHER))
 
     def _relative(self, path: str) -> str | None:
+        """The root-relative path of an event, as the engine names every path: NFC (an
+        NFD-named file is the same file as its NFC spelling; the engine finds it on disk)."""
         if not path.startswith(self.root + os.sep):
             return None
-        return path[len(self.root) + 1 :].replace(os.sep, "/")
+        relative = path[len(self.root) + 1 :].replace(os.sep, "/")
+        return relative if relative.isascii() else normalize(relative)
 
 
 class RemoteEventHandler(FileSystemEventHandler):
