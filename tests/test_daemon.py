@@ -618,6 +618,49 @@ def test_a_restarted_pair_is_not_idle_before_its_first_pass(tmp_path: Path) -> N
     assert not (remote / "b.txt").exists()  # no worker ran: only the states were asked
 
 
+def test_a_pair_whose_queue_ran_dry_is_not_idle_until_its_pass_has_ended(tmp_path: Path) -> None:
+    """Between the last queued file done and the main loop's next tick (which lets deletions
+    through the guard and stamps last_sync) the pair showed `idle`: with last_sync still null
+    after a first sync, and with a deletion not made yet. A client waiting for idle read
+    both. It stays `syncing` until the pass has ended."""
+    setup, remote = folder_setup(tmp_path)
+    setup.local.mkdir()
+    for name in "abc":
+        (setup.local / f"{name}.txt").write_text(name)
+    setup.write()
+    config = load_config(setup.config)
+
+    def work_off(engine: Engine) -> None:
+        while (key := engine.queue.get(timeout=1)) is not None:
+            engine.handle(key)
+            engine.queue.done(key)
+
+    def state(daemon: Daemon) -> tuple[str, int, bool]:
+        pair = daemon.status()["pairs"][0]
+        return pair["state"], pair["queued"] + pair["in_flight"], pair["last_sync"] is not None
+
+    with Engine(config) as engine:
+        daemon = Daemon(config, engine)
+        daemon.full_scan("docs", first_pass=True)
+        work_off(engine)
+        assert sorted(p.name for p in remote.iterdir()) == ["a.txt", "b.txt", "c.txt"]
+        assert state(daemon) == ("syncing", 0, False)
+        daemon._end_quiet_passes()  # the main loop's tick
+        assert state(daemon) == ("idle", 0, True)
+
+        (setup.local / "c.txt").unlink()
+        engine.queue.put("docs", "c.txt")  # as the watcher says it
+        work_off(engine)
+        assert (remote / "c.txt").exists()  # waits for the end of the pass (max_delete)
+        assert state(daemon) == ("syncing", 0, True)
+        daemon._end_quiet_passes()
+        work_off(engine)
+        assert not (remote / "c.txt").exists()
+        assert state(daemon) == ("syncing", 0, True)
+        daemon._end_quiet_passes()
+        assert state(daemon) == ("idle", 0, True)
+
+
 def test_deletions_propagate_both_ways_and_are_kept_in_the_trash(tmp_path: Path) -> None:
     setup, remote = folder_setup(tmp_path)
     (tmp_path / "local").mkdir()

@@ -606,7 +606,11 @@ class Daemon:
                 state = "paused"
             elif stats.fault is not None:
                 state = "error"
-            elif in_flight or name in scanning or (queued and stats.held_reason is None):
+            elif (
+                in_flight
+                or name in scanning
+                or (stats.held_reason is None and (queued or self._pass_unfinished(name)))
+            ):
                 state = "syncing"
             elif stats.held_reason is not None:
                 # Held deletions are decided again at every poll (the files may be back): a
@@ -616,6 +620,13 @@ class Daemon:
                 state = "idle"
             states.append((name, state, queued, in_flight))
         return states
+
+    def _pass_unfinished(self, name: str) -> bool:
+        """The pair's queue ran dry, but its pass has not ended yet: the main loop's next tick
+        (`_end_quiet_passes`) lets its deletions through the guard, which may queue them, and
+        stamps last_sync. Until then it is not `idle`: a client that waits for idle would read
+        a last_sync from before, or miss a deletion still to come."""
+        return name in self.engine.touched or self.engine.syncers[name].has_pending_deletes()
 
     def status(self) -> dict[str, Any]:
         pairs = []
