@@ -159,6 +159,10 @@ def test_first_sync_with_different_content_is_a_conflict_not_an_overwrite(
     setup.write()
     remote.put("clash.txt", b"remote version")
     (setup.local / "clash.txt").write_bytes(b"local version!")
+    # The dry run says so with the real run's exit code (it said 0).
+    dry = syncd("once", "--dry-run", "-c", setup.config)
+    assert dry.returncode == 4, dry.stdout + dry.stderr
+    assert "conflict\tdocs/clash.txt\t" in dry.stdout and "manual: waiting" in dry.stdout
     result = syncd("once", "-c", setup.config)
     assert result.returncode == 4, result.stdout + result.stderr
     assert "conflict: clash.txt" in result.stdout
@@ -1396,6 +1400,30 @@ def test_a_one_way_pair_leaves_a_file_and_a_folder_of_one_name_as_they_are(
         else:
             assert "conflict left as it is" in result.stderr
             assert _visible_objects(remote) == {**there, **others}
+
+
+def test_a_dry_run_plans_no_deletion_the_guard_would_hold(tmp_path: Path) -> None:
+    """8 of 10 files deleted locally: `--dry-run` printed a delete_remote line for each, above
+    the held lines, though the real run deletes none. Now the plan holds what the real run
+    does: the held lines only (exit 4); with `--force` the eight deletions."""
+    remote = remote_for("file", None, tmp_path)  # type: ignore[arg-type]
+    setup = _setup(tmp_path, remote)
+    for i in range(10):
+        (setup.local / f"f{i}.txt").write_text(f"file {i}")
+    assert syncd("once", "-c", setup.config).returncode == 0
+    for i in range(8):
+        (setup.local / f"f{i}.txt").unlink()
+    held = syncd("once", "--dry-run", "-c", setup.config)
+    assert held.returncode == 4, held.stdout + held.stderr
+    lines = held.stdout.splitlines()
+    assert lines[0].startswith("  held: 8 deletions: 8 of 10 synced files"), held.stdout
+    assert lines[1:] == [f"  held: f{i}.txt" for i in range(8)]
+    forced = syncd("once", "--dry-run", "--force", "-c", setup.config)
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    assert forced.stdout.splitlines() == [
+        f"delete_remote\tdocs/f{i}.txt\tdeleted locally" for i in range(8)
+    ]
+    assert len(_visible_objects(remote)) == 10
 
 
 def test_held_deletions_stay_held_over_runs_until_force_or_the_files_come_back(

@@ -495,9 +495,17 @@ class Engine:
                 self.syncers[name].release()
         for name, report in reports.items():
             syncer = self.syncers[name]
-            report.planned = sorted(syncer.planned, key=lambda item: item.path)
             syncer.plan_only = False
             self._fill(report, before[name])
+            # What a guard holds back is not done: the plan leaves it to the held lines.
+            report.planned = sorted(
+                (
+                    item
+                    for item in syncer.planned
+                    if item.path not in report.held and item.path not in report.waiting
+                ),
+                key=lambda item: item.path,
+            )
         if not dry_run:
             self.prune_oplog()
         return Report(list(reports.values()), time.monotonic() - started)

@@ -761,6 +761,8 @@ class PairSyncer:
             resolution = self._resolution(facts.local, facts.remote, None)
             if self._one_way_refuses(resolution) is not None:
                 return Outcome.DONE  # left as it is: nothing to plan
+            if resolution.winner is Winner.NONE:  # it would wait: the real run's exit 4
+                self.stats.conflict(path, decision.reason)
             decision = Decision(Action.CONFLICT, f"{decision.reason}; {resolution.reason}")
         if (
             decision.action is Action.UPLOAD
