@@ -6,7 +6,8 @@ suite has a backend that needs no emulator. Keys are '/'-separated paths under t
 Every path is resolved one component at a time with `O_NOFOLLOW` relative to an open directory
 descriptor, never as a joined string: a key can name nothing outside the root, and a symlink
 planted anywhere under the root (by a user, or by a hostile remote key on another pair) is never
-followed. Symlinks are simply not objects here: `list` skips them and `stat` does not see them.
+followed. Symlinks are simply not objects here: `list` skips them (saying so once for each)
+and `stat` does not see them.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import BinaryIO
 
+import structlog
+
 from syncd.providers.base import Capabilities, NotWatchable, ObjectInfo, UploadRequest
 from syncd.providers.errors import (
     InvalidRequest,
@@ -37,6 +40,8 @@ from syncd.providers.errors import (
 from syncd.providers.mounts import local_filesystem_reason
 from syncd.providers.options import FileOptions
 from syncd.providers.url import RemoteURL
+
+log = structlog.get_logger("syncd.providers.local")
 
 #: Temporary upload names; the same prefix as `syncd.engine.paths.TEMP_PREFIX` (kept here so the
 #: providers never import the engine). Listings skip them, so a half-written upload is invisible.
@@ -147,6 +152,8 @@ class FileProvider:
         #: With a barrier per file (see `batch`): the keys uploaded since it last ran.
         self._unflushed: list[str] | None = None
         self._unflushed_lock = threading.Lock()
+        #: The symlinks a listing skipped and said so (once each, not at every poll).
+        self._links_said: set[str] = set()
 
     # -- helpers --------------------------------------------------------------------------
     def _where(self, key: str) -> str:
@@ -224,6 +231,7 @@ class FileProvider:
         for entry in found:
             try:
                 if entry.is_symlink():
+                    self._skip_link(prefix + entry.name)
                     continue
                 if entry.is_dir(follow_symlinks=False):
                     yield from self._walk(entry.path, f"{prefix}{entry.name}/")
@@ -235,6 +243,13 @@ class FileProvider:
                 continue  # deleted between the folder read and the stat
             except OSError as exc:
                 raise _translate(exc, self._where(prefix + entry.name)) from exc
+
+    def _skip_link(self, key: str) -> None:
+        """A symlink in the folder is no object (never followed): said once, as the local
+        side says its own (`"event": "skipped"`), so it does not vanish without a word."""
+        if key not in self._links_said:
+            self._links_said.add(key)
+            log.warning("skipped", remote=self.url, key=key, reason="symlink (not followed)")
 
     def stat(self, key: str) -> ObjectInfo:
         """Size, version and mtime from the file, plus a freshly computed SHA-256 (a folder
