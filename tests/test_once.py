@@ -1017,6 +1017,21 @@ def test_a_one_way_destination_that_cannot_be_a_folder_is_one_line_and_exit_2(
     assert list(locked.iterdir()) == []
 
 
+def test_a_download_that_copies_nothing_for_a_missing_remote_leaves_no_folder_made(
+    tmp_path: Path,
+) -> None:
+    """`syncd download` from a missing folder (a bucket alike) fails naming it, exit 1; the
+    destination folders it made for the copy (here two levels) are gone again. It left them."""
+    target = tmp_path / "new" / "target"
+    missing = syncd("download", f"file://{tmp_path / 'no-such-remote'}", target)
+    assert missing.returncode == 1, missing.stdout + missing.stderr
+    assert "no-such-remote" in missing.stdout
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "there").mkdir()  # a folder that was there stays
+    kept = syncd("download", f"file://{tmp_path / 'no-such-remote'}", tmp_path / "there")
+    assert kept.returncode == 1 and (tmp_path / "there").is_dir()
+
+
 #: A non-default storage class per kind, and how the service reports it on an object.
 STORAGE_CLASSES = {"s3": "STANDARD_IA", "gcs": "NEARLINE", "azure": "Cool"}
 

@@ -769,15 +769,24 @@ def run_one_way(
     local = Path(pair.local)
     if pair.direction == "upload" and not local.is_dir():
         raise FileNotFoundError(f"{local}: no such folder")
-    if not dry_run:
-        if pair.direction == "download":
-            _make_destination(local)
-        elif pair.remote_url.scheme == "file":
-            _make_destination(Path(pair.remote_url.path))
     if dry_run:
         with dry_run_state(config) as scratch:
             return _copy(scratch, dry_run=True, show=show)
-    return _copy(config, dry_run=False, show=show)
+    made: list[Path] = []
+    if pair.direction == "download":
+        made = _make_destination(local)
+    elif pair.remote_url.scheme == "file":
+        made = _make_destination(Path(pair.remote_url.path))
+    report = _copy(config, dry_run=False, show=show)
+    if report.pairs and report.pairs[0].fault is not None:
+        # Nothing could be copied (a missing bucket, a remote that does not answer): the
+        # folders made for it go again, if they are still empty, as if never asked for.
+        for folder in reversed(made):
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+    return report
 
 
 class DestinationUnusable(OSError):
@@ -785,8 +794,14 @@ class DestinationUnusable(OSError):
     in one line before anything is copied."""
 
 
-def _make_destination(folder: Path) -> None:
-    """Make a one-way copy's missing destination folder (with its parents, as rclone does)."""
+def _make_destination(folder: Path) -> list[Path]:
+    """Make a one-way copy's missing destination folder (with its parents, as rclone does);
+    return the folders made, outermost first."""
+    missing: list[Path] = []
+    each = folder
+    while each != each.parent and not os.path.lexists(each):
+        missing.insert(0, each)
+        each = each.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
@@ -795,6 +810,7 @@ def _make_destination(folder: Path) -> None:
         raise DestinationUnusable(
             f"{folder}: cannot make this folder: {exc.strerror or exc}"
         ) from None
+    return missing
 
 
 def _copy(config: Config, *, dry_run: bool, show: Callable[[InFlight], Any] | None) -> Report:
