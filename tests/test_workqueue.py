@@ -167,3 +167,25 @@ def test_a_long_item_steps_out_of_its_pairs_cap_and_wakes_a_worker_for_the_next(
     q.long_running("local", "gone")  # not in flight: ignored
     q.done(("local", "a"))
     assert q.get(timeout=0) == ("local", "b")
+
+
+def test_a_pair_is_said_drained_when_its_last_item_finishes_and_only_then() -> None:
+    """The daemon ends a pair's pass (held deletions decided, last_sync stamped) as soon as
+    its queue runs dry, not at its next tick: the queue tells it which pair drained."""
+    q = WorkQueue()
+    drained: list[str] = []
+    q.on_drained = drained.append
+    for key in (("p", "a"), ("p", "b"), ("other", "x")):
+        q.put(*key)
+    first, second, third = (q.get(timeout=0) for _ in range(3))
+    assert {first, second, third} == {("p", "a"), ("p", "b"), ("other", "x")}
+    q.done(("p", "a"))
+    assert drained == []  # b is still in flight
+    q.put("p", "b")  # changed again while in flight: it goes round once more
+    q.done(("p", "b"))
+    assert drained == []
+    assert q.get(timeout=0) == ("p", "b")
+    q.done(("p", "b"))
+    assert drained == ["p"]
+    q.done(("other", "x"))
+    assert drained == ["p", "other"]

@@ -74,6 +74,9 @@ class Daemon:
         self.engine = engine
         self.started = time.monotonic()
         self._stop = threading.Event()
+        #: Wakes the main loop before its next tick: a pair's queue ran dry (its pass ends
+        #: now: held deletions decided, last_sync stamped), or the daemon stops.
+        self._tick = threading.Event()
         # `syncd run` binds the socket before it opens the state (a refusal touches nothing).
         self.control = control or ControlServer(Path(config.socket))
         self.control.dispatch = self.dispatch
@@ -112,6 +115,7 @@ class Daemon:
             for name in self.engine.syncers:
                 self.engine.write_behind(name)
                 self._watch(name)
+            self.engine.queue.on_drained = lambda _pair: self._tick.set()
             self.workers.start()
             for name in self.engine.syncers:
                 self.poller.add(name, self.engine.syncers[name].pair.poll_interval)
@@ -125,9 +129,12 @@ class Daemon:
                 self._start_pass(name)
             self.notifier.ready(self.status_line())
             last_ping = 0.0
-            while not self._stop.wait(0.5):
+            while not self._stop.is_set():
+                self._tick.wait(0.5)
+                self._tick.clear()
                 if self._signalled:
                     self._stop.set()
+                if self._stop.is_set():
                     break
                 if self._reload_asked:
                     self._reload_asked = False
@@ -164,7 +171,7 @@ class Daemon:
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         """Only a flag, which the main loop reads at its next tick (0.5 s): a handler runs in
-        the main thread between two of its steps, maybe inside `self._stop.wait()` holding
+        the main thread between two of its steps, maybe inside `self._tick.wait()` holding
         the event's lock, and `Event.set()` here then waited for that lock for ever (a
         SIGTERM now and then never stopped the daemon)."""
         self._signalled = True
@@ -248,6 +255,7 @@ class Daemon:
 
     def stop(self) -> None:
         self._stop.set()
+        self._tick.set()
 
     def _end_quiet_passes(self) -> None:
         """Pairs with nothing queued, settling or in flight have finished a pass: run the

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 
 Key = tuple[str, str]
 
@@ -40,6 +41,10 @@ class WorkQueue:
         #: In-flight items that stepped out of their pair's cap (`long_running`).
         self._long: dict[str, set[str]] = {}
         self._turn = 0
+        #: Told the pair whose last queued or in-flight item just finished (called under the
+        #: queue's lock: it must be quick, an Event's `set`). The daemon ends that pair's
+        #: pass at once instead of at its next tick.
+        self.on_drained: Callable[[str], None] | None = None
 
     def limit(self, pair: str, most: int | None) -> None:
         """At most `most` items of `pair` in flight at once (None: no cap)."""
@@ -127,6 +132,10 @@ class WorkQueue:
                 self._ready.notify()
             elif self._settled():
                 self._quiet.notify_all()
+            if self.on_drained is not None and not (
+                flight or self._queues.get(pair) or self._again.get(pair)
+            ):
+                self.on_drained(pair)
 
     def wake_all(self) -> None:
         """Wake every waiting thread (they are stopping and should notice at once)."""
