@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import hashlib
 import os
 import resource
 import shutil
@@ -34,11 +35,11 @@ from harness import (
     unavailable_here,
     wait_for,
 )
-from remotes import BUCKET_KINDS, Remote, remote_for
+from remotes import BUCKET_KINDS, Remote, S3Remote, remote_for
 
 from syncd.config import load_config
 from syncd.daemon.control import ControlServer, SocketInUse
-from syncd.daemon.daemon import Daemon
+from syncd.daemon.daemon import Daemon, _identity
 from syncd.daemon.lock import instance_lock
 from syncd.daemon.protocol import request
 from syncd.engine.core import Engine
@@ -630,11 +631,6 @@ def test_a_pair_whose_queue_ran_dry_is_not_idle_until_its_pass_has_ended(tmp_pat
     setup.write()
     config = load_config(setup.config)
 
-    def work_off(engine: Engine) -> None:
-        while (key := engine.queue.get(timeout=1)) is not None:
-            engine.handle(key)
-            engine.queue.done(key)
-
     def state(daemon: Daemon) -> tuple[str, int, bool]:
         pair = daemon.status()["pairs"][0]
         return pair["state"], pair["queued"] + pair["in_flight"], pair["last_sync"] is not None
@@ -642,7 +638,7 @@ def test_a_pair_whose_queue_ran_dry_is_not_idle_until_its_pass_has_ended(tmp_pat
     with Engine(config) as engine:
         daemon = Daemon(config, engine)
         daemon.full_scan("docs", first_pass=True)
-        work_off(engine)
+        _work_off(engine)
         assert sorted(p.name for p in remote.iterdir()) == ["a.txt", "b.txt", "c.txt"]
         assert state(daemon) == ("syncing", 0, False)
         daemon._end_quiet_passes()  # the main loop's tick
@@ -650,15 +646,68 @@ def test_a_pair_whose_queue_ran_dry_is_not_idle_until_its_pass_has_ended(tmp_pat
 
         (setup.local / "c.txt").unlink()
         engine.queue.put("docs", "c.txt")  # as the watcher says it
-        work_off(engine)
+        _work_off(engine)
         assert (remote / "c.txt").exists()  # waits for the end of the pass (max_delete)
         assert state(daemon) == ("syncing", 0, True)
         daemon._end_quiet_passes()
-        work_off(engine)
+        _work_off(engine)
         assert not (remote / "c.txt").exists()
         assert state(daemon) == ("syncing", 0, True)
         daemon._end_quiet_passes()
         assert state(daemon) == ("idle", 0, True)
+
+
+def test_a_failed_download_waits_for_its_backoff_unless_the_object_changes(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """An object whose bytes fail their check never reaches the base, so every poll found it
+    "changed" and downloaded it again: attempts climbed by one a poll (20 in 42 s at
+    poll_interval 2), backoff or not. A poll now leaves a failure to its backoff, unless the
+    object is another version since the last look (fixed), or gone."""
+    remote = remote_for("s3", request, tmp_path)
+    assert isinstance(remote, S3Remote)
+    client, bucket = remote.bucket.client, remote.bucket.bucket
+
+    def put(key: str, body: bytes, sha256: str) -> None:
+        client.put_object(
+            Bucket=bucket, Key=remote.prefix + key, Body=body, Metadata={"sha256": sha256}
+        )
+
+    setup = Setup(tmp_path, remote.url, options=remote.options)
+    setup.local.mkdir()
+    setup.write()
+    config = load_config(setup.config)
+    for key in ("bad.txt", "gone.txt"):
+        put(key, b"bytes", "0" * 64)  # a stated SHA-256 the bytes do not have
+    with Engine(config) as engine:
+        daemon = Daemon(config, engine)
+        daemon._watched_roots["docs"] = _identity(setup.local)  # as `run` watches it
+        daemon.full_scan("docs", first_pass=True)
+        _work_off(engine)
+        failures = engine.syncers["docs"].stats.failures
+        assert sorted(failures) == ["bad.txt", "gone.txt"]
+        attempts = {path: failure.attempts for path, failure in failures.items()}
+
+        daemon.poll("docs")
+        assert engine.queue.counts().get("docs", (0, 0)) == (0, 0)  # both wait
+        _work_off(engine)
+        assert {path: f.attempts for path, f in failures.items()} == attempts
+
+        fixed = b"fixed bytes"
+        put("bad.txt", fixed, hashlib.sha256(fixed).hexdigest())
+        remote.delete("gone.txt")
+        daemon.poll("docs")
+        assert engine.queue.counts()["docs"] == (2, 0)
+        _work_off(engine)
+        assert failures == {}
+        assert tree(setup.local) == {"bad.txt": fixed}
+
+
+def _work_off(engine: Engine) -> None:
+    """Be the daemon's workers until its queue is empty."""
+    while (key := engine.queue.get(timeout=1)) is not None:
+        engine.handle(key)
+        engine.queue.done(key)
 
 
 def test_deletions_propagate_both_ways_and_are_kept_in_the_trash(tmp_path: Path) -> None:

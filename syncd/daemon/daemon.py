@@ -40,6 +40,7 @@ from syncd.engine.model import Change
 from syncd.engine.syncer import PairFault, PairSyncer
 from syncd.engine.workers import WorkerPool
 from syncd.engine.workqueue import Key
+from syncd.providers.base import ObjectInfo
 from syncd.providers.errors import ProviderError
 from syncd.providers.url import RemoteURLError
 from syncd.state import StateStore
@@ -483,6 +484,8 @@ class Daemon:
                 self._requeue_due(name, [])
                 return
             self.remote_changes.listing(name)
+            waiting = syncer.stats.waiting_failures()
+            seen = {path: syncer.index.get(path) for path in waiting}  # at the last look
             remote = syncer.list_remote()
             log.debug("remote listed", pair=name, objects=len(remote))
         except PairFault as exc:
@@ -500,7 +503,12 @@ class Daemon:
             path for path, info in remote.items() if remote_state(base.get(path), info) != "same"
         ]
         changed += base.keys() - remote.keys()
-        self._requeue_due(name, changed)
+        # A failed path waits for its backoff (`_requeue_due` takes it when due), unless the
+        # remote has changed it since the last look (a fixed object, or one gone): a path
+        # that failed to come down is never in the base, and was tried again at every poll.
+        changed = [p for p in changed if p not in waiting or _moved(seen[p], remote.get(p))]
+        changed += [p for p in waiting if seen[p] is not None and p not in remote]
+        self._requeue_due(name, sorted(set(changed)))
 
     def _root_replaced(self, name: str) -> bool:
         """A local root that came back (a disk mounted again, a folder made anew) is another
@@ -673,6 +681,13 @@ def _iso(ts: float | None) -> str | None:
     if ts is None:
         return None
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _moved(before: ObjectInfo | None, now: ObjectInfo | None) -> bool:
+    """Whether a remote object is another version (or gone, or new) since `before`."""
+    if before is None or now is None:
+        return (before is None) != (now is None)
+    return (now.etag, now.meta_version) != (before.etag, before.meta_version)
 
 
 def _identity(root: Path) -> tuple[int, int] | None:

@@ -173,6 +173,12 @@ class PairStats:
         with self._lock:
             return [p for p, f in self.failures.items() if f.next_try <= now]
 
+    def waiting_failures(self, now: float | None = None) -> set[str]:
+        """Failed paths a retry may fix whose next try has not come yet."""
+        now = time.time() if now is None else now
+        with self._lock:
+            return {p for p, f in self.failures.items() if f.retried and f.next_try > now}
+
     def retryable(self) -> list[str]:
         """Failed paths a retry may fix (all but refused names), due or not."""
         with self._lock:
