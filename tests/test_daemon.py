@@ -687,6 +687,9 @@ def test_a_failed_download_waits_for_its_backoff_unless_the_object_changes(
         failures = engine.syncers["docs"].stats.failures
         assert sorted(failures) == ["bad.txt", "gone.txt"]
         attempts = {path: failure.attempts for path, failure in failures.items()}
+        # The audit trail names what failed, as status does (it said "sync").
+        audit = {(op.path, op.op, op.result) for op in engine.store.ops("docs")}
+        assert {("bad.txt", "download", "failed"), ("gone.txt", "download", "failed")} <= audit
 
         daemon.poll("docs")
         assert engine.queue.counts().get("docs", (0, 0)) == (0, 0)  # both wait
@@ -1111,6 +1114,47 @@ def test_sighup_reloads_pairs_and_a_bad_config_keeps_the_old_one(tmp_path: Path)
             lambda: [p["name"] for p in (daemon.status() or {"pairs": []})["pairs"]] == ["more"]
         )
         assert daemon.terminate() == 0
+
+
+def test_a_reload_that_changes_a_pair_keeps_its_counts_since_start(tmp_path: Path) -> None:
+    """A reload makes a changed pair anew: its `since_start` totals (and the Prometheus
+    counters read from them) went back to 0 within one process. They carry over now."""
+    import yaml
+
+    setup, remote = folder_setup(tmp_path)
+    setup.local.mkdir()
+    (setup.local / "a.txt").write_text("a")
+    setup.write()
+    config = load_config(setup.config)
+    with Engine(config) as engine:
+        daemon = Daemon(config, engine, config_path=setup.config)
+        daemon.poller.add("docs", 30)  # as `run` does
+        daemon.full_scan("docs", first_pass=True)
+        _work_off(engine)
+        assert (remote / "a.txt").read_text() == "a"
+        before = engine.status()["pairs"][0]["totals"]["since_start"]
+        assert (before["files_up"], before["bytes_up"]) == (1, 1)
+
+        doc = yaml.safe_load(setup.config.read_text())
+        doc["pairs"][0]["exclude"] = ["*.tmp"]
+        setup.config.write_text(yaml.safe_dump(doc))
+        daemon.reload()
+        daemon._startups["docs"][1].join(30)  # its start-up pass, on a thread of its own
+        assert engine.syncers["docs"].pair.exclude == ["*.tmp"]  # the pair was made anew
+        assert engine.status()["pairs"][0]["totals"]["since_start"] == before
+        counters = _metrics_text(daemon)
+        assert 'syncd_files_transferred_total{direction="upload",pair="docs"} 1.0' in counters
+
+
+def _metrics_text(daemon: Daemon) -> str:
+    """The Prometheus exposition of the daemon's metrics, as its endpoint serves it."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from syncd.daemon.metrics import EngineCollector
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(EngineCollector(daemon.engine, daemon.status))
+    return generate_latest(registry).decode()
 
 
 def test_a_reload_that_points_a_pair_at_another_remote_syncs_it_there(tmp_path: Path) -> None:

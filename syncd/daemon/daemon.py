@@ -37,6 +37,7 @@ from syncd.engine.debounce import Debouncer, Pending
 from syncd.engine.decide import remote_state
 from syncd.engine.filters import SYNCIGNORE
 from syncd.engine.model import Change
+from syncd.engine.stats import PairStats
 from syncd.engine.syncer import PairFault, PairSyncer
 from syncd.engine.workers import WorkerPool
 from syncd.engine.workqueue import Key
@@ -197,12 +198,15 @@ class Daemon:
             log.warning("reload: this setting needs a restart; the running value stays", key=key)
         old_pairs = {p.name: p for p in self.config.pairs}
         new_pairs = {p.name: p for p in new.pairs}
+        earlier: dict[str, PairStats] = {}
         for name, pair in old_pairs.items():
             if new_pairs.get(name) != pair:
+                if name in self.engine.syncers:
+                    earlier[name] = self.engine.syncers[name].stats
                 self._remove_pair(name)
         for name, pair in new_pairs.items():
             if old_pairs.get(name) != pair:
-                self._add_pair(pair)
+                self._add_pair(pair, earlier.get(name))
         self.config = new
         log.info("config reloaded", pairs=list(new_pairs))
 
@@ -216,14 +220,17 @@ class Daemon:
         self._scan_fallback.discard(name)
         log.info("pair removed", pair=name)
 
-    def _add_pair(self, pair: PairConfig) -> None:
+    def _add_pair(self, pair: PairConfig, earlier: PairStats | None = None) -> None:
+        """Add a pair (or a changed one anew, with the since-start counts of `earlier`)."""
         self.engine.queue.close_gate(pair.name)
         try:
-            self.engine.add_pair(pair)
+            syncer = self.engine.add_pair(pair)
         except (ProviderError, RemoteURLError) as exc:
             self.engine.queue.drop_pair(pair.name)
             log.error("pair cannot be added", pair=pair.name, error=str(exc))
             return
+        if earlier is not None:
+            syncer.stats.carry_totals(earlier)
         self.engine.write_behind(pair.name)
         self._watch(pair.name)
         self.poller.add(pair.name, pair.poll_interval)

@@ -220,6 +220,35 @@ class PairStats:
                 "conflicts_resolved": dict(self.resolved),
             }
 
+    def carry_totals(self, earlier: PairStats) -> None:
+        """Take over the since-start counts of the pair's earlier stats (a reload that changed
+        the pair made it anew): `since_start` and the Prometheus counters never go back
+        within one process."""
+        with earlier._lock:
+            counts = (
+                earlier.uploaded,
+                earlier.downloaded,
+                earlier.deleted,
+                earlier.moved,
+                earlier.failures_total,
+                earlier.bytes_up,
+                earlier.bytes_down,
+            )
+            resolved = dict(earlier.resolved)
+            durations = {k: list(v) for k, v in earlier.durations.items()}
+            sums = dict(earlier.duration_sums)
+        with self._lock:
+            (
+                self.uploaded,
+                self.downloaded,
+                self.deleted,
+                self.moved,
+                self.failures_total,
+                self.bytes_up,
+                self.bytes_down,
+            ) = counts
+            self.resolved, self.durations, self.duration_sums = resolved, durations, sums
+
     def set_held(
         self, reason: str | None, paths: dict[str, str], waiting: dict[str, str] | None = None
     ) -> None:

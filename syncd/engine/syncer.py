@@ -51,7 +51,7 @@ from syncd.engine.paths import (
 from syncd.engine.progress import InFlight
 from syncd.engine.remote_index import RemoteIndex
 from syncd.engine.retry import RetryPolicy
-from syncd.engine.stats import PairStats
+from syncd.engine.stats import REFUSED_OPS, PairStats
 from syncd.engine.transfer import Result, Transfers, same_stat
 from syncd.providers.base import (
     BatchedDurability,
@@ -676,7 +676,7 @@ class PairSyncer:
             attempts=failure.attempts,
             retry_in_s=round(failure.next_try - time.time(), 1),
         )
-        self._oplog(path, "sync", "failed", note=message, said=True)
+        self._oplog(path, op, "failed", note=message, said=True)  # what failed, as status says
 
     def _refuse(self, path: str, reason: str, side: str) -> None:
         """A name that cannot be synced on `side` ('local', 'remote'): a failure of that path
@@ -685,7 +685,7 @@ class PairSyncer:
         if self.stats.refused(path, reason, side):
             self.store.bump(self.name, {"failures": 1})
             self.log.warning("refused", path=path, side=side, reason=reason)
-            self._oplog(path, "sync", "failed", note=reason)
+            self._oplog(path, REFUSED_OPS[side], "failed", note=reason)
 
     def forget_gone_names(self) -> None:
         """Refused local names no longer on disk (renamed or deleted, or their folder was):
