@@ -657,13 +657,15 @@ def test_a_pair_whose_queue_ran_dry_is_not_idle_until_its_pass_has_ended(tmp_pat
         assert state(daemon) == ("idle", 0, True)
 
 
+@pytest.mark.parametrize("watched", [True, False], ids=["watched", "scanned-every-poll"])
 def test_a_failed_download_waits_for_its_backoff_unless_the_object_changes(
-    tmp_path: Path, request: pytest.FixtureRequest
+    tmp_path: Path, request: pytest.FixtureRequest, watched: bool
 ) -> None:
     """An object whose bytes fail their check never reaches the base, so every poll found it
     "changed" and downloaded it again: attempts climbed by one a poll (20 in 42 s at
-    poll_interval 2), backoff or not. A poll now leaves a failure to its backoff, unless the
-    object is another version since the last look (fixed), or gone."""
+    poll_interval 2), backoff or not; as did a pair without a file watcher, whose polls are
+    full scans. A poll now leaves a failure to its backoff, unless the object is another
+    version since the last look (fixed), or gone."""
     remote = remote_for("s3", request, tmp_path)
     assert isinstance(remote, S3Remote)
     client, bucket = remote.bucket.client, remote.bucket.bucket
@@ -682,6 +684,8 @@ def test_a_failed_download_waits_for_its_backoff_unless_the_object_changes(
     with Engine(config) as engine:
         daemon = Daemon(config, engine)
         daemon._watched_roots["docs"] = _identity(setup.local)  # as `run` watches it
+        if not watched:  # inotify's limits reached: every poll compares both sides in full
+            daemon._scan_fallback.add("docs")
         daemon.full_scan("docs", first_pass=True)
         _work_off(engine)
         failures = engine.syncers["docs"].stats.failures

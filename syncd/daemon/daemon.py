@@ -17,7 +17,7 @@ import signal
 import stat
 import threading
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -371,11 +371,12 @@ class Daemon:
         except Exception:
             log.exception("start-up pass crashed", pair=name)
 
-    def full_scan(self, name: str, *, first_pass: bool = False) -> None:
+    def full_scan(self, name: str, *, first_pass: bool = False, backoff: bool = False) -> None:
         """Compare both sides in full and queue every path that needs work. Only the first
         pass cleans up: later ones run beside transfers in flight. Until a first pass is
         through (at start-up, or the remote was down then), a scan asked for is that one,
-        in its own thread."""
+        in its own thread. `backoff` (a poll's scan, for a pair without a file watcher):
+        failed paths wait for their backoff, as at a poll (`_past_backoff`)."""
         syncer = self.engine.syncers.get(name)
         if syncer is None:
             return
@@ -383,6 +384,7 @@ class Daemon:
             self._start_pass(name)
             return
         self.remote_changes.listing(name)
+        waiting = _Waiting.of(syncer) if backoff else _Waiting()
         try:
             plan = syncer.plan(first_pass=first_pass)
         except PairFault as exc:
@@ -401,7 +403,8 @@ class Daemon:
         self._scanned.add(name)
         # Held deletions are looked at again too: their files may be back (a remote that
         # came back from an empty listing), which no difference from the base shows.
-        paths = sorted({item.path for item in plan} | syncer.deletions.pending().keys())
+        planned = waiting.past_backoff(syncer, {item.path for item in plan})
+        paths = sorted(planned | syncer.deletions.pending().keys())
         for path in paths:
             self.engine.queue.put(name, path)
         if first_pass:
@@ -480,7 +483,7 @@ class Daemon:
         if name in self._scan_fallback or name not in self._scanned:
             # No watcher, or no full scan yet (the remote was down at start-up): compare both
             # sides in full, so nothing written meanwhile is missed.
-            self.full_scan(name)
+            self.full_scan(name, backoff=True)
             return
         try:
             syncer.check_root()
@@ -491,8 +494,7 @@ class Daemon:
                 self._requeue_due(name, [])
                 return
             self.remote_changes.listing(name)
-            waiting = syncer.stats.waiting_failures()
-            seen = {path: syncer.index.get(path) for path in waiting}  # at the last look
+            waiting = _Waiting.of(syncer)
             remote = syncer.list_remote()
             log.debug("remote listed", pair=name, objects=len(remote))
         except PairFault as exc:
@@ -510,12 +512,7 @@ class Daemon:
             path for path, info in remote.items() if remote_state(base.get(path), info) != "same"
         ]
         changed += base.keys() - remote.keys()
-        # A failed path waits for its backoff (`_requeue_due` takes it when due), unless the
-        # remote has changed it since the last look (a fixed object, or one gone): a path
-        # that failed to come down is never in the base, and was tried again at every poll.
-        changed = [p for p in changed if p not in waiting or _moved(seen[p], remote.get(p))]
-        changed += [p for p in waiting if seen[p] is not None and p not in remote]
-        self._requeue_due(name, sorted(set(changed)))
+        self._requeue_due(name, sorted(waiting.past_backoff(syncer, set(changed))))
 
     def _root_replaced(self, name: str) -> bool:
         """A local root that came back (a disk mounted again, a folder made anew) is another
@@ -688,6 +685,26 @@ def _iso(ts: float | None) -> str | None:
     if ts is None:
         return None
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class _Waiting:
+    """A pair's failed paths still waiting for their backoff, with the remote version of each
+    at the last look (taken before a listing)."""
+
+    seen: dict[str, ObjectInfo | None] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, syncer: PairSyncer) -> _Waiting:
+        return cls({path: syncer.index.get(path) for path in syncer.stats.waiting_failures()})
+
+    def past_backoff(self, syncer: PairSyncer, paths: set[str]) -> set[str]:
+        """`paths` (found to need work) less the failed ones that wait for their backoff
+        (`_requeue_due` takes them when due), plus any of those the remote has changed since
+        the last look (a fixed object, or one gone): a path that failed to come down never
+        reaches the base, and every poll tried it again, whatever the backoff."""
+        moved = {p for p, before in self.seen.items() if _moved(before, syncer.index.get(p))}
+        return (paths - self.seen.keys()) | moved
 
 
 def _moved(before: ObjectInfo | None, now: ObjectInfo | None) -> bool:
