@@ -710,6 +710,69 @@ def test_a_failed_download_waits_for_its_backoff_unless_the_object_changes(
         assert tree(setup.local) == {"bad.txt": fixed}
 
 
+def test_a_file_swapped_for_a_folder_in_one_burst_and_back_syncs(tmp_path: Path) -> None:
+    """`rm thing; mkdir thing; echo > thing/inner.txt` within the settle time: the folder's
+    walk queued what is under `thing`, never `thing` itself. The remote kept the old file
+    (a bucket: beside `thing/inner.txt`; a folder: inner.txt waited for that deletion for
+    ever) with the pair idle; and the file that replaced a folder never went up."""
+    setup, remote = folder_setup(tmp_path)
+    setup.local.mkdir()
+    others = {f"other-{i}.txt": b"stays" for i in range(3)}  # one deletion is under max_delete
+    for name, data in others.items():
+        (setup.local / name).write_bytes(data)
+    thing = setup.local / "thing"
+    thing.write_text("a file at first")
+    with running_daemon(setup) as daemon:
+        wait_for(lambda: (remote / "thing").is_file())
+        daemon.wait_idle()
+        thing.unlink()
+        thing.mkdir()
+        (thing / "inner.txt").write_text("inside")
+        wait_for(lambda: (remote / "thing" / "inner.txt").is_file())
+        daemon.wait_idle()
+        assert tree(remote) == {**others, "thing/inner.txt": b"inside"}
+
+        (thing / "inner.txt").unlink()
+        thing.rmdir()
+        thing.write_text("a file again")
+        wait_for(lambda: (remote / "thing").is_file())
+        daemon.wait_idle()
+        assert tree(remote) == {**others, "thing": b"a file again"}
+        assert daemon.terminate() == 0
+
+
+def test_a_watched_pair_is_compared_in_full_every_rescan_interval(tmp_path: Path) -> None:
+    """inotify says nothing of a write through another hard link of a file (nor of a change
+    made on a network filesystem by another machine): a watched pair was never scanned
+    again, and the other link's object kept its old bytes for good. Every RESCAN_EVERY_S a
+    poll compares both sides in full, as Syncthing rescans behind its watcher."""
+    from syncd.daemon import daemon as daemon_module
+
+    setup, remote = folder_setup(tmp_path)
+    setup.local.mkdir()
+    (setup.local / "h1.txt").write_text("v1")
+    os.link(setup.local / "h1.txt", setup.local / "h2.txt")
+    setup.write()
+    config = load_config(setup.config)
+    with Engine(config) as engine:
+        daemon = Daemon(config, engine)
+        daemon._watched_roots["docs"] = _identity(setup.local)  # as `run` watches it
+        daemon.full_scan("docs", first_pass=True)
+        _work_off(engine)
+        with open(setup.local / "h1.txt", "r+") as fh:  # in place: both names see it
+            fh.write("v2")
+        engine.queue.put("docs", "h1.txt")  # the only event inotify gives
+        _work_off(engine)
+        assert tree(remote) == {"h1.txt": b"v2", "h2.txt": b"v1"}
+        daemon.poll("docs")  # a plain poll lists the remote only
+        _work_off(engine)
+        assert (remote / "h2.txt").read_text() == "v1"
+        daemon._scanned_at["docs"] -= daemon_module.RESCAN_EVERY_S
+        daemon.poll("docs")
+        _work_off(engine)
+        assert tree(remote) == {"h1.txt": b"v2", "h2.txt": b"v2"}
+
+
 def _work_off(engine: Engine) -> None:
     """Be the daemon's workers until its queue is empty."""
     while (key := engine.queue.get(timeout=1)) is not None:

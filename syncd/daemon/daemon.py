@@ -50,6 +50,8 @@ log = structlog.get_logger("syncd.daemon")
 
 #: How often the poller prunes the operation log (log_retention_days).
 PRUNE_EVERY_S = 3600.0
+#: How often a watched pair is compared in full all the same (see `_rescan_due`).
+RESCAN_EVERY_S = 3600.0
 #: A stop lets in-flight transfers finish for this long, then cancels them...
 FINISH_GRACE_S = 5.0
 #: ...and waits at most this long for them to wind down (a transfer looks at the flag at
@@ -90,6 +92,8 @@ class Daemon:
         #: Pairs that had a successful full scan (their start-up pass); until then every poll
         #: starts one, if none is running.
         self._scanned: set[str] = set()
+        #: When each pair's last full scan was through (monotonic), for `_rescan_due`.
+        self._scanned_at: dict[str, float] = {}
         #: Each pair's start-up pass: the syncer it is for, and its thread.
         self._startups: dict[str, tuple[PairSyncer, threading.Thread]] = {}
         self._startups_lock = threading.Lock()
@@ -401,6 +405,7 @@ class Daemon:
             return
         syncer.stats.set_fault(None)
         self._scanned.add(name)
+        self._scanned_at[name] = time.monotonic()
         # Held deletions are looked at again too: their files may be back (a remote that
         # came back from an empty listing), which no difference from the base shows.
         planned = waiting.past_backoff(syncer, {item.path for item in plan})
@@ -454,11 +459,13 @@ class Daemon:
         if not pending.walk:
             self.engine.queue.put(pair, path)
             return
-        # A folder appeared, vanished or moved: look at every path under it on both sides.
+        # A folder appeared, vanished or moved: look at every path under it on both sides,
+        # and at the path itself (a file it replaced, or one that replaced it, in one burst).
         try:
             paths = set(syncer.scan_local(start=path))
         except OSError:
             paths = set()
+        paths.add(path)
         prefix = path + "/"
         paths.update(self.engine.store.paths_under(pair, path))
         paths.update(p for p in syncer.index.snapshot() if p.startswith(prefix))
@@ -480,9 +487,10 @@ class Daemon:
         if syncer is None or self.engine.queue.is_paused(name):
             return
         syncer.forget_gone_names()
-        if name in self._scan_fallback or name not in self._scanned:
-            # No watcher, or no full scan yet (the remote was down at start-up): compare both
-            # sides in full, so nothing written meanwhile is missed.
+        if name in self._scan_fallback or name not in self._scanned or self._rescan_due(name):
+            # No watcher, no full scan yet (the remote was down at start-up), or none for
+            # RESCAN_EVERY_S: compare both sides in full, so nothing written meanwhile (or
+            # that inotify cannot see) is missed.
             self.full_scan(name, backoff=True)
             return
         try:
@@ -513,6 +521,12 @@ class Daemon:
         ]
         changed += base.keys() - remote.keys()
         self._requeue_due(name, sorted(waiting.past_backoff(syncer, set(changed))))
+
+    def _rescan_due(self, name: str) -> bool:
+        """A watched pair is compared in full every RESCAN_EVERY_S all the same (Syncthing
+        rescans behind its watcher too): inotify says nothing of a write through another
+        hard link of a file, nor of changes made on another machine to a network filesystem."""
+        return time.monotonic() - self._scanned_at.get(name, time.monotonic()) >= RESCAN_EVERY_S
 
     def _root_replaced(self, name: str) -> bool:
         """A local root that came back (a disk mounted again, a folder made anew) is another
