@@ -89,6 +89,21 @@ class _OverflowFilter(logging.Filter):
         return True
 
 
+#: What watchdog logs, at error level, when one of its emitter threads is handed an event as
+#: the observer stops (a race inside watchdog at every stop, harmless: nothing is watched
+#: any more). A clean stop of syncd printed it now and then.
+STOPPING_LOGGER = "watchdog.observers.inotify"
+STOPPING_MESSAGE = "InotifyEmitter.queue_events() called when the thread is inactive"
+
+
+class _StoppingFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != STOPPING_MESSAGE
+
+
+_STOPPING_FILTER = _StoppingFilter()  # one instance: adding it again is a no-op
+
+
 #: What inotify answers when a per-user limit is exhausted: ENOSPC for max_user_watches,
 #: EMFILE for max_user_instances (ENFILE: the system's open files).
 INOTIFY_LIMITS = (errno.ENOSPC, errno.EMFILE, errno.ENFILE)
@@ -293,6 +308,8 @@ class Watcher:
             logging.getLogger(OVERFLOW_LOGGER).removeFilter(self._overflow_filter)
         if self._observer is None:
             return
+        # Kept after the stop: an emitter thread may still be winding down.
+        logging.getLogger(STOPPING_LOGGER).addFilter(_STOPPING_FILTER)
         self._observer.stop()
         if self._observer.is_alive():
             self._observer.join(timeout=5)
