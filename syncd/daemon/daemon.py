@@ -380,7 +380,7 @@ class Daemon:
         pass cleans up: later ones run beside transfers in flight. Until a first pass is
         through (at start-up, or the remote was down then), a scan asked for is that one,
         in its own thread. `backoff` (a poll's scan, for a pair without a file watcher):
-        failed paths wait for their backoff, as at a poll (`_past_backoff`)."""
+        failed paths wait for their backoff, as at a poll (`_Waiting.past_backoff`)."""
         syncer = self.engine.syncers.get(name)
         if syncer is None:
             return
