@@ -37,7 +37,7 @@ from harness import (
 )
 from remotes import BUCKET_KINDS, Remote, S3Remote, remote_for
 
-from syncd.config import load_config
+from syncd.config import Config, load_config
 from syncd.daemon.control import ControlServer, SocketInUse
 from syncd.daemon.daemon import Daemon, _identity
 from syncd.daemon.lock import instance_lock
@@ -599,11 +599,7 @@ def test_a_restarted_pair_is_not_idle_before_its_first_pass(tmp_path: Path) -> N
     start-up pass was through told a client waiting for "idle and synced" that a tree
     changed meanwhile was in sync (make bench's scenario 7 stopped its clock there). Until
     the first pass is through the pair is `syncing`, its last_sync the run before's."""
-    setup, remote = folder_setup(tmp_path)
-    setup.local.mkdir()
-    (setup.local / "a.txt").write_text("a")
-    setup.write()
-    config = load_config(setup.config)
+    setup, remote, config = _hand_driven_pair(tmp_path, {"a.txt": "a"})
     with Engine(config) as engine:
         assert engine.sync_once().exit_code == 0
         synced = engine.status()["pairs"][0]["last_sync"]
@@ -624,12 +620,7 @@ def test_a_pair_whose_queue_ran_dry_is_not_idle_until_its_pass_has_ended(tmp_pat
     through the guard and stamps last_sync) the pair showed `idle`: with last_sync still null
     after a first sync, and with a deletion not made yet. A client waiting for idle read
     both. It stays `syncing` until the pass has ended."""
-    setup, remote = folder_setup(tmp_path)
-    setup.local.mkdir()
-    for name in "abc":
-        (setup.local / f"{name}.txt").write_text(name)
-    setup.write()
-    config = load_config(setup.config)
+    setup, remote, config = _hand_driven_pair(tmp_path, {f"{n}.txt": n for n in "abc"})
 
     def state(daemon: Daemon) -> tuple[str, int, bool]:
         pair = daemon.status()["pairs"][0]
@@ -748,12 +739,8 @@ def test_a_watched_pair_is_compared_in_full_every_rescan_interval(tmp_path: Path
     poll compares both sides in full, as Syncthing rescans behind its watcher."""
     from syncd.daemon import daemon as daemon_module
 
-    setup, remote = folder_setup(tmp_path)
-    setup.local.mkdir()
-    (setup.local / "h1.txt").write_text("v1")
+    setup, remote, config = _hand_driven_pair(tmp_path, {"h1.txt": "v1"})
     os.link(setup.local / "h1.txt", setup.local / "h2.txt")
-    setup.write()
-    config = load_config(setup.config)
     with Engine(config) as engine:
         daemon = Daemon(config, engine)
         daemon._watched_roots["docs"] = _identity(setup.local)  # as `run` watches it
@@ -771,6 +758,17 @@ def test_a_watched_pair_is_compared_in_full_every_rescan_interval(tmp_path: Path
         daemon.poll("docs")
         _work_off(engine)
         assert tree(remote) == {"h1.txt": b"v2", "h2.txt": b"v2"}
+
+
+def _hand_driven_pair(tmp_path: Path, files: dict[str, str]) -> tuple[Setup, Path, Config]:
+    """A one-pair set-up on a folder remote with `files` in its local root, and its config:
+    for an Engine and a Daemon the test drives by hand (no `run`, no workers)."""
+    setup, remote = folder_setup(tmp_path)
+    setup.local.mkdir()
+    for name, text in files.items():
+        (setup.local / name).write_text(text)
+    setup.write()
+    return setup, remote, load_config(setup.config)
 
 
 def _work_off(engine: Engine) -> None:
@@ -1188,11 +1186,7 @@ def test_a_reload_that_changes_a_pair_keeps_its_counts_since_start(tmp_path: Pat
     counters read from them) went back to 0 within one process. They carry over now."""
     import yaml
 
-    setup, remote = folder_setup(tmp_path)
-    setup.local.mkdir()
-    (setup.local / "a.txt").write_text("a")
-    setup.write()
-    config = load_config(setup.config)
+    setup, remote, config = _hand_driven_pair(tmp_path, {"a.txt": "a"})
     with Engine(config) as engine:
         daemon = Daemon(config, engine, config_path=setup.config)
         daemon.poller.add("docs", 30)  # as `run` does
