@@ -251,9 +251,9 @@ def unavailable_here(reason: str) -> NoReturn:
     """A test this machine cannot run (a tool or a kernel feature missing): skipped on a
     developer's machine, a failure under CI=true, where everything the suite needs is there
     and a silent skip would hide a lost proof."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI must have it)")
-    pytest.skip(reason)
+    if os.environ.get("CI") != "true":
+        pytest.skip(reason)
+    pytest.fail(f"{reason} (CI must have it)")
 
 
 #: Runs its command as root without the capabilities that read through permission bits: the
