@@ -229,6 +229,19 @@ MALFORMED = [
     ("bad yaml", "workers: 4\npairs: [\n  - name: x\n  bad: [\n", "line", "invalid YAML"),
     ("tab indentation", "pairs:\n\t- name: x\n", "line 2", "invalid YAML"),
     ("duplicate key", PAIR + "workers: 1\nworkers: 2\n", "line 6", "duplicate key 'workers'"),
+    # Aliases share one object: a collection holding itself, or aliases of aliases that
+    # expand without bound, would hang or overflow every walk of the document after parsing.
+    ("alias holding itself", PAIR + "x: &a [*a]\n", None, "an alias refers to a collection"),
+    (
+        "alias bomb",
+        PAIR
+        + "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"
+        + "".join(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 10)),
+        None,
+        "expands to more than 100000 values",
+    ),
+    ("nested too deeply", PAIR + "x: " + "[" * 100 + "]" * 100 + "\n", None, "deeper than 32"),
+    ("nested beyond the parser", "x: " + "[" * 600 + "\n", None, "deeper than 32 levels"),
     ("empty file", "", None, "file is empty"),
     ("only comments", "# nothing yet\n", None, "file is empty"),
     ("top level is a list", "- name: docs\n", None, "must be a mapping"),

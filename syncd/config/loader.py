@@ -108,6 +108,7 @@ def _read_document(path: Path) -> Mapping[str, Any]:
     except UnicodeDecodeError as exc:
         raise ConfigError(source, f"is not UTF-8 text (byte {exc.start})") from None
     data = _parse_yaml(text, source)
+    _check_shape(data, source)
     if data is None:
         raise ConfigError(source, "file is empty")
     if not isinstance(data, Mapping):
@@ -122,6 +123,7 @@ def load_config_dict(
     messages as a file, so the Python API and the YAML file cannot drift apart."""
     if not isinstance(data, Mapping):
         raise ConfigError(source, f"must be a mapping of keys (got {_kind(data)})")
+    _check_shape(data, source)
     document = _substitute(data, (), os.environ, source) if expand_env else data
     try:
         return Config.model_validate(document)
@@ -161,6 +163,8 @@ _StrictLoader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
 def _parse_yaml(text: str, source: str) -> object:
     try:
         return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise ConfigError(source, f"invalid YAML: nested deeper than {MAX_DEPTH} levels") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         reason = exc.problem or exc.context or "cannot be parsed"
@@ -169,6 +173,39 @@ def _parse_yaml(text: str, source: str) -> object:
     except yaml.YAMLError as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else "cannot be parsed"
         raise ConfigError(source, f"invalid YAML: {first_line}") from None
+
+
+MAX_DEPTH = 32
+MAX_VALUES = 100_000
+
+
+def _check_shape(data: object, source: str) -> None:
+    """Refuse a document that is not a finite, modest tree before anything walks it.
+
+    YAML aliases share one object: `x: &a [*a]` is a list that holds itself, and ten levels of
+    ten aliases each (a "billion laughs") are a few hundred bytes that expand to 10^10 values.
+    Every later step (substitution, validation, a reload in the running daemon) walks the
+    document as a tree, so either would hang or die with a RecursionError traceback. A real
+    config is a few levels deep and a few hundred values long.
+    """
+    budget = MAX_VALUES
+    stack: list[tuple[object, int, frozenset[int]]] = [(data, 0, frozenset())]
+    while stack:
+        node, depth, parents = stack.pop()
+        if not isinstance(node, Mapping | list | tuple):
+            continue
+        if id(node) in parents:
+            raise ConfigError(source, "invalid YAML: an alias refers to a collection holding it")
+        if depth >= MAX_DEPTH:
+            raise ConfigError(source, f"invalid YAML: nested deeper than {MAX_DEPTH} levels")
+        children = list(node.values()) if isinstance(node, Mapping) else list(node)
+        budget -= len(children)
+        if budget < 0:
+            raise ConfigError(
+                source, f"invalid YAML: expands to more than {MAX_VALUES} values (through aliases?)"
+            )
+        inner = parents | {id(node)}
+        stack.extend((child, depth + 1, inner) for child in children)
 
 
 # -- ${VAR} substitution ---------------------------------------------------------------------
