@@ -475,6 +475,30 @@ def test_links_pipes_and_sockets_are_skipped_and_reported(tmp_path: Path) -> Non
     }
 
 
+def test_a_remote_object_never_replaces_a_pipe_or_socket_it_skipped(tmp_path: Path) -> None:
+    """Skipped means left as it is: an object of the same name on the remote does not come
+    down over a named pipe or a live program's socket, as it does not over a symlink."""
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    local.mkdir()
+    remote.mkdir()
+    os.mkfifo(local / "pipe")
+    os.mknod(local / "app.sock", 0o600 | stat.S_IFSOCK)
+    (local / "link").symlink_to("/dev/null")
+    for name in ("pipe", "app.sock", "link", "plain.txt"):
+        (remote / name).write_bytes(b"remote " + name.encode())
+    with structlog.testing.capture_logs() as logs:
+        report = _sync(local, remote, tmp_path)
+
+    assert report.exit_code == 0, report
+    assert stat.S_ISFIFO((local / "pipe").lstat().st_mode)
+    assert stat.S_ISSOCK((local / "app.sock").lstat().st_mode)
+    assert (local / "link").is_symlink()
+    assert tree(local) == {"plain.txt": b"remote plain.txt"}  # tree() lists regular files
+    assert tree(remote)["pipe"] == b"remote pipe"  # and the remote keeps its own
+    skipped = {entry["path"] for entry in logs if entry["event"] == "skipped"}
+    assert skipped == {"pipe", "app.sock", "link"}
+
+
 # -- a file becomes a folder, and back -------------------------------------------------------
 
 

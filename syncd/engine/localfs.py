@@ -93,7 +93,8 @@ def stat_local(root: Path, path: str) -> LocalFile | None:
     """The regular file at `path`, or None when there is none (missing, or a folder).
 
     A symlink, or a path through a symlinked folder, is refused: we never follow links out of
-    the root.
+    the root. So is a named pipe, socket or device: the scan skips it, and nothing may
+    replace it.
     """
     target = to_local(root, path)
     try:
@@ -106,8 +107,12 @@ def stat_local(root: Path, path: str) -> LocalFile | None:
         raise
     if statmod.S_ISLNK(st.st_mode):
         raise LocalPathError(f"{path}: is a symlink (not followed)")
-    if not statmod.S_ISREG(st.st_mode):
+    if statmod.S_ISDIR(st.st_mode):
         return None
+    if not statmod.S_ISREG(st.st_mode):
+        # A named pipe, socket or device: skipped like a symlink, never written over (a
+        # download would unlink a live program's socket).
+        raise LocalPathError(f"{path}: {_not_regular(st.st_mode)}")
     _refuse_symlinked_parents(root, path)
     return local_file(st)
 
