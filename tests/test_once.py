@@ -26,6 +26,7 @@ from remotes import (
 
 from syncd.engine.conflicts import host_name
 from syncd.engine.decide import ARCHIVED
+from syncd.engine.localfs import NOT_A_KEY
 
 MTIME_NS = 1_700_000_000_123_456_789
 
@@ -381,6 +382,56 @@ def test_hostile_remote_keys_are_refused_and_nothing_leaves_the_root(
     assert clean.returncode == 0, clean.stdout + clean.stderr
     assert "0 uploaded, 0 downloaded, 0 failed" in clean.stdout
     assert tree(setup.local) == {"fine.txt": b"fine"}
+
+
+def test_one_way_copies_pass_over_bad_names_only_their_destination_holds(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A push never downloads, so a key in the bucket no local path may hold (another tool's
+    Windows path) is no failure of `syncd upload`: reported once as skipped, exit 0, as
+    rclone's copy passes over what only the destination holds. The same for a pull and a
+    local name no key may hold."""
+    remote = remote_for("s3", request, tmp_path)
+    env = {
+        "XDG_STATE_HOME": str(tmp_path / "state-home"),
+        "AWS_ENDPOINT_URL": remote.options["endpoint_url"],
+    }
+    remote.put("backup\\2025\\old.txt", b"written by a Windows tool")
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "report.txt").write_bytes(b"report")
+    (source / "my\\notes.txt").write_bytes(b"a local name no key may hold")
+
+    for _ in range(2):
+        pushed = syncd("upload", source, remote.url, env=env)
+        # The source's own bad name still fails: that file is not copied.
+        assert pushed.returncode == 1, pushed.stdout + pushed.stderr
+        failed = [line for line in pushed.stdout.splitlines() if "failed: " in line]
+        assert failed == [f"  failed: my\\notes.txt: name contains a backslash: {NOT_A_KEY}"]
+    assert remote.objects() == {
+        "backup\\2025\\old.txt": b"written by a Windows tool",
+        "report.txt": b"report",
+    }
+    (source / "my\\notes.txt").rename(source / "my-notes.txt")
+    pushed = syncd("upload", source, remote.url, env=env)
+    assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+    assert "1 uploaded, 0 downloaded, 0 failed" in pushed.stdout
+    skipped = [json.loads(line) for line in pushed.stderr.splitlines() if '"skipped"' in line]
+    assert [entry["path"] for entry in skipped] == ["backup\\2025\\old.txt"], pushed.stderr
+
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "mine\\local.txt").write_bytes(b"stays, never uploaded by a pull")
+    pulled = syncd("download", remote.url, target, env=env)
+    assert pulled.returncode == 1, pulled.stdout + pulled.stderr  # the bucket's own bad key
+    assert [line for line in pulled.stdout.splitlines() if "failed: " in line] == [
+        "  failed: backup\\2025\\old.txt: remote key refused: contains a backslash"
+    ]
+    assert tree(target) == {
+        "mine\\local.txt": b"stays, never uploaded by a pull",
+        "my-notes.txt": b"a local name no key may hold",
+        "report.txt": b"report",
+    }
 
 
 def test_remote_keys_that_differ_only_in_unicode_normalization_are_reported(

@@ -681,7 +681,15 @@ class PairSyncer:
     def _refuse(self, path: str, reason: str, side: str) -> None:
         """A name that cannot be synced on `side` ('local', 'remote'): a failure of that path
         (named, exit 1, counted once while it stands), never retried: only a rename fixes it.
-        Said once, when it first appears."""
+        Said once, when it first appears.
+
+        A one-way pair never copies from its destination, so a name only there is no
+        failure: no run of it could sync or fix it (a push cannot rename a key in the
+        bucket), and it must not turn every `syncd upload` into exit 1. It is reported once
+        as skipped, as rclone's copy passes over what only the destination holds."""
+        if not self._writes("local" if side == "remote" else "remote"):
+            self._skip_once(path, reason)
+            return
         if self.stats.refused(path, reason, side):
             self.store.bump(self.name, {"failures": 1})
             self.log.warning("refused", path=path, side=side, reason=reason)
