@@ -983,6 +983,50 @@ def test_one_way_download_keeps_a_file_whose_name_a_local_folder_takes(
     assert tree(target) == got
 
 
+def test_one_way_upload_settles_a_file_and_a_folder_of_one_name_on_the_remote(
+    tmp_path: Path,
+) -> None:
+    """`syncd upload` into a folder remote, which cannot hold a file and a folder of one
+    name: where the source had a folder `x` and the destination a file `x` (or the other way
+    round), nothing crossed and the run said "0 failed, 0 conflicts", exit 0. It settles the
+    clash on the side it writes, as `download` does on its own: the remote file `x` steps
+    aside as a conflict copy and the folder goes up; the local file `d` goes up as a copy
+    beside the remote folder `d`. Said in the summary, once."""
+    env = {"XDG_STATE_HOME": str(tmp_path / "state-home")}
+    source, remote = tmp_path / "source", tmp_path / "remote"
+    (source / "x").mkdir(parents=True)
+    (source / "x" / "y").write_bytes(b"source inside x")
+    (source / "d").write_bytes(b"source file d")
+    (remote / "d").mkdir(parents=True)
+    (remote / "d" / "old.txt").write_bytes(b"remote inside d")
+    (remote / "x").write_bytes(b"remote file x")
+
+    pushed = syncd("upload", source, f"file://{remote}", env=env)
+    assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+    got = tree(remote)
+    (x_copy,) = [p for p in got if p.startswith("x.conflict-")]
+    (d_copy,) = [p for p in got if p.startswith("d.conflict-")]
+    assert got == {
+        "x/y": b"source inside x",
+        x_copy: b"remote file x",
+        "d/old.txt": b"remote inside d",
+        d_copy: b"source file d",
+    }
+    assert f"conflict settled: x: a folder of this name here: the remote file kept as {x_copy}" in (
+        pushed.stdout
+    )
+    assert (
+        "conflict settled: d: a folder of this name on the remote: "
+        f"the local file kept on the remote as {d_copy}"
+    ) in pushed.stdout
+    assert tree(source) == {"x/y": b"source inside x", "d": b"source file d"}
+
+    again = syncd("upload", source, f"file://{remote}", env=env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "conflict settled" not in again.stdout and "0 uploaded" in again.stdout
+    assert tree(remote) == got
+
+
 def test_one_way_copies_restore_what_the_destination_lost_or_changed(
     tmp_path: Path, remote: Remote
 ) -> None:
@@ -1417,13 +1461,13 @@ def test_a_new_file_takes_the_place_of_an_empty_folder_on_a_folder_remote(
 @pytest.mark.parametrize("kind", ["file", "s3"])
 @pytest.mark.parametrize("direction", ["upload", "download"])
 @pytest.mark.parametrize("folder_side", ["local", "remote"])
-def test_a_one_way_pair_leaves_a_file_and_a_folder_of_one_name_as_they_are(
+def test_a_one_way_pair_settles_a_file_and_a_folder_of_one_name_on_its_side(
     tmp_path: Path, request: pytest.FixtureRequest, kind: str, direction: str, folder_side: str
 ) -> None:
     """A pair with a `direction`, and a synced file `x` that one side turns into a folder while
-    the other edits it. The pair settles what it may write, and leaves as it is what only
-    writing the other side would settle: nothing fails (exit 0, at every pass), every
-    version stays. Where a bucket can hold both, the upload crosses beside the other."""
+    the other edits it. The pair settles it on the side it may write: nothing fails (exit 0,
+    at every pass), every version stays. Where a bucket can hold both, the upload crosses
+    beside the other."""
     remote = remote_for(kind, request, tmp_path)
     setup = _setup(tmp_path, remote)
     others = _synced_x(setup, "folder")
@@ -1461,11 +1505,19 @@ def test_a_one_way_pair_leaves_a_file_and_a_folder_of_one_name_as_they_are(
             assert _visible_objects(remote) == {**there, **others}
             continue
         assert local == {**here, **others}
-        if direction == "upload" and kind == "s3":
+        if kind == "s3":
             assert _visible_objects(remote) == {**here, **there, **others}
-        else:
-            assert "conflict left as it is" in result.stderr
-            assert _visible_objects(remote) == {**there, **others}
+            continue
+        # A folder remote cannot hold both: the upload settles it there, the remote file
+        # stepping aside as a copy (the folder goes up), or the local file going up as a copy
+        # beside the remote folder.
+        objects = _visible_objects(remote)
+        copies = [path for path in objects if path.startswith("x.conflict-")]
+        assert len(copies) == 1, objects
+        folder, (data,) = (
+            (here, there.values()) if folder_side == "local" else (there, here.values())
+        )
+        assert objects == {copies[0]: data, **folder, **others}
 
 
 def test_a_dry_run_plans_no_deletion_the_guard_would_hold(tmp_path: Path) -> None:

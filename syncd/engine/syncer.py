@@ -1263,7 +1263,10 @@ class PairSyncer:
         self.index.put(path, None)
         self.store.forget(self.name, [path])
         plog.warning("a folder where the remote has a file: the file kept as a conflict copy")
-        self._oplog(path, "conflict", "ok", note=f"a folder of this name here: kept as {copy}")
+        note = f"a folder of this name here: the remote file kept as {copy}"
+        self._oplog(path, "conflict", "ok", note=note)
+        if not self._writes("local"):
+            self.stats.settle(path, note)  # the copy never comes down: say where it is
         self.enqueue(self.name, copy)
         for each in inside:
             self.enqueue(self.name, each)
@@ -1632,14 +1635,25 @@ class PairSyncer:
         if self._waits_for_deletion(path, blockers, plog):
             return Outcome.PENDING
         if blockers and not self._writes("local"):
-            # A file and a folder of one name, which only a file stepping aside settles, and
-            # a conflict copy coming down: an upload-only pair leaves it as it is.
+            # A file and a folder of one name: an upload-only pair settles it on the remote,
+            # the side it writes, as a download-only pair does on the local side.
             if path.startswith(blockers[0] + "/"):
-                why = f"a file {blockers[0]} on the remote, a folder of that name here"
-            else:
-                why = "a folder of this name on the remote, a file here"
-            return self._left_as_it_is(
-                path, why, "an upload-only pair does not write the local side", plog
+                # The remote file steps aside as a conflict copy there (as in a two-way
+                # pair), and the folder's files go up.
+                remote = self.index.get(blockers[0])
+                if remote is None:
+                    return Outcome.REQUEUE
+                return self._remote_file_aside(blockers[0], remote, plog)
+            # The remote's folder stays; the local file goes up beside it as a copy.
+            local = _stat_at(self.root, self.local_path(path))
+            if local is None:
+                return Outcome.REQUEUE
+            return self._local_version_beside(
+                path,
+                local,
+                plog,
+                why="a folder of this name on the remote, a file here",
+                how="a folder of this name on the remote",
             )
         return None
 
