@@ -582,6 +582,10 @@ def resolve(ctx: click.Context, config_path: str | None, path: str, keep: str) -
     try:
         result = request(places.socket, "resolve", pair=pair, path=rel, keep=keep)
         settled, outcome = bool(result["resolved"]), result.get("outcome")
+        if result.get("pending"):
+            # A big transfer, or retries: the daemon holds the decision until it is done.
+            click.echo(f"{pair}/{rel}: keeping {keep}, under way; `syncd status` shows it")
+            return
     except DaemonError as exc:
         fail(str(exc), EXIT_USAGE)
     except DaemonUnreachable:

@@ -38,11 +38,12 @@ from harness import (
 from remotes import BUCKET_KINDS, Remote, S3Remote, remote_for
 
 from syncd.config import Config, load_config
-from syncd.daemon.control import ControlServer, SocketInUse
+from syncd.daemon.control import CommandError, ControlServer, SocketInUse
 from syncd.daemon.daemon import Daemon, _identity
 from syncd.daemon.lock import instance_lock
 from syncd.daemon.protocol import request
 from syncd.engine.core import Engine
+from syncd.engine.workers import WorkerPool
 from syncd.status_view import render_status
 
 MTIME_NS = 1_650_000_000_987_654_321
@@ -760,10 +761,12 @@ def test_a_watched_pair_is_compared_in_full_every_rescan_interval(tmp_path: Path
         assert tree(remote) == {"h1.txt": b"v2", "h2.txt": b"v2"}
 
 
-def _hand_driven_pair(tmp_path: Path, files: dict[str, str]) -> tuple[Setup, Path, Config]:
+def _hand_driven_pair(
+    tmp_path: Path, files: dict[str, str], **pair_extra: Any
+) -> tuple[Setup, Path, Config]:
     """A one-pair set-up on a folder remote with `files` in its local root, and its config:
     for an Engine and a Daemon the test drives by hand (no `run`, no workers)."""
-    setup, remote = folder_setup(tmp_path)
+    setup, remote = folder_setup(tmp_path, **pair_extra)
     setup.local.mkdir()
     for name, text in files.items():
         (setup.local / name).write_text(text)
@@ -1082,6 +1085,52 @@ def test_manual_conflict_listed_and_resolved_through_the_daemon(tmp_path: Path) 
         assert sorted(tree(remote).values()) == [b"local version", b"remote version"]
         assert syncd("conflicts", "-c", setup.config).returncode == 0
         assert daemon.terminate() == 0
+
+
+def test_resolve_through_the_daemon_stands_until_it_is_carried_out(tmp_path: Path) -> None:
+    """A daemon whose listing is older than another machine's upload (or deletion): the
+    decision went with a first attempt the remote's version check refused, the conflict
+    stayed open, and the client, after 30 s, was told to stop the daemon (`kept remote`
+    when the remote version was gone). It now stands until it is carried out, and says what
+    was done. A paused pair, which would carry it out only after `resume`, says so at once."""
+    files = {"doc.txt": "base", "gone.txt": "base"}
+    setup, remote, config = _hand_driven_pair(tmp_path, files, conflict="manual")
+    with Engine(config) as engine:
+        assert engine.sync_once().exit_code == 0
+    for name in files:
+        (setup.local / name).write_text("local edit")
+        (remote / name).write_text("remote edit")
+    with Engine(config) as engine:
+        daemon = Daemon(config, engine)
+        daemon.full_scan("docs", first_pass=True)
+        _work_off(engine)
+        assert engine.syncers["docs"].open_conflicts == {"doc.txt", "gone.txt"}
+        (remote / "doc.txt").write_text("remote edit, again")  # not listed by the daemon yet
+        (remote / "gone.txt").unlink()
+
+        engine.queue.pause("docs")
+        with pytest.raises(CommandError, match="pair 'docs' is paused: `syncd resume"):
+            daemon.dispatch("resolve", {"pair": "docs", "path": "doc.txt", "keep": "local"})
+        engine.queue.resume("docs")
+        assert engine.queue.idle("docs")  # nothing left to be carried out after a resume
+
+        workers = WorkerPool(engine.queue, engine.handle, 2)
+        workers.start()
+        try:
+            kept = daemon.dispatch("resolve", {"pair": "docs", "path": "doc.txt", "keep": "local"})
+            gone = daemon.dispatch(
+                "resolve", {"pair": "docs", "path": "gone.txt", "keep": "remote"}
+            )
+        finally:
+            workers.stop()
+    assert kept == {"resolved": True, "outcome": "kept local"}
+    assert gone == {
+        "resolved": True,
+        "outcome": "no longer a conflict, settled as any change: edited locally, deleted remotely",
+    }
+    assert tree(remote) == {"doc.txt": b"local edit", "gone.txt": b"local edit"}
+    trashed = [p.read_text() for p in (remote / ".syncd-trash").rglob("doc.txt")]
+    assert trashed == ["remote edit, again"]
 
 
 def _ops(setup: Setup) -> list[tuple[str, str]]:

@@ -60,6 +60,9 @@ CANCEL_GRACE_S = 3.0
 #: Then the start-up passes still running get this long to end (a retry's wait ends at once
 #: on the engine's flag); one still blocked in a read of its remote is left behind.
 STARTUP_GRACE_S = 0.5
+#: How long `resolve` waits for its decision to be carried out before it answers "under way":
+#: less than the client's 30 s, which would otherwise take a slow answer for no daemon.
+RESOLVE_WAIT_S = 25.0
 
 
 class Daemon:
@@ -607,13 +610,25 @@ class Daemon:
         syncer = self.engine.syncers[self._pairs(pair)[0]]
         if path not in syncer.open_conflicts:
             raise CommandError(f"no open conflict for {path!r} in pair {syncer.name!r}")
+        if self.engine.queue.is_paused(syncer.name):
+            # Its queue would hold the decision until `resume`, long after the answer.
+            raise CommandError(
+                f"pair {syncer.name!r} is paused: `syncd resume --pair {syncer.name}` first"
+            )
         syncer.keeps[path] = keep
         self.engine.queue.put(syncer.name, path)
-        deadline = time.monotonic() + 30
-        while path in syncer.open_conflicts and time.monotonic() < deadline:
+        # Until it is carried out: a stale listing or a failed attempt keeps the decision for
+        # the next one (`Syncer.sync_path`). Answered before the client gives up waiting.
+        deadline = time.monotonic() + RESOLVE_WAIT_S
+        while self._carrying_out(syncer, path) and time.monotonic() < deadline:
             time.sleep(0.05)
+        if self._carrying_out(syncer, path):
+            return {"resolved": False, "pending": True, "outcome": None}
         resolved = path not in syncer.open_conflicts
         return {"resolved": resolved, "outcome": syncer.resolutions.pop(path, None)}
+
+    def _carrying_out(self, syncer: PairSyncer, path: str) -> bool:
+        return path in syncer.keeps or self.engine.queue.holds(syncer.name, path)
 
     def _pairs(self, name: object) -> list[str]:
         if name is None:

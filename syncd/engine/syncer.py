@@ -612,6 +612,18 @@ class PairSyncer:
         self.deletions.forget(path)
         with self._lock:
             keep = keep or self.keeps.pop(path, None)
+        outcome = self._settle(path, keep)
+        if keep is not None and outcome in (Outcome.REQUEUE, Outcome.FAILED):
+            # A decision by hand stands until it is carried out: a side that changed under
+            # the attempt (a listing older than the other machine's upload) or a failed
+            # transfer tries it again, instead of leaving the conflict open without a word.
+            with self._lock:
+                self.keeps.setdefault(path, keep)
+                self.resolutions.pop(path, None)
+        return outcome
+
+    def _settle(self, path: str, keep: str | None) -> Outcome:
+        """Decide `path` and act on it; `keep` as for `sync_path`."""
         plog = self.log.bind(path=path)
         op = "stat"
         try:

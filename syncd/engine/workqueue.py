@@ -199,6 +199,13 @@ class WorkQueue:
                 for pair in pairs
             }
 
+    def holds(self, pair: str, path: str) -> bool:
+        """Is `path` of `pair` queued, in flight, or to be looked at again once it is done?"""
+        with self._lock:
+            return any(
+                path in each.get(pair, ()) for each in (self._queues, self._in_flight, self._again)
+            )
+
     def idle(self, pair: str | None = None) -> bool:
         """Nothing queued or in flight (for one pair, or at all)."""
         with self._lock:
