@@ -620,6 +620,9 @@ def _find_conflict(
     ]
     if not matches:
         fail(f"no open conflict for {given!r} (see `syncd conflicts`)", EXIT_USAGE)
+    here = [(pair, path) for pair, path in matches if absolute == roots.get(pair, Path()) / path]
+    if len(matches) > 1 and len(here) == 1:
+        return here[0]  # `f.txt` in several pairs, but said from inside one pair's folder
     if len(matches) > 1:
         fail(
             f"{given!r} names several conflicts ("

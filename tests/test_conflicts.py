@@ -407,3 +407,27 @@ def test_once_a_symlinked_remote_trash_is_not_followed(tmp_path: Path, outside: 
     assert "f3:" in run.stdout and "a parent is a symlink or a file" in run.stdout
     assert (tmp_path / "remote" / "f3").read_bytes() == b"file 3"
     assert _files(outside) == OUTSIDE_BEFORE
+
+
+def test_resolve_takes_a_path_relative_to_the_folder_it_is_run_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`f.txt` in conflict in two pairs: said from inside one pair's folder it names that
+    pair's file (it was refused as naming several); from elsewhere it still needs more."""
+    from syncd.cli import _find_conflict
+    from syncd.config.model import PairPlace
+
+    pairs = [
+        PairPlace(name="p1", local=tmp_path / "one"),
+        PairPlace(name="p2", local=tmp_path / "two"),
+    ]
+    open_conflicts = [(pair, "f.txt", "changed on both sides", 0.0) for pair in ("p1", "p2")]
+    for folder in ("one", "two"):
+        (tmp_path / folder).mkdir()
+    monkeypatch.chdir(tmp_path / "two")
+    assert _find_conflict(pairs, open_conflicts, "f.txt") == ("p2", "f.txt")
+    assert _find_conflict(pairs, open_conflicts, "p1/f.txt") == ("p1", "f.txt")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exited:
+        _find_conflict(pairs, open_conflicts, "f.txt")
+    assert exited.value.code == 2
