@@ -7,6 +7,7 @@ import atexit
 import contextlib
 import json
 import os
+import re
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -437,6 +438,10 @@ def _one_way(
         message = str(exc).replace("command line: pairs[0].", "")
         for flag, key in TUNING.items():
             message = message.replace(f"command line: {key}:", f"--{flag.replace('_', '-')}:")
+        for flag, given in (("exclude", exclude), ("include", include)):
+            named = re.match(rf"{flag}\[(\d+)\]:", message)
+            if named is not None:  # a pattern: named as typed
+                message = f"--{flag} {given[int(named[1])]!r}:{message[named.end() :]}"
         fail(message, EXIT_USAGE)
     _setup_logging(ctx, config)
     show = partial(progress_bars, enabled=sys.stderr.isatty() and not dry_run)

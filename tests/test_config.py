@@ -229,6 +229,18 @@ MALFORMED = [
     ("bad yaml", "workers: 4\npairs: [\n  - name: x\n  bad: [\n", "line", "invalid YAML"),
     ("tab indentation", "pairs:\n\t- name: x\n", "line 2", "invalid YAML"),
     ("duplicate key", PAIR + "workers: 1\nworkers: 2\n", "line 6", "duplicate key 'workers'"),
+    (
+        "exclude pattern",
+        PAIR + "    exclude: ['*.tmp', '[z-a]']\n",
+        "pairs[0].exclude[1]",
+        "not a valid pattern (bad character range z-a)",
+    ),
+    (
+        "include pattern",
+        PAIR + "    include: ['!']\n",
+        "pairs[0].include[0]",
+        "not a valid pattern",
+    ),
     # Aliases share one object: a collection holding itself, or aliases of aliases that
     # expand without bound, would hang or overflow every walk of the document after parsing.
     ("alias holding itself", PAIR + "x: &a [*a]\n", None, "an alias refers to a collection"),

@@ -1072,6 +1072,11 @@ def test_one_way_commands_reject_bad_input_with_one_line(tmp_path: Path) -> None
     bad_url = syncd("download", "ftp://x/y", tmp_path / "t")
     assert bad_url.returncode == 2 and "unknown scheme" in bad_url.stderr
     assert "Traceback" not in bad_url.stderr
+    bad_glob = syncd("upload", tmp_path, "file:///nowhere", "--exclude", "a", "--exclude", "[z-a]")
+    assert bad_glob.returncode == 2, bad_glob.stderr
+    assert bad_glob.stderr == (
+        "syncd: --exclude '[z-a]': not a valid pattern (bad character range z-a)\n"
+    )
 
 
 def test_a_one_way_destination_that_cannot_be_a_folder_is_one_line_and_exit_2(

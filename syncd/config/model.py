@@ -29,6 +29,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from syncd.config.units import parse_rate, parse_size
+from syncd.engine.filters import pattern_problem
 from syncd.providers.options import OPTIONS_BY_SCHEME, FileOptions
 from syncd.providers.url import RemoteURL, RemoteURLError, parse_remote_url
 
@@ -209,6 +210,16 @@ Days = Annotated[Int, _at_most(MAX_DAYS, f"{MAX_DAYS} days (ten years)")]
 Size = Annotated[int, BeforeValidator(_size)]
 Rate = Annotated[int | None, BeforeValidator(_rate)]
 AbsolutePath = Annotated[Path, BeforeValidator(_absolute_path)]
+
+
+def _pattern(value: str) -> str:
+    problem = pattern_problem(value)
+    if problem is not None:
+        raise _invalid("pattern", problem)
+    return value
+
+
+Pattern = Annotated[str, AfterValidator(_pattern)]
 # Types, not validators of Config: the parts read alone (end of this module) obey them too.
 PairName = Annotated[str, AfterValidator(_pair_name)]
 StateURL = Annotated[str, AfterValidator(_absolute_state)]
@@ -295,9 +306,9 @@ class PairConfig(_Model):
     poll_interval: Seconds = Field(default=30.0, gt=0)
     settle: Annotated[Float, _at_most(HOUR, f"{HOUR} seconds (an hour)")] = Field(default=0.5, ge=0)
     max_delete: Float = Field(default=50.0, ge=0, le=100)
-    exclude: list[str] = Field(default_factory=list)
+    exclude: list[Pattern] = Field(default_factory=list)
     #: When given, only paths matching one of these sync (exclude still wins).
-    include: list[str] = Field(default_factory=list)
+    include: list[Pattern] = Field(default_factory=list)
     trash_days: Days = Field(default=30, ge=0)
     remote_trash: bool = True
 

@@ -9,6 +9,7 @@ include, and `.syncignore` applies whatever `include` says. Folders are never le
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -17,6 +18,19 @@ import pathspec
 from syncd.engine.paths import is_internal
 
 SYNCIGNORE = ".syncignore"
+
+
+def pattern_problem(pattern: str) -> str | None:
+    """Why `pattern` is no gitignore-style pattern (`[z-a]`, a lone `!`, a trailing `\\`), or
+    None. pathspec raises a bare `re.error` for some: checked where a pattern enters (the
+    config, a `.syncignore`), so no pass, reload or watcher thread dies of one."""
+    try:
+        pathspec.GitIgnoreSpec.from_lines([pattern])
+    except re.error as exc:  # its position is in pathspec's regex, not in the pattern
+        return f"not a valid pattern ({exc.msg})"
+    except ValueError as exc:  # GitIgnorePatternError
+        return f"not a valid pattern ({exc})"
+    return None
 
 
 class PathFilter:
@@ -29,20 +43,32 @@ class PathFilter:
         include: Iterable[str] = (),
     ) -> None:
         lines = list(patterns)
-        #: Why the root's `.syncignore` could not be read (None: read, or there is none).
-        #: Its rules are unknown then, so every path counts as excluded: nothing is sent that
-        #: it may keep private, nothing deleted; a pass of the pair fails with this reason.
+        #: Why the root's `.syncignore` could not be read, or which line of it is no
+        #: pattern (None: read, or there is none). Its rules are unknown then, so every path
+        #: counts as excluded: nothing is sent that it may keep private, nothing deleted; a
+        #: pass of the pair fails with this reason.
         self.problem: str | None = None
         if root is not None:
             ignore_file = root / SYNCIGNORE
             try:
-                lines += ignore_file.read_text(encoding="utf-8").splitlines()
+                own = ignore_file.read_text(encoding="utf-8").splitlines()
+                lines += own
+                self.problem = next(
+                    (
+                        f"{ignore_file}: line {number}: {problem}"
+                        for number, line in enumerate(own, 1)
+                        if (problem := pattern_problem(line)) is not None
+                    ),
+                    None,
+                )
             except (FileNotFoundError, NotADirectoryError):
                 pass
             except UnicodeDecodeError:
                 self.problem = f"cannot read {ignore_file}: not UTF-8 text"
             except OSError as exc:
                 self.problem = f"cannot read {ignore_file}: {exc.strerror or exc}"
+        if self.problem is not None:
+            lines = []  # every path counts as excluded anyway; a bad line would not compile
         self._spec = pathspec.GitIgnoreSpec.from_lines(lines) if lines else None
         wanted = list(include)
         self._include = pathspec.GitIgnoreSpec.from_lines(wanted) if wanted else None
