@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from harness import (
     Setup,
     folder_setup,
@@ -43,6 +44,8 @@ from syncd.daemon.daemon import Daemon, _identity
 from syncd.daemon.lock import instance_lock
 from syncd.daemon.protocol import request
 from syncd.engine.core import Engine
+from syncd.engine.filters import SYNCIGNORE
+from syncd.engine.model import Change, Origin, Side
 from syncd.engine.workers import WorkerPool
 from syncd.status_view import render_status
 
@@ -779,6 +782,30 @@ def _work_off(engine: Engine) -> None:
     while (key := engine.queue.get(timeout=1)) is not None:
         engine.handle(key)
         engine.queue.done(key)
+
+
+def test_a_file_event_that_fails_is_said_and_the_pair_compared_in_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Anything raised while an event was taken went into watchdog and ended the thread that
+    hands out every pair's events (a `.syncignore` line pathspec could not compile did):
+    from then on no local change was seen, while status said idle. It is said now, and the
+    pair is compared in full."""
+    _, _, config = _hand_driven_pair(tmp_path, {"a.txt": "a"})
+    with Engine(config) as engine:
+        daemon = Daemon(config, engine)
+        scans: list[str] = []
+        monkeypatch.setattr(daemon.poller, "run_now", lambda pair, job: scans.append(pair))
+
+        def broken() -> None:
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(engine.syncers["docs"], "reload_filter", broken)
+        with structlog.testing.capture_logs() as logs:
+            daemon._on_local_change(Change("docs", SYNCIGNORE, Side.LOCAL, Origin.WATCHER))
+    assert scans == ["docs"]
+    said = [(e["log_level"], e["error"]) for e in logs if e["event"].startswith("file event")]
+    assert said == [("error", "RuntimeError: a bug")]
 
 
 def test_deletions_propagate_both_ways_and_are_kept_in_the_trash(tmp_path: Path) -> None:

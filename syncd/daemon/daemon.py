@@ -443,6 +443,21 @@ class Daemon:
         )
 
     def _on_local_change(self, change: Change) -> None:
+        try:
+            self._take_local_change(change)
+        except Exception as exc:
+            # Raised into watchdog, it would end the thread that hands out every pair's
+            # events: local changes would go unseen from then on, without a word. Said, and
+            # the pair is compared in full instead.
+            log.error(
+                "file event not handled; comparing the pair in full",
+                pair=change.pair,
+                path=change.path,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            self.poller.run_now(change.pair, self.full_scan)
+
+    def _take_local_change(self, change: Change) -> None:
         syncer = self.engine.syncers.get(change.pair)
         if syncer is None:
             return
