@@ -235,6 +235,7 @@ MALFORMED = [
         "pairs[0].exclude[1]",
         "not a valid pattern (bad character range z-a)",
     ),
+    ("a newline in an unknown key", PAIR + '"ex\\nclude": 1\n', "ex\\nclude", "unknown key"),
     (
         "include pattern",
         PAIR + "    include: ['!']\n",

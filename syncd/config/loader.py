@@ -36,7 +36,8 @@ class ConfigError(Exception):
         super().__init__(source, problem, key, line)
         self.source = source
         self.problem = " ".join(problem.split())  # one line, whatever the cause said
-        self.key = key
+        # A key is the user's own text: a newline or tab in it is shown escaped, not obeyed.
+        self.key = "".join(c if c.isprintable() else repr(c)[1:-1] for c in key) if key else key
         self.line = line
 
     def __str__(self) -> str:
