@@ -1065,6 +1065,36 @@ def test_a_file_that_changes_while_it_is_sent_is_never_published_torn(
     assert _unfinished_uploads(remote) == []
 
 
+@pytest.mark.parametrize("kind", ["s3", "gcs"])
+def test_a_file_deleted_while_it_is_sent_in_parts_stays_deleted(
+    tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """A resumable GCS upload has no commit to hold back: its last chunk publishes the
+    object. A file deleted while its parts went was published all the same, with nothing
+    recorded, and the next pass brought it back down. The last chunk now waits on the same
+    check of the file as S3's commit."""
+    remote = remote_for(kind, request, tmp_path)
+    alice = Setup(tmp_path / "alice", remote.url, options=remote.options, extra=SMALL_PARTS)
+    alice.write()
+    path = alice.local / "doomed.bin"
+    _random_file(path, 23 * MiB)
+    provider = PROVIDERS[kind]
+    real = provider.upload_part
+
+    def send(self: Any, *args: Any, **kwargs: Any) -> Any:
+        path.unlink(missing_ok=True)  # the user deletes it while the first part goes
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(provider, "upload_part", send)
+    assert _pass_of(alice, True).exit_code == 0
+    assert "doomed.bin" not in remote.listing()
+    monkeypatch.undo()
+    assert _pass_of(alice, True).exit_code == 0
+    assert not path.exists()  # not brought back
+    assert "doomed.bin" not in remote.listing()
+    assert _unfinished_uploads(remote) == []
+
+
 def test_the_same_read_gives_the_whole_files_crc32c_when_asked(tmp_path: Path) -> None:
     """GCS checks a finished resumable upload by the whole file's CRC32C: the one read before
     the upload takes it, for that provider only (the others would pay ~0.05 s per GiB)."""

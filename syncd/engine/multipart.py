@@ -465,6 +465,12 @@ class LargeTransfers:
             progress.add(n)
 
         def send(part: PartInfo) -> None:
+            if limits.sequential and part.offset + part.size == request.size and not still():
+                # The last chunk of a resumable session publishes the object (there is no
+                # commit to hold back): a file that changed or went meanwhile stops here.
+                self._abort(request, upload_id)
+                self._drop_upload(path)
+                raise SourceChanged("the file changed while it was being sent")
             if digests is not None:
                 digest = digests.parts[part.number - 1]
             else:

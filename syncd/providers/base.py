@@ -106,7 +106,8 @@ class PartLimits:
     """What a service accepts for a multipart upload, so the engine can size the parts.
 
     `sequential` is True where parts must go one after the other, in order (a GCS resumable
-    session): the engine then sends them one at a time instead of `part_concurrency` at once.
+    session, whose last part also publishes the object): the engine then sends them one at a
+    time instead of `part_concurrency` at once, and checks the file before the last.
     `alignment` is a size every part but the last must be a multiple of (GCS: 256 KiB).
     `digest` names the hash of each part's bytes that `upload_part` is given: the one the
     service checks a part against ("md5": Content-MD5; "crc32c": S3's x-amz-checksum-crc32c;
