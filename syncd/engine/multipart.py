@@ -1,6 +1,6 @@
 """Large files in parts: parallel, resumable after a crash, bounded in memory, verified.
 
-Above `multipart_threshold` an upload goes through the provider's MultipartProvider half:
+From `multipart_threshold` up an upload goes through the provider's MultipartProvider half:
 parts of `part_size` (grown to stay within the service's part count), `part_concurrency` in
 flight (one at a time where the service wants them in order), each read straight from the file
 by `pread` — never the whole part in memory unless the SDK insists — and sent with the digest
@@ -378,6 +378,8 @@ class LargeTransfers:
         return self._limits
 
     def wants(self, size: int) -> bool:
+        """Does a file of `size` bytes go in parts? From the threshold up, as the AWS CLI's
+        `multipart_threshold` and rclone's upload cutoff (a file of exactly 64 MiB too)."""
         return size >= self.settings.threshold
 
     def part_size(self, size: int) -> int:
