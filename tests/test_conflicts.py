@@ -95,6 +95,35 @@ def test_local_trash_keeps_every_version_and_prunes_old_ones(tmp_path: Path) -> 
     assert not list((tmp_path / ".syncd" / "trash").rglob("doc.txt"))
 
 
+def test_a_trash_folder_too_deep_to_remove_is_said_and_left(tmp_path: Path) -> None:
+    """A tree ~1100 folders deep deleted on the other side went to the trash whole; pruning
+    it (`shutil.rmtree` recurses once per level) raised RecursionError out of every later
+    pass and the daemon's start. It is left, said once, and the other old folders go."""
+    deep = tmp_path / "deep.txt"
+    deep.write_bytes(b"deep")
+    move_to_local_trash(tmp_path, deep, "deep.txt", WHEN)
+    (old,) = (tmp_path / ".syncd" / "trash").iterdir()
+    folder = os.open(old, os.O_RDONLY)
+    try:
+        for _ in range(1100):
+            os.mkdir("dd", dir_fd=folder)
+            inner = os.open("dd", os.O_RDONLY, dir_fd=folder)
+            os.close(folder)
+            folder = inner
+    finally:
+        os.close(folder)
+    shallow = tmp_path / "shallow.txt"
+    shallow.write_bytes(b"shallow")
+    move_to_local_trash(tmp_path, shallow, "shallow.txt", WHEN.replace(second=1))
+    skipped: list[tuple[str, str]] = []
+    later = WHEN.timestamp() + 31 * 86400
+    assert prune_local_trash(tmp_path, 30, lambda *said: skipped.append(said), now=later) == 1
+    assert skipped == [
+        (f".syncd/trash/{old.name}", "nested too deeply to remove: remove it by hand")
+    ]
+    assert [p.name for p in (tmp_path / ".syncd" / "trash").iterdir()] == [old.name]
+
+
 def test_a_path_trashed_as_a_file_then_as_a_folder_in_one_second(tmp_path: Path) -> None:
     """`x` trashed as a file, then `x/y` the same second: that second's trash folder holds a
     file where `x/` would go, so `x/y` goes to the next one (it was refused as unsafe)."""

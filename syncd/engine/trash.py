@@ -177,5 +177,9 @@ def _remove(trash: int, name: str, on_skip: Callable[[str, str], None]) -> bool:
             return False  # not ours: syncd only makes folders here
     except OSError:
         return False
-    shutil.rmtree(name, dir_fd=trash, ignore_errors=True)
+    try:
+        shutil.rmtree(name, dir_fd=trash, ignore_errors=True)
+    except RecursionError:  # rmtree recurses once per level: a tree ~1000 folders deep
+        on_skip(where, "nested too deeply to remove: remove it by hand")
+        return False
     return not _exists(trash, [name])
