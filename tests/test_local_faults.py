@@ -755,12 +755,15 @@ def test_a_download_keeps_the_mode_of_the_file_it_replaces(tmp_path: Path) -> No
     [
         (lambda path: path.write_bytes(b"\xff\xfe*.secret\n"), "cannot read PATH: not UTF-8 text"),
         (lambda path: path.mkdir(), "cannot read PATH: Is a directory"),
+        # A pipe blocked every pass that read it; a link to /dev/zero filled memory.
+        (lambda path: os.mkfifo(path), "cannot read PATH: not a regular file"),
+        (lambda path: path.symlink_to("/dev/zero"), "cannot read PATH: not a regular file"),
         (
             lambda path: path.write_text("*.tmp\n[z-a]\n"),
             "PATH: line 2: not a valid pattern (bad character range z-a)",
         ),
     ],
-    ids=["not UTF-8", "a folder", "a line that is no pattern"],
+    ids=["not UTF-8", "a folder", "a pipe", "a link to a device", "a line that is no pattern"],
 )
 def test_a_syncignore_that_cannot_be_read_stops_the_pair_not_syncd(
     tmp_path: Path, make: Callable[[Path], Any], reason: str
@@ -789,7 +792,9 @@ def test_a_syncignore_that_cannot_be_read_stops_the_pair_not_syncd(
     assert not (setup.local / "theirs.txt").exists()
 
     target = setup.local / ".syncignore"
-    if target.is_dir():
+    if target.is_symlink() or not (target.is_file() or target.is_dir()):
+        target.unlink()  # a link, or a pipe (writing to it would block)
+    elif target.is_dir():
         target.rmdir()
     target.write_text("*.secret\n")
     healed = syncd("once", "-c", setup.config)

@@ -9,7 +9,10 @@ include, and `.syncignore` applies whatever `include` says. Folders are never le
 
 from __future__ import annotations
 
+import errno
+import os
 import re
+import stat
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -18,6 +21,27 @@ import pathspec
 from syncd.engine.paths import is_internal
 
 SYNCIGNORE = ".syncignore"
+
+
+#: A `.syncignore` longer than this is no list of rules someone wrote.
+MAX_RULES_BYTES = 1024 * 1024
+
+
+def _read_rules(path: Path) -> str:
+    """The text of a `.syncignore`: a regular file (a link to one is read) of at most
+    MAX_RULES_BYTES. A named pipe would block every pass that reads it, and a link to
+    /dev/zero fill memory; OSError names what is wrong."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with open(fd, "rb") as fh:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        data = fh.read(MAX_RULES_BYTES + 1)
+    if len(data) > MAX_RULES_BYTES:
+        raise OSError(errno.EFBIG, f"larger than {MAX_RULES_BYTES // 1024} KiB")
+    return data.decode("utf-8")
 
 
 def pattern_problem(pattern: str) -> str | None:
@@ -51,7 +75,7 @@ class PathFilter:
         if root is not None:
             ignore_file = root / SYNCIGNORE
             try:
-                own = ignore_file.read_text(encoding="utf-8").splitlines()
+                own = _read_rules(ignore_file).splitlines()
                 lines += own
                 self.problem = next(
                     (
