@@ -784,6 +784,43 @@ def _work_off(engine: Engine) -> None:
         engine.queue.done(key)
 
 
+def test_a_quiet_poll_stamps_last_sync_only_when_the_pair_is_in_sync(tmp_path: Path) -> None:
+    """Each poll that found nothing new on the remote stamped `last_sync`: while a local
+    write was still settling (not on the remote yet), while a failure waited out its backoff
+    and while a conflict was open. A script waiting for `last_sync` to pass its write was
+    told an unsynced file was synced."""
+    setup, _, config = _hand_driven_pair(tmp_path, {"a.txt": "a"}, conflict="manual")
+    with Engine(config) as engine:
+        daemon = Daemon(config, engine)
+        syncer = engine.syncers["docs"]
+        daemon.full_scan("docs", first_pass=True)
+        _work_off(engine)
+        daemon._end_quiet_passes()
+        synced = syncer.stats.last_sync
+        assert synced is not None
+
+        def quiet_poll_stamps() -> bool:
+            before = syncer.stats.last_sync
+            time.sleep(0.01)
+            daemon._requeue_due("docs", [])
+            return syncer.stats.last_sync != before
+
+        assert quiet_poll_stamps()  # nothing standing: in sync as of now
+        syncer.stats.failed("c.txt", "boom", op="upload")
+        assert not quiet_poll_stamps()
+        syncer.stats.succeeded("c.txt")
+
+        syncer.open_conflicts.add("a.txt")
+        assert not quiet_poll_stamps()
+        syncer.open_conflicts.discard("a.txt")
+        assert quiet_poll_stamps()
+
+        (setup.local / "b.txt").write_text("written, settling")
+        daemon.settler.touch(("docs", "b.txt"), 60)
+        assert not quiet_poll_stamps()
+        daemon.settler.stop()
+
+
 def test_a_file_event_that_fails_is_said_and_the_pair_compared_in_full(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

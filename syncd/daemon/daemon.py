@@ -419,7 +419,7 @@ class Daemon:
             self.engine.queue.open_gate(name)
         log.info("full scan queued", pair=name, paths=len(paths), first_pass=first_pass)
         if not paths:
-            syncer.mark_synced()
+            self._mark_if_in_sync(name)
 
     def _on_overflow(self) -> None:
         """The kernel dropped watch events: look at every pair again in full (both sides)."""
@@ -583,7 +583,17 @@ class Daemon:
         changed += list(syncer.deletions.pending())  # held: decided again, they may be in sync now
         for path in changed:
             self.engine.queue.put(name, path)
-        if not changed and self.engine.queue.idle(name):
+        if not changed:
+            self._mark_if_in_sync(name)
+
+    def _mark_if_in_sync(self, name: str) -> None:
+        """A poll or scan found nothing to do: the pair is in sync as of now, unless a local
+        change is still settling or queued, a retry waits, a failure stands (waiting out its
+        backoff), a deletion is held or a conflict is open. `last_sync` must never pass a
+        write that has not reached the other side: scripts wait on it."""
+        syncer = self.engine.syncers[name]
+        settling = any(pair == name for pair, _ in self.settler.pending_keys())
+        if not settling and not self.engine.pair_busy(name) and syncer.in_sync():
             syncer.mark_synced()
 
     # -- control --------------------------------------------------------------------------

@@ -450,7 +450,7 @@ class Engine:
             self.queue.put(pair, path)
         if approved:
             self._deleted_in_pass.add(pair)
-        if not approved and not syncer.stats.failures and syncer.stats.held_reason is None:
+        if not approved and syncer.in_sync():
             syncer.mark_synced()
 
     # -- one reconciliation ---------------------------------------------------------------

@@ -570,6 +570,14 @@ class PairSyncer:
             self.store.set_held_deletions(self.name, held)
             self._held_stored = held
 
+    def in_sync(self) -> bool:
+        """Nothing standing between the two sides, as far as this pair knows: no failure (a
+        refused name included), no deletion held back, no conflict open. The caller knows
+        whether work is still queued."""
+        return (
+            not self.stats.failures and self.stats.held_reason is None and not self.open_conflicts
+        )
+
     def mark_synced(self) -> None:
         """The pair is in sync now: said in `status`, and kept in the state (at most once a
         minute: the daemon says it at every quiet poll) so a restart still knows when."""
