@@ -187,6 +187,32 @@ def tree(root: Path) -> dict[str, bytes]:
     return files
 
 
+def nest_deep(folder: Path, levels: int) -> None:
+    """A chain of `levels` nested `dd` folders in `folder`, made one `openat` at a time (a
+    path that long could not be named at once)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        for _ in range(levels):
+            os.mkdir("dd", dir_fd=fd)
+            inner = os.open("dd", os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+    finally:
+        os.close(fd)
+
+
+def unnest_deep(folder: Path) -> None:
+    """Remove the chain `nest_deep` made, one level at a time: shutil.rmtree (pytest's own
+    clean-up of old runs included) recurses once per level and fails past ~1000."""
+    while (inner := folder / "dd").is_dir():
+        if (inner / "dd").is_dir():
+            (inner / "dd").rename(folder / "next")
+            inner.rmdir()
+            (folder / "next").rename(inner)
+        else:
+            inner.rmdir()
+
+
 @contextmanager
 def hung_endpoint() -> Iterator[str]:
     """An HTTP endpoint that accepts every connection and never answers (a stalled proxy, a

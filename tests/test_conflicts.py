@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from harness import Setup, syncd
+from harness import Setup, nest_deep, syncd, unnest_deep
 
 from syncd.engine.conflicts import Winner, conflict_name, is_conflict_copy_of, resolve
 from syncd.engine.trash import (
@@ -103,15 +103,7 @@ def test_a_trash_folder_too_deep_to_remove_is_said_and_left(tmp_path: Path) -> N
     deep.write_bytes(b"deep")
     move_to_local_trash(tmp_path, deep, "deep.txt", WHEN)
     (old,) = (tmp_path / ".syncd" / "trash").iterdir()
-    folder = os.open(old, os.O_RDONLY)
-    try:
-        for _ in range(1100):
-            os.mkdir("dd", dir_fd=folder)
-            inner = os.open("dd", os.O_RDONLY, dir_fd=folder)
-            os.close(folder)
-            folder = inner
-    finally:
-        os.close(folder)
+    nest_deep(old, 1100)
     shallow = tmp_path / "shallow.txt"
     shallow.write_bytes(b"shallow")
     move_to_local_trash(tmp_path, shallow, "shallow.txt", WHEN.replace(second=1))
@@ -122,18 +114,7 @@ def test_a_trash_folder_too_deep_to_remove_is_said_and_left(tmp_path: Path) -> N
         (f".syncd/trash/{old.name}", "nested too deeply to remove: remove it by hand")
     ]
     assert [p.name for p in (tmp_path / ".syncd" / "trash").iterdir()] == [old.name]
-    _unnest(old)  # pytest's own clean-up of old runs uses shutil.rmtree too
-
-
-def _unnest(folder: Path) -> None:
-    """Remove a chain of nested `dd` folders one level at a time, without recursion."""
-    while (inner := folder / "dd").is_dir():
-        if (inner / "dd").is_dir():
-            (inner / "dd").rename(folder / "next")
-            inner.rmdir()
-            (folder / "next").rename(inner)
-        else:
-            inner.rmdir()
+    unnest_deep(old)
 
 
 def test_a_path_trashed_as_a_file_then_as_a_folder_in_one_second(tmp_path: Path) -> None:

@@ -29,11 +29,13 @@ from harness import (
     folder_setup,
     hung_and_healthy,
     hung_endpoint,
+    nest_deep,
     require_without_dac,
     running_daemon,
     syncd,
     tree,
     unavailable_here,
+    unnest_deep,
     wait_for,
 )
 from remotes import BUCKET_KINDS, Remote, S3Remote, remote_for
@@ -43,6 +45,7 @@ from syncd.daemon.control import CommandError, ControlServer, SocketInUse
 from syncd.daemon.daemon import Daemon, _identity
 from syncd.daemon.lock import instance_lock
 from syncd.daemon.protocol import request
+from syncd.daemon.watcher import Watcher, WatchLimitReached
 from syncd.engine.core import Engine
 from syncd.engine.filters import SYNCIGNORE
 from syncd.engine.model import Change, Origin, Side
@@ -1566,6 +1569,23 @@ def test_a_tree_past_the_watch_limit_is_scanned_at_every_poll(tmp_path: Path) ->
         assert "scanning it every poll_interval instead" in daemon.logs()
         assert "max_user_watches" in daemon.logs()
         assert daemon.terminate() == 0
+
+
+def test_a_tree_too_deep_to_watch_is_a_watch_limit(tmp_path: Path) -> None:
+    """watchdog adds a tree's watches by recursion: a folder ~1100 levels deep under a root
+    raised RecursionError out of the daemon's start (every pair down with it). It is a limit
+    like max_user_watches: the pair is scanned at every poll instead, and says why."""
+    root = tmp_path / "root"
+    root.mkdir()
+    nest_deep(root, 1100)
+    watcher = Watcher(lambda change: None)
+    watcher.start()
+    try:
+        with pytest.raises(WatchLimitReached, match="nested too deeply to watch"):
+            watcher.watch("deep", root)
+    finally:
+        watcher.stop()
+        unnest_deep(root)
 
 
 def test_a_folder_made_past_the_watch_limit_turns_the_pair_to_scanning(tmp_path: Path) -> None:

@@ -217,6 +217,10 @@ class Watcher:
             if exc.errno in INOTIFY_LIMITS:
                 raise WatchLimitReached(_limit_message(exc)) from exc
             raise
+        except RecursionError:
+            # watchdog adds a tree's watches by recursion, one level a call: a folder ~1000
+            # levels deep under the root. Scanned instead (the scan walks without recursion).
+            raise WatchLimitReached("a folder under it is nested too deeply to watch") from None
         finally:
             with self._refused_lock:
                 self._refusals = [other for other in self._refusals if other is not noted]
