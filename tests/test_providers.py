@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import stat
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +22,7 @@ import structlog.testing
 from botocore.exceptions import ClientError, EndpointConnectionError
 from conftest import Bucket
 from emulators import Emulator, free_port, start_moto
+from harness import nest_deep, unnest_deep
 
 from syncd.providers import (
     InvalidRequest,
@@ -540,6 +542,32 @@ def test_hostile_keys_are_refused(folder: tuple[FileProvider, Path, Path], key: 
         provider.delete(key)
 
     assert _all_files(root.parent) == before
+
+
+def test_pipes_and_sockets_are_said_and_deep_folders_listed(
+    folder: tuple[FileProvider, Path, Path],
+) -> None:
+    """A named pipe or a socket in the folder is no object: said once, as a symlink is (they
+    went unsaid). A folder ~1100 levels deep is listed: the walk recursed, and a
+    RecursionError failed every listing of the pair."""
+    provider, root, _ = folder
+    os.mkfifo(root / "pipe")
+    os.mknod(root / "app.sock", 0o600 | stat.S_IFSOCK)
+    nest_deep(root, 1100)
+    deepest = root.joinpath(*["dd"] * 1100, "bottom.txt")
+    deepest.write_bytes(b"bottom")
+    try:
+        with structlog.testing.capture_logs() as logs:
+            assert list(listing(provider)) == ["dd/" * 1100 + "bottom.txt"]
+            listing(provider)
+    finally:
+        deepest.unlink()
+        unnest_deep(root)
+    special = "not a regular file (a pipe, socket or device)"
+    assert sorted((e["event"], e["key"], e["reason"]) for e in logs) == [
+        ("skipped", "app.sock", special),
+        ("skipped", "pipe", special),
+    ]
 
 
 def test_symlinked_parent_is_never_followed(folder: tuple[FileProvider, Path, Path]) -> None:

@@ -152,8 +152,9 @@ class FileProvider:
         #: With a barrier per file (see `batch`): the keys uploaded since it last ran.
         self._unflushed: list[str] | None = None
         self._unflushed_lock = threading.Lock()
-        #: The symlinks a listing skipped and said so (once each, not at every poll).
-        self._links_said: set[str] = set()
+        #: The symlinks and special files a listing skipped and said so (once each, not at
+        #: every poll).
+        self._skips_said: set[str] = set()
 
     # -- helpers --------------------------------------------------------------------------
     def _where(self, key: str) -> str:
@@ -216,40 +217,45 @@ class FileProvider:
     # -- Provider -------------------------------------------------------------------------
     def list(self) -> Iterator[ObjectInfo]:
         """Every regular file under the root. An unreadable folder is an error, never a gap:
-        a listing with holes would read as remote deletions."""
+        a listing with holes would read as remote deletions. Walked with a stack, not by
+        recursion: a folder ~1000 levels deep must not fail every listing of the pair."""
         self._check_root()
-        yield from self._walk(self.root, "")
-
-    def _walk(self, folder: str, prefix: str) -> Iterator[ObjectInfo]:
-        try:
-            with os.scandir(folder) as entries:
-                found = list(entries)
-        except FileNotFoundError:
-            return  # removed while we listed: its files are gone
-        except OSError as exc:
-            raise _translate(exc, self._where(prefix) if prefix else self.url) from exc
-        for entry in found:
+        stack: list[tuple[str, str]] = [(self.root, "")]
+        while stack:
+            folder, prefix = stack.pop()
             try:
-                if entry.is_symlink():
-                    self._skip_link(prefix + entry.name)
-                    continue
-                if entry.is_dir(follow_symlinks=False):
-                    yield from self._walk(entry.path, f"{prefix}{entry.name}/")
-                elif _OWN_TEMP.fullmatch(entry.name):
-                    _remove_if_abandoned(entry)
-                elif entry.is_file(follow_symlinks=False):
-                    yield self._info(prefix + entry.name, entry.stat(follow_symlinks=False))
+                with os.scandir(folder) as entries:
+                    found = list(entries)
             except FileNotFoundError:
-                continue  # deleted between the folder read and the stat
+                continue  # removed while we listed: its files are gone
             except OSError as exc:
-                raise _translate(exc, self._where(prefix + entry.name)) from exc
+                raise _translate(exc, self._where(prefix) if prefix else self.url) from exc
+            for entry in found:
+                try:
+                    if entry.is_symlink():
+                        self._skip(prefix + entry.name, "symlink (not followed)")
+                    elif entry.is_dir(follow_symlinks=False):
+                        stack.append((entry.path, f"{prefix}{entry.name}/"))
+                    elif _OWN_TEMP.fullmatch(entry.name):
+                        _remove_if_abandoned(entry)
+                    elif entry.is_file(follow_symlinks=False):
+                        yield self._info(prefix + entry.name, entry.stat(follow_symlinks=False))
+                    else:
+                        self._skip(
+                            prefix + entry.name, "not a regular file (a pipe, socket or device)"
+                        )
+                except FileNotFoundError:
+                    continue  # deleted between the folder read and the stat
+                except OSError as exc:
+                    raise _translate(exc, self._where(prefix + entry.name)) from exc
 
-    def _skip_link(self, key: str) -> None:
-        """A symlink in the folder is no object (never followed): said once, as the local
-        side says its own (`"event": "skipped"`), so it does not vanish without a word."""
-        if key not in self._links_said:
-            self._links_said.add(key)
-            log.warning("skipped", remote=self.url, key=key, reason="symlink (not followed)")
+    def _skip(self, key: str, reason: str) -> None:
+        """A symlink, named pipe, socket or device in the folder is no object (never
+        followed, never read): said once, as the local side says its own (`"event":
+        "skipped"`), so it does not vanish without a word."""
+        if key not in self._skips_said:
+            self._skips_said.add(key)
+            log.warning("skipped", remote=self.url, key=key, reason=reason)
 
     def stat(self, key: str) -> ObjectInfo:
         """Size, version and mtime from the file, plus a freshly computed SHA-256 (a folder
