@@ -296,6 +296,28 @@ def test_copy_keeps_content_and_mtime_and_never_overwrites(provider: Provider) -
     assert "elsewhere.txt" not in listing(provider)
 
 
+def test_an_s3_copy_of_a_source_written_meanwhile_is_undone(
+    s3_root: Root, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """moto ignores CopySourceIfMatch: a write that lands between the copy's look at its
+    source and the copy was copied (a rename racing another machine's edit put their bytes
+    under the new name). The copy is checked against the version asked for, and undone."""
+    provider = s3_root.provider
+    assert isinstance(provider, S3Provider)
+    original = put(provider, "x.txt", b"mine")
+    real = provider._client.copy_object
+
+    def copy_after_a_write(**params: Any) -> Any:
+        put(provider, "x.txt", b"their edit", if_match=original.etag)
+        return real(**params)
+
+    monkeypatch.setattr(provider._client, "copy_object", copy_after_a_write)
+    with pytest.raises(PreconditionFailed, match="changed while it was copied"):
+        provider.copy("x.txt", "y.txt", if_match=original.etag)
+    assert "y.txt" not in listing(provider)
+    assert get(provider, "x.txt")[0] == b"their edit"
+
+
 def test_missing_object_is_not_found(provider: Provider) -> None:
     with pytest.raises(NotFound):
         provider.stat("nope/missing.txt")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import builtins
+import contextlib
 import dataclasses
 import io
 import os
@@ -370,6 +371,19 @@ def _check_endpoint_variable(options: S3Options) -> None:
             return
 
 
+def _same_content(source: ObjectInfo, copied: ObjectInfo) -> bool:
+    """Does `copied` hold the bytes of `source`? By the SHA-256 both state, else by the
+    ETag of a source stored whole (a copy of it gets the same MD5); a multipart source
+    without a SHA-256 cannot tell (its copy gets another ETag): taken as the same."""
+    if source.size != copied.size:
+        return False
+    if source.sha256 is not None and copied.sha256 is not None:
+        return source.sha256 == copied.sha256
+    if "-" not in source.etag:
+        return source.etag == copied.etag
+    return True
+
+
 def _timestamp(value: Any) -> datetime:
     """botocore's timestamp parser, for the ISO 8601 dates of a listing in 0.1 us.
 
@@ -648,7 +662,8 @@ class S3Provider:
             params["StorageClass"] = self.options.storage_class
         # S3 honours IfNoneMatch and CopySourceIfMatch on CopyObject, but not every S3
         # implementation does (moto ignores both): look first, so the promises hold everywhere.
-        if if_match is not None and self.stat(src_key).etag != if_match:
+        source = self.stat(src_key) if if_match is not None else None
+        if source is not None and source.etag != if_match:
             raise PreconditionFailed(f"{self.url}{src_key}: changed since it was listed")
         try:
             self.stat(dst_key)
@@ -658,7 +673,16 @@ class S3Provider:
             raise PreconditionFailed(f"{self.url}{dst_key}: already exists")
         with self._errors(src_key, conditional=True):
             self._client.copy_object(**params)
-        return self.stat(dst_key)
+        copied = self.stat(dst_key)
+        if source is not None and not _same_content(source, copied):
+            # Another write to the source landed between the look and the copy, on a server
+            # that ignores CopySourceIfMatch: the copy holds it, not the version asked for
+            # (a rename racing another machine's edit moved their bytes under the new name).
+            # Undone, on condition of its own version.
+            with contextlib.suppress(NotFound, PreconditionFailed):
+                self.delete(dst_key, if_match=copied.etag)
+            raise PreconditionFailed(f"{self.url}{src_key}: changed while it was copied")
+        return copied
 
     def set_mtime(self, key: str, mtime_ns: int, if_match: str) -> ObjectInfo:
         """S3 cannot edit metadata in place: the object is copied onto itself with the new
