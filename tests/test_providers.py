@@ -592,6 +592,28 @@ def test_pipes_and_sockets_are_said_and_deep_folders_listed(
     ]
 
 
+def test_a_create_only_upload_names_a_link_or_pipe_in_its_way(
+    folder: tuple[FileProvider, Path, Path],
+) -> None:
+    """A symlink or a named pipe under the key is no object (the listing skips it), so a
+    create-only upload can never succeed there: it said "already exists", which the engine
+    took for a race, looked again ~10 s and failed the file as "kept changing while being
+    synced". It now names what is in the way."""
+    provider, root, outside = folder
+    (outside / "victim.txt").write_bytes(b"outside")
+    (root / "notes.txt").symlink_to(outside / "victim.txt")
+    os.mkfifo(root / "pipe.txt")
+    with pytest.raises(InvalidRequest, match="a symlink is in the way"):
+        put(provider, "notes.txt", b"mine", if_absent=True)
+    with pytest.raises(InvalidRequest, match="a named pipe, socket or device is in the way"):
+        put(provider, "pipe.txt", b"mine", if_absent=True)
+    with pytest.raises(PreconditionFailed, match="already exists"):
+        put(provider, "taken.txt", b"first", if_absent=True)
+        put(provider, "taken.txt", b"second", if_absent=True)
+    assert (outside / "victim.txt").read_bytes() == b"outside"
+    assert stat.S_ISFIFO((root / "pipe.txt").lstat().st_mode)
+
+
 def test_symlinked_parent_is_never_followed(folder: tuple[FileProvider, Path, Path]) -> None:
     provider, root, outside = folder
     (outside / "secret.txt").write_bytes(b"outside")

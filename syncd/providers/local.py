@@ -643,6 +643,14 @@ def _link_new(tmp: str, name: str, dir_fd: int, where: str) -> None:
                 os.rmdir(name, dir_fd=dir_fd)
             except OSError:
                 break  # a file, a link, or a folder with something in it
+    with suppress(OSError):
+        mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
+        # No object stands there (the listing skips these): no version of it can ever match,
+        # so say what is in the way rather than "changed meanwhile" at every attempt.
+        if stat_mod.S_ISLNK(mode):
+            raise InvalidRequest(f"{where}: a symlink is in the way (not followed)")
+        if not (stat_mod.S_ISREG(mode) or stat_mod.S_ISDIR(mode)):
+            raise InvalidRequest(f"{where}: a named pipe, socket or device is in the way")
     raise PreconditionFailed(f"{where}: already exists")
 
 
