@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 import structlog
+import yaml
 from harness import (
     Setup,
     folder_setup,
@@ -822,6 +823,52 @@ def test_a_quiet_poll_stamps_last_sync_only_when_the_pair_is_in_sync(tmp_path: P
         daemon.settler.touch(("docs", "b.txt"), 60)
         assert not quiet_poll_stamps()
         daemon.settler.stop()
+
+
+def test_a_reload_never_shows_a_changed_pair_missing_or_out_of_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A changed pair is removed and added anew: `status` answered in between without it
+    (`"pairs": []` with one pair: a monitor reading pairs[0] broke), and after it listed the
+    pair last. It now lists the config's pairs, in order, at every moment of a reload."""
+    setup, _, _ = _hand_driven_pair(tmp_path, {"a.txt": "a"})
+    (tmp_path / "more").mkdir()
+    (tmp_path / "more-remote").mkdir()
+    doc = yaml.safe_load(setup.config.read_text())
+    doc["pairs"].append(
+        {
+            "name": "more",
+            "local": str(tmp_path / "more"),
+            "remote": f"file://{tmp_path}/more-remote",
+        }
+    )
+    setup.config.write_text(yaml.safe_dump(doc))
+    config = load_config(setup.config)
+    seen: list[list[str]] = []
+    with Engine(config) as engine:
+        daemon = Daemon(config, engine, setup.config)
+        monkeypatch.setattr(daemon, "_start_pass", lambda name: None)  # no scan of its own
+        for name in engine.syncers:
+            daemon.poller.add(name, 30)  # as `run` does
+        done = threading.Event()
+
+        def ask() -> None:
+            while not done.is_set():
+                seen.append([pair["name"] for pair in daemon.status()["pairs"]])
+
+        asking = threading.Thread(target=ask)
+        asking.start()
+        try:
+            for strategy in ("manual", "local_wins", "cloud_wins", "timestamp_wins"):
+                doc["pairs"][0]["conflict"] = strategy
+                setup.config.write_text(yaml.safe_dump(doc))
+                daemon.reload()
+                assert engine.syncers["docs"].pair.conflict == strategy
+        finally:
+            done.set()
+            asking.join()
+    assert len(seen) > 4
+    assert [names for names in seen if names != ["docs", "more"]] == []
 
 
 def test_a_file_event_that_fails_is_said_and_the_pair_compared_in_full(

@@ -100,6 +100,8 @@ class Daemon:
         #: Each pair's start-up pass: the syncer it is for, and its thread.
         self._startups: dict[str, tuple[PairSyncer, threading.Thread]] = {}
         self._startups_lock = threading.Lock()
+        #: Held while a reload swaps pairs, and by `status`: see `reload`.
+        self._pairs_lock = threading.Lock()
         #: The (device, inode) of each pair's root when its watch was set (None: not set).
         self._watched_roots: dict[str, tuple[int, int] | None] = {}
         self.poller = Poller(self.poll)
@@ -206,14 +208,22 @@ class Daemon:
         old_pairs = {p.name: p for p in self.config.pairs}
         new_pairs = {p.name: p for p in new.pairs}
         earlier: dict[str, PairStats] = {}
-        for name, pair in old_pairs.items():
-            if new_pairs.get(name) != pair:
-                if name in self.engine.syncers:
-                    earlier[name] = self.engine.syncers[name].stats
-                self._remove_pair(name)
-        for name, pair in new_pairs.items():
-            if old_pairs.get(name) != pair:
-                self._add_pair(pair, earlier.get(name))
+        added: list[str] = []
+        # A changed pair is removed and added anew: `status` must never answer in between
+        # (the pair missing, `"pairs": []` for a one-pair config), nor list the pairs out of
+        # the config's order after it.
+        with self._pairs_lock:
+            for name, pair in old_pairs.items():
+                if new_pairs.get(name) != pair:
+                    if name in self.engine.syncers:
+                        earlier[name] = self.engine.syncers[name].stats
+                    self._remove_pair(name)
+            for name, pair in new_pairs.items():
+                if old_pairs.get(name) != pair and self._attach_pair(pair, earlier.get(name)):
+                    added.append(name)
+            self.engine.order_pairs(list(new_pairs))
+        for name in added:
+            self._start_pair(name)
         self.config = new
         log.info("config reloaded", pairs=list(new_pairs))
 
@@ -227,22 +237,27 @@ class Daemon:
         self._scan_fallback.discard(name)
         log.info("pair removed", pair=name)
 
-    def _add_pair(self, pair: PairConfig, earlier: PairStats | None = None) -> None:
-        """Add a pair (or a changed one anew, with the since-start counts of `earlier`)."""
+    def _attach_pair(self, pair: PairConfig, earlier: PairStats | None = None) -> bool:
+        """Add a pair to the engine (or a changed one anew, with the since-start counts of
+        `earlier`); True when it could be. `_start_pair` then sets it going."""
         self.engine.queue.close_gate(pair.name)
         try:
             syncer = self.engine.add_pair(pair)
         except (ProviderError, RemoteURLError) as exc:
             self.engine.queue.drop_pair(pair.name)
             log.error("pair cannot be added", pair=pair.name, error=str(exc))
-            return
+            return False
         if earlier is not None:
             syncer.stats.carry_totals(earlier)
         self.engine.write_behind(pair.name)
-        self._watch(pair.name)
-        self.poller.add(pair.name, pair.poll_interval)
-        self._start_pass(pair.name)
-        log.info("pair added", pair=pair.name)
+        return True
+
+    def _start_pair(self, name: str) -> None:
+        """Watch an attached pair, poll it, and start its first pass."""
+        self._watch(name)
+        self.poller.add(name, self.engine.syncers[name].pair.poll_interval)
+        self._start_pass(name)
+        log.info("pair added", pair=name)
 
     def _watch(self, name: str) -> None:
         """Watch a pair's root; without inotify (limits exhausted) the pair is scanned in full
@@ -657,7 +672,8 @@ class Daemon:
 
     def _pairs(self, name: object) -> list[str]:
         if name is None:
-            return list(self.engine.syncers)
+            with self._pairs_lock:
+                return list(self.engine.syncers)
         if not isinstance(name, str) or name not in self.engine.syncers:
             raise CommandError(f"no pair named {name!r}")
         return [name]
@@ -703,6 +719,10 @@ class Daemon:
         return name in self.engine.touched or self.engine.syncers[name].has_pending_deletes()
 
     def status(self) -> dict[str, Any]:
+        with self._pairs_lock:
+            return self._status()
+
+    def _status(self) -> dict[str, Any]:
         pairs = []
         for name, state, queued, in_flight in self._pair_states():
             summary = self.engine.pair_summary(name)

@@ -394,6 +394,11 @@ class Engine:
         )
         return [key for key in RESTART_SETTINGS if getattr(new, key) != getattr(self.config, key)]
 
+    def order_pairs(self, names: list[str]) -> None:
+        """Put the pairs in `names`' order (the config's: a pair added anew went last). A
+        new dict, bound at once: a reader sees the old order or the new, never a gap."""
+        self.syncers = {name: self.syncers[name] for name in names if name in self.syncers}
+
     def remove_pair(self, name: str) -> None:
         """Stop syncing a pair: drop its queued work and close its provider. Its state stays,
         so adding it back later is not a first sync."""
