@@ -83,6 +83,8 @@ def test_conflict_name_never_reuses_a_taken_name() -> None:
 
 
 def test_local_trash_keeps_every_version_and_prunes_old_ones(tmp_path: Path) -> None:
+    """Pruned after trash_days; 0 keeps them for good (as log_retention_days: 0 does; it
+    emptied the trash at every pass)."""
     for content in (b"first", b"second"):
         victim = tmp_path / "a" / "doc.txt"
         victim.parent.mkdir(exist_ok=True)
@@ -91,6 +93,7 @@ def test_local_trash_keeps_every_version_and_prunes_old_ones(tmp_path: Path) -> 
     kept = sorted(p.read_bytes() for p in (tmp_path / ".syncd" / "trash").rglob("doc.txt"))
     assert kept == [b"first", b"second"]  # the same second twice: a -1 folder, no overwrite
     assert prune_local_trash(tmp_path, 30, _no_skip, now=WHEN.timestamp() + 29 * 86400) == 0
+    assert prune_local_trash(tmp_path, 0, _no_skip, now=WHEN.timestamp() + 9999 * 86400) == 0
     assert prune_local_trash(tmp_path, 30, _no_skip, now=WHEN.timestamp() + 31 * 86400) == 2
     assert not list((tmp_path / ".syncd" / "trash").rglob("doc.txt"))
 

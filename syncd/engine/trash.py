@@ -95,12 +95,17 @@ def remote_trash_key(
 def prune_local_trash(
     root: Path, days: float, on_skip: Callable[[str, str], None], now: float | None = None
 ) -> int:
-    """Remove trash folders older than `days`; returns how many went.
+    """Remove trash folders older than `days` (0: none, ever); returns how many went.
 
     Nothing is reached through a symlink: a `.syncd` or trash that is one is left alone (the
     skip reported through `on_skip` with its root-relative path), and a link inside the trash
     is removed as a link, what it points to untouched.
     """
+    if days <= 0:
+        # Kept for good, as `log_retention_days: 0` keeps every record and Syncthing's trash
+        # can keeps versions with `cleanoutDays: 0`: a 0 that emptied the trash at every pass
+        # would destroy the only copy of every conflict loser and deletion.
+        return 0
     cutoff = (now if now is not None else time.time()) - days * 86400
     removed = 0
     try:
