@@ -1065,6 +1065,30 @@ def test_a_set_variable_wins_over_its_default(
     assert config.pairs[0].options.endpoint_url == "http://minio:9000"
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, "http://fallback:9000"),
+        ("", "http://fallback:9000"),
+        ("http://set:1", "http://set:1"),
+    ],
+    ids=["unset", "empty", "set"],
+)
+def test_the_shells_colon_dash_default_is_understood_as_the_shell_means_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str | None, expected: str
+) -> None:
+    """`${EP:-http://fallback:9000}` gave `-http://fallback:9000`: now the default, when EP
+    is unset or empty, as in a shell."""
+    if value is None:
+        monkeypatch.delenv("EP", raising=False)
+    else:
+        monkeypatch.setenv("EP", value)
+    text = PAIR + '    options: {endpoint_url: "${EP:-http://fallback:9000}"}\n'
+    config = load_config(write(tmp_path, text))
+    assert isinstance(config.pairs[0].options, S3Options)
+    assert config.pairs[0].options.endpoint_url == expected
+
+
 def test_a_value_with_yaml_syntax_cannot_change_the_structure(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

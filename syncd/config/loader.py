@@ -264,7 +264,9 @@ def _pick(
 
 def _expand(value: str, env: Mapping[str, str]) -> str:
     """One pass: a substituted value is not expanded again, and `$${` yields a literal `${`.
-    A default is used only when the variable is unset (an empty value is a value)."""
+    A default is used only when the variable is unset (an empty value is a value). The
+    shell's `${VAR:-default}` is understood too, as the shell means it (unset or empty): it
+    gave the value `-default` where a user's habit put it."""
 
     def replace(match: re.Match[str]) -> str:
         if match.group(0) == "$${":
@@ -277,6 +279,8 @@ def _expand(value: str, env: Mapping[str, str]) -> str:
             raise _SubstitutionError(
                 f"${{{body}}} is not a variable reference (write $${{ for a literal ${{)"
             )
+        if default.startswith("-"):  # ${VAR:-default}
+            return env.get(name) or default[1:]
         if name in env:
             return env[name]
         if has_default:
