@@ -78,3 +78,6 @@ def configure(level: str = "info", fmt: Literal["auto", "json", "console"] = "au
     root.setLevel(logging.WARNING)
     # APScheduler warns at every poll a slow one makes it skip; `syncd status` says as much.
     logging.getLogger("apscheduler").setLevel(logging.ERROR)
+    # DefaultAzureCredential warns once for every credential it tries (a screenful, with
+    # advice about Azure CLI logins) before the failure syncd states itself, in one line.
+    logging.getLogger("azure.identity").setLevel(logging.ERROR)

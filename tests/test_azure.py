@@ -979,3 +979,25 @@ def test_transport_messages_are_redacted() -> None:
     assert "SECRETSIG" not in message
     assert "SECRETKEY" not in message
     assert message.startswith("az://c/k: ")
+
+
+def test_check_without_azure_credentials_is_one_line(tmp_path: Path) -> None:
+    """No key, SAS or connection string: DefaultAzureCredential tries each credential it
+    knows and warned about every one (a screenful of SDK advice on stderr) before syncd's
+    own one-line verdict. Only the verdict is shown."""
+    (tmp_path / "local").mkdir()
+    config = tmp_path / "syncd.yaml"
+    config.write_text(
+        f"state: sqlite:///{tmp_path}/state.db\n"
+        f"socket: {tmp_path}/syncd.sock\n"
+        "pairs:\n"
+        f"  - {{name: a, local: {tmp_path}/local, remote: 'az://cont/p',\n"
+        "     options: {account_url: 'https://127.0.0.1:9/devstoreaccount1'}}\n"
+    )
+    env = {name: "" for name in os.environ if name.startswith("AZURE_")}
+    done = syncd("check", "-c", config, env=env)
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output
+    assert output.splitlines() == [
+        "FAIL\ta\taz://cont/p\taz://cont/p/: no usable Azure credentials found"
+    ]
