@@ -739,6 +739,15 @@ class GCSProvider:
                 if_source_generation_match=generation,
                 retry=None,
             )
+        wanted = self.options.storage_class
+        if wanted is not None and copied.storage_class != wanted:
+            # A copy takes the bucket's default class (as gsutil's cp and mv say), not the
+            # source's: a file renamed in a NEARLINE pair went STANDARD. Rewritten in place to
+            # the pair's class, as an upload of it would be; its metadata goes along whole.
+            with self._errors(dst_key, conditional=True):
+                copied.update_storage_class(
+                    wanted, if_generation_match=copied.generation, retry=None
+                )
         return self._info(dst_key, copied)
 
     def set_mtime(self, key: str, mtime_ns: int, if_match: str) -> ObjectInfo:
