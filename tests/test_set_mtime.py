@@ -357,6 +357,30 @@ def test_a_restamp_on_the_remote_reaches_every_machine(
 
 
 @pytest.mark.parametrize("kind", ["s3", "gcs"])
+def test_a_touch_reaches_an_object_another_tool_wrote(
+    tmp_path: Path, request: pytest.FixtureRequest, kind: str
+) -> None:
+    """An object another tool wrote states no mtime: a touch of its file was recorded and
+    never carried over, so two machines kept their own times for good. Its upload time
+    stands for its mtime now, and a newer touch restamps it as for any object."""
+    remote = remote_for(kind, request, tmp_path)
+    a, b = _setup(tmp_path / "a", remote), _setup(tmp_path / "b", remote)
+    remote.put("foreign.txt", b"by another tool\n")
+    assert _stated_mtime(remote, "foreign.txt") is None
+    for machine in (a, b):
+        assert syncd("once", "-c", machine.config).returncode == 0
+    os.utime(a.local / "foreign.txt", ns=(LATER_NS, LATER_NS))
+    stamped = syncd("once", "-c", a.config)
+    assert stamped.returncode == 0, stamped.stderr
+    assert "0 uploaded, 0 downloaded" in stamped.stdout
+    assert _stated_mtime(remote, "foreign.txt") == LATER_NS
+    carried = syncd("once", "-c", b.config)
+    assert "0 uploaded, 0 downloaded" in carried.stdout, carried.stdout
+    assert (b.local / "foreign.txt").stat().st_mtime_ns == LATER_NS
+    assert remote.objects() == {"foreign.txt": b"by another tool\n"}
+
+
+@pytest.mark.parametrize("kind", ["s3", "gcs"])
 def test_the_daemons_poll_sees_a_restamp_made_on_the_remote(
     tmp_path: Path, kind: str, request: pytest.FixtureRequest
 ) -> None:

@@ -919,8 +919,12 @@ class PairSyncer:
             if fresh is None or fresh.etag != remote.etag:
                 return None
             remote = fresh
-        if remote.mtime_ns is None or remote.mtime_ns >= local.mtime_ns:
-            return remote  # not stated (written by another tool), or not older
+        # Another tool's object states no mtime: its upload time stands for it (a download
+        # gives the file that time), and a newer local one is carried over all the same, or
+        # the machines sharing it kept their own times for good.
+        stated = remote.mtime_ns if remote.mtime_ns is not None else seconds_to_ns(remote.modified)
+        if stated >= local.mtime_ns:
+            return remote  # not older
         try:
             stamped = self.retry.call(
                 partial(self.provider.set_mtime, remote.key, local.mtime_ns, if_match=remote.etag)
