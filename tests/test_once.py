@@ -734,6 +734,9 @@ def test_archived_objects_are_reported_and_left_alone(
     _put_archived(remote, "cold.txt", b"archived edit")
     archived = remote.listing()["cold.txt"]
     (setup.local / "cold.txt").unlink()  # and the local file is deleted meanwhile
+    planned = syncd("once", "--dry-run", "-c", setup.config)  # as the real run: exit 1
+    assert planned.returncode == 1, planned.stdout + planned.stderr
+    assert f"  failed: cold.txt: {ARCHIVED}" in planned.stdout.splitlines(), planned.stdout
     result = syncd("once", "-c", setup.config)
     # Not in sync, nothing to do till someone restores it: a per-file failure, named (it
     # was exit 0, "everything in sync", with the local folder lacking the file).

@@ -52,6 +52,16 @@ def _sync(tmp_path: Path, direction: str, strategy: str) -> Report:
         return engine.sync_once()
 
 
+def _plan(tmp_path: Path, direction: str, strategy: str) -> list[str]:
+    """The paths a dry run plans to act on."""
+    with _engine(tmp_path, direction, strategy) as engine:
+        return [item.path for item in engine.sync_once(dry_run=True).pairs[0].planned]
+
+
+def _plan_of(loser: str | None) -> list[str]:
+    return [] if loser is None else ["doc.txt"]
+
+
 def _write(path: Path, data: bytes, mtime_ns: int) -> None:
     path.write_bytes(data)
     os.utime(path, ns=(mtime_ns, mtime_ns))
@@ -85,6 +95,10 @@ def test_a_one_way_pair_settles_a_conflict_only_toward_its_direction(
 
     _write(local / "doc.txt", LOCAL, NEWER if local_newer else OLDER)
     _write(remote / "doc.txt", REMOTE, OLDER if local_newer else NEWER)
+    copied = loser in ("remote kept locally", "local kept remotely")
+    # The dry run plans what the real run does: the copy beside the other version, once (it
+    # planned nothing, and the real run made the copy).
+    assert _plan(tmp_path, direction, strategy) == (["doc.txt"] if copied else _plan_of(loser))
     for attempt in range(2):  # and a second pass changes nothing more
         report = _sync(tmp_path, direction, strategy)
         assert report.exit_code == 0, report
@@ -115,6 +129,8 @@ def test_a_one_way_pair_settles_a_conflict_only_toward_its_direction(
             (path,) = kept[loser]
             side = remote if loser.startswith("remote") else local
             assert (side / path).read_bytes() == (REMOTE if side is remote else LOCAL)
+    if copied:
+        assert _plan(tmp_path, direction, strategy) == []  # the copy is there: nothing to do
 
 
 def test_keeping_by_hand_what_the_direction_forbids_leaves_the_conflict_open(

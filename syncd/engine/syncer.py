@@ -781,17 +781,33 @@ class PairSyncer:
 
     def _plan(self, path: str, decision: Decision, facts: Facts) -> Outcome:
         """Dry run: say what would be done, do none of it."""
+        if decision.reason == ARCHIVED:
+            # The real run fails it (named, exit 1): the plan must not read "in sync".
+            self.stats.failed(path, ARCHIVED, op="download")
+            return Outcome.FAILED
         if decision.action is Action.NOTHING or (
             decision.action in DELETE_SIDE and not self.propagate_deletes
         ):
             return Outcome.DONE
         if decision.action is Action.CONFLICT and facts.local and facts.remote:
             resolution = self._resolution(facts.local, facts.remote, None)
-            if self._one_way_refuses(resolution) is not None:
-                return Outcome.DONE  # left as it is: nothing to plan
+            how = resolution.reason
+            refused = self._one_way_refuses(resolution)
+            if refused is not None:
+                # Both stay; the version on the pair's own side crosses beside the other as
+                # a conflict copy, once (see `_conflict`): that copy is the plan.
+                if self._writes("local"):
+                    made = self._local_copy_holding(path, facts.remote)
+                    beside = "the remote file comes down beside it as a conflict copy"
+                else:
+                    made = self._remote_copy_holding(path, facts.local)
+                    beside = "the local file goes up beside it as a conflict copy"
+                if made is not None:
+                    return Outcome.DONE  # kept so already: nothing to do
+                how = f"{how}; {refused}: {beside}"
             if resolution.winner is Winner.NONE:  # it would wait: the real run's exit 4
                 self.stats.conflict(path, decision.reason)
-            decision = Decision(Action.CONFLICT, f"{decision.reason}; {resolution.reason}")
+            decision = Decision(Action.CONFLICT, f"{decision.reason}; {how}")
         if (
             decision.action is Action.UPLOAD
             and facts.base is None
