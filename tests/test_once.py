@@ -1552,6 +1552,41 @@ def test_a_dry_run_plans_no_deletion_the_guard_would_hold(tmp_path: Path) -> Non
     assert len(_visible_objects(remote)) == 10
 
 
+@pytest.mark.parametrize("kind", ["s3", "gcs"])
+def test_a_folder_renamed_on_another_machine_is_no_mass_deletion_here(
+    tmp_path: Path, request: pytest.FixtureRequest, kind: str
+) -> None:
+    """Machine A renames a folder holding most of the files: a move there, which max_delete
+    does not count. Machine B saw 4 of 5 files gone from the remote and held them (exit 4,
+    `--force` needed on every other machine). The same bytes under new names are a rename:
+    B follows it, the old versions in its trash."""
+    remote = remote_for(kind, request, tmp_path)
+    a, b = _setup(tmp_path / "a", remote), _setup(tmp_path / "b", remote)
+    (a.local / "project").mkdir()
+    for i in range(4):
+        (a.local / "project" / f"f{i}.txt").write_bytes(f"file {i}".encode())
+    (a.local / "top.txt").write_bytes(b"top")
+    for machine in (a, b):
+        assert syncd("once", "-c", machine.config).returncode == 0
+    (a.local / "project").rename(a.local / "project-2026")
+    moved = syncd("once", "-c", a.config)
+    assert moved.returncode == 0 and "4 moved" in moved.stdout, moved.stdout
+
+    followed = syncd("once", "-c", b.config)
+    assert followed.returncode == 0, followed.stdout + followed.stderr
+    assert "held" not in followed.stdout
+    assert (
+        tree(b.local)
+        == tree(a.local)
+        == {
+            **{f"project-2026/f{i}.txt": f"file {i}".encode() for i in range(4)},
+            "top.txt": b"top",
+        }
+    )
+    trashed = sorted(p.name for p in (b.local / ".syncd" / "trash").rglob("*.txt"))
+    assert trashed == [f"f{i}.txt" for i in range(4)]
+
+
 def test_held_deletions_stay_held_over_runs_until_force_or_the_files_come_back(
     tmp_path: Path,
 ) -> None:

@@ -499,9 +499,12 @@ class PairSyncer:
         """
         pending = self.deletions.pending()
         sides = list(pending.values())
+        renamed = self._renamed_remotely(
+            [path for path, side in pending.items() if side == "local"]
+        )
         reason = hold_reason(
             PassFacts(
-                local_deletions=sides.count("local"),
+                local_deletions=sides.count("local") - renamed,
                 remote_deletions=sides.count("remote"),
                 synced_files=self._synced_before_pass(pending.keys()) if pending else 0,
                 max_delete=self.pair.max_delete,
@@ -541,6 +544,35 @@ class PairSyncer:
             still_held = self._held_before - pending.keys()  # not looked at again yet
         self._remember_held(still_held)
         return sorted(pending)
+
+    def _renamed_remotely(self, deleting: list[str]) -> int:
+        """How many of the local files to be deleted (gone from the remote) stand on the
+        remote under another name: a rename made on another machine, which `max_delete` must
+        not read as deletions (a folder renamed there held every other machine's pair, as a
+        local rename, a move, does not hold this one's). Their bytes are not lost, whatever
+        the names: the guard is there for deletions that would lose them. The same bytes: by
+        the SHA-256 the listing states, else by an S3 ETag of a single-part object (its MD5,
+        which a server-side copy keeps); each other object stands for one deletion."""
+        if not deleting:
+            return 0
+        gone: dict[int, list[BaseEntry]] = {}
+        for path in deleting:
+            entry = self.store.get(self.name, path)
+            if entry is not None:
+                gone.setdefault(entry.size, []).append(entry)
+        renamed = 0
+        for info in self.index.snapshot().values():
+            candidates = gone.get(info.size) if info is not None else None
+            if not candidates:
+                continue
+            for entry in candidates:
+                if (info.sha256 is not None and info.sha256 == entry.sha256) or (
+                    info.etag == entry.remote_etag and "-" not in info.etag
+                ):
+                    candidates.remove(entry)
+                    renamed += 1
+                    break
+        return renamed
 
     def _synced_before_pass(self, deleting: Iterable[str]) -> int:
         """How many files were synced when this full pass began: a daemon records each new
