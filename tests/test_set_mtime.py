@@ -366,6 +366,7 @@ def test_a_touch_reaches_an_object_another_tool_wrote(
     remote = remote_for(kind, request, tmp_path)
     a, b = _setup(tmp_path / "a", remote), _setup(tmp_path / "b", remote)
     remote.put("foreign.txt", b"by another tool\n")
+    remote.put("other.txt", b"also by another tool\n")
     assert _stated_mtime(remote, "foreign.txt") is None
     for machine in (a, b):
         assert syncd("once", "-c", machine.config).returncode == 0
@@ -377,7 +378,18 @@ def test_a_touch_reaches_an_object_another_tool_wrote(
     carried = syncd("once", "-c", b.config)
     assert "0 uploaded, 0 downloaded" in carried.stdout, carried.stdout
     assert (b.local / "foreign.txt").stat().st_mtime_ns == LATER_NS
-    assert remote.objects() == {"foreign.txt": b"by another tool\n"}
+    assert remote.objects()["foreign.txt"] == b"by another tool\n"
+
+    # Renamed, another tool's object is moved server-side: the copy states the file's time
+    # (it stated none, and other machines took the copy's).
+    _next_second()
+    (a.local / "other.txt").rename(a.local / "renamed.txt")
+    moved = syncd("once", "-c", a.config)
+    assert "1 moved" in moved.stdout, moved.stdout
+    mtime = (a.local / "renamed.txt").stat().st_mtime_ns
+    assert _stated_mtime(remote, "renamed.txt") == mtime
+    assert syncd("once", "-c", b.config).returncode == 0
+    assert (b.local / "renamed.txt").stat().st_mtime_ns == mtime
 
 
 @pytest.mark.parametrize("kind", ["s3", "gcs"])

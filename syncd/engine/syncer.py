@@ -1643,6 +1643,15 @@ class PairSyncer:
                 self.retry.call(partial(self.provider.delete, old.key, if_match=old.etag))
             except (PreconditionFailed, NotFound):
                 continue
+            if info.mtime_ns is None and not info.archived:
+                # Another tool's object states no mtime, nor does its copy: other machines
+                # would take the copy's time. The file's own goes with it, as an upload's does.
+                with contextlib.suppress(PreconditionFailed, NotFound):
+                    info = self.retry.call(
+                        partial(
+                            self.provider.set_mtime, info.key, local.mtime_ns, if_match=info.etag
+                        )
+                    )
             self.deletions.forget(entry.path)
             self.index.put(entry.path, None)
             self.index.put(path, info)
