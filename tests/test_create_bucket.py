@@ -132,6 +132,13 @@ def test_once_creates_the_missing_bucket_and_syncs_into_it(
     setup = _setup(tmp_path, missing, create_bucket=True)
     assert not missing.exists()
 
+    # A dry run changes nothing, the bucket included (it made it): the plan starts from an
+    # empty one, as the real run will.
+    planned = syncd("once", "--dry-run", "-c", setup.config)
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    assert planned.stdout == "upload\tdocs/sub/hello.txt\tnew locally\n"
+    assert not missing.exists()
+
     first = syncd("once", "-c", setup.config)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "1 uploaded" in first.stdout
@@ -402,6 +409,9 @@ def test_a_folder_remote_is_made_with_create_bucket_and_named_without_it(tmp_pat
     check = syncd("check", "-c", setup.config)
     assert (check.returncode, folder.is_dir()) == (0, True), check.stdout + check.stderr
     folder.rmdir()
+    planned = syncd("once", "--dry-run", "-c", setup.config)  # makes nothing
+    assert (planned.returncode, folder.exists()) == (0, False), planned.stdout + planned.stderr
+    assert planned.stdout == "upload\tdocs/a.txt\tnew locally\n"
     result = syncd("once", "-c", setup.config)
     assert result.returncode == 0, result.stdout + result.stderr
     assert (folder / "a.txt").read_text() == "alpha"

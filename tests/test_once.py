@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import sqlite3
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,15 @@ def _setup(tmp_path: Path, remote: Remote) -> Setup:
     setup = Setup(tmp_path, remote.url, options=remote.options)
     setup.write()
     return setup
+
+
+def _counted_failures(setup: Setup) -> int:
+    """The failures the state counts since install, over every pair."""
+    if not setup.state_db.exists():
+        return 0
+    with contextlib.closing(sqlite3.connect(setup.state_db)) as db:
+        rows = db.execute("SELECT value FROM counters WHERE name = 'failures'").fetchall()
+    return sum(int(value) for (value,) in rows)
 
 
 def _local_mtimes(root: Path) -> dict[str, int]:
@@ -1646,7 +1657,6 @@ def test_local_names_no_key_may_hold_are_named_failures_and_the_rest_syncs(
         f"  failed: bad\\xff.txt: name is not valid UTF-8: {why}",
         f"  failed: bell\\x07.txt: name contains a control character: {why}",
     ]
-
     for attempt in range(2):
         done = subprocess.run(
             [*SYNCD, "once", "-c", str(setup.config)], capture_output=True, timeout=120, check=False
@@ -1659,6 +1669,14 @@ def test_local_names_no_key_may_hold_are_named_failures_and_the_rest_syncs(
         uploaded = 1 if attempt == 0 else 0
         assert f"docs: {uploaded} uploaded, 0 downloaded, 3 failed" in stdout
         assert remote.objects() == {"fine.txt": b"fine"}
+    if kind == "s3":
+        # A dry run names them too, and changes nothing: it added each to the state's
+        # totals (`since_install.failures`) at every dry run.
+        counted = _counted_failures(setup)
+        for _ in range(2):
+            planned = syncd("once", "--dry-run", "-c", setup.config)
+            assert planned.returncode == 1, planned.stdout + planned.stderr
+        assert _counted_failures(setup) == counted > 0
 
     (setup.local / "back\\slash.txt").rename(setup.local / "back-slash.txt")
     (setup.local / "bell\x07.txt").unlink()

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import structlog
 
@@ -257,6 +257,8 @@ class PairSyncer:
         try:
             if self.missing_remote_is_empty and not os.path.lexists(url.path):
                 listing: list[ObjectInfo] = []
+            elif self.plan_only and getattr(self.pair.options, "create_bucket", False):
+                listing = self._list_creating_nothing()
             else:
                 listing = self.retry.call(
                     lambda: list(self.provider.list()), on_retry=self._listing_retried
@@ -300,6 +302,21 @@ class PairSyncer:
         # prefix, a bucket being restored) than a person deleting everything.
         self.remote_emptied = not merged and self.store.count(self.name) > 0
         return merged
+
+    def _list_creating_nothing(self) -> list[ObjectInfo]:
+        """A dry run's listing of a pair with `create_bucket`: the provider would make a
+        missing bucket (or folder) at its first listing, and a dry run changes nothing. It
+        lists without that option, and a missing root is one the real run makes: empty."""
+        provider: Any = self.provider  # every adapter keeps its options there
+        options = provider.options
+        provider.options = options.model_copy(update={"create_bucket": False})
+        try:
+            return self.retry.call(lambda: list(provider.list()), on_retry=self._listing_retried)
+        except NotFound:
+            self.log.info("the remote is missing: the real run makes it (create_bucket)")
+            return []
+        finally:
+            provider.options = options
 
     def _one_spelling(
         self, path: str, first: ObjectInfo, second: ObjectInfo
@@ -719,7 +736,8 @@ class PairSyncer:
         with backoff), the totals, the log and the audit trail."""
         failure = self.stats.failed(path, message, op=op)
         with contextlib.suppress(StateWriteError):  # the failure itself is what it says
-            self.store.bump(self.name, {"failures": 1})
+            if not self.plan_only:
+                self.store.bump(self.name, {"failures": 1})
         self.log.warning(
             "sync failed",
             path=path,
@@ -743,7 +761,8 @@ class PairSyncer:
             self._skip_once(path, reason)
             return
         if self.stats.refused(path, reason, side):
-            self.store.bump(self.name, {"failures": 1})
+            if not self.plan_only:  # a dry run changes nothing, the state's totals included
+                self.store.bump(self.name, {"failures": 1})
             self.log.warning("refused", path=path, side=side, reason=reason)
             self._oplog(path, REFUSED_OPS[side], "failed", note=reason)
 
