@@ -825,6 +825,23 @@ def test_a_quiet_poll_stamps_last_sync_only_when_the_pair_is_in_sync(tmp_path: P
         daemon.settler.stop()
 
 
+def test_a_failed_path_is_tried_again_when_its_backoff_runs_out(tmp_path: Path) -> None:
+    """Only a poll queued due failures: with `poll_interval: 60` a retry came up to a minute
+    after the `next_try` status showed. The main loop's tick queues each one when it is due
+    (once, however often it ticks); one not yet due waits."""
+    _, _, config = _hand_driven_pair(tmp_path, {"a.txt": "a"}, poll_interval=3600)
+    with Engine(config) as engine:
+        daemon = Daemon(config, engine)
+        stats = engine.syncers["docs"].stats
+        stats.failed("due.txt", "boom", op="upload", now=time.time() - 3600)
+        stats.failed("later.txt", "boom", op="upload")
+        daemon._retry_due_failures()
+        daemon._retry_due_failures()
+        assert engine.queue.holds("docs", "due.txt")
+        assert not engine.queue.holds("docs", "later.txt")
+        assert engine.queue.counts()["docs"] == (1, 0)
+
+
 def test_a_reload_never_shows_a_changed_pair_missing_or_out_of_order(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1113,6 +1130,10 @@ def test_pause_holds_transfers_and_sync_says_so_until_resume(tmp_path: Path) -> 
         paused = syncd("pause", "--pair", "docs", "-c", setup.config)
         assert paused.returncode == 0 and paused.stdout == "paused docs\n", paused
         (setup.local / "waits.txt").write_text("dropped while paused")
+        (remote / "theirs.txt").write_text("made remotely while paused")
+        # Both queue while paused (the poll skipped a paused pair: remote changes were not
+        # seen, nor counted, till a poll after `resume`).
+        wait_for(lambda: daemon.pair_status()["queued"] == 2)
         asked = syncd("sync", "-c", setup.config)
         assert asked.returncode == 0, asked.stderr
         assert asked.stdout.splitlines() == [
@@ -1122,9 +1143,11 @@ def test_pause_holds_transfers_and_sync_says_so_until_resume(tmp_path: Path) -> 
         wait_for(lambda: daemon.pair_status()["state"] == "paused")
         time.sleep(1.5)  # settle and a scan's worth of time: still nothing moves
         assert not (remote / "waits.txt").exists()
+        assert not (setup.local / "theirs.txt").exists()
         resumed = syncd("resume", "--pair", "docs", "-c", setup.config)
         assert resumed.returncode == 0 and resumed.stdout == "resumed docs\n", resumed
         wait_for(lambda: (remote / "waits.txt").exists())
+        wait_for(lambda: (setup.local / "theirs.txt").exists())
         assert (remote / "waits.txt").read_text() == "dropped while paused"
         assert daemon.terminate() == 0
 

@@ -153,6 +153,7 @@ class Daemon:
                 healthy = self._supervise()
                 self.remote_changes.drop_fired()
                 self._end_quiet_passes()
+                self._retry_due_failures()
                 self.notifier.status(self.status_line())
                 interval = self.notifier.watchdog_interval
                 if healthy and interval is not None and time.monotonic() - last_ping >= interval:
@@ -301,6 +302,18 @@ class Daemon:
             ):
                 self.engine.touched.discard(name)
                 self.engine.end_of_pass(name)
+
+    def _retry_due_failures(self) -> None:
+        """A failed path is tried again when its backoff runs out, the `next_try` status
+        shows, not at the pair's next poll: with `poll_interval: 60` a retry came up to a
+        minute late, with a long one hours. (A pair in `error` waits for its poll: its remote
+        did not answer.)"""
+        for name, syncer in list(self.engine.syncers.items()):
+            if self.engine.queue.is_paused(name) or syncer.stats.fault is not None:
+                continue
+            for path in syncer.stats.due_failures():
+                if not self.engine.queue.holds(name, path):
+                    self.engine.queue.put(name, path)
 
     def _supervise(self) -> bool:
         """Restart what died; True when every part of the daemon is running."""
@@ -515,9 +528,11 @@ class Daemon:
     def poll(self, name: str) -> None:
         """List the remote and queue every path whose version differs from the base (a pair
         with no file watcher gets a full scan of both sides instead). A watched folder remote
-        with no event since its last listing is not listed (see RemoteChanges)."""
+        with no event since its last listing is not listed (see RemoteChanges). A paused
+        pair is polled too: its changes keep queueing (status counts them), and nothing
+        moves until `resume`."""
         syncer = self.engine.syncers.get(name)
-        if syncer is None or self.engine.queue.is_paused(name):
+        if syncer is None:
             return
         syncer.forget_gone_names()
         if name in self._scan_fallback or name not in self._scanned or self._rescan_due(name):
