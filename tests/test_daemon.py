@@ -825,6 +825,26 @@ def test_a_quiet_poll_stamps_last_sync_only_when_the_pair_is_in_sync(tmp_path: P
         daemon.settler.stop()
 
 
+def test_a_clean_stop_keeps_the_last_sync_status_showed(tmp_path: Path) -> None:
+    """`last_sync` is stored at most once a minute: after a clean restart it went back to
+    the time of an earlier pass. A stop stores it as it stands."""
+    _, _, config = _hand_driven_pair(tmp_path, {"a.txt": "a"})
+    with Engine(config) as engine:
+        daemon = Daemon(config, engine)
+        syncer = engine.syncers["docs"]
+        daemon.full_scan("docs", first_pass=True)
+        _work_off(engine)
+        daemon._end_quiet_passes()
+        first = syncer.stats.last_sync
+        time.sleep(0.01)
+        daemon._requeue_due("docs", [])  # a quiet poll, within the minute
+        later = syncer.stats.last_sync
+        assert first is not None and later is not None and later > first
+        syncer.keep_last_sync()  # as `Daemon._shutdown` does
+    with Engine(config) as engine:
+        assert engine.syncers["docs"].stats.last_sync == later
+
+
 def test_a_failed_path_is_tried_again_when_its_backoff_runs_out(tmp_path: Path) -> None:
     """Only a poll queued due failures: with `poll_interval: 60` a retry came up to a minute
     after the `next_try` status showed. The main loop's tick queues each one when it is due

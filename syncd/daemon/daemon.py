@@ -363,6 +363,8 @@ class Daemon:
                 "start-up passes still waiting on their remote are left behind", threads=left
             )
         self.control.stop()
+        for syncer in list(self.engine.syncers.values()):
+            syncer.keep_last_sync()
         self.engine.close()
         log.info("syncd stopped")
 

@@ -635,6 +635,15 @@ class PairSyncer:
             self.store.set_last_sync(self.name, when)
             self._sync_stored = when
 
+    def keep_last_sync(self) -> None:
+        """At a clean stop: store the last in-sync time as status shows it (`mark_synced`
+        stores it at most once a minute, so a restart showed an older one)."""
+        when = self.stats.last_sync
+        if when is not None and when != self._sync_stored and not self.plan_only:
+            with contextlib.suppress(StateWriteError):
+                self.store.set_last_sync(self.name, when)
+                self._sync_stored = when
+
     def has_pending_deletes(self) -> bool:
         return bool(self.deletions.pending())
 
