@@ -603,7 +603,7 @@ def resolve(ctx: click.Context, config_path: str | None, path: str, keep: str) -
         except AlreadyRunning as exc:
             fail(str(exc), EXIT_FAILED)
     if not settled:
-        fail(f"{rel}: could not be settled yet; see the log", EXIT_FAILED)
+        fail(f"{rel}: {outcome or 'could not be settled yet; see the log'}", EXIT_FAILED)
     click.echo(f"{pair}/{rel}: {outcome or f'kept {keep}'}")
 
 

@@ -150,6 +150,10 @@ def test_keeping_by_hand_what_the_direction_forbids_leaves_the_conflict_open(
 
     with _engine(tmp_path, UP, "manual") as engine:
         assert engine.resolve("p", "doc.txt", "remote") is False
+        # What `syncd resolve` prints (it said only "could not be settled yet; see the log").
+        assert engine.syncers["p"].resolutions.pop("doc.txt") == (
+            "not settled: --keep remote: an upload-only pair does not write the local side"
+        )
         assert _visible(local) == {"doc.txt": LOCAL}
         assert _visible(remote) == {"doc.txt": REMOTE}
         assert engine.resolve("p", "doc.txt", "local") is True

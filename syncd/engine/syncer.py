@@ -1058,6 +1058,7 @@ class PairSyncer:
         if refused is not None:
             if keep is not None:  # asked by hand: say why, the conflict stays open
                 plog.warning("conflict not settled", reason=f"--keep {keep}: {refused}")
+                self.resolutions[path] = f"not settled: --keep {keep}: {refused}"
                 self.stats.conflict(path, why)
                 return Outcome.CONFLICT
             # A one-way pair keeps both on the side it may write: the version that stays
