@@ -61,7 +61,7 @@ def as_line(op: OpRecord) -> str:
         op.result,
         printable(op.path),
         "-" if op.size is None else str(op.size),
-        (op.sha256 or "-")[:16],
+        op.sha256 or "-",  # whole: checked against sha256sum
         "-" if op.duration_ms is None else f"{op.duration_ms:.0f}ms",
     ]
     if op.error:

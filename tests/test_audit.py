@@ -65,6 +65,10 @@ def test_every_operation_is_in_the_log(tmp_path: Path) -> None:
     human = syncd("log", "-c", setup.config)
     assert human.returncode == 0
     assert "\tdocs\tupload\tok\tup.txt\t7\t" in human.stdout
+    # The whole SHA-256 (it showed 16 digits, which no `sha256sum` output can be checked by).
+    uploaded = next(r for r in records if r["op"] == "upload" and r["path"] == "up.txt")
+    assert f"\tup.txt\t7\t{uploaded['sha256']}\t" in human.stdout
+    assert len(uploaded["sha256"]) == 64
 
     assert syncd("log", "--since", "1h", "--json", "-c", setup.config).stdout == result.stdout
     assert syncd("log", "--since", "2999-01-01", "-c", setup.config).stdout == ""
