@@ -98,6 +98,12 @@ def test_held_deletions_are_in_the_log(tmp_path: Path) -> None:
     held_line = next(r for r in records if r["result"] == "held")
     assert (held_line["size"], held_line["sha256"]) == (1, hashlib.sha256(b"x").hexdigest())
     assert held_line["duration_ms"] is None  # nothing was done yet
+    # Held again by the next run (a restart, for a daemon): logged once, not at every start.
+    assert syncd("once", "-c", setup.config).returncode == 4
+    again = _records(syncd("log", "--json", "-c", setup.config).stdout)
+    assert [r for r in again if r["result"] == "held"] == [
+        r for r in records if r["result"] == "held"
+    ]
 
 
 def test_old_records_are_pruned(tmp_path: Path) -> None:

@@ -542,6 +542,8 @@ class PairSyncer:
                 self.log.warning("deletions held", reason=reason, count=len(pending))
                 self._held_said = reason
             for path in newly:
+                if path in self._held_stored:
+                    continue  # held and recorded before a restart or reload: logged then
                 base = self.store.get(self.name, path)  # the version the deletion would take
                 self._oplog(
                     path,
