@@ -781,6 +781,13 @@ def _hand_driven_pair(
     return setup, remote, load_config(setup.config)
 
 
+def _first_pass(daemon: Daemon, engine: Engine) -> None:
+    """The start-up pass of pair `docs`, through to its end (last_sync stamped)."""
+    daemon.full_scan("docs", first_pass=True)
+    _work_off(engine)
+    daemon._end_quiet_passes()
+
+
 def _work_off(engine: Engine) -> None:
     """Be the daemon's workers until its queue is empty."""
     while (key := engine.queue.get(timeout=1)) is not None:
@@ -797,9 +804,7 @@ def test_a_quiet_poll_stamps_last_sync_only_when_the_pair_is_in_sync(tmp_path: P
     with Engine(config) as engine:
         daemon = Daemon(config, engine)
         syncer = engine.syncers["docs"]
-        daemon.full_scan("docs", first_pass=True)
-        _work_off(engine)
-        daemon._end_quiet_passes()
+        _first_pass(daemon, engine)
         synced = syncer.stats.last_sync
         assert synced is not None
 
@@ -832,9 +837,7 @@ def test_a_clean_stop_keeps_the_last_sync_status_showed(tmp_path: Path) -> None:
     with Engine(config) as engine:
         daemon = Daemon(config, engine)
         syncer = engine.syncers["docs"]
-        daemon.full_scan("docs", first_pass=True)
-        _work_off(engine)
-        daemon._end_quiet_passes()
+        _first_pass(daemon, engine)
         first = syncer.stats.last_sync
         time.sleep(0.01)
         daemon._requeue_due("docs", [])  # a quiet poll, within the minute
