@@ -997,10 +997,15 @@ class PairSyncer:
             if fresh is None or fresh.etag != remote.etag:
                 return None
             remote = fresh
-        # Another tool's object states no mtime: its upload time stands for it (a download
-        # gives the file that time), and a newer local one is carried over all the same, or
-        # the machines sharing it kept their own times for good.
-        stated = remote.mtime_ns if remote.mtime_ns is not None else seconds_to_ns(remote.modified)
+        stated = remote.mtime_ns
+        if stated is None:
+            # Another tool's object states no mtime. Left as it is at a first sync (equal
+            # bytes: nothing of it is ours to rewrite); but once synced, a touch of its file
+            # is carried over, its upload time standing for the mtime (a download gives the
+            # file that time), or the machines sharing it kept their own times for good.
+            if base is None or base.remote_etag != remote.etag:
+                return remote
+            stated = seconds_to_ns(remote.modified)
         if stated >= local.mtime_ns:
             return remote  # not older
         try:
