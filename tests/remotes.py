@@ -97,6 +97,31 @@ class _Objects:
 
 
 @dataclass
+class ObjectReader:
+    """`objects()` of one remote, read again only for keys whose listing token changed (an
+    ETag, a generation, an inode-mtime-size): a test that looks at the whole remote after
+    each of many rounds fetches only what the round changed, not every object again."""
+
+    remote: Remote
+    seen: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+
+    def objects(self) -> dict[str, bytes]:
+        found = {}
+        for key, (token, _) in sorted(self.remote.listing().items()):
+            if not _real(key):
+                continue
+            known = self.seen.get(key)
+            if known is not None and known[0] == token:
+                found[key] = known[1]
+                continue
+            data = self.remote.read(key)
+            if data is not None:
+                self.seen[key] = (token, data)
+                found[key] = data
+        return found
+
+
+@dataclass
 class FolderRemote(_Objects):
     root: Path
     options: dict[str, Any] = field(default_factory=dict)

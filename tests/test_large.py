@@ -62,8 +62,9 @@ KINDS = ["s3", "gcs", "azure"]
 PART = 5 * MiB
 #: Settings that make a 23 MiB file go in 5 parts of 5 MiB (quick, yet truly multipart).
 SMALL_PARTS = {"multipart_threshold": "8MiB", "part_size": "5MiB", "part_concurrency": 3}
-#: The size of the kill -9 test's file (SYNCD_LARGE_MIB shrinks it for a quick local run).
-KILL_MIB = int(os.environ.get("SYNCD_LARGE_MIB", "300"))
+#: The size of the kill -9 tests' file: 10 parts of 16 MiB, so a kill after 3 leaves 7 to resume
+#: (SYNCD_LARGE_MIB sets it).
+KILL_MIB = int(os.environ.get("SYNCD_LARGE_MIB", "160"))
 
 
 @pytest.fixture(params=KINDS)
