@@ -1456,6 +1456,48 @@ def test_a_reload_that_points_a_pair_at_another_remote_syncs_it_there(tmp_path: 
         assert daemon.terminate() == 0
 
 
+def test_a_reload_onto_another_local_folder_takes_no_upload_of_the_old_one_for_deleted(
+    tmp_path: Path,
+) -> None:
+    """A reload that points a pair at another local folder while uploads from the old one
+    are in flight: they were recorded after the pair's state was forgotten, as bases of the
+    new folder, which lacks those files; the first sync there took them for deleted locally
+    and deleted them from the remote. The old pair's transfers now stop before its state
+    goes, and the new folder's first sync brings the new files down."""
+    setup, remote = folder_setup(tmp_path)
+    setup.extra["bandwidth_limit"] = "2MB/s"  # the uploads are still going at the reload
+    setup.local.mkdir()
+    for i in range(10):
+        (setup.local / f"f{i}.txt").write_text(f"file {i}")
+    moved = tmp_path / "local2"
+    with running_daemon(setup) as daemon:
+        wait_for(lambda: len(list(remote.glob("*.txt"))) == 10)
+        daemon.wait_idle()
+        shutil.copytree(setup.local, moved, ignore=shutil.ignore_patterns(".syncd"))
+        for i in range(6):
+            (setup.local / f"new{i}.bin").write_bytes(os.urandom(1 << 20))
+        wait_for(lambda: daemon.pair_status()["in_flight"] > 0)
+        doc = yaml.safe_load(setup.config.read_text())
+        doc["pairs"][0]["local"] = str(moved)
+        setup.config.write_text(yaml.safe_dump(doc))
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: daemon.pair_status()["local"] == str(moved))
+        daemon.wait_idle(60)
+        assert daemon.terminate() == 0
+    arrived = sorted(p.name for p in remote.glob("new*.bin"))
+    assert sorted(p.name for p in moved.glob("new*.bin")) == arrived
+    for name in arrived:
+        assert (
+            (moved / name).read_bytes()
+            == (setup.local / name).read_bytes()
+            == (remote / name).read_bytes()
+        )
+    assert not (remote / ".syncd-trash").exists(), list((remote / ".syncd-trash").rglob("*"))
+    again = syncd("once", "-c", setup.config)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert sorted(p.name for p in remote.glob("new*.bin")) == arrived
+
+
 def test_sighup_applies_limits_and_retries_and_names_what_needs_a_restart(
     tmp_path: Path,
 ) -> None:

@@ -52,6 +52,9 @@ log = structlog.get_logger("syncd.engine")
 #: with a growing pause, before it counts as failed for this pass.
 MAX_REQUEUES = 8
 REQUEUE_BASE_DELAY = 0.25
+#: How long removing a pair waits for its transfers to stop (they stop at their next chunk;
+#: a request hung on a dead remote ends at its timeout).
+REMOVE_WAIT_S = 60.0
 
 
 def _iso(when: float | None) -> str | None:
@@ -400,10 +403,17 @@ class Engine:
         self.syncers = {name: self.syncers[name] for name in names if name in self.syncers}
 
     def remove_pair(self, name: str) -> None:
-        """Stop syncing a pair: drop its queued work and close its provider. Its state stays,
-        so adding it back later is not a first sync."""
+        """Stop syncing a pair: drop its queued work, stop what it has in flight and wait for
+        that to end, then close its provider. Its state stays, so adding it back later is not
+        a first sync. A pair changed by a reload is added anew right after, and its state
+        forgotten if its place changed: an upload of the old place recorded after that would
+        be a base of the new place, its file 'deleted locally' there (`_take_place`)."""
         syncer = self.syncers.pop(name, None)
         self.queue.drop_pair(name)
+        if syncer is not None:
+            syncer.cancel()
+            if not self.queue.wait_landed(name, REMOVE_WAIT_S):
+                log.warning("a removed pair's transfers are still running", pair=name)
         if syncer is not None and isinstance(syncer.provider, BatchedDurability):
             # An upload still running flushes itself; the last barrier flushes the others
             # before their records are committed.

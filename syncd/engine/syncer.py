@@ -139,7 +139,13 @@ class PairSyncer:
         self.root = Path(pair.local)
         self.provider = provider
         self.store = store
-        self.is_cancelled = is_cancelled
+        #: Set when the pair is removed (a reload): its transfers stop as at a stop of syncd.
+        self._removed = threading.Event()
+
+        def cancelled() -> bool:
+            return is_cancelled() or self._removed.is_set()
+
+        self.is_cancelled = cancelled
         self.enqueue = enqueue or (lambda _pair, _path: None)
         self.index = RemoteIndex()
         #: The id this pair's uploads carry in their origin metadata (see engine/origin.py).
@@ -152,7 +158,7 @@ class PairSyncer:
                 partials=Partials(store),
                 settings=parts,
                 retry=retry,
-                is_cancelled=is_cancelled,
+                is_cancelled=cancelled,
                 pace_up=pace_up,
                 pace_down=pace_down,
             )
@@ -160,7 +166,7 @@ class PairSyncer:
             provider,
             self.index,
             retry,
-            is_cancelled,
+            cancelled,
             pair=pair.name,
             large=self.large,
             inflight=inflight,
@@ -662,7 +668,15 @@ class PairSyncer:
             self._release_waiters(path)
         return outcome
 
+    def cancel(self) -> None:
+        """The pair is being removed: what it has in flight stops (Cancelled, as at a stop),
+        and no path is taken up any more, so nothing is recorded after the caller waited for
+        its workers (a changed pair's state is forgotten then: `Engine._take_place`)."""
+        self._removed.set()
+
     def _sync_path(self, path: str, keep: str | None) -> Outcome:
+        if self._removed.is_set():
+            return Outcome.DONE
         if self.filter.excluded(path):
             return Outcome.DONE
         failure = self.stats.failures.get(path)

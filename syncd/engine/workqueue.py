@@ -130,8 +130,8 @@ class WorkQueue:
                 self._ready.notify()
             elif freed_a_slot and not taking_next and self._queues.get(pair):
                 self._ready.notify()
-            elif self._settled():
-                self._quiet.notify_all()
+            elif self._settled() or not flight:
+                self._quiet.notify_all()  # also for `wait_landed`
             if self.on_drained is not None and not (
                 flight or self._queues.get(pair) or self._again.get(pair)
             ):
@@ -186,6 +186,11 @@ class WorkQueue:
             self._gated.discard(pair)
             if self._settled():
                 self._quiet.notify_all()
+
+    def wait_landed(self, pair: str, timeout: float) -> bool:
+        """Block until nothing of `pair` is in flight (False if `timeout` passed first)."""
+        with self._lock:
+            return self._quiet.wait_for(lambda: not self._in_flight.get(pair), timeout)
 
     def counts(self) -> dict[str, tuple[int, int]]:
         """(queued, in_flight) per pair; a change waiting behind its in-flight path is queued."""
