@@ -418,6 +418,28 @@ def test_the_daemons_poll_sees_a_restamp_made_on_the_remote(
     assert _stated_mtime(remote, "f") == LATER_NS
 
 
+@pytest.mark.parametrize("direction", ["both", "upload", "download"])
+def test_a_first_comparison_of_equal_bytes_takes_the_newer_mtime_either_way(
+    tmp_path: Path, remote: Remote, direction: str
+) -> None:
+    """No state yet (a first sync, another machine, `state rebuild`): both sides hold the
+    same bytes under mtimes from the past. The newer one is carried to the side the pair
+    writes. S3's listing states no mtime; a HEAD was skipped when the local mtime was older
+    than the upload time, which says nothing of the mtime the object states: the object
+    kept its older mtime for good (and a download-only pair never looked)."""
+    older, newer = 1_700_000_000_123_456_789, 1_750_000_000_987_654_321  # both before now
+    setup = _setup(tmp_path, remote, direction=direction)
+    for name, here, there in (("up", newer, older), ("down", older, newer)):
+        (setup.local / name).write_bytes(b"same bytes\n")
+        os.utime(setup.local / name, ns=(here, here))
+        remote.put(name, b"same bytes\n", mtime_ns=there)
+    result = syncd("once", "-c", setup.config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 uploaded, 0 downloaded" in result.stdout
+    assert _stated_mtime(remote, "up") == (older if direction == "download" else newer)
+    assert (setup.local / "down").stat().st_mtime_ns == (older if direction == "upload" else newer)
+
+
 @pytest.mark.parametrize("kind", ["file", "s3"])
 def test_only_the_side_a_pair_may_write_takes_the_newer_mtime(
     tmp_path: Path, kind: str, request: pytest.FixtureRequest

@@ -926,9 +926,13 @@ class PairSyncer:
                 if stamped is None:
                     return Outcome.REQUEUE
                 remote = stamped
-            elif remote.mtime_ns is None and remote_state(facts.base, remote) == "restamped":
-                # Restamped on the remote, whose listing does not state the mtime (S3): a
-                # pair that writes only the local side looks it up there.
+            elif (
+                remote.mtime_ns is None
+                and not remote.has_metadata
+                and remote_state(facts.base, remote) != "same"
+            ):
+                # New to this pair or restamped on the remote, whose listing does not state
+                # the mtime (S3): a pair that writes only the local side looks it up there.
                 fresh = self.transfers.stat_remote(path, remote.key)
                 if fresh is None or fresh.etag != remote.etag:
                     return Outcome.REQUEUE
@@ -997,16 +1001,10 @@ class PairSyncer:
         if remote.archived:
             return remote
         if remote.mtime_ns is None and not remote.has_metadata:
-            # A listing without user metadata (S3) does not state the mtime: a HEAD does, worth
-            # it when the local one may be newer. Always after a touch of a synced file (the
-            # base has this very version); otherwise (both sides equal, no base for it) only
-            # when the local mtime is past the upload time, which bounds the stated mtime
-            # unless the writer's clock ran ahead.
-            bound = (
-                None if base is not None and base.remote_etag == remote.etag else remote.modified
-            )
-            if bound is not None and local.mtime_ns <= int(bound * 1e9):
-                return remote
+            # A listing without user metadata (S3) does not state the mtime: a HEAD does (as
+            # rclone's). The upload time bounds nothing useful: an object states the mtime of
+            # its file, from any time before it (skipped when the local mtime was older than
+            # the upload, a first sync of equal bytes left the older mtime there for good).
             fresh = self.transfers.stat_remote(path, remote.key)
             if fresh is None or fresh.etag != remote.etag:
                 return None
