@@ -8,6 +8,7 @@ import json
 import os
 import sqlite3
 import subprocess
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -564,6 +565,29 @@ def test_syncd_upload_after_a_local_rename_deletes_nothing(tmp_path: Path) -> No
     result = syncd("upload", source, f"file://{target}", env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert tree(target) == {"a.bin": data, "b.bin": data}
+
+
+def test_one_way_copies_leave_the_trash_of_their_folder_alone(tmp_path: Path) -> None:
+    """`syncd upload` / `download` never delete, but their pass pruned the trash of the
+    folder they copy from or into after the default 30 days: versions a pair with
+    `trash_days: 0` keeps for good in that folder were gone."""
+    source, target, remote = tmp_path / "source", tmp_path / "target", tmp_path / "remote"
+    for folder in (source, target, remote):
+        folder.mkdir()
+    (source / "a.txt").write_text("a")
+    (remote / "b.txt").write_text("b")
+    old = (datetime.now(UTC) - timedelta(days=40)).strftime("%Y%m%d-%H%M%S")
+    for root in (source, target):
+        kept = root / ".syncd" / "trash" / old / "report.txt"
+        kept.parent.mkdir(parents=True)
+        kept.write_text("precious v1")
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "xdg")}
+    pushed = syncd("upload", source, f"file://{remote}", env=env)
+    pulled = syncd("download", f"file://{remote}", target, env=env)
+    assert (pushed.returncode, pulled.returncode) == (0, 0), pushed.stderr + pulled.stderr
+    assert (target / "a.txt").read_text() == "a"
+    for root in (source, target):
+        assert (root / ".syncd" / "trash" / old / "report.txt").read_text() == "precious v1"
 
 
 def test_dry_runs_create_no_state_and_no_folder(tmp_path: Path) -> None:

@@ -465,7 +465,9 @@ class PairSyncer:
         base = self._hold() if hold else self.store.entries(self.name)
         if hold:
             self._gone_sizes = {entry.size for path, entry in base.items() if path not in local}
-        if not self.plan_only:
+        if not self.plan_only and self.propagate_deletes:
+            # A one-way copy deletes nothing: the trash of the folder it copies from or into
+            # belongs to whatever pair keeps it there, with its own `trash_days`.
             trash.prune_local_trash(self.root, self.pair.trash_days, self._skip_once)
             if first_pass and self.large is not None:
                 self.large.cleanup_stale(self._stat_local, self.root)
