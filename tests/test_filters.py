@@ -92,3 +92,28 @@ def test_upload_and_download_take_include(tmp_path: Path) -> None:
     down = syncd("download", f"file://{remote}", back, "--include", "raw/**", env=env)
     assert down.returncode == 0, down.stderr
     assert tree(back) == {"raw/r.bin": b"raw/r.bin"}
+
+
+def test_a_pattern_given_alone_that_starts_with_a_hash_is_a_pattern(tmp_path: Path) -> None:
+    """gitignore reads a line that starts with `#` as a comment: `--exclude '#*'` (Emacs's
+    auto-save files, `#notes.txt#`) excluded nothing, and `include: ['#*']` took nothing in,
+    without a word. Given alone, it is a pattern; in a `.syncignore` it stays a comment."""
+    rules = PathFilter(["#*"], tmp_path)
+    assert rules.excluded("#notes.txt#") and rules.excluded("d/#draft#")
+    assert not rules.excluded("notes.txt")
+    (tmp_path / ".syncignore").write_text("#notes.txt#\n")  # a comment there
+    assert not PathFilter([], tmp_path).excluded("#notes.txt#")
+    (tmp_path / ".syncignore").unlink()
+    assert not PathFilter([], tmp_path, include=["#*"]).excluded("#notes.txt#")
+    assert PathFilter([], tmp_path, include=["#*"]).excluded("notes.txt")
+
+    source, remote = tmp_path / "source", tmp_path / "remote"
+    source.mkdir()
+    (source / "#notes.txt#").write_text("auto-save")
+    (source / "notes.txt").write_text("notes")
+    env = {"XDG_STATE_HOME": str(tmp_path / "xdg")}
+    result = syncd("upload", source, f"file://{remote}", "--exclude", "#*", env=env)
+    assert result.returncode == 0, result.stderr
+    assert tree(remote) == {"notes.txt": b"notes"}
+    bad = syncd("upload", source, f"file://{remote}", "--exclude", "#[z-a]", env=env)
+    assert bad.returncode == 2 and "--exclude" in bad.stderr, bad.stderr

@@ -29,7 +29,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from syncd.config.units import parse_rate, parse_size
-from syncd.engine.filters import pattern_problem
+from syncd.engine.filters import as_rule, pattern_problem
 from syncd.providers.options import OPTIONS_BY_SCHEME, FileOptions
 from syncd.providers.url import RemoteURL, RemoteURLError, parse_remote_url
 
@@ -213,7 +213,7 @@ AbsolutePath = Annotated[Path, BeforeValidator(_absolute_path)]
 
 
 def _pattern(value: str) -> str:
-    problem = pattern_problem(value)
+    problem = pattern_problem(as_rule(value))
     if problem is not None:
         raise _invalid("pattern", problem)
     return value

@@ -57,6 +57,13 @@ def pattern_problem(pattern: str) -> str | None:
     return None
 
 
+def as_rule(pattern: str) -> str:
+    """A pattern given on its own (`exclude`, `include`, `--exclude`) as a gitignore line:
+    one that starts with `#` is a pattern there (Emacs's `#notes#`), never a comment that
+    silently matches nothing. In a `.syncignore` such a line stays a comment."""
+    return "\\" + pattern if pattern.startswith("#") else pattern
+
+
 class PathFilter:
     """Excluded paths are never transferred and never deleted on the other side."""
 
@@ -66,7 +73,7 @@ class PathFilter:
         root: Path | None = None,
         include: Iterable[str] = (),
     ) -> None:
-        lines = list(patterns)
+        lines = [as_rule(each) for each in patterns]
         #: Why the root's `.syncignore` could not be read, or which line of it is no
         #: pattern (None: read, or there is none). Its rules are unknown then, so every path
         #: counts as excluded: nothing is sent that it may keep private, nothing deleted; a
@@ -94,7 +101,7 @@ class PathFilter:
         if self.problem is not None:
             lines = []  # every path counts as excluded anyway; a bad line would not compile
         self._spec = pathspec.GitIgnoreSpec.from_lines(lines) if lines else None
-        wanted = list(include)
+        wanted = [as_rule(each) for each in include]
         self._include = pathspec.GitIgnoreSpec.from_lines(wanted) if wanted else None
 
     def excluded(self, path: str, is_dir: bool = False) -> bool:
