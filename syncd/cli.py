@@ -450,7 +450,7 @@ def _one_way(
     except AlreadyRunning as exc:
         fail(str(exc), EXIT_FAILED)
     except FileNotFoundError as exc:
-        fail(f"{local_dir}: no such folder" if direction == "upload" else str(exc), EXIT_USAGE)
+        fail(str(exc).replace(str(config.pairs[0].local), str(local_dir), 1), EXIT_USAGE)
     except DestinationUnusable as exc:
         fail(str(exc), EXIT_USAGE)
     except StateError as exc:

@@ -1121,7 +1121,8 @@ def test_a_one_way_destination_that_cannot_be_a_folder_is_one_line_and_exit_2(
     tmp_path: Path,
 ) -> None:
     """A download into a file, under a file or where syncd may not make the folder (and an
-    upload to a file:// remote that is a file): exit 2, one line naming the path, the file in
+    upload to a file:// remote that is a file, or from a file: it said "no such folder" of a
+    file that is there): exit 2, one line naming the path, the file in
     the way untouched; it was a traceback and exit 1."""
     remote, src = tmp_path / "remote", tmp_path / "src"
     remote.mkdir()
@@ -1140,6 +1141,12 @@ def test_a_one_way_destination_that_cannot_be_a_folder_is_one_line_and_exit_2(
             f"{in_the_way / 'sub'}: cannot make this folder: Not a directory",
         ),
         ([], ["upload", src, f"file://{in_the_way}"], f"{in_the_way}: not a folder"),
+        ([], ["upload", in_the_way, f"file://{remote}"], f"{in_the_way}: not a folder"),
+        (
+            [],
+            ["upload", tmp_path / "nowhere", f"file://{remote}"],
+            f"{tmp_path}/nowhere: no such folder",
+        ),
         (
             require_without_dac(),
             ["download", f"file://{remote}", locked / "new"],

@@ -783,7 +783,8 @@ def run_one_way(
     pair = config.pairs[0]
     local = Path(pair.local)
     if pair.direction == "upload" and not local.is_dir():
-        raise FileNotFoundError(f"{local}: no such folder")
+        missing = not os.path.lexists(local)
+        raise FileNotFoundError(f"{local}: {'no such folder' if missing else 'not a folder'}")
     if dry_run:
         with dry_run_state(config) as scratch:
             return _copy(scratch, dry_run=True, show=show)
