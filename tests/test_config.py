@@ -1344,3 +1344,27 @@ def test_a_local_root_missing_or_not_a_folder_is_a_config_error(tmp_path: Path, 
     checked = syncd("check", "-c", path, timeout=60)
     assert checked.returncode == 2, checked.stdout + checked.stderr
     assert f"pairs[0].local: {tmp_path / 'docs'} {problem}" in checked.stdout
+
+
+def test_where_a_bucket_is_served_names_no_secret() -> None:
+    """Part of what a pair's state is bound to (`served_by`): the endpoint cut to scheme,
+    host, port and path; the Azure account, never its key."""
+    from syncd.providers.options import AzureOptions, FileOptions, GCSOptions, S3Options, served_by
+
+    s3 = S3Options(endpoint_url="http://user:pw@Minio.local:9000/?token=x")
+    assert served_by(s3, {}) == "http://minio.local:9000"
+    assert served_by(S3Options(), {"AWS_ENDPOINT_URL": "http://127.0.0.1:9000/"}) == (
+        "http://127.0.0.1:9000"
+    )
+    assert served_by(S3Options(), {}) is None
+    assert served_by(GCSOptions(), {"STORAGE_EMULATOR_HOST": "http://127.0.0.1:4443"}) == (
+        "http://127.0.0.1:4443"
+    )
+    conn = "DefaultEndpointsProtocol=https;AccountName=team;AccountKey=c2VjcmV0;EndpointSuffix=x"
+    assert served_by(AzureOptions(connection_string=conn), {}) == "team"
+    emulator = "AccountName=devstoreaccount1;AccountKey=a2V5;BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;"
+    assert served_by(AzureOptions(connection_string=emulator), {}) == (
+        "http://127.0.0.1:10000/devstoreaccount1"
+    )
+    assert served_by(AzureOptions(account_name="team"), {}) == "team"
+    assert served_by(FileOptions(), {"AWS_ENDPOINT_URL": "http://x"}) is None

@@ -525,3 +525,53 @@ def test_each_pair_has_its_own_writer_id_until_its_state_is_forgotten(tmp_path: 
     other = StateStore(f"sqlite:///{tmp_path / 'other.db'}")
     assert other.writer_id("docs") != docs
     other.close()
+
+
+def test_a_pair_moved_to_another_server_starts_over_with_a_first_sync(tmp_path: Path) -> None:
+    """The same bucket and prefix on another server (`options.endpoint_url`, or boto3's
+    variable) is another remote. The state was bound to the URL alone: the new server's
+    bucket, lacking a few files, made them look deleted there, and they went to the local
+    trash. Now the state is forgotten, as for another URL: nothing is deleted."""
+    import boto3
+    from emulators import start_moto
+
+    servers = [start_moto(), start_moto()]
+    try:
+        for server in servers:
+            boto3.client(
+                "s3",
+                endpoint_url=server.endpoint_url,
+                region_name="us-east-1",
+                aws_access_key_id="testing",
+                aws_secret_access_key="testing",
+            ).create_bucket(Bucket="team")
+        setup = Setup(
+            tmp_path, "s3://team/docs/", options={"endpoint_url": servers[0].endpoint_url}
+        )
+        setup.write()
+        names = [f"f{i}.txt" for i in range(10)]
+        for name in names:
+            (setup.local / name).write_text(name)
+        assert syncd("once", "-c", setup.config).returncode == 0
+        # The second server holds a copy of half the files only: a mirror still filling.
+        new = Setup(tmp_path, "s3://team/docs/", options={"endpoint_url": servers[1].endpoint_url})
+        new.write()
+        mirror = boto3.client(
+            "s3",
+            endpoint_url=servers[1].endpoint_url,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        for name in names[:5]:
+            mirror.put_object(Bucket="team", Key=f"docs/{name}", Body=name.encode())
+        result = syncd("once", "-c", new.config)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "5 uploaded, 0 downloaded" in result.stdout and "0 deleted" in result.stdout
+        assert sorted(p.name for p in setup.local.glob("*.txt")) == names
+        listed = mirror.list_objects_v2(Bucket="team", Prefix="docs/")["Contents"]
+        assert sorted(o["Key"].removeprefix("docs/") for o in listed) == names
+        assert not (setup.local / ".syncd" / "trash").exists()
+    finally:
+        for server in servers:
+            server.stop()

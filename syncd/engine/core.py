@@ -43,6 +43,7 @@ from syncd.exitcodes import EXIT_ATTENTION, EXIT_FAILED, EXIT_OK
 from syncd.providers import open_provider
 from syncd.providers.base import BatchedDurability
 from syncd.providers.errors import InvalidRequest, ProviderError
+from syncd.providers.options import served_by
 from syncd.providers.url import RemoteURLError
 from syncd.state import StateError, StateStore, StateWriteError, sqlite_path
 
@@ -748,8 +749,11 @@ def dry_run_state(config: Config) -> Iterator[Config]:
 
 def pair_place(pair: PairConfig) -> str:
     """What a pair's state is bound to: its local root and its remote (as parsed, so
-    `s3://b/docs` and `s3://b/docs/` are one)."""
-    return f"{Path(pair.local).absolute()} <-> {pair.remote_url}"
+    `s3://b/docs` and `s3://b/docs/` are one), with the server or account the bucket is on
+    when it is not the service's default (`served_by`)."""
+    place = f"{Path(pair.local).absolute()} <-> {pair.remote_url}"
+    server = served_by(pair.options)
+    return place if server is None else f"{place} at {server}"
 
 
 def stale_places(config: Config) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -139,3 +141,54 @@ OPTIONS_BY_SCHEME: dict[str, type[_Options]] = {
     "gs": GCSOptions,
     "az": AzureOptions,
 }
+
+
+def served_by(options: BaseModel, environ: Mapping[str, str] = os.environ) -> str | None:
+    """Where a bucket remote is served when that is not the service's own default: the
+    endpoint of S3 or GCS (an option, else the SDK's variable), the Azure account. A pair's
+    state is bound to it (`Engine._take_place`): a bucket of the same name on another server
+    is another remote, whose missing files were never deleted by anyone. Never a secret: an
+    endpoint is cut to scheme, host, port and path, an account to its name or endpoint."""
+    if isinstance(options, S3Options):
+        return _bare(
+            options.endpoint_url
+            or environ.get("AWS_ENDPOINT_URL_S3")
+            or environ.get("AWS_ENDPOINT_URL")
+        )
+    if isinstance(options, GCSOptions):
+        return _bare(options.endpoint_url) or environ.get("STORAGE_EMULATOR_HOST") or None
+    if isinstance(options, AzureOptions):
+        if options.connection_string:
+            return _account(options.connection_string)
+        if options.account_url:
+            return _bare(options.account_url)
+        if options.account_name:
+            return options.account_name
+        if environ.get("AZURE_STORAGE_CONNECTION_STRING"):
+            return _account(environ["AZURE_STORAGE_CONNECTION_STRING"])
+        return environ.get("AZURE_STORAGE_ACCOUNT") or None
+    return None
+
+
+def _bare(url: str | None) -> str | None:
+    """An endpoint without what may be secret in it (user info, query, fragment)."""
+    if not url:
+        return None
+    try:
+        parts = urlsplit(url)
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return None
+    return (
+        f"{parts.scheme.lower()}://{(parts.hostname or '').lower()}{port}{parts.path.rstrip('/')}"
+    )
+
+
+def _account(connection_string: str) -> str | None:
+    """The account a connection string names: its blob endpoint, else its account name (the
+    key and SAS in it are left out)."""
+    fields = dict(part.split("=", 1) for part in connection_string.split(";") if "=" in part)
+    lowered = {key.strip().lower(): value.strip() for key, value in fields.items()}
+    if lowered.get("usedevelopmentstorage", "").lower() == "true":
+        return "devstoreaccount1"
+    return _bare(lowered.get("blobendpoint")) or lowered.get("accountname") or None
