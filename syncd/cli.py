@@ -520,12 +520,12 @@ def conflicts(config_path: str | None, as_json: bool) -> None:
     """Conflicts waiting for a decision (read from the state, daemon or not)."""
     from syncd.daemon.daemon import conflict_list
 
-    url = _load_part(config_path, StatePart).state
+    places = _load_part(config_path, PairsPart)
     result: list[dict[str, Any]] = []
-    if _state_is_there(url):  # reading must not make an empty state database
-        store = _open_state(url)
+    if _state_is_there(places.state):  # reading must not make an empty state database
+        store = _open_state(places.state)
         try:
-            result = conflict_list(store)
+            result = conflict_list(store, {pair.name for pair in places.pairs})
         finally:
             store.close()
     if as_json:
@@ -619,13 +619,17 @@ def _find_conflict(
     matches = [
         (pair, path)
         for pair, path, _, _ in open_conflicts
-        if path == relative
-        or (pair in roots and absolute == roots[pair] / path)
-        or (pair == named_pair and pair in roots and path == in_pair)
+        # Not one of a pair renamed or removed since (`syncd conflicts` lists none of them).
+        if pair in roots
+        and (
+            path == relative
+            or absolute == roots[pair] / path
+            or (pair, path) == (named_pair, in_pair)
+        )
     ]
     if not matches:
         fail(f"no open conflict for {given!r} (see `syncd conflicts`)", EXIT_USAGE)
-    here = [(pair, path) for pair, path in matches if absolute == roots.get(pair, Path()) / path]
+    here = [(pair, path) for pair, path in matches if absolute == roots[pair] / path]
     if len(matches) > 1 and len(here) == 1:
         return here[0]  # `f.txt` in several pairs, but said from inside one pair's folder
     if len(matches) > 1:
@@ -727,7 +731,8 @@ def state_rebuild(config_path: str | None, pair: str | None) -> None:
                 pair = None  # a new database knows no pair
                 store = StateStore(config.state)
             try:
-                for name in [pair] if pair else names:
+                # All pairs: those renamed or removed since too (their conflicts, say).
+                for name in [pair] if pair else sorted(set(names) | store.known_pairs()):
                     store.forget(name)
             finally:
                 store.close()

@@ -1842,3 +1842,39 @@ def test_the_summary_counts_deletions_and_moves(
     ), done.stdout
     assert sorted(remote.objects()) == ["d.txt", "e.txt", "renamed.txt"]
     assert sorted(tree(setup.local)) == ["d.txt", "e.txt", "renamed.txt"]
+
+
+def test_conflicts_of_a_renamed_pair_are_neither_listed_nor_resolvable(tmp_path: Path) -> None:
+    """A pair renamed (or removed) keeps its old state, but no pass settles its open
+    conflicts any more: `syncd conflicts` listed them and exited 4 for good (`state rebuild`
+    did not clear them), and `resolve` of one ended in a traceback."""
+    import yaml
+
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    setup = Setup(tmp_path, f"file://{remote}", pair_extra={"conflict": "manual"})
+    setup.write()
+    (setup.local / "a.txt").write_text("v1")
+    assert syncd("once", "-c", setup.config).returncode == 0
+    (setup.local / "a.txt").write_text("local edit")
+    (remote / "a.txt").write_text("remote edit, longer")
+    assert syncd("once", "-c", setup.config).returncode == 4
+    assert syncd("conflicts", "-c", setup.config).returncode == 4
+
+    doc = yaml.safe_load(setup.config.read_text())
+    doc["pairs"][0]["name"] = "notes"
+    setup.config.write_text(yaml.safe_dump(doc))
+    (remote / "a.txt").write_text("local edit")  # the user made both sides equal
+    assert syncd("once", "-c", setup.config).returncode == 0
+    listed = syncd("conflicts", "-c", setup.config)
+    assert (listed.returncode, listed.stdout) == (0, "no conflicts\n"), listed.stderr
+    for given in ("a.txt", "docs/a.txt", str(setup.local / "a.txt")):
+        resolved = syncd("resolve", "-c", setup.config, given, "--keep", "local")
+        assert resolved.returncode == 2, resolved.stderr
+        assert resolved.stderr == f"syncd: no open conflict for {given!r} (see `syncd conflicts`)\n"
+
+    rebuilt = syncd("state", "rebuild", "-c", setup.config)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    with contextlib.closing(sqlite3.connect(setup.state_db)) as db:
+        assert db.execute("SELECT pair, path FROM conflicts").fetchall() == []
+        assert db.execute("SELECT count(*) FROM files").fetchone() == (0,)

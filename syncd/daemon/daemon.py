@@ -17,6 +17,7 @@ import signal
 import stat
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -657,7 +658,7 @@ class Daemon:
                     count += 1
             return {"requeued": count}
         if cmd == "conflicts":
-            return conflict_list(self.engine.store)
+            return conflict_list(self.engine.store, self.engine.syncers)
         raise CommandError(f"unknown command {cmd!r}")
 
     def _resolve(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -764,11 +765,14 @@ class Daemon:
         }
 
 
-def conflict_list(store: StateStore) -> list[dict[str, Any]]:
-    """Open conflicts as `syncd conflicts --json` prints them."""
+def conflict_list(store: StateStore, pairs: Collection[str]) -> list[dict[str, Any]]:
+    """Open conflicts of the config's `pairs` as `syncd conflicts --json` prints them. A pair
+    renamed or removed since keeps its state (added back, it is no first sync), but no pass
+    settles its conflicts any more: listed, they would wait (exit 4) for good."""
     return [
         {"pair": pair, "path": path, "reason": reason, "detected_at": _iso(detected)}
         for pair, path, reason, detected in store.conflicts()
+        if pair in pairs
     ]
 
 

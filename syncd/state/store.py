@@ -841,6 +841,15 @@ class StateStore:
         with self._engine.connect() as conn:
             return [(r.pair, r.path, r.reason, r.detected_at) for r in conn.execute(query)]
 
+    def known_pairs(self) -> set[str]:
+        """Every pair name the state holds files, conflicts or a writer id of: pairs of the
+        config, and pairs renamed or removed since (their state stays until forgotten)."""
+        tables = (schema.files, schema.conflicts, schema.writers)
+        with self._engine.connect() as conn:
+            return {
+                row[0] for table in tables for row in conn.execute(select(table.c.pair).distinct())
+            }
+
     # -- operation log ---------------------------------------------------------------------
     def log(self, op: OpRecord) -> None:
         self._grouped(_Queued(ops=[_op_values(op)]))
