@@ -31,7 +31,7 @@ from syncd.config import (
     resolve_config_path,
 )
 from syncd.config.model import state_file
-from syncd.daemon.lock import AlreadyRunning, InstanceLock, instance_lock
+from syncd.daemon.lock import InstanceLock, LockUnavailable, instance_lock
 from syncd.daemon.protocol import DaemonError, DaemonUnreachable, request
 from syncd.engine.paths import printable
 from syncd.exitcodes import EXIT_ATTENTION, EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE
@@ -292,7 +292,7 @@ def run(ctx: click.Context, config_path: str | None) -> None:
                 code = Daemon(config, engine, resolve_config_path(config_path), control).run()
             finally:
                 control.stop()
-    except (AlreadyRunning, ControlSocketError) as exc:
+    except (LockUnavailable, ControlSocketError) as exc:
         fail(str(exc), EXIT_FAILED)
     except MetricsUnavailable as exc:
         source = resolve_config_path(config_path) or "environment"
@@ -324,7 +324,7 @@ def once(
             stack.enter_context(_lock(config))
             engine = stack.enter_context(_open_engine(config))
             report = engine.sync_once(pair=pair, dry_run=dry_run, force=force)
-    except AlreadyRunning as exc:
+    except LockUnavailable as exc:
         fail(str(exc), EXIT_FAILED)
     _print_report(report, dry_run)
     sys.exit(report.exit_code)
@@ -447,7 +447,7 @@ def _one_way(
     show = partial(progress_bars, enabled=sys.stderr.isatty() and not dry_run)
     try:
         report = run_one_way(config, dry_run=dry_run, show=show)
-    except AlreadyRunning as exc:
+    except LockUnavailable as exc:
         fail(str(exc), EXIT_FAILED)
     except FileNotFoundError as exc:
         fail(str(exc).replace(str(config.pairs[0].local), str(local_dir), 1), EXIT_USAGE)
@@ -600,7 +600,7 @@ def resolve(ctx: click.Context, config_path: str | None, path: str, keep: str) -
             with _lock(config), _open_engine(config) as engine:
                 settled = engine.resolve(pair, rel, keep)
                 outcome = engine.syncers[pair].resolutions.pop(rel, None)
-        except AlreadyRunning as exc:
+        except LockUnavailable as exc:
             fail(str(exc), EXIT_FAILED)
     if not settled:
         fail(f"{rel}: {outcome or 'could not be settled yet; see the log'}", EXIT_FAILED)
@@ -736,7 +736,7 @@ def state_rebuild(config_path: str | None, pair: str | None) -> None:
                     store.forget(name)
             finally:
                 store.close()
-    except AlreadyRunning as exc:
+    except LockUnavailable as exc:
         fail(str(exc), EXIT_FAILED)
     except StateError as exc:
         fail(str(exc), EXIT_FAILED)

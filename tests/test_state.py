@@ -575,3 +575,58 @@ def test_a_pair_moved_to_another_server_starts_over_with_a_first_sync(tmp_path: 
     finally:
         for server in servers:
             server.stop()
+
+
+def test_a_state_syncd_cannot_make_or_must_not_use_is_one_line(tmp_path: Path) -> None:
+    """`state:` under a file, in a folder syncd may not write, or naming another program's
+    SQLite database: one line naming the file, exit 1, no traceback. The other program's
+    database was given syncd's tables (and its own `files` table read as syncd's)."""
+    import subprocess
+
+    import yaml
+    from harness import SYNCD, require_without_dac
+
+    setup, _ = folder_setup(tmp_path)
+    setup.write()
+    (setup.local / "a.txt").write_text("a")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    notes = tmp_path / "notes.db"
+    with sqlite3.connect(notes) as db:
+        db.execute("CREATE TABLE files (title TEXT, body TEXT)")
+        db.execute("INSERT INTO files VALUES ('my note', 'precious')")
+    db.close()
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    cases = [
+        (
+            [],
+            blocker / "state.db",
+            f"cannot use state {blocker / 'state.db'}: {blocker}: not a folder",
+        ),
+        ([], notes, "is not syncd's (it holds tables of another program: files)"),
+        (
+            require_without_dac(),
+            locked / "state.db",
+            f"state {locked / 'state.db'}: {locked / 'state.db.lock'}: Permission denied",
+        ),
+    ]
+    for prefix, state, said in cases:
+        doc = yaml.safe_load(setup.config.read_text())
+        doc["state"] = f"sqlite:///{state}"
+        setup.config.write_text(yaml.safe_dump(doc))
+        for command in (["once"], ["state", "rebuild"]):
+            result = subprocess.run(
+                [*prefix, *SYNCD, *command, "-c", str(setup.config)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            assert result.returncode == 1, (command, result.stderr)
+            assert said in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    with sqlite3.connect(notes) as db:
+        tables = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        rows = db.execute("SELECT * FROM files").fetchall()
+    db.close()
+    assert (tables, rows) == ([("files",)], [("my note", "precious")])
+    assert list(locked.iterdir()) == []

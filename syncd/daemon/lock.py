@@ -10,9 +10,20 @@ import fcntl
 import os
 from pathlib import Path
 
+from syncd.oserror import not_a_folder_or
 
-class AlreadyRunning(Exception):
-    """Another syncd holds the lock; the message is one line for the user."""
+
+class LockUnavailable(Exception):
+    """The lock cannot be taken; the message is one line for the user."""
+
+
+class AlreadyRunning(LockUnavailable):
+    """Another syncd holds the lock."""
+
+
+class LockFileUnusable(LockUnavailable):
+    """The lock's file cannot be made or opened (its folder is a file, or one syncd may not
+    write): said as such, not as a traceback."""
 
 
 class InstanceLock:
@@ -22,8 +33,14 @@ class InstanceLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            where = exc.filename or self.path
+            raise LockFileUnusable(
+                f"cannot use {self.what}: {where}: {not_a_folder_or(exc)}"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

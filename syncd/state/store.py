@@ -35,11 +35,22 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import structlog
-from sqlalchemy import Connection, Engine, bindparam, create_engine, delete, event, func, select
+from sqlalchemy import (
+    Connection,
+    Engine,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    func,
+    inspect,
+    select,
+)
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DatabaseError, OperationalError, SQLAlchemyError
 
+from syncd.oserror import not_a_folder_or
 from syncd.state import schema
 
 log = structlog.get_logger("syncd.state")
@@ -304,7 +315,13 @@ class StateStore:
         self.url = url
         db_file = sqlite_path(url)
         if db_file is not None:
-            db_file.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                db_file.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StateError(
+                    f"state database {_redacted(url)}: cannot make its folder "
+                    f"{exc.filename or db_file.parent}: {not_a_folder_or(exc)}"
+                ) from None
         self._write_lock = threading.Lock()
         self._queued: list[_Queued] = []
         self._queue_lock = threading.Lock()
@@ -353,6 +370,15 @@ class StateStore:
     # -- lifecycle -------------------------------------------------------------------------
     def _initialise(self) -> None:
         with self._writing() as conn:
+            tables = set(inspect(conn).get_table_names())
+            if tables and schema.meta.name not in tables:
+                # Another program's database: syncd's tables added to it (and its own `files`
+                # read as syncd's) would damage both.
+                raise StateError(
+                    f"state database {_redacted(self.url)} is not syncd's (it holds tables of "
+                    f"another program: {', '.join(sorted(tables)[:5])}); give `state` a file "
+                    "of its own"
+                )
             schema.metadata.create_all(conn)
             found = conn.execute(
                 select(schema.meta.c.value).where(schema.meta.c.key == "schema_version")
