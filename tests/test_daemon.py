@@ -1000,11 +1000,14 @@ def test_a_syncignore_written_while_running_applies_at_once(tmp_path: Path) -> N
         assert daemon.terminate() == 0
 
 
-def test_a_local_root_made_anew_is_watched_again(tmp_path: Path) -> None:
+def test_a_local_root_made_anew_is_a_fault_until_the_synced_folder_is_back(
+    tmp_path: Path,
+) -> None:
     """The local root moved away (the pair is in error, nothing deleted), then a folder made
-    anew under its name: the pair recovers, files dropped into the new folder go up (the old
-    watch followed the moved folder and saw none of them), and what is written in the moved
-    folder is not taken for the pair's."""
+    anew under its name (a disk's bare mount point looks the same): it is not the folder the
+    pair synced (no `.syncd/folder-id` of the pair), so the pair stays in error and nothing
+    of it goes up. The synced folder moved back is watched again (the old watch followed it
+    away), and what is dropped there goes up."""
     setup, remote = folder_setup(tmp_path)
     setup.local.mkdir()
     (setup.local / "first.txt").write_text("first")
@@ -1015,17 +1018,23 @@ def test_a_local_root_made_anew_is_watched_again(tmp_path: Path) -> None:
         setup.local.rename(moved)
         wait_for(lambda: daemon.pair_status()["state"] == "error")
         setup.local.mkdir()
-        (setup.local / "first.txt").write_text("first")
+        (setup.local / "stray.txt").write_text("written in a folder made anew")
+        error = wait_for(
+            lambda: "is not the folder this pair synced" in str(daemon.pair_status()["last_error"])
+        )
+        assert error
+        time.sleep(2.5)  # two polls
+        assert daemon.pair_status()["state"] == "error"
+        assert tree(remote) == {"first.txt": b"first"}
+
+        (setup.local / "stray.txt").unlink()
+        setup.local.rmdir()
+        moved.rename(setup.local)
         wait_for(lambda: daemon.pair_status()["state"] != "error")
-        (setup.local / "new.txt").write_text("dropped into the new folder")
-        (moved / "stray.txt").write_text("written in the old folder")
+        (setup.local / "new.txt").write_text("dropped into the synced folder")
         wait_for(lambda: (remote / "new.txt").exists(), timeout=15)
-        assert (remote / "new.txt").read_text() == "dropped into the new folder"
         daemon.wait_idle()
-        assert tree(remote) == {
-            "first.txt": b"first",
-            "new.txt": b"dropped into the new folder",
-        }
+        assert tree(remote) == {"first.txt": b"first", "new.txt": b"dropped into the synced folder"}
         assert daemon.terminate() == 0
 
 

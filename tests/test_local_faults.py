@@ -13,6 +13,7 @@ import builtins
 import contextlib
 import errno
 import os
+import shutil
 import sqlite3
 import stat
 import subprocess
@@ -837,3 +838,69 @@ def test_an_unreadable_local_root_is_a_fault_of_its_pair_named_as_such(tmp_path:
     assert check.stdout == (
         f"FAIL\tdocs\tfile://{remote}\tcannot read local root {setup.local}: Permission denied\n"
     )
+
+
+@pytest.mark.parametrize("max_delete", [50, 100])
+def test_a_root_replaced_by_an_empty_folder_is_a_fault_not_a_mass_deletion(
+    tmp_path: Path, max_delete: int
+) -> None:
+    """A disk not mounted leaves its mount point, an empty folder of the same path (here: the
+    root renamed away and made anew). Taken for the synced folder, it read as every file
+    deleted: the bucket wiped at `max_delete: 100`, and a remote edit downloaded onto the
+    wrong disk, to go up over the other machine's edit once the disk was back. The root now
+    carries the pair's id (`.syncd/folder-id`): another folder is a fault, nothing written or
+    deleted, until the right one is back."""
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    setup = Setup(tmp_path, f"file://{remote}", pair_extra={"max_delete": max_delete})
+    setup.write()
+    for i in range(6):
+        (setup.local / f"f{i}.txt").write_text(f"v1 {i}")
+    assert syncd("once", "-c", setup.config).returncode == 0
+    assert (setup.local / ".syncd" / "folder-id").is_file()
+
+    disk = tmp_path / "disk"
+    setup.local.rename(disk)  # unmounted: the mount point is left, empty
+    setup.local.mkdir()
+    (remote / "f3.txt").write_text("edited on the other machine")
+    result = syncd("once", "-c", setup.config)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "is not the folder this pair synced" in result.stdout + result.stderr
+    assert sorted(p.name for p in remote.glob("*.txt")) == [f"f{i}.txt" for i in range(6)]
+    assert list(setup.local.iterdir()) == []
+    (setup.local / "new.txt").write_text("written on the bare mount point")
+    other = syncd("once", "-c", setup.config)
+    assert other.returncode == 1, other.stdout + other.stderr
+    assert "is not the folder this pair synced" in other.stdout + other.stderr
+    assert not (remote / "new.txt").exists()
+
+    shutil.rmtree(setup.local)
+    disk.rename(setup.local)  # mounted again
+    back = syncd("once", "-c", setup.config)
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert (setup.local / "f3.txt").read_text() == "edited on the other machine"
+    assert sorted(p.name for p in remote.glob("*.txt")) == [f"f{i}.txt" for i in range(6)]
+
+
+def test_an_empty_root_a_state_without_folder_id_remembers_files_for_is_a_fault(
+    tmp_path: Path,
+) -> None:
+    """A state from before folder ids (or one whose mark is gone) and an empty root while
+    the base remembers files: a disk not mounted as likely as a folder emptied by hand, and
+    the root is not marked there; a fault that says what to do, nothing deleted."""
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    setup = Setup(tmp_path, f"file://{remote}", pair_extra={"max_delete": 100})
+    setup.write()
+    for i in range(3):
+        (setup.local / f"f{i}.txt").write_text(f"v1 {i}")
+    assert syncd("once", "-c", setup.config).returncode == 0
+    with contextlib.closing(sqlite3.connect(setup.state_db)) as db, db:
+        db.execute("DELETE FROM meta WHERE key LIKE 'root:%'")  # as an older syncd left it
+    shutil.rmtree(setup.local)
+    setup.local.mkdir()
+    result = syncd("once", "-c", setup.config)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "is empty while the state remembers 3 synced files" in result.stdout
+    assert "syncd state rebuild --pair docs" in result.stdout
+    assert len(list(remote.glob("*.txt"))) == 3 and list(setup.local.iterdir()) == []

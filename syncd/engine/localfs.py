@@ -22,6 +22,7 @@ from syncd.engine.filters import PathFilter
 from syncd.engine.model import LocalFile
 from syncd.engine.paths import (
     RESUME_PREFIX,
+    STATE_DIR,
     TEMP_PREFIX,
     is_own_temp,
     is_plain_key,
@@ -58,6 +59,15 @@ def root_unreadable(root: Path) -> str | None:
     except OSError:
         pass
     return None
+
+
+def looks_empty(root: Path) -> bool:
+    """Does the folder `root` hold nothing but syncd's own folder (a bare mount point)?"""
+    try:
+        with os.scandir(root) as entries:
+            return all(entry.name == STATE_DIR for entry in entries)
+    except OSError:
+        return False
 
 
 def to_local(root: Path, path: str) -> Path:

@@ -24,7 +24,7 @@ from typing import Any, cast
 import structlog
 
 from syncd.config import PairConfig
-from syncd.engine import localfs, trash
+from syncd.engine import folder_id, localfs, trash
 from syncd.engine.conflicts import (
     Resolution,
     Winner,
@@ -141,11 +141,7 @@ class PairSyncer:
         self.store = store
         #: Set when the pair is removed (a reload): its transfers stop as at a stop of syncd.
         self._removed = threading.Event()
-
-        def cancelled() -> bool:
-            return is_cancelled() or self._removed.is_set()
-
-        self.is_cancelled = cancelled
+        self._stopping = is_cancelled
         self.enqueue = enqueue or (lambda _pair, _path: None)
         self.index = RemoteIndex()
         #: The id this pair's uploads carry in their origin metadata (see engine/origin.py).
@@ -158,7 +154,7 @@ class PairSyncer:
                 partials=Partials(store),
                 settings=parts,
                 retry=retry,
-                is_cancelled=cancelled,
+                is_cancelled=self.is_cancelled,
                 pace_up=pace_up,
                 pace_down=pace_down,
             )
@@ -166,7 +162,7 @@ class PairSyncer:
             provider,
             self.index,
             retry,
-            cancelled,
+            self.is_cancelled,
             pair=pair.name,
             large=self.large,
             inflight=inflight,
@@ -216,6 +212,9 @@ class PairSyncer:
         self._warned_skips: set[str] = set()
         #: A dry run of a download into a folder the real run would make: absent, it is empty.
         self.missing_root_is_empty = False
+        #: The root carries the pair's folder id (checked by `check_root`): each path synced
+        #: looks that it still does.
+        self._marked = False
         #: A dry run of an upload to a local-folder remote the real run would make: absent,
         #: it is empty.
         self.missing_remote_is_empty = False
@@ -255,6 +254,55 @@ class PairSyncer:
         unreadable = localfs.root_unreadable(self.root)
         if unreadable is not None:
             raise PairFault(unreadable)
+        self._check_folder_id()
+
+    def _check_folder_id(self) -> None:
+        """Is the root the folder this pair synced (`folder_id`)? Marked at its first pass,
+        and taken as it is when the state knows no mark (a state forgotten, or one from an
+        older syncd) unless it is empty while the state remembers files. Otherwise a fault:
+        nothing is written there, nothing deleted anywhere for what it lacks. One-way copies
+        write no mark into the folders they copy from or into (and delete nothing)."""
+        if not self.propagate_deletes:
+            return
+        recorded = self.store.root_folder(self.name)
+        try:
+            found = folder_id.read(self.root)
+        except OSError as exc:
+            raise PairFault(f"cannot read {self.root / folder_id.WHERE}: {_describe(exc)}") from exc
+        if recorded is not None:
+            if found != recorded:
+                raise PairFault(self._not_the_folder())
+            self._marked = True
+            return
+        if found is None and self.store.count(self.name) and localfs.looks_empty(self.root):
+            raise PairFault(
+                f"local root {self.root} is empty while the state remembers "
+                f"{self.store.count(self.name)} synced files (a disk not mounted?); if it was "
+                f"emptied on purpose, delete the files on the remote too, or run `syncd state "
+                f"rebuild --pair {self.name}` to fetch them again"
+            )
+        if self.plan_only:
+            return
+        if found is None:
+            try:
+                found = folder_id.make(self.root)
+            except OSError as exc:
+                self.log.warning(
+                    "cannot mark the local root: a disk not mounted there could not be told "
+                    "from a folder emptied",
+                    error=_describe(exc),
+                )
+                return
+        self.store.set_root_folder(self.name, found)
+        self._marked = True
+
+    def _not_the_folder(self) -> str:
+        return (
+            f"local root {self.root} is not the folder this pair synced: its "
+            f"{folder_id.WHERE} is missing or another (a disk not mounted? the folder made "
+            f"anew?); if it is the right folder, `syncd state rebuild --pair {self.name}` "
+            "makes the next pass a first sync, which deletes nothing"
+        )
 
     def list_remote(self) -> dict[str, ObjectInfo]:
         """List the remote, adopt it as the index, and return it keyed by NFC local path."""
@@ -670,6 +718,10 @@ class PairSyncer:
             self._release_waiters(path)
         return outcome
 
+    def is_cancelled(self) -> bool:
+        """syncd is stopping, or the pair is removed (`cancel`)."""
+        return self._stopping() or self._removed.is_set()
+
     def cancel(self) -> None:
         """The pair is being removed: what it has in flight stops (Cancelled, as at a stop),
         and no path is taken up any more, so nothing is recorded after the caller waited for
@@ -679,6 +731,12 @@ class PairSyncer:
     def _sync_path(self, path: str, keep: str | None) -> Outcome:
         if self._removed.is_set():
             return Outcome.DONE
+        if self._marked and not folder_id.present(self.root):
+            # The root stopped being the synced folder under a running daemon (a disk
+            # unmounted): its next poll finds the pair at fault; until the folder is back,
+            # nothing is written to it or deleted for what it lacks.
+            self.fail(path, self._not_the_folder(), "sync")
+            return Outcome.FAILED
         if self.filter.excluded(path):
             return Outcome.DONE
         failure = self.stats.failures.get(path)

@@ -800,7 +800,9 @@ class StateStore:
                     conn.execute(delete(schema.writers).where(schema.writers.c.pair == pair))
                     conn.execute(
                         delete(schema.meta).where(
-                            schema.meta.c.key.in_([_held_key(pair), _meta_key("synced", pair)])
+                            schema.meta.c.key.in_(
+                                [_held_key(pair), _meta_key("synced", pair), _root_key(pair)]
+                            )
                         )
                     )
                 else:
@@ -935,17 +937,30 @@ class StateStore:
     def place(self, pair: str) -> str | None:
         """The local root and remote the pair's state describes (`set_place`), or None for a
         state that never recorded them (made by an older syncd, or a new pair)."""
+        return self._meta(_meta_key("place", pair))
+
+    def set_place(self, pair: str, place: str) -> None:
+        self._set_meta(_meta_key("place", pair), place)
+
+    def root_folder(self, pair: str) -> str | None:
+        """Which folder the pair's local root was when its base was recorded ("device:inode"),
+        or None (a new pair, a state forgotten, or one made by an older syncd)."""
+        return self._meta(_root_key(pair))
+
+    def set_root_folder(self, pair: str, identity: str) -> None:
+        self._set_meta(_root_key(pair), identity)
+
+    def _meta(self, key: str) -> str | None:
         with self._engine.connect() as conn:
             found = conn.execute(
-                select(schema.meta.c.value).where(schema.meta.c.key == _meta_key("place", pair))
+                select(schema.meta.c.value).where(schema.meta.c.key == key)
             ).scalar_one_or_none()
         return str(found) if found is not None else None
 
-    def set_place(self, pair: str, place: str) -> None:
-        key = _meta_key("place", pair)
+    def _set_meta(self, key: str, value: str) -> None:
         with self._writing() as conn:
             conn.execute(delete(schema.meta).where(schema.meta.c.key == key))
-            conn.execute(schema.meta.insert().values(key=key, value=place))
+            conn.execute(schema.meta.insert().values(key=key, value=value))
 
     def held_deletions(self, pair: str) -> set[str]:
         """The paths whose deletion the guard held when it last looked at this pair: kept over
@@ -1070,6 +1085,11 @@ def move_aside(db_file: Path, label: str = "corrupt") -> Path:
         if source.exists():
             source.rename(Path(f"{target}{suffix}"))
     return target
+
+
+def _root_key(pair: str) -> str:
+    """The meta row of which folder a pair's local root is."""
+    return _meta_key("root", pair)
 
 
 def _held_key(pair: str) -> str:
