@@ -630,3 +630,30 @@ def test_a_state_syncd_cannot_make_or_must_not_use_is_one_line(tmp_path: Path) -
     db.close()
     assert (tables, rows) == ([("files",)], [("my note", "precious")])
     assert list(locked.iterdir()) == []
+
+
+def test_a_place_recorded_without_its_server_is_kept_over_an_upgrade(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A syncd from before places named the server recorded `local <-> url` alone: the
+    upgrade took that for another remote, forgot the state, and the first sync brought
+    back a file the user had deleted meanwhile. It is the same place."""
+    from remotes import remote_for
+
+    remote = remote_for("s3", request, tmp_path)
+    setup = Setup(tmp_path, remote.url, options=remote.options)
+    setup.write()
+    for name in ("keep.txt", "gone.txt"):
+        (setup.local / name).write_text(name)
+    assert syncd("once", "-c", setup.config).returncode == 0
+    with sqlite3.connect(setup.state_db) as db:
+        (key, place) = db.execute("SELECT key, value FROM meta WHERE key LIKE 'place:%'").fetchone()
+        assert place.endswith(f" at {remote.options['endpoint_url']}")
+        db.execute("UPDATE meta SET value = ? WHERE key = ?", (place.rsplit(" at ", 1)[0], key))
+    db.close()
+    (setup.local / "gone.txt").unlink()
+    result = syncd("once", "-c", setup.config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "local or remote changed" not in result.stderr
+    assert not (setup.local / "gone.txt").exists()
+    assert remote.read("gone.txt") is None and remote.read("keep.txt") == b"keep.txt"

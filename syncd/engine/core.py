@@ -343,6 +343,9 @@ class Engine:
         recorded = self.store.place(pair.name)
         if recorded == place:
             return
+        if same_place(recorded, pair):
+            self.store.set_place(pair.name, place)  # as an older syncd recorded it
+            return
         if recorded is not None:
             log.warning(
                 "the pair's local or remote changed: its state is forgotten; the next pass is "
@@ -747,13 +750,25 @@ def dry_run_state(config: Config) -> Iterator[Config]:
         yield config.model_copy(update={"state": f"sqlite:///{copy}"})
 
 
+def same_place(recorded: str | None, pair: PairConfig) -> bool:
+    """Is `recorded` the pair's place as syncd wrote it before places named the server
+    (`served_by`)? The same place: an upgrade must not forget the state of every pair on a
+    custom endpoint or an Azure account (its first sync would bring back what the user
+    deleted meanwhile)."""
+    return recorded == _folder_and_url(pair)
+
+
 def pair_place(pair: PairConfig) -> str:
     """What a pair's state is bound to: its local root and its remote (as parsed, so
     `s3://b/docs` and `s3://b/docs/` are one), with the server or account the bucket is on
     when it is not the service's default (`served_by`)."""
-    place = f"{Path(pair.local).absolute()} <-> {pair.remote_url}"
     server = served_by(pair.options)
+    place = _folder_and_url(pair)
     return place if server is None else f"{place} at {server}"
+
+
+def _folder_and_url(pair: PairConfig) -> str:
+    return f"{Path(pair.local).absolute()} <-> {pair.remote_url}"
 
 
 def stale_places(config: Config) -> bool:
@@ -764,7 +779,11 @@ def stale_places(config: Config) -> bool:
     except StateError:  # a damaged state: the engine says so
         return False
     try:
-        return any(store.place(pair.name) not in (None, pair_place(pair)) for pair in config.pairs)
+        return any(
+            store.place(pair.name) not in (None, pair_place(pair))
+            and not same_place(store.place(pair.name), pair)
+            for pair in config.pairs
+        )
     finally:
         store.close()
 
