@@ -323,3 +323,40 @@ def test_two_instances_editing_the_same_files_lose_nothing(tmp_path: Path, remot
     # Every shared file now exists twice (the original name and one conflict copy), nothing
     # more: a conflict copy is never duplicated.
     assert len(final) == 2 * len(FILES) + 2
+
+
+def test_a_download_whose_folder_is_moved_away_writes_nothing_there(tmp_path: Path) -> None:
+    """A new file coming down into `dir/` while the user moves `dir` out of the root and
+    saves a file of the same name in it: the download finished through the folder it held
+    open, outside the root, over the user's file (in no trash). The folder is now checked
+    to be still in place before the rename."""
+    import time
+
+    from harness import wait_for
+
+    remote = tmp_path / "remote"
+    (remote / "dir").mkdir(parents=True)
+    data = os.urandom(3 << 20)
+    (remote / "dir" / "big.bin").write_bytes(data)
+    setup = Setup(tmp_path, f"file://{remote}", extra={"download_limit": "1MB/s"})
+    setup.write()
+    run = subprocess.Popen(
+        [*SYNCD, "once", "-c", str(setup.config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        local_dir = setup.local / "dir"
+        wait_for(lambda: local_dir.is_dir() and any(local_dir.iterdir()), timeout=20, interval=0.02)
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        local_dir.rename(elsewhere / "dir")
+        (elsewhere / "dir" / "big.bin").write_bytes(b"the user's own file")
+        time.sleep(0.1)
+    finally:
+        out, err = run.communicate(timeout=60)
+    assert run.returncode in (0, 1), err.decode()[-2000:]
+    assert os.listdir(elsewhere / "dir") == ["big.bin"]  # no temp file of syncd's left there
+    assert (elsewhere / "dir" / "big.bin").read_bytes() == b"the user's own file"
+    assert (remote / "dir" / "big.bin").read_bytes() == data
+    again = syncd("once", "-c", setup.config)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert (setup.local / "dir" / "big.bin").read_bytes() == data

@@ -422,6 +422,19 @@ def spot_of(root: Path, target: Path) -> Iterator[Spot]:
         yield Spot(fds[-1], names[-1])
 
 
+def still_placed(root: Path, target: Path, spot: Spot) -> bool:
+    """Is the folder `spot` holds still `target`'s folder, reached from the root as
+    `spot_of` reaches it? A folder moved or renamed meanwhile (out of the root, or to
+    another name in it) is not: a write through the held folder would land where the user
+    put that folder, over whatever they keep there."""
+    try:
+        with spot_of(root, target) as now:
+            here, held = os.fstat(now.fd), os.fstat(spot.fd)
+    except (OSError, LocalPathError):
+        return False
+    return (here.st_dev, here.st_ino) == (held.st_dev, held.st_ino)
+
+
 def remove_at(spot: Spot, name: str | None = None) -> None:
     """Unlink `name` (default: the spot's own name) in the spot's folder; gone already is fine."""
     with contextlib.suppress(FileNotFoundError):

@@ -332,7 +332,12 @@ class Transfers:
         held open from the root (`localfs.spot_of`): never through a joined path."""
         try:
             with localfs.spot_of(root, target) as spot:
-                return self._download_at(path, spot, remote, still_local)
+
+                def in_place() -> bool:
+                    # Its folder still where it was, then the file as decided on.
+                    return localfs.still_placed(root, target, spot) and still_local()
+
+                return self._download_at(path, spot, remote, in_place)
         except FileNotFoundError:
             return Downloaded(Result.MOVED)  # the target's folder went meanwhile
 
