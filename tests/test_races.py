@@ -352,7 +352,7 @@ def test_a_download_whose_folder_is_moved_away_writes_nothing_there(tmp_path: Pa
         (elsewhere / "dir" / "big.bin").write_bytes(b"the user's own file")
         time.sleep(0.1)
     finally:
-        out, err = run.communicate(timeout=60)
+        _out, err = run.communicate(timeout=60)
     assert run.returncode in (0, 1), err.decode()[-2000:]
     assert os.listdir(elsewhere / "dir") == ["big.bin"]  # no temp file of syncd's left there
     assert (elsewhere / "dir" / "big.bin").read_bytes() == b"the user's own file"
