@@ -1855,6 +1855,43 @@ def test_human_status_shows_a_refused_name_escaped_and_not_retried(
     out.encode("utf-8")  # no lone surrogate left
 
 
+def test_an_nfd_named_file_renamed_to_its_nfc_spelling_stays_one_synced_file(
+    tmp_path: Path,
+) -> None:
+    """The NFD spelling a scan found was remembered for good: renamed to its NFC spelling,
+    the file was looked for under the old name, taken for deleted, and its remote copy went
+    to the trash; deleted, a new file of the NFC name never went up."""
+    nfd, nfc = "cafe\u0301.txt", "caf\u00e9.txt"
+    setup, remote = folder_setup(tmp_path)
+    setup.local.mkdir()
+    (setup.local / nfd).write_bytes(b"cafe")
+    others = {f"keep{i}.txt": b"k" for i in range(3)}  # one deletion of four: not held
+    for name, data in others.items():
+        (setup.local / name).write_bytes(data)
+    with running_daemon(setup) as daemon:
+        wait_for(lambda: (remote / nfc).is_file())
+        daemon.wait_idle()
+        (setup.local / nfd).rename(setup.local / nfc)
+        time.sleep(1.5)
+        daemon.wait_idle()
+        assert tree(remote) == {nfc: b"cafe", **others}
+        assert not (remote / ".syncd-trash").exists()  # never deleted, not even for a while
+        assert syncd("sync", "-c", setup.config).returncode == 0
+        time.sleep(1)
+        daemon.wait_idle()
+        assert tree(remote) == {nfc: b"cafe", **others}
+        (setup.local / nfc).unlink()
+        wait_for(lambda: not (remote / nfc).exists())
+        daemon.wait_idle()
+        (setup.local / nfc).write_bytes(b"made anew, NFC")
+        wait_for(
+            lambda: (remote / nfc).is_file() and (remote / nfc).read_bytes() == b"made anew, NFC"
+        )
+        daemon.wait_idle()
+        assert daemon.terminate() == 0
+    assert tree(setup.local) == {nfc: b"made anew, NFC", **others}
+
+
 def test_a_file_named_in_nfd_while_the_daemon_runs_is_one_file_and_kept(tmp_path: Path) -> None:
     """Paths are compared as NFC. A file made with an NFD name under a running daemon went up
     under its NFD key, then the pass took the NFC path for deleted remotely: the file went to

@@ -870,8 +870,16 @@ class PairSyncer:
         return localfs.to_local(self.root, self._disk_name(path))
 
     def _disk_name(self, path: str) -> str:
-        """The root-relative name on disk of an NFC path: itself, or its NFD spelling."""
+        """The root-relative name on disk of an NFC path: itself, or its NFD spelling. A
+        spelling remembered from a scan holds while that file stands and the NFC one does
+        not: renamed to its NFC spelling, or deleted and made anew so, the file was still
+        looked for under the old name (taken for gone, its remote copy deleted)."""
         name = self._names.get(path)
+        if name is not None and (
+            localfs.stands(self.root / path) or not localfs.stands(self.root / name)
+        ):
+            self._names.pop(path, None)
+            name = None
         if name is None and not path.isascii():
             decomposed = unicodedata.normalize("NFD", path)
             if (
