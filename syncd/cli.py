@@ -32,7 +32,7 @@ from syncd.config import (
 )
 from syncd.config.model import state_file
 from syncd.daemon.lock import InstanceLock, LockUnavailable, instance_lock
-from syncd.daemon.protocol import DaemonError, DaemonUnreachable, request
+from syncd.daemon.protocol import DaemonError, DaemonNoAnswer, DaemonUnreachable, request
 from syncd.engine.paths import printable
 from syncd.exitcodes import EXIT_ATTENTION, EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE
 from syncd.providers.errors import ProviderError
@@ -154,11 +154,19 @@ def _open_engine(config: Config) -> Engine:
 def _ask(config_path: str | None, cmd: str, **args: Any) -> Any:
     try:
         return request(_socket(config_path), cmd, **args)
+    except DaemonNoAnswer as exc:
+        # Taken, not answered: not "unreachable" (exit 3 says nothing was done), unless
+        # the command only asks (status).
+        fail(str(exc), EXIT_UNREACHABLE if cmd in READ_ONLY_COMMANDS else EXIT_FAILED)
     except DaemonUnreachable as exc:
         fail(str(exc), EXIT_UNREACHABLE)
     except DaemonError as exc:
         fail(str(exc), EXIT_USAGE)
 
+
+#: Control commands that change nothing: one the daemon took but did not answer is still
+#: "not reachable" (exit 3).
+READ_ONLY_COMMANDS = frozenset({"status"})
 
 config_option = click.option(
     "-c",
@@ -593,6 +601,8 @@ def resolve(ctx: click.Context, config_path: str | None, path: str, keep: str) -
             return
     except DaemonError as exc:
         fail(str(exc), EXIT_USAGE)
+    except DaemonNoAnswer as exc:
+        fail(str(exc), EXIT_FAILED)  # it has the decision: not settled here as well
     except DaemonUnreachable:
         config = _load(config_path)  # settled here: the engine needs the whole config
         _setup_logging(ctx, config)

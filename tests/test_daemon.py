@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import functools
 import hashlib
 import os
 import resource
@@ -476,6 +477,32 @@ def test_a_reply_that_is_no_control_message_exits_3(tmp_path: Path, reply: bytes
         f"syncd: cannot use what answers on {setup.socket}: its reply is "
         + ("JSON, but not an object" if reply[:1] in b'["' else "not JSON (or cut short)")
     ]
+
+
+def test_a_command_the_daemon_took_but_did_not_answer_is_not_said_undone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stopped (SIGSTOP) or stuck daemon takes a command into its socket and carries it out
+    later: `pause` or `sync --force` said "cannot reach the daemon", exit 3, and then
+    happened. Taken but not answered is now said so, exit 1 (`status` only asks: exit 3)."""
+    from click.testing import CliRunner
+
+    from syncd import cli
+    from syncd.daemon import protocol
+
+    setup, _ = folder_setup(tmp_path)
+    setup.write()
+    setup.socket.parent.mkdir(parents=True, exist_ok=True)
+    monkeypatch.setattr(cli, "request", functools.partial(protocol.request, timeout=0.5))
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(setup.socket))
+        listener.listen(5)  # takes connections into its backlog, never answers
+        runner = CliRunner()
+        for argv, code in ((["pause"], 1), (["sync", "--force"], 1), (["status"], 3)):
+            result = runner.invoke(cli.cli, [*argv, "-c", str(setup.config)])
+            assert result.exit_code == code, (argv, result.output)
+            assert f"took `{argv[0]}` but did not answer within 0.5 s" in result.output
+            assert "may still carry it out" in result.output
 
 
 def test_control_commands_work_without_the_services_variables(

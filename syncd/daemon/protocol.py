@@ -18,6 +18,11 @@ class DaemonUnreachable(Exception):
     """No daemon answers on the socket (exit code 3)."""
 
 
+class DaemonNoAnswer(DaemonUnreachable):
+    """The daemon took the command but did not answer in time (it is stopped, or stuck): the
+    command may still be carried out, so a caller must not report it as not done."""
+
+
 class DaemonError(Exception):
     """The daemon answered with an error."""
 
@@ -42,12 +47,23 @@ def read_line(sock: socket.socket) -> bytes:
 
 def request(socket_path: Path, cmd: str, timeout: float = 30.0, **args: Any) -> Any:
     """Send one command to the daemon and return its result."""
+    sent = False
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
             sock.connect(str(socket_path))
             sock.sendall(encode({"cmd": cmd, **args}))
+            sent = True
             line = read_line(sock)
+    except TimeoutError as exc:
+        if not sent:
+            raise DaemonUnreachable(
+                f"cannot reach the syncd daemon on {socket_path}: timed out"
+            ) from exc
+        raise DaemonNoAnswer(
+            f"the syncd daemon on {socket_path} took `{cmd}` but did not answer within "
+            f"{timeout:g} s (stopped or stuck?): it may still carry it out; see `syncd status`"
+        ) from exc
     except (FileNotFoundError, ConnectionRefusedError) as exc:
         raise DaemonUnreachable(
             f"syncd daemon is not running (no answer on {socket_path})"
