@@ -30,7 +30,7 @@ bytecode: $(STAMP)
 # in ./sync/state.db. Ctrl-C stops the daemon cleanly.
 run: $(STAMP) bytecode
 	mkdir -p sync/local sync/remote
-	cd $(CURDIR) && PWD=$(CURDIR) $(BIN)/syncd run -c config/syncd.yaml
+	cd "$(CURDIR)" && PWD="$(CURDIR)" $(BIN)/syncd run -c config/syncd.yaml
 
 lint: $(STAMP)
 	$(BIN)/ruff check syncd tests bench
@@ -51,9 +51,14 @@ $(NODE_STAMP): package.json
 test: $(STAMP) $(NODE_STAMP) lint bytecode
 	$(BIN)/pytest -q
 
-# As root: the system unit, the inotify sysctl drop-in, and syncd itself in /usr/local.
+# As root: the system unit, the inotify sysctl drop-in, and syncd itself in a venv of its own
+# (/opt/syncd; a distribution's Python refuses a system-wide pip install, PEP 668), linked
+# into /usr/local/bin, where the unit's PATH finds it.
+SYSTEM_VENV := /opt/syncd
 install-systemd:
-	$(PYTHON) -m pip install --prefix /usr/local .
+	test -x $(SYSTEM_VENV)/bin/python || $(PYTHON) -m venv $(SYSTEM_VENV)
+	$(SYSTEM_VENV)/bin/pip install --quiet --upgrade .
+	ln -sf $(SYSTEM_VENV)/bin/syncd /usr/local/bin/syncd
 	install -D -m 0644 systemd/syncd.service /etc/systemd/system/syncd.service
 	install -D -m 0644 systemd/99-syncd-inotify.conf /etc/sysctl.d/99-syncd-inotify.conf
 	id -u syncd >/dev/null 2>&1 || useradd --system --home-dir /var/lib/syncd --shell /usr/sbin/nologin syncd
@@ -66,15 +71,21 @@ install-systemd:
 	systemctl daemon-reload
 	@echo "edit /etc/syncd/syncd.yaml and ReadWritePaths= in the unit, then: systemctl enable --now syncd"
 
-# As yourself: the user unit, with syncd installed for your user.
+# As yourself: the user unit, with syncd in a venv of your own, linked into ~/.local/bin.
+USER_VENV := $(HOME)/.local/share/syncd/venv
 install-systemd-user:
-	$(PYTHON) -m pip install --user .
+	test -x "$(USER_VENV)/bin/python" || $(PYTHON) -m venv "$(USER_VENV)"
+	"$(USER_VENV)/bin/pip" install --quiet --upgrade .
+	install -d "$(HOME)/.local/bin"
+	ln -sf "$(USER_VENV)/bin/syncd" "$(HOME)/.local/bin/syncd"
 	install -D -m 0644 systemd/syncd-user.service $(HOME)/.config/systemd/user/syncd.service
 	systemctl --user daemon-reload
 	@echo "write ~/.config/syncd/syncd.yaml, then: systemctl --user enable --now syncd"
 
+# Build and tool caches only: ./sync holds the files `make run` syncs (and their trash and
+# state), which are the user's.
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache sync
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache
 
 # `make bench`: syncd side by side with rclone, the AWS CLI, s3cmd, a raw boto3 loop and rsync on
 # the same emulators, with ratios (bench/README.md says how to read it). BENCH_SCALE=0.05 for a

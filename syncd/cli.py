@@ -126,7 +126,36 @@ def _socket(config_path: str | None) -> Path:
 
 
 def _lock(config: Config) -> InstanceLock:
+    """The instance lock of the config's state, for a command that syncs or writes it."""
+    _refuse_foreign_state(config)
     return instance_lock(config.state, Path(config.socket))
+
+
+def _refuse_foreign_state(config: Config) -> None:
+    """root working on a state another user keeps (the system service's, as `syncd`) would
+    leave root's files in that user's pair roots (its trash, downloads), which the service
+    then may not move or delete: every later deletion failed there. Exit 2, saying how."""
+    from syncd.state import sqlite_path
+
+    db = sqlite_path(config.state)
+    if os.geteuid() != 0 or db is None:
+        return
+    try:
+        owner = db.stat().st_uid
+    except OSError:
+        return
+    if owner != 0:
+        import pwd
+
+        try:
+            name = pwd.getpwuid(owner).pw_name
+        except KeyError:
+            name = str(owner)
+        fail(
+            f"state {db} belongs to user {name}: run this as that user (sudo -u {name} "
+            "syncd …), or the files syncd writes in its pair roots would be root's",
+            EXIT_USAGE,
+        )
 
 
 def _setup_logging(ctx: click.Context, config: Config) -> None:

@@ -657,3 +657,25 @@ def test_a_place_recorded_without_its_server_is_kept_over_an_upgrade(
     assert "local or remote changed" not in result.stderr
     assert not (setup.local / "gone.txt").exists()
     assert remote.read("gone.txt") is None and remote.read("keep.txt") == b"keep.txt"
+
+
+def test_root_is_refused_on_a_state_another_user_keeps(tmp_path: Path) -> None:
+    """The system service keeps its state as the `syncd` user. A `resolve` (or `once`) run
+    as root with the service stopped left root's trash folder in the pair root: every later
+    deletion of the service failed there. Now root is told to run as that user, exit 2."""
+    import os
+
+    from harness import unavailable_here
+
+    if os.geteuid() != 0:
+        unavailable_here("only root can be refused a state another user keeps")
+    setup, _ = folder_setup(tmp_path)
+    setup.write()
+    (setup.local / "a.txt").write_text("a")
+    assert syncd("once", "-c", setup.config).returncode == 0
+    os.chown(setup.state_db, 65534, 65534)
+    for command in (["once"], ["state", "rebuild"]):
+        result = syncd(*command, "-c", setup.config)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith(f"syncd: state {setup.state_db} belongs to user ")
+        assert "run this as that user (sudo -u " in result.stderr

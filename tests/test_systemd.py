@@ -266,3 +266,24 @@ def test_the_status_line_counts_files_in_plain_words(tmp_path: Path) -> None:
         assert daemon.status_line() == "syncing 1 file in docs"
         engine.queue.put("docs", "b.txt")
         assert daemon.status_line() == "syncing 2 files in docs"
+
+
+def test_the_installs_use_a_venv_and_clean_keeps_the_synced_folder() -> None:
+    """Read with `make -n` (which runs nothing). A distribution's Python refuses `pip install
+    --user` (PEP 668), and Debian's puts `pip install --prefix /usr/local` under
+    /usr/local/local, where neither the unit's PATH nor Python looks: each install makes a
+    venv of its own and links `syncd` where the unit finds it. `make clean` deleted ./sync,
+    the files `make run` syncs. `make run` from a folder with a space in its path failed."""
+
+    def recipe(target: str) -> str:
+        return subprocess.run(
+            ["make", "-n", target], cwd=UNITS.parent, capture_output=True, text=True, check=True
+        ).stdout
+
+    system, user = recipe("install-systemd"), recipe("install-systemd-user")
+    assert "python3 -m venv /opt/syncd" in system
+    assert "ln -sf /opt/syncd/bin/syncd /usr/local/bin/syncd" in system
+    assert '/.local/share/syncd/venv/bin/syncd" "' in user and "/.local/bin/syncd" in user
+    assert "--prefix" not in system and "install --user" not in user
+    assert " sync" not in recipe("clean").split("rm -rf", 1)[1]
+    assert f'cd "{UNITS.parent}"' in recipe("run")
