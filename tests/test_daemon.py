@@ -1534,6 +1534,37 @@ def test_a_reload_onto_another_local_folder_takes_no_upload_of_the_old_one_for_d
     assert sorted(p.name for p in remote.glob("new*.bin")) == arrived
 
 
+def test_a_bucket_that_lost_its_files_while_new_ones_went_up_is_held_as_emptied(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The bucket lost its data between two polls while new local files went up: the next
+    listing held only those, so the guard against an emptied remote did not fire, and the
+    old files (10 of 20: not over max_delete) were deleted here as "deleted remotely". A
+    listing without any file the base knew before is an emptied remote: held."""
+    remote = remote_for("s3", request, tmp_path)
+    setup = Setup(tmp_path, remote.url, options=remote.options, pair_extra={"poll_interval": 30})
+    setup.local.mkdir(parents=True)
+    old = {f"old{i}.txt": f"old {i}".encode() for i in range(10)}
+    for name, data in old.items():
+        (setup.local / name).write_bytes(data)
+    with running_daemon(setup) as daemon:
+        wait_for(lambda: len(remote.listing()) == 10)
+        daemon.wait_idle()
+        assert syncd("sync", "-c", setup.config).returncode == 0  # a poll: listed, all there
+        time.sleep(1)
+        daemon.wait_idle()
+        for key in remote.listing():
+            remote.delete(key)  # the bucket lost its data
+        for i in range(10):
+            (setup.local / f"new{i}.txt").write_text(f"new {i}")
+        wait_for(lambda: len(remote.listing()) == 10)
+        assert syncd("sync", "-c", setup.config).returncode == 0
+        held = wait_for(lambda: (p := daemon.pair_status())["state"] == "held" and p)
+        assert "without any of the files the base remembers" in held["held_reason"]
+        assert daemon.terminate() == 0
+    assert {name: (setup.local / name).read_bytes() for name in old} == old
+
+
 def test_sighup_applies_limits_and_retries_and_names_what_needs_a_restart(
     tmp_path: Path,
 ) -> None:

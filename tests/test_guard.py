@@ -21,7 +21,7 @@ CASES = [
         "emptied remote holds local deletions",
         PassFacts(1, 0, 100, 100, remote_emptied=True),
         True,
-        "empty",
+        "without any of the files the base remembers",
     ),
     (
         "emptied remote, remote deletions only",

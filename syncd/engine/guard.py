@@ -34,7 +34,10 @@ def hold_reason(facts: PassFacts) -> str | None:
     if not facts.root_present:
         return "the local root is missing"
     if facts.remote_emptied and facts.local_deletions:
-        return "the remote listing came back empty while the base remembers files"
+        return (
+            "the remote listing came back without any of the files the base remembers "
+            "(emptied, or another bucket?); use --force to allow"
+        )
     total = max(1, facts.synced_files)
     for side, count in (("remote", facts.remote_deletions), ("local", facts.local_deletions)):
         if count * 100 > facts.max_delete * total:

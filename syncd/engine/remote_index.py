@@ -20,6 +20,10 @@ class RemoteIndex:
         self._objects: dict[str, ObjectInfo] = {}
         self._touched: dict[str, float] = {}  # path -> monotonic time of our last write/observation
         self.listed = False
+        #: The paths written or looked at since the listing before the last one began (as
+        #: the last `replace` found them): a listing holding only these holds nothing the
+        #: remote had of its own.
+        self.recent: frozenset[str] = frozenset()
 
     def get(self, path: str) -> ObjectInfo | None:
         with self._lock:
@@ -52,6 +56,7 @@ class RemoteIndex:
                     else:
                         fresh[path] = mine
             self._objects = fresh
+            self.recent = frozenset(self._touched)
             self._touched = {p: t for p, t in self._touched.items() if t >= started}
             self.listed = True
             return dict(fresh)

@@ -187,14 +187,7 @@ class PairSyncer:
         self._moved_from: set[str] = set()
         self._lock = threading.Lock()
         self.deletions = DeletionBatch()
-        #: Deletions the guard held and nothing let through yet (kept in the state), and the
-        #: reason last logged for holding them.
-        self._held_before: set[str] = store.held_deletions(self.name)
-        self._held_stored = frozenset(self._held_before)
-        self._held_said: str | None = None
-        #: When the pair was last in sync, kept in the state (a restart, held, said null).
-        self.stats.last_sync = store.last_sync(self.name)
-        self._sync_stored = self.stats.last_sync or 0.0
+        self._load_kept(store)
         self.keeps: dict[str, str] = {}  # path -> 'local' | 'remote' | 'both', from `resolve`
         #: path -> what a `resolve` of it did, in words ("kept remote"), for its caller to say.
         self.resolutions: dict[str, str] = {}
@@ -230,6 +223,16 @@ class PairSyncer:
         #: vanished while it ran; and of those, the ones that failed (not the vanished).
         self.unlisted: set[str] = set()
         self._failing: set[str] = set()
+
+    def _load_kept(self, store: StateStore) -> None:
+        """What the state keeps of the pair across runs: the deletions the guard held and
+        nothing let through yet (and the reason last logged for holding them), when the pair
+        was last in sync (a restart, held, said null), and its open conflicts."""
+        self._held_before: set[str] = store.held_deletions(self.name)
+        self._held_stored = frozenset(self._held_before)
+        self._held_said: str | None = None
+        self.stats.last_sync = store.last_sync(self.name)
+        self._sync_stored = self.stats.last_sync or 0.0
         self.open_conflicts = {path for _, path, _, _ in store.conflicts(self.name)}
         for path in self.open_conflicts:
             self.stats.conflict(path, "waiting for a decision")
@@ -353,8 +356,14 @@ class PairSyncer:
         self.stats.clear_refused("remote", refused)
         merged = self.index.replace(usable.items(), started)
         # An empty listing while the base remembers files is far more likely a fault (wrong
-        # prefix, a bucket being restored) than a person deleting everything.
-        self.remote_emptied = not merged and self.store.count(self.name) > 0
+        # prefix, a bucket being restored) than a person deleting everything. So is one that
+        # holds only what this pair wrote since its last listing: a bucket that lost its
+        # data while new files went up meanwhile (they alone in it) is no less emptied.
+        remembered = self.store.count(self.name)
+        ours = self.index.recent
+        self.remote_emptied = (
+            remembered > len(ours) and not merged.keys() - ours if merged else remembered > 0
+        )
         return merged
 
     def _list_creating_nothing(self) -> list[ObjectInfo]:
