@@ -62,3 +62,18 @@ def test_a_stop_cuts_the_backoff_short() -> None:
         RetryPolicy(attempts=5, stopping=stopping).call(fn)
     assert len(calls) == 1
     assert time.monotonic() - started < 10
+
+
+def test_the_time_budget_counts_from_the_first_attempt() -> None:
+    """`retry.max_seconds` was counted from the second attempt (tenacity's start): a first
+    attempt that hung until its timeout took the whole budget and a second one as long."""
+    calls: list[float] = []
+
+    def slow_failure() -> str:
+        calls.append(time.monotonic())
+        time.sleep(0.3)
+        raise Transient("read timeout")
+
+    with pytest.raises(Transient):
+        RetryPolicy(attempts=10, max_seconds=0.2, max_wait=0.01).call(slow_failure)
+    assert len(calls) == 1  # the budget was spent by the first attempt: no second one

@@ -14,8 +14,9 @@ from tenacity import (
     Retrying,
     retry_if_exception,
     stop_after_attempt,
-    stop_after_delay,
+    stop_any,
 )
+from tenacity.stop import stop_base
 from tenacity.wait import wait_random_exponential
 
 from syncd.providers.errors import Cancelled, Throttled, Transient
@@ -26,6 +27,18 @@ T = TypeVar("T")
 def should_retry(exc: BaseException) -> bool:
     """Only the sentinel errors that promise a later success are worth another attempt."""
     return isinstance(exc, Throttled | Transient)
+
+
+class _OutOfTime(stop_base):
+    """Stop once `seconds` have passed since `started` (monotonic): `max_seconds` counts from
+    the first attempt, which tenacity does not see start (`RetryPolicy.call`)."""
+
+    def __init__(self, seconds: float, started: float) -> None:
+        self.seconds = seconds
+        self.started = started
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return time.monotonic() - self.started >= self.seconds
 
 
 class RetryPolicy:
@@ -68,6 +81,7 @@ class RetryPolicy:
         local-folder remote itself, and nearly every call succeeds at once. Its failure is
         handed to tenacity as attempt 1, so the backoff and the attempt count are the same as
         if tenacity had made it."""
+        started = time.monotonic()
         try:
             return fn()
         except (Throttled, Transient) as exc:
@@ -86,7 +100,9 @@ class RetryPolicy:
 
         retrying = Retrying(
             retry=retry_if_exception(should_retry),
-            stop=stop_after_attempt(self.attempts) | stop_after_delay(self.max_seconds),
+            # A request hung until its read timeout took the budget twice over when it
+            # counted from tenacity's own start.
+            stop=stop_any(stop_after_attempt(self.attempts), _OutOfTime(self.max_seconds, started)),
             wait=self._wait,
             before_sleep=before_sleep,
             sleep=self._sleep,
