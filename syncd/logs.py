@@ -76,6 +76,9 @@ def configure(level: str = "info", fmt: Literal["auto", "json", "console"] = "au
     root = logging.getLogger()
     root.handlers = [handler]  # again on a reload: one handler, this format
     root.setLevel(logging.WARNING)
+    # Python's warnings too (watchdog's RuntimeWarning when a folder moves out and back in):
+    # printed as they are, they were two lines of plain text amid the JSON.
+    logging.captureWarnings(True)
     # APScheduler warns at every poll a slow one makes it skip; `syncd status` says as much.
     logging.getLogger("apscheduler").setLevel(logging.ERROR)
     # DefaultAzureCredential warns once for every credential it tries (a screenful, with

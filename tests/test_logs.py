@@ -23,6 +23,8 @@ try:
 except ZeroDivisionError:
     logging.getLogger("urllib3").exception("connection broke")
 structlog.get_logger("syncd").info("uploaded", pair="docs", path="a.txt", bytes=3)
+import warnings
+warnings.warn("Callback already exists", RuntimeWarning)  # as watchdog's, folder churn
 """
 
 
@@ -35,7 +37,10 @@ def test_every_line_is_json_with_the_stable_keys() -> None:
         ("retry 2 of 8", "warning"),
         ("connection broke", "error"),
         ("uploaded", "info"),
+        (lines[3]["event"], "warning"),
     ]
+    assert lines[3]["logger"] == "py.warnings"
+    assert "RuntimeWarning: Callback already exists" in lines[3]["event"]
     assert lines[0]["logger"] == "botocore.retries"
     assert "ZeroDivisionError" in lines[1]["exception"]
     assert (lines[2]["pair"], lines[2]["path"], lines[2]["bytes"]) == ("docs", "a.txt", 3)
