@@ -1565,6 +1565,32 @@ def test_a_bucket_that_lost_its_files_while_new_ones_went_up_is_held_as_emptied(
     assert {name: (setup.local / name).read_bytes() for name in old} == old
 
 
+def test_a_folder_moved_out_while_its_new_file_goes_up_leaves_nothing_of_it(
+    tmp_path: Path,
+) -> None:
+    """A new file going up when its folder is moved out of the root: the folder's synced
+    files were deleted on the remote, but the file in flight (in neither the base nor the
+    index yet) was not looked at again: it stayed on the remote while status said in sync."""
+    setup, remote = folder_setup(tmp_path)
+    setup.extra["upload_limit"] = "1MB/s"
+    (setup.local / "dir").mkdir(parents=True)
+    for i in range(8):
+        (setup.local / f"k{i}.txt").write_text(f"k{i}")
+    for i in range(3):
+        (setup.local / "dir" / f"f{i}.txt").write_text(f"f{i}")
+    with running_daemon(setup) as daemon:
+        wait_for(lambda: len(list(remote.rglob("*.txt"))) == 11)
+        daemon.wait_idle()
+        (setup.local / "dir" / "big.bin").write_bytes(os.urandom(3 << 20))
+        wait_for(lambda: daemon.pair_status()["in_flight"] > 0, interval=0.05)
+        (setup.local / "dir").rename(tmp_path / "elsewhere")
+        wait_for(lambda: not (remote / "dir").exists(), timeout=30)
+        daemon.wait_idle(30)
+        assert daemon.terminate() == 0
+    assert sorted(p.name for p in remote.glob("*.txt")) == [f"k{i}.txt" for i in range(8)]
+    assert (tmp_path / "elsewhere" / "big.bin").stat().st_size == 3 << 20
+
+
 def test_sighup_applies_limits_and_retries_and_names_what_needs_a_restart(
     tmp_path: Path,
 ) -> None:

@@ -518,6 +518,10 @@ class Daemon:
         prefix = path + "/"
         paths.update(self.engine.store.paths_under(pair, path))
         paths.update(p for p in syncer.index.snapshot() if p.startswith(prefix))
+        # And what is in flight under it (a new file going up, in neither the base nor the
+        # index yet): queued behind itself, it is looked at again once done, so a file whose
+        # folder moved out of the root meanwhile does not stay on the remote.
+        paths.update(p for p in self.engine.queue.in_flight(pair) if p.startswith(prefix))
         for each in sorted(paths):
             self.engine.queue.put(pair, each)
 

@@ -187,6 +187,11 @@ class WorkQueue:
             if self._settled():
                 self._quiet.notify_all()
 
+    def in_flight(self, pair: str) -> set[str]:
+        """The paths of `pair` being worked on now."""
+        with self._lock:
+            return set(self._in_flight.get(pair, ()))
+
     def wait_landed(self, pair: str, timeout: float) -> bool:
         """Block until nothing of `pair` is in flight (False if `timeout` passed first)."""
         with self._lock:
