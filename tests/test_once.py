@@ -1275,6 +1275,8 @@ def test_a_file_and_a_folder_of_one_name_settle_in_one_pass(
     copies = [path for path in local if path.startswith("a.conflict-")]
     assert len(copies) == 1 and local[copies[0]] == edited
     assert local == {"a.txt/inner.txt": b"in the new folder", copies[0]: edited, **others}
+    # Said in the summary, as any settled conflict (it said "0 conflicts" and nothing more).
+    assert "  conflict settled: a.txt: a folder of this name " in result.stdout, result.stdout
     assert remote.objects() == local
     again = syncd("once", "-c", setup.config)
     assert again.returncode == 0 and "0 uploaded, 0 downloaded" in again.stdout

@@ -1377,7 +1377,9 @@ class PairSyncer:
             return Outcome.PENDING
         plog.warning("a file where the remote has a folder: kept as a conflict copy", file=blocker)
         self._oplog(blocker, "conflict", "ok", note="a folder of this name on the remote")
-        self._preserve_local_copy(blocker, local)
+        if self._preserve_local_copy(blocker, local) is Outcome.DONE:
+            note = "a folder of this name on the remote: the local file kept as a conflict copy"
+            self.stats.settle(blocker, note)  # a line of the run's summary
         return Outcome.REQUEUE  # this download, once the folder can be made
 
     def _waits_for_deletion(self, path: str, blockers: list[str], plog: Logger) -> bool:
@@ -1462,8 +1464,7 @@ class PairSyncer:
         plog.warning("a folder where the remote has a file: the file kept as a conflict copy")
         note = f"a folder of this name here: the remote file kept as {copy}"
         self._oplog(path, "conflict", "ok", note=note)
-        if not self._writes("local"):
-            self.stats.settle(path, note)  # the copy never comes down: say where it is
+        self.stats.settle(path, note)  # a line of the run's summary: where the file went
         self.enqueue(self.name, copy)
         for each in inside:
             self.enqueue(self.name, each)
