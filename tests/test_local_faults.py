@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 import structlog
-from harness import SYNCD, Setup, require_without_dac, syncd, tree
+from harness import SYNCD, Setup, folder_setup, require_without_dac, syncd, tree
 
 from syncd.config import load_config_dict
 from syncd.engine import localfs, transfer
@@ -850,9 +850,7 @@ def test_a_root_replaced_by_an_empty_folder_is_a_fault_not_a_mass_deletion(
     wrong disk, to go up over the other machine's edit once the disk was back. The root now
     carries the pair's id (`.syncd/folder-id`): another folder is a fault, nothing written or
     deleted, until the right one is back."""
-    remote = tmp_path / "remote"
-    remote.mkdir()
-    setup = Setup(tmp_path, f"file://{remote}", pair_extra={"max_delete": max_delete})
+    setup, remote = folder_setup(tmp_path, max_delete=max_delete)
     setup.write()
     for i in range(6):
         (setup.local / f"f{i}.txt").write_text(f"v1 {i}")
@@ -888,9 +886,7 @@ def test_an_empty_root_a_state_without_folder_id_remembers_files_for_is_a_fault(
     """A state from before folder ids (or one whose mark is gone) and an empty root while
     the base remembers files: a disk not mounted as likely as a folder emptied by hand, and
     the root is not marked there; a fault that says what to do, nothing deleted."""
-    remote = tmp_path / "remote"
-    remote.mkdir()
-    setup = Setup(tmp_path, f"file://{remote}", pair_extra={"max_delete": 100})
+    setup, remote = folder_setup(tmp_path, max_delete=100)
     setup.write()
     for i in range(3):
         (setup.local / f"f{i}.txt").write_text(f"v1 {i}")
