@@ -357,13 +357,16 @@ class PairSyncer:
         merged = self.index.replace(usable.items(), started)
         # An empty listing while the base remembers files is far more likely a fault (wrong
         # prefix, a bucket being restored) than a person deleting everything. So is one that
-        # holds only what this pair wrote since its last listing: a bucket that lost its
-        # data while new files went up meanwhile (they alone in it) is no less emptied.
+        # holds only what this pair wrote since its last listing and lacks at least as many
+        # files as that: a bucket that lost its data while new files went up meanwhile (they
+        # alone in it) is no less emptied. (A few files deleted on another machine while
+        # this one rewrote the rest is not: it lacks fewer than it holds.)
         remembered = self.store.count(self.name)
-        ours = self.index.recent
-        self.remote_emptied = (
-            remembered > len(ours) and not merged.keys() - ours if merged else remembered > 0
-        )
+        if not merged:
+            self.remote_emptied = remembered > 0
+        else:
+            only_ours = not merged.keys() - self.index.recent
+            self.remote_emptied = only_ours and remembered - len(merged) >= len(merged)
         return merged
 
     def _list_creating_nothing(self) -> list[ObjectInfo]:
