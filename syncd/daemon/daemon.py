@@ -549,7 +549,14 @@ class Daemon:
             self.full_scan(name, backoff=True)
             return
         try:
-            syncer.check_root()
+            try:
+                syncer.check_root()
+            except PairFault:
+                # Missing, or not the folder synced (a disk unmounted): its watch is of no
+                # use now, and the folder that comes back (the disk mounted again) is
+                # watched anew and compared in full, even with the device and inode of old.
+                self._watched_roots[name] = None
+                raise
             if self._root_replaced(name) or self._rewatched(name):
                 return
             if syncer.stats.fault is None and not self.remote_changes.needs_listing(name):
