@@ -1032,7 +1032,7 @@ def test_a_local_root_made_anew_is_a_fault_until_the_synced_folder_is_back(
 ) -> None:
     """The local root moved away (the pair is in error, nothing deleted), then a folder made
     anew under its name (a disk's bare mount point looks the same): it is not the folder the
-    pair synced (no `.syncd/folder-id` of the pair), so the pair stays in error and nothing
+    pair synced (another inode than the one recorded), so the pair stays in error and nothing
     of it goes up. The synced folder moved back is watched again (the old watch followed it
     away), and what is dropped there goes up."""
     setup, remote = folder_setup(tmp_path)
@@ -1340,7 +1340,9 @@ def _ops(setup: Setup) -> list[tuple[str, str]]:
 
 
 def test_atomic_save_is_one_update_and_a_folder_rename_is_moves(tmp_path: Path) -> None:
-    setup, remote = folder_setup(tmp_path)
+    # A settle long enough for a loaded machine (CI's two cores) to see the folder's move
+    # out and in within one window: a move, not a deletion and an upload.
+    setup, remote = folder_setup(tmp_path, settle=1.0)
     (tmp_path / "local" / "docs").mkdir(parents=True)
     (tmp_path / "local" / "doc.txt").write_text("draft 1")
     for i in range(3):

@@ -848,14 +848,14 @@ def test_a_root_replaced_by_an_empty_folder_is_a_fault_not_a_mass_deletion(
     root renamed away and made anew). Taken for the synced folder, it read as every file
     deleted: the bucket wiped at `max_delete: 100`, and a remote edit downloaded onto the
     wrong disk, to go up over the other machine's edit once the disk was back. The root now
-    carries the pair's id (`.syncd/folder-id`): another folder is a fault, nothing written or
+    is recorded (its filesystem's id and inode): another folder is a fault, nothing written or
     deleted, until the right one is back."""
     setup, remote = folder_setup(tmp_path, max_delete=max_delete)
     setup.write()
     for i in range(6):
         (setup.local / f"f{i}.txt").write_text(f"v1 {i}")
     assert syncd("once", "-c", setup.config).returncode == 0
-    assert (setup.local / ".syncd" / "folder-id").is_file()
+    assert not (setup.local / ".syncd").exists()  # nothing of syncd's in the root for that
 
     disk = tmp_path / "disk"
     setup.local.rename(disk)  # unmounted: the mount point is left, empty
@@ -880,12 +880,12 @@ def test_a_root_replaced_by_an_empty_folder_is_a_fault_not_a_mass_deletion(
     assert sorted(p.name for p in remote.glob("*.txt")) == [f"f{i}.txt" for i in range(6)]
 
 
-def test_an_empty_root_a_state_without_folder_id_remembers_files_for_is_a_fault(
+def test_an_empty_root_a_state_without_its_folder_remembers_files_for_is_a_fault(
     tmp_path: Path,
 ) -> None:
-    """A state from before folder ids (or one whose mark is gone) and an empty root while
-    the base remembers files: a disk not mounted as likely as a folder emptied by hand, and
-    the root is not marked there; a fault that says what to do, nothing deleted."""
+    """A state from before roots were recorded and an empty root while the base remembers
+    files: a disk not mounted as likely as a folder emptied by hand, and that root is not
+    recorded; a fault that says what to do, nothing deleted."""
     setup, remote = folder_setup(tmp_path, max_delete=100)
     setup.write()
     for i in range(3):

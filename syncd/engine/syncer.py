@@ -205,9 +205,9 @@ class PairSyncer:
         self._warned_skips: set[str] = set()
         #: A dry run of a download into a folder the real run would make: absent, it is empty.
         self.missing_root_is_empty = False
-        #: The root carries the pair's folder id (checked by `check_root`): each path synced
-        #: looks that it still does.
-        self._marked = False
+        #: (device, inode) of the root when `check_root` last found it the synced folder:
+        #: each path synced looks that it still is.
+        self._root_seen: tuple[int, int] | None = None
         #: A dry run of an upload to a local-folder remote the real run would make: absent,
         #: it is empty.
         self.missing_remote_is_empty = False
@@ -260,51 +260,36 @@ class PairSyncer:
         self._check_folder_id()
 
     def _check_folder_id(self) -> None:
-        """Is the root the folder this pair synced (`folder_id`)? Marked at its first pass,
-        and taken as it is when the state knows no mark (a state forgotten, or one from an
-        older syncd) unless it is empty while the state remembers files. Otherwise a fault:
+        """Is the root the folder this pair synced (`folder_id`)? Recorded at its first pass,
+        and taken as it is when the state knows none (a state forgotten, or one from an older
+        syncd) unless it is empty while the state remembers files. Otherwise a fault:
         nothing is written there, nothing deleted anywhere for what it lacks. One-way copies
-        write no mark into the folders they copy from or into (and delete nothing)."""
+        (which delete nothing) take their folders as they are."""
         if not self.propagate_deletes:
             return
         recorded = self.store.root_folder(self.name)
-        try:
-            found = folder_id.read(self.root)
-        except OSError as exc:
-            raise PairFault(f"cannot read {self.root / folder_id.WHERE}: {_describe(exc)}") from exc
+        found = folder_id.identity(self.root)
+        if found is None:
+            raise PairFault(f"local root {self.root} is missing or not a folder")
         if recorded is not None:
             if found != recorded:
                 raise PairFault(self._not_the_folder())
-            self._marked = True
-            return
-        if found is None and self.store.count(self.name) and localfs.looks_empty(self.root):
+        elif self.store.count(self.name) and localfs.looks_empty(self.root):
             raise PairFault(
                 f"local root {self.root} is empty while the state remembers "
                 f"{self.store.count(self.name)} synced files (a disk not mounted?); if it was "
                 f"emptied on purpose, delete the files on the remote too, or run `syncd state "
                 f"rebuild --pair {self.name}` to fetch them again"
             )
-        if self.plan_only:
-            return
-        if found is None:
-            try:
-                found = folder_id.make(self.root)
-            except OSError as exc:
-                self.log.warning(
-                    "cannot mark the local root: a disk not mounted there could not be told "
-                    "from a folder emptied",
-                    error=_describe(exc),
-                )
-                return
-        self.store.set_root_folder(self.name, found)
-        self._marked = True
+        elif not self.plan_only:
+            self.store.set_root_folder(self.name, found)
+        self._root_seen = folder_id.seen(self.root)
 
     def _not_the_folder(self) -> str:
         return (
-            f"local root {self.root} is not the folder this pair synced: its "
-            f"{folder_id.WHERE} is missing or another (a disk not mounted? the folder made "
-            f"anew?); if it is the right folder, `syncd state rebuild --pair {self.name}` "
-            "makes the next pass a first sync, which deletes nothing"
+            f"local root {self.root} is not the folder this pair synced (a disk not mounted? "
+            f"the folder made anew?); if it is the right folder, `syncd state rebuild --pair "
+            f"{self.name}` makes the next pass a first sync, which deletes nothing"
         )
 
     def list_remote(self) -> dict[str, ObjectInfo]:
@@ -743,7 +728,7 @@ class PairSyncer:
     def _sync_path(self, path: str, keep: str | None) -> Outcome:
         if self._removed.is_set():
             return Outcome.DONE
-        if self._marked and not folder_id.present(self.root):
+        if self._root_seen is not None and not folder_id.same_folder(self.root, self._root_seen):
             # The root stopped being the synced folder under a running daemon (a disk
             # unmounted): its next poll finds the pair at fault; until the folder is back,
             # nothing is written to it or deleted for what it lacks.
