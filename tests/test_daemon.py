@@ -4,12 +4,9 @@ over the socket exactly as the contract says, SIGTERM stops it cleanly."""
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import errno
 import functools
 import hashlib
 import os
-import resource
 import shutil
 import signal
 import socket
@@ -1731,39 +1728,34 @@ def test_prometheus_metrics_endpoint(tmp_path: Path) -> None:
 
 
 def test_without_inotify_the_pair_is_scanned_at_every_poll(tmp_path: Path) -> None:
-    """Every inotify instance of this user is taken (a real exhaustion, not a mock): the daemon
-    says so, stays up, and finds local changes by scanning at each poll instead."""
-    limit = int(Path("/proc/sys/fs/inotify/max_user_instances").read_text())
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, limit + 64)), hard))
-    libc = ctypes.CDLL(None, use_errno=True)
-    taken: list[int] = []
-    remote = tmp_path / "remote"
-    remote.mkdir()
-    setup = Setup(tmp_path, f"file://{remote}")
-    try:
-        while (fd := libc.inotify_init1(os.O_CLOEXEC)) >= 0:
-            taken.append(fd)
-        assert ctypes.get_errno() == errno.EMFILE
-        with running_daemon(setup) as daemon:
-            (setup.local / "found-by-scan.txt").write_bytes(b"no watcher saw this")
-            wait_for(lambda: (remote / "found-by-scan.txt").exists(), timeout=15)
-            assert (remote / "found-by-scan.txt").read_bytes() == b"no watcher saw this"
-            assert "scanning it every poll_interval instead" in daemon.logs()
-            assert "max_user_watches" in daemon.logs()
-            assert daemon.pair_status()["state"] in ("idle", "syncing")
-            assert daemon.terminate() == 0
-    finally:
-        for fd in taken:
-            os.close(fd)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    """No inotify instance to be had (a real limit of 0, in a user namespace of the daemon's
+    own: the other processes of the machine keep theirs): the daemon says so, stays up, and
+    finds local changes by scanning at each poll instead."""
+    wrapper = _inotify_limit("max_inotify_instances", 0)
+    setup, remote = folder_setup(tmp_path)
+    setup.local.mkdir()
+    with running_daemon(setup, wrapper) as daemon:
+        (setup.local / "found-by-scan.txt").write_bytes(b"no watcher saw this")
+        wait_for(lambda: (remote / "found-by-scan.txt").exists(), timeout=15)
+        assert (remote / "found-by-scan.txt").read_bytes() == b"no watcher saw this"
+        assert "scanning it every poll_interval instead" in daemon.logs()
+        assert "max_user_watches" in daemon.logs()
+        assert daemon.pair_status()["state"] in ("idle", "syncing")
+        assert daemon.terminate() == 0
 
 
 def _few_inotify_watches(limit: int) -> list[str]:
     """A command prefix that runs its command in a user namespace of its own allowing only
-    `limit` inotify watches (the per-namespace max_user_watches; the machine's is untouched),
-    or skips the test where user namespaces are not allowed."""
-    knob = "/proc/sys/user/max_inotify_watches"
+    `limit` inotify watches (see `_inotify_limit`)."""
+    return _inotify_limit("max_inotify_watches", limit)
+
+
+def _inotify_limit(knob_name: str, limit: int) -> list[str]:
+    """A command prefix that runs its command in a user namespace of its own whose inotify
+    `knob_name` (`max_inotify_watches`, `max_inotify_instances`) is `limit` (a limit of the
+    namespace: the machine's is untouched), or skips the test where user namespaces are not
+    allowed."""
+    knob = f"/proc/sys/user/{knob_name}"
     wrapper = [
         "unshare",
         "--user",
