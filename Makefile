@@ -47,9 +47,10 @@ $(NODE_STAMP): package.json
 	touch $(NODE_STAMP)
 
 # Emulators (moto, fake-gcs-server, Azurite) are started by the test fixtures on free loopback
-# ports and stopped by pid.
+# ports and stopped by pid, by each of the two workers for itself. The suite mostly waits
+# (daemons settling, polls, subprocesses starting): two workers halve its time on two cores.
 test: $(STAMP) $(NODE_STAMP) lint bytecode
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2
 
 # As root: the system unit, the inotify sysctl drop-in, and syncd itself in a venv of its own
 # (/opt/syncd; a distribution's Python refuses a system-wide pip install, PEP 668), linked
