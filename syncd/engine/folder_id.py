@@ -17,15 +17,16 @@ import os
 from pathlib import Path
 
 
-def identity(root: Path) -> str | None:
-    """ "FSID:INODE" of the folder at `root` (a symlink to it followed: a configured root may
-    be one), or None when there is no folder there to tell."""
+def look(root: Path) -> tuple[str, tuple[int, int]] | None:
+    """The folder at `root` (a symlink to it followed: a configured root may be one): its
+    "FSID:INODE", kept in the state, and its (device, inode), for `same_folder` while this
+    process runs; None when there is no folder there to tell."""
     try:
         st = os.stat(root)
         fsid = os.statvfs(root).f_fsid
     except OSError:
         return None
-    return f"{fsid:x}:{st.st_ino}"
+    return f"{fsid:x}:{st.st_ino}", (st.st_dev, st.st_ino)
 
 
 def same_folder(root: Path, seen: tuple[int, int]) -> bool:
@@ -36,12 +37,3 @@ def same_folder(root: Path, seen: tuple[int, int]) -> bool:
     except OSError:
         return False
     return (st.st_dev, st.st_ino) == seen
-
-
-def seen(root: Path) -> tuple[int, int] | None:
-    """(device, inode) of the folder at `root` now, for `same_folder`."""
-    try:
-        st = os.stat(root)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino)

@@ -268,9 +268,10 @@ class PairSyncer:
         if not self.propagate_deletes:
             return
         recorded = self.store.root_folder(self.name)
-        found = folder_id.identity(self.root)
-        if found is None:
+        looked = folder_id.look(self.root)
+        if looked is None:
             raise PairFault(f"local root {self.root} is missing or not a folder")
+        found, seen = looked
         if recorded is not None:
             if found != recorded:
                 raise PairFault(self._not_the_folder())
@@ -283,7 +284,7 @@ class PairSyncer:
             )
         elif not self.plan_only:
             self.store.set_root_folder(self.name, found)
-        self._root_seen = folder_id.seen(self.root)
+        self._root_seen = seen
 
     def _not_the_folder(self) -> str:
         return (

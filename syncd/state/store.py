@@ -922,17 +922,11 @@ class StateStore:
 
     def last_sync(self, pair: str) -> float | None:
         """When the pair was last fully in sync, as the last run saw it (None: never)."""
-        with self._engine.connect() as conn:
-            found = conn.execute(
-                select(schema.meta.c.value).where(schema.meta.c.key == _meta_key("synced", pair))
-            ).scalar_one_or_none()
+        found = self._meta(_meta_key("synced", pair))
         return float(found) if found else None
 
     def set_last_sync(self, pair: str, when: float) -> None:
-        key = _meta_key("synced", pair)
-        with self._writing() as conn:
-            conn.execute(delete(schema.meta).where(schema.meta.c.key == key))
-            conn.execute(schema.meta.insert().values(key=key, value=repr(when)))
+        self._set_meta(_meta_key("synced", pair), repr(when))
 
     def place(self, pair: str) -> str | None:
         """The local root and remote the pair's state describes (`set_place`), or None for a
@@ -943,7 +937,7 @@ class StateStore:
         self._set_meta(_meta_key("place", pair), place)
 
     def root_folder(self, pair: str) -> str | None:
-        """Which folder the pair's local root was when its base was recorded ("device:inode"),
+        """Which folder the pair's local root was when its base was recorded ("FSID:INODE"),
         or None (a new pair, a state forgotten, or one made by an older syncd)."""
         return self._meta(_root_key(pair))
 
@@ -957,28 +951,23 @@ class StateStore:
             ).scalar_one_or_none()
         return str(found) if found is not None else None
 
-    def _set_meta(self, key: str, value: str) -> None:
+    def _set_meta(self, key: str, value: str | None) -> None:
+        """Write one meta row (None: remove it)."""
         with self._writing() as conn:
             conn.execute(delete(schema.meta).where(schema.meta.c.key == key))
-            conn.execute(schema.meta.insert().values(key=key, value=value))
+            if value is not None:
+                conn.execute(schema.meta.insert().values(key=key, value=value))
 
     def held_deletions(self, pair: str) -> set[str]:
         """The paths whose deletion the guard held when it last looked at this pair: kept over
         a restart, since a hold is lifted by --force or by the files coming back, never by
         the pair growing meanwhile (see `guard.hold_reason`)."""
-        with self._engine.connect() as conn:
-            found = conn.execute(
-                select(schema.meta.c.value).where(schema.meta.c.key == _held_key(pair))
-            ).scalar_one_or_none()
+        found = self._meta(_held_key(pair))
         return set(json.loads(found)) if found else set()
 
     def set_held_deletions(self, pair: str, paths: Iterable[str]) -> None:
         held = sorted(paths)
-        key = _held_key(pair)
-        with self._writing() as conn:
-            conn.execute(delete(schema.meta).where(schema.meta.c.key == key))
-            if held:
-                conn.execute(schema.meta.insert().values(key=key, value=json.dumps(held)))
+        self._set_meta(_held_key(pair), json.dumps(held) if held else None)
 
     def bump(self, pair: str, deltas: dict[str, int]) -> None:
         with self._writing() as conn:
