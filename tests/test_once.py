@@ -354,6 +354,44 @@ def test_excluded_paths_are_not_transferred(tmp_path: Path, remote: Remote) -> N
     assert set(remote.listing()) == {"keep.txt", ".syncignore"}
 
 
+def test_un_excluding_compares_afresh_and_deletes_nothing(tmp_path: Path, remote: Remote) -> None:
+    """While a path is excluded its changes go unseen; once it syncs again, a copy one side
+    lost meanwhile is copied back, never taken for a deletion to carry out on the other."""
+    setup = _setup(tmp_path, remote)
+    for name in ("gone-remote.txt", "gone-local.txt", "edited.txt", "plain.txt"):
+        (setup.local / name).write_bytes(name.encode())
+    assert syncd("once", "-c", setup.config).returncode == 0
+
+    setup.pair_extra["exclude"] = ["gone-*.txt", "edited.txt"]
+    setup.write()
+    assert syncd("once", "-c", setup.config).returncode == 0
+    remote.delete("gone-remote.txt")
+    (setup.local / "gone-local.txt").unlink()
+    remote.put("edited.txt", b"edited on the remote, meanwhile")
+    os.utime(setup.local / "edited.txt", (1_600_000_000, 1_600_000_000))  # the older copy
+    excluded = syncd("once", "-c", setup.config)
+    assert excluded.returncode == 0, excluded.stdout + excluded.stderr
+    assert "0 uploaded, 0 downloaded, 0 failed" in excluded.stdout
+
+    setup.pair_extra["exclude"] = []
+    setup.write()
+    result = syncd("once", "-c", setup.config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    expected = {
+        "gone-remote.txt": b"gone-remote.txt",
+        "gone-local.txt": b"gone-local.txt",
+        "edited.txt": b"edited on the remote, meanwhile",  # timestamp_wins: the newer copy
+        "plain.txt": b"plain.txt",
+    }
+    assert tree(setup.local) == expected
+    assert {key: remote.get(key) for key in expected} == expected
+    # Only the loser of edited.txt went to a trash, as any loser does; nothing was deleted.
+    local_trash = setup.local / ".syncd" / "trash"
+    trashed = [p.read_bytes() for p in local_trash.rglob("*") if p.is_file()]
+    trashed += [remote.get(key) for key in remote.listing() if key.startswith(REMOTE_TRASH)]
+    assert trashed == [b"edited.txt"]
+
+
 def test_hostile_remote_keys_are_refused_and_nothing_leaves_the_root(
     tmp_path: Path, bucket_remote: Remote
 ) -> None:

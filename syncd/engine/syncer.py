@@ -518,8 +518,11 @@ class PairSyncer:
             if first_pass and self.large is not None:
                 self.large.cleanup_stale(self._stat_local, self.root)
         plan: list[PlanItem] = []
+        excluded: list[str] = []
         for path in sorted(local.keys() | remote.keys() | base.keys()):
             if self.filter.excluded(path):
+                if path in base:
+                    excluded.append(path)
                 continue
             if self.unlisted and self._in_unlisted(path) and path not in local:
                 # Its folder could not be read: absent from the scan is not deleted.
@@ -537,12 +540,24 @@ class PairSyncer:
                 or decision.reason == ARCHIVED
             ):
                 plan.append(PlanItem(path, decision))
+        if excluded and not self.plan_only:
+            self._forget_excluded(excluded)
         with self._lock:
             self._planned_new.update(item.path for item in plan if item.path not in base)
         if first_pass and self.large is not None and not self.plan_only:
             # An unfinished upload of a path with nothing to do is never resumed (issue 5).
             self.large.abandon_all_but({item.path for item in plan})
         return plan
+
+    def _forget_excluded(self, paths: list[str]) -> None:
+        """Drop the base entries of paths the pair no longer syncs. While excluded, a change
+        to either copy goes unseen; kept, the entry would later read a deletion made
+        meanwhile on one side as one to carry out on the other (the file un-excluded on a
+        machine that still has it: its copy to the trash). Forgotten, an un-excluded path is
+        compared afresh, as at a first sync (rclone bisync wants `--resync` after a filter
+        change for the same reason): present on one side, it is copied to the other."""
+        self.store.forget(self.name, paths)
+        self.log.info("excluded paths forgotten", count=len(paths))
 
     def _hold(self) -> dict[str, BaseEntry]:
         """The base entries, held in memory for the pass; a remote that can batch its
