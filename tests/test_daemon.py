@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -572,7 +573,7 @@ def test_sigterm_during_a_throttled_multipart_upload_stops_within_10_s(
     """Issue 2: in-flight transfers finish or abort cleanly within 10 s. A big upload held to
     1 MB/s cannot finish: its parts are cancelled at once, and none of them sits out a retry's
     backoff (S3's client had turned the cancellation into a retryable client error). Nothing
-    appears under the file's name."""
+    appears under the file's name, and the log says the upload stopped part-way."""
     remote = remote_for(kind, request, tmp_path, prefix="docs/")
     setup = Setup(
         tmp_path,
@@ -589,6 +590,9 @@ def test_sigterm_during_a_throttled_multipart_upload_stops_within_10_s(
         assert daemon.proc.wait(10) == 0, daemon.logs()
         assert time.monotonic() - started < 10
     assert "big.bin" not in remote.listing()
+    logs = daemon.log_path.read_text()
+    stopped = [json.loads(line) for line in logs.splitlines() if "stopped part-way" in line]
+    assert [(line["path"], line["parts"]) for line in stopped] == [("big.bin", 8)], logs
 
 
 def test_a_hung_remote_at_start_up_holds_up_no_other_pair_nor_the_stop(tmp_path: Path) -> None:

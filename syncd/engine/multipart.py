@@ -27,8 +27,9 @@ import secrets
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, cast
@@ -508,7 +509,8 @@ class LargeTransfers:
 
         todo = [p for p in parts if p.number not in done]
         concurrency = 1 if limits.sequential else self.settings.concurrency
-        _run_all([lambda p=p: send(p) for p in todo], concurrency, self.is_cancelled)  # type: ignore[misc]
+        with self._said_if_stopped("upload", path, lambda: len(sent), len(parts)):
+            _run_all([lambda p=p: send(p) for p in todo], concurrency, self.is_cancelled)  # type: ignore[misc]
         return self._complete(path, request, upload_id, [sent[p.number] for p in parts], still)
 
     def _complete(
@@ -838,14 +840,34 @@ class LargeTransfers:
 
         count = -(-remote.size // chunk)
         todo = [i for i in range(count) if i not in done]
-        _run_all(
-            [lambda i=i: fetch(i) for i in todo],  # type: ignore[misc]
-            self.settings.concurrency,
-            self.is_cancelled,
-        )
+        with self._said_if_stopped("download", path, lambda: len(done) + len(infos), count):
+            _run_all(
+                [lambda i=i: fetch(i) for i in todo],  # type: ignore[misc]
+                self.settings.concurrency,
+                self.is_cancelled,
+            )
         if infos:
             return infos[-1]
         return self.retry.call(lambda: _stat_info(self.provider, remote))
+
+    @contextmanager
+    def _said_if_stopped(
+        self, kind: str, path: str, held: Callable[[], int], parts: int
+    ) -> Iterator[None]:
+        """Say where a stop of syncd left a large transfer. Its finished parts stay recorded
+        and the next pass resumes from them; unsaid, a stop in the middle of a long transfer
+        looked the same in the log as one that never began."""
+        try:
+            yield
+        except Cancelled:
+            log.info(
+                f"large {kind} stopped part-way; the next pass resumes it",
+                pair=self.pair,
+                path=path,
+                parts_done=held(),
+                parts=parts,
+            )
+            raise
 
     def _forget_download(self, path: str, spot: Spot, temp: str) -> None:
         remove_at(spot, temp)
