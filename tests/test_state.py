@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -578,7 +579,8 @@ def test_a_pair_moved_to_another_server_starts_over_with_a_first_sync(tmp_path: 
 
 
 def test_a_state_syncd_cannot_make_or_must_not_use_is_one_line(tmp_path: Path) -> None:
-    """`state:` under a file, in a folder syncd may not write, or naming another program's
+    """`state:` under a file, in a folder syncd may not write, naming a folder or a pipe (or
+    `/dev/null`: run as root, syncd made `/dev/null.lock`), or naming another program's
     SQLite database: one line naming the file, exit 1, no traceback. The other program's
     database was given syncd's tables (and its own `files` table read as syncd's)."""
     import subprocess
@@ -598,7 +600,12 @@ def test_a_state_syncd_cannot_make_or_must_not_use_is_one_line(tmp_path: Path) -
     db.close()
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o555)
+    folder, pipe = tmp_path / "a-folder", tmp_path / "a-pipe"
+    folder.mkdir()
+    os.mkfifo(pipe)
     cases = [
+        ([], folder, f"cannot use state {folder}: not a regular file"),
+        ([], pipe, f"cannot use state {pipe}: not a regular file"),
         (
             [],
             blocker / "state.db",
@@ -630,6 +637,7 @@ def test_a_state_syncd_cannot_make_or_must_not_use_is_one_line(tmp_path: Path) -
     db.close()
     assert (tables, rows) == ([("files",)], [("my note", "precious")])
     assert list(locked.iterdir()) == []
+    assert not (tmp_path / "a-folder.lock").exists() and not (tmp_path / "a-pipe.lock").exists()
 
 
 def test_a_place_recorded_without_its_server_is_kept_over_an_upgrade(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 from pathlib import Path
 
 from syncd.oserror import not_a_folder_or
@@ -27,12 +28,16 @@ class LockFileUnusable(LockUnavailable):
 
 
 class InstanceLock:
-    def __init__(self, path: Path, what: str) -> None:
+    def __init__(self, path: Path, what: str, guarded: Path | None = None) -> None:
         self.path = path
         self.what = what
+        #: The file the lock keeps (the SQLite state), when there is one.
+        self.guarded = guarded
         self._fd: int | None = None
 
     def acquire(self) -> None:
+        if self.guarded is not None:
+            _file_or_nothing(self.guarded, self.what)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -74,5 +79,16 @@ def instance_lock(state_url: str, socket: Path) -> InstanceLock:
 
     db = sqlite_path(state_url)
     if db is not None:
-        return InstanceLock(db.with_name(db.name + ".lock"), f"state {db}")
+        return InstanceLock(db.with_name(db.name + ".lock"), f"state {db}", guarded=db)
     return InstanceLock(socket.with_name(socket.name + ".lock"), f"socket {socket}")
+
+
+def _file_or_nothing(path: Path, what: str) -> None:
+    """A state that names a folder, a device or a pipe (`sqlite:////dev/null`) is refused
+    before a lock is made beside it: run as root, that made `/dev/null.lock`."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # missing (made later), or unreachable: the lock's own open says why
+    if not stat.S_ISREG(mode):
+        raise LockFileUnusable(f"cannot use {what}: not a regular file")
