@@ -360,3 +360,71 @@ def test_a_download_whose_folder_is_moved_away_writes_nothing_there(tmp_path: Pa
     again = syncd("once", "-c", setup.config)
     assert again.returncode == 0, again.stdout + again.stderr
     assert (setup.local / "dir" / "big.bin").read_bytes() == data
+
+
+# -- the local file changes while syncd acts on it --------------------------------------------
+
+
+class RewritingDownloads:
+    """The real provider; each download first lets `edit` run (a program writing the local
+    file while the remote version comes down)."""
+
+    def __init__(self, inner: Provider, edit: Callable[[], None]) -> None:
+        self._inner = inner
+        self._edit = edit
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def download(self, key: str, sink: Any, if_match: str | None = None) -> Any:
+        self._edit()
+        return self._inner.download(key, sink, if_match=if_match)
+
+
+def rewrite_in_place(target: Path, data: bytes) -> None:
+    """Write `data` over the file's bytes, its size and mtime put back as they were (a tag
+    editor that keeps the file's time): only the ctime tells."""
+    before = target.stat()
+    with open(target, "r+b") as fh:
+        fh.write(data)
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = target.stat()
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+
+
+def test_a_rewrite_in_place_during_a_download_is_never_overwritten(
+    tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The download was decided on a local file unchanged since the last sync; while the
+    remote version came down, the local one was rewritten in place, size and mtime kept. The
+    check before the rename looked at size, mtime and inode only, and the rename destroyed the
+    edit, kept nowhere. Now the ctime shows the write: the path is decided again, a conflict,
+    and both versions survive."""
+    remote = remote_for("file", request, tmp_path)
+    local = tmp_path / "local"
+    local.mkdir()
+    target = local / "song.mp3"
+    target.write_bytes(b"tags v0 " * 8)
+    with _engine(tmp_path, remote) as engine:
+        assert engine.sync_once().exit_code == 0
+    remote.put("song.mp3", b"a new version from elsewhere")
+
+    edited: list[bool] = []
+
+    def edit() -> None:
+        if not edited:
+            edited.append(True)
+            rewrite_in_place(target, b"tags v1 " * 8)
+
+    real_open = core.open_provider
+    monkeypatch.setattr(
+        core, "open_provider", lambda *a, **k: RewritingDownloads(real_open(*a, **k), edit)
+    )
+    with _engine(tmp_path, remote) as engine:
+        engine.sync_once()
+    monkeypatch.undo()
+
+    assert edited == [True]
+    files = _converge(tmp_path, remote)
+    assert sorted(files.values()) == [b"a new version from elsewhere", b"tags v1 " * 8]
+

@@ -52,7 +52,7 @@ from syncd.engine.progress import InFlight
 from syncd.engine.remote_index import RemoteIndex
 from syncd.engine.retry import RetryPolicy
 from syncd.engine.stats import REFUSED_OPS, PairStats
-from syncd.engine.transfer import Result, Transfers, same_stat
+from syncd.engine.transfer import Result, Transfers, untouched
 from syncd.providers.base import (
     BatchedDurability,
     MultipartProvider,
@@ -1116,7 +1116,7 @@ class PairSyncer:
         """Same content, newer time on the remote: the local file takes the newer mtime."""
         target = self.local_path(path)
         now = _stat_at(self.root, target)
-        if now is None or not same_stat(now, local):
+        if now is None or not untouched(local, now):
             return local
         try:
             with localfs.spot_of(self.root, target) as spot:
@@ -1320,7 +1320,7 @@ class PairSyncer:
         new file) and let the remote version come down under the original name."""
         source = self.local_path(path)
         now = _stat_at(self.root, source)
-        if now is None or not same_stat(now, local):
+        if now is None or not untouched(local, now):
             return Outcome.REQUEUE
         copy = self._local_copy_made(path, now)
         try:
@@ -1682,7 +1682,7 @@ class PairSyncer:
         started = time.monotonic()
         source = self.local_path(path)
         now = _stat_at(self.root, source)
-        if now is None or not same_stat(now, local):
+        if now is None or not untouched(local, now):
             return Outcome.REQUEUE  # edited meanwhile: an edit beats a delete
         base = self.store.get(self.name, path)
         trash.move_to_local_trash(self.root, source, path, datetime.now(UTC))
@@ -1905,7 +1905,7 @@ class PairSyncer:
         def still_local() -> bool:
             now = _stat_at(self.root, target)
             unchanged = (now is None) == (local is None) and (
-                now is None or local is None or same_stat(now, local)
+                now is None or local is None or untouched(local, now)
             )
             if unchanged and trash_local and now is not None:
                 # A losing local version is kept, not overwritten.

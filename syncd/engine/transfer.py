@@ -489,8 +489,16 @@ def _still(source: Path, before: LocalFile) -> bool:
         now = localfs.local_file(os.stat(source))
     except FileNotFoundError:
         return False
-    return same_stat(before, now) and now.ctime_ns == before.ctime_ns
+    return untouched(before, now)
 
 
 def same_stat(a: LocalFile, b: LocalFile) -> bool:
+    """The same file by size, mtime and inode: what a rename or a link keeps of a file."""
     return a.size == b.size and a.mtime_ns == b.mtime_ns and a.inode == b.inode
+
+
+def untouched(before: LocalFile, now: LocalFile) -> bool:
+    """Not written since `before` was stat'ed: the ctime too, which moves with every write,
+    even one that puts the size and mtime back (a tagger that keeps the file's time). The
+    check before syncd replaces, trashes or restamps a file it decided on."""
+    return same_stat(before, now) and now.ctime_ns == before.ctime_ns
