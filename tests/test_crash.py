@@ -494,3 +494,42 @@ def test_kill_9_at_random_moments_loses_and_tears_nothing(tmp_path: Path, remote
     assert "0 uploaded, 0 downloaded" in again.stdout, again.stdout
     # The kills are meant to land mid-run: at least one round must not have finished.
     assert None in outcomes, f"every run finished before its kill: {outcomes}"
+
+
+def test_a_download_is_on_disk_before_its_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A power cut can take a rename the state's commit outlived: the record of a download
+    the disk lost then reads the older file left in place as a local edit, sent up over the
+    newer version (and from there down over every other machine's). The folder of each
+    downloaded file is flushed after the rename and before the record is written."""
+    from harness import folder_engine
+
+    from syncd.state import BaseEntry, OpRecord
+    from syncd.state.store import StateStore
+
+    events: list[tuple[str, str]] = []
+    local = tmp_path / "local"
+    real_fsync, real_put = os.fsync, StateStore.put
+
+    def fsync(fd: int) -> None:
+        where = os.readlink(f"/proc/self/fd/{fd}")
+        if where.startswith(str(local)):
+            events.append(("flushed", os.path.relpath(where, local)))
+        real_fsync(fd)
+
+    def put(self: StateStore, pair: str, entry: BaseEntry, op: OpRecord | None = None) -> None:
+        events.append(("recorded", entry.path))
+        real_put(self, pair, entry, op)
+
+    (tmp_path / "remote" / "sub").mkdir(parents=True)
+    (tmp_path / "remote" / "sub" / "a.txt").write_bytes(b"from the remote")
+    (tmp_path / "remote" / "top.txt").write_bytes(b"top")
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(StateStore, "put", put)
+    with folder_engine(tmp_path) as engine:
+        assert engine.sync_once().exit_code == 0
+    assert (local / "sub" / "a.txt").read_bytes() == b"from the remote"
+    for path, folder in (("sub/a.txt", "sub"), ("top.txt", ".")):
+        recorded = events.index(("recorded", path))
+        assert ("flushed", folder) in events[:recorded], (path, events)

@@ -428,3 +428,38 @@ def test_a_rewrite_in_place_during_a_download_is_never_overwritten(
     files = _converge(tmp_path, remote)
     assert sorted(files.values()) == [b"a new version from elsewhere", b"tags v1 " * 8]
 
+
+def test_a_write_right_after_a_download_lands_is_not_recorded_as_downloaded(
+    tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A program that reacts to the file appearing (an editor reloading it, a tool on
+    inotify) writes it in the instant between syncd's rename and its stat. That stat was
+    recorded with the downloaded bytes' hash: the edit looked synced, never went up, and the
+    next remote change came down over it. Now the record does not claim the edited stat, and
+    the next pass sends the edit up."""
+    remote = remote_for("file", request, tmp_path)
+    local = tmp_path / "local"
+    local.mkdir()
+    target = local / "notes.txt"
+    target.write_bytes(b"v0")
+    with _engine(tmp_path, remote) as engine:
+        assert engine.sync_once().exit_code == 0
+    remote.put("notes.txt", b"v1 from elsewhere")
+
+    real_replace = os.replace
+    fired: list[bool] = []
+
+    def replace_then_edit(src: Any, dst: Any, **kwargs: Any) -> None:
+        real_replace(src, dst, **kwargs)
+        if dst == "notes.txt" and kwargs.get("dst_dir_fd") is not None and not fired:
+            fired.append(True)
+            target.write_bytes(b"v1 from elsewhere, then edited here at once")
+
+    monkeypatch.setattr(os, "replace", replace_then_edit)
+    with _engine(tmp_path, remote) as engine:
+        assert engine.sync_once().exit_code == 0
+    monkeypatch.undo()
+
+    assert fired == [True]
+    edited = b"v1 from elsewhere, then edited here at once"
+    assert _converge(tmp_path, remote) == {"notes.txt": edited}

@@ -378,20 +378,7 @@ class Transfers:
             os.utime(tmp, ns=(mtime_ns, mtime_ns), dir_fd=spot.fd, follow_symlinks=False)
             if not still_local():
                 return Downloaded(Result.MOVED)
-            replaced = _lstat_at(spot)
-            if replaced is not None:
-                if statmod.S_ISREG(replaced.st_mode):
-                    # The new version keeps the mode of the one it replaces (an executable
-                    # script stays executable, a private file private), as rsync and
-                    # Syncthing do; a new file gets the usual 0o666 less the umask.
-                    os.chmod(tmp, statmod.S_IMODE(replaced.st_mode), dir_fd=spot.fd)
-                os.replace(tmp, spot.name, src_dir_fd=spot.fd, dst_dir_fd=spot.fd)
-            else:
-                # Atomic create-only: never clobbers a file that appeared meanwhile.
-                os.link(tmp, spot.name, src_dir_fd=spot.fd, dst_dir_fd=spot.fd)
-                # Before the stat: dropping a link moves the file's ctime.
-                localfs.remove_at(spot, tmp)
-            placed = localfs.local_file(os.lstat(spot.name, dir_fd=spot.fd))
+            placed = _put_in_place(spot, tmp)
         except (FileExistsError, IsADirectoryError):
             # A file, or a folder, appeared at the target meanwhile (a folder: a path under
             # it came down first, from a bucket holding both a file and a folder of one
@@ -481,6 +468,37 @@ def _read_whole(fd: int, size: int) -> bytes | None:
         if len(chunk) < wanted:  # a short read of a regular file is its end: no read to confirm
             break
     return b"".join(chunks) if total == size else None
+
+
+def _put_in_place(spot: localfs.Spot, tmp: str) -> LocalFile:
+    """Put the finished temp file `tmp` at the target: renamed over the file it replaces, or
+    linked where there is none (create-only: a file that appeared meanwhile is never
+    clobbered, FileExistsError). Returns the stat to record for it."""
+    written = localfs.local_file(os.lstat(tmp, dir_fd=spot.fd))
+    replaced = _lstat_at(spot)
+    if replaced is not None:
+        if statmod.S_ISREG(replaced.st_mode):
+            # The new version keeps the mode of the one it replaces (an executable script
+            # stays executable, a private file private), as rsync and Syncthing do; a new
+            # file gets the usual 0o666 less the umask.
+            os.chmod(tmp, statmod.S_IMODE(replaced.st_mode), dir_fd=spot.fd)
+        os.replace(tmp, spot.name, src_dir_fd=spot.fd, dst_dir_fd=spot.fd)
+    else:
+        os.link(tmp, spot.name, src_dir_fd=spot.fd, dst_dir_fd=spot.fd)
+        # Before the stat: dropping a link moves the file's ctime.
+        localfs.remove_at(spot, tmp)
+    placed = localfs.local_file(os.lstat(spot.name, dir_fd=spot.fd))
+    # The rename durable before the record that says it happened: after a power cut, a
+    # record of a download the disk lost reads the older file left in place as a local
+    # edit, sent up over the newer version.
+    os.fsync(spot.fd)
+    if not same_stat(placed, written):
+        # Rewritten (or replaced) in the instant after the rename, by a program that reacts
+        # to the file appearing: this stat is not of the downloaded bytes, and recorded with
+        # their hash it would hide the edit. A stat no file has makes the next look compare
+        # the content.
+        return replace(placed, mtime_ns=-1)
+    return placed
 
 
 def _still(source: Path, before: LocalFile) -> bool:
