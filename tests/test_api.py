@@ -424,6 +424,45 @@ def test_last_sync_survives_a_restart_while_held(tmp_path: Path) -> None:
         assert engine.status()["pairs"][0]["last_sync"] == synced
 
 
+def test_an_approval_for_a_deletion_that_did_not_happen_lapses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The guard let a deletion through, and the file came back before the path was looked
+    at again (restored, or saved by an editor that unlinks first): the approval stayed for
+    the life of the process, and a later mass deletion the guard held took that file at
+    once, uncounted. An approval now lapses when the path is decided as anything else."""
+    local, remote = _folders(tmp_path)
+    names = [f"{n}.txt" for n in "abcdefghij"]
+    for name in names:
+        (local / name).write_text(name)
+    with Engine.from_config_dict(_config(tmp_path, local, f"file://{remote}")) as engine:
+        assert engine.sync_once().exit_code == 0
+        (local / "a.txt").unlink()  # 1 of 10: the guard lets it through
+        syncer = engine.syncers["docs"]
+        real = syncer.sync_path
+        looks: list[str] = []
+
+        def look(path: str, keep: str | None = None) -> Any:
+            if path == "a.txt":
+                looks.append(path)
+                if len(looks) == 2:  # approved, not yet carried out: the file is back
+                    (local / "a.txt").write_text("a")
+            return real(path, keep)
+
+        monkeypatch.setattr(syncer, "sync_path", look)
+        assert engine.sync_once().exit_code == 0
+        assert len(looks) == 2 and (remote / "a.txt").read_text() == "a"
+        monkeypatch.undo()
+
+        for name in names[:6]:  # 6 of 10 gone from the remote: more than max_delete's 50 %
+            (remote / name).unlink()
+        report = engine.sync_once()
+    assert report.exit_code == 4, report
+    assert sorted(report.pairs[0].held) == names[:6]
+    assert sorted(p.name for p in local.iterdir() if p.is_file()) == names
+    assert not (local / ".syncd" / "trash").exists()
+
+
 def test_a_script_engine_logs_as_its_config_says_on_stderr(tmp_path: Path) -> None:
     """Only the CLI set logging up: a script's engine logged through structlog's default,
     console lines on stdout (mixed into the script's own output), at info whatever `log:`

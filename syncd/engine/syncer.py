@@ -785,8 +785,11 @@ class PairSyncer:
             decision, facts = self._decide(path)
             op = decision.action.value
             if decision.action not in DELETE_SIDE:
+                # No deletion to hold any more, nor one to let through: an approval is for
+                # the deletion it weighed, and lapses (a later one is weighed afresh).
+                self.deletions.take_approval(path)
                 with self._lock:
-                    self._held_before.discard(path)  # no deletion to hold any more
+                    self._held_before.discard(path)
             if self.plan_only:
                 return self._plan(path, decision, facts)
             if keep is not None:
