@@ -23,7 +23,6 @@ import urllib.parse
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from datetime import datetime
 from typing import Any, BinaryIO
 
 import google.auth
@@ -43,8 +42,6 @@ from google.oauth2 import service_account
 
 from syncd.providers.base import (
     MTIME_META,
-    MTIME_NS_MAX,
-    MTIME_NS_MIN,
     ORIGIN_META,
     SHA256_META,
     Capabilities,
@@ -54,6 +51,7 @@ from syncd.providers.base import (
     UploadRequest,
     format_mtime,
     parse_mtime,
+    parse_stated_mtime,
 )
 from syncd.providers.errors import (
     InvalidRequest,
@@ -264,10 +262,7 @@ def _sha256(metadata: dict[str, str]) -> str | None:
 
 def _mtime(metadata: dict[str, str]) -> int | None:
     """Our "SECONDS.NANOS", else rclone's RFC 3339 `mtime`, else gsutil's whole seconds."""
-    value = metadata.get(MTIME_META)
-    parsed = parse_mtime(value)
-    if parsed is None and value:
-        parsed = _rfc3339_ns(value)
+    parsed = parse_stated_mtime(metadata.get(MTIME_META))
     if parsed is None:
         parsed = parse_mtime(metadata.get(GSUTIL_MTIME_META))
     return parsed
@@ -279,22 +274,6 @@ def _meta_version(metadata: dict[str, str]) -> str | None:
     metadata change, but fake-gcs-server never does, and the mtime is what matters here."""
     mtime_ns = _mtime(metadata)
     return None if mtime_ns is None else str(mtime_ns)
-
-
-def _rfc3339_ns(value: str) -> int | None:
-    match = re.fullmatch(
-        r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)", value
-    )
-    if match is None:
-        return None
-    whole, frac, zone = match.groups()
-    try:
-        moment = datetime.fromisoformat(whole + ("+00:00" if zone == "Z" else zone))
-    except ValueError:
-        return None
-    seconds = int(moment.timestamp())  # whole: the fraction is apart, and counts forward
-    mtime_ns = seconds * 1_000_000_000 + int(((frac or "") + "000000000")[:9])
-    return mtime_ns if MTIME_NS_MIN <= mtime_ns <= MTIME_NS_MAX else None
 
 
 class _Body(io.RawIOBase):
