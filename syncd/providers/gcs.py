@@ -109,6 +109,9 @@ _FINISHED_KEPT = 256
 _HELD = re.compile(r"^bytes=0-(\d+)$")
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+#: A URL's query in an exception's text: on a resumable session's URL (`upload_id=…`) it is a
+#: credential of its own, and requests quotes it ("Max retries exceeded with url: …").
+_URL_QUERY = re.compile(r"\?[^\s'\"]+")
 #: 403 reasons that are rate limits, not refusals (older JSON API answers use them).
 _RATE_LIMIT_REASONS = {"rateLimitExceeded", "userRateLimitExceeded"}
 _TRANSPORT = (
@@ -145,6 +148,16 @@ class _Unseekable(OSError):
     """The SDK wanted to rewind a one-way upload body (only after a failed chunk)."""
 
 
+def _redact(text: str) -> str:
+    """An exception's text as a message may quote it: without any URL's query."""
+    return _URL_QUERY.sub("?<redacted>", text)
+
+
+def _quoted(exc: BaseException) -> str:
+    """An exception as a message quotes it ("Type: text"), its text redacted."""
+    return _redact(f"{type(exc).__name__}: {exc}")
+
+
 def _translate(
     exc: BaseException, where: str, *, bucket: str, on_object: bool, conditional: bool = False
 ) -> ProviderError:
@@ -153,7 +166,8 @@ def _translate(
     `where` names the object (gs://bucket/prefix/key) in the message; `on_object` says a 404
     means a missing object rather than a missing bucket; `conditional` marks a conditional
     call, where a missing object or a 409 means the precondition lost. Messages carry the
-    service's own error text, never request headers or credentials.
+    service's own error text, never request headers or credentials; an exception's own text
+    is quoted without URL queries (a resumable session's URL is a credential, see `_redact`).
     """
     if isinstance(exc, google.auth.exceptions.DefaultCredentialsError):
         return PermissionDenied(f"{where}: no usable Google credentials found")
@@ -162,7 +176,7 @@ def _translate(
             return Transient(f"{where}: could not refresh the access token")
         return PermissionDenied(f"{where}: credentials were rejected when refreshing the token")
     if isinstance(exc, _TRANSPORT):
-        return Transient(f"{where}: {type(exc).__name__}: {exc}")
+        return Transient(f"{where}: {_quoted(exc)}")
     if isinstance(exc, _Unseekable):
         return Transient(f"{where}: the upload body cannot be rewound; a new attempt starts over")
     if isinstance(exc, MediaInvalidResponse):  # not converted by the SDK: judge by status
@@ -172,7 +186,7 @@ def _translate(
             status or 500, str(exc), response=response
         )
     if not isinstance(exc, api_exceptions.GoogleAPICallError):
-        return InvalidRequest(f"{where}: {type(exc).__name__}: {exc}")
+        return InvalidRequest(f"{where}: {_quoted(exc)}")
     status = int(exc.code or 0)
     detail = _detail(exc)
     if status == 404 and not on_object:
@@ -652,8 +666,9 @@ class GCSProvider:
                     retry=None,
                 )
             except ValueError as exc:  # the body ended before `size` bytes
+                detail = _redact(str(exc))
                 raise InvalidRequest(
-                    f"{self._where(request.key)}: body does not match its size ({exc})"
+                    f"{self._where(request.key)}: body does not match its size ({detail})"
                 ) from None
         return self._info(request.key, blob)
 
