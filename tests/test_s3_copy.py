@@ -244,3 +244,57 @@ def test_a_destination_written_meanwhile_is_kept_and_the_parts_dropped(
     assert get(s3, "y.bin")[0] == b"theirs"
     assert get(s3, "x.bin")[0] == big
     assert bucket_uploads(s3_bucket) == []
+
+
+# -- a copy's content, where the ETag is no MD5 -------------------------------------------------
+
+
+def test_a_copy_of_an_sse_kms_object_another_tool_wrote_is_kept(
+    s3: S3Provider, s3_bucket: Bucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under SSE-KMS an ETag is no MD5 and differs on every write, a copy's too (moto gives
+    the MD5: the copy's head is made to answer as S3 does). Without a sha256 of ours nothing
+    can compare the copy with its source, so it is kept, not undone as a changed source."""
+    s3_bucket.client.put_object(
+        Bucket=s3_bucket.bucket,
+        Key=PREFIX + "kms.txt",
+        Body=b"by aws s3 cp",
+        ServerSideEncryption="aws:kms",
+    )
+    source = s3.stat("kms.txt")
+    assert (source.sha256, source.md5) == (None, None)
+    real = s3._client.head_object
+    fresh = "f" * 32
+
+    def head_object(**params: Any) -> Any:
+        answer = real(**params)
+        if params["Key"] == PREFIX + ".syncd-trash/kms.txt":
+            answer = {**answer, "ETag": f'"{fresh}"', "ServerSideEncryption": "aws:kms"}
+        return answer
+
+    monkeypatch.setattr(s3._client, "head_object", head_object)
+
+    copied = s3.copy("kms.txt", ".syncd-trash/kms.txt", if_match=source.etag)
+
+    assert copied.etag == fresh
+    assert get(s3, ".syncd-trash/kms.txt")[0] == b"by aws s3 cp"
+    assert get(s3, "kms.txt")[0] == b"by aws s3 cp"
+
+
+def test_a_plain_object_another_tool_wrote_is_still_compared_by_its_md5(
+    s3: S3Provider, s3_bucket: Bucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a sha256, an object stored whole still tells a changed source by its MD5."""
+
+    def write(body: bytes) -> None:
+        s3_bucket.client.put_object(Bucket=s3_bucket.bucket, Key=PREFIX + "x.txt", Body=body)
+
+    write(b"theirs")
+    source = s3.stat("x.txt")
+    spy(monkeypatch, s3, "copy_object", before=lambda params: write(b"an edit"))
+
+    with pytest.raises(PreconditionFailed, match="changed while it was copied"):
+        s3.copy("x.txt", "y.txt", if_match=source.etag)
+
+    assert "y.txt" not in listing(s3)
+    assert get(s3, "x.txt")[0] == b"an edit"

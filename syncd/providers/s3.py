@@ -376,15 +376,18 @@ def _check_endpoint_variable(options: S3Options) -> None:
 
 
 def _same_content(source: ObjectInfo, copied: ObjectInfo) -> bool:
-    """Does `copied` hold the bytes of `source`? By the SHA-256 both state, else by the
-    ETag of a source stored whole (a copy of it gets the same MD5); a multipart source
-    without a SHA-256 cannot tell (its copy gets another ETag): taken as the same."""
+    """Does `copied` hold the bytes of `source` (both as a head states them)? By the SHA-256
+    both state, else by the MD5 both state (a copy of an object stored whole gets the same).
+    Where either states none it cannot tell, and takes them as the same: a multipart source
+    (its copy gets another ETag), and an object under SSE-KMS or SSE-C, whose ETag is no MD5
+    and differs on every write, a copy's too (taken for a change, it failed every trash copy,
+    move and conflict copy of another tool's object in such a bucket)."""
     if source.size != copied.size:
         return False
     if source.sha256 is not None and copied.sha256 is not None:
         return source.sha256 == copied.sha256
-    if "-" not in source.etag:
-        return source.etag == copied.etag
+    if source.md5 is not None and copied.md5 is not None:
+        return source.md5 == copied.md5
     return True
 
 
