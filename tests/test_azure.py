@@ -29,7 +29,7 @@ from azure.storage.blob import ContainerSasPermissions, ContentSettings, generat
 from emulators import AZURITE_ACCOUNT, AZURITE_KEY, Azurite
 from emulators import azurite_connection_string as connection_string
 from fixtures_azure import AzureContainer
-from harness import syncd
+from harness import Setup, syncd
 from test_providers import MTIME_NS, OneWayStream, get, listing, put
 
 from syncd.providers import (
@@ -333,6 +333,52 @@ def test_an_empty_sha256_value_reads_as_none(
     listed = listing(provider)["blank.txt"]
     assert (listed.sha256, listed.mtime_ns, listed.size) == (None, None, 5)
     assert provider.stat("blank.txt").sha256 is None
+
+
+def test_the_mtime_rclone_writes_is_read(
+    provider: Provider, azure_container: AzureContainer
+) -> None:
+    """rclone's azureblob backend writes `mtime` as RFC 3339 (GCS reads it the same way)."""
+    azure_container.write("p/utc.txt", b"u", {"mtime": "2023-11-14T22:13:20.123456789Z"})
+    azure_container.write("p/zoned.txt", b"z", {"mtime": "2023-11-15T00:13:20.123456789+02:00"})
+    azure_container.write("p/coarse.txt", b"c", {"mtime": "1969-12-31T23:59:59.5Z"})
+    azure_container.write("p/junk.txt", b"j", {"mtime": "2023-11-14 22:13:20"})
+
+    found = listing(provider)
+    assert {key: info.mtime_ns for key, info in found.items()} == {
+        "utc.txt": MTIME_NS,
+        "zoned.txt": MTIME_NS,
+        "coarse.txt": -500_000_000,
+        "junk.txt": None,
+    }
+    assert provider.stat("zoned.txt").mtime_ns == MTIME_NS
+
+
+def test_a_blob_rclone_wrote_comes_down_with_its_mtime(
+    tmp_path: Path, azure_container: AzureContainer
+) -> None:
+    """Its time, not its upload time, stamps the file, and no pass rewrites the blob."""
+    azure_container.write(
+        "p/docs/f.txt", b"from rclone", {"mtime": "2020-01-02T03:04:05.123456789Z"}
+    )
+    blob = azure_container.client.get_blob_client("p/docs/f.txt")
+    etag = blob.get_blob_properties().etag
+    setup = Setup(
+        tmp_path,
+        azure_container.url("p"),
+        options={"connection_string": azure_container.connection_string},
+    )
+    setup.write()
+
+    first = syncd("once", "-c", setup.config)
+    second = syncd("once", "-c", setup.config)
+
+    assert (first.returncode, second.returncode) == (0, 0), first.stderr + second.stderr
+    local = setup.local / "docs" / "f.txt"
+    assert local.read_bytes() == b"from rclone"
+    moment = datetime(2020, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert local.stat().st_mtime_ns == int(moment.timestamp()) * 1_000_000_000 + 123_456_789
+    assert blob.get_blob_properties().etag == etag
 
 
 # -- listing: List Blobs read with ElementTree (azure_listing), the SDK's listing as fallback --

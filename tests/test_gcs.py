@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import os
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, cast
@@ -134,6 +135,39 @@ def test_large_one_way_body_goes_resumable(gcs: Provider) -> None:
     assert info.etag == uploaded.etag
     assert info.md5 == hashlib.md5(blob).hexdigest()  # noqa: S324
     assert info.mtime_ns == MTIME_NS
+
+
+def test_a_chunk_that_cannot_be_sent_never_quotes_the_session_url(
+    gcs: GCSProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above 8 MiB the SDK opens a resumable session; its chunks go to the session's URL,
+    whose `upload_id` is a credential of its own. When the network fails under a chunk, the
+    error (logs, status, the audit trail) must not carry it. Here the chunks are sent to a
+    port nobody listens on, so requests raises its own error, naming the URL."""
+    http = gcs._client._http
+    original = http.request
+    port = free_port()
+    sessions: list[str] = []
+
+    def request(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        if method == "PUT" and "upload_id=" in url:
+            sessions.append(url)
+            url = urllib.parse.urlsplit(url)._replace(netloc=f"127.0.0.1:{port}").geturl()
+        return original(method, url, *args, **kwargs)
+
+    monkeypatch.setattr(http, "request", request)
+    blob = os.urandom(8 * 1024 * 1024 + 3)
+
+    with pytest.raises(Transient) as caught:
+        gcs.upload(UploadRequest("big.bin", io.BytesIO(blob), len(blob), MTIME_NS))
+
+    assert sessions, "the upload never reached its session"
+    upload_id = urllib.parse.parse_qs(urllib.parse.urlsplit(sessions[0]).query)["upload_id"][0]
+    message = str(caught.value)
+    assert upload_id not in message
+    assert "upload_id" not in message
+    assert "ConnectionError" in message
+    assert f"port={port}" in message  # the host stays: it says where the network failed
 
 
 def test_short_body_is_invalid(gcs: Provider) -> None:
@@ -427,6 +461,35 @@ def test_translation_keeps_the_service_message_not_the_url() -> None:
     )
     error = _translate(exc, "gs://b/k", bucket="b", on_object=True)
     assert str(error) == "gs://b/k: 400 from the service"
+
+
+#: What requests says when it cannot reach a resumable session's URL: the URL, query and all.
+_SESSION_URL = "/upload/storage/v1/b/b/o?uploadType=resumable&upload_id=SECRETSESSION"
+_UNREACHED = (
+    "HTTPSConnectionPool(host='storage.googleapis.com', port=443): Max retries exceeded"
+    f" with url: {_SESSION_URL} (Caused by NewConnectionError('refused'))"
+)
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (requests.ConnectionError(_UNREACHED), Transient),
+        (requests.exceptions.ProxyError(_UNREACHED), Transient),
+        (requests.Timeout(f"timed out on {_SESSION_URL}"), Transient),
+        (requests.exceptions.InvalidHeader(f"bad header for {_SESSION_URL}"), InvalidRequest),
+    ],
+)
+def test_an_exceptions_text_is_quoted_without_the_session_url(
+    exc: Exception, expected: type[Exception]
+) -> None:
+    """A resumable session's URL is a credential of its own: no message may carry it."""
+    error = _translate(exc, "gs://b/k", bucket="b", on_object=True)
+    assert type(error) is expected
+    assert "SECRETSESSION" not in str(error)
+    assert "upload_id" not in str(error)
+    assert str(error).startswith(f"gs://b/k: {type(exc).__name__}: ")
+    assert "/upload/storage/v1/b/b/o?<redacted>" in str(error)
 
 
 def test_throttling_carries_retry_after() -> None:

@@ -83,7 +83,7 @@ from syncd.providers.base import (
     PartLimits,
     UploadRequest,
     format_mtime,
-    parse_mtime,
+    parse_stated_mtime,
 )
 from syncd.providers.errors import (
     InvalidRequest,
@@ -1101,7 +1101,7 @@ class AzureProvider:
             size=blob.size,
             etag=_etag(blob.etag),
             modified=blob.modified,
-            mtime_ns=parse_mtime(metadata.get(MTIME_META)),
+            mtime_ns=parse_stated_mtime(metadata.get(MTIME_META)),
             sha256=_sha256(metadata),
             md5=_hex(blob.md5),
             has_metadata=True,

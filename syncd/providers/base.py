@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import BinaryIO, Literal, Protocol, runtime_checkable
 
 #: Object metadata key that carries the local modification time, as "SECONDS.NANOSECONDS".
@@ -269,6 +270,36 @@ def parse_mtime(value: str | None) -> int | None:
     if sign == "-":
         mtime_ns = -mtime_ns
     return mtime_ns if MTIME_NS_MIN <= mtime_ns <= MTIME_NS_MAX else None
+
+
+_RFC3339 = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)")
+
+
+def parse_rfc3339_mtime(value: str | None) -> int | None:
+    """Read an RFC 3339 time ("2006-01-02T15:04:05.000000000Z07:00") to nanoseconds, or None.
+
+    rclone writes the `mtime` metadata in this form on Azure and GCS (its S3 backend writes
+    "SECONDS.FRACTION", which `parse_mtime` reads), so a file it uploaded keeps its time.
+    A fraction of more than nine digits, a time 64-bit nanoseconds cannot hold and anything
+    else not of that form are None, as in `parse_mtime`."""
+    match = _RFC3339.fullmatch(value.strip()) if value else None
+    if match is None:
+        return None
+    whole, frac, zone = match.groups()
+    try:
+        moment = datetime.fromisoformat(whole + ("+00:00" if zone == "Z" else zone))
+    except ValueError:
+        return None
+    seconds = int(moment.timestamp())  # whole: the fraction is apart, and counts forward
+    mtime_ns = seconds * 1_000_000_000 + int(((frac or "") + "000000000")[:9])
+    return mtime_ns if MTIME_NS_MIN <= mtime_ns <= MTIME_NS_MAX else None
+
+
+def parse_stated_mtime(value: str | None) -> int | None:
+    """An `mtime` metadata value as syncd writes it, else as rclone writes it on Azure and
+    GCS: the one reader for a key both tools share."""
+    parsed = parse_mtime(value)
+    return parsed if parsed is not None else parse_rfc3339_mtime(value)
 
 
 @runtime_checkable

@@ -23,7 +23,6 @@ import urllib.parse
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from datetime import datetime
 from typing import Any, BinaryIO
 
 import google.auth
@@ -43,8 +42,6 @@ from google.oauth2 import service_account
 
 from syncd.providers.base import (
     MTIME_META,
-    MTIME_NS_MAX,
-    MTIME_NS_MIN,
     ORIGIN_META,
     SHA256_META,
     Capabilities,
@@ -54,6 +51,7 @@ from syncd.providers.base import (
     UploadRequest,
     format_mtime,
     parse_mtime,
+    parse_stated_mtime,
 )
 from syncd.providers.errors import (
     InvalidRequest,
@@ -111,6 +109,9 @@ _FINISHED_KEPT = 256
 _HELD = re.compile(r"^bytes=0-(\d+)$")
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+#: A URL's query in an exception's text: on a resumable session's URL (`upload_id=…`) it is a
+#: credential of its own, and requests quotes it ("Max retries exceeded with url: …").
+_URL_QUERY = re.compile(r"\?[^\s'\"]+")
 #: 403 reasons that are rate limits, not refusals (older JSON API answers use them).
 _RATE_LIMIT_REASONS = {"rateLimitExceeded", "userRateLimitExceeded"}
 _TRANSPORT = (
@@ -147,6 +148,16 @@ class _Unseekable(OSError):
     """The SDK wanted to rewind a one-way upload body (only after a failed chunk)."""
 
 
+def _redact(text: str) -> str:
+    """An exception's text as a message may quote it: without any URL's query."""
+    return _URL_QUERY.sub("?<redacted>", text)
+
+
+def _quoted(exc: BaseException) -> str:
+    """An exception as a message quotes it ("Type: text"), its text redacted."""
+    return _redact(f"{type(exc).__name__}: {exc}")
+
+
 def _translate(
     exc: BaseException, where: str, *, bucket: str, on_object: bool, conditional: bool = False
 ) -> ProviderError:
@@ -155,7 +166,8 @@ def _translate(
     `where` names the object (gs://bucket/prefix/key) in the message; `on_object` says a 404
     means a missing object rather than a missing bucket; `conditional` marks a conditional
     call, where a missing object or a 409 means the precondition lost. Messages carry the
-    service's own error text, never request headers or credentials.
+    service's own error text, never request headers or credentials; an exception's own text
+    is quoted without URL queries (a resumable session's URL is a credential, see `_redact`).
     """
     if isinstance(exc, google.auth.exceptions.DefaultCredentialsError):
         return PermissionDenied(f"{where}: no usable Google credentials found")
@@ -164,7 +176,7 @@ def _translate(
             return Transient(f"{where}: could not refresh the access token")
         return PermissionDenied(f"{where}: credentials were rejected when refreshing the token")
     if isinstance(exc, _TRANSPORT):
-        return Transient(f"{where}: {type(exc).__name__}: {exc}")
+        return Transient(f"{where}: {_quoted(exc)}")
     if isinstance(exc, _Unseekable):
         return Transient(f"{where}: the upload body cannot be rewound; a new attempt starts over")
     if isinstance(exc, MediaInvalidResponse):  # not converted by the SDK: judge by status
@@ -174,7 +186,7 @@ def _translate(
             status or 500, str(exc), response=response
         )
     if not isinstance(exc, api_exceptions.GoogleAPICallError):
-        return InvalidRequest(f"{where}: {type(exc).__name__}: {exc}")
+        return InvalidRequest(f"{where}: {_quoted(exc)}")
     status = int(exc.code or 0)
     detail = _detail(exc)
     if status == 404 and not on_object:
@@ -264,10 +276,7 @@ def _sha256(metadata: dict[str, str]) -> str | None:
 
 def _mtime(metadata: dict[str, str]) -> int | None:
     """Our "SECONDS.NANOS", else rclone's RFC 3339 `mtime`, else gsutil's whole seconds."""
-    value = metadata.get(MTIME_META)
-    parsed = parse_mtime(value)
-    if parsed is None and value:
-        parsed = _rfc3339_ns(value)
+    parsed = parse_stated_mtime(metadata.get(MTIME_META))
     if parsed is None:
         parsed = parse_mtime(metadata.get(GSUTIL_MTIME_META))
     return parsed
@@ -279,22 +288,6 @@ def _meta_version(metadata: dict[str, str]) -> str | None:
     metadata change, but fake-gcs-server never does, and the mtime is what matters here."""
     mtime_ns = _mtime(metadata)
     return None if mtime_ns is None else str(mtime_ns)
-
-
-def _rfc3339_ns(value: str) -> int | None:
-    match = re.fullmatch(
-        r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)", value
-    )
-    if match is None:
-        return None
-    whole, frac, zone = match.groups()
-    try:
-        moment = datetime.fromisoformat(whole + ("+00:00" if zone == "Z" else zone))
-    except ValueError:
-        return None
-    seconds = int(moment.timestamp())  # whole: the fraction is apart, and counts forward
-    mtime_ns = seconds * 1_000_000_000 + int(((frac or "") + "000000000")[:9])
-    return mtime_ns if MTIME_NS_MIN <= mtime_ns <= MTIME_NS_MAX else None
 
 
 class _Body(io.RawIOBase):
@@ -673,8 +666,9 @@ class GCSProvider:
                     retry=None,
                 )
             except ValueError as exc:  # the body ended before `size` bytes
+                detail = _redact(str(exc))
                 raise InvalidRequest(
-                    f"{self._where(request.key)}: body does not match its size ({exc})"
+                    f"{self._where(request.key)}: body does not match its size ({detail})"
                 ) from None
         return self._info(request.key, blob)
 

@@ -83,8 +83,12 @@ PART_LIMITS = PartLimits(
 )
 #: The per-part checksum every multipart upload is created with (and its parts must carry).
 PART_CHECKSUM = "CRC32C"
-#: The largest object CopyObject takes in one request; `set_mtime` leaves larger ones be.
+#: The largest object CopyObject takes in one request: `copy` copies a larger one in parts,
+#: and `set_mtime` leaves it be.
 MAX_COPY_SIZE = 5 * 1024 * MiB
+#: The part size of a copy in parts, grown for an object that would need more parts than S3
+#: takes. Each part is one UploadPartCopy, done inside S3: large parts mean few requests.
+COPY_PART_SIZE = 512 * MiB
 #: What a copy with MetadataDirective=REPLACE drops unless it is said again (head_object and
 #: copy_object name them alike); the storage class and the encryption are said separately.
 _CONTENT_HEADERS = (
@@ -372,16 +376,42 @@ def _check_endpoint_variable(options: S3Options) -> None:
 
 
 def _same_content(source: ObjectInfo, copied: ObjectInfo) -> bool:
-    """Does `copied` hold the bytes of `source`? By the SHA-256 both state, else by the
-    ETag of a source stored whole (a copy of it gets the same MD5); a multipart source
-    without a SHA-256 cannot tell (its copy gets another ETag): taken as the same."""
+    """Does `copied` hold the bytes of `source` (both as a head states them)? By the SHA-256
+    both state, else by the MD5 both state (a copy of an object stored whole gets the same).
+    Where either states none it cannot tell, and takes them as the same: a multipart source
+    (its copy gets another ETag), and an object under SSE-KMS or SSE-C, whose ETag is no MD5
+    and differs on every write, a copy's too (taken for a change, it failed every trash copy,
+    move and conflict copy of another tool's object in such a bucket)."""
     if source.size != copied.size:
         return False
     if source.sha256 is not None and copied.sha256 is not None:
         return source.sha256 == copied.sha256
-    if "-" not in source.etag:
-        return source.etag == copied.etag
+    if source.md5 is not None and copied.md5 is not None:
+        return source.md5 == copied.md5
     return True
+
+
+def _kept_headers(head: Any) -> dict[str, Any]:
+    """What a write that is told everything (a copy with MetadataDirective=REPLACE, a copy in
+    parts) must say again to keep it, from the object's head: its content headers and its
+    encryption (head_object and the write requests name them alike)."""
+    fields: dict[str, Any] = dict(head)
+    params = {name: fields[name] for name in _CONTENT_HEADERS if fields.get(name)}
+    if fields.get("ServerSideEncryption"):
+        params["ServerSideEncryption"] = fields["ServerSideEncryption"]
+        if fields.get("SSEKMSKeyId"):
+            params["SSEKMSKeyId"] = fields["SSEKMSKeyId"]
+    return params
+
+
+def _copy_parts(size: int) -> list[PartInfo]:
+    """The parts of a copy in parts of `size` bytes: COPY_PART_SIZE each, or as much larger
+    as S3's limit of parts asks."""
+    step = max(COPY_PART_SIZE, -(-size // PART_LIMITS.max_parts))
+    return [
+        PartInfo(number, offset, min(step, size - offset))
+        for number, offset in enumerate(range(0, size, step), start=1)
+    ]
 
 
 def _timestamp(value: Any) -> datetime:
@@ -567,9 +597,12 @@ class S3Provider:
                     )
 
     def stat(self, key: str) -> ObjectInfo:
+        return self._info(key, self._head(key))
+
+    def _head(self, key: str) -> Any:
+        """The object's head_object answer: all its metadata and headers."""
         with self._errors(key):
-            head = self._client.head_object(Bucket=self.bucket, Key=self.prefix + key)
-        return self._info(key, head)
+            return self._client.head_object(Bucket=self.bucket, Key=self.prefix + key)
 
     def _object_params(self, request: UploadRequest) -> dict[str, Any]:
         """Bucket, Key, Metadata (mtime, sha256) and StorageClass: what a single upload and a
@@ -649,6 +682,21 @@ class S3Provider:
             pass  # already gone: what a delete wants (S3 answers 404 to a conditional one)
 
     def copy(self, src_key: str, dst_key: str, if_match: str | None = None) -> ObjectInfo:
+        # S3 honours IfNoneMatch and CopySourceIfMatch on a copy, but not every S3
+        # implementation does (moto ignores both): look first, so the promises hold everywhere.
+        # The source's head also says whether CopyObject can take it in one request.
+        head = self._head(src_key)
+        source = self._info(src_key, head)
+        if if_match is not None and source.etag != if_match:
+            raise PreconditionFailed(f"{self.url}{src_key}: changed since it was listed")
+        try:
+            self.stat(dst_key)
+        except NotFound:
+            pass
+        else:
+            raise PreconditionFailed(f"{self.url}{dst_key}: already exists")
+        if source.size > MAX_COPY_SIZE:
+            return self._copy_in_parts(src_key, dst_key, head, source)
         params: dict[str, Any] = {
             "Bucket": self.bucket,
             "Key": self.prefix + dst_key,
@@ -660,21 +708,10 @@ class S3Provider:
             params["CopySourceIfMatch"] = f'"{if_match}"'
         if self.options.storage_class is not None:
             params["StorageClass"] = self.options.storage_class
-        # S3 honours IfNoneMatch and CopySourceIfMatch on CopyObject, but not every S3
-        # implementation does (moto ignores both): look first, so the promises hold everywhere.
-        source = self.stat(src_key) if if_match is not None else None
-        if source is not None and source.etag != if_match:
-            raise PreconditionFailed(f"{self.url}{src_key}: changed since it was listed")
-        try:
-            self.stat(dst_key)
-        except NotFound:
-            pass
-        else:
-            raise PreconditionFailed(f"{self.url}{dst_key}: already exists")
         with self._errors(src_key, conditional=True):
             self._client.copy_object(**params)
         copied = self.stat(dst_key)
-        if source is not None and not _same_content(source, copied):
+        if if_match is not None and not _same_content(source, copied):
             # Another write to the source landed between the look and the copy, on a server
             # that ignores CopySourceIfMatch: the copy holds it, not the version asked for
             # (a rename racing another machine's edit moved their bytes under the new name).
@@ -683,6 +720,83 @@ class S3Provider:
                 self.delete(dst_key, if_match=copied.etag)
             raise PreconditionFailed(f"{self.url}{src_key}: changed while it was copied")
         return copied
+
+    def _copy_in_parts(
+        self, src_key: str, dst_key: str, head: Any, source: ObjectInfo
+    ) -> ObjectInfo:
+        """Copy a source larger than CopyObject takes (without this, its trash copy, a rename
+        or a conflict copy failed on every pass) as a multipart upload of UploadPartCopy
+        ranges. Every range is taken from the version looked at (CopySourceIfMatch), so the
+        parts can never mix two versions; the upload is created with what a copy in parts
+        does not carry over by itself (metadata, content headers, storage class, encryption)
+        and committed create-only, as CopyObject is. A source changed or gone, or a
+        destination that appeared, aborts the upload: nothing of the copy is left."""
+        params: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": self.prefix + dst_key,
+            "Metadata": dict(head.get("Metadata", {})),
+            "StorageClass": self.options.storage_class or head.get("StorageClass", "STANDARD"),
+            **_kept_headers(head),
+        }
+        with self._errors(dst_key):
+            upload_id = self._client.create_multipart_upload(**params)["UploadId"]
+        try:
+            parts = [
+                self._copy_part(src_key, dst_key, upload_id, part, source.etag)
+                for part in _copy_parts(source.size)
+            ]
+            self._still_the_source(src_key, source.etag)
+            commit: dict[str, Any] = {
+                "Bucket": self.bucket,
+                "Key": self.prefix + dst_key,
+                "UploadId": upload_id,
+                "MultipartUpload": {"Parts": [_completed_part(p) for p in parts]},
+                "IfNoneMatch": "*",
+            }
+            with self._errors(dst_key, conditional=True):
+                self._client.complete_multipart_upload(**commit)
+        except BaseException:
+            with suppress(ProviderError):  # best effort: the failure is the news
+                self._abort(dst_key, upload_id)
+            raise
+        return self.stat(dst_key)
+
+    def _copy_part(
+        self, src_key: str, dst_key: str, upload_id: str, part: PartInfo, etag: str
+    ) -> PartInfo:
+        """One UploadPartCopy of `part`'s bytes of version `etag`; the part with the token the
+        commit names it by. A source changed or gone is PreconditionFailed; the upload itself
+        gone (an abort by another hand) is Transient: a new attempt makes a new one."""
+        last = part.offset + part.size - 1
+        try:
+            with self._errors(src_key, conditional=True):
+                answer = self._client.upload_part_copy(
+                    Bucket=self.bucket,
+                    Key=self.prefix + dst_key,
+                    UploadId=upload_id,
+                    PartNumber=part.number,
+                    CopySource={"Bucket": self.bucket, "Key": self.prefix + src_key},
+                    CopySourceIfMatch=f'"{etag}"',
+                    CopySourceRange=f"bytes={part.offset}-{last}",
+                )
+        except BucketMissing:
+            raise
+        except NotFound as exc:
+            raise Transient(f"{self.url}{dst_key}: {exc}; the copy starts over") from None
+        copied = str(answer.get("CopyPartResult", {}).get("ETag", "")).strip('"')
+        return dataclasses.replace(part, token=copied)
+
+    def _still_the_source(self, src_key: str, etag: str) -> None:
+        """PreconditionFailed unless the source still is version `etag`: the check that holds
+        a copy in parts to that version where the server ignores CopySourceIfMatch (moto).
+        A version that stayed was the one every part read, as no other write makes the
+        same ETag from other bytes."""
+        try:
+            current = self.stat(src_key).etag
+        except NotFound:
+            current = None
+        if current != etag:
+            raise PreconditionFailed(f"{self.url}{src_key}: changed while it was copied")
 
     def set_mtime(self, key: str, mtime_ns: int, if_match: str) -> ObjectInfo:
         """S3 cannot edit metadata in place: the object is copied onto itself with the new
@@ -714,13 +828,8 @@ class S3Provider:
             "MetadataDirective": "REPLACE",
             "Metadata": metadata,
             "StorageClass": head.get("StorageClass", "STANDARD"),
+            **_kept_headers(head),
         }
-        fields: dict[str, Any] = dict(head)
-        params.update((name, fields[name]) for name in _CONTENT_HEADERS if fields.get(name))
-        if head.get("ServerSideEncryption"):
-            params["ServerSideEncryption"] = head["ServerSideEncryption"]
-            if head.get("SSEKMSKeyId"):
-                params["SSEKMSKeyId"] = head["SSEKMSKeyId"]
         with self._errors(key, conditional=True):
             answer = self._client.copy_object(**params)
         result = answer.get("CopyObjectResult", {})
@@ -853,10 +962,13 @@ class S3Provider:
         return self._written(request, answer["ETag"].strip('"'))
 
     def abort_multipart(self, request: UploadRequest, upload_id: str) -> None:
+        self._abort(request.key, upload_id)
+
+    def _abort(self, key: str, upload_id: str) -> None:
         try:
-            with self._errors(request.key):
+            with self._errors(key):
                 self._client.abort_multipart_upload(
-                    Bucket=self.bucket, Key=self.prefix + request.key, UploadId=upload_id
+                    Bucket=self.bucket, Key=self.prefix + key, UploadId=upload_id
                 )
         except BucketMissing:
             raise
