@@ -1,5 +1,6 @@
 """A reload (SIGHUP) that changes pairs: a pair whose new remote cannot be opened keeps
-running as it was, and nothing a reload meets ends the daemon."""
+running as it was, a pair in a retry wait is let go at once, and nothing a reload meets ends
+the daemon."""
 
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ from typing import Any
 
 import pytest
 import yaml
-from harness import Setup, folder_setup, running_daemon, wait_for
-from remotes import remote_for
+from faultproxy import FaultProxy, slow_down
+from harness import Setup, folder_engine, folder_setup, running_daemon, wait_for
+from remotes import S3Remote, remote_for
 
 from syncd.config import load_config
 from syncd.daemon.daemon import Daemon
+from syncd.engine import core
 from syncd.engine.core import Engine
+from syncd.providers.base import ObjectInfo, UploadRequest
 
 #: An AWS profile with the emulator's dummy credentials (a profile named in the options
 #: takes its credentials from the config files, not from the environment).
@@ -74,6 +78,76 @@ def test_a_changed_pair_whose_remote_cannot_be_opened_keeps_running_as_it_was(
         assert daemon.wait_idle()["name"] == "docs"
         assert "Traceback" not in daemon.logs()
         assert daemon.terminate() == 0
+
+
+def test_a_reload_lets_go_of_a_changed_pair_that_waits_out_a_retry(
+    tmp_path: Path, s3_bucket: Any
+) -> None:
+    """The first upload of `a.txt` is told to come back in 90 s (503 SlowDown, Retry-After).
+    A reload that points the pair elsewhere meanwhile waited for that upload in the main
+    loop, up to a minute (systemd's watchdog kills the daemon after 30 s; `status` did not
+    answer), and the upload then went on to the old place. The wait now ends at once: the
+    pair syncs at its new place, and nothing reaches the old one."""
+    with FaultProxy(s3_bucket.endpoint_url, seed=7) as proxy:
+        throttled = proxy.add_rule(
+            slow_down(retry_after=90), method="PUT", path=r"/docs/a\.txt", limit=1
+        )
+        old, new = S3Remote(s3_bucket, "docs/"), S3Remote(s3_bucket, "moved/")
+        setup = Setup(tmp_path, old.url, options={"endpoint_url": proxy.url})
+        with running_daemon(setup) as daemon:
+            daemon.wait_idle()
+            (setup.local / "a.txt").write_bytes(b"a")
+            wait_for(lambda: throttled.fired == 1)
+            _rewrite(setup, lambda pair: pair.update(remote=new.url))
+            daemon.proc.send_signal(signal.SIGHUP)
+            wait_for(lambda: new.read("a.txt") == b"a")
+            assert daemon.wait_idle()["remote"] == new.url
+            assert daemon.terminate() == 0
+        assert old.read("a.txt") is None
+        assert not proxy.errors, proxy.errors[0]
+
+
+def test_an_upload_that_ends_after_its_pair_was_removed_is_not_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A removal waits for the pair's transfers, for a while: an upload stalled past that
+    came back and recorded its base in the state, which a reload that changed the pair's
+    place had forgotten meanwhile (the new place's first sync then took the file for
+    deleted). What ends after the pair's removal is not recorded now."""
+    monkeypatch.setattr(core, "REMOVE_WAIT_S", 0.5)  # the removal gives up on the stall
+    engine: Engine = folder_engine(tmp_path)
+    sent, release = threading.Event(), threading.Event()
+    try:
+        syncer = engine.syncers["p"]
+        upload = syncer.provider.upload
+
+        def stalled(request: UploadRequest) -> ObjectInfo:
+            sent.set()
+            release.wait(60)
+            return upload(request)
+
+        monkeypatch.setattr(syncer.provider, "upload", stalled)
+        (tmp_path / "local" / "a.txt").write_text("a")
+        engine.queue.put("p", "a.txt")
+        worker = threading.Thread(target=_work_one, args=(engine,))
+        worker.start()
+        assert sent.wait(30)
+        engine.remove_pair("p")
+        release.set()
+        worker.join(60)
+        assert not worker.is_alive()
+        assert engine.store.get("p", "a.txt") is None
+    finally:
+        release.set()
+        engine.close()
+
+
+def _work_one(engine: Engine) -> None:
+    """Be one of the daemon's workers, for one queued path."""
+    key = engine.queue.get(timeout=5)
+    assert key is not None
+    engine.handle(key)
+    engine.queue.done(key)
 
 
 def test_a_reload_that_fails_does_not_end_the_daemon(

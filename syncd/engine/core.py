@@ -321,7 +321,8 @@ class Engine:
                 pair,
                 provider,
                 self.store,
-                retry=self.retry,
+                # The pair's own: its removal ends its retry waits (`remove_pair`).
+                retry=self.retry.for_pair(),
                 is_cancelled=self.stopping.is_set,
                 enqueue=self.queue.put,
                 long_running=self.queue.long_running,
@@ -416,15 +417,17 @@ class Engine:
         self.syncers = {name: self.syncers[name] for name in names if name in self.syncers}
 
     def remove_pair(self, name: str) -> None:
-        """Stop syncing a pair: drop its queued work, stop what it has in flight and wait for
-        that to end, then close its provider. Its state stays, so adding it back later is not
-        a first sync. A pair changed by a reload is added anew right after, and its state
-        forgotten if its place changed: an upload of the old place recorded after that would
-        be a base of the new place, its file 'deleted locally' there (`_take_place`)."""
+        """Stop syncing a pair: drop its queued work, stop what it has in flight (a retry's
+        wait ends at once) and wait for that to end, then close its provider. Its state
+        stays, so adding it back later is not a first sync. A pair changed by a reload is
+        added anew right after, and its state forgotten if its place changed: an upload of
+        the old place recorded after that would be a base of the new place, its file
+        'deleted locally' there (`_take_place`)."""
         syncer = self.syncers.pop(name, None)
         self.queue.drop_pair(name)
         if syncer is not None:
             syncer.cancel()
+            syncer.retry.cancel()
             if not self.queue.wait_landed(name, REMOVE_WAIT_S):
                 log.warning("a removed pair's transfers are still running", pair=name)
         if syncer is not None and isinstance(syncer.provider, BatchedDurability):
