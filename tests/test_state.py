@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from harness import Setup, folder_setup, syncd, tree, wait_for
 
-from syncd.state import BaseEntry, OpRecord, RemoteSeen, StateError, StateStore
+from syncd.state import BaseEntry, OpRecord, RemoteSeen, StateError, StateStore, schema
 from syncd.state.schema import SCHEMA_VERSION
 from syncd.state.store import DEFER_ROWS
 
@@ -687,3 +687,49 @@ def test_root_is_refused_on_a_state_another_user_keeps(tmp_path: Path) -> None:
         assert result.returncode == 2, result.stderr
         assert result.stderr.startswith(f"syncd: state {setup.state_db} belongs to user ")
         assert "run this as that user (sudo -u " in result.stderr
+
+
+def test_a_migration_cut_short_after_its_column_was_added_is_finished(tmp_path: Path) -> None:
+    """Migration 1 adds `files.ctime_ns`, then bumps the version. Cut short in between (a
+    full disk, a kill), the column was there and the version still 1: every later open,
+    `syncd state rebuild`'s included, failed on "duplicate column name"."""
+    path = tmp_path / "state.db"
+    _v1_database(path)
+    db = sqlite3.connect(path)
+    db.execute("ALTER TABLE files ADD COLUMN ctime_ns BIGINT NOT NULL DEFAULT 0")
+    db.commit()
+    db.close()
+    store = StateStore(f"sqlite:///{path}")
+    try:
+        entry = store.get("docs", "a.txt")
+        assert entry is not None and (entry.size, entry.ctime_ns) == (3, 0)
+    finally:
+        store.close()
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT value FROM meta").fetchone()[0] == str(SCHEMA_VERSION)
+    db.close()
+
+
+def test_a_migration_that_fails_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The steps of a migration and the version bump commit together: a step that fails
+    (here a last one that cannot run) leaves the database as it was, and the next open with
+    the real steps migrates it."""
+    path = tmp_path / "state.db"
+    _v1_database(path)
+    failing = {**schema.MIGRATIONS, 3: [*schema.MIGRATIONS[3], "SELECT nosuch FROM files"]}
+    monkeypatch.setattr(schema, "MIGRATIONS", failing)
+    with pytest.raises(StateError, match="nosuch"):
+        StateStore(f"sqlite:///{path}")
+    db = sqlite3.connect(path)
+    columns = [row[1] for row in db.execute("PRAGMA table_info(files)")]
+    indexes = [row[1] for row in db.execute("PRAGMA index_list(files)")]
+    assert db.execute("SELECT value FROM meta").fetchone()[0] == "1"
+    db.close()
+    assert "ctime_ns" not in columns and "files_content" not in indexes
+    monkeypatch.undo()
+    StateStore(f"sqlite:///{path}").close()
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT value FROM meta").fetchone()[0] == str(SCHEMA_VERSION)
+    db.close()

@@ -42,10 +42,10 @@ from syncd.engine.stats import PairStats
 from syncd.engine.syncer import PairFault, PairSyncer
 from syncd.engine.workers import WorkerPool
 from syncd.engine.workqueue import Key
-from syncd.providers.base import ObjectInfo
+from syncd.providers.base import ObjectInfo, Provider
 from syncd.providers.errors import ProviderError
 from syncd.providers.url import RemoteURLError
-from syncd.state import StateStore
+from syncd.state import StateError, StateStore
 
 log = structlog.get_logger("syncd.daemon")
 
@@ -150,7 +150,12 @@ class Daemon:
                     break
                 if self._reload_asked:
                     self._reload_asked = False
-                    self.reload()
+                    try:
+                        self.reload()
+                    except Exception:
+                        # The daemon goes on with the pairs it has; the config is stored
+                        # only at a reload's end, so the next SIGHUP tries it all again.
+                        log.exception("reload failed; send SIGHUP to try again")
                 healthy = self._supervise()
                 self.remote_changes.drop_fired()
                 self._end_quiet_passes()
@@ -193,8 +198,11 @@ class Daemon:
         self._reload_asked = True  # a flag, as in _on_signal
 
     def reload(self) -> None:
-        """Re-read the config: pairs added, removed or changed take effect now; a bad config
-        is rejected with a log line and the running one stays."""
+        """Re-read the config: pairs added, removed or changed take effect now. A config with
+        an error is rejected with a log line and the running one stays, all of it: a file
+        `load_config` refuses, or a pair whose remote cannot be opened (an AWS profile not
+        there yet, a bad region), which the config check cannot see. The next SIGHUP tries
+        again."""
         if self.config_path is None:
             log.warning("reload ignored: the daemon was not started from a config file")
             return
@@ -203,12 +211,16 @@ class Daemon:
         except ConfigError as exc:
             log.error("reload rejected; keeping the running config", error=str(exc))
             return
+        old_pairs = {p.name: p for p in self.config.pairs}
+        new_pairs = {p.name: p for p in new.pairs}
+        changed = [pair for name, pair in new_pairs.items() if old_pairs.get(name) != pair]
+        remotes = self._open_remotes(changed)
+        if remotes is None:
+            return
         if new.log != self.config.log:
             logs.configure(new.log.level, new.log.format)
         for key in self.engine.apply_live_settings(new):
             log.warning("reload: this setting needs a restart; the running value stays", key=key)
-        old_pairs = {p.name: p for p in self.config.pairs}
-        new_pairs = {p.name: p for p in new.pairs}
         earlier: dict[str, PairStats] = {}
         added: list[str] = []
         # A changed pair is removed and added anew: `status` must never answer in between
@@ -220,14 +232,38 @@ class Daemon:
                     if name in self.engine.syncers:
                         earlier[name] = self.engine.syncers[name].stats
                     self._remove_pair(name)
-            for name, pair in new_pairs.items():
-                if old_pairs.get(name) != pair and self._attach_pair(pair, earlier.get(name)):
-                    added.append(name)
+            for pair in changed:
+                if self._attach_pair(pair, remotes[pair.name], earlier.get(pair.name)):
+                    added.append(pair.name)
             self.engine.order_pairs(list(new_pairs))
         for name in added:
             self._start_pair(name)
-        self.config = new
+        # A pair that could not be added is left out of the config kept: the next reload
+        # sees it as new and tries again.
+        lost = {pair.name for pair in changed} - set(added)
+        self.config = new.model_copy(
+            update={"pairs": [pair for pair in new.pairs if pair.name not in lost]}
+        )
         log.info("config reloaded", pairs=list(new_pairs))
+
+    def _open_remotes(self, pairs: list[PairConfig]) -> dict[str, Provider] | None:
+        """The remotes of a reload's new and changed pairs, opened before any running pair
+        is touched; None (after a line naming the pair and the problem) if one cannot be.
+        Removed first, a changed pair whose remote then failed to open was dropped without
+        a word, its new config taken as running, and the reload that next changed it ended
+        the daemon."""
+        opened: dict[str, Provider] = {}
+        for pair in pairs:
+            try:
+                opened[pair.name] = self.engine.open_remote(pair)
+            except (ProviderError, RemoteURLError) as exc:
+                for provider in opened.values():
+                    provider.close()
+                log.error(
+                    "reload rejected; keeping the running config", pair=pair.name, error=str(exc)
+                )
+                return None
+        return opened
 
     def _remove_pair(self, name: str) -> None:
         self.watcher.unwatch(name)
@@ -239,13 +275,16 @@ class Daemon:
         self._scan_fallback.discard(name)
         log.info("pair removed", pair=name)
 
-    def _attach_pair(self, pair: PairConfig, earlier: PairStats | None = None) -> bool:
-        """Add a pair to the engine (or a changed one anew, with the since-start counts of
-        `earlier`); True when it could be. `_start_pair` then sets it going."""
+    def _attach_pair(
+        self, pair: PairConfig, provider: Provider, earlier: PairStats | None = None
+    ) -> bool:
+        """Add a pair to the engine on its opened remote (or a changed one anew, with the
+        since-start counts of `earlier`); True when it could be. `_start_pair` then sets it
+        going."""
         self.engine.queue.close_gate(pair.name)
         try:
-            syncer = self.engine.add_pair(pair)
-        except (ProviderError, RemoteURLError) as exc:
+            syncer = self.engine.add_pair(pair, provider)
+        except (ProviderError, RemoteURLError, StateError) as exc:
             self.engine.queue.drop_pair(pair.name)
             log.error("pair cannot be added", pair=pair.name, error=str(exc))
             return False

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import structlog
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
 log = structlog.get_logger("syncd.poller")
@@ -44,7 +46,10 @@ class Poller:
         )
 
     def remove(self, pair: str) -> None:
-        self._scheduler.remove_job(f"poll:{pair}")
+        """Stop polling `pair`. A pair that is not polled is no error: one a reload could not
+        add has no job, and its removal by a later reload ended the daemon (JobLookupError)."""
+        with contextlib.suppress(JobLookupError):
+            self._scheduler.remove_job(f"poll:{pair}")
 
     def run_now(self, pair: str, job: Callable[[str], None]) -> None:
         """Run `job(pair)` (a full reconciliation) as soon as a scheduler thread is free."""

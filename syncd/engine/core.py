@@ -41,7 +41,7 @@ from syncd.engine.workers import WorkerPool
 from syncd.engine.workqueue import Key, WorkQueue
 from syncd.exitcodes import EXIT_ATTENTION, EXIT_FAILED, EXIT_OK
 from syncd.providers import open_provider
-from syncd.providers.base import BatchedDurability
+from syncd.providers.base import BatchedDurability, Provider
 from syncd.providers.errors import InvalidRequest, ProviderError
 from syncd.providers.options import served_by
 from syncd.providers.url import RemoteURLError
@@ -304,30 +304,40 @@ class Engine:
         )
         return run_one_way(config, dry_run=dry_run)
 
-    def add_pair(self, pair: PairConfig) -> PairSyncer:
-        provider = open_provider(pair.remote, pair.options, workers=self.config.workers)
+    def open_remote(self, pair: PairConfig) -> Provider:
+        """The pair's remote, opened as `add_pair` would: RemoteURLError or InvalidRequest
+        (an AWS profile that is not there, a bad region) for what the config check cannot
+        see. A reload opens a changed pair's remote before it lets go of the running one."""
+        return open_provider(pair.remote, pair.options, workers=self.config.workers)
+
+    def add_pair(self, pair: PairConfig, provider: Provider | None = None) -> PairSyncer:
+        """Start syncing `pair` on `provider` (its remote, from `open_remote`; opened here
+        if None). The provider is closed if the pair cannot be added."""
+        if provider is None:
+            provider = self.open_remote(pair)
         try:
             self._take_place(pair)
+            syncer = PairSyncer(
+                pair,
+                provider,
+                self.store,
+                # The pair's own: its removal ends its retry waits (`remove_pair`).
+                retry=self.retry.for_pair(),
+                is_cancelled=self.stopping.is_set,
+                enqueue=self.queue.put,
+                long_running=self.queue.long_running,
+                parts=PartSettings(
+                    threshold=self.config.multipart_threshold,
+                    part_size=self.config.part_size,
+                    concurrency=self.config.part_concurrency,
+                ),
+                inflight=self.inflight,
+                pace_up=self._pace("upload"),
+                pace_down=self._pace("download"),
+            )
         except BaseException:
-            provider.close()
+            provider.close()  # the state could not take the pair (a full disk, say)
             raise
-        syncer = PairSyncer(
-            pair,
-            provider,
-            self.store,
-            retry=self.retry,
-            is_cancelled=self.stopping.is_set,
-            enqueue=self.queue.put,
-            long_running=self.queue.long_running,
-            parts=PartSettings(
-                threshold=self.config.multipart_threshold,
-                part_size=self.config.part_size,
-                concurrency=self.config.part_concurrency,
-            ),
-            inflight=self.inflight,
-            pace_up=self._pace("upload"),
-            pace_down=self._pace("download"),
-        )
         self.syncers[pair.name] = syncer
         self.queue.limit(pair.name, provider.capabilities.max_transfers)
         return syncer
@@ -407,15 +417,17 @@ class Engine:
         self.syncers = {name: self.syncers[name] for name in names if name in self.syncers}
 
     def remove_pair(self, name: str) -> None:
-        """Stop syncing a pair: drop its queued work, stop what it has in flight and wait for
-        that to end, then close its provider. Its state stays, so adding it back later is not
-        a first sync. A pair changed by a reload is added anew right after, and its state
-        forgotten if its place changed: an upload of the old place recorded after that would
-        be a base of the new place, its file 'deleted locally' there (`_take_place`)."""
+        """Stop syncing a pair: drop its queued work, stop what it has in flight (a retry's
+        wait ends at once) and wait for that to end, then close its provider. Its state
+        stays, so adding it back later is not a first sync. A pair changed by a reload is
+        added anew right after, and its state forgotten if its place changed: an upload of
+        the old place recorded after that would be a base of the new place, its file
+        'deleted locally' there (`_take_place`)."""
         syncer = self.syncers.pop(name, None)
         self.queue.drop_pair(name)
         if syncer is not None:
             syncer.cancel()
+            syncer.retry.cancel()
             if not self.queue.wait_landed(name, REMOVE_WAIT_S):
                 log.warning("a removed pair's transfers are still running", pair=name)
         if syncer is not None and isinstance(syncer.provider, BatchedDurability):

@@ -4,9 +4,11 @@ cancellation) fails at once so the engine can decide what it means."""
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 from tenacity import (
@@ -22,6 +24,10 @@ from tenacity.wait import wait_random_exponential
 from syncd.providers.errors import Cancelled, Throttled, Transient
 
 T = TypeVar("T")
+
+#: A removed pair's retry wait looks at the engine's stop flag this often (it sleeps on the
+#: pair's own flag, and one thread can wait on one event only).
+STOP_POLL_SECONDS = 0.1
 
 
 def should_retry(exc: BaseException) -> bool:
@@ -41,11 +47,21 @@ class _OutOfTime(stop_base):
         return time.monotonic() - self.started >= self.seconds
 
 
+@dataclass
+class _Budget:
+    """How many attempts a call gets and for how long: one per engine, shared by its pairs'
+    policies (`RetryPolicy.for_pair`), so that a reload's new values reach every pair."""
+
+    attempts: int
+    max_seconds: float
+
+
 class RetryPolicy:
     """How often and how long provider calls are tried again.
 
     `stopping` (the engine's flag) cuts a backoff short: a daemon asked to stop must not sit
     out a retry's wait (up to `max_wait`) with a transfer in hand; the call ends as Cancelled.
+    A pair's own policy (`for_pair`) can be cancelled too, when the pair is removed.
     """
 
     def __init__(
@@ -55,16 +71,65 @@ class RetryPolicy:
         max_wait: float = 30.0,
         stopping: threading.Event | None = None,
     ) -> None:
-        self.attempts = attempts
-        self.max_seconds = max_seconds
+        self._budget = _Budget(attempts, max_seconds)
         self._jitter = wait_random_exponential(multiplier=0.2, max=max_wait)
         self._stopping = stopping
+        #: Set by `cancel` (a pair's policy only).
+        self._cancelled: threading.Event | None = None
+
+    @property
+    def attempts(self) -> int:
+        return self._budget.attempts
+
+    @attempts.setter
+    def attempts(self, value: int) -> None:
+        self._budget.attempts = value
+
+    @property
+    def max_seconds(self) -> float:
+        return self._budget.max_seconds
+
+    @max_seconds.setter
+    def max_seconds(self, value: float) -> None:
+        self._budget.max_seconds = value
+
+    def for_pair(self) -> RetryPolicy:
+        """A policy for one pair's calls: this one's settings (changed with it) and stop
+        flag, and a `cancel` of its own."""
+        mine = copy.copy(self)
+        mine._cancelled = threading.Event()
+        return mine
+
+    def cancel(self) -> None:
+        """The pair is being removed (a reload changed or dropped it): a retry's wait ends
+        now, no attempt starts, and a call that ends from now on ends as Cancelled, so what
+        it did is not recorded. The remover waits for the pair's transfers to end, then may
+        forget its state (a changed place): a wait of up to `max_seconds` held up that
+        reload, in the daemon's main loop, and a transfer that came back after it recorded a
+        base of the old place in the new place's state."""
+        if self._cancelled is None:
+            raise RuntimeError("only a pair's policy (for_pair) can be cancelled")
+        self._cancelled.set()
+
+    def _check(self) -> None:
+        if self._cancelled is not None and self._cancelled.is_set():
+            raise Cancelled("call abandoned: the pair was removed")
 
     def _sleep(self, seconds: float) -> None:
-        if self._stopping is None:
+        if self._cancelled is not None:
+            self._sleep_cancellable(self._cancelled, seconds)
+        elif self._stopping is None:
             time.sleep(seconds)
         elif self._stopping.wait(seconds):
             raise Cancelled("retry abandoned: syncd is stopping")
+
+    def _sleep_cancellable(self, cancelled: threading.Event, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if self._stopping is not None and self._stopping.is_set():
+                raise Cancelled("retry abandoned: syncd is stopping")
+            if cancelled.wait(min(left, STOP_POLL_SECONDS)):
+                self._check()
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome is not None else None
@@ -82,10 +147,14 @@ class RetryPolicy:
         handed to tenacity as attempt 1, so the backoff and the attempt count are the same as
         if tenacity had made it."""
         started = time.monotonic()
+        self._check()
         try:
-            return fn()
+            result = fn()
         except (Throttled, Transient) as exc:
             first: BaseException = exc
+        else:
+            self._check()
+            return result
         replay = [first]
 
         def before_sleep(state: RetryCallState) -> None:
@@ -96,7 +165,10 @@ class RetryPolicy:
         def attempt() -> T:
             if replay:
                 raise replay.pop()
-            return fn()
+            self._check()
+            result = fn()
+            self._check()
+            return result
 
         retrying = Retrying(
             retry=retry_if_exception(should_retry),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -16,10 +18,27 @@ from sqlalchemy import (
 
 SCHEMA_VERSION = 4
 
+
+@dataclass(frozen=True)
+class AddColumn:
+    """A migration step that adds a column, skipped when the column is there already: SQLite
+    has no `ADD COLUMN IF NOT EXISTS`, and a step run twice (a migration cut short, say) must
+    not make the database one that no syncd can open ("duplicate column name")."""
+
+    table: str
+    column: str
+    definition: str
+
+    @property
+    def sql(self) -> str:
+        return f"ALTER TABLE {self.table} ADD COLUMN {self.column} {self.definition}"
+
+
 #: Ordered steps that bring an older database up to SCHEMA_VERSION: MIGRATIONS[v] upgrades
-#: version v to v + 1. New tables need no step (create_all adds them).
-MIGRATIONS: dict[int, list[str]] = {
-    1: ["ALTER TABLE files ADD COLUMN ctime_ns BIGINT NOT NULL DEFAULT 0"],
+#: version v to v + 1. New tables need no step (create_all adds them). Every step must be
+#: safe to run again on a database it already changed (`IF NOT EXISTS`, `AddColumn`).
+MIGRATIONS: dict[int, list[str | AddColumn]] = {
+    1: [AddColumn("files", "ctime_ns", "BIGINT NOT NULL DEFAULT 0")],
     2: [],  # the uploads, downloads and counters tables (created by create_all)
     3: ["CREATE INDEX IF NOT EXISTS files_content ON files (pair, sha256, size)"],
 }

@@ -397,14 +397,7 @@ class StateStore:
                     )
                 )
             elif int(found) < schema.SCHEMA_VERSION:
-                for version in range(int(found), schema.SCHEMA_VERSION):
-                    for step in schema.MIGRATIONS.get(version, []):
-                        conn.exec_driver_sql(step)
-                conn.execute(
-                    schema.meta.update()
-                    .where(schema.meta.c.key == "schema_version")
-                    .values(value=str(schema.SCHEMA_VERSION))
-                )
+                _migrate(conn, int(found))
             elif int(found) > schema.SCHEMA_VERSION:
                 raise StateError(
                     f"state database {_redacted(self.url)} was written by a newer syncd "
@@ -982,6 +975,33 @@ class StateStore:
     def integrity_check(self) -> str:
         with self._engine.connect() as conn:
             return str(conn.exec_driver_sql("PRAGMA integrity_check").scalar_one())
+
+
+def _migrate(conn: Connection, found: int) -> None:
+    """Bring a database of schema `found` up to SCHEMA_VERSION: its steps and the version
+    that says they ran commit together, or none of them does. Python's sqlite3 opens a
+    transaction only before a data change, so an ALTER TABLE committed on its own; a version
+    update that failed after it (a full disk) left the column there and the version old, and
+    every later open failed on "duplicate column name". A SAVEPOINT opens the transaction
+    before the first step. Each step may run again all the same (see `schema.MIGRATIONS`)."""
+    with conn.begin_nested():
+        for version in range(found, schema.SCHEMA_VERSION):
+            for step in schema.MIGRATIONS.get(version, []):
+                _migration_step(conn, step)
+        conn.execute(
+            schema.meta.update()
+            .where(schema.meta.c.key == "schema_version")
+            .values(value=str(schema.SCHEMA_VERSION))
+        )
+
+
+def _migration_step(conn: Connection, step: str | schema.AddColumn) -> None:
+    if isinstance(step, str):
+        conn.exec_driver_sql(step)
+        return
+    columns = {row[1] for row in conn.exec_driver_sql(f"PRAGMA table_info({step.table})")}
+    if step.column not in columns:
+        conn.exec_driver_sql(step.sql)
 
 
 def _configure_sqlite(dbapi_conn: Any, _record: Any) -> None:
