@@ -1,0 +1,122 @@
+"""The daemon's passes, driven by hand (no `run`, no workers): full scans asked for while one
+runs, and when a pass ends."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from harness import folder_setup, tree, wait_for
+
+from syncd.config import Config, load_config
+from syncd.daemon.daemon import Daemon
+from syncd.engine.core import Engine
+from syncd.engine.syncer import PairSyncer
+
+
+def _hand_driven_pair(tmp_path: Path, files: dict[str, str]) -> tuple[Path, Path, Config]:
+    """A one-pair set-up (`docs`) on a folder remote with `files` in its local root: its
+    local root, its remote folder and its config."""
+    setup, remote = folder_setup(tmp_path)
+    setup.local.mkdir()
+    for name, text in files.items():
+        (setup.local / name).write_text(text)
+    setup.write()
+    return setup.local, remote, load_config(setup.config)
+
+
+def _work_off(engine: Engine) -> None:
+    """Be the daemon's workers until its queue is empty."""
+    while (key := engine.queue.get(timeout=1)) is not None:
+        engine.handle(key)
+        engine.queue.done(key)
+
+
+def _first_pass(daemon: Daemon, engine: Engine) -> None:
+    """The start-up pass of pair `docs`, through to its end (last_sync stamped)."""
+    daemon.full_scan("docs", first_pass=True)
+    _work_off(engine)
+    daemon._end_quiet_passes()
+
+
+def _poller_runs(daemon: Daemon) -> dict[str, int]:
+    """The poller's jobs running now, by id, with how many runs of each."""
+    executor = daemon.poller._scheduler._executors["default"]
+    with executor._lock:
+        return {job: runs for job, runs in executor._instances.items() if runs}
+
+
+@contextmanager
+def _poller_through(daemon: Daemon) -> Iterator[None]:
+    """Wait, after the block, until what the poller was asked to run in it has run (or was
+    dropped): scans asked for ran there once, and the test must not go on before."""
+    before = _poller_runs(daemon)
+    yield
+    wait_for(lambda: not daemon.poller._scheduler.get_jobs() and _poller_runs(daemon) == before)
+
+
+def _scans_ended(daemon: Daemon) -> None:
+    for _, thread in list(daemon._startups.values()):
+        thread.join(10)
+        assert not thread.is_alive()
+
+
+@contextmanager
+def _next_plan_waits(
+    monkeypatch: pytest.MonkeyPatch, syncer: PairSyncer
+) -> Iterator[tuple[threading.Event, threading.Event]]:
+    """The syncer's next scan walks the local tree and lists the remote, then waits until
+    `go` is set (a big remote whose listing takes minutes): `walked` says it got there."""
+    walked, go = threading.Event(), threading.Event()
+    plan = syncer.plan
+
+    def waiting(*args: Any, **kwargs: Any) -> Any:
+        planned = plan(*args, **kwargs)
+        if not walked.is_set():
+            walked.set()
+            assert go.wait(30)
+        return planned
+
+    monkeypatch.setattr(syncer, "plan", waiting)
+    try:
+        yield walked, go
+    finally:
+        go.set()
+
+
+@pytest.mark.parametrize("running", ["start-up pass", "syncd sync"])
+def test_a_full_scan_asked_for_while_one_runs_runs_once_more(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, running: str
+) -> None:
+    """Events lost (an inotify overflow) while a full scan was listing a big remote, its
+    local walk done: the scan asked for then was dropped (APScheduler skips a job whose
+    last run is still running; a start-up pass took no other scan at all), and a file made
+    after the walk waited for the hourly rescan, the pair meanwhile `idle`. The scan under
+    way now runs once more when it ends."""
+    local, remote, config = _hand_driven_pair(tmp_path, {"a.txt": "a"})
+    with Engine(config) as engine:
+        daemon = Daemon(config, engine)
+        daemon.poller.start()  # as `run` does
+        try:
+            if running == "syncd sync":
+                _first_pass(daemon, engine)
+            with _next_plan_waits(monkeypatch, engine.syncers["docs"]) as (walked, go):
+                if running == "syncd sync":
+                    assert daemon.dispatch("sync", {})["queued"]
+                else:
+                    daemon._start_pass("docs")
+                assert walked.wait(10)
+                (local / "x.txt").write_text("made after the walk")
+                with _poller_through(daemon):
+                    daemon._on_overflow()  # its event, and others, were lost
+                go.set()
+                wait_for(lambda: engine.queue.holds("docs", "x.txt"), timeout=10)
+            _scans_ended(daemon)
+        finally:
+            daemon.poller.stop()
+        _work_off(engine)
+    assert tree(remote) == {"a.txt": b"a", "x.txt": b"made after the walk"}
