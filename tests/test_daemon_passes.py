@@ -120,3 +120,45 @@ def test_a_full_scan_asked_for_while_one_runs_runs_once_more(
             daemon.poller.stop()
         _work_off(engine)
     assert tree(remote) == {"a.txt": b"a", "x.txt": b"made after the walk"}
+
+
+def test_sync_force_sent_during_a_start_up_pass_lets_the_held_deletions_through(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A held pair, restarted (or made anew by a reload that raised max_delete): its held
+    deletions are known from the state only until its start-up pass decides them again.
+    `syncd sync --force` sent meanwhile was spent at the next tick of the main loop on no
+    pending deletion (the pair stayed held, said "sync requested"), and stamped last_sync
+    before the pass was through. The force now waits for a pass that can use it."""
+    local, remote, config = _hand_driven_pair(tmp_path, {f"{n}.txt": n for n in "abcd"})
+    with Engine(config) as engine:
+        daemon = Daemon(config, engine)
+        _first_pass(daemon, engine)
+        for name in "abc":
+            (local / f"{name}.txt").unlink()
+            engine.queue.put("docs", f"{name}.txt")  # as the watcher says it
+        _work_off(engine)
+        daemon._end_quiet_passes()
+        assert engine.syncers["docs"].stats.held_reason is not None
+    assert tree(remote) == {f"{n}.txt": n.encode() for n in "abcd"}
+
+    with Engine(config) as engine:  # the daemon restarted
+        daemon = Daemon(config, engine)
+        syncer = engine.syncers["docs"]
+        synced = syncer.stats.last_sync
+        assert synced is not None
+        engine.queue.close_gate("docs")  # as `run` does
+        with _next_plan_waits(monkeypatch, syncer) as (walked, go):
+            daemon._start_pass("docs")
+            assert walked.wait(10)
+            assert daemon.dispatch("sync", {"force": True})["queued"]
+            daemon._end_quiet_passes()  # the main loop's tick, the start-up pass under way
+            assert syncer.stats.last_sync == synced
+            go.set()
+            _scans_ended(daemon)
+        for _ in range(2):  # the deletions decided, then let through and carried out
+            _work_off(engine)
+            daemon._end_quiet_passes()
+        assert syncer.stats.held_reason is None
+        assert daemon.status()["pairs"][0]["state"] == "idle"
+    assert tree(remote) == {"d.txt": b"d"}

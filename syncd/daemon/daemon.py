@@ -298,10 +298,18 @@ class Daemon:
 
     def _end_quiet_passes(self) -> None:
         """Pairs with nothing queued, settling or in flight have finished a pass: run the
-        end-of-pass deletion check (the max_delete guard) for them."""
+        end-of-pass deletion check (the max_delete guard) for them. Not before a pair's
+        start-up pass is through: until then its held deletions are not pending again (a
+        `sync --force` was spent on none of them), and nothing says it is in sync."""
         settling = {pair for pair, _ in self.settler.pending_keys()}
+        starting = self._starting()
         for name, syncer in self.engine.syncers.items():
-            if name in settling or self.engine.pair_busy(name) or self.engine.queue.is_paused(name):
+            if (
+                name in settling
+                or name in starting
+                or self.engine.pair_busy(name)
+                or self.engine.queue.is_paused(name)
+            ):
                 continue
             if (
                 name in self.engine.touched
