@@ -3,6 +3,7 @@ runs, and when a pass ends."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from harness import folder_setup, tree, wait_for
+from sqlalchemy.exc import OperationalError
 
 from syncd.config import Config, load_config
 from syncd.daemon.daemon import Daemon
@@ -162,3 +165,84 @@ def test_sync_force_sent_during_a_start_up_pass_lets_the_held_deletions_through(
         assert syncer.stats.held_reason is None
         assert daemon.status()["pairs"][0]["state"] == "idle"
     assert tree(remote) == {"d.txt": b"d"}
+
+
+def _paths_under_fails(monkeypatch: pytest.MonkeyPatch, engine: Engine) -> None:
+    """The state's next read of the paths under a folder fails (a disk I/O error)."""
+    paths_under = engine.store.paths_under
+    calls: list[str] = []
+
+    def failing(pair: str, path: str) -> Any:
+        calls.append(path)
+        if len(calls) == 1:
+            raise OperationalError("SELECT", {}, sqlite3.OperationalError("disk I/O error"))
+        return paths_under(pair, path)
+
+    monkeypatch.setattr(engine.store, "paths_under", failing)
+
+
+def _settle_a_folder_and_files(daemon: Daemon, local: Path) -> None:
+    """A folder and a file settled in one batch (the folder first), a file a moment later."""
+    (local / "dir").mkdir()
+    for name in ("dir/in.txt", "b.txt", "c.txt"):
+        (local / name).write_text(name)
+    daemon.settler.touch(("docs", "dir"), 0, walk=True)
+    daemon.settler.touch(("docs", "b.txt"), 0)
+    daemon.settler.touch(("docs", "c.txt"), 0.3)
+
+
+def test_a_settled_change_that_fails_is_said_and_the_pair_compared_in_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder's walk that failed (the state's read of the paths under it raised) ended
+    the settle thread: the rest of its batch was never queued, nor what settled later.
+    It is said now, the pair is compared in full, and the thread goes on."""
+    local, _, config = _hand_driven_pair(tmp_path, {"a.txt": "a"})
+    with Engine(config) as engine:
+        daemon = Daemon(config, engine)
+        _first_pass(daemon, engine)
+        scans: list[str] = []
+        monkeypatch.setattr(daemon, "rescan", scans.append, raising=False)
+        _paths_under_fails(monkeypatch, engine)
+        with structlog.testing.capture_logs() as logs:
+            _settle_a_folder_and_files(daemon, local)
+            daemon.settler.start()
+            try:
+                wait_for(lambda: all(engine.queue.holds("docs", p) for p in ("b.txt", "c.txt")))
+                assert daemon.settler.is_alive()
+            finally:
+                daemon.settler.stop()
+    assert scans == ["docs"]
+    said = [(e["log_level"], e["path"], e["error"]) for e in logs if "compar" in e["event"]]
+    assert [(level, path) for level, path, _ in said] == [("error", "dir")]
+    assert said[0][2].startswith("OperationalError: (sqlite3.OperationalError) disk I/O error")
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_restarted_settle_thread_carries_over_what_was_settling(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the settle thread died all the same, the main loop started a new, empty one:
+    the changes still settling (the rest of the batch, those due later, those touched
+    meanwhile) were never queued, until the hourly rescan. The new one takes them over."""
+    local, _, config = _hand_driven_pair(tmp_path, {"a.txt": "a"})
+    with Engine(config) as engine:
+        daemon = Daemon(config, engine)
+        _first_pass(daemon, engine)
+
+        def broken(name: str) -> None:
+            raise RuntimeError("no thread can be started")
+
+        monkeypatch.setattr(daemon, "rescan", broken, raising=False)
+        _paths_under_fails(monkeypatch, engine)
+        _settle_a_folder_and_files(daemon, local)
+        daemon.settler.start()
+        wait_for(lambda: not daemon.settler.is_alive())
+        (local / "d.txt").write_text("d")
+        daemon.settler.touch(("docs", "d.txt"), 0)  # the watcher, before the main loop's tick
+        daemon._supervise()  # the main loop's tick
+        try:
+            wanted = ("b.txt", "c.txt", "d.txt")
+            wait_for(lambda: all(engine.queue.holds("docs", p) for p in wanted))
+        finally:
+            daemon.settler.stop()

@@ -336,7 +336,7 @@ class Daemon:
         self.workers.supervise()
         if not self.settler.is_alive():
             log.error("settle thread died; restarting it")
-            self.settler = Debouncer(self._settled, name="settle")
+            self.settler = self.settler.successor()  # with the changes still settling
             self.settler.start()
         return self.watcher.is_alive() and self.poller.is_alive() and self.control.is_alive()
 
@@ -566,6 +566,22 @@ class Daemon:
         self.settler.touch((change.pair, change.path), syncer.pair.settle, walk=change.is_dir)
 
     def _settled(self, key: Key, pending: Pending) -> None:
+        """A local change settled: queue its path, or every path under a folder. Anything
+        raised here ended the settle thread (a state database that failed a read, say): the
+        rest of its batch was never queued, and the new thread started empty. Said now, and
+        the pair is compared in full instead."""
+        try:
+            self._queue_settled(key, pending)
+        except Exception as exc:
+            log.error(
+                "settled change not handled; comparing the pair in full",
+                pair=key[0],
+                path=key[1],
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            self.rescan(key[0])
+
+    def _queue_settled(self, key: Key, pending: Pending) -> None:
         pair, path = key
         syncer = self.engine.syncers.get(pair)
         if syncer is None:
