@@ -246,3 +246,50 @@ def test_a_restarted_settle_thread_carries_over_what_was_settling(
             wait_for(lambda: all(engine.queue.holds("docs", p) for p in wanted))
         finally:
             daemon.settler.stop()
+
+
+def test_held_deletions_are_weighed_again_at_a_poll_not_at_every_tick(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A held deletion stays pending, and every tick of the main loop (twice a second)
+    weighed all of a held pair's deletions again: one state query per held file, for as
+    long as the hold stood. They are weighed again once its poll has decided them again
+    (the README's "decided again at every poll"), or at `sync --force`."""
+    local, remote, config = _hand_driven_pair(tmp_path, {f"{n}.txt": n for n in "abcd"})
+    with Engine(config) as engine:
+        daemon = Daemon(config, engine)
+        syncer = engine.syncers["docs"]
+        _first_pass(daemon, engine)
+        for name in "abc":
+            (local / f"{name}.txt").unlink()
+            engine.queue.put("docs", f"{name}.txt")  # as the watcher says it
+        _work_off(engine)
+        daemon._end_quiet_passes()
+        assert daemon.status()["pairs"][0]["state"] == "held"
+
+        weighed: list[bool] = []
+        flush_deletions = syncer.flush_deletions
+
+        def weigh(force: bool = False) -> list[str]:
+            weighed.append(force)
+            return flush_deletions(force=force)
+
+        monkeypatch.setattr(syncer, "flush_deletions", weigh)
+        for _ in range(5):  # ticks of the main loop
+            daemon._end_quiet_passes()
+        assert weighed == []
+
+        daemon._requeue_due("docs", [])  # a quiet poll: the held paths are decided again
+        _work_off(engine)
+        for _ in range(5):
+            daemon._end_quiet_passes()
+        assert weighed == [False]
+        assert daemon.status()["pairs"][0]["state"] == "held"
+
+        engine.force.add("docs")  # as `syncd sync --force` does
+        daemon._end_quiet_passes()
+        _work_off(engine)
+        daemon._end_quiet_passes()
+        assert weighed == [False, True, False]
+        assert daemon.status()["pairs"][0]["state"] == "idle"
+    assert tree(remote) == {"d.txt": b"d"}

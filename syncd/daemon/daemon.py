@@ -298,26 +298,28 @@ class Daemon:
 
     def _end_quiet_passes(self) -> None:
         """Pairs with nothing queued, settling or in flight have finished a pass: run the
-        end-of-pass deletion check (the max_delete guard) for them. Not before a pair's
-        start-up pass is through: until then its held deletions are not pending again (a
-        `sync --force` was spent on none of them), and nothing says it is in sync."""
+        end-of-pass deletion check (the max_delete guard) for them. Only for a pair that
+        did work since its last one (new deletions come from work) or was forced: a held
+        pair's deletions are weighed again when its poll has decided them again, not at
+        every tick (one state query per held file, twice a second, for days). Not before a
+        pair's start-up pass is through: until then its held deletions are not pending
+        again (a `sync --force` was spent on none of them), and nothing says it is in sync."""
         settling = {pair for pair, _ in self.settler.pending_keys()}
         starting = self._starting()
-        for name, syncer in self.engine.syncers.items():
-            if (
-                name in settling
-                or name in starting
-                or self.engine.pair_busy(name)
-                or self.engine.queue.is_paused(name)
-            ):
+        for name in list(self.engine.syncers):
+            touched = name in self.engine.touched
+            if not touched and name not in self.engine.force:
                 continue
-            if (
-                name in self.engine.touched
-                or syncer.has_pending_deletes()
-                or name in self.engine.force
-            ):
-                self.engine.touched.discard(name)
-                self.engine.end_of_pass(name)
+            if name in settling or name in starting or self.engine.queue.is_paused(name):
+                continue
+            # Unmarked before the look at its queue: a path a worker takes after that look
+            # marks the pair again, and its outcome gets an end of pass of its own.
+            self.engine.touched.discard(name)
+            if self.engine.pair_busy(name):
+                if touched:
+                    self.engine.touched.add(name)
+                continue
+            self.engine.end_of_pass(name)
 
     def _retry_due_failures(self) -> None:
         """A failed path is tried again when its backoff runs out, the `next_try` status
