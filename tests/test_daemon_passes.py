@@ -293,3 +293,46 @@ def test_held_deletions_are_weighed_again_at_a_poll_not_at_every_tick(
         assert weighed == [False, True, False]
         assert daemon.status()["pairs"][0]["state"] == "idle"
     assert tree(remote) == {"d.txt": b"d"}
+
+
+def test_a_pair_is_not_idle_while_a_folder_event_is_walked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the settle thread walked a folder that appeared (seconds, for a big one), the
+    folder and the changes due with it were neither settling nor queued: the pair showed
+    `idle` with 0 queued, and a poll (or the end of a pass) stamped last_sync. A client
+    waiting for idle, or for last_sync past its change, went on before it was queued."""
+    local, _, config = _hand_driven_pair(tmp_path, {"a.txt": "a"})
+    with Engine(config) as engine:
+        daemon = Daemon(config, engine)
+        syncer = engine.syncers["docs"]
+        _first_pass(daemon, engine)
+        synced = syncer.stats.last_sync
+        walking, go = threading.Event(), threading.Event()
+        scan_local = syncer.scan_local
+
+        def slow_walk(*args: Any, **kwargs: Any) -> Any:
+            walking.set()
+            assert go.wait(30)
+            return scan_local(*args, **kwargs)
+
+        monkeypatch.setattr(syncer, "scan_local", slow_walk)
+        (local / "dir").mkdir()
+        (local / "dir" / "in.txt").write_text("in")
+        (local / "b.txt").write_text("b")
+        daemon.settler.touch(("docs", "dir"), 0, walk=True)
+        daemon.settler.touch(("docs", "b.txt"), 0)
+        daemon.settler.start()
+        try:
+            assert walking.wait(10)
+            pair = daemon.status()["pairs"][0]
+            assert (pair["state"], pair["queued"]) == ("syncing", 2)
+            daemon._requeue_due("docs", [])  # a quiet poll
+            engine.touched.add("docs")
+            daemon._end_quiet_passes()  # the main loop's tick
+            assert syncer.stats.last_sync == synced
+            go.set()
+            wait_for(lambda: all(engine.queue.holds("docs", p) for p in ("dir/in.txt", "b.txt")))
+        finally:
+            go.set()
+            daemon.settler.stop()

@@ -66,7 +66,7 @@ def test_debouncer_emits_once_after_quiet_period() -> None:
         debouncer.touch("b", settle=10)  # wakes the thread up with the new time
         assert fired.wait(2)
         assert emitted == ["a"]
-        assert debouncer.pending_keys() == ["b"]
+        wait_for(lambda: debouncer.pending_keys() == ["b"])  # once `emit` has returned
     finally:
         debouncer.stop()
     assert not debouncer.is_alive()
@@ -107,3 +107,32 @@ def test_a_successor_takes_over_what_a_dead_debouncer_left() -> None:
         assert successor.pending_keys() == ["wake"]
     finally:
         successor.stop()
+
+
+def test_a_key_being_emitted_and_its_batch_are_still_pending() -> None:
+    """Due keys are emitted one after the other (a folder's walk takes seconds): until its
+    `emit` has returned, a key (and each one behind it in the batch) is still pending, so
+    the daemon counts it as settling and its pair is not called idle meanwhile."""
+    clock = FakeClock()
+    walking, go = threading.Event(), threading.Event()
+
+    def emit(key: str, _pending: Pending) -> None:
+        if key == "folder":
+            walking.set()
+            assert go.wait(10)
+
+    debouncer: Debouncer[str] = Debouncer(emit, clock=clock)
+    debouncer.touch("folder", settle=0.5, walk=True)
+    debouncer.touch("file", settle=0.5)
+    debouncer.touch("later", settle=5)
+    clock.now = 1.0
+    debouncer.start()
+    try:
+        assert walking.wait(2)
+        assert sorted(debouncer.pending_keys()) == ["file", "folder", "later"]
+        assert len(debouncer) == 3
+        go.set()
+        wait_for(lambda: debouncer.pending_keys() == ["later"])
+    finally:
+        go.set()
+        debouncer.stop()

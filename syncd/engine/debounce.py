@@ -108,13 +108,14 @@ class Debouncer(Generic[K]):
         self._cond.notify()
 
     def pending_keys(self) -> list[K]:
+        """Keys waiting to settle, and those of the batch being emitted: a folder's walk
+        takes seconds, and neither it nor what waits behind it is queued meanwhile."""
         with self._cond:
-            return list(self._pending)
+            return list(self._emitting | self._pending)
 
     def __len__(self) -> int:
         """Keys pending, including those being emitted right now."""
-        with self._cond:
-            return len(self._pending.keys() | self._emitting.keys())
+        return len(self.pending_keys())
 
     def successor(self) -> Debouncer[K]:
         """A debouncer (not started) to replace this one, whose thread died: it takes over
