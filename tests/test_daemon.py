@@ -950,7 +950,7 @@ def test_a_file_event_that_fails_is_said_and_the_pair_compared_in_full(
     with Engine(config) as engine:
         daemon = Daemon(config, engine)
         scans: list[str] = []
-        monkeypatch.setattr(daemon.poller, "run_now", lambda pair, job: scans.append(pair))
+        monkeypatch.setattr(daemon, "rescan", scans.append)
 
         def broken() -> None:
             raise RuntimeError("a bug")

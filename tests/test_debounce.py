@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+from harness import wait_for
 
 from syncd.engine.debounce import Debouncer, Pending, merge
 
@@ -65,7 +66,73 @@ def test_debouncer_emits_once_after_quiet_period() -> None:
         debouncer.touch("b", settle=10)  # wakes the thread up with the new time
         assert fired.wait(2)
         assert emitted == ["a"]
-        assert debouncer.pending_keys() == ["b"]
+        wait_for(lambda: debouncer.pending_keys() == ["b"])  # once `emit` has returned
     finally:
         debouncer.stop()
     assert not debouncer.is_alive()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_successor_takes_over_what_a_dead_debouncer_left() -> None:
+    """A debouncer whose thread died (its emit raised) was replaced by a new, empty one:
+    every key still waiting, and the rest of the batch under way, were lost. Its successor
+    takes them over (a folder's walk with it), and any key touched on the dead one since."""
+    clock = FakeClock()
+    emitted: dict[str, bool] = {}
+
+    def emit(key: str, pending: Pending) -> None:
+        if key == "boom":
+            raise RuntimeError("emit failed")
+        emitted[key] = pending.walk
+
+    dead: Debouncer[str] = Debouncer(emit, clock=clock)
+    dead.touch("boom", settle=0.5)
+    dead.touch("next", settle=0.5)  # in the same batch, after the one that fails
+    dead.touch("later", settle=5)
+    dead.touch("folder", settle=5, walk=True)
+    clock.now = 1.0
+    dead.start()
+    wait_for(lambda: not dead.is_alive())
+    assert emitted == {}
+
+    successor = dead.successor()
+    dead.touch("after", settle=0.5)  # by a thread that still holds the dead one
+    successor.start()
+    try:
+        wait_for(lambda: "next" in emitted)
+        clock.now = 10.0
+        successor.touch("wake", settle=100)  # wakes the thread up with the new time
+        wait_for(lambda: len(emitted) == 4)
+        assert emitted == {"next": False, "later": False, "folder": True, "after": False}
+        assert successor.pending_keys() == ["wake"]
+    finally:
+        successor.stop()
+
+
+def test_a_key_being_emitted_and_its_batch_are_still_pending() -> None:
+    """Due keys are emitted one after the other (a folder's walk takes seconds): until its
+    `emit` has returned, a key (and each one behind it in the batch) is still pending, so
+    the daemon counts it as settling and its pair is not called idle meanwhile."""
+    clock = FakeClock()
+    walking, go = threading.Event(), threading.Event()
+
+    def emit(key: str, _pending: Pending) -> None:
+        if key == "folder":
+            walking.set()
+            assert go.wait(10)
+
+    debouncer: Debouncer[str] = Debouncer(emit, clock=clock)
+    debouncer.touch("folder", settle=0.5, walk=True)
+    debouncer.touch("file", settle=0.5)
+    debouncer.touch("later", settle=5)
+    clock.now = 1.0
+    debouncer.start()
+    try:
+        assert walking.wait(2)
+        assert sorted(debouncer.pending_keys()) == ["file", "folder", "later"]
+        assert len(debouncer) == 3
+        go.set()
+        wait_for(lambda: debouncer.pending_keys() == ["later"])
+    finally:
+        go.set()
+        debouncer.stop()

@@ -98,8 +98,15 @@ class Daemon:
         self._scanned: set[str] = set()
         #: When each pair's last full scan was through (monotonic), for `_rescan_due`.
         self._scanned_at: dict[str, float] = {}
-        #: Each pair's start-up pass: the syncer it is for, and its thread.
+        #: Each pair's last scan thread (its start-up pass, then the full scans asked for
+        #: while it ran): the syncer it is for, and its thread.
         self._startups: dict[str, tuple[PairSyncer, threading.Thread]] = {}
+        #: The pairs whose scan thread is running: the syncer it is for, and whether the scan
+        #: under way is the pair's start-up pass. A thread leaves it (under the lock) only
+        #: when no scan was asked for meanwhile (`_next_scan`).
+        self._scanning: dict[str, tuple[PairSyncer, bool]] = {}
+        #: Pairs a full scan was asked for that no scan has started since.
+        self._again: set[str] = set()
         self._startups_lock = threading.Lock()
         #: Held while a reload swaps pairs, and by `status`: see `reload`.
         self._pairs_lock = threading.Lock()
@@ -330,18 +337,28 @@ class Daemon:
 
     def _end_quiet_passes(self) -> None:
         """Pairs with nothing queued, settling or in flight have finished a pass: run the
-        end-of-pass deletion check (the max_delete guard) for them."""
+        end-of-pass deletion check (the max_delete guard) for them. Only for a pair that
+        did work since its last one (new deletions come from work) or was forced: a held
+        pair's deletions are weighed again when its poll has decided them again, not at
+        every tick (one state query per held file, twice a second, for days). Not before a
+        pair's start-up pass is through: until then its held deletions are not pending
+        again (a `sync --force` was spent on none of them), and nothing says it is in sync."""
         settling = {pair for pair, _ in self.settler.pending_keys()}
-        for name, syncer in self.engine.syncers.items():
-            if name in settling or self.engine.pair_busy(name) or self.engine.queue.is_paused(name):
+        starting = self._starting()
+        for name in list(self.engine.syncers):
+            touched = name in self.engine.touched
+            if not touched and name not in self.engine.force:
                 continue
-            if (
-                name in self.engine.touched
-                or syncer.has_pending_deletes()
-                or name in self.engine.force
-            ):
-                self.engine.touched.discard(name)
-                self.engine.end_of_pass(name)
+            if name in settling or name in starting or self.engine.queue.is_paused(name):
+                continue
+            # Unmarked before the look at its queue: a path a worker takes after that look
+            # marks the pair again, and its outcome gets an end of pass of its own.
+            self.engine.touched.discard(name)
+            if self.engine.pair_busy(name):
+                if touched:
+                    self.engine.touched.add(name)
+                continue
+            self.engine.end_of_pass(name)
 
     def _retry_due_failures(self) -> None:
         """A failed path is tried again when its backoff runs out, the `next_try` status
@@ -360,7 +377,7 @@ class Daemon:
         self.workers.supervise()
         if not self.settler.is_alive():
             log.error("settle thread died; restarting it")
-            self.settler = Debouncer(self._settled, name="settle")
+            self.settler = self.settler.successor()  # with the changes still settling
             self.settler.start()
         return self.watcher.is_alive() and self.poller.is_alive() and self.control.is_alive()
 
@@ -388,9 +405,10 @@ class Daemon:
         if not finished:
             self.engine.stopping.set()
             self.workers.stop(timeout=CANCEL_GRACE_S)
-        # Start-up passes still running end at their next retry wait, or at the end of their
-        # listing (PairSyncer.plan looks at the flag): give those a moment. One blocked in a
-        # read of a hung remote is left behind; it touches nothing once the flag is set.
+        # Full scans still running (start-up passes among them) end at their next retry wait,
+        # or at the end of their listing (PairSyncer.plan looks at the flag): give those a
+        # moment. One blocked in a read of a hung remote is left behind; it touches nothing
+        # once the flag is set.
         self.engine.stopping.set()
         deadline = time.monotonic() + STARTUP_GRACE_S
         with self._startups_lock:
@@ -399,9 +417,7 @@ class Daemon:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
         left = [thread.name for thread in passes if thread.is_alive()]
         if left:
-            log.warning(
-                "start-up passes still waiting on their remote are left behind", threads=left
-            )
+            log.warning("full scans still waiting on their remote are left behind", threads=left)
         self.control.stop()
         for syncer in list(self.engine.syncers.values()):
             syncer.keep_last_sync()
@@ -410,19 +426,40 @@ class Daemon:
 
     # -- change sources -------------------------------------------------------------------
     def _start_pass(self, name: str) -> None:
-        """Start the pair's start-up pass in a thread of its own, unless one is running: its
-        listing may wait minutes on a remote (timeouts, retries), and neither the main loop
-        (READY=1, the watchdog, signals) nor another pair may wait with it. A daemon thread:
-        a read blocked on a hung remote cannot hold up the exit."""
+        """Start the pair's start-up pass, unless a scan of it is under way (a poll of a pair
+        whose first pass is not through asks for one at every poll_interval)."""
+        self._scan(name, asked=False)
+
+    def rescan(self, name: str) -> None:
+        """Compare the pair in full, both sides: `syncd sync`, file events lost, a changed
+        `.syncignore`. Asked for while one of its scans runs (a big remote takes minutes to
+        list), that one runs once more when it ends: the scan under way may have walked past
+        what changed. (An APScheduler job asked for while it still ran was dropped, and a
+        start-up pass took no other scan.)"""
+        self._scan(name, asked=True)
+
+    def _scan(self, name: str, *, asked: bool) -> None:
+        """Start the pair's scan thread, unless one is running; `asked`: a scan running
+        runs once more. Its listing may wait minutes on a remote (timeouts, retries), and
+        neither the main loop (READY=1, the watchdog, signals) nor another pair may wait with
+        it. A daemon thread: a read blocked on a hung remote cannot hold up the exit."""
         syncer = self.engine.syncers.get(name)
         if syncer is None or self._stop.is_set():
             return
         with self._startups_lock:
-            running = self._startups.get(name)
-            if running is not None and running[0] is syncer and running[1].is_alive():
+            running = self._scanning.get(name)
+            if running is not None and running[0] is syncer:
+                if asked:
+                    self._again.add(name)  # the thread looks at it when its scan ends
                 return
+            self._again.add(name)  # the new thread's first scan
+            first = name not in self._scanned
+            self._scanning[name] = (syncer, first)
             thread = threading.Thread(
-                target=self.startup_scan, args=(name,), name=f"startup-{name}", daemon=True
+                target=self._scan_thread,
+                args=(name, syncer),
+                name=f"{'startup' if first else 'scan'}-{name}",
+                daemon=True,
             )
             self._startups[name] = (syncer, thread)
             thread.start()
@@ -434,19 +471,49 @@ class Daemon:
         with self._startups_lock:
             running = {
                 name
-                for name, (syncer, thread) in self._startups.items()
-                if thread.is_alive() and self.engine.syncers.get(name) is syncer
+                for name, (syncer, first) in self._scanning.items()
+                if first and self.engine.syncers.get(name) is syncer
             }
         return running | (set(self.engine.syncers) - self._scanned)
 
-    def startup_scan(self, name: str) -> None:
-        """The first full reconciliation of a pair: also clears what an earlier run left
-        (temp files of interrupted downloads, stale multipart uploads). The pair's transfers
-        wait for it (its queue is gated until it is through)."""
+    def _scan_thread(self, name: str, syncer: PairSyncer) -> None:
+        """A pair's full scans, one after the other, until none was asked for meanwhile.
+        The first one through is the pair's start-up pass: it also clears what an earlier
+        run left (temp files of interrupted downloads, stale multipart uploads), and the
+        pair's transfers wait for it (its queue is gated until it is through)."""
         try:
-            self.full_scan(name, first_pass=True)
+            while (first_pass := self._next_scan(name, syncer)) is not None:
+                self.full_scan(name, first_pass=first_pass)
         except Exception:
-            log.exception("start-up pass crashed", pair=name)
+            log.exception("full scan crashed", pair=name)
+        finally:
+            with self._startups_lock:
+                self._drop_scanning(name, syncer)
+
+    def _next_scan(self, name: str, syncer: PairSyncer) -> bool | None:
+        """The scan thread's next scan: a first pass (True) until one is through, else a
+        later one (False); None when none was asked for, and the thread ends. Decided under
+        the lock `_scan` takes: a scan asked for at that moment finds the thread still
+        running (and is taken here) or gone (and starts another)."""
+        with self._startups_lock:
+            if (
+                name not in self._again
+                or self._stop.is_set()
+                or self.engine.syncers.get(name) is not syncer
+            ):
+                self._drop_scanning(name, syncer)
+                return None
+            self._again.discard(name)
+            first = name not in self._scanned
+            self._scanning[name] = (syncer, first)
+            return first
+
+    def _drop_scanning(self, name: str, syncer: PairSyncer) -> None:
+        """The pair's scan thread for `syncer` ends (called under `_startups_lock`); a
+        thread of the pair made anew by a reload stays."""
+        running = self._scanning.get(name)
+        if running is not None and running[0] is syncer:
+            del self._scanning[name]
 
     def full_scan(self, name: str, *, first_pass: bool = False, backoff: bool = False) -> None:
         """Compare both sides in full and queue every path that needs work. Only the first
@@ -496,7 +563,7 @@ class Daemon:
         log.warning("file events were lost (inotify queue overflow); rescanning every pair")
         self.remote_changes.overflowed()
         for name in list(self.engine.syncers):
-            self.poller.run_now(name, self.full_scan)
+            self.rescan(name)
 
     def _on_watch_limit(self, name: str, why: str) -> None:
         """A folder made under a watched root got no watch (inotify limits, watchdog's
@@ -525,7 +592,7 @@ class Daemon:
                 path=change.path,
                 error=f"{type(exc).__name__}: {exc}",
             )
-            self.poller.run_now(change.pair, self.full_scan)
+            self.rescan(change.pair)
 
     def _take_local_change(self, change: Change) -> None:
         syncer = self.engine.syncers.get(change.pair)
@@ -536,10 +603,26 @@ class Daemon:
             # on the other side (events come in order: one right after it sees the new
             # rules). A path it no longer ignores is found by a full pass.
             syncer.reload_filter()
-            self.poller.run_now(change.pair, self.full_scan)
+            self.rescan(change.pair)
         self.settler.touch((change.pair, change.path), syncer.pair.settle, walk=change.is_dir)
 
     def _settled(self, key: Key, pending: Pending) -> None:
+        """A local change settled: queue its path, or every path under a folder. Anything
+        raised here ended the settle thread (a state database that failed a read, say): the
+        rest of its batch was never queued, and the new thread started empty. Said now, and
+        the pair is compared in full instead."""
+        try:
+            self._queue_settled(key, pending)
+        except Exception as exc:
+            log.error(
+                "settled change not handled; comparing the pair in full",
+                pair=key[0],
+                path=key[1],
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            self.rescan(key[0])
+
+    def _queue_settled(self, key: Key, pending: Pending) -> None:
         pair, path = key
         syncer = self.engine.syncers.get(pair)
         if syncer is None:
@@ -690,7 +773,7 @@ class Daemon:
             for name in names:
                 if args.get("force"):
                     self.engine.force.add(name)
-                self.poller.run_now(name, self.full_scan)
+                self.rescan(name)
             # A paused pair compares both sides, but moves nothing until it is resumed.
             paused = [name for name in names if self.engine.queue.is_paused(name)]
             return {"queued": True, "paused": paused}

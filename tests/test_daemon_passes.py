@@ -1,0 +1,338 @@
+"""The daemon's passes, driven by hand (no `run`, no workers): full scans asked for while one
+runs, and when a pass ends."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from harness import folder_setup, tree, wait_for
+from sqlalchemy.exc import OperationalError
+
+from syncd.config import Config, load_config
+from syncd.daemon.daemon import Daemon
+from syncd.engine.core import Engine
+from syncd.engine.syncer import PairSyncer
+
+
+def _hand_driven_pair(tmp_path: Path, files: dict[str, str]) -> tuple[Path, Path, Config]:
+    """A one-pair set-up (`docs`) on a folder remote with `files` in its local root: its
+    local root, its remote folder and its config."""
+    setup, remote = folder_setup(tmp_path)
+    setup.local.mkdir()
+    for name, text in files.items():
+        (setup.local / name).write_text(text)
+    setup.write()
+    return setup.local, remote, load_config(setup.config)
+
+
+def _work_off(engine: Engine) -> None:
+    """Be the daemon's workers until its queue is empty."""
+    while (key := engine.queue.get(timeout=1)) is not None:
+        engine.handle(key)
+        engine.queue.done(key)
+
+
+def _first_pass(daemon: Daemon, engine: Engine) -> None:
+    """The start-up pass of pair `docs`, through to its end (last_sync stamped)."""
+    daemon.full_scan("docs", first_pass=True)
+    _work_off(engine)
+    daemon._end_quiet_passes()
+
+
+def _poller_runs(daemon: Daemon) -> dict[str, int]:
+    """The poller's jobs running now, by id, with how many runs of each."""
+    executor = daemon.poller._scheduler._executors["default"]
+    with executor._lock:
+        return {job: runs for job, runs in executor._instances.items() if runs}
+
+
+@contextmanager
+def _poller_through(daemon: Daemon) -> Iterator[None]:
+    """Wait, after the block, until what the poller was asked to run in it has run (or was
+    dropped): scans asked for ran there once, and the test must not go on before."""
+    before = _poller_runs(daemon)
+    yield
+    wait_for(lambda: not daemon.poller._scheduler.get_jobs() and _poller_runs(daemon) == before)
+
+
+def _scans_ended(daemon: Daemon) -> None:
+    for _, thread in list(daemon._startups.values()):
+        thread.join(10)
+        assert not thread.is_alive()
+
+
+@contextmanager
+def _next_plan_waits(
+    monkeypatch: pytest.MonkeyPatch, syncer: PairSyncer
+) -> Iterator[tuple[threading.Event, threading.Event]]:
+    """The syncer's next scan walks the local tree and lists the remote, then waits until
+    `go` is set (a big remote whose listing takes minutes): `walked` says it got there."""
+    walked, go = threading.Event(), threading.Event()
+    plan = syncer.plan
+
+    def waiting(*args: Any, **kwargs: Any) -> Any:
+        planned = plan(*args, **kwargs)
+        if not walked.is_set():
+            walked.set()
+            assert go.wait(30)
+        return planned
+
+    monkeypatch.setattr(syncer, "plan", waiting)
+    try:
+        yield walked, go
+    finally:
+        go.set()
+
+
+@pytest.mark.parametrize("running", ["start-up pass", "syncd sync"])
+def test_a_full_scan_asked_for_while_one_runs_runs_once_more(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, running: str
+) -> None:
+    """Events lost (an inotify overflow) while a full scan was listing a big remote, its
+    local walk done: the scan asked for then was dropped (APScheduler skips a job whose
+    last run is still running; a start-up pass took no other scan at all), and a file made
+    after the walk waited for the hourly rescan, the pair meanwhile `idle`. The scan under
+    way now runs once more when it ends."""
+    local, remote, config = _hand_driven_pair(tmp_path, {"a.txt": "a"})
+    with Engine(config) as engine:
+        daemon = Daemon(config, engine)
+        daemon.poller.start()  # as `run` does
+        try:
+            if running == "syncd sync":
+                _first_pass(daemon, engine)
+            with _next_plan_waits(monkeypatch, engine.syncers["docs"]) as (walked, go):
+                if running == "syncd sync":
+                    assert daemon.dispatch("sync", {})["queued"]
+                else:
+                    daemon._start_pass("docs")
+                assert walked.wait(10)
+                (local / "x.txt").write_text("made after the walk")
+                with _poller_through(daemon):
+                    daemon._on_overflow()  # its event, and others, were lost
+                go.set()
+                wait_for(lambda: engine.queue.holds("docs", "x.txt"), timeout=10)
+            _scans_ended(daemon)
+        finally:
+            daemon.poller.stop()
+        _work_off(engine)
+    assert tree(remote) == {"a.txt": b"a", "x.txt": b"made after the walk"}
+
+
+def test_sync_force_sent_during_a_start_up_pass_lets_the_held_deletions_through(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A held pair, restarted (or made anew by a reload that raised max_delete): its held
+    deletions are known from the state only until its start-up pass decides them again.
+    `syncd sync --force` sent meanwhile was spent at the next tick of the main loop on no
+    pending deletion (the pair stayed held, said "sync requested"), and stamped last_sync
+    before the pass was through. The force now waits for a pass that can use it."""
+    local, remote, config = _hand_driven_pair(tmp_path, {f"{n}.txt": n for n in "abcd"})
+    with Engine(config) as engine:
+        daemon = Daemon(config, engine)
+        _first_pass(daemon, engine)
+        for name in "abc":
+            (local / f"{name}.txt").unlink()
+            engine.queue.put("docs", f"{name}.txt")  # as the watcher says it
+        _work_off(engine)
+        daemon._end_quiet_passes()
+        assert engine.syncers["docs"].stats.held_reason is not None
+    assert tree(remote) == {f"{n}.txt": n.encode() for n in "abcd"}
+
+    with Engine(config) as engine:  # the daemon restarted
+        daemon = Daemon(config, engine)
+        syncer = engine.syncers["docs"]
+        synced = syncer.stats.last_sync
+        assert synced is not None
+        engine.queue.close_gate("docs")  # as `run` does
+        with _next_plan_waits(monkeypatch, syncer) as (walked, go):
+            daemon._start_pass("docs")
+            assert walked.wait(10)
+            assert daemon.dispatch("sync", {"force": True})["queued"]
+            daemon._end_quiet_passes()  # the main loop's tick, the start-up pass under way
+            assert syncer.stats.last_sync == synced
+            go.set()
+            _scans_ended(daemon)
+        for _ in range(2):  # the deletions decided, then let through and carried out
+            _work_off(engine)
+            daemon._end_quiet_passes()
+        assert syncer.stats.held_reason is None
+        assert daemon.status()["pairs"][0]["state"] == "idle"
+    assert tree(remote) == {"d.txt": b"d"}
+
+
+def _paths_under_fails(monkeypatch: pytest.MonkeyPatch, engine: Engine) -> None:
+    """The state's next read of the paths under a folder fails (a disk I/O error)."""
+    paths_under = engine.store.paths_under
+    calls: list[str] = []
+
+    def failing(pair: str, path: str) -> Any:
+        calls.append(path)
+        if len(calls) == 1:
+            raise OperationalError("SELECT", {}, sqlite3.OperationalError("disk I/O error"))
+        return paths_under(pair, path)
+
+    monkeypatch.setattr(engine.store, "paths_under", failing)
+
+
+def _settle_a_folder_and_files(daemon: Daemon, local: Path) -> None:
+    """A folder and a file settled in one batch (the folder first), a file a moment later."""
+    (local / "dir").mkdir()
+    for name in ("dir/in.txt", "b.txt", "c.txt"):
+        (local / name).write_text(name)
+    daemon.settler.touch(("docs", "dir"), 0, walk=True)
+    daemon.settler.touch(("docs", "b.txt"), 0)
+    daemon.settler.touch(("docs", "c.txt"), 0.3)
+
+
+def test_a_settled_change_that_fails_is_said_and_the_pair_compared_in_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder's walk that failed (the state's read of the paths under it raised) ended
+    the settle thread: the rest of its batch was never queued, nor what settled later.
+    It is said now, the pair is compared in full, and the thread goes on."""
+    local, _, config = _hand_driven_pair(tmp_path, {"a.txt": "a"})
+    with Engine(config) as engine:
+        daemon = Daemon(config, engine)
+        _first_pass(daemon, engine)
+        scans: list[str] = []
+        monkeypatch.setattr(daemon, "rescan", scans.append, raising=False)
+        _paths_under_fails(monkeypatch, engine)
+        with structlog.testing.capture_logs() as logs:
+            _settle_a_folder_and_files(daemon, local)
+            daemon.settler.start()
+            try:
+                wait_for(lambda: all(engine.queue.holds("docs", p) for p in ("b.txt", "c.txt")))
+                assert daemon.settler.is_alive()
+            finally:
+                daemon.settler.stop()
+    assert scans == ["docs"]
+    said = [(e["log_level"], e["path"], e["error"]) for e in logs if "compar" in e["event"]]
+    assert [(level, path) for level, path, _ in said] == [("error", "dir")]
+    assert said[0][2].startswith("OperationalError: (sqlite3.OperationalError) disk I/O error")
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_restarted_settle_thread_carries_over_what_was_settling(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the settle thread died all the same, the main loop started a new, empty one:
+    the changes still settling (the rest of the batch, those due later, those touched
+    meanwhile) were never queued, until the hourly rescan. The new one takes them over."""
+    local, _, config = _hand_driven_pair(tmp_path, {"a.txt": "a"})
+    with Engine(config) as engine:
+        daemon = Daemon(config, engine)
+        _first_pass(daemon, engine)
+
+        def broken(name: str) -> None:
+            raise RuntimeError("no thread can be started")
+
+        monkeypatch.setattr(daemon, "rescan", broken, raising=False)
+        _paths_under_fails(monkeypatch, engine)
+        _settle_a_folder_and_files(daemon, local)
+        daemon.settler.start()
+        wait_for(lambda: not daemon.settler.is_alive())
+        (local / "d.txt").write_text("d")
+        daemon.settler.touch(("docs", "d.txt"), 0)  # the watcher, before the main loop's tick
+        daemon._supervise()  # the main loop's tick
+        try:
+            wanted = ("b.txt", "c.txt", "d.txt")
+            wait_for(lambda: all(engine.queue.holds("docs", p) for p in wanted))
+        finally:
+            daemon.settler.stop()
+
+
+def test_held_deletions_are_weighed_again_at_a_poll_not_at_every_tick(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A held deletion stays pending, and every tick of the main loop (twice a second)
+    weighed all of a held pair's deletions again: one state query per held file, for as
+    long as the hold stood. They are weighed again once its poll has decided them again
+    (the README's "decided again at every poll"), or at `sync --force`."""
+    local, remote, config = _hand_driven_pair(tmp_path, {f"{n}.txt": n for n in "abcd"})
+    with Engine(config) as engine:
+        daemon = Daemon(config, engine)
+        syncer = engine.syncers["docs"]
+        _first_pass(daemon, engine)
+        for name in "abc":
+            (local / f"{name}.txt").unlink()
+            engine.queue.put("docs", f"{name}.txt")  # as the watcher says it
+        _work_off(engine)
+        daemon._end_quiet_passes()
+        assert daemon.status()["pairs"][0]["state"] == "held"
+
+        weighed: list[bool] = []
+        flush_deletions = syncer.flush_deletions
+
+        def weigh(force: bool = False) -> list[str]:
+            weighed.append(force)
+            return flush_deletions(force=force)
+
+        monkeypatch.setattr(syncer, "flush_deletions", weigh)
+        for _ in range(5):  # ticks of the main loop
+            daemon._end_quiet_passes()
+        assert weighed == []
+
+        daemon._requeue_due("docs", [])  # a quiet poll: the held paths are decided again
+        _work_off(engine)
+        for _ in range(5):
+            daemon._end_quiet_passes()
+        assert weighed == [False]
+        assert daemon.status()["pairs"][0]["state"] == "held"
+
+        engine.force.add("docs")  # as `syncd sync --force` does
+        daemon._end_quiet_passes()
+        _work_off(engine)
+        daemon._end_quiet_passes()
+        assert weighed == [False, True, False]
+        assert daemon.status()["pairs"][0]["state"] == "idle"
+    assert tree(remote) == {"d.txt": b"d"}
+
+
+def test_a_pair_is_not_idle_while_a_folder_event_is_walked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the settle thread walked a folder that appeared (seconds, for a big one), the
+    folder and the changes due with it were neither settling nor queued: the pair showed
+    `idle` with 0 queued, and a poll (or the end of a pass) stamped last_sync. A client
+    waiting for idle, or for last_sync past its change, went on before it was queued."""
+    local, _, config = _hand_driven_pair(tmp_path, {"a.txt": "a"})
+    with Engine(config) as engine:
+        daemon = Daemon(config, engine)
+        syncer = engine.syncers["docs"]
+        _first_pass(daemon, engine)
+        synced = syncer.stats.last_sync
+        walking, go = threading.Event(), threading.Event()
+        scan_local = syncer.scan_local
+
+        def slow_walk(*args: Any, **kwargs: Any) -> Any:
+            walking.set()
+            assert go.wait(30)
+            return scan_local(*args, **kwargs)
+
+        monkeypatch.setattr(syncer, "scan_local", slow_walk)
+        (local / "dir").mkdir()
+        (local / "dir" / "in.txt").write_text("in")
+        (local / "b.txt").write_text("b")
+        daemon.settler.touch(("docs", "dir"), 0, walk=True)
+        daemon.settler.touch(("docs", "b.txt"), 0)
+        daemon.settler.start()
+        try:
+            assert walking.wait(10)
+            pair = daemon.status()["pairs"][0]
+            assert (pair["state"], pair["queued"]) == ("syncing", 2)
+            daemon._requeue_due("docs", [])  # a quiet poll
+            engine.touched.add("docs")
+            daemon._end_quiet_passes()  # the main loop's tick
+            assert syncer.stats.last_sync == synced
+            go.set()
+            wait_for(lambda: all(engine.queue.holds("docs", p) for p in ("dir/in.txt", "b.txt")))
+        finally:
+            go.set()
+            daemon.settler.stop()
