@@ -51,10 +51,6 @@ class Poller:
         with contextlib.suppress(JobLookupError):
             self._scheduler.remove_job(f"poll:{pair}")
 
-    def run_now(self, pair: str, job: Callable[[str], None]) -> None:
-        """Run `job(pair)` (a full reconciliation) as soon as a scheduler thread is free."""
-        self._scheduler.add_job(job, args=[pair], id=f"now:{pair}", replace_existing=True)
-
     def start(self) -> None:
         self._scheduler.start()
 
