@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 import structlog
 import yaml
+from hand_driven import first_pass, hand_driven_pair, work_off
 from harness import (
     Setup,
     folder_setup,
@@ -40,7 +41,7 @@ from harness import (
 )
 from remotes import BUCKET_KINDS, Remote, S3Remote, remote_for
 
-from syncd.config import Config, load_config
+from syncd.config import load_config
 from syncd.daemon.control import CommandError, ControlServer, SocketInUse
 from syncd.daemon.daemon import Daemon, _identity
 from syncd.daemon.lock import instance_lock
@@ -630,12 +631,12 @@ def test_a_hung_remote_at_start_up_holds_up_no_other_pair_nor_the_stop(tmp_path:
         pass  # free: the next daemon may start
 
 
-def test_a_restarted_pair_is_not_idle_before_its_first_pass(tmp_path: Path) -> None:
+def test_a_restarted_pair_is_not_idle_before_itsfirst_pass(tmp_path: Path) -> None:
     """`last_sync` is kept over a restart: a daemon that showed `idle` with it before its
     start-up pass was through told a client waiting for "idle and synced" that a tree
     changed meanwhile was in sync (make bench's scenario 7 stopped its clock there). Until
     the first pass is through the pair is `syncing`, its last_sync the run before's."""
-    setup, remote, config = _hand_driven_pair(tmp_path, {"a.txt": "a"})
+    setup, remote, config = hand_driven_pair(tmp_path, {"a.txt": "a"})
     with Engine(config) as engine:
         assert engine.sync_once().exit_code == 0
         synced = engine.status()["pairs"][0]["last_sync"]
@@ -656,7 +657,7 @@ def test_a_pair_whose_queue_ran_dry_is_not_idle_until_its_pass_has_ended(tmp_pat
     through the guard and stamps last_sync) the pair showed `idle`: with last_sync still null
     after a first sync, and with a deletion not made yet. A client waiting for idle read
     both. It stays `syncing` until the pass has ended."""
-    setup, remote, config = _hand_driven_pair(tmp_path, {f"{n}.txt": n for n in "abc"})
+    setup, remote, config = hand_driven_pair(tmp_path, {f"{n}.txt": n for n in "abc"})
 
     def state(daemon: Daemon) -> tuple[str, int, bool]:
         pair = daemon.status()["pairs"][0]
@@ -665,7 +666,7 @@ def test_a_pair_whose_queue_ran_dry_is_not_idle_until_its_pass_has_ended(tmp_pat
     with Engine(config) as engine:
         daemon = Daemon(config, engine)
         daemon.full_scan("docs", first_pass=True)
-        _work_off(engine)
+        work_off(engine)
         assert sorted(p.name for p in remote.iterdir()) == ["a.txt", "b.txt", "c.txt"]
         assert state(daemon) == ("syncing", 0, False)
         daemon._end_quiet_passes()  # the main loop's tick
@@ -673,11 +674,11 @@ def test_a_pair_whose_queue_ran_dry_is_not_idle_until_its_pass_has_ended(tmp_pat
 
         (setup.local / "c.txt").unlink()
         engine.queue.put("docs", "c.txt")  # as the watcher says it
-        _work_off(engine)
+        work_off(engine)
         assert (remote / "c.txt").exists()  # waits for the end of the pass (max_delete)
         assert state(daemon) == ("syncing", 0, True)
         daemon._end_quiet_passes()
-        _work_off(engine)
+        work_off(engine)
         assert not (remote / "c.txt").exists()
         assert state(daemon) == ("syncing", 0, True)
         daemon._end_quiet_passes()
@@ -714,7 +715,7 @@ def test_a_failed_download_waits_for_its_backoff_unless_the_object_changes(
         if not watched:  # inotify's limits reached: every poll compares both sides in full
             daemon._scan_fallback.add("docs")
         daemon.full_scan("docs", first_pass=True)
-        _work_off(engine)
+        work_off(engine)
         failures = engine.syncers["docs"].stats.failures
         assert sorted(failures) == ["bad.txt", "gone.txt"]
         attempts = {path: failure.attempts for path, failure in failures.items()}
@@ -724,7 +725,7 @@ def test_a_failed_download_waits_for_its_backoff_unless_the_object_changes(
 
         daemon.poll("docs")
         assert engine.queue.counts().get("docs", (0, 0)) == (0, 0)  # both wait
-        _work_off(engine)
+        work_off(engine)
         assert {path: f.attempts for path, f in failures.items()} == attempts
 
         fixed = b"fixed bytes"
@@ -732,7 +733,7 @@ def test_a_failed_download_waits_for_its_backoff_unless_the_object_changes(
         remote.delete("gone.txt")
         daemon.poll("docs")
         assert engine.queue.counts()["docs"] == (2, 0)
-        _work_off(engine)
+        work_off(engine)
         assert failures == {}
         assert tree(setup.local) == {"bad.txt": fixed}
 
@@ -775,52 +776,25 @@ def test_a_watched_pair_is_compared_in_full_every_rescan_interval(tmp_path: Path
     poll compares both sides in full, as Syncthing rescans behind its watcher."""
     from syncd.daemon import daemon as daemon_module
 
-    setup, remote, config = _hand_driven_pair(tmp_path, {"h1.txt": "v1"})
+    setup, remote, config = hand_driven_pair(tmp_path, {"h1.txt": "v1"})
     os.link(setup.local / "h1.txt", setup.local / "h2.txt")
     with Engine(config) as engine:
         daemon = Daemon(config, engine)
         daemon._watched_roots["docs"] = _identity(setup.local)  # as `run` watches it
         daemon.full_scan("docs", first_pass=True)
-        _work_off(engine)
+        work_off(engine)
         with open(setup.local / "h1.txt", "r+") as fh:  # in place: both names see it
             fh.write("v2")
         engine.queue.put("docs", "h1.txt")  # the only event inotify gives
-        _work_off(engine)
+        work_off(engine)
         assert tree(remote) == {"h1.txt": b"v2", "h2.txt": b"v1"}
         daemon.poll("docs")  # a plain poll lists the remote only
-        _work_off(engine)
+        work_off(engine)
         assert (remote / "h2.txt").read_text() == "v1"
         daemon._scanned_at["docs"] -= daemon_module.RESCAN_EVERY_S
         daemon.poll("docs")
-        _work_off(engine)
+        work_off(engine)
         assert tree(remote) == {"h1.txt": b"v2", "h2.txt": b"v2"}
-
-
-def _hand_driven_pair(
-    tmp_path: Path, files: dict[str, str], **pair_extra: Any
-) -> tuple[Setup, Path, Config]:
-    """A one-pair set-up on a folder remote with `files` in its local root, and its config:
-    for an Engine and a Daemon the test drives by hand (no `run`, no workers)."""
-    setup, remote = folder_setup(tmp_path, **pair_extra)
-    setup.local.mkdir()
-    for name, text in files.items():
-        (setup.local / name).write_text(text)
-    setup.write()
-    return setup, remote, load_config(setup.config)
-
-
-def _first_pass(daemon: Daemon, engine: Engine) -> None:
-    """The start-up pass of pair `docs`, through to its end (last_sync stamped)."""
-    daemon.full_scan("docs", first_pass=True)
-    _work_off(engine)
-    daemon._end_quiet_passes()
-
-
-def _work_off(engine: Engine) -> None:
-    """Be the daemon's workers until its queue is empty."""
-    while (key := engine.queue.get(timeout=1)) is not None:
-        engine.handle(key)
-        engine.queue.done(key)
 
 
 def test_a_quiet_poll_stamps_last_sync_only_when_the_pair_is_in_sync(tmp_path: Path) -> None:
@@ -828,11 +802,11 @@ def test_a_quiet_poll_stamps_last_sync_only_when_the_pair_is_in_sync(tmp_path: P
     write was still settling (not on the remote yet), while a failure waited out its backoff
     and while a conflict was open. A script waiting for `last_sync` to pass its write was
     told an unsynced file was synced."""
-    setup, _, config = _hand_driven_pair(tmp_path, {"a.txt": "a"}, conflict="manual")
+    setup, _, config = hand_driven_pair(tmp_path, {"a.txt": "a"}, conflict="manual")
     with Engine(config) as engine:
         daemon = Daemon(config, engine)
         syncer = engine.syncers["docs"]
-        _first_pass(daemon, engine)
+        first_pass(daemon, engine)
         synced = syncer.stats.last_sync
         assert synced is not None
 
@@ -861,11 +835,11 @@ def test_a_quiet_poll_stamps_last_sync_only_when_the_pair_is_in_sync(tmp_path: P
 def test_a_clean_stop_keeps_the_last_sync_status_showed(tmp_path: Path) -> None:
     """`last_sync` is stored at most once a minute: after a clean restart it went back to
     the time of an earlier pass. A stop stores it as it stands."""
-    _, _, config = _hand_driven_pair(tmp_path, {"a.txt": "a"})
+    _, _, config = hand_driven_pair(tmp_path, {"a.txt": "a"})
     with Engine(config) as engine:
         daemon = Daemon(config, engine)
         syncer = engine.syncers["docs"]
-        _first_pass(daemon, engine)
+        first_pass(daemon, engine)
         first = syncer.stats.last_sync
         time.sleep(0.01)
         daemon._requeue_due("docs", [])  # a quiet poll, within the minute
@@ -880,7 +854,7 @@ def test_a_failed_path_is_tried_again_when_its_backoff_runs_out(tmp_path: Path) 
     """Only a poll queued due failures: with `poll_interval: 60` a retry came up to a minute
     after the `next_try` status showed. The main loop's tick queues each one when it is due
     (once, however often it ticks); one not yet due waits."""
-    _, _, config = _hand_driven_pair(tmp_path, {"a.txt": "a"}, poll_interval=3600)
+    _, _, config = hand_driven_pair(tmp_path, {"a.txt": "a"}, poll_interval=3600)
     with Engine(config) as engine:
         daemon = Daemon(config, engine)
         stats = engine.syncers["docs"].stats
@@ -899,7 +873,7 @@ def test_a_reload_never_shows_a_changed_pair_missing_or_out_of_order(
     """A changed pair is removed and added anew: `status` answered in between without it
     (`"pairs": []` with one pair: a monitor reading pairs[0] broke), and after it listed the
     pair last. It now lists the config's pairs, in order, at every moment of a reload."""
-    setup, _, _ = _hand_driven_pair(tmp_path, {"a.txt": "a"})
+    setup, _, _ = hand_driven_pair(tmp_path, {"a.txt": "a"})
     (tmp_path / "more").mkdir()
     (tmp_path / "more-remote").mkdir()
     doc = yaml.safe_load(setup.config.read_text())
@@ -946,7 +920,7 @@ def test_a_file_event_that_fails_is_said_and_the_pair_compared_in_full(
     hands out every pair's events (a `.syncignore` line pathspec could not compile did):
     from then on no local change was seen, while status said idle. It is said now, and the
     pair is compared in full."""
-    _, _, config = _hand_driven_pair(tmp_path, {"a.txt": "a"})
+    _, _, config = hand_driven_pair(tmp_path, {"a.txt": "a"})
     with Engine(config) as engine:
         daemon = Daemon(config, engine)
         scans: list[str] = []
@@ -1291,7 +1265,7 @@ def test_resolve_through_the_daemon_stands_until_it_is_carried_out(tmp_path: Pat
     when the remote version was gone). It now stands until it is carried out, and says what
     was done. A paused pair, which would carry it out only after `resume`, says so at once."""
     files = {"doc.txt": "base", "gone.txt": "base"}
-    setup, remote, config = _hand_driven_pair(tmp_path, files, conflict="manual")
+    setup, remote, config = hand_driven_pair(tmp_path, files, conflict="manual")
     with Engine(config) as engine:
         assert engine.sync_once().exit_code == 0
     for name in files:
@@ -1300,7 +1274,7 @@ def test_resolve_through_the_daemon_stands_until_it_is_carried_out(tmp_path: Pat
     with Engine(config) as engine:
         daemon = Daemon(config, engine)
         daemon.full_scan("docs", first_pass=True)
-        _work_off(engine)
+        work_off(engine)
         assert engine.syncers["docs"].open_conflicts == {"doc.txt", "gone.txt"}
         (remote / "doc.txt").write_text("remote edit, again")  # not listed by the daemon yet
         (remote / "gone.txt").unlink()
@@ -1434,12 +1408,12 @@ def test_a_reload_that_changes_a_pair_keeps_its_counts_since_start(tmp_path: Pat
     counters read from them) went back to 0 within one process. They carry over now."""
     import yaml
 
-    setup, remote, config = _hand_driven_pair(tmp_path, {"a.txt": "a"})
+    setup, remote, config = hand_driven_pair(tmp_path, {"a.txt": "a"})
     with Engine(config) as engine:
         daemon = Daemon(config, engine, config_path=setup.config)
         daemon.poller.add("docs", 30)  # as `run` does
         daemon.full_scan("docs", first_pass=True)
-        _work_off(engine)
+        work_off(engine)
         assert (remote / "a.txt").read_text() == "a"
         before = engine.status()["pairs"][0]["totals"]["since_start"]
         assert (before["files_up"], before["bytes_up"]) == (1, 1)

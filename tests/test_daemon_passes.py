@@ -12,37 +12,22 @@ from typing import Any
 
 import pytest
 import structlog
-from harness import folder_setup, tree, wait_for
+from hand_driven import first_pass, hand_driven_pair, work_off
+from harness import tree, wait_for
 from sqlalchemy.exc import OperationalError
 
-from syncd.config import Config, load_config
 from syncd.daemon.daemon import Daemon
 from syncd.engine.core import Engine
 from syncd.engine.syncer import PairSyncer
 
 
-def _hand_driven_pair(tmp_path: Path, files: dict[str, str]) -> tuple[Path, Path, Config]:
-    """A one-pair set-up (`docs`) on a folder remote with `files` in its local root: its
-    local root, its remote folder and its config."""
-    setup, remote = folder_setup(tmp_path)
-    setup.local.mkdir()
-    for name, text in files.items():
-        (setup.local / name).write_text(text)
-    setup.write()
-    return setup.local, remote, load_config(setup.config)
-
-
-def _work_off(engine: Engine) -> None:
-    """Be the daemon's workers until its queue is empty."""
-    while (key := engine.queue.get(timeout=1)) is not None:
-        engine.handle(key)
-        engine.queue.done(key)
-
-
-def _first_pass(daemon: Daemon, engine: Engine) -> None:
-    """The start-up pass of pair `docs`, through to its end (last_sync stamped)."""
-    daemon.full_scan("docs", first_pass=True)
-    _work_off(engine)
+def _delete_three_of_four(daemon: Daemon, engine: Engine, local: Path) -> None:
+    """Delete a, b and c of the four synced files, as the watcher says it, and let the pass
+    end: more than max_delete's 50 %, so the pair is held."""
+    for name in "abc":
+        (local / f"{name}.txt").unlink()
+        engine.queue.put("docs", f"{name}.txt")  # as the watcher says it
+    work_off(engine)
     daemon._end_quiet_passes()
 
 
@@ -100,13 +85,14 @@ def test_a_full_scan_asked_for_while_one_runs_runs_once_more(
     last run is still running; a start-up pass took no other scan at all), and a file made
     after the walk waited for the hourly rescan, the pair meanwhile `idle`. The scan under
     way now runs once more when it ends."""
-    local, remote, config = _hand_driven_pair(tmp_path, {"a.txt": "a"})
+    setup, remote, config = hand_driven_pair(tmp_path, {"a.txt": "a"})
+    local = setup.local
     with Engine(config) as engine:
         daemon = Daemon(config, engine)
         daemon.poller.start()  # as `run` does
         try:
             if running == "syncd sync":
-                _first_pass(daemon, engine)
+                first_pass(daemon, engine)
             with _next_plan_waits(monkeypatch, engine.syncers["docs"]) as (walked, go):
                 if running == "syncd sync":
                     assert daemon.dispatch("sync", {})["queued"]
@@ -121,7 +107,7 @@ def test_a_full_scan_asked_for_while_one_runs_runs_once_more(
             _scans_ended(daemon)
         finally:
             daemon.poller.stop()
-        _work_off(engine)
+        work_off(engine)
     assert tree(remote) == {"a.txt": b"a", "x.txt": b"made after the walk"}
 
 
@@ -133,15 +119,12 @@ def test_sync_force_sent_during_a_start_up_pass_lets_the_held_deletions_through(
     `syncd sync --force` sent meanwhile was spent at the next tick of the main loop on no
     pending deletion (the pair stayed held, said "sync requested"), and stamped last_sync
     before the pass was through. The force now waits for a pass that can use it."""
-    local, remote, config = _hand_driven_pair(tmp_path, {f"{n}.txt": n for n in "abcd"})
+    setup, remote, config = hand_driven_pair(tmp_path, {f"{n}.txt": n for n in "abcd"})
+    local = setup.local
     with Engine(config) as engine:
         daemon = Daemon(config, engine)
-        _first_pass(daemon, engine)
-        for name in "abc":
-            (local / f"{name}.txt").unlink()
-            engine.queue.put("docs", f"{name}.txt")  # as the watcher says it
-        _work_off(engine)
-        daemon._end_quiet_passes()
+        first_pass(daemon, engine)
+        _delete_three_of_four(daemon, engine, local)
         assert engine.syncers["docs"].stats.held_reason is not None
     assert tree(remote) == {f"{n}.txt": n.encode() for n in "abcd"}
 
@@ -160,7 +143,7 @@ def test_sync_force_sent_during_a_start_up_pass_lets_the_held_deletions_through(
             go.set()
             _scans_ended(daemon)
         for _ in range(2):  # the deletions decided, then let through and carried out
-            _work_off(engine)
+            work_off(engine)
             daemon._end_quiet_passes()
         assert syncer.stats.held_reason is None
         assert daemon.status()["pairs"][0]["state"] == "idle"
@@ -197,10 +180,11 @@ def test_a_settled_change_that_fails_is_said_and_the_pair_compared_in_full(
     """A folder's walk that failed (the state's read of the paths under it raised) ended
     the settle thread: the rest of its batch was never queued, nor what settled later.
     It is said now, the pair is compared in full, and the thread goes on."""
-    local, _, config = _hand_driven_pair(tmp_path, {"a.txt": "a"})
+    setup, _, config = hand_driven_pair(tmp_path, {"a.txt": "a"})
+    local = setup.local
     with Engine(config) as engine:
         daemon = Daemon(config, engine)
-        _first_pass(daemon, engine)
+        first_pass(daemon, engine)
         scans: list[str] = []
         monkeypatch.setattr(daemon, "rescan", scans.append, raising=False)
         _paths_under_fails(monkeypatch, engine)
@@ -225,10 +209,11 @@ def test_a_restarted_settle_thread_carries_over_what_was_settling(
     """When the settle thread died all the same, the main loop started a new, empty one:
     the changes still settling (the rest of the batch, those due later, those touched
     meanwhile) were never queued, until the hourly rescan. The new one takes them over."""
-    local, _, config = _hand_driven_pair(tmp_path, {"a.txt": "a"})
+    setup, _, config = hand_driven_pair(tmp_path, {"a.txt": "a"})
+    local = setup.local
     with Engine(config) as engine:
         daemon = Daemon(config, engine)
-        _first_pass(daemon, engine)
+        first_pass(daemon, engine)
 
         def broken(name: str) -> None:
             raise RuntimeError("no thread can be started")
@@ -255,16 +240,13 @@ def test_held_deletions_are_weighed_again_at_a_poll_not_at_every_tick(
     weighed all of a held pair's deletions again: one state query per held file, for as
     long as the hold stood. They are weighed again once its poll has decided them again
     (the README's "decided again at every poll"), or at `sync --force`."""
-    local, remote, config = _hand_driven_pair(tmp_path, {f"{n}.txt": n for n in "abcd"})
+    setup, remote, config = hand_driven_pair(tmp_path, {f"{n}.txt": n for n in "abcd"})
+    local = setup.local
     with Engine(config) as engine:
         daemon = Daemon(config, engine)
         syncer = engine.syncers["docs"]
-        _first_pass(daemon, engine)
-        for name in "abc":
-            (local / f"{name}.txt").unlink()
-            engine.queue.put("docs", f"{name}.txt")  # as the watcher says it
-        _work_off(engine)
-        daemon._end_quiet_passes()
+        first_pass(daemon, engine)
+        _delete_three_of_four(daemon, engine, local)
         assert daemon.status()["pairs"][0]["state"] == "held"
 
         weighed: list[bool] = []
@@ -280,7 +262,7 @@ def test_held_deletions_are_weighed_again_at_a_poll_not_at_every_tick(
         assert weighed == []
 
         daemon._requeue_due("docs", [])  # a quiet poll: the held paths are decided again
-        _work_off(engine)
+        work_off(engine)
         for _ in range(5):
             daemon._end_quiet_passes()
         assert weighed == [False]
@@ -288,7 +270,7 @@ def test_held_deletions_are_weighed_again_at_a_poll_not_at_every_tick(
 
         engine.force.add("docs")  # as `syncd sync --force` does
         daemon._end_quiet_passes()
-        _work_off(engine)
+        work_off(engine)
         daemon._end_quiet_passes()
         assert weighed == [False, True, False]
         assert daemon.status()["pairs"][0]["state"] == "idle"
@@ -302,11 +284,12 @@ def test_a_pair_is_not_idle_while_a_folder_event_is_walked(
     folder and the changes due with it were neither settling nor queued: the pair showed
     `idle` with 0 queued, and a poll (or the end of a pass) stamped last_sync. A client
     waiting for idle, or for last_sync past its change, went on before it was queued."""
-    local, _, config = _hand_driven_pair(tmp_path, {"a.txt": "a"})
+    setup, _, config = hand_driven_pair(tmp_path, {"a.txt": "a"})
+    local = setup.local
     with Engine(config) as engine:
         daemon = Daemon(config, engine)
         syncer = engine.syncers["docs"]
-        _first_pass(daemon, engine)
+        first_pass(daemon, engine)
         synced = syncer.stats.last_sync
         walking, go = threading.Event(), threading.Event()
         scan_local = syncer.scan_local
