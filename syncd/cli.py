@@ -545,9 +545,11 @@ def resume(config_path: str | None, pair: str | None) -> None:
 @cli.command()
 @config_option
 def retry(config_path: str | None) -> None:
-    """Re-queue failed operations now."""
+    """Re-queue failed operations now; pairs in error are compared again."""
     result = _ask(config_path, "retry")
     click.echo(f"requeued {result['requeued']} failed operations")
+    for name in result.get("compared_again", []):
+        click.echo(f"comparing pair {name} again (it was in error)")
 
 
 @cli.command()

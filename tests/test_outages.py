@@ -55,6 +55,40 @@ def test_an_outage_is_reported_and_recovered_from(tmp_path: Path) -> None:
             server.stop()
 
 
+def test_retry_compares_a_pair_in_error_again_at_once(tmp_path: Path) -> None:
+    """`syncd retry` requeued failed paths only: a pair in `error` because its remote could
+    not be listed waited for its next poll (here ten minutes away) after the service was
+    back. It is compared again at once, and `retry` says so."""
+    port = free_port()
+    setup = Setup(
+        tmp_path,
+        "s3://retry-bucket/docs/",
+        options={"endpoint_url": f"http://127.0.0.1:{port}"},
+        extra={"retry": {"attempts": 2, "max_seconds": 2}},
+        pair_extra={"poll_interval": 600},
+    )
+    (tmp_path / "local").mkdir()
+    (tmp_path / "local" / "waiting.txt").write_bytes(b"waits for the service")
+    with running_daemon(setup) as daemon:
+        wait_for(lambda: daemon.pair_status()["state"] == "error", timeout=20)
+        server = start_moto(port=port)
+        try:
+            client = s3_client(server.endpoint_url)
+            client.create_bucket(Bucket="retry-bucket")
+            result = syncd("retry", "-c", setup.config)
+            assert result.returncode == 0, result.stderr
+            assert result.stdout.splitlines() == [
+                "requeued 0 failed operations",
+                "comparing pair docs again (it was in error)",
+            ]
+            pair = daemon.wait_idle(timeout=30)
+            assert pair["last_error"] is None
+            body = client.get_object(Bucket="retry-bucket", Key="docs/waiting.txt")["Body"]
+            assert body.read() == b"waits for the service"
+        finally:
+            server.stop()
+
+
 def test_rejected_credentials_keep_the_daemon_up_and_print_no_secret(tmp_path: Path) -> None:
     server = start_moto(env={"INITIAL_NO_AUTH_ACTION_COUNT": "0"})  # moto checks keys now
     try:

@@ -789,7 +789,14 @@ class Daemon:
                 for path in syncer.stats.retryable():  # not refused names: a rename fixes them
                     self.engine.queue.put(name, path)
                     count += 1
-            return {"requeued": count}
+            # A pair in `error` (its remote could not be listed) has no path to requeue: it
+            # is compared again now, not at its next poll (which may be minutes away).
+            faulty = sorted(
+                name for name, syncer in self.engine.syncers.items() if syncer.stats.fault
+            )
+            for name in faulty:
+                self.rescan(name)
+            return {"requeued": count, "compared_again": faulty}
         if cmd == "conflicts":
             return conflict_list(self.engine.store, self.engine.syncers)
         raise CommandError(f"unknown command {cmd!r}")
