@@ -84,7 +84,7 @@ def test_a_failing_file_is_reported_retried_and_requeued(tmp_path: Path, s3_buck
         pair = wait_for(failed)
         (failure,) = pair["failures"]
         assert failure["path"] == TOO_LONG
-        assert failure["op"] == "download"
+        assert failure["op"] == failure["operation"] == "download"
         assert "too long" in failure["error"].lower()
         assert failure["attempts"] >= 1
         assert failure["next_try"].endswith("Z")

@@ -43,6 +43,7 @@ class Failure:
         return {
             "path": self.path,
             "op": self.op,
+            "operation": self.op,  # the issue's word for it (issue 6); `op` came first
             "error": self.error,
             "attempts": self.attempts,
             "next_try": _iso(self.next_try) if self.retried else None,
