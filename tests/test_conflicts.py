@@ -4,6 +4,7 @@ would lead out of the root (never followed: nothing outside the root is written 
 from __future__ import annotations
 
 import os
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -96,6 +97,21 @@ def test_local_trash_keeps_every_version_and_prunes_old_ones(tmp_path: Path) -> 
     assert prune_local_trash(tmp_path, 0, _no_skip, now=WHEN.timestamp() + 9999 * 86400) == 0
     assert prune_local_trash(tmp_path, 30, _no_skip, now=WHEN.timestamp() + 31 * 86400) == 2
     assert not list((tmp_path / ".syncd" / "trash").rglob("doc.txt"))
+
+
+def test_a_trash_folder_is_as_old_as_its_name_or_its_mtime_says(tmp_path: Path) -> None:
+    """The age of a trash folder came from the time in its name only: one aged on disk (by
+    hand, or restored from a backup with its times) was never pruned."""
+    for name, when in (("aged.txt", datetime.now(UTC)), ("fresh.txt", datetime.now(UTC))):
+        victim = tmp_path / name
+        victim.write_bytes(name.encode())
+        move_to_local_trash(tmp_path, victim, name, when.replace(second=len(name) % 60))
+    trash = tmp_path / ".syncd" / "trash"
+    (aged,) = [folder for folder in trash.iterdir() if (folder / "aged.txt").exists()]
+    forty_days_ago = time.time() - 40 * 86400
+    os.utime(aged, (forty_days_ago, forty_days_ago))
+    assert prune_local_trash(tmp_path, 30, _no_skip) == 1
+    assert [p.name for p in trash.rglob("*.txt")] == ["fresh.txt"]
 
 
 def test_a_trash_folder_too_deep_to_remove_is_said_and_left(tmp_path: Path) -> None:

@@ -114,7 +114,7 @@ def prune_local_trash(
             with descend(top, TRASH, create=False) as fds:
                 trash = fds[-1]
                 for name in os.listdir(trash):
-                    if _stamped(name) < cutoff and _remove(trash, name, on_skip):
+                    if _made(trash, name) < cutoff and _remove(trash, name, on_skip):
                         removed += 1
         finally:
             os.close(top)
@@ -157,6 +157,19 @@ def _what(root: Path, rel: str) -> str:
     except OSError:
         return "is not a folder"
     return "is a symlink" if linked else "is not a folder"
+
+
+def _made(trash: int, name: str) -> float:
+    """When the trash folder `name` was made: the time in its name, or its modification
+    time where that is older (a folder aged by hand, or put back from a backup with its
+    times, shows its age there and was never pruned); +inf for a name that is not ours."""
+    stamped = _stamped(name)
+    if stamped == math.inf:
+        return stamped
+    try:
+        return min(stamped, os.stat(name, dir_fd=trash, follow_symlinks=False).st_mtime)
+    except OSError:
+        return stamped
 
 
 def _stamped(name: str) -> float:
