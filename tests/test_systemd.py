@@ -76,12 +76,10 @@ def test_a_config_error_is_not_restarted_in_a_loop(unit: str) -> None:
 
 
 def _commented_above(text: str, line: str) -> bool:
-    """Every setting carries a comment on the line(s) just above it (or shares one with the
-    settings of its group)."""
+    """Every setting carries its own comment, on the line just above it (issue 7: "every
+    line carries a comment saying why")."""
     lines = text.splitlines()
     index = lines.index(line)
-    while index > 0 and "=" in lines[index - 1] and not lines[index - 1].startswith("#"):
-        index -= 1
     return index > 0 and lines[index - 1].startswith("#")
 
 
