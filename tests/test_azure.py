@@ -825,6 +825,35 @@ def test_account_url_with_a_container_sas(
         provider.close()
 
 
+def test_an_account_url_that_carries_its_sas(
+    azure_container: AzureContainer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SAS URL form (`account_url: https://ACCOUNT.blob.core.windows.net/?sv=…&sig=…`, as
+    the portal hands it out): a token credential was set on top, which the SDK refuses over
+    http ("an http:// account URL needs options.account_key…", exit 2) and which needs an
+    Azure identity over https. The URL's own SAS signs every request."""
+    sas = generate_container_sas(
+        AZURITE_ACCOUNT,
+        azure_container.container,
+        account_key=AZURITE_KEY,
+        permission=ContainerSasPermissions(read=True, write=True, delete=True, list=True),
+        expiry=datetime.now(UTC) + timedelta(hours=1),
+    )
+    provider = open_provider(
+        azure_container.url("p"), {"account_url": f"{azure_container.blob_endpoint}?{sas}"}
+    )
+    try:
+        provider.check()
+        written = put(provider, "s.txt", b"signed by the URL")
+        assert get(provider, "s.txt")[0] == b"signed by the URL"
+        monkeypatch.setattr(azure_listing, "_sdk_listing", _no_fallback)
+        assert set(listing(provider)) == {"s.txt"}
+        provider.delete("s.txt", if_match=written.etag)
+        assert set(listing(provider)) == set()
+    finally:
+        provider.close()
+
+
 def test_key_that_is_not_base64_is_permission_denied(azure_container: AzureContainer) -> None:
     provider = open_provider(
         azure_container.url("p"),

@@ -190,6 +190,12 @@ def test_no_provider_prints_its_secrets(tmp_path: Path) -> None:
                 },
             },
             {
+                "name": "az-sas-url",  # the SAS in the account URL itself
+                "local": str(tmp_path / "e"),
+                "remote": "az://box/other/",
+                "options": {"account_url": f"http://127.0.0.1:{port}/devstoreaccount1?{sas}"},
+            },
+            {
                 "name": "gcs-file",
                 "local": str(tmp_path / "c"),
                 "remote": "gs://box/docs/",
@@ -208,7 +214,7 @@ def test_no_provider_prints_its_secrets(tmp_path: Path) -> None:
             },
         ],
     }
-    for name in ("a", "b", "c", "d"):
+    for name in ("a", "b", "c", "d", "e"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "f.txt").write_bytes(b"x")
     path = tmp_path / "syncd.yaml"
@@ -217,7 +223,7 @@ def test_no_provider_prints_its_secrets(tmp_path: Path) -> None:
     once = syncd("-vv", "once", "-c", path, env=env)
     check = syncd("check", "-c", path, env=env)
     assert once.returncode != 0 and check.returncode != 0
-    assert check.stdout.count("FAIL") == 4, check.stdout
+    assert check.stdout.count("FAIL") == 5, check.stdout
     texts = {"once": once.stdout + once.stderr, "check": check.stdout + check.stderr}
     for db in (tmp_path / "state").glob("state.db*"):
         texts[db.name] = db.read_bytes().decode("latin-1")

@@ -42,7 +42,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, BinaryIO
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 import requests
 import requests.adapters
@@ -401,9 +401,15 @@ def make_client(options: AzureOptions, workers: int) -> tuple[BlobServiceClient,
         elif account_url:
             source = "options.account_url" if options.account_url else "options.account_name"
             what = "account URL"
-            credential, owned = _credential(
-                options.account_name, options.account_key, options.sas_token
-            )
+            if not (options.account_key or options.sas_token) and _signed(account_url):
+                # A SAS URL (`https://ACCOUNT.blob.core.windows.net/?sv=…&sig=…`): the SDK
+                # signs every request with the query it holds; a token credential on top
+                # failed over http and was tried needlessly over https.
+                credential, owned = None, None
+            else:
+                credential, owned = _credential(
+                    options.account_name, options.account_key, options.sas_token
+                )
             client = BlobServiceClient(account_url, credential=credential, **kwargs)
         elif environ.get("AZURE_STORAGE_CONNECTION_STRING"):
             source = "the AZURE_STORAGE_CONNECTION_STRING variable"
@@ -443,6 +449,11 @@ def make_client(options: AzureOptions, workers: int) -> tuple[BlobServiceClient,
         raise InvalidRequest(problem)
     pin_environment(session, client.url)
     return client, owned
+
+
+def _signed(account_url: str) -> bool:
+    """Does the account URL carry a SAS of its own (a `sig` in its query)?"""
+    return "sig" in parse_qs(urlsplit(account_url).query)
 
 
 def _credential(name: str | None, key: str | None, sas: str | None) -> tuple[Any, Any]:
