@@ -248,7 +248,30 @@ def test_the_status_line_reads_no_state(tmp_path: Path, monkeypatch: pytest.Monk
         monkeypatch.setattr(engine.store, "counters", no_query)
         assert daemon.status_line() == "idle"
         engine.queue.pause("docs")
-        assert daemon.status_line() == "paused: docs"
+        assert daemon.status_line() == "paused"  # every pair: the issue's word
+
+
+def test_the_status_line_names_the_paused_pairs_while_others_go_on(tmp_path: Path) -> None:
+    """`syncd pause --pair NAME` with other pairs running: "paused: NAME" beside the others'
+    own words; `syncd pause` (all of them): "paused"."""
+    setup, _ = folder_setup(tmp_path)
+    other_remote = tmp_path / "other-remote"
+    other_remote.mkdir()
+    (tmp_path / "other").mkdir()
+    setup.extra["pairs"] = [
+        {"name": "docs", "local": str(setup.local), "remote": setup.remote},
+        {"name": "music", "local": str(tmp_path / "other"), "remote": f"file://{other_remote}"},
+    ]
+    setup.write()
+    config = load_config(setup.config)
+    with Engine(config) as engine:
+        daemon = Daemon(config, engine)
+        for name in ("docs", "music"):
+            daemon.full_scan(name, first_pass=True)
+        engine.queue.pause("music")
+        assert daemon.status_line() == "paused: music"
+        engine.queue.pause("docs")
+        assert daemon.status_line() == "paused"
 
 
 def test_the_status_line_counts_files_in_plain_words(tmp_path: Path) -> None:

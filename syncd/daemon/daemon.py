@@ -382,10 +382,14 @@ class Daemon:
         return self.watcher.is_alive() and self.poller.is_alive() and self.control.is_alive()
 
     def status_line(self) -> str:
-        """One line for systemd's STATUS=: what the daemon is doing right now."""
+        """One line for systemd's STATUS=: what the daemon is doing right now. Every pair
+        paused (`syncd pause`) is "paused", the issue's word; some of them, "paused: NAME"."""
+        states = self._pair_states()
+        if states and all(state == "paused" for _, state, _, _ in states):
+            return "paused"
         parts = []
         scanning = self._starting()
-        for name, state, queued, in_flight in self._pair_states():
+        for name, state, queued, in_flight in states:
             if state == "syncing" and name in scanning:
                 parts.append(f"scanning {name}")
             elif state == "syncing":
