@@ -628,6 +628,42 @@ def test_one_way_copies_leave_the_trash_of_their_folder_alone(tmp_path: Path) ->
         assert (root / ".syncd" / "trash" / old / "report.txt").read_text() == "precious v1"
 
 
+def test_a_file_url_with_dot_segments_names_the_folder_they_lead_to(tmp_path: Path) -> None:
+    """`file:///W/nope/../target`: read as is, the dry run listed a missing folder (every file
+    "new locally") while the real run replaced the target's differing file, and the upload
+    made the folder `nope`, outside both folders. Its dot segments are removed, as from any
+    URL's path: both runs name `W/target`, and nothing else is made."""
+    source, target = tmp_path / "source", tmp_path / "target"
+    for folder in (source, target):
+        folder.mkdir()
+    (source / "same.txt").write_text("same")
+    (target / "same.txt").write_text("same")
+    (source / "new.txt").write_text("new")
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "xdg")}
+    dotted = f"file://{tmp_path}/nope/../target"
+    plan = syncd("upload", source, dotted, "--dry-run", env=env)
+    plain = syncd("upload", source, f"file://{target}", "--dry-run", env=env)
+    assert plan.returncode == plain.returncode == 0, plan.stdout + plan.stderr
+
+    def steps(stdout: str) -> list[tuple[str, ...]]:
+        """The plan's lines, each path without the copy's own pair name (`upload-1a2b/`)."""
+        lines = [line.split("\t") for line in stdout.splitlines() if line.count("\t") == 2]
+        return [(action, path.partition("/")[2], why) for action, path, why in lines]
+
+    assert (
+        steps(plan.stdout)
+        == steps(plain.stdout)
+        == [
+            ("upload", "new.txt", "new locally"),
+            ("record", "same.txt", "same content on both sides"),
+        ]
+    )
+    pushed = syncd("upload", source, dotted, env=env)
+    assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+    assert (target / "new.txt").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["source", "target", "xdg"]
+
+
 def test_dry_runs_create_no_state_and_no_folder(tmp_path: Path) -> None:
     """A dry run changes nothing, not even the state: no state database, lock or folder is
     made where none was; a download's dry run into a folder the real run would make plans

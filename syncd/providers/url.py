@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 import re
 from dataclasses import dataclass
 from urllib.parse import unquote
@@ -64,6 +65,11 @@ def parse_remote_url(url: str) -> RemoteURL:
             raise RemoteURLError(
                 f"file:// needs an absolute path (file:///ABSOLUTE/PATH), got {shown!r}"
             )
+        if any(part in (".", "..") for part in path.split("/")):
+            # Dot segments are removed (RFC 3986), as from any URL's path: read as is, a
+            # folder named before a `..` that did not exist yet was made (outside the
+            # remote), and a dry run listed `nope/../tgt` as missing, its plan not the run's.
+            path = posixpath.normpath(path)
         path = "/" + path.strip("/") if path.strip("/") else "/"
         return RemoteURL(scheme="file", bucket="", prefix="", path=path)
     bucket, _, prefix = rest.partition("/")
