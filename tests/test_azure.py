@@ -798,16 +798,21 @@ def test_account_url_with_account_key(azure_container: AzureContainer) -> None:
         provider.close()
 
 
-def test_account_url_with_a_container_sas(
-    azure_container: AzureContainer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    sas = generate_container_sas(
+def _container_sas(azure_container: AzureContainer) -> str:
+    """A SAS for everything syncd does in the container, valid for an hour."""
+    return generate_container_sas(
         AZURITE_ACCOUNT,
         azure_container.container,
         account_key=AZURITE_KEY,
         permission=ContainerSasPermissions(read=True, write=True, delete=True, list=True),
         expiry=datetime.now(UTC) + timedelta(hours=1),
     )
+
+
+def test_account_url_with_a_container_sas(
+    azure_container: AzureContainer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sas = _container_sas(azure_container)
     provider = open_provider(
         azure_container.url("p"), {"account_url": azure_container.blob_endpoint, "sas_token": sas}
     )
@@ -832,13 +837,7 @@ def test_an_account_url_that_carries_its_sas(
     the portal hands it out): a token credential was set on top, which the SDK refuses over
     http ("an http:// account URL needs options.account_key…", exit 2) and which needs an
     Azure identity over https. The URL's own SAS signs every request."""
-    sas = generate_container_sas(
-        AZURITE_ACCOUNT,
-        azure_container.container,
-        account_key=AZURITE_KEY,
-        permission=ContainerSasPermissions(read=True, write=True, delete=True, list=True),
-        expiry=datetime.now(UTC) + timedelta(hours=1),
-    )
+    sas = _container_sas(azure_container)
     provider = open_provider(
         azure_container.url("p"), {"account_url": f"{azure_container.blob_endpoint}?{sas}"}
     )
