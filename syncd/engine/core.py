@@ -321,7 +321,7 @@ class Engine:
                 pair,
                 provider,
                 self.store,
-                # The pair's own: its removal ends its retry waits (`remove_pair`).
+                # The pair's own: its removal ends its retry waits (`PairSyncer.cancel`).
                 retry=self.retry.for_pair(),
                 is_cancelled=self.stopping.is_set,
                 enqueue=self.queue.put,
@@ -427,7 +427,6 @@ class Engine:
         self.queue.drop_pair(name)
         if syncer is not None:
             syncer.cancel()
-            syncer.retry.cancel()
             if not self.queue.wait_landed(name, REMOVE_WAIT_S):
                 log.warning("a removed pair's transfers are still running", pair=name)
         if syncer is not None and isinstance(syncer.provider, BatchedDurability):

@@ -738,8 +738,10 @@ class PairSyncer:
     def cancel(self) -> None:
         """The pair is being removed: what it has in flight stops (Cancelled, as at a stop),
         and no path is taken up any more, so nothing is recorded after the caller waited for
-        its workers (a changed pair's state is forgotten then: `Engine._take_place`)."""
+        its workers (a changed pair's state is forgotten then: `Engine._take_place`). A
+        retry's wait ends at once too (the pair's policy, `RetryPolicy.for_pair`)."""
         self._removed.set()
+        self.retry.cancel()
 
     def _sync_path(self, path: str, keep: str | None) -> Outcome:
         if self._removed.is_set():
