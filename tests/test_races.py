@@ -25,7 +25,7 @@ from harness import SYNCD, Setup, syncd, tree
 from remotes import ALL_KINDS, Remote, remote_for
 
 from syncd.config import load_config_dict
-from syncd.engine import core
+from syncd.engine import core, renames, transfer, trash
 from syncd.engine.core import Engine
 from syncd.providers import Provider, UploadRequest
 
@@ -446,16 +446,17 @@ def test_a_write_right_after_a_download_lands_is_not_recorded_as_downloaded(
         assert engine.sync_once().exit_code == 0
     remote.put("notes.txt", b"v1 from elsewhere")
 
-    real_replace = os.replace
+    real_exchange = renames.exchange
     fired: list[bool] = []
 
-    def replace_then_edit(src: Any, dst: Any, **kwargs: Any) -> None:
-        real_replace(src, dst, **kwargs)
-        if dst == "notes.txt" and kwargs.get("dst_dir_fd") is not None and not fired:
+    def swap_then_edit(folder: int, a: str, b: str) -> bool:
+        swapped = real_exchange(folder, a, b)
+        if b == "notes.txt" and not fired:
             fired.append(True)
             target.write_bytes(b"v1 from elsewhere, then edited here at once")
+        return swapped
 
-    monkeypatch.setattr(os, "replace", replace_then_edit)
+    monkeypatch.setattr(renames, "exchange", swap_then_edit)
     with _engine(tmp_path, remote) as engine:
         assert engine.sync_once().exit_code == 0
     monkeypatch.undo()
@@ -463,3 +464,142 @@ def test_a_write_right_after_a_download_lands_is_not_recorded_as_downloaded(
     assert fired == [True]
     edited = b"v1 from elsewhere, then edited here at once"
     assert _converge(tmp_path, remote) == {"notes.txt": edited}
+
+
+# -- written in the instant between syncd's last check and its act ----------------------------
+# The check right before a rename leaves microseconds in which a program can write the file.
+# Each test lets the write in at that very point (the act itself wrapped) and wants it kept.
+
+
+def rewrite(target: Path, data: bytes, how: str) -> None:
+    """Write `data` to `target` as editors do: over the same file ("in place"), or saved to
+    a new file renamed over it ("saved over": a new inode)."""
+    if how == "in place":
+        with open(target, "r+b") as fh:
+            fh.truncate()
+            fh.write(data)
+        return
+    fresh = target.with_name(target.name + ".swp")
+    fresh.write_bytes(data)
+    os.replace(fresh, target)
+
+
+@pytest.mark.parametrize("how", ["in place", "saved over"])
+def test_a_write_just_before_a_download_replaces_the_file_is_kept(
+    tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """The download was decided on a local file unchanged since the last sync, and checked
+    again right before the rename; a write after that check was renamed over and kept
+    nowhere. Now the download is swapped in (RENAME_EXCHANGE) and what came out is looked
+    at: the write goes back, and the path becomes a conflict with both versions kept."""
+    remote = remote_for("file", request, tmp_path)
+    local = tmp_path / "local"
+    local.mkdir()
+    target = local / "notes.txt"
+    target.write_bytes(b"v0")
+    with _engine(tmp_path, remote) as engine:
+        assert engine.sync_once().exit_code == 0
+    remote.put("notes.txt", b"v1 from elsewhere")
+
+    real_put = transfer._put_in_place
+    fired: list[bool] = []
+
+    def write_then_put(*args: Any, **kwargs: Any) -> Any:
+        if not fired:
+            fired.append(True)
+            rewrite(target, b"v1 written here in that instant", how)
+        return real_put(*args, **kwargs)
+
+    monkeypatch.setattr(transfer, "_put_in_place", write_then_put)
+    with _engine(tmp_path, remote) as engine:
+        engine.sync_once()
+    monkeypatch.undo()
+
+    assert fired == [True]
+    files = _converge(tmp_path, remote)
+    assert sorted(files.values()) == [b"v1 from elsewhere", b"v1 written here in that instant"]
+    assert not [name for name in os.listdir(local) if name.startswith(".syncd-tmp-")]
+
+
+def test_a_file_saved_over_just_before_its_local_deletion_is_uploaded(
+    tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deleted on the remote, so syncd moves the local file to the trash; a save made after
+    its last check went to the trash in its place, and the path was gone. Now the move is
+    looked at from the trash: the save goes back, and an edit beats a deletion."""
+    remote = remote_for("file", request, tmp_path)
+    local = tmp_path / "local"
+    local.mkdir()
+    target = local / "notes.txt"
+    target.write_bytes(b"v0")
+    (local / "other.txt").write_bytes(b"other")
+    with _engine(tmp_path, remote) as engine:
+        assert engine.sync_once().exit_code == 0
+    remote.delete("notes.txt")
+
+    real_move = trash.move_to_local_trash
+    fired: list[bool] = []
+
+    def save_then_move(*args: Any, **kwargs: Any) -> Any:
+        if not fired:
+            fired.append(True)
+            rewrite(target, b"saved here in that instant", "saved over")
+        return real_move(*args, **kwargs)
+
+    monkeypatch.setattr(trash, "move_to_local_trash", save_then_move)
+    with _engine(tmp_path, remote) as engine:
+        engine.sync_once()
+    monkeypatch.undo()
+
+    assert fired == [True]
+    assert target.read_bytes() == b"saved here in that instant"
+    files = _converge(tmp_path, remote)
+    assert files == {"notes.txt": b"saved here in that instant", "other.txt": b"other"}
+
+
+def test_a_file_saved_over_while_it_becomes_a_conflict_copy_is_kept(
+    tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Edited on both sides, the local version older: it becomes a conflict copy and the
+    remote one comes down. The copy was a hard link to the file, then the name was unlinked:
+    a save landing between the two was unlinked and kept nowhere. Now the file moves to the
+    copy's name in one rename (RENAME_NOREPLACE); a save right after it is a new file, kept."""
+    remote = remote_for("file", request, tmp_path)
+    local = tmp_path / "local"
+    local.mkdir()
+    target = local / "notes.txt"
+    target.write_bytes(b"v0")
+    with _engine(tmp_path, remote) as engine:
+        assert engine.sync_once().exit_code == 0
+    target.write_bytes(b"the older local edit")
+    os.utime(target, ns=(1_600_000_000_000_000_000, 1_600_000_000_000_000_000))
+    remote.put("notes.txt", b"the newer remote edit")
+
+    fired: list[bool] = []
+
+    def save_once() -> None:
+        if not fired:
+            fired.append(True)
+            rewrite(target, b"saved here in that instant", "saved over")
+
+    def after(act: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            done = act(*args, **kwargs)
+            save_once()
+            return done
+
+        return wrapped
+
+    # The copy made, the name not yet freed (a link, then an unlink) or freed already (one
+    # rename): the save lands there.
+    monkeypatch.setattr(os, "link", after(os.link))
+    monkeypatch.setattr(renames, "move_free", after(renames.move_free))
+    with _engine(tmp_path, remote) as engine:
+        engine.sync_once()
+    monkeypatch.undo()
+
+    assert fired == [True]
+    files = _converge(tmp_path, remote)
+    kept = set(files.values())
+    assert {b"saved here in that instant", b"the older local edit"} <= kept
+    assert b"the newer remote edit" in kept

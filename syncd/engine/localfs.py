@@ -1,7 +1,7 @@
 """Everything that touches the local root: stat, walk, hashing, and atomic writes.
 
 The one promise kept here: a file appears under its real name only complete and fsynced
-(written under a TEMP_PREFIX name the watcher ignores, then `os.replace`d into place), and
+(written under a TEMP_PREFIX name the watcher ignores, then renamed into place), and
 nothing is ever written outside the root.
 """
 

@@ -24,7 +24,7 @@ from typing import Any, cast
 import structlog
 
 from syncd.config import PairConfig
-from syncd.engine import folder_id, localfs, trash
+from syncd.engine import folder_id, localfs, renames, trash
 from syncd.engine.conflicts import (
     Resolution,
     Winner,
@@ -1327,23 +1327,22 @@ class PairSyncer:
         now = _stat_at(self.root, source)
         if now is None or not untouched(local, now):
             return Outcome.REQUEUE
-        copy = self._local_copy_made(path, now)
+        made = self._local_copy_made(path, now)
+        copy = made if made is not None else self._copy_name(path)
+        target = self.local_path(copy)
         try:
-            with localfs.spot_of(self.root, source) as spot:
-                if copy is None:
-                    copy = self._copy_name(path)
-                    target = self.local_path(copy)
-                    localfs.make_parents(self.root, target)
-                    with localfs.spot_of(self.root, target) as aside:
-                        # Create-only: a name that appeared meanwhile is kept.
-                        os.link(
-                            spot.name,
-                            aside.name,
-                            src_dir_fd=spot.fd,
-                            dst_dir_fd=aside.fd,
-                            follow_symlinks=False,
-                        )
-                os.unlink(spot.name, dir_fd=spot.fd)
+            localfs.make_parents(self.root, target)
+            with (
+                localfs.spot_of(self.root, source) as spot,
+                localfs.spot_of(self.root, target) as aside,
+            ):
+                if made is not None:
+                    # An interrupted run (or a filesystem without RENAME_NOREPLACE) linked
+                    # the copy and stopped short of the unlink: the move below makes it anew.
+                    os.unlink(aside.name, dir_fd=aside.fd)
+                # Create-only (a name that appeared meanwhile is kept), and whatever stands
+                # at the name moves, a write made since the check above with it.
+                renames.move_free(spot.fd, spot.name, aside.fd, aside.name)
         except (FileNotFoundError, FileExistsError):
             return Outcome.REQUEUE
         self.enqueue(self.name, copy)
@@ -1690,7 +1689,10 @@ class PairSyncer:
         if now is None or not untouched(local, now):
             return Outcome.REQUEUE  # edited meanwhile: an edit beats a delete
         base = self.store.get(self.name, path)
-        trash.move_to_local_trash(self.root, source, path, datetime.now(UTC))
+        try:
+            trash.move_to_local_trash(self.root, source, path, datetime.now(UTC), local)
+        except trash.WrittenMeanwhile:
+            return Outcome.REQUEUE
         localfs.prune_empty_parents(self.root, source)
         self.store.forget(self.name, [path])
         sha256 = base.sha256 if base is not None else None
@@ -1914,10 +1916,17 @@ class PairSyncer:
             )
             if unchanged and trash_local and now is not None:
                 # A losing local version is kept, not overwritten.
-                trash.move_to_local_trash(self.root, target, path, datetime.now(UTC))
+                try:
+                    trash.move_to_local_trash(self.root, target, path, datetime.now(UTC), now)
+                except trash.WrittenMeanwhile:
+                    return False
             return unchanged
 
-        got = self.transfers.download(path, self.root, target, remote, still_local)
+        # A losing local version went to the trash: the download then takes a free name.
+        replacing = None if trash_local else local
+        got = self.transfers.download(
+            path, self.root, target, remote, still_local, replacing=replacing
+        )
         if got.result is not Result.OK:
             return Outcome.REQUEUE
         assert got.local is not None and got.info is not None

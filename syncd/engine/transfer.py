@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, BinaryIO, cast
 
-from syncd.engine import localfs
+from syncd.engine import localfs, renames
 from syncd.engine.model import LocalFile
 from syncd.engine.multipart import LargeTransfers, Meter
 from syncd.engine.origin import is_this_write, origin_metadata
@@ -325,11 +325,15 @@ class Transfers:
         target: Path,
         remote: ObjectInfo,
         still_local: Callable[[], bool],
+        *,
+        replacing: LocalFile | None = None,
     ) -> Downloaded:
         """Fetch `remote` into `target` (inside `root`) atomically. `still_local()` is asked
         just before the rename: if the local file is no longer what we decided on, nothing is
-        replaced. Every write, rename and unlink is made relative to the target's folder,
-        held open from the root (`localfs.spot_of`): never through a joined path."""
+        replaced. `replacing` is the file the download may replace, as decided on; None, and
+        it goes only where no file is. Every write, rename and unlink is made relative to the
+        target's folder, held open from the root (`localfs.spot_of`): never through a joined
+        path."""
         try:
             with localfs.spot_of(root, target) as spot:
 
@@ -337,7 +341,7 @@ class Transfers:
                     # Its folder still where it was, then the file as decided on.
                     return localfs.still_placed(root, target, spot) and still_local()
 
-                return self._download_at(path, spot, remote, in_place)
+                return self._download_at(path, spot, remote, in_place, replacing=replacing)
         except FileNotFoundError:
             return Downloaded(Result.MOVED)  # the target's folder went meanwhile
 
@@ -347,6 +351,8 @@ class Transfers:
         spot: localfs.Spot,
         remote: ObjectInfo,
         still_local: Callable[[], bool],
+        *,
+        replacing: LocalFile | None,
     ) -> Downloaded:
         started = time.monotonic()
         large = self.large if self.large is not None and self.large.wants(remote.size) else None
@@ -378,11 +384,12 @@ class Transfers:
             os.utime(tmp, ns=(mtime_ns, mtime_ns), dir_fd=spot.fd, follow_symlinks=False)
             if not still_local():
                 return Downloaded(Result.MOVED)
-            placed = _put_in_place(spot, tmp)
-        except (FileExistsError, IsADirectoryError):
+            placed = _put_in_place(spot, tmp, replacing)
+        except (FileExistsError, IsADirectoryError, WrittenMeanwhile):
             # A file, or a folder, appeared at the target meanwhile (a folder: a path under
             # it came down first, from a bucket holding both a file and a folder of one
-            # name): nothing is replaced, the path is decided again.
+            # name), or the file was written after the last check: nothing is replaced, the
+            # path is decided again.
             return Downloaded(Result.MOVED)
         except BaseException:
             # A large download keeps its temp file and record: the next attempt (or the next
@@ -470,19 +477,25 @@ def _read_whole(fd: int, size: int) -> bytes | None:
     return b"".join(chunks) if total == size else None
 
 
-def _put_in_place(spot: localfs.Spot, tmp: str) -> LocalFile:
-    """Put the finished temp file `tmp` at the target: renamed over the file it replaces, or
-    linked where there is none (create-only: a file that appeared meanwhile is never
+class WrittenMeanwhile(Exception):
+    """The file a download was to replace was written in the instant after the last check
+    (caught by what the swap took out): it is back in place, nothing replaced."""
+
+
+def _put_in_place(spot: localfs.Spot, tmp: str, replacing: LocalFile | None) -> LocalFile:
+    """Put the finished temp file `tmp` at the target: over `replacing`, the file decided on,
+    or linked where there is none (create-only: a file that appeared meanwhile is never
     clobbered, FileExistsError). Returns the stat to record for it."""
     written = localfs.local_file(os.lstat(tmp, dir_fd=spot.fd))
-    replaced = _lstat_at(spot)
+    replaced = _lstat_at(spot) if replacing is not None else None
     if replaced is not None:
         if statmod.S_ISREG(replaced.st_mode):
             # The new version keeps the mode of the one it replaces (an executable script
             # stays executable, a private file private), as rsync and Syncthing do; a new
             # file gets the usual 0o666 less the umask.
             os.chmod(tmp, statmod.S_IMODE(replaced.st_mode), dir_fd=spot.fd)
-        os.replace(tmp, spot.name, src_dir_fd=spot.fd, dst_dir_fd=spot.fd)
+        assert replacing is not None
+        _swap_in(spot, tmp, replacing)
     else:
         os.link(tmp, spot.name, src_dir_fd=spot.fd, dst_dir_fd=spot.fd)
         # Before the stat: dropping a link moves the file's ctime.
@@ -499,6 +512,25 @@ def _put_in_place(spot: localfs.Spot, tmp: str) -> LocalFile:
         # the content.
         return replace(placed, mtime_ns=-1)
     return placed
+
+
+def _swap_in(spot: localfs.Spot, tmp: str, replacing: LocalFile) -> None:
+    """Rename `tmp` over the file decided on, and only over it. Swapped in at once
+    (RENAME_EXCHANGE), what came out is looked at: a file written after the last check (its
+    size, mtime or inode moved; the ctime cannot tell, the swap itself moves it) is swapped
+    back, WrittenMeanwhile. A filesystem without the swap gets a plain replace, the check
+    before it the only one."""
+    if not renames.exchange(spot.fd, tmp, spot.name):
+        os.replace(tmp, spot.name, src_dir_fd=spot.fd, dst_dir_fd=spot.fd)
+        return
+    out = localfs.local_file(os.lstat(tmp, dir_fd=spot.fd))
+    if not same_stat(out, replacing):
+        try:
+            renames.exchange(spot.fd, tmp, spot.name)
+        except FileNotFoundError:  # the download was deleted at once: the write goes back
+            renames.move_free(spot.fd, tmp, spot.fd, spot.name)
+        raise WrittenMeanwhile(spot.name)
+    localfs.remove_at(spot, tmp)
 
 
 def _still(source: Path, before: LocalFile) -> bool:

@@ -7,6 +7,7 @@ Remote: `.syncd-trash/<YYYYMMDD-HHMMSS>/<path>` under the pair's prefix, a serve
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
@@ -17,7 +18,11 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from syncd.engine import renames
+from syncd.engine.localfs import local_file
+from syncd.engine.model import LocalFile
 from syncd.engine.paths import REMOTE_TRASH, STATE_DIR
+from syncd.engine.transfer import same_stat
 from syncd.providers.local import NotAFolder, descend, open_root
 
 TRASH_DIR = f"{STATE_DIR}/trash"
@@ -47,12 +52,25 @@ def trash_key(path: str, when: datetime, taken: Callable[[str], bool]) -> str:
         counter += 1
 
 
-def move_to_local_trash(root: Path, source: Path, path: str, when: datetime) -> Path:
+class WrittenMeanwhile(Exception):
+    """The file moved to the trash was not the one decided on: written (or saved over) in the
+    instant after the last check. It went back to its name; where another file took that
+    name meanwhile, it stays in the trash (kept, never lost)."""
+
+
+def move_to_local_trash(
+    root: Path, source: Path, path: str, when: datetime, expected: LocalFile | None = None
+) -> Path:
     """Move the local file at `source` (the on-disk name of `path`) into the pair's trash.
 
     Both sides are reached from the root one folder at a time, never through a symlink:
     `.syncd`, its trash and every folder made in it must be real folders inside the root.
     Otherwise UnsafeTrash, and nothing moved (the file stays; a later pass tries again).
+
+    With `expected` (the file as decided on), what was moved is looked at once it is in the
+    trash: a file written after the caller's last check goes back, WrittenMeanwhile (an edit
+    beats a deletion, however late it comes). Its size, mtime and inode tell; not its ctime,
+    which the move itself moves.
     """
     *source_folders, source_name = source.relative_to(root).parts
     try:
@@ -65,12 +83,25 @@ def move_to_local_trash(root: Path, source: Path, path: str, when: datetime) -> 
                 descend(top, [*TRASH, *folders], create=True) as trash_fds,
             ):
                 os.replace(source_name, name, src_dir_fd=source_fds[-1], dst_dir_fd=trash_fds[-1])
+                if expected is not None:
+                    _keep_if_written(expected, (trash_fds[-1], name), (source_fds[-1], source_name))
         finally:
             os.close(top)
     except NotAFolder as exc:
         what = _what(root, exc.filename)
         raise UnsafeTrash(f"{root}/{exc.filename} {what}: not followed, nothing moved") from exc
     return root.joinpath(*TRASH, *rel.split("/"))
+
+
+def _keep_if_written(expected: LocalFile, trashed: tuple[int, str], home: tuple[int, str]) -> None:
+    """WrittenMeanwhile, the file put back at `home`, if the file at `trashed` (folder fd,
+    name) is not `expected`."""
+    moved = local_file(os.lstat(trashed[1], dir_fd=trashed[0]))
+    if same_stat(moved, expected):
+        return
+    with contextlib.suppress(FileExistsError):  # its name taken again: kept in the trash
+        renames.move_free(*trashed, *home)
+    raise WrittenMeanwhile(trashed[1])
 
 
 def remote_trash_key(

@@ -1,0 +1,171 @@
+"""The renames that close the gap between syncd's last check and its act (renameat2's
+RENAME_EXCHANGE and RENAME_NOREPLACE), their fallbacks where a filesystem lacks them, and the
+trash's look at what it moved."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from syncd.engine import localfs, renames, transfer, trash
+from syncd.engine.localfs import local_file
+
+WHEN = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Iterator[int]:
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    yield fd
+    os.close(fd)
+
+
+@pytest.fixture(params=["renameat2", "without renameat2"])
+def kernel(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each test twice: with the real renameat2, and as on a filesystem (or libc) without it."""
+    if request.param == "without renameat2":
+        monkeypatch.setattr(renames, "_renameat2", None)
+    return str(request.param)
+
+
+def test_exchange_swaps_two_names_at_once(tmp_path: Path, folder: int, kernel: str) -> None:
+    (tmp_path / "a").write_bytes(b"A")
+    (tmp_path / "b").write_bytes(b"B")
+    swapped = renames.exchange(folder, "a", "b")
+    assert swapped == (kernel == "renameat2")
+    expected = (b"B", b"A") if swapped else (b"A", b"B")
+    assert ((tmp_path / "a").read_bytes(), (tmp_path / "b").read_bytes()) == expected
+
+
+def test_exchange_of_a_missing_name_is_file_not_found(tmp_path: Path, folder: int) -> None:
+    (tmp_path / "b").write_bytes(b"B")
+    with pytest.raises(FileNotFoundError):
+        renames.exchange(folder, "gone", "b")
+    assert (tmp_path / "b").read_bytes() == b"B"
+
+
+def test_move_free_moves_to_a_free_name_only(tmp_path: Path, folder: int, kernel: str) -> None:
+    (tmp_path / "a").write_bytes(b"A")
+    (tmp_path / "taken").write_bytes(b"T")
+    with pytest.raises(FileExistsError):
+        renames.move_free(folder, "a", folder, "taken")
+    assert (tmp_path / "a").read_bytes() == b"A"
+    assert (tmp_path / "taken").read_bytes() == b"T"
+    renames.move_free(folder, "a", folder, "free")
+    assert sorted(os.listdir(tmp_path)) == ["free", "taken"]
+    assert (tmp_path / "free").read_bytes() == b"A"
+
+
+def test_an_unsupported_flag_is_told_from_a_real_failure(
+    tmp_path: Path, folder: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EINVAL (a filesystem without the flag) means: take the fallback. Any other errno is
+    the rename's own failure, raised as the OSError it is."""
+
+    def answering(code: int) -> Any:
+        def fake(*_args: Any) -> int:
+            ctypes.set_errno(code)
+            return -1
+
+        return fake
+
+    (tmp_path / "a").write_bytes(b"A")
+    (tmp_path / "b").write_bytes(b"B")
+    monkeypatch.setattr(renames, "_renameat2", answering(errno.EINVAL))
+    assert renames.exchange(folder, "a", "b") is False
+    renames.move_free(folder, "a", folder, "c")  # the link-and-unlink fallback
+    assert sorted(os.listdir(tmp_path)) == ["b", "c"]
+    monkeypatch.setattr(renames, "_renameat2", answering(errno.EACCES))
+    with pytest.raises(PermissionError):
+        renames.exchange(folder, "b", "c")
+
+
+def test_a_download_without_the_swap_still_replaces_and_keeps_the_mode(
+    tmp_path: Path, folder: int, kernel: str
+) -> None:
+    target = tmp_path / "run.sh"
+    target.write_bytes(b"old")
+    os.chmod(target, 0o700)
+    decided = local_file(target.lstat())
+    (tmp_path / "tmp").write_bytes(b"new version")
+    placed = transfer._put_in_place(localfs.Spot(folder, "run.sh"), "tmp", decided)
+    assert target.read_bytes() == b"new version"
+    assert target.stat().st_mode & 0o777 == 0o700
+    assert placed.inode == target.stat().st_ino
+    assert sorted(os.listdir(tmp_path)) == ["run.sh"]
+
+
+def test_a_download_over_a_file_written_after_the_check_is_swapped_back(
+    tmp_path: Path, folder: int
+) -> None:
+    target = tmp_path / "notes.txt"
+    target.write_bytes(b"as decided")
+    decided = local_file(target.lstat())
+    target.write_bytes(b"written after the check")
+    (tmp_path / "tmp").write_bytes(b"downloaded")
+    with pytest.raises(transfer.WrittenMeanwhile):
+        transfer._put_in_place(localfs.Spot(folder, "notes.txt"), "tmp", decided)
+    assert target.read_bytes() == b"written after the check"
+    assert (tmp_path / "tmp").read_bytes() == b"downloaded"  # the caller removes its temp
+
+
+def test_a_download_decided_on_no_file_never_replaces_one(tmp_path: Path, folder: int) -> None:
+    (tmp_path / "new.txt").write_bytes(b"appeared after the check")
+    (tmp_path / "tmp").write_bytes(b"downloaded")
+    with pytest.raises(FileExistsError):
+        transfer._put_in_place(localfs.Spot(folder, "new.txt"), "tmp", None)
+    assert (tmp_path / "new.txt").read_bytes() == b"appeared after the check"
+
+
+def test_the_trash_takes_the_file_decided_on(tmp_path: Path, kernel: str) -> None:
+    victim = tmp_path / "doc.txt"
+    victim.write_bytes(b"deleted on the other side")
+    moved = trash.move_to_local_trash(tmp_path, victim, "doc.txt", WHEN, local_file(victim.lstat()))
+    assert not victim.exists()
+    assert moved.read_bytes() == b"deleted on the other side"
+
+
+def test_a_file_saved_over_after_the_check_comes_back_from_the_trash(
+    tmp_path: Path, kernel: str
+) -> None:
+    victim = tmp_path / "doc.txt"
+    victim.write_bytes(b"as decided")
+    decided = local_file(victim.lstat())
+    saved = tmp_path / "doc.txt.swp"
+    saved.write_bytes(b"saved after the check")
+    os.replace(saved, victim)
+    with pytest.raises(trash.WrittenMeanwhile):
+        trash.move_to_local_trash(tmp_path, victim, "doc.txt", WHEN, decided)
+    assert victim.read_bytes() == b"saved after the check"
+    assert not [p for p in (tmp_path / ".syncd" / "trash").rglob("*") if p.is_file()]
+
+
+def test_a_save_whose_name_is_taken_again_stays_in_the_trash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Saved over after the check, and the name taken once more before the save could go
+    back: the save stays in the trash, kept, and the newest file keeps the name."""
+    victim = tmp_path / "doc.txt"
+    victim.write_bytes(b"as decided")
+    decided = local_file(victim.lstat())
+    victim.unlink()
+    victim.write_bytes(b"saved after the check")
+    real_move_free = renames.move_free
+
+    def taken_first(*args: Any) -> None:
+        victim.write_bytes(b"written last")
+        real_move_free(*args)
+
+    monkeypatch.setattr(renames, "move_free", taken_first)
+    with pytest.raises(trash.WrittenMeanwhile):
+        trash.move_to_local_trash(tmp_path, victim, "doc.txt", WHEN, decided)
+    assert victim.read_bytes() == b"written last"
+    kept = [p.read_bytes() for p in (tmp_path / ".syncd" / "trash").rglob("doc.txt")]
+    assert kept == [b"saved after the check"]
