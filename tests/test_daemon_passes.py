@@ -319,3 +319,34 @@ def test_a_pair_is_not_idle_while_a_folder_event_is_walked(
         finally:
             go.set()
             daemon.settler.stop()
+
+
+def test_a_pair_is_syncing_while_a_scan_asked_for_by_sync_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`syncd sync` starts a full comparison; while it listed the remote (minutes, on a big
+    bucket) the pair showed `idle`, so a script that sends `syncd sync` and waits for idle
+    went on before the comparison it asked for had found anything. It is `syncing` until
+    the scan has queued what it found, and its pass does not end under it."""
+    setup, _remote, config = hand_driven_pair(tmp_path, {"a.txt": "a"})
+    with Engine(config) as engine:
+        daemon = Daemon(config, engine)
+        first_pass(daemon, engine)
+        assert daemon.status()["pairs"][0]["state"] == "idle"
+        (setup.local / "b.txt").write_text("b")  # unseen: no watcher runs here
+        with _next_plan_waits(monkeypatch, engine.syncers["docs"]) as (walked, go):
+            assert daemon.dispatch("sync", {})["queued"]
+            assert walked.wait(10)
+            pair = daemon.status()["pairs"][0]
+            assert (pair["state"], pair["queued"], pair["in_flight"]) == ("syncing", 0, 0)
+            assert daemon.status_line() == "scanning docs"
+            engine.touched.add("docs")  # as a worker marks it
+            daemon._end_quiet_passes()  # the main loop's tick: no end of pass mid-scan
+            assert "docs" in engine.touched
+            go.set()
+            _scans_ended(daemon)
+        assert engine.queue.holds("docs", "b.txt")
+        assert daemon.status()["pairs"][0]["state"] == "syncing"
+        work_off(engine)
+        daemon._end_quiet_passes()
+        assert daemon.status()["pairs"][0]["state"] == "idle"

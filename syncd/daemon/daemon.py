@@ -342,9 +342,10 @@ class Daemon:
         pair's deletions are weighed again when its poll has decided them again, not at
         every tick (one state query per held file, twice a second, for days). Not before a
         pair's start-up pass is through: until then its held deletions are not pending
-        again (a `sync --force` was spent on none of them), and nothing says it is in sync."""
+        again (a `sync --force` was spent on none of them), and nothing says it is in sync;
+        nor while a full scan of it runs (it is about to queue what it found)."""
         settling = {pair for pair, _ in self.settler.pending_keys()}
-        starting = self._starting()
+        starting = self._scanning_now()
         for name in list(self.engine.syncers):
             touched = name in self.engine.touched
             if not touched and name not in self.engine.force:
@@ -388,7 +389,7 @@ class Daemon:
         if states and all(state == "paused" for _, state, _, _ in states):
             return "paused"
         parts = []
-        scanning = self._starting()
+        scanning = self._scanning_now()
         for name, state, queued, in_flight in states:
             if state == "syncing" and name in scanning:
                 parts.append(f"scanning {name}")
@@ -467,6 +468,20 @@ class Daemon:
             )
             self._startups[name] = (syncer, thread)
             thread.start()
+
+    def _scanning_now(self) -> set[str]:
+        """The pairs being compared in full (their start-up pass, or one asked for: `syncd
+        sync`, `retry`, lost file events, a changed `.syncignore`), or about to be, or that
+        have had no start-up pass yet. Such a pair is `syncing`, never `idle`: a client that
+        sends `syncd sync` and waits for idle must not read idle before the comparison it
+        asked for has even listed the remote."""
+        with self._startups_lock:
+            running = {
+                name
+                for name, (syncer, _first) in self._scanning.items()
+                if self.engine.syncers.get(name) is syncer
+            }
+        return running | self._starting()
 
     def _starting(self) -> set[str]:
         """The pairs whose start-up pass is running or has not been through yet. Such a pair
@@ -848,7 +863,7 @@ class Daemon:
         settling: dict[str, int] = {}
         for pair, _path in self.settler.pending_keys() + self.engine.delayed.pending_keys():
             settling[pair] = settling.get(pair, 0) + 1
-        scanning = self._starting()
+        scanning = self._scanning_now()
         states = []
         for name, syncer in self.engine.syncers.items():
             queued, in_flight = counts.get(name, (0, 0))
