@@ -7,7 +7,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ import pytest
 
 from syncd.engine import localfs, renames, transfer, trash
 from syncd.engine.localfs import local_file
+from syncd.engine.model import LocalFile
 
 WHEN = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -158,9 +159,12 @@ def test_a_save_whose_name_is_taken_again_stays_in_the_trash(
     victim.unlink()
     victim.write_bytes(b"saved after the check")
     real_move_free = renames.move_free
+    moves: list[int] = []
 
     def taken_first(*args: Any) -> None:
-        victim.write_bytes(b"written last")
+        moves.append(1)
+        if len(moves) == 2:  # into the trash, then back: the name is taken before that
+            victim.write_bytes(b"written last")
         real_move_free(*args)
 
     monkeypatch.setattr(renames, "move_free", taken_first)
@@ -169,3 +173,95 @@ def test_a_save_whose_name_is_taken_again_stays_in_the_trash(
     assert victim.read_bytes() == b"written last"
     kept = [p.read_bytes() for p in (tmp_path / ".syncd" / "trash").rglob("doc.txt")]
     assert kept == [b"saved after the check"]
+
+
+# -- the swap back after a download found a write: whatever it takes out is kept -------------
+
+
+def _swapped_out_write(tmp_path: Path) -> tuple[Path, LocalFile]:
+    """notes.txt decided on, then written after the check; the download waits in `tmp`."""
+    target = tmp_path / "notes.txt"
+    target.write_bytes(b"as decided")
+    decided = local_file(target.lstat())
+    target.write_bytes(b"written after the check")
+    (tmp_path / "tmp").write_bytes(b"downloaded")
+    return target, decided
+
+
+def _second_exchange(monkeypatch: pytest.MonkeyPatch, before: Callable[[], None]) -> None:
+    """The real first swap; the second (the swap back) runs `before` first."""
+    real = renames.exchange
+    calls: list[int] = []
+
+    def exchange(folder: int, a: str, b: str) -> bool:
+        calls.append(1)
+        if len(calls) == 2:
+            before()
+        return real(folder, a, b)
+
+    monkeypatch.setattr(renames, "exchange", exchange)
+
+
+def _beside(tmp_path: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in tmp_path.iterdir() if ".conflict-" in p.name}
+
+
+def test_a_swap_back_that_fails_keeps_the_write_as_a_conflict_copy(
+    tmp_path: Path, folder: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target, decided = _swapped_out_write(tmp_path)
+
+    def fail() -> None:
+        raise OSError(errno.EIO, "I/O error")
+
+    _second_exchange(monkeypatch, fail)
+    with pytest.raises(transfer.WrittenMeanwhile):
+        transfer._put_in_place(localfs.Spot(folder, "notes.txt"), "tmp", decided)
+    assert target.read_bytes() == b"downloaded"
+    assert list(_beside(tmp_path).values()) == [b"written after the check"]
+    assert not (tmp_path / "tmp").exists()
+
+
+def test_a_write_whose_name_is_taken_while_it_goes_back_is_kept_beside(
+    tmp_path: Path, folder: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The download deleted at once (the swap back finds no name), then a new file takes the
+    name before the write can go back: both stay."""
+    target, decided = _swapped_out_write(tmp_path)
+
+    def deleted_then_recreated() -> None:
+        target.unlink()
+        real_move_free = renames.move_free
+
+        def taken_first(*args: Any) -> None:
+            target.write_bytes(b"made anew")
+            real_move_free(*args)
+
+        monkeypatch.setattr(renames, "move_free", taken_first)
+
+    _second_exchange(monkeypatch, deleted_then_recreated)
+    with pytest.raises(transfer.WrittenMeanwhile):
+        transfer._put_in_place(localfs.Spot(folder, "notes.txt"), "tmp", decided)
+    assert target.read_bytes() == b"made anew"
+    assert list(_beside(tmp_path).values()) == [b"written after the check"]
+    assert not (tmp_path / "tmp").exists()
+
+
+def test_a_save_landing_before_the_swap_back_is_kept_beside(
+    tmp_path: Path, folder: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Saved over the download in the instant before the swap back: the swap back takes that
+    save out. It is not the download, so it is kept, not removed with the temp."""
+    target, decided = _swapped_out_write(tmp_path)
+
+    def saved_over() -> None:
+        fresh = tmp_path / "notes.txt.swp"
+        fresh.write_bytes(b"saved last")
+        os.replace(fresh, target)
+
+    _second_exchange(monkeypatch, saved_over)
+    with pytest.raises(transfer.WrittenMeanwhile):
+        transfer._put_in_place(localfs.Spot(folder, "notes.txt"), "tmp", decided)
+    assert target.read_bytes() == b"written after the check"
+    assert list(_beside(tmp_path).values()) == [b"saved last"]
+    assert not (tmp_path / "tmp").exists()

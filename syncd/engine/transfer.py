@@ -7,6 +7,7 @@ its real name complete, fsynced, checked and stamped with its mtime, or not at a
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import errno
 import hashlib
@@ -16,10 +17,12 @@ import stat as statmod
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, BinaryIO, cast
 
 from syncd.engine import localfs, renames
+from syncd.engine.conflicts import conflict_name, host_name
 from syncd.engine.model import LocalFile
 from syncd.engine.multipart import LargeTransfers, Meter
 from syncd.engine.origin import is_this_write, origin_metadata
@@ -391,10 +394,10 @@ class Transfers:
             # name), or the file was written after the last check: nothing is replaced, the
             # path is decided again.
             return Downloaded(Result.MOVED)
-        except BaseException:
+        except BaseException as exc:
             # A large download keeps its temp file and record: the next attempt (or the next
             # run, after a crash) resumes from the chunks already on disk.
-            keep_temp = large is not None
+            keep_temp = large is not None or isinstance(exc, KeptInTemp)
             raise
         finally:
             if not keep_temp:
@@ -427,10 +430,7 @@ class Transfers:
 
 def _lstat_at(spot: localfs.Spot) -> os.stat_result | None:
     """What stands under the spot's name (a file, a symlink, a folder), if anything."""
-    try:
-        return os.lstat(spot.name, dir_fd=spot.fd)
-    except FileNotFoundError:
-        return None
+    return _lstat_name(spot.fd, spot.name)
 
 
 def _request(
@@ -477,6 +477,11 @@ def _read_whole(fd: int, size: int) -> bytes | None:
     return b"".join(chunks) if total == size else None
 
 
+class KeptInTemp(OSError):
+    """A file written meanwhile could be put neither back nor beside: it stays under its temp
+    name (not unlinked; the next start-up moves stale temps to the trash)."""
+
+
 class WrittenMeanwhile(Exception):
     """The file a download was to replace was written in the instant after the last check
     (caught by what the swap took out): it is back in place, nothing replaced."""
@@ -495,7 +500,7 @@ def _put_in_place(spot: localfs.Spot, tmp: str, replacing: LocalFile | None) -> 
             # file gets the usual 0o666 less the umask.
             os.chmod(tmp, statmod.S_IMODE(replaced.st_mode), dir_fd=spot.fd)
         assert replacing is not None
-        _swap_in(spot, tmp, replacing)
+        _swap_in(spot, tmp, replacing, written)
     else:
         os.link(tmp, spot.name, src_dir_fd=spot.fd, dst_dir_fd=spot.fd)
         # Before the stat: dropping a link moves the file's ctime.
@@ -514,23 +519,65 @@ def _put_in_place(spot: localfs.Spot, tmp: str, replacing: LocalFile | None) -> 
     return placed
 
 
-def _swap_in(spot: localfs.Spot, tmp: str, replacing: LocalFile) -> None:
-    """Rename `tmp` over the file decided on, and only over it. Swapped in at once
-    (RENAME_EXCHANGE), what came out is looked at: a file written after the last check (its
-    size, mtime or inode moved; the ctime cannot tell, the swap itself moves it) is swapped
-    back, WrittenMeanwhile. A filesystem without the swap gets a plain replace, the check
-    before it the only one."""
+def _swap_in(spot: localfs.Spot, tmp: str, replacing: LocalFile, written: LocalFile) -> None:
+    """Rename `tmp` (the download, `written`) over the file decided on, and only over it.
+    Swapped in at once (RENAME_EXCHANGE), what came out is looked at: a file written after
+    the last check (its size, mtime or inode moved; the ctime cannot tell, the swap itself
+    moves it) goes back, WrittenMeanwhile. A filesystem without the swap gets a plain
+    replace, the check before it the only one."""
     if not renames.exchange(spot.fd, tmp, spot.name):
         os.replace(tmp, spot.name, src_dir_fd=spot.fd, dst_dir_fd=spot.fd)
         return
     out = localfs.local_file(os.lstat(tmp, dir_fd=spot.fd))
-    if not same_stat(out, replacing):
-        try:
-            renames.exchange(spot.fd, tmp, spot.name)
-        except FileNotFoundError:  # the download was deleted at once: the write goes back
+    if same_stat(out, replacing):
+        localfs.remove_at(spot, tmp)
+        return
+    _swap_back(spot, tmp, written)
+    raise WrittenMeanwhile(spot.name)
+
+
+def _swap_back(spot: localfs.Spot, tmp: str, written: LocalFile) -> None:
+    """Put the file the swap took out back at its name. From here on `tmp` may hold a
+    user's file: the caller unlinks it, so whatever it holds that is not the download
+    (the swap back failed, or a save landed at the name in between and came out instead)
+    is kept beside the name, as a conflict copy, first."""
+    try:
+        back = renames.exchange(spot.fd, tmp, spot.name)
+    except FileNotFoundError:  # the download was deleted at once: the write takes the name
+        back = False
+        with contextlib.suppress(FileExistsError):
             renames.move_free(spot.fd, tmp, spot.fd, spot.name)
-        raise WrittenMeanwhile(spot.name)
-    localfs.remove_at(spot, tmp)
+    except OSError:
+        back = False
+    held = _lstat_name(spot.fd, tmp)
+    if held is not None and not (back and held.st_ino == written.inode):
+        try:
+            _keep_beside(spot, tmp)
+        except OSError as exc:
+            raise KeptInTemp(exc.errno, f"{exc.strerror}: a local write kept as {tmp}") from exc
+
+
+def _keep_beside(spot: localfs.Spot, tmp: str) -> None:
+    """Rename `tmp` to a free conflict-copy name beside the spot's name: a new local file,
+    sent up by the next look at the folder."""
+
+    def taken(name: str) -> bool:
+        return _lstat_name(spot.fd, name) is not None
+
+    while True:
+        copy = conflict_name(spot.name, datetime.now(UTC), host_name(), taken)
+        try:
+            renames.move_free(spot.fd, tmp, spot.fd, copy)
+        except FileExistsError:
+            continue  # taken in the instant since: another name
+        return
+
+
+def _lstat_name(folder: int, name: str) -> os.stat_result | None:
+    try:
+        return os.lstat(name, dir_fd=folder)
+    except FileNotFoundError:
+        return None
 
 
 def _still(source: Path, before: LocalFile) -> bool:

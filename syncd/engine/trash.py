@@ -76,15 +76,21 @@ def move_to_local_trash(
     try:
         top = open_root(str(root))
         try:
-            rel = trash_key(path, when, lambda candidate: _exists(top, [*TRASH, candidate]))
-            *folders, name = rel.split("/")
-            with (
-                descend(top, source_folders, create=False) as source_fds,
-                descend(top, [*TRASH, *folders], create=True) as trash_fds,
-            ):
-                os.replace(source_name, name, src_dir_fd=source_fds[-1], dst_dir_fd=trash_fds[-1])
-                if expected is not None:
-                    _keep_if_written(expected, (trash_fds[-1], name), (source_fds[-1], source_name))
+            while True:
+                rel = trash_key(path, when, lambda candidate: _exists(top, [*TRASH, candidate]))
+                *folders, name = rel.split("/")
+                with (
+                    descend(top, source_folders, create=False) as source_fds,
+                    descend(top, [*TRASH, *folders], create=True) as trash_fds,
+                ):
+                    home, trashed = (source_fds[-1], source_name), (trash_fds[-1], name)
+                    try:
+                        renames.move_free(*home, *trashed)  # never over another trashed file
+                    except FileExistsError:
+                        continue  # taken since it was looked at: the next free name
+                    if expected is not None:
+                        _keep_if_written(expected, trashed, home)
+                break
         finally:
             os.close(top)
     except NotAFolder as exc:
