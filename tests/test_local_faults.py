@@ -712,6 +712,9 @@ def test_a_users_file_named_like_a_temp_file_is_synced_and_never_removed(
     assert (remote / ".syncd-tmp-notes").read_bytes() == b"my notes"
     assert (remote / "sub" / ".syncd-tmp-draft.txt").read_bytes() == b"old draft"
     assert not (local / "sub" / ".syncd-tmp-0123456789ab").exists()  # syncd's own: cleaned
+    # into the trash, not away: after a crash at the wrong instant it may hold a user's write
+    trashed = (local / ".syncd" / "trash").rglob(".syncd-tmp-0123456789ab")
+    assert [p.read_bytes() for p in trashed] == [b"half a download, abandoned"]
     assert (local / ".syncd-tmp-resume-0123456789ab").exists()  # kept for its resume
     assert not (remote / "sub" / ".syncd-tmp-0123456789ab").exists()
 

@@ -145,7 +145,7 @@ def walk(
     on_skip: Callable[[str, str], None],
     *,
     start: str = "",
-    clean_temp: bool = False,
+    clean_temp: Callable[[str], None] | None = None,
 ) -> Iterator[tuple[str, LocalFile]]:
     """Every regular file under `root` (or its sub-folder `start`) that the filter admits, as
     (key, LocalFile).
@@ -154,8 +154,8 @@ def walk(
     are names no remote key may hold (a file sent up under one would come back from the
     listing as a refused key, read as a remote deletion; the reason ends in NOT_A_KEY) and
     what is under them.
-    With `clean_temp`, temp files of an interrupted download are removed: only safe before
-    any transfer of this process started.
+    `clean_temp` is handed the key of each temp file an earlier run left (an interrupted
+    download): only safe before any transfer of this process started.
     """
     top = to_local(root, start) if start else root
     stack: list[tuple[Path, str]] = [(top, start + "/" if start else "")]
@@ -173,8 +173,8 @@ def walk(
             name = entry.name
             key = prefix + name
             if is_own_temp(name):
-                if clean_temp and not name.startswith(RESUME_PREFIX):
-                    _remove_quietly(Path(entry.path))
+                if clean_temp is not None and not name.startswith(RESUME_PREFIX):
+                    clean_temp(key)
                 continue
             refusal = None if is_plain_key(name) else key_refusal(name)
             if refusal is not None:
@@ -495,8 +495,3 @@ def prune_empty_parents(root: Path, removed: Path) -> None:
 def temp_name() -> str:
     """A temporary sibling's name, in the target's folder so the rename is atomic."""
     return f"{TEMP_PREFIX}{secrets.token_hex(6)}"
-
-
-def _remove_quietly(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        path.unlink()

@@ -397,6 +397,17 @@ class PairSyncer:
         # minutes (a read timeout per try, within retry.max_seconds) before its one line.
         self.log.warning("listing failed; retrying", error=str(exc))
 
+    def _set_aside_temp(self, key: str) -> None:
+        """A temp file an earlier run left goes to the trash, not away: an interrupted
+        download's bytes, most often, but after a crash at the wrong instant it may be a
+        user's write a download swapped out of place (or a user's own file of that shape)."""
+        try:
+            trash.move_to_local_trash(
+                self.root, localfs.to_local(self.root, key), key, datetime.now(UTC)
+            )
+        except OSError as exc:  # it stays; the next start-up tries again
+            self.log.warning("cannot move a stale temp file to the trash", path=key, error=str(exc))
+
     def scan_local(self, start: str = "", clean_temp: bool = False) -> dict[str, LocalFile]:
         """Every regular file under `start`. Folders that cannot be listed are remembered in
         `unlisted`: what is under them is unknown, not deleted."""
@@ -429,8 +440,9 @@ class PairSyncer:
                 return
             self._skip_once(path, reason)
 
+        stale = self._set_aside_temp if clean_temp else None
         for name, local in localfs.walk(
-            self.root, self.filter, on_skip, start=start, clean_temp=clean_temp
+            self.root, self.filter, on_skip, start=start, clean_temp=stale
         ):
             path = normalize(name)
             if path in found and not self._takes_over(path, name, refused):
