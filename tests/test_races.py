@@ -16,6 +16,7 @@ import os
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,8 @@ from harness import SYNCD, Setup, syncd, tree
 from remotes import ALL_KINDS, Remote, remote_for
 
 from syncd.config import load_config_dict
-from syncd.engine import core, renames, transfer, trash
+from syncd.engine import core, renames, syncer, transfer, trash
+from syncd.engine.conflicts import conflict_name, host_name
 from syncd.engine.core import Engine
 from syncd.providers import Provider, UploadRequest
 
@@ -603,3 +605,76 @@ def test_a_file_saved_over_while_it_becomes_a_conflict_copy_is_kept(
     kept = set(files.values())
     assert {b"saved here in that instant", b"the older local edit"} <= kept
     assert b"the newer remote edit" in kept
+
+
+def test_a_save_to_a_half_made_conflict_copy_is_kept_when_the_copy_is_finished(
+    tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An interrupted run left a conflict copy linked to the file (same inode) and the name
+    not yet freed; the copy, a file like any other, was saved over by its user. Finishing
+    the copy unlinked it (and moved the file there again), losing that save. Now the name's
+    link goes to the trash and the copy is left alone."""
+    remote = remote_for("file", request, tmp_path)
+    local = tmp_path / "local"
+    local.mkdir()
+    target = local / "notes.txt"
+    target.write_bytes(b"v0")
+    with _engine(tmp_path, remote) as engine:
+        assert engine.sync_once().exit_code == 0
+    target.write_bytes(b"the older local edit")
+    os.utime(target, ns=(1_600_000_000_000_000_000, 1_600_000_000_000_000_000))
+    remote.put("notes.txt", b"the newer remote edit")
+    copy = local / conflict_name("notes.txt", datetime.now(UTC), host_name(), lambda _: False)
+    os.link(target, copy)  # the interrupted run's first half
+
+    real_made = syncer.PairSyncer._local_copy_made
+
+    def made_then_saved(self: Any, path: str, now: Any) -> Any:
+        found = real_made(self, path, now)
+        if found is not None:
+            rewrite(copy, b"the copy, edited by its user", "saved over")
+        return found
+
+    monkeypatch.setattr(syncer.PairSyncer, "_local_copy_made", made_then_saved)
+    with _engine(tmp_path, remote) as engine:
+        engine.sync_once()
+    monkeypatch.undo()
+
+    assert copy.read_bytes() == b"the copy, edited by its user"
+    files = _converge(tmp_path, remote)
+    assert files[copy.name] == b"the copy, edited by its user"
+    assert files["notes.txt"] == b"the newer remote edit"
+
+
+def test_a_write_in_the_instant_of_an_mtime_carried_down_is_uploaded(
+    tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same bytes on both sides, the remote's time newer: the local file takes that time and
+    its stat is recorded as synced. A write landing in the instant of the restamp took the
+    remote's time with it and was recorded with the old bytes' hash: never sent up, and the
+    next remote change came down over it. Now the file is hashed again after the stamp."""
+    remote = remote_for("file", request, tmp_path)
+    local = tmp_path / "local"
+    local.mkdir()
+    target = local / "notes.txt"
+    target.write_bytes(b"same bytes")
+    os.utime(target, ns=(1_600_000_000_000_000_000, 1_600_000_000_000_000_000))
+    remote.put("notes.txt", b"same bytes", mtime_ns=1_700_000_000_000_000_000)
+
+    real_utime = os.utime
+    fired: list[bool] = []
+
+    def write_then_stamp(where: Any, *args: Any, **kwargs: Any) -> None:
+        if not fired and (where == "notes.txt" or isinstance(where, int)):
+            fired.append(True)
+            with open(target, "r+b") as fh:
+                fh.write(b"SAME SIZE!")  # in place, the size kept
+        real_utime(where, *args, **kwargs)
+
+    monkeypatch.setattr(os, "utime", write_then_stamp)
+    with _engine(tmp_path, remote) as engine:
+        engine.sync_once()
+    monkeypatch.undo()
+
+    assert fired == [True]
+    assert _converge(tmp_path, remote) == {"notes.txt": b"SAME SIZE!"}

@@ -1040,7 +1040,7 @@ class PairSyncer:
                 and remote.mtime_ns is not None
                 and remote.mtime_ns > local.mtime_ns
             ):
-                local = self._carry_mtime(path, local, remote.mtime_ns)
+                local = self._carry_mtime(path, local, remote.mtime_ns, sha256)
             self._record(path, local, sha256, remote, None)
             return Outcome.DONE
         if action is Action.UPLOAD:
@@ -1129,18 +1129,33 @@ class PairSyncer:
         plog.debug("mtime carried to the remote", op="set_mtime", mtime_ns=local.mtime_ns)
         return stamped
 
-    def _carry_mtime(self, path: str, local: LocalFile, mtime_ns: int) -> LocalFile:
-        """Same content, newer time on the remote: the local file takes the newer mtime."""
+    def _carry_mtime(
+        self, path: str, local: LocalFile, mtime_ns: int, sha256: str | None
+    ) -> LocalFile:
+        """Same content, newer time on the remote: the local file takes the newer mtime.
+        The stat returned is recorded with `sha256`, so a write landing in the instant of
+        the restamp (which takes the remote's mtime with it) must not hide behind it: the
+        file is stamped through its open descriptor and hashed again after, and a file
+        whose bytes moved is returned with an mtime no file has (the next look compares
+        the content, as after `_put_in_place`)."""
         target = self.local_path(path)
-        now = _stat_at(self.root, target)
-        if now is None or not untouched(local, now):
-            return local
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
             with localfs.spot_of(self.root, target) as spot:
-                os.utime(spot.name, ns=(mtime_ns, mtime_ns), dir_fd=spot.fd, follow_symlinks=False)
+                fd = os.open(spot.name, flags, dir_fd=spot.fd)
         except FileNotFoundError:
             return local  # gone meanwhile: the next look decides it again
-        return _stat_at(self.root, target) or local
+        try:
+            if not untouched(local, localfs.local_file(os.fstat(fd))):
+                return local
+            os.utime(fd, ns=(mtime_ns, mtime_ns))
+            stamped = localfs.local_file(os.fstat(fd))
+            same = sha256 is not None and localfs.sha256_of_fd(fd) == sha256
+            if same and untouched(stamped, localfs.local_file(os.fstat(fd))):
+                return stamped
+            return replace(stamped, mtime_ns=-1)
+        finally:
+            os.close(fd)
 
     # -- conflicts ------------------------------------------------------------------------
     def _resolution(self, local: LocalFile, remote: ObjectInfo, keep: str | None) -> Resolution:
@@ -1339,23 +1354,25 @@ class PairSyncer:
         now = _stat_at(self.root, source)
         if now is None or not untouched(local, now):
             return Outcome.REQUEUE
-        made = self._local_copy_made(path, now)
-        copy = made if made is not None else self._copy_name(path)
-        target = self.local_path(copy)
+        copy = self._local_copy_made(path, now)
         try:
-            localfs.make_parents(self.root, target)
-            with (
-                localfs.spot_of(self.root, source) as spot,
-                localfs.spot_of(self.root, target) as aside,
-            ):
-                if made is not None:
-                    # An interrupted run (or a filesystem without RENAME_NOREPLACE) linked
-                    # the copy and stopped short of the unlink: the move below makes it anew.
-                    os.unlink(aside.name, dir_fd=aside.fd)
-                # Create-only (a name that appeared meanwhile is kept), and whatever stands
-                # at the name moves, a write made since the check above with it.
-                renames.move_free(spot.fd, spot.name, aside.fd, aside.name)
-        except (FileNotFoundError, FileExistsError):
+            if copy is not None:
+                # An interrupted run (or a filesystem without RENAME_NOREPLACE) linked the
+                # copy and stopped short of the unlink. The name's link goes to the trash,
+                # looked at there: never the copy, which its user may have opened since.
+                trash.move_to_local_trash(self.root, source, path, datetime.now(UTC), now)
+            else:
+                copy = self._copy_name(path)
+                target = self.local_path(copy)
+                localfs.make_parents(self.root, target)
+                with (
+                    localfs.spot_of(self.root, source) as spot,
+                    localfs.spot_of(self.root, target) as aside,
+                ):
+                    # Create-only (a name that appeared meanwhile is kept), and whatever
+                    # stands at the name moves, a write made since the check with it.
+                    renames.move_free(spot.fd, spot.name, aside.fd, aside.name)
+        except (FileNotFoundError, FileExistsError, trash.WrittenMeanwhile):
             return Outcome.REQUEUE
         self.enqueue(self.name, copy)
         self.enqueue(self.name, path)
