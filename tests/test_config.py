@@ -1025,6 +1025,43 @@ def test_a_missing_file_is_named(tmp_path: Path) -> None:
         load_config(tmp_path / "nope.yaml")
 
 
+@pytest.mark.parametrize("kind", ["fifo", "/dev/zero", "/dev/urandom", "folder"])
+@pytest.mark.parametrize("command", ["check", "status"])
+def test_a_config_that_is_not_a_regular_file_is_refused_at_once(
+    tmp_path: Path, kind: str, command: str
+) -> None:
+    """A FIFO blocked in open() for ever, and /dev/zero filled memory (RSS ~600 MB/s): now one
+    line, exit 2, before anything is read."""
+    if kind == "fifo":
+        path, what = tmp_path / "fifo", "is not a regular file (it is a named pipe)"
+        os.mkfifo(path)
+    elif kind == "folder":
+        path, what = tmp_path, "is a directory, not a config file"
+    else:
+        path, what = Path(kind), "is not a regular file (it is a device)"
+    done = syncd(command, "-c", path, timeout=30)
+    assert done.returncode == 2, done.stderr
+    assert done.stdout + done.stderr == f"syncd: {path}: {what}\n"
+
+
+def test_a_config_larger_than_the_cap_is_refused(tmp_path: Path) -> None:
+    """A 50 MB file of comments took 11 s of CPU at every command; the cap is said."""
+    message = load_error(tmp_path, PAIR + ("#" * 1023 + "\n") * 1025)
+    assert message.endswith(": is larger than 1 MiB, too large for a config file"), message
+
+
+def test_a_folder_at_the_default_config_path_is_said_to_be_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It was skipped, and the error told the user to create the file that was there."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    default = tmp_path / "syncd" / "syncd.yaml"
+    default.mkdir(parents=True)
+    done = syncd("check", env={"XDG_CONFIG_HOME": str(tmp_path)})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == f"syncd: {default}: is a directory, not a config file\n"
+
+
 def test_config_error_survives_pickling() -> None:
     error = ConfigError("syncd.yaml", "unknown key", key="workerz")
     assert str(pickle.loads(pickle.dumps(error)))  # noqa: S301 - our own bytes == "syncd.yaml: workerz: unknown key"

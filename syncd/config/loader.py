@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import stat
 import typing
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -55,10 +56,12 @@ class ConfigError(Exception):
 
 def resolve_config_path(explicit: str | None) -> Path | None:
     """The config to use: `-c` if given, else `$SYNCD_CONFIG`, else
-    `$XDG_CONFIG_HOME/syncd/syncd.yaml` when that file exists; None when there is none.
+    `$XDG_CONFIG_HOME/syncd/syncd.yaml` when something is there; None when there is none.
 
     An explicit or `$SYNCD_CONFIG` path is returned even if missing, so that loading it reports
-    "no such file" instead of silently falling back to another config.
+    "no such file" instead of silently falling back to another config. The default path is
+    returned when anything has its name (a folder, a dangling link): loading it says what is
+    wrong, where skipping it told the user to create what was already there.
     """
     if explicit:
         return Path(os.path.expanduser(explicit))
@@ -69,7 +72,7 @@ def resolve_config_path(explicit: str | None) -> Path | None:
     if not config_home or not os.path.isabs(config_home):  # XDG: ignore relative values
         config_home = os.path.expanduser("~/.config")
     candidate = Path(config_home) / "syncd" / "syncd.yaml"
-    return candidate if candidate.is_file() else None
+    return candidate if os.path.lexists(candidate) else None
 
 
 # -- loading ---------------------------------------------------------------------------------
@@ -96,14 +99,7 @@ def load_config_part(path: Path, part: type[PartT]) -> PartT:
 def _read_document(path: Path) -> Mapping[str, Any]:
     """The YAML mapping at `path`, not yet substituted nor validated."""
     source = str(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(source, "no such file") from None
-    except IsADirectoryError:
-        raise ConfigError(source, "is a directory, not a config file") from None
-    except OSError as exc:
-        raise ConfigError(source, f"cannot read: {exc.strerror or exc}") from None
+    raw = _read_config_bytes(path, source)
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -115,6 +111,58 @@ def _read_document(path: Path) -> Mapping[str, Any]:
     if not isinstance(data, Mapping):
         raise ConfigError(source, f"must be a mapping of keys (got {_kind(data)})")
     return data
+
+
+#: A real config is a few kilobytes; the largest sensible one is far below this. Without a cap,
+#: `-c /dev/zero` filled memory, and a 50 MB file of comments took seconds to parse at every
+#: command.
+MAX_BYTES = 1024 * 1024
+
+
+def _read_config_bytes(path: Path, source: str) -> bytes:
+    """The bytes of the regular file at `path`, at most `MAX_BYTES` of them.
+
+    Anything else is refused before it is read: a FIFO blocked `open()` for ever, and
+    `/dev/zero` streamed without end. The file is looked at first (nothing is opened that is
+    not a regular file, since opening a device can act on it), then opened without blocking and
+    looked at again, in case it was swapped in between.
+    """
+    try:
+        _refuse_irregular(os.stat(path).st_mode, source)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise ConfigError(source, "no such file") from None
+    except OSError as exc:
+        raise ConfigError(source, f"cannot read: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "rb") as file:
+        try:
+            info = os.fstat(fd)
+            _refuse_irregular(info.st_mode, source)
+            raw = file.read(MAX_BYTES + 1) if info.st_size <= MAX_BYTES else b""
+        except OSError as exc:
+            raise ConfigError(source, f"cannot read: {exc.strerror or exc}") from None
+    if info.st_size > MAX_BYTES or len(raw) > MAX_BYTES:
+        raise ConfigError(
+            source, f"is larger than {MAX_BYTES // 1024 // 1024} MiB, too large for a config file"
+        )
+    return raw
+
+
+def _refuse_irregular(mode: int, source: str) -> None:
+    if stat.S_ISDIR(mode):
+        raise ConfigError(source, "is a directory, not a config file")
+    if not stat.S_ISREG(mode):
+        raise ConfigError(source, f"is not a regular file (it is {_file_kind(mode)})")
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a file"
 
 
 def load_config_dict(
