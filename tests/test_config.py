@@ -255,6 +255,26 @@ MALFORMED = [
     ),
     ("nested too deeply", PAIR + "x: " + "[" * 100 + "]" * 100 + "\n", None, "deeper than 32"),
     ("nested beyond the parser", "x: " + "[" * 600 + "\n", None, "deeper than 32 levels"),
+    # Booleans are YAML's true/false only: pydantic's lax mode read 1 and "true" as true.
+    ("remote_trash as 1", PAIR + "    remote_trash: 1\n", "pairs[0].remote_trash", "(got 1)"),
+    (
+        "remote_trash as a string",
+        PAIR + "    remote_trash: 'true'\n",
+        "pairs[0].remote_trash",
+        "must be true or false (got 'true')",
+    ),
+    (
+        "an option's boolean as a string",
+        PAIR + "    options: {create_bucket: 'yes'}\n",
+        "pairs[0].options.create_bucket",
+        "must be true or false",
+    ),
+    (
+        "verify_ssl as 0",
+        PAIR + "    options: {verify_ssl: 0}\n",
+        "pairs[0].options.verify_ssl",
+        "must be true or false",
+    ),
     ("empty file", "", None, "file is empty"),
     ("only comments", "# nothing yet\n", None, "file is empty"),
     ("top level is a list", "- name: docs\n", None, "must be a mapping"),

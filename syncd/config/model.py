@@ -21,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SerializeAsAny,
+    StrictBool,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -310,7 +311,9 @@ class PairConfig(_Model):
     #: When given, only paths matching one of these sync (exclude still wins).
     include: list[Pattern] = Field(default_factory=list)
     trash_days: Days = Field(default=30, ge=0)
-    remote_trash: bool = True
+    #: Strict: pydantic's lax mode took `1` and the string "true" as true; only YAML's own
+    #: true/false are.
+    remote_trash: StrictBool = True
 
     @property
     def remote_url(self) -> RemoteURL:
