@@ -1165,6 +1165,16 @@ def test_double_dollar_escapes_and_values_are_not_expanded_twice(
     assert load_config(path).pairs[0].exclude == ["${HOME}/x", "cost$5", "${BUCKET}"]
 
 
+@pytest.mark.parametrize(
+    "value", ["${SYNCD_TEST_VAR:${BUCKET:/x}}", "${SYNCD_TEST_VAR:${BUCKET}}", "a${EP:-${BUCKET}}b"]
+)
+def test_a_nested_reference_is_refused_naming_the_key(tmp_path: Path, value: str) -> None:
+    """`${A:${B:x}}` became the literal text `${B:x}}`, a relative path, with no error."""
+    message = load_error(tmp_path, PAIR.replace("TMP/docs", f"'{value}'"))
+    assert ": pairs[0].local: " in message, message
+    assert message.endswith("nested ${...} is not supported (a default is plain text)"), message
+
+
 def test_keys_are_not_substituted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SYNCD_TEST_VAR", "workers")
     message = load_error(tmp_path, PAIR + "${SYNCD_TEST_VAR}: 4\n")

@@ -314,7 +314,9 @@ def _expand(value: str, env: Mapping[str, str]) -> str:
     """One pass: a substituted value is not expanded again, and `$${` yields a literal `${`.
     A default is used only when the variable is unset (an empty value is a value). The
     shell's `${VAR:-default}` is understood too, as the shell means it (unset or empty): it
-    gave the value `-default` where a user's habit put it."""
+    gave the value `-default` where a user's habit put it. A reference in a default
+    (`${A:${B:x}}`) is refused: the first `}` ends the outer one, and the value was the
+    literal rest of the text."""
 
     def replace(match: re.Match[str]) -> str:
         if match.group(0) == "$${":
@@ -326,6 +328,10 @@ def _expand(value: str, env: Mapping[str, str]) -> str:
         if not _VARIABLE.fullmatch(name):
             raise _SubstitutionError(
                 f"${{{body}}} is not a variable reference (write $${{ for a literal ${{)"
+            )
+        if "${" in default:  # `${A:${B}}`: the inner `}` closed the outer one
+            raise _SubstitutionError(
+                f"${{{name}:...}}: nested ${{...}} is not supported (a default is plain text)"
             )
         if default.startswith("-"):  # ${VAR:-default}
             return env.get(name) or default[1:]
