@@ -275,6 +275,32 @@ MALFORMED = [
         "pairs[0].options.verify_ssl",
         "must be true or false",
     ),
+    # A NUL gave Python's "pairs: embedded null byte", naming neither the key nor the problem.
+    (
+        "a NUL in a remote",
+        PAIR.replace("s3://team-bucket/docs/", '"file://TMP/re\\0mote"'),
+        "pairs[0].remote",
+        "must not contain a NUL character",
+    ),
+    (
+        "a NUL in a local root",
+        PAIR.replace("TMP/docs", '"TMP/do\\0cs"'),
+        "pairs[0].local",
+        "must not contain a NUL character",
+    ),
+    ("a NUL in the state", PAIR + 'state: "sqlite:///TMP/s\\0.db"\n', "state", "NUL character"),
+    (
+        "a NUL in an option (never shown)",
+        PAIR + '    options: {region: "s3cretpw\\0"}\n',
+        "pairs[0].options.region",
+        "must not contain a NUL character",
+    ),
+    (
+        "a list too long",  # it read "through aliases?", with no key
+        PAIR + "    exclude: [" + "a, " * 100_000 + "]\n",
+        "pairs[0].exclude",
+        "too many values: a config file holds at most 100000 in all",
+    ),
     ("empty file", "", None, "file is empty"),
     ("only comments", "# nothing yet\n", None, "file is empty"),
     ("top level is a list", "- name: docs\n", None, "must be a mapping"),

@@ -15,7 +15,7 @@ import stat
 import typing
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -229,32 +229,58 @@ MAX_VALUES = 100_000
 
 
 def _check_shape(data: object, source: str) -> None:
-    """Refuse a document that is not a finite, modest tree before anything walks it.
+    """Refuse a document that is not a finite, modest tree before anything walks it, and a
+    NUL character in any of its strings.
 
     YAML aliases share one object: `x: &a [*a]` is a list that holds itself, and ten levels of
     ten aliases each (a "billion laughs") are a few hundred bytes that expand to 10^10 values.
     Every later step (substitution, validation, a reload in the running daemon) walks the
     document as a tree, so either would hang or die with a RecursionError traceback. A real
-    config is a few levels deep and a few hundred values long.
+    config is a few levels deep and a few hundred values long; the collection that goes past
+    the count is named, as is a string holding a NUL (Python's own "embedded null byte" named
+    neither the key nor the problem).
     """
     budget = MAX_VALUES
-    stack: list[tuple[object, int, frozenset[int]]] = [(data, 0, frozenset())]
+    seen: set[int] = set()
+    shared = False  # a collection reached twice: aliases at work
+    stack: list[tuple[object, Loc, frozenset[int]]] = [(data, (), frozenset())]
     while stack:
-        node, depth, parents = stack.pop()
+        node, loc, parents = stack.pop()
+        if isinstance(node, str) and "\0" in node:
+            raise ConfigError(
+                source, "must not contain a NUL character", key=format_loc(loc) or None
+            )
         if not isinstance(node, Mapping | list | tuple):
             continue
         if id(node) in parents:
             raise ConfigError(source, "invalid YAML: an alias refers to a collection holding it")
-        if depth >= MAX_DEPTH:
+        if len(loc) >= MAX_DEPTH:
             raise ConfigError(source, f"invalid YAML: nested deeper than {MAX_DEPTH} levels")
-        children = list(node.values()) if isinstance(node, Mapping) else list(node)
-        budget -= len(children)
+        shared = shared or id(node) in seen
+        seen.add(id(node))
+        items: list[tuple[str | int, object]] = (
+            [(str(key), value) for key, value in node.items()]
+            if isinstance(node, Mapping)
+            else list(enumerate(node))
+        )
+        budget -= len(items)
         if budget < 0:
-            raise ConfigError(
-                source, f"invalid YAML: expands to more than {MAX_VALUES} values (through aliases?)"
-            )
+            _refuse_too_many(source, loc, shared=shared)
         inner = parents | {id(node)}
-        stack.extend((child, depth + 1, inner) for child in children)
+        stack.extend((child, (*loc, key), inner) for key, child in items)
+
+
+def _refuse_too_many(source: str, loc: Loc, *, shared: bool) -> NoReturn:
+    """Too many values; a count that aliases multiplied is no one key's fault."""
+    if shared:
+        raise ConfigError(
+            source, f"invalid YAML: expands to more than {MAX_VALUES} values through aliases"
+        )
+    raise ConfigError(
+        source,
+        f"too many values: a config file holds at most {MAX_VALUES} in all",
+        key=format_loc(loc) or None,
+    )
 
 
 # -- ${VAR} substitution ---------------------------------------------------------------------
