@@ -926,6 +926,27 @@ def test_an_endless_poll_interval_from_the_environment_is_refused(
     assert len(done.stderr.splitlines()) == 1
 
 
+@pytest.mark.parametrize("variable", ["SYNCD_EXCLUDE", "SYNCD_INCLUDE"])
+def test_a_bad_pattern_from_the_environment_names_the_variable(
+    tmp_path: Path, variable: str
+) -> None:
+    """It said `pairs[0].exclude[1]`, a key of a file there is none of."""
+    local, remote = _two_folders(tmp_path)
+    env = {
+        "SYNCD_LOCAL": str(local),
+        "SYNCD_REMOTE": f"file://{remote}",
+        "SYNCD_STATE": f"sqlite:///{tmp_path}/state.db",
+        variable: "*.tmp, [z-a]",
+        "SYNCD_CONFIG": "",
+        "XDG_CONFIG_HOME": str(tmp_path / "no-config-here"),
+    }
+    done = syncd("check", env=env, timeout=60)
+    assert (done.returncode, done.stdout) == (2, ""), done.stdout + done.stderr
+    assert done.stderr == (
+        f"syncd: environment: {variable}: '[z-a]': not a valid pattern (bad character range z-a)\n"
+    )
+
+
 @pytest.mark.parametrize("command", ["once", "check"])
 def test_a_missing_local_root_from_the_environment_names_the_variable(
     tmp_path: Path, command: str
