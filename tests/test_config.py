@@ -301,6 +301,12 @@ MALFORMED = [
         "pairs[0].exclude",
         "too many values: a config file holds at most 100000 in all",
     ),
+    (
+        "a typo'd option beside its companion",  # it said secret_access_key was missing
+        PAIR + "    options: {access_key_id: AKIAFOO, secret_acess_key: s3cretpw}\n",
+        "pairs[0].options.secret_acess_key",
+        "unknown key (did you mean 'secret_access_key'?)",
+    ),
     ("empty file", "", None, "file is empty"),
     ("only comments", "# nothing yet\n", None, "file is empty"),
     ("top level is a list", "- name: docs\n", None, "must be a mapping"),

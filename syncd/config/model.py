@@ -358,9 +358,12 @@ class PairConfig(_Model):
 
 
 def _option_error(exc: ValidationError) -> PydanticCustomError:
-    """Lift the first error inside `options` into the pair's error, keeping where it happened
-    (`inner_loc`) and what kind it is, but never the value: options hold credentials."""
-    first = exc.errors(include_url=False, include_input=False, include_context=True)[0]
+    """Lift the first error inside `options` (an unknown key before any other) into the pair's
+    error, keeping where it happened (`inner_loc`) and what kind it is, but never the value:
+    options hold credentials."""
+    errors = exc.errors(include_url=False, include_input=False, include_context=True)
+    # A typo'd key first: `secret_acess_key` is also why `secret_access_key` is "missing".
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     inner_loc = tuple(first["loc"])
     key = ".".join(str(part) for part in inner_loc)
     context = {name: str(item) for name, item in first.get("ctx", {}).items()}
