@@ -307,6 +307,20 @@ MALFORMED = [
         "pairs[0].options.secret_acess_key",
         "unknown key (did you mean 'secret_access_key'?)",
     ),
+    # `${...}` is YAML syntax inside a flow collection, the contract's own style for options.
+    (
+        "an unquoted ${VAR} in a flow mapping",
+        PAIR + "    options: {create_bucket: ${CB}}\n",
+        "line 5",
+        "invalid YAML: expected ',' or '}', but got '{' "
+        '(a ${...} inside {...} or [...] needs quotes: "${VAR}")',
+    ),
+    (
+        "an unquoted ${VAR} in a flow list",
+        PAIR + "    exclude: ['*.tmp',\n      ${X}]\n",
+        "line 6",
+        '(a ${...} inside {...} or [...] needs quotes: "${VAR}")',
+    ),
     ("empty file", "", None, "file is empty"),
     ("only comments", "# nothing yet\n", None, "file is empty"),
     ("top level is a list", "- name: docs\n", None, "must be a mapping"),
@@ -683,6 +697,19 @@ MALFORMED = [
         "unknown database driver 'postgresql+nosuch'",
     ),
 ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        PAIR + "    local: ${X}\n",  # a duplicate key: parsed fine, not a matter of quotes
+        PAIR + "    exclude: [a, b\n",  # broken, with no ${ on its lines
+    ],
+    ids=["duplicate key", "no ${"],
+)
+def test_the_quoting_hint_is_only_given_where_it_applies(tmp_path: Path, text: str) -> None:
+    message = load_error(tmp_path, text)
+    assert "invalid YAML" in message and "needs quotes" not in message, message
 
 
 def test_remotes_side_by_side_or_on_other_services_load(tmp_path: Path) -> None:

@@ -218,10 +218,24 @@ def _parse_yaml(text: str, source: str) -> object:
         mark = exc.problem_mark or exc.context_mark
         reason = exc.problem or exc.context or "cannot be parsed"
         line = mark.line + 1 if mark is not None else None
-        raise ConfigError(source, f"invalid YAML: {reason}", line=line) from None
+        hint = _quoting_hint(text, exc)
+        raise ConfigError(source, f"invalid YAML: {reason}{hint}", line=line) from None
     except yaml.YAMLError as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else "cannot be parsed"
         raise ConfigError(source, f"invalid YAML: {first_line}") from None
+
+
+def _quoting_hint(text: str, exc: yaml.MarkedYAMLError) -> str:
+    """A hint when a `${VAR}` is on a line the parser complains about: in a flow collection
+    (`options: {k: ${V}}`, the contract's own style) `{` and `}` are YAML syntax, and the
+    error alone (`expected ',' or '}', but got '{'`) does not say that quotes fix it."""
+    if isinstance(exc, yaml.constructor.ConstructorError):  # parsed fine: not about syntax
+        return ""
+    lines = text.splitlines()
+    for mark in (exc.problem_mark, exc.context_mark):
+        if mark is not None and mark.line < len(lines) and "${" in lines[mark.line]:
+            return ' (a ${...} inside {...} or [...] needs quotes: "${VAR}")'
+    return ""
 
 
 MAX_DEPTH = 32
