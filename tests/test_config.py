@@ -193,7 +193,13 @@ def test_relative_paths_are_anchored_at_the_current_directory(
 
 @pytest.mark.parametrize(
     "url",
-    ["sqlite://", "sqlite:///:memory:", "postgresql://syncd:pw@db.example/syncd"],
+    [
+        "sqlite://",
+        "sqlite:///:memory:",
+        "postgresql://syncd:pw@db.example/syncd",
+        "sqlite:////var/lib/syncd/state.db?timeout=30",
+        "sqlite:///file:/var/lib/syncd/state.db?mode=rwc&uri=true",
+    ],
 )
 def test_state_urls_that_are_not_relative_files_are_kept(
     tmp_path: Path, url: str, monkeypatch: pytest.MonkeyPatch
@@ -678,6 +684,25 @@ MALFORMED = [
         "state",
         "is inside pairs[0].local (TMP/docs)",
     ),
+    # A query SQLAlchemy's SQLite driver drops was ignored (mode=ro opened read-write).
+    (
+        "state with a query parameter the driver drops",
+        PAIR + "state: 'sqlite:///TMP/s.db?mode=ro'\n",
+        "state",
+        "query parameter 'mode' would be ignored; SQLite's own parameters need its URI form",
+    ),
+    (
+        "state with uri=true on a plain path",  # SQLite made a file named `s.db?mode=ro`
+        PAIR + "state: 'sqlite:///TMP/s.db?mode=ro&uri=true'\n",
+        "state",
+        "query parameter 'mode' would be ignored",
+    ),
+    (
+        "state with a driver parameter of the wrong type",
+        PAIR + "state: 'sqlite:///TMP/s.db?timeout=abc'\n",
+        "state",
+        "a query parameter is not valid (could not convert string to float: 'abc')",
+    ),
     (
         "state driver not installed",
         PAIR + "state: 'postgresql://u:s3cretpw@127.0.0.1:1/db'\n",
@@ -768,6 +793,24 @@ def test_a_state_url_syncd_cannot_open_is_a_config_error(
     lines = output.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"syncd: {path}: state: "), output
     assert phrase in output and "Traceback" not in output and "s3cretpw" not in output
+
+
+@pytest.mark.parametrize("command", [["once"], ["check"]])
+def test_a_state_query_that_would_be_ignored_exits_2_with_no_raw_warning(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """`?mode=ro` was dropped (`once` ran read-write, exit 0), and SQLAlchemy's warning reached
+    stderr as a `py.warnings` record holding a line of Python source."""
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    (tmp_path / "docs").mkdir()
+    text = "state: 'sqlite:///TMP/state.db?mode=ro'\nsocket: TMP/s.sock\n"
+    path = write(tmp_path, text + PAIR.replace("s3://team-bucket/docs/", f"file://{remote}"))
+    done = syncd(*command, "-c", path, timeout=60)
+    assert (done.returncode, done.stdout) == (2, ""), done.stdout + done.stderr
+    assert done.stderr.startswith(f"syncd: {path}: state: query parameter 'mode' would be ")
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert not (tmp_path / "state.db").exists()
 
 
 # -- the state database lies outside every pair's folders --------------------------------------
