@@ -193,7 +193,13 @@ def test_relative_paths_are_anchored_at_the_current_directory(
 
 @pytest.mark.parametrize(
     "url",
-    ["sqlite://", "sqlite:///:memory:", "postgresql://syncd:pw@db.example/syncd"],
+    [
+        "sqlite://",
+        "sqlite:///:memory:",
+        "postgresql://syncd:pw@db.example/syncd",
+        "sqlite:////var/lib/syncd/state.db?timeout=30",
+        "sqlite:///file:/var/lib/syncd/state.db?mode=rwc&uri=true",
+    ],
 )
 def test_state_urls_that_are_not_relative_files_are_kept(
     tmp_path: Path, url: str, monkeypatch: pytest.MonkeyPatch
@@ -255,6 +261,72 @@ MALFORMED = [
     ),
     ("nested too deeply", PAIR + "x: " + "[" * 100 + "]" * 100 + "\n", None, "deeper than 32"),
     ("nested beyond the parser", "x: " + "[" * 600 + "\n", None, "deeper than 32 levels"),
+    # Booleans are YAML's true/false only: pydantic's lax mode read 1 and "true" as true.
+    ("remote_trash as 1", PAIR + "    remote_trash: 1\n", "pairs[0].remote_trash", "(got 1)"),
+    (
+        "remote_trash as a string",
+        PAIR + "    remote_trash: 'true'\n",
+        "pairs[0].remote_trash",
+        "must be true or false (got 'true')",
+    ),
+    (
+        "an option's boolean as a string",
+        PAIR + "    options: {create_bucket: 'yes'}\n",
+        "pairs[0].options.create_bucket",
+        "must be true or false",
+    ),
+    (
+        "verify_ssl as 0",
+        PAIR + "    options: {verify_ssl: 0}\n",
+        "pairs[0].options.verify_ssl",
+        "must be true or false",
+    ),
+    # A NUL gave Python's "pairs: embedded null byte", naming neither the key nor the problem.
+    (
+        "a NUL in a remote",
+        PAIR.replace("s3://team-bucket/docs/", '"file://TMP/re\\0mote"'),
+        "pairs[0].remote",
+        "must not contain a NUL character",
+    ),
+    (
+        "a NUL in a local root",
+        PAIR.replace("TMP/docs", '"TMP/do\\0cs"'),
+        "pairs[0].local",
+        "must not contain a NUL character",
+    ),
+    ("a NUL in the state", PAIR + 'state: "sqlite:///TMP/s\\0.db"\n', "state", "NUL character"),
+    (
+        "a NUL in an option (never shown)",
+        PAIR + '    options: {region: "s3cretpw\\0"}\n',
+        "pairs[0].options.region",
+        "must not contain a NUL character",
+    ),
+    (
+        "a list too long",  # it read "through aliases?", with no key
+        PAIR + "    exclude: [" + "a, " * 100_000 + "]\n",
+        "pairs[0].exclude",
+        "too many values: a config file holds at most 100000 in all",
+    ),
+    (
+        "a typo'd option beside its companion",  # it said secret_access_key was missing
+        PAIR + "    options: {access_key_id: AKIAFOO, secret_acess_key: s3cretpw}\n",
+        "pairs[0].options.secret_acess_key",
+        "unknown key (did you mean 'secret_access_key'?)",
+    ),
+    # `${...}` is YAML syntax inside a flow collection, the contract's own style for options.
+    (
+        "an unquoted ${VAR} in a flow mapping",
+        PAIR + "    options: {create_bucket: ${CB}}\n",
+        "line 5",
+        "invalid YAML: expected ',' or '}', but got '{' "
+        '(a ${...} inside {...} or [...] needs quotes: "${VAR}")',
+    ),
+    (
+        "an unquoted ${VAR} in a flow list",
+        PAIR + "    exclude: ['*.tmp',\n      ${X}]\n",
+        "line 6",
+        '(a ${...} inside {...} or [...] needs quotes: "${VAR}")',
+    ),
     ("empty file", "", None, "file is empty"),
     ("only comments", "# nothing yet\n", None, "file is empty"),
     ("top level is a list", "- name: docs\n", None, "must be a mapping"),
@@ -612,6 +684,25 @@ MALFORMED = [
         "state",
         "is inside pairs[0].local (TMP/docs)",
     ),
+    # A query SQLAlchemy's SQLite driver drops was ignored (mode=ro opened read-write).
+    (
+        "state with a query parameter the driver drops",
+        PAIR + "state: 'sqlite:///TMP/s.db?mode=ro'\n",
+        "state",
+        "query parameter 'mode' would be ignored; SQLite's own parameters need its URI form",
+    ),
+    (
+        "state with uri=true on a plain path",  # SQLite made a file named `s.db?mode=ro`
+        PAIR + "state: 'sqlite:///TMP/s.db?mode=ro&uri=true'\n",
+        "state",
+        "query parameter 'mode' would be ignored",
+    ),
+    (
+        "state with a driver parameter of the wrong type",
+        PAIR + "state: 'sqlite:///TMP/s.db?timeout=abc'\n",
+        "state",
+        "a query parameter is not valid (could not convert string to float: 'abc')",
+    ),
     (
         "state driver not installed",
         PAIR + "state: 'postgresql://u:s3cretpw@127.0.0.1:1/db'\n",
@@ -631,6 +722,19 @@ MALFORMED = [
         "unknown database driver 'postgresql+nosuch'",
     ),
 ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        PAIR + "    local: ${X}\n",  # a duplicate key: parsed fine, not a matter of quotes
+        PAIR + "    exclude: [a, b\n",  # broken, with no ${ on its lines
+    ],
+    ids=["duplicate key", "no ${"],
+)
+def test_the_quoting_hint_is_only_given_where_it_applies(tmp_path: Path, text: str) -> None:
+    message = load_error(tmp_path, text)
+    assert "invalid YAML" in message and "needs quotes" not in message, message
 
 
 def test_remotes_side_by_side_or_on_other_services_load(tmp_path: Path) -> None:
@@ -689,6 +793,24 @@ def test_a_state_url_syncd_cannot_open_is_a_config_error(
     lines = output.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"syncd: {path}: state: "), output
     assert phrase in output and "Traceback" not in output and "s3cretpw" not in output
+
+
+@pytest.mark.parametrize("command", [["once"], ["check"]])
+def test_a_state_query_that_would_be_ignored_exits_2_with_no_raw_warning(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """`?mode=ro` was dropped (`once` ran read-write, exit 0), and SQLAlchemy's warning reached
+    stderr as a `py.warnings` record holding a line of Python source."""
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    (tmp_path / "docs").mkdir()
+    text = "state: 'sqlite:///TMP/state.db?mode=ro'\nsocket: TMP/s.sock\n"
+    path = write(tmp_path, text + PAIR.replace("s3://team-bucket/docs/", f"file://{remote}"))
+    done = syncd(*command, "-c", path, timeout=60)
+    assert (done.returncode, done.stdout) == (2, ""), done.stdout + done.stderr
+    assert done.stderr.startswith(f"syncd: {path}: state: query parameter 'mode' would be ")
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert not (tmp_path / "state.db").exists()
 
 
 # -- the state database lies outside every pair's folders --------------------------------------
@@ -880,6 +1002,27 @@ def test_an_endless_poll_interval_from_the_environment_is_refused(
     assert len(done.stderr.splitlines()) == 1
 
 
+@pytest.mark.parametrize("variable", ["SYNCD_EXCLUDE", "SYNCD_INCLUDE"])
+def test_a_bad_pattern_from_the_environment_names_the_variable(
+    tmp_path: Path, variable: str
+) -> None:
+    """It said `pairs[0].exclude[1]`, a key of a file there is none of."""
+    local, remote = _two_folders(tmp_path)
+    env = {
+        "SYNCD_LOCAL": str(local),
+        "SYNCD_REMOTE": f"file://{remote}",
+        "SYNCD_STATE": f"sqlite:///{tmp_path}/state.db",
+        variable: "*.tmp, [z-a]",
+        "SYNCD_CONFIG": "",
+        "XDG_CONFIG_HOME": str(tmp_path / "no-config-here"),
+    }
+    done = syncd("check", env=env, timeout=60)
+    assert (done.returncode, done.stdout) == (2, ""), done.stdout + done.stderr
+    assert done.stderr == (
+        f"syncd: environment: {variable}: '[z-a]': not a valid pattern (bad character range z-a)\n"
+    )
+
+
 @pytest.mark.parametrize("command", ["once", "check"])
 def test_a_missing_local_root_from_the_environment_names_the_variable(
     tmp_path: Path, command: str
@@ -1025,6 +1168,43 @@ def test_a_missing_file_is_named(tmp_path: Path) -> None:
         load_config(tmp_path / "nope.yaml")
 
 
+@pytest.mark.parametrize("kind", ["fifo", "/dev/zero", "/dev/urandom", "folder"])
+@pytest.mark.parametrize("command", ["check", "status"])
+def test_a_config_that_is_not_a_regular_file_is_refused_at_once(
+    tmp_path: Path, kind: str, command: str
+) -> None:
+    """A FIFO blocked in open() for ever, and /dev/zero filled memory (RSS ~600 MB/s): now one
+    line, exit 2, before anything is read."""
+    if kind == "fifo":
+        path, what = tmp_path / "fifo", "is not a regular file (it is a named pipe)"
+        os.mkfifo(path)
+    elif kind == "folder":
+        path, what = tmp_path, "is a directory, not a config file"
+    else:
+        path, what = Path(kind), "is not a regular file (it is a device)"
+    done = syncd(command, "-c", path, timeout=30)
+    assert done.returncode == 2, done.stderr
+    assert done.stdout + done.stderr == f"syncd: {path}: {what}\n"
+
+
+def test_a_config_larger_than_the_cap_is_refused(tmp_path: Path) -> None:
+    """A 50 MB file of comments took 11 s of CPU at every command; the cap is said."""
+    message = load_error(tmp_path, PAIR + ("#" * 1023 + "\n") * 1025)
+    assert message.endswith(": is larger than 1 MiB, too large for a config file"), message
+
+
+def test_a_folder_at_the_default_config_path_is_said_to_be_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It was skipped, and the error told the user to create the file that was there."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    default = tmp_path / "syncd" / "syncd.yaml"
+    default.mkdir(parents=True)
+    done = syncd("check", env={"XDG_CONFIG_HOME": str(tmp_path)})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == f"syncd: {default}: is a directory, not a config file\n"
+
+
 def test_config_error_survives_pickling() -> None:
     error = ConfigError("syncd.yaml", "unknown key", key="workerz")
     assert str(pickle.loads(pickle.dumps(error)))  # noqa: S301 - our own bytes == "syncd.yaml: workerz: unknown key"
@@ -1106,6 +1286,16 @@ def test_double_dollar_escapes_and_values_are_not_expanded_twice(
     monkeypatch.setenv("SYNCD_TEST_VAR", "${BUCKET}")
     path = write(tmp_path, PAIR + "    exclude: ['$${HOME}/x', 'cost$5', '${SYNCD_TEST_VAR}']\n")
     assert load_config(path).pairs[0].exclude == ["${HOME}/x", "cost$5", "${BUCKET}"]
+
+
+@pytest.mark.parametrize(
+    "value", ["${SYNCD_TEST_VAR:${BUCKET:/x}}", "${SYNCD_TEST_VAR:${BUCKET}}", "a${EP:-${BUCKET}}b"]
+)
+def test_a_nested_reference_is_refused_naming_the_key(tmp_path: Path, value: str) -> None:
+    """`${A:${B:x}}` became the literal text `${B:x}}`, a relative path, with no error."""
+    message = load_error(tmp_path, PAIR.replace("TMP/docs", f"'{value}'"))
+    assert ": pairs[0].local: " in message, message
+    assert message.endswith("nested ${...} is not supported (a default is plain text)"), message
 
 
 def test_keys_are_not_substituted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -53,11 +53,30 @@ def config_from_env(environ: Mapping[str, str]) -> Config:
         # No ${VAR} expansion: the values come from the environment already.
         return load_config_dict(document, SOURCE, expand_env=False)
     except ConfigError as exc:
-        variable = next((n for n, t in VARIABLES.items() if t == exc.key), None)
+        variable = _variable_of(exc.key)
         if variable is None:
             raise
         problem = exc.problem  # may name another key: `state` inside `pairs[0].local`
         for name, target in VARIABLES.items():
             if target.startswith("pairs["):
                 problem = problem.replace(target, name)
+        if variable in LISTS and exc.key != VARIABLES[variable]:  # one item of the list
+            item = _item(pair.get(VARIABLES[variable].removeprefix("pairs[0].")), exc.key or "")
+            problem = f"{item!r}: {problem}" if item is not None else problem
         raise ConfigError(SOURCE, problem, key=variable) from None
+
+
+def _variable_of(key: str | None) -> str | None:
+    """The variable a config key came from: `pairs[0].exclude[1]` is SYNCD_EXCLUDE's."""
+    for name, target in VARIABLES.items():
+        if key == target or (name in LISTS and key and key.startswith(target + "[")):
+            return name
+    return None
+
+
+def _item(values: object, key: str) -> str | None:
+    """The list item `key` (`pairs[0].exclude[1]`) names: the user wrote a list, not indexes."""
+    index = key.rpartition("[")[2].rstrip("]")
+    if isinstance(values, list) and index.isdigit() and int(index) < len(values):
+        return str(values[int(index)])
+    return None

@@ -11,10 +11,11 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import stat
 import typing
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -55,10 +56,12 @@ class ConfigError(Exception):
 
 def resolve_config_path(explicit: str | None) -> Path | None:
     """The config to use: `-c` if given, else `$SYNCD_CONFIG`, else
-    `$XDG_CONFIG_HOME/syncd/syncd.yaml` when that file exists; None when there is none.
+    `$XDG_CONFIG_HOME/syncd/syncd.yaml` when something is there; None when there is none.
 
     An explicit or `$SYNCD_CONFIG` path is returned even if missing, so that loading it reports
-    "no such file" instead of silently falling back to another config.
+    "no such file" instead of silently falling back to another config. The default path is
+    returned when anything has its name (a folder, a dangling link): loading it says what is
+    wrong, where skipping it told the user to create what was already there.
     """
     if explicit:
         return Path(os.path.expanduser(explicit))
@@ -69,7 +72,7 @@ def resolve_config_path(explicit: str | None) -> Path | None:
     if not config_home or not os.path.isabs(config_home):  # XDG: ignore relative values
         config_home = os.path.expanduser("~/.config")
     candidate = Path(config_home) / "syncd" / "syncd.yaml"
-    return candidate if candidate.is_file() else None
+    return candidate if os.path.lexists(candidate) else None
 
 
 # -- loading ---------------------------------------------------------------------------------
@@ -96,14 +99,7 @@ def load_config_part(path: Path, part: type[PartT]) -> PartT:
 def _read_document(path: Path) -> Mapping[str, Any]:
     """The YAML mapping at `path`, not yet substituted nor validated."""
     source = str(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(source, "no such file") from None
-    except IsADirectoryError:
-        raise ConfigError(source, "is a directory, not a config file") from None
-    except OSError as exc:
-        raise ConfigError(source, f"cannot read: {exc.strerror or exc}") from None
+    raw = _read_config_bytes(path, source)
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -115,6 +111,58 @@ def _read_document(path: Path) -> Mapping[str, Any]:
     if not isinstance(data, Mapping):
         raise ConfigError(source, f"must be a mapping of keys (got {_kind(data)})")
     return data
+
+
+#: A real config is a few kilobytes; the largest sensible one is far below this. Without a cap,
+#: `-c /dev/zero` filled memory, and a 50 MB file of comments took seconds to parse at every
+#: command.
+MAX_BYTES = 1024 * 1024
+
+
+def _read_config_bytes(path: Path, source: str) -> bytes:
+    """The bytes of the regular file at `path`, at most `MAX_BYTES` of them.
+
+    Anything else is refused before it is read: a FIFO blocked `open()` for ever, and
+    `/dev/zero` streamed without end. The file is looked at first (nothing is opened that is
+    not a regular file, since opening a device can act on it), then opened without blocking and
+    looked at again, in case it was swapped in between.
+    """
+    try:
+        _refuse_irregular(os.stat(path).st_mode, source)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise ConfigError(source, "no such file") from None
+    except OSError as exc:
+        raise ConfigError(source, f"cannot read: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "rb") as file:
+        try:
+            info = os.fstat(fd)
+            _refuse_irregular(info.st_mode, source)
+            raw = file.read(MAX_BYTES + 1) if info.st_size <= MAX_BYTES else b""
+        except OSError as exc:
+            raise ConfigError(source, f"cannot read: {exc.strerror or exc}") from None
+    if info.st_size > MAX_BYTES or len(raw) > MAX_BYTES:
+        raise ConfigError(
+            source, f"is larger than {MAX_BYTES // 1024 // 1024} MiB, too large for a config file"
+        )
+    return raw
+
+
+def _refuse_irregular(mode: int, source: str) -> None:
+    if stat.S_ISDIR(mode):
+        raise ConfigError(source, "is a directory, not a config file")
+    if not stat.S_ISREG(mode):
+        raise ConfigError(source, f"is not a regular file (it is {_file_kind(mode)})")
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a file"
 
 
 def load_config_dict(
@@ -170,10 +218,24 @@ def _parse_yaml(text: str, source: str) -> object:
         mark = exc.problem_mark or exc.context_mark
         reason = exc.problem or exc.context or "cannot be parsed"
         line = mark.line + 1 if mark is not None else None
-        raise ConfigError(source, f"invalid YAML: {reason}", line=line) from None
+        hint = _quoting_hint(text, exc)
+        raise ConfigError(source, f"invalid YAML: {reason}{hint}", line=line) from None
     except yaml.YAMLError as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else "cannot be parsed"
         raise ConfigError(source, f"invalid YAML: {first_line}") from None
+
+
+def _quoting_hint(text: str, exc: yaml.MarkedYAMLError) -> str:
+    """A hint when a `${VAR}` is on a line the parser complains about: in a flow collection
+    (`options: {k: ${V}}`, the contract's own style) `{` and `}` are YAML syntax, and the
+    error alone (`expected ',' or '}', but got '{'`) does not say that quotes fix it."""
+    if isinstance(exc, yaml.constructor.ConstructorError):  # parsed fine: not about syntax
+        return ""
+    lines = text.splitlines()
+    for mark in (exc.problem_mark, exc.context_mark):
+        if mark is not None and mark.line < len(lines) and "${" in lines[mark.line]:
+            return ' (a ${...} inside {...} or [...] needs quotes: "${VAR}")'
+    return ""
 
 
 MAX_DEPTH = 32
@@ -181,32 +243,58 @@ MAX_VALUES = 100_000
 
 
 def _check_shape(data: object, source: str) -> None:
-    """Refuse a document that is not a finite, modest tree before anything walks it.
+    """Refuse a document that is not a finite, modest tree before anything walks it, and a
+    NUL character in any of its strings.
 
     YAML aliases share one object: `x: &a [*a]` is a list that holds itself, and ten levels of
     ten aliases each (a "billion laughs") are a few hundred bytes that expand to 10^10 values.
     Every later step (substitution, validation, a reload in the running daemon) walks the
     document as a tree, so either would hang or die with a RecursionError traceback. A real
-    config is a few levels deep and a few hundred values long.
+    config is a few levels deep and a few hundred values long; the collection that goes past
+    the count is named, as is a string holding a NUL (Python's own "embedded null byte" named
+    neither the key nor the problem).
     """
     budget = MAX_VALUES
-    stack: list[tuple[object, int, frozenset[int]]] = [(data, 0, frozenset())]
+    seen: set[int] = set()
+    shared = False  # a collection reached twice: aliases at work
+    stack: list[tuple[object, Loc, frozenset[int]]] = [(data, (), frozenset())]
     while stack:
-        node, depth, parents = stack.pop()
+        node, loc, parents = stack.pop()
+        if isinstance(node, str) and "\0" in node:
+            raise ConfigError(
+                source, "must not contain a NUL character", key=format_loc(loc) or None
+            )
         if not isinstance(node, Mapping | list | tuple):
             continue
         if id(node) in parents:
             raise ConfigError(source, "invalid YAML: an alias refers to a collection holding it")
-        if depth >= MAX_DEPTH:
+        if len(loc) >= MAX_DEPTH:
             raise ConfigError(source, f"invalid YAML: nested deeper than {MAX_DEPTH} levels")
-        children = list(node.values()) if isinstance(node, Mapping) else list(node)
-        budget -= len(children)
+        shared = shared or id(node) in seen
+        seen.add(id(node))
+        items: list[tuple[str | int, object]] = (
+            [(str(key), value) for key, value in node.items()]
+            if isinstance(node, Mapping)
+            else list(enumerate(node))
+        )
+        budget -= len(items)
         if budget < 0:
-            raise ConfigError(
-                source, f"invalid YAML: expands to more than {MAX_VALUES} values (through aliases?)"
-            )
+            _refuse_too_many(source, loc, shared=shared)
         inner = parents | {id(node)}
-        stack.extend((child, depth + 1, inner) for child in children)
+        stack.extend((child, (*loc, key), inner) for key, child in items)
+
+
+def _refuse_too_many(source: str, loc: Loc, *, shared: bool) -> NoReturn:
+    """Too many values; a count that aliases multiplied is no one key's fault."""
+    if shared:
+        raise ConfigError(
+            source, f"invalid YAML: expands to more than {MAX_VALUES} values through aliases"
+        )
+    raise ConfigError(
+        source,
+        f"too many values: a config file holds at most {MAX_VALUES} in all",
+        key=format_loc(loc) or None,
+    )
 
 
 # -- ${VAR} substitution ---------------------------------------------------------------------
@@ -266,7 +354,9 @@ def _expand(value: str, env: Mapping[str, str]) -> str:
     """One pass: a substituted value is not expanded again, and `$${` yields a literal `${`.
     A default is used only when the variable is unset (an empty value is a value). The
     shell's `${VAR:-default}` is understood too, as the shell means it (unset or empty): it
-    gave the value `-default` where a user's habit put it."""
+    gave the value `-default` where a user's habit put it. A reference in a default
+    (`${A:${B:x}}`) is refused: the first `}` ends the outer one, and the value was the
+    literal rest of the text."""
 
     def replace(match: re.Match[str]) -> str:
         if match.group(0) == "$${":
@@ -278,6 +368,10 @@ def _expand(value: str, env: Mapping[str, str]) -> str:
         if not _VARIABLE.fullmatch(name):
             raise _SubstitutionError(
                 f"${{{body}}} is not a variable reference (write $${{ for a literal ${{)"
+            )
+        if "${" in default:  # `${A:${B}}`: the inner `}` closed the outer one
+            raise _SubstitutionError(
+                f"${{{name}:...}}: nested ${{...}} is not supported (a default is plain text)"
             )
         if default.startswith("-"):  # ${VAR:-default}
             return env.get(name) or default[1:]

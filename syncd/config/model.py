@@ -21,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     SerializeAsAny,
+    StrictBool,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -180,6 +181,7 @@ def _absolute_state(value: str) -> str:
             "state_url", "not a database URL (e.g. sqlite:////var/lib/syncd/state.db)"
         ) from None
     _require_driver(url)
+    _check_sqlite_query(url)
     database = url.database
     if url.get_backend_name() != "sqlite" or not database:
         return value
@@ -310,7 +312,9 @@ class PairConfig(_Model):
     #: When given, only paths matching one of these sync (exclude still wins).
     include: list[Pattern] = Field(default_factory=list)
     trash_days: Days = Field(default=30, ge=0)
-    remote_trash: bool = True
+    #: Strict: pydantic's lax mode took `1` and the string "true" as true; only YAML's own
+    #: true/false are.
+    remote_trash: StrictBool = True
 
     @property
     def remote_url(self) -> RemoteURL:
@@ -355,9 +359,12 @@ class PairConfig(_Model):
 
 
 def _option_error(exc: ValidationError) -> PydanticCustomError:
-    """Lift the first error inside `options` into the pair's error, keeping where it happened
-    (`inner_loc`) and what kind it is, but never the value: options hold credentials."""
-    first = exc.errors(include_url=False, include_input=False, include_context=True)[0]
+    """Lift the first error inside `options` (an unknown key before any other) into the pair's
+    error, keeping where it happened (`inner_loc`) and what kind it is, but never the value:
+    options hold credentials."""
+    errors = exc.errors(include_url=False, include_input=False, include_context=True)
+    # A typo'd key first: `secret_acess_key` is also why `secret_access_key` is "missing".
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     inner_loc = tuple(first["loc"])
     key = ".".join(str(part) for part in inner_loc)
     context = {name: str(item) for name, item in first.get("ctx", {}).items()}
@@ -372,6 +379,46 @@ def _option_error(exc: ValidationError) -> PydanticCustomError:
             "inner_ctx": context,
         },
     )
+
+
+#: Query parameters SQLAlchemy's SQLite driver takes itself; any other one it drops, unless
+#: `uri=true` hands the rest to SQLite (which then reads them only from a `file:` name).
+_SQLITE_DRIVER_PARAMETERS = frozenset(
+    ("uri", "timeout", "isolation_level", "detect_types", "check_same_thread", "cached_statements")
+)
+
+
+def _check_sqlite_query(url: URL) -> None:
+    """A SQLite state URL's query parameters must all take effect. `?mode=ro` was dropped
+    silently (the database opened read-write) but for SQLAlchemy's warning, which reached stderr
+    as a raw Python warning with a source line. With `uri=true` on a plain path, SQLite made a
+    file literally named `state.db?mode=ro`. Only parameter names are shown, never the URL."""
+    if url.get_backend_name() != "sqlite" or not url.query:
+        return
+    extra = sorted(set(url.query) - _SQLITE_DRIVER_PARAMETERS)
+    uri = str(url.query.get("uri", "")).lower() in ("true", "1")
+    # With SQLite's own URI (`file:` name, uri=true) the other parameters are SQLite's.
+    if extra and not (uri and (url.database or "").startswith("file:")):
+        names = ", ".join(repr(name) for name in extra)
+        raise _invalid(
+            "state_query",
+            f"query parameter {names} would be ignored; SQLite's own parameters need its URI "
+            "form, e.g. sqlite:///file:/var/lib/syncd/state.db?mode=rwc&uri=true",
+        )
+    _check_driver_values(url)
+
+
+def _check_driver_values(url: URL) -> None:
+    """`?timeout=abc` is a ValueError when the state is opened: found here, not as a traceback.
+    (The dialect only builds its connect arguments; nothing connects.)"""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            url.get_dialect()().create_connect_args(url)
+    except (TypeError, ValueError) as exc:
+        raise _invalid("state_query", f"a query parameter is not valid ({exc})") from None
 
 
 def _require_driver(url: URL) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
 #: What an endpoint must look like, said in every complaint about one.
@@ -49,7 +49,7 @@ class FileOptions(_Options):
 
     #: Make the folder (and its parents) when it does not exist, as `create_bucket` makes a
     #: bucket, instead of failing the pair.
-    create_bucket: bool = False
+    create_bucket: StrictBool = False
 
 
 class S3Options(_Options):
@@ -68,10 +68,10 @@ class S3Options(_Options):
         Literal["STANDARD", "STANDARD_IA", "INTELLIGENT_TIERING", "GLACIER", "DEEP_ARCHIVE"] | None
     ) = None
     addressing_style: Literal["auto", "path", "virtual"] | None = None
-    verify_ssl: bool = True
+    verify_ssl: StrictBool = True
     #: Create the bucket (in `region`, else the client's region) when it does not exist,
     #: instead of failing the pair.
-    create_bucket: bool = False
+    create_bucket: StrictBool = False
 
     _check_endpoint = field_validator("endpoint_url")(_endpoint)
 
@@ -111,7 +111,7 @@ class GCSOptions(_Options):
     endpoint_url: str | None = None
     storage_class: Literal["STANDARD", "NEARLINE", "COLDLINE", "ARCHIVE"] | None = None
     #: Create the bucket (in `location`) when it does not exist, instead of failing the pair.
-    create_bucket: bool = False
+    create_bucket: StrictBool = False
     #: Where a bucket made by `create_bucket` lives: a multi-region ("US", "EU", "ASIA"), a
     #: dual-region or a region ("europe-west1"). Ignored for a bucket that exists.
     location: str = Field(default="US", min_length=1)
@@ -130,7 +130,7 @@ class AzureOptions(_Options):
     sas_token: str | None = Field(default=None, repr=False)
     storage_class: Literal["Hot", "Cool", "Cold", "Archive"] | None = None
     #: Create the container when it does not exist, instead of failing the pair.
-    create_bucket: bool = False
+    create_bucket: StrictBool = False
 
     _check_account_url = field_validator("account_url")(_endpoint)
 
