@@ -400,6 +400,21 @@ MALFORMED = [
         "pairs[0].remote",
         "absolute path",
     ),
+    *(
+        (
+            f"remote with a {what}",
+            PAIR.replace("s3://team-bucket/docs/", remote),
+            "pairs[0].remote",
+            "a remote URL takes no query (?...) or fragment (#...)",
+        )
+        for what, remote in [
+            ("query", "s3://team-bucket/x?versionId=1"),
+            ("fragment", "s3://team-bucket/x#frag"),
+            ("bare query", "gs://team-bucket?"),
+            ("file query", "file://TMP/remote?x=1"),
+            ("file fragment", "file://TMP/remote#top"),
+        ]
+    ),
     (
         "bad pair name",
         PAIR.replace("name: docs", "name: my docs!"),
@@ -818,6 +833,28 @@ def test_a_one_way_copy_refuses_a_folder_holding_its_state(tmp_path: Path, comma
     assert done.stderr == (
         f"syncd: {where}: {what} holds syncd's state ({holder}/.state/syncd/transfers): it "
         "would be copied along; set XDG_STATE_HOME to a folder outside it\n"
+    )
+    assert _files(local, remote) == before
+
+
+@pytest.mark.parametrize("command", ["upload", "download"])
+@pytest.mark.parametrize("suffix", ["?x=1", "#frag"])
+def test_a_one_way_copy_refuses_a_remote_with_a_query(
+    tmp_path: Path, command: str, suffix: str
+) -> None:
+    """`?x=1` or `#frag` is no part of a folder's name: an upload made a folder `dst?x=1`."""
+    local, remote = _two_folders(tmp_path)
+    args = [str(local), f"file://{remote / 'dst'}{suffix}"]
+    if command == "download":
+        args.reverse()
+    before = _files(local, remote)
+
+    done = syncd(command, *args, timeout=60)
+
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    assert done.stderr == (
+        "syncd: remote: a remote URL takes no query (?...) or fragment (#...) "
+        "(in a folder name, write ? as %3F and # as %23)\n"
     )
     assert _files(local, remote) == before
 

@@ -59,6 +59,7 @@ def parse_remote_url(url: str) -> RemoteURL:
         raise RemoteURLError(f"unknown scheme {scheme}:// (supported: {supported})")
     if scheme not in SUPPORTED_SCHEMES:
         raise RemoteURLError(f"{scheme}:// remotes are not supported by this version of syncd")
+    _refuse_query(scheme, rest)
     if scheme == "file":
         path = unquote(rest)
         if not path.startswith("/"):
@@ -81,6 +82,15 @@ def parse_remote_url(url: str) -> RemoteURL:
         raise RemoteURLError(f"prefix of {shown!r} may not contain '.' or '..' segments")
     normalized = "/".join(parts) + "/" if parts else ""
     return RemoteURL(scheme=scheme, bucket=bucket, prefix=normalized)
+
+
+def _refuse_query(scheme: str, rest: str) -> None:
+    """A `?query` or `#fragment` means nothing to a remote, but taken as part of the path it
+    named another folder or prefix (`dst?x=1`): refused, not guessed at. A literal `?` or `#`
+    in a folder's name is written %3F / %23 (file:// paths are %-decoded)."""
+    if "?" in rest or "#" in rest:
+        hint = " (in a folder name, write ? as %3F and # as %23)" if scheme == "file" else ""
+        raise RemoteURLError(f"a remote URL takes no query (?...) or fragment (#...){hint}")
 
 
 def _check_bucket(scheme: str, bucket: str, shown: str) -> None:
