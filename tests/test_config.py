@@ -416,6 +416,13 @@ MALFORMED = [
         ]
     ),
     (
+        "file remote on another host",
+        PAIR.replace("s3://team-bucket/docs/", "file://fileserver/srv/docs"),
+        "pairs[0].remote",
+        "file:// takes no host other than localhost: write an absolute path as "
+        "file:///ABSOLUTE/PATH (got 'file://fileserver/srv/docs')",
+    ),
+    (
         "bad pair name",
         PAIR.replace("name: docs", "name: my docs!"),
         "pairs[0].name",
@@ -857,6 +864,18 @@ def test_a_one_way_copy_refuses_a_remote_with_a_query(
         "(in a folder name, write ? as %3F and # as %23)\n"
     )
     assert _files(local, remote) == before
+
+
+@pytest.mark.parametrize("host", ["localhost", "LocalHost"])
+def test_a_file_remote_may_name_localhost(tmp_path: Path, host: str) -> None:
+    """RFC 8089's `file://localhost/PATH` is the local `/PATH`, as `file:///PATH` is."""
+    local, remote = _two_folders(tmp_path)
+    path = write(tmp_path, PAIR.replace("s3://team-bucket/docs/", f"file://{host}{remote}"))
+
+    assert load_config(path).pairs[0].remote_url.path == str(remote)
+    done = syncd("upload", str(local), f"file://{host}{remote / 'up'}", timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (remote / "up" / "docs.txt").read_text() == "docs"
 
 
 # -- every number has an upper bound -----------------------------------------------------------

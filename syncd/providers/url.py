@@ -61,7 +61,7 @@ def parse_remote_url(url: str) -> RemoteURL:
         raise RemoteURLError(f"{scheme}:// remotes are not supported by this version of syncd")
     _refuse_query(scheme, rest)
     if scheme == "file":
-        path = unquote(rest)
+        path = unquote(_without_localhost(rest, shown))
         if not path.startswith("/"):
             raise RemoteURLError(
                 f"file:// needs an absolute path (file:///ABSOLUTE/PATH), got {shown!r}"
@@ -91,6 +91,21 @@ def _refuse_query(scheme: str, rest: str) -> None:
     if "?" in rest or "#" in rest:
         hint = " (in a folder name, write ? as %3F and # as %23)" if scheme == "file" else ""
         raise RemoteURLError(f"a remote URL takes no query (?...) or fragment (#...){hint}")
+
+
+def _without_localhost(rest: str, shown: str) -> str:
+    """`rest` (what follows `file://`) with the host part `localhost` dropped: RFC 8089 lets
+    `file://localhost/PATH` name the local `/PATH`. Any other host (a remote machine, or a
+    relative path written `file://docs`) is refused: syncd reaches local folders only."""
+    if rest.startswith("/") or not rest:
+        return rest
+    host, slash, path = rest.partition("/")
+    if host.lower() == "localhost":
+        return slash + path
+    raise RemoteURLError(
+        "file:// takes no host other than localhost: write an absolute path as "
+        f"file:///ABSOLUTE/PATH (got {shown!r})"
+    )
 
 
 def _check_bucket(scheme: str, bucket: str, shown: str) -> None:
