@@ -472,6 +472,28 @@ MALFORMED = [
         "pairs[0].remote",
         "absolute path",
     ),
+    *(
+        (
+            f"remote with a {what}",
+            PAIR.replace("s3://team-bucket/docs/", remote),
+            "pairs[0].remote",
+            "a remote URL takes no query (?...) or fragment (#...)",
+        )
+        for what, remote in [
+            ("query", "s3://team-bucket/x?versionId=1"),
+            ("fragment", "s3://team-bucket/x#frag"),
+            ("bare query", "gs://team-bucket?"),
+            ("file query", "file://TMP/remote?x=1"),
+            ("file fragment", "file://TMP/remote#top"),
+        ]
+    ),
+    (
+        "file remote on another host",
+        PAIR.replace("s3://team-bucket/docs/", "file://fileserver/srv/docs"),
+        "pairs[0].remote",
+        "file:// takes no host other than localhost: write an absolute path as "
+        "file:///ABSOLUTE/PATH (got 'file://fileserver/srv/docs')",
+    ),
     (
         "bad pair name",
         PAIR.replace("name: docs", "name: my docs!"),
@@ -753,6 +775,153 @@ def test_remotes_side_by_side_or_on_other_services_load(tmp_path: Path) -> None:
     assert [p.name for p in load_config(path).pairs] == ["a", "ab", "other", "far"]
 
 
+#: (scheme, the first pair's options, the second's, the environment)
+Servers = tuple[str, dict[str, str], dict[str, str], dict[str, str]]
+#: Two spellings of one server.
+ONE_SERVER: list[Servers] = [
+    (
+        "s3",
+        {"endpoint_url": "http://127.0.0.1:9000"},
+        {"endpoint_url": "http://127.0.0.1:9000/"},
+        {},
+    ),
+    ("s3", {"endpoint_url": "http://minio:9000"}, {"endpoint_url": "HTTP://MinIO:9000"}, {}),
+    ("s3", {"endpoint_url": "http://minio"}, {"endpoint_url": "http://minio:80/"}, {}),
+    ("s3", {"endpoint_url": "https://minio:443"}, {"endpoint_url": "https://minio"}, {}),
+    ("s3", {"endpoint_url": "http://[::1]:9000"}, {"endpoint_url": "http://[::1]:9000/"}, {}),
+    (
+        "s3",
+        {"endpoint_url": "http://127.0.0.1:9000"},
+        {},
+        {"AWS_ENDPOINT_URL": "http://127.0.0.1:9000/"},
+    ),
+    ("s3", {"endpoint_url": "http://h:1"}, {}, {"AWS_ENDPOINT_URL_S3": "http://H:1"}),
+    (
+        "s3",
+        {"endpoint_url": "http://h:1", "region": "eu-west-1"},
+        {"storage_class": "STANDARD_IA", "access_key_id": "k", "secret_access_key": "s"},
+        {"AWS_ENDPOINT_URL_S3": "http://h:1", "AWS_ENDPOINT_URL": "http://other:2"},
+    ),
+    ("s3", {"region": "eu-west-1"}, {}, {}),
+    (
+        "gs",
+        {"endpoint_url": "http://127.0.0.1:4443"},
+        {},
+        {"STORAGE_EMULATOR_HOST": "http://127.0.0.1:4443/"},
+    ),
+    ("gs", {"project": "a"}, {"project": "b"}, {}),
+    (
+        "az",
+        {"account_name": "team"},
+        {"account_url": "https://Team.blob.core.windows.net/"},
+        {},
+    ),
+    (
+        "az",
+        {"connection_string": "AccountName=team;AccountKey=a2V5;EndpointSuffix=core.windows.net"},
+        {"account_url": "https://team.blob.core.windows.net", "sas_token": "sv=x"},
+        {},
+    ),
+    (
+        "az",
+        {"connection_string": "UseDevelopmentStorage=true"},
+        {"account_url": "http://127.0.0.1:10000/devstoreaccount1/", "account_key": "a2V5"},
+        {},
+    ),
+    ("az", {}, {"account_name": "team"}, {"AZURE_STORAGE_ACCOUNT": "team"}),
+]
+#: Two servers.
+TWO_SERVERS: list[Servers] = [
+    (
+        "s3",
+        {"endpoint_url": "http://127.0.0.1:9000"},
+        {"endpoint_url": "http://127.0.0.1:9001"},
+        {},
+    ),
+    ("s3", {"endpoint_url": "http://h"}, {"endpoint_url": "https://h"}, {}),
+    ("s3", {"endpoint_url": "http://h:1"}, {}, {"AWS_ENDPOINT_URL": "http://other:1"}),
+    (
+        "s3",
+        {"endpoint_url": "http://h:1"},
+        {},
+        {"AWS_ENDPOINT_URL": "http://h:1", "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS": "true"},
+    ),
+    ("s3", {"profile": "minio"}, {}, {}),  # the profile may name an endpoint of its own
+    ("gs", {"endpoint_url": "http://127.0.0.1:4443"}, {}, {}),
+    ("az", {"account_name": "team"}, {"account_name": "other"}, {}),
+    (
+        "az",
+        {"connection_string": "AccountName=team;AccountKey=a2V5;EndpointSuffix=x.cn"},
+        {"account_name": "team"},
+        {},
+    ),
+]
+SERVER_VARIABLES = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
+    "STORAGE_EMULATOR_HOST",
+    "AZURE_STORAGE_CONNECTION_STRING",
+    "AZURE_STORAGE_ACCOUNT",
+)
+
+
+def _two_pairs_on(scheme: str, first: dict[str, str], second: dict[str, str]) -> str:
+    """Two pairs on `SCHEME://team-bucket/docs/`, with these options (JSON is YAML)."""
+    import json
+
+    return "pairs:\n" + "".join(
+        f"  - {{name: p{i}, local: TMP/p{i}, remote: '{scheme}://team-bucket/docs/', "
+        f"options: {json.dumps(options)}}}\n"
+        for i, options in enumerate((first, second))
+    )
+
+
+@pytest.mark.parametrize("case", ONE_SERVER)
+def test_two_pairs_on_one_server_spelled_two_ways_overlap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: Servers
+) -> None:
+    """The options were compared as written: a trailing `/`, an upper-case host, a default
+    port, or the endpoint given as an option to one pair and by AWS_ENDPOINT_URL to the other
+    let two pairs share a prefix, and each synced (and deleted) the other's files."""
+    scheme, first, second, env = case
+    for name in SERVER_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    message = load_error(tmp_path, _two_pairs_on(scheme, first, second))
+    assert message.endswith(
+        ": pairs: pairs[0].remote and pairs[1].remote are the same remote "
+        f"({scheme}://team-bucket/docs/)"
+    ), message
+
+
+@pytest.mark.parametrize("case", TWO_SERVERS)
+def test_one_bucket_name_on_two_servers_is_no_overlap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: Servers
+) -> None:
+    scheme, first, second, env = case
+    for name in SERVER_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    config = load_config(write(tmp_path, _two_pairs_on(scheme, first, second)))
+    assert [p.name for p in config.pairs] == ["p0", "p1"]
+
+
+def test_check_refuses_two_pairs_on_one_endpoint_spelled_two_ways(tmp_path: Path) -> None:
+    """Through the program, as a user meets it: exit 2, one line naming both pairs."""
+    text = _two_pairs_on("s3", {"endpoint_url": "http://127.0.0.1:9"}, {})
+    text = text.replace("docs/', options: {}", "docs/sub', options: {}")
+    path = write(tmp_path, text)
+    done = syncd("check", "-c", path, env={"AWS_ENDPOINT_URL": "HTTP://127.0.0.1:9/"}, timeout=60)
+    assert (done.returncode, done.stdout) == (2, ""), done.stdout + done.stderr
+    assert done.stderr == (
+        f"syncd: {path}: pairs: pairs[1].remote (s3://team-bucket/docs/sub/) is inside "
+        "pairs[0].remote (s3://team-bucket/docs/)\n"
+    )
+
+
 @pytest.mark.parametrize(
     ("text", "key", "phrase"), [case[1:] for case in MALFORMED], ids=[case[0] for case in MALFORMED]
 )
@@ -942,6 +1111,40 @@ def test_a_one_way_copy_refuses_a_folder_holding_its_state(tmp_path: Path, comma
         "would be copied along; set XDG_STATE_HOME to a folder outside it\n"
     )
     assert _files(local, remote) == before
+
+
+@pytest.mark.parametrize("command", ["upload", "download"])
+@pytest.mark.parametrize("suffix", ["?x=1", "#frag"])
+def test_a_one_way_copy_refuses_a_remote_with_a_query(
+    tmp_path: Path, command: str, suffix: str
+) -> None:
+    """`?x=1` or `#frag` is no part of a folder's name: an upload made a folder `dst?x=1`."""
+    local, remote = _two_folders(tmp_path)
+    args = [str(local), f"file://{remote / 'dst'}{suffix}"]
+    if command == "download":
+        args.reverse()
+    before = _files(local, remote)
+
+    done = syncd(command, *args, timeout=60)
+
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    assert done.stderr == (
+        "syncd: remote: a remote URL takes no query (?...) or fragment (#...) "
+        "(in a folder name, write ? as %3F and # as %23)\n"
+    )
+    assert _files(local, remote) == before
+
+
+@pytest.mark.parametrize("host", ["localhost", "LocalHost"])
+def test_a_file_remote_may_name_localhost(tmp_path: Path, host: str) -> None:
+    """RFC 8089's `file://localhost/PATH` is the local `/PATH`, as `file:///PATH` is."""
+    local, remote = _two_folders(tmp_path)
+    path = write(tmp_path, PAIR.replace("s3://team-bucket/docs/", f"file://{host}{remote}"))
+
+    assert load_config(path).pairs[0].remote_url.path == str(remote)
+    done = syncd("upload", str(local), f"file://{host}{remote / 'up'}", timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (remote / "up" / "docs.txt").read_text() == "docs"
 
 
 # -- every number has an upper bound -----------------------------------------------------------
@@ -1551,10 +1754,12 @@ def test_where_a_bucket_is_served_names_no_secret() -> None:
         "http://127.0.0.1:4443"
     )
     conn = "DefaultEndpointsProtocol=https;AccountName=team;AccountKey=c2VjcmV0;EndpointSuffix=x"
-    assert served_by(AzureOptions(connection_string=conn), {}) == "team"
+    assert served_by(AzureOptions(connection_string=conn), {}) == "https://team.blob.x"
     emulator = "AccountName=devstoreaccount1;AccountKey=a2V5;BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;"
     assert served_by(AzureOptions(connection_string=emulator), {}) == (
         "http://127.0.0.1:10000/devstoreaccount1"
     )
-    assert served_by(AzureOptions(account_name="team"), {}) == "team"
+    assert served_by(AzureOptions(account_name="team"), {}) == (
+        "https://team.blob.core.windows.net"
+    )
     assert served_by(FileOptions(), {"AWS_ENDPOINT_URL": "http://x"}) is None

@@ -759,3 +759,70 @@ def test_a_migration_that_fails_changes_nothing(
     db = sqlite3.connect(path)
     assert db.execute("SELECT value FROM meta").fetchone()[0] == str(SCHEMA_VERSION)
     db.close()
+
+
+@pytest.mark.parametrize(
+    ("options", "recorded", "kept"),
+    [
+        # As an older syncd wrote the server, or the same server spelled another way now.
+        ({"endpoint_url": "http://minio"}, "http://minio:80", True),
+        ({"endpoint_url": "HTTPS://MinIO:443/"}, "https://minio", True),
+        ({"endpoint_url": "http://minio:9000"}, "http://minio:9000", True),
+        ({"endpoint_url": "http://minio:9000"}, "http://minio:9001", False),
+    ],
+)
+def test_a_servers_spelling_does_not_forget_a_pairs_state(
+    tmp_path: Path, options: dict[str, str], recorded: str, kept: bool
+) -> None:
+    """The state is bound to the server (`served_by`), which two pairs on it may not share a
+    prefix of: a spelling that the overlap check takes for the same server keeps the state
+    too, and so does the spelling an older syncd recorded (default ports kept)."""
+    from syncd.config import load_config
+    from syncd.engine.core import pair_place, stale_places
+
+    setup = Setup(tmp_path, "s3://team/docs/", options=options)
+    setup.write()
+    config = load_config(setup.config)
+    pair = config.pairs[0]
+    store = StateStore(config.state)
+    try:
+        store.put(pair.name, BaseEntry("a.txt", 1, 1, 1, "h", "e", 1.0))
+        store.set_place(pair.name, f"{pair_place(pair).partition(' at ')[0]} at {recorded}")
+    finally:
+        store.close()
+    assert stale_places(config) is not kept
+
+
+@pytest.mark.parametrize(
+    ("options", "recorded", "kept"),
+    [
+        ({"account_name": "team"}, "team", True),
+        ({"account_url": "https://team.blob.core.windows.net/", "sas_token": "sv=x"}, "team", True),
+        ({"connection_string": "UseDevelopmentStorage=true"}, "devstoreaccount1", True),
+        ({"account_name": "other"}, "team", False),
+        (
+            {"connection_string": "AccountName=team;AccountKey=a2V5;EndpointSuffix=x.cn"},
+            "team",
+            True,
+        ),
+    ],
+)
+def test_an_azure_account_recorded_by_name_keeps_its_state(
+    tmp_path: Path, options: dict[str, str], recorded: str, kept: bool
+) -> None:
+    """An older syncd bound an Azure pair's state to the account's name (`team`); now to its
+    blob endpoint, which the name, the URL or a connection string all give."""
+    from syncd.config import load_config
+    from syncd.engine.core import pair_place, stale_places
+
+    setup = Setup(tmp_path, "az://team-box/docs/", options=options)
+    setup.write()
+    config = load_config(setup.config)
+    pair = config.pairs[0]
+    store = StateStore(config.state)
+    try:
+        store.put(pair.name, BaseEntry("a.txt", 1, 1, 1, "h", "e", 1.0))
+        store.set_place(pair.name, f"{pair_place(pair).partition(' at ')[0]} at {recorded}")
+    finally:
+        store.close()
+    assert stale_places(config) is not kept

@@ -31,7 +31,7 @@ from pydantic_core import PydanticCustomError
 
 from syncd.config.units import parse_rate, parse_size
 from syncd.engine.filters import as_rule, pattern_problem
-from syncd.providers.options import OPTIONS_BY_SCHEME, FileOptions
+from syncd.providers.options import OPTIONS_BY_SCHEME, FileOptions, served_by
 from syncd.providers.url import RemoteURL, RemoteURLError, parse_remote_url
 
 if TYPE_CHECKING:
@@ -545,8 +545,8 @@ def _check_disjoint_remotes(pairs: list[PairConfig]) -> None:
                     Path(os.path.realpath(other.path)),
                 )
                 continue
-            if url.bucket != other.bucket or pair.options != pairs[j].options:
-                continue  # another bucket, or (other options) maybe another service
+            if url.bucket != other.bucket or _server(pair) != _server(pairs[j]):
+                continue  # another bucket, or the same name on another server
             if url.prefix == other.prefix:
                 reason = f"pairs[{i}].remote and pairs[{j}].remote are the same remote ({url})"
             elif other.prefix.startswith(url.prefix):
@@ -556,6 +556,16 @@ def _check_disjoint_remotes(pairs: list[PairConfig]) -> None:
             else:
                 continue
             raise _invalid("overlapping_remotes", reason)
+
+
+def _server(pair: PairConfig) -> tuple[str | None, str | None]:
+    """The server a bucket pair is on, as its SDK resolves it (option, else environment) and
+    spelled one way (`served_by`): `http://H:9000/` and `HTTP://h:9000`, or an option and
+    AWS_ENDPOINT_URL naming it, are one server. Without an endpoint, an S3 pair's `profile`
+    may name one in the AWS config files: another profile is taken for another server."""
+    server = served_by(pair.options)
+    profile = getattr(pair.options, "profile", None) if server is None else None
+    return server, profile
 
 
 def _refuse_overlap(label: str, path: Path, other_label: str, other: Path) -> None:

@@ -43,7 +43,7 @@ from syncd.exitcodes import EXIT_ATTENTION, EXIT_FAILED, EXIT_OK
 from syncd.providers import open_provider
 from syncd.providers.base import BatchedDurability, Provider
 from syncd.providers.errors import InvalidRequest, ProviderError
-from syncd.providers.options import served_by
+from syncd.providers.options import same_server, served_by
 from syncd.providers.url import RemoteURLError
 from syncd.state import StateError, StateStore, StateWriteError, sqlite_path
 
@@ -762,11 +762,17 @@ def dry_run_state(config: Config) -> Iterator[Config]:
 
 
 def same_place(recorded: str | None, pair: PairConfig) -> bool:
-    """Is `recorded` the pair's place as syncd wrote it before places named the server
-    (`served_by`)? The same place: an upgrade must not forget the state of every pair on a
-    custom endpoint or an Azure account (its first sync would bring back what the user
-    deleted meanwhile)."""
-    return recorded == _folder_and_url(pair)
+    """Is `recorded` the pair's place as an older syncd wrote it: before places named the
+    server, or with the server spelled as it was then (`same_server`)? The same place: an
+    upgrade must not forget the state of every pair on a custom endpoint or an Azure account
+    (its first sync would bring back what the user deleted meanwhile)."""
+    if recorded is None:
+        return False
+    place = _folder_and_url(pair)
+    if recorded == place:
+        return True
+    server = recorded.removeprefix(f"{place} at ")
+    return server != recorded and same_server(server, served_by(pair.options))
 
 
 def pair_place(pair: PairConfig) -> str:

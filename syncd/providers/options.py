@@ -143,52 +143,95 @@ OPTIONS_BY_SCHEME: dict[str, type[_Options]] = {
 }
 
 
+#: The blob endpoint of Azure's local emulator, as the SDK reads `UseDevelopmentStorage=true`.
+DEVELOPMENT_STORAGE = "http://127.0.0.1:10000/devstoreaccount1"
+AZURE_SUFFIX = "core.windows.net"
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
 def served_by(options: BaseModel, environ: Mapping[str, str] = os.environ) -> str | None:
     """Where a bucket remote is served when that is not the service's own default: the
-    endpoint of S3 or GCS (an option, else the SDK's variable), the Azure account. A pair's
-    state is bound to it (`Engine._take_place`): a bucket of the same name on another server
-    is another remote, whose missing files were never deleted by anyone. Never a secret: an
-    endpoint is cut to scheme, host, port and path, an account to its name or endpoint."""
+    endpoint of S3 or GCS (an option, else the SDK's variable), the Azure account's blob
+    endpoint, resolved as each SDK resolves them and spelled one way (`server_name`): two
+    spellings of one server are one server. A pair's state is bound to it
+    (`Engine._take_place`): a bucket of the same name on another server is another remote,
+    whose missing files were never deleted by anyone; and two pairs on one bucket of one
+    server must not share a prefix (`config.model`). Never a secret: an endpoint is cut to
+    scheme, host, port and path."""
     if isinstance(options, S3Options):
-        return _bare(
-            options.endpoint_url
-            or environ.get("AWS_ENDPOINT_URL_S3")
-            or environ.get("AWS_ENDPOINT_URL")
-        )
+        return server_name(options.endpoint_url or _s3_variable(environ))
     if isinstance(options, GCSOptions):
-        return _bare(options.endpoint_url) or environ.get("STORAGE_EMULATOR_HOST") or None
+        return server_name(options.endpoint_url or environ.get("STORAGE_EMULATOR_HOST"))
     if isinstance(options, AzureOptions):
         if options.connection_string:
             return _account(options.connection_string)
         if options.account_url:
-            return _bare(options.account_url)
+            return server_name(options.account_url)
         if options.account_name:
-            return options.account_name
+            return _account_endpoint(options.account_name)
         if environ.get("AZURE_STORAGE_CONNECTION_STRING"):
             return _account(environ["AZURE_STORAGE_CONNECTION_STRING"])
-        return environ.get("AZURE_STORAGE_ACCOUNT") or None
+        return _account_endpoint(environ.get("AZURE_STORAGE_ACCOUNT"))
     return None
 
 
-def _bare(url: str | None) -> str | None:
-    """An endpoint without what may be secret in it (user info, query, fragment)."""
+def _s3_variable(environ: Mapping[str, str]) -> str | None:
+    """The endpoint boto3 takes from the environment: the service's variable first, and none
+    when AWS_IGNORE_CONFIGURED_ENDPOINT_URLS says to ignore them."""
+    if environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() == "true":
+        return None
+    return environ.get("AWS_ENDPOINT_URL_S3") or environ.get("AWS_ENDPOINT_URL") or None
+
+
+def server_name(url: str | None) -> str | None:
+    """An endpoint spelled one way, without what may be secret in it (user info, query,
+    fragment): scheme and host in lower case, the scheme's default port left out, no
+    trailing `/`. `HTTP://Minio:80/` and `http://minio` are one server."""
     if not url:
         return None
     try:
-        parts = urlsplit(url)
-        port = f":{parts.port}" if parts.port else ""
+        parts = urlsplit(url.strip())
     except ValueError:
-        return None
-    return (
-        f"{parts.scheme.lower()}://{(parts.hostname or '').lower()}{port}{parts.path.rstrip('/')}"
-    )
+        return None  # no URL (a stray bracket): the SDK refuses it when the pair is opened
+    scheme, path = parts.scheme.lower(), parts.path.rstrip("/")
+    try:
+        port = parts.port
+    except ValueError:  # a port out of range, refused when the pair is opened
+        return f"{scheme}://{parts.netloc.rpartition('@')[2].lower()}{path}"
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 address
+    shown_port = f":{port}" if port is not None and port != DEFAULT_PORTS.get(scheme) else ""
+    return f"{scheme}://{host}{shown_port}{path}"
+
+
+def _account_endpoint(name: str | None, suffix: str = AZURE_SUFFIX) -> str | None:
+    """An Azure account's blob endpoint, as the SDK makes it from the account's name."""
+    return f"https://{name.lower()}.blob.{suffix.lower()}" if name else None
 
 
 def _account(connection_string: str) -> str | None:
-    """The account a connection string names: its blob endpoint, else its account name (the
-    key and SAS in it are left out)."""
+    """The blob endpoint a connection string names (the key and SAS in it are left out): its
+    BlobEndpoint, else made of its account name and endpoint suffix, as the SDK does."""
     fields = dict(part.split("=", 1) for part in connection_string.split(";") if "=" in part)
     lowered = {key.strip().lower(): value.strip() for key, value in fields.items()}
     if lowered.get("usedevelopmentstorage", "").lower() == "true":
-        return "devstoreaccount1"
-    return _bare(lowered.get("blobendpoint")) or lowered.get("accountname") or None
+        return DEVELOPMENT_STORAGE
+    return server_name(lowered.get("blobendpoint")) or _account_endpoint(
+        lowered.get("accountname"), lowered.get("endpointsuffix") or AZURE_SUFFIX
+    )
+
+
+def same_server(recorded: str, current: str | None) -> bool:
+    """Is `recorded`, a `served_by` as an older syncd wrote it, the server `current` names?
+    It spelled endpoints with default ports and a GCS emulator variable as given (respelled
+    here), and an Azure account by its name alone (`team`, for
+    `https://team.blob.core.windows.net`) or as `devstoreaccount1` for the emulator."""
+    if current is None:
+        return False
+    if "://" in recorded:
+        return server_name(recorded) == current
+    if recorded == "devstoreaccount1" and current == DEVELOPMENT_STORAGE:
+        return True
+    host = urlsplit(current).hostname or ""
+    return current.startswith("https://") and host.startswith(f"{recorded.lower()}.blob.")

@@ -59,8 +59,9 @@ def parse_remote_url(url: str) -> RemoteURL:
         raise RemoteURLError(f"unknown scheme {scheme}:// (supported: {supported})")
     if scheme not in SUPPORTED_SCHEMES:
         raise RemoteURLError(f"{scheme}:// remotes are not supported by this version of syncd")
+    _refuse_query(scheme, rest)
     if scheme == "file":
-        path = unquote(rest)
+        path = unquote(_without_localhost(rest, shown))
         if not path.startswith("/"):
             raise RemoteURLError(
                 f"file:// needs an absolute path (file:///ABSOLUTE/PATH), got {shown!r}"
@@ -81,6 +82,30 @@ def parse_remote_url(url: str) -> RemoteURL:
         raise RemoteURLError(f"prefix of {shown!r} may not contain '.' or '..' segments")
     normalized = "/".join(parts) + "/" if parts else ""
     return RemoteURL(scheme=scheme, bucket=bucket, prefix=normalized)
+
+
+def _refuse_query(scheme: str, rest: str) -> None:
+    """A `?query` or `#fragment` means nothing to a remote, but taken as part of the path it
+    named another folder or prefix (`dst?x=1`): refused, not guessed at. A literal `?` or `#`
+    in a folder's name is written %3F / %23 (file:// paths are %-decoded)."""
+    if "?" in rest or "#" in rest:
+        hint = " (in a folder name, write ? as %3F and # as %23)" if scheme == "file" else ""
+        raise RemoteURLError(f"a remote URL takes no query (?...) or fragment (#...){hint}")
+
+
+def _without_localhost(rest: str, shown: str) -> str:
+    """`rest` (what follows `file://`) with the host part `localhost` dropped: RFC 8089 lets
+    `file://localhost/PATH` name the local `/PATH`. Any other host (a remote machine, or a
+    relative path written `file://docs`) is refused: syncd reaches local folders only."""
+    if rest.startswith("/") or not rest:
+        return rest
+    host, slash, path = rest.partition("/")
+    if host.lower() == "localhost":
+        return slash + path
+    raise RemoteURLError(
+        "file:// takes no host other than localhost: write an absolute path as "
+        f"file:///ABSOLUTE/PATH (got {shown!r})"
+    )
 
 
 def _check_bucket(scheme: str, bucket: str, shown: str) -> None:
