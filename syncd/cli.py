@@ -444,6 +444,27 @@ def download(ctx: click.Context, /, remote_url: str, local_dir: str, **options: 
     _one_way(ctx, "download", local_dir, remote_url, options)
 
 
+#: The one-way copy's config keys, as its command line names them.
+ARGUMENTS = {"pairs[0].local": "LOCAL_DIR", "pairs[0].remote": "REMOTE_URL"}
+
+
+def _command_line_words(exc: ConfigError, patterns: dict[str, tuple[str, ...]]) -> str:
+    """A config error of `upload` / `download` in the words of their command line: the user
+    typed LOCAL_DIR, REMOTE_URL, --bwlimit, --exclude '[z-a]', never `pairs[0].remote`."""
+    key, problem = exc.key or "", exc.problem
+    for config_key, argument in ARGUMENTS.items():
+        problem = problem.replace(config_key, argument)
+    named = ARGUMENTS.get(key)
+    named = named or next((f"--{f.replace('_', '-')}" for f, k in TUNING.items() if k == key), None)
+    for flag, given in patterns.items():
+        pattern = re.fullmatch(rf"pairs\[0\]\.{flag}\[(\d+)\]", key)
+        if pattern is not None:  # a pattern: named as typed
+            named = f"--{flag} {given[int(pattern[1])]!r}"
+    if named is None and key in ("", "pairs"):  # the problem names what it is about
+        return problem
+    return f"{named or key.removeprefix('pairs[0].')}: {problem}"
+
+
 def _one_way(
     ctx: click.Context,
     direction: Direction,
@@ -472,14 +493,7 @@ def _one_way(
             settings=tuning,
         )
     except ConfigError as exc:
-        message = str(exc).replace("command line: pairs[0].", "")
-        for flag, key in TUNING.items():
-            message = message.replace(f"command line: {key}:", f"--{flag.replace('_', '-')}:")
-        for flag, given in (("exclude", exclude), ("include", include)):
-            named = re.match(rf"{flag}\[(\d+)\]:", message)
-            if named is not None:  # a pattern: named as typed
-                message = f"--{flag} {given[int(named[1])]!r}:{message[named.end() :]}"
-        fail(message, EXIT_USAGE)
+        fail(_command_line_words(exc, {"exclude": exclude, "include": include}), EXIT_USAGE)
     _setup_logging(ctx, config)
     show = partial(progress_bars, enabled=sys.stderr.isatty() and not dry_run)
     try:

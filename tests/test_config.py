@@ -814,7 +814,9 @@ def test_a_one_way_copy_refuses_a_folder_holding_its_state(tmp_path: Path, comma
     done = syncd(command, *args, env=env, timeout=60)
 
     assert (done.returncode, done.stdout) == (2, ""), done.stderr
-    where, what = ("local", local) if command == "upload" else ("remote", f"file://{remote}")
+    where, what = (
+        ("LOCAL_DIR", local) if command == "upload" else ("REMOTE_URL", f"file://{remote}")
+    )
     assert done.stderr == (
         f"syncd: {where}: {what} holds syncd's state ({holder}/.state/syncd/transfers): it "
         "would be copied along; set XDG_STATE_HOME to a folder outside it\n"

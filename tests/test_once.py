@@ -1191,6 +1191,38 @@ def test_one_way_commands_reject_bad_input_with_one_line(tmp_path: Path) -> None
     )
 
 
+def test_one_way_argument_errors_name_the_arguments_typed(tmp_path: Path) -> None:
+    """`upload` / `download` take LOCAL_DIR and REMOTE_URL: their errors said
+    `command line: pairs: pairs[0].remote (…) is inside pairs[0].local (…)`, words of a
+    config file the user never wrote."""
+    local = tmp_path / "local"
+    (local / "inside").mkdir(parents=True)
+    cases = [
+        (
+            ["upload", local, f"file://{local}/inside"],
+            f"REMOTE_URL ({local}/inside) is inside LOCAL_DIR ({local})",
+        ),
+        (
+            ["download", f"file://{local}/inside", local],
+            f"REMOTE_URL ({local}/inside) is inside LOCAL_DIR ({local})",
+        ),
+        (
+            ["upload", local, "ftp://x/y"],
+            "REMOTE_URL: unknown scheme ftp:// (supported: file://, s3://, gs://, az://)",
+        ),
+        (
+            ["upload", local, "file:///nowhere", "--transfers", "0"],
+            "--transfers: must be at least 1",
+        ),
+    ]
+    for argv, line in cases:
+        done = syncd(*argv, timeout=60)
+        assert (done.returncode, done.stdout) == (2, ""), done.stderr
+        assert done.stderr.startswith(f"syncd: {line}") and done.stderr.count("\n") == 1
+        assert "pairs" not in done.stderr and "command line" not in done.stderr, done.stderr
+    assert sorted(p.name for p in local.rglob("*")) == ["inside"]
+
+
 def test_a_one_way_destination_that_cannot_be_a_folder_is_one_line_and_exit_2(
     tmp_path: Path,
 ) -> None:
