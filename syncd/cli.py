@@ -287,6 +287,10 @@ class SyncdGroup(click.Group):
     group_class = type  # `state` is a SyncdGroup too
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args and not (self.no_args_is_help or self.invoke_without_command):
+            # `syncd state`: one line naming what may follow, not the group's help.
+            names = ", ".join(self.list_commands(ctx))
+            raise OneLineUsageError(f"Missing command ({names}).", ctx)
         with _one_line_usage(ctx):
             return super().parse_args(ctx, args)
 
@@ -753,7 +757,7 @@ def check(config_path: str | None) -> None:
     sys.exit(EXIT_USAGE if misconfigured else EXIT_FAILED if failed else 0)
 
 
-@cli.group()
+@cli.group(no_args_is_help=False)  # a bare `syncd state` is a one-line usage error
 def state() -> None:
     """Inspect or reset the sync state."""
 
