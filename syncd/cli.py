@@ -98,6 +98,42 @@ def _local_key(config_path: str | None, index: int) -> tuple[str, str]:
     return (str(path), f"pairs[{index}].local") if path else ("environment", "SYNCD_LOCAL")
 
 
+def _require_places(
+    config: Config,
+    config_path: str | None,
+    code: int,
+    *,
+    socket: bool = False,
+    metrics: bool = False,
+) -> None:
+    """The state database (and for the daemon its control socket and metrics endpoint) can
+    be used, else one line naming the key, before anything is made: a refused `run` left
+    `state.db.lock` behind. `code` is the exit of a state or socket that cannot be: 2 for
+    `check` (a value of the config no command can use), 1 for the commands that use them,
+    as README documents for a state that cannot be opened. A `metrics.listen` no endpoint
+    can have is 2 for every command, as `run` said it before."""
+    from syncd import preflight
+
+    problems = [("state", preflight.state_problem(config.state), code)]
+    if socket:
+        problems.append(("socket", preflight.socket_problem(Path(config.socket)), code))
+    if metrics and config.metrics is not None:
+        listen = preflight.listen_problem(config.metrics.host, config.metrics.port)
+        problems.append(("metrics.listen", listen, EXIT_USAGE))
+    for key, problem, exit_code in problems:
+        if problem is not None:
+            fail(_config_words(config_path, key, problem), exit_code)
+
+
+def _config_words(config_path: str | None, key: str, problem: str) -> str:
+    """A problem of a config value found after loading, said as loading says one: the file
+    (or the environment, naming its variable) and the key."""
+    path = resolve_config_path(config_path)
+    if path is None and key == "state" and os.environ.get("SYNCD_STATE"):
+        key = "SYNCD_STATE"
+    return str(ConfigError(str(path or "environment"), problem, key=key))
+
+
 def _local_root_problem(root: Path) -> str | None:
     """Why `root` cannot be a pair's local root (missing, not a folder), or None."""
     if root.is_dir():
@@ -321,6 +357,7 @@ def run(ctx: click.Context, config_path: str | None) -> None:
     from syncd.daemon.metrics import MetricsUnavailable
 
     config = _load(config_path)
+    _require_places(config, config_path, EXIT_FAILED, socket=True, metrics=True)
     _setup_logging(ctx, config)
     control = ControlServer(Path(config.socket))
     try:
@@ -358,6 +395,7 @@ def once(
     if pair is not None and pair not in {p.name for p in config.pairs}:
         fail(f"no pair named {pair!r} in the config", EXIT_USAGE)
     _require_local_roots(config, config_path, pair)
+    _require_places(config, config_path, EXIT_FAILED)
     try:
         with ExitStack() as stack:
             if dry_run:
@@ -654,6 +692,7 @@ def resolve(ctx: click.Context, config_path: str | None, path: str, keep: str) -
         fail(str(exc), EXIT_FAILED)  # it has the decision: not settled here as well
     except DaemonUnreachable:
         config = _load(config_path)  # settled here: the engine needs the whole config
+        _require_places(config, config_path, EXIT_FAILED)
         _setup_logging(ctx, config)
         try:
             with _lock(config), _open_engine(config) as engine:
@@ -726,6 +765,7 @@ def check(config_path: str | None) -> None:
     from syncd.providers import open_provider
 
     config = _load(config_path)
+    _require_places(config, config_path, EXIT_USAGE, socket=True, metrics=True)
     logs.configure("error", "auto")
     failed = misconfigured = False
     for index, pair in enumerate(config.pairs):
@@ -773,6 +813,7 @@ def state_rebuild(config_path: str | None, pair: str | None) -> None:
     names = [p.name for p in config.pairs]
     if pair is not None and pair not in names:
         fail(f"no pair named {pair!r} in the config", EXIT_USAGE)
+    _require_places(config, config_path, EXIT_FAILED)
     try:
         with _lock(config):
             try:
