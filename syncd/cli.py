@@ -677,7 +677,14 @@ def resolve(ctx: click.Context, config_path: str | None, path: str, keep: str) -
             recorded = store.conflicts()
         finally:
             store.close()
-    pair, rel = _find_conflict(places.pairs, recorded, path)
+    found = _find_conflict(places.pairs, recorded, path)
+    if found is None:
+        if not _daemon_listens(places.socket):
+            # Settled here it would need the whole config: a mistake in it is the news
+            # (`workers: abc` said "no open conflict" of every path not in the list).
+            _load(config_path)
+        fail(f"no open conflict for {path!r} (see `syncd conflicts`)", EXIT_USAGE)
+    pair, rel = found
     outcome: str | None = None
     try:
         result = request(places.socket, "resolve", pair=pair, path=rel, keep=keep)
@@ -707,9 +714,9 @@ def resolve(ctx: click.Context, config_path: str | None, path: str, keep: str) -
 
 def _find_conflict(
     pairs: list[PairPlace], open_conflicts: list[tuple[str, str, str, float]], given: str
-) -> tuple[str, str]:
+) -> tuple[str, str] | None:
     """Which open conflict PATH names: a path inside a pair's root, or relative to one, or
-    PAIR/PATH as `resolve` and `once` print it."""
+    PAIR/PATH as `resolve` and `once` print it; None when it names none."""
     roots = {p.name: Path(p.local) for p in pairs}
     absolute = Path(given).absolute()
     relative = given.strip("/")
@@ -726,7 +733,7 @@ def _find_conflict(
         )
     ]
     if not matches:
-        fail(f"no open conflict for {given!r} (see `syncd conflicts`)", EXIT_USAGE)
+        return None
     here = [(pair, path) for pair, path in matches if absolute == roots[pair] / path]
     if len(matches) > 1 and len(here) == 1:
         return here[0]  # `f.txt` in several pairs, but said from inside one pair's folder
@@ -738,6 +745,20 @@ def _find_conflict(
             EXIT_USAGE,
         )
     return matches[0]
+
+
+def _daemon_listens(path: Path) -> bool:
+    """Does something accept connections on the control socket? Only a connection is tried,
+    nothing asked: a busy daemon may answer slowly."""
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(2)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
 
 
 def _state_is_there(url: str) -> bool:

@@ -832,6 +832,21 @@ def test_check_still_passes_a_metrics_port_the_daemon_holds(tmp_path: Path) -> N
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def test_resolve_with_no_daemon_names_the_config_error_first(tmp_path: Path) -> None:
+    """With no daemon `resolve` settles the conflict itself, which needs the whole config: a
+    mistake in it is the news, not "no open conflict" of a path it never looked at."""
+    path = _folder_pair(tmp_path, "workers: abc\n")
+    done = syncd("resolve", "x.txt", "--keep", "local", "-c", path, timeout=60)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == f"syncd: {path}: workers: must be a whole number (got 'abc')\n"
+    fine = _folder_pair(tmp_path / "fine", "")
+    done = syncd("resolve", "x.txt", "--keep", "local", "-c", fine, timeout=60)
+    assert (done.returncode, done.stderr) == (
+        2,
+        "syncd: no open conflict for 'x.txt' (see `syncd conflicts`)\n",
+    )
+
+
 # -- the state database lies outside every pair's folders --------------------------------------
 
 
