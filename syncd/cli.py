@@ -98,6 +98,42 @@ def _local_key(config_path: str | None, index: int) -> tuple[str, str]:
     return (str(path), f"pairs[{index}].local") if path else ("environment", "SYNCD_LOCAL")
 
 
+def _require_places(
+    config: Config,
+    config_path: str | None,
+    code: int,
+    *,
+    socket: bool = False,
+    metrics: bool = False,
+) -> None:
+    """The state database (and for the daemon its control socket and metrics endpoint) can
+    be used, else one line naming the key, before anything is made: a refused `run` left
+    `state.db.lock` behind. `code` is the exit of a state or socket that cannot be: 2 for
+    `check` (a value of the config no command can use), 1 for the commands that use them,
+    as README documents for a state that cannot be opened. A `metrics.listen` no endpoint
+    can have is 2 for every command, as `run` said it before."""
+    from syncd import preflight
+
+    problems = [("state", preflight.state_problem(config.state), code)]
+    if socket:
+        problems.append(("socket", preflight.socket_problem(Path(config.socket)), code))
+    if metrics and config.metrics is not None:
+        listen = preflight.listen_problem(config.metrics.host, config.metrics.port)
+        problems.append(("metrics.listen", listen, EXIT_USAGE))
+    for key, problem, exit_code in problems:
+        if problem is not None:
+            fail(_config_words(config_path, key, problem), exit_code)
+
+
+def _config_words(config_path: str | None, key: str, problem: str) -> str:
+    """A problem of a config value found after loading, said as loading says one: the file
+    (or the environment, naming its variable) and the key."""
+    path = resolve_config_path(config_path)
+    if path is None and key == "state" and os.environ.get("SYNCD_STATE"):
+        key = "SYNCD_STATE"
+    return str(ConfigError(str(path or "environment"), problem, key=key))
+
+
 def _local_root_problem(root: Path) -> str | None:
     """Why `root` cannot be a pair's local root (missing, not a folder), or None."""
     if root.is_dir():
@@ -287,6 +323,10 @@ class SyncdGroup(click.Group):
     group_class = type  # `state` is a SyncdGroup too
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args and not (self.no_args_is_help or self.invoke_without_command):
+            # `syncd state`: one line naming what may follow, not the group's help.
+            names = ", ".join(self.list_commands(ctx))
+            raise OneLineUsageError(f"Missing command ({names}).", ctx)
         with _one_line_usage(ctx):
             return super().parse_args(ctx, args)
 
@@ -317,6 +357,7 @@ def run(ctx: click.Context, config_path: str | None) -> None:
     from syncd.daemon.metrics import MetricsUnavailable
 
     config = _load(config_path)
+    _require_places(config, config_path, EXIT_FAILED, socket=True, metrics=True)
     _setup_logging(ctx, config)
     control = ControlServer(Path(config.socket))
     try:
@@ -354,6 +395,7 @@ def once(
     if pair is not None and pair not in {p.name for p in config.pairs}:
         fail(f"no pair named {pair!r} in the config", EXIT_USAGE)
     _require_local_roots(config, config_path, pair)
+    _require_places(config, config_path, EXIT_FAILED)
     try:
         with ExitStack() as stack:
             if dry_run:
@@ -444,6 +486,27 @@ def download(ctx: click.Context, /, remote_url: str, local_dir: str, **options: 
     _one_way(ctx, "download", local_dir, remote_url, options)
 
 
+#: The one-way copy's config keys, as its command line names them.
+ARGUMENTS = {"pairs[0].local": "LOCAL_DIR", "pairs[0].remote": "REMOTE_URL"}
+
+
+def _command_line_words(exc: ConfigError, patterns: dict[str, tuple[str, ...]]) -> str:
+    """A config error of `upload` / `download` in the words of their command line: the user
+    typed LOCAL_DIR, REMOTE_URL, --bwlimit, --exclude '[z-a]', never `pairs[0].remote`."""
+    key, problem = exc.key or "", exc.problem
+    for config_key, argument in ARGUMENTS.items():
+        problem = problem.replace(config_key, argument)
+    named = ARGUMENTS.get(key)
+    named = named or next((f"--{f.replace('_', '-')}" for f, k in TUNING.items() if k == key), None)
+    for flag, given in patterns.items():
+        pattern = re.fullmatch(rf"pairs\[0\]\.{flag}\[(\d+)\]", key)
+        if pattern is not None:  # a pattern: named as typed
+            named = f"--{flag} {given[int(pattern[1])]!r}"
+    if named is None and key in ("", "pairs"):  # the problem names what it is about
+        return problem
+    return f"{named or key.removeprefix('pairs[0].')}: {problem}"
+
+
 def _one_way(
     ctx: click.Context,
     direction: Direction,
@@ -472,14 +535,7 @@ def _one_way(
             settings=tuning,
         )
     except ConfigError as exc:
-        message = str(exc).replace("command line: pairs[0].", "")
-        for flag, key in TUNING.items():
-            message = message.replace(f"command line: {key}:", f"--{flag.replace('_', '-')}:")
-        for flag, given in (("exclude", exclude), ("include", include)):
-            named = re.match(rf"{flag}\[(\d+)\]:", message)
-            if named is not None:  # a pattern: named as typed
-                message = f"--{flag} {given[int(named[1])]!r}:{message[named.end() :]}"
-        fail(message, EXIT_USAGE)
+        fail(_command_line_words(exc, {"exclude": exclude, "include": include}), EXIT_USAGE)
     _setup_logging(ctx, config)
     show = partial(progress_bars, enabled=sys.stderr.isatty() and not dry_run)
     try:
@@ -621,7 +677,14 @@ def resolve(ctx: click.Context, config_path: str | None, path: str, keep: str) -
             recorded = store.conflicts()
         finally:
             store.close()
-    pair, rel = _find_conflict(places.pairs, recorded, path)
+    found = _find_conflict(places.pairs, recorded, path)
+    if found is None:
+        if not _daemon_listens(places.socket):
+            # Settled here it would need the whole config: a mistake in it is the news
+            # (`workers: abc` said "no open conflict" of every path not in the list).
+            _load(config_path)
+        fail(f"no open conflict for {path!r} (see `syncd conflicts`)", EXIT_USAGE)
+    pair, rel = found
     outcome: str | None = None
     try:
         result = request(places.socket, "resolve", pair=pair, path=rel, keep=keep)
@@ -636,6 +699,7 @@ def resolve(ctx: click.Context, config_path: str | None, path: str, keep: str) -
         fail(str(exc), EXIT_FAILED)  # it has the decision: not settled here as well
     except DaemonUnreachable:
         config = _load(config_path)  # settled here: the engine needs the whole config
+        _require_places(config, config_path, EXIT_FAILED)
         _setup_logging(ctx, config)
         try:
             with _lock(config), _open_engine(config) as engine:
@@ -650,9 +714,9 @@ def resolve(ctx: click.Context, config_path: str | None, path: str, keep: str) -
 
 def _find_conflict(
     pairs: list[PairPlace], open_conflicts: list[tuple[str, str, str, float]], given: str
-) -> tuple[str, str]:
+) -> tuple[str, str] | None:
     """Which open conflict PATH names: a path inside a pair's root, or relative to one, or
-    PAIR/PATH as `resolve` and `once` print it."""
+    PAIR/PATH as `resolve` and `once` print it; None when it names none."""
     roots = {p.name: Path(p.local) for p in pairs}
     absolute = Path(given).absolute()
     relative = given.strip("/")
@@ -669,7 +733,7 @@ def _find_conflict(
         )
     ]
     if not matches:
-        fail(f"no open conflict for {given!r} (see `syncd conflicts`)", EXIT_USAGE)
+        return None
     here = [(pair, path) for pair, path in matches if absolute == roots[pair] / path]
     if len(matches) > 1 and len(here) == 1:
         return here[0]  # `f.txt` in several pairs, but said from inside one pair's folder
@@ -681,6 +745,20 @@ def _find_conflict(
             EXIT_USAGE,
         )
     return matches[0]
+
+
+def _daemon_listens(path: Path) -> bool:
+    """Does something accept connections on the control socket? Only a connection is tried,
+    nothing asked: a busy daemon may answer slowly."""
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(2)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
 
 
 def _state_is_there(url: str) -> bool:
@@ -708,6 +786,7 @@ def check(config_path: str | None) -> None:
     from syncd.providers import open_provider
 
     config = _load(config_path)
+    _require_places(config, config_path, EXIT_USAGE, socket=True, metrics=True)
     logs.configure("error", "auto")
     failed = misconfigured = False
     for index, pair in enumerate(config.pairs):
@@ -739,7 +818,7 @@ def check(config_path: str | None) -> None:
     sys.exit(EXIT_USAGE if misconfigured else EXIT_FAILED if failed else 0)
 
 
-@cli.group()
+@cli.group(no_args_is_help=False)  # a bare `syncd state` is a one-line usage error
 def state() -> None:
     """Inspect or reset the sync state."""
 
@@ -755,6 +834,7 @@ def state_rebuild(config_path: str | None, pair: str | None) -> None:
     names = [p.name for p in config.pairs]
     if pair is not None and pair not in names:
         fail(f"no pair named {pair!r} in the config", EXIT_USAGE)
+    _require_places(config, config_path, EXIT_FAILED)
     try:
         with _lock(config):
             try:

@@ -982,6 +982,162 @@ def test_a_state_query_that_would_be_ignored_exits_2_with_no_raw_warning(
     assert not (tmp_path / "state.db").exists()
 
 
+# -- the state, the socket and the metrics endpoint can be used ------------------------------
+
+
+def _folder_pair(tmp_path: Path, extra: str) -> Path:
+    """A config of one folder pair (both folders made), its state and socket under
+    `tmp_path/st` and `tmp_path/run` unless `extra` says otherwise."""
+    remote = tmp_path / "remote"
+    remote.mkdir(parents=True)
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "a-file").write_text("not a folder")
+    (tmp_path / "a-folder").mkdir()
+    text = PAIR.replace("s3://team-bucket/docs/", f"file://{remote}") + extra
+    for key, default in (("state", "sqlite:///TMP/st/state.db"), ("socket", "TMP/run/s.sock")):
+        if f"{key}:" not in extra:
+            text += f"{key}: {default}\n"
+    return write(tmp_path, text)
+
+
+@pytest.mark.parametrize(
+    ("setting", "said"),
+    [
+        (
+            "state: sqlite:///TMP/a-file/state.db",
+            "state: cannot create TMP/a-file/state.db: TMP/a-file: Not a directory",
+        ),
+        (
+            "state: sqlite:///TMP/a-file/deeper/state.db",
+            "state: cannot create TMP/a-file/deeper/state.db: TMP/a-file: Not a directory",
+        ),
+        ("state: sqlite:///TMP/a-folder", "state: TMP/a-folder is a folder, not a database file"),
+        (
+            "state: sqlite:////proc/state.db",
+            "state: cannot create /proc/state.db: /proc: no file can be created there",
+        ),
+        (
+            "socket: TMP/a-file/s.sock",
+            "socket: cannot create TMP/a-file/s.sock: TMP/a-file: Not a directory",
+        ),
+        ("socket: TMP/a-folder", "socket: TMP/a-folder is a folder, not a socket"),
+        ("socket: TMP/a-file", "socket: TMP/a-file exists and is not a socket"),
+        (
+            "socket: /proc/syncd/s.sock",
+            "socket: cannot create /proc/syncd/s.sock: /proc: no file can be created there",
+        ),
+    ],
+    ids=[
+        "state under a file",
+        "state deeper under a file",
+        "state a folder",
+        "state in /proc",
+        "socket under a file",
+        "socket a folder",
+        "socket a file",
+        "socket in /proc",
+    ],
+)
+def test_check_refuses_a_state_or_socket_no_command_can_use(
+    tmp_path: Path, setting: str, said: str
+) -> None:
+    """`check` said ok of them, and `once` / `run` then failed (`run` with "File exists" of
+    a socket under a file). Now: exit 2, one line naming the key and the real cause, and
+    nothing made (the probe of a folder removes its file)."""
+    path = _folder_pair(tmp_path, setting + "\n")
+    before = _files(tmp_path)
+    done = syncd("check", "-c", path, timeout=60)
+    assert (done.returncode, done.stdout) == (2, ""), done.stdout + done.stderr
+    assert done.stderr == f"syncd: {path}: {said.replace('TMP', str(tmp_path))}\n"
+    assert _files(tmp_path) == before
+
+
+@pytest.mark.parametrize("command", [["once"], ["run"], ["state", "rebuild"]], ids=" ".join)
+def test_a_state_that_cannot_be_made_is_one_line_naming_state(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """The commands that use the state say it as `check` does, with the exit 1 README gives
+    a state that cannot be opened, before anything is made: no lock, no socket."""
+    path = _folder_pair(tmp_path, "state: sqlite:///TMP/a-file/state.db\n")
+    before = _files(tmp_path)
+    done = syncd(*command, "-c", path, timeout=60)
+    assert (done.returncode, done.stdout) == (1, ""), done.stdout + done.stderr
+    assert done.stderr == (
+        f"syncd: {path}: state: cannot create {tmp_path}/a-file/state.db: {tmp_path}/a-file: "
+        "Not a directory\n"
+    )
+    assert _files(tmp_path) == before
+
+
+def test_run_on_a_socket_under_a_file_names_socket_and_leaves_no_lock(tmp_path: Path) -> None:
+    """It said `cannot create the control socket …: File exists` (mkdir's word for the file
+    in the way) and left `state.db.lock` (and its folder) behind."""
+    path = _folder_pair(tmp_path, "socket: TMP/a-file/s.sock\n")
+    before = _files(tmp_path)
+    done = syncd("run", "-c", path, timeout=60)
+    assert (done.returncode, done.stdout) == (1, ""), done.stdout + done.stderr
+    assert done.stderr == (
+        f"syncd: {path}: socket: cannot create {tmp_path}/a-file/s.sock: {tmp_path}/a-file: "
+        "Not a directory\n"
+    )
+    assert _files(tmp_path) == before and not (tmp_path / "st").exists()
+
+
+@pytest.mark.parametrize(
+    ("listen", "reason"),
+    [
+        ("999.1.1.1:1", "cannot listen on 999.1.1.1:1: "),
+        ("no-such-host.invalid:9464", "cannot listen on no-such-host.invalid:9464: "),
+        ("192.0.2.1:9464", "cannot listen on 192.0.2.1:9464: Cannot assign requested address"),
+        ("127.0.0.1:70000", "must be HOST:PORT with a port 1-65535 (got '127.0.0.1:70000')"),
+    ],
+    ids=["no such address", "unknown host", "not this machine's", "port out of range"],
+)
+@pytest.mark.parametrize("command", ["check", "run"])
+def test_a_metrics_address_no_endpoint_can_have_is_a_config_error(
+    tmp_path: Path, listen: str, reason: str, command: str
+) -> None:
+    """`check` said ok of a `metrics.listen` that `run` refused, and `run` refused it only
+    after making the state database and its lock. Now both: exit 2 naming the key, before
+    anything is made."""
+    path = _folder_pair(tmp_path, f"metrics: {{listen: '{listen}'}}\n")
+    before = _files(tmp_path)
+    done = syncd(command, "-c", path, timeout=60)
+    assert (done.returncode, done.stdout) == (2, ""), done.stdout + done.stderr
+    assert done.stderr.startswith(f"syncd: {path}: metrics.listen: {reason}"), done.stderr
+    assert done.stderr.count("\n") == 1
+    assert _files(tmp_path) == before
+
+
+def test_check_still_passes_a_metrics_port_the_daemon_holds(tmp_path: Path) -> None:
+    """`check` beside the running daemon: the port is taken, by that very daemon. Only the
+    address is tried, on another port."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = _folder_pair(tmp_path, f"metrics: {{listen: '127.0.0.1:{port}'}}\n")
+        done = syncd("check", "-c", path, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_resolve_with_no_daemon_names_the_config_error_first(tmp_path: Path) -> None:
+    """With no daemon `resolve` settles the conflict itself, which needs the whole config: a
+    mistake in it is the news, not "no open conflict" of a path it never looked at."""
+    path = _folder_pair(tmp_path, "workers: abc\n")
+    done = syncd("resolve", "x.txt", "--keep", "local", "-c", path, timeout=60)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == f"syncd: {path}: workers: must be a whole number (got 'abc')\n"
+    fine = _folder_pair(tmp_path / "fine", "")
+    done = syncd("resolve", "x.txt", "--keep", "local", "-c", fine, timeout=60)
+    assert (done.returncode, done.stderr) == (
+        2,
+        "syncd: no open conflict for 'x.txt' (see `syncd conflicts`)\n",
+    )
+
+
 # -- the state database lies outside every pair's folders --------------------------------------
 
 
@@ -1105,7 +1261,9 @@ def test_a_one_way_copy_refuses_a_folder_holding_its_state(tmp_path: Path, comma
     done = syncd(command, *args, env=env, timeout=60)
 
     assert (done.returncode, done.stdout) == (2, ""), done.stderr
-    where, what = ("local", local) if command == "upload" else ("remote", f"file://{remote}")
+    where, what = (
+        ("LOCAL_DIR", local) if command == "upload" else ("REMOTE_URL", f"file://{remote}")
+    )
     assert done.stderr == (
         f"syncd: {where}: {what} holds syncd's state ({holder}/.state/syncd/transfers): it "
         "would be copied along; set XDG_STATE_HOME to a folder outside it\n"

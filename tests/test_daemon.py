@@ -42,7 +42,7 @@ from harness import (
 from remotes import BUCKET_KINDS, Remote, S3Remote, remote_for
 
 from syncd.config import load_config
-from syncd.daemon.control import CommandError, ControlServer, SocketInUse
+from syncd.daemon.control import CommandError, ControlServer, ControlSocketError, SocketInUse
 from syncd.daemon.daemon import Daemon, _identity
 from syncd.daemon.lock import instance_lock
 from syncd.daemon.protocol import request
@@ -396,6 +396,26 @@ def test_second_daemon_on_the_same_socket_refuses_and_leaves_it_alone(tmp_path: 
         assert syncd("status", "-c", setup.config).returncode == 0
         assert daemon.terminate() == 0
     assert not setup.socket.exists()
+
+
+def test_a_socket_folder_that_is_a_file_is_said_as_such(tmp_path: Path) -> None:
+    """mkdir says "File exists" of a file where the socket's folder belongs: the socket
+    said so too, which reads as if the socket were there. The folder is not one: ENOTDIR,
+    naming it."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    for path, at_fault in (
+        (blocker / "s.sock", blocker),
+        (blocker / "x" / "s.sock", blocker / "x"),
+    ):
+        server = ControlServer(path, lambda cmd, args: cmd)
+        with pytest.raises(ControlSocketError) as caught:
+            server.bind()
+        server.stop()
+        assert str(caught.value) == (
+            f"cannot create the control socket {path}: {at_fault}: Not a directory"
+        )
+    assert blocker.read_text() == "not a folder"
 
 
 def test_control_socket_replaces_a_stale_file_and_removes_only_its_own(tmp_path: Path) -> None:

@@ -938,8 +938,10 @@ def test_a_name_too_long_for_the_local_filesystem_is_a_per_file_error(
     remote.put("fine.txt", b"fine")
     result = syncd("once", "-c", setup.config)
     assert result.returncode == 1, result.stdout + result.stderr
-    assert f"failed: {long_name}" in result.stdout
-    assert "too long" in result.stdout.lower()
+    # The name at fault, not the temp file it came down into (`.syncd-tmp-…`), which the
+    # user never sees.
+    assert f"  failed: {long_name}: File name too long: {long_name}" in result.stdout.splitlines()
+    assert ".syncd-tmp-" not in result.stdout + result.stderr
     assert tree(setup.local) == {"fine.txt": b"fine"}
 
 
@@ -1189,6 +1191,38 @@ def test_one_way_commands_reject_bad_input_with_one_line(tmp_path: Path) -> None
     assert bad_glob.stderr == (
         "syncd: --exclude '[z-a]': not a valid pattern (bad character range z-a)\n"
     )
+
+
+def test_one_way_argument_errors_name_the_arguments_typed(tmp_path: Path) -> None:
+    """`upload` / `download` take LOCAL_DIR and REMOTE_URL: their errors said
+    `command line: pairs: pairs[0].remote (…) is inside pairs[0].local (…)`, words of a
+    config file the user never wrote."""
+    local = tmp_path / "local"
+    (local / "inside").mkdir(parents=True)
+    cases = [
+        (
+            ["upload", local, f"file://{local}/inside"],
+            f"REMOTE_URL ({local}/inside) is inside LOCAL_DIR ({local})",
+        ),
+        (
+            ["download", f"file://{local}/inside", local],
+            f"REMOTE_URL ({local}/inside) is inside LOCAL_DIR ({local})",
+        ),
+        (
+            ["upload", local, "ftp://x/y"],
+            "REMOTE_URL: unknown scheme ftp:// (supported: file://, s3://, gs://, az://)",
+        ),
+        (
+            ["upload", local, "file:///nowhere", "--transfers", "0"],
+            "--transfers: must be at least 1",
+        ),
+    ]
+    for argv, line in cases:
+        done = syncd(*argv, timeout=60)
+        assert (done.returncode, done.stdout) == (2, ""), done.stderr
+        assert done.stderr.startswith(f"syncd: {line}") and done.stderr.count("\n") == 1
+        assert "pairs" not in done.stderr and "command line" not in done.stderr, done.stderr
+    assert sorted(p.name for p in local.rglob("*")) == ["inside"]
 
 
 def test_a_one_way_destination_that_cannot_be_a_folder_is_one_line_and_exit_2(

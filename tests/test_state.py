@@ -607,7 +607,7 @@ def test_a_pair_moved_to_another_server_starts_over_with_a_first_sync(tmp_path: 
 def test_a_state_syncd_cannot_make_or_must_not_use_is_one_line(tmp_path: Path) -> None:
     """`state:` under a file, in a folder syncd may not write, naming a folder or a pipe (or
     `/dev/null`: run as root, syncd made `/dev/null.lock`), or naming another program's
-    SQLite database: one line naming the file, exit 1, no traceback. The other program's
+    SQLite database: one line naming the key and the file, exit 1, no traceback. The other program's
     database was given syncd's tables (and its own `files` table read as syncd's)."""
     import subprocess
 
@@ -630,18 +630,18 @@ def test_a_state_syncd_cannot_make_or_must_not_use_is_one_line(tmp_path: Path) -
     folder.mkdir()
     os.mkfifo(pipe)
     cases = [
-        ([], folder, f"cannot use state {folder}: not a regular file"),
-        ([], pipe, f"cannot use state {pipe}: not a regular file"),
+        ([], folder, f"state: {folder} is a folder, not a database file"),
+        ([], pipe, f"state: {pipe} is not a regular file"),
         (
             [],
             blocker / "state.db",
-            f"cannot use state {blocker / 'state.db'}: {blocker}: not a folder",
+            f"state: cannot create {blocker / 'state.db'}: {blocker}: Not a directory",
         ),
         ([], notes, "is not syncd's (it holds tables of another program: files)"),
         (
             require_without_dac(),
             locked / "state.db",
-            f"state {locked / 'state.db'}: {locked / 'state.db.lock'}: Permission denied",
+            f"state: cannot create {locked / 'state.db'}: {locked}: Permission denied",
         ),
     ]
     for prefix, state, said in cases:

@@ -7,6 +7,7 @@ The socket is created 0600 inside a 0700 folder, and each connection's peer uid 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -120,7 +121,7 @@ class ControlServer:
                 self._server = self._create()
         except OSError as exc:
             raise ControlSocketError(
-                f"cannot create the control socket {self.path}: {exc.strerror or exc}"
+                f"cannot create the control socket {self.path}: {_cause(exc, folder)}"
             ) from exc
 
     def _remove_stale(self) -> None:
@@ -187,6 +188,15 @@ class ControlServer:
             if (st.st_dev, st.st_ino) == self._bound:
                 self.path.unlink()
         self._bound = None
+
+
+def _cause(exc: OSError, folder: Path) -> str:
+    """What stopped the socket, with the path at fault: mkdir says "File exists" of a file
+    where the socket's folder belongs, which the folder is not: that is ENOTDIR."""
+    if isinstance(exc, FileExistsError) and exc.filename == str(folder):
+        return f"{folder}: {os.strerror(errno.ENOTDIR)}"
+    reason = exc.strerror or str(exc)
+    return f"{exc.filename}: {reason}" if exc.filename else reason
 
 
 def _answers(path: Path) -> bool:

@@ -43,6 +43,7 @@ from syncd.engine.paths import (
     UnsafeKey,
     check_key,
     is_folder_marker,
+    is_own_temp,
     is_plain_key,
     key_refusal,
     normalize,
@@ -2093,12 +2094,22 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, StateWriteError):  # the transfer may be done; its record is not
         return f"cannot record it in the state database: {exc.reason}"
     if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror + (f": {exc.filename}" if exc.filename else "")
+        return exc.strerror + (f": {named}" if (named := _named_file(exc)) else "")
     if isinstance(exc, ProviderError | OSError):
         return str(exc) or type(exc).__name__
     # An untranslated error's text may quote a request (a signed URL, a header): only its
     # type is shown.
     return f"unexpected {type(exc).__module__}.{type(exc).__name__}"
+
+
+def _named_file(exc: OSError) -> str | None:
+    """The file an OSError is about, as the user knows it: a rename or link from syncd's own
+    temp file names its target (`File name too long: <the 300-character name>`), not the
+    temp name, which the user never sees."""
+    name = exc.filename
+    if isinstance(name, str) and is_own_temp(os.path.basename(name)):
+        return exc.filename2 if isinstance(exc.filename2, str) else None
+    return name if name else None
 
 
 def _where(exc: BaseException) -> str:
