@@ -28,6 +28,7 @@ from typing import BinaryIO
 
 import structlog
 
+from syncd.providers import renames
 from syncd.providers.base import Capabilities, NotWatchable, ObjectInfo, UploadRequest
 from syncd.providers.errors import (
     InvalidRequest,
@@ -306,11 +307,13 @@ class FileProvider:
     def _upload_into(
         self, dir_fd: int, name: str, request: UploadRequest, where: str
     ) -> ObjectInfo:
-        tmp = f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+        tmp = _temp_name()
         fd = os.open(tmp, _TEMP_FLAGS, 0o666, dir_fd=dir_fd)
         placed = False
         batched = self._batched
+        ours = None
         try:
+            ours = os.fstat(fd).st_ino
             written = _copy_to_fd(request.body.read, fd)
             if written != request.size:
                 raise InvalidRequest(f"{where}: body had {written} bytes, expected {request.size}")
@@ -318,16 +321,11 @@ class FileProvider:
                 os.fsync(fd)
             os.utime(fd, ns=(request.mtime_ns, request.mtime_ns))
             with self._swapping(dir_fd, request.if_match is not None):
-                if request.if_absent:
-                    _link_new(tmp, name, dir_fd, where)
-                else:
-                    if request.if_match is not None:
-                        self._check_version(dir_fd, name, request.if_match, where)
-                    os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                leftover = self._place(dir_fd, tmp, name, request, where)
                 placed = True
-            if request.if_absent:
-                # Before the fstat below: dropping the temp name changes the link count, and
-                # so the ctime, which the version token holds.
+            if leftover:
+                # The replaced version, or our own second name (before the fstat below:
+                # dropping it changes the link count, and so the ctime the version holds).
                 os.unlink(tmp, dir_fd=dir_fd)
             if not batched or not self._left_to_barrier(request.key):
                 if batched:
@@ -340,14 +338,26 @@ class FileProvider:
         finally:
             os.close(fd)
             if not placed:
-                with suppress(FileNotFoundError):
-                    os.unlink(tmp, dir_fd=dir_fd)
+                _drop_temp(dir_fd, tmp, ours, name)
         return self._info(
             request.key,
             st,
             sha256=request.sha256,
             has_metadata=request.sha256 is not None,
         )
+
+    def _place(self, dir_fd: int, tmp: str, name: str, request: UploadRequest, where: str) -> bool:
+        """Put the finished temp file at `name`: create-only, on condition of the version
+        there, or in any case. True when `tmp` still names a file to drop (our second link,
+        or the version replaced)."""
+        if request.if_absent:
+            _link_new(tmp, name, dir_fd, where)
+            return True
+        if request.if_match is None:
+            os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            return False
+        checked = self._check_version(dir_fd, name, request.if_match, where)
+        return _replace_checked(dir_fd, tmp, name, checked, where)
 
     @contextmanager
     def _swapping(self, dir_fd: int, conditional: bool) -> Iterator[None]:
@@ -365,14 +375,16 @@ class FileProvider:
             finally:
                 fcntl.flock(dir_fd, fcntl.LOCK_UN)
 
-    def _check_version(self, dir_fd: int, name: str, if_match: str, where: str) -> None:
-        """PreconditionFailed unless `name` is a regular file whose version is `if_match`."""
+    def _check_version(self, dir_fd: int, name: str, if_match: str, where: str) -> os.stat_result:
+        """PreconditionFailed unless `name` is a regular file whose version is `if_match`;
+        its lstat otherwise."""
         try:
             current = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         except FileNotFoundError:
             raise PreconditionFailed(f"{where}: no longer exists") from None
         if not stat_mod.S_ISREG(current.st_mode) or etag_of(current) != if_match:
             raise PreconditionFailed(f"{where}: changed since it was listed")
+        return current
 
     def delete(self, key: str, if_match: str | None = None) -> None:
         """Remove the file, then the folders it leaves empty (never the root itself)."""
@@ -652,6 +664,94 @@ def _link_new(tmp: str, name: str, dir_fd: int, where: str) -> None:
         if not (stat_mod.S_ISREG(mode) or stat_mod.S_ISDIR(mode)):
             raise InvalidRequest(f"{where}: a named pipe, socket or device is in the way")
     raise PreconditionFailed(f"{where}: already exists")
+
+
+def _temp_name() -> str:
+    return f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+
+
+def _same_file(now: os.stat_result, checked: os.stat_result) -> bool:
+    """Is `now` (a file just renamed) the regular file `checked` was taken of? By inode, size
+    and mtime: what a rename keeps of a file; not the ctime, which the rename moves."""
+    return stat_mod.S_ISREG(now.st_mode) and (now.st_ino, now.st_size, now.st_mtime_ns) == (
+        checked.st_ino,
+        checked.st_size,
+        checked.st_mtime_ns,
+    )
+
+
+def _replace_checked(dir_fd: int, tmp: str, name: str, checked: os.stat_result, where: str) -> bool:
+    """Rename `tmp` over the version at `name` that was checked, and only over it.
+
+    The check ran under syncd's lock, which other programs do not take: one may save the file
+    after it. So the two are swapped at once (RENAME_EXCHANGE) and what came out is looked
+    at: a file written since goes back, PreconditionFailed, nothing replaced. True: `tmp`
+    now names the version replaced. Without the swap (the filesystem or libc lacks it), a
+    plain replace, the check before it the only one: False."""
+    try:
+        swapped = renames.exchange(dir_fd, tmp, name)
+    except FileNotFoundError:
+        raise PreconditionFailed(f"{where}: no longer exists") from None
+    if not swapped:
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        return False
+    same = False
+    try:
+        same = _same_file(os.lstat(tmp, dir_fd=dir_fd), checked)
+    finally:
+        if not same:
+            _swap_back(dir_fd, tmp, name)
+    if not same:
+        raise PreconditionFailed(f"{where}: changed since it was listed")
+    return True
+
+
+def _swap_back(dir_fd: int, tmp: str, name: str) -> None:
+    """Undo `_replace_checked`'s swap: the write that came out goes back to `name`. If our
+    upload was removed from `name` at once, the write takes the free name back."""
+    try:
+        renames.exchange(dir_fd, tmp, name)
+    except FileNotFoundError:
+        _put_back(dir_fd, tmp, name)
+
+
+def _put_back(dir_fd: int, aside: str, name: str) -> None:
+    """Move another program's file from our temp name `aside` back to `name`; if `name` was
+    taken again meanwhile (a second save), beside it under a name of its own."""
+    try:
+        renames.move_free(dir_fd, aside, dir_fd, name)
+    except FileExistsError:
+        _keep_beside(dir_fd, aside, name)
+
+
+def _keep_beside(dir_fd: int, aside: str, name: str) -> None:
+    """Give another program's file, found under our temp name `aside`, a name a listing shows
+    (`NAME.syncd-kept-HEX`, next to `name`): a temp name would see it removed as abandoned."""
+    stem = os.fsencode(name)[:200].decode("utf-8", "ignore") or "file"
+    for _ in range(8):
+        kept = f"{stem}.syncd-kept-{secrets.token_hex(4)}"
+        try:
+            renames.move_free(dir_fd, aside, dir_fd, kept)
+        except FileExistsError:
+            continue
+        log.warning("kept", name=name, kept=kept, reason="written during a conditional change")
+        return
+    raise FileExistsError(errno.EEXIST, "no free name to keep a file under", name)
+
+
+def _drop_temp(dir_fd: int, tmp: str, ours: int | None, name: str) -> None:
+    """Remove an upload's temp file that was not placed: if it is ours (inode `ours`, None
+    when not even known: nothing was swapped yet). What else a failed swap may have left
+    there is another program's file, kept beside `name`."""
+    try:
+        st = os.lstat(tmp, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return
+    if ours is None or st.st_ino == ours:
+        with suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=dir_fd)
+    else:
+        _keep_beside(dir_fd, tmp, name)
 
 
 def _copy_to_fd(read: Callable[[int], bytes], fd: int) -> int:
