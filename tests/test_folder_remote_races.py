@@ -112,6 +112,7 @@ def before_the_act(
             (os, "replace"),
             (os, "unlink"),
             (provider_renames, "exchange"),
+            (provider_renames, "move_to_fresh"),
         ]:
             wrap(module, attr)
     return fired
@@ -142,7 +143,51 @@ def test_a_write_just_before_a_conditional_replace_is_kept(
     assert [info.key for info in provider.list()] == [KEY]
 
 
+@pytest.mark.parametrize("writer", WRITERS)
+def test_a_write_just_before_a_conditional_delete_is_kept(
+    remote: tuple[FileProvider, Path], swaps: None, monkeypatch: pytest.MonkeyPatch, writer: str
+) -> None:
+    provider, root = remote
+    base = put(provider, KEY, b"v1 base")
+    path = root / KEY
+    fired = before_the_act(monkeypatch, "notes.txt", lambda: WRITERS[writer](path, THEIRS))
+
+    with pytest.raises(PreconditionFailed):
+        provider.delete(KEY, if_match=base.etag)
+
+    assert fired
+    assert path.read_bytes() == THEIRS
+    assert names_in(path.parent) == ["notes.txt"]
+
+
 # -- a second write while the first is put back: both are kept --------------------------------
+
+
+def test_a_second_save_while_a_delete_puts_the_first_back_keeps_both(
+    remote: tuple[FileProvider, Path], swaps: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    provider, root = remote
+    base = put(provider, KEY, b"v1 base")
+    path = root / KEY
+    before_the_act(monkeypatch, "notes.txt", lambda: save(path, THEIRS))
+    real_move_free = provider_renames.move_free
+
+    def move_free(src_fd: int, src: str, dst_fd: int, dst: str) -> None:
+        if dst == "notes.txt" and not path.exists():
+            path.write_bytes(b"W2 a second save")
+        real_move_free(src_fd, src, dst_fd, dst)
+
+    monkeypatch.setattr(provider_renames, "move_free", move_free)
+
+    with pytest.raises(PreconditionFailed):
+        provider.delete(KEY, if_match=base.etag)
+
+    assert path.read_bytes() == b"W2 a second save"
+    kept = [name for name in names_in(path.parent) if name != "notes.txt"]
+    assert len(kept) == 1
+    assert kept[0].startswith("notes.txt.syncd-kept-")
+    assert (path.parent / kept[0]).read_bytes() == THEIRS
+    assert sorted(info.key for info in provider.list()) == [KEY, f"docs/{kept[0]}"]
 
 
 def test_a_second_save_before_a_replace_swaps_back_keeps_both(

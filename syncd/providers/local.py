@@ -399,9 +399,12 @@ class FileProvider:
                         return
                     if not stat_mod.S_ISREG(current.st_mode):
                         return  # a folder or a symlink is not an object: nothing to delete
-                    if if_match is not None and etag_of(current) != if_match:
+                    if if_match is None:
+                        os.unlink(parts[-1], dir_fd=fds[-1])
+                    elif etag_of(current) != if_match:
                         raise PreconditionFailed(f"{where}: changed since it was listed")
-                    os.unlink(parts[-1], dir_fd=fds[-1])
+                    else:
+                        _remove_checked(fds[-1], parts[-1], current, where)
                 _prune_empty(fds, parts[:-1])
         except OSError as exc:
             if exc.errno in _ABSENT:
@@ -713,6 +716,29 @@ def _swap_back(dir_fd: int, tmp: str, name: str) -> None:
         renames.exchange(dir_fd, tmp, name)
     except FileNotFoundError:
         _put_back(dir_fd, tmp, name)
+
+
+def _remove_checked(dir_fd: int, name: str, checked: os.stat_result, where: str) -> None:
+    """Remove the version at `name` that was checked, and only it.
+
+    As for a replace (`_replace_checked`), another program may save the file after the
+    check: the file is moved aside to a fresh temp name first, at once, and looked at. A file
+    written since goes back (an edit beats a deletion), PreconditionFailed; never is it left
+    under the temp name, which listings remove once it looks abandoned."""
+    aside = _temp_name()
+    try:
+        renames.move_to_fresh(dir_fd, name, dir_fd, aside)
+    except FileNotFoundError:
+        return  # removed meanwhile: the object is gone all the same
+    same = False
+    try:
+        same = _same_file(os.lstat(aside, dir_fd=dir_fd), checked)
+    finally:
+        if not same:
+            _put_back(dir_fd, aside, name)
+    if not same:
+        raise PreconditionFailed(f"{where}: changed since it was listed")
+    os.unlink(aside, dir_fd=dir_fd)
 
 
 def _put_back(dir_fd: int, aside: str, name: str) -> None:

@@ -88,3 +88,14 @@ def move_free(src_fd: int, src: str, dst_fd: int, dst: str) -> None:
     except Unsupported:
         os.link(src, dst, src_dir_fd=src_fd, dst_dir_fd=dst_fd, follow_symlinks=False)
         os.unlink(src, dir_fd=src_fd)
+
+
+def move_to_fresh(src_fd: int, src: str, dst_fd: int, dst: str) -> None:
+    """Rename `src` to `dst`, a fresh name nobody else uses (a random temp name), moving the
+    very file that stands at `src` at one instant. RENAME_NOREPLACE where there is one; a
+    plain rename elsewhere, not a link and an unlink, between which a file saved at `src`
+    would be the one unlinked."""
+    try:
+        _rename2(src_fd, src, dst_fd, dst, RENAME_NOREPLACE)
+    except Unsupported:
+        os.rename(src, dst, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
