@@ -160,6 +160,29 @@ def test_a_write_just_before_a_conditional_delete_is_kept(
     assert names_in(path.parent) == ["notes.txt"]
 
 
+@pytest.mark.parametrize("writer", WRITERS)
+def test_a_write_just_before_a_restamp_is_not_handed_back_as_synced(
+    remote: tuple[FileProvider, Path], monkeypatch: pytest.MonkeyPatch, writer: str
+) -> None:
+    """The hard case is a rewrite in place of the same size: the restamp moves the mtime and
+    ctime the write moved, so only the content can tell."""
+    provider, root = remote
+    base = put(provider, KEY, b"v1 base content")
+    path = root / KEY
+    theirs = b"W same length!!"
+    assert len(theirs) == base.size
+    fired = before_the_act(
+        monkeypatch, "notes.txt", lambda: WRITERS[writer](path, theirs), utime=True
+    )
+
+    with pytest.raises(PreconditionFailed):
+        provider.set_mtime(KEY, MTIME_NS + 10**9, if_match=base.etag)
+
+    assert fired
+    assert path.read_bytes() == theirs
+    assert names_in(path.parent) == ["notes.txt"]
+
+
 # -- a second write while the first is put back: both are kept --------------------------------
 
 

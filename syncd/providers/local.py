@@ -190,12 +190,12 @@ class FileProvider:
                 fd = os.open(parts[-1], _READ_FLAGS, dir_fd=fds[-1])
         except OSError as exc:
             if exc.errno in _ABSENT:
-                raise NotFound(f"{where}: not found") from None
+                raise _NoSuchFile(f"{where}: not found") from None
             raise _translate(exc, where) from exc
         try:
             st = os.fstat(fd)
             if not stat_mod.S_ISREG(st.st_mode):
-                raise NotFound(f"{where}: not found (not a regular file)")
+                raise _NoSuchFile(f"{where}: not found (not a regular file)")
             os.set_blocking(fd, True)
             yield fd, st
         finally:
@@ -429,21 +429,49 @@ class FileProvider:
                 )
 
     def set_mtime(self, key: str, mtime_ns: int, if_match: str) -> ObjectInfo:
-        """The file's own mtime, set where it lies (no symlink followed), under the same lock
-        as a conditional replace. Its version token moves with it (see `etag_of`). Not
-        flushed: a crash that loses it leaves the older mtime, which the next pass sets again."""
-        parts = split_key(key)
+        """The file's own mtime, set on the file checked to be version `if_match` (opened, no
+        symlink followed), under the same lock as a conditional replace. Its version token
+        moves with it (see `etag_of`). Not flushed: a crash that loses it leaves the older
+        mtime, which the next pass sets again.
+
+        The lock keeps syncd instances apart, not other programs: one may write the file
+        between the check and the restamp, and the restamp then hides that write behind a
+        version recorded as synced. The token cannot tell (the restamp moves the mtime and the
+        ctime, as the write did), so the content does: it is hashed before and after, and a
+        difference is PreconditionFailed (the write stays, its mtime the one asked for)."""
         where = self._where(key)
         try:
-            with self._dirs(parts[:-1], create=False) as fds, self._swapping(fds[-1], True):
-                self._check_version(fds[-1], parts[-1], if_match, where)
-                os.utime(parts[-1], ns=(mtime_ns, mtime_ns), dir_fd=fds[-1], follow_symlinks=False)
-                st = os.stat(parts[-1], dir_fd=fds[-1], follow_symlinks=False)
+            with self._open_file(key) as (fd, st):
+                if etag_of(st) != if_match:
+                    raise PreconditionFailed(f"{where}: changed since it was listed")
+                before = _hash_unchanged(fd, st, where)
+                stamped = self._restamp(key, fd, st, mtime_ns, where)
+                after = _hash_unchanged(fd, stamped, where)
+        except _NoSuchFile:
+            raise PreconditionFailed(f"{where}: no longer exists") from None
         except OSError as exc:
             if exc.errno in _ABSENT:
                 raise PreconditionFailed(f"{where}: no longer exists") from None
             raise _translate(exc, where) from exc
-        return self._info(key, st)
+        if after != before:
+            raise PreconditionFailed(f"{where}: written while its mtime was set")
+        return self._info(key, stamped)
+
+    def _restamp(
+        self, key: str, fd: int, st: os.stat_result, mtime_ns: int, where: str
+    ) -> os.stat_result:
+        """Set the mtime of the open file `fd` (stat'ed as `st`), if `key` still names it in
+        that version, under the lock; its fstat afterwards, if `key` names it still."""
+        parts = split_key(key)
+        with self._dirs(parts[:-1], create=False) as fds, self._swapping(fds[-1], True):
+            # By name: the file still stands there (the same inode, as `etag_of` says), unchanged.
+            self._check_version(fds[-1], parts[-1], etag_of(st), where)
+            os.utime(fd, ns=(mtime_ns, mtime_ns))
+            stamped = os.fstat(fd)
+            # A save over the name meanwhile: the version handed back would be of no listing.
+            if os.stat(parts[-1], dir_fd=fds[-1], follow_symlinks=False).st_ino != st.st_ino:
+                raise PreconditionFailed(f"{where}: replaced while its mtime was set")
+            return stamped
 
     def check(self) -> None:
         """The root must be an existing, writable folder."""
@@ -562,6 +590,10 @@ class FileProvider:
             raise _translate(exc, f"cannot create remote folder {self.root}") from exc
 
 
+class _NoSuchFile(NotFound):
+    """No regular file at the key (the root itself is there)."""
+
+
 class _SourceFailed(Exception):
     """Carries an OSError of the body stream past the remote-side error translation."""
 
@@ -667,6 +699,17 @@ def _link_new(tmp: str, name: str, dir_fd: int, where: str) -> None:
         if not (stat_mod.S_ISREG(mode) or stat_mod.S_ISDIR(mode)):
             raise InvalidRequest(f"{where}: a named pipe, socket or device is in the way")
     raise PreconditionFailed(f"{where}: already exists")
+
+
+def _hash_unchanged(fd: int, st: os.stat_result, where: str) -> str:
+    """The SHA-256 of the open file `fd`, stat'ed as `st` right before; PreconditionFailed if
+    it was written meanwhile (its version moved: the hash is of no one version)."""
+    with os.fdopen(os.dup(fd), "rb") as fh:
+        fh.seek(0)
+        digest = hashlib.file_digest(fh, "sha256").hexdigest()
+    if etag_of(os.fstat(fd)) != etag_of(st):
+        raise PreconditionFailed(f"{where}: written while its mtime was set")
+    return digest
 
 
 def _temp_name() -> str:
