@@ -28,6 +28,7 @@ from typing import BinaryIO
 
 import structlog
 
+from syncd.providers import renames
 from syncd.providers.base import Capabilities, NotWatchable, ObjectInfo, UploadRequest
 from syncd.providers.errors import (
     InvalidRequest,
@@ -189,12 +190,12 @@ class FileProvider:
                 fd = os.open(parts[-1], _READ_FLAGS, dir_fd=fds[-1])
         except OSError as exc:
             if exc.errno in _ABSENT:
-                raise NotFound(f"{where}: not found") from None
+                raise _NoSuchFile(f"{where}: not found") from None
             raise _translate(exc, where) from exc
         try:
             st = os.fstat(fd)
             if not stat_mod.S_ISREG(st.st_mode):
-                raise NotFound(f"{where}: not found (not a regular file)")
+                raise _NoSuchFile(f"{where}: not found (not a regular file)")
             os.set_blocking(fd, True)
             yield fd, st
         finally:
@@ -306,11 +307,13 @@ class FileProvider:
     def _upload_into(
         self, dir_fd: int, name: str, request: UploadRequest, where: str
     ) -> ObjectInfo:
-        tmp = f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+        tmp = _temp_name()
         fd = os.open(tmp, _TEMP_FLAGS, 0o666, dir_fd=dir_fd)
         placed = False
         batched = self._batched
+        ours = None
         try:
+            ours = os.fstat(fd).st_ino
             written = _copy_to_fd(request.body.read, fd)
             if written != request.size:
                 raise InvalidRequest(f"{where}: body had {written} bytes, expected {request.size}")
@@ -318,16 +321,11 @@ class FileProvider:
                 os.fsync(fd)
             os.utime(fd, ns=(request.mtime_ns, request.mtime_ns))
             with self._swapping(dir_fd, request.if_match is not None):
-                if request.if_absent:
-                    _link_new(tmp, name, dir_fd, where)
-                else:
-                    if request.if_match is not None:
-                        self._check_version(dir_fd, name, request.if_match, where)
-                    os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                leftover = self._place(dir_fd, tmp, name, request, where)
                 placed = True
-            if request.if_absent:
-                # Before the fstat below: dropping the temp name changes the link count, and
-                # so the ctime, which the version token holds.
+            if leftover:
+                # The replaced version, or our own second name (before the fstat below:
+                # dropping it changes the link count, and so the ctime the version holds).
                 os.unlink(tmp, dir_fd=dir_fd)
             if not batched or not self._left_to_barrier(request.key):
                 if batched:
@@ -340,14 +338,26 @@ class FileProvider:
         finally:
             os.close(fd)
             if not placed:
-                with suppress(FileNotFoundError):
-                    os.unlink(tmp, dir_fd=dir_fd)
+                _drop_temp(dir_fd, tmp, ours, name)
         return self._info(
             request.key,
             st,
             sha256=request.sha256,
             has_metadata=request.sha256 is not None,
         )
+
+    def _place(self, dir_fd: int, tmp: str, name: str, request: UploadRequest, where: str) -> bool:
+        """Put the finished temp file at `name`: create-only, on condition of the version
+        there, or in any case. True when `tmp` still names a file to drop (our second link,
+        or the version replaced)."""
+        if request.if_absent:
+            _link_new(tmp, name, dir_fd, where)
+            return True
+        if request.if_match is None:
+            os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            return False
+        checked = self._check_version(dir_fd, name, request.if_match, where)
+        return _replace_checked(dir_fd, tmp, name, checked, where)
 
     @contextmanager
     def _swapping(self, dir_fd: int, conditional: bool) -> Iterator[None]:
@@ -365,14 +375,16 @@ class FileProvider:
             finally:
                 fcntl.flock(dir_fd, fcntl.LOCK_UN)
 
-    def _check_version(self, dir_fd: int, name: str, if_match: str, where: str) -> None:
-        """PreconditionFailed unless `name` is a regular file whose version is `if_match`."""
+    def _check_version(self, dir_fd: int, name: str, if_match: str, where: str) -> os.stat_result:
+        """PreconditionFailed unless `name` is a regular file whose version is `if_match`;
+        its lstat otherwise."""
         try:
             current = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         except FileNotFoundError:
             raise PreconditionFailed(f"{where}: no longer exists") from None
         if not stat_mod.S_ISREG(current.st_mode) or etag_of(current) != if_match:
             raise PreconditionFailed(f"{where}: changed since it was listed")
+        return current
 
     def delete(self, key: str, if_match: str | None = None) -> None:
         """Remove the file, then the folders it leaves empty (never the root itself)."""
@@ -387,9 +399,12 @@ class FileProvider:
                         return
                     if not stat_mod.S_ISREG(current.st_mode):
                         return  # a folder or a symlink is not an object: nothing to delete
-                    if if_match is not None and etag_of(current) != if_match:
+                    if if_match is None:
+                        os.unlink(parts[-1], dir_fd=fds[-1])
+                    elif etag_of(current) != if_match:
                         raise PreconditionFailed(f"{where}: changed since it was listed")
-                    os.unlink(parts[-1], dir_fd=fds[-1])
+                    else:
+                        _remove_checked(fds[-1], parts[-1], current, where)
                 _prune_empty(fds, parts[:-1])
         except OSError as exc:
             if exc.errno in _ABSENT:
@@ -414,21 +429,49 @@ class FileProvider:
                 )
 
     def set_mtime(self, key: str, mtime_ns: int, if_match: str) -> ObjectInfo:
-        """The file's own mtime, set where it lies (no symlink followed), under the same lock
-        as a conditional replace. Its version token moves with it (see `etag_of`). Not
-        flushed: a crash that loses it leaves the older mtime, which the next pass sets again."""
-        parts = split_key(key)
+        """The file's own mtime, set on the file checked to be version `if_match` (opened, no
+        symlink followed), under the same lock as a conditional replace. Its version token
+        moves with it (see `etag_of`). Not flushed: a crash that loses it leaves the older
+        mtime, which the next pass sets again.
+
+        The lock keeps syncd instances apart, not other programs: one may write the file
+        between the check and the restamp, and the restamp then hides that write behind a
+        version recorded as synced. The token cannot tell (the restamp moves the mtime and the
+        ctime, as the write did), so the content does: it is hashed before and after, and a
+        difference is PreconditionFailed (the write stays, its mtime the one asked for)."""
         where = self._where(key)
         try:
-            with self._dirs(parts[:-1], create=False) as fds, self._swapping(fds[-1], True):
-                self._check_version(fds[-1], parts[-1], if_match, where)
-                os.utime(parts[-1], ns=(mtime_ns, mtime_ns), dir_fd=fds[-1], follow_symlinks=False)
-                st = os.stat(parts[-1], dir_fd=fds[-1], follow_symlinks=False)
+            with self._open_file(key) as (fd, st):
+                if etag_of(st) != if_match:
+                    raise PreconditionFailed(f"{where}: changed since it was listed")
+                before = _hash_unchanged(fd, st, where)
+                stamped = self._restamp(key, fd, st, mtime_ns, where)
+                after = _hash_unchanged(fd, stamped, where)
+        except _NoSuchFile:
+            raise PreconditionFailed(f"{where}: no longer exists") from None
         except OSError as exc:
             if exc.errno in _ABSENT:
                 raise PreconditionFailed(f"{where}: no longer exists") from None
             raise _translate(exc, where) from exc
-        return self._info(key, st)
+        if after != before:
+            raise PreconditionFailed(f"{where}: written while its mtime was set")
+        return self._info(key, stamped)
+
+    def _restamp(
+        self, key: str, fd: int, st: os.stat_result, mtime_ns: int, where: str
+    ) -> os.stat_result:
+        """Set the mtime of the open file `fd` (stat'ed as `st`), if `key` still names it in
+        that version, under the lock; its fstat afterwards, if `key` names it still."""
+        parts = split_key(key)
+        with self._dirs(parts[:-1], create=False) as fds, self._swapping(fds[-1], True):
+            # By name: the file still stands there (the same inode, as `etag_of` says), unchanged.
+            self._check_version(fds[-1], parts[-1], etag_of(st), where)
+            os.utime(fd, ns=(mtime_ns, mtime_ns))
+            stamped = os.fstat(fd)
+            # A save over the name meanwhile: the version handed back would be of no listing.
+            if os.stat(parts[-1], dir_fd=fds[-1], follow_symlinks=False).st_ino != st.st_ino:
+                raise PreconditionFailed(f"{where}: replaced while its mtime was set")
+            return stamped
 
     def check(self) -> None:
         """The root must be an existing, writable folder."""
@@ -547,6 +590,10 @@ class FileProvider:
             raise _translate(exc, f"cannot create remote folder {self.root}") from exc
 
 
+class _NoSuchFile(NotFound):
+    """No regular file at the key (the root itself is there)."""
+
+
 class _SourceFailed(Exception):
     """Carries an OSError of the body stream past the remote-side error translation."""
 
@@ -652,6 +699,128 @@ def _link_new(tmp: str, name: str, dir_fd: int, where: str) -> None:
         if not (stat_mod.S_ISREG(mode) or stat_mod.S_ISDIR(mode)):
             raise InvalidRequest(f"{where}: a named pipe, socket or device is in the way")
     raise PreconditionFailed(f"{where}: already exists")
+
+
+def _hash_unchanged(fd: int, st: os.stat_result, where: str) -> str:
+    """The SHA-256 of the open file `fd`, stat'ed as `st` right before; PreconditionFailed if
+    it was written meanwhile (its version moved: the hash is of no one version)."""
+    with os.fdopen(os.dup(fd), "rb") as fh:
+        fh.seek(0)
+        digest = hashlib.file_digest(fh, "sha256").hexdigest()
+    if etag_of(os.fstat(fd)) != etag_of(st):
+        raise PreconditionFailed(f"{where}: written while its mtime was set")
+    return digest
+
+
+def _temp_name() -> str:
+    return f"{TEMP_PREFIX}{secrets.token_hex(8)}"
+
+
+def _same_file(now: os.stat_result, checked: os.stat_result) -> bool:
+    """Is `now` (a file just renamed) the regular file `checked` was taken of? By inode, size
+    and mtime: what a rename keeps of a file; not the ctime, which the rename moves."""
+    return stat_mod.S_ISREG(now.st_mode) and (now.st_ino, now.st_size, now.st_mtime_ns) == (
+        checked.st_ino,
+        checked.st_size,
+        checked.st_mtime_ns,
+    )
+
+
+def _replace_checked(dir_fd: int, tmp: str, name: str, checked: os.stat_result, where: str) -> bool:
+    """Rename `tmp` over the version at `name` that was checked, and only over it.
+
+    The check ran under syncd's lock, which other programs do not take: one may save the file
+    after it. So the two are swapped at once (RENAME_EXCHANGE) and what came out is looked
+    at: a file written since goes back, PreconditionFailed, nothing replaced. True: `tmp`
+    now names the version replaced. Without the swap (the filesystem or libc lacks it), a
+    plain replace, the check before it the only one: False."""
+    try:
+        swapped = renames.exchange(dir_fd, tmp, name)
+    except FileNotFoundError:
+        raise PreconditionFailed(f"{where}: no longer exists") from None
+    if not swapped:
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        return False
+    same = False
+    try:
+        same = _same_file(os.lstat(tmp, dir_fd=dir_fd), checked)
+    finally:
+        if not same:
+            _swap_back(dir_fd, tmp, name)
+    if not same:
+        raise PreconditionFailed(f"{where}: changed since it was listed")
+    return True
+
+
+def _swap_back(dir_fd: int, tmp: str, name: str) -> None:
+    """Undo `_replace_checked`'s swap: the write that came out goes back to `name`. If our
+    upload was removed from `name` at once, the write takes the free name back."""
+    try:
+        renames.exchange(dir_fd, tmp, name)
+    except FileNotFoundError:
+        _put_back(dir_fd, tmp, name)
+
+
+def _remove_checked(dir_fd: int, name: str, checked: os.stat_result, where: str) -> None:
+    """Remove the version at `name` that was checked, and only it.
+
+    As for a replace (`_replace_checked`), another program may save the file after the
+    check: the file is moved aside to a fresh temp name first, at once, and looked at. A file
+    written since goes back (an edit beats a deletion), PreconditionFailed; never is it left
+    under the temp name, which listings remove once it looks abandoned."""
+    aside = _temp_name()
+    try:
+        renames.move_to_fresh(dir_fd, name, dir_fd, aside)
+    except FileNotFoundError:
+        return  # removed meanwhile: the object is gone all the same
+    same = False
+    try:
+        same = _same_file(os.lstat(aside, dir_fd=dir_fd), checked)
+    finally:
+        if not same:
+            _put_back(dir_fd, aside, name)
+    if not same:
+        raise PreconditionFailed(f"{where}: changed since it was listed")
+    os.unlink(aside, dir_fd=dir_fd)
+
+
+def _put_back(dir_fd: int, aside: str, name: str) -> None:
+    """Move another program's file from our temp name `aside` back to `name`; if `name` was
+    taken again meanwhile (a second save), beside it under a name of its own."""
+    try:
+        renames.move_free(dir_fd, aside, dir_fd, name)
+    except FileExistsError:
+        _keep_beside(dir_fd, aside, name)
+
+
+def _keep_beside(dir_fd: int, aside: str, name: str) -> None:
+    """Give another program's file, found under our temp name `aside`, a name a listing shows
+    (`NAME.syncd-kept-HEX`, next to `name`): a temp name would see it removed as abandoned."""
+    stem = os.fsencode(name)[:200].decode("utf-8", "ignore") or "file"
+    for _ in range(8):
+        kept = f"{stem}.syncd-kept-{secrets.token_hex(4)}"
+        try:
+            renames.move_free(dir_fd, aside, dir_fd, kept)
+        except FileExistsError:
+            continue
+        log.warning("kept", name=name, kept=kept, reason="written during a conditional change")
+        return
+    raise FileExistsError(errno.EEXIST, "no free name to keep a file under", name)
+
+
+def _drop_temp(dir_fd: int, tmp: str, ours: int | None, name: str) -> None:
+    """Remove an upload's temp file that was not placed: if it is ours (inode `ours`, None
+    when not even known: nothing was swapped yet). What else a failed swap may have left
+    there is another program's file, kept beside `name`."""
+    try:
+        st = os.lstat(tmp, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return
+    if ours is None or st.st_ino == ours:
+        with suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=dir_fd)
+    else:
+        _keep_beside(dir_fd, tmp, name)
 
 
 def _copy_to_fd(read: Callable[[int], bytes], fd: int) -> int:
