@@ -1287,7 +1287,7 @@ def test_a_one_way_copy_refuses_a_remote_with_a_query(
 
     assert (done.returncode, done.stdout) == (2, ""), done.stderr
     assert done.stderr == (
-        "syncd: remote: a remote URL takes no query (?...) or fragment (#...) "
+        "syncd: REMOTE_URL: a remote URL takes no query (?...) or fragment (#...) "
         "(in a folder name, write ? as %3F and # as %23)\n"
     )
     assert _files(local, remote) == before

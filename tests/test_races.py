@@ -26,10 +26,10 @@ from harness import SYNCD, Setup, syncd, tree
 from remotes import ALL_KINDS, Remote, remote_for
 
 from syncd.config import load_config_dict
-from syncd.engine import core, renames, syncer, transfer, trash
+from syncd.engine import core, syncer, transfer, trash
 from syncd.engine.conflicts import conflict_name, host_name
 from syncd.engine.core import Engine
-from syncd.providers import Provider, UploadRequest
+from syncd.providers import Provider, UploadRequest, renames
 
 
 @pytest.fixture(params=ALL_KINDS)

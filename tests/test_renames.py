@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
-from syncd.engine import localfs, renames, transfer, trash
+from syncd.engine import localfs, transfer, trash
 from syncd.engine.localfs import local_file
 from syncd.engine.model import LocalFile
+from syncd.providers import renames
 
 WHEN = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 

@@ -24,7 +24,7 @@ from typing import Any, cast
 import structlog
 
 from syncd.config import PairConfig
-from syncd.engine import folder_id, localfs, renames, trash
+from syncd.engine import folder_id, localfs, trash
 from syncd.engine.conflicts import (
     Resolution,
     Winner,
@@ -54,6 +54,7 @@ from syncd.engine.remote_index import RemoteIndex
 from syncd.engine.retry import RetryPolicy
 from syncd.engine.stats import REFUSED_OPS, PairStats
 from syncd.engine.transfer import Result, Transfers, untouched
+from syncd.providers import renames
 from syncd.providers.base import (
     BatchedDurability,
     MultipartProvider,

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, BinaryIO, cast
 
-from syncd.engine import localfs, renames
+from syncd.engine import localfs
 from syncd.engine.conflicts import conflict_name, host_name
 from syncd.engine.model import LocalFile
 from syncd.engine.multipart import LargeTransfers, Meter
@@ -29,6 +29,7 @@ from syncd.engine.origin import is_this_write, origin_metadata
 from syncd.engine.progress import InFlight, Transfer
 from syncd.engine.remote_index import RemoteIndex
 from syncd.engine.retry import RetryPolicy
+from syncd.providers import renames
 from syncd.providers.base import ObjectInfo, Provider, UploadRequest, seconds_to_ns
 from syncd.providers.errors import (
     InvalidRequest,

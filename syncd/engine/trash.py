@@ -18,11 +18,11 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from syncd.engine import renames
 from syncd.engine.localfs import local_file
 from syncd.engine.model import LocalFile
 from syncd.engine.paths import REMOTE_TRASH, STATE_DIR
 from syncd.engine.transfer import same_stat
+from syncd.providers import renames
 from syncd.providers.local import NotAFolder, descend, open_root
 
 TRASH_DIR = f"{STATE_DIR}/trash"

@@ -1,11 +1,8 @@
 """Renames that check what they move: Linux's renameat2 flags, which `os` does not offer.
 
-The same as `syncd.engine.renames` (the providers never import the engine), for the folder
-remote's conditional replace and delete against programs other than syncd writing there.
-
 A check right before a rename leaves a gap of microseconds in which a program can write or
 replace the file; whatever the rename then moves over or away is what the user loses. Two
-flags close it:
+flags close it, for the engine's local side and for the folder remote's conditional writes:
 
 - RENAME_EXCHANGE swaps two names at once. A download swaps its finished temp file in and
   then looks at what came out: the file it decided to replace, or a newer write (swapped
@@ -14,15 +11,15 @@ flags close it:
   the trash) then moves whatever stands at the name, newest write included, and never lands
   on another file.
 
-Both are in ext4, XFS, Btrfs, tmpfs and most filesystems Linux has (since 3.15 to 4.9). Where a
-filesystem or libc lacks them, `exchange` says so (the caller falls back to a plain replace)
-and `move_free` falls back to a link and an unlink (create-only still, atomic no more).
+Both are in ext4, XFS, Btrfs and tmpfs (Linux 3.15 and later, by filesystem), through glibc
+2.28 or later. Where a filesystem or libc lacks them, `exchange` says so (the caller falls back
+to a plain replace) and `move_free` falls back to a link and an unlink (create-only still,
+atomic no more).
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 from collections.abc import Callable
@@ -35,9 +32,9 @@ _UNSUPPORTED = frozenset({errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EN
 
 
 def _load() -> Callable[[int, bytes, int, bytes, int], int] | None:
-    """libc's renameat2 (glibc 2.28, musl 1.2.3 and later), or None."""
+    """libc's renameat2 (glibc 2.28 and later), or None."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc = ctypes.CDLL(None, use_errno=True)  # the libc this process runs on
         function = libc.renameat2
     except (OSError, AttributeError):
         return None
@@ -62,9 +59,13 @@ class Unsupported(OSError):
 def _rename2(src_fd: int, src: str, dst_fd: int, dst: str, flags: int) -> None:
     if _renameat2 is None:
         raise Unsupported(errno.ENOSYS, "renameat2 is not in this libc")
-    if _renameat2(src_fd, os.fsencode(src), dst_fd, os.fsencode(dst), flags) == 0:
-        return
-    code = ctypes.get_errno()
+    names = os.fsencode(src), os.fsencode(dst)
+    while True:
+        if _renameat2(src_fd, names[0], dst_fd, names[1], flags) == 0:
+            return
+        code = ctypes.get_errno()
+        if code != errno.EINTR:  # a signal: tried again, as os.rename is (PEP 475)
+            break
     if code in _UNSUPPORTED:
         raise Unsupported(code, os.strerror(code), src)
     raise OSError(code, os.strerror(code), src, None, dst)
