@@ -603,7 +603,11 @@ def test_sigterm_during_a_throttled_multipart_upload_stops_within_10_s(
         extra={"bandwidth_limit": "1MB/s", "multipart_threshold": "8MiB", "part_size": "5MiB"},
     )
     with running_daemon(setup) as daemon:
-        (setup.local / "big.bin").write_bytes(os.urandom(40 * 1024 * 1024))
+        # Written beside, then moved in whole: on a busy disk a 40 MiB write can stall for
+        # longer than `settle`, and the upload would start on what was written so far.
+        staged = tmp_path / "big.bin"
+        staged.write_bytes(os.urandom(40 * 1024 * 1024))
+        staged.rename(setup.local / "big.bin")
         wait_for(lambda: daemon.pair_status()["in_flight"] == 1, timeout=15)
         time.sleep(1)  # the parts are on the wire
         started = time.monotonic()
