@@ -183,7 +183,7 @@ def test_no_provider_prints_its_secrets(tmp_path: Path) -> None:
             {
                 "name": "az-sas",
                 "local": str(tmp_path / "b"),
-                "remote": "az://box/docs/",
+                "remote": "az://box/sas/",  # the same account as az-key: another prefix
                 "options": {
                     "account_url": f"http://127.0.0.1:{port}/devstoreaccount1",
                     "sas_token": sas,
