@@ -129,3 +129,24 @@ def test_a_path_that_keeps_changing_is_a_failure_like_any_other(
         assert engine.store.counters("p").get("failures") == 1
         ops = [(op.path, op.op, op.result) for op in engine.store.ops("p")]
         assert ("restless.txt", "sync", "failed") in ops
+
+
+def test_last_error_names_a_problem_that_still_stands() -> None:
+    """An outage ended while a refused name stood: `last_error` kept saying the remote could
+    not be listed until every failure was gone. Once the problem it names is over, it names
+    one that is left (the remote's fault, held deletions, the path that failed last)."""
+    stats = PairStats()
+    stats.refused("bad\\name", "remote key refused: contains a backslash", "remote", now=1000.0)
+    stats.failed("a.txt", "permission denied", op="upload", now=1001.0)
+    stats.set_fault("cannot list file:///r2: remote folder does not exist")
+    stats.set_held("3 of 4 files (75 %) would be deleted", {"x": "delete_remote"})
+    assert stats.last_error == "deletions held: 3 of 4 files (75 %) would be deleted"
+
+    stats.set_fault(None)  # the remote answers again
+    assert stats.last_error == "deletions held: 3 of 4 files (75 %) would be deleted"
+    stats.set_held(None, {})
+    assert stats.last_error == "a.txt: permission denied"
+    stats.succeeded("a.txt")
+    assert stats.last_error == "bad\\name: remote key refused: contains a backslash"
+    stats.clear_refused("remote", set())
+    assert stats.last_error is None

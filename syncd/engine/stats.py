@@ -194,9 +194,18 @@ class PairStats:
             self._clear_error_if_healthy()
 
     def _clear_error_if_healthy(self) -> None:
-        """`last_error` describes a problem that still stands: once nothing fails, nothing is
-        held and the remote answers, it goes back to None."""
-        if not self.failures and self.fault is None and self.held_reason is None:
+        """`last_error` describes a problem that still stands: once the one it named is gone,
+        it names one of those left (the remote not answering, deletions held, the path that
+        began failing last), and None once nothing fails, nothing is held and the remote
+        answers. (It kept an outage that had ended while a refused name stood.)"""
+        if self.fault is not None:
+            self.last_error = self.fault
+        elif self.held_reason is not None:
+            self.last_error = f"deletions held: {self.held_reason}"
+        elif self.failures:
+            latest = max(self.failures.values(), key=lambda failure: failure.first_failed)
+            self.last_error = f"{latest.path}: {latest.error}"
+        else:
             self.last_error = None
 
     def conflict(self, path: str, reason: str) -> None:
