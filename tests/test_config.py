@@ -655,7 +655,7 @@ MALFORMED = [
         "'64 megs' is not a size",
     ),
     ("bad rate string", PAIR + "bandwidth_limit: fast\n", "bandwidth_limit", "not a rate"),
-    ("zero rate", PAIR + "upload_limit: 0\n", "upload_limit", "greater than 0"),
+    ("negative rate", PAIR + "upload_limit: -1\n", "upload_limit", "-1 is not a rate"),
     ("bad log level", PAIR + "log: {level: loud}\n", "log.level", "must be one of debug"),
     ("unknown log key", PAIR + "log: {levle: info}\n", "log.levle", "did you mean 'level'?"),
     ("retry attempts 0", PAIR + "retry: {attempts: 0}\n", "retry.attempts", "at least 1"),
@@ -1921,3 +1921,20 @@ def test_where_a_bucket_is_served_names_no_secret() -> None:
         "https://team.blob.core.windows.net"
     )
     assert served_by(FileOptions(), {"AWS_ENDPOINT_URL": "http://x"}) is None
+
+
+@pytest.mark.parametrize("key", ["bandwidth_limit", "upload_limit", "download_limit"])
+def test_a_rate_of_0_is_no_limit(tmp_path: Path, key: str) -> None:
+    """rclone's `--bwlimit 0` and Syncthing's `maxSendKbps: 0` mean no limit; 0 was refused."""
+    pair = {"name": "p", "local": str(tmp_path / "l"), "remote": f"file://{tmp_path}/r"}
+    config = load_config_dict({"pairs": [pair], key: 0}, expand_env=False)
+    assert getattr(config, key) is None
+
+
+def test_bwlimit_0_copies_with_no_limit(tmp_path: Path) -> None:
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    local.mkdir()
+    (local / "a.txt").write_bytes(b"a")
+    done = syncd("upload", str(local), f"file://{remote}", "--bwlimit", "0", timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert (remote / "a.txt").read_bytes() == b"a"

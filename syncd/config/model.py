@@ -122,8 +122,8 @@ def _rate(value: object) -> int | None:
         rate = parse_rate(value)
     except ValueError as exc:
         raise _invalid("rate", str(exc)) from None
-    if rate <= 0:
-        raise _invalid("rate", "must be greater than 0 (leave the key out for no limit)")
+    if rate == 0:
+        return None  # no limit, as rclone's --bwlimit 0 and Syncthing's maxSendKbps 0 say
     if rate > MAX_RATE:
         raise _invalid("too_large", "must be at most 1TB/s (leave the key out for no limit)")
     return rate
