@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import subprocess
 import sys
 import textwrap
 import types
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
-from harness import syncd
+from harness import SYNCD, syncd
 from pydantic import ValidationError
 
 from syncd.config import (
@@ -980,6 +981,32 @@ def test_a_state_query_that_would_be_ignored_exits_2_with_no_raw_warning(
     assert done.stderr.startswith(f"syncd: {path}: state: query parameter 'mode' would be ")
     assert len(done.stderr.splitlines()) == 1, done.stderr
     assert not (tmp_path / "state.db").exists()
+
+
+def test_a_state_in_sqlites_uri_form_is_locked_beside_its_file(tmp_path: Path) -> None:
+    """`sqlite:///file:/PATH?mode=rwc&uri=true` is SQLite's own URI form: its lock was made
+    from the URL's text, as `./file:/PATH.lock` under the working directory, folders and all."""
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("a")
+    (tmp_path / "st").mkdir()
+    text = "state: 'sqlite:///file:TMP/st/state.db?mode=rwc&uri=true'\nsocket: TMP/s.sock\n"
+    path = write(tmp_path, text + PAIR.replace("s3://team-bucket/docs/", f"file://{remote}"))
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    done = subprocess.run(
+        [*SYNCD, "once", "-c", str(path)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (remote / "a.txt").read_text() == "a"
+    assert sorted(p.name for p in (tmp_path / "st").iterdir())[:2] == ["state.db", "state.db.lock"]
+    assert list(cwd.iterdir()) == []
 
 
 # -- the state, the socket and the metrics endpoint can be used ------------------------------

@@ -197,15 +197,12 @@ _BUMP = _bump_insert.on_conflict_do_update(
 
 
 def sqlite_path(url: str) -> Path | None:
-    """The file behind a SQLite URL, or None for in-memory / non-SQLite databases."""
-    parsed = make_url(url)
-    if (
-        parsed.get_backend_name() != "sqlite"
-        or not parsed.database
-        or parsed.database == ":memory:"
-    ):
-        return None
-    return Path(parsed.database)
+    """The file behind a SQLite URL, or None for in-memory / non-SQLite databases. SQLite's
+    URI form (`sqlite:///file:/PATH?mode=rwc&uri=true`) names /PATH: read as a path, it made
+    the lock `./file:/PATH.lock`, folders and all, under the working directory."""
+    from syncd.config.model import state_file
+
+    return state_file(url)
 
 
 #: A one-shot pass commits its written-behind records once this many are queued, or once the
