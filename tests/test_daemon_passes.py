@@ -350,3 +350,34 @@ def test_a_pair_is_syncing_while_a_scan_asked_for_by_sync_runs(
         work_off(engine)
         daemon._end_quiet_passes()
         assert daemon.status()["pairs"][0]["state"] == "idle"
+
+
+@pytest.mark.parametrize("forced", [False, True], ids=["retry", "sync --force"])
+def test_a_path_looked_at_while_the_remote_is_gone_is_not_deleted_locally(
+    tmp_path: Path, forced: bool
+) -> None:
+    """The remote folder gone (a NAS not mounted; a bucket deleted): the pair is in `error`.
+    A path looked at on its own then (`syncd retry` of a failed path, a file event) found no
+    object, read that as a remote deletion, and moved the local file to the trash: with a
+    bucket deleted for good, the trash held the only copy left. Its deletion is held while
+    the remote cannot be listed, even with --force."""
+    setup, remote, config = hand_driven_pair(tmp_path, {f"{n}.txt": n for n in "abcde"})
+    with Engine(config) as engine:
+        daemon = Daemon(config, engine)
+        first_pass(daemon, engine)
+        assert tree(remote) == {f"{n}.txt": n.encode() for n in "abcde"}
+        (remote / "a.txt").write_text("A, edited on the remote")
+        daemon.full_scan("docs")  # a poll sees it: a.txt is queued, to come down
+        remote.rename(tmp_path / "unmounted")
+        daemon.full_scan("docs")  # the next poll: the listing fails
+        assert daemon.status()["pairs"][0]["state"] == "error"
+        if forced:
+            engine.force.add("docs")
+        # The download finds no object (nor would `syncd retry` of a failed one, or a file
+        # event): the path is decided again, with no remote file.
+        for _ in range(3):
+            work_off(engine)
+            daemon._end_quiet_passes()
+        assert (setup.local / "a.txt").read_text() == "a"
+        assert not (setup.local / ".syncd" / "trash").exists()
+        assert daemon.status()["pairs"][0]["state"] == "error"

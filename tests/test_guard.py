@@ -18,6 +18,12 @@ CASES = [
     ("the only file may not go at 50", PassFacts(1, 0, 1, 50), True, "1 of 1"),
     ("root missing holds", PassFacts(0, 1, 100, 50, root_present=False), True, "local root"),
     (
+        "a remote that cannot be listed holds even one deletion",
+        PassFacts(1, 0, 100, 100, remote_fault="bucket 'b' does not exist"),
+        True,
+        "the remote cannot be listed (bucket 'b' does not exist)",
+    ),
+    (
         "emptied remote holds local deletions",
         PassFacts(1, 0, 100, 100, remote_emptied=True),
         True,

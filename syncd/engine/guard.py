@@ -2,7 +2,8 @@
 
 A pass that would delete more than `max_delete` percent of a pair's synced files on either side,
 or that deletes local files because the remote listing came back empty, or whose local root is
-gone, is far more likely a fault than a person's intent: every deletion of the pass is held.
+gone, or whose remote cannot be listed, is far more likely a fault than a person's intent:
+every deletion of the pass is held.
 `hold_reason` is the pure rule (table-tested); `DeletionBatch` keeps the pending and approved
 paths between worker threads.
 """
@@ -25,6 +26,8 @@ class PassFacts:
     remote_emptied: bool = False
     #: Of the deletions, those an earlier look held and nothing let through since.
     held_before: int = 0
+    #: Why the remote cannot be listed now (the pair is in `error`), if it cannot.
+    remote_fault: str | None = None
 
 
 def hold_reason(facts: PassFacts) -> str | None:
@@ -33,6 +36,11 @@ def hold_reason(facts: PassFacts) -> str | None:
         return None
     if not facts.root_present:
         return "the local root is missing"
+    if facts.remote_fault is not None:
+        # A path looked at on its own (`syncd retry`, a file event) finds no object where
+        # the bucket, or the remote folder, is gone: that is no deletion. Not even --force
+        # lets these through; the remote's next listing decides them again.
+        return f"the remote cannot be listed ({facts.remote_fault})"
     if facts.remote_emptied and facts.local_deletions:
         return (
             "the remote listing came back without any of the files the base remembers "

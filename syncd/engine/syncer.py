@@ -611,13 +611,14 @@ class PairSyncer:
                 root_present=self.root.is_dir(),
                 remote_emptied=self.remote_emptied,
                 held_before=len(self._held_before & pending.keys()),
+                remote_fault=self.stats.fault,
             )
         )
         with self._lock:  # the next pass weighs its own new files
             self._planned_new.clear()
             self._new_in_pass.clear()
             self._moved_to.clear()
-        if reason is not None and not force:
+        if reason is not None and (not force or self.stats.fault is not None):
             newly = sorted(set(pending) - set(self.stats.held))
             self.stats.set_held(reason, pending, self._waiting_for(set(pending)))
             if newly or reason != self._held_said:
@@ -1061,7 +1062,8 @@ class PairSyncer:
         if action in DELETE_SIDE:
             if not self.propagate_deletes:
                 return Outcome.DONE
-            if not self.deletions.take_approval(path):
+            if self.stats.fault is not None or not self.deletions.take_approval(path):
+                # Approved before the remote stopped answering, it waits all the same.
                 self.deletions.hold(path, DELETE_SIDE[action])
                 return Outcome.PENDING
             if action is Action.DELETE_REMOTE:
