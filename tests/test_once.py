@@ -1704,7 +1704,7 @@ def test_a_dry_run_plans_no_deletion_the_guard_would_hold(tmp_path: Path) -> Non
     assert len(_visible_objects(remote)) == 10
 
 
-@pytest.mark.parametrize("kind", ["s3", "gcs"])
+@pytest.mark.parametrize("kind", ["s3", "gcs", "azure", "file"])
 def test_a_folder_renamed_on_another_machine_is_no_mass_deletion_here(
     tmp_path: Path, request: pytest.FixtureRequest, kind: str
 ) -> None:

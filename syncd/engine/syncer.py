@@ -654,7 +654,8 @@ class PairSyncer:
         not read as deletions (a folder renamed there held every other machine's pair, as a
         local rename, a move, does not hold this one's). Their bytes are not lost, whatever
         the names: the guard is there for deletions that would lose them. The same bytes: by
-        the SHA-256 the listing states, else by an S3 ETag of a single-part object (its MD5,
+        the SHA-256 the listing states or the base records for that very version (a folder
+        remote's listing states none), else by an S3 ETag of a single-part object (its MD5,
         which a server-side copy keeps); each other object stands for one deletion."""
         if not deleting:
             return 0
@@ -664,18 +665,28 @@ class PairSyncer:
             if entry is not None:
                 gone.setdefault(entry.size, []).append(entry)
         renamed = 0
-        for info in self.index.snapshot().values():
+        for path, info in self.index.snapshot().items():
             candidates = gone.get(info.size) if info is not None else None
             if not candidates:
                 continue
+            sha256 = info.sha256 or self._recorded_sha256(path, info)
             for entry in candidates:
-                if (info.sha256 is not None and info.sha256 == entry.sha256) or (
+                if (sha256 is not None and sha256 == entry.sha256) or (
                     info.etag == entry.remote_etag and "-" not in info.etag
                 ):
                     candidates.remove(entry)
                     renamed += 1
                     break
         return renamed
+
+    def _recorded_sha256(self, path: str, info: ObjectInfo) -> str | None:
+        """The SHA-256 the base records for exactly this version of `path`'s object: what a
+        listing that states none (a folder remote's) is known by once it came down, as a
+        remote rename's new name did earlier in the pass."""
+        base = self.store.get(self.name, path)
+        if base is None or base.remote_etag != info.etag:
+            return None
+        return base.sha256
 
     def _synced_before_pass(self, deleting: Iterable[str]) -> int:
         """How many files were synced when this full pass began: a daemon records each new
