@@ -18,6 +18,8 @@ logs.configure("info", "json")  # a reload: still one handler
 logging.getLogger("botocore.retries").warning("retry %s of %s", 2, 8)
 logging.getLogger("botocore.retries").info("not shown: below warning")
 logging.getLogger("apscheduler.scheduler").warning("skipped: max instances reached")
+inotify = logging.getLogger("watchdog.observers.inotify")  # a watch removed mid-read
+inotify.error("InotifyEmitter.queue_events() called when the thread is inactive")
 try:
     1 / 0
 except ZeroDivisionError:
