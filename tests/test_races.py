@@ -431,6 +431,19 @@ def test_a_rewrite_in_place_during_a_download_is_never_overwritten(
     assert sorted(files.values()) == [b"a new version from elsewhere", b"tags v1 " * 8]
 
 
+def _notes_synced(tmp_path: Path, request: pytest.FixtureRequest) -> tuple[Remote, Path, Path]:
+    """A folder remote and a local root holding notes.txt ("v0"), synced: (the remote, the
+    local root, the local file)."""
+    remote = remote_for("file", request, tmp_path)
+    local = tmp_path / "local"
+    local.mkdir()
+    target = local / "notes.txt"
+    target.write_bytes(b"v0")
+    with _engine(tmp_path, remote) as engine:
+        assert engine.sync_once().exit_code == 0
+    return remote, local, target
+
+
 def test_a_write_right_after_a_download_lands_is_not_recorded_as_downloaded(
     tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -439,13 +452,7 @@ def test_a_write_right_after_a_download_lands_is_not_recorded_as_downloaded(
     recorded with the downloaded bytes' hash: the edit looked synced, never went up, and the
     next remote change came down over it. Now the record does not claim the edited stat, and
     the next pass sends the edit up."""
-    remote = remote_for("file", request, tmp_path)
-    local = tmp_path / "local"
-    local.mkdir()
-    target = local / "notes.txt"
-    target.write_bytes(b"v0")
-    with _engine(tmp_path, remote) as engine:
-        assert engine.sync_once().exit_code == 0
+    remote, _local, target = _notes_synced(tmp_path, request)
     remote.put("notes.txt", b"v1 from elsewhere")
 
     real_exchange = renames.exchange
@@ -494,13 +501,7 @@ def test_a_write_just_before_a_download_replaces_the_file_is_kept(
     again right before the rename; a write after that check was renamed over and kept
     nowhere. Now the download is swapped in (RENAME_EXCHANGE) and what came out is looked
     at: the write goes back, and the path becomes a conflict with both versions kept."""
-    remote = remote_for("file", request, tmp_path)
-    local = tmp_path / "local"
-    local.mkdir()
-    target = local / "notes.txt"
-    target.write_bytes(b"v0")
-    with _engine(tmp_path, remote) as engine:
-        assert engine.sync_once().exit_code == 0
+    remote, local, target = _notes_synced(tmp_path, request)
     remote.put("notes.txt", b"v1 from elsewhere")
 
     real_put = transfer._put_in_place
@@ -566,13 +567,7 @@ def test_a_file_saved_over_while_it_becomes_a_conflict_copy_is_kept(
     remote one comes down. The copy was a hard link to the file, then the name was unlinked:
     a save landing between the two was unlinked and kept nowhere. Now the file moves to the
     copy's name in one rename (RENAME_NOREPLACE); a save right after it is a new file, kept."""
-    remote = remote_for("file", request, tmp_path)
-    local = tmp_path / "local"
-    local.mkdir()
-    target = local / "notes.txt"
-    target.write_bytes(b"v0")
-    with _engine(tmp_path, remote) as engine:
-        assert engine.sync_once().exit_code == 0
+    remote, _local, target = _notes_synced(tmp_path, request)
     target.write_bytes(b"the older local edit")
     os.utime(target, ns=(1_600_000_000_000_000_000, 1_600_000_000_000_000_000))
     remote.put("notes.txt", b"the newer remote edit")
@@ -614,13 +609,7 @@ def test_a_save_to_a_half_made_conflict_copy_is_kept_when_the_copy_is_finished(
     not yet freed; the copy, a file like any other, was saved over by its user. Finishing
     the copy unlinked it (and moved the file there again), losing that save. Now the name's
     link goes to the trash and the copy is left alone."""
-    remote = remote_for("file", request, tmp_path)
-    local = tmp_path / "local"
-    local.mkdir()
-    target = local / "notes.txt"
-    target.write_bytes(b"v0")
-    with _engine(tmp_path, remote) as engine:
-        assert engine.sync_once().exit_code == 0
+    remote, local, target = _notes_synced(tmp_path, request)
     target.write_bytes(b"the older local edit")
     os.utime(target, ns=(1_600_000_000_000_000_000, 1_600_000_000_000_000_000))
     remote.put("notes.txt", b"the newer remote edit")
