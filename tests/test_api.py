@@ -203,6 +203,56 @@ def test_an_engine_that_fails_on_a_pair_releases_what_it_opened(
         assert engine.sync_once().exit_code == 0
 
 
+#: A pair option its provider cannot use: (remote, options, the key the error names).
+BAD_OPTIONS = [
+    ("s3://bkt/p/", {"profile": "nope"}, "options.profile"),
+    ("gs://bkt/p/", {"credentials_file": "/nonexistent/key.json"}, "options.credentials_file"),
+]
+
+
+@pytest.mark.parametrize("bad", BAD_OPTIONS, ids=[option for _, _, option in BAD_OPTIONS])
+@pytest.mark.parametrize("source", ["dict", "file"])
+def test_a_bad_provider_option_is_a_config_error(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    bad: tuple[str, dict[str, str], str],
+    source: str,
+) -> None:
+    """README: "A bad config raises `syncd.ConfigError`, whose message names the key". An
+    option the provider refused raised InvalidRequest, no ConfigError, where the CLI says it
+    as a config error (exit 2, naming `pairs[0].options.KEY`)."""
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+    remote_url, options, option = bad
+    local, _ = _folders(tmp_path)
+    data = _config(tmp_path, local, remote_url, options=options)
+    path = tmp_path / "syncd.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=rf"^pair 'docs': pairs\[0\]\.{option}: ") as raised:
+        Engine.from_config_dict(data) if source == "dict" else Engine.from_config_file(path)
+    assert raised.value.key == f"pairs[0].{option}"
+    assert isinstance(raised.value, InvalidRequest)  # what scripts caught before
+    with Engine.from_config_dict(_config(tmp_path, local, f"file://{tmp_path}/remote")):
+        pass  # the state and its lock are free again
+
+
+def test_a_profile_from_the_environment_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`from_env` as the other constructors: the AWS_PROFILE variable named the profile."""
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+    monkeypatch.setenv("AWS_PROFILE", "nope")
+    local, _ = _folders(tmp_path)
+    environ = {
+        "SYNCD_LOCAL": str(local),
+        "SYNCD_REMOTE": "s3://bkt/p/",
+        "SYNCD_STATE": f"sqlite:///{tmp_path / 'state.db'}",
+    }
+    with pytest.raises(ConfigError, match="the AWS_PROFILE variable: no profile 'nope'"):
+        Engine.from_env(environ)
+
+
 def test_from_config_file(tmp_path: Path) -> None:
     local, remote = _folders(tmp_path)
     path = tmp_path / "syncd.yaml"

@@ -1434,6 +1434,32 @@ def test_a_missing_local_root_from_the_environment_names_the_variable(
 
 
 @pytest.mark.parametrize(
+    ("remote", "said"),
+    [
+        ("local/sub", "SYNCD_REMOTE ({local}/sub) is inside SYNCD_LOCAL ({local})"),
+        ("local", "SYNCD_REMOTE and SYNCD_LOCAL are the same folder ({local})"),
+    ],
+)
+def test_a_remote_inside_the_local_root_from_the_environment_names_the_variables(
+    tmp_path: Path, remote: str, said: str
+) -> None:
+    """Issue 9: invalid values name the variable. The overlap check named
+    `pairs: pairs[0].remote (…) is inside pairs[0].local (…)`, keys of a file there is none of."""
+    local = tmp_path / "local"
+    (local / "sub").mkdir(parents=True)
+    env = {
+        "SYNCD_LOCAL": str(local),
+        "SYNCD_REMOTE": f"file://{tmp_path / remote}",
+        "SYNCD_STATE": f"sqlite:///{tmp_path}/state.db",
+        "SYNCD_CONFIG": "",
+        "XDG_CONFIG_HOME": str(tmp_path / "no-config-here"),
+    }
+    done = syncd("once", env=env, timeout=60)
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    assert done.stderr == f"syncd: environment: {said.format(local=local)}\n"
+
+
+@pytest.mark.parametrize(
     "command",
     [["check", "-c", "CONFIG"], ["once", "-c", "CONFIG"], ["upload", "TMP", "REMOTE"]],
 )

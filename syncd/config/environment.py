@@ -53,17 +53,26 @@ def config_from_env(environ: Mapping[str, str]) -> Config:
         # No ${VAR} expansion: the values come from the environment already.
         return load_config_dict(document, SOURCE, expand_env=False)
     except ConfigError as exc:
+        problem = _with_variables(exc.problem)  # may name another key: `state` in `pairs[0].local`
         variable = _variable_of(exc.key)
         if variable is None:
+            if exc.key == "pairs" and problem != exc.problem:
+                # A rule across the pair's keys (its remote inside its local): the problem
+                # names the variables; `pairs` is a key of a file there is none of.
+                raise ConfigError(SOURCE, problem) from None
             raise
-        problem = exc.problem  # may name another key: `state` inside `pairs[0].local`
-        for name, target in VARIABLES.items():
-            if target.startswith("pairs["):
-                problem = problem.replace(target, name)
         if variable in LISTS and exc.key != VARIABLES[variable]:  # one item of the list
             item = _item(pair.get(VARIABLES[variable].removeprefix("pairs[0].")), exc.key or "")
             problem = f"{item!r}: {problem}" if item is not None else problem
         raise ConfigError(SOURCE, problem, key=variable) from None
+
+
+def _with_variables(problem: str) -> str:
+    """`problem` with the pair's keys it names (`pairs[0].remote`) said as their variables."""
+    for name, target in VARIABLES.items():
+        if target.startswith("pairs["):
+            problem = problem.replace(target, name)
+    return problem
 
 
 def _variable_of(key: str | None) -> str | None:

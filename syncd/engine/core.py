@@ -21,7 +21,7 @@ from typing import Any
 import structlog
 
 from syncd import logs
-from syncd.config import Config, PairConfig, load_config, load_config_dict
+from syncd.config import Config, ConfigError, PairConfig, load_config, load_config_dict
 from syncd.config.environment import config_from_env
 from syncd.daemon.lock import InstanceLock, instance_lock
 from syncd.engine.debounce import Debouncer, Pending
@@ -199,10 +199,7 @@ class Engine:
                 try:
                     self.add_pair(pair)
                 except (ProviderError, RemoteURLError) as exc:
-                    located = _at_pair(index, pair.name, str(exc))
-                    if isinstance(exc, RemoteURLError):
-                        raise RemoteURLError(located) from exc
-                    raise InvalidRequest(located) from exc
+                    raise _at_pair(index, pair.name, exc) from exc
         except BaseException:
             # What the pairs before opened (clients, the state, the requeue thread) goes with
             # the engine that never was; the instance lock stays the caller's to release.
@@ -307,7 +304,8 @@ class Engine:
     def open_remote(self, pair: PairConfig) -> Provider:
         """The pair's remote, opened as `add_pair` would: RemoteURLError or InvalidRequest
         (an AWS profile that is not there, a bad region) for what the config check cannot
-        see. A reload opens a changed pair's remote before it lets go of the running one."""
+        see (the engine's constructor raises those as ConfigError, naming the pair's key).
+        A reload opens a changed pair's remote before it lets go of the running one."""
         return open_provider(pair.remote, pair.options, workers=self.config.workers)
 
     def add_pair(self, pair: PairConfig, provider: Provider | None = None) -> PairSyncer:
@@ -805,13 +803,28 @@ def stale_places(config: Config) -> bool:
         store.close()
 
 
-def _at_pair(index: int, name: str, problem: str) -> str:
+class PairRemoteError(ConfigError, InvalidRequest):
+    """A pair's remote that its options cannot set up (an AWS profile that is not there, a
+    credentials file that is no key). A config error: the CLI answers it with exit 2, so a
+    script's `except syncd.ConfigError` must catch it too (it missed a bare InvalidRequest).
+    Still an InvalidRequest, for the callers that caught that."""
+
+
+class PairURLError(ConfigError, RemoteURLError):
+    """A pair's remote URL the provider refused: a config error, as PairRemoteError."""
+
+
+def _at_pair(index: int, name: str, exc: ProviderError | RemoteURLError) -> ConfigError:
     """A pair's remote that cannot be set up, said with the pair: the provider's message names
     only the option (`options.connection_string`) or variable at fault, and a config of many
-    pairs leaves the reader guessing which one. An option is named as config errors name it
-    (`pairs[0].options.connection_string`)."""
-    where = f"pairs[{index}]." if problem.startswith("options.") else ""
-    return f"pair {name!r}: {where}{problem}"
+    pairs leaves the reader guessing which one. An option is the key, as config errors name
+    it: `pair 'docs': pairs[0].options.connection_string: PROBLEM`."""
+    problem, key = str(exc), None
+    if problem.startswith("options."):
+        option, _, problem = problem.partition(": ")
+        key = f"pairs[{index}].{option}"
+    kind = PairURLError if isinstance(exc, RemoteURLError) else PairRemoteError
+    return kind(f"pair {name!r}", problem, key=key)
 
 
 def run_one_way(
