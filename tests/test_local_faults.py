@@ -12,6 +12,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import errno
+import fcntl
 import os
 import shutil
 import sqlite3
@@ -721,6 +722,38 @@ def test_a_users_file_named_like_a_temp_file_is_synced_and_never_removed(
     (remote / "sub" / ".syncd-tmp-from-afar").write_bytes(b"theirs")
     assert _sync(local, remote, tmp_path).exit_code == 0
     assert (local / "sub" / ".syncd-tmp-from-afar").read_bytes() == b"theirs"
+
+
+def test_a_clean_run_removes_the_upload_temp_files_a_killed_syncd_left_in_a_folder_remote(
+    tmp_path: Path,
+) -> None:
+    """A kill -9 mid-upload left `.syncd-tmp-<16 hex>` in the remote folder, and no clean run
+    removed it (it had to look an hour old): issue 3 wants no stray temp files. One a live
+    writer holds (another syncd on the shared folder) stays; a user's file of the prefix is
+    synced, never removed."""
+    setup, remote = folder_setup(tmp_path)
+    setup.write()
+    (setup.local / "a.txt").write_bytes(b"a")
+    (remote / "sub").mkdir()
+    (remote / ".syncd-tmp-9f613db414f2474d").write_bytes(b"half an upload")
+    (remote / "sub" / ".syncd-tmp-0123456789abcdef").write_bytes(b"a whole one, never placed")
+    (remote / "sub" / ".syncd-tmp-notes").write_bytes(b"my notes")
+    live = remote / "sub" / ".syncd-tmp-00000000feedface"
+    with live.open("wb") as writer:
+        fcntl.flock(writer.fileno(), fcntl.LOCK_EX)  # another syncd uploading right now
+        writer.write(b"being written")
+        writer.flush()
+        result = syncd("once", "-c", setup.config)
+        assert result.returncode == 0, result.stderr
+        assert live.read_bytes() == b"being written"
+    assert sorted(p.name for p in remote.rglob("*") if p.is_file()) == [
+        ".syncd-tmp-00000000feedface",
+        ".syncd-tmp-notes",
+        "a.txt",
+    ]
+    assert (setup.local / "sub" / ".syncd-tmp-notes").read_bytes() == b"my notes"
+    assert syncd("once", "-c", setup.config).returncode == 0
+    assert not live.exists()  # its writer is gone now
 
 
 def test_a_download_keeps_the_mode_of_the_file_it_replaces(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ provider and, where it matters, behind its back (the folder on disk, a plain bot
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import os
@@ -739,27 +740,58 @@ def test_bad_options_name_the_key_but_not_the_value() -> None:
 
 
 def test_folder_remote_clears_upload_temp_files_left_by_a_dead_writer(tmp_path: Path) -> None:
+    """An upload temp file no live writer holds (its syncd was killed) goes at the next
+    listing, whatever its age: it was kept for an hour by its ctime, so every clean run right
+    after a kill -9 left it. One a writer holds (its flock) stays, however old; a user's file
+    of another name under the prefix is an object."""
     root = tmp_path / "remote"
     (root / "sub").mkdir(parents=True)
     abandoned = root / "sub" / ".syncd-tmp-deadbeefdeadbeef"
     abandoned.write_bytes(b"half an upload")
+    also = root / ".syncd-tmp-0123456789abcdef"
+    also.write_bytes(b"another one, fresh")
     users = root / "sub" / ".syncd-tmp-old-notes"  # not a name syncd gives: a user's file
     users.write_bytes(b"kept")
-    fresh = root / ".syncd-tmp-00000000feedface"
-    fresh.write_bytes(b"being written right now")
+    live = root / ".syncd-tmp-00000000feedface"
+    live.write_bytes(b"being written right now")
+    os.utime(live, (1, 1))
     provider = open_provider(f"file://{root}", {})
-    with pytest.MonkeyPatch.context() as patch:
-        import syncd.providers.local as local_module
-
-        patch.setattr(local_module, "ABANDONED_AFTER_S", 0.5)
-        os.utime(fresh)  # touched just now
-        import time
-
-        time.sleep(0.6)
-        fresh.write_bytes(b"still being written")  # a live writer keeps its ctime fresh
+    with live.open("ab") as writer:
+        fcntl.flock(writer.fileno(), fcntl.LOCK_EX)  # as a syncd writing it holds it
         assert [info.key for info in provider.list()] == ["sub/.syncd-tmp-old-notes"]
-    assert not abandoned.exists()
-    assert fresh.exists() and users.read_bytes() == b"kept"
+        assert live.read_bytes() == b"being written right now"
+    assert not abandoned.exists() and not also.exists()
+    assert users.read_bytes() == b"kept"
+    assert [info.key for info in provider.list()] == ["sub/.syncd-tmp-old-notes"]
+    assert not live.exists()  # its writer gone
+
+
+def test_folder_remote_listing_keeps_the_temp_file_of_an_upload_in_flight(
+    tmp_path: Path,
+) -> None:
+    """A listing (of this syncd or of another sharing the folder) while an upload writes its
+    temp file leaves the temp file alone: the upload places its whole file."""
+    root = tmp_path / "remote"
+    root.mkdir()
+    writer = open_provider(f"file://{root}", {})
+    other = open_provider(f"file://{root}", {})
+    seen: list[list[str]] = []
+
+    class Body(io.BytesIO):
+        def read(self, size: int | None = -1) -> bytes:
+            chunk = super().read(size)
+            if chunk:  # mid-upload: the temp file holds part of it
+                assert listing(other) == {}
+                seen.append(sorted(p.name for p in (root / "sub").iterdir()))
+            return chunk
+
+    data = os.urandom(3 * 1024 * 1024)
+    writer.upload(
+        UploadRequest(key="sub/big.bin", body=Body(data), size=len(data), mtime_ns=MTIME_NS)
+    )
+    assert (root / "sub" / "big.bin").read_bytes() == data
+    assert seen and all(len(names) == 1 and names[0].startswith(".syncd-tmp-") for names in seen)
+    assert os.listdir(root / "sub") == ["big.bin"]
 
 
 def test_folder_remote_create_only_takes_the_place_of_an_empty_folder(tmp_path: Path) -> None:
@@ -789,7 +821,10 @@ def _replace_racer(root: str, key: str, name: str, start: Any, out: str) -> None
     won = []
     start.wait()
     for round_ in range(_RACE_ROUNDS):
-        etag = provider.stat(key).etag
+        try:
+            etag = provider.stat(key).etag
+        except Transient:
+            continue  # the other racer replaced it while it was hashed: the engine retries
         body = f"{name} {round_}".encode()
         try:
             provider.upload(

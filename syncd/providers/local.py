@@ -231,6 +231,7 @@ class FileProvider:
                 continue  # removed while we listed: its files are gone
             except OSError as exc:
                 raise _translate(exc, self._where(prefix) if prefix else self.url) from exc
+            _clear_abandoned(folder, [e.name for e in found if _OWN_TEMP.fullmatch(e.name)])
             for entry in found:
                 try:
                     if entry.is_symlink():
@@ -238,7 +239,7 @@ class FileProvider:
                     elif entry.is_dir(follow_symlinks=False):
                         stack.append((entry.path, f"{prefix}{entry.name}/"))
                     elif _OWN_TEMP.fullmatch(entry.name):
-                        _remove_if_abandoned(entry)
+                        continue  # an upload's temp file, removed above if abandoned
                     elif entry.is_file(follow_symlinks=False):
                         yield self._info(prefix + entry.name, entry.stat(follow_symlinks=False))
                     else:
@@ -307,8 +308,7 @@ class FileProvider:
     def _upload_into(
         self, dir_fd: int, name: str, request: UploadRequest, where: str
     ) -> ObjectInfo:
-        tmp = _temp_name()
-        fd = os.open(tmp, _TEMP_FLAGS, 0o666, dir_fd=dir_fd)
+        tmp, fd = _create_temp(dir_fd, where)
         placed = False
         batched = self._batched
         ours = None
@@ -326,7 +326,10 @@ class FileProvider:
             if leftover:
                 # The replaced version, or our own second name (before the fstat below:
                 # dropping it changes the link count, and so the ctime the version holds).
-                os.unlink(tmp, dir_fd=dir_fd)
+                # A listing may have removed the replaced version first: unlocked, it is
+                # abandoned to any listing (`_clear_abandoned`).
+                with suppress(FileNotFoundError):
+                    os.unlink(tmp, dir_fd=dir_fd)
             if not batched or not self._left_to_barrier(request.key):
                 if batched:
                     os.fsync(fd)  # the batch ended while this upload ran: no barrier will
@@ -336,9 +339,11 @@ class FileProvider:
             # (and unlink) above move the ctime, fsync does not.
             st = os.fstat(fd)
         finally:
-            os.close(fd)
-            if not placed:
-                _drop_temp(dir_fd, tmp, ours, name)
+            try:
+                if not placed:  # before the close: our lock keeps listings off it till then
+                    _drop_temp(dir_fd, tmp, ours, name)
+            finally:
+                os.close(fd)
         return self._info(
             request.key,
             st,
@@ -602,9 +607,12 @@ class _SourceFailed(Exception):
         self.error = error
 
 
-#: An upload temp file untouched this long was left by a writer that died (kill -9, power loss).
-#: Its ctime moves with every write and with the final utime, so a live upload never looks old.
+#: Where a filesystem has no flock (so a temp file's writer cannot be told alive): an upload
+#: temp file untouched this long was left by a writer that died (kill -9, power loss). Its
+#: ctime moves with every write and with the final utime, so a live upload never looks old.
 ABANDONED_AFTER_S = 3600.0
+#: Fresh temp names tried when listings keep removing the one just created (see `_create_temp`).
+_TEMP_TRIES = 3
 
 
 class NotAFolder(OSError):
@@ -671,10 +679,85 @@ def syncfs(fd: int) -> None:
         raise OSError(code, os.strerror(code))
 
 
-def _remove_if_abandoned(entry: os.DirEntry[str]) -> None:
-    with suppress(OSError):
-        if time.time() - entry.stat(follow_symlinks=False).st_ctime > ABANDONED_AFTER_S:
-            os.unlink(entry.path)
+def _create_temp(dir_fd: int, where: str) -> tuple[str, int]:
+    """A new upload temp file in the folder, open for writing and flock'ed for as long as it
+    is open: the proof of a live writer that every listing asks before removing one
+    (`_clear_abandoned`), of this process as of another syncd sharing the folder. A listing
+    that took the file between its creation and our lock has removed it: then a new name."""
+    for _ in range(_TEMP_TRIES):
+        tmp = _temp_name()
+        fd = os.open(tmp, _TEMP_FLAGS, 0o666, dir_fd=dir_fd)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            return tmp, fd  # no locks on this filesystem: listings go by age alone
+        try:
+            if _names(dir_fd, tmp, os.fstat(fd)):
+                return tmp, fd
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+    raise Transient(f"{where}: its temp files were removed as soon as created")
+
+
+def _names(dir_fd: int, name: str, st: os.stat_result) -> bool:
+    """Does `name` in the folder still stand for the file `st` was taken of?"""
+    try:
+        now = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino)
+
+
+def _clear_abandoned(folder: str, temps: list[str]) -> None:
+    """Remove the upload temp files in `folder` that no live writer holds: a syncd killed
+    mid-upload (kill -9, power loss) left them, and nothing else ever would. A partial upload
+    is only a copy of bytes still on the other side. Under the folder's flock, which every
+    syncd takes to swap names in it (`_swapping`), so a file a conditional change has moved
+    aside under a temp name for an instant is never taken for one. Never fails a listing."""
+    if not temps:
+        return
+    try:
+        dir_fd = os.open(folder, _DIR_FLAGS)
+    except OSError:
+        return
+    try:
+        with suppress(OSError):
+            fcntl.flock(dir_fd, fcntl.LOCK_EX)
+        for name in temps:
+            with suppress(OSError):
+                _remove_if_abandoned(dir_fd, name)
+    finally:
+        os.close(dir_fd)  # and with it the folder's flock
+
+
+def _remove_if_abandoned(dir_fd: int, name: str) -> None:
+    """Remove the temp file `name` if its writer is gone: no one holds its flock (a writer
+    holds it until it closes the file, the kernel drops it when the writer dies), or, where
+    the filesystem has no flock, its ctime is `ABANDONED_AFTER_S` old. Opened for reading (a
+    watched remote ignores that, where a close after writing is a change to list again), for
+    writing only where an exclusive lock needs it (NFS)."""
+    for flags in (os.O_RDONLY, os.O_WRONLY):
+        fd = os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dir_fd)
+        try:
+            st = os.fstat(fd)
+            if not stat_mod.S_ISREG(st.st_mode):
+                return
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return  # a live upload, ours or another syncd's
+            except OSError as exc:
+                if exc.errno == errno.EBADF and flags == os.O_RDONLY:
+                    continue
+                if time.time() - st.st_ctime <= ABANDONED_AFTER_S:
+                    return
+            if _names(dir_fd, name, st):  # locked, so no writer can take this name back now
+                os.unlink(name, dir_fd=dir_fd)
+            return
+        finally:
+            os.close(fd)
 
 
 def _link_new(tmp: str, name: str, dir_fd: int, where: str) -> None:
