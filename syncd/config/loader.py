@@ -120,13 +120,13 @@ MAX_BYTES = 1024 * 1024
 
 
 def _read_config_bytes(path: Path, source: str) -> bytes:
-    """The bytes of the regular file at `path`, at most `MAX_BYTES` of them.
+    """The bytes of the regular file (or pipe) at `path`, at most `MAX_BYTES` of them.
 
-    Anything else is refused before it is read: a FIFO blocked `open()` for ever, and
-    `/dev/zero` streamed without end. The file is looked at first (nothing is opened that is
-    not a regular file, since opening a device can act on it), then opened without blocking and
-    looked at again, in case it was swapped in between.
-    """
+    Anything else is refused before it is read: `/dev/zero` streamed without end. The file is
+    looked at first (nothing is opened that is not a file or a pipe, since opening a device
+    can act on it), then opened without blocking and looked at again, in case it was swapped
+    in between. A pipe (`-c <(envsubst < tpl)`, `-c /dev/stdin`) is read to its end; one with
+    no writer reads as empty at once (a blocking open() of a FIFO waited for ever)."""
     try:
         _refuse_irregular(os.stat(path).st_mode, source)
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
@@ -138,6 +138,8 @@ def _read_config_bytes(path: Path, source: str) -> bytes:
         try:
             info = os.fstat(fd)
             _refuse_irregular(info.st_mode, source)
+            if stat.S_ISFIFO(info.st_mode):
+                os.set_blocking(fd, True)  # a writer's bytes may still be on their way
             raw = file.read(MAX_BYTES + 1) if info.st_size <= MAX_BYTES else b""
         except OSError as exc:
             raise ConfigError(source, f"cannot read: {exc.strerror or exc}") from None
@@ -151,13 +153,11 @@ def _read_config_bytes(path: Path, source: str) -> bytes:
 def _refuse_irregular(mode: int, source: str) -> None:
     if stat.S_ISDIR(mode):
         raise ConfigError(source, "is a directory, not a config file")
-    if not stat.S_ISREG(mode):
+    if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
         raise ConfigError(source, f"is not a regular file (it is {_file_kind(mode)})")
 
 
 def _file_kind(mode: int) -> str:
-    if stat.S_ISFIFO(mode):
-        return "a named pipe"
     if stat.S_ISSOCK(mode):
         return "a socket"
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):

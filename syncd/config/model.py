@@ -21,7 +21,6 @@ from pydantic import (
     ConfigDict,
     Field,
     SerializeAsAny,
-    StrictBool,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -31,7 +30,7 @@ from pydantic_core import PydanticCustomError
 
 from syncd.config.units import parse_rate, parse_size
 from syncd.engine.filters import as_rule, pattern_problem
-from syncd.providers.options import OPTIONS_BY_SCHEME, FileOptions, served_by
+from syncd.providers.options import OPTIONS_BY_SCHEME, ConfigBool, FileOptions, served_by
 from syncd.providers.url import RemoteURL, RemoteURLError, parse_remote_url
 
 if TYPE_CHECKING:
@@ -314,7 +313,7 @@ class PairConfig(_Model):
     trash_days: Days = Field(default=30, ge=0)
     #: Strict: pydantic's lax mode took `1` and the string "true" as true; only YAML's own
     #: true/false are.
-    remote_trash: StrictBool = True
+    remote_trash: ConfigBool = True
 
     @property
     def remote_url(self) -> RemoteURL:

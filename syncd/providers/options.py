@@ -4,11 +4,35 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_core import PydanticCustomError
+
+#: YAML's spellings of a boolean, as `${VAR}` substitution leaves them: a string.
+_BOOL_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
+
+
+def _bool_from_text(value: object) -> object:
+    """`create_bucket: ${CB}` with CB=true is the string "true" once substituted (quoted or
+    not, a substitution is text): read as YAML would have read it unquoted. Anything else
+    passes on to StrictBool, which refuses 1 or "1" (a typo more often than a yes)."""
+    if isinstance(value, str):
+        return _BOOL_WORDS.get(value.strip().lower(), value)
+    return value
+
+
+#: A boolean key: YAML's true/false (and yes/no, on/off), also as a substituted string.
+ConfigBool = Annotated[StrictBool, BeforeValidator(_bool_from_text)]
 
 #: What an endpoint must look like, said in every complaint about one.
 URL_SHAPE = "not an http:// or https:// URL with a host (like http://127.0.0.1:9000)"
@@ -49,7 +73,7 @@ class FileOptions(_Options):
 
     #: Make the folder (and its parents) when it does not exist, as `create_bucket` makes a
     #: bucket, instead of failing the pair.
-    create_bucket: StrictBool = False
+    create_bucket: ConfigBool = False
 
 
 class S3Options(_Options):
@@ -68,10 +92,10 @@ class S3Options(_Options):
         Literal["STANDARD", "STANDARD_IA", "INTELLIGENT_TIERING", "GLACIER", "DEEP_ARCHIVE"] | None
     ) = None
     addressing_style: Literal["auto", "path", "virtual"] | None = None
-    verify_ssl: StrictBool = True
+    verify_ssl: ConfigBool = True
     #: Create the bucket (in `region`, else the client's region) when it does not exist,
     #: instead of failing the pair.
-    create_bucket: StrictBool = False
+    create_bucket: ConfigBool = False
 
     _check_endpoint = field_validator("endpoint_url")(_endpoint)
 
@@ -111,7 +135,7 @@ class GCSOptions(_Options):
     endpoint_url: str | None = None
     storage_class: Literal["STANDARD", "NEARLINE", "COLDLINE", "ARCHIVE"] | None = None
     #: Create the bucket (in `location`) when it does not exist, instead of failing the pair.
-    create_bucket: StrictBool = False
+    create_bucket: ConfigBool = False
     #: Where a bucket made by `create_bucket` lives: a multi-region ("US", "EU", "ASIA"), a
     #: dual-region or a region ("europe-west1"). Ignored for a bucket that exists.
     location: str = Field(default="US", min_length=1)
@@ -130,7 +154,7 @@ class AzureOptions(_Options):
     sas_token: str | None = Field(default=None, repr=False)
     storage_class: Literal["Hot", "Cool", "Cold", "Archive"] | None = None
     #: Create the container when it does not exist, instead of failing the pair.
-    create_bucket: StrictBool = False
+    create_bucket: ConfigBool = False
 
     _check_account_url = field_validator("account_url")(_endpoint)
 

@@ -59,8 +59,8 @@ def parse_remote_url(url: str) -> RemoteURL:
         raise RemoteURLError(f"unknown scheme {scheme}:// (supported: {supported})")
     if scheme not in SUPPORTED_SCHEMES:
         raise RemoteURLError(f"{scheme}:// remotes are not supported by this version of syncd")
-    _refuse_query(scheme, rest)
     if scheme == "file":
+        _refuse_query(rest)
         path = unquote(_without_localhost(rest, shown))
         if not path.startswith("/"):
             raise RemoteURLError(
@@ -84,13 +84,17 @@ def parse_remote_url(url: str) -> RemoteURL:
     return RemoteURL(scheme=scheme, bucket=bucket, prefix=normalized)
 
 
-def _refuse_query(scheme: str, rest: str) -> None:
-    """A `?query` or `#fragment` means nothing to a remote, but taken as part of the path it
-    named another folder or prefix (`dst?x=1`): refused, not guessed at. A literal `?` or `#`
-    in a folder's name is written %3F / %23 (file:// paths are %-decoded)."""
+def _refuse_query(rest: str) -> None:
+    """A `?query` or `#fragment` of a file:// URL means nothing to a folder, but taken as part
+    of the path it named another folder (`dst?x=1`): refused, not guessed at. A literal `?`
+    or `#` in a folder's name is written %3F / %23 (file:// paths are %-decoded). A bucket's
+    prefix takes them as they are, as `aws s3` and rclone do: they are legal in keys, and a
+    prefix is not %-decoded."""
     if "?" in rest or "#" in rest:
-        hint = " (in a folder name, write ? as %3F and # as %23)" if scheme == "file" else ""
-        raise RemoteURLError(f"a remote URL takes no query (?...) or fragment (#...){hint}")
+        raise RemoteURLError(
+            "a remote URL takes no query (?...) or fragment (#...) "
+            "(in a folder name, write ? as %3F and # as %23)"
+        )
 
 
 def _without_localhost(rest: str, shown: str) -> str:
