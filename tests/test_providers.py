@@ -766,6 +766,27 @@ def test_folder_remote_clears_upload_temp_files_left_by_a_dead_writer(tmp_path: 
     assert not live.exists()  # its writer gone
 
 
+def test_on_a_network_filesystem_only_an_hour_old_temp_counts_as_abandoned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NFS mounted with local locks, FUSE, SMB without byte-range locks: another machine's
+    writer holds a flock this one does not see, so an unheld lock proves nothing there. A
+    fresh temp stays (the hour-old rule); on a local filesystem it would go."""
+    import syncd.providers.local as folder_remote
+
+    root = tmp_path / "remote"
+    root.mkdir()
+    temp = root / ".syncd-tmp-0123456789abcdef"
+    temp.write_bytes(b"another machine's upload, in flight")
+    monkeypatch.setattr(folder_remote, "local_filesystem_reason", lambda _root: "nfs4 at /srv")
+    provider = open_provider(f"file://{root}", {})
+    assert list(provider.list()) == []
+    assert temp.read_bytes() == b"another machine's upload, in flight"
+    monkeypatch.undo()
+    assert list(provider.list()) == []
+    assert not temp.exists()
+
+
 def test_folder_remote_listing_keeps_the_temp_file_of_an_upload_in_flight(
     tmp_path: Path,
 ) -> None:

@@ -231,7 +231,9 @@ class FileProvider:
                 continue  # removed while we listed: its files are gone
             except OSError as exc:
                 raise _translate(exc, self._where(prefix) if prefix else self.url) from exc
-            _clear_abandoned(folder, [e.name for e in found if _OWN_TEMP.fullmatch(e.name)])
+            temps = [e.name for e in found if _OWN_TEMP.fullmatch(e.name)]
+            if temps:
+                _clear_abandoned(folder, temps, by_lock=self._locks_reach_every_writer())
             for entry in found:
                 try:
                     if entry.is_symlink():
@@ -488,6 +490,12 @@ class FileProvider:
         """Nothing to release: every call opens and closes its own descriptors."""
 
     # -- WatchableRemote -------------------------------------------------------------------
+    def _locks_reach_every_writer(self) -> bool:
+        """Is the root (and all below it) on local filesystems, where a flock is seen by every
+        process that can write there? Looked up at each listing that finds an upload temp:
+        a mount made under the root meanwhile counts."""
+        return local_filesystem_reason(self.root) is None
+
     def watch_root(self) -> str:
         """The root, when it and every filesystem mounted below it are local."""
         reason = local_filesystem_reason(self.root)
@@ -710,12 +718,15 @@ def _names(dir_fd: int, name: str, st: os.stat_result) -> bool:
     return (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino)
 
 
-def _clear_abandoned(folder: str, temps: list[str]) -> None:
+def _clear_abandoned(folder: str, temps: list[str], *, by_lock: bool) -> None:
     """Remove the upload temp files in `folder` that no live writer holds: a syncd killed
     mid-upload (kill -9, power loss) left them, and nothing else ever would. A partial upload
     is only a copy of bytes still on the other side. Under the folder's flock, which every
     syncd takes to swap names in it (`_swapping`), so a file a conditional change has moved
-    aside under a temp name for an instant is never taken for one. Never fails a listing."""
+    aside under a temp name for an instant is never taken for one. Never fails a listing.
+    `by_lock`: an unheld flock proves the writer gone (a local filesystem); elsewhere (NFS
+    mounted with local locks, FUSE, SMB without byte-range locks) another machine's writer
+    holds no lock this one sees, and only an hour-old ctime does."""
     if not temps:
         return
     try:
@@ -727,12 +738,12 @@ def _clear_abandoned(folder: str, temps: list[str]) -> None:
             fcntl.flock(dir_fd, fcntl.LOCK_EX)
         for name in temps:
             with suppress(OSError):
-                _remove_if_abandoned(dir_fd, name)
+                _remove_if_abandoned(dir_fd, name, by_lock=by_lock)
     finally:
         os.close(dir_fd)  # and with it the folder's flock
 
 
-def _remove_if_abandoned(dir_fd: int, name: str) -> None:
+def _remove_if_abandoned(dir_fd: int, name: str, *, by_lock: bool) -> None:
     """Remove the temp file `name` if its writer is gone: no one holds its flock (a writer
     holds it until it closes the file, the kernel drops it when the writer dies), or, where
     the filesystem has no flock, its ctime is `ABANDONED_AFTER_S` old. Opened for reading (a
@@ -743,6 +754,10 @@ def _remove_if_abandoned(dir_fd: int, name: str) -> None:
         try:
             st = os.fstat(fd)
             if not stat_mod.S_ISREG(st.st_mode):
+                return
+            if not by_lock:
+                if time.time() - st.st_ctime > ABANDONED_AFTER_S and _names(dir_fd, name, st):
+                    os.unlink(name, dir_fd=dir_fd)
                 return
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
