@@ -826,3 +826,41 @@ def test_an_azure_account_recorded_by_name_keeps_its_state(
     finally:
         store.close()
     assert stale_places(config) is not kept
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "environ", "recorded_server"),
+    [
+        ("http://[::1]:9000", {}, "http://::1:9000"),  # an IPv6 host lost its brackets
+        (None, {"AWS_ENDPOINT_URL": "http://minio:9000"}, "http://minio:9000"),
+    ],
+    ids=["ipv6", "ignored-variable"],
+)
+def test_a_place_spelled_by_an_older_syncd_is_this_pairs(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    endpoint: str | None,
+    environ: dict[str, str],
+    recorded_server: str,
+) -> None:
+    """Servers are spelled one way since f7e62a1; a place recorded with the old spelling must
+    still be the pair's, or its state is forgotten (a first sync). `same_server` cannot read
+    an IPv6 host written without brackets back, and an endpoint variable recorded then may
+    be one AWS_IGNORE_CONFIGURED_ENDPOINT_URLS now ignores."""
+    from syncd.config import load_config_dict
+    from syncd.engine.core import _folder_and_url, same_place
+
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    if environ:
+        monkeypatch.setenv("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true")
+    pair_dict: dict[str, object] = {
+        "name": "p",
+        "local": str(tmp_path / "l"),
+        "remote": "s3://bucket/p/",
+    }
+    if endpoint is not None:
+        pair_dict["options"] = {"endpoint_url": endpoint}
+    pair = load_config_dict({"pairs": [pair_dict]}, expand_env=False).pairs[0]
+    assert same_place(f"{_folder_and_url(pair)} at {recorded_server}", pair)
+    assert not same_place(f"{_folder_and_url(pair)} at http://elsewhere:9000", pair)

@@ -43,7 +43,7 @@ from syncd.exitcodes import EXIT_ATTENTION, EXIT_FAILED, EXIT_OK
 from syncd.providers import open_provider
 from syncd.providers.base import BatchedDurability, Provider
 from syncd.providers.errors import InvalidRequest, ProviderError
-from syncd.providers.options import same_server, served_by
+from syncd.providers.options import same_server, served_by, served_by_before
 from syncd.providers.url import RemoteURLError
 from syncd.state import StateError, StateStore, StateWriteError, sqlite_path
 
@@ -770,7 +770,9 @@ def same_place(recorded: str | None, pair: PairConfig) -> bool:
     if recorded == place:
         return True
     server = recorded.removeprefix(f"{place} at ")
-    return server != recorded and same_server(server, served_by(pair.options))
+    if server == recorded:
+        return False
+    return same_server(server, served_by(pair.options)) or server == served_by_before(pair.options)
 
 
 def pair_place(pair: PairConfig) -> str:

@@ -246,6 +246,52 @@ def _account(connection_string: str) -> str | None:
     )
 
 
+def served_by_before(options: BaseModel, environ: Mapping[str, str] = os.environ) -> str | None:
+    """`served_by` as syncd spelled it before servers were spelled one way (f7e62a1), kept so
+    that a state recorded then is still known as this pair's (`core.same_place`) where
+    `same_server` cannot read the old spelling back: an IPv6 host without its brackets
+    (`http://::1:9000`), an endpoint variable AWS_IGNORE_CONFIGURED_ENDPOINT_URLS ignores."""
+    if isinstance(options, S3Options):
+        return _bare_before(
+            options.endpoint_url
+            or environ.get("AWS_ENDPOINT_URL_S3")
+            or environ.get("AWS_ENDPOINT_URL")
+        )
+    if isinstance(options, GCSOptions):
+        return _bare_before(options.endpoint_url) or environ.get("STORAGE_EMULATOR_HOST") or None
+    if isinstance(options, AzureOptions):
+        if options.connection_string:
+            return _account_before(options.connection_string)
+        if options.account_url:
+            return _bare_before(options.account_url)
+        if options.account_name:
+            return options.account_name
+        if environ.get("AZURE_STORAGE_CONNECTION_STRING"):
+            return _account_before(environ["AZURE_STORAGE_CONNECTION_STRING"])
+        return environ.get("AZURE_STORAGE_ACCOUNT") or None
+    return None
+
+
+def _bare_before(url: str | None) -> str | None:
+    if not url:
+        return None
+    try:
+        parts = urlsplit(url)
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return None
+    host = (parts.hostname or "").lower()
+    return f"{parts.scheme.lower()}://{host}{port}{parts.path.rstrip('/')}"
+
+
+def _account_before(connection_string: str) -> str | None:
+    fields = dict(part.split("=", 1) for part in connection_string.split(";") if "=" in part)
+    lowered = {key.strip().lower(): value.strip() for key, value in fields.items()}
+    if lowered.get("usedevelopmentstorage", "").lower() == "true":
+        return "devstoreaccount1"
+    return _bare_before(lowered.get("blobendpoint")) or lowered.get("accountname") or None
+
+
 def same_server(recorded: str, current: str | None) -> bool:
     """Is `recorded`, a `served_by` as an older syncd wrote it, the server `current` names?
     It spelled endpoints with default ports and a GCS emulator variable as given (respelled
