@@ -381,3 +381,31 @@ def test_a_path_looked_at_while_the_remote_is_gone_is_not_deleted_locally(
         assert (setup.local / "a.txt").read_text() == "a"
         assert not (setup.local / ".syncd" / "trash").exists()
         assert daemon.status()["pairs"][0]["state"] == "error"
+
+
+def test_a_deletion_held_only_for_an_outage_goes_through_once_the_remote_is_back(
+    tmp_path: Path,
+) -> None:
+    """One file deleted here while the remote folder was away: held, as every deletion then.
+    It was remembered as "held earlier", and once the remote was back it still waited for
+    --force, run after run. Held for the outage alone, it is weighed afresh after it."""
+    setup, remote, config = hand_driven_pair(tmp_path, {f"{n}.txt": n for n in "abcde"})
+    with Engine(config) as engine:
+        daemon = Daemon(config, engine)
+        first_pass(daemon, engine)
+        away = tmp_path / "unmounted"
+        remote.rename(away)
+        daemon.full_scan("docs")  # the poll: the listing fails
+        (setup.local / "a.txt").unlink()
+        engine.queue.put("docs", "a.txt")  # as the watcher says it
+        work_off(engine)
+        daemon._end_quiet_passes()
+        assert (away / "a.txt").exists()
+        away.rename(remote)
+        daemon.full_scan("docs")  # the next poll lists it again
+        for _ in range(3):
+            work_off(engine)
+            daemon._end_quiet_passes()
+        pair = daemon.status()["pairs"][0]
+        assert (pair["state"], pair["last_error"]) == ("idle", None)
+    assert sorted(p.name for p in remote.iterdir() if p.is_file()) == [f"{n}.txt" for n in "bcde"]

@@ -638,7 +638,10 @@ class PairSyncer:
                     sha256=base.sha256 if base is not None else None,
                 )
             self._held_back(set(newly))
-            self._remember_held(pending.keys())
+            if self.stats.fault is None:
+                self._remember_held(pending.keys())
+            # else held for the fault alone: not "held earlier" once the remote answers (then
+            # one deletion made during the outage would wait for --force, run after run).
             return []
         self.deletions.approve(list(pending))
         self.stats.set_held(None, {})
