@@ -1739,6 +1739,27 @@ def test_a_folder_renamed_on_another_machine_is_no_mass_deletion_here(
     assert trashed == [f"f{i}.txt" for i in range(4)]
 
 
+def test_a_folder_deleted_beside_an_older_copy_of_it_is_still_weighed(tmp_path: Path) -> None:
+    """A remote rename is known by the same bytes under a name new in this pass. A copy
+    synced long before is no rename: `photos/` deleted on the remote beside an older
+    `photos-backup/` is a mass deletion the guard holds."""
+    remote = remote_for("file", None, tmp_path)  # type: ignore[arg-type]
+    setup = _setup(tmp_path, remote)
+    for folder in ("photos", "photos-backup"):
+        (setup.local / folder).mkdir()
+        for i in range(4):
+            (setup.local / folder / f"p{i}.jpg").write_bytes(f"photo {i}".encode())
+    (setup.local / "top.txt").write_bytes(b"top")
+    assert syncd("once", "-c", setup.config).returncode == 0
+    for key in [f"photos/p{i}.jpg" for i in range(4)] + ["top.txt"]:
+        remote.delete(key)  # 5 of 9 gone: more than max_delete's 50 %
+    held = syncd("once", "-c", setup.config)
+    assert held.returncode == 4, held.stdout + held.stderr
+    assert sorted(p.name for p in (setup.local / "photos").iterdir()) == [
+        f"p{i}.jpg" for i in range(4)
+    ]
+
+
 def test_held_deletions_stay_held_over_runs_until_force_or_the_files_come_back(
     tmp_path: Path,
 ) -> None:

@@ -203,6 +203,8 @@ class PairSyncer:
         #: Files that came and were synced one by one (the daemon's watcher and polls) count.
         self._planned_new: set[str] = set()
         self._new_in_pass: set[str] = set()
+        #: When the pass now under way began (the last end of a pass): see _recorded_sha256.
+        self._pass_began = time.time()
         self._moved_to: set[str] = set()
         self._warned_skips: set[str] = set()
         #: A dry run of a download into a folder the real run would make: absent, it is empty.
@@ -618,6 +620,7 @@ class PairSyncer:
             self._planned_new.clear()
             self._new_in_pass.clear()
             self._moved_to.clear()
+        self._pass_began = time.time()
         if reason is not None and (not force or self.stats.fault is not None):
             newly = sorted(set(pending) - set(self.stats.held))
             self.stats.set_held(reason, pending, self._waiting_for(set(pending)))
@@ -683,11 +686,13 @@ class PairSyncer:
         return renamed
 
     def _recorded_sha256(self, path: str, info: ObjectInfo) -> str | None:
-        """The SHA-256 the base records for exactly this version of `path`'s object: what a
-        listing that states none (a folder remote's) is known by once it came down, as a
-        remote rename's new name did earlier in the pass."""
+        """The SHA-256 the base records for exactly this version of `path`'s object, if it
+        was recorded in this pass: what a listing that states none (a folder remote's) is
+        known by once it came down, as a remote rename's new name did earlier in the pass.
+        (A copy synced before is no rename: deleting `photos/` beside an older
+        `photos-backup/` is a deletion the guard must weigh.)"""
         base = self.store.get(self.name, path)
-        if base is None or base.remote_etag != info.etag:
+        if base is None or base.remote_etag != info.etag or base.synced_at < self._pass_began:
             return None
         return base.sha256
 
