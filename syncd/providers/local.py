@@ -839,15 +839,23 @@ def _replace_checked(dir_fd: int, tmp: str, name: str, checked: os.stat_result, 
     if not swapped:
         os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         return False
+    _require_checked(dir_fd, tmp, checked, where, undo=lambda: _swap_back(dir_fd, tmp, name))
+    return True
+
+
+def _require_checked(
+    dir_fd: int, moved: str, checked: os.stat_result, where: str, undo: Callable[[], None]
+) -> None:
+    """The file just moved to `moved` must be the version `checked`: else (or if looking at
+    it fails) `undo` puts it back, and PreconditionFailed."""
     same = False
     try:
-        same = _same_file(os.lstat(tmp, dir_fd=dir_fd), checked)
+        same = _same_file(os.lstat(moved, dir_fd=dir_fd), checked)
     finally:
         if not same:
-            _swap_back(dir_fd, tmp, name)
+            undo()
     if not same:
         raise PreconditionFailed(f"{where}: changed since it was listed")
-    return True
 
 
 def _swap_back(dir_fd: int, tmp: str, name: str) -> None:
@@ -871,14 +879,7 @@ def _remove_checked(dir_fd: int, name: str, checked: os.stat_result, where: str)
         renames.move_to_fresh(dir_fd, name, dir_fd, aside)
     except FileNotFoundError:
         return  # removed meanwhile: the object is gone all the same
-    same = False
-    try:
-        same = _same_file(os.lstat(aside, dir_fd=dir_fd), checked)
-    finally:
-        if not same:
-            _put_back(dir_fd, aside, name)
-    if not same:
-        raise PreconditionFailed(f"{where}: changed since it was listed")
+    _require_checked(dir_fd, aside, checked, where, undo=lambda: _put_back(dir_fd, aside, name))
     os.unlink(aside, dir_fd=dir_fd)
 
 
