@@ -393,6 +393,20 @@ def test_three_mib_blob_round_trips_byte_exact(
 
 def test_check_passes_on_a_reachable_root(provider: Provider) -> None:
     provider.check()
+    provider.probe()
+
+
+def test_probe_of_a_missing_folder_makes_nothing_even_with_create_bucket(tmp_path: Path) -> None:
+    provider = open_provider(f"file://{tmp_path / 'absent'}", {"create_bucket": True})
+    with pytest.raises(NotFound, match="does not exist"):
+        provider.probe()
+    assert not (tmp_path / "absent").exists()
+    provider.check()  # check makes it
+    provider.probe()
+    (tmp_path / "absent").rmdir()
+    (tmp_path / "absent").write_text("a file now")
+    with pytest.raises(NotFound, match="is not a folder"):
+        provider.probe()
 
 
 def test_missing_folder_is_not_found(tmp_path: Path) -> None:

@@ -536,7 +536,7 @@ class AzureProvider:
             if self._root_ready:
                 return
             try:
-                self._container_exists()
+                self.probe()
             except ContainerMissing:
                 self._create_container()
             self._root_ready = True
@@ -554,7 +554,7 @@ class AzureProvider:
                     container=self.container,
                     on_object=False,
                 ) from exc
-            self._container_exists()  # made meanwhile: ours to use, or a clear error
+            self.probe()  # made meanwhile: ours to use, or a clear error
         except _SDK_ERRORS as exc:
             raise _translate(
                 exc,
@@ -1076,9 +1076,9 @@ class AzureProvider:
 
     def check(self) -> None:
         self.ensure_root()
-        self._container_exists()
+        self.probe()
 
-    def _container_exists(self) -> None:
+    def probe(self) -> None:
         """The container's properties, or ContainerMissing (and the other sentinels)."""
         try:
             with self._errors(None):

@@ -228,7 +228,15 @@ class Provider(Protocol):
         ...
 
     def check(self) -> None:
-        """A cheap authenticated call that proves the root is reachable; raises on failure."""
+        """A cheap authenticated call that proves the root is reachable; raises on failure.
+        With `create_bucket`, a root missing at the first call is made."""
+        ...
+
+    def probe(self) -> None:
+        """`check` without making anything: raises NotFound when the bucket, container or
+        folder is gone, as a listing would. The engine asks it before deleting local files
+        for objects found missing outside a listing (a download, `syncd retry`): with the
+        whole root gone since the last listing, each one's NotFound is no deletion."""
         ...
 
     def close(self) -> None:

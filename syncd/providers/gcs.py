@@ -584,7 +584,7 @@ class GCSProvider:
             if self._root_ready:
                 return
             try:
-                self._bucket_exists()
+                self.probe()
             except BucketMissing:
                 self._create_bucket()
             self._root_ready = True
@@ -601,7 +601,7 @@ class GCSProvider:
         try:
             self._client.create_bucket(bucket, location=self.options.location, retry=None)
         except api_exceptions.Conflict:
-            self._bucket_exists()  # ours after all, or a clear error (someone else's)
+            self.probe()  # ours after all, or a clear error (someone else's)
         except _SDK_ERRORS as exc:
             raise _translate(
                 exc, f"cannot create bucket {self.bucket!r}", bucket=self.bucket, on_object=False
@@ -699,7 +699,7 @@ class GCSProvider:
                 try:
                     self._get(key)
                 except NotFound:
-                    self._bucket_exists()  # a missing bucket is not a deleted key
+                    self.probe()  # a missing bucket is not a deleted key
                     return
                 raise PreconditionFailed(f"{self._where(key)}: {if_match!r} is not a generation")
         blob = self._bucket().blob(self.prefix + key)
@@ -707,7 +707,7 @@ class GCSProvider:
             with self._errors(key):
                 blob.delete(if_generation_match=generation, retry=None)
         except NotFound:
-            self._bucket_exists()  # a missing bucket is not a deleted key
+            self.probe()  # a missing bucket is not a deleted key
             # otherwise already gone: what a delete wants
 
     def copy(self, src_key: str, dst_key: str, if_match: str | None = None) -> ObjectInfo:
@@ -1062,13 +1062,13 @@ class GCSProvider:
 
     def check(self) -> None:
         self.ensure_root()
-        self._bucket_exists()
+        self.probe()
 
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
 
-    def _bucket_exists(self) -> None:
+    def probe(self) -> None:
         """One object listed under the prefix: needs only storage.objects.list (a bucket GET
         would need storage.buckets.get, which object-level roles lack)."""
         bucket = self._bucket()

@@ -486,6 +486,17 @@ class FileProvider:
         if not os.access(self.root, os.W_OK | os.X_OK):
             raise PermissionDenied(f"remote folder {self.root} is not writable")
 
+    def probe(self) -> None:
+        """The root still an existing folder; never made here, even with `create_bucket`."""
+        try:
+            st = os.stat(self.root)
+        except FileNotFoundError:
+            raise self._root_missing() from None
+        except OSError as exc:
+            raise _translate(exc, self.url) from exc
+        if not stat_mod.S_ISDIR(st.st_mode):
+            raise NotFound(f"remote folder {self.root} is not a folder")
+
     def close(self) -> None:
         """Nothing to release: every call opens and closes its own descriptors."""
 
@@ -583,16 +594,12 @@ class FileProvider:
 
     def _check_root(self) -> None:
         try:
-            st = os.stat(self.root)
-        except FileNotFoundError:
-            if not self.options.create_bucket:
-                raise self._root_missing() from None
+            self.probe()
+        except NotFound:
+            if not self.options.create_bucket or os.path.exists(self.root):
+                raise
             self._create_root()
-            st = os.stat(self.root)
-        except OSError as exc:
-            raise _translate(exc, self.url) from exc
-        if not stat_mod.S_ISDIR(st.st_mode):
-            raise NotFound(f"remote folder {self.root} is not a folder")
+            self.probe()
 
     def _create_root(self) -> None:
         """`create_bucket: true`: the missing folder is made, parents included (a folder that

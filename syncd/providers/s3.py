@@ -1039,6 +1039,9 @@ class S3Provider:
 
     def check(self) -> None:
         self.ensure_root()
+        self.probe()
+
+    def probe(self) -> None:
         self._head_bucket()
 
     def close(self) -> None:
