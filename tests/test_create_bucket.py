@@ -20,8 +20,12 @@ import pytest
 from azure.storage.blob import BlobServiceClient
 from conftest import s3_client
 from fixtures_gcs import gcs_client
+from hand_driven import first_pass, work_off
 from harness import Setup, running_daemon, syncd, wait_for
 
+from syncd.config import load_config
+from syncd.daemon.daemon import Daemon
+from syncd.engine.core import Engine
 from syncd.providers import NotFound, Provider, open_provider
 
 PREFIX = "team/docs/"
@@ -37,6 +41,8 @@ class Missing:
     options: dict[str, Any]
     exists: Callable[[], bool]
     get: Callable[[str], bytes]  # a full key's bytes
+    put: Callable[[str, bytes], None]  # a full key's new bytes, from outside syncd
+    remove: Callable[[], None]  # the bucket / container and all it holds, from outside
     #: What the error for it says ("bucket 'x' does not exist").
     noun: str = "bucket"
 
@@ -66,7 +72,17 @@ def missing_s3(moto_server: Any) -> Iterator[Missing]:
         data: bytes = client.get_object(Bucket=name, Key=key)["Body"].read()
         return data
 
-    yield Missing("s3", name, {"endpoint_url": moto_server.endpoint_url}, exists, get)
+    def put(key: str, data: bytes) -> None:
+        client.put_object(Bucket=name, Key=key, Body=data)
+
+    def remove() -> None:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
+            for item in page.get("Contents", []):
+                client.delete_object(Bucket=name, Key=item["Key"])
+        client.delete_bucket(Bucket=name)
+
+    options = {"endpoint_url": moto_server.endpoint_url}
+    yield Missing("s3", name, options, exists, get, put, remove)
     client.close()
 
 
@@ -82,8 +98,16 @@ def missing_gcs(gcs_server: Any) -> Iterator[Missing]:
         data: bytes = client.bucket(name).blob(key).download_as_bytes()
         return data
 
+    def put(key: str, data: bytes) -> None:
+        client.bucket(name).blob(key).upload_from_string(data)
+
+    def remove() -> None:
+        for blob in client.list_blobs(name):
+            blob.delete()
+        client.bucket(name).delete()
+
     # No endpoint option: the provider finds the emulator through STORAGE_EMULATOR_HOST.
-    yield Missing("gcs", name, {}, exists, get)
+    yield Missing("gcs", name, {}, exists, get, put, remove)
     client.close()
 
 
@@ -97,8 +121,13 @@ def missing_azure(azurite: Any) -> Iterator[Missing]:
         data: bytes = container.download_blob(key).readall()
         return data
 
+    def put(key: str, data: bytes) -> None:
+        container.upload_blob(key, data, overwrite=True)
+
     options = {"connection_string": azurite.connection_string}
-    yield Missing("azure", name, options, container.exists, get, noun="container")
+    yield Missing(
+        "azure", name, options, container.exists, get, put, container.delete_container, "container"
+    )
     if container.exists():
         container.delete_container()  # keeps the emulator's store small over the session
     service.close()
@@ -311,6 +340,54 @@ def test_daemon_start_up_creates_the_missing_bucket(tmp_path: Path, missing: Mis
         daemon.wait_idle(timeout=30)
         assert missing.get(PREFIX + "sub/hello.txt") == b"hello, new bucket"
         assert daemon.terminate() == 0
+
+
+def test_a_bucket_deleted_since_the_last_poll_deletes_nothing_locally(
+    tmp_path: Path, missing: Missing
+) -> None:
+    """The bucket deleted after one poll and before the next (no listing has failed yet):
+    a download queued by that poll finds no object. That read as a remote deletion, and the
+    guard let one file in five go to the trash, though every object was gone with the
+    bucket. The root is looked at first (`probe`, which makes nothing even with
+    create_bucket): the local files stay, and the pair is in error, naming the bucket."""
+    setup = Setup(tmp_path, missing.url, options={**missing.options, "create_bucket": True})
+    setup.write()
+    for n in "abcde":
+        (setup.local / f"{n}.txt").write_text(n)
+    config = load_config(setup.config)
+    with Engine(config) as engine:
+        daemon = Daemon(config, engine)
+        first_pass(daemon, engine)
+        assert missing.get(PREFIX + "a.txt") == b"a"
+        missing.put(PREFIX + "a.txt", b"A, edited on the remote")
+        daemon.full_scan("docs")  # a poll sees it: a.txt is queued, to come down
+        missing.remove()
+        for _ in range(2):
+            work_off(engine)
+            daemon._end_quiet_passes()
+        assert {p.name: p.read_text() for p in setup.local.glob("*.txt")} == {
+            f"{n}.txt": n for n in "abcde"
+        }
+        assert not (setup.local / ".syncd" / "trash").exists()
+        pair = daemon.status()["pairs"][0]
+        assert pair["state"] == "error"
+        assert missing.missing_message in pair["last_error"]
+    assert not missing.exists()
+
+
+def test_probe_passes_on_the_root_and_names_it_once_gone_making_nothing(
+    missing: Missing,
+) -> None:
+    provider = _provider(missing, create_bucket=True)
+    try:
+        provider.check()  # made here
+        provider.probe()
+        missing.remove()
+        with pytest.raises(NotFound, match=missing.missing_message):
+            provider.probe()
+    finally:
+        provider.close()
+    assert not missing.exists()
 
 
 # -- the provider: once per provider, and race-safe -----------------------------------------

@@ -409,3 +409,33 @@ def test_a_deletion_held_only_for_an_outage_goes_through_once_the_remote_is_back
         pair = daemon.status()["pairs"][0]
         assert (pair["state"], pair["last_error"]) == ("idle", None)
     assert sorted(p.name for p in remote.iterdir() if p.is_file()) == [f"{n}.txt" for n in "bcde"]
+
+
+def test_a_remote_gone_since_the_last_poll_deletes_nothing_locally(tmp_path: Path) -> None:
+    """The remote folder went away after a poll and before the next: no listing has failed,
+    so the pair was not in `error`. A download queued by that poll found no object, read it
+    as a remote deletion, and the guard let one file in five through to the trash. The
+    remote root is looked at first: gone, nothing is deleted, and the pair is in error."""
+    setup, remote, config = hand_driven_pair(tmp_path, {f"{n}.txt": n for n in "abcde"})
+    with Engine(config) as engine:
+        daemon = Daemon(config, engine)
+        first_pass(daemon, engine)
+        (remote / "a.txt").write_text("A, edited on the remote")
+        daemon.full_scan("docs")  # a poll sees it: a.txt is queued, to come down
+        remote.rename(tmp_path / "unmounted")
+        for _ in range(3):
+            work_off(engine)
+            daemon._end_quiet_passes()
+        assert (setup.local / "a.txt").read_text() == "a"
+        assert not (setup.local / ".syncd" / "trash").exists()
+        pair = daemon.status()["pairs"][0]
+        assert pair["state"] == "error"
+        assert f"remote folder {remote} does not exist" in pair["last_error"]
+        (tmp_path / "unmounted").rename(remote)
+        daemon.full_scan("docs")  # the next poll lists it again: the edit comes down
+        for _ in range(3):
+            work_off(engine)
+            daemon._end_quiet_passes()
+        pair = daemon.status()["pairs"][0]
+        assert (pair["state"], pair["last_error"]) == ("idle", None)
+    assert (setup.local / "a.txt").read_text() == "A, edited on the remote"

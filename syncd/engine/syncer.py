@@ -601,6 +601,9 @@ class PairSyncer:
         """
         pending = self.deletions.pending()
         sides = list(pending.values())
+        fault = self.stats.fault
+        if fault is None and "local" in sides:
+            fault = self._remote_root_gone()
         renamed = self._renamed_remotely(
             [path for path, side in pending.items() if side == "local"]
         )
@@ -613,7 +616,7 @@ class PairSyncer:
                 root_present=self.root.is_dir(),
                 remote_emptied=self.remote_emptied,
                 held_before=len(self._held_before & pending.keys()),
-                remote_fault=self.stats.fault,
+                remote_fault=fault,
             )
         )
         with self._lock:  # the next pass weighs its own new files
@@ -621,7 +624,7 @@ class PairSyncer:
             self._new_in_pass.clear()
             self._moved_to.clear()
         self._pass_began = time.time()
-        if reason is not None and (not force or self.stats.fault is not None):
+        if reason is not None and (not force or fault is not None):
             newly = sorted(set(pending) - set(self.stats.held))
             self.stats.set_held(reason, pending, self._waiting_for(set(pending)))
             if newly or reason != self._held_said:
@@ -641,7 +644,7 @@ class PairSyncer:
                     sha256=base.sha256 if base is not None else None,
                 )
             self._held_back(set(newly))
-            if self.stats.fault is None:
+            if fault is None:
                 self._remember_held(pending.keys())
             # else held for the fault alone: not "held earlier" once the remote answers (then
             # one deletion made during the outage would wait for --force, run after run).
@@ -653,6 +656,22 @@ class PairSyncer:
             still_held = self._held_before - pending.keys()  # not looked at again yet
         self._remember_held(still_held)
         return sorted(pending)
+
+    def _remote_root_gone(self) -> str | None:
+        """Before local files are deleted for objects the remote lacks: is the remote root
+        itself still there? A bucket deleted (a remote folder unmounted) since the last
+        listing makes every object look deleted to a path looked at on its own (a download
+        that finds nothing, `syncd retry`), and one by one max_delete lets them through. Gone
+        (or not answering: in doubt, nothing is deleted), the pair is in error as after a
+        failed listing, returned here; its next listing that answers clears it."""
+        try:
+            self.provider.probe()
+        except (ProviderError, OSError) as exc:
+            self._listing_trouble = f"cannot list {self.pair.remote}: {_describe(exc)}"
+            self.stats.set_fault(self._listing_trouble)
+            self.log.warning("remote root unreachable; deletions held", error=_describe(exc))
+            return self._listing_trouble
+        return None
 
     def _renamed_remotely(self, deleting: list[str]) -> int:
         """How many of the local files to be deleted (gone from the remote) stand on the
