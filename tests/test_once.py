@@ -502,6 +502,8 @@ def test_remote_keys_that_differ_only_in_unicode_normalization_are_reported(
     said = f"{refused[0]['path']} {refused[0]['reason']}"
     assert "Unicode normalization" in said
     assert composed in said and decomposed in said
+    # The two look the same on screen: which is which is said, the refused one escaped.
+    assert f"'{decomposed}' (NFD, 'e\\u0301te\\u0301.txt') and '{composed}' (NFC)" in said
     assert f"  failed: {decomposed}: remote key refused: " in result.stdout
     assert tree(setup.local) == {composed: b"composed"}
     (setup.local / composed).write_bytes(b"composed, edited")
@@ -536,6 +538,7 @@ def test_local_names_that_differ_only_in_unicode_normalization_are_reported(
         said = f"{refused[0]['path']} {refused[0]['reason']}"
         assert "Unicode normalization" in said
         assert composed in said and decomposed in said
+        assert f"'{decomposed}' (NFD, 'e\\u0301te\\u0301.txt') and '{composed}' (NFC)" in said
         assert f"  failed: {decomposed}: local name " in result.stdout
         assert remote.objects() == {composed: b"composed"}
         assert tree(setup.local) == {composed: b"composed", decomposed: b"decomposed"}

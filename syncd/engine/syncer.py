@@ -386,8 +386,8 @@ class PairSyncer:
         kept, left = sorted((first, second), key=lambda info: (info.key != path, info.key))
         self._refuse(
             left.key,
-            f"remote key refused: {left.key!r} and {kept.key!r} are one name in two Unicode "
-            f"normalizations, one local file; only {kept.key!r} is synced",
+            f"remote key refused: {_spellings(left.key, kept.key)}, one local file; only "
+            f"{kept.key!r} is synced",
             "remote",
         )
         return kept, left.key
@@ -479,8 +479,7 @@ class PairSyncer:
         refused.add(left)
         self._refuse(
             left,
-            f"local name {left!r} and {kept!r} are one name in two Unicode normalizations, "
-            f"one remote key; only {kept!r} is synced",
+            f"local name {_spellings(left, kept)}, one remote key; only {kept!r} is synced",
             "local",
         )
         return kept == name
@@ -2128,6 +2127,23 @@ def _base_entry(path: str, local: LocalFile, sha256: str | None, remote: ObjectI
         remote_etag=remote.etag,
         synced_at=time.time(),
         remote_version=remote.meta_version,
+    )
+
+
+def _spellings(left: str, kept: str) -> str:
+    """Two names that look the same on screen, told apart: which Unicode normalization each
+    is in, and the escaped code points of the refused one (so a person knows which file or
+    key to rename)."""
+
+    def form(name: str) -> str:
+        for nf in ("NFC", "NFD"):
+            if unicodedata.normalize(nf, name) == name:
+                return nf
+        return "mixed"
+
+    return (
+        f"{left!r} ({form(left)}, {left!a}) and {kept!r} ({form(kept)}) are one name in "
+        "two Unicode normalizations"
     )
 
 
