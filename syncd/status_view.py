@@ -89,11 +89,12 @@ def _pair_table(pair: dict[str, Any]) -> Table:
 def _print_problems(console: Console, pair: dict[str, Any]) -> None:
     """The pair's failures (each with its retry) and open conflicts, one line each."""
     for failure in pair.get("failures") or []:
-        retry = (
-            f"attempt {failure['attempts']}, next try {failure['next_try']}"
-            if failure["next_try"] is not None
-            else "not retried: rename it"  # a refused name (see PairStats.refused)
-        )
+        if failure["next_try"] is not None:
+            retry = f"attempt {failure['attempts']}, next try {failure['next_try']}"
+        elif failure.get("waits_for"):  # a pair in error: tried when the remote is back
+            retry = f"attempt {failure['attempts']}, next try when {failure['waits_for']} answers"
+        else:
+            retry = "not retried: rename it"  # a refused name (see PairStats.refused)
         console.print(
             f"  [red]failed[/red] {escape(printable(failure['path']))} ({failure['op']}): "
             f"{escape(printable(failure['error']))} — {retry}",

@@ -204,6 +204,20 @@ def test_human_status_counts_in_plain_words(capsys: pytest.CaptureFixture[str]) 
     assert "3 files wait for a held deletion" in more
 
 
+def test_human_status_says_a_failure_of_a_pair_in_error_waits_for_the_remote(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    failure = {"path": "a.txt", "op": "upload", "error": "remote folder gone", "attempts": 2,
+               "next_try": None, "waits_for": "the remote"}  # fmt: skip
+    pair = {"name": "docs", "state": "error", "queued": 0, "in_flight": 0, "failed": 1,
+            "conflicts": 0, "last_sync": None, "last_error": "cannot list", "synced_files": 1,
+            "failures": [failure]}  # fmt: skip
+    render_status({"state": "running", "uptime_s": 3, "pairs": [pair]})
+    out = " ".join(capsys.readouterr().out.split())
+    assert "attempt 2, next try when the remote answers" in out
+    assert "rename it" not in out
+
+
 def test_human_status_through_a_pipe_keeps_every_character(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

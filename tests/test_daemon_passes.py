@@ -439,3 +439,37 @@ def test_a_remote_gone_since_the_last_poll_deletes_nothing_locally(tmp_path: Pat
         pair = daemon.status()["pairs"][0]
         assert (pair["state"], pair["last_error"]) == ("idle", None)
     assert (setup.local / "a.txt").read_text() == "A, edited on the remote"
+
+
+def test_failures_of_a_pair_in_error_wait_for_the_remote_not_a_time_long_past(
+    tmp_path: Path,
+) -> None:
+    """A pair in error tries its failed paths again at the poll that finds the remote back,
+    not when their backoff runs out; status showed a `next_try` minutes in the past."""
+    setup, remote, config = hand_driven_pair(tmp_path, {"a.txt": "a"})
+    with Engine(config) as engine:
+        daemon = Daemon(config, engine)
+        first_pass(daemon, engine)
+        remote.rename(tmp_path / "unmounted")
+        (setup.local / "a.txt").write_text("a, edited")
+        engine.queue.put("docs", "a.txt")  # as the watcher says it
+        work_off(engine)  # the upload fails: no remote folder
+        pair = daemon.status()["pairs"][0]
+        [failure] = pair["failures"]
+        assert failure["next_try"] is not None and "waits_for" not in failure
+        daemon.full_scan("docs")  # the poll: the listing fails, the pair is in error
+        pair = daemon.status()["pairs"][0]
+        assert pair["state"] == "error"
+        [failure] = pair["failures"]
+        assert (failure["path"], failure["next_try"], failure["waits_for"]) == (
+            "a.txt",
+            None,
+            "the remote",
+        )
+        (tmp_path / "unmounted").rename(remote)
+        daemon.full_scan("docs")
+        work_off(engine)
+        daemon._end_quiet_passes()
+        pair = daemon.status()["pairs"][0]
+        assert (pair["state"], pair["failures"]) == ("idle", [])
+    assert (remote / "a.txt").read_text() == "a, edited"

@@ -612,15 +612,16 @@ class Engine:
     def pair_summary(self, name: str) -> dict[str, Any]:
         syncer = self.syncers[name]
         stats = syncer.stats
+        # A pair in error tries its failures again at the poll that finds the remote back.
+        waits_for = "the remote" if stats.fault is not None else None
+        failures = sorted(stats.failures.values(), key=lambda f: f.path)[:100]
         return {
             "name": name,
             "local": str(syncer.root),
             "remote": syncer.pair.remote,
             "synced_files": self.store.count(name),
             "failed": len(stats.failures),
-            "failures": [
-                f.as_json() for f in sorted(stats.failures.values(), key=lambda f: f.path)[:100]
-            ],
+            "failures": [f.as_json(waits_for) for f in failures],
             "conflicts": len(stats.conflicts),
             "conflict_paths": sorted(stats.conflicts)[:100],
             "last_sync": _iso(stats.last_sync),

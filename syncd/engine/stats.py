@@ -39,15 +39,21 @@ class Failure:
         """False for a refused name: no retry can fix it, it waits for a rename."""
         return not math.isinf(self.next_try)
 
-    def as_json(self) -> dict[str, object]:
-        return {
+    def as_json(self, waits_for: str | None = None) -> dict[str, object]:
+        """`waits_for`: what the retry waits for instead of its time (the remote of a pair in
+        error is tried at its next poll, not when the backoff ran out): `next_try` is null
+        then, as for a refused name, and never a time long past."""
+        shown: dict[str, object] = {
             "path": self.path,
             "op": self.op,
             "operation": self.op,  # the issue's word for it (issue 6); `op` came first
             "error": self.error,
             "attempts": self.attempts,
-            "next_try": _iso(self.next_try) if self.retried else None,
+            "next_try": _iso(self.next_try) if self.retried and waits_for is None else None,
         }
+        if self.retried and waits_for is not None:
+            shown["waits_for"] = waits_for
+        return shown
 
 
 def failure_backoff(attempts: int) -> float:
