@@ -1,6 +1,7 @@
 """The renames that close the gap between syncd's last check and its act (renameat2's
 RENAME_EXCHANGE and RENAME_NOREPLACE), their fallbacks where a filesystem lacks them, and the
-trash's look at what it moved."""
+trash's look at what it moved; and a rename made on the remote, which the max_delete guard
+tells from deletions."""
 
 from __future__ import annotations
 
@@ -13,11 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hand_driven import first_pass, hand_driven_pair, work_off
+from harness import tree
+from sqlalchemy import event
 
+from syncd.daemon.daemon import Daemon
 from syncd.engine import localfs, transfer, trash
+from syncd.engine.core import Engine
 from syncd.engine.localfs import local_file
 from syncd.engine.model import LocalFile
 from syncd.providers import renames
+from syncd.state import StateStore
 
 WHEN = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -266,3 +273,77 @@ def test_a_save_landing_before_the_swap_back_is_kept_beside(
     assert target.read_bytes() == b"written after the check"
     assert list(_beside(tmp_path).values()) == [b"saved last"]
     assert not (tmp_path / "tmp").exists()
+
+
+# -- a rename made on the remote and the max_delete guard ------------------------------------
+def _statements_weighing_one_deletion(tmp_path: Path, files: int) -> int:
+    """How many SQL statements the daemon's end of a pass runs when one of `files` synced
+    files of one size is deleted on a folder remote (whose listing states no SHA-256)."""
+    tmp_path.mkdir()
+    _setup, remote, config = hand_driven_pair(
+        tmp_path, {f"f{i:03d}.txt": f"{i:03d}" for i in range(files)}
+    )
+    with Engine(config) as engine:
+        daemon = Daemon(config, engine)
+        syncer = engine.syncers["docs"]
+        first_pass(daemon, engine)
+        (remote / "f000.txt").unlink()
+        daemon.full_scan("docs")  # a poll: f000.txt is to be deleted here
+        work_off(engine)
+        statements: list[str] = []
+
+        def count(*args: Any) -> None:
+            statements.append(args[2])
+
+        event.listen(engine.store._engine, "before_cursor_execute", count)
+        try:
+            approved = syncer.flush_deletions()
+        finally:
+            event.remove(engine.store._engine, "before_cursor_execute", count)
+        assert approved == ["f000.txt"]
+    return len(statements)
+
+
+def test_weighing_a_deletion_on_a_folder_remote_does_not_look_up_every_object(
+    tmp_path: Path,
+) -> None:
+    """Whether a deletion is a remote rename is known by the same bytes under another name;
+    a folder remote's listing states no SHA-256, so the base's, recorded this pass, is
+    used. It was looked up once per listed object of the deleted file's size: one deletion
+    on a remote of 20,000 same-size files cost 20,000 state queries at each end of a pass.
+    The entries recorded this pass are read at once: as many queries for 40 files as for 10."""
+    few = _statements_weighing_one_deletion(tmp_path / "few", 10)
+    many = _statements_weighing_one_deletion(tmp_path / "many", 40)
+    assert many == few
+
+
+def test_a_remote_rename_is_known_while_the_new_names_records_are_written_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon writes a folder remote's records behind (`StateStore.defer`). A folder
+    renamed on the remote comes down under its new names, whose records may still wait in
+    the queue when the pass ends: they count all the same, and the rename (4 of 5 files) is
+    followed, not held as a mass deletion."""
+    monkeypatch.setattr(StateStore, "_flush_deferred", lambda _store: None)  # no background
+    setup, remote, config = hand_driven_pair(tmp_path, {"top.txt": "top"})
+    (setup.local / "project").mkdir()
+    for i in range(4):
+        (setup.local / "project" / f"f{i}.txt").write_text(f"file {i}")
+    with Engine(config) as engine:
+        daemon = Daemon(config, engine)
+        engine.write_behind("docs")
+        first_pass(daemon, engine)
+        (remote / "project").rename(remote / "project-2026")
+        daemon.full_scan("docs")  # a poll: four new names to come down, four gone
+        work_off(engine)
+        renamed = {f"project-2026/f{i}.txt" for i in range(4)}
+        assert renamed <= set(engine.store._deferred["docs"])  # not committed yet
+        for _ in range(2):  # the end of the pass, then of the deletions it let through
+            daemon._end_quiet_passes()
+            work_off(engine)
+        assert daemon.status()["pairs"][0]["state"] == "idle"
+    expected = {
+        "top.txt": b"top",
+        **{f"project-2026/f{i}.txt": f"file {i}".encode() for i in range(4)},
+    }
+    assert tree(setup.local) == tree(remote) == expected

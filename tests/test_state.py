@@ -439,6 +439,37 @@ def test_a_deferring_pair_writes_behind_and_commits_after_its_barrier(tmp_path: 
         store.close()
 
 
+def test_recorded_since_sees_records_held_and_written_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The entries recorded at or after a time, in one read: from the database, from a
+    pass's held copy, and with a deferring pair's waiting records committed first."""
+    db = tmp_path / "state.db"
+    store = StateStore(f"sqlite:///{db}")
+    try:
+        store.put("docs", BaseEntry("old", 1, 1, 1, "h0", "e0", 1.0))
+        store.put("docs", BaseEntry("new", 1, 1, 1, "h1", "e1", 5.0))
+        store.put("other", BaseEntry("new", 1, 1, 1, "h2", "e2", 5.0))
+        assert store.recorded_since("docs", 5.0) == {"new": store.get("docs", "new")}
+
+        store.hold("docs")
+        store.put("docs", BaseEntry("held", 1, 1, 1, "h3", "e3", 6.0))  # written behind
+        assert set(store.recorded_since("docs", 5.0)) == {"new", "held"}
+        store.release("docs")
+
+        monkeypatch.setattr(StateStore, "_flush_deferred", lambda _store: None)  # no background
+        store.defer("docs", barrier=lambda: None)
+        store.put("docs", BaseEntry("deferred", 1, 1, 1, "h4", "e4", 7.0))
+        assert "deferred" not in _committed(db)
+        found = store.recorded_since("docs", 6.0)
+        assert {path: entry.sha256 for path, entry in found.items()} == {
+            "held": "h3",
+            "deferred": "h4",
+        }
+    finally:
+        store.close()
+
+
 def test_a_deferring_pairs_lost_records_are_reported_by_path(tmp_path: Path) -> None:
     """When the barrier fails the records are not committed (they would describe uploads a
     power cut could take back) and the pair's listener hears which paths they were, so the

@@ -688,12 +688,18 @@ class PairSyncer:
             entry = self.store.get(self.name, path)
             if entry is not None:
                 gone.setdefault(entry.size, []).append(entry)
+        listed = [
+            (path, info)
+            for path, info in self.index.snapshot().items()
+            if info is not None and info.size in gone
+        ]
+        recorded = self._recorded_in_pass(listed)
         renamed = 0
-        for path, info in self.index.snapshot().items():
-            candidates = gone.get(info.size) if info is not None else None
+        for path, info in listed:
+            candidates = gone[info.size]
             if not candidates:
                 continue
-            sha256 = info.sha256 or self._recorded_sha256(path, info)
+            sha256 = info.sha256 or self._recorded_sha256(recorded.get(path), info)
             for entry in candidates:
                 if (sha256 is not None and sha256 == entry.sha256) or (
                     info.etag == entry.remote_etag and "-" not in info.etag
@@ -703,13 +709,20 @@ class PairSyncer:
                     break
         return renamed
 
-    def _recorded_sha256(self, path: str, info: ObjectInfo) -> str | None:
-        """The SHA-256 the base records for exactly this version of `path`'s object, if it
-        was recorded in this pass: what a listing that states none (a folder remote's) is
-        known by once it came down, as a remote rename's new name did earlier in the pass.
-        (A copy synced before is no rename: deleting `photos/` beside an older
+    def _recorded_in_pass(self, listed: list[tuple[str, ObjectInfo]]) -> dict[str, BaseEntry]:
+        """The base entries recorded in this pass, if any object of `listed` states no
+        SHA-256: one query, not a lookup per object (on a folder remote of 20,000 files of
+        one size, one deletion cost 20,000 of them at each end of a pass in the daemon)."""
+        if all(info.sha256 for _, info in listed):
+            return {}
+        return self.store.recorded_since(self.name, self._pass_began)
+
+    def _recorded_sha256(self, base: BaseEntry | None, info: ObjectInfo) -> str | None:
+        """The SHA-256 the base records for exactly this version of an object (`base`: its
+        path's entry, if recorded in this pass): what a listing that states none (a folder
+        remote's) is known by once it came down, as a remote rename's new name did earlier
+        in the pass. (A copy synced before is no rename: deleting `photos/` beside an older
         `photos-backup/` is a deletion the guard must weigh.)"""
-        base = self.store.get(self.name, path)
         if base is None or base.remote_etag != info.etag or base.synced_at < self._pass_began:
             return None
         return base.sha256
