@@ -125,6 +125,13 @@ def _require_places(
             fail(_config_words(config_path, key, problem), exit_code)
 
 
+def _no_state_yet(config: Config) -> bool:
+    """No SQLite state file yet: a dry run plans on a scratch state (`dry_run_state`) and
+    needs no state folder it may write (a read-only checkout, CI, another user's preview)."""
+    db = state_file(config.state)
+    return db is not None and not os.path.lexists(db)
+
+
 def _config_words(config_path: str | None, key: str, problem: str) -> str:
     """A problem of a config value found after loading, said as loading says one: the file
     (or the environment, naming its variable) and the key."""
@@ -395,7 +402,8 @@ def once(
     if pair is not None and pair not in {p.name for p in config.pairs}:
         fail(f"no pair named {pair!r} in the config", EXIT_USAGE)
     _require_local_roots(config, config_path, pair)
-    _require_places(config, config_path, EXIT_FAILED)
+    if not (dry_run and _no_state_yet(config)):
+        _require_places(config, config_path, EXIT_FAILED)
     try:
         with ExitStack() as stack:
             if dry_run:

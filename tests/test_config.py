@@ -9,6 +9,8 @@ import subprocess
 import sys
 import textwrap
 import types
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -1092,6 +1094,51 @@ def test_a_state_that_cannot_be_made_is_one_line_naming_state(
         "Not a directory\n"
     )
     assert _files(tmp_path) == before
+
+
+@contextmanager
+def _unwritable(folder: Path) -> Iterator[None]:
+    """`folder` takes no new file, whoever asks: mode 555, or for root (whom modes do not
+    stop) the immutable attribute."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        try:
+            yield
+        finally:
+            folder.chmod(0o755)
+        return
+    try:
+        made = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, check=False)
+    except FileNotFoundError:
+        pytest.skip("no chattr to make a folder root cannot write")
+    if made.returncode != 0:
+        pytest.skip(f"chattr +i refused here: {made.stderr.strip()!r}")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+def test_a_dry_run_with_no_state_yet_needs_no_writable_state_folder(tmp_path: Path) -> None:
+    """A dry run plans on a scratch state when there is none yet, and so ran in a read-only
+    checkout, in CI or as another user. The pre-flight refused it (exit 1, `cannot create`).
+    The real pass still refuses, with one line naming `state`."""
+    path = _folder_pair(tmp_path, "")
+    (tmp_path / "docs" / "a.txt").write_text("a")
+    folder = tmp_path / "st"
+    folder.mkdir()
+    with _unwritable(folder):
+        done = syncd("once", "--dry-run", "-c", path, timeout=60)
+        assert (done.returncode, done.stdout) == (0, "upload\tdocs/a.txt\tnew locally\n"), (
+            done.stdout + done.stderr
+        )
+        real = syncd("once", "-c", path, timeout=60)
+    assert list(folder.iterdir()) == [] and not (tmp_path / "remote" / "a.txt").exists()
+    assert (real.returncode, real.stdout) == (1, ""), real.stdout + real.stderr
+    assert len(real.stderr.splitlines()) == 1, real.stderr
+    assert real.stderr.startswith(
+        f"syncd: {path}: state: cannot create {folder}/state.db: {folder}: "
+    ), real.stderr
 
 
 def test_run_on_a_socket_under_a_file_names_socket_and_leaves_no_lock(tmp_path: Path) -> None:
