@@ -8,6 +8,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
+import time
 import types
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -1139,6 +1140,24 @@ def test_a_dry_run_with_no_state_yet_needs_no_writable_state_folder(tmp_path: Pa
     assert real.stderr.startswith(
         f"syncd: {path}: state: cannot create {folder}/state.db: {folder}: "
     ), real.stderr
+
+
+def test_the_pre_flight_writes_no_name_in_the_folders_it_asks(tmp_path: Path) -> None:
+    """It made and removed a `.syncd-check-*` file in the state's and the socket's folders:
+    their mtime moved (for a dry run, which promises to change nothing), and a kill at the
+    wrong moment left the file. access(2) and a file with no name answer without that. A
+    folder not made yet is asked through its nearest existing one, which syncd makes it in."""
+    path = _folder_pair(tmp_path, "")
+    (tmp_path / "st").mkdir()  # the state's folder; the socket's (TMP/run) is not there yet
+    (tmp_path / "docs" / "a.txt").write_text("a")
+    before = {folder: folder.stat().st_mtime_ns for folder in (tmp_path, tmp_path / "st")}
+    time.sleep(0.01)
+    done = syncd("check", "-c", path, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert {folder: folder.stat().st_mtime_ns for folder in before} == before
+    dry = syncd("once", "--dry-run", "-c", path, timeout=60)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert {folder: folder.stat().st_mtime_ns for folder in before} == before
 
 
 def test_run_on_a_socket_under_a_file_names_socket_and_leaves_no_lock(tmp_path: Path) -> None:
