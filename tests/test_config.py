@@ -1010,6 +1010,30 @@ def test_a_state_in_sqlites_uri_form_is_locked_beside_its_file(tmp_path: Path) -
     assert list(cwd.iterdir()) == []
 
 
+@pytest.mark.parametrize("uri", ["yes", "on", "t", "1", "TRUE"])
+def test_uri_is_read_as_sqlalchemy_reads_a_boolean(tmp_path: Path, uri: str) -> None:
+    """SQLAlchemy takes `uri=yes` (or on, t, 1) as on and hands `mode=rwc` to SQLite: only
+    `true` and `1` counted here, and such a state was refused with exit 2."""
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("a")
+    state = f"sqlite:///file:{tmp_path}/st/state.db?mode=rwc&uri={uri}"
+    path = write(
+        tmp_path, f"state: '{state}'\n" + PAIR.replace("s3://team-bucket/docs/", f"file://{remote}")
+    )
+    done = syncd("once", "-c", path, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (remote / "a.txt").read_text() == "a" and (tmp_path / "st" / "state.db").is_file()
+
+
+def test_a_uri_value_that_is_no_boolean_is_said_to_be_not_valid(tmp_path: Path) -> None:
+    message = load_error(
+        tmp_path, "state: 'sqlite:///file:/x/state.db?mode=rwc&uri=maybe'\n" + PAIR
+    )
+    assert ": state: a query parameter is not valid (" in message, message
+
+
 # -- the state, the socket and the metrics endpoint can be used ------------------------------
 
 

@@ -394,17 +394,29 @@ def _check_sqlite_query(url: URL) -> None:
     file literally named `state.db?mode=ro`. Only parameter names are shown, never the URL."""
     if url.get_backend_name() != "sqlite" or not url.query:
         return
+    _check_driver_values(url)  # first: `uri=maybe` is said as not valid, not as ignored
     extra = sorted(set(url.query) - _SQLITE_DRIVER_PARAMETERS)
-    uri = str(url.query.get("uri", "")).lower() in ("true", "1")
-    # With SQLite's own URI (`file:` name, uri=true) the other parameters are SQLite's.
-    if extra and not (uri and (url.database or "").startswith("file:")):
+    # With SQLite's own URI (`file:` name, uri on) the other parameters are SQLite's.
+    if extra and not (sqlite_uri(url) and (url.database or "").startswith("file:")):
         names = ", ".join(repr(name) for name in extra)
         raise _invalid(
             "state_query",
             f"query parameter {names} would be ignored; SQLite's own parameters need its URI "
             "form, e.g. sqlite:///file:/var/lib/syncd/state.db?mode=rwc&uri=true",
         )
-    _check_driver_values(url)
+
+
+def sqlite_uri(url: URL) -> bool:
+    """Does SQLAlchemy hand this SQLite URL to SQLite as a URI? It reads `uri=` as it reads
+    any boolean (`asbool`: true, yes, on, y, t, 1, any case): only `true` and `1` counted
+    here, and `?mode=rwc&uri=yes`, honoured by the driver, was refused."""
+    from sqlalchemy.util import asbool
+
+    value = url.query.get("uri")
+    try:
+        return value is not None and asbool(value)
+    except ValueError:  # not a boolean: `_check_driver_values` says so
+        return False
 
 
 def _check_driver_values(url: URL) -> None:
