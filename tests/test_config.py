@@ -1034,6 +1034,29 @@ def test_a_uri_value_that_is_no_boolean_is_said_to_be_not_valid(tmp_path: Path) 
     assert ": state: a query parameter is not valid (" in message, message
 
 
+def test_a_state_uri_path_is_percent_decoded_as_sqlite_does(tmp_path: Path) -> None:
+    """SQLAlchemy decodes the URL once (`%2520` is `%20`), and SQLite decodes its URI again:
+    `file:TMP/my%20dir/state.db` is in `TMP/my dir`. syncd took the folder to be
+    `TMP/my%20dir`: the pre-flight checked that one (here a file: exit 1, `Not a directory`)
+    and the lock went there, not beside the database."""
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("a")
+    (tmp_path / "my dir").mkdir()
+    (tmp_path / "my%20dir").write_text("not the state's folder")
+    state = f"sqlite:///file:{tmp_path}/my%2520dir/state.db?mode=rwc&uri=true"
+    text = f"state: '{state}'\nsocket: TMP/s.sock\n"
+    path = write(tmp_path, text + PAIR.replace("s3://team-bucket/docs/", f"file://{remote}"))
+    done = syncd("once", "-c", path, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(p.name for p in (tmp_path / "my dir").iterdir())[:2] == [
+        "state.db",
+        "state.db.lock",
+    ]
+    assert (tmp_path / "my%20dir").read_text() == "not the state's folder"
+
+
 # -- the state, the socket and the metrics endpoint can be used ------------------------------
 
 

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -601,7 +601,8 @@ def state_file(url: str) -> Path | None:
     if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
         return None
     if database.startswith("file:"):  # SQLite's URI form: file:/path/x.db?mode=...
-        database = urlsplit(database).path
+        # %-decoded, as SQLite decodes it: `file:/my%20dir/x.db` is in `/my dir`.
+        database = unquote(urlsplit(database).path)
         if not database.startswith("/"):
             return None  # file::memory:, or relative to wherever SQLite is opened
     return Path(database)
