@@ -20,19 +20,23 @@ import stat
 import tempfile
 from pathlib import Path
 
-from syncd.config.model import state_file
+from syncd.config.model import state_file, state_read_only
 
 
 def state_problem(url: str) -> str | None:
     """Why the SQLite state at `url` can be neither opened nor created; None for a usable
     one, and for a database that is no file (in memory, a server: its URL is checked when
-    the config loads)."""
+    the config loads). A state opened read-only (`mode=ro`) needs only to be there and
+    readable: nothing is made for it (whether a command may write it is the caller's)."""
     db = state_file(url)
     if db is None:
         return None
+    read_only = state_read_only(url)
     try:
         mode = os.stat(db).st_mode
     except OSError as exc:
+        if read_only is not None and isinstance(exc, FileNotFoundError):
+            return f"{db}: no such file ({read_only} opens only a state that is there)"
         # Missing (it is made at the first pass), or a folder on the way is not one.
         folder = folder_problem(db.parent)
         if folder is not None:
@@ -42,8 +46,10 @@ def state_problem(url: str) -> str | None:
         return f"{db} is a folder, not a database file"
     if not stat.S_ISREG(mode):
         return f"{db} is not a regular file"
-    if not os.access(db, os.R_OK | os.W_OK):
+    if not os.access(db, os.R_OK if read_only else os.R_OK | os.W_OK):
         return f"{db}: {os.strerror(errno.EACCES)}"
+    if read_only is not None:
+        return None
     # Its write-ahead log, shared memory and the instance lock are made beside it.
     folder = folder_problem(db.parent)
     return None if folder is None else f"cannot create files beside {db}: {folder}"

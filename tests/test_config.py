@@ -1146,14 +1146,15 @@ def test_a_state_that_cannot_be_made_is_one_line_naming_state(
 
 @contextmanager
 def _unwritable(folder: Path) -> Iterator[None]:
-    """`folder` takes no new file, whoever asks: mode 555, or for root (whom modes do not
-    stop) the immutable attribute."""
+    """`folder` (or a file) takes no write, whoever asks: mode 555, or for root (whom modes
+    do not stop) the immutable attribute."""
     if os.geteuid() != 0:
+        mode = folder.stat().st_mode
         folder.chmod(0o555)
         try:
             yield
         finally:
-            folder.chmod(0o755)
+            folder.chmod(mode)
         return
     try:
         made = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, check=False)
@@ -1205,6 +1206,47 @@ def test_the_pre_flight_writes_no_name_in_the_folders_it_asks(tmp_path: Path) ->
     dry = syncd("once", "--dry-run", "-c", path, timeout=60)
     assert dry.returncode == 0, dry.stdout + dry.stderr
     assert {folder: folder.stat().st_mtime_ns for folder in before} == before
+
+
+def test_a_read_only_state_serves_the_readers_and_the_writers_refuse_it(tmp_path: Path) -> None:
+    """`?mode=ro` (SQLite's URI form) on a state file that is not writable: `check` said exit 2
+    (the pre-flight asked for read-write access), though `conflicts`, `log` and a dry run read
+    it. The commands that write it say so in one line naming `state`, exit 2 (`once` ran with
+    exit 0, saving no record of its pass)."""
+    state = f"sqlite:///file:{tmp_path}/st/state.db?mode=rwc&uri=true"
+    path = _folder_pair(tmp_path, f"state: '{state}'\n")
+    (tmp_path / "docs" / "a.txt").write_text("a")
+    assert syncd("once", "-c", path, timeout=60).returncode == 0
+    (tmp_path / "docs" / "b.txt").write_text("b")
+    path.write_text(path.read_text().replace("mode=rwc", "mode=ro"))
+    with _unwritable(tmp_path / "st" / "state.db"):
+        check = syncd("check", "-c", path, timeout=60)
+        dry = syncd("once", "--dry-run", "-c", path, timeout=60)
+        writers = [syncd(*command, "-c", path, timeout=60) for command in WRITERS]
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert check.stdout.startswith("ok\tdocs\t"), check.stdout
+    assert (dry.returncode, dry.stdout) == (0, "upload\tdocs/b.txt\tnew locally\n"), dry.stderr
+    for done in writers:
+        assert (done.returncode, done.stdout) == (2, ""), done.stdout + done.stderr
+        assert done.stderr == (
+            f"syncd: {path}: state: mode=ro opens the state read-only, and this command writes it\n"
+        )
+    assert not (tmp_path / "remote" / "b.txt").exists()
+
+
+WRITERS = [["once"], ["run"], ["state", "rebuild"]]
+
+
+def test_a_read_only_state_that_is_not_there_is_a_config_error(tmp_path: Path) -> None:
+    """`mode=ro` makes nothing: no command could open it, so `check` says so, exit 2."""
+    state = f"sqlite:///file:{tmp_path}/st/state.db?mode=ro&uri=true"
+    path = _folder_pair(tmp_path, f"state: '{state}'\n")
+    done = syncd("check", "-c", path, timeout=60)
+    assert (done.returncode, done.stdout) == (2, ""), done.stdout + done.stderr
+    assert done.stderr == (
+        f"syncd: {path}: state: {tmp_path}/st/state.db: no such file (mode=ro opens only a "
+        "state that is there)\n"
+    )
 
 
 def test_run_on_a_socket_under_a_file_names_socket_and_leaves_no_lock(tmp_path: Path) -> None:

@@ -608,6 +608,29 @@ def state_file(url: str) -> Path | None:
     return Path(database)
 
 
+def state_read_only(url: str) -> str | None:
+    """The query parameter that has SQLite open this state read-only (`mode=ro`, or
+    `immutable=1`), or None. Such a state serves the commands that only read it (`check`,
+    `conflicts`, `log`, a dry run); those that write it refuse it."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.util import asbool
+
+    parsed = make_url(url)
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or not database.startswith("file:"):
+        return None
+    if not sqlite_uri(parsed):
+        return None  # not SQLite's URI: its parameters are refused when the config loads
+    if parsed.query.get("mode") == "ro":
+        return "mode=ro"
+    immutable = parsed.query.get("immutable")
+    try:
+        on = isinstance(immutable, str) and asbool(immutable)
+    except ValueError:  # SQLite reads it as off
+        on = False
+    return f"immutable={immutable}" if on else None
+
+
 def _check_state_outside(state: str, pairs: list[PairConfig]) -> None:
     """The state database inside a pair's local root, or a file:// remote's folder, would be
     synced: uploaded at every pass (it changes at every pass), and replaced under the running
