@@ -1790,6 +1790,35 @@ def test_a_folder_at_the_default_config_path_is_said_to_be_one(
     assert done.stderr == f"syncd: {default}: is a directory, not a config file\n"
 
 
+@pytest.mark.parametrize("kind", ["folder", "dangling link"])
+def test_no_config_file_at_the_default_path_leaves_the_environments_config(
+    tmp_path: Path, kind: str
+) -> None:
+    """A folder there (Docker makes one when it bind-mounts a host file that is not there) or a
+    dangling dotfile link is no config file, and README says the SYNCD_* variables make the
+    config when there is none: it took precedence, and a container configured by its
+    environment stopped with exit 2."""
+    default = tmp_path / "xdg" / "syncd" / "syncd.yaml"
+    default.parent.mkdir(parents=True)
+    if kind == "folder":
+        default.mkdir()
+    else:
+        default.symlink_to(tmp_path / "gone.yaml")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.txt").write_text("a")
+    (tmp_path / "remote").mkdir()
+    env = {
+        "XDG_CONFIG_HOME": str(tmp_path / "xdg"),
+        "XDG_RUNTIME_DIR": str(tmp_path / "run"),
+        "SYNCD_LOCAL": str(tmp_path / "data"),
+        "SYNCD_REMOTE": f"file://{tmp_path}/remote",
+        "SYNCD_STATE": f"sqlite:///{tmp_path}/st/state.db",
+    }
+    done = syncd("once", env=env, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "remote" / "a.txt").read_text() == "a"
+
+
 def test_config_error_survives_pickling() -> None:
     error = ConfigError("syncd.yaml", "unknown key", key="workerz")
     assert str(pickle.loads(pickle.dumps(error)))  # noqa: S301 - our own bytes == "syncd.yaml: workerz: unknown key"
