@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
-from harness import SYNCD, syncd
+from harness import SYNCD, syncd, unavailable_here
 from pydantic import ValidationError
 
 from syncd.config import (
@@ -1159,9 +1159,9 @@ def _unwritable(folder: Path) -> Iterator[None]:
     try:
         made = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, check=False)
     except FileNotFoundError:
-        pytest.skip("no chattr to make a folder root cannot write")
+        unavailable_here("no chattr to make a folder root cannot write")
     if made.returncode != 0:
-        pytest.skip(f"chattr +i refused here: {made.stderr.strip()!r}")
+        unavailable_here(f"chattr +i refused here: {made.stderr.strip()!r}")
     try:
         yield
     finally:
