@@ -30,7 +30,7 @@ from syncd.config import (
     load_config_part,
     resolve_config_path,
 )
-from syncd.config.model import state_file
+from syncd.config.model import state_file, state_read_only
 from syncd.daemon.lock import InstanceLock, LockUnavailable, instance_lock
 from syncd.daemon.protocol import DaemonError, DaemonNoAnswer, DaemonUnreachable, request
 from syncd.engine.paths import printable
@@ -105,15 +105,22 @@ def _require_places(
     *,
     socket: bool = False,
     metrics: bool = False,
+    writes: bool = True,
 ) -> None:
     """The state database (and for the daemon its control socket and metrics endpoint) can
     be used, else one line naming the key, before anything is made: a refused `run` left
     `state.db.lock` behind. `code` is the exit of a state or socket that cannot be: 2 for
     `check` (a value of the config no command can use), 1 for the commands that use them,
     as README documents for a state that cannot be opened. A `metrics.listen` no endpoint
-    can have is 2 for every command, as `run` said it before."""
+    can have is 2 for every command, as `run` said it before. A state the URL opens
+    read-only (`mode=ro`) is a config error (2) for a command that `writes` it: `once` ran
+    with exit 0 while no record of its pass was saved."""
     from syncd import preflight
 
+    read_only = state_read_only(config.state) if writes else None
+    if read_only is not None:
+        why = f"{read_only} opens the state read-only, and this command writes it"
+        fail(_config_words(config_path, "state", why), EXIT_USAGE)
     problems = [("state", preflight.state_problem(config.state), code)]
     if socket:
         problems.append(("socket", preflight.socket_problem(Path(config.socket)), code))
@@ -123,6 +130,13 @@ def _require_places(
     for key, problem, exit_code in problems:
         if problem is not None:
             fail(_config_words(config_path, key, problem), exit_code)
+
+
+def _no_state_yet(config: Config) -> bool:
+    """No SQLite state file yet: a dry run plans on a scratch state (`dry_run_state`) and
+    needs no state folder it may write (a read-only checkout, CI, another user's preview)."""
+    db = state_file(config.state)
+    return db is not None and not os.path.lexists(db)
 
 
 def _config_words(config_path: str | None, key: str, problem: str) -> str:
@@ -395,7 +409,8 @@ def once(
     if pair is not None and pair not in {p.name for p in config.pairs}:
         fail(f"no pair named {pair!r} in the config", EXIT_USAGE)
     _require_local_roots(config, config_path, pair)
-    _require_places(config, config_path, EXIT_FAILED)
+    if not (dry_run and _no_state_yet(config)):
+        _require_places(config, config_path, EXIT_FAILED, writes=not dry_run)
     try:
         with ExitStack() as stack:
             if dry_run:
@@ -786,7 +801,7 @@ def check(config_path: str | None) -> None:
     from syncd.providers import open_provider
 
     config = _load(config_path)
-    _require_places(config, config_path, EXIT_USAGE, socket=True, metrics=True)
+    _require_places(config, config_path, EXIT_USAGE, socket=True, metrics=True, writes=False)
     logs.configure("error", "auto")
     failed = misconfigured = False
     for index, pair in enumerate(config.pairs):

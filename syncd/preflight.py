@@ -4,8 +4,11 @@ they create anything (a refused `run` left `state.db.lock` behind, and `check` s
 state or socket path no command could use). Each function returns why the place cannot
 work, as one line for a config error naming its key, or None.
 
-Nothing is left behind: a folder is tried by making a file in it and removing it again, an
-address by binding port 0 on it (the port itself may well be taken by the running daemon).
+Nothing is left behind, and where the system allows nothing is written: a folder is asked
+with access(2), then tried with a file that has no name (O_TMPFILE: the folder's listing and
+mtime stay as they were), and only on a filesystem without those (NFS, FUSE, /proc) by making
+a named file and removing it again. An address is tried by binding port 0 on it (the port
+itself may well be taken by the running daemon).
 """
 
 from __future__ import annotations
@@ -17,19 +20,23 @@ import stat
 import tempfile
 from pathlib import Path
 
-from syncd.config.model import state_file
+from syncd.config.model import state_file, state_read_only
 
 
 def state_problem(url: str) -> str | None:
     """Why the SQLite state at `url` can be neither opened nor created; None for a usable
     one, and for a database that is no file (in memory, a server: its URL is checked when
-    the config loads)."""
+    the config loads). A state opened read-only (`mode=ro`) needs only to be there and
+    readable: nothing is made for it (whether a command may write it is the caller's)."""
     db = state_file(url)
     if db is None:
         return None
+    read_only = state_read_only(url)
     try:
         mode = os.stat(db).st_mode
     except OSError as exc:
+        if read_only is not None and isinstance(exc, FileNotFoundError):
+            return f"{db}: no such file ({read_only} opens only a state that is there)"
         # Missing (it is made at the first pass), or a folder on the way is not one.
         folder = folder_problem(db.parent)
         if folder is not None:
@@ -39,8 +46,10 @@ def state_problem(url: str) -> str | None:
         return f"{db} is a folder, not a database file"
     if not stat.S_ISREG(mode):
         return f"{db} is not a regular file"
-    if not os.access(db, os.R_OK | os.W_OK):
+    if not os.access(db, os.R_OK if read_only else os.R_OK | os.W_OK):
         return f"{db}: {os.strerror(errno.EACCES)}"
+    if read_only is not None:
+        return None
     # Its write-ahead log, shared memory and the instance lock are made beside it.
     folder = folder_problem(db.parent)
     return None if folder is None else f"cannot create files beside {db}: {folder}"
@@ -72,15 +81,48 @@ def folder_problem(folder: Path) -> str | None:
         existing = existing.parent
     if not os.path.isdir(existing):
         return f"{existing}: {os.strerror(errno.ENOTDIR)}"
+    error = _creation_error(existing)
+    if error is None:
+        return None
+    if error.errno == errno.ENOENT:  # there, but no file can be made in it (/proc)
+        return f"{existing}: no file can be created there"
+    return f"{existing}: {error.strerror or error}"
+
+
+#: What open(O_TMPFILE) says on a filesystem that makes no unnamed files (or a kernel before
+#: 3.11, which reads the flag as O_DIRECTORY).
+_NO_UNNAMED_FILES = frozenset((errno.EOPNOTSUPP, errno.ENOTSUP, errno.EISDIR, errno.EINVAL))
+
+
+def _creation_error(folder: Path) -> OSError | None:
+    """Why no file can be made in the existing `folder`, or None, leaving no trace where the
+    system allows: a probe file's name moved the folder's mtime (a dry run's promise to change
+    nothing), was left behind by a kill at the wrong moment, and showed up in a watched root.
+    access(2) answers for modes, ACLs, read-only mounts and immutable folders; a file with no
+    name then finds what it cannot (a full disk, root in /proc)."""
+    if os.access(folder, os.W_OK | os.X_OK):
+        try:
+            os.close(os.open(folder, _unnamed_file_flags(), 0o600))
+            return None
+        except OSError as exc:
+            if exc.errno not in _NO_UNNAMED_FILES:
+                return exc
+    # A folder access(2) refuses refuses the file too (nothing is made, and its error says
+    # why); else a filesystem with no unnamed files is tried with a named one.
     try:
-        fd, probe = tempfile.mkstemp(prefix=".syncd-check-", dir=existing)
+        fd, probe = tempfile.mkstemp(prefix=".syncd-check-", dir=folder)
     except OSError as exc:
-        if exc.errno == errno.ENOENT:  # there, but no file can be made in it (/proc)
-            return f"{existing}: no file can be created there"
-        return f"{existing}: {exc.strerror or exc}"
+        return exc
     os.close(fd)
     os.unlink(probe)
     return None
+
+
+def _unnamed_file_flags() -> int:
+    flag = getattr(os, "O_TMPFILE", None)
+    if flag is None:  # not Linux
+        raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
+    return int(flag) | os.O_WRONLY | os.O_CLOEXEC
 
 
 def listen_problem(host: str, port: int) -> str | None:

@@ -8,12 +8,15 @@ import pickle
 import subprocess
 import sys
 import textwrap
+import time
 import types
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
 import pytest
-from harness import SYNCD, syncd
+from harness import SYNCD, syncd, unavailable_here
 from pydantic import ValidationError
 
 from syncd.config import (
@@ -1007,6 +1010,53 @@ def test_a_state_in_sqlites_uri_form_is_locked_beside_its_file(tmp_path: Path) -
     assert list(cwd.iterdir()) == []
 
 
+@pytest.mark.parametrize("uri", ["yes", "on", "t", "1", "TRUE"])
+def test_uri_is_read_as_sqlalchemy_reads_a_boolean(tmp_path: Path, uri: str) -> None:
+    """SQLAlchemy takes `uri=yes` (or on, t, 1) as on and hands `mode=rwc` to SQLite: only
+    `true` and `1` counted here, and such a state was refused with exit 2."""
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("a")
+    state = f"sqlite:///file:{tmp_path}/st/state.db?mode=rwc&uri={uri}"
+    path = write(
+        tmp_path, f"state: '{state}'\n" + PAIR.replace("s3://team-bucket/docs/", f"file://{remote}")
+    )
+    done = syncd("once", "-c", path, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (remote / "a.txt").read_text() == "a" and (tmp_path / "st" / "state.db").is_file()
+
+
+def test_a_uri_value_that_is_no_boolean_is_said_to_be_not_valid(tmp_path: Path) -> None:
+    message = load_error(
+        tmp_path, "state: 'sqlite:///file:/x/state.db?mode=rwc&uri=maybe'\n" + PAIR
+    )
+    assert ": state: a query parameter is not valid (" in message, message
+
+
+def test_a_state_uri_path_is_percent_decoded_as_sqlite_does(tmp_path: Path) -> None:
+    """SQLAlchemy decodes the URL once (`%2520` is `%20`), and SQLite decodes its URI again:
+    `file:TMP/my%20dir/state.db` is in `TMP/my dir`. syncd took the folder to be
+    `TMP/my%20dir`: the pre-flight checked that one (here a file: exit 1, `Not a directory`)
+    and the lock went there, not beside the database."""
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("a")
+    (tmp_path / "my dir").mkdir()
+    (tmp_path / "my%20dir").write_text("not the state's folder")
+    state = f"sqlite:///file:{tmp_path}/my%2520dir/state.db?mode=rwc&uri=true"
+    text = f"state: '{state}'\nsocket: TMP/s.sock\n"
+    path = write(tmp_path, text + PAIR.replace("s3://team-bucket/docs/", f"file://{remote}"))
+    done = syncd("once", "-c", path, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(p.name for p in (tmp_path / "my dir").iterdir())[:2] == [
+        "state.db",
+        "state.db.lock",
+    ]
+    assert (tmp_path / "my%20dir").read_text() == "not the state's folder"
+
+
 # -- the state, the socket and the metrics endpoint can be used ------------------------------
 
 
@@ -1092,6 +1142,111 @@ def test_a_state_that_cannot_be_made_is_one_line_naming_state(
         "Not a directory\n"
     )
     assert _files(tmp_path) == before
+
+
+@contextmanager
+def _unwritable(folder: Path) -> Iterator[None]:
+    """`folder` (or a file) takes no write, whoever asks: mode 555, or for root (whom modes
+    do not stop) the immutable attribute."""
+    if os.geteuid() != 0:
+        mode = folder.stat().st_mode
+        folder.chmod(0o555)
+        try:
+            yield
+        finally:
+            folder.chmod(mode)
+        return
+    try:
+        made = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, check=False)
+    except FileNotFoundError:
+        unavailable_here("no chattr to make a folder root cannot write")
+    if made.returncode != 0:
+        unavailable_here(f"chattr +i refused here: {made.stderr.strip()!r}")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+def test_a_dry_run_with_no_state_yet_needs_no_writable_state_folder(tmp_path: Path) -> None:
+    """A dry run plans on a scratch state when there is none yet, and so ran in a read-only
+    checkout, in CI or as another user. The pre-flight refused it (exit 1, `cannot create`).
+    The real pass still refuses, with one line naming `state`."""
+    path = _folder_pair(tmp_path, "")
+    (tmp_path / "docs" / "a.txt").write_text("a")
+    folder = tmp_path / "st"
+    folder.mkdir()
+    with _unwritable(folder):
+        done = syncd("once", "--dry-run", "-c", path, timeout=60)
+        assert (done.returncode, done.stdout) == (0, "upload\tdocs/a.txt\tnew locally\n"), (
+            done.stdout + done.stderr
+        )
+        real = syncd("once", "-c", path, timeout=60)
+    assert list(folder.iterdir()) == [] and not (tmp_path / "remote" / "a.txt").exists()
+    assert (real.returncode, real.stdout) == (1, ""), real.stdout + real.stderr
+    assert len(real.stderr.splitlines()) == 1, real.stderr
+    assert real.stderr.startswith(
+        f"syncd: {path}: state: cannot create {folder}/state.db: {folder}: "
+    ), real.stderr
+
+
+def test_the_pre_flight_writes_no_name_in_the_folders_it_asks(tmp_path: Path) -> None:
+    """It made and removed a `.syncd-check-*` file in the state's and the socket's folders:
+    their mtime moved (for a dry run, which promises to change nothing), and a kill at the
+    wrong moment left the file. access(2) and a file with no name answer without that. A
+    folder not made yet is asked through its nearest existing one, which syncd makes it in."""
+    path = _folder_pair(tmp_path, "")
+    (tmp_path / "st").mkdir()  # the state's folder; the socket's (TMP/run) is not there yet
+    (tmp_path / "docs" / "a.txt").write_text("a")
+    before = {folder: folder.stat().st_mtime_ns for folder in (tmp_path, tmp_path / "st")}
+    time.sleep(0.01)
+    done = syncd("check", "-c", path, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert {folder: folder.stat().st_mtime_ns for folder in before} == before
+    dry = syncd("once", "--dry-run", "-c", path, timeout=60)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert {folder: folder.stat().st_mtime_ns for folder in before} == before
+
+
+def test_a_read_only_state_serves_the_readers_and_the_writers_refuse_it(tmp_path: Path) -> None:
+    """`?mode=ro` (SQLite's URI form) on a state file that is not writable: `check` said exit 2
+    (the pre-flight asked for read-write access), though `conflicts`, `log` and a dry run read
+    it. The commands that write it say so in one line naming `state`, exit 2 (`once` ran with
+    exit 0, saving no record of its pass)."""
+    state = f"sqlite:///file:{tmp_path}/st/state.db?mode=rwc&uri=true"
+    path = _folder_pair(tmp_path, f"state: '{state}'\n")
+    (tmp_path / "docs" / "a.txt").write_text("a")
+    assert syncd("once", "-c", path, timeout=60).returncode == 0
+    (tmp_path / "docs" / "b.txt").write_text("b")
+    path.write_text(path.read_text().replace("mode=rwc", "mode=ro"))
+    with _unwritable(tmp_path / "st" / "state.db"):
+        check = syncd("check", "-c", path, timeout=60)
+        dry = syncd("once", "--dry-run", "-c", path, timeout=60)
+        writers = [syncd(*command, "-c", path, timeout=60) for command in WRITERS]
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert check.stdout.startswith("ok\tdocs\t"), check.stdout
+    assert (dry.returncode, dry.stdout) == (0, "upload\tdocs/b.txt\tnew locally\n"), dry.stderr
+    for done in writers:
+        assert (done.returncode, done.stdout) == (2, ""), done.stdout + done.stderr
+        assert done.stderr == (
+            f"syncd: {path}: state: mode=ro opens the state read-only, and this command writes it\n"
+        )
+    assert not (tmp_path / "remote" / "b.txt").exists()
+
+
+WRITERS = [["once"], ["run"], ["state", "rebuild"]]
+
+
+def test_a_read_only_state_that_is_not_there_is_a_config_error(tmp_path: Path) -> None:
+    """`mode=ro` makes nothing: no command could open it, so `check` says so, exit 2."""
+    state = f"sqlite:///file:{tmp_path}/st/state.db?mode=ro&uri=true"
+    path = _folder_pair(tmp_path, f"state: '{state}'\n")
+    done = syncd("check", "-c", path, timeout=60)
+    assert (done.returncode, done.stdout) == (2, ""), done.stdout + done.stderr
+    assert done.stderr == (
+        f"syncd: {path}: state: {tmp_path}/st/state.db: no such file (mode=ro opens only a "
+        "state that is there)\n"
+    )
 
 
 def test_run_on_a_socket_under_a_file_names_socket_and_leaves_no_lock(tmp_path: Path) -> None:
@@ -1633,6 +1788,35 @@ def test_a_folder_at_the_default_config_path_is_said_to_be_one(
     done = syncd("check", env={"XDG_CONFIG_HOME": str(tmp_path)})
     assert done.returncode == 2, done.stderr
     assert done.stderr == f"syncd: {default}: is a directory, not a config file\n"
+
+
+@pytest.mark.parametrize("kind", ["folder", "dangling link"])
+def test_no_config_file_at_the_default_path_leaves_the_environments_config(
+    tmp_path: Path, kind: str
+) -> None:
+    """A folder there (Docker makes one when it bind-mounts a host file that is not there) or a
+    dangling dotfile link is no config file, and README says the SYNCD_* variables make the
+    config when there is none: it took precedence, and a container configured by its
+    environment stopped with exit 2."""
+    default = tmp_path / "xdg" / "syncd" / "syncd.yaml"
+    default.parent.mkdir(parents=True)
+    if kind == "folder":
+        default.mkdir()
+    else:
+        default.symlink_to(tmp_path / "gone.yaml")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.txt").write_text("a")
+    (tmp_path / "remote").mkdir()
+    env = {
+        "XDG_CONFIG_HOME": str(tmp_path / "xdg"),
+        "XDG_RUNTIME_DIR": str(tmp_path / "run"),
+        "SYNCD_LOCAL": str(tmp_path / "data"),
+        "SYNCD_REMOTE": f"file://{tmp_path}/remote",
+        "SYNCD_STATE": f"sqlite:///{tmp_path}/st/state.db",
+    }
+    done = syncd("once", env=env, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "remote" / "a.txt").read_text() == "a"
 
 
 def test_config_error_survives_pickling() -> None:

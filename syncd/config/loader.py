@@ -56,12 +56,15 @@ class ConfigError(Exception):
 
 def resolve_config_path(explicit: str | None) -> Path | None:
     """The config to use: `-c` if given, else `$SYNCD_CONFIG`, else
-    `$XDG_CONFIG_HOME/syncd/syncd.yaml` when something is there; None when there is none.
+    `$XDG_CONFIG_HOME/syncd/syncd.yaml` when it is a file; None when there is none (the
+    SYNCD_* variables' config, or none at all).
 
     An explicit or `$SYNCD_CONFIG` path is returned even if missing, so that loading it reports
-    "no such file" instead of silently falling back to another config. The default path is
-    returned when anything has its name (a folder, a dangling link): loading it says what is
-    wrong, where skipping it told the user to create what was already there.
+    "no such file" instead of silently falling back to another config. Anything else at the
+    default path (a folder, a dangling link) is no config file, and so does not shadow the
+    environment's config (README): Docker makes that folder when it bind-mounts a host file
+    that is not there. With no SYNCD_LOCAL nor SYNCD_REMOTE set, it is returned, so loading it
+    says what is wrong, where skipping it told the user to create what was already there.
     """
     if explicit:
         return Path(os.path.expanduser(explicit))
@@ -72,6 +75,10 @@ def resolve_config_path(explicit: str | None) -> Path | None:
     if not config_home or not os.path.isabs(config_home):  # XDG: ignore relative values
         config_home = os.path.expanduser("~/.config")
     candidate = Path(config_home) / "syncd" / "syncd.yaml"
+    if os.path.isfile(candidate):
+        return candidate
+    if os.environ.get("SYNCD_LOCAL") or os.environ.get("SYNCD_REMOTE"):
+        return None  # the environment's config (or the one line saying which half is missing)
     return candidate if os.path.lexists(candidate) else None
 
 

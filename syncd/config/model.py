@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -394,17 +394,29 @@ def _check_sqlite_query(url: URL) -> None:
     file literally named `state.db?mode=ro`. Only parameter names are shown, never the URL."""
     if url.get_backend_name() != "sqlite" or not url.query:
         return
+    _check_driver_values(url)  # first: `uri=maybe` is said as not valid, not as ignored
     extra = sorted(set(url.query) - _SQLITE_DRIVER_PARAMETERS)
-    uri = str(url.query.get("uri", "")).lower() in ("true", "1")
-    # With SQLite's own URI (`file:` name, uri=true) the other parameters are SQLite's.
-    if extra and not (uri and (url.database or "").startswith("file:")):
+    # With SQLite's own URI (`file:` name, uri on) the other parameters are SQLite's.
+    if extra and not (sqlite_uri(url) and (url.database or "").startswith("file:")):
         names = ", ".join(repr(name) for name in extra)
         raise _invalid(
             "state_query",
             f"query parameter {names} would be ignored; SQLite's own parameters need its URI "
             "form, e.g. sqlite:///file:/var/lib/syncd/state.db?mode=rwc&uri=true",
         )
-    _check_driver_values(url)
+
+
+def sqlite_uri(url: URL) -> bool:
+    """Does SQLAlchemy hand this SQLite URL to SQLite as a URI? It reads `uri=` as it reads
+    any boolean (`asbool`: true, yes, on, y, t, 1, any case): only `true` and `1` counted
+    here, and `?mode=rwc&uri=yes`, honoured by the driver, was refused."""
+    from sqlalchemy.util import asbool
+
+    value = url.query.get("uri")
+    try:
+        return value is not None and asbool(value)
+    except ValueError:  # not a boolean: `_check_driver_values` says so
+        return False
 
 
 def _check_driver_values(url: URL) -> None:
@@ -589,10 +601,34 @@ def state_file(url: str) -> Path | None:
     if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
         return None
     if database.startswith("file:"):  # SQLite's URI form: file:/path/x.db?mode=...
-        database = urlsplit(database).path
+        # %-decoded, as SQLite decodes it: `file:/my%20dir/x.db` is in `/my dir`.
+        database = unquote(urlsplit(database).path)
         if not database.startswith("/"):
             return None  # file::memory:, or relative to wherever SQLite is opened
     return Path(database)
+
+
+def state_read_only(url: str) -> str | None:
+    """The query parameter that has SQLite open this state read-only (`mode=ro`, or
+    `immutable=1`), or None. Such a state serves the commands that only read it (`check`,
+    `conflicts`, `log`, a dry run); those that write it refuse it."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.util import asbool
+
+    parsed = make_url(url)
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or not database.startswith("file:"):
+        return None
+    if not sqlite_uri(parsed):
+        return None  # not SQLite's URI: its parameters are refused when the config loads
+    if parsed.query.get("mode") == "ro":
+        return "mode=ro"
+    immutable = parsed.query.get("immutable")
+    try:
+        on = isinstance(immutable, str) and asbool(immutable)
+    except ValueError:  # SQLite reads it as off
+        on = False
+    return f"immutable={immutable}" if on else None
 
 
 def _check_state_outside(state: str, pairs: list[PairConfig]) -> None:
