@@ -117,3 +117,66 @@ def test_a_pattern_given_alone_that_starts_with_a_hash_is_a_pattern(tmp_path: Pa
     assert tree(remote) == {"notes.txt": b"notes"}
     bad = syncd("upload", source, f"file://{remote}", "--exclude", "#[z-a]", env=env)
     assert bad.returncode == 2 and "--exclude" in bad.stderr, bad.stderr
+
+
+REINCLUDING = [
+    # git's "ignore everything but .txt" idiom: the folders back in, then the files.
+    (["*", "!*/", "!*.txt"], {"a.txt", "d/notes.txt", "logs/keep.txt"}),
+    # Everything inside logs/ but one file (git keeps it: `logs/**` leaves logs/ itself in).
+    (["logs/**", "!logs/keep.txt"], {"a.txt", "a.log", "d/notes.txt", "logs/keep.txt"}),
+    # A file named back in below an excluded folder (git would leave it out; syncd takes the
+    # `!` rule at its word, on both sides alike).
+    (["logs/", "!logs/keep.txt"], {"a.txt", "a.log", "d/notes.txt", "logs/keep.txt"}),
+]
+FILES = ("a.txt", "a.log", "d/notes.txt", "logs/keep.txt", "logs/x.log")
+
+
+@pytest.mark.parametrize(("rules", "synced"), REINCLUDING, ids=["*-!*/-!*.txt", "**", "dir/"])
+def test_a_file_let_back_in_below_an_excluded_folder_syncs_both_ways(
+    tmp_path: Path, rules: list[str], synced: set[str]
+) -> None:
+    """A `!` rule bringing files back in below an excluded folder worked one way only: the
+    remote's copies came down (each key is asked on its own), while the local walk skipped
+    the folder, so the local ones never went up: `upload` copied 1 file, `download` 4."""
+    for direction in ("up", "down"):
+        remote = tmp_path / direction / "remote"
+        remote.mkdir(parents=True)
+        setup = Setup(tmp_path / direction, f"file://{remote}", pair_extra={"exclude": rules})
+        setup.write()
+        source = setup.local if direction == "up" else remote
+        for name in FILES:
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            (source / name).write_bytes(name.encode())
+        result = syncd("once", "-c", setup.config)
+        assert result.returncode == 0, result.stdout + result.stderr
+        target = remote if direction == "up" else setup.local
+        assert set(tree(target)) == synced, direction
+        assert set(tree(source)) == set(FILES)  # what is left out stays, never deleted
+    env = {"XDG_STATE_HOME": str(tmp_path / "xdg")}
+    excludes = [arg for rule in rules for arg in ("--exclude", rule)]
+    pushed = syncd("upload", tmp_path / "up" / "local", f"file://{tmp_path / 'pushed'}",
+                   *excludes, env=env)  # fmt: skip
+    pulled = syncd("download", f"file://{tmp_path / 'down' / 'remote'}", tmp_path / "pulled",
+                   *excludes, env=env)  # fmt: skip
+    assert (pushed.returncode, pulled.returncode) == (0, 0), pushed.stderr + pulled.stderr
+    assert set(tree(tmp_path / "pushed")) == set(tree(tmp_path / "pulled")) == synced
+
+
+def test_a_folder_is_skipped_whole_only_where_no_rule_lets_a_file_back_in(
+    tmp_path: Path,
+) -> None:
+    assert PathFilter(["node_modules/"], tmp_path).prunes("node_modules")
+    assert not PathFilter(["node_modules/", "!*.md"], tmp_path).prunes("node_modules")
+    assert PathFilter(["node_modules/", "!*.md"], tmp_path).prunes(".syncd")
+    assert not PathFilter(["*.tmp"], tmp_path).prunes("src")
+
+
+def test_a_syncignore_saved_with_a_bom_keeps_its_first_rule(tmp_path: Path) -> None:
+    """Windows editors start a UTF-8 file with a BOM; git skips it. Read as part of the first
+    rule, that rule matched nothing, and the folder it kept private was uploaded."""
+    (tmp_path / ".syncignore").write_bytes(b"\xef\xbb\xbfsecrets/\r\n*.tmp\r\n")
+    rules = PathFilter([], tmp_path)
+    assert rules.problem is None
+    assert rules.excluded("secrets/pw.txt")
+    assert rules.excluded("x.tmp")
+    assert not rules.excluded("a.txt")

@@ -41,7 +41,8 @@ def _read_rules(path: Path) -> str:
         data = fh.read(MAX_RULES_BYTES + 1)
     if len(data) > MAX_RULES_BYTES:
         raise OSError(errno.EFBIG, f"larger than {MAX_RULES_BYTES // 1024} KiB")
-    return data.decode("utf-8")
+    # A leading BOM (Windows editors write one) is no part of the first rule, as for git.
+    return data.decode("utf-8-sig")
 
 
 def pattern_problem(pattern: str) -> str | None:
@@ -101,8 +102,23 @@ class PathFilter:
         if self.problem is not None:
             lines = []  # every path counts as excluded anyway; a bad line would not compile
         self._spec = pathspec.GitIgnoreSpec.from_lines(lines) if lines else None
+        #: A `!` rule may bring a file back in below an excluded folder.
+        self._negates = self._spec is not None and any(
+            each.include is False for each in self._spec.patterns
+        )
         wanted = [as_rule(each) for each in include]
         self._include = pathspec.GitIgnoreSpec.from_lines(wanted) if wanted else None
+
+    def prunes(self, folder: str) -> bool:
+        """May a walk of the local root skip `folder` and all below it? Only where no file
+        below it can be in, so that the local side and the remote's listing (where each key
+        is asked on its own) agree. With a `!` rule a file below an excluded folder may be
+        (`*` + `!*/` + `!*.txt`; `logs/**` + `!logs/keep.txt`): the walk goes in, and each
+        file is asked as a remote key is. Skipped, it never went up while the remote's
+        copies came down."""
+        return self.excluded(folder, is_dir=True) and (
+            not self._negates or is_internal(folder) or self.problem is not None
+        )
 
     def excluded(self, path: str, is_dir: bool = False) -> bool:
         if is_internal(path) or self.problem is not None:

@@ -185,7 +185,7 @@ def walk(
                     on_skip(key, "symlink (not followed)")
                     continue
                 if entry.is_dir(follow_symlinks=False):
-                    if not path_filter.excluded(key, is_dir=True):
+                    if not path_filter.prunes(key):
                         stack.append((Path(entry.path), key + "/"))
                     continue
                 if path_filter.excluded(key):
