@@ -21,6 +21,7 @@ from syncd import __version__
 from syncd.config import (
     Config,
     ConfigError,
+    PairConfig,
     PairPlace,
     PairsPart,
     SocketPart,
@@ -797,40 +798,72 @@ def _open_state(url: str) -> StateStore:
 def check(config_path: str | None) -> None:
     """Validate the config and reach every remote, one line per pair."""
     from syncd import logs
-    from syncd.engine.localfs import root_unreadable
-    from syncd.providers import open_provider
 
     config = _load(config_path)
     _require_places(config, config_path, EXIT_USAGE, socket=True, metrics=True, writes=False)
     logs.configure("error", "auto")
     failed = misconfigured = False
     for index, pair in enumerate(config.pairs):
-        problem = _local_root_problem(Path(pair.local))
-        if problem is not None:  # a config error (issue 6), as `once` says it
-            key = _local_key(config_path, index)[1]
-            problem, misconfigured = f"{key}: {pair.local} {problem}", True
-        elif (problem := root_unreadable(Path(pair.local))) is None:  # `once`: the pair fails
-            try:
-                provider = open_provider(pair.remote, pair.options, workers=1)
-            except (ProviderError, RemoteURLError) as exc:
-                # The remote cannot even be set up (an unknown profile, a credentials file
-                # that is no key): a config error, exit 2 as `once` says it.
-                problem, misconfigured = str(exc), True
-                if problem.startswith("options."):  # named as config errors name it
-                    problem = f"pairs[{index}].{problem}"
-            else:
-                try:
-                    provider.check()
-                except ProviderError as exc:
-                    problem = str(exc)
-                finally:
-                    provider.close()
+        problem, wrong_config, note = _check_pair(config_path, index, pair)
         failed |= problem is not None
+        misconfigured |= wrong_config
         click.echo(
             f"{'FAIL' if problem else 'ok'}\t{pair.name}\t{pair.remote}"
-            + (f"\t{problem}" if problem else "")
+            + (f"\t{problem}" if problem else f"\t{note}" if note else "")
         )
     sys.exit(EXIT_USAGE if misconfigured else EXIT_FAILED if failed else 0)
+
+
+def _check_pair(
+    config_path: str | None, index: int, pair: PairConfig
+) -> tuple[str | None, bool, str | None]:
+    """What `check` finds of one pair: its problem (None when fine), whether that is a
+    config error (exit 2), and a note for a pair that is fine (a bucket it just made)."""
+    from syncd.engine.filters import PathFilter
+    from syncd.engine.localfs import root_unreadable
+
+    problem = _local_root_problem(Path(pair.local))
+    if problem is not None:  # a config error (issue 6), as `once` says it
+        key = _local_key(config_path, index)[1]
+        return f"{key}: {pair.local} {problem}", True, None
+    problem = root_unreadable(Path(pair.local))  # `once`: the pair fails
+    if problem is None:
+        # A `.syncignore` that cannot be read, or a line of it that is no pattern, fails
+        # every pass of the pair: said here, not first by the run.
+        problem = PathFilter(pair.exclude, Path(pair.local), include=pair.include).problem
+    if problem is not None:
+        return problem, False, None
+    return _check_remote(index, pair)
+
+
+def _check_remote(index: int, pair: PairConfig) -> tuple[str | None, bool, str | None]:
+    """Reach the pair's remote, as `check` does (see `_check_pair`). With `create_bucket`
+    a missing bucket, container or folder is made, as the first run would, and said: a
+    typo'd name validated with `check` was made without a word."""
+    from syncd.providers import NotFound, open_provider
+
+    try:
+        provider = open_provider(pair.remote, pair.options, workers=1)
+    except (ProviderError, RemoteURLError) as exc:
+        # The remote cannot even be set up (an unknown profile, a credentials file that is
+        # no key): a config error, exit 2 as `once` says it.
+        problem = str(exc)
+        if problem.startswith("options."):  # named as config errors name it
+            problem = f"pairs[{index}].{problem}"
+        return problem, True, None
+    missing = False
+    try:
+        if getattr(pair.options, "create_bucket", False):
+            try:
+                provider.probe()
+            except NotFound:
+                missing = True
+        provider.check()
+    except ProviderError as exc:
+        return str(exc), False, None
+    finally:
+        provider.close()
+    return None, False, "created: it was missing (create_bucket)" if missing else None
 
 
 @cli.group(no_args_is_help=False)  # a bare `syncd state` is a one-line usage error

@@ -184,8 +184,11 @@ def test_check_creates_the_missing_bucket(tmp_path: Path, missing: Missing) -> N
     setup = _setup(tmp_path, missing, create_bucket=True)
     result = syncd("check", "-c", setup.config)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.startswith("ok\t"), result.stdout
+    # Said, so a typo'd name validated with `check` is not made without a word.
+    assert result.stdout == f"ok\tdocs\t{missing.url}\tcreated: it was missing (create_bucket)\n"
     assert missing.exists()
+    again = syncd("check", "-c", setup.config)
+    assert again.stdout == f"ok\tdocs\t{missing.url}\n", again.stdout
 
 
 def test_once_without_create_bucket_fails_naming_the_bucket(

@@ -180,3 +180,25 @@ def test_a_syncignore_saved_with_a_bom_keeps_its_first_rule(tmp_path: Path) -> N
     assert rules.excluded("secrets/pw.txt")
     assert rules.excluded("x.tmp")
     assert not rules.excluded("a.txt")
+
+
+def test_check_fails_a_pair_whose_syncignore_stops_every_pass(tmp_path: Path) -> None:
+    """A `.syncignore` line that is no pattern fails every pass of the pair (exit 1, nothing
+    synced); `check`, run after editing the rules, said `ok`."""
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    setup = Setup(tmp_path, f"file://{remote}")
+    setup.write()
+    (setup.local / ".syncignore").write_text("*.tmp\n[z-a]\n")
+    result = syncd("check", "-c", setup.config)
+    ignore = setup.local / ".syncignore"
+    assert (result.returncode, result.stdout) == (
+        1,
+        f"FAIL\tdocs\tfile://{remote}\t{ignore}: line 2: not a valid pattern "
+        "(bad character range z-a)\n",
+    ), result.stdout + result.stderr
+    ran = syncd("once", "-c", setup.config)
+    assert ran.returncode == 1
+    assert f"{ignore}: line 2: not a valid pattern" in ran.stdout
+    ignore.write_text("*.tmp\n")
+    assert syncd("check", "-c", setup.config).stdout == f"ok\tdocs\tfile://{remote}\n"
