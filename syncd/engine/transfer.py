@@ -7,7 +7,6 @@ its real name complete, fsynced, checked and stamped with its mtime, or not at a
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import errno
 import hashlib
@@ -523,39 +522,30 @@ def _put_in_place(spot: localfs.Spot, tmp: str, replacing: LocalFile | None) -> 
 def _swap_in(spot: localfs.Spot, tmp: str, replacing: LocalFile, written: LocalFile) -> None:
     """Rename `tmp` (the download, `written`) over the file decided on, and only over it.
     Swapped in at once (RENAME_EXCHANGE), what came out is looked at: a file written after
-    the last check (its size, mtime or inode moved; the ctime cannot tell, the swap itself
-    moves it) goes back, WrittenMeanwhile. A filesystem without the swap gets a plain
-    replace, the check before it the only one."""
-    if not renames.exchange(spot.fd, tmp, spot.name):
+    the last check goes back, WrittenMeanwhile; whatever `tmp` then holds that is not the
+    download (the caller unlinks it) is kept beside the name as a conflict copy first
+    (`renames.swap_in_checked`). A filesystem without the swap gets a plain replace, the
+    check before it the only one."""
+
+    def decided_on(out: os.stat_result) -> bool:
+        return same_stat(localfs.local_file(out), replacing)
+
+    def keep(held: str) -> None:
+        try:
+            _keep_beside(spot, held)
+        except OSError as exc:
+            raise KeptInTemp(exc.errno, f"{exc.strerror}: a local write kept as {held}") from exc
+
+    try:
+        swapped = renames.swap_in_checked(
+            spot.fd, tmp, spot.name, ours=written.inode, expected=decided_on, keep=keep
+        )
+    except renames.Mismatch:
+        raise WrittenMeanwhile(spot.name) from None
+    if not swapped:
         os.replace(tmp, spot.name, src_dir_fd=spot.fd, dst_dir_fd=spot.fd)
         return
-    out = localfs.local_file(os.lstat(tmp, dir_fd=spot.fd))
-    if same_stat(out, replacing):
-        localfs.remove_at(spot, tmp)
-        return
-    _swap_back(spot, tmp, written)
-    raise WrittenMeanwhile(spot.name)
-
-
-def _swap_back(spot: localfs.Spot, tmp: str, written: LocalFile) -> None:
-    """Put the file the swap took out back at its name. From here on `tmp` may hold a
-    user's file: the caller unlinks it, so whatever it holds that is not the download
-    (the swap back failed, or a save landed at the name in between and came out instead)
-    is kept beside the name, as a conflict copy, first."""
-    try:
-        back = renames.exchange(spot.fd, tmp, spot.name)
-    except FileNotFoundError:  # the download was deleted at once: the write takes the name
-        back = False
-        with contextlib.suppress(FileExistsError):
-            renames.move_free(spot.fd, tmp, spot.fd, spot.name)
-    except OSError:
-        back = False
-    held = _lstat_name(spot.fd, tmp)
-    if held is not None and not (back and held.st_ino == written.inode):
-        try:
-            _keep_beside(spot, tmp)
-        except OSError as exc:
-            raise KeptInTemp(exc.errno, f"{exc.strerror}: a local write kept as {tmp}") from exc
+    localfs.remove_at(spot, tmp)
 
 
 def _keep_beside(spot: localfs.Spot, tmp: str) -> None:

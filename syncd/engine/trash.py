@@ -7,7 +7,6 @@ Remote: `.syncd-trash/<YYYYMMDD-HHMMSS>/<path>` under the pair's prefix, a serve
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import math
 import os
@@ -101,13 +100,16 @@ def move_to_local_trash(
 
 def _keep_if_written(expected: LocalFile, trashed: tuple[int, str], home: tuple[int, str]) -> None:
     """WrittenMeanwhile, the file put back at `home`, if the file at `trashed` (folder fd,
-    name) is not `expected`."""
-    moved = local_file(os.lstat(trashed[1], dir_fd=trashed[0]))
-    if same_stat(moved, expected):
-        return
-    with contextlib.suppress(FileExistsError):  # its name taken again: kept in the trash
-        renames.move_free(*trashed, *home)
-    raise WrittenMeanwhile(trashed[1])
+    name) is not `expected` (`renames.check_aside`; its name taken again: kept in the trash)."""
+    try:
+        renames.check_aside(
+            trashed,
+            home,
+            expected=lambda moved: same_stat(local_file(moved), expected),
+            keep=lambda _name: None,  # in the trash it stays: kept, never lost
+        )
+    except renames.Mismatch:
+        raise WrittenMeanwhile(trashed[1]) from None
 
 
 def remote_trash_key(

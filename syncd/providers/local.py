@@ -323,7 +323,7 @@ class FileProvider:
                 os.fsync(fd)
             os.utime(fd, ns=(request.mtime_ns, request.mtime_ns))
             with self._swapping(dir_fd, request.if_match is not None):
-                leftover = self._place(dir_fd, tmp, name, request, where)
+                leftover = self._place(dir_fd, tmp, name, request, where, ours=ours)
                 placed = True
             if leftover:
                 # The replaced version, or our own second name (before the fstat below:
@@ -353,10 +353,12 @@ class FileProvider:
             has_metadata=request.sha256 is not None,
         )
 
-    def _place(self, dir_fd: int, tmp: str, name: str, request: UploadRequest, where: str) -> bool:
-        """Put the finished temp file at `name`: create-only, on condition of the version
-        there, or in any case. True when `tmp` still names a file to drop (our second link,
-        or the version replaced)."""
+    def _place(
+        self, dir_fd: int, tmp: str, name: str, request: UploadRequest, where: str, *, ours: int
+    ) -> bool:
+        """Put the finished temp file (inode `ours`) at `name`: create-only, on condition of
+        the version there, or in any case. True when `tmp` still names a file to drop (our
+        second link, or the version replaced)."""
         if request.if_absent:
             _link_new(tmp, name, dir_fd, where)
             return True
@@ -364,7 +366,7 @@ class FileProvider:
             os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
             return False
         checked = self._check_version(dir_fd, name, request.if_match, where)
-        return _replace_checked(dir_fd, tmp, name, checked, where)
+        return _replace_checked(dir_fd, tmp, name, checked, where, ours=ours)
 
     @contextmanager
     def _swapping(self, dir_fd: int, conditional: bool) -> Iterator[None]:
@@ -831,47 +833,34 @@ def _same_file(now: os.stat_result, checked: os.stat_result) -> bool:
     )
 
 
-def _replace_checked(dir_fd: int, tmp: str, name: str, checked: os.stat_result, where: str) -> bool:
-    """Rename `tmp` over the version at `name` that was checked, and only over it.
+def _replace_checked(
+    dir_fd: int, tmp: str, name: str, checked: os.stat_result, where: str, *, ours: int
+) -> bool:
+    """Rename `tmp` (our upload, inode `ours`) over the version at `name` that was checked,
+    and only over it.
 
     The check ran under syncd's lock, which other programs do not take: one may save the file
     after it. So the two are swapped at once (RENAME_EXCHANGE) and what came out is looked
-    at: a file written since goes back, PreconditionFailed, nothing replaced. True: `tmp`
-    now names the version replaced. Without the swap (the filesystem or libc lacks it), a
-    plain replace, the check before it the only one: False."""
+    at: a file written since goes back, PreconditionFailed, nothing replaced; whatever else
+    `tmp` then holds is kept beside (`renames.swap_in_checked`). True: `tmp` now names the
+    version replaced. Without the swap (the filesystem or libc lacks it), a plain replace,
+    the check before it the only one: False."""
     try:
-        swapped = renames.exchange(dir_fd, tmp, name)
-    except FileNotFoundError:
+        swapped = renames.swap_in_checked(
+            dir_fd,
+            tmp,
+            name,
+            ours=ours,
+            expected=lambda out: _same_file(out, checked),
+            keep=lambda held: _keep_beside(dir_fd, held, name),
+        )
+    except renames.Missing:
         raise PreconditionFailed(f"{where}: no longer exists") from None
+    except renames.Mismatch:
+        raise PreconditionFailed(f"{where}: changed since it was listed") from None
     if not swapped:
         os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        return False
-    _require_checked(dir_fd, tmp, checked, where, undo=lambda: _swap_back(dir_fd, tmp, name))
-    return True
-
-
-def _require_checked(
-    dir_fd: int, moved: str, checked: os.stat_result, where: str, undo: Callable[[], None]
-) -> None:
-    """The file just moved to `moved` must be the version `checked`: else (or if looking at
-    it fails) `undo` puts it back, and PreconditionFailed."""
-    same = False
-    try:
-        same = _same_file(os.lstat(moved, dir_fd=dir_fd), checked)
-    finally:
-        if not same:
-            undo()
-    if not same:
-        raise PreconditionFailed(f"{where}: changed since it was listed")
-
-
-def _swap_back(dir_fd: int, tmp: str, name: str) -> None:
-    """Undo `_replace_checked`'s swap: the write that came out goes back to `name`. If our
-    upload was removed from `name` at once, the write takes the free name back."""
-    try:
-        renames.exchange(dir_fd, tmp, name)
-    except FileNotFoundError:
-        _put_back(dir_fd, tmp, name)
+    return swapped
 
 
 def _remove_checked(dir_fd: int, name: str, checked: os.stat_result, where: str) -> None:
@@ -880,23 +869,23 @@ def _remove_checked(dir_fd: int, name: str, checked: os.stat_result, where: str)
     As for a replace (`_replace_checked`), another program may save the file after the
     check: the file is moved aside to a fresh temp name first, at once, and looked at. A file
     written since goes back (an edit beats a deletion), PreconditionFailed; never is it left
-    under the temp name, which listings remove once it looks abandoned."""
+    under the temp name, which listings remove once it looks abandoned (`renames.check_aside`:
+    beside the name if that was taken again)."""
     aside = _temp_name()
     try:
         renames.move_to_fresh(dir_fd, name, dir_fd, aside)
     except FileNotFoundError:
         return  # removed meanwhile: the object is gone all the same
-    _require_checked(dir_fd, aside, checked, where, undo=lambda: _put_back(dir_fd, aside, name))
-    os.unlink(aside, dir_fd=dir_fd)
-
-
-def _put_back(dir_fd: int, aside: str, name: str) -> None:
-    """Move another program's file from our temp name `aside` back to `name`; if `name` was
-    taken again meanwhile (a second save), beside it under a name of its own."""
     try:
-        renames.move_free(dir_fd, aside, dir_fd, name)
-    except FileExistsError:
-        _keep_beside(dir_fd, aside, name)
+        renames.check_aside(
+            (dir_fd, aside),
+            (dir_fd, name),
+            expected=lambda moved: _same_file(moved, checked),
+            keep=lambda held: _keep_beside(dir_fd, held, name),
+        )
+    except renames.Mismatch:
+        raise PreconditionFailed(f"{where}: changed since it was listed") from None
+    os.unlink(aside, dir_fd=dir_fd)
 
 
 def _keep_beside(dir_fd: int, aside: str, name: str) -> None:
