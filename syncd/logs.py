@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from typing import Literal
 
 import structlog
@@ -76,9 +77,15 @@ def configure(level: str = "info", fmt: Literal["auto", "json", "console"] = "au
     root = logging.getLogger()
     root.handlers = [handler]  # again on a reload: one handler, this format
     root.setLevel(logging.WARNING)
-    # Python's warnings too (watchdog's RuntimeWarning when a folder moves out and back in):
-    # printed as they are, they were two lines of plain text amid the JSON.
+    # Python's warnings too: printed as they are, they were two lines of plain text amid the
+    # JSON.
     logging.captureWarnings(True)
+    # Except watchdog's when folder churn (a folder made and removed at once, moved out and
+    # back in) adds a watch twice: harmless, its callback is replaced, and the line held the
+    # repr of every watched folder, kilobytes growing with the tree, many times a minute.
+    warnings.filterwarnings(
+        "ignore", message=r"Callback with id .* already exists for watch", category=RuntimeWarning
+    )
     # watchdog says this at error level when a watch is removed while its thread reads an
     # event (the folder remote's watch is dropped at its first event): a race inside
     # watchdog over an event no one waits for, not a fault; a reader alerting on errors saw one.

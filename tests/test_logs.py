@@ -26,7 +26,11 @@ except ZeroDivisionError:
     logging.getLogger("urllib3").exception("connection broke")
 structlog.get_logger("syncd").info("uploaded", pair="docs", path="a.txt", bytes=3)
 import warnings
-warnings.warn("Callback already exists", RuntimeWarning)  # as watchdog's, folder churn
+warnings.warn("a library's own warning", RuntimeWarning)
+# watchdog's when folder churn adds a watch twice (harmless: the callback is overwritten),
+# with the repr of every watched folder: kilobytes per line, growing with the tree.
+warnings.warn("Callback with id 'x' already exists for watch <Watch(...)>. It will be Overwritten.",
+              RuntimeWarning)
 """
 
 
@@ -42,7 +46,7 @@ def test_every_line_is_json_with_the_stable_keys() -> None:
         (lines[3]["event"], "warning"),
     ]
     assert lines[3]["logger"] == "py.warnings"
-    assert "RuntimeWarning: Callback already exists" in lines[3]["event"]
+    assert "RuntimeWarning: a library's own warning" in lines[3]["event"]
     assert lines[0]["logger"] == "botocore.retries"
     assert "ZeroDivisionError" in lines[1]["exception"]
     assert (lines[2]["pair"], lines[2]["path"], lines[2]["bytes"]) == ("docs", "a.txt", 3)
