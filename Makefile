@@ -70,7 +70,7 @@ install-systemd:
 		test -d $$dir || install -d -o syncd -g syncd -m 0750 $$dir; done
 	sysctl --system >/dev/null
 	systemctl daemon-reload
-	@echo "edit /etc/syncd/syncd.yaml and ReadWritePaths= in the unit, then: systemctl enable --now syncd"
+	@echo "edit /etc/syncd/syncd.yaml, give its pair roots in ReadWritePaths= of a drop-in (systemctl edit syncd), then: systemctl enable --now syncd"
 
 # As yourself: the user unit, with syncd in a venv of your own, linked into ~/.local/bin.
 USER_VENV := $(HOME)/.local/share/syncd/venv
