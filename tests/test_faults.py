@@ -717,3 +717,31 @@ def test_a_listing_error_no_provider_translated_is_a_fault_of_the_pair(
     assert fault is not None and fault.startswith(f"cannot list {setup.remote}"), fault
     assert "unexpected builtins.TypeError" in fault
     assert s3.remote.objects() == {}  # nothing was decided without the listing
+
+
+# -- the remote root's probe before local deletions -------------------------------------------
+
+
+def test_a_throttled_probe_of_the_bucket_is_retried_not_a_fault(
+    tmp_path: Path, s3: Backend
+) -> None:
+    """Before local files are deleted for objects the remote lacks, the bucket is probed
+    (`PairSyncer._remote_root_gone`). Sent once, one 503 SlowDown on it failed the pass whose
+    listing had worked (exit 1, "cannot list"), held the deletion, and put the pair in error.
+    It is retried as any request is."""
+    setup = s3.setup(tmp_path, **PATIENT)
+    files = {f"f{n}.txt": f"file {n}".encode() for n in range(5)}
+    write_local(setup.local, files)
+    first = s3.run(setup)
+    assert first.returncode == 0, explain(first)
+    s3.remote.delete("f0.txt")  # another machine deletes one file
+    bucket = s3.remote.bucket.bucket  # type: ignore[union-attr]
+    rule = s3.proxy.add_rule(slow_down(), method="HEAD", path=rf"^/{bucket}/?$", limit=1)
+    second = s3.run(setup)
+    assert rule.fired == 1
+    assert second.returncode == 0, explain(second)
+    assert "1 deleted" in second.stdout
+    assert tree(setup.local) == {name: data for name, data in files.items() if name != "f0.txt"}
+    assert [p.name for p in (setup.local / ".syncd" / "trash").rglob("*") if p.is_file()] == [
+        "f0.txt"
+    ]

@@ -664,7 +664,9 @@ class PairSyncer:
         (or not answering: in doubt, nothing is deleted), the pair is in error as after a
         failed listing, returned here; its next listing that answers clears it."""
         try:
-            self.provider.probe()
+            self.retry.call(self.provider.probe)  # a 503 or a lost answer is no gone root
+        except Cancelled:
+            return "syncd is stopping"  # held for now; the next pass decides them again
         except (ProviderError, OSError) as exc:
             self._listing_trouble = f"cannot list {self.pair.remote}: {_describe(exc)}"
             self.stats.set_fault(self._listing_trouble)
