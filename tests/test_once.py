@@ -338,6 +338,37 @@ def test_direction_upload_never_downloads(tmp_path: Path, remote: Remote) -> Non
     assert tree(setup.local) == {"up.txt": b"goes up"}
 
 
+def test_an_upload_pair_whose_remote_lost_everything_is_in_error_not_in_sync(
+    tmp_path: Path, remote: Remote
+) -> None:
+    """A backup (`direction: upload`) whose bucket lost every object said "in sync", exit 0,
+    run after run: it never deletes locally, so no held deletion showed the emptied remote,
+    and it sends nothing again by itself. It fails naming the cause and the way out."""
+    setup = Setup(tmp_path, remote.url, options=remote.options, pair_extra={"direction": "upload"})
+    setup.write()
+    for name in ("a.txt", "b.txt", "c.txt"):
+        (setup.local / name).write_bytes(name.encode())
+    first = syncd("once", "-c", setup.config)
+    assert first.returncode == 0, first.stdout + first.stderr
+    for key in list(remote.listing()):
+        remote.delete(key)
+    for _ in range(2):
+        emptied = syncd("once", "-c", setup.config)
+        assert emptied.returncode == 1, emptied.stdout + emptied.stderr
+        assert (
+            "docs: error: the remote listing came back without any of the files this pair "
+            "synced (emptied, or another bucket?)"
+        ) in emptied.stdout
+        assert "`syncd state rebuild --pair docs` starts it over" in emptied.stdout
+        assert remote.listing() == {}
+    rebuilt = syncd("state", "rebuild", "-c", setup.config)
+    assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+    again = syncd("once", "-c", setup.config)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert remote.objects() == {name: name.encode() for name in ("a.txt", "b.txt", "c.txt")}
+    assert tree(setup.local) == remote.objects()
+
+
 def test_excluded_paths_are_not_transferred(tmp_path: Path, remote: Remote) -> None:
     setup = Setup(
         tmp_path, remote.url, options=remote.options, pair_extra={"exclude": ["*.tmp", "cache/"]}

@@ -603,6 +603,8 @@ class PairSyncer:
         fault = self.stats.fault
         if fault is None and "local" in sides:
             fault = self._remote_root_gone()
+        if fault is None and self.remote_emptied and not self._writes("local"):
+            fault = self._emptied_under_upload()
         renamed = self._renamed_remotely(
             [path for path, side in pending.items() if side == "local"]
         )
@@ -655,6 +657,22 @@ class PairSyncer:
             still_held = self._held_before - pending.keys()  # not looked at again yet
         self._remember_held(still_held)
         return sorted(pending)
+
+    def _emptied_under_upload(self) -> str:
+        """An upload-only pair whose remote lost every file it synced (a store restored
+        without its data, an `rm --recursive`): it never deletes locally, so no deletion
+        would show it to the guard, and it sends nothing again by itself (it leaves the
+        remote's changes alone). It said "in sync" run after run over an empty backup; the
+        pair is in error instead, until a listing finds the files again, or the state is
+        rebuilt (a first sync, which sends them all)."""
+        self._listing_trouble = (
+            f"the remote listing came back without any of the files this pair synced "
+            f"(emptied, or another bucket?); an upload-only pair does not send them again by "
+            f"itself: `syncd state rebuild --pair {self.name}` starts it over"
+        )
+        self.stats.set_fault(self._listing_trouble)
+        self.log.error("remote emptied", error=self._listing_trouble)
+        return self._listing_trouble
 
     def _remote_root_gone(self) -> str | None:
         """Before local files are deleted for objects the remote lacks: is the remote root
