@@ -679,10 +679,10 @@ def test_an_upload_never_reads_through_a_file_swapped_for_a_symlink_meanwhile(
     (outside / "secret.txt").write_bytes(b"not for the remote")
     real_metadata = transfer.origin_metadata
 
-    def origin_metadata(writer: str, over: str | None) -> dict[str, str]:
+    def origin_metadata(writer: str, over: str | None, path: str) -> dict[str, str]:
         (local / "doc.txt").unlink()
         (local / "doc.txt").symlink_to(outside / "secret.txt")
-        return real_metadata(writer, over)
+        return real_metadata(writer, over, path)
 
     monkeypatch.setattr(transfer, "origin_metadata", origin_metadata)
     report = _sync(local, remote, tmp_path)

@@ -273,6 +273,36 @@ def test_another_machines_write_over_the_same_version_is_still_a_conflict(
     assert s3.remote.get(DOC) == b"edited on the other machine\n"
 
 
+def test_a_teammates_rename_of_our_upload_meeting_our_new_file_is_a_conflict(
+    tmp_path: Path, backend: Backend
+) -> None:
+    """This machine uploaded `report.txt` new (its origin names no base version). A teammate
+    renamed it to `final.txt` (a server-side copy, which keeps the metadata), while this
+    machine, offline, wrote a `final.txt` of its own: no base on either machine for the new
+    name. The copied origin read as "an upload of ours never recorded": it was adopted as
+    the base and the local file went up over the renamed one, no conflict, and the
+    teammate's version was lost. The origin names the path it was written to."""
+    here = pair_setup(tmp_path / "here", backend, "manual")
+    there = pair_setup(tmp_path / "there", backend, "manual")
+    for name in ("a.txt", "b.txt", "c.txt"):
+        (here.local / name).write_bytes(name.encode())
+    write_local(here, V0)
+    assert backend.run(here).returncode == 0
+    assert backend.run(there).returncode == 0
+    (there.local / DOC).rename(there.local / "final.txt")
+    moved = backend.run(there)
+    assert (moved.returncode, "1 moved" in moved.stdout) == (0, True), explain(moved)
+    (here.local / "final.txt").write_bytes(b"final, written here\n")
+
+    result = backend.run(here)
+
+    assert result.returncode == 4, explain(result)
+    assert "conflict: final.txt" in result.stdout, result.stdout
+    assert "never recorded" not in result.stderr
+    assert (here.local / "final.txt").read_bytes() == b"final, written here\n"
+    assert backend.remote.get("final.txt") == V0
+
+
 def copy_database(source: Path, target: Path) -> None:
     """A consistent copy of a SQLite database (its WAL included), in place of `target`'s."""
     for stale in ("", "-wal", "-shm"):

@@ -1,9 +1,10 @@
 """Telling this pair's own writes from another writer's, at no cost per upload.
 
-Every upload a pair makes carries `syncdorigin: WRITER/ETAG` in the object's metadata: WRITER is
-a random id of the pair, kept in its state (`StateStore.writer_id`), and ETAG the remote version
-the pair's recorded base names for the path when it wrote (empty: none). Nothing is written
-to the state before an upload; the record comes after it, as always.
+Every upload a pair makes carries `syncdorigin: WRITER/ETAG/KEY` in the object's metadata:
+WRITER is a random id of the pair, kept in its state (`StateStore.writer_id`), ETAG the remote
+version the pair's recorded base names for the path when it wrote (empty: none), and KEY a
+short hash of the path it wrote to. Nothing is written to the state before an upload; the
+record comes after it, as always.
 
 Two things need it (issue 6):
 
@@ -26,12 +27,16 @@ written over an older version than the base records. The one accepted limit: a c
 state database used on another machine writes under the same id, so that machine's uploads
 would read as this one's; `syncd state rebuild` gives a pair a new id.
 
-syncd's own server-side copies (a conflict copy, the remote trash, a move, S3's copy of an
-object onto itself to restamp its mtime) keep the origin, which still names the version the
-original upload was written over. That is a version of the source's key (or none), never the
-version recorded for the copy's key: a copy goes only to a key that does not exist, and the
-restamped object is recorded under its new version at once. And where the copy's key has no
-record, the local file there would have to differ from bytes syncd itself just copied.
+Server-side copies keep the origin: syncd's own (a conflict copy, the remote trash, a move,
+S3's copy of an object onto itself to restamp its mtime) and anyone's (another machine's move,
+`aws s3 mv`, a restore from the trash). It names the key the original upload went to, so a
+copy at another key is never taken for an upload of this pair to that key. Without the key, a
+teammate's rename of a file this pair once uploaded new (origin `WRITER/`) met this machine's
+own new file of the new name, no base there either, and was adopted as "our cut-off upload":
+the local file went up over it, no conflict, and the renamed version was lost. (The restamped
+object is recorded under its new version at once.) An origin of an older syncd, without the
+key, is taken only where a base is recorded: with none it stays a conflict, which loses
+nothing.
 
 A folder remote (file://) stores no metadata: there the cut-off upload stays a conflict (see
 the README's "After a crash").
@@ -39,20 +44,27 @@ the README's "After a crash").
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 from syncd.providers.base import ORIGIN_META, ObjectInfo, UploadRequest
 from syncd.state import BaseEntry
 
 
-def origin_metadata(writer: str, over: str | None) -> dict[str, str]:
-    """The metadata an upload by pair `writer` carries, made while the base recorded the
-    remote version `over` (None: no version recorded)."""
-    return {ORIGIN_META: f"{writer}/{over or ''}"}
+def origin_metadata(writer: str, over: str | None, path: str) -> dict[str, str]:
+    """The metadata an upload by pair `writer` to `path` carries, made while the base
+    recorded the remote version `over` (None: no version recorded)."""
+    return {ORIGIN_META: f"{writer}/{over or ''}/{_key_mark(path)}"}
 
 
-def is_cut_off_upload(base: BaseEntry | None, remote: ObjectInfo, writer: str) -> bool:
-    """Is `remote` an upload of this pair that never got its record (see the module doc)?
+def _key_mark(path: str) -> str:
+    """A short hash of the path (metadata values must be ASCII, and short)."""
+    return hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
+def is_cut_off_upload(path: str, base: BaseEntry | None, remote: ObjectInfo, writer: str) -> bool:
+    """Is `remote`, found at `path`, an upload of this pair to that path that never got its
+    record (see the module doc)?
 
     Only an object whose metadata was read can tell (`has_metadata`), and only one with our
     checksum: every upload of ours states it."""
@@ -61,7 +73,10 @@ def is_cut_off_upload(base: BaseEntry | None, remote: ObjectInfo, writer: str) -
     over = base.remote_etag if base is not None else None
     if base is not None and remote.etag == base.remote_etag:
         return False  # the base's own version: nothing cut off
-    return remote.origin == f"{writer}/{over or ''}"
+    if remote.origin == f"{writer}/{over or ''}/{_key_mark(path)}":
+        return True
+    # An older syncd's origin names no key: bound to the base's version, it still tells.
+    return base is not None and remote.origin == f"{writer}/{over}"
 
 
 def adopted_base(path: str, remote: ObjectInfo) -> BaseEntry:

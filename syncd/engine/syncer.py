@@ -1014,7 +1014,7 @@ class PairSyncer:
                 if not remote.has_metadata and not self.provider.capabilities.listing_has_metadata:
                     remote = self.transfers.stat_remote(path, remote.key)
                     continue
-                if not is_cut_off_upload(base, remote, self.writer):
+                if not is_cut_off_upload(path, base, remote, self.writer):
                     return decision, Facts(base, local, remote, _etag_of(recorded))
                 base = adopted_base(path, remote)
                 self.log.info(

@@ -155,7 +155,7 @@ class Transfers:
         """Send the file at `source` to `path`, on condition that the remote still is `expected`
         (absent when None). `over` is the remote version the path's recorded base names, which
         the upload's origin states (see syncd/engine/origin.py)."""
-        metadata = origin_metadata(self.writer, over) if self.writer is not None else {}
+        metadata = origin_metadata(self.writer, over, path) if self.writer is not None else {}
         started = time.monotonic()
         try:
             fh = localfs.open_to_read(source)
