@@ -683,7 +683,9 @@ class S3Provider:
 
     def copy(self, src_key: str, dst_key: str, if_match: str | None = None) -> ObjectInfo:
         # S3 honours IfNoneMatch and CopySourceIfMatch on a copy, but not every S3
-        # implementation does (moto ignores both): look first, so the promises hold everywhere.
+        # implementation does (moto ignores both): look first, so the promises hold there
+        # too, but for a write landing between the look and the copy (README, "Many
+        # writers"): only the server's condition closes that window.
         # The source's head also says whether CopyObject can take it in one request.
         head = self._head(src_key)
         source = self._info(src_key, head)
@@ -945,7 +947,8 @@ class S3Provider:
         conditional = request.if_absent or request.if_match is not None
         try:
             # S3 checks IfMatch on the commit, but not every implementation does (moto
-            # ignores it there): look first, so the promise holds everywhere.
+            # ignores it there): look first, so the promise holds there too, but for a write
+            # landing between the look and the commit (README, "Many writers").
             if request.if_match is not None:
                 try:
                     current = self.stat(request.key).etag
