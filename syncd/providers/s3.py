@@ -49,6 +49,7 @@ from syncd.providers.base import (
     PartLimits,
     UploadRequest,
     format_mtime,
+    holds_copy_of,
     parse_mtime,
 )
 from syncd.providers.errors import (
@@ -690,10 +691,12 @@ class S3Provider:
         if if_match is not None and source.etag != if_match:
             raise PreconditionFailed(f"{self.url}{src_key}: changed since it was listed")
         try:
-            self.stat(dst_key)
+            found = self.stat(dst_key)
         except NotFound:
             pass
         else:
+            if holds_copy_of(source, found) is True:
+                return found  # an earlier attempt's copy, whose answer was lost
             raise PreconditionFailed(f"{self.url}{dst_key}: already exists")
         if source.size > MAX_COPY_SIZE:
             return self._copy_in_parts(src_key, dst_key, head, source)
