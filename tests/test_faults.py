@@ -869,3 +869,30 @@ def test_a_throttled_look_after_an_s3_trash_copy_makes_no_second_copy(
     assert rule.fired == 1
     assert second.returncode == 0, explain(second)
     check_trashed_once(s3, setup, files)
+
+
+# -- a CreateMultipartUpload whose answer is lost -------------------------------------------
+
+
+def test_an_unanswered_multipart_create_leaves_no_upload_behind(
+    tmp_path: Path, s3: Backend
+) -> None:
+    """The request reached S3, its answer was lost: the retry's upload completed, and the
+    first, whose id syncd never heard, stayed listed forever (issue 5: after a successful
+    sync no multipart upload is left behind)."""
+    setup = s3.setup(tmp_path, multipart_threshold="5MiB", part_size="5MiB", **PATIENT)
+    big = random.Random(FAULT_SEED).randbytes(12 * 1024 * 1024)
+    (setup.local / "big.bin").write_bytes(big)
+    rule = s3.proxy.add_rule(
+        drop_before_response(forwarded=True), method="POST", path=r"\?uploads", limit=1
+    )
+
+    result = s3.run(setup)
+
+    assert rule.fired == 1
+    assert result.returncode == 0, explain(result)
+    assert "1 uploaded" in result.stdout
+    assert s3.remote.objects() == {"big.bin": big}
+    assert isinstance(s3.remote, S3Remote)
+    bucket = s3.remote.bucket
+    assert not bucket.client.list_multipart_uploads(Bucket=bucket.bucket).get("Uploads")
