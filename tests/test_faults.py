@@ -745,3 +745,154 @@ def test_a_throttled_probe_of_the_bucket_is_retried_not_a_fault(
     assert [p.name for p in (setup.local / ".syncd" / "trash").rglob("*") if p.is_file()] == [
         "f0.txt"
     ]
+
+
+# -- a server-side copy whose answer is lost ------------------------------------------------
+
+#: The copy request of each service: (method, what its target holds before the copy's key).
+#: S3 and Azure PUT the destination (naming the source in a header); GCS POSTs the source's
+#: `copyTo` the destination (its key URL-encoded, `/` as %2F).
+COPY_REQUEST = {"s3": ("PUT", ""), "gcs": ("POST", "/copyTo/.*"), "azure": ("PUT", "")}
+
+
+def lose_copy_answer(backend: Backend, to: str) -> Rule:
+    """The first copy to a key where `to` (a regex) is found lands, and its answer is lost."""
+    method, before = COPY_REQUEST[backend.kind]
+    return backend.proxy.add_rule(
+        drop_before_response(forwarded=True), method=method, path=before + to, limit=1
+    )
+
+
+def test_a_conflict_copy_whose_answer_was_lost_is_made_once(
+    tmp_path: Path, backend: Backend
+) -> None:
+    """version_preserve, the remote version older: it is copied server-side to a conflict
+    copy. The copy landed, its answer was lost, and the retry of the whole copy found the name
+    taken: the path was decided again and a second conflict copy made (named after the next
+    second), the first coming down only at the next run. Now the retry sees its own copy."""
+    setup = Setup(
+        tmp_path,
+        backend.remote.url,
+        options=backend.options,
+        extra=PATIENT,
+        pair_extra={"conflict": "version_preserve"},
+    )
+    setup.write()
+    (setup.local / "f0.txt").write_bytes(b"original\n")
+    first = backend.run(setup)
+    assert first.returncode == 0, explain(first)
+    now = time.time_ns()
+    backend.remote.put("f0.txt", b"remote edit\n", now - 100 * 10**9)  # the older version
+    (setup.local / "f0.txt").write_bytes(b"local edit\n")
+    rule = lose_copy_answer(backend, r"\.conflict-")
+
+    second = backend.run(setup)
+
+    assert rule.fired == 1
+    assert second.returncode == 0, explain(second)
+    keys = backend.keys()
+    copies = [key for key in keys if ".conflict-" in key]
+    assert len(copies) == 1, keys
+    assert backend.remote.objects() == {"f0.txt": b"local edit\n", copies[0]: b"remote edit\n"}
+    assert tree(setup.local) == {"f0.txt": b"local edit\n", copies[0]: b"remote edit\n"}
+    third = backend.run(setup)
+    assert third.returncode == 0, explain(third)
+    assert IN_SYNC in third.stdout
+    assert tree(setup.local) == backend.remote.objects()
+
+
+def remote_trash(backend: Backend) -> dict[str, bytes]:
+    """What the remote trash holds, by key."""
+    keys = backend.keys()
+    return {key: backend.remote.get(key) for key in keys if ".syncd-trash/" in key}
+
+
+def deleted_locally(backend: Backend, tmp_path: Path) -> tuple[Setup, dict[str, bytes]]:
+    """Three files synced, then f0 deleted locally: the next run trashes the remote one."""
+    setup = backend.setup(tmp_path, **PATIENT)
+    files = {f"f{n}.txt": f"file {n}\n".encode() for n in range(3)}
+    write_local(setup.local, files)
+    first = backend.run(setup)
+    assert first.returncode == 0, explain(first)
+    (setup.local / "f0.txt").unlink()
+    return setup, files
+
+
+def check_trashed_once(backend: Backend, setup: Setup, files: dict[str, bytes]) -> None:
+    """f0 is gone from both sides, and the remote trash holds exactly one copy of it."""
+    kept = {name: data for name, data in files.items() if name != "f0.txt"}
+    assert backend.remote.objects() == kept
+    assert tree(setup.local) == kept
+    trashed = remote_trash(backend)
+    assert list(trashed.values()) == [files["f0.txt"]], sorted(trashed)
+    assert next(iter(trashed)).endswith("/f0.txt")
+
+
+def test_a_trash_copy_whose_answer_was_lost_is_made_once(tmp_path: Path, backend: Backend) -> None:
+    """A local deletion goes to the remote trash first, as a server-side copy. Its answer
+    lost, the retry found its own copy in the way, the deletion was requeued and the next
+    try made another full copy under the next second's trash folder."""
+    setup, files = deleted_locally(backend, tmp_path)
+    rule = lose_copy_answer(backend, r"\.syncd-trash")
+
+    second = backend.run(setup)
+
+    assert rule.fired == 1
+    assert second.returncode == 0, explain(second)
+    assert "1 deleted" in second.stdout
+    check_trashed_once(backend, setup, files)
+
+
+def test_a_throttled_look_after_an_s3_trash_copy_makes_no_second_copy(
+    tmp_path: Path, s3: Backend
+) -> None:
+    """S3's copy looks at the destination after CopyObject: one 429 there, and the retry of
+    the whole copy found the first copy in the way (two or three full copies in the trash)."""
+    setup, files = deleted_locally(s3, tmp_path)
+    copied = threading.Event()
+
+    def copy_seen(request: Request) -> bool:  # a rule that never fires: it only watches
+        copied.set()
+        return False
+
+    s3.proxy.add_rule(status(500), method="PUT", path=r"\.syncd-trash", predicate=copy_seen)
+    rule = s3.proxy.add_rule(
+        too_many_requests(),
+        method="HEAD",
+        path=r"\.syncd-trash",
+        predicate=lambda request: copied.is_set(),
+        limit=1,
+    )
+
+    second = s3.run(setup)
+
+    assert rule.fired == 1
+    assert second.returncode == 0, explain(second)
+    check_trashed_once(s3, setup, files)
+
+
+# -- a CreateMultipartUpload whose answer is lost -------------------------------------------
+
+
+def test_an_unanswered_multipart_create_leaves_no_upload_behind(
+    tmp_path: Path, s3: Backend
+) -> None:
+    """The request reached S3, its answer was lost: the retry's upload completed, and the
+    first, whose id syncd never heard, stayed listed forever (issue 5: after a successful
+    sync no multipart upload is left behind)."""
+    setup = s3.setup(tmp_path, multipart_threshold="5MiB", part_size="5MiB", **PATIENT)
+    big = random.Random(FAULT_SEED).randbytes(12 * 1024 * 1024)
+    (setup.local / "big.bin").write_bytes(big)
+    rule = s3.proxy.add_rule(
+        drop_before_response(forwarded=True), method="POST", path=r"\?uploads", limit=1
+    )
+
+    result = s3.run(setup)
+
+    assert rule.fired == 1
+    assert result.returncode == 0, explain(result)
+    assert "1 uploaded" in result.stdout
+    assert s3.remote.objects() == {"big.bin": big}
+    assert isinstance(s3.remote, S3Remote)
+    bucket = s3.remote.bucket
+    assert not bucket.client.list_multipart_uploads(Bucket=bucket.bucket).get("Uploads")

@@ -289,12 +289,42 @@ def test_copy_keeps_content_and_mtime_and_never_overwrites(provider: Provider) -
     assert info.mtime_ns == 1_600_000_000_000_000_123
     assert copied.size == 7
     assert get(provider, "src/file.txt")[0] == b"copy me"  # the source is untouched
+    put(provider, "src/other.txt", b"copy me", mtime_ns=1_600_000_000_000_000_124)
     with pytest.raises(PreconditionFailed):
-        provider.copy("src/file.txt", "trash/file.txt")  # the destination exists
+        provider.copy("src/other.txt", "trash/file.txt")  # the destination holds another
     put(provider, "src/file.txt", b"newer", if_match=original.etag)
     with pytest.raises(PreconditionFailed):
         provider.copy("src/file.txt", "elsewhere.txt", if_match=original.etag)  # stale source
     assert "elsewhere.txt" not in listing(provider)
+
+
+@pytest.mark.parametrize("kind", ["s3", "gcs", "azure"])
+def test_a_copy_onto_its_own_earlier_copy_is_that_copy(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    """The engine retries a copy as a whole: when the answer to one that landed was lost, the
+    retry found its own copy in the way (PreconditionFailed), and the engine made a second
+    conflict copy, or a second full copy in the remote trash. A destination holding the
+    source's very version is that copy; anything else there is still never overwritten."""
+    provider = request.getfixturevalue(f"{kind}_root").provider
+    original = put(provider, "src/file.txt", b"copy me")
+    first = provider.copy("src/file.txt", "trash/file.txt", if_match=original.etag)
+
+    again = provider.copy("src/file.txt", "trash/file.txt", if_match=original.etag)
+
+    assert (again.etag, again.size, again.sha256) == (first.etag, 7, original.sha256)
+    assert sorted(listing(provider)) == ["src/file.txt", "trash/file.txt"]
+    # The same bytes with another mtime, other bytes of the same size, a stale source:
+    # none of them is this copy.
+    put(provider, "src/touched.txt", b"copy me", mtime_ns=MTIME_NS + 1)
+    put(provider, "src/other.txt", b"copy us")
+    for src in ["src/touched.txt", "src/other.txt"]:
+        with pytest.raises(PreconditionFailed):
+            provider.copy(src, "trash/file.txt")
+    put(provider, "src/file.txt", b"changed", if_match=original.etag)
+    with pytest.raises(PreconditionFailed):
+        provider.copy("src/file.txt", "trash/file.txt", if_match=original.etag)
+    assert get(provider, "trash/file.txt")[0] == b"copy me"
 
 
 def test_an_s3_copy_of_a_source_written_meanwhile_is_undone(

@@ -9,6 +9,7 @@ import datetime
 import hashlib
 import io
 import os
+import time
 from collections.abc import Iterator
 from typing import Any, BinaryIO, cast
 
@@ -17,6 +18,7 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError
 from conftest import Bucket
+from faultproxy import FaultProxy, drop_before_response
 from test_providers import MTIME_NS, PREFIX, OneWayStream, get, put
 
 from syncd.providers import (
@@ -490,3 +492,89 @@ def test_an_encrypted_objects_etag_is_not_taken_for_its_md5(
     }
     info = S3Provider._info("k", answer)
     assert info.md5 == (etag if md5_stated else None)
+
+
+# -- a CreateMultipartUpload whose answer is lost --------------------------------------------
+
+
+def uploads_by_id(bucket: Bucket) -> dict[str, str]:
+    """Upload id -> key of every unfinished upload in the bucket (a plain client)."""
+    answer = bucket.client.list_multipart_uploads(Bucket=bucket.bucket)
+    return {upload["UploadId"]: upload["Key"] for upload in answer.get("Uploads", [])}
+
+
+@pytest.fixture
+def behind_proxy(s3_bucket: Bucket) -> Iterator[tuple[S3Provider, FaultProxy]]:
+    """A provider that reaches moto through a FaultProxy."""
+    with FaultProxy(s3_bucket.endpoint_url) as proxy:
+        provider = make_provider(s3_bucket, endpoint_url=proxy.url)
+        yield provider, proxy
+        provider.close()
+
+
+def unanswered_create(provider: S3Provider, proxy: FaultProxy, req: UploadRequest) -> None:
+    """A CreateMultipartUpload that reaches S3 and whose answer is lost."""
+    lost = proxy.add_rule(
+        drop_before_response(forwarded=True), method="POST", path=r"\?uploads", limit=1
+    )
+    with pytest.raises(Transient):
+        provider.start_multipart(req)
+    assert lost.fired == 1
+
+
+def test_an_upload_made_by_an_unanswered_create_is_dropped_by_the_next(
+    s3_bucket: Bucket, behind_proxy: tuple[S3Provider, FaultProxy]
+) -> None:
+    """The answer to CreateMultipartUpload lost (the upload made, its id never heard), the
+    retry's upload completed and the first stayed listed forever. The next answered create of
+    the key aborts it; another writer's uploads stay: one of another key, and one of the key
+    that holds a part."""
+    provider, proxy = behind_proxy
+    client, name, full = s3_bucket.client, s3_bucket.bucket, PREFIX + "big.bin"
+    data = os.urandom(1024)
+    req = request_for("big.bin", data)
+    unanswered_create(provider, proxy, req)
+    assert len(uploads_by_id(s3_bucket)) == 1  # the unanswered create made one
+    other_key = client.create_multipart_upload(Bucket=name, Key=full + ".other")["UploadId"]
+    busy = client.create_multipart_upload(Bucket=name, Key=full)["UploadId"]
+    client.upload_part(Bucket=name, Key=full, UploadId=busy, PartNumber=1, Body=b"x")
+
+    upload_id = provider.start_multipart(req)
+
+    assert set(uploads_by_id(s3_bucket)) == {other_key, busy, upload_id}
+    part = send(provider, req, upload_id, PartInfo(1, 0, len(data)), data)
+    provider.complete_multipart(req, upload_id, [part])
+    assert s3_get(provider, "big.bin") == data
+    assert set(uploads_by_id(s3_bucket)) == {other_key, busy}
+
+
+def test_an_upload_begun_before_the_unanswered_create_is_kept(
+    s3_bucket: Bucket,
+    behind_proxy: tuple[S3Provider, FaultProxy],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only an upload S3 says was initiated while our attempts ran can be one of them. moto
+    states one fixed Initiated for every upload: here the listing states when each began, as
+    S3 does, another writer's empty upload of the key a minute before our first attempt."""
+    provider, proxy = behind_proxy
+    full = PREFIX + "big.bin"
+    theirs = s3_bucket.client.create_multipart_upload(Bucket=s3_bucket.bucket, Key=full)
+    began = {theirs["UploadId"]: time.time() - 60}
+    req = request_for("big.bin", b"data")
+    attempted = time.time()
+    unanswered_create(provider, proxy, req)
+    (orphan,) = set(uploads_by_id(s3_bucket)) - set(began)
+    began[orphan] = attempted
+    listed = provider._uploads_of
+
+    def as_s3_states_it(key: str) -> dict[str, datetime.datetime]:
+        now = time.time()  # ours, just answered
+        return {
+            upload_id: datetime.datetime.fromtimestamp(began.get(upload_id, now), datetime.UTC)
+            for upload_id in listed(key)
+        }
+
+    monkeypatch.setattr(provider, "_uploads_of", as_s3_states_it)
+    upload_id = provider.start_multipart(req)
+
+    assert set(uploads_by_id(s3_bucket)) == {*began, upload_id} - {orphan}

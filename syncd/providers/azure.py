@@ -83,6 +83,7 @@ from syncd.providers.base import (
     PartLimits,
     UploadRequest,
     format_mtime,
+    holds_copy_of,
     parse_stated_mtime,
 )
 from syncd.providers.errors import (
@@ -1013,21 +1014,54 @@ class AzureProvider:
         try:
             answer = target.start_copy_from_url(source.url, **params)
         except _SDK_ERRORS as exc:
-            if (
-                isinstance(exc, HttpResponseError)
-                and exc.status_code == 404
-                and _code(exc) not in _CONTAINER_GONE
-            ):  # the source is missing: stale (if_match) or never there
-                where = self._where(src_key)
-                if if_match is None:
-                    raise NotFound(f"{where}: not found") from exc
-                raise PreconditionFailed(f"{where}: no longer exists") from exc
-            raise _translate(
-                exc, self._where(dst_key), container=self.container, conditional=True
-            ) from exc
+            refused = self._copy_refused(exc, src_key, dst_key, if_match)
+            if isinstance(refused, PreconditionFailed):
+                return self._earlier_copy(src_key, dst_key, if_match, refused)
+            raise refused from exc
         if answer.get("copy_status") != "success":
             self._wait_for_copy(target, dst_key, str(answer.get("copy_id") or ""))
         return self.stat(dst_key)
+
+    def _copy_refused(
+        self, exc: Exception, src_key: str, dst_key: str, if_match: str | None
+    ) -> ProviderError:
+        """What a refused Copy Blob means: a missing source (a 404 that is not the container
+        gone) is NotFound, or PreconditionFailed under `if_match` (stale); the rest is said of
+        the destination, a 409 / 412 as PreconditionFailed."""
+        if (
+            isinstance(exc, HttpResponseError)
+            and exc.status_code == 404
+            and _code(exc) not in _CONTAINER_GONE
+        ):  # the source is missing: stale (if_match) or never there
+            where = self._where(src_key)
+            if if_match is None:
+                return NotFound(f"{where}: not found")
+            return PreconditionFailed(f"{where}: no longer exists")
+        return _translate(exc, self._where(dst_key), container=self.container, conditional=True)
+
+    def _earlier_copy(
+        self, src_key: str, dst_key: str, if_match: str | None, refused: PreconditionFailed
+    ) -> ObjectInfo:
+        """A copy the service refused on a condition: when the destination holds the source's
+        very version (`holds_copy_of`), it is an earlier attempt's copy whose answer was lost
+        (or whose look afterwards failed), and counts as done. It must be a finished copy:
+        one still pending (or failed) holds no whole version yet, and deleting its source (a
+        move) would fail it. Else `refused` stands: the source changed, or the name holds
+        something else."""
+        try:
+            with self._errors(dst_key):
+                props = self._blob(dst_key).get_blob_properties()
+            source = self.stat(src_key)
+        except NotFound:
+            raise refused from None
+        if if_match is not None and source.etag != if_match:
+            raise refused
+        if props.copy.status not in (None, "success"):
+            raise refused
+        found = self._info(dst_key, props)
+        if holds_copy_of(source, found) is not True:
+            raise refused
+        return found
 
     def set_mtime(self, key: str, mtime_ns: int, if_match: str) -> ObjectInfo:
         """Set Blob Metadata on that version (If-Match), with the `mtime` replaced and the rest

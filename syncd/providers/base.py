@@ -208,8 +208,16 @@ class Provider(Protocol):
 
     def copy(self, src_key: str, dst_key: str, if_match: str | None = None) -> ObjectInfo:
         """Copy an object inside the remote (server-side where the service can), keeping its
-        metadata. `dst_key` must not exist (PreconditionFailed otherwise); `if_match` guards
-        the source's version. Used for the remote trash and for moves."""
+        metadata; returns the copy's info. `if_match` guards the source's version. Used for
+        the remote trash, conflict copies and moves.
+
+        Create-only: an object already at `dst_key` is never overwritten. One that is a copy
+        of the source's very version (`holds_copy_of`: the same size, mtime and stated
+        content digest) counts as this copy made, and its info is returned: the engine retries
+        a copy as a whole, and when the answer to one that landed is lost, the retry finds its
+        own result in the way (it made a second conflict copy, or a second full copy in the
+        remote trash). Anything else there is PreconditionFailed, as is a destination the
+        service states no digest for that could tell."""
         ...
 
     def set_mtime(self, key: str, mtime_ns: int, if_match: str) -> ObjectInfo:
@@ -242,6 +250,24 @@ class Provider(Protocol):
     def close(self) -> None:
         """Release connections and pools."""
         ...
+
+
+def holds_copy_of(source: ObjectInfo, found: ObjectInfo) -> bool | None:
+    """Is `found` (a head of the copy's destination) a copy of the version `source` states?
+
+    A server-side copy keeps the size, the metadata (`mtime`, `sha256`) and, where the service
+    states one for the whole object, the content's MD5 (S3 for an object stored whole, GCS,
+    Azure). True when the size and mtime agree and so does the SHA-256 both state, else the
+    MD5 both state; False when any of those differ; None when they agree but neither digest
+    is stated on both sides (an S3 object sent in parts by another tool), which cannot tell
+    (a provider may compare what else its service states, GCS its CRC32C)."""
+    if source.size != found.size or source.mtime_ns != found.mtime_ns:
+        return False
+    if source.sha256 is not None and found.sha256 is not None:
+        return source.sha256 == found.sha256
+    if source.md5 is not None and found.md5 is not None:
+        return source.md5 == found.md5
+    return None
 
 
 def format_mtime(mtime_ns: int) -> str:

@@ -50,6 +50,7 @@ from syncd.providers.base import (
     PartLimits,
     UploadRequest,
     format_mtime,
+    holds_copy_of,
     parse_mtime,
     parse_stated_mtime,
 )
@@ -716,11 +717,11 @@ class GCSProvider:
         # (and so possibly other look-alikes) ignores it: look first, so the promise holds
         # everywhere. Pinning sourceGeneration makes a stale source a 404 on any server.
         try:
-            self._get(dst_key)
+            found = self._get(dst_key)
         except NotFound:
             pass
         else:
-            raise PreconditionFailed(f"{self._where(dst_key)}: already exists")
+            return self._in_class(dst_key, self._earlier_copy(src_key, dst_key, found, generation))
         bucket = self._bucket()
         source = bucket.blob(self.prefix + src_key)
         with self._errors(src_key, conditional=generation is not None):
@@ -733,11 +734,36 @@ class GCSProvider:
                 if_source_generation_match=generation,
                 retry=None,
             )
+        return self._in_class(dst_key, copied)
+
+    def _earlier_copy(self, src_key: str, dst_key: str, found: Any, generation: int | None) -> Any:
+        """The destination `found` is taken: it is this copy when it holds the source's very
+        version (an earlier attempt whose answer was lost), by `holds_copy_of` or, where that
+        cannot tell (a composite object states no MD5), by the CRC32C both state. Anything
+        else is PreconditionFailed, as is a source gone or changed since it was listed."""
+        taken = PreconditionFailed(f"{self._where(dst_key)}: already exists")
+        try:
+            source = self._get(src_key)
+        except NotFound:
+            raise taken from None
+        if generation is not None and source.generation != generation:
+            raise PreconditionFailed(f"{self._where(src_key)}: changed since it was listed")
+        same = holds_copy_of(self._info(src_key, source), self._info(dst_key, found))
+        if same is None:
+            crc32c = _crc32c_hex(source.crc32c)
+            same = crc32c is not None and crc32c == _crc32c_hex(found.crc32c)
+        if not same:
+            raise taken
+        return found
+
+    def _in_class(self, dst_key: str, copied: Any) -> ObjectInfo:
+        """The copy's info, once it is in the pair's storage class.
+
+        A copy takes the bucket's default class (as gsutil's cp and mv say), not the
+        source's: a file renamed in a NEARLINE pair went STANDARD. Rewritten in place to the
+        pair's class, as an upload of it would be; its metadata goes along whole."""
         wanted = self.options.storage_class
         if wanted is not None and copied.storage_class != wanted:
-            # A copy takes the bucket's default class (as gsutil's cp and mv say), not the
-            # source's: a file renamed in a NEARLINE pair went STANDARD. Rewritten in place to
-            # the pair's class, as an upload of it would be; its metadata goes along whole.
             with self._errors(dst_key, conditional=True):
                 copied.update_storage_class(
                     wanted, if_generation_match=copied.generation, retry=None

@@ -49,6 +49,7 @@ from syncd.providers.base import (
     PartLimits,
     UploadRequest,
     format_mtime,
+    holds_copy_of,
     parse_mtime,
 )
 from syncd.providers.errors import (
@@ -101,6 +102,10 @@ _CONTENT_HEADERS = (
 )
 
 log = structlog.get_logger("syncd.providers.s3")
+
+#: How far the `Initiated` time S3 states for an upload may stand off the moments we measure
+#: around the request (it is rounded, and stamped somewhere between sending and answering).
+INITIATED_SLACK = 1.0
 
 _MD5 = re.compile(r"^[0-9a-f]{32}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -513,6 +518,10 @@ class S3Provider:
         #: Set once `ensure_root` has made sure the bucket exists (create_bucket only).
         self._root_ready = False
         self._root_lock = threading.Lock()
+        #: key -> when (time.monotonic) the first CreateMultipartUpload for it went out whose
+        #: answer never came: it may have made an upload we hold no id of (see `_create_upload`).
+        self._unanswered: dict[str, float] = {}
+        self._unanswered_lock = threading.Lock()
 
     @contextmanager
     def _errors(self, key: str | None, *, conditional: bool = False) -> Iterator[None]:
@@ -692,10 +701,12 @@ class S3Provider:
         if if_match is not None and source.etag != if_match:
             raise PreconditionFailed(f"{self.url}{src_key}: changed since it was listed")
         try:
-            self.stat(dst_key)
+            found = self.stat(dst_key)
         except NotFound:
             pass
         else:
+            if holds_copy_of(source, found) is True:
+                return found  # an earlier attempt's copy, whose answer was lost
             raise PreconditionFailed(f"{self.url}{dst_key}: already exists")
         if source.size > MAX_COPY_SIZE:
             return self._copy_in_parts(src_key, dst_key, head, source)
@@ -740,8 +751,7 @@ class S3Provider:
             "StorageClass": self.options.storage_class or head.get("StorageClass", "STANDARD"),
             **_kept_headers(head),
         }
-        with self._errors(dst_key):
-            upload_id = self._client.create_multipart_upload(**params)["UploadId"]
+        upload_id = self._create_upload(dst_key, params)
         try:
             parts = [
                 self._copy_part(src_key, dst_key, upload_id, part, source.etag)
@@ -858,9 +868,91 @@ class S3Provider:
         # Declared at the start, S3 requires (and checks) the checksum of every part, and the
         # commit names each part by ETag and checksum (see `_part_token`).
         params["ChecksumAlgorithm"] = PART_CHECKSUM
-        with self._errors(request.key):
-            answer = self._client.create_multipart_upload(**params)
-        return answer["UploadId"]
+        return self._create_upload(request.key, params)
+
+    def _create_upload(self, key: str, params: dict[str, Any]) -> str:
+        """CreateMultipartUpload; its UploadId.
+
+        A request whose answer is lost (the connection dropped, a timeout, a 5xx) may still
+        have made an upload, whose id we never learn: the engine records and aborts only the
+        ids it got, so the retry's upload completed and that one stayed listed forever (issue
+        5: no multipart upload is left behind after a successful sync). Such a key is noted,
+        and the next create for it that is answered drops those uploads
+        (`_drop_unanswered`)."""
+        sent = time.monotonic()
+        try:
+            with self._errors(key):
+                upload_id = str(self._client.create_multipart_upload(**params)["UploadId"])
+        except Transient:  # not Throttled: a SlowDown or a 429 made nothing
+            with self._unanswered_lock:
+                self._unanswered.setdefault(key, sent)
+            raise
+        with self._unanswered_lock:
+            since = self._unanswered.pop(key, None)
+        if since is not None:
+            try:
+                self._drop_unanswered(key, upload_id, time.monotonic() - since)
+            except ProviderError:  # best effort: the upload goes on, the next create retries
+                with self._unanswered_lock:
+                    self._unanswered.setdefault(key, since)
+        return upload_id
+
+    def _drop_unanswered(self, key: str, ours: str, span: float) -> None:
+        """Abort the uploads of `key` that our unanswered creates may have made, `ours` (the
+        one answered) aside. ListMultipartUploads states no metadata, so no mark of ours can
+        be seen there: an upload is taken for one of them only when all of these hold, which
+        keeps another writer's upload of the same key safe:
+
+        - its key is exactly `key` (the listing is by prefix);
+        - S3 says it was initiated within the `span` seconds our attempts took, measured back
+          from `ours`'s own Initiated (the service's clock on both sides: no skew), give or
+          take INITIATED_SLACK;
+        - it holds no part: an unanswered create's upload never got one, while a writer's
+          upload in flight gets its first part at once.
+
+        One whose request reached S3 only after the retry's (a very slow request that timed
+        out here) is not seen: it lasts until the bucket's lifecycle rule drops it. A server
+        that states no real Initiated (moto gives every upload the same one) leaves the part
+        rule alone to decide."""
+        uploads = self._uploads_of(key)
+        mine = uploads.get(ours)
+        if mine is None:
+            return  # not listed (yet): nothing to measure the window from
+        earliest = mine.timestamp() - span - INITIATED_SLACK
+        latest = mine.timestamp() + INITIATED_SLACK
+        for upload_id, initiated in uploads.items():
+            if upload_id == ours or not earliest <= initiated.timestamp() <= latest:
+                continue
+            if self._holds_parts(key, upload_id):
+                continue
+            self._abort(key, upload_id)
+            log.info("dropped an upload whose creation went unanswered", key=key)
+
+    def _uploads_of(self, key: str) -> dict[str, datetime]:
+        """Upload id -> Initiated, of the unfinished uploads of exactly `key`."""
+        full = self.prefix + key
+        paginator = self._client.get_paginator("list_multipart_uploads")
+        pages = paginator.paginate(
+            Bucket=self.bucket, Prefix=full, PaginationConfig={"PageSize": PAGE_SIZE}
+        )
+        found: dict[str, datetime] = {}
+        with self._errors(key):
+            for page in pages:
+                for upload in page.get("Uploads", []):
+                    if upload.get("Key") == full and upload.get("Initiated") is not None:
+                        found[str(upload["UploadId"])] = upload["Initiated"]
+        return found
+
+    def _holds_parts(self, key: str, upload_id: str) -> bool:
+        """Does the upload hold a part (True as well when it cannot be told)?"""
+        try:
+            with self._errors(key):
+                answer = self._client.list_parts(
+                    Bucket=self.bucket, Key=self.prefix + key, UploadId=upload_id, MaxParts=1
+                )
+        except NotFound:
+            return True  # gone meanwhile (completed, aborted): nothing to abort
+        return bool(answer.get("Parts"))
 
     def upload_part(
         self, request: UploadRequest, upload_id: str, part: PartInfo, body: BinaryIO, digest: str
