@@ -298,7 +298,7 @@ def test_copy_keeps_content_and_mtime_and_never_overwrites(provider: Provider) -
     assert "elsewhere.txt" not in listing(provider)
 
 
-@pytest.mark.parametrize("kind", ["s3", "gcs", "azure"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_a_copy_onto_its_own_earlier_copy_is_that_copy(
     kind: str, request: pytest.FixtureRequest
 ) -> None:

@@ -29,7 +29,13 @@ from typing import BinaryIO
 import structlog
 
 from syncd.providers import renames
-from syncd.providers.base import Capabilities, NotWatchable, ObjectInfo, UploadRequest
+from syncd.providers.base import (
+    Capabilities,
+    NotWatchable,
+    ObjectInfo,
+    UploadRequest,
+    holds_copy_of,
+)
 from syncd.providers.errors import (
     InvalidRequest,
     NotFound,
@@ -421,21 +427,36 @@ class FileProvider:
             raise _translate(exc, where) from exc
 
     def copy(self, src_key: str, dst_key: str, if_match: str | None = None) -> ObjectInfo:
-        """A plain folder has no server: the copy streams through us, create-only."""
+        """A plain folder has no server: the copy streams through us, create-only. A
+        destination that holds the source's very version is an earlier attempt's copy (its
+        answer lost to an error after the file was in place): that copy, as the Provider
+        protocol says."""
         where = self._where(src_key)
         with self._open_file(src_key) as (fd, st):
             if if_match is not None and etag_of(st) != if_match:
                 raise PreconditionFailed(f"{where}: changed since it was listed")
             with os.fdopen(os.dup(fd), "rb") as fh:
-                return self.upload(
-                    UploadRequest(
-                        key=dst_key,
-                        body=fh,
-                        size=st.st_size,
-                        mtime_ns=st.st_mtime_ns,
-                        if_absent=True,
-                    )
+                request = UploadRequest(
+                    key=dst_key, body=fh, size=st.st_size, mtime_ns=st.st_mtime_ns, if_absent=True
                 )
+                try:
+                    return self.upload(request)
+                except PreconditionFailed:
+                    found = self._earlier_copy(src_key, dst_key, etag_of(st))
+                    if found is None:
+                        raise
+                    return found
+
+    def _earlier_copy(self, src_key: str, dst_key: str, version: str) -> ObjectInfo | None:
+        """The file at `dst_key`, if it is a copy of version `version` of `src_key` (the same
+        size, mtime and SHA-256, both hashed here), else None."""
+        try:
+            source, found = self.stat(src_key), self.stat(dst_key)
+        except NotFound:
+            return None
+        if source.etag != version or holds_copy_of(source, found) is not True:
+            return None
+        return found
 
     def set_mtime(self, key: str, mtime_ns: int, if_match: str) -> ObjectInfo:
         """The file's own mtime, set on the file checked to be version `if_match` (opened, no
