@@ -141,6 +141,56 @@ def test_upload_and_download_through_the_api(tmp_path: Path) -> None:
     assert tree(tmp_path / "back") == {"sub/x.bin": b"x" * 1000}
 
 
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        ({"exclude": "*.tmp"}, r"exclude: must be a list of patterns, not one string: write \['"),
+        ({"include": "*.txt"}, r"include: must be a list of patterns, not one string"),
+        ({"exclude": {"*.tmp"}}, r"exclude: must be a list of patterns \(got set\)"),
+        ({"include": ["*.txt", 1]}, r"include\[1\]: must be a string"),
+    ],
+)  # fmt: skip
+def test_one_way_patterns_given_as_one_string_are_refused(
+    tmp_path: Path, given: dict[str, Any], said: str
+) -> None:
+    """`exclude="*.tmp"` (a string, not a list) was read as the patterns `*`, `.`, `t`, …:
+    every file left out, 0 uploaded and exit 0; `include="*.txt"` let everything in. Refused
+    as the config refuses it, in the words of the call (no `command line: pairs[0]…`)."""
+    local, remote = _folders(tmp_path)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.txt").write_text("a")
+    (tmp_path / "src" / "c.tmp").write_text("c")
+    with Engine.from_config_dict(_config(tmp_path, local, f"file://{remote}")) as engine:
+        with pytest.raises(ConfigError, match=rf"^Engine\.upload: {said}") as raised:
+            engine.upload(tmp_path / "src", f"file://{tmp_path / 'out'}", **given)
+        assert "\n" not in str(raised.value)
+        with pytest.raises(ConfigError, match=rf"^Engine\.download: {said}"):
+            engine.download(f"file://{tmp_path / 'src'}", tmp_path / "back", **given)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "back").exists()
+
+
+def test_one_way_config_errors_name_the_arguments_of_the_call(tmp_path: Path) -> None:
+    """A script called `engine.upload(local_dir, remote_url, options=…)`: its ConfigError
+    names those, not the `command line` and `pairs[0].remote` of the CLI's config."""
+    local, remote = _folders(tmp_path)
+    (tmp_path / "src").mkdir()
+    with Engine.from_config_dict(_config(tmp_path, local, f"file://{remote}")) as engine:
+        with pytest.raises(ConfigError, match=r"^Engine\.upload: remote_url: unknown scheme"):
+            engine.upload(tmp_path / "src", "bogus://x")
+        with pytest.raises(
+            ConfigError, match=r"^Engine\.upload: remote_url \(\S+\) is inside local_dir"
+        ):
+            engine.upload(tmp_path / "src", f"file://{tmp_path / 'src' / 'sub'}")
+        with pytest.raises(ConfigError, match=r"^Engine\.download: options\.bogus: unknown key"):
+            engine.download(f"file://{remote}", tmp_path / "back", options={"bogus": 1})
+        with pytest.raises(
+            InvalidRequest,  # a PairRemoteError: a ConfigError and still an InvalidRequest
+            match=r"^Engine\.download: options\.connection_string: the Azure connection",
+        ) as raised:
+            engine.download("az://box/p/", tmp_path / "back", options={"connection_string": "x"})
+        assert isinstance(raised.value, ConfigError)
+
+
 def test_an_engine_holds_its_state(tmp_path: Path) -> None:
     local, remote = _folders(tmp_path)
     data = _config(tmp_path, local, f"file://{remote}")

@@ -11,7 +11,7 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +28,8 @@ from syncd.engine.debounce import Debouncer, Pending
 from syncd.engine.multipart import Meter, PartSettings
 from syncd.engine.oneway import (
     Direction,
+    Patterns,
+    in_script_words,
     inherited_options,
     inherited_settings,
     one_way_config,
@@ -241,8 +243,8 @@ class Engine:
         local_dir: str | os.PathLike[str],
         remote_url: str,
         *,
-        exclude: Iterable[str] = (),
-        include: Iterable[str] = (),
+        exclude: Patterns = (),
+        include: Patterns = (),
         dry_run: bool = False,
         options: Mapping[str, Any] | None = None,
     ) -> Report:
@@ -263,8 +265,8 @@ class Engine:
         remote_url: str,
         local_dir: str | os.PathLike[str],
         *,
-        exclude: Iterable[str] = (),
-        include: Iterable[str] = (),
+        exclude: Patterns = (),
+        include: Patterns = (),
         dry_run: bool = False,
         options: Mapping[str, Any] | None = None,
     ) -> Report:
@@ -285,21 +287,26 @@ class Engine:
         local: Path,
         remote_url: str,
         *,
-        filters: tuple[Iterable[str], Iterable[str]],
+        filters: tuple[Patterns, Patterns],
         dry_run: bool,
         options: Mapping[str, Any] | None,
     ) -> Report:
+        """A one-way copy; its ConfigError names the argument at fault as the script wrote
+        it (`Engine.upload: exclude: …`), not as the command line's config does."""
         self._require_open()
-        config = one_way_config(
-            direction,
-            local,
-            remote_url,
-            exclude=filters[0],
-            include=filters[1],
-            settings=inherited_settings(self.config),
-            options=inherited_options(self.config, remote_url) if options is None else options,
-        )
-        return run_one_way(config, dry_run=dry_run)
+        try:
+            config = one_way_config(
+                direction,
+                local,
+                remote_url,
+                exclude=filters[0],
+                include=filters[1],
+                settings=inherited_settings(self.config),
+                options=inherited_options(self.config, remote_url) if options is None else options,
+            )
+            return run_one_way(config, dry_run=dry_run)
+        except ConfigError as exc:
+            raise in_script_words(exc, direction) from None
 
     def open_remote(self, pair: PairConfig) -> Provider:
         """The pair's remote, opened as `add_pair` would: RemoteURLError or InvalidRequest
