@@ -637,3 +637,42 @@ def test_each_dry_run_of_an_engine_plans_only_its_own_pass(tmp_path: Path) -> No
         assert engine.sync_once().files_up == 1
         assert engine.sync_once(dry_run=True).pairs[0].planned == []
     assert (remote / "a.txt").read_bytes() == b"alpha"
+
+
+def test_a_pass_waits_for_its_requeues_without_spinning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A path that moves under the engine is requeued after a growing pause (0.25 s times 1..8).
+    Meanwhile the queue is idle, so `wait_idle` returned at once and the pass's loop spun a
+    CPU until every pause had passed: a `syncd once` burnt seconds of CPU. It waits instead:
+    a few turns of the loop per requeue, whatever the pauses add up to."""
+    from syncd.engine import core
+    from syncd.engine.syncer import Outcome, PairSyncer
+
+    local, remote = _folders(tmp_path)
+    (local / "moving.txt").write_text("m")
+    real_sync_path = PairSyncer.sync_path
+    asked: list[str] = []
+
+    def sync_path(self: PairSyncer, path: str, keep: str | None = None) -> Outcome:
+        asked.append(path)
+        if path == "moving.txt" and asked.count(path) <= 4:
+            return Outcome.REQUEUE  # "changed under us": four pauses, 0.1 + … + 0.4 s
+        return real_sync_path(self, path, keep)
+
+    monkeypatch.setattr(PairSyncer, "sync_path", sync_path)
+    monkeypatch.setattr(core, "REQUEUE_BASE_DELAY", 0.1)
+    with Engine.from_config_dict(_config(tmp_path, local, f"file://{remote}")) as engine:
+        turns = 0
+        real_wait_idle = engine.queue.wait_idle
+
+        def wait_idle(timeout: float | None = None) -> bool:
+            nonlocal turns
+            turns += 1
+            return real_wait_idle(timeout)
+
+        monkeypatch.setattr(engine.queue, "wait_idle", wait_idle)
+        report = engine.sync_once()
+    assert (report.exit_code, report.files_up, asked.count("moving.txt")) == (0, 1, 5)
+    assert tree(remote) == {"moving.txt": b"m"}
+    assert turns <= 20, turns

@@ -194,6 +194,8 @@ class Engine:
         self._deleted_in_pass: set[str] = set()
         self._requeues: dict[Key, int] = {}
         self._requeue_lock = threading.Lock()
+        #: Set each time a requeue is put back on the queue: `_drain` waits on it.
+        self._requeued = threading.Event()
         self.delayed: Debouncer[Key] = Debouncer(self._requeue_due, name="requeue")
         self.delayed.start()
         try:
@@ -467,6 +469,7 @@ class Engine:
 
     def _requeue_due(self, key: Key, _pending: Pending) -> None:
         self.queue.put(*key)
+        self._requeued.set()
 
     def pair_busy(self, pair: str) -> bool:
         """Work queued, in flight or waiting to be retried for this pair."""
@@ -686,6 +689,7 @@ class Engine:
         try:
             while not self.stopping.is_set():
                 self.queue.wait_idle(timeout=0.2)
+                self._requeued.clear()
                 # Order matters: a worker schedules a requeue before it marks its item done,
                 # and the debouncer puts an item on the queue before it stops counting it.
                 if not len(self.delayed) and self.queue.idle() and not len(self.delayed):
@@ -693,6 +697,11 @@ class Engine:
                         self.end_of_pass(name, dry_run)
                     if self.queue.idle():
                         break
+                elif self.queue.idle():
+                    # Only requeues wait (in the debouncer, up to seconds each): wait_idle
+                    # returns at once on an idle queue, and this loop spun a CPU meanwhile.
+                    # A requeue put back since the clear above has set it: no wait then.
+                    self._requeued.wait(timeout=0.2)
                 pool.supervise()
         finally:
             pool.stop()
