@@ -1930,7 +1930,7 @@ class PairSyncer:
             return blocked
         if sent.result is Result.RACED and self.index.get(path) is None:
             # Refused as taken, yet no file is there: a folder of its name is.
-            blocked = self._upload_blocked(path, self._remote_files_under(path), plog)
+            blocked = self._folder_in_the_way(path, plog)
             if blocked is not None:
                 return blocked
         if sent.result in (Result.MOVED, Result.RACED):
@@ -1977,6 +1977,49 @@ class PairSyncer:
                 how="a folder of this name on the remote",
             )
         return None
+
+    def _folder_in_the_way(self, path: str, plog: Logger) -> Outcome | None:
+        """The upload of `path` was refused for a remote folder of its name (a local-folder
+        remote cannot hold both). Its files this pass deals with make room (`_upload_blocked`).
+        Files the filters leave out never go: syncd deletes nothing it excludes, so the
+        upload cannot happen while they are there. A failure that names them, retried as any;
+        requeued, it ended after seconds as "kept changing while being synced"."""
+        under = self._remote_files_under(path)
+        if under:
+            return self._upload_blocked(path, under, plog)
+        left_out = self._left_out_under(path)
+        if not left_out:
+            return None  # nothing there now: looked at again
+        shown = ", ".join(left_out[:3]) + (
+            f" and {len(left_out) - 3} more" if len(left_out) > 3 else ""
+        )
+        self.fail(
+            path,
+            f"the remote folder {path}/ holds files the filters leave out ({shown}); remove "
+            "them there, or stop excluding them",
+            "upload",
+        )
+        return Outcome.FAILED
+
+    def _left_out_under(self, path: str) -> list[str]:
+        """The files the filters leave out in the remote folder named `path` (the index holds
+        none of them): a listing, made only after an upload was refused for that folder. Only
+        a local-folder remote refuses it: a bucket holds `d` beside `d/x.tmp`, and there the
+        refusal was another writer's."""
+        if self.pair.remote_url.scheme != "file":
+            return []
+        prefix = path + "/"
+        found = []
+        for info in self.retry.call(lambda: list(self.provider.list())):
+            if is_folder_marker(info.key):
+                continue
+            try:
+                key = normalize(check_key(info.key))
+            except UnsafeKey:
+                continue
+            if key.startswith(prefix) and self.filter.excluded(key):
+                found.append(key)
+        return sorted(found)
 
     def _remote_file_above(self, path: str) -> list[str]:
         """The file the remote holds where one of `path`'s folders belongs, if any."""
