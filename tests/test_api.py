@@ -676,3 +676,38 @@ def test_a_pass_waits_for_its_requeues_without_spinning(
     assert (report.exit_code, report.files_up, asked.count("moving.txt")) == (0, 1, 5)
     assert tree(remote) == {"moving.txt": b"m"}
     assert turns <= 20, turns
+
+
+def test_an_engine_on_a_mistyped_local_forgets_no_state(tmp_path: Path) -> None:
+    """A pair's state is forgotten when its `local` or `remote` changes. That happened when an
+    engine was made: one made on a mistyped `local` (a folder that is not there), closed
+    without a pass or failing its pass, forgot it, and the next pass on the right folder was
+    a first sync: the file deleted since the last sync came back. It is forgotten when a pass
+    finds the new root usable, and only then."""
+    local, remote = _folders(tmp_path)
+    (local / "a.txt").write_text("a")
+    (local / "b.txt").write_text("b")
+    right = _config(tmp_path, local, f"file://{remote}", max_delete=100)
+    elsewhere = tmp_path / "elsewhere"
+    typo = _config(tmp_path, elsewhere, f"file://{remote}", max_delete=100)
+    with Engine.from_config_dict(right) as engine:
+        assert engine.sync_once().exit_code == 0
+    (local / "b.txt").unlink()  # deleted by the user since the last sync
+    Engine.from_config_dict(typo).close()
+    with Engine.from_config_dict(typo) as engine:
+        report = engine.sync_once()
+        assert report.exit_code == 1 and "missing" in str(report.pairs[0].fault)
+        assert engine.retry_failed().exit_code == 0  # nothing taken up meanwhile
+    with Engine.from_config_dict(right) as engine:
+        report = engine.sync_once()
+    assert (report.exit_code, report.files_down, report.pairs[0].deleted) == (0, 0, 1)
+    assert tree(local) == {"a.txt": b"a"} and tree(remote) == {"a.txt": b"a"}
+
+    # Pointed at another folder that is there, the pair starts over: a first sync there,
+    # which deletes nothing, and the writer id, last sync and base of the old place go.
+    elsewhere.mkdir()
+    (elsewhere / "new.txt").write_text("new")
+    with Engine.from_config_dict(typo) as engine:
+        report = engine.sync_once()
+    assert (report.exit_code, report.files_up, report.files_down) == (0, 1, 1)
+    assert tree(elsewhere) == tree(remote) == {"a.txt": b"a", "new.txt": b"new"}

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -323,7 +324,7 @@ class Engine:
         if provider is None:
             provider = self.open_remote(pair)
         try:
-            self._take_place(pair)
+            take_place = self._take_place(pair)
             syncer = PairSyncer(
                 pair,
                 provider,
@@ -345,34 +346,43 @@ class Engine:
         except BaseException:
             provider.close()  # the state could not take the pair (a full disk, say)
             raise
+        syncer.take_place = take_place
         self.syncers[pair.name] = syncer
         self.queue.limit(pair.name, provider.capabilities.max_transfers)
         return syncer
 
-    def _take_place(self, pair: PairConfig) -> None:
+    def _take_place(self, pair: PairConfig) -> Callable[[], None] | None:
         """A pair's state (its base, held deletions, open conflicts, writer id) describes one
         local root and one remote. When the config names another one under the same pair
         name, that state is forgotten, as `syncd state rebuild --pair` does: the next pass is
         a first sync, which compares both sides by content and deletes nothing. Kept, the old
         base made the new, empty remote (or local root) look like everything was deleted:
-        the pair was held for good, and `--force` would have deleted the files."""
+        the pair was held for good, and `--force` would have deleted the files.
+
+        Not here, though: returns what forgets it, which the pair's syncer runs once the new
+        root is usable, where a pass starts (`PairSyncer.check_root`). An engine made with a
+        mistyped `local` (a script's that never synced, a `syncd run` showing the pair in
+        error) forgot it at once, and the next pass on the right folder was a first sync:
+        what was deleted since the last sync came back."""
         place = pair_place(pair)
         recorded = self.store.place(pair.name)
         if recorded == place:
-            return
-        if same_place(recorded, pair):
-            self.store.set_place(pair.name, place)  # as an older syncd recorded it
-            return
-        if recorded is not None:
-            log.warning(
-                "the pair's local or remote changed: its state is forgotten; the next pass is "
-                "a first sync",
-                pair=pair.name,
-                was=recorded,
-                now=place,
-            )
-            self.store.forget(pair.name)
-        self.store.set_place(pair.name, place)
+            return None
+        if recorded is None or same_place(recorded, pair):
+            self.store.set_place(pair.name, place)  # a new pair, or as an older syncd wrote it
+            return None
+        return partial(self._forget_place, pair.name, recorded, place)
+
+    def _forget_place(self, name: str, recorded: str, place: str) -> None:
+        log.warning(
+            "the pair's local or remote changed: its state is forgotten; the next pass is "
+            "a first sync",
+            pair=name,
+            was=recorded,
+            now=place,
+        )
+        self.store.forget(name)
+        self.store.set_place(name, place)
 
     def write_behind(self, name: str) -> None:
         """For a daemon: a pair whose remote makes uploads durable in batches (a local folder)
@@ -427,9 +437,9 @@ class Engine:
         """Stop syncing a pair: drop its queued work, stop what it has in flight (a retry's
         wait ends at once) and wait for that to end, then close its provider. Its state
         stays, so adding it back later is not a first sync. A pair changed by a reload is
-        added anew right after, and its state forgotten if its place changed: an upload of
-        the old place recorded after that would be a base of the new place, its file
-        'deleted locally' there (`_take_place`)."""
+        added anew right after, and its state forgotten if its place changed (once its new
+        root is usable): an upload of the old place recorded after that would be a base of
+        the new place, its file 'deleted locally' there (`_take_place`)."""
         syncer = self.syncers.pop(name, None)
         self.queue.drop_pair(name)
         if syncer is not None:
