@@ -141,6 +141,56 @@ def test_upload_and_download_through_the_api(tmp_path: Path) -> None:
     assert tree(tmp_path / "back") == {"sub/x.bin": b"x" * 1000}
 
 
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        ({"exclude": "*.tmp"}, r"exclude: must be a list of patterns, not one string: write \['"),
+        ({"include": "*.txt"}, r"include: must be a list of patterns, not one string"),
+        ({"exclude": {"*.tmp"}}, r"exclude: must be a list of patterns \(got set\)"),
+        ({"include": ["*.txt", 1]}, r"include\[1\]: must be a string"),
+    ],
+)  # fmt: skip
+def test_one_way_patterns_given_as_one_string_are_refused(
+    tmp_path: Path, given: dict[str, Any], said: str
+) -> None:
+    """`exclude="*.tmp"` (a string, not a list) was read as the patterns `*`, `.`, `t`, …:
+    every file left out, 0 uploaded and exit 0; `include="*.txt"` let everything in. Refused
+    as the config refuses it, in the words of the call (no `command line: pairs[0]…`)."""
+    local, remote = _folders(tmp_path)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.txt").write_text("a")
+    (tmp_path / "src" / "c.tmp").write_text("c")
+    with Engine.from_config_dict(_config(tmp_path, local, f"file://{remote}")) as engine:
+        with pytest.raises(ConfigError, match=rf"^Engine\.upload: {said}") as raised:
+            engine.upload(tmp_path / "src", f"file://{tmp_path / 'out'}", **given)
+        assert "\n" not in str(raised.value)
+        with pytest.raises(ConfigError, match=rf"^Engine\.download: {said}"):
+            engine.download(f"file://{tmp_path / 'src'}", tmp_path / "back", **given)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "back").exists()
+
+
+def test_one_way_config_errors_name_the_arguments_of_the_call(tmp_path: Path) -> None:
+    """A script called `engine.upload(local_dir, remote_url, options=…)`: its ConfigError
+    names those, not the `command line` and `pairs[0].remote` of the CLI's config."""
+    local, remote = _folders(tmp_path)
+    (tmp_path / "src").mkdir()
+    with Engine.from_config_dict(_config(tmp_path, local, f"file://{remote}")) as engine:
+        with pytest.raises(ConfigError, match=r"^Engine\.upload: remote_url: unknown scheme"):
+            engine.upload(tmp_path / "src", "bogus://x")
+        with pytest.raises(
+            ConfigError, match=r"^Engine\.upload: remote_url \(\S+\) is inside local_dir"
+        ):
+            engine.upload(tmp_path / "src", f"file://{tmp_path / 'src' / 'sub'}")
+        with pytest.raises(ConfigError, match=r"^Engine\.download: options\.bogus: unknown key"):
+            engine.download(f"file://{remote}", tmp_path / "back", options={"bogus": 1})
+        with pytest.raises(
+            InvalidRequest,  # a PairRemoteError: a ConfigError and still an InvalidRequest
+            match=r"^Engine\.download: options\.connection_string: the Azure connection",
+        ) as raised:
+            engine.download("az://box/p/", tmp_path / "back", options={"connection_string": "x"})
+        assert isinstance(raised.value, ConfigError)
+
+
 def test_an_engine_holds_its_state(tmp_path: Path) -> None:
     local, remote = _folders(tmp_path)
     data = _config(tmp_path, local, f"file://{remote}")
@@ -587,3 +637,77 @@ def test_each_dry_run_of_an_engine_plans_only_its_own_pass(tmp_path: Path) -> No
         assert engine.sync_once().files_up == 1
         assert engine.sync_once(dry_run=True).pairs[0].planned == []
     assert (remote / "a.txt").read_bytes() == b"alpha"
+
+
+def test_a_pass_waits_for_its_requeues_without_spinning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A path that moves under the engine is requeued after a growing pause (0.25 s times 1..8).
+    Meanwhile the queue is idle, so `wait_idle` returned at once and the pass's loop spun a
+    CPU until every pause had passed: a `syncd once` burnt seconds of CPU. It waits instead:
+    a few turns of the loop per requeue, whatever the pauses add up to."""
+    from syncd.engine import core
+    from syncd.engine.syncer import Outcome, PairSyncer
+
+    local, remote = _folders(tmp_path)
+    (local / "moving.txt").write_text("m")
+    real_sync_path = PairSyncer.sync_path
+    asked: list[str] = []
+
+    def sync_path(self: PairSyncer, path: str, keep: str | None = None) -> Outcome:
+        asked.append(path)
+        if path == "moving.txt" and asked.count(path) <= 4:
+            return Outcome.REQUEUE  # "changed under us": four pauses, 0.1 + … + 0.4 s
+        return real_sync_path(self, path, keep)
+
+    monkeypatch.setattr(PairSyncer, "sync_path", sync_path)
+    monkeypatch.setattr(core, "REQUEUE_BASE_DELAY", 0.1)
+    with Engine.from_config_dict(_config(tmp_path, local, f"file://{remote}")) as engine:
+        turns = 0
+        real_wait_idle = engine.queue.wait_idle
+
+        def wait_idle(timeout: float | None = None) -> bool:
+            nonlocal turns
+            turns += 1
+            return real_wait_idle(timeout)
+
+        monkeypatch.setattr(engine.queue, "wait_idle", wait_idle)
+        report = engine.sync_once()
+    assert (report.exit_code, report.files_up, asked.count("moving.txt")) == (0, 1, 5)
+    assert tree(remote) == {"moving.txt": b"m"}
+    assert turns <= 20, turns
+
+
+def test_an_engine_on_a_mistyped_local_forgets_no_state(tmp_path: Path) -> None:
+    """A pair's state is forgotten when its `local` or `remote` changes. That happened when an
+    engine was made: one made on a mistyped `local` (a folder that is not there), closed
+    without a pass or failing its pass, forgot it, and the next pass on the right folder was
+    a first sync: the file deleted since the last sync came back. It is forgotten when a pass
+    finds the new root usable, and only then."""
+    local, remote = _folders(tmp_path)
+    (local / "a.txt").write_text("a")
+    (local / "b.txt").write_text("b")
+    right = _config(tmp_path, local, f"file://{remote}", max_delete=100)
+    elsewhere = tmp_path / "elsewhere"
+    typo = _config(tmp_path, elsewhere, f"file://{remote}", max_delete=100)
+    with Engine.from_config_dict(right) as engine:
+        assert engine.sync_once().exit_code == 0
+    (local / "b.txt").unlink()  # deleted by the user since the last sync
+    Engine.from_config_dict(typo).close()
+    with Engine.from_config_dict(typo) as engine:
+        report = engine.sync_once()
+        assert report.exit_code == 1 and "missing" in str(report.pairs[0].fault)
+        assert engine.retry_failed().exit_code == 0  # nothing taken up meanwhile
+    with Engine.from_config_dict(right) as engine:
+        report = engine.sync_once()
+    assert (report.exit_code, report.files_down, report.pairs[0].deleted) == (0, 0, 1)
+    assert tree(local) == {"a.txt": b"a"} and tree(remote) == {"a.txt": b"a"}
+
+    # Pointed at another folder that is there, the pair starts over: a first sync there,
+    # which deletes nothing, and the writer id, last sync and base of the old place go.
+    elsewhere.mkdir()
+    (elsewhere / "new.txt").write_text("new")
+    with Engine.from_config_dict(typo) as engine:
+        report = engine.sync_once()
+    assert (report.exit_code, report.files_up, report.files_down) == (0, 1, 1)
+    assert tree(elsewhere) == tree(remote) == {"a.txt": b"a", "new.txt": b"new"}

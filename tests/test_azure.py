@@ -853,17 +853,79 @@ def test_an_account_url_that_carries_its_sas(
         provider.close()
 
 
-def test_key_that_is_not_base64_is_permission_denied(azure_container: AzureContainer) -> None:
-    provider = open_provider(
-        azure_container.url("p"),
-        {"account_url": azure_container.blob_endpoint, "account_key": "not base64!!"},
+def test_a_key_that_is_not_base64_is_refused_where_the_client_is_set_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The SDK decodes the key to sign each request: one it cannot decode was found at the
+    first request (PermissionDenied, exit 1, naming no option), where a malformed connection
+    string is refused when the client is set up, naming it. So is the key now. A SAS given
+    beside it is used instead (the key signs nothing): no refusal then."""
+    endpoint = f"http://127.0.0.1:10000/{AZURITE_ACCOUNT}"
+    with pytest.raises(InvalidRequest) as caught:
+        open_provider("az://c-c-c/", {"account_url": endpoint, "account_key": "not base64!!"})
+    assert (
+        str(caught.value) == "options.account_key: the account key is not valid (base64 expected)"
     )
-    try:
-        with pytest.raises(PermissionDenied, match="account key is not valid") as caught:
-            provider.check()
-        assert "base64!!" not in str(caught.value)
-    finally:
-        provider.close()
+    monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING", raising=False)
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT", AZURITE_ACCOUNT)
+    monkeypatch.setenv("AZURE_STORAGE_KEY", "not base64!!")
+    with pytest.raises(InvalidRequest) as caught:
+        open_provider("az://c-c-c/")
+    assert str(caught.value) == (
+        "the AZURE_STORAGE_KEY variable: the account key is not valid (base64 expected)"
+    )
+    options = {"account_url": endpoint, "account_key": "not base64!!", "sas_token": "sv=x"}
+    open_provider("az://c-c-c/", options).close()
+    open_provider("az://c-c-c/", {"account_url": endpoint, "account_key": AZURITE_KEY}).close()
+
+
+@pytest.mark.parametrize("command", ["check", "once"])
+def test_a_key_that_is_not_base64_names_the_pair_and_key(tmp_path: Path, command: str) -> None:
+    """A config error (exit 2) naming `pairs[N].options.account_key`, as a malformed
+    connection string is, and never the key itself."""
+    (tmp_path / "files").mkdir()
+    (tmp_path / "boxes").mkdir()
+    config = tmp_path / "syncd.yaml"
+    config.write_text(
+        f"state: sqlite:///{tmp_path / 'state.db'}\nsocket: {tmp_path / 's.sock'}\npairs:\n"
+        f"  - {{name: files, local: {tmp_path / 'files'}, remote: 'file://{tmp_path / 'r'}'}}\n"
+        f"  - {{name: boxes, local: {tmp_path / 'boxes'}, remote: 'az://box/',\n"
+        "      options: {account_url: 'http://127.0.0.1:9/devstoreaccount1',\n"
+        "                account_key: 'SECRETX not b64!'}}\n"
+    )
+    done = syncd(command, "-c", config, timeout=60)
+    assert done.returncode == 2 and "SECRETX" not in done.stdout + done.stderr
+    problem = "pairs[1].options.account_key: the account key is not valid (base64 expected)"
+    if command == "check":
+        assert f"FAIL\tboxes\taz://box/\t{problem}" in done.stdout.splitlines(), done.stdout
+    else:
+        assert done.stderr == f"syncd: pair 'boxes': {problem}\n"
+
+
+def test_a_key_that_is_not_base64_is_a_config_error_in_the_api(tmp_path: Path) -> None:
+    from syncd import ConfigError, Engine
+
+    (tmp_path / "boxes").mkdir()
+    data = {
+        "state": f"sqlite:///{tmp_path / 'state.db'}",
+        "socket": str(tmp_path / "s.sock"),
+        "pairs": [
+            {
+                "name": "boxes",
+                "local": str(tmp_path / "boxes"),
+                "remote": "az://box/",
+                "options": {
+                    "account_url": "http://127.0.0.1:9/devstoreaccount1",
+                    "account_key": "SECRETX not b64!",
+                },
+            }
+        ],
+    }
+    with pytest.raises(ConfigError) as caught:
+        Engine.from_config_dict(data)
+    assert str(caught.value) == (
+        "pair 'boxes': pairs[0].options.account_key: the account key is not valid (base64 expected)"
+    )
 
 
 def test_wrong_key_is_permission_denied_and_never_printed(azurite: Azurite) -> None:

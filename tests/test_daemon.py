@@ -26,6 +26,7 @@ import structlog
 import yaml
 from hand_driven import first_pass, hand_driven_pair, work_off
 from harness import (
+    DaemonProcess,
     Setup,
     folder_setup,
     hung_and_healthy,
@@ -1076,6 +1077,41 @@ def test_a_local_root_made_anew_is_a_fault_until_the_synced_folder_is_back(
         daemon.wait_idle()
         assert tree(remote) == {"first.txt": b"first", "new.txt": b"dropped into the synced folder"}
         assert daemon.terminate() == 0
+
+
+def test_a_daemon_on_a_mistyped_local_forgets_no_state(tmp_path: Path) -> None:
+    """`syncd run` on a config whose `local` names a folder that is not there (a typo) shows
+    the pair in error. It forgot the pair's state all the same (its place changed), so the
+    next pass on the right folder was a first sync: a file the user deleted since the last
+    sync came back from the remote. The state goes only once the new root is usable."""
+    setup, remote = folder_setup(tmp_path, max_delete=100)
+    setup.local.mkdir()
+    (setup.local / "a.txt").write_text("a")
+    (setup.local / "b.txt").write_text("b")
+    setup.write()
+    assert syncd("once", "-c", setup.config).returncode == 0
+    (setup.local / "b.txt").unlink()  # deleted by the user since the last sync
+    typo = Setup(
+        tmp_path / "typo",
+        setup.remote,
+        extra={"state": f"sqlite:///{setup.state_db}"},
+        pair_extra={"max_delete": 100},
+    )
+    typo.write()
+    typo.local.rmdir()  # the folder the typo names is not there
+    daemon = DaemonProcess(typo, tmp_path / "daemon.log")
+    try:
+        wait_for(lambda: daemon.status() is not None, timeout=30)
+        wait_for(lambda: daemon.pair_status()["state"] == "error")
+        assert "is missing" in str(daemon.pair_status()["last_error"])
+        assert daemon.terminate() == 0
+    finally:
+        daemon.stop()
+    assert "local or remote changed" not in (tmp_path / "daemon.log").read_text()
+    done = syncd("once", "-c", setup.config)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 downloaded" in done.stdout and "1 deleted" in done.stdout, done.stdout
+    assert tree(setup.local) == tree(remote) == {"a.txt": b"a"}
 
 
 def test_mass_deletion_is_held_until_sync_force(tmp_path: Path) -> None:

@@ -202,3 +202,40 @@ def test_check_fails_a_pair_whose_syncignore_stops_every_pass(tmp_path: Path) ->
     assert f"{ignore}: line 2: not a valid pattern" in ran.stdout
     ignore.write_text("*.tmp\n")
     assert syncd("check", "-c", setup.config).stdout == f"ok\tdocs\tfile://{remote}\n"
+
+
+def test_a_file_replacing_a_folder_the_remote_keeps_for_excluded_files_names_them(
+    tmp_path: Path,
+) -> None:
+    """A local folder `d` became a file while the remote's `d/` holds a file the filters
+    leave out (from another machine). It is never deleted, so the file `d` cannot go up to
+    a local-folder remote: that failed after seconds of requeues as "kept changing while
+    being synced", which named the wrong cause. It fails at once naming what is in the way,
+    deletes nothing, and goes up once the user removed it."""
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    setup = Setup(
+        tmp_path, f"file://{remote}", pair_extra={"exclude": ["*.tmp"], "max_delete": 100}
+    )
+    setup.write()
+    (setup.local / "d").mkdir()
+    (setup.local / "d" / "a.txt").write_text("a")
+    assert syncd("once", "-c", setup.config).returncode == 0
+    (remote / "d" / "x.tmp").write_text("other machine")
+    (setup.local / "d" / "a.txt").unlink()
+    (setup.local / "d").rmdir()
+    (setup.local / "d").write_text("now a file")
+    for _ in range(2):  # the pass that deletes d/a.txt there, and the one after
+        done = syncd("once", "-c", setup.config, timeout=30)
+        assert done.returncode == 1, done.stdout + done.stderr
+        failed = [line.strip() for line in done.stdout.splitlines() if "failed:" in line]
+        assert failed == [
+            "failed: d: the remote folder d/ holds files the filters leave out (d/x.tmp); "
+            "remove them there, or stop excluding them"
+        ], done.stdout
+        assert tree(remote) == {"d/x.tmp": b"other machine"}
+        assert tree(setup.local) == {"d": b"now a file"}
+    (remote / "d" / "x.tmp").unlink()
+    done = syncd("once", "-c", setup.config)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert tree(remote) == {"d": b"now a file"}

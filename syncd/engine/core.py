@@ -11,10 +11,11 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,8 @@ from syncd.engine.debounce import Debouncer, Pending
 from syncd.engine.multipart import Meter, PartSettings
 from syncd.engine.oneway import (
     Direction,
+    Patterns,
+    in_script_words,
     inherited_options,
     inherited_settings,
     one_way_config,
@@ -192,6 +195,8 @@ class Engine:
         self._deleted_in_pass: set[str] = set()
         self._requeues: dict[Key, int] = {}
         self._requeue_lock = threading.Lock()
+        #: Set each time a requeue is put back on the queue: `_drain` waits on it.
+        self._requeued = threading.Event()
         self.delayed: Debouncer[Key] = Debouncer(self._requeue_due, name="requeue")
         self.delayed.start()
         try:
@@ -241,8 +246,8 @@ class Engine:
         local_dir: str | os.PathLike[str],
         remote_url: str,
         *,
-        exclude: Iterable[str] = (),
-        include: Iterable[str] = (),
+        exclude: Patterns = (),
+        include: Patterns = (),
         dry_run: bool = False,
         options: Mapping[str, Any] | None = None,
     ) -> Report:
@@ -263,8 +268,8 @@ class Engine:
         remote_url: str,
         local_dir: str | os.PathLike[str],
         *,
-        exclude: Iterable[str] = (),
-        include: Iterable[str] = (),
+        exclude: Patterns = (),
+        include: Patterns = (),
         dry_run: bool = False,
         options: Mapping[str, Any] | None = None,
     ) -> Report:
@@ -285,21 +290,26 @@ class Engine:
         local: Path,
         remote_url: str,
         *,
-        filters: tuple[Iterable[str], Iterable[str]],
+        filters: tuple[Patterns, Patterns],
         dry_run: bool,
         options: Mapping[str, Any] | None,
     ) -> Report:
+        """A one-way copy; its ConfigError names the argument at fault as the script wrote
+        it (`Engine.upload: exclude: …`), not as the command line's config does."""
         self._require_open()
-        config = one_way_config(
-            direction,
-            local,
-            remote_url,
-            exclude=filters[0],
-            include=filters[1],
-            settings=inherited_settings(self.config),
-            options=inherited_options(self.config, remote_url) if options is None else options,
-        )
-        return run_one_way(config, dry_run=dry_run)
+        try:
+            config = one_way_config(
+                direction,
+                local,
+                remote_url,
+                exclude=filters[0],
+                include=filters[1],
+                settings=inherited_settings(self.config),
+                options=inherited_options(self.config, remote_url) if options is None else options,
+            )
+            return run_one_way(config, dry_run=dry_run)
+        except ConfigError as exc:
+            raise in_script_words(exc, direction) from None
 
     def open_remote(self, pair: PairConfig) -> Provider:
         """The pair's remote, opened as `add_pair` would: RemoteURLError or InvalidRequest
@@ -314,7 +324,7 @@ class Engine:
         if provider is None:
             provider = self.open_remote(pair)
         try:
-            self._take_place(pair)
+            take_place = self._take_place(pair)
             syncer = PairSyncer(
                 pair,
                 provider,
@@ -336,34 +346,43 @@ class Engine:
         except BaseException:
             provider.close()  # the state could not take the pair (a full disk, say)
             raise
+        syncer.take_place = take_place
         self.syncers[pair.name] = syncer
         self.queue.limit(pair.name, provider.capabilities.max_transfers)
         return syncer
 
-    def _take_place(self, pair: PairConfig) -> None:
+    def _take_place(self, pair: PairConfig) -> Callable[[], None] | None:
         """A pair's state (its base, held deletions, open conflicts, writer id) describes one
         local root and one remote. When the config names another one under the same pair
         name, that state is forgotten, as `syncd state rebuild --pair` does: the next pass is
         a first sync, which compares both sides by content and deletes nothing. Kept, the old
         base made the new, empty remote (or local root) look like everything was deleted:
-        the pair was held for good, and `--force` would have deleted the files."""
+        the pair was held for good, and `--force` would have deleted the files.
+
+        Not here, though: returns what forgets it, which the pair's syncer runs once the new
+        root is usable, where a pass starts (`PairSyncer.check_root`). An engine made with a
+        mistyped `local` (a script's that never synced, a `syncd run` showing the pair in
+        error) forgot it at once, and the next pass on the right folder was a first sync:
+        what was deleted since the last sync came back."""
         place = pair_place(pair)
         recorded = self.store.place(pair.name)
         if recorded == place:
-            return
-        if same_place(recorded, pair):
-            self.store.set_place(pair.name, place)  # as an older syncd recorded it
-            return
-        if recorded is not None:
-            log.warning(
-                "the pair's local or remote changed: its state is forgotten; the next pass is "
-                "a first sync",
-                pair=pair.name,
-                was=recorded,
-                now=place,
-            )
-            self.store.forget(pair.name)
-        self.store.set_place(pair.name, place)
+            return None
+        if recorded is None or same_place(recorded, pair):
+            self.store.set_place(pair.name, place)  # a new pair, or as an older syncd wrote it
+            return None
+        return partial(self._forget_place, pair.name, recorded, place)
+
+    def _forget_place(self, name: str, recorded: str, place: str) -> None:
+        log.warning(
+            "the pair's local or remote changed: its state is forgotten; the next pass is "
+            "a first sync",
+            pair=name,
+            was=recorded,
+            now=place,
+        )
+        self.store.forget(name)
+        self.store.set_place(name, place)
 
     def write_behind(self, name: str) -> None:
         """For a daemon: a pair whose remote makes uploads durable in batches (a local folder)
@@ -418,9 +437,9 @@ class Engine:
         """Stop syncing a pair: drop its queued work, stop what it has in flight (a retry's
         wait ends at once) and wait for that to end, then close its provider. Its state
         stays, so adding it back later is not a first sync. A pair changed by a reload is
-        added anew right after, and its state forgotten if its place changed: an upload of
-        the old place recorded after that would be a base of the new place, its file
-        'deleted locally' there (`_take_place`)."""
+        added anew right after, and its state forgotten if its place changed (once its new
+        root is usable): an upload of the old place recorded after that would be a base of
+        the new place, its file 'deleted locally' there (`_take_place`)."""
         syncer = self.syncers.pop(name, None)
         self.queue.drop_pair(name)
         if syncer is not None:
@@ -460,6 +479,7 @@ class Engine:
 
     def _requeue_due(self, key: Key, _pending: Pending) -> None:
         self.queue.put(*key)
+        self._requeued.set()
 
     def pair_busy(self, pair: str) -> bool:
         """Work queued, in flight or waiting to be retried for this pair."""
@@ -679,6 +699,7 @@ class Engine:
         try:
             while not self.stopping.is_set():
                 self.queue.wait_idle(timeout=0.2)
+                self._requeued.clear()
                 # Order matters: a worker schedules a requeue before it marks its item done,
                 # and the debouncer puts an item on the queue before it stops counting it.
                 if not len(self.delayed) and self.queue.idle() and not len(self.delayed):
@@ -686,6 +707,11 @@ class Engine:
                         self.end_of_pass(name, dry_run)
                     if self.queue.idle():
                         break
+                elif self.queue.idle():
+                    # Only requeues wait (in the debouncer, up to seconds each): wait_idle
+                    # returns at once on an idle queue, and this loop spun a CPU meanwhile.
+                    # A requeue put back since the clear above has set it: no wait then.
+                    self._requeued.wait(timeout=0.2)
                 pool.supervise()
         finally:
             pool.stop()

@@ -6,7 +6,7 @@ run transfer only what changed."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,6 +27,10 @@ INHERITED = (
     "retry",
 )
 SOURCE = "command line"
+#: The one-way copy's config keys, as `Engine.upload` / `download` name their arguments.
+API_ARGUMENTS = {"pairs[0].local": "local_dir", "pairs[0].remote": "remote_url"}
+#: What a list of patterns may be given as (click's `multiple=True` gives a tuple).
+Patterns = list[str] | tuple[str, ...]
 
 
 def one_way_config(
@@ -34,8 +38,8 @@ def one_way_config(
     local: Path,
     remote_url: str,
     *,
-    exclude: Iterable[str] = (),
-    include: Iterable[str] = (),
+    exclude: Patterns = (),
+    include: Patterns = (),
     settings: Mapping[str, Any] | None = None,
     options: Mapping[str, Any] | None = None,
 ) -> Config:
@@ -59,8 +63,8 @@ def one_way_config(
                 "remote": remote_url,
                 "direction": direction,
                 "conflict": "local_wins" if direction == "upload" else "cloud_wins",
-                "exclude": list(exclude),
-                "include": list(include),
+                "exclude": _patterns("exclude", exclude),
+                "include": _patterns("include", include),
                 **({"options": dict(options)} if options else {}),
             }
         ],
@@ -79,6 +83,39 @@ def one_way_config(
             "XDG_STATE_HOME to a folder outside it",
             key=f"pairs[0].{where}",
         ) from None
+
+
+def _patterns(name: str, given: object) -> list[str]:
+    """`exclude=` / `include=` as a list. A script that wrote `exclude="*.tmp"` gave one
+    string, which `list()` made the patterns `*`, `.`, `t`, … : every file left out, exit 0.
+    Refused, as the config refuses `exclude: "*.tmp"` (the items are checked there)."""
+    if isinstance(given, str):
+        raise ConfigError(
+            SOURCE,
+            f"must be a list of patterns, not one string: write [{given!r}]",
+            key=f"pairs[0].{name}",
+        )
+    if not isinstance(given, list | tuple):
+        raise ConfigError(
+            SOURCE,
+            f"must be a list of patterns (got {type(given).__name__})",
+            key=f"pairs[0].{name}",
+        )
+    return list(given)
+
+
+def in_script_words(exc: ConfigError, direction: Direction) -> ConfigError:
+    """A config error of `Engine.upload` / `download` in the words of the call: the script
+    wrote `remote_url`, `exclude=[…]`, `options={…}`, never a `command line` nor
+    `pairs[0].remote`. Of the same class (a PairRemoteError stays an InvalidRequest)."""
+
+    def words(text: str) -> str:
+        for config_key, argument in API_ARGUMENTS.items():
+            text = text.replace(config_key, argument)
+        return text.replace("pairs[0].", "")
+
+    key = words(exc.key) if exc.key and exc.key != "pairs" else None
+    return type(exc)(f"Engine.{direction}", words(exc.problem), key=key, line=exc.line)
 
 
 def inherited_options(config: Config, remote_url: str) -> dict[str, Any]:

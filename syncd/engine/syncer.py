@@ -188,6 +188,11 @@ class PairSyncer:
         #: Dry run: the synced files a planned move takes (never planned as deletions).
         self._moved_from: set[str] = set()
         self._lock = threading.Lock()
+        #: Set by the engine when the state describes another place (local root or remote)
+        #: than the pair's: forgets it. Run once, when the root is found usable
+        #: (`check_root`), under `_place_lock`.
+        self.take_place: Callable[[], None] | None = None
+        self._place_lock = threading.Lock()
         self.deletions = DeletionBatch()
         self._load_kept(store)
         self.keeps: dict[str, str] = {}  # path -> 'local' | 'remote' | 'both', from `resolve`
@@ -254,6 +259,7 @@ class PairSyncer:
     # -- whole-pair passes ----------------------------------------------------------------
     def check_root(self) -> None:
         if self.missing_root_is_empty and not os.path.lexists(self.root):
+            self._take_place()  # the real run makes the folder
             return
         if not self.root.is_dir():
             raise PairFault(f"local root {self.root} is missing or not a folder")
@@ -261,7 +267,24 @@ class PairSyncer:
         unreadable = localfs.root_unreadable(self.root)
         if unreadable is not None:
             raise PairFault(unreadable)
+        self._take_place()  # before the folder check: the root recorded was the old place's
         self._check_folder_id()
+
+    def _take_place(self) -> None:
+        """The root is usable: a state of another place is forgotten now (`take_place`),
+        and what this syncer loaded from it goes with it (its writer id, held deletions,
+        last sync, open conflicts)."""
+        if self.take_place is None:
+            return
+        with self._place_lock:
+            if self.take_place is None:
+                return  # another thread took it meanwhile
+            self.take_place()
+            for path in self.open_conflicts:
+                self.stats.conflicts.pop(path, None)
+            self.writer = self.transfers.writer = self.store.writer_id(self.name)
+            self._load_kept(self.store)
+            self.take_place = None
 
     def _check_folder_id(self) -> None:
         """Is the root the folder this pair synced (`folder_id`)? Recorded at its first pass,
@@ -823,7 +846,7 @@ class PairSyncer:
     def cancel(self) -> None:
         """The pair is being removed: what it has in flight stops (Cancelled, as at a stop),
         and no path is taken up any more, so nothing is recorded after the caller waited for
-        its workers (a changed pair's state is forgotten then: `Engine._take_place`). A
+        its workers (a changed pair's state is forgotten later: `Engine._take_place`). A
         retry's wait ends at once too (the pair's policy, `RetryPolicy.for_pair`)."""
         self._removed.set()
         self.retry.cancel()
@@ -837,6 +860,15 @@ class PairSyncer:
             # nothing is written to it or deleted for what it lacks.
             self.fail(path, self._not_the_folder(), "sync")
             return Outcome.FAILED
+        if self.take_place is not None:
+            # No pass took the pair's new place yet (its root was missing): a path asked for
+            # meanwhile (a retry, a decision by hand) waits for it, as a pass would, and is
+            # never synced against the old place's state.
+            try:
+                self.check_root()
+            except PairFault as exc:
+                self.fail(path, str(exc), "sync")
+                return Outcome.FAILED
         if self.filter.excluded(path):
             return Outcome.DONE
         failure = self.stats.failures.get(path)
@@ -1930,7 +1962,7 @@ class PairSyncer:
             return blocked
         if sent.result is Result.RACED and self.index.get(path) is None:
             # Refused as taken, yet no file is there: a folder of its name is.
-            blocked = self._upload_blocked(path, self._remote_files_under(path), plog)
+            blocked = self._folder_in_the_way(path, plog)
             if blocked is not None:
                 return blocked
         if sent.result in (Result.MOVED, Result.RACED):
@@ -1977,6 +2009,49 @@ class PairSyncer:
                 how="a folder of this name on the remote",
             )
         return None
+
+    def _folder_in_the_way(self, path: str, plog: Logger) -> Outcome | None:
+        """The upload of `path` was refused for a remote folder of its name (a local-folder
+        remote cannot hold both). Its files this pass deals with make room (`_upload_blocked`).
+        Files the filters leave out never go: syncd deletes nothing it excludes, so the
+        upload cannot happen while they are there. A failure that names them, retried as any;
+        requeued, it ended after seconds as "kept changing while being synced"."""
+        under = self._remote_files_under(path)
+        if under:
+            return self._upload_blocked(path, under, plog)
+        left_out = self._left_out_under(path)
+        if not left_out:
+            return None  # nothing there now: looked at again
+        shown = ", ".join(left_out[:3]) + (
+            f" and {len(left_out) - 3} more" if len(left_out) > 3 else ""
+        )
+        self.fail(
+            path,
+            f"the remote folder {path}/ holds files the filters leave out ({shown}); remove "
+            "them there, or stop excluding them",
+            "upload",
+        )
+        return Outcome.FAILED
+
+    def _left_out_under(self, path: str) -> list[str]:
+        """The files the filters leave out in the remote folder named `path` (the index holds
+        none of them): a listing, made only after an upload was refused for that folder. Only
+        a local-folder remote refuses it: a bucket holds `d` beside `d/x.tmp`, and there the
+        refusal was another writer's."""
+        if self.pair.remote_url.scheme != "file":
+            return []
+        prefix = path + "/"
+        found = []
+        for info in self.retry.call(lambda: list(self.provider.list())):
+            if is_folder_marker(info.key):
+                continue
+            try:
+                key = normalize(check_key(info.key))
+            except UnsafeKey:
+                continue
+            if key.startswith(prefix) and self.filter.excluded(key):
+                found.append(key)
+        return sorted(found)
 
     def _remote_file_above(self, path: str) -> list[str]:
         """The file the remote holds where one of `path`'s folders belongs, if any."""

@@ -28,6 +28,7 @@ parts stay listable until then. Ranged reads are If-Match the version being read
 from __future__ import annotations
 
 import base64
+import binascii
 import builtins
 import dataclasses
 import hashlib
@@ -409,7 +410,10 @@ def make_client(options: AzureOptions, workers: int) -> tuple[BlobServiceClient,
                 credential, owned = None, None
             else:
                 credential, owned = _credential(
-                    options.account_name, options.account_key, options.sas_token
+                    options.account_name,
+                    options.account_key,
+                    options.sas_token,
+                    key_from="options.account_key",
                 )
             client = BlobServiceClient(account_url, credential=credential, **kwargs)
         elif environ.get("AZURE_STORAGE_CONNECTION_STRING"):
@@ -420,24 +424,18 @@ def make_client(options: AzureOptions, workers: int) -> tuple[BlobServiceClient,
             source, what = "the AZURE_STORAGE_ACCOUNT variable", "account URL"
             name = environ["AZURE_STORAGE_ACCOUNT"]
             credential, owned = _credential(
-                name, environ.get("AZURE_STORAGE_KEY"), environ.get("AZURE_STORAGE_SAS_TOKEN")
+                name,
+                environ.get("AZURE_STORAGE_KEY"),
+                environ.get("AZURE_STORAGE_SAS_TOKEN"),
+                key_from="the AZURE_STORAGE_KEY variable",
             )
             client = BlobServiceClient(
                 f"https://{name}.{ENDPOINT_SUFFIX}", credential=credential, **kwargs
             )
-    except ValueError:
-        # The SDK's messages here ("Connection string is either blank or malformed.") name no
-        # value, but a wrong one is still better reported without echoing anything: the
-        # message names where it came from instead (the engine adds the pair).
+    except ValueError as exc:
         client = None
-        problem = f"{source}: the Azure {what} is malformed (cannot set up the Azure client)"
-        if owned is not None and account_url and account_url.startswith("http://"):
-            # The SDK sends a token (DefaultAzureCredential) over https only: a plain-http
-            # account (Azurite) needs a key or a SAS, and is not malformed for lacking one.
-            problem = (
-                f"{source}: an http:// account URL needs options.account_key or "
-                "options.sas_token (a token credential is sent over https only)"
-            )
+        token_over_http = owned is not None and str(account_url).startswith("http://")
+        problem = _set_up_problem(exc, source, what, token_over_http=token_over_http)
     else:
         problem = (
             "no Azure account configured: set options.connection_string or "
@@ -452,16 +450,57 @@ def make_client(options: AzureOptions, workers: int) -> tuple[BlobServiceClient,
     return client, owned
 
 
+def _set_up_problem(exc: ValueError, source: str, what: str, *, token_over_http: bool) -> str:
+    """Why the client could not be set up, naming the option or variable at fault (`source`,
+    a value that is `what`): never the value, nor the SDK's message."""
+    if isinstance(exc, _NotBase64):
+        return f"{exc.where}: the account key is not valid (base64 expected)"
+    if token_over_http:
+        # The SDK sends a token (DefaultAzureCredential) over https only: a plain-http
+        # account (Azurite) needs a key or a SAS, and is not malformed for lacking one.
+        return (
+            f"{source}: an http:// account URL needs options.account_key or "
+            "options.sas_token (a token credential is sent over https only)"
+        )
+    # The SDK's messages here ("Connection string is either blank or malformed.") name no
+    # value, but a wrong one is still better reported without echoing anything: the
+    # message names where it came from instead (the engine adds the pair).
+    return f"{source}: the Azure {what} is malformed (cannot set up the Azure client)"
+
+
+class _NotBase64(ValueError):
+    """An account key the SDK cannot sign with; `where` names the option or variable."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__(where)
+        self.where = where
+
+
+def _check_key(key: str, where: str) -> None:
+    """An account key the SDK cannot decode (it base64-decodes it, leniently, to sign each
+    request) is refused here, where the option is named: found at the first request, it was
+    exit 1 "not valid" naming no option, where a malformed connection string is a config
+    error (exit 2) naming it. The key is never part of the message."""
+    try:
+        base64.b64decode(key.encode("utf-8"))
+    except (binascii.Error, ValueError):
+        raise _NotBase64(where) from None
+
+
 def _signed(account_url: str) -> bool:
     """Does the account URL carry a SAS of its own (a `sig` in its query)?"""
     return "sig" in parse_qs(urlsplit(account_url).query)
 
 
-def _credential(name: str | None, key: str | None, sas: str | None) -> tuple[Any, Any]:
-    """The credential for an account URL, and the token credential to close (if made here)."""
+def _credential(
+    name: str | None, key: str | None, sas: str | None, *, key_from: str
+) -> tuple[Any, Any]:
+    """The credential for an account URL, and the token credential to close (if made here).
+    `key_from` names where the key came from, for a key that is not base64 (`_check_key`)."""
     if sas:
         return sas.lstrip("?"), None
     if key:
+        _check_key(key, key_from)
         # A bare key lets the SDK take the account name from the URL (also for Azurite's
         # http://host:port/ACCOUNT form).
         return ({"account_name": name, "account_key": key} if name else key), None
