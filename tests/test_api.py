@@ -102,6 +102,24 @@ def test_manual_conflicts_are_reported_open(tmp_path: Path) -> None:
     assert report.exit_code == 4
 
 
+def test_a_pass_that_works_again_clears_the_pairs_fault(tmp_path: Path) -> None:
+    """An engine kept by a script: a pass that failed for the pair (its remote folder gone)
+    left the fault standing, and every later pass reported it (exit 1) though it synced."""
+    local, remote = _folders(tmp_path)
+    (local / "a.txt").write_bytes(b"a")
+    away = tmp_path / "unmounted"
+    remote.rename(away)
+    with Engine.from_config_dict(_config(tmp_path, local, f"file://{remote}")) as engine:
+        failed = engine.sync_once()
+        assert failed.exit_code == 1
+        assert failed.pairs[0].fault is not None and "does not exist" in failed.pairs[0].fault
+        away.rename(remote)
+        again = engine.sync_once()
+        assert (again.exit_code, again.pairs[0].fault) == (0, None)
+        assert engine.status()["pairs"][0]["last_error"] is None
+    assert tree(remote) == {"a.txt": b"a"}
+
+
 def test_failures_are_typed_and_retried(tmp_path: Path, s3_bucket: Any) -> None:
     remote = S3Remote(s3_bucket)
     too_long = "n" * 300 + ".txt"  # no local filesystem holds such a name

@@ -531,6 +531,9 @@ class Engine:
                     syncer.stats.set_fault(str(exc))
                     log.error("pair cannot be synced", pair=name, error=str(exc))
                     continue
+                # Its root and its remote answer (as the daemon's scan clears it): an engine
+                # kept by a script reported an earlier pass's fault at every pass after it.
+                syncer.stats.set_fault(None)
                 if force:
                     self.force.add(name)
                 for item in planned:
