@@ -1103,3 +1103,96 @@ def test_the_same_read_gives_the_whole_files_crc32c_when_asked(tmp_path: Path) -
     digests = _digest_file(tmp_path / "big.bin", PART, "crc32c", whole_crc32c=True)
     assert digests.crc32c == f"{google_crc32c.value(data):08x}"
     assert digests.md5 is None
+
+
+# -- pause and resume of a transfer in flight --------------------------------------------------
+
+#: A pair that moves 5 MiB parts slowly enough for a `pause` to land mid-transfer.
+SLOW_PARTS = {
+    "multipart_threshold": "5MiB",
+    "part_size": "5MiB",
+    "part_concurrency": 1,
+    "upload_limit": "4MB/s",
+    "download_limit": "4MB/s",
+}
+
+
+def _moving(daemon: Any, least: int) -> bool:
+    """Is a transfer in flight with at least `least` bytes done?"""
+    transfers = (daemon.status() or {}).get("transfers") or []
+    return any(t["bytes_done"] >= least for t in transfers)
+
+
+def _events(logs: str) -> list[str]:
+    """The daemon's log lines but the chatty ones, for a failure's message."""
+    quiet = ('"remote listed"', '"part sent"', '"status"')
+    return [line[:300] for line in logs.splitlines() if not any(q in line for q in quiet)]
+
+
+def _held_still(daemon: Any, setup: Setup) -> None:
+    """`syncd pause` stops what is in flight at once: the transfers list empties within a
+    couple of seconds and stays empty, the pair says paused."""
+    paused = syncd("pause", "-c", setup.config)
+    assert paused.returncode == 0, paused.stderr
+    wait_for(lambda: (daemon.status() or {}).get("transfers") == [], timeout=3)
+    time.sleep(1.5)
+    status = daemon.status() or {}
+    assert status.get("transfers") == [], status
+    assert status["pairs"][0]["state"] == "paused"
+
+
+def test_pause_stops_an_upload_in_flight_and_resume_sends_only_the_missing_parts(
+    tmp_path: Path, s3_bucket: Any
+) -> None:
+    """Issue 7: a paused pair transfers nothing. `pause` held back only queued paths: a big
+    file in flight went on to the end (the object on the remote while status said paused).
+    It now stops as at a stop of syncd, its finished parts kept; `resume` sends the rest."""
+    remote = S3Remote(s3_bucket)
+    setup = Setup(tmp_path, remote.url, options=remote.options, extra=SLOW_PARTS)
+    with running_daemon(setup) as daemon:
+        # Written beside, then moved in: a write slowed down by a loaded machine must not
+        # have its first half go up (then the upload resumed is of another file).
+        data = _random_file(tmp_path / "big.bin", 24 * MiB)
+        (tmp_path / "big.bin").rename(setup.local / "big.bin")
+        wait_for(lambda: _moving(daemon, 7 * MiB), timeout=30)
+        _held_still(daemon, setup)
+        assert "big.bin" not in remote.objects()
+        held = _recorded_parts(setup.state_db)
+        assert held, "the parts sent before the pause are kept"
+        before = len(_parts_sent(daemon.logs()))
+
+        resumed = syncd("resume", "-c", setup.config)
+        assert resumed.returncode == 0, resumed.stderr
+        daemon.wait_idle(timeout=60)
+        assert remote.get("big.bin") == data
+        logs = daemon.logs()
+        assert '"event": "resuming multipart upload"' in logs, _events(logs)
+        again = _parts_sent(logs)[before:]
+        assert again and not set(again) & held, f"parts sent again: {again}, held {held}"
+        assert _unfinished_uploads(remote) == []
+        assert _partials(setup.state_db) == (0, 0)
+        assert daemon.terminate() == 0
+
+
+def test_pause_stops_a_download_in_flight_and_resume_finishes_it(
+    tmp_path: Path, s3_bucket: Any
+) -> None:
+    """The same for a download: nothing lands under the real name while the pair is paused,
+    the chunks on disk are kept, and `resume` fetches the rest into the same temp file."""
+    remote = S3Remote(s3_bucket)
+    data = os.urandom(24 * MiB)
+    remote.put("big.bin", data)
+    setup = Setup(tmp_path, remote.url, options=remote.options, extra=SLOW_PARTS)
+    with running_daemon(setup) as daemon:
+        wait_for(lambda: _moving(daemon, 7 * MiB), timeout=30)
+        _held_still(daemon, setup)
+        assert not (setup.local / "big.bin").exists()
+        assert _partials(setup.state_db) == (0, 1)
+
+        assert syncd("resume", "-c", setup.config).returncode == 0
+        daemon.wait_idle(timeout=60)
+        assert (setup.local / "big.bin").read_bytes() == data
+        assert '"event": "resuming download"' in daemon.logs()
+        assert {p.name for p in setup.local.iterdir()} <= {"big.bin", ".syncd"}  # no temp left
+        assert _partials(setup.state_db) == (0, 0)
+        assert daemon.terminate() == 0

@@ -200,12 +200,23 @@ class FileWindow(io.RawIOBase):
 class RangeWriter:
     """Writes a chunk of the temp file with pwrite, from the chunk's offset on."""
 
-    def __init__(self, fd: int, offset: int, length: int, meter: Meter | None = None) -> None:
+    def __init__(
+        self,
+        fd: int,
+        offset: int,
+        length: int,
+        meter: Meter | None = None,
+        is_cancelled: Callable[[], bool] | None = None,
+    ) -> None:
         self._fd, self._pos, self._end = fd, offset, offset + length
         self._meter = meter
+        self._is_cancelled = is_cancelled
         self.written = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
+        # Asked at every write, as a whole download's sink does: a range runs to 64 MiB.
+        if self._is_cancelled is not None and self._is_cancelled():
+            raise Cancelled("download cancelled: the transfer was stopped")
         view = memoryview(data)
         if self._pos + len(view) > self._end:
             raise ProviderError("the service sent more bytes than the range asked for")
@@ -826,7 +837,7 @@ class LargeTransfers:
             length = min(chunk, remote.size - offset)
 
             def attempt() -> ObjectInfo:
-                sink = RangeWriter(fd, offset, length, meter)
+                sink = RangeWriter(fd, offset, length, meter, self.is_cancelled)
                 got = self.provider.download_range(
                     remote.key, cast(BinaryIO, sink), offset, length, if_match=remote.etag
                 )

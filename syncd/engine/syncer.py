@@ -143,6 +143,8 @@ class PairSyncer:
         self.store = store
         #: Set when the pair is removed (a reload): its transfers stop as at a stop of syncd.
         self._removed = threading.Event()
+        #: Set while the pair is paused (`syncd pause`): its transfers in flight stop too.
+        self._paused = threading.Event()
         self._stopping = is_cancelled
         self.enqueue = enqueue or (lambda _pair, _path: None)
         self.index = RemoteIndex()
@@ -541,7 +543,7 @@ class PairSyncer:
         if self.filter.problem is not None:
             raise PairFault(self.filter.problem)
         remote = self.list_remote()
-        if self.is_cancelled():
+        if self._halted():
             # A listing that answered only as syncd stops (a daemon's start-up pass left
             # behind on a hung remote): no clean-up begins under a closing state.
             raise PairFault("pass abandoned: syncd is stopping")
@@ -840,8 +842,25 @@ class PairSyncer:
         return outcome
 
     def is_cancelled(self) -> bool:
-        """syncd is stopping, or the pair is removed (`cancel`)."""
+        """syncd is stopping, the pair is removed (`cancel`) or paused (`pause`): what its
+        transfers ask at every chunk, bandwidth wait and part."""
+        return self._halted() or self._paused.is_set()
+
+    def _halted(self) -> bool:
+        """syncd is stopping, or the pair is removed: its passes end too (a paused pair's
+        go on, recording changes)."""
         return self._stopping() or self._removed.is_set()
+
+    def pause(self) -> None:
+        """`syncd pause`: what the pair has in flight stops as at a stop (Cancelled: nothing
+        is recorded, a large transfer keeps its parts and record, a small one is done again),
+        and its path is queued again, held by the paused queue. Unlike `cancel`, undone by
+        `resume`. A retry's wait is not cut short (the pair's listings share the policy and
+        go on while paused): the attempt after it stops at its first byte."""
+        self._paused.set()
+
+    def resume(self) -> None:
+        self._paused.clear()
 
     def cancel(self) -> None:
         """The pair is being removed: what it has in flight stops (Cancelled, as at a stop),
