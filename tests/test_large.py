@@ -55,7 +55,7 @@ from syncd.providers.azure import AzureProvider
 from syncd.providers.gcs import GCSProvider
 from syncd.providers.s3 import S3Provider
 from syncd.state import StateStore
-from syncd.state.partials import Partials, PartialUpload, RecordedPart
+from syncd.state.partials import PartialDownload, Partials, PartialUpload, RecordedPart
 
 MiB = 1024 * 1024
 KINDS = ["s3", "gcs", "azure"]
@@ -1196,3 +1196,79 @@ def test_pause_stops_a_download_in_flight_and_resume_finishes_it(
         assert {p.name for p in setup.local.iterdir()} <= {"big.bin", ".syncd"}  # no temp left
         assert _partials(setup.state_db) == (0, 0)
         assert daemon.terminate() == 0
+
+
+# -- a download the pass settles another way ----------------------------------------------------
+
+
+def _left_download(setup: Setup, data_size: int, *, chunks: frozenset[int]) -> Path:
+    """What a run killed mid-download of `big.bin` leaves: its record in the state and its
+    temp file (preallocated to the object's size) beside the target. Returns the temp."""
+    setup.state_db.parent.mkdir(parents=True, exist_ok=True)
+    state = StateStore(f"sqlite:///{setup.state_db}")
+    temp = ".syncd-tmp-resume-0123456789ab"
+    Partials(state).start_download(
+        "docs",
+        PartialDownload(
+            path="big.bin", key="big.bin", etag="an-etag", size=data_size, temp=temp,
+            chunk_size=PART, chunks=chunks,
+        ),
+    )  # fmt: skip
+    state.close()
+    (setup.local / temp).write_bytes(b"\0" * data_size)
+    return setup.local / temp
+
+
+@pytest.mark.parametrize("how", ["deleted remotely", "local wins", "excluded"])
+def test_a_download_the_pass_settles_otherwise_leaves_no_temp_behind(
+    tmp_path: Path, s3_bucket: Any, how: str
+) -> None:
+    """A large download cut short leaves a temp file of the object's full size. When the
+    path is then settled without it (the object deleted, the local file written meanwhile
+    and newer, the path excluded), its record and temp file stayed for 7 days, the pair idle
+    all along. They now go in the pass that settles the path, as an unfinished upload does."""
+    remote = S3Remote(s3_bucket)
+    setup = Setup(tmp_path, remote.url, options=remote.options, extra=SMALL_PARTS)
+    setup.write()
+    size = 3 * PART
+    temp = _left_download(setup, size, chunks=frozenset({0}))
+    if how == "local wins":
+        remote.put("big.bin", os.urandom(size), mtime_ns=1_000_000_000)
+        (setup.local / "big.bin").write_bytes(b"written here meanwhile")
+    elif how == "excluded":
+        remote.put("big.bin", os.urandom(size))
+        setup.pair_extra["exclude"] = ["*.bin"]
+        setup.write()
+    remote.put("other.txt", b"keeps the remote from looking emptied")
+
+    result = syncd("once", "-c", setup.config)
+
+    assert result.returncode == 0, result.stderr
+    assert not temp.exists()
+    assert _partials(setup.state_db) == (0, 0)
+    assert '"event": "unfinished download dropped: not resumed"' in result.stderr
+    if how == "local wins":
+        assert remote.get("big.bin") == b"written here meanwhile"
+    assert not list((setup.local / ".syncd").rglob("*resume*"))  # deleted, not trashed
+
+
+def test_a_finished_temp_that_may_hold_the_replaced_file_goes_to_the_trash(
+    tmp_path: Path, s3_bucket: Any
+) -> None:
+    """A finished download is swapped into place (RENAME_EXCHANGE): a crash before the file
+    it replaced is unlinked leaves that file under the temp name, its record complete. Not
+    known to be syncd's own bytes, it is moved to the local trash, never deleted."""
+    remote = S3Remote(s3_bucket)
+    setup = Setup(tmp_path, remote.url, options=remote.options, extra=SMALL_PARTS)
+    setup.write()
+    temp = _left_download(setup, 3 * PART, chunks=frozenset({0, 1, 2}))
+    temp.write_bytes(b"the user's earlier version")
+    remote.put("other.txt", b"keeps the remote from looking emptied")
+
+    result = syncd("once", "-c", setup.config)
+
+    assert result.returncode == 0, result.stderr
+    assert not temp.exists()
+    assert _partials(setup.state_db) == (0, 0)
+    kept = [p for p in (setup.local / ".syncd").rglob("*") if p.is_file()]
+    assert [p.read_bytes() for p in kept] == [b"the user's earlier version"], kept

@@ -161,6 +161,8 @@ class PairSyncer:
                 is_cancelled=self.is_cancelled,
                 pace_up=pace_up,
                 pace_down=pace_down,
+                root=self.root,
+                set_aside=self._set_aside_temp,
             )
         self.transfers = Transfers(
             provider,
