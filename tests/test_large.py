@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -1272,3 +1273,71 @@ def test_a_finished_temp_that_may_hold_the_replaced_file_goes_to_the_trash(
     assert _partials(setup.state_db) == (0, 0)
     kept = [p for p in (setup.local / ".syncd").rglob("*") if p.is_file()]
     assert [p.read_bytes() for p in kept] == [b"the user's earlier version"], kept
+
+
+# -- what a resumed transfer counts ---------------------------------------------------------------
+
+
+def _left_chunk(setup: Setup, remote: S3Remote, key: str, data: bytes) -> None:
+    """What a run killed mid-download of `key` leaves when its first chunk (PART bytes, as
+    SMALL_PARTS cut a file of this size) was written: the record and the temp file."""
+    head = remote.bucket.client.head_object(Bucket=remote.bucket.bucket, Key=remote.prefix + key)
+    temp = ".syncd-tmp-resume-00000000abcd"
+    state = StateStore(f"sqlite:///{setup.state_db}")
+    Partials(state).start_download(
+        "docs",
+        PartialDownload(
+            path=key, key=key, etag=head["ETag"].strip('"'), size=len(data), temp=temp,
+            chunk_size=PART, chunks=frozenset({0}),
+        ),
+    )  # fmt: skip
+    state.close()
+    (setup.local / temp).write_bytes(data[:PART] + b"\0" * (len(data) - PART))
+
+
+def test_a_resumed_transfer_counts_only_the_bytes_it_moved(tmp_path: Path, s3_bucket: Any) -> None:
+    """Issue 7's metrics count the bytes transferred. After a resumed upload (or download)
+    the whole file was counted, though only the missing parts moved: a crash counted twice as
+    egress, and the log line's bytes over its duration read faster than the limit. Now the
+    counters and the line's `bytes` say what moved; the line's `size` is the file's."""
+    from emulators import free_port
+
+    remote = S3Remote(s3_bucket)
+    port = free_port()
+    setup = Setup(
+        tmp_path, remote.url, options=remote.options,
+        extra={**SMALL_PARTS, "metrics": {"listen": f"127.0.0.1:{port}"}},
+    )  # fmt: skip
+    setup.write()
+    up = _random_file(setup.local / "big.bin", 4 * PART + 999)
+    _crash_mid_upload(setup, remote, up)  # 2 parts held
+    down = os.urandom(3 * PART + 77)
+    remote.put("theirs.bin", down)
+    _left_chunk(setup, remote, "theirs.bin", down)  # 1 chunk held
+    sent, fetched = len(up) - 2 * PART, len(down) - PART
+
+    with running_daemon(setup) as daemon:
+        daemon.wait_idle(timeout=60)
+        assert remote.get("big.bin") == up
+        assert (setup.local / "theirs.bin").read_bytes() == down
+        logs = daemon.logs()
+        assert '"event": "resuming multipart upload"' in logs
+        assert '"event": "resuming download"' in logs
+        totals = daemon.pair_status()["totals"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+            metrics = answer.read().decode()
+        assert daemon.terminate() == 0
+
+    for when in ("since_start", "since_install"):
+        assert (totals[when]["bytes_up"], totals[when]["bytes_down"]) == (sent, fetched), totals
+    counted = {
+        line.split('direction="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("syncd_bytes_transferred_total{")
+    }
+    assert counted == {"upload": sent, "download": fetched}, counted
+    lines = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
+    said = {
+        e["op"]: (e["bytes"], e["size"]) for e in lines if e["event"] in ("uploaded", "downloaded")
+    }
+    assert said == {"upload": (sent, len(up)), "download": (fetched, len(down))}

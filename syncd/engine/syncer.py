@@ -1655,7 +1655,7 @@ class PairSyncer:
         if got.result is not Result.OK:
             return Outcome.REQUEUE
         assert got.local is not None
-        self.stats.transferred("download", got.local.size, got.seconds)
+        self.stats.transferred("download", got.moved, got.seconds)
         return self._copy_made(
             path,
             f"{how}: the remote file kept as {copy}",
@@ -1686,7 +1686,7 @@ class PairSyncer:
             return Outcome.REQUEUE  # changed, or the name was taken meanwhile: look again
         assert sent.local is not None and sent.info is not None
         self.index.put(copy, sent.info)
-        self.stats.transferred("upload", sent.local.size, sent.seconds)
+        self.stats.transferred("upload", sent.moved, sent.seconds)
         return self._copy_made(
             path,
             f"{how}: the local file kept on the remote as {copy}",
@@ -1999,7 +1999,13 @@ class PairSyncer:
             plog.info("file changed during upload; sending again")
             return Outcome.REQUEUE
         return self._transferred(
-            "upload", path, sent.local, sha256=sent.sha256, info=sent.info, seconds=sent.seconds
+            "upload",
+            path,
+            sent.local,
+            sha256=sent.sha256,
+            info=sent.info,
+            seconds=sent.seconds,
+            moved=sent.moved,
         )
 
     def _upload_blocked(self, path: str, blockers: list[str], plog: Logger) -> Outcome | None:
@@ -2130,7 +2136,13 @@ class PairSyncer:
             return Outcome.REQUEUE
         assert got.local is not None and got.info is not None
         return self._transferred(
-            "download", path, got.local, sha256=got.sha256, info=got.info, seconds=got.seconds
+            "download",
+            path,
+            got.local,
+            sha256=got.sha256,
+            info=got.info,
+            seconds=got.seconds,
+            moved=got.moved,
         )
 
     # -- bookkeeping ----------------------------------------------------------------------
@@ -2143,15 +2155,19 @@ class PairSyncer:
         sha256: str | None,
         info: ObjectInfo,
         seconds: float,
+        moved: int,
     ) -> Outcome:
-        """Both sides now hold the same bytes: record the base, count it, say so."""
-        self._record(path, local, sha256, info, (op, seconds))
-        self.stats.transferred(op, local.size, seconds)
+        """Both sides now hold the same bytes: record the base, count it, say so. `moved`:
+        the bytes this transfer moved, which the counters and the line's `bytes` count
+        (less than the file's `size` when it resumed an interrupted one)."""
+        self._record(path, local, sha256, info, (op, seconds), moved=moved)
+        self.stats.transferred(op, moved, seconds)
         self.log.info(
             f"{op}ed",
             path=path,
             op=op,
-            bytes=local.size,
+            bytes=moved,
+            size=local.size,
             duration_ms=round(seconds * 1000, 1),
         )
         return Outcome.DONE
@@ -2163,12 +2179,22 @@ class PairSyncer:
         sha256: str | None,
         remote: ObjectInfo,
         op: tuple[str, float] | None,
+        *,
+        moved: int | None = None,
     ) -> None:
         record = None
         if op is not None:
             name, seconds = op
             record = OpRecord(
-                time.time(), self.name, path, name, "ok", local.size, sha256, seconds * 1000
+                time.time(),
+                self.name,
+                path,
+                name,
+                "ok",
+                local.size,
+                sha256,
+                seconds * 1000,
+                moved=moved,
             )
         self.store.put(self.name, _base_entry(path, local, sha256, remote), record)
 

@@ -58,6 +58,13 @@ class Uploaded:
     sha256: str | None = None
     info: ObjectInfo | None = None
     seconds: float = 0.0
+    #: The bytes the service held already (the parts of a resumed upload): not sent again.
+    held: int = 0
+
+    @property
+    def moved(self) -> int:
+        """The bytes this upload sent: the file's, less those held."""
+        return (self.local.size if self.local is not None else 0) - self.held
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +74,13 @@ class Downloaded:
     sha256: str | None = None
     info: ObjectInfo | None = None
     seconds: float = 0.0
+    #: The bytes on disk already (the chunks of a resumed download): not fetched again.
+    held: int = 0
+
+    @property
+    def moved(self) -> int:
+        """The bytes this download fetched: the file's, less those held."""
+        return (self.local.size if self.local is not None else 0) - self.held
 
 
 class Transfers:
@@ -293,7 +307,8 @@ class Transfers:
         self.index.put(path, info)
         torn = not _still(source, before)
         seconds = time.monotonic() - started
-        return Uploaded(Result.TORN if torn else Result.OK, before, sha256, info, seconds)
+        result = Result.TORN if torn else Result.OK
+        return Uploaded(result, before, sha256, info, seconds, held=progress.held)
 
     def _send(
         self, path: str, request: UploadRequest, body: Callable[[], BinaryIO]
@@ -405,7 +420,8 @@ class Transfers:
                 if large is not None:
                     large.finish_download(path)
         self.index.put(path, info)
-        return Downloaded(Result.OK, placed, sha256, info, time.monotonic() - started)
+        seconds = time.monotonic() - started
+        return Downloaded(Result.OK, placed, sha256, info, seconds, held=progress.held)
 
     def _fetch(
         self, remote: ObjectInfo, folder: int, tmp: str, meter: Meter
