@@ -1341,3 +1341,43 @@ def test_a_resumed_transfer_counts_only_the_bytes_it_moved(tmp_path: Path, s3_bu
         e["op"]: (e["bytes"], e["size"]) for e in lines if e["event"] in ("uploaded", "downloaded")
     }
     assert said == {"upload": (sent, len(up)), "download": (fetched, len(down))}
+
+
+# -- a foreign object read through a hash once ----------------------------------------------------
+
+
+def test_resolve_keep_remote_does_not_read_a_hashed_version_again(
+    tmp_path: Path, s3_bucket: Any, moto_server: Any
+) -> None:
+    """An object another tool sent in parts states no checksum: of the same size as the
+    local file, it is read through a hash (written nowhere) to tell whether they differ.
+    `resolve --keep remote` then read the whole object through a hash again, though its ETag
+    had not changed: three reads for one download. The hash of that version is kept."""
+    from boto3.s3.transfer import TransferConfig
+
+    remote = S3Remote(s3_bucket)
+    name = f"foreign-{os.urandom(4).hex()}.bin"
+    size = 6 * MiB
+    setup = Setup(tmp_path, remote.url, options=remote.options, pair_extra={"conflict": "manual"})
+    setup.write()
+    theirs = _random_file(tmp_path / "theirs.bin", size)
+    s3_bucket.client.upload_file(
+        str(tmp_path / "theirs.bin"), s3_bucket.bucket, PREFIX + name,
+        Config=TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB),
+    )  # fmt: skip
+    _random_file(setup.local / name, size)
+
+    def whole_reads() -> int:
+        """GETs of the whole object, in moto's request log (ranged ones answer 206)."""
+        log = moto_server.log_path.read_text(errors="replace").splitlines()
+        return sum('"GET /' in line and f"{PREFIX}{name} HTTP" in line and '" 200 ' in line
+                   for line in log)  # fmt: skip
+
+    with running_daemon(setup) as daemon:
+        wait_for(lambda: daemon.pair_status()["conflicts"] == 1, timeout=30)
+        assert whole_reads() == 1  # the first pass's hash
+        settled = syncd("resolve", name, "--keep", "remote", "-c", setup.config)
+        assert settled.returncode == 0, settled.stderr
+        assert (setup.local / name).read_bytes() == theirs
+        assert whole_reads() == 2  # and the download, no second hash
+        assert daemon.terminate() == 0
