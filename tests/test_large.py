@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -55,7 +56,7 @@ from syncd.providers.azure import AzureProvider
 from syncd.providers.gcs import GCSProvider
 from syncd.providers.s3 import S3Provider
 from syncd.state import StateStore
-from syncd.state.partials import Partials, PartialUpload, RecordedPart
+from syncd.state.partials import PartialDownload, Partials, PartialUpload, RecordedPart
 
 MiB = 1024 * 1024
 KINDS = ["s3", "gcs", "azure"]
@@ -1103,3 +1104,280 @@ def test_the_same_read_gives_the_whole_files_crc32c_when_asked(tmp_path: Path) -
     digests = _digest_file(tmp_path / "big.bin", PART, "crc32c", whole_crc32c=True)
     assert digests.crc32c == f"{google_crc32c.value(data):08x}"
     assert digests.md5 is None
+
+
+# -- pause and resume of a transfer in flight --------------------------------------------------
+
+#: A pair that moves 5 MiB parts slowly enough for a `pause` to land mid-transfer.
+SLOW_PARTS = {
+    "multipart_threshold": "5MiB",
+    "part_size": "5MiB",
+    "part_concurrency": 1,
+    "upload_limit": "4MB/s",
+    "download_limit": "4MB/s",
+}
+
+
+def _moving(daemon: Any, least: int) -> bool:
+    """Is a transfer in flight with at least `least` bytes done?"""
+    transfers = (daemon.status() or {}).get("transfers") or []
+    return any(t["bytes_done"] >= least for t in transfers)
+
+
+def _events(logs: str) -> list[str]:
+    """The daemon's log lines but the chatty ones, for a failure's message."""
+    quiet = ('"remote listed"', '"part sent"', '"status"')
+    return [line[:300] for line in logs.splitlines() if not any(q in line for q in quiet)]
+
+
+def _held_still(daemon: Any, setup: Setup) -> None:
+    """`syncd pause` stops what is in flight at once: the transfers list empties within a
+    couple of seconds and stays empty, the pair says paused."""
+    paused = syncd("pause", "-c", setup.config)
+    assert paused.returncode == 0, paused.stderr
+    wait_for(lambda: (daemon.status() or {}).get("transfers") == [], timeout=3)
+    time.sleep(1.5)
+    status = daemon.status() or {}
+    assert status.get("transfers") == [], status
+    assert status["pairs"][0]["state"] == "paused"
+
+
+def test_pause_stops_an_upload_in_flight_and_resume_sends_only_the_missing_parts(
+    tmp_path: Path, s3_bucket: Any
+) -> None:
+    """Issue 7: a paused pair transfers nothing. `pause` held back only queued paths: a big
+    file in flight went on to the end (the object on the remote while status said paused).
+    It now stops as at a stop of syncd, its finished parts kept; `resume` sends the rest."""
+    remote = S3Remote(s3_bucket)
+    setup = Setup(tmp_path, remote.url, options=remote.options, extra=SLOW_PARTS)
+    with running_daemon(setup) as daemon:
+        # Written beside, then moved in: a write slowed down by a loaded machine must not
+        # have its first half go up (then the upload resumed is of another file).
+        data = _random_file(tmp_path / "big.bin", 24 * MiB)
+        (tmp_path / "big.bin").rename(setup.local / "big.bin")
+        wait_for(lambda: _moving(daemon, 7 * MiB), timeout=30)
+        _held_still(daemon, setup)
+        assert "big.bin" not in remote.objects()
+        held = _recorded_parts(setup.state_db)
+        assert held, "the parts sent before the pause are kept"
+        before = len(_parts_sent(daemon.logs()))
+
+        resumed = syncd("resume", "-c", setup.config)
+        assert resumed.returncode == 0, resumed.stderr
+        daemon.wait_idle(timeout=60)
+        assert remote.get("big.bin") == data
+        logs = daemon.logs()
+        assert '"event": "resuming multipart upload"' in logs, _events(logs)
+        again = _parts_sent(logs)[before:]
+        assert again and not set(again) & held, f"parts sent again: {again}, held {held}"
+        assert _unfinished_uploads(remote) == []
+        assert _partials(setup.state_db) == (0, 0)
+        assert daemon.terminate() == 0
+
+
+def test_pause_stops_a_download_in_flight_and_resume_finishes_it(
+    tmp_path: Path, s3_bucket: Any
+) -> None:
+    """The same for a download: nothing lands under the real name while the pair is paused,
+    the chunks on disk are kept, and `resume` fetches the rest into the same temp file."""
+    remote = S3Remote(s3_bucket)
+    data = os.urandom(24 * MiB)
+    remote.put("big.bin", data)
+    setup = Setup(tmp_path, remote.url, options=remote.options, extra=SLOW_PARTS)
+    with running_daemon(setup) as daemon:
+        wait_for(lambda: _moving(daemon, 7 * MiB), timeout=30)
+        _held_still(daemon, setup)
+        assert not (setup.local / "big.bin").exists()
+        assert _partials(setup.state_db) == (0, 1)
+
+        assert syncd("resume", "-c", setup.config).returncode == 0
+        daemon.wait_idle(timeout=60)
+        assert (setup.local / "big.bin").read_bytes() == data
+        assert '"event": "resuming download"' in daemon.logs()
+        assert {p.name for p in setup.local.iterdir()} <= {"big.bin", ".syncd"}  # no temp left
+        assert _partials(setup.state_db) == (0, 0)
+        assert daemon.terminate() == 0
+
+
+# -- a download the pass settles another way ----------------------------------------------------
+
+
+def _left_download(setup: Setup, data_size: int, *, chunks: frozenset[int]) -> Path:
+    """What a run killed mid-download of `big.bin` leaves: its record in the state and its
+    temp file (preallocated to the object's size) beside the target. Returns the temp."""
+    setup.state_db.parent.mkdir(parents=True, exist_ok=True)
+    state = StateStore(f"sqlite:///{setup.state_db}")
+    temp = ".syncd-tmp-resume-0123456789ab"
+    Partials(state).start_download(
+        "docs",
+        PartialDownload(
+            path="big.bin", key="big.bin", etag="an-etag", size=data_size, temp=temp,
+            chunk_size=PART, chunks=chunks,
+        ),
+    )  # fmt: skip
+    state.close()
+    (setup.local / temp).write_bytes(b"\0" * data_size)
+    return setup.local / temp
+
+
+@pytest.mark.parametrize("how", ["deleted remotely", "local wins", "excluded"])
+def test_a_download_the_pass_settles_otherwise_leaves_no_temp_behind(
+    tmp_path: Path, s3_bucket: Any, how: str
+) -> None:
+    """A large download cut short leaves a temp file of the object's full size. When the
+    path is then settled without it (the object deleted, the local file written meanwhile
+    and newer, the path excluded), its record and temp file stayed for 7 days, the pair idle
+    all along. They now go in the pass that settles the path, as an unfinished upload does."""
+    remote = S3Remote(s3_bucket)
+    setup = Setup(tmp_path, remote.url, options=remote.options, extra=SMALL_PARTS)
+    setup.write()
+    size = 3 * PART
+    temp = _left_download(setup, size, chunks=frozenset({0}))
+    if how == "local wins":
+        remote.put("big.bin", os.urandom(size), mtime_ns=1_000_000_000)
+        (setup.local / "big.bin").write_bytes(b"written here meanwhile")
+    elif how == "excluded":
+        remote.put("big.bin", os.urandom(size))
+        setup.pair_extra["exclude"] = ["*.bin"]
+        setup.write()
+    remote.put("other.txt", b"keeps the remote from looking emptied")
+
+    result = syncd("once", "-c", setup.config)
+
+    assert result.returncode == 0, result.stderr
+    assert not temp.exists()
+    assert _partials(setup.state_db) == (0, 0)
+    assert '"event": "unfinished download dropped: not resumed"' in result.stderr
+    if how == "local wins":
+        assert remote.get("big.bin") == b"written here meanwhile"
+    assert not list((setup.local / ".syncd").rglob("*resume*"))  # deleted, not trashed
+
+
+def test_a_finished_temp_that_may_hold_the_replaced_file_goes_to_the_trash(
+    tmp_path: Path, s3_bucket: Any
+) -> None:
+    """A finished download is swapped into place (RENAME_EXCHANGE): a crash before the file
+    it replaced is unlinked leaves that file under the temp name, its record complete. Not
+    known to be syncd's own bytes, it is moved to the local trash, never deleted."""
+    remote = S3Remote(s3_bucket)
+    setup = Setup(tmp_path, remote.url, options=remote.options, extra=SMALL_PARTS)
+    setup.write()
+    temp = _left_download(setup, 3 * PART, chunks=frozenset({0, 1, 2}))
+    temp.write_bytes(b"the user's earlier version")
+    remote.put("other.txt", b"keeps the remote from looking emptied")
+
+    result = syncd("once", "-c", setup.config)
+
+    assert result.returncode == 0, result.stderr
+    assert not temp.exists()
+    assert _partials(setup.state_db) == (0, 0)
+    kept = [p for p in (setup.local / ".syncd").rglob("*") if p.is_file()]
+    assert [p.read_bytes() for p in kept] == [b"the user's earlier version"], kept
+
+
+# -- what a resumed transfer counts ---------------------------------------------------------------
+
+
+def _left_chunk(setup: Setup, remote: S3Remote, key: str, data: bytes) -> None:
+    """What a run killed mid-download of `key` leaves when its first chunk (PART bytes, as
+    SMALL_PARTS cut a file of this size) was written: the record and the temp file."""
+    head = remote.bucket.client.head_object(Bucket=remote.bucket.bucket, Key=remote.prefix + key)
+    temp = ".syncd-tmp-resume-00000000abcd"
+    state = StateStore(f"sqlite:///{setup.state_db}")
+    Partials(state).start_download(
+        "docs",
+        PartialDownload(
+            path=key, key=key, etag=head["ETag"].strip('"'), size=len(data), temp=temp,
+            chunk_size=PART, chunks=frozenset({0}),
+        ),
+    )  # fmt: skip
+    state.close()
+    (setup.local / temp).write_bytes(data[:PART] + b"\0" * (len(data) - PART))
+
+
+def test_a_resumed_transfer_counts_only_the_bytes_it_moved(tmp_path: Path, s3_bucket: Any) -> None:
+    """Issue 7's metrics count the bytes transferred. After a resumed upload (or download)
+    the whole file was counted, though only the missing parts moved: a crash counted twice as
+    egress, and the log line's bytes over its duration read faster than the limit. Now the
+    counters and the line's `bytes` say what moved; the line's `size` is the file's."""
+    from emulators import free_port
+
+    remote = S3Remote(s3_bucket)
+    port = free_port()
+    setup = Setup(
+        tmp_path, remote.url, options=remote.options,
+        extra={**SMALL_PARTS, "metrics": {"listen": f"127.0.0.1:{port}"}},
+    )  # fmt: skip
+    setup.write()
+    up = _random_file(setup.local / "big.bin", 4 * PART + 999)
+    _crash_mid_upload(setup, remote, up)  # 2 parts held
+    down = os.urandom(3 * PART + 77)
+    remote.put("theirs.bin", down)
+    _left_chunk(setup, remote, "theirs.bin", down)  # 1 chunk held
+    sent, fetched = len(up) - 2 * PART, len(down) - PART
+
+    with running_daemon(setup) as daemon:
+        daemon.wait_idle(timeout=60)
+        assert remote.get("big.bin") == up
+        assert (setup.local / "theirs.bin").read_bytes() == down
+        logs = daemon.logs()
+        assert '"event": "resuming multipart upload"' in logs
+        assert '"event": "resuming download"' in logs
+        totals = daemon.pair_status()["totals"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+            metrics = answer.read().decode()
+        assert daemon.terminate() == 0
+
+    for when in ("since_start", "since_install"):
+        assert (totals[when]["bytes_up"], totals[when]["bytes_down"]) == (sent, fetched), totals
+    counted = {
+        line.split('direction="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("syncd_bytes_transferred_total{")
+    }
+    assert counted == {"upload": sent, "download": fetched}, counted
+    lines = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
+    said = {
+        e["op"]: (e["bytes"], e["size"]) for e in lines if e["event"] in ("uploaded", "downloaded")
+    }
+    assert said == {"upload": (sent, len(up)), "download": (fetched, len(down))}
+
+
+# -- a foreign object read through a hash once ----------------------------------------------------
+
+
+def test_resolve_keep_remote_does_not_read_a_hashed_version_again(
+    tmp_path: Path, s3_bucket: Any, moto_server: Any
+) -> None:
+    """An object another tool sent in parts states no checksum: of the same size as the
+    local file, it is read through a hash (written nowhere) to tell whether they differ.
+    `resolve --keep remote` then read the whole object through a hash again, though its ETag
+    had not changed: three reads for one download. The hash of that version is kept."""
+    from boto3.s3.transfer import TransferConfig
+
+    remote = S3Remote(s3_bucket)
+    name = f"foreign-{os.urandom(4).hex()}.bin"
+    size = 6 * MiB
+    setup = Setup(tmp_path, remote.url, options=remote.options, pair_extra={"conflict": "manual"})
+    setup.write()
+    theirs = _random_file(tmp_path / "theirs.bin", size)
+    s3_bucket.client.upload_file(
+        str(tmp_path / "theirs.bin"), s3_bucket.bucket, PREFIX + name,
+        Config=TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB),
+    )  # fmt: skip
+    _random_file(setup.local / name, size)
+
+    def whole_reads() -> int:
+        """GETs of the whole object, in moto's request log (ranged ones answer 206)."""
+        log = moto_server.log_path.read_text(errors="replace").splitlines()
+        return sum('"GET /' in line and f"{PREFIX}{name} HTTP" in line and '" 200 ' in line
+                   for line in log)  # fmt: skip
+
+    with running_daemon(setup) as daemon:
+        wait_for(lambda: daemon.pair_status()["conflicts"] == 1, timeout=30)
+        assert whole_reads() == 1  # the first pass's hash
+        settled = syncd("resolve", name, "--keep", "remote", "-c", setup.config)
+        assert settled.returncode == 0, settled.stderr
+        assert (setup.local / name).read_bytes() == theirs
+        assert whole_reads() == 2  # and the download, no second hash
+        assert daemon.terminate() == 0

@@ -297,6 +297,8 @@ class Daemon:
             return False
         if earlier is not None:
             syncer.stats.carry_totals(earlier)
+        if self.engine.queue.is_paused(pair.name):
+            syncer.pause()  # a paused pair changed by a reload stays paused
         self.engine.write_behind(pair.name)
         return True
 
@@ -800,7 +802,7 @@ class Daemon:
             return self._resolve(args)
         if cmd in ("pause", "resume"):
             for name in self._pairs(args.get("pair")):
-                (self.engine.queue.pause if cmd == "pause" else self.engine.queue.resume)(name)
+                (self._pause if cmd == "pause" else self._resume)(name)
             return self.status()
         if cmd == "retry":
             count = 0
@@ -819,6 +821,21 @@ class Daemon:
         if cmd == "conflicts":
             return conflict_list(self.engine.store, self.engine.syncers)
         raise CommandError(f"unknown command {cmd!r}")
+
+    def _pause(self, name: str) -> None:
+        """Hold the pair's queue, then stop what it has in flight: a stopped transfer's path
+        is queued again (a large one keeps its parts) and waits in the held queue."""
+        self.engine.queue.pause(name)
+        syncer = self.engine.syncers.get(name)
+        if syncer is not None:
+            syncer.pause()
+
+    def _resume(self, name: str) -> None:
+        """Let the pair's transfers run again before its queue hands out their paths."""
+        syncer = self.engine.syncers.get(name)
+        if syncer is not None:
+            syncer.resume()
+        self.engine.queue.resume(name)
 
     def _resolve(self, args: dict[str, Any]) -> dict[str, Any]:
         pair, path, keep = args.get("pair"), args.get("path"), args.get("keep")

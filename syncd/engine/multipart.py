@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import posixpath
 import secrets
 import stat
 import threading
@@ -200,12 +201,23 @@ class FileWindow(io.RawIOBase):
 class RangeWriter:
     """Writes a chunk of the temp file with pwrite, from the chunk's offset on."""
 
-    def __init__(self, fd: int, offset: int, length: int, meter: Meter | None = None) -> None:
+    def __init__(
+        self,
+        fd: int,
+        offset: int,
+        length: int,
+        meter: Meter | None = None,
+        is_cancelled: Callable[[], bool] | None = None,
+    ) -> None:
         self._fd, self._pos, self._end = fd, offset, offset + length
         self._meter = meter
+        self._is_cancelled = is_cancelled
         self.written = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
+        # Asked at every write, as a whole download's sink does: a range runs to 64 MiB.
+        if self._is_cancelled is not None and self._is_cancelled():
+            raise Cancelled("download cancelled: the transfer was stopped")
         view = memoryview(data)
         if self._pos + len(view) > self._end:
             raise ProviderError("the service sent more bytes than the range asked for")
@@ -355,6 +367,8 @@ class LargeTransfers:
         is_cancelled: Callable[[], bool],
         pace_up: Meter | None = None,
         pace_down: Meter | None = None,
+        root: Path | None = None,
+        set_aside: Callable[[str], None] | None = None,
     ) -> None:
         self.pair = pair
         self.provider = provider
@@ -371,7 +385,15 @@ class LargeTransfers:
         #: The paths this instance set out to send: their records are its own work, which
         #: the first plan's sweep (`abandon_all_but`) leaves alone.
         self._sending: set[str] = set()
+        #: The same for downloads: the paths with a recorded one, and this instance's own.
+        self._downloads: set[str] | None = None
+        self._fetching: set[str] = set()
         self._recorded_lock = threading.Lock()
+        #: The pair's local root, where the temp file of a download abandoned is removed
+        #: (None: downloads are left to `cleanup_stale`), and what moves a temp file that
+        #: may not be ours to the local trash (`_drop_temp`).
+        self.root = root
+        self.set_aside = set_aside
 
     def limits(self) -> PartLimits:
         if self._limits is None:
@@ -667,17 +689,23 @@ class LargeTransfers:
                     fresh = now - download.started_at < STALE_AFTER
                     if fresh and _size_of(spot.fd, download.temp) is not None:
                         continue
-                    remove_at(spot, download.temp)
             except (OSError, LocalPathError):
                 pass  # its folder is gone, or is no folder now: nothing of ours is left there
-            self.partials.drop_download(self.pair, download.path)
+            self._drop_temp(root, download)
+            self._drop_download(download.path)
             dropped += 1
         return dropped
 
     def abandon(self, path: str) -> bool:
-        """`path` was settled without this upload (or sent whole, small): its recorded upload,
-        if any, will not be resumed, so abort it now, not at the next pass's clean-up (issue
-        5: after a successful sync no multipart upload is left behind). True if there was one."""
+        """`path` was settled without its recorded transfer (or sent whole, small): an upload
+        will not be resumed, so abort it now, not at the next pass's clean-up (issue 5: after
+        a successful sync no multipart upload is left behind); a download's record and temp
+        file (the object's full size, preallocated) go too, not 7 days later. True if there
+        was one."""
+        dropped = self._abandon_download(path)
+        return self._abandon_upload(path) or dropped
+
+    def _abandon_upload(self, path: str) -> bool:
         if not self._is_recorded(path):
             return False
         record = self.partials.upload(self.pair, path)
@@ -695,7 +723,10 @@ class LargeTransfers:
         Returns how many went."""
         with self._recorded_lock:
             sending = set(self._sending)
-        return sum(self.abandon(path) for path in self._recorded_paths() - planned - sending)
+            fetching = set(self._fetching)
+        uploads = self._recorded_paths() - planned - sending
+        downloads = self._download_paths() - planned - fetching
+        return sum(self.abandon(path) for path in uploads | downloads)
 
     def _abort_record(self, record: PartialUpload) -> None:
         request = UploadRequest(
@@ -733,6 +764,57 @@ class LargeTransfers:
             if self._recorded is not None:
                 self._recorded.discard(path)
 
+    def _abandon_download(self, path: str) -> bool:
+        if self.root is None:
+            return False
+        with self._recorded_lock:
+            if path not in self._load_downloads():
+                return False
+        record = self.partials.download(self.pair, path)
+        if record is not None:
+            self._drop_temp(self.root, record)
+        self._drop_download(path)
+        if record is not None:
+            log.info("unfinished download dropped: not resumed", pair=self.pair, path=path)
+        return record is not None
+
+    def _drop_temp(self, root: Path, record: PartialDownload) -> None:
+        """Remove the temp file of the recorded download if it is still the file that
+        download wrote: a regular file of the object's size at its very name, of one link,
+        its chunks not all written. A finished one may have been swapped into place
+        (RENAME_EXCHANGE) over the file it replaced, and a crash have come before that file
+        was unlinked: the name then holds the user's earlier version, which goes to the local
+        trash, as any other regular file found there (never deleted). A folder or a symlink
+        of that name is not ours: left alone."""
+        folder = posixpath.dirname(record.path)
+        try:
+            with spot_of(root, to_local(root, record.path)) as spot:
+                if _still_ours(spot.fd, record):
+                    remove_at(spot, record.temp)
+                    return
+                if _size_of(spot.fd, record.temp) is None:
+                    return
+        except (OSError, LocalPathError):
+            return  # its folder is gone, or is no folder now: nothing of ours is left there
+        if self.set_aside is not None:
+            self.set_aside(posixpath.join(folder, record.temp))
+
+    def _download_paths(self) -> set[str]:
+        with self._recorded_lock:
+            return set(self._load_downloads())
+
+    def _load_downloads(self) -> set[str]:
+        """The paths with a recorded download (the caller holds `_recorded_lock`)."""
+        if self._downloads is None:
+            self._downloads = {record.path for record in self.partials.downloads(self.pair)}
+        return self._downloads
+
+    def _drop_download(self, path: str) -> None:
+        self.partials.drop_download(self.pair, path)
+        with self._recorded_lock:
+            if self._downloads is not None:
+                self._downloads.discard(path)
+
     # -- downloads -------------------------------------------------------------------------
     def download(
         self, path: str, spot: Spot, remote: ObjectInfo, progress: Transfer
@@ -742,6 +824,8 @@ class LargeTransfers:
         against the object's) and the temp file's name. The caller stamps and renames it,
         then calls `finish_download`."""
         chunk = download_chunk(remote.size, self.settings)
+        with self._recorded_lock:
+            self._fetching.add(path)
         record = self.partials.download(self.pair, path)
         temp: str | None = None
         done: frozenset[int] = frozenset()
@@ -770,6 +854,9 @@ class LargeTransfers:
                     chunk_size=chunk,
                 ),
             )
+            with self._recorded_lock:
+                if self._downloads is not None:
+                    self._downloads.add(path)
             # 0o666 less the umask, as any new file (and a small download) gets: the temp
             # file is renamed into place as it is.
             flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -826,7 +913,7 @@ class LargeTransfers:
             length = min(chunk, remote.size - offset)
 
             def attempt() -> ObjectInfo:
-                sink = RangeWriter(fd, offset, length, meter)
+                sink = RangeWriter(fd, offset, length, meter, self.is_cancelled)
                 got = self.provider.download_range(
                     remote.key, cast(BinaryIO, sink), offset, length, if_match=remote.etag
                 )
@@ -871,11 +958,11 @@ class LargeTransfers:
 
     def _forget_download(self, path: str, spot: Spot, temp: str) -> None:
         remove_at(spot, temp)
-        self.partials.drop_download(self.pair, path)
+        self._drop_download(path)
 
     def finish_download(self, path: str) -> None:
         """The temp file was renamed into place (or dropped): forget the record."""
-        self.partials.drop_download(self.pair, path)
+        self._drop_download(path)
 
 
 def _stat_info(provider: MultipartProvider, remote: ObjectInfo) -> ObjectInfo:
@@ -887,6 +974,22 @@ def _stat_info(provider: MultipartProvider, remote: ObjectInfo) -> ObjectInfo:
 
 def _span(part: PartInfo | None) -> tuple[int, int] | None:
     return (part.offset, part.size) if part is not None else None
+
+
+def _still_ours(folder: int, record: PartialDownload) -> bool:
+    """Is the file at the record's temp name the one its download wrote, never placed? (See
+    `LargeTransfers._drop_temp`.)"""
+    try:
+        st = os.lstat(record.temp, dir_fd=folder)
+    except FileNotFoundError:
+        return False
+    chunks = -(-record.size // record.chunk_size) if record.chunk_size else 0
+    return (
+        stat.S_ISREG(st.st_mode)
+        and st.st_size == record.size
+        and st.st_nlink == 1
+        and len(record.chunks) < chunks
+    )
 
 
 def _size_of(folder: int, name: str) -> int | None:

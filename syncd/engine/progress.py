@@ -57,6 +57,12 @@ class Transfer:
             self._done += n
             self._resumed += n
 
+    @property
+    def held(self) -> int:
+        """The bytes an earlier attempt left in place (`resumed`): not moved by this one."""
+        with self._lock:
+            return self._resumed
+
     def view(self) -> TransferView:
         with self._lock:
             done = self._done

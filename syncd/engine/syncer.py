@@ -143,6 +143,8 @@ class PairSyncer:
         self.store = store
         #: Set when the pair is removed (a reload): its transfers stop as at a stop of syncd.
         self._removed = threading.Event()
+        #: Set while the pair is paused (`syncd pause`): its transfers in flight stop too.
+        self._paused = threading.Event()
         self._stopping = is_cancelled
         self.enqueue = enqueue or (lambda _pair, _path: None)
         self.index = RemoteIndex()
@@ -159,6 +161,8 @@ class PairSyncer:
                 is_cancelled=self.is_cancelled,
                 pace_up=pace_up,
                 pace_down=pace_down,
+                root=self.root,
+                set_aside=self._set_aside_temp,
             )
         self.transfers = Transfers(
             provider,
@@ -541,7 +545,7 @@ class PairSyncer:
         if self.filter.problem is not None:
             raise PairFault(self.filter.problem)
         remote = self.list_remote()
-        if self.is_cancelled():
+        if self._halted():
             # A listing that answered only as syncd stops (a daemon's start-up pass left
             # behind on a hung remote): no clean-up begins under a closing state.
             raise PairFault("pass abandoned: syncd is stopping")
@@ -840,8 +844,25 @@ class PairSyncer:
         return outcome
 
     def is_cancelled(self) -> bool:
-        """syncd is stopping, or the pair is removed (`cancel`)."""
+        """syncd is stopping, the pair is removed (`cancel`) or paused (`pause`): what its
+        transfers ask at every chunk, bandwidth wait and part."""
+        return self._halted() or self._paused.is_set()
+
+    def _halted(self) -> bool:
+        """syncd is stopping, or the pair is removed: its passes end too (a paused pair's
+        go on, recording changes)."""
         return self._stopping() or self._removed.is_set()
+
+    def pause(self) -> None:
+        """`syncd pause`: what the pair has in flight stops as at a stop (Cancelled: nothing
+        is recorded, a large transfer keeps its parts and record, a small one is done again),
+        and its path is queued again, held by the paused queue. Unlike `cancel`, undone by
+        `resume`. A retry's wait is not cut short (the pair's listings share the policy and
+        go on while paused): the attempt after it stops at its first byte."""
+        self._paused.set()
+
+    def resume(self) -> None:
+        self._paused.clear()
 
     def cancel(self) -> None:
         """The pair is being removed: what it has in flight stops (Cancelled, as at a stop),
@@ -1634,7 +1655,7 @@ class PairSyncer:
         if got.result is not Result.OK:
             return Outcome.REQUEUE
         assert got.local is not None
-        self.stats.transferred("download", got.local.size, got.seconds)
+        self.stats.transferred("download", got.moved, got.seconds)
         return self._copy_made(
             path,
             f"{how}: the remote file kept as {copy}",
@@ -1665,7 +1686,7 @@ class PairSyncer:
             return Outcome.REQUEUE  # changed, or the name was taken meanwhile: look again
         assert sent.local is not None and sent.info is not None
         self.index.put(copy, sent.info)
-        self.stats.transferred("upload", sent.local.size, sent.seconds)
+        self.stats.transferred("upload", sent.moved, sent.seconds)
         return self._copy_made(
             path,
             f"{how}: the local file kept on the remote as {copy}",
@@ -1978,7 +1999,13 @@ class PairSyncer:
             plog.info("file changed during upload; sending again")
             return Outcome.REQUEUE
         return self._transferred(
-            "upload", path, sent.local, sha256=sent.sha256, info=sent.info, seconds=sent.seconds
+            "upload",
+            path,
+            sent.local,
+            sha256=sent.sha256,
+            info=sent.info,
+            seconds=sent.seconds,
+            moved=sent.moved,
         )
 
     def _upload_blocked(self, path: str, blockers: list[str], plog: Logger) -> Outcome | None:
@@ -2109,7 +2136,13 @@ class PairSyncer:
             return Outcome.REQUEUE
         assert got.local is not None and got.info is not None
         return self._transferred(
-            "download", path, got.local, sha256=got.sha256, info=got.info, seconds=got.seconds
+            "download",
+            path,
+            got.local,
+            sha256=got.sha256,
+            info=got.info,
+            seconds=got.seconds,
+            moved=got.moved,
         )
 
     # -- bookkeeping ----------------------------------------------------------------------
@@ -2122,15 +2155,19 @@ class PairSyncer:
         sha256: str | None,
         info: ObjectInfo,
         seconds: float,
+        moved: int,
     ) -> Outcome:
-        """Both sides now hold the same bytes: record the base, count it, say so."""
-        self._record(path, local, sha256, info, (op, seconds))
-        self.stats.transferred(op, local.size, seconds)
+        """Both sides now hold the same bytes: record the base, count it, say so. `moved`:
+        the bytes this transfer moved, which the counters and the line's `bytes` count
+        (less than the file's `size` when it resumed an interrupted one)."""
+        self._record(path, local, sha256, info, (op, seconds), moved=moved)
+        self.stats.transferred(op, moved, seconds)
         self.log.info(
             f"{op}ed",
             path=path,
             op=op,
-            bytes=local.size,
+            bytes=moved,
+            size=local.size,
             duration_ms=round(seconds * 1000, 1),
         )
         return Outcome.DONE
@@ -2142,12 +2179,22 @@ class PairSyncer:
         sha256: str | None,
         remote: ObjectInfo,
         op: tuple[str, float] | None,
+        *,
+        moved: int | None = None,
     ) -> None:
         record = None
         if op is not None:
             name, seconds = op
             record = OpRecord(
-                time.time(), self.name, path, name, "ok", local.size, sha256, seconds * 1000
+                time.time(),
+                self.name,
+                path,
+                name,
+                "ok",
+                local.size,
+                sha256,
+                seconds * 1000,
+                moved=moved,
             )
         self.store.put(self.name, _base_entry(path, local, sha256, remote), record)
 

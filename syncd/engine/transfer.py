@@ -13,7 +13,9 @@ import hashlib
 import io
 import os
 import stat as statmod
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -42,6 +44,8 @@ from syncd.providers.errors import (
 SMALL_FILE = 8 * 1024 * 1024
 #: A file read whole is still paced and counted in slices of this size.
 METER_SLICE = 256 * 1024
+#: How many remote versions' hashes `hash_remote` remembers (a few hundred bytes each).
+HASHED_VERSIONS = 4096
 
 
 class Result(enum.Enum):
@@ -58,6 +62,13 @@ class Uploaded:
     sha256: str | None = None
     info: ObjectInfo | None = None
     seconds: float = 0.0
+    #: The bytes the service held already (the parts of a resumed upload): not sent again.
+    held: int = 0
+
+    @property
+    def moved(self) -> int:
+        """The bytes this upload sent: the file's, less those held."""
+        return (self.local.size if self.local is not None else 0) - self.held
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +78,13 @@ class Downloaded:
     sha256: str | None = None
     info: ObjectInfo | None = None
     seconds: float = 0.0
+    #: The bytes on disk already (the chunks of a resumed download): not fetched again.
+    held: int = 0
+
+    @property
+    def moved(self) -> int:
+        """The bytes this download fetched: the file's, less those held."""
+        return (self.local.size if self.local is not None else 0) - self.held
 
 
 class Transfers:
@@ -100,6 +118,9 @@ class Transfers:
         self.on_long = on_long
         #: The pair's writer id, which every upload states in its origin (None: none stated).
         self.writer = writer
+        #: (key, etag) -> SHA-256 of the versions `hash_remote` read, newest last.
+        self._hashed: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._hashed_lock = threading.Lock()
 
     def _meter(self, progress: Transfer, pace: Meter | None) -> Meter:
         if pace is None:
@@ -125,7 +146,12 @@ class Transfers:
         nowhere: for an object that states no checksum, when only its bytes can tell whether
         it equals the local file. The object as it is now (unhashed) when it changed
         meanwhile, None when it is gone. Paced and shown like a download, not counted as one:
-        nothing is transferred."""
+        nothing is transferred. A version read once is not read again: its ETag names it (a
+        `resolve` of the conflict it opened read a big object a second time before its
+        download)."""
+        known = self._known_hash(remote)
+        if known is not None:
+            return replace(remote, sha256=known)
         if remote.size > SMALL_FILE and self.on_long is not None:
             self.on_long(path)
         with self.inflight.track(self.pair, path, "download", remote.size) as progress:
@@ -147,7 +173,24 @@ class Transfers:
             except NotFound:
                 self.index.put(path, None)
                 return None
+        self._remember_hash(remote, sha256)
         return replace(info, sha256=sha256)
+
+    def _known_hash(self, remote: ObjectInfo) -> str | None:
+        if not remote.etag:
+            return None
+        with self._hashed_lock:
+            return self._hashed.get((remote.key, remote.etag))
+
+    def _remember_hash(self, remote: ObjectInfo, sha256: str) -> None:
+        """Keep the hash of the version read (the read was made on condition of its ETag)."""
+        if not remote.etag:
+            return
+        with self._hashed_lock:
+            self._hashed[(remote.key, remote.etag)] = sha256
+            self._hashed.move_to_end((remote.key, remote.etag))
+            while len(self._hashed) > HASHED_VERSIONS:
+                self._hashed.popitem(last=False)
 
     def upload(
         self, path: str, source: Path, expected: ObjectInfo | None, over: str | None = None
@@ -293,7 +336,8 @@ class Transfers:
         self.index.put(path, info)
         torn = not _still(source, before)
         seconds = time.monotonic() - started
-        return Uploaded(Result.TORN if torn else Result.OK, before, sha256, info, seconds)
+        result = Result.TORN if torn else Result.OK
+        return Uploaded(result, before, sha256, info, seconds, held=progress.held)
 
     def _send(
         self, path: str, request: UploadRequest, body: Callable[[], BinaryIO]
@@ -405,7 +449,8 @@ class Transfers:
                 if large is not None:
                     large.finish_download(path)
         self.index.put(path, info)
-        return Downloaded(Result.OK, placed, sha256, info, time.monotonic() - started)
+        seconds = time.monotonic() - started
+        return Downloaded(Result.OK, placed, sha256, info, seconds, held=progress.held)
 
     def _fetch(
         self, remote: ObjectInfo, folder: int, tmp: str, meter: Meter

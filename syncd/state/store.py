@@ -125,6 +125,9 @@ class OpRecord:
     sha256: str | None = None
     duration_ms: float | None = None
     error: str | None = None
+    #: The bytes a transfer moved, where not all of `size` (it resumed an interrupted one):
+    #: what the byte counters count.
+    moved: int | None = None
 
 
 # -- statements built once ------------------------------------------------------------------
@@ -771,7 +774,11 @@ class StateStore:
             if direction is not None and op.result == "ok":
                 bumps = [
                     {"pair": pair, "name": f"files_{direction}", "value": 1},
-                    {"pair": pair, "name": f"bytes_{direction}", "value": op.size or 0},
+                    {
+                        "pair": pair,
+                        "name": f"bytes_{direction}",
+                        "value": (op.size if op.moved is None else op.moved) or 0,
+                    },
                 ]
         if pair in self._held:
             self._wrote(pair, [entry.path], entry)
