@@ -18,7 +18,7 @@ from sqlalchemy.exc import OperationalError
 
 from syncd.daemon.daemon import Daemon
 from syncd.engine.core import Engine
-from syncd.engine.syncer import PairSyncer
+from syncd.engine.syncer import Outcome, PairSyncer
 
 
 def _delete_three_of_four(daemon: Daemon, engine: Engine, local: Path) -> None:
@@ -473,3 +473,21 @@ def test_failures_of_a_pair_in_error_wait_for_the_remote_not_a_time_long_past(
         pair = daemon.status()["pairs"][0]
         assert (pair["state"], pair["failures"]) == ("idle", [])
     assert (remote / "a.txt").read_text() == "a, edited"
+
+
+def test_a_transfer_stopped_by_pause_again_and_again_is_no_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`syncd pause` stops a transfer in flight and its path waits in the paused queue. It
+    came back through the requeue count of a path that keeps changing: the ninth pause of
+    one big transfer failed it ("kept changing while being synced")."""
+    _setup, _remote, config = hand_driven_pair(tmp_path, {"a.txt": "a"})
+    with Engine(config) as engine:
+        syncer = engine.syncers["docs"]
+        engine.queue.pause("docs")
+        syncer.pause()
+        monkeypatch.setattr(syncer, "sync_path", lambda *_args, **_kw: Outcome.REQUEUE)
+        for _ in range(12):
+            engine.handle(("docs", "a.txt"))
+        assert "a.txt" not in syncer.stats.failures
+        assert engine.queue.holds("docs", "a.txt")

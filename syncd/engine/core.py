@@ -463,7 +463,11 @@ class Engine:
             return
         self.touched.add(pair)
         outcome = syncer.sync_path(path)
-        if outcome is Outcome.REQUEUE:
+        if outcome is Outcome.REQUEUE and syncer.paused:
+            # Stopped by `syncd pause`: held by the paused queue until `resume`. Counted as a
+            # path that kept changing, the ninth pause of one big transfer failed it.
+            self.queue.put(pair, path)
+        elif outcome is Outcome.REQUEUE:
             with self._requeue_lock:
                 attempts = self._requeues.get(key, 0) + 1
                 self._requeues[key] = attempts

@@ -864,6 +864,10 @@ class PairSyncer:
     def resume(self) -> None:
         self._paused.clear()
 
+    @property
+    def paused(self) -> bool:
+        return self._paused.is_set()
+
     def cancel(self) -> None:
         """The pair is being removed: what it has in flight stops (Cancelled, as at a stop),
         and no path is taken up any more, so nothing is recorded after the caller waited for
