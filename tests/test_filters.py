@@ -6,10 +6,11 @@ Precedence (documented in the README): syncd's own paths never sync; anything `e
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
-from harness import Setup, syncd, tree
+from harness import SYNCD, Setup, require_without_dac, syncd, tree
 
 from syncd.engine.filters import PathFilter
 
@@ -239,3 +240,37 @@ def test_a_file_replacing_a_folder_the_remote_keeps_for_excluded_files_names_the
     done = syncd("once", "-c", setup.config)
     assert done.returncode == 0, done.stdout + done.stderr
     assert tree(remote) == {"d": b"now a file"}
+
+
+def test_what_an_excluded_folder_holds_is_not_reported_when_a_rule_lets_files_back(
+    tmp_path: Path,
+) -> None:
+    """With a `!` rule the walk goes into excluded folders (a file below may be let back in),
+    and reported what it met there as it would in a synced folder: an unreadable folder (a
+    root-owned `lost+found/`, excluded for that reason) failed every pass, exit 1; symlinks
+    (`node_modules/.bin/*`) were "skipped" lines. A file let back in still syncs."""
+    without_dac = require_without_dac()
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    setup = Setup(tmp_path, f"file://{remote}", pair_extra={"exclude": ["vault/", "!*.md"]})
+    setup.write()
+    (setup.local / "vault" / "locked").mkdir(parents=True)
+    (setup.local / "vault" / "locked" / "secret.txt").write_text("s")
+    (setup.local / "vault" / "link").symlink_to("/etc/hostname")
+    (setup.local / "vault" / "secret.txt").write_text("s")
+    (setup.local / "vault" / "notes.md").write_text("let back in")
+    (setup.local / "a.txt").write_text("a")
+    (setup.local / "vault" / "locked").chmod(0)
+    try:
+        result = subprocess.run(
+            [*without_dac, *SYNCD, "once", "-c", str(setup.config)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        (setup.local / "vault" / "locked").chmod(0o755)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "skipped" not in result.stdout + result.stderr
+    assert tree(remote) == {"a.txt": b"a", "vault/notes.md": b"let back in"}

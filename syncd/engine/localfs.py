@@ -158,20 +158,32 @@ def walk(
     download): only safe before any transfer of this process started.
     """
     top = to_local(root, start) if start else root
-    stack: list[tuple[Path, str]] = [(top, start + "/" if start else "")]
+    # (folder, its key prefix, inside a folder the filters exclude): a `!` rule may let a
+    # file back in below one, so the walk goes in (`PathFilter.prunes`), but says nothing of
+    # what it meets there that the filters leave out (an unreadable folder, a symlink, a
+    # temp name: no failure, no clean-up), as when it skipped the folder whole.
+    stack: list[tuple[Path, str, bool]] = [(top, start + "/" if start else "", False)]
     while stack:
-        folder, prefix = stack.pop()
+        folder, prefix, hidden = stack.pop()
         try:
             entries = list(os.scandir(folder))
         except (FileNotFoundError, NotADirectoryError):
-            on_skip(prefix.rstrip("/") or ".", VANISHED)  # moved or deleted meanwhile
+            if not hidden:
+                on_skip(prefix.rstrip("/") or ".", VANISHED)  # moved or deleted meanwhile
             continue
         except OSError as exc:
-            on_skip(prefix.rstrip("/") or ".", f"{UNLISTABLE}: {exc.strerror}")
+            if not hidden:
+                on_skip(prefix.rstrip("/") or ".", f"{UNLISTABLE}: {exc.strerror}")
             continue
         for entry in entries:
             name = entry.name
             key = prefix + name
+            if hidden and path_filter.excluded(key) and path_filter.excluded(key, is_dir=True):
+                # Left out whatever it is; only a folder is walked, for what `!` lets back.
+                with contextlib.suppress(OSError):
+                    if entry.is_dir(follow_symlinks=False) and not path_filter.prunes(key):
+                        stack.append((Path(entry.path), key + "/", True))
+                continue
             if is_own_temp(name):
                 if clean_temp is not None and not name.startswith(RESUME_PREFIX):
                     clean_temp(key)
@@ -186,7 +198,8 @@ def walk(
                     continue
                 if entry.is_dir(follow_symlinks=False):
                     if not path_filter.prunes(key):
-                        stack.append((Path(entry.path), key + "/"))
+                        excluded = hidden or path_filter.excluded(key, is_dir=True)
+                        stack.append((Path(entry.path), key + "/", excluded))
                     continue
                 if path_filter.excluded(key):
                     continue
