@@ -27,7 +27,9 @@ from remotes import (
     remote_for,
 )
 
+from syncd.config import load_config
 from syncd.engine.conflicts import host_name
+from syncd.engine.core import Engine
 from syncd.engine.decide import ARCHIVED
 from syncd.engine.localfs import NOT_A_KEY
 
@@ -339,7 +341,7 @@ def test_direction_upload_never_downloads(tmp_path: Path, remote: Remote) -> Non
 
 
 def test_an_upload_pair_whose_remote_lost_everything_is_in_error_not_in_sync(
-    tmp_path: Path, remote: Remote
+    tmp_path: Path, remote: Remote, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A backup (`direction: upload`) whose bucket lost every object said "in sync", exit 0,
     run after run: it never deletes locally, so no held deletion showed the emptied remote,
@@ -367,6 +369,14 @@ def test_an_upload_pair_whose_remote_lost_everything_is_in_error_not_in_sync(
     assert again.returncode == 0, again.stdout + again.stderr
     assert remote.objects() == {name: name.encode() for name in ("a.txt", "b.txt", "c.txt")}
     assert tree(setup.local) == remote.objects()
+    # A one-way copy (`syncd upload`) sends what the remote lost again: no fault there.
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    with Engine(load_config(setup.config)) as engine:
+        assert engine.upload(setup.local, remote.url, options=remote.options).exit_code == 0
+        for key in list(remote.listing()):
+            remote.delete(key)
+        pushed = engine.upload(setup.local, remote.url, options=remote.options)
+    assert (pushed.exit_code, pushed.pairs[0].fault, pushed.pairs[0].uploaded) == (0, None, 3)
 
 
 def test_excluded_paths_are_not_transferred(tmp_path: Path, remote: Remote) -> None:

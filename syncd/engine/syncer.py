@@ -630,7 +630,13 @@ class PairSyncer:
         fault = self.stats.fault
         if fault is None and "local" in sides:
             fault = self._remote_root_gone()
-        if fault is None and self.remote_emptied and not self._writes("local"):
+        # (Not a one-way copy, `syncd upload`: it sends what the remote lost again.)
+        if (
+            fault is None
+            and self.remote_emptied
+            and self.propagate_deletes
+            and not self._writes("local")
+        ):
             fault = self._emptied_under_upload()
         renamed = self._renamed_remotely(
             [path for path, side in pending.items() if side == "local"]
