@@ -736,7 +736,9 @@ def test_a_throttled_probe_of_the_bucket_is_retried_not_a_fault(
     assert first.returncode == 0, explain(first)
     s3.remote.delete("f0.txt")  # another machine deletes one file
     bucket = s3.remote.bucket.bucket  # type: ignore[union-attr]
-    rule = s3.proxy.add_rule(slow_down(), method="HEAD", path=rf"^/{bucket}/?$", limit=1)
+    # The probe lists one key under the prefix (a listing's own request has no max-keys=1).
+    probe = rf"^/{bucket}/?\?.*max-keys=1(&|$)"
+    rule = s3.proxy.add_rule(slow_down(), method="GET", path=probe, limit=1)
     second = s3.run(setup)
     assert rule.fired == 1
     assert second.returncode == 0, explain(second)
@@ -896,3 +898,21 @@ def test_an_unanswered_multipart_create_leaves_no_upload_behind(
     assert isinstance(s3.remote, S3Remote)
     bucket = s3.remote.bucket
     assert not bucket.client.list_multipart_uploads(Bucket=bucket.bucket).get("Uploads")
+
+
+def test_the_probe_needs_no_more_than_a_listing_of_the_prefix(tmp_path: Path, s3: Backend) -> None:
+    """The probe was HeadBucket, which needs ListBucket on the whole bucket: credentials
+    scoped to the pair's prefix (the usual least-privilege policy) got 403 there while the
+    listing worked, and every pass with a local deletion held it, the pair in error."""
+    setup = s3.setup(tmp_path, **PATIENT)
+    files = {f"f{n}.txt": f"file {n}".encode() for n in range(5)}
+    write_local(setup.local, files)
+    assert s3.run(setup).returncode == 0
+    s3.remote.delete("f0.txt")
+    bucket = s3.remote.bucket.bucket  # type: ignore[union-attr]
+    refused = s3.proxy.add_rule(status(403), method="HEAD", path=rf"^/{bucket}/?$")
+    second = s3.run(setup)
+    assert second.returncode == 0, explain(second)
+    assert "1 deleted" in second.stdout
+    assert refused.fired == 0
+    assert "f0.txt" not in tree(setup.local)

@@ -1137,7 +1137,12 @@ class S3Provider:
         self.probe()
 
     def probe(self) -> None:
-        self._head_bucket()
+        """One key listed under the prefix (ListObjectsV2, MaxKeys 1): what a listing needs.
+        HeadBucket needs ListBucket on the whole bucket, which credentials scoped to the
+        pair's prefix lack: every pass with a local deletion read that as an unreachable
+        remote."""
+        with self._errors(None):
+            self._client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
 
     def close(self) -> None:
         self._client.close()
