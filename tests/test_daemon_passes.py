@@ -17,6 +17,7 @@ from harness import tree, wait_for
 from sqlalchemy.exc import OperationalError
 
 from syncd.daemon.daemon import Daemon
+from syncd.engine import syncer as syncer_module
 from syncd.engine.core import Engine
 from syncd.engine.syncer import Outcome, PairSyncer
 
@@ -491,3 +492,44 @@ def test_a_transfer_stopped_by_pause_again_and_again_is_no_failure(
             engine.handle(("docs", "a.txt"))
         assert "a.txt" not in syncer.stats.failures
         assert engine.queue.holds("docs", "a.txt")
+
+
+def test_a_probe_that_does_not_answer_holds_the_deletion_for_a_pass_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The remote root's probe runs before local deletions go through, at the end of a pass:
+    in the daemon's main loop. On a hung remote it held that loop for minutes (no watchdog
+    ping, a SIGTERM not heard). It is waited for a few seconds at most; unanswered, the
+    deletion waits for the next pass, the pair not at fault."""
+    setup, remote, config = hand_driven_pair(tmp_path, {f"{n}.txt": n for n in "abcde"})
+    monkeypatch.setattr(syncer_module, "PROBE_WAIT_S", 0.2)
+    with Engine(config) as engine:
+        daemon = Daemon(config, engine)
+        first_pass(daemon, engine)
+        provider = engine.syncers["docs"].provider
+        answered = provider.probe
+        hung = threading.Event()
+
+        def probe() -> None:  # hangs as the end of a pass asks it (a listing asks it too)
+            if threading.current_thread().name == "syncd-probe":
+                hung.wait(30)
+            answered()
+
+        monkeypatch.setattr(provider, "probe", probe)
+        (remote / "a.txt").unlink()
+        daemon.full_scan("docs")
+        work_off(engine)
+        daemon._end_quiet_passes()
+        pair = daemon.status()["pairs"][0]
+        assert pair["state"] == "held"  # not in error: a hung request is no gone bucket
+        assert "its root could not be checked: no answer in 0.2 s" in pair["held_reason"]
+        assert (setup.local / "a.txt").exists()
+        hung.set()
+        monkeypatch.setattr(provider, "probe", answered)
+        daemon.full_scan("docs")  # the next poll decides it again
+        for _ in range(3):
+            work_off(engine)
+            daemon._end_quiet_passes()
+        pair = daemon.status()["pairs"][0]
+        assert (pair["state"], pair["held"]) == ("idle", 0)
+    assert not (setup.local / "a.txt").exists()

@@ -711,19 +711,31 @@ class PairSyncer:
         """Before local files are deleted for objects the remote lacks: is the remote root
         itself still there? A bucket deleted (a remote folder unmounted) since the last
         listing makes every object look deleted to a path looked at on its own (a download
-        that finds nothing, `syncd retry`), and one by one max_delete lets them through. Gone
-        (or not answering: in doubt, nothing is deleted), the pair is in error as after a
-        failed listing, returned here; its next listing that answers clears it."""
-        try:
-            self.retry.call(self.provider.probe)  # a 503 or a lost answer is no gone root
-        except Cancelled:
+        that finds nothing, `syncd retry`), and one by one max_delete lets them through.
+
+        Returns why the deletions wait, or None. Gone, the pair is in error as after a
+        failed listing (its next listing that answers clears it). In doubt (no answer within
+        PROBE_WAIT_S, an error the retries did not get past), they wait for the next pass,
+        the pair not at fault: a 503 is no gone bucket. The probe runs in a thread of its
+        own, waited for a few seconds at most: the daemon's main loop ends its passes, and
+        a hung remote held it (no watchdog ping, a SIGTERM not heard) for minutes."""
+        answer = _probe_briefly(self.provider, self.retry)
+        if answer is None:
+            return None
+        if isinstance(answer, Cancelled):
             return "syncd is stopping"  # held for now; the next pass decides them again
-        except (ProviderError, OSError) as exc:
-            self._listing_trouble = f"cannot list {self.pair.remote}: {_describe(exc)}"
+        if isinstance(answer, NotFound):
+            self._listing_trouble = f"cannot list {self.pair.remote}: {_describe(answer)}"
             self.stats.set_fault(self._listing_trouble)
-            self.log.warning("remote root unreachable; deletions held", error=_describe(exc))
+            self.log.warning("remote root gone; deletions held", error=_describe(answer))
             return self._listing_trouble
-        return None
+        why = (
+            f"no answer in {PROBE_WAIT_S:g} s"
+            if isinstance(answer, TimeoutError)
+            else _describe(answer)
+        )
+        self.log.warning("remote root not checked; deletions wait", error=why)
+        return f"its root could not be checked: {why}; the deletions wait for the next pass"
 
     def _renamed_remotely(self, deleting: list[str]) -> int:
         """How many of the local files to be deleted (gone from the remote) stand on the
@@ -2293,6 +2305,32 @@ def _base_entry(path: str, local: LocalFile, sha256: str | None, remote: ObjectI
         synced_at=time.time(),
         remote_version=remote.meta_version,
     )
+
+
+#: How long the end of a pass waits for the remote root's probe (`_remote_root_gone`).
+PROBE_WAIT_S = 5.0
+
+
+def _probe_briefly(provider: Provider, retry: RetryPolicy) -> BaseException | None:
+    """`provider.probe()` through the retry policy, in a thread of its own (a daemon thread:
+    one still waiting on a hung remote keeps no process from ending): None when it answered,
+    its error, or TimeoutError when it did not finish within PROBE_WAIT_S."""
+    done = threading.Event()
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            retry.call(provider.probe)
+            outcome.append(None)
+        except Exception as exc:  # handed to the caller, whatever it is
+            outcome.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="syncd-probe", daemon=True).start()
+    if not done.wait(PROBE_WAIT_S):
+        return TimeoutError()
+    return outcome[0]
 
 
 def _spellings(left: str, kept: str) -> str:
