@@ -578,3 +578,19 @@ def test_an_upload_begun_before_the_unanswered_create_is_kept(
     upload_id = provider.start_multipart(req)
 
     assert set(uploads_by_id(s3_bucket)) == {*began, upload_id} - {orphan}
+
+
+def test_a_create_long_after_the_unanswered_one_aborts_nothing(
+    s3_bucket: Bucket, behind_proxy: tuple[S3Provider, FaultProxy]
+) -> None:
+    """The clean-up's window runs from the unanswered create to the next answered one: with
+    the key uploaded again only hours later, it took in every upload of the key begun in
+    between, another writer's empty one included. Past a retry's span it looks no more."""
+    provider, proxy = behind_proxy
+    req = request_for("big.bin", b"data")
+    unanswered_create(provider, proxy, req)
+    orphans = set(uploads_by_id(s3_bucket))
+    with provider._unanswered_lock:  # as if noted three hours ago
+        provider._unanswered = {key: time.monotonic() - 3 * 3600 for key in provider._unanswered}
+    upload_id = provider.start_multipart(req)
+    assert set(uploads_by_id(s3_bucket)) == orphans | {upload_id}

@@ -106,6 +106,9 @@ log = structlog.get_logger("syncd.providers.s3")
 #: How far the `Initiated` time S3 states for an upload may stand off the moments we measure
 #: around the request (it is rounded, and stamped somewhere between sending and answering).
 INITIATED_SLACK = 1.0
+#: How long after a create whose answer was lost the next create of that key still cleans
+#: up after it (`_create_upload`): the retry policy's usual span.
+UNANSWERED_WINDOW_S = 300.0
 
 _MD5 = re.compile(r"^[0-9a-f]{32}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -889,7 +892,9 @@ class S3Provider:
             raise
         with self._unanswered_lock:
             since = self._unanswered.pop(key, None)
-        if since is not None:
+        # Only a create that follows within a retry's time: a window of hours (the key
+        # uploaded again much later) could take in another writer's upload begun meanwhile.
+        if since is not None and time.monotonic() - since <= UNANSWERED_WINDOW_S:
             try:
                 self._drop_unanswered(key, upload_id, time.monotonic() - since)
             except ProviderError:  # best effort: the upload goes on, the next create retries
