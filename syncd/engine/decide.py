@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import Literal, Protocol
 
 from syncd.engine.model import Action, Decision, LocalFile
-from syncd.providers.base import ObjectInfo
+from syncd.providers.base import ObjectInfo, same_digest
 from syncd.state import BaseEntry
 
 Direction = Literal["both", "upload", "download"]
@@ -100,11 +100,7 @@ def same_content(local: LocalFile, remote: ObjectInfo) -> bool | None:
     """Do both sides hold the same bytes? None when the hashes at hand cannot tell."""
     if local.size != remote.size:
         return False
-    if local.sha256 is not None and remote.sha256 is not None:
-        return local.sha256 == remote.sha256
-    if local.md5 is not None and remote.md5 is not None:
-        return local.md5 == remote.md5
-    return None
+    return same_digest(local, remote)
 
 
 def decide(

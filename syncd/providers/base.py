@@ -263,10 +263,26 @@ def holds_copy_of(source: ObjectInfo, found: ObjectInfo) -> bool | None:
     (a provider may compare what else its service states, GCS its CRC32C)."""
     if source.size != found.size or source.mtime_ns != found.mtime_ns:
         return False
-    if source.sha256 is not None and found.sha256 is not None:
-        return source.sha256 == found.sha256
-    if source.md5 is not None and found.md5 is not None:
-        return source.md5 == found.md5
+    return same_digest(source, found)
+
+
+class Digests(Protocol):
+    """What states a content's digests: an ObjectInfo, the engine's LocalFile."""
+
+    @property
+    def sha256(self) -> str | None: ...
+
+    @property
+    def md5(self) -> str | None: ...
+
+
+def same_digest(a: Digests, b: Digests) -> bool | None:
+    """Do `a` and `b` state the same content? By the SHA-256 both state, else the MD5 both
+    state; None when no digest is stated on both sides, which cannot tell."""
+    if a.sha256 is not None and b.sha256 is not None:
+        return a.sha256 == b.sha256
+    if a.md5 is not None and b.md5 is not None:
+        return a.md5 == b.md5
     return None
 
 

@@ -51,6 +51,7 @@ from syncd.providers.base import (
     format_mtime,
     holds_copy_of,
     parse_mtime,
+    same_digest,
 )
 from syncd.providers.errors import (
     Cancelled,
@@ -392,11 +393,7 @@ def _same_content(source: ObjectInfo, copied: ObjectInfo) -> bool:
     move and conflict copy of another tool's object in such a bucket)."""
     if source.size != copied.size:
         return False
-    if source.sha256 is not None and copied.sha256 is not None:
-        return source.sha256 == copied.sha256
-    if source.md5 is not None and copied.md5 is not None:
-        return source.md5 == copied.md5
-    return True
+    return same_digest(source, copied) is not False
 
 
 def _kept_headers(head: Any) -> dict[str, Any]:
