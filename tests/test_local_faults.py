@@ -21,21 +21,30 @@ import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
-from harness import SYNCD, Setup, folder_setup, require_without_dac, syncd, tree
+from harness import (
+    SYNCD,
+    Setup,
+    folder_setup,
+    require_without_dac,
+    syncd,
+    tree,
+)
 
 from syncd.config import load_config_dict
-from syncd.engine import localfs, transfer
+from syncd.engine import localfs, transfer, trash
 from syncd.engine.core import Engine, Report
 from syncd.engine.syncer import Outcome
 from syncd.providers.local import FileProvider
 from syncd.state import BaseEntry, OpRecord, StateStore, StateWriteError
 
 MiB = 1024 * 1024
+_NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 def _engine(local: Path, remote: Path, tmp_path: Path, **pair: str) -> Engine:
@@ -936,3 +945,21 @@ def test_an_empty_root_a_state_without_its_folder_remembers_files_for_is_a_fault
     assert "is empty while the state remembers 3 synced files" in result.stdout
     assert "syncd state rebuild --pair docs" in result.stdout
     assert len(list(remote.glob("*.txt"))) == 3 and list(setup.local.iterdir()) == []
+
+
+# -- another filesystem inside the root ----------------------------------------------------
+
+
+def _stamp_folders(local: Path) -> list[str]:
+    trash_dir = local / ".syncd" / "trash"
+    return sorted(p.name for p in trash_dir.iterdir()) if trash_dir.exists() else []
+
+
+def test_a_move_to_the_trash_that_fails_leaves_no_empty_stamp_folder(tmp_path: Path) -> None:
+    """Each failed try made `.syncd/trash/<stamp>/<folders>/` and left it, empty."""
+    local = tmp_path / "local"
+    (local / "sub").mkdir(parents=True)
+    (local / ".syncd" / "trash" / "20200101-000000").mkdir(parents=True)  # another run's
+    with pytest.raises(FileNotFoundError):
+        trash.move_to_local_trash(local, local / "sub" / "gone.txt", "sub/gone.txt", _NOW)
+    assert _stamp_folders(local) == ["20200101-000000"]

@@ -70,32 +70,70 @@ def move_to_local_trash(
     trash: a file written after the caller's last check goes back, WrittenMeanwhile (an edit
     beats a deletion, however late it comes). Its size, mtime and inode tell; not its ctime,
     which the move itself moves.
+
+    A move that fails leaves no empty trash folder behind.
     """
     *source_folders, source_name = source.relative_to(root).parts
     try:
         top = open_root(str(root))
         try:
-            while True:
-                rel = trash_key(path, when, lambda candidate: _exists(top, [*TRASH, candidate]))
-                *folders, name = rel.split("/")
-                with (
-                    descend(top, source_folders, create=False) as source_fds,
-                    descend(top, [*TRASH, *folders], create=True) as trash_fds,
-                ):
-                    home, trashed = (source_fds[-1], source_name), (trash_fds[-1], name)
-                    try:
-                        renames.move_free(*home, *trashed)  # never over another trashed file
-                    except FileExistsError:
-                        continue  # taken since it was looked at: the next free name
-                    if expected is not None:
-                        _keep_if_written(expected, trashed, home)
-                break
+            rel = _trash_from(top, (source_folders, source_name), path, when, expected)
         finally:
             os.close(top)
     except NotAFolder as exc:
         what = _what(root, exc.filename)
         raise UnsafeTrash(f"{root}/{exc.filename} {what}: not followed, nothing moved") from exc
     return root.joinpath(*TRASH, *rel.split("/"))
+
+
+def _trash_from(
+    top: int,
+    source: tuple[list[str], str],
+    path: str,
+    when: datetime,
+    expected: LocalFile | None,
+) -> str:
+    """Move the file at `source` (its folders and name below the open root `top`) to a free
+    trash name for `path`; returns that name, relative to the trash."""
+    source_folders, source_name = source
+    while True:
+        rel = trash_key(path, when, lambda candidate: _exists(top, [*TRASH, candidate]))
+        *folders, name = rel.split("/")
+        try:
+            with (
+                descend(top, source_folders, create=False) as source_fds,
+                descend(top, [*TRASH, *folders], create=True) as trash_fds,
+            ):
+                home, trashed = (source_fds[-1], source_name), (trash_fds[-1], name)
+                if _moved(home, trashed, expected):
+                    return rel
+        except BaseException:
+            _drop_empty(top, folders)  # a failed move leaves no empty stamp folder
+            raise
+        # taken since it was looked at: the next free name
+
+
+def _moved(home: tuple[int, str], trashed: tuple[int, str], expected: LocalFile | None) -> bool:
+    """Move the file at `home` to `trashed` (each a folder fd and a name); False when that
+    name was taken meanwhile (nothing moved)."""
+    try:
+        renames.move_free(*home, *trashed)  # never over another trashed file
+    except FileExistsError:
+        return False
+    if expected is not None:
+        _keep_if_written(expected, trashed, home)
+    return True
+
+
+def _drop_empty(top: int, folders: Sequence[str]) -> None:
+    """Remove the trash folders `folders` (below .syncd/trash) that are empty, deepest first:
+    what a failed move made. A folder that holds anything stays (rmdir removes no file)."""
+    for depth in range(len(folders), 0, -1):
+        try:
+            with descend(top, [*TRASH, *folders[: depth - 1]], create=False) as fds:
+                os.rmdir(folders[depth - 1], dir_fd=fds[-1])
+        except OSError:
+            return  # not empty (another move's, or a trashed file), gone, or not a folder
 
 
 def _keep_if_written(expected: LocalFile, trashed: tuple[int, str], home: tuple[int, str]) -> None:
