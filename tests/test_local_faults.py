@@ -21,21 +21,31 @@ import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
-from harness import SYNCD, Setup, folder_setup, require_without_dac, syncd, tree
+from harness import (
+    SYNCD,
+    Setup,
+    folder_setup,
+    require_without_dac,
+    syncd,
+    tree,
+    unavailable_here,
+)
 
 from syncd.config import load_config_dict
-from syncd.engine import localfs, transfer
+from syncd.engine import localfs, transfer, trash
 from syncd.engine.core import Engine, Report
 from syncd.engine.syncer import Outcome
 from syncd.providers.local import FileProvider
 from syncd.state import BaseEntry, OpRecord, StateStore, StateWriteError
 
 MiB = 1024 * 1024
+_NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 def _engine(local: Path, remote: Path, tmp_path: Path, **pair: str) -> Engine:
@@ -936,3 +946,138 @@ def test_an_empty_root_a_state_without_its_folder_remembers_files_for_is_a_fault
     assert "is empty while the state remembers 3 synced files" in result.stdout
     assert "syncd state rebuild --pair docs" in result.stdout
     assert len(list(remote.glob("*.txt"))) == 3 and list(setup.local.iterdir()) == []
+
+
+# -- another filesystem inside the root ----------------------------------------------------
+
+
+def _stamp_folders(local: Path) -> list[str]:
+    trash_dir = local / ".syncd" / "trash"
+    return sorted(p.name for p in trash_dir.iterdir()) if trash_dir.exists() else []
+
+
+def test_a_deletion_and_a_losing_version_on_a_mount_inside_the_root_go_to_the_trash(
+    tmp_path: Path,
+) -> None:
+    """A folder of the root that is another filesystem (a disk, a bind mount): the trash is on
+    the root's, and the rename into it failed with EXDEV. A remote deletion and a cloud_wins
+    loser there never went through, `Invalid cross-device link` at every run, and each try
+    left an empty stamp folder in the trash. Now each is copied into the trash with its
+    bytes and mtime, then removed: both settle at the first run."""
+    setup, remote = folder_setup(tmp_path, conflict="cloud_wins")
+    setup.write()
+    with small_disk(setup.local / "sub", "5m") as mounted:
+        if mounted is None:
+            unavailable_here("cannot mount a tmpfs here")
+        sub = setup.local / "sub"
+        (sub / "x.txt").write_bytes(b"x, deleted remotely")
+        os.utime(sub / "x.txt", ns=(1_600_000_000_123_456_789, 1_600_000_000_123_456_789))
+        (sub / "y.txt").write_bytes(b"y")
+        assert syncd("once", "-c", setup.config).returncode == 0
+        (remote / "sub" / "x.txt").unlink()
+        (sub / "y.txt").write_bytes(b"y local edit, the loser")
+        (remote / "sub" / "y.txt").write_bytes(b"y remote edit")
+
+        result = syncd("once", "-c", setup.config)
+
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "cross-device" not in result.stdout + result.stderr
+        assert sorted(p.name for p in sub.iterdir()) == ["y.txt"]
+        assert (sub / "y.txt").read_bytes() == b"y remote edit"
+        trashed = {p.name: p for p in (setup.local / ".syncd" / "trash").rglob("*.txt")}
+        assert trashed["x.txt"].read_bytes() == b"x, deleted remotely"
+        assert trashed["x.txt"].stat().st_mtime_ns == 1_600_000_000_123_456_789
+        assert trashed["y.txt"].read_bytes() == b"y local edit, the loser"
+        assert len(_stamp_folders(setup.local)) == 1  # no empty ones beside it
+        again = syncd("once", "-c", setup.config)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "0 uploaded, 0 downloaded, 0 failed" in again.stdout
+        assert sorted(p.name for p in (remote / "sub").iterdir()) == ["y.txt"]
+
+
+def _mounted_file(setup: Setup, mounted: Callable[[str], None] | None) -> Path:
+    if mounted is None:
+        unavailable_here("cannot mount a tmpfs here")
+    source = setup.local / "sub" / "x.txt"
+    source.write_bytes(b"decided on")
+    return source
+
+
+def test_a_file_on_a_mount_written_after_the_decision_stays_and_no_copy_is_left(
+    tmp_path: Path,
+) -> None:
+    """The copy into the trash takes the place of the rename's look afterwards: a file that
+    is not the one decided on stays where it is, WrittenMeanwhile, and neither a copy nor
+    an empty stamp folder is left in the trash."""
+    setup, _remote = folder_setup(tmp_path)
+    setup.write()
+    with small_disk(setup.local / "sub", "5m") as mounted:
+        source = _mounted_file(setup, mounted)
+        decided = localfs.local_file(source.stat())
+        source.write_bytes(b"saved again after the decision")
+        with pytest.raises(trash.WrittenMeanwhile):
+            trash.move_to_local_trash(setup.local, source, "sub/x.txt", _NOW, decided)
+        assert source.read_bytes() == b"saved again after the decision"
+        assert _stamp_folders(setup.local) == []
+
+
+def test_a_file_on_a_mount_written_while_it_is_copied_to_the_trash_stays(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that lands while the bytes are copied (here: right after the copy, before the
+    original is removed) keeps the file: the original is removed only if it is still the
+    very file copied (inode, size, mtime and ctime)."""
+    setup, _remote = folder_setup(tmp_path)
+    setup.write()
+    real_copy = trash._copy_file
+
+    def copy_then_written(src: int, out: int, st: os.stat_result) -> None:
+        real_copy(src, out, st)
+        with (setup.local / "sub" / "x.txt").open("ab") as writer:
+            writer.write(b" and more")
+
+    with small_disk(setup.local / "sub", "5m") as mounted:
+        source = _mounted_file(setup, mounted)
+        decided = localfs.local_file(source.stat())
+        monkeypatch.setattr(trash, "_copy_file", copy_then_written)
+        with pytest.raises(trash.WrittenMeanwhile):
+            trash.move_to_local_trash(setup.local, source, "sub/x.txt", _NOW, decided)
+        assert source.read_bytes() == b"decided on and more"
+        assert _stamp_folders(setup.local) == []
+
+
+def test_a_move_to_the_trash_that_fails_leaves_no_empty_stamp_folder(tmp_path: Path) -> None:
+    """Each failed try made `.syncd/trash/<stamp>/<folders>/` and left it, empty."""
+    local = tmp_path / "local"
+    (local / "sub").mkdir(parents=True)
+    (local / ".syncd" / "trash" / "20200101-000000").mkdir(parents=True)  # another run's
+    with pytest.raises(FileNotFoundError):
+        trash.move_to_local_trash(local, local / "sub" / "gone.txt", "sub/gone.txt", _NOW)
+    assert _stamp_folders(local) == ["20200101-000000"]
+
+
+def test_a_save_over_a_file_on_a_mount_in_the_last_instant_is_never_the_one_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An editor's save (a new file renamed over the name) after the copy was checked and
+    before the original is removed: the original is moved aside at once and looked at, so
+    the saved file goes back to its name, never unlinked, and the copy leaves the trash."""
+    setup, _remote = folder_setup(tmp_path)
+    setup.write()
+    real_temp_name = localfs.temp_name
+
+    def saved_over() -> str:  # called just before the original is moved aside
+        fresh = setup.local / "sub" / "x.txt.new"
+        fresh.write_bytes(b"the editor's save")
+        fresh.replace(setup.local / "sub" / "x.txt")
+        return real_temp_name()
+
+    with small_disk(setup.local / "sub", "5m") as mounted:
+        source = _mounted_file(setup, mounted)
+        decided = localfs.local_file(source.stat())
+        monkeypatch.setattr(localfs, "temp_name", saved_over)
+        with pytest.raises(trash.WrittenMeanwhile):
+            trash.move_to_local_trash(setup.local, source, "sub/x.txt", _NOW, decided)
+        assert sorted(p.name for p in source.parent.iterdir()) == ["x.txt"]
+        assert source.read_bytes() == b"the editor's save"
+        assert _stamp_folders(setup.local) == []

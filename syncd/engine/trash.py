@@ -7,6 +7,8 @@ Remote: `.syncd-trash/<YYYYMMDD-HHMMSS>/<path>` under the pair's prefix, a serve
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import math
 import os
@@ -17,10 +19,12 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from syncd.engine import localfs
+from syncd.engine.conflicts import conflict_name, host_name
 from syncd.engine.localfs import local_file
 from syncd.engine.model import LocalFile
 from syncd.engine.paths import REMOTE_TRASH, STATE_DIR
-from syncd.engine.transfer import same_stat
+from syncd.engine.transfer import same_stat, untouched
 from syncd.providers import renames
 from syncd.providers.local import NotAFolder, descend, open_root
 
@@ -70,32 +74,175 @@ def move_to_local_trash(
     trash: a file written after the caller's last check goes back, WrittenMeanwhile (an edit
     beats a deletion, however late it comes). Its size, mtime and inode tell; not its ctime,
     which the move itself moves.
+
+    A file on another filesystem than the root's (a disk or a bind mount inside it) cannot be
+    renamed into the trash (EXDEV): it is copied there instead (`_copy_to_trash`). A move that
+    fails leaves no empty trash folder behind.
     """
     *source_folders, source_name = source.relative_to(root).parts
     try:
         top = open_root(str(root))
         try:
-            while True:
-                rel = trash_key(path, when, lambda candidate: _exists(top, [*TRASH, candidate]))
-                *folders, name = rel.split("/")
-                with (
-                    descend(top, source_folders, create=False) as source_fds,
-                    descend(top, [*TRASH, *folders], create=True) as trash_fds,
-                ):
-                    home, trashed = (source_fds[-1], source_name), (trash_fds[-1], name)
-                    try:
-                        renames.move_free(*home, *trashed)  # never over another trashed file
-                    except FileExistsError:
-                        continue  # taken since it was looked at: the next free name
-                    if expected is not None:
-                        _keep_if_written(expected, trashed, home)
-                break
+            rel = _trash_from(top, (source_folders, source_name), path, when, expected)
         finally:
             os.close(top)
     except NotAFolder as exc:
         what = _what(root, exc.filename)
         raise UnsafeTrash(f"{root}/{exc.filename} {what}: not followed, nothing moved") from exc
     return root.joinpath(*TRASH, *rel.split("/"))
+
+
+def _trash_from(
+    top: int,
+    source: tuple[list[str], str],
+    path: str,
+    when: datetime,
+    expected: LocalFile | None,
+) -> str:
+    """Move the file at `source` (its folders and name below the open root `top`) to a free
+    trash name for `path`; returns that name, relative to the trash."""
+    source_folders, source_name = source
+    while True:
+        rel = trash_key(path, when, lambda candidate: _exists(top, [*TRASH, candidate]))
+        *folders, name = rel.split("/")
+        try:
+            with (
+                descend(top, source_folders, create=False) as source_fds,
+                descend(top, [*TRASH, *folders], create=True) as trash_fds,
+            ):
+                home, trashed = (source_fds[-1], source_name), (trash_fds[-1], name)
+                if _moved(home, trashed, expected):
+                    return rel
+        except BaseException:
+            _drop_empty(top, folders)  # a failed move leaves no empty stamp folder
+            raise
+        # taken since it was looked at: the next free name
+
+
+def _moved(home: tuple[int, str], trashed: tuple[int, str], expected: LocalFile | None) -> bool:
+    """Move the file at `home` to `trashed` (each a folder fd and a name); False when that
+    name was taken meanwhile (nothing moved)."""
+    try:
+        renames.move_free(*home, *trashed)  # never over another trashed file
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        return _copy_to_trash(home, trashed, expected)
+    if expected is not None:
+        _keep_if_written(expected, trashed, home)
+    return True
+
+
+def _copy_to_trash(
+    home: tuple[int, str], trashed: tuple[int, str], expected: LocalFile | None
+) -> bool:
+    """The move of a file on another filesystem: its bytes, mode and mtime copied to
+    `trashed` and made durable, then the original removed, only if it is still the very file
+    copied. False when the trash name was taken meanwhile (nothing done).
+
+    A file that is not `expected` (by size, mtime and inode), or is written while it is
+    copied (its ctime tells, even of a write that puts size and mtime back), stays and the
+    copy goes: WrittenMeanwhile. The original is then moved aside at once and looked at
+    (`_remove_copied`), so a save that lands at its name in the last instant is never the
+    file removed."""
+    fd = os.open(home[1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=home[0])
+    try:
+        before = os.fstat(fd)
+        if not stat_mod.S_ISREG(before.st_mode):
+            raise OSError(errno.EXDEV, "not a regular file on another filesystem", home[1])
+        if expected is not None and not same_stat(local_file(before), expected):
+            raise WrittenMeanwhile(home[1])
+        try:
+            out = os.open(trashed[1], _NEW_FILE, 0o600, dir_fd=trashed[0])
+        except FileExistsError:
+            return False
+        try:
+            _copy_file(fd, out, before)
+            os.fsync(trashed[0])
+            if not untouched(local_file(before), local_file(os.fstat(fd))):
+                raise WrittenMeanwhile(home[1])
+            _remove_copied(home, before)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(trashed[1], dir_fd=trashed[0])
+            raise
+    finally:
+        os.close(fd)
+    return True
+
+
+#: A trash copy: a new file only, never through a link.
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+
+
+def _copy_file(src: int, out: int, st: os.stat_result) -> None:
+    """Copy every byte of `src` to `out` (closed here), with `st`'s mode and times, fsynced."""
+    try:
+        while chunk := os.read(src, 1 << 20):
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(out, view) :]
+        os.fchmod(out, stat_mod.S_IMODE(st.st_mode))
+        os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
+        os.fsync(out)
+    finally:
+        os.close(out)
+
+
+def _remove_copied(home: tuple[int, str], copied: os.stat_result) -> None:
+    """Remove the original of a trash copy: moved aside to a fresh temp name first, at once,
+    and looked at there. Another file (saved at the name since the copy) goes back, or beside
+    the name where it was taken again (`_keep_beside`), then WrittenMeanwhile."""
+    folder, name = home
+    aside = localfs.temp_name()
+    try:
+        renames.move_to_fresh(folder, name, folder, aside)
+    except FileNotFoundError:
+        return  # removed meanwhile by its user: the copy in the trash is what is left of it
+    try:
+        renames.check_aside(
+            (folder, aside),
+            home,
+            expected=lambda moved: same_stat(local_file(moved), local_file(copied)),
+            keep=lambda held: _keep_beside(folder, held, name),
+        )
+    except renames.Mismatch:
+        raise WrittenMeanwhile(name) from None
+    os.unlink(aside, dir_fd=folder)
+
+
+def _keep_beside(folder: int, held: str, name: str) -> None:
+    """Give another program's file, found under our temp name `held`, a conflict-copy name
+    beside `name`: a new local file that the next look at the folder sends up (a temp name
+    would see it removed as abandoned)."""
+
+    def taken(candidate: str) -> bool:
+        try:
+            os.lstat(candidate, dir_fd=folder)
+        except FileNotFoundError:
+            return False
+        return True
+
+    while True:
+        copy = conflict_name(name, datetime.now(UTC), host_name(), taken)
+        try:
+            renames.move_free(folder, held, folder, copy)
+        except FileExistsError:
+            continue  # taken in the instant since: another name
+        return
+
+
+def _drop_empty(top: int, folders: Sequence[str]) -> None:
+    """Remove the trash folders `folders` (below .syncd/trash) that are empty, deepest first:
+    what a failed move made. A folder that holds anything stays (rmdir removes no file)."""
+    for depth in range(len(folders), 0, -1):
+        try:
+            with descend(top, [*TRASH, *folders[: depth - 1]], create=False) as fds:
+                os.rmdir(folders[depth - 1], dir_fd=fds[-1])
+        except OSError:
+            return  # not empty (another move's, or a trashed file), gone, or not a folder
 
 
 def _keep_if_written(expected: LocalFile, trashed: tuple[int, str], home: tuple[int, str]) -> None:
