@@ -696,6 +696,27 @@ def test_a_pass_waits_for_its_requeues_without_spinning(
     assert turns <= 20, turns
 
 
+def test_an_engine_on_a_mistyped_remote_forgets_no_state(tmp_path: Path) -> None:
+    """The same for a mistyped `remote` (a folder remote that is not there): the root was
+    usable, so the state went at the first pass, which failed its listing; after the fix the
+    file deleted since the last sync came back. It goes only once the new remote listed."""
+    local, remote = _folders(tmp_path)
+    (local / "a.txt").write_text("a")
+    (local / "b.txt").write_text("b")
+    right = _config(tmp_path, local, f"file://{remote}", max_delete=100)
+    typo = _config(tmp_path, local, f"file://{tmp_path / 'remot'}", max_delete=100)
+    with Engine.from_config_dict(right) as engine:
+        assert engine.sync_once().exit_code == 0
+    (local / "b.txt").unlink()  # deleted by the user since the last sync
+    with Engine.from_config_dict(typo) as engine:
+        report = engine.sync_once()
+        assert report.exit_code == 1 and "does not exist" in str(report.pairs[0].fault)
+    with Engine.from_config_dict(right) as engine:
+        report = engine.sync_once()
+    assert (report.exit_code, report.files_down, report.pairs[0].deleted) == (0, 0, 1)
+    assert tree(local) == {"a.txt": b"a"} and tree(remote) == {"a.txt": b"a"}
+
+
 def test_an_engine_on_a_mistyped_local_forgets_no_state(tmp_path: Path) -> None:
     """A pair's state is forgotten when its `local` or `remote` changes. That happened when an
     engine was made: one made on a mistyped `local` (a folder that is not there), closed

@@ -263,15 +263,28 @@ class PairSyncer:
     # -- whole-pair passes ----------------------------------------------------------------
     def check_root(self) -> None:
         if self.missing_root_is_empty and not os.path.lexists(self.root):
-            self._take_place()  # the real run makes the folder
-            return
+            return  # the real run makes the folder
         if not self.root.is_dir():
             raise PairFault(f"local root {self.root} is missing or not a folder")
         # Said as such: the first read under it (the .syncignore) would name another path.
         unreadable = localfs.root_unreadable(self.root)
         if unreadable is not None:
             raise PairFault(unreadable)
-        self._take_place()  # before the folder check: the root recorded was the old place's
+        if self.take_place is None:
+            # (Else the state, and the folder it records, are another place's: checked once
+            # a pass has listed the new place, `_take_place_listed`.)
+            self._check_folder_id()
+
+    def _take_place_listed(self) -> None:
+        """A pass found the pair's new place usable on both sides (its root checked, its
+        remote listed): only now is the old place's state forgotten, and the new root's
+        folder recorded. An engine or a daemon on a mistyped `local` or `remote` forgot it at
+        once, and once the typo was fixed, the next pass was a first sync: a file deleted
+        since the last sync came back."""
+        if self.take_place is None:
+            return
+        self._take_place()
+        self.remote_emptied = False  # weighed against the state just forgotten
         self._check_folder_id()
 
     def _take_place(self) -> None:
@@ -549,6 +562,7 @@ class PairSyncer:
             # A listing that answered only as syncd stops (a daemon's start-up pass left
             # behind on a hung remote): no clean-up begins under a closing state.
             raise PairFault("pass abandoned: syncd is stopping")
+        self._take_place_listed()
         local = self.scan_local(clean_temp=first_pass and not self.plan_only)
         base = self._hold() if hold else self.store.entries(self.name)
         if hold:
@@ -904,14 +918,16 @@ class PairSyncer:
             self.fail(path, self._not_the_folder(), "sync")
             return Outcome.FAILED
         if self.take_place is not None:
-            # No pass took the pair's new place yet (its root was missing): a path asked for
-            # meanwhile (a retry, a decision by hand) waits for it, as a pass would, and is
-            # never synced against the old place's state.
+            # No pass took the pair's new place yet (its root missing, its remote not
+            # listed): a path asked for meanwhile (a retry, a decision by hand, a file event)
+            # waits for it, and is never synced against the old place's state.
             try:
                 self.check_root()
             except PairFault as exc:
                 self.fail(path, str(exc), "sync")
                 return Outcome.FAILED
+            self.fail(path, "waits for the pair's first pass over its new place", "sync")
+            return Outcome.FAILED
         if self.filter.excluded(path):
             return Outcome.DONE
         failure = self.stats.failures.get(path)
