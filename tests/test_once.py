@@ -2019,6 +2019,43 @@ def test_the_summary_counts_deletions_and_moves(
     assert sorted(tree(setup.local)) == ["d.txt", "e.txt", "renamed.txt"]
 
 
+@pytest.mark.parametrize("kind", ["file", "s3"])
+@pytest.mark.parametrize("hours", [5, -5])
+def test_a_file_copied_to_a_new_name_and_removed_moves_with_its_own_mtime(
+    tmp_path: Path, request: pytest.FixtureRequest, kind: str, hours: int
+) -> None:
+    """`cp a b && rm a` (a `git checkout`, an extract) is sent as a move, but the copy kept
+    the old file's mtime on the remote for good: every later pass said in sync, and other
+    machines downloaded the new name with the old time. The copy now takes the new file's."""
+    remote = remote_for(kind, request, tmp_path)
+    setup = _setup(tmp_path, remote)
+    data = os.urandom(3000)
+    (setup.local / "a.txt").write_bytes(data)
+    os.utime(setup.local / "a.txt", ns=(MTIME_NS, MTIME_NS))
+    assert syncd("once", "-c", setup.config).returncode == 0
+    new_mtime = MTIME_NS + hours * 3600 * 10**9
+    (setup.local / "b.txt").write_bytes(data)
+    os.utime(setup.local / "b.txt", ns=(new_mtime, new_mtime))
+    (setup.local / "a.txt").unlink()
+
+    moved = syncd("once", "-c", setup.config)
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    assert "0 uploaded, 0 downloaded, 0 failed, 0 conflicts, 0 deleted, 1 moved" in moved.stdout
+    assert remote.objects() == {"b.txt": data}
+    before = remote.listing()
+    again = syncd("once", "-c", setup.config)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "0 uploaded, 0 downloaded, 0 failed, 0 conflicts, 0 deleted, 0 moved" in again.stdout
+    assert remote.listing() == before
+    assert (setup.local / "b.txt").stat().st_mtime_ns == new_mtime
+
+    other = Setup(tmp_path / "other", remote.url, options=remote.options)
+    other.write()
+    assert syncd("once", "-c", other.config).returncode == 0
+    assert tree(other.local) == {"b.txt": data}
+    assert (other.local / "b.txt").stat().st_mtime_ns == new_mtime
+
+
 def test_conflicts_of_a_renamed_pair_are_neither_listed_nor_resolvable(tmp_path: Path) -> None:
     """A pair renamed (or removed) keeps its old state, but no pass settles its open
     conflicts any more: `syncd conflicts` listed them and exited 4 for good (`state rebuild`

@@ -1958,15 +1958,7 @@ class PairSyncer:
                 self.retry.call(partial(self.provider.delete, old.key, if_match=old.etag))
             except (PreconditionFailed, NotFound):
                 continue
-            if info.mtime_ns is None and not info.archived:
-                # Another tool's object states no mtime, nor does its copy: other machines
-                # would take the copy's time. The file's own goes with it, as an upload's does.
-                with contextlib.suppress(PreconditionFailed, NotFound):
-                    info = self.retry.call(
-                        partial(
-                            self.provider.set_mtime, info.key, local.mtime_ns, if_match=info.etag
-                        )
-                    )
+            info = self._stamp_move(info, local)
             self.deletions.forget(entry.path)
             self.index.put(entry.path, None)
             self.index.put(path, info)
@@ -1987,6 +1979,22 @@ class PairSyncer:
             self.stats.note_moved()
             return True
         return False
+
+    def _stamp_move(self, info: ObjectInfo, local: LocalFile) -> ObjectInfo:
+        """The copy a move made, stamped with the moved file's own mtime, as an upload is.
+        A copy keeps its source's (S3's metadata, a folder's file time) or states none
+        (another tool's object), yet the new name is often a new file with the old bytes
+        (`cp a b && rm a`, a `git checkout`, an extract): left so, every machine would
+        download it with the old time, and the base recorded next says both sides equal.
+        An archived copy keeps its mtime (restamping it is refused until it is restored);
+        a copy changed or gone meanwhile is left to the next look, as it stands."""
+        if info.mtime_ns == local.mtime_ns or info.archived:
+            return info
+        with contextlib.suppress(PreconditionFailed, NotFound):
+            return self.retry.call(
+                partial(self.provider.set_mtime, info.key, local.mtime_ns, if_match=info.etag)
+            )
+        return info
 
     # -- transfers ------------------------------------------------------------------------
     def _upload(
