@@ -1915,12 +1915,22 @@ class PairSyncer:
         _, sha256, _ = localfs.hash_file(self.local_path(path))
         sources = []
         for entry in self.store.with_content(self.name, local.size, sha256):
-            if entry.path == path or self._stat_local(entry.path) is not None:
+            if entry.path == path or not self._gone_locally(entry.path):
                 continue
             old = self.index.get(entry.path)
             if old is not None and old.etag == entry.remote_etag:
                 sources.append((entry, old))
         return (sha256, sources) if sources else None
+
+    def _gone_locally(self, path: str) -> bool:
+        """Is the synced file `path` gone from the local side (a move's source)? Not when
+        it cannot be looked at: now a symlink, a named pipe, under a symlinked folder, in
+        an unreadable folder. Its problem is its own, reported by its own look: taken up
+        here, it failed or skipped the new file in its place, which then never went up."""
+        try:
+            return self._stat_local(path) is None
+        except (localfs.LocalPathError, OSError):
+            return False
 
     def clear_plan(self) -> None:
         """A new pass: no action planned yet."""
