@@ -2019,6 +2019,116 @@ def test_the_summary_counts_deletions_and_moves(
     assert sorted(tree(setup.local)) == ["d.txt", "e.txt", "renamed.txt"]
 
 
+@pytest.mark.parametrize("kind", ["file", "s3"])
+@pytest.mark.parametrize("hours", [5, -5])
+def test_a_file_copied_to_a_new_name_and_removed_moves_with_its_own_mtime(
+    tmp_path: Path, request: pytest.FixtureRequest, kind: str, hours: int
+) -> None:
+    """`cp a b && rm a` (a `git checkout`, an extract) is sent as a move, but the copy kept
+    the old file's mtime on the remote for good: every later pass said in sync, and other
+    machines downloaded the new name with the old time. The copy now takes the new file's."""
+    remote = remote_for(kind, request, tmp_path)
+    setup = _setup(tmp_path, remote)
+    data = os.urandom(3000)
+    (setup.local / "a.txt").write_bytes(data)
+    os.utime(setup.local / "a.txt", ns=(MTIME_NS, MTIME_NS))
+    assert syncd("once", "-c", setup.config).returncode == 0
+    new_mtime = MTIME_NS + hours * 3600 * 10**9
+    (setup.local / "b.txt").write_bytes(data)
+    os.utime(setup.local / "b.txt", ns=(new_mtime, new_mtime))
+    (setup.local / "a.txt").unlink()
+
+    moved = syncd("once", "-c", setup.config)
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    assert "0 uploaded, 0 downloaded, 0 failed, 0 conflicts, 0 deleted, 1 moved" in moved.stdout
+    assert remote.objects() == {"b.txt": data}
+    before = remote.listing()
+    again = syncd("once", "-c", setup.config)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "0 uploaded, 0 downloaded, 0 failed, 0 conflicts, 0 deleted, 0 moved" in again.stdout
+    assert remote.listing() == before
+    assert (setup.local / "b.txt").stat().st_mtime_ns == new_mtime
+
+    other = Setup(tmp_path / "other", remote.url, options=remote.options)
+    other.write()
+    assert syncd("once", "-c", other.config).returncode == 0
+    assert tree(other.local) == {"b.txt": data}
+    assert (other.local / "b.txt").stat().st_mtime_ns == new_mtime
+
+
+@pytest.mark.parametrize("kind", ["file", "s3"])
+def test_a_new_file_equal_to_one_whose_old_name_is_now_a_link_or_pipe_goes_up(
+    tmp_path: Path, request: pytest.FixtureRequest, kind: str
+) -> None:
+    """`mv photos archive/photos; ln -s archive/photos photos` (or a file's old name now a
+    link or a named pipe): looking for a move source, the old name's own refusal was taken
+    for the new file's, which was skipped with that reason, for good, in a pass that said
+    in sync. Such an old name is no move source: the new files go up as new ones."""
+    remote = remote_for(kind, request, tmp_path)
+    setup = _setup(tmp_path, remote)
+    files = {name: os.urandom(2000) for name in ("photos/img1", "photos/img2", "a.txt", "b.txt")}
+    for name, data in files.items():
+        (setup.local / name).parent.mkdir(exist_ok=True)
+        (setup.local / name).write_bytes(data)
+    assert syncd("once", "-c", setup.config).returncode == 0
+    (setup.local / "archive").mkdir()
+    (setup.local / "photos").rename(setup.local / "archive" / "photos")
+    (setup.local / "photos").symlink_to("archive/photos")
+    (setup.local / "store").mkdir()
+    (setup.local / "a.txt").rename(setup.local / "store" / "a.txt")
+    (setup.local / "a.txt").symlink_to("store/a.txt")
+    (setup.local / "b.txt").rename(setup.local / "b-copy.txt")
+    os.mkfifo(setup.local / "b.txt")
+    new = {
+        "archive/photos/img1": files["photos/img1"],
+        "archive/photos/img2": files["photos/img2"],
+        "store/a.txt": files["a.txt"],
+        "b-copy.txt": files["b.txt"],
+    }
+
+    dry = syncd("once", "--dry-run", "-c", setup.config)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert sorted(dry.stdout.splitlines()) == sorted(
+        f"upload\tdocs/{name}\tnew locally" for name in new
+    )
+    done = syncd("once", "-c", setup.config)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "4 uploaded, 0 downloaded, 0 failed, 0 conflicts, 0 deleted, 0 moved" in done.stdout
+    assert remote.objects() == {**files, **new}  # the old names' objects are left be
+    again = syncd("once", "-c", setup.config)
+    assert "0 uploaded, 0 downloaded, 0 failed" in again.stdout, again.stdout + again.stderr
+
+
+def test_a_copy_of_a_file_in_a_folder_made_unreadable_goes_up(tmp_path: Path) -> None:
+    """A readable copy of a synced file whose folder was then made unreadable failed for
+    ever, with the other file's "Permission denied": a move source that cannot be looked at
+    is none, and only the folder itself is the failure."""
+    without_dac = require_without_dac()
+    (tmp_path / "remote").mkdir()
+    remote = FolderRemote(tmp_path / "remote")
+    setup = _setup(tmp_path, remote)
+    data = os.urandom(2000)
+    (setup.local / "priv").mkdir()
+    (setup.local / "priv" / "key.txt").write_bytes(data)
+    assert syncd("once", "-c", setup.config).returncode == 0
+    (setup.local / "key-copy.txt").write_bytes(data)
+    (setup.local / "priv").chmod(0)
+    try:
+        done = subprocess.run(
+            [*without_dac, *SYNCD, "once", "-c", str(setup.config)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    finally:
+        (setup.local / "priv").chmod(0o755)
+    assert "key-copy.txt" not in "".join(
+        line for line in done.stdout.splitlines() if "failed:" in line
+    ), done.stdout
+    assert "1 uploaded" in done.stdout, done.stdout + done.stderr
+    assert remote.objects() == {"priv/key.txt": data, "key-copy.txt": data}
+
+
 def test_conflicts_of_a_renamed_pair_are_neither_listed_nor_resolvable(tmp_path: Path) -> None:
     """A pair renamed (or removed) keeps its old state, but no pass settles its open
     conflicts any more: `syncd conflicts` listed them and exited 4 for good (`state rebuild`

@@ -1931,12 +1931,22 @@ class PairSyncer:
         _, sha256, _ = localfs.hash_file(self.local_path(path))
         sources = []
         for entry in self.store.with_content(self.name, local.size, sha256):
-            if entry.path == path or self._stat_local(entry.path) is not None:
+            if entry.path == path or not self._gone_locally(entry.path):
                 continue
             old = self.index.get(entry.path)
             if old is not None and old.etag == entry.remote_etag:
                 sources.append((entry, old))
         return (sha256, sources) if sources else None
+
+    def _gone_locally(self, path: str) -> bool:
+        """Is the synced file `path` gone from the local side (a move's source)? Not when
+        it cannot be looked at: now a symlink, a named pipe, under a symlinked folder, in
+        an unreadable folder. Its problem is its own, reported by its own look: taken up
+        here, it failed or skipped the new file in its place, which then never went up."""
+        try:
+            return self._stat_local(path) is None
+        except (localfs.LocalPathError, OSError):
+            return False
 
     def clear_plan(self) -> None:
         """A new pass: no action planned yet."""
@@ -1974,15 +1984,7 @@ class PairSyncer:
                 self.retry.call(partial(self.provider.delete, old.key, if_match=old.etag))
             except (PreconditionFailed, NotFound):
                 continue
-            if info.mtime_ns is None and not info.archived:
-                # Another tool's object states no mtime, nor does its copy: other machines
-                # would take the copy's time. The file's own goes with it, as an upload's does.
-                with contextlib.suppress(PreconditionFailed, NotFound):
-                    info = self.retry.call(
-                        partial(
-                            self.provider.set_mtime, info.key, local.mtime_ns, if_match=info.etag
-                        )
-                    )
+            info = self._stamp_move(info, local)
             self.deletions.forget(entry.path)
             self.index.put(entry.path, None)
             self.index.put(path, info)
@@ -2003,6 +2005,22 @@ class PairSyncer:
             self.stats.note_moved()
             return True
         return False
+
+    def _stamp_move(self, info: ObjectInfo, local: LocalFile) -> ObjectInfo:
+        """The copy a move made, stamped with the moved file's own mtime, as an upload is.
+        A copy keeps its source's (S3's metadata, a folder's file time) or states none
+        (another tool's object), yet the new name is often a new file with the old bytes
+        (`cp a b && rm a`, a `git checkout`, an extract): left so, every machine would
+        download it with the old time, and the base recorded next says both sides equal.
+        An archived copy keeps its mtime (restamping it is refused until it is restored);
+        a copy changed or gone meanwhile is left to the next look, as it stands."""
+        if info.mtime_ns == local.mtime_ns or info.archived:
+            return info
+        with contextlib.suppress(PreconditionFailed, NotFound):
+            return self.retry.call(
+                partial(self.provider.set_mtime, info.key, local.mtime_ns, if_match=info.etag)
+            )
+        return info
 
     # -- transfers ------------------------------------------------------------------------
     def _upload(
