@@ -274,3 +274,42 @@ def test_what_an_excluded_folder_holds_is_not_reported_when_a_rule_lets_files_ba
     assert result.returncode == 0, result.stdout + result.stderr
     assert "skipped" not in result.stdout + result.stderr
     assert tree(remote) == {"a.txt": b"a", "vault/notes.md": b"let back in"}
+
+
+def test_a_file_let_back_in_below_a_folder_that_cannot_be_listed_is_not_deleted(
+    tmp_path: Path,
+) -> None:
+    """The walk said nothing of a folder it could not list inside an excluded one, so the
+    file a `!` rule lets back in below it read as deleted locally: its remote copy was
+    planned for deletion (counted by max_delete, shown by --dry-run). It is unknown now, not
+    deleted, and the excluded folder is no failure of the pass."""
+    without_dac = require_without_dac()
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    setup = Setup(tmp_path, f"file://{remote}", pair_extra={"exclude": ["data/", "!*.md"]})
+    setup.write()
+    (setup.local / "data" / "sub").mkdir(parents=True)
+    (setup.local / "data" / "sub" / "keep.md").write_text("let back in")
+    (setup.local / "data" / "sub" / "x.bin").write_text("left out")
+    (setup.local / "a.txt").write_text("a")
+    assert syncd("once", "-c", setup.config).returncode == 0
+    assert tree(remote) == {"a.txt": b"a", "data/sub/keep.md": b"let back in"}
+    (setup.local / "data" / "sub").chmod(0)
+    try:
+        runs = [
+            subprocess.run(
+                [*without_dac, *SYNCD, "once", *flags, "-c", str(setup.config)],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            for flags in (["--dry-run"], [])
+        ]
+    finally:
+        (setup.local / "data" / "sub").chmod(0o755)
+    planned, ran = runs
+    assert (planned.returncode, planned.stdout) == (0, ""), planned.stdout + planned.stderr
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "0 deleted" in ran.stdout
+    assert tree(remote) == {"a.txt": b"a", "data/sub/keep.md": b"let back in"}

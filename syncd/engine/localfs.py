@@ -160,20 +160,21 @@ def walk(
     top = to_local(root, start) if start else root
     # (folder, its key prefix, inside a folder the filters exclude): a `!` rule may let a
     # file back in below one, so the walk goes in (`PathFilter.prunes`), but says nothing of
-    # what it meets there that the filters leave out (an unreadable folder, a symlink, a
-    # temp name: no failure, no clean-up), as when it skipped the folder whole.
+    # what it meets there that the filters leave out (a symlink, a temp name: no report, no
+    # clean-up), as when it skipped the folder whole. A folder it cannot list is still said
+    # (`on_skip`), so that nothing below it reads as deleted.
     stack: list[tuple[Path, str, bool]] = [(top, start + "/" if start else "", False)]
     while stack:
         folder, prefix, hidden = stack.pop()
         try:
             entries = list(os.scandir(folder))
         except (FileNotFoundError, NotADirectoryError):
-            if not hidden:
-                on_skip(prefix.rstrip("/") or ".", VANISHED)  # moved or deleted meanwhile
+            on_skip(prefix.rstrip("/") or ".", VANISHED)  # moved or deleted meanwhile
             continue
         except OSError as exc:
-            if not hidden:
-                on_skip(prefix.rstrip("/") or ".", f"{UNLISTABLE}: {exc.strerror}")
+            # Said of an excluded folder too: a file let back in below it is unknown now,
+            # not deleted (the caller weighs whether it is a failure).
+            on_skip(prefix.rstrip("/") or ".", f"{UNLISTABLE}: {exc.strerror}")
             continue
         for entry in entries:
             name = entry.name

@@ -470,8 +470,13 @@ class PairSyncer:
                 unlisted.add(path)
                 return
             if reason.startswith(localfs.UNLISTABLE):
+                unlisted.add(path)  # what is under it is unknown, not deleted
+                if self._excluded_name(path):
+                    # A folder the filters leave out (walked only for what a `!` rule lets
+                    # back in): a root-owned `lost+found/` excluded for that very reason
+                    # failed every pass once any `!` rule stood.
+                    return
                 # A per-path failure (named, exit 1), retried like any other; not a skip.
-                unlisted.add(path)
                 failing.add(normalize(path))
                 self.stats.failed(normalize(path), reason, op="scan")
                 return
