@@ -449,7 +449,7 @@ class PairSyncer:
             trash.move_to_local_trash(
                 self.root, localfs.to_local(self.root, key), key, datetime.now(UTC)
             )
-        except OSError as exc:  # it stays; the next start-up tries again
+        except (OSError, trash.WrittenMeanwhile) as exc:  # it stays; the next start tries again
             self.log.warning("cannot move a stale temp file to the trash", path=key, error=str(exc))
 
     def scan_local(self, start: str = "", clean_temp: bool = False) -> dict[str, LocalFile]:
