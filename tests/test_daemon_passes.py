@@ -533,3 +533,29 @@ def test_a_probe_that_does_not_answer_holds_the_deletion_for_a_pass_only(
         pair = daemon.status()["pairs"][0]
         assert (pair["state"], pair["held"]) == ("idle", 0)
     assert not (setup.local / "a.txt").exists()
+
+
+def test_a_pair_deciding_its_held_deletions_again_stays_held(tmp_path: Path) -> None:
+    """At each poll the held deletions are decided again, each by a worker: while one was in
+    flight the pair read `syncing`, so `held` flickered (a script that waits for it, or reads
+    it twice, missed it; seen under load in CI)."""
+    setup, _remote, config = hand_driven_pair(tmp_path, {f"{n}.txt": n for n in "abcd"})
+    with Engine(config) as engine:
+        daemon = Daemon(config, engine)
+        first_pass(daemon, engine)
+        for n in "abc":
+            (setup.local / f"{n}.txt").unlink()
+        daemon.full_scan("docs")
+        work_off(engine)
+        daemon._end_quiet_passes()
+        assert daemon.status()["pairs"][0]["state"] == "held"
+        engine.queue.put("docs", "a.txt")  # the next poll decides it again
+        key = engine.queue.get(timeout=1)
+        assert key == ("docs", "a.txt")  # in flight, as a worker takes it
+        assert daemon.status()["pairs"][0]["state"] == "held"
+        engine.queue.done(key)
+        (setup.local / "new.txt").write_text("new")
+        engine.queue.put("docs", "new.txt")
+        key = engine.queue.get(timeout=1)
+        assert daemon.status()["pairs"][0]["state"] == "syncing"  # real work in flight
+        engine.queue.done(key)

@@ -891,7 +891,7 @@ class Daemon:
             elif stats.fault is not None:
                 state = "error"
             elif (
-                in_flight
+                (in_flight and not self._deciding_held_only(name, stats))
                 or name in scanning
                 or (stats.held_reason is None and (queued or self._pass_unfinished(name)))
             ):
@@ -904,6 +904,14 @@ class Daemon:
                 state = "idle"
             states.append((name, state, queued, in_flight))
         return states
+
+    def _deciding_held_only(self, name: str, stats: PairStats) -> bool:
+        """Is what the pair has in flight only its held deletions, decided again at a poll?
+        That is no syncing: the pair flickered to `syncing` while a worker looked at one, and
+        a script waiting for `held` (or reading it twice) missed it."""
+        return stats.held_reason is not None and self.engine.queue.in_flight(name) <= set(
+            stats.held
+        )
 
     def _pass_unfinished(self, name: str) -> bool:
         """The pair's queue ran dry, but its pass has not ended yet: the main loop's next tick
