@@ -750,3 +750,31 @@ def test_an_engine_on_a_mistyped_local_forgets_no_state(tmp_path: Path) -> None:
         report = engine.sync_once()
     assert (report.exit_code, report.files_up, report.files_down) == (0, 1, 1)
     assert tree(elsewhere) == tree(remote) == {"a.txt": b"a", "new.txt": b"new"}
+
+
+def test_a_one_shot_pass_waits_for_a_slow_probe_of_the_remote_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the daemon's main loop caps its wait for the root's probe (PROBE_WAIT_S): a
+    one-shot pass capped it too, and a slow answer held the deletion (exit 4), which not even
+    --force could let through."""
+    import syncd.engine.syncer as syncer_module
+
+    monkeypatch.setattr(syncer_module, "PROBE_WAIT_S", 0.1)
+    local, remote = _folders(tmp_path)
+    for name in ("a.txt", "b.txt", "c.txt"):
+        (local / name).write_text(name)
+    with Engine.from_config_dict(_config(tmp_path, local, f"file://{remote}")) as engine:
+        assert engine.sync_once().exit_code == 0
+        (remote / "a.txt").unlink()
+        provider = engine.syncers["docs"].provider
+        answer = provider.probe
+
+        def slow() -> None:
+            threading.Event().wait(0.5)
+            answer()
+
+        monkeypatch.setattr(provider, "probe", slow)
+        report = engine.sync_once()
+    assert (report.exit_code, report.pairs[0].deleted) == (0, 1), report
+    assert tree(local) == {"b.txt": b"b.txt", "c.txt": b"c.txt"}

@@ -16,8 +16,8 @@ from hand_driven import first_pass, hand_driven_pair, work_off
 from harness import tree, wait_for
 from sqlalchemy.exc import OperationalError
 
+from syncd.daemon import daemon as daemon_module
 from syncd.daemon.daemon import Daemon
-from syncd.engine import syncer as syncer_module
 from syncd.engine.core import Engine
 from syncd.engine.syncer import Outcome, PairSyncer
 
@@ -502,7 +502,7 @@ def test_a_probe_that_does_not_answer_holds_the_deletion_for_a_pass_only(
     ping, a SIGTERM not heard). It is waited for a few seconds at most; unanswered, the
     deletion waits for the next pass, the pair not at fault."""
     setup, remote, config = hand_driven_pair(tmp_path, {f"{n}.txt": n for n in "abcde"})
-    monkeypatch.setattr(syncer_module, "PROBE_WAIT_S", 0.2)
+    monkeypatch.setattr(daemon_module, "PROBE_WAIT_S", 0.2)
     with Engine(config) as engine:
         daemon = Daemon(config, engine)
         first_pass(daemon, engine)

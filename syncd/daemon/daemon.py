@@ -39,7 +39,7 @@ from syncd.engine.decide import remote_state
 from syncd.engine.filters import SYNCIGNORE
 from syncd.engine.model import Change
 from syncd.engine.stats import PairStats
-from syncd.engine.syncer import PairFault, PairSyncer
+from syncd.engine.syncer import PROBE_WAIT_S, PairFault, PairSyncer
 from syncd.engine.workers import WorkerPool
 from syncd.engine.workqueue import Key
 from syncd.providers.base import ObjectInfo, Provider
@@ -80,6 +80,8 @@ class Daemon:
         self._signalled = False
         self._reload_asked = False
         self.engine = engine
+        for syncer in engine.syncers.values():
+            syncer.probe_wait = PROBE_WAIT_S  # the main loop ends passes
         self.started = time.monotonic()
         self._stop = threading.Event()
         #: Wakes the main loop before its next tick: a pair's queue ran dry (its pass ends
@@ -297,6 +299,7 @@ class Daemon:
             return False
         if earlier is not None:
             syncer.stats.carry_totals(earlier)
+        syncer.probe_wait = PROBE_WAIT_S
         if self.engine.queue.is_paused(pair.name):
             syncer.pause()  # a paused pair changed by a reload stays paused
         self.engine.write_behind(pair.name)

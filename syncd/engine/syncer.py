@@ -196,6 +196,10 @@ class PairSyncer:
         #: than the pair's: forgets it. Run once, when the root is found usable
         #: (`check_root`), under `_place_lock`.
         self.take_place: Callable[[], None] | None = None
+        #: How long the end of a pass waits for the remote root's probe (`_remote_root_gone`):
+        #: None, as long as its retries take, in a one-shot pass; the daemon, whose main loop
+        #: ends passes, sets PROBE_WAIT_S.
+        self.probe_wait: float | None = None
         self._place_lock = threading.Lock()
         self.deletions = DeletionBatch()
         self._load_kept(store)
@@ -734,11 +738,11 @@ class PairSyncer:
 
         Returns why the deletions wait, or None. Gone, the pair is in error as after a
         failed listing (its next listing that answers clears it). In doubt (no answer within
-        PROBE_WAIT_S, an error the retries did not get past), they wait for the next pass,
+        `probe_wait`, an error the retries did not get past), they wait for the next pass,
         the pair not at fault: a 503 is no gone bucket. The probe runs in a thread of its
         own, waited for a few seconds at most: the daemon's main loop ends its passes, and
         a hung remote held it (no watchdog ping, a SIGTERM not heard) for minutes."""
-        answer = _probe_briefly(self.provider, self.retry)
+        answer = _probe_briefly(self.provider, self.retry, self.probe_wait)
         if answer is None:
             return None
         if isinstance(answer, Cancelled):
@@ -749,7 +753,7 @@ class PairSyncer:
             self.log.warning("remote root gone; deletions held", error=_describe(answer))
             return self._listing_trouble
         why = (
-            f"no answer in {PROBE_WAIT_S:g} s"
+            f"no answer in {self.probe_wait:g} s"
             if isinstance(answer, TimeoutError)
             else _describe(answer)
         )
@@ -2350,10 +2354,13 @@ def _base_entry(path: str, local: LocalFile, sha256: str | None, remote: ObjectI
 PROBE_WAIT_S = 5.0
 
 
-def _probe_briefly(provider: Provider, retry: RetryPolicy) -> BaseException | None:
+def _probe_briefly(
+    provider: Provider, retry: RetryPolicy, wait: float | None
+) -> BaseException | None:
     """`provider.probe()` through the retry policy, in a thread of its own (a daemon thread:
     one still waiting on a hung remote keeps no process from ending): None when it answered,
-    its error, or TimeoutError when it did not finish within PROBE_WAIT_S."""
+    its error, or TimeoutError when it did not finish within `wait` seconds (None: no
+    limit)."""
     done = threading.Event()
     outcome: list[BaseException | None] = []
 
@@ -2367,7 +2374,7 @@ def _probe_briefly(provider: Provider, retry: RetryPolicy) -> BaseException | No
             done.set()
 
     threading.Thread(target=run, name="syncd-probe", daemon=True).start()
-    if not done.wait(PROBE_WAIT_S):
+    if not done.wait(wait):
         return TimeoutError()
     return outcome[0]
 
