@@ -577,7 +577,7 @@ def _swap_in(spot: localfs.Spot, tmp: str, replacing: LocalFile, written: LocalF
 
     def keep(held: str) -> None:
         try:
-            _keep_beside(spot, held)
+            keep_beside(spot.fd, held, spot.name)
         except OSError as exc:
             raise KeptInTemp(exc.errno, f"{exc.strerror}: a local write kept as {held}") from exc
 
@@ -593,17 +593,18 @@ def _swap_in(spot: localfs.Spot, tmp: str, replacing: LocalFile, written: LocalF
     localfs.remove_at(spot, tmp)
 
 
-def _keep_beside(spot: localfs.Spot, tmp: str) -> None:
-    """Rename `tmp` to a free conflict-copy name beside the spot's name: a new local file,
-    sent up by the next look at the folder."""
+def keep_beside(folder: int, held: str, name: str) -> None:
+    """Rename `held` (in the open `folder`: a user's write found under syncd's temp name) to
+    a free conflict-copy name beside `name`: a new local file, sent up by the next look at
+    the folder (a temp name would see it removed as abandoned)."""
 
-    def taken(name: str) -> bool:
-        return _lstat_name(spot.fd, name) is not None
+    def taken(candidate: str) -> bool:
+        return _lstat_name(folder, candidate) is not None
 
     while True:
-        copy = conflict_name(spot.name, datetime.now(UTC), host_name(), taken)
+        copy = conflict_name(name, datetime.now(UTC), host_name(), taken)
         try:
-            renames.move_free(spot.fd, tmp, spot.fd, copy)
+            renames.move_free(folder, held, folder, copy)
         except FileExistsError:
             continue  # taken in the instant since: another name
         return

@@ -20,11 +20,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from syncd.engine import localfs
-from syncd.engine.conflicts import conflict_name, host_name
 from syncd.engine.localfs import local_file
 from syncd.engine.model import LocalFile
 from syncd.engine.paths import REMOTE_TRASH, STATE_DIR
-from syncd.engine.transfer import same_stat, untouched
+from syncd.engine.transfer import keep_beside, same_stat, untouched
 from syncd.providers import renames
 from syncd.providers.local import NotAFolder, descend, open_root
 
@@ -194,7 +193,7 @@ def _copy_file(src: int, out: int, st: os.stat_result) -> None:
 def _remove_copied(home: tuple[int, str], copied: os.stat_result) -> None:
     """Remove the original of a trash copy: moved aside to a fresh temp name first, at once,
     and looked at there. Another file (saved at the name since the copy) goes back, or beside
-    the name where it was taken again (`_keep_beside`), then WrittenMeanwhile."""
+    the name where it was taken again (`transfer.keep_beside`), then WrittenMeanwhile."""
     folder, name = home
     aside = localfs.temp_name()
     try:
@@ -206,32 +205,11 @@ def _remove_copied(home: tuple[int, str], copied: os.stat_result) -> None:
             (folder, aside),
             home,
             expected=lambda moved: same_stat(local_file(moved), local_file(copied)),
-            keep=lambda held: _keep_beside(folder, held, name),
+            keep=lambda held: keep_beside(folder, held, name),
         )
     except renames.Mismatch:
         raise WrittenMeanwhile(name) from None
     os.unlink(aside, dir_fd=folder)
-
-
-def _keep_beside(folder: int, held: str, name: str) -> None:
-    """Give another program's file, found under our temp name `held`, a conflict-copy name
-    beside `name`: a new local file that the next look at the folder sends up (a temp name
-    would see it removed as abandoned)."""
-
-    def taken(candidate: str) -> bool:
-        try:
-            os.lstat(candidate, dir_fd=folder)
-        except FileNotFoundError:
-            return False
-        return True
-
-    while True:
-        copy = conflict_name(name, datetime.now(UTC), host_name(), taken)
-        try:
-            renames.move_free(folder, held, folder, copy)
-        except FileExistsError:
-            continue  # taken in the instant since: another name
-        return
 
 
 def _drop_empty(top: int, folders: Sequence[str]) -> None:
