@@ -193,8 +193,8 @@ class PairSyncer:
         self._moved_from: set[str] = set()
         self._lock = threading.Lock()
         #: Set by the engine when the state describes another place (local root or remote)
-        #: than the pair's: forgets it. Run once, when the root is found usable
-        #: (`check_root`), under `_place_lock`.
+        #: than the pair's: forgets it. Run once, when a pass has checked the new root and
+        #: listed the new remote (`_take_place_listed`), under `_place_lock`.
         self.take_place: Callable[[], None] | None = None
         #: How long the end of a pass waits for the remote root's probe (`_remote_root_gone`):
         #: None, as long as its retries take, in a one-shot pass; the daemon, whose main loop
@@ -281,20 +281,11 @@ class PairSyncer:
 
     def _take_place_listed(self) -> None:
         """A pass found the pair's new place usable on both sides (its root checked, its
-        remote listed): only now is the old place's state forgotten, and the new root's
-        folder recorded. An engine or a daemon on a mistyped `local` or `remote` forgot it at
-        once, and once the typo was fixed, the next pass was a first sync: a file deleted
-        since the last sync came back."""
-        if self.take_place is None:
-            return
-        self._take_place()
-        self.remote_emptied = False  # weighed against the state just forgotten
-        self._check_folder_id()
-
-    def _take_place(self) -> None:
-        """The root is usable: a state of another place is forgotten now (`take_place`),
-        and what this syncer loaded from it goes with it (its writer id, held deletions,
-        last sync, open conflicts)."""
+        remote listed): only now is the old place's state forgotten (`take_place`), with what
+        this syncer loaded from it (its writer id, held deletions, last sync, open
+        conflicts), and the new root's folder recorded. An engine or a daemon on a mistyped
+        `local` or `remote` forgot it at once, and once the typo was fixed, the next pass was
+        a first sync: a file deleted since the last sync came back."""
         if self.take_place is None:
             return
         with self._place_lock:
@@ -306,6 +297,8 @@ class PairSyncer:
             self.writer = self.transfers.writer = self.store.writer_id(self.name)
             self._load_kept(self.store)
             self.take_place = None
+        self.remote_emptied = False  # weighed against the state just forgotten
+        self._check_folder_id()
 
     def _check_folder_id(self) -> None:
         """Is the root the folder this pair synced (`folder_id`)? Recorded at its first pass,
@@ -740,8 +733,9 @@ class PairSyncer:
         failed listing (its next listing that answers clears it). In doubt (no answer within
         `probe_wait`, an error the retries did not get past), they wait for the next pass,
         the pair not at fault: a 503 is no gone bucket. The probe runs in a thread of its
-        own, waited for a few seconds at most: the daemon's main loop ends its passes, and
-        a hung remote held it (no watchdog ping, a SIGTERM not heard) for minutes."""
+        own, which the daemon waits for a few seconds at most (`probe_wait`): its main loop
+        ends its passes, and a hung remote held it (no watchdog ping, a SIGTERM not heard)
+        for minutes."""
         answer = _probe_briefly(self.provider, self.retry, self.probe_wait)
         if answer is None:
             return None
@@ -811,7 +805,7 @@ class PairSyncer:
         remote's) is known by once it came down, as a remote rename's new name did earlier
         in the pass. (A copy synced before is no rename: deleting `photos/` beside an older
         `photos-backup/` is a deletion the guard must weigh.)"""
-        if base is None or base.remote_etag != info.etag or base.synced_at < self._pass_began:
+        if base is None or base.remote_etag != info.etag:
             return None
         return base.sha256
 
