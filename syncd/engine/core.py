@@ -359,11 +359,12 @@ class Engine:
         base made the new, empty remote (or local root) look like everything was deleted:
         the pair was held for good, and `--force` would have deleted the files.
 
-        Not here, though: returns what forgets it, which the pair's syncer runs once the new
-        root is usable, where a pass starts (`PairSyncer.check_root`). An engine made with a
-        mistyped `local` (a script's that never synced, a `syncd run` showing the pair in
-        error) forgot it at once, and the next pass on the right folder was a first sync:
-        what was deleted since the last sync came back."""
+        Not here, though: returns what forgets it, which the pair's syncer runs once a pass
+        has checked the new root and listed the new remote
+        (`PairSyncer._take_place_listed`). An engine made with a mistyped `local` or
+        `remote` (a script's that never synced, a `syncd run` showing the pair in error)
+        forgot it at once, and the next pass on the right place was a first sync: what was
+        deleted since the last sync came back."""
         place = pair_place(pair)
         recorded = self.store.place(pair.name)
         if recorded == place:
@@ -437,8 +438,8 @@ class Engine:
         """Stop syncing a pair: drop its queued work, stop what it has in flight (a retry's
         wait ends at once) and wait for that to end, then close its provider. Its state
         stays, so adding it back later is not a first sync. A pair changed by a reload is
-        added anew right after, and its state forgotten if its place changed (once its new
-        root is usable): an upload of the old place recorded after that would be a base of
+        added anew right after, and its state forgotten if its place changed (once a pass has
+        found the new one usable): an upload of the old place recorded after that would be a base of
         the new place, its file 'deleted locally' there (`_take_place`)."""
         syncer = self.syncers.pop(name, None)
         self.queue.drop_pair(name)
