@@ -303,3 +303,27 @@ def folder_setup(tmp_path: Path, **pair_extra: Any) -> tuple[Setup, Path]:
     remote = tmp_path / "remote"
     remote.mkdir()
     return Setup(tmp_path, f"file://{remote}", pair_extra=pair_extra), remote
+
+
+@contextmanager
+def small_disk(where: Path, size: str) -> Iterator[Callable[[str], None] | None]:
+    """A tmpfs of `size` at `where`, and a function to resize it; None if mounting is not
+    allowed here (then the test injects ENOSPC)."""
+    where.mkdir()
+    mounted = (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+            capture_output=True,
+            check=False,
+        ).returncode
+        == 0
+    )
+
+    def resize(new: str) -> None:
+        subprocess.run(["mount", "-o", f"remount,size={new}", str(where)], check=True)
+
+    try:
+        yield resize if mounted else None
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(where)], check=False)

@@ -19,8 +19,7 @@ import sqlite3
 import stat
 import subprocess
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from harness import (
     Setup,
     folder_setup,
     require_without_dac,
+    small_disk,
     syncd,
     tree,
     unavailable_here,
@@ -71,30 +71,6 @@ def _temps(folder: Path) -> list[Path]:
 
 
 # -- a full disk ----------------------------------------------------------------------------
-
-
-@contextmanager
-def small_disk(where: Path, size: str) -> Iterator[Callable[[str], None] | None]:
-    """A tmpfs of `size` at `where`, and a function to resize it; None if mounting is not
-    allowed here (then the test injects ENOSPC)."""
-    where.mkdir()
-    mounted = (
-        subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-            capture_output=True,
-            check=False,
-        ).returncode
-        == 0
-    )
-
-    def resize(new: str) -> None:
-        subprocess.run(["mount", "-o", f"remount,size={new}", str(where)], check=True)
-
-    try:
-        yield resize if mounted else None
-    finally:
-        if mounted:
-            subprocess.run(["umount", "-l", str(where)], check=False)
 
 
 def test_disk_full_while_downloading_keeps_the_existing_file(
