@@ -20,9 +20,10 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from syncd.config import Config, ConfigError
-    from syncd.daemon.lock import AlreadyRunning
+    from syncd.daemon.lock import AlreadyRunning, LockUnavailable
     from syncd.engine.core import ConflictOutcome, Engine, PairReport, Report
     from syncd.engine.stats import Failure
+    from syncd.state import StateError
 
 __all__ = [
     "AlreadyRunning",
@@ -31,8 +32,10 @@ __all__ = [
     "ConflictOutcome",
     "Engine",
     "Failure",
+    "LockUnavailable",
     "PairReport",
     "Report",
+    "StateError",
     "__version__",
 ]
 
@@ -43,8 +46,10 @@ _LAZY = {
     "ConflictOutcome": "syncd.engine.core",
     "Engine": "syncd.engine.core",
     "Failure": "syncd.engine.stats",
+    "LockUnavailable": "syncd.daemon.lock",
     "PairReport": "syncd.engine.core",
     "Report": "syncd.engine.core",
+    "StateError": "syncd.state",
 }
 
 

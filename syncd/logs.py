@@ -31,12 +31,38 @@ class _Stderr:
         sys.stderr.flush()
 
 
+#: The processors of the set-up a script's Engine made (`take_root=False`), while it is
+#: structlog's: a later engine may replace it with its own `log:`, and nothing else may be
+#: replaced (the CLI's, with -v / -q; the script's own, or a test's `capture_logs`).
+_ENGINES: list[list[structlog.typing.Processor]] = []
+
+
 def configured() -> bool:
-    """Has `configure` run in this process (the CLI, or an earlier engine)?"""
+    """Has structlog been set up in this process (the CLI, an engine, or the script)?"""
     return structlog.is_configured()
 
 
-def configure(level: str = "info", fmt: Literal["auto", "json", "console"] = "auto") -> None:
+def engine_may_configure() -> bool:
+    """May an Engine set logging up from its config's `log:`? Not under the CLI (which did,
+    with -v / -q), nor where the script set structlog up itself; yes where nothing did, or
+    an earlier engine of the script (whose `log:` the later one's replaces)."""
+    if not structlog.is_configured():
+        return True
+    current = structlog.get_config()["processors"]
+    return any(current is made for made in _ENGINES)
+
+
+def configure(
+    level: str = "info",
+    fmt: Literal["auto", "json", "console"] = "auto",
+    *,
+    take_root: bool = True,
+) -> None:
+    """syncd's own log lines (structlog) at `level`, as `fmt` says, on stderr. With
+    `take_root` (the CLI, the daemon: syncd is the program) the stdlib root logger and
+    Python's warnings are rendered the same way; a script's Engine passes False, as its
+    root handlers, level and warnings belong to the script (`basicConfig` to a file lost
+    its lines to stderr)."""
     as_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer()
@@ -44,24 +70,42 @@ def configure(level: str = "info", fmt: Literal["auto", "json", "console"] = "au
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
     stamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
+    processors: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        stamp,
+        structlog.processors.format_exc_info
+        if as_json
+        else structlog.processors.StackInfoRenderer(),
+        renderer,
+    ]
+    _ENGINES[:] = [] if take_root else [processors]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            stamp,
-            structlog.processors.format_exc_info
-            if as_json
-            else structlog.processors.StackInfoRenderer(),
-            renderer,
-        ],
+        processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS.get(level, logging.INFO)),
         logger_factory=structlog.WriteLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
-    # Third-party libraries log through stdlib logging: only their warnings are ours to show
-    # (botocore's debug output alone would bury syncd's own lines), rendered like syncd's own
-    # (one JSON object per line, `event` the message, `logger` its name), so a reader of the
-    # journal parses every line.
+    if take_root:
+        _take_root(renderer, stamp)
+    # watchdog says this at error level when a watch is removed while its thread reads an
+    # event (the folder remote's watch is dropped at its first event): a race inside
+    # watchdog over an event no one waits for, not a fault; a reader alerting on errors saw one.
+    inotify = logging.getLogger("watchdog.observers.inotify")
+    if not any(isinstance(each, _StoppedEmitter) for each in inotify.filters):
+        inotify.addFilter(_StoppedEmitter())
+    # APScheduler warns at every poll a slow one makes it skip; `syncd status` says as much.
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)
+    # DefaultAzureCredential warns once for every credential it tries (a screenful, with
+    # advice about Azure CLI logins) before the failure syncd states itself, in one line.
+    logging.getLogger("azure.identity").setLevel(logging.ERROR)
+
+
+def _take_root(renderer: structlog.typing.Processor, stamp: structlog.typing.Processor) -> None:
+    """Third-party libraries log through stdlib logging: only their warnings are ours to show
+    (botocore's debug output alone would bury syncd's own lines), rendered like syncd's own
+    (one JSON object per line, `event` the message, `logger` its name), so a reader of the
+    journal parses every line."""
     handler = logging.StreamHandler(_Stderr())
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
@@ -86,17 +130,6 @@ def configure(level: str = "info", fmt: Literal["auto", "json", "console"] = "au
     warnings.filterwarnings(
         "ignore", message=r"Callback with id .* already exists for watch", category=RuntimeWarning
     )
-    # watchdog says this at error level when a watch is removed while its thread reads an
-    # event (the folder remote's watch is dropped at its first event): a race inside
-    # watchdog over an event no one waits for, not a fault; a reader alerting on errors saw one.
-    inotify = logging.getLogger("watchdog.observers.inotify")
-    if not any(isinstance(each, _StoppedEmitter) for each in inotify.filters):
-        inotify.addFilter(_StoppedEmitter())
-    # APScheduler warns at every poll a slow one makes it skip; `syncd status` says as much.
-    logging.getLogger("apscheduler").setLevel(logging.ERROR)
-    # DefaultAzureCredential warns once for every credential it tries (a screenful, with
-    # advice about Azure CLI logins) before the failure syncd states itself, in one line.
-    logging.getLogger("azure.identity").setLevel(logging.ERROR)
 
 
 class _StoppedEmitter(logging.Filter):

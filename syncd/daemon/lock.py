@@ -51,6 +51,14 @@ class InstanceLock:
         except BlockingIOError:
             holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
             os.close(fd)
+            if holder == str(os.getpid()):
+                # A script's other Engine (not closed, or dropped without `close()`), or a
+                # one-way copy running in another thread: "another syncd, stop it" sent the
+                # reader looking for a process that is their own.
+                raise AlreadyRunning(
+                    f"this process (pid {holder}) is already using {self.what}: another "
+                    "Engine holds it; close() that one first"
+                ) from None
             raise AlreadyRunning(
                 f"another syncd (pid {holder}) is already using {self.what}; stop it first"
             ) from None

@@ -24,6 +24,7 @@ import structlog
 from syncd import logs
 from syncd.config import Config, ConfigError, PairConfig, load_config, load_config_dict
 from syncd.config.environment import config_from_env
+from syncd.config.model import state_read_only
 from syncd.daemon.lock import InstanceLock, instance_lock
 from syncd.engine.debounce import Debouncer, Pending
 from syncd.engine.multipart import Meter, PartSettings
@@ -168,11 +169,20 @@ class Engine:
         self, config: Config, store: StateStore | None = None, lock: InstanceLock | None = None
     ) -> None:
         self.config = config
-        if not logs.configured():
+        if logs.engine_may_configure():
             # A script's engine logs as the config says, on stderr: structlog's own default
             # printed console lines on stdout, mixed into the script's output, whatever `log:`
-            # said. The CLI sets logging up itself (with -v / -q) before it makes an engine.
-            logs.configure(config.log.level, config.log.format)
+            # said. Its own lines only: the script's logging (root handlers, level, warnings)
+            # is the script's. The CLI sets logging up itself (with -v / -q) before it makes
+            # an engine; a script's later engine applies its own `log:`.
+            logs.configure(config.log.level, config.log.format, take_root=False)
+        self.started = time.monotonic()
+        #: Held by a pass (`sync_once`, `retry_failed`, `resolve`) and by `close()`: one
+        #: engine runs one pass at a time. Two threads' passes shared its queue, counters and
+        #: dry-run switch: each reported the other's work, and a dry run beside a real pass
+        #: made the real one plan only, exit 0. A `close()` from another thread waits for the
+        #: pass it cuts short, which lets go of the state before the lock does.
+        self._pass_lock = threading.RLock()
         #: Held while this engine lives (the constructors below take it): one syncd per state.
         self._instance_lock = lock
         self.store = store if store is not None else StateStore(config.state)
@@ -393,14 +403,9 @@ class Engine:
         failure, retried like any other."""
         provider = self.syncers[name].provider
         if isinstance(provider, BatchedDurability):
-            self.store.defer(name, provider.batch(each=True), on_lost=self._records_lost)
-
-    def _records_lost(self, pair: str, paths: list[str], reason: str) -> None:
-        syncer = self.syncers.get(pair)
-        if syncer is None:
-            return
-        for path in paths:
-            syncer.stats.failed(path, f"synced, but its state record was not saved: {reason}")
+            self.store.defer(
+                name, provider.batch(each=True), on_lost=self.syncers[name].records_lost
+            )
 
     def _pace(self, direction: TransferDirection) -> Meter:
         """What a transfer calls per chunk to stay under the limits. The limits are looked up
@@ -508,6 +513,7 @@ class Engine:
 
     # -- one reconciliation ---------------------------------------------------------------
     def plan(self, pair: str) -> list[PlanItem]:
+        self._require_open()
         return self.syncers[pair].plan(first_pass=True)
 
     def sync_once(
@@ -517,9 +523,15 @@ class Engine:
 
         A dry run goes through exactly the same decisions, with every action recorded instead
         of carried out, so the real run right after does what it printed."""
-        self._require_open()
-        if pair is not None and pair not in self.syncers:
-            raise ValueError(f"no pair named {pair!r} in the config")
+        with self._pass_lock:
+            self._require_open()
+            if not dry_run:
+                self._require_writable("sync_once")
+            if pair is not None and pair not in self.syncers:
+                raise ValueError(f"no pair named {pair!r} in the config")
+            return self._sync_once(pair, dry_run, force)
+
+    def _sync_once(self, pair: str | None, dry_run: bool, force: bool) -> Report:
         started = time.monotonic()
         names = [pair] if pair is not None else list(self.syncers)
         reports: dict[str, PairReport] = {}
@@ -553,6 +565,7 @@ class Engine:
             syncer = self.syncers[name]
             syncer.plan_only = False
             self._fill(report, before[name])
+            self._cut_short(report)
             # What a guard holds back is not done: the plan leaves it to the held lines.
             report.planned = sorted(
                 (
@@ -565,6 +578,24 @@ class Engine:
         if not dry_run:
             self.prune_oplog()
         return Report(list(reports.values()), time.monotonic() - started)
+
+    def _cut_short(self, report: PairReport) -> None:
+        """A pass `close()` stopped from another thread is not "in sync": its workers left
+        the rest of the queue, which no failure names. The pair is at fault (exit 1)."""
+        if self.stopping.is_set() and report.fault is None:
+            report.fault = "pass cut short: the engine was closed; the next pass goes on"
+
+    def _require_writable(self, call: str) -> None:
+        """A state the URL opens read-only (`mode=ro`) cannot take a pass's records: the
+        pass went through (files uploaded) with exit 0 and nothing recorded, as the CLI's
+        commands that write refuse it (exit 2). A dry run, which records nothing, may."""
+        read_only = state_read_only(self.config.state)
+        if read_only is not None:
+            raise ConfigError(
+                f"Engine.{call}",
+                f"{read_only} opens the state read-only, and this call writes it",
+                key="state",
+            )
 
     def _second_chance(self, names: list[str], dry_run: bool) -> None:
         """Deletions go last in a pass (the guard weighs them all first). What a deletion
@@ -585,20 +616,23 @@ class Engine:
     def retry_failed(self) -> Report:
         """Try every failed path again now (what `syncd retry` asks of the daemon). A refused
         name is not tried (only a rename fixes it): it stays a failure in the report."""
-        self._require_open()
-        started = time.monotonic()
-        names = [n for n, s in self.syncers.items() if s.stats.failures]
-        before = {name: self._begin_pass(name) for name in names}
-        for name in names:
-            for path in self.syncers[name].stats.retryable():
-                self.queue.put(name, path)
-        self._drain(names, dry_run=False)
-        reports = []
-        for name in names:
-            report = PairReport(name, strategy=self.syncers[name].pair.conflict)
-            self._fill(report, before[name])
-            reports.append(report)
-        return Report(reports, time.monotonic() - started)
+        with self._pass_lock:
+            self._require_open()
+            self._require_writable("retry_failed")
+            started = time.monotonic()
+            names = [n for n, s in self.syncers.items() if s.stats.failures]
+            before = {name: self._begin_pass(name) for name in names}
+            for name in names:
+                for path in self.syncers[name].stats.retryable():
+                    self.queue.put(name, path)
+            self._drain(names, dry_run=False)
+            reports = []
+            for name in names:
+                report = PairReport(name, strategy=self.syncers[name].pair.conflict)
+                self._fill(report, before[name])
+                self._cut_short(report)
+                reports.append(report)
+            return Report(reports, time.monotonic() - started)
 
     def _begin_pass(self, name: str) -> tuple[int, int, int, int, int, int]:
         """What a pass's report counts from: the pair's totals before it (one engine may run
@@ -635,7 +669,27 @@ class Engine:
         """Every pair as the API (and, with the daemon's queue facts, `syncd status`) shows
         it: files in sync, failures, conflicts, held deletions, and totals since this engine
         started and since the state was created."""
-        return {"pairs": [self.pair_summary(name) for name in self.syncers]}
+        counts = self.queue.counts()
+        pairs = []
+        for name, syncer in self.syncers.items():
+            summary = self.pair_summary(name)
+            queued, in_flight = counts.get(name, (0, 0))
+            pairs.append(
+                {
+                    "name": name,
+                    "state": _api_state(syncer, queued + in_flight),
+                    "local": summary.pop("local"),
+                    "remote": summary.pop("remote"),
+                    "queued": queued,
+                    "in_flight": in_flight,
+                    **summary,
+                }
+            )
+        return {
+            "state": "closed" if self._closed else "running",
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            "pairs": pairs,
+        }
 
     def pair_summary(self, name: str) -> dict[str, Any]:
         syncer = self.syncers[name]
@@ -692,13 +746,16 @@ class Engine:
 
     def resolve(self, pair: str, path: str, keep: str) -> bool:
         """Settle one open conflict by hand (no daemon running); True when it is settled."""
-        syncer = self.syncers[pair]
-        syncer.check_root()
-        syncer.list_remote()
-        syncer.keeps[path] = keep
-        self.queue.put(pair, path)
-        self._drain([pair], dry_run=False)
-        return path not in syncer.open_conflicts
+        with self._pass_lock:
+            self._require_open()
+            self._require_writable("resolve")
+            syncer = self.syncers[pair]
+            syncer.check_root()
+            syncer.list_remote()
+            syncer.keeps[path] = keep
+            self.queue.put(pair, path)
+            self._drain([pair], dry_run=False)
+            return path not in syncer.open_conflicts and not self.stopping.is_set()
 
     def _drain(self, pairs: list[str], dry_run: bool) -> None:
         """Run workers until every pair is quiet and its end-of-pass check queued nothing."""
@@ -732,18 +789,22 @@ class Engine:
             raise RuntimeError("this Engine is closed")
 
     def close(self) -> None:
+        """Stop, and let go of the providers, the state and its lock. A pass running in
+        another thread stops at its workers' next item (its report says it was cut short),
+        and is waited for: the lock is not free while it still writes the state."""
         if self._closed:
             return
         self._closed = True
         self.stopping.set()
-        self.delayed.stop()
-        self.store.flush()  # records written behind land after their barrier, providers open
-        for syncer in self.syncers.values():
-            syncer.provider.close()
-        self.store.close()
-        if self._instance_lock is not None:
-            self._instance_lock.release()
-            self._instance_lock = None
+        with self._pass_lock:
+            self.delayed.stop()
+            self.store.flush()  # records written behind land after their barrier, providers open
+            for syncer in self.syncers.values():
+                syncer.provider.close()
+            self.store.close()
+            if self._instance_lock is not None:
+                self._instance_lock.release()
+                self._instance_lock = None
 
     def __enter__(self) -> Engine:
         return self
@@ -849,6 +910,17 @@ class PairRemoteError(ConfigError, InvalidRequest):
 
 class PairURLError(ConfigError, RemoteURLError):
     """A pair's remote URL the provider refused: a config error, as PairRemoteError."""
+
+
+def _api_state(syncer: PairSyncer, busy: int) -> str:
+    """A pair's `state` as `syncd status --json` words it, for an engine with no daemon
+    around it (no pause): `syncing` while a pass (in another thread) has its paths."""
+    stats = syncer.stats
+    if stats.fault is not None:
+        return "error"
+    if busy:
+        return "syncing"
+    return "held" if stats.held_reason is not None else "idle"
 
 
 def _at_pair(index: int, name: str, exc: ProviderError | RemoteURLError) -> ConfigError:

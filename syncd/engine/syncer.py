@@ -623,7 +623,15 @@ class PairSyncer:
         barrier = None
         if isinstance(self.provider, BatchedDurability) and not self.plan_only:
             barrier = self.provider.batch()
-        return self.store.hold(self.name, barrier)
+        return self.store.hold(self.name, barrier, on_lost=self.records_lost)
+
+    def records_lost(self, _pair: str, paths: list[str], reason: str) -> None:
+        """Records written behind (`StateStore.hold`, `defer`) that could not be committed:
+        their files may well have gone across, only the records did not. Each is a failure,
+        said as any other record that could not be saved (`_describe`) and retried: only a
+        log line said so, and the pass reported them synced (exit 0)."""
+        for path in paths:
+            self.stats.failed(path, f"cannot record it in the state database: {reason}")
 
     def release(self) -> None:
         """The end of a pass planned with `hold`: its records committed (after the barrier),

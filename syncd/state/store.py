@@ -343,6 +343,8 @@ class StateStore:
         #: records that could not be committed.
         self._deferred: dict[str, dict[str, int]] = {}
         self._on_lost: dict[str, LostRecords] = {}
+        #: The listener of a pass holding a pair's entries (`hold`), until its `release`.
+        self._on_lost_held: dict[str, LostRecords] = {}
         self._flush_due = threading.Event()
         self._flusher: threading.Thread | None = None
         self._closed = False
@@ -518,8 +520,10 @@ class StateStore:
     def _lost(self, pair: str, failed: list[_Queued]) -> None:
         """Records written behind could not be committed. Their files are synced; the state
         just does not say so. Drop the pass's in-memory copy (it no longer matches the
-        database): the next pass compares those files again and records them. A deferring
-        pair's listener hears the paths (the daemon retries them as failures)."""
+        database): the next pass compares those files again and records them. The pair's
+        listener hears the paths: a deferring pair's (the daemon retries them as failures),
+        or that of the pass holding it (`syncd once` and the API report them as failures:
+        a pass whose records were all lost, a full disk, said exit 0 and "in sync")."""
         error = failed[0].error
         assert error is not None
         reason = _first_line(error)
@@ -530,9 +534,17 @@ class StateStore:
             error=reason,
         )
         self._wrote(pair, None, None)
-        listener = self._on_lost.get(pair)
-        if listener is not None:
-            paths = [row["path"] for queued in failed if queued.deferred for row in queued.entries]
+        deferred = self._on_lost.get(pair)
+        held = self._on_lost_held.get(pair)
+        for listener, of_deferred in ((deferred, True), (held, False)):
+            if listener is None:
+                continue
+            paths = [
+                row["path"]
+                for queued in failed
+                if queued.deferred == of_deferred
+                for row in queued.entries
+            ]
             if paths:
                 listener(pair, paths, reason)
 
@@ -586,7 +598,12 @@ class StateStore:
         return self._engine.connect()
 
     # -- base entries ----------------------------------------------------------------------
-    def hold(self, pair: str, barrier: Callable[[], None] | None = None) -> dict[str, BaseEntry]:
+    def hold(
+        self,
+        pair: str,
+        barrier: Callable[[], None] | None = None,
+        on_lost: LostRecords | None = None,
+    ) -> dict[str, BaseEntry]:
         """Every base entry of a pair (as `entries`), also kept in memory until `release`:
         meanwhile `get`, `has_size` and `with_content` answer from memory, every write
         through this store keeps the copy current, and `put` writes behind (see the module
@@ -596,9 +613,12 @@ class StateStore:
 
         `barrier` runs before any record of the pair is committed, until `release`: it makes
         the transfers the records describe durable first (a local-folder remote batches its
-        fsyncs into it)."""
+        fsyncs into it). `on_lost` hears the paths of the records written behind that could
+        not be committed (as `defer`'s)."""
         if barrier is not None:
             self._barriers[pair] = barrier
+        if on_lost is not None:
+            self._on_lost_held[pair] = on_lost
         with self._held_lock:
             start = self._writes
         entries = self.entries(pair)
@@ -616,6 +636,7 @@ class StateStore:
             self.flush()
         finally:
             self._barriers.pop(pair, None)
+            self._on_lost_held.pop(pair, None)
 
     def defer(
         self, pair: str, barrier: Callable[[], None], on_lost: LostRecords | None = None
