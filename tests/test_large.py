@@ -1253,6 +1253,43 @@ def test_a_download_the_pass_settles_otherwise_leaves_no_temp_behind(
     assert not list((setup.local / ".syncd").rglob("*resume*"))  # deleted, not trashed
 
 
+def test_a_resumable_temp_whose_folder_was_renamed_goes_to_the_trash(
+    tmp_path: Path, s3_bucket: Any
+) -> None:
+    """Killed mid-download of `d/big.bin`, then the user renamed `d` to `d2`: the record
+    names a temp in a folder that is gone (it is dropped), and the temp, the object's size,
+    moved with the folder, where no clean-up looked at it again, ever (sweep Q). A resumable
+    temp that no record names goes to the trash as other stale temps do."""
+    remote = S3Remote(s3_bucket)
+    setup = Setup(tmp_path, remote.url, options=remote.options, extra=SMALL_PARTS)
+    setup.write()
+    size = 3 * PART
+    data = os.urandom(size)
+    remote.put("d/big.bin", data)
+    setup.state_db.parent.mkdir(parents=True, exist_ok=True)
+    state = StateStore(f"sqlite:///{setup.state_db}")
+    name = ".syncd-tmp-resume-0123456789ab"
+    Partials(state).start_download(
+        "docs",
+        PartialDownload(
+            path="d/big.bin", key="d/big.bin", etag="an-etag",
+            size=size, temp=name, chunk_size=PART, chunks=frozenset({0}),
+        ),
+    )  # fmt: skip
+    state.close()
+    (setup.local / "d2").mkdir()
+    (setup.local / "d2" / name).write_bytes(data[:PART] + b"\0" * (size - PART))
+
+    result = syncd("once", "-c", setup.config)
+
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (setup.local / "d2").iterdir()) == []
+    assert (setup.local / "d" / "big.bin").read_bytes() == data
+    assert _partials(setup.state_db) == (0, 0)
+    kept = [p for p in (setup.local / ".syncd").rglob(name) if p.is_file()]
+    assert len(kept) == 1 and kept[0].stat().st_size == size
+
+
 def test_a_finished_temp_that_may_hold_the_replaced_file_goes_to_the_trash(
     tmp_path: Path, s3_bucket: Any
 ) -> None:
@@ -1269,7 +1306,7 @@ def test_a_finished_temp_that_may_hold_the_replaced_file_goes_to_the_trash(
     result = syncd("once", "-c", setup.config)
 
     assert result.returncode == 0, result.stderr
-    assert not temp.exists()
+    assert not temp.exists(), result.stderr
     assert _partials(setup.state_db) == (0, 0)
     kept = [p for p in (setup.local / ".syncd").rglob("*") if p.is_file()]
     assert [p.read_bytes() for p in kept] == [b"the user's earlier version"], kept

@@ -702,7 +702,8 @@ def test_a_users_file_named_like_a_temp_file_is_synced_and_never_removed(
     # into the trash, not away: after a crash at the wrong instant it may hold a user's write
     trashed = (local / ".syncd" / "trash").rglob(".syncd-tmp-0123456789ab")
     assert [p.read_bytes() for p in trashed] == [b"half a download, abandoned"]
-    assert (local / ".syncd-tmp-resume-0123456789ab").exists()  # kept for its resume
+    # A resumable download's temp with no record naming it is as stale as the other.
+    assert not (local / ".syncd-tmp-resume-0123456789ab").exists()
     assert not (remote / "sub" / ".syncd-tmp-0123456789ab").exists()
 
     (remote / "sub" / ".syncd-tmp-from-afar").write_bytes(b"theirs")

@@ -21,7 +21,6 @@ from typing import BinaryIO
 from syncd.engine.filters import PathFilter
 from syncd.engine.model import LocalFile
 from syncd.engine.paths import (
-    RESUME_PREFIX,
     STATE_DIR,
     TEMP_PREFIX,
     is_own_temp,
@@ -155,7 +154,8 @@ def walk(
     listing as a refused key, read as a remote deletion; the reason ends in NOT_A_KEY) and
     what is under them.
     `clean_temp` is handed the key of each temp file an earlier run left (an interrupted
-    download): only safe before any transfer of this process started.
+    download; a resumable one's too, which it keeps where a record names it): only safe
+    before any transfer of this process started.
     """
     top = to_local(root, start) if start else root
     # (folder, its key prefix, inside a folder the filters exclude): a `!` rule may let a
@@ -186,7 +186,7 @@ def walk(
                         stack.append((Path(entry.path), key + "/", True))
                 continue
             if is_own_temp(name):
-                if clean_temp is not None and not name.startswith(RESUME_PREFIX):
+                if clean_temp is not None:
                     clean_temp(key)
                 continue
             refusal = None if is_plain_key(name) else key_refusal(name)

@@ -696,6 +696,15 @@ class LargeTransfers:
             dropped += 1
         return dropped
 
+    def owns_temp(self, key: str) -> bool:
+        """Is the resumable download temp at `key` the one a recorded download writes into
+        (its name, beside the record's path)?"""
+        folder, _, name = key.rpartition("/")
+        return any(
+            record.temp == name and record.path.rpartition("/")[0] == folder
+            for record in self.partials.downloads(self.pair)
+        )
+
     def abandon(self, path: str) -> bool:
         """`path` was settled without its recorded transfer (or sent whole, small): an upload
         will not be resumed, so abort it now, not at the next pass's clean-up (issue 5: after

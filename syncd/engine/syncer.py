@@ -40,6 +40,7 @@ from syncd.engine.model import Action, Decision, LocalFile
 from syncd.engine.multipart import LargeTransfers, Meter, PartSettings
 from syncd.engine.origin import adopted_base, is_cut_off_upload
 from syncd.engine.paths import (
+    RESUME_PREFIX,
     UnsafeKey,
     check_key,
     is_folder_marker,
@@ -449,6 +450,17 @@ class PairSyncer:
         except (OSError, trash.WrittenMeanwhile) as exc:  # it stays; the next start tries again
             self.log.warning("cannot move a stale temp file to the trash", path=key, error=str(exc))
 
+    def _stale_temp(self, key: str) -> None:
+        """A temp file the start-up walk found: set aside, unless it is a resumable
+        download's that its record names (the download goes on into it; the record's own
+        clean-up weighs it). One no record names (its folder renamed since the kill) stayed
+        for good, a hidden file of the object's size."""
+        if key.rpartition("/")[2].startswith(RESUME_PREFIX) and (
+            self.large is not None and self.large.owns_temp(normalize(key))
+        ):
+            return
+        self._set_aside_temp(key)
+
     def scan_local(self, start: str = "", clean_temp: bool = False) -> dict[str, LocalFile]:
         """Every regular file under `start`. Folders that cannot be listed are remembered in
         `unlisted`: what is under them is unknown, not deleted."""
@@ -486,7 +498,7 @@ class PairSyncer:
                 return
             self._skip_once(path, reason)
 
-        stale = self._set_aside_temp if clean_temp else None
+        stale = self._stale_temp if clean_temp else None
         for name, local in localfs.walk(
             self.root, self.filter, on_skip, start=start, clean_temp=stale
         ):
