@@ -24,6 +24,10 @@ class RemoteIndex:
         #: the last `replace` found them): a listing holding only these holds nothing the
         #: remote had of its own.
         self.recent: frozenset[str] = frozenset()
+        #: How many objects each folder holds (all depths), built at the first `holds_folder`
+        #: after a listing and kept current by `put`: None until asked (a pass that sends no
+        #: new file never pays for it).
+        self._folders: dict[str, int] | None = None
 
     def get(self, path: str) -> ObjectInfo | None:
         with self._lock:
@@ -33,12 +37,26 @@ class RemoteIndex:
         with self._lock:
             return dict(self._objects)
 
+    def holds_folder(self, path: str) -> bool:
+        """Does the remote hold objects in a folder named `path` (`path/...`)? A bucket holds
+        a file `d` beside `d/x`: a new file whose name is such a folder is a clash."""
+        with self._lock:
+            if self._folders is None:
+                self._folders = {}
+                for key in self._objects:
+                    _count(self._folders, key, 1)
+            return self._folders.get(path, 0) > 0
+
     def put(self, path: str, info: ObjectInfo | None) -> None:
         """Record what we just wrote or observed for one path (None: it is gone)."""
         with self._lock:
             if info is None:
-                self._objects.pop(path, None)
+                gone = self._objects.pop(path, None)
+                if gone is not None and self._folders is not None:
+                    _count(self._folders, path, -1)
             else:
+                if self._folders is not None and path not in self._objects:
+                    _count(self._folders, path, 1)
                 self._objects[path] = info
             self._touched[path] = time.monotonic()
 
@@ -56,7 +74,17 @@ class RemoteIndex:
                     else:
                         fresh[path] = mine
             self._objects = fresh
+            self._folders = None
             self.recent = frozenset(self._touched)
             self._touched = {p: t for p, t in self._touched.items() if t >= started}
             self.listed = True
             return dict(fresh)
+
+
+def _count(folders: dict[str, int], key: str, step: int) -> None:
+    """Add `step` to the count of every folder `key` is in."""
+    end = key.rfind("/")
+    while end > 0:
+        folder = key[:end]
+        folders[folder] = folders.get(folder, 0) + step
+        end = key.rfind("/", 0, end)

@@ -2051,6 +2051,14 @@ class PairSyncer:
     ) -> Outcome:
         """Send the local file over `remote` (None: create-only); `over` is the version the
         state records for the path, which the upload's origin names."""
+        if remote is None:
+            # A file replacing a folder (or files replacing a file of their folder's name)
+            # waits for the deletions that make room. Only a local folder refuses the upload
+            # (below); a bucket took the file beside the folder's files, the guard holding
+            # their deletion, and another machine settled that clash against the change.
+            blockers = self._remote_clashes(path)
+            if blockers and self._waits_for_deletion(path, blockers, plog):
+                return Outcome.PENDING
         try:
             sent = self.transfers.upload(path, self.local_path(path), remote, over)
         except InvalidRequest:
@@ -2167,6 +2175,14 @@ class PairSyncer:
             if self.index.get(above) is not None:
                 return [above]
         return []
+
+    def _remote_clashes(self, path: str) -> list[str]:
+        """What the remote holds that a file at `path` clashes with: a file where one of its
+        folders belongs, or the files of a folder of its name."""
+        above = self._remote_file_above(path)
+        if above:
+            return above
+        return self._remote_files_under(path) if self.index.holds_folder(path) else []
 
     def _remote_files_under(self, path: str) -> list[str]:
         """The files the remote holds in a folder named `path` (a full look at the index:
