@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 import yaml
 from faultproxy import FaultProxy, slow_down
 from harness import Setup, folder_engine, folder_setup, running_daemon, wait_for
@@ -185,3 +187,41 @@ def test_a_reload_that_fails_does_not_end_the_daemon(
             daemon.stop()
             sender.join(30)
     assert tried == [1, 1]
+
+
+@pytest.mark.parametrize("how", ["removed", "replaced"])
+def test_a_poll_whose_pair_a_reload_took_away_meanwhile_queues_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """A reload that removed a pair while its poll listed the remote: the poll went on with
+    the pair looked up again, a KeyError traceback (sweep O). Replaced by a pair of the same
+    name elsewhere, the old listing's paths were queued into the new pair. The poll of a pair
+    no longer running ends without a word now."""
+    setup, remote = folder_setup(tmp_path)
+    setup.write()
+    config = load_config(setup.config)
+    (remote / "new.txt").write_text("a file the poll would queue")
+    with Engine(config) as engine:
+        daemon = Daemon(config, engine, setup.config)
+        (name,) = engine.syncers
+        syncer = engine.syncers[name]
+        daemon._scanned.add(name)  # past its first pass: the poll lists the remote
+        daemon._scanned_at[name] = time.monotonic()
+        monkeypatch.setattr(daemon, "_root_replaced", lambda _syncer: False)
+        monkeypatch.setattr(daemon.remote_changes, "needs_listing", lambda _name: True)
+        listing = syncer.list_remote
+
+        def taken_away_meanwhile() -> dict[str, ObjectInfo]:
+            found = listing()
+            engine.remove_pair(name)  # a reload, in the main thread
+            if how == "replaced":
+                engine.add_pair(syncer.pair)
+            return found
+
+        monkeypatch.setattr(syncer, "list_remote", taken_away_meanwhile)
+        with structlog.testing.capture_logs() as logs:
+            daemon.poll(name)
+
+        assert engine.queue.counts().get(name, (0, 0)) == (0, 0)
+        assert [entry for entry in logs if entry["log_level"] in ("warning", "error")] == []
+        assert (name in engine.syncers) == (how == "replaced")

@@ -703,17 +703,19 @@ class Daemon:
                 # watched anew and compared in full, even with the device and inode of old.
                 self._watched_roots[name] = None
                 raise
-            if self._root_replaced(name) or self._rewatched(name):
+            if self._root_replaced(syncer) or self._rewatched(name):
                 return
             if syncer.stats.fault is None and not self.remote_changes.needs_listing(name):
                 log.debug("remote unchanged since its last listing; not listed", pair=name)
-                self._requeue_due(name, [])
+                self._requeue_due(syncer, [])
                 return
             self.remote_changes.listing(name)
             waiting = _Waiting.of(syncer)
             remote = syncer.list_remote()
             log.debug("remote listed", pair=name, objects=len(remote))
         except PairFault as exc:
+            if self.engine.syncers.get(name) is not syncer:
+                return  # removed by a reload meanwhile ("call abandoned"): no remote's fault
             self.remote_changes.listing_failed(name)
             syncer.stats.set_fault(str(exc))
             log.warning("poll failed", pair=name, error=str(exc))
@@ -728,7 +730,7 @@ class Daemon:
             path for path, info in remote.items() if remote_state(base.get(path), info) != "same"
         ]
         changed += base.keys() - remote.keys()
-        self._requeue_due(name, sorted(waiting.past_backoff(syncer, set(changed))))
+        self._requeue_due(syncer, sorted(waiting.past_backoff(syncer, set(changed))))
 
     def _rescan_due(self, name: str) -> bool:
         """A watched pair is compared in full every RESCAN_EVERY_S all the same (Syncthing
@@ -736,12 +738,12 @@ class Daemon:
         hard link of a file, nor of changes made on another machine to a network filesystem."""
         return time.monotonic() - self._scanned_at.get(name, time.monotonic()) >= RESCAN_EVERY_S
 
-    def _root_replaced(self, name: str) -> bool:
+    def _root_replaced(self, syncer: PairSyncer) -> bool:
         """A local root that came back (a disk mounted again, a folder made anew) is another
         folder than the one watched, or none was: the old watch saw nothing of it (and may
         still follow the old folder wherever it was moved). Watch the root as it is now and
         compare both sides in full; True when that was needed."""
-        syncer = self.engine.syncers[name]
+        name = syncer.name
         identity = _identity(syncer.root)
         if identity is None or identity == self._watched_roots.get(name):
             return False
@@ -765,16 +767,23 @@ class Daemon:
         self._watch(name)
         self.full_scan(name)
 
-    def _requeue_due(self, name: str, changed: list[str]) -> None:
+    def _requeue_due(self, syncer: PairSyncer, changed: list[str]) -> None:
         """Queue what a poll found changed, and the failures whose backoff has run out (the
-        rest wait); with nothing to do, the pair is in sync as of now."""
-        syncer = self.engine.syncers[name]
-        changed += syncer.stats.due_failures()
-        changed += list(syncer.deletions.pending())  # held: decided again, they may be in sync now
-        for path in changed:
-            self.engine.queue.put(name, path)
-        if not changed:
-            self._mark_if_in_sync(name)
+        rest wait); with nothing to do, the pair is in sync as of now. Not if a reload removed
+        the pair since the poll began (a KeyError traceback), or replaced it by one of the
+        same name elsewhere: the old listing's paths are not the new pair's, nor is its
+        "nothing to do" a first pass of the new place."""
+        name = syncer.name
+        with self._pairs_lock:
+            if self.engine.syncers.get(name) is not syncer:
+                return
+            changed += syncer.stats.due_failures()
+            # Held: decided again, they may be in sync now.
+            changed += list(syncer.deletions.pending())
+            for path in changed:
+                self.engine.queue.put(name, path)
+            if not changed:
+                self._mark_if_in_sync(name)
 
     def _mark_if_in_sync(self, name: str) -> None:
         """A poll or scan found nothing to do: the pair is in sync as of now, unless a local
