@@ -37,6 +37,7 @@ from syncd.engine.core import Engine
 from syncd.engine.debounce import Debouncer, Pending
 from syncd.engine.decide import remote_state
 from syncd.engine.filters import SYNCIGNORE
+from syncd.engine.landed import Landed
 from syncd.engine.model import Change
 from syncd.engine.stats import PairStats
 from syncd.engine.syncer import PROBE_WAIT_S, PairFault, PairSyncer
@@ -316,6 +317,8 @@ class Daemon:
         """Watch a pair's root; without inotify (limits exhausted) the pair is scanned in full
         at every poll instead, and says so."""
         syncer = self.engine.syncers[name]
+        if syncer.landed is None:
+            syncer.landed = Landed()  # its downloads' own events are known as such
         self._scan_fallback.discard(name)
         self._watched_roots[name] = None
         self.remote_changes.add(name, syncer.provider)
@@ -628,6 +631,8 @@ class Daemon:
             # rules). A path it no longer ignores is found by a full pass.
             syncer.reload_filter()
             self.rescan(change.pair)
+        if not change.is_dir and syncer.landed_here(change.path):
+            return  # a download of this pair landing: nothing changed here since
         self.settler.touch((change.pair, change.path), syncer.pair.settle, walk=change.is_dir)
 
     def _settled(self, key: Key, pending: Pending) -> None:

@@ -36,6 +36,7 @@ from syncd.engine.conflicts import (
 from syncd.engine.decide import ARCHIVED, decide, remote_state
 from syncd.engine.filters import PathFilter
 from syncd.engine.guard import DeletionBatch, PassFacts, hold_reason
+from syncd.engine.landed import Landed
 from syncd.engine.model import Action, Decision, LocalFile
 from syncd.engine.multipart import LargeTransfers, Meter, PartSettings
 from syncd.engine.origin import adopted_base, is_cut_off_upload
@@ -149,6 +150,9 @@ class PairSyncer:
         self._stopping = is_cancelled
         self.enqueue = enqueue or (lambda _pair, _path: None)
         self.index = RemoteIndex()
+        #: A daemon's (None elsewhere: no watcher): what its downloads put in place, whose
+        #: watcher events are its own writes (see engine/landed.py).
+        self.landed: Landed | None = None
         #: The id this pair's uploads carry in their origin metadata (see engine/origin.py).
         self.writer = store.writer_id(pair.name)
         self.large: LargeTransfers | None = None
@@ -1106,6 +1110,16 @@ class PairSyncer:
             ):
                 self._names[path] = name = decomposed
         return name or path
+
+    def landed_here(self, path: str) -> bool:
+        """Is a watcher event for `path` only this pair's own download landing there?"""
+        if self.landed is None or not self.landed.holds(path):
+            return False
+        try:
+            now = self._stat_local(path)
+        except (OSError, localfs.LocalPathError):
+            now = None
+        return self.landed.is_ours(path, now)
 
     def _stat_local(self, path: str) -> LocalFile | None:
         return localfs.stat_local(self.root, self._disk_name(path))
@@ -2224,10 +2238,14 @@ class PairSyncer:
 
         # A losing local version went to the trash: the download then takes a free name.
         replacing = None if trash_local else local
+        if self.landed is not None and remote.mtime_ns is not None:
+            self.landed.expect(path, remote.size, remote.mtime_ns)
         got = self.transfers.download(
             path, self.root, target, remote, still_local, replacing=replacing
         )
         if got.result is not Result.OK:
+            if self.landed is not None:
+                self.landed.drop(path)
             return Outcome.REQUEUE
         assert got.local is not None and got.info is not None
         return self._transferred(
