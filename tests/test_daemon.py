@@ -852,7 +852,7 @@ def test_a_quiet_poll_stamps_last_sync_only_when_the_pair_is_in_sync(tmp_path: P
         def quiet_poll_stamps() -> bool:
             before = syncer.stats.last_sync
             time.sleep(0.01)
-            daemon._requeue_due("docs", [])
+            daemon._requeue_due(engine.syncers["docs"], [])
             return syncer.stats.last_sync != before
 
         assert quiet_poll_stamps()  # nothing standing: in sync as of now
@@ -881,7 +881,7 @@ def test_a_clean_stop_keeps_the_last_sync_status_showed(tmp_path: Path) -> None:
         first_pass(daemon, engine)
         first = syncer.stats.last_sync
         time.sleep(0.01)
-        daemon._requeue_due("docs", [])  # a quiet poll, within the minute
+        daemon._requeue_due(engine.syncers["docs"], [])  # a quiet poll, within the minute
         later = syncer.stats.last_sync
         assert first is not None and later is not None and later > first
         syncer.keep_last_sync()  # as `Daemon._shutdown` does

@@ -262,7 +262,9 @@ def test_held_deletions_are_weighed_again_at_a_poll_not_at_every_tick(
             daemon._end_quiet_passes()
         assert weighed == []
 
-        daemon._requeue_due("docs", [])  # a quiet poll: the held paths are decided again
+        daemon._requeue_due(
+            engine.syncers["docs"], []
+        )  # a quiet poll: the held paths are decided again
         work_off(engine)
         for _ in range(5):
             daemon._end_quiet_passes()
@@ -311,7 +313,7 @@ def test_a_pair_is_not_idle_while_a_folder_event_is_walked(
             assert walking.wait(10)
             pair = daemon.status()["pairs"][0]
             assert (pair["state"], pair["queued"]) == ("syncing", 2)
-            daemon._requeue_due("docs", [])  # a quiet poll
+            daemon._requeue_due(engine.syncers["docs"], [])  # a quiet poll
             engine.touched.add("docs")
             daemon._end_quiet_passes()  # the main loop's tick
             assert syncer.stats.last_sync == synced
