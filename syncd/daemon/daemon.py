@@ -570,7 +570,7 @@ class Daemon:
             return
         if self.engine.syncers.get(name) is not syncer or self._stop.is_set():
             return
-        syncer.stats.set_fault(None)
+        syncer.answered()
         self._scanned.add(name)
         self._scanned_at[name] = time.monotonic()
         # Held deletions are looked at again too: their files may be back (a remote that
@@ -726,8 +726,9 @@ class Daemon:
             log.warning("poll failed", pair=name, error=str(exc))
             return
         if syncer.stats.fault is not None:
-            log.info("pair recovered", pair=name)
-            syncer.stats.set_fault(None)
+            syncer.answered()
+            if syncer.stats.fault is None:
+                log.info("pair recovered", pair=name)
         base = self.engine.store.remote_etags(name)
         # New, changed or restamped at the remote (a path the base lacks is new), then gone
         # from it.

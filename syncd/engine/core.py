@@ -550,7 +550,7 @@ class Engine:
                     continue
                 # Its root and its remote answer (as the daemon's scan clears it): an engine
                 # kept by a script reported an earlier pass's fault at every pass after it.
-                syncer.stats.set_fault(None)
+                syncer.answered()
                 if force:
                     self.force.add(name)
                 for item in planned:

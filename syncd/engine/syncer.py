@@ -670,13 +670,7 @@ class PairSyncer:
         fault = self.stats.fault
         if fault is None and "local" in sides:
             fault = self._remote_root_gone()
-        # (Not a one-way copy, `syncd upload`: it sends what the remote lost again.)
-        if (
-            fault is None
-            and self.remote_emptied
-            and self.propagate_deletes
-            and not self._writes("local")
-        ):
+        if fault is None:
             fault = self._emptied_under_upload()
         renamed = self._renamed_remotely(
             [path for path, side in pending.items() if side == "local"]
@@ -731,21 +725,33 @@ class PairSyncer:
         self._remember_held(still_held)
         return sorted(pending)
 
-    def _emptied_under_upload(self) -> str:
+    def answered(self) -> None:
+        """A full look found the pair's root and remote there and answering: its fault is
+        cleared, unless what the listing found is the fault (`_emptied_under_upload`). The
+        daemon cleared it at every poll, and stamped `last_sync`: a backup pair over an
+        emptied bucket showed `idle`, in sync, where `syncd once` said error."""
+        if self._emptied_under_upload() is None:
+            self.stats.set_fault(None)
+
+    def _emptied_under_upload(self) -> str | None:
         """An upload-only pair whose remote lost every file it synced (a store restored
         without its data, an `rm --recursive`): it never deletes locally, so no deletion
         would show it to the guard, and it sends nothing again by itself (it leaves the
         remote's changes alone). It said "in sync" run after run over an empty backup; the
-        pair is in error instead, until a listing finds the files again, or the state is
-        rebuilt (a first sync, which sends them all)."""
-        self._listing_trouble = (
+        pair is in error instead (the fault returned), until a listing finds the files again,
+        or the state is rebuilt (a first sync, which sends them all). Not a one-way copy
+        (`syncd upload`): it sends what the remote lost again."""
+        if not (self.remote_emptied and self.propagate_deletes and not self._writes("local")):
+            return None
+        message = (
             f"the remote listing came back without any of the files this pair synced "
             f"(emptied, or another bucket?); an upload-only pair does not send them again by "
             f"itself: `syncd state rebuild --pair {self.name}` starts it over"
         )
-        self.stats.set_fault(self._listing_trouble)
-        self.log.error("remote emptied", error=self._listing_trouble)
-        return self._listing_trouble
+        if self.stats.fault != message:  # said once, not at every poll
+            self.stats.set_fault(message)
+            self.log.error("remote emptied", error=message)
+        return message
 
     def _remote_root_gone(self) -> str | None:
         """Before local files are deleted for objects the remote lacks: is the remote root
@@ -866,7 +872,10 @@ class PairSyncer:
         refused name included), no deletion held back, no conflict open. The caller knows
         whether work is still queued."""
         return (
-            not self.stats.failures and self.stats.held_reason is None and not self.open_conflicts
+            not self.stats.failures
+            and self.stats.held_reason is None
+            and not self.open_conflicts
+            and self.stats.fault is None
         )
 
     def mark_synced(self) -> None:
