@@ -37,7 +37,6 @@ from syncd.engine.core import Engine
 from syncd.engine.debounce import Debouncer, Pending
 from syncd.engine.decide import remote_state
 from syncd.engine.filters import SYNCIGNORE
-from syncd.engine.landed import Landed
 from syncd.engine.model import Change
 from syncd.engine.stats import PairStats
 from syncd.engine.syncer import PROBE_WAIT_S, PairFault, PairSyncer
@@ -317,8 +316,7 @@ class Daemon:
         """Watch a pair's root; without inotify (limits exhausted) the pair is scanned in full
         at every poll instead, and says so."""
         syncer = self.engine.syncers[name]
-        if syncer.landed is None:
-            syncer.landed = Landed()  # its downloads' own events are known as such
+        syncer.know_own_downloads()
         self._scan_fallback.discard(name)
         self._watched_roots[name] = None
         self.remote_changes.add(name, syncer.provider)
@@ -590,6 +588,9 @@ class Daemon:
         log.warning("file events were lost (inotify queue overflow); rescanning every pair")
         self.remote_changes.overflowed()
         for name in list(self.engine.syncers):
+            syncer = self.engine.syncers.get(name)
+            if syncer is not None and syncer.landed is not None:
+                syncer.landed.clear()
             self.rescan(name)
 
     def _on_watch_limit(self, name: str, why: str) -> None:

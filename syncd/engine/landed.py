@@ -4,12 +4,12 @@ very write is not taken for a local change.
 Every download is renamed into place under the pair's root, and inotify reports it like any
 write: the path was counted as settling (`queued` in `syncd status` read the pair's whole size
 while its last files came down), queued again and decided once more by a worker, and a
-download-heavy pair stayed `syncing` long after it was in sync. The note is made before the
-download begins (its event comes as the temp file is renamed, before the worker has looked at
-what landed), of what the file will be: the object's size and mtime, which the download
-restores. An event is the download's when the file is that: any other write changes the mtime
-(or the size), and is looked at as before; so is a second event for the path. Nothing is lost
-either way: a worker deciding the path finds both sides equal.
+download-heavy pair stayed `syncing` long after it was in sync. The note is made just before
+the temp file is renamed into place (its event comes at once, before the worker has looked at
+what landed), of what the file is: its size and mtime. An event is the download's when the
+file is that: any other write changes the mtime (or the size), and is looked at as before; so
+is a second event for the path. Nothing is lost either way: a worker deciding the path finds
+both sides equal.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class Landed:
         self._limit = limit
 
     def expect(self, path: str, size: int, mtime_ns: int) -> None:
-        """A download is about to put a file of `size` and `mtime_ns` in place at `path`."""
+        """A download is putting a file of `size` and `mtime_ns` in place at `path`."""
         with self._lock:
             self._notes[path] = (size, mtime_ns)
             self._notes.move_to_end(path)
@@ -42,6 +42,11 @@ class Landed:
         """The download at `path` did not land."""
         with self._lock:
             self._notes.pop(path, None)
+
+    def clear(self) -> None:
+        """Events were lost (an inotify overflow): the notes they would have spent go."""
+        with self._lock:
+            self._notes.clear()
 
     def holds(self, path: str) -> bool:
         """Is a download expected at `path` (a cheap look before the file's stat)?"""

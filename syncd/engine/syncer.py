@@ -1120,6 +1120,18 @@ class PairSyncer:
                 self._names[path] = name = decomposed
         return name or path
 
+    def know_own_downloads(self) -> None:
+        """For a daemon: each download says what it puts in place just before the rename, so
+        the watcher's event for it is known as its own (`landed_here`)."""
+        if self.landed is None:
+            self.landed = Landed()
+            self.transfers.landing = self.landed.expect
+
+    def _landed_nothing(self, path: str) -> None:
+        """A download that did not land (or not as noted): its note goes."""
+        if self.landed is not None:
+            self.landed.drop(path)
+
     def landed_here(self, path: str) -> bool:
         """Is a watcher event for `path` only this pair's own download landing there?"""
         if self.landed is None or not self.landed.holds(path):
@@ -2247,14 +2259,15 @@ class PairSyncer:
 
         # A losing local version went to the trash: the download then takes a free name.
         replacing = None if trash_local else local
-        if self.landed is not None and remote.mtime_ns is not None:
-            self.landed.expect(path, remote.size, remote.mtime_ns)
-        got = self.transfers.download(
-            path, self.root, target, remote, still_local, replacing=replacing
-        )
+        try:
+            got = self.transfers.download(
+                path, self.root, target, remote, still_local, replacing=replacing
+            )
+        except BaseException:
+            self._landed_nothing(path)
+            raise
         if got.result is not Result.OK:
-            if self.landed is not None:
-                self.landed.drop(path)
+            self._landed_nothing(path)
             return Outcome.REQUEUE
         assert got.local is not None and got.info is not None
         return self._transferred(

@@ -118,6 +118,9 @@ class Transfers:
         self.on_long = on_long
         #: The pair's writer id, which every upload states in its origin (None: none stated).
         self.writer = writer
+        #: Told (path, size, mtime) of a download just before it is renamed into place: the
+        #: daemon's watcher then knows that event as the download's (engine/landed.py).
+        self.landing: Callable[[str, int, int], None] | None = None
         #: (key, etag) -> SHA-256 of the versions `hash_remote` read, newest last.
         self._hashed: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._hashed_lock = threading.Lock()
@@ -431,6 +434,8 @@ class Transfers:
             os.utime(tmp, ns=(mtime_ns, mtime_ns), dir_fd=spot.fd, follow_symlinks=False)
             if not still_local():
                 return Downloaded(Result.MOVED)
+            if self.landing is not None:
+                self.landing(path, info.size, mtime_ns)
             placed = _put_in_place(spot, tmp, replacing)
         except (FileExistsError, IsADirectoryError, WrittenMeanwhile):
             # A file, or a folder, appeared at the target meanwhile (a folder: a path under
