@@ -458,9 +458,12 @@ class PairSyncer:
         """A temp file the start-up walk found: set aside, unless it is a resumable
         download's that its record names (the download goes on into it; the record's own
         clean-up weighs it). One no record names (its folder renamed since the kill) stayed
-        for good, a hidden file of the object's size."""
+        for good, a hidden file of the object's size. A one-way copy leaves every resumable
+        temp alone: its records are its own, and the folder's pair (a daemon downloading
+        into it now) keeps another state."""
         if key.rpartition("/")[2].startswith(RESUME_PREFIX) and (
-            self.large is not None and self.large.owns_temp(normalize(key))
+            not self.propagate_deletes
+            or (self.large is not None and self.large.owns_temp(normalize(key)))
         ):
             return
         self._set_aside_temp(key)
