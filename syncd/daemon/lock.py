@@ -10,6 +10,7 @@ import fcntl
 import os
 import stat
 from pathlib import Path
+from typing import ClassVar
 
 from syncd.oserror import not_a_folder_or
 
@@ -28,12 +29,18 @@ class LockFileUnusable(LockUnavailable):
 
 
 class InstanceLock:
+    #: The (device, inode) of the lock files this process holds: a refusal names this
+    #: process, not "another syncd", when the holder is one of them (a pid alone cannot
+    #: tell: two containers sharing a state volume are both pid 1).
+    _held_here: ClassVar[set[tuple[int, int]]] = set()
+
     def __init__(self, path: Path, what: str, guarded: Path | None = None) -> None:
         self.path = path
         self.what = what
         #: The file the lock keeps (the SQLite state), when there is one.
         self.guarded = guarded
         self._fd: int | None = None
+        self._identity: tuple[int, int] | None = None
 
     def acquire(self) -> None:
         if self.guarded is not None:
@@ -50,8 +57,9 @@ class InstanceLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            here = _identity(fd) in self._held_here
             os.close(fd)
-            if holder == str(os.getpid()):
+            if here:
                 # A script's other Engine (not closed, or dropped without `close()`), or a
                 # one-way copy running in another thread: "another syncd, stop it" sent the
                 # reader looking for a process that is their own.
@@ -65,9 +73,14 @@ class InstanceLock:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
+        self._identity = _identity(fd)
+        self._held_here.add(self._identity)
 
     def release(self) -> None:
         if self._fd is not None:
+            if self._identity is not None:
+                self._held_here.discard(self._identity)
+                self._identity = None
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
@@ -100,3 +113,8 @@ def _file_or_nothing(path: Path, what: str) -> None:
         return  # missing (made later), or unreachable: the lock's own open says why
     if not stat.S_ISREG(mode):
         raise LockFileUnusable(f"cannot use {what}: not a regular file")
+
+
+def _identity(fd: int) -> tuple[int, int]:
+    info = os.fstat(fd)
+    return (info.st_dev, info.st_ino)

@@ -513,8 +513,9 @@ class Engine:
 
     # -- one reconciliation ---------------------------------------------------------------
     def plan(self, pair: str) -> list[PlanItem]:
-        self._require_open()
-        return self.syncers[pair].plan(first_pass=True)
+        with self._pass_lock:  # a first pass's clean-up, never beside a running pass
+            self._require_open()
+            return self.syncers[pair].plan(first_pass=True)
 
     def sync_once(
         self, pair: str | None = None, dry_run: bool = False, force: bool = False
@@ -581,8 +582,12 @@ class Engine:
 
     def _cut_short(self, report: PairReport) -> None:
         """A pass `close()` stopped from another thread is not "in sync": its workers left
-        the rest of the queue, which no failure names. The pair is at fault (exit 1)."""
-        if self.stopping.is_set() and report.fault is None:
+        the rest of the queue (or its deletions), which no failure names. The pair is at
+        fault (exit 1). One that was through when close() came is not."""
+        if not self.stopping.is_set() or report.fault is not None:
+            return
+        syncer = self.syncers[report.name]
+        if not self.queue.idle(report.name) or syncer.has_pending_deletes():
             report.fault = "pass cut short: the engine was closed; the next pass goes on"
 
     def _require_writable(self, call: str) -> None:
