@@ -2118,3 +2118,29 @@ def test_a_backup_pair_over_an_emptied_remote_is_in_error_in_the_daemon(tmp_path
         assert daemon.terminate() == 0
         assert daemon.logs().count('"event": "remote emptied"') == 1
     assert tree(remote) == {}  # nothing deleted, nothing sent by itself
+
+
+def test_a_syncignore_that_cannot_be_read_keeps_the_daemons_pair_in_error(
+    tmp_path: Path,
+) -> None:
+    """A `.syncignore` line that is no pattern stops every pass (as `syncd once` says, exit
+    1). In the daemon the scan set that fault and the next poll's listing cleared it: the
+    pair showed `idle`, no error, while nothing synced (sweep S)."""
+    setup, remote = folder_setup(tmp_path, poll_interval=0.5)
+    with running_daemon(setup) as daemon:
+        daemon.wait_idle()
+        (setup.local / ".syncignore").write_text("*.tmp\nbuild\\\n")
+        pair = wait_for(
+            lambda: (found := daemon.pair_status())["state"] == "error" and found, timeout=20
+        )
+        time.sleep(2)  # several polls
+        pair = daemon.pair_status()
+        assert pair["state"] == "error", pair
+        assert ".syncignore: line 2: not a valid pattern" in pair["last_error"], pair
+        (setup.local / "new.txt").write_text("waits for a .syncignore that can be read")
+        time.sleep(1)
+        assert not (remote / "new.txt").exists()
+        (setup.local / ".syncignore").write_text("*.tmp\nbuild/\n")
+        wait_for(lambda: (remote / "new.txt").exists(), timeout=20)
+        assert daemon.wait_idle()["last_error"] is None
+        assert daemon.terminate() == 0

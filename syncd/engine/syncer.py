@@ -732,8 +732,13 @@ class PairSyncer:
         """A full look found the pair's root and remote there and answering: its fault is
         cleared, unless what the listing found is the fault (`_emptied_under_upload`). The
         daemon cleared it at every poll, and stamped `last_sync`: a backup pair over an
-        emptied bucket showed `idle`, in sync, where `syncd once` said error."""
-        if self._emptied_under_upload() is None:
+        emptied bucket showed `idle`, in sync, where `syncd once` said error. Nor a
+        `.syncignore` that cannot be read: every pass stops at it, and a poll's listing
+        cleared that fault 2 s after the scan set it (nothing synced, `idle`, no error)."""
+        self.reload_filter()
+        if self.filter.problem is not None:
+            self.stats.set_fault(self.filter.problem)
+        elif self._emptied_under_upload() is None:
             self.stats.set_fault(None)
 
     def _emptied_under_upload(self) -> str | None:
