@@ -31,10 +31,11 @@ class _Stderr:
         sys.stderr.flush()
 
 
-#: The processors of the set-up a script's Engine made (`take_root=False`), while it is
-#: structlog's: a later engine may replace it with its own `log:`, and nothing else may be
-#: replaced (the CLI's, with -v / -q; the script's own, or a test's `capture_logs`).
-_ENGINES: list[list[structlog.typing.Processor]] = []
+#: The processors of the set-up a script's Engine made (`take_root=False`), the list and
+#: what it held: while it is structlog's, as made, a later engine may replace it with its own
+#: `log:`. Nothing else is replaced: the CLI's (with -v / -q), the script's own, or a test's
+#: `capture_logs` (which swaps the contents of that very list for its own processor).
+_ENGINES: list[tuple[list[structlog.typing.Processor], tuple[structlog.typing.Processor, ...]]] = []
 
 
 def configured() -> bool:
@@ -49,7 +50,7 @@ def engine_may_configure() -> bool:
     if not structlog.is_configured():
         return True
     current = structlog.get_config()["processors"]
-    return any(current is made for made in _ENGINES)
+    return any(current is made and tuple(current) == held for made, held in _ENGINES)
 
 
 def configure(
@@ -79,7 +80,7 @@ def configure(
         else structlog.processors.StackInfoRenderer(),
         renderer,
     ]
-    _ENGINES[:] = [] if take_root else [processors]
+    _ENGINES[:] = [] if take_root else [(processors, tuple(processors))]
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS.get(level, logging.INFO)),

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from harness import small_disk, tree, unavailable_here
 
 import syncd as api
@@ -296,3 +297,19 @@ def test_a_scripts_later_engine_logs_as_its_own_config_says(tmp_path: Path) -> N
     assert [(line["event"], line["path"]) for line in said if line["event"] == "uploaded"] == [
         ("uploaded", "info.txt")
     ]
+
+
+def test_a_test_that_captures_logs_after_an_engine_gets_them(tmp_path: Path) -> None:
+    """structlog's `capture_logs` swaps the processors inside the very list an earlier
+    engine set up: a later engine took that for its own set-up, replaced it, and the capture
+    got nothing (a test order that failed in CI)."""
+    local, remote = _folders(tmp_path)
+    with Engine.from_config_dict(_config(tmp_path, local, remote)):
+        pass
+    (local / "a.txt").write_text("a")
+    with (
+        structlog.testing.capture_logs() as logs,
+        Engine.from_config_dict(_config(tmp_path, local, remote)) as engine,
+    ):
+        engine.sync_once()
+    assert [entry["path"] for entry in logs if entry["event"] == "uploaded"] == ["a.txt"]

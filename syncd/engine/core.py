@@ -183,6 +183,9 @@ class Engine:
         #: made the real one plan only, exit 0. A `close()` from another thread waits for the
         #: pass it cuts short, which lets go of the state before the lock does.
         self._pass_lock = threading.RLock()
+        #: Did `close()` cut the pass short (a worker left a path undone, or the workers
+        #: stopped before the pairs were through)? Cleared as each pass begins.
+        self._interrupted = False
         #: Held while this engine lives (the constructors below take it): one syncd per state.
         self._instance_lock = lock
         self.store = store if store is not None else StateStore(config.state)
@@ -465,7 +468,10 @@ class Engine:
         """Process one queued path; called by worker threads."""
         pair, path = key
         syncer = self.syncers.get(pair)
-        if syncer is None or self.stopping.is_set():
+        if syncer is None:
+            return
+        if self.stopping.is_set():
+            self._interrupted = True  # left undone: the pass is cut short
             return
         self.touched.add(pair)
         outcome = syncer.sync_path(path)
@@ -534,6 +540,7 @@ class Engine:
 
     def _sync_once(self, pair: str | None, dry_run: bool, force: bool) -> Report:
         started = time.monotonic()
+        self._interrupted = False
         names = [pair] if pair is not None else list(self.syncers)
         reports: dict[str, PairReport] = {}
         before = {name: self._begin_pass(name) for name in names}
@@ -584,10 +591,7 @@ class Engine:
         """A pass `close()` stopped from another thread is not "in sync": its workers left
         the rest of the queue (or its deletions), which no failure names. The pair is at
         fault (exit 1). One that was through when close() came is not."""
-        if not self.stopping.is_set() or report.fault is not None:
-            return
-        syncer = self.syncers[report.name]
-        if not self.queue.idle(report.name) or syncer.has_pending_deletes():
+        if self._interrupted and report.fault is None:
             report.fault = "pass cut short: the engine was closed; the next pass goes on"
 
     def _require_writable(self, call: str) -> None:
@@ -625,6 +629,7 @@ class Engine:
             self._require_open()
             self._require_writable("retry_failed")
             started = time.monotonic()
+            self._interrupted = False
             names = [n for n, s in self.syncers.items() if s.stats.failures]
             before = {name: self._begin_pass(name) for name in names}
             for name in names:
@@ -763,9 +768,11 @@ class Engine:
             return path not in syncer.open_conflicts and not self.stopping.is_set()
 
     def _drain(self, pairs: list[str], dry_run: bool) -> None:
-        """Run workers until every pair is quiet and its end-of-pass check queued nothing."""
+        """Run workers until every pair is quiet and its end-of-pass check queued nothing.
+        `close()` may stop them first (`_interrupted`)."""
         pool = WorkerPool(self.queue, self.handle, self.config.workers)
         pool.start()
+        through = False
         try:
             while not self.stopping.is_set():
                 self.queue.wait_idle(timeout=0.2)
@@ -776,6 +783,7 @@ class Engine:
                     for name in pairs:
                         self.end_of_pass(name, dry_run)
                     if self.queue.idle():
+                        through = True
                         break
                 elif self.queue.idle():
                     # Only requeues wait (in the debouncer, up to seconds each): wait_idle
@@ -785,6 +793,8 @@ class Engine:
                 pool.supervise()
         finally:
             pool.stop()
+            if not through:
+                self._interrupted = True
 
     # -- lifecycle ------------------------------------------------------------------------
     def _require_open(self) -> None:
