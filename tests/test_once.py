@@ -1275,7 +1275,7 @@ def test_a_one_way_destination_that_cannot_be_a_folder_is_one_line_and_exit_2(
     """A download into a file, under a file or where syncd may not make the folder (and an
     upload to a file:// remote that is a file, or from a file: it said "no such folder" of a
     file that is there): exit 2, one line naming the path, the file in
-    the way untouched; it was a traceback and exit 1."""
+    the way untouched; it was a traceback and exit 1. A dry run says the same (sweep T)."""
     remote, src = tmp_path / "remote", tmp_path / "src"
     remote.mkdir()
     src.mkdir()
@@ -1305,11 +1305,19 @@ def test_a_one_way_destination_that_cannot_be_a_folder_is_one_line_and_exit_2(
             f"{locked / 'new'}: cannot make this folder: Permission denied",
         ),
     ]
-    for prefix, argv, line in cases:
-        result = subprocess.run(
-            [*prefix, *SYNCD, *map(str, argv)], capture_output=True, text=True, check=False
-        )
-        assert (result.returncode, result.stderr) == (2, f"syncd: {line}\n"), result.stdout
+    # A dry run refuses each as the real run does (it planned a copy, exit 0, under a file).
+    for dry in ([], ["--dry-run"]):
+        for prefix, argv, line in cases:
+            result = subprocess.run(
+                [*prefix, *SYNCD, *map(str, argv), *dry],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            assert (result.returncode, result.stderr) == (2, f"syncd: {line}\n"), (
+                dry,
+                result.stdout,
+            )
     assert in_the_way.read_bytes() == b"keep me"
     assert list(locked.iterdir()) == []
 

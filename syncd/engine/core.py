@@ -962,14 +962,19 @@ def run_one_way(
     if pair.direction == "upload" and not local.is_dir():
         missing = not os.path.lexists(local)
         raise FileNotFoundError(f"{local}: {'no such folder' if missing else 'not a folder'}")
+    destination = (
+        local
+        if pair.direction == "download"
+        else Path(pair.remote_url.path)
+        if pair.remote_url.scheme == "file"
+        else None
+    )
     if dry_run:
+        if destination is not None:
+            _check_destination(destination)  # refused as the real run refuses it
         with dry_run_state(config) as scratch:
             return _copy(scratch, dry_run=True, show=show)
-    made: list[Path] = []
-    if pair.direction == "download":
-        made = _make_destination(local)
-    elif pair.remote_url.scheme == "file":
-        made = _make_destination(Path(pair.remote_url.path))
+    made = _make_destination(destination) if destination is not None else []
     report = _copy(config, dry_run=False, show=show)
     if report.pairs and report.pairs[0].fault is not None:
         # Nothing could be copied (a missing bucket, a remote that does not answer): the
@@ -985,6 +990,19 @@ def run_one_way(
 class DestinationUnusable(OSError):
     """A one-way copy's destination folder is a file, or cannot be made: a usage error, said
     in one line before anything is copied."""
+
+
+def _check_destination(folder: Path) -> None:
+    """What `_make_destination` would refuse, said without making anything (a dry run): a
+    file there, or on the way there, or a nearest folder syncd may not write in."""
+    each = folder
+    while not os.path.lexists(each) and each != each.parent:
+        each = each.parent
+    if not each.is_dir():
+        what = "not a folder" if each == folder else "cannot make this folder: Not a directory"
+        raise DestinationUnusable(f"{folder}: {what}")
+    if each != folder and not os.access(each, os.W_OK | os.X_OK):
+        raise DestinationUnusable(f"{folder}: cannot make this folder: Permission denied")
 
 
 def _make_destination(folder: Path) -> list[Path]:
