@@ -6,11 +6,12 @@ Precedence (documented in the README): syncd's own paths never sync; anything `e
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
-from harness import SYNCD, Setup, require_without_dac, syncd, tree
+from harness import SYNCD, Setup, require_without_dac, running_daemon, syncd, tree, wait_for
 
 from syncd.engine.filters import PathFilter
 
@@ -313,3 +314,76 @@ def test_a_file_let_back_in_below_a_folder_that_cannot_be_listed_is_not_deleted(
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert "0 deleted" in ran.stdout
     assert tree(remote) == {"a.txt": b"a", "data/sub/keep.md": b"let back in"}
+
+
+def _remote_write(path: Path, text: str, mtime_ns: int) -> None:
+    path.write_text(text)
+    os.utime(path, ns=(mtime_ns, mtime_ns))
+
+
+def test_a_bad_syncignore_from_the_remote_is_mended_from_the_remote(tmp_path: Path) -> None:
+    """Another machine's `.syncignore` with a line that is no pattern comes down like any
+    file, and then every pass stops at it (exit 1, naming the line). The fix made on the
+    remote never came down: the pass stopped before it could (sweep S). A newer remote
+    `.syncignore` comes down now while this one cannot be read, as last synced."""
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    setup = Setup(tmp_path, f"file://{remote}")
+    setup.write()
+    (setup.local / ".syncignore").write_text("*.tmp\n")
+    (setup.local / "a.txt").write_text("a")
+    assert syncd("once", "-c", setup.config).returncode == 0
+    _remote_write(remote / ".syncignore", "*.tmp\nbuild\\\n", 2_000_000_000_000_000_000)
+    assert syncd("once", "-c", setup.config).returncode == 0  # it comes down
+
+    stopped = syncd("once", "-c", setup.config)
+    assert stopped.returncode == 1
+    assert ".syncignore: line 2: not a valid pattern" in stopped.stdout + stopped.stderr
+
+    _remote_write(remote / ".syncignore", "*.tmp\nbuild/\n", 2_000_000_001_000_000_000)
+    (remote / "b.txt").write_text("b, sent meanwhile")
+    mended = syncd("once", "-c", setup.config)
+
+    assert mended.returncode == 0, mended.stdout + mended.stderr
+    assert (setup.local / ".syncignore").read_text() == "*.tmp\nbuild/\n"
+    assert (setup.local / "b.txt").read_text() == "b, sent meanwhile"
+
+
+def test_a_bad_syncignore_written_here_is_not_replaced_nor_sent(tmp_path: Path) -> None:
+    """The mend takes only a newer remote file over one as last synced: a bad line typed
+    here stays (the pass fails naming it), and never goes up."""
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    setup = Setup(tmp_path, f"file://{remote}")
+    setup.write()
+    (setup.local / ".syncignore").write_text("*.tmp\n")
+    assert syncd("once", "-c", setup.config).returncode == 0
+    (setup.local / ".syncignore").write_text("*.tmp\nbuild\\\n")
+    _remote_write(remote / ".syncignore", "*.tmp\nlogs/\n", 2_000_000_000_000_000_000)
+
+    stopped = syncd("once", "-c", setup.config)
+
+    assert stopped.returncode == 1
+    assert (setup.local / ".syncignore").read_text() == "*.tmp\nbuild\\\n"
+    assert (remote / ".syncignore").read_text() == "*.tmp\nlogs/\n"
+
+
+def test_the_daemon_mends_a_bad_syncignore_from_the_remote(tmp_path: Path) -> None:
+    """As `once` does (above), at the daemon's poll: the pair is in error while its
+    `.syncignore` cannot be read, and a newer one on the remote comes down and ends it."""
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    setup = Setup(tmp_path, f"file://{remote}", pair_extra={"poll_interval": 0.5})
+    setup.write()
+    (setup.local / ".syncignore").write_text("*.tmp\n")
+    assert syncd("once", "-c", setup.config).returncode == 0
+    _remote_write(remote / ".syncignore", "*.tmp\nbuild\\\n", 2_000_000_000_000_000_000)
+    assert syncd("once", "-c", setup.config).returncode == 0  # it comes down
+    with running_daemon(setup) as daemon:
+        wait_for(lambda: daemon.pair_status()["state"] == "error", timeout=20)
+        _remote_write(remote / ".syncignore", "*.tmp\nbuild/\n", 2_000_000_001_000_000_000)
+        (remote / "b.txt").write_text("b, sent meanwhile")
+        wait_for(lambda: (setup.local / "b.txt").exists(), timeout=30)
+        assert (setup.local / ".syncignore").read_text() == "*.tmp\nbuild/\n"
+        assert daemon.wait_idle()["last_error"] is None
+        assert daemon.terminate() == 0

@@ -34,7 +34,7 @@ from syncd.engine.conflicts import (
     resolve,
 )
 from syncd.engine.decide import ARCHIVED, decide, remote_state
-from syncd.engine.filters import PathFilter
+from syncd.engine.filters import SYNCIGNORE, PathFilter
 from syncd.engine.guard import DeletionBatch, PassFacts, hold_reason
 from syncd.engine.landed import Landed
 from syncd.engine.model import Action, Decision, LocalFile
@@ -577,6 +577,8 @@ class PairSyncer:
         self.check_root()
         self.reload_filter()
         if self.filter.problem is not None:
+            self._repair_syncignore()
+        if self.filter.problem is not None:
             raise PairFault(self.filter.problem)
         remote = self.list_remote()
         if self._halted():
@@ -737,9 +739,41 @@ class PairSyncer:
         cleared that fault 2 s after the scan set it (nothing synced, `idle`, no error)."""
         self.reload_filter()
         if self.filter.problem is not None:
+            self._repair_syncignore()
+        if self.filter.problem is not None:
             self.stats.set_fault(self.filter.problem)
         elif self._emptied_under_upload() is None:
             self.stats.set_fault(None)
+
+    def _repair_syncignore(self) -> None:
+        """The root's `.syncignore` cannot be read, and every pass stops at it; but a newer
+        one on the remote (another machine's fix) comes down all the same, where this one
+        is as last synced: one writer's bad line (a Windows-style `build\\`) took every
+        machine of the bucket down, and the fix made on the remote never reached them. Only
+        that download: this file is never sent up while it cannot be read (nor is any other:
+        its rules are unknown), and a dry run changes nothing. The filter is read again.
+        The remote's is looked at on its own: a listing leaves out every path meanwhile."""
+        if self.plan_only or not self._writes("local"):
+            return
+        try:
+            self.index.put(SYNCIGNORE, self.retry.call(partial(self.provider.stat, SYNCIGNORE)))
+        except NotFound:
+            return
+        except ProviderError:
+            return  # the pass's listing says what is wrong with the remote
+        # The config's rules alone, for this one path: the root's cannot be read.
+        self.filter = PathFilter(self.pair.exclude, None, include=self.pair.include)
+        try:
+            if self.filter.excluded(SYNCIGNORE):
+                return
+            decision, facts = self._decide(SYNCIGNORE)
+            if decision.action is not Action.DOWNLOAD:
+                return
+            plog = self.log.bind(path=SYNCIGNORE)
+            plog.info("a newer .syncignore on the remote: taken, as this one cannot be read")
+            self._act(SYNCIGNORE, decision, facts, None, plog)
+        finally:
+            self.reload_filter()
 
     def _emptied_under_upload(self) -> str | None:
         """An upload-only pair whose remote lost every file it synced (a store restored
