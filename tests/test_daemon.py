@@ -2144,3 +2144,23 @@ def test_a_syncignore_that_cannot_be_read_keeps_the_daemons_pair_in_error(
         wait_for(lambda: (remote / "new.txt").exists(), timeout=20)
         assert daemon.wait_idle()["last_error"] is None
         assert daemon.terminate() == 0
+
+
+def test_a_second_spelling_made_under_the_daemon_is_refused_at_once(tmp_path: Path) -> None:
+    """An NFD twin of a synced NFC file, made while the daemon runs: both would be one remote
+    key. A scan refuses the NFD one (exit 1 in `once`), but the daemon said nothing until its
+    hourly rescan, `failed: 0`, while the twin's edits went nowhere (sweep S)."""
+    nfc, nfd = "\u00e9t\u00e9.txt", "e\u0301te\u0301.txt"
+    setup, remote = folder_setup(tmp_path)
+    setup.local.mkdir()
+    (setup.local / nfc).write_bytes(b"the synced one")
+    with running_daemon(setup) as daemon:
+        daemon.wait_idle()
+        (setup.local / nfd).write_bytes(b"its twin")
+        pair = wait_for(lambda: (found := daemon.pair_status())["failed"] == 1 and found)
+        assert nfd in pair["failures"][0]["path"], pair
+        assert "one name in two Unicode normalizations" in pair["failures"][0]["error"]
+        (setup.local / nfd).unlink()
+        wait_for(lambda: daemon.pair_status()["failed"] == 0, timeout=20)
+        assert daemon.terminate() == 0
+    assert tree(remote) == {nfc: b"the synced one"}

@@ -1020,6 +1020,8 @@ class PairSyncer:
             return Outcome.DONE
         if self.stats.is_refused(path):
             return Outcome.DONE  # the other spelling of a name (not synced, never succeeds)
+        if not path.isascii():
+            self._refuse_twin(path)
         self.deletions.forget(path)
         with self._lock:
             keep = keep or self.keeps.pop(path, None)
@@ -1122,6 +1124,23 @@ class PairSyncer:
                 self.store.bump(self.name, {"failures": 1})
             self.log.warning("refused", path=path, side=side, reason=reason)
             self._oplog(path, REFUSED_OPS[side], "failed", note=reason)
+
+    def _refuse_twin(self, path: str) -> None:
+        """A file event for `path` while both its NFC and NFD spellings stand on disk (one
+        made beside the other under a running daemon): the NFD one is refused, as a scan
+        refuses it (`_takes_over`: the one spelled as the path is kept). Only a full scan
+        said so, up to an hour later; meanwhile its edits went nowhere, without a word. (Its
+        refusal goes with it: `forget_gone_names`.)"""
+        decomposed = unicodedata.normalize("NFD", path)
+        if decomposed == path or self.stats.is_refused(decomposed):
+            return
+        if localfs.stands(self.root / path) and localfs.stands(self.root / decomposed):
+            self._refuse(
+                decomposed,
+                f"local name {_spellings(decomposed, path)}, one remote key; only {path!r} is "
+                "synced",
+                "local",
+            )
 
     def forget_gone_names(self) -> None:
         """Refused local names no longer on disk (renamed or deleted, or their folder was):
