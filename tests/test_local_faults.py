@@ -1083,3 +1083,26 @@ def test_a_one_way_copy_leaves_resumable_temps_alone(tmp_path: Path) -> None:
     assert temp.read_bytes() == b"chunks of a download the daemon makes now"
     assert tree(remote) == {"a.txt": b"a"}
     assert not (local / ".syncd").exists()
+
+
+def test_an_object_whose_name_is_too_long_here_is_never_fetched(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """An object whose name no local file can have (over 255 bytes) was downloaded in full
+    at every try (every hour at most, for as long as it exists), only for the rename into
+    place to fail (sweep S). It fails as before, naming the cause, but no byte is fetched."""
+    from test_faults import backend_for
+
+    long_name = "L" * 300 + ".bin"
+    for backend in backend_for("s3", request):
+        setup = backend.setup(tmp_path)
+        backend.remote.put(long_name, os.urandom(64 * 1024))
+        backend.remote.put("fits.txt", b"fits")
+
+        result = backend.run(setup)
+
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "File name too long" in result.stdout
+        assert tree(setup.local) == {"fits.txt": b"fits"}
+        assert not [ex for ex in backend.proxy.matching("GET", long_name)], "fetched"
+        assert not list(setup.local.rglob(".syncd-tmp-*"))

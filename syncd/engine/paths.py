@@ -58,7 +58,8 @@ def check_key(key: str) -> str:
     Refused: empty keys, absolute keys, '.' / '..' / empty segments, NUL and other control
     characters, backslashes, names that are not valid UTF-8 (a local file name's bytes).
     Folder markers (keys ending in '/') are the caller's to skip.
-    A name too long for the local filesystem is not unsafe: its download fails, per file.
+    A name too long for the local filesystem is not unsafe: its download fails, per file
+    (before a byte is fetched: `localfs.check_name_fits`).
     """
     if is_plain_key(key):
         return key  # the common case: one scan of the key, no refusal possible

@@ -2304,6 +2304,7 @@ class PairSyncer:
             localfs.make_parents(self.root, target)
         except localfs.FileInTheWay as exc:
             return self._local_file_aside(path, exc.path, plog)
+        localfs.check_name_fits(target)
 
         def still_local() -> bool:
             now = _stat_at(self.root, target)
