@@ -387,3 +387,34 @@ def test_the_daemon_mends_a_bad_syncignore_from_the_remote(tmp_path: Path) -> No
         assert (setup.local / ".syncignore").read_text() == "*.tmp\nbuild/\n"
         assert daemon.wait_idle()["last_error"] is None
         assert daemon.terminate() == 0
+
+
+@pytest.mark.parametrize("local_kind", ["folder", "symlink"])
+def test_the_syncignore_mend_touches_nothing_but_a_file_as_last_synced(
+    tmp_path: Path, local_kind: str
+) -> None:
+    """The mend only downloads over a regular file as last synced. A folder of that name
+    took the route of a file/folder clash: the remote `.syncignore` moved aside as a
+    conflict copy and deleted there, every other machine then deleting its own. A symlink
+    made the mend a traceback (review R2)."""
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    setup = Setup(tmp_path, f"file://{remote}")
+    setup.write()
+    (setup.local / ".syncignore").write_text("*.tmp\n")
+    assert syncd("once", "-c", setup.config).returncode == 0
+    (setup.local / ".syncignore").unlink()
+    if local_kind == "folder":
+        (setup.local / ".syncignore").mkdir()
+        (setup.local / ".syncignore" / "inside.txt").write_text("x")
+    else:
+        (tmp_path / "rules").write_text("*.tmp\nbuild\\\n")
+        (setup.local / ".syncignore").symlink_to(tmp_path / "rules")
+    _remote_write(remote / ".syncignore", "*.tmp\nbuild/\n", 2_000_000_000_000_000_000)
+
+    result = syncd("once", "-c", setup.config)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in remote.iterdir()) == [".syncignore"]
+    assert (remote / ".syncignore").read_text() == "*.tmp\nbuild/\n"

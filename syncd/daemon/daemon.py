@@ -727,7 +727,13 @@ class Daemon:
             log.warning("poll failed", pair=name, error=str(exc))
             return
         if syncer.stats.fault is not None:
-            syncer.answered()
+            if syncer.answered():
+                # A newer .syncignore came down: this listing was made under the old rules
+                # (they left every path out), and would read as everything deleted.
+                self.rescan(name)
+                return
+            if syncer.filter.problem is not None:
+                return  # its rules are unknown: nothing moves, and the listing left all out
             if syncer.stats.fault is None:
                 log.info("pair recovered", pair=name)
         base = self.engine.store.remote_etags(name)

@@ -730,50 +730,62 @@ class PairSyncer:
         self._remember_held(still_held)
         return sorted(pending)
 
-    def answered(self) -> None:
+    def answered(self) -> bool:
         """A full look found the pair's root and remote there and answering: its fault is
         cleared, unless what the listing found is the fault (`_emptied_under_upload`). The
         daemon cleared it at every poll, and stamped `last_sync`: a backup pair over an
         emptied bucket showed `idle`, in sync, where `syncd once` said error. Nor a
         `.syncignore` that cannot be read: every pass stops at it, and a poll's listing
-        cleared that fault 2 s after the scan set it (nothing synced, `idle`, no error)."""
+        cleared that fault 2 s after the scan set it (nothing synced, `idle`, no error).
+        True when a newer `.syncignore` came down meanwhile (`_repair_syncignore`): what
+        was listed under the old rules is stale."""
         self.reload_filter()
-        if self.filter.problem is not None:
-            self._repair_syncignore()
+        mended = self.filter.problem is not None and self._repair_syncignore()
         if self.filter.problem is not None:
             self.stats.set_fault(self.filter.problem)
         elif self._emptied_under_upload() is None:
             self.stats.set_fault(None)
+        return mended
 
-    def _repair_syncignore(self) -> None:
+    def _repair_syncignore(self) -> bool:
         """The root's `.syncignore` cannot be read, and every pass stops at it; but a newer
         one on the remote (another machine's fix) comes down all the same, where this one
-        is as last synced: one writer's bad line (a Windows-style `build\\`) took every
-        machine of the bucket down, and the fix made on the remote never reached them. Only
-        that download: this file is never sent up while it cannot be read (nor is any other:
-        its rules are unknown), and a dry run changes nothing. The filter is read again.
-        The remote's is looked at on its own: a listing leaves out every path meanwhile."""
-        if self.plan_only or not self._writes("local"):
-            return
+        is a regular file as last synced: one writer's bad line (a Windows-style `build\\`)
+        took every machine of the bucket down, and the fix made on the remote never reached
+        them. True when it came down (the filter is read again; a listing made before it is
+        stale).
+
+        Only that download, straight: no decision that could move the remote's aside, delete
+        it or send anything up (nothing is sent while the rules are unknown), none in a dry
+        run, none while the pair waits to take a new place. The pair's filter stays as it is
+        meanwhile (workers read it), and the remote's file is asked for once, on its own (a
+        listing leaves out every path while the rules are unknown); any error leaves the
+        fault as it was."""
+        if self.plan_only or not self._writes("local") or self.take_place is not None:
+            return False
+        if PathFilter(self.pair.exclude, None, include=self.pair.include).excluded(SYNCIGNORE):
+            return False
+        base = self.store.get(self.name, SYNCIGNORE)
         try:
-            self.index.put(SYNCIGNORE, self.retry.call(partial(self.provider.stat, SYNCIGNORE)))
-        except NotFound:
-            return
-        except ProviderError:
-            return  # the pass's listing says what is wrong with the remote
-        # The config's rules alone, for this one path: the root's cannot be read.
-        self.filter = PathFilter(self.pair.exclude, None, include=self.pair.include)
+            local = self._stat_local(SYNCIGNORE)
+            if base is None or local is None or not _as_recorded(local, base):
+                return False
+            remote = self.provider.stat(SYNCIGNORE)
+        except (OSError, localfs.LocalPathError, ProviderError):
+            return False
+        if remote.etag == base.remote_etag:
+            return False
+        plog = self.log.bind(path=SYNCIGNORE)
+        plog.info("a newer .syncignore on the remote: taken, as this one cannot be read")
+        self.index.put(SYNCIGNORE, remote)
         try:
-            if self.filter.excluded(SYNCIGNORE):
-                return
-            decision, facts = self._decide(SYNCIGNORE)
-            if decision.action is not Action.DOWNLOAD:
-                return
-            plog = self.log.bind(path=SYNCIGNORE)
-            plog.info("a newer .syncignore on the remote: taken, as this one cannot be read")
-            self._act(SYNCIGNORE, decision, facts, None, plog)
+            outcome = self._download(SYNCIGNORE, local, remote, plog)
+        except (OSError, localfs.LocalPathError, ProviderError) as exc:
+            plog.warning("the newer .syncignore could not come down", error=_describe(exc))
+            return False
         finally:
             self.reload_filter()
+        return outcome is Outcome.DONE
 
     def _emptied_under_upload(self) -> str | None:
         """An upload-only pair whose remote lost every file it synced (a store restored
@@ -1130,11 +1142,20 @@ class PairSyncer:
         made beside the other under a running daemon): the NFD one is refused, as a scan
         refuses it (`_takes_over`: the one spelled as the path is kept). Only a full scan
         said so, up to an hour later; meanwhile its edits went nowhere, without a word. (Its
-        refusal goes with it: `forget_gone_names`.)"""
+        refusal goes with it: `forget_gone_names`.) On a filesystem that ignores
+        normalization (APFS, ZFS normalization=, casefold) both spellings find one file:
+        no twin."""
         decomposed = unicodedata.normalize("NFD", path)
         if decomposed == path or self.stats.is_refused(decomposed):
             return
-        if localfs.stands(self.root / path) and localfs.stands(self.root / decomposed):
+        try:
+            # Two files, not one name found twice (a filesystem that ignores normalization).
+            twins = not os.path.samestat(
+                os.lstat(self.root / path), os.lstat(self.root / decomposed)
+            )
+        except OSError:
+            return  # one of them is not there
+        if twins:
             self._refuse(
                 decomposed,
                 f"local name {_spellings(decomposed, path)}, one remote key; only {path!r} is "
@@ -2556,3 +2577,10 @@ def _where(exc: BaseException) -> str:
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
     return f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb is not None else "?"
+
+
+def _as_recorded(local: LocalFile, base: BaseEntry) -> bool:
+    """Is `local` the very file the base records (not written since it was synced)?"""
+    return (local.size, local.mtime_ns, local.inode) == (base.size, base.mtime_ns, base.inode) and (
+        not base.ctime_ns or local.ctime_ns == base.ctime_ns
+    )
