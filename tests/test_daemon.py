@@ -51,6 +51,7 @@ from syncd.daemon.watcher import Watcher, WatchLimitReached
 from syncd.engine.core import Engine
 from syncd.engine.filters import SYNCIGNORE
 from syncd.engine.model import Change, Origin, Side
+from syncd.engine.paths import printable
 from syncd.engine.workers import WorkerPool
 from syncd.status_view import render_status
 
@@ -1950,6 +1951,45 @@ def test_refused_names_are_failures_the_daemon_does_not_retry_in_a_loop(tmp_path
         wait_for(lambda: (remote / "bell-dir" / "inside.txt").exists())
         assert daemon.terminate() == 0
     assert (remote / "fine.txt").read_text() == "fine"
+
+
+def _refused_paths(daemon: DaemonProcess) -> list[str]:
+    """The pair's failures, their names shown as `printable` shows them (a byte that is not
+    UTF-8 as `\\xNN`, however the JSON carries it)."""
+    return sorted(printable(f["path"]) for f in daemon.pair_status()["failures"])
+
+
+def test_a_folder_named_in_bytes_that_are_not_utf8_is_refused_without_a_full_scan(
+    tmp_path: Path,
+) -> None:
+    """A folder whose name is not UTF-8, made, renamed or removed while the daemon runs: its
+    settled event went to the state database as a path prefix, which raised
+    UnicodeEncodeError; an error was logged and both sides were compared in full, once per
+    event. No such name can be a key: the folder is refused (one failure, as a full scan
+    reports it), with no error and no full scan, and nothing of it goes up."""
+    setup, remote = folder_setup(tmp_path)
+    setup.local.mkdir()
+    (setup.local / "fine.txt").write_text("fine")
+    local = os.fsencode(setup.local)
+    with running_daemon(setup) as daemon:
+        daemon.wait_idle()
+        os.mkdir(local + b"/latin\xe9-1")
+        with open(local + b"/latin\xe9-1/a.txt", "wb") as raw:
+            raw.write(b"a")
+        wait_for(lambda: _refused_paths(daemon) == ["latin\\xe9-1"])
+        os.rename(local + b"/latin\xe9-1", local + b"/latin\xe9-2")
+        wait_for(lambda: _refused_paths(daemon) == ["latin\\xe9-2"])
+        shutil.rmtree(local + b"/latin\xe9-2")
+        wait_for(lambda: daemon.pair_status()["failed"] == 0)
+        daemon.wait_idle()
+        logs = daemon.logs()
+        assert "settled change not handled" not in logs, logs
+        assert logs.count('"event": "full scan queued"') == 1, logs  # the first pass only
+        records = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
+        refused = [printable(r["path"]) for r in records if r["event"] == "refused"]
+        assert refused == ["latin\\xe9-1", "latin\\xe9-2"]  # the folder, once; not a.txt
+        assert daemon.terminate() == 0
+    assert tree(remote) == {"fine.txt": b"fine"}
 
 
 def test_human_status_shows_a_refused_name_escaped_and_not_retried(

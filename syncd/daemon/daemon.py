@@ -38,6 +38,7 @@ from syncd.engine.debounce import Debouncer, Pending
 from syncd.engine.decide import remote_state
 from syncd.engine.filters import SYNCIGNORE
 from syncd.engine.model import Change
+from syncd.engine.paths import is_plain_key, key_refusal
 from syncd.engine.stats import PairStats
 from syncd.engine.syncer import PROBE_WAIT_S, PairFault, PairSyncer
 from syncd.engine.workers import WorkerPool
@@ -632,6 +633,14 @@ class Daemon:
             # rules). A path it no longer ignores is found by a full pass.
             syncer.reload_filter()
             self.rescan(change.pair)
+        refused = _refused_name(change.path)
+        if refused is not None:
+            # No key can hold it, nor anything under it: no walk (a folder's paths are
+            # looked up in the state as a prefix no row can hold), just the name the scan
+            # refuses, checked once it settles (a failure while it is there, none once gone).
+            if not _excluded(syncer, refused):
+                self.settler.touch((change.pair, refused), syncer.pair.settle)
+            return
         if not change.is_dir and syncer.landed_here(change.path):
             return  # a download of this pair landing: nothing changed here since
         self.settler.touch((change.pair, change.path), syncer.pair.settle, walk=change.is_dir)
@@ -983,6 +992,25 @@ def conflict_list(store: StateStore, pairs: Collection[str]) -> list[dict[str, A
         for pair, path, reason, detected in store.conflicts()
         if pair in pairs
     ]
+
+
+def _refused_name(path: str) -> str | None:
+    """The first name along a local `path` that no remote key may hold (a folder named in
+    bytes that are not UTF-8, say), as the scan refuses it: the whole path up to it. None
+    when every name may be a key."""
+    if is_plain_key(path):
+        return None  # the common case: one regex match
+    names = path.split("/")
+    for depth, name in enumerate(names, start=1):
+        if key_refusal(name) is not None:
+            return "/".join(names[:depth])
+    return None
+
+
+def _excluded(syncer: PairSyncer, path: str) -> bool:
+    """The filters leave `path` out, as a file or as a folder: a refused name there is no
+    failure (see the scan)."""
+    return syncer.filter.excluded(path) or syncer.filter.excluded(path, is_dir=True)
 
 
 def _iso(ts: float | None) -> str | None:
