@@ -34,7 +34,7 @@ from syncd.config import (
 from syncd.config.model import state_file, state_read_only
 from syncd.daemon.lock import InstanceLock, LockUnavailable, instance_lock
 from syncd.daemon.protocol import DaemonError, DaemonNoAnswer, DaemonUnreachable, request
-from syncd.engine.paths import printable
+from syncd.engine.paths import normalize, printable
 from syncd.exitcodes import EXIT_ATTENTION, EXIT_FAILED, EXIT_UNREACHABLE, EXIT_USAGE
 from syncd.providers.errors import ProviderError
 from syncd.providers.url import RemoteURLError
@@ -732,10 +732,13 @@ def _find_conflict(
     pairs: list[PairPlace], open_conflicts: list[tuple[str, str, str, float]], given: str
 ) -> tuple[str, str] | None:
     """Which open conflict PATH names: a path inside a pair's root, or relative to one, or
-    PAIR/PATH as `resolve` and `once` print it; None when it names none."""
-    roots = {p.name: Path(p.local) for p in pairs}
-    absolute = Path(given).absolute()
-    relative = given.strip("/")
+    PAIR/PATH as `resolve` and `once` print it; None when it names none.
+
+    Compared as NFC, as every path is (conflicts are recorded so): the name as it is on disk,
+    which tab completion gives, may be NFD."""
+    roots = {p.name: Path(normalize(str(p.local))) for p in pairs}
+    absolute = Path(normalize(str(Path(given).absolute())))
+    relative = normalize(given).strip("/")
     named_pair, _, in_pair = relative.partition("/")
     matches = [
         (pair, path)

@@ -472,3 +472,33 @@ def test_resolve_takes_a_path_relative_to_the_folder_it_is_run_in(
     with pytest.raises(SystemExit) as exited:
         _find_conflict(pairs, open_conflicts, "f.txt")
     assert exited.value.code == 2
+
+
+def test_resolve_takes_the_name_as_it_is_on_disk_in_nfd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A conflict is recorded as NFC (`été.txt`); the file on disk is NFD, and tab completion
+    gives that spelling: `resolve` said "no open conflict" of a name that looks the same as
+    the one `syncd conflicts` lists. It is normalized as every path is, relative to the pair's
+    folder or in full."""
+    setup = _pair(tmp_path, conflict="manual")
+    names = {"e\u0301te\u0301.txt": "relative", "cafe\u0301.txt": "absolute"}
+    for name in names:
+        (setup.local / name).write_bytes(b"local " + name.encode())
+        (tmp_path / "remote" / name).write_bytes(b"remote " + name.encode())
+    assert syncd("once", "-c", setup.config).returncode == 4
+
+    monkeypatch.chdir(setup.local)
+    relative = syncd("resolve", "e\u0301te\u0301.txt", "--keep", "local", "-c", setup.config)
+    assert relative.returncode == 0, relative.stdout + relative.stderr
+    assert relative.stdout.strip() == "docs/\u00e9t\u00e9.txt: kept local"
+    full = syncd("resolve", setup.local / "cafe\u0301.txt", "--keep", "remote", "-c", setup.config)
+    assert full.returncode == 0, full.stdout + full.stderr
+    assert full.stdout.strip() == "docs/caf\u00e9.txt: kept remote"
+
+    assert syncd("conflicts", "-c", setup.config).returncode == 0
+    remote = {p.name: p.read_bytes() for p in (tmp_path / "remote").iterdir() if p.is_file()}
+    assert remote == {
+        "e\u0301te\u0301.txt": b"local " + "e\u0301te\u0301.txt".encode(),
+        "cafe\u0301.txt": b"remote " + "cafe\u0301.txt".encode(),
+    }

@@ -1333,6 +1333,36 @@ def test_manual_conflict_listed_and_resolved_through_the_daemon(tmp_path: Path) 
         assert daemon.terminate() == 0
 
 
+def test_resolve_through_the_daemon_takes_the_name_as_it_is_on_disk_in_nfd(
+    tmp_path: Path,
+) -> None:
+    """A conflict is recorded as NFC; the file's name on disk, which tab completion gives,
+    is NFD. Given that way, to `syncd resolve` or straight to the control socket, it was "no
+    open conflict": it is normalized as every path is."""
+    setup, remote = folder_setup(tmp_path, conflict="manual")
+    setup.local.mkdir()
+    for name in ("e\u0301te\u0301.txt", "cafe\u0301.txt"):
+        (setup.local / name).write_text("local version")
+        (remote / name).write_text("remote version")
+    with running_daemon(setup) as daemon:
+        wait_for(lambda: daemon.pair_status()["conflicts"] == 2)
+        said = syncd(
+            "resolve", setup.local / "e\u0301te\u0301.txt", "--keep", "local", "-c", setup.config
+        )
+        assert said.returncode == 0, said.stderr
+        assert said.stdout.strip() == "docs/\u00e9t\u00e9.txt: kept local"
+        asked = request(setup.socket, "resolve", pair="docs", path="cafe\u0301.txt", keep="remote")
+        assert asked["resolved"] is True, asked
+        wait_for(lambda: daemon.pair_status()["conflicts"] == 0)
+        daemon.wait_idle()
+        assert daemon.terminate() == 0
+    assert tree(remote) == {
+        "e\u0301te\u0301.txt": b"local version",
+        "cafe\u0301.txt": b"remote version",
+    }
+    assert tree(setup.local) == tree(remote)
+
+
 def test_resolve_through_the_daemon_stands_until_it_is_carried_out(tmp_path: Path) -> None:
     """A daemon whose listing is older than another machine's upload (or deletion): the
     decision went with a first attempt the remote's version check refused, the conflict

@@ -38,7 +38,7 @@ from syncd.engine.debounce import Debouncer, Pending
 from syncd.engine.decide import remote_state
 from syncd.engine.filters import SYNCIGNORE
 from syncd.engine.model import Change
-from syncd.engine.paths import is_plain_key, key_refusal
+from syncd.engine.paths import is_plain_key, key_refusal, normalize
 from syncd.engine.stats import PairStats
 from syncd.engine.syncer import PROBE_WAIT_S, PairFault, PairSyncer
 from syncd.engine.workers import WorkerPool
@@ -875,6 +875,7 @@ class Daemon:
         pair, path, keep = args.get("pair"), args.get("path"), args.get("keep")
         if keep not in ("local", "remote", "both") or not isinstance(path, str):
             raise CommandError("resolve needs a path and keep: local, remote or both")
+        path = normalize(path)  # conflicts are recorded as NFC; a client may send the NFD
         syncer = self.engine.syncers[self._pairs(pair)[0]]
         if path not in syncer.open_conflicts:
             raise CommandError(f"no open conflict for {path!r} in pair {syncer.name!r}")
