@@ -519,7 +519,7 @@ def check_name_fits(target: Path) -> None:
     except (OSError, ValueError):
         limit = 255
     if len(os.fsencode(name)) > limit:
-        raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), str(target))
+        raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), name)
 
 
 def temp_name() -> str:
