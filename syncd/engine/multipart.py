@@ -20,6 +20,7 @@ Chunks are `part_size` grown up to 64 MiB (`download_chunk`).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
@@ -52,6 +53,7 @@ from syncd.engine.paths import RESUME_PREFIX
 from syncd.engine.progress import Transfer
 from syncd.engine.retry import RetryPolicy
 from syncd.providers.base import (
+    KeepsOrphanUploads,
     MultipartProvider,
     ObjectInfo,
     PartDigest,
@@ -73,6 +75,8 @@ log = structlog.get_logger("syncd.multipart")
 
 #: An unfinished transfer older than this is abandoned (and its upload aborted).
 STALE_AFTER = 7 * 24 * 3600.0
+#: The upload id of a record made before its upload (`_begin`): none came yet.
+PENDING = ""
 #: Reads and hashes go in slices of this size.
 SLICE = 1024 * 1024
 
@@ -578,20 +582,22 @@ class LargeTransfers:
                 bytes_held=sum(p.size for p in done.values()),
             )
             return upload_id, done, True
-        upload_id = self.retry.call(lambda: self.provider.start_multipart(request))
-        self._record_upload(
-            PartialUpload(
-                path=path,
-                key=request.key,
-                upload_id=upload_id,
-                size=request.size,
-                mtime_ns=local.mtime_ns,
-                inode=local.inode,
-                sha256=request.sha256,
-                part_size=part_size,
-                condition=_condition(request),
-            ),
+        record = PartialUpload(
+            path=path,
+            key=request.key,
+            upload_id=PENDING,
+            size=request.size,
+            mtime_ns=local.mtime_ns,
+            inode=local.inode,
+            sha256=request.sha256,
+            part_size=part_size,
+            condition=_condition(request),
         )
+        # Recorded before it is made: a kill between the service making the upload and its
+        # id recorded left one that no run knew of, on S3 for good (issue 5: none is left).
+        self._record_upload(record)
+        upload_id = self.retry.call(lambda: self.provider.start_multipart(request))
+        self._record_upload(dataclasses.replace(record, upload_id=upload_id))
         return upload_id, {}, False
 
     def _resume(
@@ -601,6 +607,9 @@ class LargeTransfers:
         (None, {}) after aborting a record that no longer fits."""
         record = self.partials.upload(self.pair, path)
         if record is None:
+            return None, {}
+        if record.upload_id == PENDING:
+            self._abort_record(record)
             return None, {}
         fits = (
             record.key == request.key
@@ -738,11 +747,27 @@ class LargeTransfers:
         return sum(self.abandon(path) for path in uploads | downloads)
 
     def _abort_record(self, record: PartialUpload) -> None:
-        request = UploadRequest(
-            key=record.key, body=io.BytesIO(b""), size=record.size, mtime_ns=record.mtime_ns
-        )
-        self._abort(request, record.upload_id)
+        if record.upload_id == PENDING:
+            self._drop_orphans(record)
+        else:
+            request = UploadRequest(
+                key=record.key, body=io.BytesIO(b""), size=record.size, mtime_ns=record.mtime_ns
+            )
+            self._abort(request, record.upload_id)
         self._drop_upload(record.path)
+
+    def _drop_orphans(self, record: PartialUpload) -> None:
+        """A record whose upload's id never came (a kill, or a create that failed): the
+        upload the service may have made for it goes, where the service would keep it."""
+        provider = self.provider
+        if not isinstance(provider, KeepsOrphanUploads):
+            return
+        try:
+            self.retry.call(lambda: provider.drop_orphan_uploads(record.key, record.started_at))
+        except ProviderError as exc:
+            log.warning(
+                "could not look for an upload left unrecorded", key=record.key, error=str(exc)
+            )
 
     def _recorded_paths(self) -> set[str]:
         with self._recorded_lock:

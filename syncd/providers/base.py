@@ -387,6 +387,18 @@ class WatchableRemote(Protocol):
         ...
 
 
+@runtime_checkable
+class KeepsOrphanUploads(Protocol):
+    """A service that keeps an unfinished multipart upload until it is aborted (S3; GCS
+    sessions and Azure's uncommitted blocks expire by themselves within a week)."""
+
+    def drop_orphan_uploads(self, key: str, since: float) -> int:
+        """Abort the unfinished uploads of exactly `key` that a run killed between creating
+        them and recording their id may have left: no part, begun at or after `since` (epoch
+        seconds; or the service states no usable start). Returns how many went."""
+        ...
+
+
 class NotWatchable(Exception):
     """The remote's changes cannot all be seen by a watch; it is listed at every poll."""
 

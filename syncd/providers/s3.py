@@ -110,6 +110,8 @@ INITIATED_SLACK = 1.0
 #: How long after a create whose answer was lost the next create of that key still cleans
 #: up after it (`_create_upload`): the retry policy's usual span.
 UNANSWERED_WINDOW_S = 300.0
+#: An unfinished upload with no part older than this is no writer's in flight.
+ORPHAN_AGE_S = 24 * 3600.0
 
 _MD5 = re.compile(r"^[0-9a-f]{32}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -929,6 +931,25 @@ class S3Provider:
                 continue
             self._abort(key, upload_id)
             log.info("dropped an upload whose creation went unanswered", key=key)
+
+    def drop_orphan_uploads(self, key: str, since: float) -> int:
+        """See KeepsOrphanUploads. An upload of the key begun more than a day before `since`
+        with no part is no one's in flight either (a writer's gets its first part at once),
+        and a server that states no real Initiated (moto: one fixed date) reads so; another
+        writer's upload begun after `since` that has no part yet when it is looked at would go
+        too (it fails and starts over: nothing is lost), as for `_drop_unanswered`."""
+        dropped = 0
+        for upload_id, initiated in self._uploads_of(key).items():
+            started = initiated.timestamp()
+            if since - ORPHAN_AGE_S <= started < since - INITIATED_SLACK:
+                continue  # begun shortly before our record: not ours
+            if self._holds_parts(key, upload_id):
+                continue
+            self._abort(key, upload_id)
+            dropped += 1
+        if dropped:
+            log.info("dropped uploads a killed run left unrecorded", key=key, uploads=dropped)
+        return dropped
 
     def _uploads_of(self, key: str) -> dict[str, datetime]:
         """Upload id -> Initiated, of the unfinished uploads of exactly `key`."""
