@@ -12,7 +12,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import closing, contextmanager
+from contextlib import AbstractContextManager, ExitStack, closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -952,11 +952,17 @@ def _at_pair(index: int, name: str, exc: ProviderError | RemoteURLError) -> Conf
 
 
 def run_one_way(
-    config: Config, *, dry_run: bool = False, show: Callable[[InFlight], Any] | None = None
+    config: Config,
+    *,
+    dry_run: bool = False,
+    show: Callable[[InFlight], AbstractContextManager[Any]] | None = None,
+    watch: Callable[[Engine], AbstractContextManager[Any]] | None = None,
 ) -> Report:
     """One copy in the direction its single pair names: create-only of nothing, delete nothing.
     A missing destination folder of an upload to file:// is made first, like rclone does.
-    `show` wraps the pass (progress bars on a terminal) and gets the engine's transfers."""
+    `show` wraps the pass (progress bars on a terminal) and gets the engine's transfers.
+    `watch` wraps it too and gets the engine itself: the command line's SIGINT / SIGTERM
+    closes it from the main thread, which stops the pass as any `Engine.close()` does."""
     pair = config.pairs[0]
     local = Path(pair.local)
     if pair.direction == "upload" and not local.is_dir():
@@ -973,18 +979,27 @@ def run_one_way(
         if destination is not None:
             _check_destination(destination)  # refused as the real run refuses it
         with dry_run_state(config) as scratch:
-            return _copy(scratch, dry_run=True, show=show)
+            return _copy(scratch, dry_run=True, show=show, watch=watch)
     made = _make_destination(destination) if destination is not None else []
-    report = _copy(config, dry_run=False, show=show)
+    try:
+        report = _copy(config, dry_run=False, show=show, watch=watch)
+    except BaseException:
+        _remove_made(made)  # stopped before its pass began (`watch` refused it), say
+        raise
     if report.pairs and report.pairs[0].fault is not None:
-        # Nothing could be copied (a missing bucket, a remote that does not answer): the
-        # folders made for it go again, if they are still empty, as if never asked for.
-        for folder in reversed(made):
-            try:
-                folder.rmdir()
-            except OSError:
-                break
+        _remove_made(made)
     return report
+
+
+def _remove_made(made: list[Path]) -> None:
+    """Nothing could be copied (a missing bucket, a remote that does not answer, a copy
+    stopped before it began): the folders made for it go again, if they are still empty, as
+    if never asked for."""
+    for folder in reversed(made):
+        try:
+            folder.rmdir()
+        except OSError:
+            break
 
 
 class DestinationUnusable(OSError):
@@ -1024,7 +1039,13 @@ def _make_destination(folder: Path) -> list[Path]:
     return missing
 
 
-def _copy(config: Config, *, dry_run: bool, show: Callable[[InFlight], Any] | None) -> Report:
+def _copy(
+    config: Config,
+    *,
+    dry_run: bool,
+    show: Callable[[InFlight], AbstractContextManager[Any]] | None,
+    watch: Callable[[Engine], AbstractContextManager[Any]] | None,
+) -> Report:
     with Engine.from_config(config) as engine:
         for syncer in engine.syncers.values():
             syncer.propagate_deletes = False
@@ -1037,7 +1058,9 @@ def _copy(config: Config, *, dry_run: bool, show: Callable[[InFlight], Any] | No
                 and syncer.pair.direction == "upload"
                 and syncer.pair.remote_url.scheme == "file"
             )
-        if show is None:
-            return engine.sync_once(dry_run=dry_run)
-        with show(engine.inflight):
+        with ExitStack() as around:
+            if show is not None:
+                around.enter_context(show(engine.inflight))
+            if watch is not None:
+                around.enter_context(watch(engine))
             return engine.sync_once(dry_run=dry_run)
