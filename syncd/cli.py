@@ -554,8 +554,11 @@ def _one_way(
         fail(_command_line_words(exc, {"exclude": exclude, "include": include}), EXIT_USAGE)
     _setup_logging(ctx, config)
     show = partial(progress_bars, enabled=sys.stderr.isatty() and not dry_run)
+    stopper = _OneWayStop()
     try:
-        report = run_one_way(config, dry_run=dry_run, show=show)
+        report = stopper.run(partial(run_one_way, config, dry_run=dry_run, show=show))
+    except _StoppedEarly as exc:
+        fail(f"stopped by {exc.name} before anything was copied", exc.code)
     except LockUnavailable as exc:
         fail(str(exc), EXIT_FAILED)
     except FileNotFoundError as exc:
@@ -566,8 +569,152 @@ def _one_way(
         fail(str(exc), EXIT_FAILED)
     except (ProviderError, RemoteURLError) as exc:
         fail(str(exc), EXIT_USAGE)
+    if stopper.cut_short(report):
+        _print_stopped(report, dry_run, stopper)
     _print_report(report, dry_run)
     sys.exit(report.exit_code)
+
+
+#: What the engine's report says of a pass `Engine.close()` stopped (`Engine._cut_short`).
+CUT_SHORT = "pass cut short"
+
+
+class _Signalled(Exception):
+    """A one-way copy stopped by a signal: its name, and the exit code the shell gives it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.name, self.code = _signal_name(signum), 128 + signum
+
+
+class _StoppedEarly(_Signalled):
+    """The signal came before the copy's pass began: nothing was copied."""
+
+
+class _StopNow(_Signalled):
+    """A second signal while the first one's stop is under way: leave at once."""
+
+
+def _signal_name(signum: int) -> str:
+    import signal
+
+    return signal.Signals(signum).name
+
+
+class _OneWayStop:
+    """SIGINT (Ctrl-C) and SIGTERM during `upload` / `download`, stopped as the daemon stops:
+    the handler only sets a flag (see `Daemon._on_signal`), and the main thread, which waits
+    for the copy running in a thread of its own, closes the copy's engine (`Engine.close()`):
+    the transfers in flight stop at their next chunk (a small download's temp file is removed,
+    a large transfer keeps its parts for the next run), the pass reports what it did, and the
+    engine lets go of its state. (A KeyboardInterrupt in the pass waited up to 10 s for the
+    transfers, then printed click's `Aborted!`, exit 1 even for a copy that was through, and
+    left a download's temp file behind; SIGTERM killed the copy with no clean-up.) The exit
+    code is the shell's for the signal, as rclone's: 130 for SIGINT, 143 for SIGTERM. A
+    second signal leaves at once."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None  # set by the handler
+        self._lock = threading.Lock()
+        self._engine: Engine | None = None  # the engine whose pass runs now
+        self._asked = False  # the main thread has acted on the signal
+        self._closed_running = False  # and closed an engine in the middle of its pass
+
+    def run(self, copy: Callable[..., Report]) -> Report:
+        """`copy(watch=...)` in a thread, the signals heard meanwhile; its result or error."""
+        import signal
+
+        outcome: list[Report] = []
+        error: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                outcome.append(copy(watch=self.watch))
+            except BaseException as exc:  # raised again in the main thread
+                error.append(exc)
+
+        # A daemon thread: a second signal leaves without waiting for it (see `_leave`).
+        thread = threading.Thread(target=work, name="syncd-copy", daemon=True)
+        # A signal ignored from the start stays ignored: a script's background job (`syncd
+        # download … &`) does not hear the Ctrl-C meant for the script.
+        stop_signals = [signal.Signals[name] for name in STOP_SIGNALS]
+        previous = {
+            sig: signal.signal(sig, self._on_signal)
+            for sig in stop_signals
+            if signal.getsignal(sig) is not signal.SIG_IGN
+        }
+        try:
+            thread.start()
+            while thread.is_alive():
+                thread.join(timeout=0.2)
+                if self.signum is not None and not self._asked:
+                    self.stop()
+        except _StopNow as now:
+            fail(f"stopped at once by a second {now.name}", now.code)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        if error:
+            raise error[0]
+        return outcome[0]
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        if self.signum is not None:
+            raise _StopNow(signum)
+        self.signum = signum
+
+    @contextlib.contextmanager
+    def watch(self, engine: Engine) -> Iterator[None]:
+        """Around the copy's pass (in the copy's thread): the engine the stop closes."""
+        with self._lock:
+            if self._asked:
+                assert self.signum is not None
+                raise _StoppedEarly(self.signum)
+            self._engine = engine
+        try:
+            yield
+        finally:
+            with self._lock:  # after a close() under way: it has waited for the pass
+                self._engine = None
+
+    def stop(self) -> None:
+        """Stop the copy (in the main thread): close the engine of a pass under way, which
+        returns once the pass has ended; a pass not begun yet is refused by `watch`."""
+        with self._lock:
+            self._asked = True
+            if self._engine is not None:
+                self._closed_running = True
+                self._engine.close()
+
+    def cut_short(self, report: Report) -> bool:
+        """Did the stop cut the pass short? One that was through when it came is not (its
+        report and exit code are those of a copy nobody stopped)."""
+        return self._closed_running and any(p.fault is not None for p in report.pairs)
+
+
+#: The signals that stop a one-way copy, as they stop the daemon.
+STOP_SIGNALS = ("SIGINT", "SIGTERM")
+
+
+def _print_stopped(report: Report, dry_run: bool, stopper: _OneWayStop) -> NoReturn:
+    """The end of a copy a signal cut short: the summary of what it did so far (a dry run's
+    plan is incomplete: none), then one line on stderr, and the signal's exit code."""
+    from dataclasses import replace
+
+    from syncd.engine.core import Report
+
+    assert stopper.signum is not None
+    if not dry_run:
+        done = [replace(pair, fault=None) for pair in report.pairs]
+        _print_report(Report(done, report.elapsed_s), dry_run)
+        for pair in report.pairs:
+            if pair.fault is not None and not pair.fault.startswith(CUT_SHORT):
+                click.echo(f"  error: {printable(pair.fault)}")
+    fail(
+        f"stopped by {_signal_name(stopper.signum)} before the copy was through; "
+        "run it again to copy the rest",
+        128 + stopper.signum,
+    )
 
 
 @cli.command()
