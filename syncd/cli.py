@@ -951,6 +951,7 @@ def check(config_path: str | None) -> None:
 
     config = _load(config_path)
     _require_places(config, config_path, EXIT_USAGE, socket=True, metrics=True, writes=False)
+    _require_usable_state(config, config_path)
     logs.configure("error", "auto")
     failed = misconfigured = False
     for index, pair in enumerate(config.pairs):
@@ -962,6 +963,20 @@ def check(config_path: str | None) -> None:
             + (f"\t{problem}" if problem else f"\t{note}" if note else "")
         )
     sys.exit(EXIT_USAGE if misconfigured else EXIT_FAILED if failed else 0)
+
+
+def _require_usable_state(config: Config, config_path: str | None) -> None:
+    """`check`: a state that is there is opened, as `once` and `run` open it: a damaged one
+    (`file is not a database`), or one a newer syncd wrote, said `ok` (exit 0), and the
+    daemon then would not start (under systemd, a restart loop). Exit 2 naming `state`."""
+    from syncd.state import StateError, StateStore
+
+    if not _state_is_there(config.state):
+        return  # made at the first pass (its folder was checked)
+    try:
+        StateStore(config.state).close()
+    except StateError as exc:
+        fail(_config_words(config_path, "state", str(exc)), EXIT_USAGE)
 
 
 def _check_pair(

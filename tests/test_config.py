@@ -1127,6 +1127,19 @@ def test_check_refuses_a_state_or_socket_no_command_can_use(
     assert _files(tmp_path) == before
 
 
+def test_check_refuses_a_damaged_state_as_the_daemon_would(tmp_path: Path) -> None:
+    """A state database that is no database: `once` and `run` stop (exit 1, `file is not a
+    database`), and `check` said ok, exit 0 (sweep W): the daemon it vouched for would not
+    start. It opens the state as they do: exit 2, one line naming `state`."""
+    path = _folder_pair(tmp_path, "state: sqlite:///TMP/state.db\n")
+    (tmp_path / "state.db").write_bytes(b"not a database, and long enough to be read" * 4)
+    done = syncd("check", "-c", path, timeout=60)
+    assert (done.returncode, done.stdout) == (2, ""), done.stdout + done.stderr
+    assert done.stderr.startswith(f"syncd: {path}: state: state database ")
+    assert "file is not a database" in done.stderr and done.stderr.count("\n") == 1
+    assert syncd("once", "-c", path, timeout=60).returncode == 1  # as `check` said
+
+
 @pytest.mark.parametrize("command", [["once"], ["run"], ["state", "rebuild"]], ids=" ".join)
 def test_a_state_that_cannot_be_made_is_one_line_naming_state(
     tmp_path: Path, command: list[str]
