@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
 import sqlite3
 import time
 from pathlib import Path
@@ -147,6 +148,36 @@ def test_the_daemon_prunes_old_records_when_it_starts(tmp_path: Path) -> None:
     with running_daemon(setup) as daemon:
         wait_for(lambda: logged() == ["new.txt"], timeout=20)
         assert '"event": "operation log pruned"' in daemon.logs()
+        assert daemon.terminate() == 0
+
+
+def test_a_reload_that_shortens_the_retention_prunes_at_once(tmp_path: Path) -> None:
+    """README: a reload applies `log_retention_days` at once; the records it let go of stayed
+    until the hourly prune (sweep X)."""
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    setup = Setup(
+        tmp_path,
+        f"file://{remote}",
+        extra={"log_retention_days": 90},
+        pair_extra={"poll_interval": 3600},
+    )
+    setup.write()
+    (setup.local / "old.txt").write_bytes(b"old")
+    assert syncd("once", "-c", setup.config).returncode == 0
+    with sqlite3.connect(setup.state_db) as db:  # every record 40 days old
+        db.execute("UPDATE oplog SET ts = ts - 40 * 86400")
+
+    def logged() -> list[object]:
+        return [r["path"] for r in _records(syncd("log", "--json", "-c", setup.config).stdout)]
+
+    with running_daemon(setup) as daemon:
+        daemon.wait_idle()
+        assert logged() == ["old.txt"]
+        setup.extra["log_retention_days"] = 30
+        setup.write()
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: logged() == [], timeout=20)
         assert daemon.terminate() == 0
 
 

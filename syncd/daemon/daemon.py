@@ -229,8 +229,12 @@ class Daemon:
             return
         if new.log != self.config.log:
             logs.configure(new.log.level, new.log.format)
+        retention_changed = new.log_retention_days != self.engine.config.log_retention_days
         for key in self.engine.apply_live_settings(new):
             log.warning("reload: this setting needs a restart; the running value stays", key=key)
+        if retention_changed:
+            # At once, as README says of every live setting, not at the next hourly prune.
+            self._prune_oplog()
         earlier: dict[str, PairStats] = {}
         added: list[str] = []
         # A changed pair is removed and added anew: `status` must never answer in between
