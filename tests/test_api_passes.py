@@ -222,6 +222,7 @@ def test_status_has_the_contracts_keys(tmp_path: Path) -> None:
     after = engine.status()
 
     assert status["state"] == "running" and after["state"] == "closed"
+    assert status["version"] == api.__version__ and status["transfers"] == []
     assert status["uptime_s"] >= 0
     docs, gone = status["pairs"]
     assert list(docs)[:7] == [

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack, closing, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -21,7 +21,7 @@ from typing import Any
 
 import structlog
 
-from syncd import logs
+from syncd import __version__, logs
 from syncd.config import Config, ConfigError, PairConfig, load_config, load_config_dict
 from syncd.config.environment import config_from_env
 from syncd.config.model import state_read_only
@@ -698,7 +698,9 @@ class Engine:
         return {
             "state": "closed" if self._closed else "running",
             "uptime_s": round(time.monotonic() - self.started, 1),
+            "version": __version__,
             "pairs": pairs,
+            "transfers": [asdict(view) for view in self.inflight.snapshot()],
         }
 
     def pair_summary(self, name: str) -> dict[str, Any]:
