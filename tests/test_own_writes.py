@@ -134,16 +134,19 @@ def test_an_upload_whose_answer_was_lost_counts_and_is_logged(
 # -- kill -9 between an upload and its record -----------------------------------------------
 
 
-def kill_once_its_upload_landed(backend: Backend, setup: Setup) -> None:
-    """Run `syncd once` until its upload of DOC has landed on the service, then SIGKILL it
-    before it can record that: the write's answer is lost, and the retry is held back by
-    the proxy until the process is dead (so the kill never races the record)."""
+def kill_once_its_upload_landed(
+    backend: Backend, setup: Setup, method: str | tuple[str, ...] = WRITES, target: str = ""
+) -> None:
+    """Run `syncd once` until its request `method` `target` (default: an upload of DOC) has
+    landed on the service, then SIGKILL it before it can record that: the write's answer is
+    lost, and the retry is held back by the proxy until the process is dead (so the kill
+    never races the record)."""
     proxy = backend.proxy
-    target = doc_target(backend)
+    target = target or doc_target(backend)
     landed = proxy.add_rule(
-        drop_before_response(forwarded=True), method=WRITES, path=target, limit=1
+        drop_before_response(forwarded=True), method=method, path=target, limit=1
     )
-    held = proxy.add_rule(delay(1.0), method=WRITES, path=target, name="held")
+    held = proxy.add_rule(delay(1.0), method=method, path=target, name="held")
     proc = subprocess.Popen(
         [*SYNCD, "once", "-c", str(setup.config)],
         env={**os.environ, **backend.env},
@@ -377,25 +380,7 @@ def test_a_kill_between_creating_a_multipart_upload_and_its_record_leaves_none(
     setup.config.write_text(yaml.safe_dump(config))
     data = os.urandom(6 * 1024 * 1024)
     write_local(setup, data)
-    proxy = s3.proxy
-    made = proxy.add_rule(
-        drop_before_response(forwarded=True), method="POST", path=r"\?uploads", limit=1
-    )
-    held = proxy.add_rule(delay(1.0), method="POST", path=r"\?uploads", name="held")
-    proc = subprocess.Popen(
-        [*SYNCD, "once", "-c", str(setup.config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for(lambda: held.seen >= 1 or proc.poll() is not None, timeout=60)
-        assert proc.poll() is None, f"syncd once ended ({proc.returncode}) before its retry"
-    finally:
-        proc.kill()
-        proc.wait()
-    assert made.fired == 1
-    wait_for(lambda: any("held" in x.faults for x in proxy.matching()), timeout=30)
-    proxy.clear_rules()
+    kill_once_its_upload_landed(s3, setup, "POST", r"\?uploads")
     assert _unfinished_uploads(s3)  # the killed run's, unknown to any record but its intent
 
     again = s3.run(setup)
