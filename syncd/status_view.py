@@ -55,7 +55,7 @@ def _pair_table(pair: dict[str, Any]) -> Table:
         show_header=False,
     )
     table.add_column("", style="bold")
-    table.add_column("")
+    table.add_column("", overflow="fold")  # a long remote or error wraps, whole
     rows = [
         ("local", pair.get("local")),
         ("remote", pair.get("remote")),
@@ -120,15 +120,20 @@ def _console() -> Console:
 def _transfer_table(transfers: list[dict[str, Any]]) -> Table:
     """In-flight transfers: a bar per file with bytes done, total and speed."""
     table = Table(show_header=True, header_style="bold", title="transfers", title_justify="left")
-    for column in ("file", "", "progress", "done", "speed"):
-        table.add_column(column)
+    # A long path wraps rather than losing its end: every file of one deep folder read the
+    # same (`quarterly-reports…`), and which one moved could not be told.
+    table.add_column("file", overflow="fold", min_width=12)
+    table.add_column("", no_wrap=True)
+    table.add_column("progress", no_wrap=True)
+    for column in ("done", "speed"):
+        table.add_column(column, overflow="fold")
     for t in transfers:
         total = max(int(t["bytes_total"]), 1)
         done = int(t["bytes_done"])
         table.add_row(
             escape(printable(t["path"])),
             "↑" if t["direction"] == "upload" else "↓",
-            ProgressBar(total=total, completed=done, width=30),
+            ProgressBar(total=total, completed=done, width=12),
             f"{filesize.decimal(done)} / {filesize.decimal(int(t['bytes_total']))}",
             f"{filesize.decimal(int(t['speed_bps']))}/s",
         )

@@ -2234,3 +2234,32 @@ def test_a_second_spelling_made_under_the_daemon_is_refused_at_once(tmp_path: Pa
         wait_for(lambda: daemon.pair_status()["failed"] == 0, timeout=20)
         assert daemon.terminate() == 0
     assert tree(remote) == {nfc: b"the synced one"}
+
+
+def test_human_status_on_a_narrow_terminal_cuts_no_path(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On an 80-column terminal the transfer table cut each path at its end: every file of
+    one deep folder read the same (`quarterly-reports…`), and which one moved could not be
+    told; a long remote or error in the pair's table alike (sweep X). They wrap now."""
+    from rich.console import Console
+
+    from syncd import status_view
+
+    monkeypatch.setattr(status_view, "_console", lambda: Console(width=60, force_terminal=False))
+    pair = {"name": "docs", "state": "syncing", "queued": 1, "in_flight": 2, "failed": 0,
+            "conflicts": 0, "last_sync": None, "synced_files": 1,
+            "remote": "s3://a-bucket-with-a-long-name/" + "and/a/long/prefix/" * 3,
+            "last_error": "the remote said no: " + "because " * 12}  # fmt: skip
+    transfers = [
+        {"pair": "docs", "path": f"quarterly-reports/2026/region-emea/{name}",
+         "direction": "upload", "bytes_done": 5, "bytes_total": 10, "speed_bps": 3}
+        for name in ("january.xlsx", "february.xlsx")
+    ]  # fmt: skip
+    render_status({"state": "running", "uptime_s": 3, "pairs": [pair], "transfers": transfers})
+    shown = capsys.readouterr().out
+    assert "…" not in shown
+    table = shown[shown.index("transfers") :].splitlines()
+    first_column = "".join(line.split("│")[1].strip() for line in table if line.startswith("│"))
+    for each in transfers:
+        assert each["path"] in first_column, shown
