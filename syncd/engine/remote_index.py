@@ -54,8 +54,14 @@ class RemoteIndex:
             if installs:
                 self._changes = []
         built: dict[str, int] = {}
-        for key in keys:
-            _count(built, key, 1)
+        try:
+            for key in keys:
+                _count(built, key, 1)
+        except BaseException:
+            with self._lock:  # no build runs now: `put` stops noting its changes
+                if installs and self._listings == listings:
+                    self._changes = None
+            raise
         with self._lock:
             if installs and self._listings == listings and self._changes is not None:
                 for key, step in self._changes:
