@@ -399,6 +399,10 @@ def test_names_no_key_may_hold_are_per_file_errors_not_sent_then_lost(tmp_path: 
             assert tree(local) == before  # nothing moved to the trash, nothing renamed
             said = {e["path"]: e["reason"] for e in logs if e["event"] == "refused"}
             assert said == (expected if attempt == 0 else {})  # said once, not at every pass
+            # With the keys every failure's line has (sweep X: `reason` only, no `op`).
+            lines = [e for e in logs if e["event"] == "refused"]
+            assert all(e["error"] == e["reason"] for e in lines)
+            assert all(e["op"] == "refused_local_name" for e in lines)
             assert syncer.stats.totals()["failures"] == 4  # counted once, not at every pass
             assert syncer.stats.due_failures(now=float("1e18")) == []
             assert engine.store.counters("p")["failures"] == 4

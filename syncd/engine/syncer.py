@@ -1134,7 +1134,11 @@ class PairSyncer:
         if self.stats.refused(path, reason, side):
             if not self.plan_only:  # a dry run changes nothing, the state's totals included
                 self.store.bump(self.name, {"failures": 1})
-            self.log.warning("refused", path=path, side=side, reason=reason)
+            # `op` and `error` as every failure's line says them (`reason` kept for readers
+            # of the older line).
+            self.log.warning(
+                "refused", path=path, side=side, op=REFUSED_OPS[side], error=reason, reason=reason
+            )
             self._oplog(path, REFUSED_OPS[side], "failed", note=reason)
 
     def _refuse_twin(self, path: str) -> None:
