@@ -2329,7 +2329,15 @@ class PairSyncer:
             localfs.make_parents(self.root, target)
         except localfs.FileInTheWay as exc:
             return self._local_file_aside(path, exc.path, plog)
-        localfs.check_name_fits(target)
+        try:
+            localfs.check_name_fits(target)
+        except OSError:
+            # Said without a byte fetched; but an object gone or changed since it was listed
+            # is decided again (a retry found only the stale listing's).
+            now = self.transfers.stat_remote(path, remote.key)
+            if now is None or now.etag != remote.etag:
+                return Outcome.REQUEUE
+            raise
 
         def still_local() -> bool:
             now = _stat_at(self.root, target)
