@@ -738,8 +738,8 @@ class PairSyncer:
         `.syncignore` that cannot be read: every pass stops at it, and a poll's listing
         cleared that fault 2 s after the scan set it (nothing synced, `idle`, no error).
         True when a newer `.syncignore` came down meanwhile (`_repair_syncignore`): what
-        was listed under the old rules is stale."""
-        self.reload_filter()
+        was listed under the old rules is stale. The filter is as the last pass read it (the
+        daemon's watcher reads it again at each change of the file)."""
         mended = self.filter.problem is not None and self._repair_syncignore()
         if self.filter.problem is not None:
             self.stats.set_fault(self.filter.problem)
